@@ -1,0 +1,115 @@
+"""The one exception tree of conveyor.
+
+::
+
+    ConveyorError
+    ├── CommandError            an error reply: ``-<code> <message>`` on the wire
+    │   ├── InvalidJob          a job that fails validation (PUSH / PUSHB)
+    │   ├── JobNotFound         FAIL (or an extension) for a jid with no reservation
+    │   ├── UnknownWorker       BEAT for a wid the server does not know
+    │   ├── NotUnique           code NOTUNIQUE: a unique job is already queued
+    │   └── Halt                raised by middleware to stop a command with a code
+    ├── ProtocolError           bytes that are not the Faktory Work Protocol
+    │   └── LineTooLong         a line over the configured maximum
+    ├── AuthenticationError     wrong or missing password
+    ├── ConnectError            cannot reach or keep a connection to a server
+    └── StoreError              the storage backend failed (unreachable, corrupt)
+
+The same classes serve both sides: the server's manager raises a ``CommandError`` and the
+server writes it as ``-<code> <message>``; the client reads that reply and raises the same
+class again, with the same ``code`` and ``message``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationError",
+    "CommandError",
+    "ConnectError",
+    "ConveyorError",
+    "Halt",
+    "InvalidJob",
+    "JobNotFound",
+    "LineTooLong",
+    "NotUnique",
+    "ProtocolError",
+    "StoreError",
+    "UnknownWorker",
+]
+
+
+class ConveyorError(Exception):
+    """Base class of every error conveyor raises on purpose."""
+
+
+class CommandError(ConveyorError):
+    """A command failed; on the wire it is the error reply ``-<code> <message>``."""
+
+    code: str = "ERR"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.message}"
+
+    @classmethod
+    def from_reply(cls, line: str) -> CommandError:
+        """Build the most specific error for an error reply (without the leading ``-``)."""
+        code, _, message = line.partition(" ")
+        if code == NotUnique.code:
+            return NotUnique(message)
+        if code == "ERR":
+            for kind in (JobNotFound, UnknownWorker):
+                if message.lower().startswith(kind.prefix.lower()):
+                    return kind(message)
+        return cls(message, code=code)
+
+
+class InvalidJob(CommandError):
+    """The job payload is malformed or breaks a rule (missing jid, bad queue name, ...)."""
+
+
+class JobNotFound(CommandError):
+    """No reservation exists for the jid (never fetched, already finished, or expired)."""
+
+    prefix = "Job not found"
+
+
+class UnknownWorker(CommandError):
+    """A heartbeat named a worker id the server has no record of (reaped or never seen)."""
+
+    prefix = "unknown worker"
+
+
+class NotUnique(CommandError):
+    """A unique job with the same identity is already pending."""
+
+    code = "NOTUNIQUE"
+
+
+class Halt(CommandError):
+    """Raised by middleware to stop a command; the client sees ``-<code> <message>``."""
+
+
+class ProtocolError(ConveyorError):
+    """Bytes that do not follow the Faktory Work Protocol."""
+
+
+class LineTooLong(ProtocolError):
+    """A command or reply line exceeded the configured maximum length."""
+
+
+class AuthenticationError(ConveyorError):
+    """The password was wrong, or the server wants one and none was given."""
+
+
+class ConnectError(ConveyorError):
+    """The server cannot be reached, or closed the connection unexpectedly."""
+
+
+class StoreError(ConveyorError):
+    """The storage backend failed: unreachable, read-only, or corrupt."""

@@ -1,0 +1,360 @@
+"""The Store contract: every backend (memory, sqlite, redis) implements exactly this.
+
+Each method is one ATOMIC lifecycle transition. No rules live here: the manager decides
+*what* happens (defaults, retry/backoff, where a failed job goes, which day a counter is for,
+how payloads are rewritten) and the store only does it, atomically, so that several servers
+sharing one Redis can call the same methods concurrently without handing out a job twice or
+moving one twice.
+
+Data model
+==========
+
+* **Queues**: FIFO lists of ``QueuedJob`` per queue name. A queue is *known* from its first
+  enqueue until it is removed. A known queue may be *paused* (persistent).
+* **Sorted sets** (``SortedSet``): ``scheduled``, ``retries`` and ``dead``. Each entry has a
+  score (float seconds since the epoch: when it is due, or for ``dead`` when it expires), a jid
+  and the payload. Within one set **a jid identifies one entry**; adding a jid already present
+  replaces that entry.
+* **Reservations** (the *working* set): jobs handed to a worker, keyed by jid, with the worker
+  id and the expiry time. A reservation ends with ``ack``, ``fail`` or (via the reaper, which
+  calls ``fail``) expiry.
+* **Counters**: ``processed`` and ``failures`` totals plus one pair per UTC day.
+* **Workers**: the heartbeat records of worker processes (``WorkerRecord``).
+
+Durability
+==========
+
+Methods that *add* jobs (``enqueue``, ``add_to_set``) and admin changes (pause, remove, mutate
+moves, flush) return only after the change is durable in the backend (SQLite: committed;
+Redis: acknowledged by Redis). ``reserve``, ``ack``, ``fail`` and ``extend_reservation`` may
+return before their change is durable: a crash just before the commit re-delivers the job,
+which at-least-once delivery allows. Backends may commit many callers' changes together.
+
+Payloads are opaque bytes to the store (UTF-8 JSON produced by the manager). The store never
+parses them except to filter (``JobFilter``) in listing and scanning methods.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+__all__ = [
+    "Counters",
+    "FailOutcome",
+    "JobFilter",
+    "Page",
+    "QueuedJob",
+    "ReadyListener",
+    "Reservation",
+    "SetEntry",
+    "SetMove",
+    "SortedSet",
+    "Store",
+    "WorkerRecord",
+]
+
+T = TypeVar("T")
+
+
+class SortedSet(enum.StrEnum):
+    SCHEDULED = "scheduled"
+    RETRIES = "retries"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedJob:
+    """A job to put at the tail of a queue.
+
+    ``reserve_for`` is the reservation length in seconds the manager already computed from the
+    payload (default and clamping applied), kept beside the payload so ``reserve`` can set the
+    expiry atomically without parsing JSON.
+    """
+
+    queue: str
+    jid: str
+    payload: bytes
+    reserve_for: int
+
+
+@dataclass(frozen=True, slots=True)
+class SetEntry:
+    """One entry of a sorted set. ``queue`` and ``jobtype`` are copied out of the payload so
+    backends can index and filter on them."""
+
+    score: float
+    jid: str
+    payload: bytes
+    queue: str = ""
+    jobtype: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SetMove:
+    """Move ``entry`` out of its sorted set and enqueue ``job`` (usually the same job with a
+    fresh ``enqueued_at``) -- only if the entry is still there."""
+
+    entry: SetEntry
+    job: QueuedJob
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """A job handed to a worker. ``payload`` is exactly what the worker was sent."""
+
+    jid: str
+    queue: str
+    payload: bytes
+    wid: str
+    reserved_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class FailOutcome:
+    """Where a failed job goes. ``target`` None means discard (``retry`` 0)."""
+
+    target: SortedSet | None
+    score: float = 0.0
+    payload: bytes = b""
+    queue: str = ""
+    jobtype: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """Which jobs a listing or scan keeps. Empty filter = everything.
+
+    * ``jids``: only these jids (when set, ``jobtype`` and ``pattern`` are ignored, as Faktory's
+      MUTATE does).
+    * ``jobtype``: exact jobtype.
+    * ``queue``: exact queue name.
+    * ``pattern``: a glob (``*`` ``?`` ``[...]``, case-sensitive) matched against the whole raw
+      payload text, as Faktory's MUTATE ``regexp`` (which is really a Redis MATCH glob).
+    * ``text``: case-insensitive substring of the payload (args, error message, custom, ...).
+    """
+
+    jids: tuple[str, ...] = ()
+    jobtype: str | None = None
+    queue: str | None = None
+    pattern: str | None = None
+    text: str | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.jids or self.jobtype or self.queue or self.pattern or self.text)
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a listing: the items and the total number matching the filter."""
+
+    items: list[T]
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    processed: int
+    failures: int
+
+
+@dataclass(slots=True)
+class WorkerRecord:
+    """A worker process as its heartbeats describe it. ``state`` is ``running``, ``quiet`` or
+    ``terminate``; the manager owns the rules for changing it."""
+
+    wid: str
+    hostname: str = ""
+    pid: int = 0
+    labels: list[str] = field(default_factory=list)
+    started_at: float = 0.0
+    last_beat: float = 0.0
+    rss_kb: int = 0
+    state: str = "running"
+    connections: int = 0
+
+
+ReadyListener = Callable[[str], None]
+"""Called with a queue name whenever jobs may have become available in that queue."""
+
+
+class Store(abc.ABC):
+    """The storage contract. See the module docstring for the data model and durability."""
+
+    # ----------------------------------------------------------------- life cycle
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect / create the schema. Called once before any other method."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Flush pending commits and release resources."""
+
+    @abc.abstractmethod
+    def set_ready_listener(self, listener: ReadyListener) -> None:
+        """Register the callback the store calls (in the event loop) when a queue may have
+        jobs: after every enqueue and move into a queue, by this process or -- for shared
+        backends -- by any other server. Spurious calls are allowed; missed calls are not."""
+
+    # ----------------------------------------------------------------- adding jobs
+
+    @abc.abstractmethod
+    async def enqueue(self, jobs: Sequence[QueuedJob]) -> None:
+        """Append the jobs to the tails of their queues (creating the queues). Durable."""
+
+    @abc.abstractmethod
+    async def add_to_set(self, name: SortedSet, entries: Sequence[SetEntry]) -> None:
+        """Add entries to a sorted set (replacing an entry with the same jid). Durable."""
+
+    # ----------------------------------------------------------------- working
+
+    @abc.abstractmethod
+    async def reserve(
+        self, queues: Sequence[str], wid: str, now: float, count: int = 1
+    ) -> list[Reservation]:
+        """Pop up to ``count`` jobs, taking from the first non-paused, non-empty queue in the
+        order given (then the next, while ``count`` is not reached), and record a reservation
+        for each with ``expires_at = now + reserve_for``. Unknown queues are simply empty."""
+
+    @abc.abstractmethod
+    async def ack(self, jids: Sequence[str], day: str) -> int:
+        """End the reservations of these jids; each one that existed adds 1 to ``processed``
+        and to the ``day`` counter. Returns how many existed."""
+
+    @abc.abstractmethod
+    async def fail(self, jid: str, outcome: FailOutcome, day: str) -> bool:
+        """Atomically: if a reservation for ``jid`` exists, end it, count one processed and one
+        failure (total and ``day``) and put ``outcome.payload`` where ``outcome`` says.
+        Returns False, changing nothing, when there was no reservation."""
+
+    @abc.abstractmethod
+    async def get_reservation(self, jid: str) -> Reservation | None:
+        """The reservation of ``jid``, if any."""
+
+    @abc.abstractmethod
+    async def expired_reservations(self, now: float, limit: int) -> list[Reservation]:
+        """Up to ``limit`` reservations with ``expires_at <= now``, oldest first (unchanged)."""
+
+    @abc.abstractmethod
+    async def extend_reservation(self, jid: str, expires_at: float) -> bool:
+        """Set a reservation's expiry (the manager checks it only ever grows). False if none."""
+
+    @abc.abstractmethod
+    async def list_reservations(self, offset: int, limit: int) -> Page[Reservation]:
+        """Reservations ordered by ``reserved_at``, for the Busy page."""
+
+    # ----------------------------------------------------------------- sorted sets
+
+    @abc.abstractmethod
+    async def due_entries(self, name: SortedSet, now: float, limit: int) -> list[SetEntry]:
+        """Up to ``limit`` entries with ``score <= now``, lowest score first (unchanged)."""
+
+    @abc.abstractmethod
+    async def move_to_queue(self, name: SortedSet, moves: Sequence[SetMove]) -> int:
+        """For each move whose entry (same jid *and* score) is still in the set: remove it and
+        enqueue ``move.job``. Each move is atomic; returns how many happened. Two servers
+        promoting the same entry therefore enqueue it once."""
+
+    @abc.abstractmethod
+    async def move_to_set(
+        self, source: SortedSet, entries: Sequence[SetEntry], target: SortedSet, score: float
+    ) -> int:
+        """Move the entries that are still present (same jid and score) into ``target`` with
+        the new score. Returns how many moved."""
+
+    @abc.abstractmethod
+    async def remove_from_set(self, name: SortedSet, entries: Sequence[SetEntry]) -> int:
+        """Delete the entries that are still present (same jid and score). Returns how many."""
+
+    @abc.abstractmethod
+    async def purge_set(self, name: SortedSet, before: float, limit: int) -> int:
+        """Delete up to ``limit`` entries with ``score <= before``. Returns how many."""
+
+    @abc.abstractmethod
+    async def clear_set(self, name: SortedSet) -> int:
+        """Delete every entry. Returns how many."""
+
+    @abc.abstractmethod
+    async def set_size(self, name: SortedSet) -> int: ...
+
+    @abc.abstractmethod
+    async def list_set(
+        self,
+        name: SortedSet,
+        flt: JobFilter,
+        offset: int,
+        limit: int,
+        *,
+        descending: bool = False,
+    ) -> Page[SetEntry]:
+        """Entries matching ``flt`` ordered by score (then jid), one page of them."""
+
+    @abc.abstractmethod
+    async def get_set_entries(self, name: SortedSet, jids: Sequence[str]) -> list[SetEntry]:
+        """The entries of these jids that are in the set (any order)."""
+
+    # ----------------------------------------------------------------- queues
+
+    @abc.abstractmethod
+    async def queue_sizes(self) -> dict[str, int]:
+        """Every known queue and its size."""
+
+    @abc.abstractmethod
+    async def queue_heads(self, names: Sequence[str]) -> dict[str, bytes | None]:
+        """The oldest job (the next to be fetched) of each queue, or None when empty/unknown."""
+
+    @abc.abstractmethod
+    async def list_queue(self, name: str, offset: int, limit: int) -> Page[QueuedJob]:
+        """A queue's jobs in fetch order (oldest first)."""
+
+    @abc.abstractmethod
+    async def delete_queued(self, name: str, jids: Sequence[str]) -> int:
+        """Delete these jids from the queue. Returns how many were deleted."""
+
+    @abc.abstractmethod
+    async def paused_queues(self) -> set[str]: ...
+
+    @abc.abstractmethod
+    async def set_paused(self, names: Sequence[str], paused: bool) -> None:
+        """Pause or resume known queues (unknown names are ignored). Durable."""
+
+    @abc.abstractmethod
+    async def remove_queues(self, names: Sequence[str]) -> None:
+        """Forget the queues and delete their jobs (and their paused flag). Durable."""
+
+    # ----------------------------------------------------------------- counters
+
+    @abc.abstractmethod
+    async def counters(self) -> Counters:
+        """Total processed and failures."""
+
+    @abc.abstractmethod
+    async def daily_counters(self, days: Sequence[str]) -> dict[str, Counters]:
+        """Processed/failures per ``YYYY-MM-DD`` day (missing days count zero)."""
+
+    # ----------------------------------------------------------------- workers
+
+    @abc.abstractmethod
+    async def save_worker(self, record: WorkerRecord) -> None:
+        """Create or replace a worker record."""
+
+    @abc.abstractmethod
+    async def get_worker(self, wid: str) -> WorkerRecord | None: ...
+
+    @abc.abstractmethod
+    async def list_workers(self) -> list[WorkerRecord]: ...
+
+    @abc.abstractmethod
+    async def delete_worker(self, wid: str) -> bool: ...
+
+    # ----------------------------------------------------------------- admin
+
+    @abc.abstractmethod
+    async def flush(self) -> None:
+        """Delete every job, queue, set, reservation, pause flag and counter (not workers)."""

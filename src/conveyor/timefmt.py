@@ -1,0 +1,83 @@
+"""Timestamps as Faktory writes and reads them: RFC 3339 with up to nanoseconds, in UTC.
+
+Faktory (Go) formats with ``2006-01-02T15:04:05.999999999Z07:00``: the fraction has its trailing
+zeros trimmed and disappears when zero. Parsing accepts ``Z`` or a ``±HH:MM`` offset and 0-9
+fraction digits, and rejects naive times, space separators and ``+0000``.
+
+Internally times are float seconds since the epoch (the same scores Faktory puts in its
+sorted sets).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime
+
+__all__ = ["day_key", "format_time", "now_iso", "parse_time"]
+
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})"
+)
+
+_second_cache: tuple[int, str] = (-1, "")
+
+
+def _format_seconds(seconds: int) -> str:
+    global _second_cache
+    cached_second, text = _second_cache
+    if cached_second != seconds:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        _second_cache = (seconds, text)
+    return text
+
+
+def format_ns(ns: int) -> str:
+    """Format integer nanoseconds since the epoch the way Go's RFC3339Nano does (UTC)."""
+    seconds, frac = divmod(ns, 1_000_000_000)
+    head = _format_seconds(seconds)
+    if frac == 0:
+        return head + "Z"
+    return f"{head}.{frac:09d}".rstrip("0") + "Z"
+
+
+def format_time(ts: float) -> str:
+    """Format float seconds since the epoch as RFC 3339 UTC (microsecond precision)."""
+    return format_ns(round(ts * 1_000_000) * 1000)
+
+
+def now_iso() -> str:
+    """The current time, formatted as Faktory formats ``created_at`` and ``enqueued_at``."""
+    return format_ns(time.time_ns())
+
+
+def parse_time(text: str) -> float:
+    """Parse an RFC 3339 timestamp into float seconds since the epoch.
+
+    Raises ``ValueError`` with a message naming the text when it is not RFC 3339 with a zone.
+    """
+    match = _RFC3339.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not an RFC 3339 time with a zone (e.g. 2030-01-01T00:00:00Z)")
+    year, month, day, hour, minute, second, frac, zone = match.groups()
+    try:
+        moment = datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=UTC
+        )
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a valid time: {exc}") from None
+    ts = moment.timestamp()
+    if frac:
+        ts += int(frac) / 10 ** len(frac)
+    if zone != "Z":
+        sign = 1 if zone[0] == "+" else -1
+        offset_hours, offset_minutes = int(zone[1:3]), int(zone[4:6])
+        if offset_hours > 23 or offset_minutes > 59:
+            raise ValueError(f"{text!r} has an invalid zone offset")
+        ts -= sign * (offset_hours * 3600 + offset_minutes * 60)
+    return ts
+
+
+def day_key(ts: float) -> str:
+    """The UTC day of a timestamp, ``YYYY-MM-DD``, as used for the daily counters."""
+    return time.strftime("%Y-%m-%d", time.gmtime(ts))

@@ -1,0 +1,3 @@
+"""Shared test configuration. Fixtures live in ``tests/support/`` modules, registered here."""
+
+pytest_plugins = ["tests.support.services"]
