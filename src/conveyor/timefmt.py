@@ -58,7 +58,9 @@ def parse_time(text: str) -> float:
     """
     match = _RFC3339.fullmatch(text)
     if match is None:
-        raise ValueError(f"{text!r} is not an RFC 3339 time with a zone (e.g. 2030-01-01T00:00:00Z)")
+        raise ValueError(
+            f"{text!r} is not an RFC 3339 time with a zone (e.g. 2030-01-01T00:00:00Z)"
+        )
     year, month, day, hour, minute, second, frac, zone = match.groups()
     try:
         moment = datetime(

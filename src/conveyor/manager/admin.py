@@ -1,0 +1,261 @@
+"""Admin operations of the manager: queues, MUTATE, sorted-set actions and read views.
+
+Used by the FWP commands (QUEUE, MUTATE) and by the web dashboard. Bulk operations work in
+pages so that a set of 100,000 jobs never has to be held or moved in one step.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from conveyor.errors import CommandError
+from conveyor.job import Job, decode_job
+from conveyor.store.base import (
+    Counters,
+    JobFilter,
+    Page,
+    QueuedJob,
+    Reservation,
+    SetEntry,
+    SetMove,
+    SortedSet,
+    Store,
+    WorkerRecord,
+)
+from conveyor.timefmt import day_key, now_iso, parse_time
+
+if TYPE_CHECKING:
+    from conveyor.manager.config import ManagerConfig
+    from conveyor.manager.waiters import QueueWaiters
+
+__all__ = ["AdminOps", "JobLocation", "QueueInfo", "WorkerView"]
+
+_PAGE = 1000
+_MUTATE_COMMANDS = ("clear", "discard", "kill", "requeue")
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    name: str
+    size: int
+    latency: float
+    paused: bool
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerView:
+    record: WorkerRecord
+    busy: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobLocation:
+    """Where a job is now: ``working`` (reserved), or a sorted set's name."""
+
+    where: str
+    queue: str
+    payload: bytes
+
+
+def _set_named(target: str) -> SortedSet:
+    try:
+        return SortedSet(target)
+    except ValueError:
+        raise CommandError("invalid target for mutation command") from None
+
+
+class AdminOps:
+    """Mixed into ``Manager``; relies on its ``store``, ``config`` and ``waiters``."""
+
+    store: Store
+    config: ManagerConfig
+    waiters: QueueWaiters
+
+    def queued(self, job: Job) -> QueuedJob:  # provided by Manager
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ queues
+
+    async def _queue_names(self, names: Sequence[str]) -> list[str]:
+        if "*" in names:
+            return list(await self.store.queue_sizes())
+        return list(names)
+
+    async def pause_queues(self, names: Sequence[str]) -> None:
+        await self.store.set_paused(await self._queue_names(names), True)
+
+    async def resume_queues(self, names: Sequence[str]) -> None:
+        resumed = await self._queue_names(names)
+        await self.store.set_paused(resumed, False)
+        for name in resumed:  # FETCHes waiting on a paused queue can have its jobs now
+            self.waiters.notify(name)
+
+    async def remove_queues(self, names: Sequence[str]) -> None:
+        await self.store.remove_queues(await self._queue_names(names))
+
+    async def queue_latency(self, names: Sequence[str]) -> dict[str, float]:
+        """Seconds since the oldest job of each queue was enqueued (0 when empty/unknown)."""
+        if "*" in names:
+            raise CommandError("QUEUE LATENCY does not support wildcards")
+        heads = await self.store.queue_heads(names)
+        now = time.time()
+        return {name: _latency(heads.get(name), now) for name in names}
+
+    async def queues(self) -> list[QueueInfo]:
+        sizes = await self.store.queue_sizes()
+        paused = await self.store.paused_queues()
+        latency = await self.queue_latency(list(sizes)) if sizes else {}
+        return [
+            QueueInfo(name, size, latency.get(name, 0.0), name in paused)
+            for name, size in sorted(sizes.items())
+        ]
+
+    async def list_queue(self, name: str, offset: int, limit: int) -> Page[QueuedJob]:
+        return await self.store.list_queue(name, offset, limit)
+
+    async def delete_queued(self, name: str, jids: Sequence[str]) -> int:
+        return await self.store.delete_queued(name, jids)
+
+    # ------------------------------------------------------------------ sorted sets
+
+    async def list_set(
+        self,
+        name: SortedSet,
+        flt: JobFilter,
+        offset: int,
+        limit: int,
+        descending: bool = False,
+    ) -> Page[SetEntry]:
+        return await self.store.list_set(name, flt, offset, limit, descending=descending)
+
+    async def get_set_entry(self, name: SortedSet, jid: str) -> SetEntry | None:
+        entries = await self.store.get_set_entries(name, (jid,))
+        return entries[0] if entries else None
+
+    async def _select(self, name: SortedSet, jids: Sequence[str] | None) -> list[SetEntry]:
+        if jids is not None:
+            return await self.store.get_set_entries(name, jids)
+        return await self._matching(name, JobFilter())
+
+    async def _matching(self, name: SortedSet, flt: JobFilter) -> list[SetEntry]:
+        """Every entry matching ``flt``, read page by page before anything is changed."""
+        entries: list[SetEntry] = []
+        while True:
+            page = await self.store.list_set(name, flt, len(entries), _PAGE)
+            entries.extend(page.items)
+            if len(page.items) < _PAGE:
+                return entries
+
+    async def requeue(self, name: SortedSet, jids: Sequence[str] | None) -> int:
+        """Enqueue now ("Retry Now" / "Add to queue"), with a fresh ``enqueued_at``."""
+        return await self._requeue_entries(name, await self._select(name, jids))
+
+    async def _requeue_entries(self, name: SortedSet, entries: Sequence[SetEntry]) -> int:
+        moved = 0
+        for start in range(0, len(entries), _PAGE):
+            enqueued_at = now_iso()
+            moves = []
+            for entry in entries[start : start + _PAGE]:
+                job = decode_job(entry.payload)
+                job.enqueued_at = enqueued_at
+                moves.append(SetMove(entry, self.queued(job)))
+            moved += await self.store.move_to_queue(name, moves)
+        return moved
+
+    async def delete(self, name: SortedSet, jids: Sequence[str] | None) -> int:
+        if jids is None:
+            return await self.store.clear_set(name)
+        return await self.store.remove_from_set(name, await self.store.get_set_entries(name, jids))
+
+    async def kill(self, name: SortedSet, jids: Sequence[str] | None) -> int:
+        return await self._kill_entries(name, await self._select(name, jids))
+
+    async def _kill_entries(self, name: SortedSet, entries: Sequence[SetEntry]) -> int:
+        score = time.time() + self.config.dead_ttl_seconds
+        moved = 0
+        for start in range(0, len(entries), _PAGE):
+            chunk = entries[start : start + _PAGE]
+            moved += await self.store.move_to_set(name, chunk, SortedSet.DEAD, score)
+        return moved
+
+    async def mutate(self, cmd: str, target: str, flt: JobFilter | None) -> None:
+        """MUTATE (faktory.md §3.7). ``flt`` None means the command had no ``filter`` key."""
+        name = _set_named(target)
+        if cmd not in _MUTATE_COMMANDS:
+            raise CommandError("unknown mutate operation")
+        if cmd == "clear" or (cmd == "discard" and flt is None):
+            await self.store.clear_set(name)
+            return
+        entries = await self._matching(name, flt or JobFilter())
+        if cmd == "discard":
+            for start in range(0, len(entries), _PAGE):
+                await self.store.remove_from_set(name, entries[start : start + _PAGE])
+        elif cmd == "kill":
+            await self._kill_entries(name, entries)
+        else:
+            await self._requeue_entries(name, entries)
+
+    async def purge_dead(self) -> int:
+        """Drop dead jobs past their retention, and the oldest beyond ``dead_max_jobs``."""
+        purged = 0
+        while True:
+            count = await self.store.purge_set(SortedSet.DEAD, time.time(), _PAGE)
+            purged += count
+            if count < _PAGE:
+                break
+        limit = self.config.dead_max_jobs
+        if limit:
+            excess = await self.store.set_size(SortedSet.DEAD) - limit
+            while excess > 0:
+                page = await self.store.list_set(SortedSet.DEAD, JobFilter(), 0, min(excess, _PAGE))
+                removed = await self.store.remove_from_set(SortedSet.DEAD, page.items)
+                purged += removed
+                excess -= len(page.items)
+                if not page.items:
+                    break
+        return purged
+
+    # ------------------------------------------------------------------ views
+
+    async def workers(self) -> list[WorkerView]:
+        records = await self.store.list_workers()
+        busy: dict[str, int] = {}
+        reservations = await self.store.list_reservations(0, 1_000_000)
+        for reservation in reservations.items:
+            busy[reservation.wid] = busy.get(reservation.wid, 0) + 1
+        return [WorkerView(r, busy.get(r.wid, 0)) for r in sorted(records, key=lambda r: r.wid)]
+
+    async def busy(self, offset: int, limit: int) -> Page[Reservation]:
+        return await self.store.list_reservations(offset, limit)
+
+    async def history(self, days: int) -> list[tuple[str, Counters]]:
+        now = time.time()
+        keys = [day_key(now - 86_400 * back) for back in range(days - 1, -1, -1)]
+        counters = await self.store.daily_counters(keys)
+        return [(key, counters.get(key, Counters(0, 0))) for key in keys]
+
+    async def locate(self, jid: str) -> JobLocation | None:
+        """Where a job is now: reserved by a worker, or in a sorted set (queues not searched)."""
+        reservation = await self.store.get_reservation(jid)
+        if reservation is not None:
+            return JobLocation("working", reservation.queue, reservation.payload)
+        for name in SortedSet:
+            entries = await self.store.get_set_entries(name, (jid,))
+            if entries:
+                return JobLocation(str(name), entries[0].queue, entries[0].payload)
+        return None
+
+
+def _latency(head: bytes | None, now: float) -> float:
+    if head is None:
+        return 0.0
+    enqueued_at = decode_job(head).enqueued_at
+    if not enqueued_at:
+        return 0.0
+    try:
+        return max(0.0, now - parse_time(enqueued_at))
+    except ValueError:
+        return 0.0

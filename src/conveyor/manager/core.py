@@ -1,0 +1,395 @@
+"""The manager: every rule of the job lifecycle, over one Store.
+
+The FWP server, the web app and the in-process client are adapters over this one API. The
+store does each transition atomically; the manager decides which transition, with what
+payload (see ``docs/design/architecture.md``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from conveyor.errors import CommandError, InvalidJob, JobNotFound, UnknownWorker
+from conveyor.job import Job, decode_job, encode_job
+from conveyor.manager import validation
+from conveyor.manager.admin import AdminOps
+from conveyor.manager.config import ManagerConfig
+from conveyor.manager.info import build_info
+from conveyor.manager.middleware import (
+    AckContext,
+    Discard,
+    FailContext,
+    FetchContext,
+    Middleware,
+    PushContext,
+    hooks_of,
+    run_chain,
+)
+from conveyor.manager.retry import FailureReport, RetryPolicy
+from conveyor.manager.tasks import BackgroundTasks
+from conveyor.manager.types import ClientInfo, ServerStats, WorkerState
+from conveyor.manager.waiters import QueueWaiters
+from conveyor.store.base import (
+    QueuedJob,
+    Reservation,
+    SetEntry,
+    SortedSet,
+    Store,
+    WorkerRecord,
+)
+from conveyor.timefmt import day_key, now_iso
+
+__all__ = ["Manager"]
+
+log = logging.getLogger("conveyor.manager")
+
+FAKTORY_VERSION = "1.10.0"
+"""The Faktory release whose protocol we speak; clients gate features on it (semver)."""
+
+
+class Manager(AdminOps):
+    """All the rules. ``await start()`` before use, ``await stop()`` at the end."""
+
+    version = FAKTORY_VERSION
+
+    def __init__(
+        self,
+        store: Store,
+        config: ManagerConfig | None = None,
+        middleware: Sequence[Middleware] = (),
+    ) -> None:
+        from conveyor import __version__
+
+        self.store = store
+        self.config = config or ManagerConfig()
+        self.description = f"conveyor {__version__} (Faktory-compatible job server)"
+        self.retry_policy = RetryPolicy(self.config.dead_ttl_seconds)
+        self.waiters = QueueWaiters()
+        self.tasks = BackgroundTasks(self)
+        self.started_at = time.time()
+        self._middleware = list(middleware)
+        self._push_hooks = hooks_of(self._middleware, "push")
+        self._fetch_hooks = hooks_of(self._middleware, "fetch")
+        self._ack_hooks = hooks_of(self._middleware, "ack")
+        self._fail_hooks = hooks_of(self._middleware, "fail")
+        # Worker state as last seen by this server; BEAT refreshes it from the store.
+        self._worker_states: dict[str, str] = {}
+        self._local_clients: dict[str, set[int]] = {}
+        self._closers: dict[int, ClientInfo] = {}
+        store.set_ready_listener(self.waiters.notify)
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def start(self) -> None:
+        await self.store.open()
+        self.started_at = time.time()
+        self.tasks.start()
+
+    async def stop(self) -> None:
+        await self.tasks.stop()
+        self.waiters.notify_all()
+        await self.store.close()
+
+    # ------------------------------------------------------------------ push
+
+    async def push(self, payload: bytes) -> None:
+        job = validation.decode_pushed(payload, self.config)
+        await self.push_job(job)
+
+    async def push_job(self, job: Job) -> None:
+        due = validation.prepare_job(job, self.config)
+        if self._push_hooks:
+            await run_chain(self._push_hooks, PushContext(self, job), _nothing)
+        await self._store_jobs([(job, due)])
+
+    async def push_bulk(self, payload: bytes) -> dict[str, str]:
+        """PUSHB: each job validated and pushed on its own; returns ``{jid: error}``."""
+        if len(payload) > self.config.max_payload_bytes * 10:
+            raise InvalidJob(f"PUSHB payload is {len(payload)} bytes; too large")
+        try:
+            raws = msgspec.json.decode(payload, type=list[msgspec.Raw])
+        except msgspec.DecodeError as exc:
+            raise InvalidJob(f"invalid JSON: {exc}") from None
+        errors: dict[str, str] = {}
+        accepted: list[tuple[Job, float | None]] = []
+        for raw in raws:
+            job: Job | None = None
+            try:
+                job = validation.decode_pushed(bytes(raw), self.config)
+                due = validation.prepare_job(job, self.config)
+                if self._push_hooks:
+                    await run_chain(self._push_hooks, PushContext(self, job), _nothing)
+            except CommandError as exc:  # middleware codes (NOTUNIQUE, ...) keep their code
+                key = job.jid if job is not None else _raw_jid(raw)
+                errors[key] = exc.message if exc.code == "ERR" else str(exc)
+            else:
+                accepted.append((job, due))
+        if accepted:
+            await self._store_jobs(accepted)
+        return errors
+
+    async def _store_jobs(self, jobs: Sequence[tuple[Job, float | None]]) -> None:
+        now = time.time()
+        queued: list[QueuedJob] = []
+        scheduled: list[SetEntry] = []
+        enqueued_at = now_iso()
+        for job, due in jobs:
+            if due is not None and due > now:
+                scheduled.append(SetEntry(due, job.jid, encode_job(job), job.queue, job.jobtype))
+            else:
+                job.enqueued_at = enqueued_at
+                queued.append(self.queued(job))
+        if scheduled:
+            await self.store.add_to_set(SortedSet.SCHEDULED, scheduled)
+        if queued:
+            await self.store.enqueue(queued)
+
+    def queued(self, job: Job) -> QueuedJob:
+        return QueuedJob(
+            job.queue, job.jid, encode_job(job), validation.reserve_seconds(job, self.config)
+        )
+
+    # ------------------------------------------------------------------ fetch
+
+    async def fetch(
+        self, queues: Sequence[str], wid: str = "", wait: float | None = None
+    ) -> bytes | None:
+        jobs = await self.fetch_many(queues, wid, 1, wait)
+        return jobs[0] if jobs else None
+
+    async def fetch_many(
+        self, queues: Sequence[str], wid: str, count: int, wait: float | None = None
+    ) -> list[bytes]:
+        """Reserve up to ``count`` jobs, taking queues in the order given; wait up to ``wait``
+        seconds (default ``fetch_wait_seconds``) for the first one."""
+        wait = self.config.fetch_wait_seconds if wait is None else wait
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        if wid and self._worker_states.get(wid, WorkerState.RUNNING) != WorkerState.RUNNING:
+            await asyncio.sleep(wait)  # Faktory: a quiet worker's FETCH waits, then gets nothing
+            return []
+        while True:
+            jobs = await self._reserve(queues, wid, count)
+            if jobs:
+                return jobs
+            # Register first, then look again: a push landing between the two is not missed.
+            future = self.waiters.register(queues)
+            try:
+                jobs = await self._reserve(queues, wid, count)
+                if jobs:
+                    return jobs
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return []
+                try:
+                    await asyncio.wait_for(future, remaining)
+                except TimeoutError:
+                    return await self._reserve(queues, wid, count)
+            finally:
+                self.waiters.unregister(future, queues)
+
+    async def _reserve(self, queues: Sequence[str], wid: str, count: int) -> list[bytes]:
+        reservations = await self.store.reserve(queues, wid, time.time(), count)
+        if not reservations:
+            return []
+        # Pass the baton: there may be more jobs for other waiting FETCHes.
+        self.waiters.notify(reservations[-1].queue)
+        if not self._fetch_hooks:
+            return [r.payload for r in reservations]
+        kept: list[bytes] = []
+        for reservation in reservations:
+            ctx = FetchContext(self, reservation, decode_job(reservation.payload))
+            try:
+                await run_chain(self._fetch_hooks, ctx, _nothing)
+            except Discard as exc:
+                log.info("discarded job %s at fetch: %s", reservation.jid, exc)
+                await self.store.ack([reservation.jid], day_key(time.time()))
+            else:
+                kept.append(reservation.payload)
+        return kept
+
+    # ------------------------------------------------------------------ ack / fail
+
+    async def ack(self, jid: str) -> None:
+        await self.ack_many((jid,))
+
+    async def ack_many(self, jids: Sequence[str]) -> int:
+        if not self._ack_hooks:
+            return await self.store.ack(jids, day_key(time.time()))
+        done = 0
+        for jid in jids:
+            ctx = AckContext(self, jid, await self.store.get_reservation(jid))
+
+            async def final(jid: str = jid) -> None:
+                nonlocal done
+                done += await self.store.ack((jid,), day_key(time.time()))
+
+            await run_chain(self._ack_hooks, ctx, final)
+        return done
+
+    async def fail(
+        self, jid: str, errtype: str, message: str, backtrace: Sequence[str] = ()
+    ) -> None:
+        reservation = await self.store.get_reservation(jid)
+        if reservation is None:
+            raise JobNotFound(f"Job not found {jid}")
+        await self._fail_reservation(reservation, FailureReport.clean(errtype, message, backtrace))
+
+    async def _fail_reservation(self, reservation: Reservation, report: FailureReport) -> bool:
+        """Record a failure and move the job on. False when the reservation was gone already
+        (acked, failed or expired by someone else meanwhile): then nothing changes."""
+        now = time.time()
+        job = decode_job(reservation.payload)
+        self.retry_policy.record(job, report, now)
+        outcome = self.retry_policy.outcome(job, now, encode_job)
+        if not self._fail_hooks:
+            return await self.store.fail(reservation.jid, outcome, day_key(now))
+        ctx = FailContext(self, reservation, job, report, outcome)
+        result = False
+
+        async def final() -> None:
+            nonlocal result
+            result = await self.store.fail(reservation.jid, ctx.outcome, day_key(now))
+
+        await run_chain(self._fail_hooks, ctx, final)
+        return result
+
+    async def expire_reservations(self, limit: int = 500) -> int:
+        """Send overdue reservations down the failure path; returns how many."""
+        report = FailureReport("ReservationExpired", "job reservation expired", ())
+        expired = await self.store.expired_reservations(time.time(), limit)
+        count = 0
+        for reservation in expired:
+            if await self._fail_reservation(reservation, report):
+                count += 1
+        return count
+
+    async def extend(self, jid: str, until: float) -> None:
+        """Extend a reservation (never shortens it)."""
+        reservation = await self.store.get_reservation(jid)
+        if reservation is None:
+            raise JobNotFound(f"Job not found {jid}")
+        if until > reservation.expires_at:
+            await self.store.extend_reservation(jid, until)
+
+    # ------------------------------------------------------------------ workers
+
+    async def connect(self, client: ClientInfo) -> None:
+        if not client.wid:
+            return
+        self._closers[id(client)] = client
+        local = self._local_clients.setdefault(client.wid, set())
+        local.add(id(client))
+        record = await self.store.get_worker(client.wid)
+        now = time.time()
+        if record is None:
+            record = WorkerRecord(
+                wid=client.wid,
+                hostname=client.hostname,
+                pid=client.pid,
+                labels=list(client.labels),
+                started_at=now,
+                last_beat=now,
+            )
+        record.connections += 1
+        self._worker_states[client.wid] = record.state
+        await self.store.save_worker(record)
+
+    async def disconnect(self, client: ClientInfo) -> None:
+        if not client.wid:
+            return
+        self._closers.pop(id(client), None)
+        local = self._local_clients.get(client.wid)
+        if local is None or id(client) not in local:
+            return  # already reaped
+        local.discard(id(client))
+        record = await self.store.get_worker(client.wid)
+        if record is None:
+            return
+        record.connections -= 1
+        if record.connections <= 0:
+            # The last connection of a worker process is gone: forget it at once (Faktory).
+            del self._local_clients[client.wid]
+            self._worker_states.pop(client.wid, None)
+            await self.store.delete_worker(client.wid)
+        else:
+            await self.store.save_worker(record)
+
+    async def beat(self, wid: str, rss_kb: int = 0, current_state: str | None = None) -> str:
+        record = await self.store.get_worker(wid)
+        if record is None:
+            raise UnknownWorker(f"unknown worker {wid}")
+        record.rss_kb = rss_kb
+        record.last_beat = time.time()
+        record.state = _advance(record.state, current_state)
+        await self.store.save_worker(record)
+        self._worker_states[wid] = record.state
+        return record.state
+
+    async def signal_workers(self, wids: Sequence[str] | None, state: str) -> int:
+        """Quiet or terminate some workers (None = all); states never move backwards."""
+        if state not in (WorkerState.QUIET, WorkerState.TERMINATE):
+            raise ValueError(f"cannot signal workers to {state!r}")
+        records = await self.store.list_workers()
+        chosen = [r for r in records if wids is None or r.wid in wids]
+        for record in chosen:
+            record.state = _advance(record.state, state)
+            self._worker_states[record.wid] = record.state
+            await self.store.save_worker(record)
+        return len(chosen)
+
+    async def reap_workers(self) -> int:
+        """Forget workers silent for longer than the timeout and close their connections."""
+        cutoff = time.time() - self.config.worker_timeout_seconds
+        reaped = 0
+        for record in await self.store.list_workers():
+            if record.last_beat >= cutoff:
+                continue
+            await self.store.delete_worker(record.wid)
+            self._worker_states.pop(record.wid, None)
+            reaped += 1
+            for key in self._local_clients.pop(record.wid, set()):
+                client = self._closers.pop(key, None)
+                if client is not None and client.close is not None:
+                    client.close()
+        if reaped:
+            log.info(
+                "reaped %d workers silent for over %ss", reaped, self.config.worker_timeout_seconds
+            )
+        return reaped
+
+    # ------------------------------------------------------------------ INFO / FLUSH
+
+    async def info(self, stats: ServerStats | None = None) -> dict[str, Any]:
+        return await build_info(self, stats or ServerStats())
+
+    async def flush(self) -> None:
+        await self.store.flush()
+        self.tasks.reset_stats()
+
+
+def _advance(current: str, wanted: str | None) -> str:
+    """Worker states only move forward; unknown states are ignored (Faktory)."""
+    order = WorkerState.ORDER
+    if wanted in order and order[wanted] > order.get(current, 0):
+        return wanted
+    return current
+
+
+def _raw_jid(raw: msgspec.Raw) -> str:
+    try:
+        value = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return ""
+    jid = value.get("jid") if isinstance(value, dict) else None
+    return jid if isinstance(jid, str) else ""
+
+
+async def _nothing() -> None:
+    return None
