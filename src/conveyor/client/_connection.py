@@ -1,0 +1,382 @@
+"""``Client``: one FWP connection, one command in flight, one round trip per command.
+
+The bytes are handled by the sans-IO ``conveyor.protocol`` (``ReplyReader``); this module only
+moves them over an asyncio stream. Higher layers (pools, reconnects, typed jobs, workers) are
+built on top of it and are not its business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import ssl
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import msgspec
+
+from conveyor.client._url import ServerAddress, resolve_url
+from conveyor.errors import (
+    AuthenticationError,
+    CommandError,
+    ConnectError,
+    ConveyorError,
+    ProtocolError,
+)
+from conveyor.job import Job, encode_job
+from conveyor.protocol.auth import PROTOCOL_VERSION, hash_password
+from conveyor.protocol.replies import Reply, ReplyKind, ReplyReader
+
+__all__ = ["DEFAULT_TIMEOUT_SECONDS", "Client"]
+
+# Must stay above the server's FETCH wait (2 s in Faktory) or an idle FETCH would time out.
+DEFAULT_TIMEOUT_SECONDS = 10.0
+_READ_BYTES = 256 * 1024
+_CRLF = b"\r\n"
+
+_encode = msgspec.json.Encoder().encode
+_decode_object = msgspec.json.Decoder(dict[str, Any]).decode
+_decode_objects = msgspec.json.Decoder(list[dict[str, Any]]).decode
+_decode_errors = msgspec.json.Decoder(dict[str, str]).decode
+_decode_latency = msgspec.json.Decoder(dict[str, float]).decode
+
+
+class Client:
+    """One connection to a conveyor (or Faktory) server. Create it with ``await Client.connect()``.
+
+    Every method sends one command and waits for its reply. Error replies raise the matching
+    ``CommandError`` subclass (``JobNotFound``, ``NotUnique``, ...). A timeout, a dropped
+    connection or a cancelled call closes the connection (the reply stream can no longer be
+    trusted) and raises ``ConnectError`` (or re-raises the cancellation).
+
+    A ``Client`` is not safe for concurrent use by several tasks: one command is in flight at a
+    time, so a second concurrent call raises ``RuntimeError``. Use one client per task or a pool.
+    """
+
+    __slots__ = (
+        "_busy",
+        "_closed",
+        "_reader",
+        "_replies",
+        "_writer",
+        "address",
+        "timeout",
+        "wid",
+    )
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        address: ServerAddress,
+        *,
+        wid: str | None,
+        timeout: float | None,
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._replies = ReplyReader()
+        self._busy = False
+        self._closed = False
+        self.address = address
+        self.wid = wid
+        self.timeout = timeout
+
+    # -- connection lifecycle ---------------------------------------------------------------
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str | None = None,
+        *,
+        wid: str | None = None,
+        hostname: str | None = None,
+        pid: int | None = None,
+        labels: Iterable[str] = (),
+        password: str | None = None,
+        tls: ssl.SSLContext | bool | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT_SECONDS,  # noqa: ASYNC109 - kept per command
+        environ: Mapping[str, str] | None = None,
+    ) -> Client:
+        """Connect and complete the ``HI``/``HELLO`` handshake.
+
+        ``url`` defaults to the environment (``CONVEYOR_URL``, ``FAKTORY_URL``, ...; see
+        ``resolve_url``). Pass ``wid`` to register as a worker process (needed for ``beat``).
+        ``tls`` is an ``ssl.SSLContext``, ``True`` for the default context, or ``None`` to
+        follow the URL scheme (``tcp+tls://``).
+        """
+        address = resolve_url(url, environ)
+        context = _tls_context(tls, address.tls)
+        try:
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(
+                    address.host,
+                    address.port,
+                    ssl=context,
+                    server_hostname=address.host if context is not None else None,
+                )
+        except (OSError, TimeoutError) as exc:
+            raise ConnectError(f"cannot connect to {address.url}: {exc or 'timed out'}") from exc
+        client = cls(reader, writer, address, wid=wid, timeout=timeout)
+        hello: dict[str, Any] = {
+            "hostname": hostname if hostname is not None else socket.gethostname(),
+            "pid": pid if pid is not None else os.getpid(),
+            "v": PROTOCOL_VERSION,
+        }
+        if wid:
+            hello["wid"] = wid
+            hello["labels"] = list(labels)
+        if address.username:
+            hello["username"] = address.username
+        try:
+            await client._handshake(hello, password if password is not None else address.password)
+        except BaseException:
+            client._abort()
+            raise
+        return client
+
+    async def _handshake(self, hello: dict[str, Any], password: str | None) -> None:
+        greeting = await self._receive("handshake")
+        if greeting.kind is not ReplyKind.SIMPLE or not greeting.text.startswith("HI "):
+            raise ProtocolError(f"expected a +HI greeting, got {greeting!r}")
+        try:
+            challenge = _decode_object(greeting.text[3:])
+        except msgspec.DecodeError as exc:
+            raise ProtocolError(f"bad +HI greeting {greeting.text!r}") from exc
+        if "s" in challenge:
+            if not password:
+                raise AuthenticationError(
+                    f"{self.address.url} requires a password: put it in the URL "
+                    "(tcp://:PASSWORD@host:port), in FAKTORY_PASSWORD, or pass password="
+                )
+            iterations = int(challenge.get("i") or 1)
+            hello["pwdhash"] = hash_password(password, str(challenge["s"]), iterations)
+        self._writer.write(b"HELLO " + _encode(hello) + _CRLF)
+        reply = await self._receive("handshake")
+        if reply.kind is ReplyKind.ERROR:
+            if "invalid password" in reply.text.lower():
+                raise AuthenticationError(f"{self.address.url} refused the password")
+            raise CommandError.from_reply(reply.text)
+        if reply.kind is not ReplyKind.OK:
+            raise ProtocolError(f"expected +OK to HELLO, got {reply!r}")
+
+    async def close(self) -> None:
+        """Say ``END`` and close the connection. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        writer = self._writer
+        try:
+            if not self._busy:
+                writer.write(b"END\r\n")
+            writer.close()
+            await writer.wait_closed()
+        except (OSError, ssl.SSLError):
+            pass  # the server may drop the socket first, which is what END asks for anyway
+
+    def _abort(self) -> None:
+        self._closed = True
+        self._writer.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- one round trip ---------------------------------------------------------------------
+
+    async def raw(self, line: bytes) -> Reply:
+        """Send one command line (without its terminator) and return the reply as it came.
+
+        Error replies are returned, not raised: this is for tests and debugging.
+        """
+        return await self._roundtrip(line + _CRLF)
+
+    async def _call(self, line: bytes) -> Reply:
+        reply = await self._roundtrip(line)
+        if reply.kind is ReplyKind.ERROR:
+            raise CommandError.from_reply(reply.text)
+        return reply
+
+    async def _roundtrip(self, line: bytes) -> Reply:
+        if self._busy:
+            raise RuntimeError("a Client runs one command at a time; use one client per task")
+        if self._closed:
+            raise ConnectError(f"the connection to {self.address.url} is closed")
+        self._busy = True
+        try:
+            self._writer.write(line)
+            return await self._receive("reply")
+        finally:
+            self._busy = False
+
+    async def _receive(self, what: str) -> Reply:
+        """The next reply; on any failure the connection is closed, as its stream is lost."""
+        replies = self._replies
+        try:
+            reply = replies.next_reply()
+            if reply is not None:
+                return reply
+            async with asyncio.timeout(self.timeout):
+                while reply is None:
+                    data = await self._reader.read(_READ_BYTES)
+                    if not data:
+                        raise ConnectError(f"{self.address.url} closed the connection ({what})")
+                    replies.feed(data)
+                    reply = replies.next_reply()
+            return reply
+        except ConveyorError:
+            self._abort()
+            raise
+        except TimeoutError:
+            self._abort()
+            raise ConnectError(f"no {what} from {self.address.url} in {self.timeout}s") from None
+        except (OSError, ssl.SSLError) as exc:
+            self._abort()
+            raise ConnectError(f"connection to {self.address.url} failed: {exc}") from exc
+        except BaseException:  # cancelled mid-reply: the next reply would be this one's
+            self._abort()
+            raise
+
+    # -- producer commands --------------------------------------------------------------------
+
+    async def push(self, job: Mapping[str, Any] | Job) -> str:
+        """``PUSH`` one job; returns its jid (a random one is added when a mapping has none)."""
+        if isinstance(job, Job):
+            jid, payload = job.jid, encode_job(job)
+        else:
+            jid = job.get("jid") or ""
+            if not jid:
+                jid = new_jid()
+                job = {"jid": jid, **job}
+            payload = _encode(job)
+        await self._call(b"PUSH " + payload + _CRLF)
+        return str(jid)
+
+    async def push_bulk(self, jobs: Sequence[Mapping[str, Any] | Job]) -> dict[str, str]:
+        """``PUSHB`` several jobs in one round trip; returns ``{jid: error}`` for failures only."""
+        reply = await self._call(b"PUSHB " + _encode(jobs) + _CRLF)
+        return _decode_errors(reply.data) if reply.kind is ReplyKind.BULK else {}
+
+    # -- consumer commands --------------------------------------------------------------------
+
+    async def fetch(self, *queues: str) -> dict[str, Any] | None:
+        """``FETCH`` from the queues in priority order; ``None`` when the server had no job."""
+        reply = await self._call(b"FETCH " + _queue_names(queues) + _CRLF)
+        return _decode_object(reply.data) if reply.kind is ReplyKind.BULK else None
+
+    async def fetch_many(self, count: int, *queues: str) -> list[dict[str, Any]]:
+        """``FETCHB`` (conveyor extension): up to ``count`` jobs in one round trip."""
+        if count < 1:
+            raise ValueError(f"count must be at least 1, got {count}")
+        line = b"FETCHB %d " % count + _queue_names(queues) + _CRLF
+        reply = await self._call(line)
+        return _decode_objects(reply.data) if reply.kind is ReplyKind.BULK else []
+
+    async def ack(self, jid: str) -> None:
+        """``ACK``: the job succeeded. Unknown jids are fine (Faktory semantics)."""
+        await self._call(b"ACK " + _encode({"jid": jid}) + _CRLF)
+
+    async def ack_many(self, jids: Sequence[str]) -> None:
+        """``ACKB`` (conveyor extension): acknowledge several jobs in one round trip."""
+        await self._call(b"ACKB " + _encode(jids) + _CRLF)
+
+    async def fail(
+        self, jid: str, errtype: str, message: str, backtrace: Sequence[str] = ()
+    ) -> None:
+        """``FAIL``: the job failed; the server retries it or moves it to the dead set."""
+        payload = {"jid": jid, "errtype": errtype, "message": message, "backtrace": backtrace}
+        await self._call(b"FAIL " + _encode(payload) + _CRLF)
+
+    async def beat(self, rss_kb: int = 0, state: str | None = None) -> str:
+        """``BEAT`` for this client's ``wid``; returns the state the server wants:
+        ``"running"``, ``"quiet"`` or ``"terminate"``. ``state`` reports our own state."""
+        if not self.wid:
+            raise ValueError("beat() needs a worker id: connect with wid=...")
+        payload: dict[str, Any] = {"wid": self.wid, "rss_kb": rss_kb}
+        if state is not None:
+            payload["current_state"] = state
+        reply = await self._call(b"BEAT " + _encode(payload) + _CRLF)
+        if reply.kind is ReplyKind.OK:
+            return "running"
+        # Faktory answers a state change with a bulk string; older mocks use a simple one.
+        body = reply.data if reply.kind is ReplyKind.BULK else reply.text.encode()
+        return str(_decode_object(body)["state"])
+
+    # -- administration -----------------------------------------------------------------------
+
+    async def info(self) -> dict[str, Any]:
+        """``INFO``: server, queue and set statistics (Faktory's INFO JSON)."""
+        reply = await self._call(b"INFO\r\n")
+        return _decode_object(reply.data)
+
+    async def flush(self) -> None:
+        """``FLUSH``: delete every job, queue, set and counter. For tests."""
+        await self._call(b"FLUSH\r\n")
+
+    async def mutate(self, cmd: str, target: str, filter: Mapping[str, Any] | None = None) -> None:
+        """``MUTATE``: ``cmd`` clear|kill|discard|requeue on ``target`` scheduled|retries|dead.
+
+        ``filter`` may hold ``jids``, ``jobtype`` and ``regexp`` (a glob); leave it out to
+        match everything.
+        """
+        operation: dict[str, Any] = {"cmd": cmd, "target": target}
+        if filter is not None:
+            operation["filter"] = filter
+        # Faktory splits the MUTATE line on spaces; compact JSON only has spaces inside
+        # strings, and "\u0020" is the same string to every JSON parser.
+        payload = _encode(operation).replace(b" ", b"\\u0020")
+        await self._call(b"MUTATE " + payload + _CRLF)
+
+    async def queue_pause(self, *names: str) -> None:
+        """``QUEUE PAUSE``: stop handing out jobs from these queues (``"*"`` = all)."""
+        await self._call(b"QUEUE PAUSE " + _queue_names(names) + _CRLF)
+
+    async def queue_resume(self, *names: str) -> None:
+        """``QUEUE RESUME``: undo ``queue_pause`` (``"*"`` = all)."""
+        await self._call(b"QUEUE RESUME " + _queue_names(names) + _CRLF)
+
+    async def queue_remove(self, *names: str) -> None:
+        """``QUEUE REMOVE``: delete these queues and ALL their jobs (``"*"`` = all)."""
+        await self._call(b"QUEUE REMOVE " + _queue_names(names) + _CRLF)
+
+    async def queue_latency(self, *names: str) -> dict[str, float]:
+        """``QUEUE LATENCY``: seconds since the oldest job of each queue was enqueued."""
+        reply = await self._call(b"QUEUE LATENCY " + _queue_names(names) + _CRLF)
+        return _decode_latency(reply.data)
+
+
+def new_jid() -> str:
+    """A fresh job id: 32 lowercase hex characters, as the other Python clients make."""
+    return uuid.uuid4().hex
+
+
+def _queue_names(names: Sequence[str]) -> bytes:
+    """Space-separated names; refuse what the line format cannot carry instead of mangling it."""
+    if not names:
+        raise ValueError("name at least one queue")
+    for name in names:
+        if not name or any(c.isspace() for c in name):
+            raise ValueError(f"invalid queue name {name!r}: empty or contains whitespace")
+    return " ".join(names).encode()
+
+
+def _tls_context(tls: ssl.SSLContext | bool | None, from_url: bool) -> ssl.SSLContext | None:
+    if isinstance(tls, ssl.SSLContext):
+        return tls
+    if tls or (tls is None and from_url):
+        return ssl.create_default_context()
+    return None
