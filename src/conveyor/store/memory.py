@@ -1,0 +1,421 @@
+"""The in-memory store: plain dicts, deques and sorted lists in this process.
+
+For tests and experiments: fast, exact, and gone when the process ends. Every method completes
+without awaiting anything, so each one is trivially atomic on the event loop.
+
+Layout:
+
+* queues: ``name -> deque[QueuedJob]`` (a key exists from the first enqueue until removal);
+* sorted sets: per set a ``jid -> SetEntry`` dict plus a list of ``(score, jid)`` kept sorted
+  with ``bisect``, so due-queries and pages are slices;
+* reservations: ``jid -> Reservation``;
+* counters: totals plus ``day -> [processed, failures]``;
+* workers: ``wid -> WorkerRecord`` (copies, so callers cannot change stored state by accident).
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import itertools
+import re
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
+
+from conveyor.store.base import (
+    Counters,
+    FailOutcome,
+    JobFilter,
+    Page,
+    QueuedJob,
+    ReadyListener,
+    Reservation,
+    SetEntry,
+    SetMove,
+    SortedSet,
+    Store,
+    WorkerRecord,
+)
+
+__all__ = ["MemoryStore", "filter_matcher", "glob_to_regex"]
+
+_T = TypeVar("_T")
+
+
+def glob_to_regex(pattern: str) -> re.Pattern[str]:
+    """Compile a Redis MATCH-style glob (``*``, ``?``, ``[abc]``, ``[^a-z]``, ``\\x``) that must
+    match the whole text. Faktory's MUTATE ``regexp`` is really such a glob."""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        if ch == "*":
+            out.append(".*")
+        elif ch == "?":
+            out.append(".")
+        elif ch == "\\" and i + 1 < n:
+            i += 1
+            out.append(re.escape(pattern[i]))
+        elif ch == "[":
+            end = pattern.find("]", i + 2 if pattern[i + 1 : i + 2] in ("^", "!") else i + 1)
+            if end < 0:  # an unclosed bracket is a literal, as in Redis
+                out.append(re.escape(ch))
+            else:
+                body = pattern[i + 1 : end]
+                negate = body[:1] in ("^", "!")
+                body = body[1:] if negate else body
+                escaped = "".join("\\" + c if c in "\\]^[" else c for c in body)
+                out.append(f"[{'^' if negate else ''}{escaped}]")
+                i = end
+        else:
+            out.append(re.escape(ch))
+        i += 1
+    return re.compile("".join(out), re.DOTALL)
+
+
+def filter_matcher(flt: JobFilter) -> Callable[[SetEntry], bool]:
+    """A predicate implementing ``JobFilter`` over set entries (see base.JobFilter)."""
+    if flt.is_empty:
+        return lambda _entry: True
+    jids = frozenset(flt.jids)
+    jobtype = None if jids else flt.jobtype
+    regex = glob_to_regex(flt.pattern) if flt.pattern and not jids else None
+    text = flt.text.lower() if flt.text else None
+    queue = flt.queue
+
+    def match(entry: SetEntry) -> bool:
+        if jids and entry.jid not in jids:
+            return False
+        if jobtype and entry.jobtype != jobtype:
+            return False
+        if queue and entry.queue != queue:
+            return False
+        if regex is not None or text is not None:
+            raw = entry.payload.decode("utf-8", "replace")
+            if regex is not None and regex.fullmatch(raw) is None:
+                return False
+            if text is not None and text not in raw.lower():
+                return False
+        return True
+
+    return match
+
+
+class _SortedSet:
+    """One sorted set: entries by jid plus their ``(score, jid)`` keys in order."""
+
+    __slots__ = ("entries", "keys")
+
+    def __init__(self) -> None:
+        self.entries: dict[str, SetEntry] = {}
+        self.keys: list[tuple[float, str]] = []
+
+    def add(self, entry: SetEntry) -> None:
+        self.discard(entry.jid)
+        self.entries[entry.jid] = entry
+        bisect.insort(self.keys, (entry.score, entry.jid))
+
+    def discard(self, jid: str) -> SetEntry | None:
+        old = self.entries.pop(jid, None)
+        if old is not None:
+            key = (old.score, old.jid)
+            del self.keys[bisect.bisect_left(self.keys, key)]
+        return old
+
+    def take(self, entry: SetEntry) -> SetEntry | None:
+        """Remove and return the entry only if the same jid is present with the same score."""
+        current = self.entries.get(entry.jid)
+        if current is None or current.score != entry.score:
+            return None
+        return self.discard(entry.jid)
+
+    def ordered(self, descending: bool) -> Iterable[SetEntry]:
+        keys = reversed(self.keys) if descending else self.keys
+        return (self.entries[jid] for _score, jid in keys)
+
+    def clear(self) -> int:
+        count = len(self.entries)
+        self.entries.clear()
+        self.keys.clear()
+        return count
+
+
+def _copy_worker(record: WorkerRecord) -> WorkerRecord:
+    return dataclasses.replace(record, labels=list(record.labels))
+
+
+class MemoryStore(Store):
+    """Everything in this process; nothing survives a restart."""
+
+    def __init__(self) -> None:
+        self._queues: dict[str, deque[QueuedJob]] = {}
+        self._paused: set[str] = set()
+        self._sets: dict[SortedSet, _SortedSet] = {name: _SortedSet() for name in SortedSet}
+        self._reservations: dict[str, Reservation] = {}
+        self._processed = 0
+        self._failures = 0
+        self._daily: dict[str, list[int]] = {}
+        self._workers: dict[str, WorkerRecord] = {}
+        self._listener: ReadyListener | None = None
+
+    # ----------------------------------------------------------------- life cycle
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def set_ready_listener(self, listener: ReadyListener) -> None:
+        self._listener = listener
+
+    def _notify(self, queues: Iterable[str]) -> None:
+        if self._listener is None:
+            return
+        for name in dict.fromkeys(queues):  # once per queue, in first-seen order
+            self._listener(name)
+
+    def _push(self, job: QueuedJob) -> None:
+        queue = self._queues.get(job.queue)
+        if queue is None:
+            queue = self._queues[job.queue] = deque()
+        queue.append(job)
+
+    # ----------------------------------------------------------------- adding jobs
+
+    async def enqueue(self, jobs: Sequence[QueuedJob]) -> None:
+        for job in jobs:
+            self._push(job)
+        self._notify(job.queue for job in jobs)
+
+    async def add_to_set(self, name: SortedSet, entries: Sequence[SetEntry]) -> None:
+        target = self._sets[name]
+        for entry in entries:
+            target.add(entry)
+
+    # ----------------------------------------------------------------- working
+
+    async def reserve(
+        self, queues: Sequence[str], wid: str, now: float, count: int = 1
+    ) -> list[Reservation]:
+        taken: list[Reservation] = []
+        for name in queues:
+            queue = self._queues.get(name)
+            if not queue or name in self._paused:
+                continue
+            while queue and len(taken) < count:
+                job = queue.popleft()
+                reservation = Reservation(
+                    jid=job.jid,
+                    queue=job.queue,
+                    payload=job.payload,
+                    wid=wid,
+                    reserved_at=now,
+                    expires_at=now + job.reserve_for,
+                )
+                self._reservations[job.jid] = reservation
+                taken.append(reservation)
+            if len(taken) >= count:
+                break
+        return taken
+
+    def _count(self, day: str, processed: int, failures: int) -> None:
+        self._processed += processed
+        self._failures += failures
+        pair = self._daily.setdefault(day, [0, 0])
+        pair[0] += processed
+        pair[1] += failures
+
+    async def ack(self, jids: Sequence[str], day: str) -> int:
+        ended = sum(1 for jid in jids if self._reservations.pop(jid, None) is not None)
+        if ended:
+            self._count(day, ended, 0)
+        return ended
+
+    async def fail(self, jid: str, outcome: FailOutcome, day: str) -> bool:
+        if self._reservations.pop(jid, None) is None:
+            return False
+        self._count(day, 1, 1)
+        if outcome.target is not None:
+            entry = SetEntry(outcome.score, jid, outcome.payload, outcome.queue, outcome.jobtype)
+            self._sets[outcome.target].add(entry)
+        return True
+
+    async def get_reservation(self, jid: str) -> Reservation | None:
+        return self._reservations.get(jid)
+
+    async def expired_reservations(self, now: float, limit: int) -> list[Reservation]:
+        expired = [r for r in self._reservations.values() if r.expires_at <= now]
+        expired.sort(key=lambda r: (r.expires_at, r.jid))
+        return expired[: max(limit, 0)]
+
+    async def extend_reservation(self, jid: str, expires_at: float) -> bool:
+        current = self._reservations.get(jid)
+        if current is None:
+            return False
+        self._reservations[jid] = dataclasses.replace(current, expires_at=expires_at)
+        return True
+
+    async def list_reservations(self, offset: int, limit: int) -> Page[Reservation]:
+        ordered = sorted(self._reservations.values(), key=lambda r: (r.reserved_at, r.jid))
+        return Page(_window(ordered, offset, limit), len(ordered))
+
+    # ----------------------------------------------------------------- sorted sets
+
+    async def due_entries(self, name: SortedSet, now: float, limit: int) -> list[SetEntry]:
+        target = self._sets[name]
+        end = bisect.bisect_right(target.keys, (now, "\U0010ffff"))
+        return [target.entries[jid] for _score, jid in target.keys[: min(end, max(limit, 0))]]
+
+    async def move_to_queue(self, name: SortedSet, moves: Sequence[SetMove]) -> int:
+        source = self._sets[name]
+        moved: list[str] = []
+        for move in moves:
+            if source.take(move.entry) is not None:
+                self._push(move.job)
+                moved.append(move.job.queue)
+        self._notify(moved)
+        return len(moved)
+
+    async def move_to_set(
+        self, source: SortedSet, entries: Sequence[SetEntry], target: SortedSet, score: float
+    ) -> int:
+        origin, destination = self._sets[source], self._sets[target]
+        moved = 0
+        for entry in entries:
+            current = origin.take(entry)
+            if current is not None:
+                destination.add(dataclasses.replace(current, score=score))
+                moved += 1
+        return moved
+
+    async def remove_from_set(self, name: SortedSet, entries: Sequence[SetEntry]) -> int:
+        target = self._sets[name]
+        return sum(1 for entry in entries if target.take(entry) is not None)
+
+    async def purge_set(self, name: SortedSet, before: float, limit: int) -> int:
+        target = self._sets[name]
+        end = min(bisect.bisect_right(target.keys, (before, "\U0010ffff")), max(limit, 0))
+        for _score, jid in target.keys[:end]:
+            del target.entries[jid]
+        del target.keys[:end]
+        return end
+
+    async def clear_set(self, name: SortedSet) -> int:
+        return self._sets[name].clear()
+
+    async def set_size(self, name: SortedSet) -> int:
+        return len(self._sets[name].entries)
+
+    async def list_set(
+        self,
+        name: SortedSet,
+        flt: JobFilter,
+        offset: int,
+        limit: int,
+        *,
+        descending: bool = False,
+    ) -> Page[SetEntry]:
+        target = self._sets[name]
+        if flt.is_empty:
+            keys = target.keys[::-1] if descending else target.keys
+            page = [target.entries[jid] for _score, jid in _window(keys, offset, limit)]
+            return Page(page, len(keys))
+        match = filter_matcher(flt)
+        matching = [entry for entry in target.ordered(descending) if match(entry)]
+        return Page(_window(matching, offset, limit), len(matching))
+
+    async def get_set_entries(self, name: SortedSet, jids: Sequence[str]) -> list[SetEntry]:
+        entries = self._sets[name].entries
+        return [entries[jid] for jid in dict.fromkeys(jids) if jid in entries]
+
+    # ----------------------------------------------------------------- queues
+
+    async def queue_sizes(self) -> dict[str, int]:
+        return {name: len(queue) for name, queue in self._queues.items()}
+
+    async def queue_heads(self, names: Sequence[str]) -> dict[str, bytes | None]:
+        heads: dict[str, bytes | None] = {}
+        for name in names:
+            queue = self._queues.get(name)
+            heads[name] = queue[0].payload if queue else None
+        return heads
+
+    async def list_queue(self, name: str, offset: int, limit: int) -> Page[QueuedJob]:
+        queue = self._queues.get(name)
+        if not queue:
+            return Page([], 0)
+        start = max(offset, 0)
+        items = list(itertools.islice(queue, start, start + max(limit, 0)))
+        return Page(items, len(queue))
+
+    async def delete_queued(self, name: str, jids: Sequence[str]) -> int:
+        queue = self._queues.get(name)
+        if not queue or not jids:
+            return 0
+        doomed = frozenset(jids)
+        kept = deque(job for job in queue if job.jid not in doomed)
+        deleted = len(queue) - len(kept)
+        self._queues[name] = kept
+        return deleted
+
+    async def paused_queues(self) -> set[str]:
+        return set(self._paused)
+
+    async def set_paused(self, names: Sequence[str], paused: bool) -> None:
+        known = [name for name in names if name in self._queues]
+        if paused:
+            self._paused.update(known)
+            return
+        resumed = [name for name in known if name in self._paused]
+        self._paused.difference_update(resumed)
+        self._notify(resumed)  # a resumed queue may have jobs waiting fetchers can take now
+
+    async def remove_queues(self, names: Sequence[str]) -> None:
+        for name in names:
+            self._queues.pop(name, None)
+            self._paused.discard(name)
+
+    # ----------------------------------------------------------------- counters
+
+    async def counters(self) -> Counters:
+        return Counters(self._processed, self._failures)
+
+    async def daily_counters(self, days: Sequence[str]) -> dict[str, Counters]:
+        result: dict[str, Counters] = {}
+        for day in days:
+            processed, failures = self._daily.get(day, (0, 0))
+            result[day] = Counters(processed, failures)
+        return result
+
+    # ----------------------------------------------------------------- workers
+
+    async def save_worker(self, record: WorkerRecord) -> None:
+        self._workers[record.wid] = _copy_worker(record)
+
+    async def get_worker(self, wid: str) -> WorkerRecord | None:
+        record = self._workers.get(wid)
+        return None if record is None else _copy_worker(record)
+
+    async def list_workers(self) -> list[WorkerRecord]:
+        return [_copy_worker(record) for record in self._workers.values()]
+
+    async def delete_worker(self, wid: str) -> bool:
+        return self._workers.pop(wid, None) is not None
+
+    # ----------------------------------------------------------------- admin
+
+    async def flush(self) -> None:
+        self._queues.clear()
+        self._paused.clear()
+        for target in self._sets.values():
+            target.clear()
+        self._reservations.clear()
+        self._processed = self._failures = 0
+        self._daily.clear()
+
+
+def _window(items: Sequence[_T], offset: int, limit: int) -> list[_T]:
+    start = max(offset, 0)
+    return list(items[start : start + max(limit, 0)])
