@@ -1,3 +1,3 @@
 """Shared test configuration. Fixtures live in ``tests/support/`` modules, registered here."""
 
-pytest_plugins = ["tests.support.services"]
+pytest_plugins = ["tests.support.services", "tests.support.stores"]
