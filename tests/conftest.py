@@ -1,3 +1,7 @@
 """Shared test configuration. Fixtures live in ``tests/support/`` modules, registered here."""
 
-pytest_plugins = ["tests.support.services", "tests.support.stores"]
+pytest_plugins = [
+    "tests.support.services",
+    "tests.support.stores",
+    "tests.support.manager",
+]
