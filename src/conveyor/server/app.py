@@ -1,0 +1,189 @@
+"""The FWP server: listen, accept, shut down gracefully. Embeddable::
+
+    server = FaktoryServer(manager, ServerConfig(port=0))
+    await server.start()
+    ...  # tcp://127.0.0.1:{server.port}
+    await server.stop()
+
+``run(config)`` is the whole ``conveyor server`` process: store, manager, FWP server, web
+dashboard, signal handling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import inspect
+import logging
+import signal
+import ssl
+from collections.abc import Coroutine
+from typing import Any
+
+from conveyor.config import ServerConfig
+from conveyor.manager import Manager, ServerStats
+from conveyor.server.connection import Connection
+
+__all__ = ["FaktoryServer", "make_ssl_context", "run", "run_forever"]
+
+log = logging.getLogger("conveyor.server")
+
+
+def make_ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(config.tls_cert), str(config.tls_key))
+    return context
+
+
+class FaktoryServer:
+    """The FWP listener over one manager. It does not start or stop the manager."""
+
+    def __init__(self, manager: Manager, config: ServerConfig | None = None) -> None:
+        self.manager = manager
+        self.config = config or ServerConfig(port=0)
+        self.connections: set[Connection] = set()
+        self.command_count = 0
+        self.closing = False
+        self._server: asyncio.Server | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+
+    @property
+    def host(self) -> str:
+        return self.config.host
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (useful with port 0)."""
+        if self._server is None or not self._server.sockets:
+            raise RuntimeError("the server is not listening")
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        scheme = "tcp+tls" if self.config.tls_cert else "tcp"
+        password = f":{self.config.password}@" if self.config.password else ""
+        return f"{scheme}://{password}{self.host}:{self.port}"
+
+    def stats(self) -> ServerStats:
+        return ServerStats(connections=len(self.connections), command_count=self.command_count)
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        """Run a background coroutine (a disconnect) that ``stop`` waits for."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("background task failed: %r", exc)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        context = make_ssl_context(self.config)
+        self._server = await loop.create_server(
+            lambda: Connection(self),
+            self.config.host,
+            self.config.port,
+            ssl=context,
+            ssl_handshake_timeout=self.config.handshake_timeout_seconds if context else None,
+            reuse_address=True,
+            backlog=1024,
+        )
+        log.info("FWP server listening on %s", self.url.replace(self.config.password, "***"))
+
+    async def stop(self) -> None:
+        """Stop accepting, let commands in flight answer, then close every connection."""
+        if self._server is None:
+            return
+        self.closing = True
+        self._server.close()
+        for connection in list(self.connections):
+            connection.shutdown()
+        runners = [c.runner for c in self.connections if c.runner is not None]
+        if runners:
+            _, late = await asyncio.wait(runners, timeout=self.config.shutdown_grace_seconds)
+            for task in late:
+                task.cancel()
+        for connection in list(self.connections):
+            connection.close()
+        await asyncio.sleep(0)  # let transports deliver connection_lost
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=5)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._server.wait_closed(), 1)
+        self._server = None
+
+
+async def run(config: ServerConfig, *, stop: asyncio.Event | None = None) -> None:
+    """Serve until SIGTERM/SIGINT (or ``stop`` is set), then shut down gracefully."""
+    from conveyor.store import open_store
+
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    manager = Manager(open_store(config.storage), config.manager)
+    await manager.start()
+    server = FaktoryServer(manager, config)
+    web: Any = None
+    try:
+        await server.start()
+        web = await _start_web(manager, config)
+        log.info("conveyor ready (storage %s)", _redact(config.storage))
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await server.stop()
+        if web is not None:
+            await _stop_web(web)
+        await manager.stop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    log.info("stopped")
+
+
+def run_forever(config: ServerConfig) -> None:
+    """Run ``run(config)`` on uvloop when it is installed."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(run(config))
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(run(config))
+
+
+async def _start_web(manager: Manager, config: ServerConfig) -> Any:
+    if config.web_port is None:
+        return None
+    try:
+        start_web = importlib.import_module("conveyor.web").start_web
+    except (ImportError, AttributeError):
+        log.info("web dashboard not available in this build; serving FWP only")
+        return None
+    handle = start_web(manager, config)
+    if inspect.isawaitable(handle):
+        handle = await handle
+    return handle
+
+
+async def _stop_web(handle: Any) -> None:
+    for name in ("stop", "close", "shutdown"):
+        method = getattr(handle, name, None)
+        if callable(method):
+            result = method()
+            if inspect.isawaitable(result):
+                await result
+            return
+
+
+def _redact(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.rpartition("@")[2]
+    return scheme + sep + rest

@@ -1,0 +1,274 @@
+"""The FWP command table: each handler parses its argument, calls the manager, encodes the reply.
+
+No rules and no storage here (STYLE.md §2). Replies and error texts follow Faktory 1.10
+byte for byte (faktory.md §1.3), except where Faktory answers ``internal error`` to a missing
+argument: we say what is missing. ``FETCHB`` and ``ACKB`` are conveyor extensions
+(docs/protocol.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import msgspec
+
+from conveyor.errors import CommandError
+from conveyor.manager import ClientInfo, Manager, ServerStats, WorkerState
+from conveyor.protocol import NULL_BULK, OK, bulk
+from conveyor.store.base import JobFilter
+
+__all__ = ["COMMANDS", "MAX_FETCHB_COUNT", "Handler", "Session"]
+
+MAX_FETCHB_COUNT = 1000
+QUEUE_SUBCOMMANDS = ("PAUSE", "RESUME", "REMOVE", "LATENCY")
+
+
+class Session(Protocol):
+    """What a handler may use of its connection."""
+
+    @property
+    def manager(self) -> Manager: ...
+
+    @property
+    def client(self) -> ClientInfo: ...
+
+    def stats(self) -> ServerStats: ...
+
+
+# A handler returns the reply bytes, or None to close the connection without a reply (END).
+Handler = Callable[[Session, bytes], Awaitable[bytes | None]]
+
+
+class FailArgs(msgspec.Struct):
+    jid: str = ""
+    errtype: str | None = None
+    message: str | None = None
+    backtrace: list[str] | None = None
+
+
+class BeatArgs(msgspec.Struct):
+    wid: str = ""
+    current_state: str | None = None
+    rss_kb: int | None = None
+
+
+class FilterArgs(msgspec.Struct):
+    jids: list[str] | None = None
+    regexp: str | None = None
+    jobtype: str | None = None
+
+
+class MutateArgs(msgspec.Struct):
+    cmd: str = ""
+    target: str = ""
+    filter: FilterArgs | None = None
+
+
+_ack_decoder = msgspec.json.Decoder(dict[str, str])
+_fail_decoder = msgspec.json.Decoder(FailArgs)
+_beat_decoder = msgspec.json.Decoder(BeatArgs)
+_mutate_decoder = msgspec.json.Decoder(MutateArgs)
+_jids_decoder = msgspec.json.Decoder(list[str])
+_encoder = msgspec.json.Encoder(order="sorted")
+
+
+def _text(argument: bytes) -> str:
+    try:
+        return argument.decode()
+    except UnicodeDecodeError:
+        raise CommandError("command is not valid UTF-8") from None
+
+
+def _names(argument: bytes) -> list[str]:
+    return _text(argument).split()
+
+
+async def end(session: Session, argument: bytes) -> bytes | None:
+    return None
+
+
+async def push(session: Session, argument: bytes) -> bytes | None:
+    await session.manager.push(argument)
+    return OK
+
+
+async def push_bulk(session: Session, argument: bytes) -> bytes | None:
+    errors = await session.manager.push_bulk(argument)
+    return bulk(_encoder.encode(errors)) if errors else bulk(b"{}")
+
+
+async def fetch(session: Session, argument: bytes) -> bytes | None:
+    queues = _names(argument)
+    if not queues:
+        raise CommandError("must call fetch with at least one queue")
+    job = await session.manager.fetch(queues, session.client.wid)
+    return NULL_BULK if job is None else bulk(job)
+
+
+async def fetch_many(session: Session, argument: bytes) -> bytes | None:
+    """Extension: ``FETCHB <count> <q1> [q2 ...]`` -> a JSON array of up to count jobs."""
+    words = _names(argument)
+    if len(words) < 2:
+        raise CommandError("FETCHB needs a count and at least one queue: FETCHB <count> <q1> ...")
+    try:
+        count = int(words[0])
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_FETCHB_COUNT:
+        raise CommandError(f"FETCHB count must be an integer from 1 to {MAX_FETCHB_COUNT}")
+    jobs = await session.manager.fetch_many(words[1:], session.client.wid, count)
+    if not jobs:
+        return NULL_BULK
+    return bulk(b"[" + b",".join(jobs) + b"]")
+
+
+async def ack(session: Session, argument: bytes) -> bytes | None:
+    if not argument:
+        raise CommandError('invalid ACK: missing argument, expected ACK {"jid":"..."}')
+    try:
+        jid = _ack_decoder.decode(argument).get("jid")
+    except msgspec.DecodeError:
+        jid = None
+    if jid is None:
+        raise CommandError(f"invalid ACK {_text(argument)}")
+    await session.manager.ack(jid)
+    return OK
+
+
+async def ack_many(session: Session, argument: bytes) -> bytes | None:
+    """Extension: ``ACKB ["jid1","jid2"]`` -> ``+OK``."""
+    try:
+        jids = _jids_decoder.decode(argument)
+    except msgspec.DecodeError as exc:
+        raise CommandError(f"invalid ACKB: expected a JSON array of jids ({exc})") from None
+    await session.manager.ack_many(jids)
+    return OK
+
+
+async def fail(session: Session, argument: bytes) -> bytes | None:
+    if not argument:
+        raise CommandError('invalid FAIL: missing argument, expected FAIL {"jid":"...",...}')
+    try:
+        args = _fail_decoder.decode(argument)
+    except msgspec.DecodeError:
+        raise CommandError(f"invalid FAIL {_text(argument)}") from None
+    if not args.jid:
+        raise CommandError("missing JID")
+    await session.manager.fail(
+        args.jid, args.errtype or "", args.message or "", args.backtrace or ()
+    )
+    return OK
+
+
+async def beat(session: Session, argument: bytes) -> bytes | None:
+    if not argument:
+        raise CommandError('invalid BEAT: missing argument, expected BEAT {"wid":"..."}')
+    try:
+        args = _beat_decoder.decode(argument)
+    except msgspec.DecodeError:
+        raise CommandError(f"invalid BEAT {_text(argument)}") from None
+    state = await session.manager.beat(args.wid, args.rss_kb or 0, args.current_state)
+    if state == WorkerState.RUNNING:
+        return OK
+    return bulk(b'{"state":"' + state.encode() + b'"}')
+
+
+async def info(session: Session, argument: bytes) -> bytes | None:
+    return bulk(msgspec.json.encode(await session.manager.info(session.stats())))
+
+
+async def flush(session: Session, argument: bytes) -> bytes | None:
+    await session.manager.flush()
+    return OK
+
+
+async def mutate(session: Session, argument: bytes) -> bytes | None:
+    # Faktory splits on every space and so rejects JSON containing one; we split at the first.
+    if not argument.strip():
+        raise CommandError("invalid format")
+    try:
+        args = _mutate_decoder.decode(argument)
+    except msgspec.DecodeError as exc:
+        raise CommandError(f"invalid JSON: {exc}") from None
+    flt = None
+    if args.filter is not None:
+        flt = JobFilter(
+            jids=tuple(args.filter.jids or ()),
+            jobtype=args.filter.jobtype or None,
+            pattern=args.filter.regexp or None,
+        )
+    await session.manager.mutate(args.cmd, args.target, flt)
+    return OK
+
+
+async def queue(session: Session, argument: bytes) -> bytes | None:
+    words = _names(argument)
+    if not words:
+        raise CommandError("QUEUE needs a subcommand: PAUSE, RESUME, REMOVE or LATENCY")
+    subcommand, names = words[0].upper(), words[1:]
+    if subcommand not in QUEUE_SUBCOMMANDS:
+        raise CommandError(f"no such QUEUE subcommand: {subcommand}")
+    if not names:
+        hint = "" if subcommand == "LATENCY" else " or *"
+        raise CommandError(f"QUEUE {subcommand} needs at least one queue name{hint}")
+    manager = session.manager
+    if subcommand == "LATENCY":
+        if "*" in names:
+            raise CommandError("QUEUE LATENCY does not support wildcards")
+        return bulk(_latency_json(await manager.queue_latency(names)))
+    if names[0] == "*":
+        names = ["*"]
+    if subcommand == "PAUSE":
+        await manager.pause_queues(names)
+    elif subcommand == "RESUME":
+        await manager.resume_queues(names)
+    else:
+        await manager.remove_queues(names)
+    return OK
+
+
+def _latency_json(latencies: dict[str, float]) -> bytes:
+    """Like Go's json.Marshal of map[string]float64: sorted keys, ``0`` rather than ``0.0``."""
+    items = (
+        _encoder.encode(name) + b":" + _go_float(value).encode()
+        for name, value in sorted(latencies.items())
+    )
+    return b"{" + b",".join(items) + b"}"
+
+
+def _go_float(value: float) -> str:
+    if not math.isfinite(value):
+        return "0"
+    if value == int(value) and abs(value) < 1e21:
+        return str(int(value))
+    return repr(value)
+
+
+async def batch(session: Session, argument: bytes) -> bytes | None:
+    raise CommandError("batch subsystem is not available yet")
+
+
+async def track(session: Session, argument: bytes) -> bytes | None:
+    raise CommandError("tracking subsystem is not available yet")
+
+
+COMMANDS: dict[str, Handler] = {
+    "END": end,
+    "PUSH": push,
+    "PUSHB": push_bulk,
+    "FETCH": fetch,
+    "ACK": ack,
+    "FAIL": fail,
+    "BEAT": beat,
+    "INFO": info,
+    "FLUSH": flush,
+    "MUTATE": mutate,
+    "QUEUE": queue,
+    "BATCH": batch,
+    "TRACK": track,
+    # conveyor extensions (docs/protocol.md)
+    "FETCHB": fetch_many,
+    "ACKB": ack_many,
+}

@@ -1,0 +1,262 @@
+"""One FWP connection: an ``asyncio.Protocol`` around the sans-IO codec.
+
+``data_received`` only frames lines and queues them; one runner task per busy connection
+takes them in order, so replies go out strictly in order and a waiting FETCH does not block
+the event loop. Reading pauses while too much is queued, and the runner waits while the
+socket's send buffer is full, so a peer can make us hold only a bounded amount of data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+from conveyor.errors import CommandError, LineTooLong, StoreError
+from conveyor.manager import ClientInfo, Manager, ServerStats
+from conveyor.protocol import (
+    OK,
+    LineBuffer,
+    decode_hello,
+    error,
+    greeting,
+    new_challenge,
+    password_matches,
+    split_command,
+)
+from conveyor.server.commands import COMMANDS
+from conveyor.server.states import ConnState, advance
+
+if TYPE_CHECKING:
+    from conveyor.server.app import FaktoryServer
+
+__all__ = ["Connection"]
+
+log = logging.getLogger("conveyor.server")
+
+HELLO_MAX_LINE_BYTES = 64 * 1024
+PIPELINE_HIGH_BYTES = 8 * 1024 * 1024
+PIPELINE_HIGH_LINES = 4096
+
+_TOO_LONG = object()  # queued in place of a line that broke the limit, to answer in order
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self, server: FaktoryServer) -> None:
+        self.server = server
+        self.state = ConnState.GREETING
+        self.client = ClientInfo(close=self.close)
+        self.transport: asyncio.Transport | None = None
+        self.peer = ""
+        self._lines = LineBuffer(HELLO_MAX_LINE_BYTES)
+        self._pending: deque[bytes | object] = deque()
+        self._pending_bytes = 0
+        self._reading_paused = False
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._runner: asyncio.Task[None] | None = None
+        self._registered = False
+        self._challenge = new_challenge() if server.config.password else None
+        self._deadline: asyncio.TimerHandle | None = None
+
+    # -------------------------------------------------------------- Session (for handlers)
+
+    @property
+    def manager(self) -> Manager:
+        return self.server.manager
+
+    def stats(self) -> ServerStats:
+        return self.server.stats()
+
+    # -------------------------------------------------------------- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.server.connections.add(self)
+        if self.server.closing:
+            transport.close()
+            return
+        transport.write(greeting(self._challenge))
+        timeout = self.server.config.handshake_timeout_seconds
+        self._deadline = asyncio.get_running_loop().call_later(timeout, self._handshake_expired)
+
+    def data_received(self, data: bytes) -> None:
+        if self.state is ConnState.CLOSED:
+            return
+        self._lines.feed(data)
+        try:
+            while (line := self._lines.next_line()) is not None:
+                if self.state is ConnState.GREETING and not self._pending:
+                    # The HELLO line had the small handshake limit; commands get the full one.
+                    self._lines.max_line_bytes = self.server.config.max_line_bytes
+                self._pending.append(line)
+                self._pending_bytes += len(line)
+        except LineTooLong:
+            self._pending.append(_TOO_LONG)
+            self._pause_reading()  # nothing after an unframeable line can be trusted
+        if self._pending_bytes > PIPELINE_HIGH_BYTES or len(self._pending) > PIPELINE_HIGH_LINES:
+            self._pause_reading()
+        if self._pending and self._runner is None:
+            self._runner = asyncio.get_running_loop().create_task(self._run())
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too; queued commands still run, their replies are dropped
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._set_closed()
+        self._writable.set()
+        self.server.connections.discard(self)
+        if self._registered:
+            self._registered = False
+            self.server.spawn(self.server.manager.disconnect(self.client))
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    # -------------------------------------------------------------- control
+
+    def close(self) -> None:
+        """Close after what was written is flushed (the heartbeat reaper and shutdown use it)."""
+        self._set_closed()
+        if self.transport is not None:
+            self.transport.close()
+
+    def shutdown(self) -> None:
+        """Server shutdown: close now if idle; a busy runner closes after its command."""
+        if self._runner is None:
+            self.close()
+
+    @property
+    def runner(self) -> asyncio.Task[None] | None:
+        return self._runner
+
+    def _set_closed(self) -> None:
+        if self.state is not ConnState.CLOSED:
+            self.state = advance(self.state, ConnState.CLOSED)
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _handshake_expired(self) -> None:
+        if self.state in (ConnState.GREETING, ConnState.HELLO):
+            log.debug("%s: no HELLO within the handshake deadline, closing", self.peer)
+            self.close()
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def _write(self, data: bytes) -> None:
+        if self.state is not ConnState.CLOSED and self.transport is not None:
+            self.transport.write(data)
+
+    # -------------------------------------------------------------- the runner
+
+    async def _run(self) -> None:
+        try:
+            while self._pending and self.state is not ConnState.CLOSED:
+                item = self._pending.popleft()
+                if isinstance(item, bytes):
+                    self._pending_bytes -= len(item)
+                if self._reading_paused and item is not _TOO_LONG and self._drained():
+                    self._reading_paused = False
+                    if self.transport is not None:
+                        self.transport.resume_reading()
+                if not await self._handle(item):
+                    self.close()
+                    return
+                if not self._writable.is_set():
+                    await self._writable.wait()
+        finally:
+            self._runner = None
+            if self.server.closing and self.state is not ConnState.CLOSED:
+                self.close()
+
+    def _drained(self) -> bool:
+        return (
+            self._pending_bytes < PIPELINE_HIGH_BYTES // 2
+            and len(self._pending) < PIPELINE_HIGH_LINES // 2
+        )
+
+    async def _handle(self, item: bytes | object) -> bool:
+        """Answer one queued line; False closes the connection."""
+        if item is _TOO_LONG:
+            if self.state is ConnState.READY:
+                limit = self._lines.max_line_bytes
+                self._write(error("ERR", f"line too long (max {limit} bytes)"))
+            return False
+        assert isinstance(item, bytes)
+        if self.state is ConnState.GREETING:
+            return await self._hello(item)
+        if self.server.closing:
+            self._write(error("ERR", "shutdown in progress"))
+            return False
+        reply = await self._dispatch(item)
+        if reply is None:
+            return False
+        self._write(reply)
+        return True
+
+    async def _hello(self, line: bytes) -> bool:
+        hello = decode_hello(line)
+        if hello is None:
+            log.debug("%s: bad HELLO, closing", self.peer)
+            return False  # silently, as Faktory
+        self.state = advance(self.state, ConnState.HELLO)
+        password = self.server.config.password
+        if self._challenge is not None and not password_matches(hello, password, self._challenge):
+            log.warning("%s: invalid password", self.peer)
+            self._write(error("ERR", "Invalid password"))
+            return False
+        client = self.client
+        client.wid = hello.wid or ""
+        client.hostname = hello.hostname or ""
+        client.pid = hello.pid or 0
+        client.labels = list(hello.labels or ())
+        client.version = hello.v or 0
+        client.username = hello.username or ""
+        try:
+            await self.server.manager.connect(client)
+        except Exception:
+            log.exception("%s: cannot register the client, closing", self.peer)
+            return False
+        if self.state is ConnState.CLOSED:  # dropped while registering
+            self.server.spawn(self.server.manager.disconnect(client))
+            return False
+        self._registered = True
+        self.state = advance(self.state, ConnState.READY)
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        self._write(OK)
+        count = len(self.server.connections)
+        if count > self.server.config.max_connections:
+            log.warning("too many connections: %d, refusing %s", count, self.peer)
+            self._write(error("ERR", f"too many connections: {count}"))
+            return False
+        return True
+
+    async def _dispatch(self, line: bytes) -> bytes | None:
+        verb, argument = split_command(line)
+        handler = COMMANDS.get(verb.decode("latin-1"))
+        if handler is None:
+            return error("ERR", f"unknown command {verb.decode('utf-8', 'replace')}")
+        self.server.command_count += 1
+        try:
+            return await handler(self, argument)
+        except CommandError as exc:
+            return error(exc.code, exc.message)
+        except StoreError as exc:
+            log.error("storage failed during %s: %s", verb.decode("latin-1"), exc)
+            return error("ERR", f"storage error: {exc}")
+        except Exception:
+            log.exception("internal error handling %s from %s", line[:200], self.peer)
+            return error("ERR", "internal error")
