@@ -1,0 +1,114 @@
+"""Cross-server wake-ups: a pub/sub subscriber that calls the store's ready listener.
+
+Every script that puts jobs into a queue also publishes the queue name on ``{ns}:ready`` in
+the same atomic step. On Redis 7 that is a *sharded* channel (SPUBLISH): on a Cluster the
+message stays on the shard that owns the namespace's slot instead of being broadcast to every
+node, and the subscriber connects to that node. Older Redis gets a plain PUBLISH channel.
+
+Messages published while the subscriber is disconnected are lost, so after every (re)subscribe
+the subscriber calls the listener for every known queue: spurious calls are allowed, missed
+ones are not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+__all__ = ["Subscriber"]
+
+log = logging.getLogger(__name__)
+
+RETRY_MIN_SECONDS = 0.05
+RETRY_MAX_SECONDS = 2.0
+PING_EVERY_SECONDS = 5.0
+
+
+class Subscriber:
+    """Runs one background task that listens on the ready channel until ``stop``."""
+
+    def __init__(
+        self,
+        connect: Callable[[], Awaitable[Redis]],
+        channel: str,
+        sharded: bool,
+        deliver: Callable[[str], None],
+        known_queues: Callable[[], Awaitable[set[str]]],
+    ) -> None:
+        self._connect = connect
+        self._channel = channel
+        self._sharded = sharded
+        self._deliver = deliver
+        self._known_queues = known_queues
+        self._task: asyncio.Task[None] | None = None
+        self.subscribed = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="redis-wakeups")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        delay = RETRY_MIN_SECONDS
+        while True:
+            try:
+                await self._listen()
+                delay = RETRY_MIN_SECONDS
+            except (RedisError, OSError) as exc:
+                self.subscribed.clear()
+                log.warning("Redis wake-up channel lost (%s); retrying in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
+
+    async def _listen(self) -> None:
+        client = await self._connect()
+        pubsub = client.pubsub()
+        try:
+            if self._sharded:
+                await pubsub.ssubscribe(self._channel)
+            else:
+                await pubsub.subscribe(self._channel)
+            await self._wait_confirmed(pubsub)
+            self.subscribed.set()
+            # Anything published while we were not listening is lost: wake every queue.
+            for name in await self._known_queues():
+                self._deliver(name)
+            while True:
+                message = await pubsub.get_message(timeout=PING_EVERY_SECONDS)
+                if message is None:
+                    # A quiet channel or a dead connection: a PING tells them apart.
+                    await pubsub.ping()
+                    continue
+                if message["type"] in ("message", "smessage"):
+                    name = message["data"].decode()
+                    if name:
+                        self._deliver(name)
+                elif message["type"] in ("unsubscribe", "sunsubscribe"):
+                    # Redis drops shard subscriptions when the slot moves: start over.
+                    raise RedisError("unsubscribed from the wake-up channel")
+        finally:
+            self.subscribed.clear()
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+    @staticmethod
+    async def _wait_confirmed(pubsub: Any) -> None:
+        while True:
+            message = await pubsub.get_message(timeout=PING_EVERY_SECONDS)
+            if message is None:
+                raise RedisError("no confirmation of the wake-up subscription")
+            if message["type"] in ("subscribe", "ssubscribe"):
+                return
