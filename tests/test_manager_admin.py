@@ -199,3 +199,13 @@ async def test_middleware_can_halt_change_and_discard() -> None:
         assert (await manager.busy(0, 10)).total == 1
     finally:
         await manager.stop()
+
+
+def test_lifecycle_table_allows_only_listed_moves() -> None:
+    from conveyor.manager.lifecycle import JobState, check_transition
+
+    assert check_transition("working", "retries").startswith("fail")
+    with pytest.raises(ValueError, match="cannot go from done to queued"):
+        check_transition(JobState.DONE, JobState.QUEUED)
+    with pytest.raises(ValueError, match="cannot go from queued to dead"):
+        check_transition(JobState.QUEUED, JobState.DEAD)

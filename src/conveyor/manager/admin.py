@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from conveyor.errors import CommandError
 from conveyor.job import Job, decode_job
+from conveyor.manager.lifecycle import JobState, check_transition
 from conveyor.store.base import (
     Counters,
     JobFilter,
@@ -154,6 +155,7 @@ class AdminOps:
         return await self._requeue_entries(name, await self._select(name, jids))
 
     async def _requeue_entries(self, name: SortedSet, entries: Sequence[SetEntry]) -> int:
+        check_transition(name, JobState.QUEUED)
         moved = 0
         for start in range(0, len(entries), _PAGE):
             enqueued_at = now_iso()
@@ -166,6 +168,7 @@ class AdminOps:
         return moved
 
     async def delete(self, name: SortedSet, jids: Sequence[str] | None) -> int:
+        check_transition(name, JobState.DISCARDED)
         if jids is None:
             return await self.store.clear_set(name)
         return await self.store.remove_from_set(name, await self.store.get_set_entries(name, jids))
@@ -174,6 +177,7 @@ class AdminOps:
         return await self._kill_entries(name, await self._select(name, jids))
 
     async def _kill_entries(self, name: SortedSet, entries: Sequence[SetEntry]) -> int:
+        check_transition(name, JobState.DEAD)
         score = time.time() + self.config.dead_ttl_seconds
         moved = 0
         for start in range(0, len(entries), _PAGE):

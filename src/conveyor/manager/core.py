@@ -21,6 +21,7 @@ from conveyor.manager import validation
 from conveyor.manager.admin import AdminOps
 from conveyor.manager.config import ManagerConfig
 from conveyor.manager.info import build_info
+from conveyor.manager.lifecycle import JobState, check_transition
 from conveyor.manager.middleware import (
     AckContext,
     Discard,
@@ -248,6 +249,7 @@ class Manager(AdminOps):
         job = decode_job(reservation.payload)
         self.retry_policy.record(job, report, now)
         outcome = self.retry_policy.outcome(job, now, encode_job)
+        check_transition(JobState.WORKING, outcome.target or JobState.DISCARDED)
         if not self._fail_hooks:
             return await self.store.fail(reservation.jid, outcome, day_key(now))
         ctx = FailContext(self, reservation, job, report, outcome)
