@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.support.services",
     "tests.support.stores",
     "tests.support.manager",
+    "tests.support.server",
 ]

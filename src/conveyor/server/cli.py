@@ -1,0 +1,108 @@
+"""``conveyor server``: parse options, then call ``conveyor.server.run_forever``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from conveyor.config import ConfigError, load_config
+
+__all__ = ["server_command"]
+
+
+@click.command("server")
+@click.option(
+    "--bind",
+    metavar="HOST:PORT",
+    help="Address of the Faktory protocol listener. [default: 127.0.0.1:7419; env CONVEYOR_BIND]",
+)
+@click.option(
+    "--web-bind",
+    metavar="HOST:PORT",
+    help='Address of the web dashboard; "off" or "0" disables it. '
+    "[default: 127.0.0.1:7420; env CONVEYOR_WEB_BIND]",
+)
+@click.option(
+    "--storage",
+    metavar="URL",
+    help="sqlite:///path.db, memory:// or redis://host:port/db. [default: a SQLite file in "
+    "$CONVEYOR_DATA_DIR or $XDG_DATA_HOME/conveyor; env CONVEYOR_STORAGE]",
+)
+@click.option(
+    "--password",
+    metavar="PW",
+    help="Require this password from clients; a value starting with / is a file holding it. "
+    "[env CONVEYOR_PASSWORD or FAKTORY_PASSWORD]",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PEM certificate: serve TLS (1.2+) with --tls-key. [env CONVEYOR_TLS_CERT]",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PEM private key for --tls-cert. [env CONVEYOR_TLS_KEY]",
+)
+@click.option(
+    "--max-connections",
+    type=int,
+    help="Refuse connections above this count. [default: 10000; env CONVEYOR_MAX_CONNECTIONS]",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    help="Logging verbosity. [default: info; env CONVEYOR_LOG_LEVEL]",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML file with [server] and [lifecycle] tables (see docs/configuration.md). "
+    "Flags override the environment, which overrides the file. [env CONVEYOR_CONFIG]",
+)
+def server_command(
+    bind: str | None,
+    web_bind: str | None,
+    storage: str | None,
+    password: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    max_connections: int | None,
+    log_level: str | None,
+    config_file: Path | None,
+) -> None:
+    """Run the job server: the Faktory protocol on --bind and the dashboard on --web-bind.
+
+    SIGTERM or Ctrl-C stops it gracefully: commands in flight are answered and the store is
+    closed cleanly.
+    """
+    flags = {
+        "bind": bind,
+        "web_bind": web_bind,
+        "storage": storage,
+        "password": password,
+        "tls_cert": str(tls_cert) if tls_cert else None,
+        "tls_key": str(tls_key) if tls_key else None,
+        "max_connections": max_connections,
+        "log_level": log_level,
+        "config": str(config_file) if config_file else None,
+    }
+    try:
+        config = load_config(flags)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from conveyor.server.app import run_forever
+
+    try:
+        run_forever(config)
+    except OSError as exc:  # e.g. the port is taken
+        raise click.ClickException(f"cannot start the server: {exc}") from None
+    except ValueError as exc:  # open_store rejects the storage URL
+        raise click.UsageError(str(exc)) from None

@@ -1,0 +1,294 @@
+"""Golden byte tests: every FWP command's replies and errors, over a real loopback server."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import msgspec
+import pytest
+
+from tests.support.server import RawClient, RawConnect, RunningServer
+
+
+def job(**fields: Any) -> bytes:
+    return msgspec.json.encode({"jid": uuid.uuid4().hex, "jobtype": "T", "args": [1], **fields})
+
+
+def bulk_json(reply: bytes) -> Any:
+    header, _, body = reply.partition(b"\r\n")
+    assert header.startswith(b"$"), reply
+    assert int(header[1:]) == len(body) - 2
+    return msgspec.json.decode(body[:-2])
+
+
+@pytest.fixture
+async def conn(server: RunningServer, raw_client: RawConnect) -> RawClient:
+    return await raw_client(server.port, hello=b'{"v":2,"wid":"w1","hostname":"h","pid":1}')
+
+
+async def queue_sizes(conn: RawClient) -> dict[str, Any]:
+    info = bulk_json(await conn.call(b"INFO"))
+    return {"queues": info["faktory"]["queues"], "sets": info["faktory"]["sets"]}
+
+
+async def test_greeting_and_hello(server: RunningServer, raw_client: RawConnect) -> None:
+    client = await raw_client(server.port, hello=None)
+    assert client.greeting == b'+HI {"v":2}\r\n'
+    assert await client.call(b'HELLO {"hostname":"x","wid":"w","pid":1,"labels":["a"],"v":2}') == (
+        b"+OK\r\n"
+    )
+
+
+async def test_push_fetch_ack_round_trip(conn: RawClient) -> None:
+    payload = job(queue="q1", custom={"big": 12345678901234567890, "html": "<a>&"})
+    assert await conn.call(b"PUSH " + payload) == b"+OK\r\n"
+    fetched = bulk_json(await conn.call(b"FETCH q1"))
+    sent = msgspec.json.decode(payload)
+    assert fetched["jid"] == sent["jid"]
+    assert fetched["retry"] == 25
+    assert fetched["queue"] == "q1"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", fetched["enqueued_at"])
+    raw = await conn.call(b"FETCH q1")
+    assert raw == b"$-1\r\n"
+    assert await conn.call(b'ACK {"jid":"' + sent["jid"].encode() + b'"}') == b"+OK\r\n"
+
+
+async def test_fetch_bytes_keep_numbers_and_html(conn: RawClient) -> None:
+    payload = job(queue="exact", args=[12345678901234567890, 1.0, "<b>&"])
+    assert await conn.call(b"PUSH " + payload) == b"+OK\r\n"
+    reply = await conn.call(b"FETCH exact")
+    assert b'"args":[12345678901234567890,1.0,"<b>&"]' in reply
+
+
+async def test_unknown_commands_and_case(conn: RawClient) -> None:
+    assert await conn.call(b"foo") == b"-ERR unknown command foo\r\n"
+    assert await conn.call(b"push {}") == b"-ERR unknown command push\r\n"
+    assert await conn.call(b"HELLO {}") == b"-ERR unknown command HELLO\r\n"
+    assert await conn.call(b"") == b"-ERR unknown command \r\n"
+    assert await conn.call(b"INFO") != b""  # still connected
+
+
+async def test_bare_lf_line_endings(conn: RawClient) -> None:
+    await conn.send(b"PUSH " + job(queue="lf") + b"\n")
+    assert await conn.reply() == b"+OK\r\n"
+    await conn.send(b"FETCH nothing-here\n")
+    assert await conn.reply() == b"$-1\r\n"
+
+
+async def test_push_errors(conn: RawClient) -> None:
+    before = await queue_sizes(conn)
+    reply = await conn.call(b"PUSH {nope")
+    assert reply.startswith(b"-ERR invalid JSON: ")
+    assert await conn.call(b'PUSH {"jid":"short","jobtype":"T","args":[]}') == (
+        b"-ERR jobs must have a reasonable jid parameter\r\n"
+    )
+    assert await conn.call(b'PUSH {"jid":"123456789","args":[]}') == (
+        b"-ERR jobs must have a jobtype parameter\r\n"
+    )
+    assert await conn.call(b'PUSH {"jid":"123456789","jobtype":"T"}') == (
+        b"-ERR jobs must have an args parameter\r\n"
+    )
+    assert await conn.call(b"PUSH " + job(reserve_for=86401)) == (
+        b"-ERR jobs cannot be reserved for more than one day\r\n"
+    )
+    reply = await conn.call(b"PUSH " + job(queue="bad name!"))
+    assert reply == (
+        b'-ERR cannot get "bad name!" queue: queue names must match \\A[a-zA-Z0-9._-]+\\z\r\n'
+    )
+    reply = await conn.call(b'PUSH {"jid":123456789,"jobtype":"T","args":[]}')
+    assert reply.startswith(b"-ERR invalid JSON: ")
+    assert await conn.call(b"PUSH") != b""
+    assert await queue_sizes(conn) == before
+
+
+async def test_pushb_replies(conn: RawClient) -> None:
+    good = [job(queue="pb"), job(queue="pb")]
+    assert await conn.call(b"PUSHB [" + b",".join(good) + b"]") == b"$2\r\n{}\r\n"
+    bad = b'[{"jid":"123456789","args":[]},' + job(queue="pb") + b"]"
+    assert await conn.call(b"PUSHB " + bad) == (
+        b'$50\r\n{"123456789":"jobs must have a jobtype parameter"}\r\n'
+    )
+    assert (await conn.call(b"PUSHB [nope")).startswith(b"-ERR invalid JSON: ")
+    sizes = await queue_sizes(conn)
+    assert sizes["queues"]["pb"] == 3
+
+
+async def test_fetch_errors_and_order(conn: RawClient) -> None:
+    assert await conn.call(b"FETCH") == b"-ERR must call fetch with at least one queue\r\n"
+    assert await conn.call(b"FETCH ") == b"-ERR must call fetch with at least one queue\r\n"
+    first, second = job(queue="b"), job(queue="a")
+    await conn.call(b"PUSH " + first)
+    await conn.call(b"PUSH " + second)
+    got = bulk_json(await conn.call(b"FETCH a b"))
+    assert got["jid"] == msgspec.json.decode(second)["jid"]
+
+
+async def test_ack_replies(conn: RawClient) -> None:
+    assert await conn.call(b'ACK {"jid":"never-fetched"}') == b"+OK\r\n"
+    assert await conn.call(b"ACK nope") == b"-ERR invalid ACK nope\r\n"
+    assert await conn.call(b'ACK {"jid":1}') == b'-ERR invalid ACK {"jid":1}\r\n'
+    assert await conn.call(b'ACK {"id":"x"}') == b'-ERR invalid ACK {"id":"x"}\r\n'
+    assert await conn.call(b"ACK") == (
+        b'-ERR invalid ACK: missing argument, expected ACK {"jid":"..."}\r\n'
+    )
+
+
+async def test_fail_replies(conn: RawClient, server: RunningServer) -> None:
+    payload = job(queue="f", retry=1)
+    jid = msgspec.json.decode(payload)["jid"]
+    await conn.call(b"PUSH " + payload)
+    bulk_json(await conn.call(b"FETCH f"))
+    fail = {"jid": jid, "errtype": "E", "message": "boom", "backtrace": ["l1"]}
+    assert await conn.call(b"FAIL " + msgspec.json.encode(fail)) == b"+OK\r\n"
+    assert await conn.call(b"FAIL " + msgspec.json.encode(fail)) == (
+        f"-ERR Job not found {jid}\r\n".encode()
+    )
+    assert await conn.call(b"FAIL nope") == b"-ERR invalid FAIL nope\r\n"
+    assert await conn.call(b'FAIL {"errtype":"E"}') == b"-ERR missing JID\r\n"
+    assert await conn.call(b'FAIL {"jid":"x","backtrace":"no"}') == (
+        b'-ERR invalid FAIL {"jid":"x","backtrace":"no"}\r\n'
+    )
+    sizes = await queue_sizes(conn)
+    assert sizes["sets"]["retries"] == 1
+
+
+async def test_beat_replies(conn: RawClient, server: RunningServer) -> None:
+    assert await conn.call(b'BEAT {"wid":"w1","rss_kb":100}') == b"+OK\r\n"
+    assert await conn.call(b'BEAT {"wid":"nobody"}') == b"-ERR unknown worker nobody\r\n"
+    assert await conn.call(b"BEAT nope") == b"-ERR invalid BEAT nope\r\n"
+    assert await conn.call(b'BEAT {"wid":"w1","current_state":"quiet"}') == (
+        b'$17\r\n{"state":"quiet"}\r\n'
+    )
+    assert await conn.call(b'BEAT {"wid":"w1"}') == b'$17\r\n{"state":"quiet"}\r\n'
+    await server.manager.signal_workers(["w1"], "terminate")
+    assert await conn.call(b'BEAT {"wid":"w1"}') == b'$21\r\n{"state":"terminate"}\r\n'
+
+
+async def test_info_shape(conn: RawClient) -> None:
+    await conn.call(b"PUSH " + job(queue="i"))
+    info = bulk_json(await conn.call(b"INFO"))
+    assert re.fullmatch(r"\d\d:\d\d:\d\d UTC", info["server_utc_time"])
+    assert re.fullmatch(r"\d+\.\d+\.\d+", info["server"]["faktory_version"])
+    assert tuple(int(p) for p in info["server"]["faktory_version"].split(".")) >= (1, 8, 0)
+    assert info["server"]["connections"] == 1
+    assert info["server"]["command_count"] >= 2
+    faktory = info["faktory"]
+    assert faktory["queues"]["i"] == 1
+    for name in ("Scheduled", "Retries", "Dead", "Busy", "Workers"):
+        assert isinstance(faktory["tasks"][name]["size"], int)
+    assert set(faktory["sets"]) >= {"scheduled", "retries", "dead", "working"}
+
+
+async def test_flush(conn: RawClient) -> None:
+    await conn.call(b"PUSH " + job(queue="fl"))
+    assert await conn.call(b"FLUSH") == b"+OK\r\n"
+    assert (await queue_sizes(conn))["queues"].get("fl", 0) == 0
+
+
+async def test_mutate(conn: RawClient, server: RunningServer) -> None:
+    for _ in range(2):
+        await conn.call(b"PUSH " + job(queue="m", at="2999-01-01T00:00:00Z"))
+    assert (await queue_sizes(conn))["sets"]["scheduled"] == 2
+    assert await conn.call(b"MUTATE") == b"-ERR invalid format\r\n"
+    assert await conn.call(b'MUTATE {"cmd":"nope","target":"scheduled"}') == (
+        b"-ERR unknown mutate operation\r\n"
+    )
+    assert await conn.call(b'MUTATE {"cmd":"kill","target":"queues"}') == (
+        b"-ERR invalid target for mutation command\r\n"
+    )
+    assert (await conn.call(b"MUTATE {x")).startswith(b"-ERR invalid JSON: ")
+    assert (await queue_sizes(conn))["sets"]["scheduled"] == 2
+    # JSON with spaces (Python's json.dumps default) works, unlike Faktory.
+    reply = await conn.call(b'MUTATE {"cmd": "kill", "target": "scheduled", "filter": {}}')
+    assert reply == b"+OK\r\n"
+    sizes = await queue_sizes(conn)
+    assert (sizes["sets"]["scheduled"], sizes["sets"]["dead"]) == (0, 2)
+    assert await conn.call(b'MUTATE {"cmd":"clear","target":"dead"}') == b"+OK\r\n"
+    assert (await queue_sizes(conn))["sets"]["dead"] == 0
+
+
+async def test_queue_commands(conn: RawClient) -> None:
+    await conn.call(b"PUSH " + job(queue="qa"))
+    await conn.call(b"PUSH " + job(queue="qb"))
+    assert await conn.call(b"QUEUE PAUSE qa") == b"+OK\r\n"
+    assert await conn.call(b"FETCH qa") == b"$-1\r\n"
+    assert await conn.call(b"QUEUE resume qa") == b"+OK\r\n"  # sub-verb is case-insensitive
+    assert (await conn.call(b"FETCH qa")).startswith(b"$")
+    assert await conn.call(b"QUEUE PAUSE *") == b"+OK\r\n"
+    assert await conn.call(b"FETCH qb") == b"$-1\r\n"
+    assert await conn.call(b"QUEUE RESUME *") == b"+OK\r\n"
+    assert await conn.call(b"QUEUE PAUSE unknown-queue") == b"+OK\r\n"
+    assert await conn.call(b"QUEUE REMOVE qb") == b"+OK\r\n"
+    assert "qb" not in (await queue_sizes(conn))["queues"]
+    assert await conn.call(b"QUEUE NOPE x") == b"-ERR no such QUEUE subcommand: NOPE\r\n"
+    assert await conn.call(b"QUEUE") == (
+        b"-ERR QUEUE needs a subcommand: PAUSE, RESUME, REMOVE or LATENCY\r\n"
+    )
+    assert await conn.call(b"QUEUE PAUSE") == (
+        b"-ERR QUEUE PAUSE needs at least one queue name or *\r\n"
+    )
+    assert (
+        await conn.call(b"QUEUE LATENCY") == b"-ERR QUEUE LATENCY needs at least one queue name\r\n"
+    )
+
+
+async def test_queue_latency_json(conn: RawClient) -> None:
+    assert await conn.call(b"QUEUE LATENCY *") == (
+        b"-ERR QUEUE LATENCY does not support wildcards\r\n"
+    )
+    assert await conn.call(b"QUEUE LATENCY zz empty") == b'$18\r\n{"empty":0,"zz":0}\r\n'
+    await conn.call(b"PUSH " + job(queue="lat"))
+    latency = bulk_json(await conn.call(b"QUEUE LATENCY lat"))
+    assert 0 < latency["lat"] < 5
+
+
+async def test_batch_and_track_are_not_available(conn: RawClient) -> None:
+    assert await conn.call(b'BATCH NEW {"success":null}') == (
+        b"-ERR batch subsystem is not available yet\r\n"
+    )
+    assert await conn.call(b"TRACK GET x") == b"-ERR tracking subsystem is not available yet\r\n"
+
+
+async def test_end_closes_without_reply(conn: RawClient) -> None:
+    await conn.send(b"END")
+    assert await conn.closed_by_server()
+
+
+async def test_fetchb_and_ackb_extensions(conn: RawClient) -> None:
+    jids = []
+    for _ in range(5):
+        payload = job(queue="xb")
+        jids.append(msgspec.json.decode(payload)["jid"])
+        await conn.call(b"PUSH " + payload)
+    jobs = bulk_json(await conn.call(b"FETCHB 3 xb"))
+    assert [j["jid"] for j in jobs] == jids[:3]
+    jobs += bulk_json(await conn.call(b"FETCHB 10 other xb"))
+    assert [j["jid"] for j in jobs] == jids
+    assert await conn.call(b"FETCHB 2 xb") == b"$-1\r\n"
+    assert await conn.call(b"ACKB " + msgspec.json.encode(jids)) == b"+OK\r\n"
+    info = bulk_json(await conn.call(b"INFO"))
+    assert info["faktory"]["sets"]["working"] == 0
+    assert info["faktory"]["total_processed"] == 5
+    assert await conn.call(b"FETCHB 0 xb") == (
+        b"-ERR FETCHB count must be an integer from 1 to 1000\r\n"
+    )
+    assert await conn.call(b"FETCHB x xb") == (
+        b"-ERR FETCHB count must be an integer from 1 to 1000\r\n"
+    )
+    assert await conn.call(b"FETCHB 3") == (
+        b"-ERR FETCHB needs a count and at least one queue: FETCHB <count> <q1> ...\r\n"
+    )
+    assert (await conn.call(b'ACKB {"jid":"x"}')).startswith(
+        b"-ERR invalid ACKB: expected a JSON array of jids"
+    )
+
+
+async def test_pipelined_commands_answer_in_order(conn: RawClient) -> None:
+    payloads = [job(queue="pipe") for _ in range(200)]
+    conn.writer.write(b"".join(b"PUSH " + p + b"\r\n" for p in payloads) + b"INFO\r\nfoo\r\n")
+    replies = [await conn.reply() for _ in range(200)]
+    assert replies == [b"+OK\r\n"] * 200
+    assert bulk_json(await conn.reply())["faktory"]["queues"]["pipe"] == 200
+    assert await conn.reply() == b"-ERR unknown command foo\r\n"
