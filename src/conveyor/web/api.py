@@ -1,0 +1,181 @@
+"""The JSON API (``/api/...``) for everything the pages show, plus Faktory's ``/stats`` and
+``/health``. Documented in ``docs/web.md``.
+
+Errors are ``{"error": "..."}`` with 400 (bad input), 403 (CSRF, read-only) or 404.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from conveyor.web import actions, data
+from conveyor.web.present import parse_listing, set_for_route
+from conveyor.web.security import CSRF_HEADER, token_is_valid
+
+__all__ = [
+    "busy",
+    "health",
+    "history",
+    "job",
+    "overview",
+    "queue",
+    "queue_action",
+    "queues",
+    "set_action",
+    "set_job",
+    "set_list",
+    "signal_workers",
+    "stats",
+]
+
+
+def _json(content: Any, status_code: int = 200) -> Response:
+    return JSONResponse(content, status_code=status_code, headers={"cache-control": "no-store"})
+
+
+def _days(request: Request) -> int:
+    raw = request.query_params.get("days", "7")
+    if not raw.isdigit() or int(raw) not in data.HISTORY_DAYS:
+        raise HTTPException(400, f"days must be one of {', '.join(map(str, data.HISTORY_DAYS))}")
+    return int(raw)
+
+
+def _listing(request: Request) -> Any:
+    try:
+        return parse_listing(request.query_params)
+    except ValueError as exc:
+        raise HTTPException(400, str(exc)) from None
+
+
+def _set(request: Request) -> Any:
+    name = set_for_route(request.path_params["set"])
+    if name is None:
+        raise HTTPException(404, "no such set: use retries, scheduled or dead")
+    return name
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    """The JSON body of an action, after the CSRF check: a valid ``X-CSRF-Token`` header, or
+    ``Content-Type: application/json`` (cross-site pages cannot send it without a preflight)."""
+    is_json = request.headers.get("content-type", "").split(";")[0].strip() == "application/json"
+    if not (is_json or token_is_valid(request, request.headers.get(CSRF_HEADER))):
+        raise HTTPException(403, "send Content-Type: application/json or an X-CSRF-Token header")
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise HTTPException(400, "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise HTTPException(400, "the body must be a JSON object")
+    return body
+
+
+def _string_list(body: dict[str, Any], key: str) -> list[str]:
+    value = body.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise HTTPException(400, f"{key} must be a list of strings")
+    return value
+
+
+async def _run(call: Any) -> Any:
+    try:
+        return await call
+    except LookupError as exc:
+        raise HTTPException(404, str(exc.args[0] if exc.args else exc)) from None
+    except ValueError as exc:
+        raise HTTPException(400, str(exc)) from None
+
+
+async def stats(request: Request) -> Response:
+    state = request.app.state
+    return _json(await data.stats_json(state.manager, state.stats))
+
+
+async def health(request: Request) -> Response:
+    state = request.app.state
+    return _json(await data.health_json(state.manager, state.stats))
+
+
+async def overview(request: Request) -> Response:
+    state = request.app.state
+    return _json(await data.overview(state.manager, state.stats, _days(request)))
+
+
+async def history(request: Request) -> Response:
+    return _json(await data.history_view(request.app.state.manager, _days(request)))
+
+
+async def queues(request: Request) -> Response:
+    return _json(await data.queues_view(request.app.state.manager))
+
+
+async def queue(request: Request) -> Response:
+    name = request.path_params["name"]
+    view = await data.queue_view(request.app.state.manager, name, _listing(request))
+    if view is None:
+        raise HTTPException(404, f"no queue named {name!r}")
+    return _json(view)
+
+
+async def queue_action(request: Request) -> Response:
+    body = await _body(request)
+    name, action = request.path_params["name"], request.path_params["action"]
+    jids = _string_list(body, "jids")
+    count = await _run(actions.queue_action(request.app.state.manager, name, action, jids))
+    return _json({"ok": True, "count": count})
+
+
+async def set_list(request: Request) -> Response:
+    return _json(await data.set_view(request.app.state.manager, _set(request), _listing(request)))
+
+
+async def set_job(request: Request) -> Response:
+    name, jid = _set(request), request.path_params["jid"]
+    view = await data.job_view(request.app.state.manager, name, jid)
+    if view is None:
+        raise HTTPException(404, f"no job {jid!r}")
+    return _json(view)
+
+
+async def set_action(request: Request) -> Response:
+    name = _set(request)
+    body = await _body(request)
+    everything = body.get("all") is True
+    jids = _string_list(body, "jids")
+    call = actions.set_action(
+        request.app.state.manager,
+        name,
+        request.path_params["action"],
+        jids,
+        everything=everything,
+    )
+    return _json({"ok": True, "count": await _run(call)})
+
+
+async def busy(request: Request) -> Response:
+    return _json(await data.busy_view(request.app.state.manager, _listing(request)))
+
+
+async def signal_workers(request: Request) -> Response:
+    body = await _body(request)
+    everything = body.get("all") is True
+    wids = _string_list(body, "wids")
+    call = actions.signal_workers(
+        request.app.state.manager, request.path_params["signal"], wids, everything=everything
+    )
+    return _json({"ok": True, "count": await _run(call)})
+
+
+async def job(request: Request) -> Response:
+    jid = request.path_params["jid"]
+    view = await data.locate_view(request.app.state.manager, jid)
+    if view is None:
+        raise HTTPException(404, f"no job {jid!r}")
+    return _json(view)
