@@ -1,0 +1,156 @@
+"""HI/HELLO, passwords, deadlines, limits, oversize lines and shutdown, over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import msgspec
+
+from conveyor.protocol import hash_password
+from tests.support.server import MakeServer, RawConnect, RunningServer
+
+
+async def test_password_greeting_and_handshake(
+    make_server: MakeServer, raw_client: RawConnect
+) -> None:
+    running = await make_server(password="foobar")
+    client = await raw_client(running.port, hello=None)
+    assert client.greeting.startswith(b'+HI {"v":2,"i":')
+    challenge = msgspec.json.decode(client.greeting[4:])
+    assert list(challenge) == ["v", "i", "s"]
+    pwdhash = hash_password("foobar", challenge["s"], challenge["i"])
+    hello = b'HELLO {"v":2,"pwdhash":"' + pwdhash.encode() + b'"}'
+    assert await client.call(hello) == b"+OK\r\n"
+    assert await client.call(b"FETCH none") == b"$-1\r\n"
+
+
+async def test_password_single_round_for_old_clients(
+    make_server: MakeServer, raw_client: RawConnect
+) -> None:
+    running = await make_server(password="foobar")
+    for version in (b"", b'"v":1,'):
+        client = await raw_client(running.port, hello=None)
+        challenge = msgspec.json.decode(client.greeting[4:])
+        once = hash_password("foobar", challenge["s"], 1)
+        hello = b"HELLO {" + version + b'"pwdhash":"' + once.encode() + b'"}'
+        assert await client.call(hello) == b"+OK\r\n"
+
+
+async def test_wrong_or_missing_password(make_server: MakeServer, raw_client: RawConnect) -> None:
+    running = await make_server(password="foobar")
+    for hello in (b'HELLO {"v":2,"pwdhash":"00"}', b'HELLO {"v":2}'):
+        client = await raw_client(running.port, hello=None)
+        assert await client.call(hello) == b"-ERR Invalid password\r\n"
+        assert await client.closed_by_server()
+    ok = await raw_client(running.port, password="foobar")
+    assert await ok.call(b"FETCH x") == b"$-1\r\n"
+
+
+async def test_commands_before_hello_close_silently(
+    server: RunningServer, raw_client: RawConnect
+) -> None:
+    for first in (b"PUSH {}", b"INFO", b"HELLO nope", b'HELLO {"pid":"x"}', b'HELLO {"v":300}'):
+        client = await raw_client(server.port, hello=None)
+        await client.send(first)
+        assert await client.closed_by_server(), first
+    info = await server.manager.info()
+    assert info["faktory"]["total_enqueued"] == 0
+
+
+async def test_hello_deadline(make_server: MakeServer, raw_client: RawConnect) -> None:
+    running = await make_server(handshake_timeout_seconds=0.2)
+    client = await raw_client(running.port, hello=None)
+    started = time.monotonic()
+    assert await client.closed_by_server(within=3)
+    assert 0.15 < time.monotonic() - started < 2
+    # after a good HELLO there is no idle deadline
+    ready = await raw_client(running.port)
+    await asyncio.sleep(0.4)
+    assert await ready.call(b"FETCH x") == b"$-1\r\n"
+
+
+async def test_too_many_connections(make_server: MakeServer, raw_client: RawConnect) -> None:
+    running = await make_server(max_connections=2)
+    first = await raw_client(running.port)
+    await raw_client(running.port)
+    third = await raw_client(running.port, hello=None)
+    await third.send(b'HELLO {"v":2}')
+    assert await third.reply() == b"+OK\r\n"
+    assert await third.reply() == b"-ERR too many connections: 3\r\n"
+    assert await third.closed_by_server()
+    assert await first.call(b"FETCH x") == b"$-1\r\n"
+
+
+async def test_line_too_long(make_server: MakeServer, raw_client: RawConnect) -> None:
+    running = await make_server(max_line_bytes=4096)
+    client = await raw_client(running.port)
+    reply = await client.call(b"PUSH " + b"x" * 5000)
+    assert reply == b"-ERR line too long (max 4096 bytes)\r\n"
+    assert await client.closed_by_server()
+    other = await raw_client(running.port)
+    payload = b'{"jid":"123456789","jobtype":"T","args":["' + b"y" * 3000 + b'"]}'
+    assert await other.call(b"PUSH " + payload) == b"+OK\r\n"
+    info = await running.manager.info()
+    assert info["faktory"]["total_enqueued"] == 1
+
+
+async def test_line_too_long_answers_earlier_commands_first(
+    make_server: MakeServer, raw_client: RawConnect
+) -> None:
+    running = await make_server(max_line_bytes=2048)
+    client = await raw_client(running.port)
+    client.writer.write(b"FETCH a\r\nfoo\r\n" + b"z" * 3000 + b"\r\nINFO\r\n")
+    assert await client.reply() == b"$-1\r\n"
+    assert await client.reply() == b"-ERR unknown command foo\r\n"
+    assert await client.reply() == b"-ERR line too long (max 2048 bytes)\r\n"
+    assert await client.closed_by_server()
+
+
+async def test_invalid_utf8_queue_names(server: RunningServer, raw_client: RawConnect) -> None:
+    client = await raw_client(server.port)
+    assert await client.call(b"FETCH \xff\xfe") == b"-ERR command is not valid UTF-8\r\n"
+    assert await client.call(b"FETCH x") == b"$-1\r\n"
+
+
+async def test_internal_errors_keep_the_connection(
+    server: RunningServer, raw_client: RawConnect
+) -> None:
+    client = await raw_client(server.port)
+
+    async def broken(*args: object) -> None:
+        raise RuntimeError("boom")
+
+    server.manager.flush = broken  # type: ignore[method-assign]
+    assert await client.call(b"FLUSH") == b"-ERR internal error\r\n"
+    assert await client.call(b"FETCH x") == b"$-1\r\n"
+
+
+async def test_shutdown_answers_in_flight_and_refuses_next(
+    server: RunningServer, raw_client: RawConnect
+) -> None:
+    busy = await raw_client(server.port)
+    idle = await raw_client(server.port)
+    await busy.send(b"FETCH empty")  # waits fetch_wait_seconds
+    await asyncio.sleep(0.05)
+    await busy.send(b"INFO")
+    await server.server.stop()
+    assert await busy.reply() == b"$-1\r\n"
+    assert await busy.reply() == b"-ERR shutdown in progress\r\n"
+    assert await busy.closed_by_server()
+    assert await idle.closed_by_server()
+
+
+async def test_worker_connections_register_and_leave(
+    server: RunningServer, raw_client: RawConnect
+) -> None:
+    client = await raw_client(server.port, hello=b'{"v":2,"wid":"abc","hostname":"h","pid":5}')
+    workers = await server.manager.workers()
+    assert [w.record.wid for w in workers] == ["abc"]
+    await client.send(b"END")
+    assert await client.closed_by_server()
+    for _ in range(100):
+        if not await server.manager.workers():
+            break
+        await asyncio.sleep(0.01)
+    assert await server.manager.workers() == []
