@@ -1,5 +1,6 @@
 """conveyor: a Faktory-compatible job server, durable storage, and an asyncio worker library."""
 
+from conveyor.app import App, Group, JobDef, PayloadError, PushResult
 from conveyor.errors import (
     AuthenticationError,
     CommandError,
@@ -11,10 +12,23 @@ from conveyor.errors import (
     ProtocolError,
     StoreError,
 )
+from conveyor.job import Job
+from conveyor.worker import Handler, JobContext, Middleware, Worker, current_job
 
 __version__ = "0.1.0"
 
 __all__ = [
+    # declaring, pushing and running jobs
+    "App",
+    "Group",
+    "Handler",
+    "Job",
+    "JobContext",
+    "JobDef",
+    "Middleware",
+    "PushResult",
+    "Worker",
+    "current_job",
     # errors
     "AuthenticationError",
     "CommandError",
@@ -23,6 +37,7 @@ __all__ = [
     "InvalidJob",
     "JobNotFound",
     "NotUnique",
+    "PayloadError",
     "ProtocolError",
     "StoreError",
     "__version__",

@@ -1,0 +1,18 @@
+"""Declaring jobs and pushing them: ``App``, ``JobDef``, and the args mapping."""
+
+from conveyor.app.core import App, Group, Producer, PushResult
+from conveyor.app.jobs import JobDef, JobOptions, new_jid
+from conveyor.app.payload import PayloadError, PayloadKind, PayloadSpec
+
+__all__ = [
+    "App",
+    "Group",
+    "JobDef",
+    "JobOptions",
+    "PayloadError",
+    "PayloadKind",
+    "PayloadSpec",
+    "Producer",
+    "PushResult",
+    "new_jid",
+]

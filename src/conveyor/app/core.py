@@ -1,0 +1,281 @@
+"""``App``: the registry of jobs, hooks and middleware, and the producer side's connections."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
+
+from conveyor.app.jobs import JobDef, JobOptions
+from conveyor.app.sync import SyncRunner
+from conveyor.job import DEFAULT_QUEUE, Job
+from conveyor.pool import ConnectionPool
+
+if TYPE_CHECKING:
+    from conveyor.client import Client
+    from conveyor.worker.context import AfterHook, BeforeHook, ErrorHandler, Middleware
+    from conveyor.worker.runtime import Worker
+
+__all__ = ["App", "Group", "Producer", "PushResult"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+PUSH_BULK_CHUNK = 1000  # Faktory's recommended PUSHB batch size
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    """The outcome of one job of a bulk push: ``error`` is ``None`` when it was accepted."""
+
+    jid: str
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Producer(Protocol):
+    """Where pushes go: a connection pool normally, an inline runner in tests."""
+
+    async def push(self, job: Job) -> None: ...
+
+    async def push_bulk(self, jobs: Sequence[Job]) -> dict[str, str]: ...
+
+    async def close(self) -> None: ...
+
+
+class _PoolProducer:
+    def __init__(self, pool: ConnectionPool[Client]) -> None:
+        self.pool = pool
+
+    async def push(self, job: Job) -> None:
+        await self.pool.run(lambda client: client.push(job))
+
+    async def push_bulk(self, jobs: Sequence[Job]) -> dict[str, str]:
+        return await self.pool.run(lambda client: client.push_bulk(list(jobs)))
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+
+class _Registry:
+    """What ``App`` and ``Group`` share: declaring jobs with options."""
+
+    app: App
+    group_name: str | None = None
+    middleware: list[Middleware]
+
+    @overload
+    def job(self, fn: Callable[P, R], /) -> JobDef[P, R]: ...
+
+    @overload
+    def job(
+        self,
+        *,
+        name: str | None = None,
+        queue: str = DEFAULT_QUEUE,
+        retry: int | None = None,
+        reserve_for: int | None = None,
+        timeout: float | None = None,
+        backtrace: int | None = None,
+        custom: Mapping[str, Any] | None = None,
+        raw: bool = False,
+        middleware: Sequence[Middleware] = (),
+    ) -> Callable[[Callable[P, R]], JobDef[P, R]]: ...
+
+    def job(self, fn: Any = None, /, **options: Any) -> Any:  # type: ignore[misc]
+        """Declare a job: ``@app.job`` or ``@app.job(queue="emails", retry=5, timeout=30)``.
+
+        The jobtype is the function's name unless ``name=`` says otherwise.
+        """
+        if fn is not None:
+            return self.app.register(fn, group=self.group_name)
+
+        def decorate(func: Callable[P, R]) -> JobDef[P, R]:
+            return self.app.register(func, group=self.group_name, **options)
+
+        return decorate
+
+    def use(self, middleware: Middleware) -> Middleware:
+        """Add middleware at this level (app = worker level, or this group's level)."""
+        self.middleware.append(middleware)
+        return middleware
+
+
+class Group(_Registry):
+    """A named set of jobs sharing middleware, run between the app's and each job's own."""
+
+    def __init__(self, app: App, name: str, middleware: Sequence[Middleware] = ()) -> None:
+        self.app = app
+        self.group_name = name
+        self.middleware = list(middleware)
+
+
+class App(_Registry):
+    """Jobs, hooks and middleware, plus the connections used to push jobs.
+
+    ``url`` defaults to ``CONVEYOR_URL``, else Faktory's ``FAKTORY_URL``/``FAKTORY_PROVIDER``,
+    else ``tcp://localhost:7419``; ``password`` to the URL's or ``FAKTORY_PASSWORD``. ``tls``
+    is an ``ssl.SSLContext`` (``tcp+tls://`` URLs use a default one).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        password: str | None = None,
+        tls: ssl.SSLContext | None = None,
+        pool_size: int = 10,
+        retry_seconds: float = 30.0,
+        middleware: Sequence[Middleware] = (),
+    ) -> None:
+        self.app = self
+        self.url = url
+        self.password = password
+        self.tls = tls
+        self.pool_size = pool_size
+        self.retry_seconds = retry_seconds
+        self.middleware = list(middleware)
+        self.jobs: dict[str, JobDef[Any, Any]] = {}
+        self.groups: dict[str, Group] = {}
+        self.before_hooks: list[BeforeHook] = []
+        self.after_hooks: list[AfterHook] = []
+        self.error_handlers: list[ErrorHandler] = []
+        self.sync = SyncRunner()
+        self.producer: Producer | None = None
+        """Set to redirect pushes (``conveyor.testing`` does); ``None`` = pooled connections."""
+        self._producers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Producer] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def __repr__(self) -> str:
+        return f"<App jobs={sorted(self.jobs)}>"
+
+    # -- declaring -----------------------------------------------------------------------------
+
+    def register(
+        self,
+        fn: Callable[P, R],
+        *,
+        group: str | None = None,
+        name: str | None = None,
+        queue: str = DEFAULT_QUEUE,
+        retry: int | None = None,
+        reserve_for: int | None = None,
+        timeout: float | None = None,
+        backtrace: int | None = None,
+        custom: Mapping[str, Any] | None = None,
+        raw: bool = False,
+        middleware: Sequence[Middleware] = (),
+    ) -> JobDef[P, R]:
+        """Declare ``fn`` as a job (what ``@app.job`` calls)."""
+        jobtype = name or fn.__name__
+        if jobtype in self.jobs:
+            raise ValueError(f"a job named {jobtype!r} is already declared")
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
+        options = JobOptions(
+            queue=queue,
+            retry=retry,
+            reserve_for=reserve_for,
+            backtrace=backtrace,
+            custom=dict(custom) if custom else None,
+        )
+        jobdef = JobDef(
+            self, fn, name=jobtype, options=options, timeout=timeout, raw=raw,
+            middleware=middleware, group=group,
+        )  # fmt: skip
+        self.jobs[jobtype] = jobdef
+        return jobdef
+
+    def group(self, name: str, *, middleware: Sequence[Middleware] = ()) -> Group:
+        """A group of jobs with shared middleware: ``billing = app.group("billing")``."""
+        if name in self.groups:
+            raise ValueError(f"a group named {name!r} already exists")
+        group = self.groups[name] = Group(self, name, middleware)
+        return group
+
+    def before(self, hook: BeforeHook) -> BeforeHook:
+        """Register a hook run before every job (global hooks run before per-job ones)."""
+        self.before_hooks.append(hook)
+        return hook
+
+    def after(self, hook: AfterHook) -> AfterHook:
+        """Register a hook run after every job, with its exception or ``None``."""
+        self.after_hooks.append(hook)
+        return hook
+
+    def on_error(self, handler: ErrorHandler) -> ErrorHandler:
+        """Register a handler called with every job error (errors are always logged too)."""
+        self.error_handlers.append(handler)
+        return handler
+
+    # -- connections -----------------------------------------------------------------------------
+
+    async def connect(
+        self, *, wid: str | None = None, labels: Sequence[str] = (), hostname: str | None = None
+    ) -> Client:
+        """Open one client connection to this app's server."""
+        from conveyor.client import Client
+
+        return await Client.connect(
+            self.url, wid=wid, labels=list(labels), hostname=hostname,
+            password=self.password, tls=self.tls,
+        )  # fmt: skip
+
+    def _producer(self) -> Producer:
+        if self.producer is not None:
+            return self.producer
+        loop = asyncio.get_running_loop()
+        producer = self._producers.get(loop)
+        if producer is None:
+            pool: ConnectionPool[Client] = ConnectionPool(
+                self.connect, size=self.pool_size, retry_seconds=self.retry_seconds
+            )
+            producer = self._producers[loop] = _PoolProducer(pool)
+        return producer
+
+    # -- producing -------------------------------------------------------------------------------
+
+    async def push_job(self, job: Job) -> str:
+        """Push a prepared job (``send_email.build(...)``, or a ``Job`` for any jobtype)."""
+        await self._producer().push(job)
+        return job.jid
+
+    async def push_bulk(self, jobs: Sequence[Job]) -> list[PushResult]:
+        """Push many jobs with PUSHB (1000 per round trip); one result per job, in order."""
+        producer = self._producer()
+        results: list[PushResult] = []
+        for start in range(0, len(jobs), PUSH_BULK_CHUNK):
+            chunk = jobs[start : start + PUSH_BULK_CHUNK]
+            errors = await producer.push_bulk(chunk)
+            results.extend(PushResult(job.jid, errors.get(job.jid)) for job in chunk)
+        return results
+
+    def push_bulk_sync(self, jobs: Sequence[Job]) -> list[PushResult]:
+        """``push_bulk`` for code that is not async."""
+        return self.sync.run(self.push_bulk(jobs))
+
+    async def aclose(self) -> None:
+        """Close this loop's pooled connections."""
+        loop = asyncio.get_running_loop()
+        producer = self._producers.pop(loop, None)
+        if producer is not None:
+            await producer.close()
+
+    def close(self) -> None:
+        """Close the sync facade's loop and its connections."""
+        self.sync.close(self.aclose())
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def worker(self, **options: Any) -> Worker:
+        """A worker for this app; ``async with app.worker(concurrency=10):`` or ``.run()``."""
+        from conveyor.worker.runtime import Worker
+
+        return Worker(self, **options)

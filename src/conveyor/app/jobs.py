@@ -1,0 +1,182 @@
+"""A declared job: the function, its options, and its typed producer side.
+
+``@app.job`` returns a ``JobDef``. Calling it runs the function inline (handy in tests);
+``await send_email.push(msg)`` enqueues it and returns the jid; ``send_email.options(...)``
+returns a copy with per-call options; ``send_email.build(msg)`` returns the ``Job`` without
+pushing it (for ``app.push_bulk``). Every ``*_sync`` method is the async one run by the app's
+sync runner: there is one implementation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import inspect
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from conveyor.app.payload import PayloadSpec
+from conveyor.job import DEFAULT_QUEUE, Job
+from conveyor.timefmt import format_time
+
+if TYPE_CHECKING:
+    from conveyor.app.core import App
+    from conveyor.worker.context import AfterHook, BeforeHook, Middleware
+
+__all__ = ["JobDef", "JobOptions", "new_jid"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def new_jid() -> str:
+    """24 random hex characters, like the Ruby client's jids."""
+    return os.urandom(12).hex()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobOptions:
+    """Options written into each pushed job. ``None`` leaves the server's default."""
+
+    queue: str = DEFAULT_QUEUE
+    retry: int | None = None
+    reserve_for: int | None = None
+    backtrace: int | None = None
+    custom: Mapping[str, Any] | None = None
+    at: dt.datetime | None = None
+    delay_seconds: float | None = None
+    jid: str | None = None
+
+    def merged(self, **changes: Any) -> JobOptions:
+        """A copy with ``changes`` applied; ``custom`` dicts are merged, not replaced."""
+        if changes.get("custom") is not None and self.custom:
+            changes["custom"] = {**self.custom, **changes["custom"]}
+        return dataclasses.replace(self, **changes)
+
+    def schedule(self) -> str:
+        if self.at is not None and self.delay_seconds is not None:
+            raise ValueError("give either at= or in_=, not both")
+        if self.at is not None:
+            if self.at.tzinfo is None:
+                raise ValueError("at= needs a timezone-aware datetime (e.g. datetime.now(UTC))")
+            return format_time(self.at.timestamp())
+        if self.delay_seconds is not None:
+            return format_time(time.time() + self.delay_seconds)
+        return ""
+
+
+class JobDef(Generic[P, R]):
+    """A job type: its handler, its default options and how it maps to ``args``."""
+
+    def __init__(
+        self,
+        app: App,
+        fn: Callable[P, R],
+        *,
+        name: str,
+        options: JobOptions,
+        timeout: float | None,
+        raw: bool,
+        middleware: Sequence[Middleware],
+        group: str | None = None,
+    ) -> None:
+        self.app = app
+        self.fn = fn
+        self.name = name
+        self.defaults = options
+        self.timeout = timeout
+        self.group = group
+        self.middleware: list[Middleware] = list(middleware)
+        self.before_hooks: list[BeforeHook] = []
+        self.after_hooks: list[AfterHook] = []
+        self.payload = PayloadSpec(fn, raw=raw)
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    def __repr__(self) -> str:
+        return f"<JobDef {self.name} queue={self.defaults.queue}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the function here and now, as a plain call (no queue, no hooks)."""
+        return self.fn(*args, **kwargs)
+
+    # -- hooks and middleware for this job only -------------------------------------------------
+
+    def before(self, hook: BeforeHook) -> BeforeHook:
+        """Register a hook run before each execution of this job (after the global ones)."""
+        self.before_hooks.append(hook)
+        return hook
+
+    def after(self, hook: AfterHook) -> AfterHook:
+        """Register a hook run after each execution, with the exception or ``None``."""
+        self.after_hooks.append(hook)
+        return hook
+
+    def use(self, middleware: Middleware) -> Middleware:
+        """Add job-level middleware (innermost: it runs closest to the function)."""
+        self.middleware.append(middleware)
+        return middleware
+
+    # -- producing -------------------------------------------------------------------------------
+
+    def options(
+        self,
+        *,
+        queue: str | None = None,
+        at: dt.datetime | None = None,
+        in_: float | dt.timedelta | None = None,
+        retry: int | None = None,
+        reserve_for: int | None = None,
+        backtrace: int | None = None,
+        custom: Mapping[str, Any] | None = None,
+        jid: str | None = None,
+    ) -> JobDef[P, R]:
+        """A copy of this job that pushes with these options (the handler is the same)."""
+        changes: dict[str, Any] = {
+            "queue": queue,
+            "at": at,
+            "retry": retry,
+            "reserve_for": reserve_for,
+            "backtrace": backtrace,
+            "custom": custom,
+            "jid": jid,
+        }
+        if in_ is not None:
+            seconds = in_.total_seconds() if isinstance(in_, dt.timedelta) else float(in_)
+            changes["delay_seconds"] = seconds
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.defaults = self.defaults.merged(**{k: v for k, v in changes.items() if v is not None})
+        return clone
+
+    def build(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+        """The job that ``push`` would send, without sending it."""
+        if kwargs:
+            raise TypeError(
+                f"{self.name}: Faktory args are positional; pass {sorted(kwargs)} positionally"
+            )
+        opts = self.defaults
+        return Job(
+            jid=opts.jid or new_jid(),
+            jobtype=self.name,
+            queue=opts.queue,
+            args=self.payload.encode(args),
+            retry=opts.retry,
+            reserve_for=opts.reserve_for or 0,
+            backtrace=opts.backtrace or 0,
+            custom=dict(opts.custom) if opts.custom else None,
+            at=opts.schedule(),
+        )
+
+    async def push(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        """Enqueue one execution; returns its jid once the server has accepted it."""
+        job = self.build(*args, **kwargs)
+        await self.app.push_job(job)
+        return job.jid
+
+    def push_sync(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        """``push`` for code that is not async (runs on the app's background loop)."""
+        return self.app.sync.run(self.push(*args, **kwargs))

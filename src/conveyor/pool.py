@@ -1,0 +1,151 @@
+"""A pool of client connections with reconnect and exponential backoff.
+
+FWP allows one command in flight per connection, so concurrent producers need several. The pool
+opens connections lazily up to ``size``; a connection that fails with a connection-level error
+(``ConnectError``, ``OSError``) is thrown away, never handed out again. ``run`` retries an
+operation on a fresh connection with backoff while the server is unreachable, up to
+``retry_seconds``: a push may then reach the server twice, which at-least-once delivery (and
+idempotent handlers) already covers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Generic, Protocol, TypeVar
+
+from conveyor.errors import AuthenticationError, ConnectError
+
+__all__ = ["Backoff", "ConnectionPool"]
+
+logger = logging.getLogger("conveyor.pool")
+
+T = TypeVar("T")
+
+
+class Closable(Protocol):
+    async def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=Closable)
+
+# Errors that mean "this connection is gone", as opposed to an error reply from the server.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (ConnectError, OSError, EOFError)
+
+
+class Backoff:
+    """Exponential backoff with full jitter: 0.05 s, 0.1 s, ... capped at ``max_seconds``."""
+
+    def __init__(self, first_seconds: float = 0.05, max_seconds: float = 5.0) -> None:
+        self.first_seconds = first_seconds
+        self.max_seconds = max_seconds
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.max_seconds, self.first_seconds * 2**self.attempt)
+        self.attempt += 1
+        return random.uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class ConnectionPool(Generic[C]):
+    """Up to ``size`` connections made by ``connect``; ``acquire`` waits for a free one."""
+
+    def __init__(
+        self,
+        connect: Callable[[], Awaitable[C]],
+        *,
+        size: int = 10,
+        retry_seconds: float = 30.0,
+        backoff: Callable[[], Backoff] = Backoff,
+    ) -> None:
+        if size < 1:
+            raise ValueError(f"pool size must be at least 1, got {size}")
+        self._connect = connect
+        self._slots = asyncio.Semaphore(size)
+        self._idle: list[C] = []
+        self._all: set[C] = set()
+        self._closed = False
+        self.retry_seconds = retry_seconds
+        self._backoff = backoff
+
+    async def _open(self) -> C:
+        """Connect, retrying with backoff for up to ``retry_seconds`` (bad passwords fail fast)."""
+        backoff = self._backoff()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.retry_seconds
+        while True:
+            try:
+                conn = await self._connect()
+            except AuthenticationError:
+                raise
+            except CONNECTION_ERRORS as exc:
+                delay = backoff.next_delay()
+                if loop.time() + delay > deadline:
+                    raise ConnectError(f"cannot connect: {exc}") from exc
+                logger.warning("cannot connect (%s); retrying in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            self._all.add(conn)
+            return conn
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[C]:
+        """Borrow a connection; it returns to the pool unless a connection error escaped."""
+        if self._closed:
+            raise ConnectError("the connection pool is closed")
+        async with self._slots:
+            conn = self._idle.pop() if self._idle else await self._open()
+            try:
+                yield conn
+            except BaseException as exc:
+                # A cancelled or broken command leaves the reply unread: never reuse it.
+                if isinstance(exc, CONNECTION_ERRORS | asyncio.CancelledError):
+                    await self._discard(conn)
+                else:
+                    self._idle.append(conn)
+                raise
+            else:
+                if self._closed:
+                    await self._discard(conn)
+                else:
+                    self._idle.append(conn)
+
+    async def run(self, operation: Callable[[C], Awaitable[T]]) -> T:
+        """Run ``operation`` on a pooled connection; on a connection error, reconnect and retry."""
+        backoff = self._backoff()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.retry_seconds
+        while True:
+            try:
+                async with self.acquire() as conn:
+                    return await operation(conn)
+            except CONNECTION_ERRORS as exc:
+                if self._closed:
+                    raise
+                delay = backoff.next_delay()
+                if loop.time() + delay > deadline:
+                    raise ConnectError(f"lost the connection to the server: {exc}") from exc
+                logger.warning("connection lost (%s); retrying in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
+
+    async def _discard(self, conn: C) -> None:
+        self._all.discard(conn)
+        with contextlib.suppress(Exception):
+            await conn.close()
+
+    async def close(self) -> None:
+        """Close idle connections now and busy ones when they come back."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await self._discard(conn)
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return {"open": len(self._all), "idle": len(self._idle)}

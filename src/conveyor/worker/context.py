@@ -1,0 +1,104 @@
+"""The job context: what a running handler can ask about the job it runs.
+
+``conveyor.current_job()`` works in async handlers, in sync handlers (their thread runs in a
+copy of the context) and in hooks and middleware.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from conveyor.job import Job
+
+__all__ = [
+    "AfterHook",
+    "BeforeHook",
+    "ErrorHandler",
+    "Handler",
+    "JobContext",
+    "Middleware",
+    "current_job",
+]
+
+logger = logging.getLogger("conveyor.worker")
+
+
+class JobLogger(logging.LoggerAdapter[logging.Logger]):
+    """Prefixes every message with the job it belongs to and adds ``jid``/``jobtype`` extras."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        extra = self.extra or {}
+        kwargs.setdefault("extra", {}).update(extra)
+        return f"[{extra.get('jobtype')} {extra.get('jid')}] {msg}", kwargs
+
+
+@dataclass(slots=True)
+class JobContext:
+    """One execution of one job. ``job`` is the real job as fetched (jid, queue, custom...)."""
+
+    job: Job
+    wid: str = ""
+    state: dict[str, Any] = field(default_factory=dict)
+    """Free space for middleware and hooks to pass values along one execution."""
+
+    @property
+    def jid(self) -> str:
+        return self.job.jid
+
+    @property
+    def jobtype(self) -> str:
+        return self.job.jobtype
+
+    @property
+    def queue(self) -> str:
+        return self.job.queue
+
+    @property
+    def custom(self) -> Mapping[str, Any]:
+        return self.job.custom or {}
+
+    @property
+    def retry_count(self) -> int:
+        """How many times this job failed before: 0 on the first run."""
+        failure = self.job.failure
+        if not failure:
+            return 0
+        return int(failure.get("retry_count", 0)) + 1
+
+    @property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        return JobLogger(logger, {"jid": self.job.jid, "jobtype": self.job.jobtype})
+
+
+_current: contextvars.ContextVar[JobContext] = contextvars.ContextVar("conveyor_job")
+
+
+def current_job() -> JobContext:
+    """The context of the job running now; ``LookupError`` outside a job."""
+    try:
+        return _current.get()
+    except LookupError:
+        raise LookupError("current_job() called outside a running job") from None
+
+
+def set_current(ctx: JobContext) -> contextvars.Token[JobContext]:
+    return _current.set(ctx)
+
+
+def reset_current(token: contextvars.Token[JobContext]) -> None:
+    _current.reset(token)
+
+
+Handler = Callable[[JobContext], Awaitable[Any]]
+"""What middleware wraps: run the job of this context, return the handler's result."""
+
+Middleware = Callable[[Handler], Handler]
+"""``handler -> handler``: return a handler that does something around the one it got."""
+
+BeforeHook = Callable[[JobContext], Awaitable[None] | None]
+AfterHook = Callable[[JobContext, BaseException | None], Awaitable[None] | None]
+ErrorHandler = Callable[[JobContext, BaseException], Awaitable[None] | None]

@@ -1,0 +1,365 @@
+"""``Worker``: fetch jobs, run them with bounded concurrency, report, beat, shut down cleanly.
+
+Two connections per worker process, both registered under its ``wid``: the **fetcher**
+(FETCH, or FETCHB for as many jobs as there are free slots when the server is conveyor) and the
+**reporter** (ACK/ACKB, FAIL, BEAT; see ``reporter.py``).
+
+States only move forward, as in Faktory: running -> quiet (stop fetching; finish what runs) ->
+stopping (also: wait at most ``shutdown_grace_seconds`` for running jobs, then cancel them and
+FAIL them so the server retries them) -> stopped. A FETCH in flight is never interrupted (its
+job would stay reserved until the reservation expires); it returns within the server's fetch
+wait and its jobs run normally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import signal
+import socket
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+import msgspec
+
+from conveyor.client import Client
+from conveyor.job import Job
+from conveyor.pool import CONNECTION_ERRORS, Backoff
+from conveyor.worker.context import Middleware
+from conveyor.worker.execute import JobRunner, Outcome
+from conveyor.worker.queues import QueueOrder, QueueSpec
+from conveyor.worker.reporter import Reporter
+
+if TYPE_CHECKING:
+    from conveyor.app.core import App
+
+__all__ = ["Worker", "rss_kb"]
+
+logger = logging.getLogger("conveyor.worker")
+
+FETCH_BATCH_MAX = 100
+"""Most jobs one FETCHB asks for, so one busy worker does not take a whole queue at once."""
+
+FINAL_FLUSH_SECONDS = 10.0
+
+
+class ShutdownError(Exception):
+    """The worker stopped before the job finished; FAILed so the server retries it."""
+
+    errtype = "conveyor.WorkerShutdown"
+
+
+def rss_kb() -> int:
+    """Resident set size of this process in KiB (``/proc``; peak RSS where that is missing)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            pages = int(f.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") // 1024
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+class Worker:
+    """Runs the jobs of ``app``: ``await run()``, or ``async with``, or ``start``/``stop``."""
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        concurrency: int = 10,
+        queues: Iterable[str | QueueSpec] = ("default",),
+        labels: Sequence[str] = (),
+        burst: bool = False,
+        heartbeat_seconds: float = 15.0,
+        shutdown_grace_seconds: float = 25.0,
+        middleware: Sequence[Middleware] = (),
+        batch: bool | None = None,
+        threads: int | None = None,
+        wid: str | None = None,
+        hostname: str | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        self.app = app
+        self.concurrency = concurrency
+        self.queues = QueueOrder(queues)
+        self.labels = ["python", *labels]
+        self.burst = burst
+        self.heartbeat_seconds = heartbeat_seconds
+        self.shutdown_grace_seconds = shutdown_grace_seconds
+        self.batch = batch
+        self.wid = wid or os.urandom(8).hex()
+        self.hostname = hostname or socket.gethostname()
+        self.threads = ThreadPoolExecutor(threads or concurrency, thread_name_prefix="conveyor")
+        self.runner = JobRunner(app, middleware=middleware, threads=self.threads, wid=self.wid)
+        self.processed = 0
+        self.failed = 0
+        self.state = "running"
+        self._in_flight: dict[asyncio.Task[None], Job] = {}
+        self._capacity = asyncio.Event()
+        self._stop_requested = asyncio.Event()
+        self._done = asyncio.Event()
+        self._main: asyncio.Task[None] | None = None
+        self._fetcher: Client | None = None
+        self._reporter: Reporter | None = None
+        self._signals = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<Worker wid={self.wid} {self.state} {self.queues!r} concurrency={self.concurrency}>"
+        )
+
+    # -- public lifecycle -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, process jobs until stopped (or, with ``burst``, until the queues are empty)."""
+        if self._main is not None:
+            raise RuntimeError("this worker was already started; create a new one")
+        self._main = asyncio.current_task()
+        try:
+            await self._run()
+        finally:
+            self._done.set()
+
+    async def start(self) -> None:
+        """Run in a background task; returns once connected (connection errors raise here)."""
+        if self._main is not None:
+            raise RuntimeError("this worker was already started; create a new one")
+        connected = asyncio.Event()
+        self._main = asyncio.create_task(self._run(connected), name=f"conveyor-worker-{self.wid}")
+        self._main.add_done_callback(lambda _: self._done.set())
+        waiter = asyncio.create_task(connected.wait())
+        await asyncio.wait([waiter, self._main], return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if self._main.done():
+            self._main.result()  # raise the connection error
+
+    async def stop(self, grace_seconds: float | None = None) -> None:
+        """Stop fetching, finish running jobs within the grace period, FAIL the rest, disconnect."""
+        if grace_seconds is not None:
+            self.shutdown_grace_seconds = grace_seconds
+        self._stop_requested.set()
+        if self._main is not None and self._main is not asyncio.current_task():
+            await self._done.wait()
+            if self._main.done() and not self._main.cancelled():
+                self._main.result()
+
+    def quiet(self) -> None:
+        """Stop fetching new jobs; keep running the current ones and keep beating."""
+        if self.state == "running":
+            logger.info("worker %s is quiet: no more fetching", self.wid)
+            self.state = "quiet"
+        self._capacity.set()  # wake the fetch loop so it notices
+
+    async def wait(self) -> None:
+        """Wait until the worker has stopped (by ``stop``, a signal, the server, or burst)."""
+        await self._done.wait()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def install_signal_handlers(self) -> None:
+        """TSTP = quiet; TERM/INT = graceful stop; a second TERM/INT = stop now (no grace)."""
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTSTP, self.quiet)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_stop_signal, sig)
+
+    def _on_stop_signal(self, sig: signal.Signals) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            logger.info(
+                "%s: finishing running jobs (grace %ss); send it again to stop now",
+                sig.name,
+                self.shutdown_grace_seconds,
+            )
+            self._stop_requested.set()
+        else:
+            logger.warning("%s again: stopping now", sig.name)
+            self.shutdown_grace_seconds = 0
+            self._stop_requested.set()
+            self._capacity.set()
+
+    # -- the main task ----------------------------------------------------------------------------
+
+    async def _connect(self) -> Client:
+        return await self.app.connect(wid=self.wid, labels=self.labels, hostname=self.hostname)
+
+    async def _run(self, connected: asyncio.Event | None = None) -> None:
+        self._fetcher = await self._connect()
+        try:
+            if self.batch is None:
+                description = (await self._fetcher.info()).get("server", {}).get("description", "")
+                self.batch = "conveyor" in str(description).lower()
+            reporter = self._reporter = Reporter(self._connect, batch=self.batch)
+            reporter.start(await self._connect())
+        except BaseException:
+            await self._fetcher.close()
+            raise
+        logger.info(
+            "worker %s started: %r, %s fetch",
+            self.wid,
+            self.queues,
+            "batched" if self.batch else "single",
+        )
+        if connected is not None:
+            connected.set()
+        fetch = asyncio.create_task(self._fetch_loop(), name="conveyor-fetch")
+        beat = asyncio.create_task(self._beat_loop(), name="conveyor-beat")
+        try:
+            await self._stop_requested.wait()
+            self.state = "stopping"
+            self._capacity.set()
+            await fetch  # returns within one server fetch wait
+            await self._drain()
+        finally:
+            for task in (beat, fetch):
+                task.cancel()
+            await asyncio.gather(beat, fetch, return_exceptions=True)
+            await self._disconnect()
+
+    async def _drain(self) -> None:
+        """Wait for running jobs up to the grace period; cancel and FAIL what is left."""
+        if self._in_flight:
+            logger.info(
+                "waiting up to %ss for %d running jobs",
+                self.shutdown_grace_seconds,
+                len(self._in_flight),
+            )
+            await asyncio.wait(list(self._in_flight), timeout=self.shutdown_grace_seconds)
+        leftover = list(self._in_flight)
+        if leftover:
+            logger.warning(
+                "cancelling %d jobs still running; the server will retry them", len(leftover)
+            )
+            for task in leftover:
+                task.cancel()
+            await asyncio.gather(*leftover, return_exceptions=True)
+        self.state = "stopped"
+
+    async def _disconnect(self) -> None:
+        self.threads.shutdown(wait=False, cancel_futures=True)
+        if self._reporter is not None:
+            try:
+                async with asyncio.timeout(FINAL_FLUSH_SECONDS):
+                    await self._reporter.close()
+            except TimeoutError:
+                logger.error(
+                    "could not report every result before exiting; "
+                    "those jobs will be retried when their reservation expires"
+                )
+        if self._fetcher is not None:
+            await self._fetcher.close()
+        logger.info(
+            "worker %s stopped: %d processed, %d failed", self.wid, self.processed, self.failed
+        )
+
+    # -- fetching ---------------------------------------------------------------------------------
+
+    async def _fetch_loop(self) -> None:
+        backoff = Backoff()
+        while self.state == "running":
+            free = self.concurrency - len(self._in_flight)
+            if free <= 0:
+                self._capacity.clear()
+                await self._capacity.wait()
+                continue
+            try:
+                jobs = await self._fetch(free)
+            except CONNECTION_ERRORS as exc:
+                delay = backoff.next_delay()
+                logger.warning("fetch failed (%s); reconnecting in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
+                await self._reconnect_fetcher()
+                continue
+            except Exception:  # an error reply, or a job we cannot even decode
+                delay = backoff.next_delay()
+                logger.exception("fetch failed; trying again in %.2fs", delay)
+                await asyncio.sleep(delay)
+                continue
+            backoff.reset()
+            for job in jobs:
+                self._spawn(job)
+            if not jobs and self.burst and not self._in_flight:
+                logger.info("queues are empty: burst mode is done")
+                self._stop_requested.set()
+                return
+
+    async def _fetch(self, free: int) -> list[Job]:
+        assert self._fetcher is not None
+        queues = self.queues.order()
+        if self.batch:
+            found = await self._fetcher.fetch_many(min(free, FETCH_BATCH_MAX), *queues)
+            return [msgspec.convert(data, Job) for data in found]
+        one = await self._fetcher.fetch(*queues)
+        return [] if one is None else [msgspec.convert(one, Job)]
+
+    async def _reconnect_fetcher(self) -> None:
+        if self._fetcher is not None:
+            await self._fetcher.close()
+        try:
+            self._fetcher = await self._connect()
+        except CONNECTION_ERRORS as exc:
+            logger.warning("cannot reconnect yet: %s", exc)
+
+    def _spawn(self, job: Job) -> None:
+        task = asyncio.create_task(self._process(job))
+        self._in_flight[task] = job
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        del self._in_flight[task]
+        self._capacity.set()
+
+    async def _process(self, job: Job) -> None:
+        assert self._reporter is not None
+        try:
+            outcome = await self.runner.execute(job)
+        except asyncio.CancelledError:
+            error = ShutdownError("the worker stopped before the job finished")
+            outcome = Outcome.failed(job, error, 0)
+            self._reporter.report(outcome)
+            self.failed += 1
+            raise
+        self.processed += 1
+        if not outcome.ok:
+            self.failed += 1
+        self._reporter.report(outcome)
+
+    # -- heartbeats -------------------------------------------------------------------------------
+
+    async def _beat_loop(self) -> None:
+        assert self._reporter is not None
+        reporter = self._reporter
+        while True:
+            await asyncio.sleep(self.heartbeat_seconds)
+            state = {"running": None, "quiet": "quiet"}.get(self.state, "terminate")
+            try:
+                wanted: Any = await reporter.call(functools.partial(_beat, state=state))
+            except Exception:
+                logger.exception("heartbeat failed")
+                continue
+            if wanted == "quiet":
+                self.quiet()
+            elif wanted == "terminate":
+                logger.info("the server asked worker %s to terminate", self.wid)
+                self._stop_requested.set()
+
+
+async def _beat(client: Client, state: str | None) -> str:
+    return await client.beat(rss_kb(), state)
