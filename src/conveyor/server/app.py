@@ -94,7 +94,7 @@ class FaktoryServer:
             reuse_address=True,
             backlog=1024,
         )
-        log.info("FWP server listening on %s", self.url.replace(self.config.password, "***"))
+        log.info("FWP server listening on %s", _redact(self.url))
 
     async def stop(self) -> None:
         """Stop accepting, let commands in flight answer, then close every connection."""

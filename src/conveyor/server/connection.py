@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from conveyor.errors import CommandError, LineTooLong, StoreError
 from conveyor.manager import ClientInfo, Manager, ServerStats
@@ -72,15 +72,15 @@ class Connection(asyncio.Protocol):
     # -------------------------------------------------------------- asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        peer = transport.get_extra_info("peername")
+        # uvloop's transports implement the interface without subclassing asyncio.Transport
+        self.transport = cast(asyncio.Transport, transport)
+        peer = self.transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.server.connections.add(self)
         if self.server.closing:
-            transport.close()
+            self.transport.close()
             return
-        transport.write(greeting(self._challenge))
+        self.transport.write(greeting(self._challenge))
         timeout = self.server.config.handshake_timeout_seconds
         self._deadline = asyncio.get_running_loop().call_later(timeout, self._handshake_expired)
 
