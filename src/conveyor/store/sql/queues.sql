@@ -1,0 +1,35 @@
+-- Queues: queues(name, paused) and queue_jobs(seq, queue, jid, reserve_for, payload).
+-- A queue is FIFO by seq (the rowid, which only grows while rows exist above it).
+
+-- name: add_queue
+INSERT OR IGNORE INTO queues (name) VALUES (?);
+
+-- name: push_job
+INSERT INTO queue_jobs (queue, jid, reserve_for, payload) VALUES (?, ?, ?, ?);
+
+-- name: pop_jobs
+-- The oldest :limit jobs of one queue, removed; RETURNING order is unspecified, so the caller
+-- sorts by seq.
+DELETE FROM queue_jobs
+WHERE seq IN (SELECT seq FROM queue_jobs WHERE queue = ? ORDER BY seq LIMIT ?)
+RETURNING seq, jid, reserve_for, payload;
+
+-- name: queue_head
+SELECT payload FROM queue_jobs WHERE queue = ? ORDER BY seq LIMIT 1;
+
+-- name: list_queue
+SELECT jid, reserve_for, payload FROM queue_jobs
+WHERE queue = ? ORDER BY seq LIMIT ? OFFSET ?;
+
+-- name: delete_queued
+-- Walks the queue once (no index on jid, so enqueue stays fast); an admin action.
+DELETE FROM queue_jobs WHERE queue = ? AND jid IN (SELECT value FROM json_each(?));
+
+-- name: delete_queue_jobs
+DELETE FROM queue_jobs WHERE queue = ?;
+
+-- name: delete_queue
+DELETE FROM queues WHERE name = ?;
+
+-- name: set_paused
+UPDATE queues SET paused = ? WHERE name = ?;

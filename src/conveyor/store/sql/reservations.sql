@@ -1,0 +1,25 @@
+-- The working set: reservations(jid, queue, wid, reserved_at, expires_at, payload).
+
+-- name: insert_reservation
+INSERT OR REPLACE INTO reservations (jid, queue, wid, reserved_at, expires_at, payload)
+VALUES (?, ?, ?, ?, ?, ?);
+
+-- name: end_reservation
+DELETE FROM reservations WHERE jid = ?;
+
+-- name: get_reservation
+SELECT jid, queue, payload, wid, reserved_at, expires_at FROM reservations WHERE jid = ?;
+
+-- name: expired_reservations
+SELECT jid, queue, payload, wid, reserved_at, expires_at FROM reservations
+WHERE expires_at <= ? ORDER BY expires_at, jid LIMIT ?;
+
+-- name: extend_reservation
+UPDATE reservations SET expires_at = ? WHERE jid = ?;
+
+-- name: list_reservations
+SELECT jid, queue, payload, wid, reserved_at, expires_at FROM reservations
+ORDER BY reserved_at, jid LIMIT ? OFFSET ?;
+
+-- name: count_reservations
+SELECT count(*) FROM reservations;

@@ -1,0 +1,74 @@
+-- Schema of the SQLite store (conveyor.store.sqlite); every other .sql file uses these tables.
+--
+--   queues(name, paused)                                  known queues and their pause flag
+--   queue_jobs(seq, queue, jid, reserve_for, payload)     FIFO per queue: lowest seq first
+--   reservations(jid, queue, wid, reserved_at, expires_at, payload)       the working set
+--   set_entries(id, name, jid, score, queue, jobtype, payload)   scheduled / retries / dead
+--   counters(day, processed, failures)                    day '' holds the totals
+--
+-- Payloads go last in each row: SQLite reads columns in order, so the small indexed columns
+-- are reached without stepping over a large payload.
+-- name: create
+CREATE TABLE IF NOT EXISTS queues (
+    name TEXT PRIMARY KEY,
+    paused INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS queue_jobs (
+    seq INTEGER PRIMARY KEY,
+    queue TEXT NOT NULL,
+    jid TEXT NOT NULL,
+    reserve_for INTEGER NOT NULL,
+    payload BLOB NOT NULL
+);
+-- reserve pops the lowest seq of one queue: O(log n) through this index
+CREATE INDEX IF NOT EXISTS queue_jobs_fifo ON queue_jobs (queue, seq);
+
+CREATE TABLE IF NOT EXISTS reservations (
+    jid TEXT PRIMARY KEY,
+    queue TEXT NOT NULL,
+    wid TEXT NOT NULL,
+    reserved_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reservations_expiry ON reservations (expires_at, jid);
+CREATE INDEX IF NOT EXISTS reservations_age ON reservations (reserved_at, jid);
+
+CREATE TABLE IF NOT EXISTS set_entries (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    jid TEXT NOT NULL,
+    score REAL NOT NULL,
+    queue TEXT NOT NULL,
+    jobtype TEXT NOT NULL,
+    payload BLOB NOT NULL
+);
+-- within one set a jid identifies one entry
+CREATE UNIQUE INDEX IF NOT EXISTS set_entries_jid ON set_entries (name, jid);
+-- due-queries, purges and pages walk this index in score order
+CREATE INDEX IF NOT EXISTS set_entries_score ON set_entries (name, score, jid);
+
+CREATE TABLE IF NOT EXISTS counters (
+    day TEXT PRIMARY KEY,
+    processed INTEGER NOT NULL,
+    failures INTEGER NOT NULL
+) WITHOUT ROWID;
+
+PRAGMA user_version = 1;
+
+-- name: load_queues
+SELECT name, paused FROM queues;
+
+-- name: load_queue_sizes
+SELECT queue, count(*) FROM queue_jobs GROUP BY queue;
+
+-- name: load_set_sizes
+SELECT name, count(*) FROM set_entries GROUP BY name;
+
+-- name: flush
+DELETE FROM queue_jobs;
+DELETE FROM queues;
+DELETE FROM reservations;
+DELETE FROM set_entries;
+DELETE FROM counters;

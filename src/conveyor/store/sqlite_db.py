@@ -1,0 +1,181 @@
+"""The SQLite connection under ``SQLiteStore``: URL parsing, pragmas, SQL files, group commit.
+
+Group commit: every write runs inside one open transaction. The first write of a loop
+iteration opens it (``BEGIN``) and schedules the commit with ``loop.call_soon``, so all the
+writes that arrive in the same iteration -- from every connection of the server -- share one
+``COMMIT``. Durable callers then await a future resolved after that commit; ``reserve``,
+``ack`` and ``fail`` do not wait (base.py "Durability"). See docs/design/sqlite.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib import resources
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from conveyor.errors import StoreError
+
+__all__ = ["Database", "SQLiteOptions", "load_queries"]
+
+log = logging.getLogger("conveyor.store.sqlite")
+
+_SYNC_MODES = {"normal": "NORMAL", "full": "FULL"}
+_NAME_LINE = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+
+
+def load_queries(filename: str) -> dict[str, str]:
+    """The ``-- name: x`` sections of one file in ``conveyor/store/sql/``."""
+    text = resources.files("conveyor.store").joinpath("sql", filename).read_text("utf-8")
+    parts = _NAME_LINE.split(text)
+    # parts = [header, name1, body1, name2, body2, ...]
+    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
+def split_statements(script: str) -> list[str]:
+    """A multi-statement section as single statements (they end with ``;`` at a line end)."""
+    return [s.strip() for s in re.split(r";\s*$", script, flags=re.MULTILINE) if s.strip()]
+
+
+@dataclass(frozen=True, slots=True)
+class SQLiteOptions:
+    """What a ``sqlite:`` URL says. ``path`` ``:memory:`` is a private in-memory database."""
+
+    path: str
+    synchronous: str = "NORMAL"
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteOptions:
+        """Parse ``sqlite:///relative.db``, ``sqlite:////absolute.db`` or ``sqlite:///:memory:``
+        (SQLAlchemy's convention), with an optional ``?sync=normal|full``."""
+        parts = urlsplit(url)
+        if parts.scheme != "sqlite":
+            raise ValueError(f"not a sqlite URL: {url!r}")
+        if parts.netloc:
+            raise ValueError(f"sqlite URLs have no host: use sqlite:///path/to/file.db ({url!r})")
+        path = unquote(parts.path[1:]) if parts.path.startswith("/") else unquote(parts.path)
+        if not path:
+            raise ValueError(f"sqlite URL without a file path: {url!r}")
+        synchronous = "NORMAL"
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            if key != "sync":
+                raise ValueError(f"unknown sqlite URL option {key!r} (known: sync)")
+            if value.lower() not in _SYNC_MODES:
+                raise ValueError(f"sync must be 'normal' or 'full', not {value!r}")
+            synchronous = _SYNC_MODES[value.lower()]
+        return cls(path, synchronous)
+
+
+class Database:
+    """One sqlite3 connection driven from the event-loop thread, with group commit.
+
+    ``before_commit`` runs inside the transaction just before each ``COMMIT`` (the store
+    writes its buffered counters there); ``after_rollback`` lets the store reload the state it
+    mirrors in memory when a commit fails.
+    """
+
+    def __init__(self, options: SQLiteOptions) -> None:
+        self.options = options
+        self.commits = 0
+        self.before_commit: Callable[[sqlite3.Connection], None] = lambda _conn: None
+        self.after_rollback: Callable[[], None] = lambda: None
+        self._conn: sqlite3.Connection | None = None
+        self._in_transaction = False
+        self._waiters: list[asyncio.Future[None]] = []
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError("the SQLite store is not open")
+        return self._conn
+
+    def open(self, schema: str) -> sqlite3.Connection:
+        try:
+            # check_same_thread=False: the store is only used from its event loop, which may
+            # not be the thread that built it (e.g. a server started from a test thread).
+            conn = sqlite3.connect(self.options.path, isolation_level=None, check_same_thread=False)
+            if self.options.path != ":memory:":
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self.options.synchronous}")
+            conn.execute("PRAGMA busy_timeout = 5000")
+            conn.execute("PRAGMA temp_store = MEMORY")
+            conn.execute("PRAGMA cache_size = -32768")  # 32 MiB of page cache
+            conn.execute("PRAGMA journal_size_limit = 67108864")  # trim the WAL back to 64 MiB
+            conn.executescript(schema)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite database {self.options.path!r}: {exc}") from exc
+        self._conn = conn
+        return conn
+
+    def close(self) -> None:
+        if self._conn is None:
+            return
+        try:
+            self.commit()
+        finally:
+            self._conn.close()
+            self._conn = None
+
+    # ------------------------------------------------------------- transactions
+
+    def writer(self) -> sqlite3.Connection:
+        """The connection, inside the open transaction (opened now, committed soon)."""
+        conn = self.conn
+        if not self._in_transaction:
+            conn.execute("BEGIN IMMEDIATE")
+            self._in_transaction = True
+            asyncio.get_running_loop().call_soon(self.commit)
+        return conn
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[sqlite3.Connection]:
+        """One store method's writes: all of them or (on an error) none, inside the shared
+        transaction. The caller updates its in-memory mirrors only after this block."""
+        conn = self.writer()
+        conn.execute("SAVEPOINT op")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK TO op")
+            conn.execute("RELEASE op")
+            raise
+        conn.execute("RELEASE op")
+
+    async def durable(self) -> None:
+        """Return once everything written so far is committed."""
+        if not self._in_transaction:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        await waiter
+
+    def commit(self) -> None:
+        """Commit the shared transaction and wake the durable callers waiting for it."""
+        if not self._in_transaction or self._conn is None:
+            return
+        waiters, self._waiters = self._waiters, []
+        conn = self._conn
+        try:
+            self.before_commit(conn)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            log.error("SQLite commit failed, rolling back: %s", exc)
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self._in_transaction = False
+            self.after_rollback()
+            error = StoreError(f"SQLite commit failed: {exc}")
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(error)
+            return
+        self._in_transaction = False
+        self.commits += 1
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
