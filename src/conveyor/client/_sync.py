@@ -9,6 +9,7 @@ a connection carries one command at a time.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
@@ -48,13 +49,12 @@ def _blocking(
 ) -> Callable[Concatenate[SyncClient, _P], _R]:
     """Turn ``Client.<method>`` into a blocking ``SyncClient.<method>`` with the same signature."""
 
+    @functools.wraps(method)  # same name, docstring and signature (help() and IDEs see them)
     def call(self: SyncClient, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         with self._lock:
             return self._loop.run(method(self._client, *args, **kwargs))
 
-    call.__name__ = method.__name__
     call.__qualname__ = f"SyncClient.{method.__name__}"
-    call.__doc__ = method.__doc__
     return call
 
 
