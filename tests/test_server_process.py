@@ -1,0 +1,196 @@
+"""``conveyor server`` as a real process: SIGTERM, configuration, TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import shutil
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+
+from tests.support.server import MakeServer, RawConnect, SpawnServer
+from tests.support.services import require
+
+
+async def test_sigterm_answers_in_flight_and_exits_zero(
+    spawn_server: SpawnServer, raw_client: RawConnect, tmp_path: Path
+) -> None:
+    storage = f"sqlite:///{tmp_path / 'term.db'}"
+    process = spawn_server(storage=storage, env={"CONVEYOR_FETCH_WAIT_SECONDS": "1.0"})
+    producer = await raw_client(process.port)
+    payload = b'{"jid":"keep-me-123","jobtype":"T","args":[]}'
+    assert await producer.call(b"PUSH " + payload) == b"+OK\r\n"
+    waiting = await raw_client(process.port)
+    await waiting.send(b"FETCH empty")
+    await asyncio.sleep(0.2)
+    assert process.process is not None
+    process.process.send_signal(15)
+    assert await waiting.reply() == b"$-1\r\n"  # the FETCH in flight is answered
+    assert await waiting.closed_by_server()
+    assert await producer.closed_by_server()
+    assert await asyncio.to_thread(process.process.wait, 10) == 0
+    restarted = spawn_server(storage=storage)
+    consumer = await raw_client(restarted.port)
+    reply = await consumer.call(b"FETCH default")
+    assert msgspec.json.decode(reply.split(b"\r\n")[1])["jid"] == "keep-me-123"
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-c", "from conveyor.cli import main; main()", "server", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=30, env=env)
+
+
+def test_bad_config_exits_2_without_traceback(tmp_path: Path) -> None:
+    bad_toml = tmp_path / "bad.toml"
+    bad_toml.write_text("[lifecycle]\nfetch_wait_seconds = 'soon'\n")
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("[server]\nbindd = '127.0.0.1:1'\n")
+    cases = [
+        (["--bind", "nonsense"], "--bind: expected HOST:PORT"),
+        (["--config", str(bad_toml)], "fetch_wait_seconds: expected a number"),
+        (["--config", str(unknown)], "unknown key 'bindd' in [server]"),
+        (["--config", str(tmp_path / "missing.toml")], "cannot read config file"),
+        (["--tls-cert", str(tmp_path / "c.pem")], "TLS needs both --tls-cert and --tls-key"),
+        (["--storage", "ftp://x", "--web-bind", "off"], "unknown storage URL"),
+    ]
+    for args, message in cases:
+        result = run_cli(*args, "--bind", "127.0.0.1:0") if args[0] != "--bind" else run_cli(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+
+
+def test_help_lists_every_option() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for option in (
+        "--bind",
+        "--web-bind",
+        "--storage",
+        "--password",
+        "--tls-cert",
+        "--tls-key",
+        "--max-connections",
+        "--log-level",
+        "--config",
+    ):
+        assert option in result.stdout
+
+
+async def test_config_file_and_env_reach_the_server(
+    spawn_server: SpawnServer, raw_client: RawConnect, tmp_path: Path
+) -> None:
+    password_file = tmp_path / "pw"
+    password_file.write_text("from-file\n")
+    config = tmp_path / "conveyor.toml"
+    config.write_text("[server]\nmax_connections = 1\n[lifecycle]\nfetch_wait_seconds = 0.05\n")
+    process = spawn_server(
+        storage="memory://",
+        env={"FAKTORY_PASSWORD": str(password_file)},
+        args=["--config", str(config)],
+    )
+    client = await raw_client(process.port, password="from-file")
+    started = asyncio.get_running_loop().time()
+    assert await client.call(b"FETCH q") == b"$-1\r\n"
+    assert asyncio.get_running_loop().time() - started < 0.5
+    second = await raw_client(process.port, hello=None)
+    challenge = msgspec.json.decode(second.greeting[4:])
+    from conveyor.protocol import hash_password
+
+    pwdhash = hash_password("from-file", challenge["s"], challenge["i"]).encode()
+    await second.send(b'HELLO {"v":2,"pwdhash":"' + pwdhash + b'"}')
+    assert await second.reply() == b"+OK\r\n"
+    assert await second.reply() == b"-ERR too many connections: 2\r\n"
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    try:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+    except ImportError:
+        openssl = shutil.which("openssl")
+        require(openssl is not None, "neither the cryptography package nor openssl is installed")
+        assert openssl is not None
+        subprocess.run(
+            [
+                openssl,
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                str(key),
+                "-out",
+                str(cert),
+                "-days",
+                "1",
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        return cert, key
+    private = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    import ipaddress
+
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(private, hashes.SHA256())
+    )
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert, key
+
+
+async def test_tls_handshake_and_push(
+    make_server: MakeServer, raw_client: RawConnect, tmp_path: Path
+) -> None:
+    cert, key = make_certificate(tmp_path)
+    running = await make_server(tls_cert=cert, tls_key=key)
+    assert running.url.startswith("tcp+tls://")
+    context = ssl.create_default_context(cafile=str(cert))
+    client = await raw_client(running.port, ssl=context, server_hostname="127.0.0.1")
+    assert client.greeting == b'+HI {"v":2}\r\n'
+    tls = client.writer.get_extra_info("ssl_object")
+    assert tls is not None
+    assert tls.version() in ("TLSv1.2", "TLSv1.3")
+    payload = b'{"jid":"tls-job-123","jobtype":"T","args":[]}'
+    assert await client.call(b"PUSH " + payload) == b"+OK\r\n"
+    assert b'"jid":"tls-job-123"' in await client.call(b"FETCH default")
+    # a plain-text client gets nothing readable
+    plain = await asyncio.open_connection("127.0.0.1", running.port)
+    plain[1].write(b'HELLO {"v":2}\r\n')
+    data = await asyncio.wait_for(plain[0].read(100), 5)
+    assert not data.startswith(b"+")
+    plain[1].close()
