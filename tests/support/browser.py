@@ -5,10 +5,13 @@ by uvicorn on a loopback port, and one headless Debian Chromium per session (Pla
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -18,6 +21,8 @@ from conveyor.manager import ClientInfo, Manager, ManagerConfig
 from conveyor.store import open_store
 from conveyor.store.base import SortedSet
 from conveyor.timefmt import format_time
+from conveyor.web import WebHandle, start_web
+from tests.support.services import require_binary
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -101,6 +106,11 @@ async def seed(manager: Manager) -> Seeded:
     for client in clients:
         await manager.connect(client)
         await manager.beat(client.wid, 48_000, None)
+    for i in range(9):  # some successes, so the history shows processed beside failed
+        await manager.push(job("Thumbnail", f"img-{i}.png", queue="media"))
+        done = await manager.fetch(["media"], wait=0.01)
+        assert done is not None
+        await manager.ack(jid_of(done))
     busy_payload = job("GenerateReport", "2026-Q3", queue="busy")
     await manager.push(busy_payload)
     assert await manager.fetch(["busy"], wid="w-alpha", wait=0.01) is not None
@@ -126,3 +136,86 @@ async def wait_until(check: Any, within: float = 5.0) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"condition not met within {within}s")
         await asyncio.sleep(0.02)
+
+
+@dataclass
+class WebConfig:
+    """The attributes ``start_web`` reads from the server's config."""
+
+    web_bind: str = "127.0.0.1:0"
+    password: str | None = None
+    web_read_only: bool = False
+    web_root_path: str = ""
+    web_poll_seconds: float = 0.3
+
+
+class LiveDashboard:
+    """A manager and the dashboard served by uvicorn on a loopback port, in a thread with its
+    own event loop, so that sync Playwright can drive a browser from the test's thread."""
+
+    def __init__(self, config: WebConfig | None = None) -> None:
+        self.config = config or WebConfig()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.manager = Manager(open_store("memory://"), WEB_CONFIG)
+        self.handle: WebHandle | None = None
+        self.seeded: Seeded | None = None
+
+    def call(self, coro: Any, timeout: float = 10.0) -> Any:
+        """Run a coroutine in the dashboard's loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    @property
+    def url(self) -> str:
+        assert self.handle is not None
+        return self.handle.url
+
+    def start(self) -> None:
+        self.thread.start()
+        self.call(self.manager.start())
+        self.seeded = self.call(seed(self.manager))
+        self.handle = self.call(start_web(self.manager, self.config))
+
+    def stop(self) -> None:
+        if self.handle is not None:
+            self.call(self.handle.stop())
+        self.call(self.manager.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+@pytest.fixture(scope="session")
+def chromium_browser() -> Iterator[Any]:
+    """One headless Debian Chromium for the whole session."""
+    executable = require_binary("chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def live_dashboard() -> Iterator[LiveDashboard]:
+    dashboard = LiveDashboard()
+    dashboard.start()
+    try:
+        yield dashboard
+    finally:
+        dashboard.stop()
+
+
+SCREENSHOT_DIR_ENV = "CONVEYOR_WEB_SCREENSHOTS"
+"""Set to a directory (e.g. ``docs/screenshots``) to save a PNG of every page the browser
+tests visit: ``CONVEYOR_WEB_SCREENSHOTS=docs/screenshots pytest tests/test_web_browser.py``."""
+
+
+def screenshot(page: Any, name: str) -> None:
+    directory = os.environ.get(SCREENSHOT_DIR_ENV)
+    if directory:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(directory) / f"{name}.png"), full_page=True)

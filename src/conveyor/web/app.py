@@ -15,9 +15,10 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from conveyor import __version__
 from conveyor.manager.types import ServerStats
 from conveyor.web import api, pages
-from conveyor.web.present import human_count, human_duration, relative_time
+from conveyor.web.present import human_count, human_duration, pretty_json, relative_time
 from conveyor.web.security import SecurityMiddleware, csrf_token_for
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ ROUTES: list[BaseRoute] = [
     Route("/batches", pages.placeholder, name="batches"),
     Route("/cron", pages.placeholder, name="cron"),
     Route("/throttles", pages.placeholder, name="throttles"),
+    Route("/favicon.ico", pages.favicon),
     Route("/stats", api.stats, name="stats"),
     Route("/health", api.health, name="health"),
     Route("/api/overview", api.overview),
@@ -70,7 +72,8 @@ def _template_context(request: Request) -> dict[str, Any]:
         "root": request.scope.get("root_path", ""),
         "read_only": state.read_only,
         "csrf_token": "" if state.read_only else csrf_token_for(request),
-        "version": state.manager.version,
+        "version": __version__,
+        "protocol_version": state.manager.version,
         "path": request.url.path,
     }
 
@@ -82,7 +85,9 @@ def _templates() -> Jinja2Templates:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(count=human_count, duration=human_duration, ago=relative_time)
+    env.filters.update(
+        count=human_count, duration=human_duration, ago=relative_time, pretty=pretty_json
+    )
     return Jinja2Templates(env=env, context_processors=[_template_context])
 
 

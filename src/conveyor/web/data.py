@@ -186,7 +186,9 @@ async def job_view(manager: Manager, name: SortedSet, jid: str) -> dict[str, Any
     failure = job.get("failure") if isinstance(job.get("failure"), dict) else None
     retry = job.get("retry")
     retries_left = None
-    if isinstance(retry, int) and failure:
+    if failure and isinstance(failure.get("remaining"), int):
+        retries_left = failure["remaining"]
+    elif isinstance(retry, int) and failure:
         retries_left = max(0, retry - int(failure.get("retry_count", 0)) - 1)
     return {
         **row,

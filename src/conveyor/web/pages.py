@@ -25,6 +25,7 @@ __all__ = [
     "EXCEPTION_HANDLERS",
     "busy",
     "dashboard",
+    "favicon",
     "job_lookup",
     "placeholder",
     "queue_detail",
@@ -235,6 +236,11 @@ async def placeholder(request: Request) -> Response:
     segment = request.url.path.rstrip("/").rsplit("/", 1)[-1]
     title, text = PLACEHOLDERS[segment]
     return render(request, "placeholder.html", {"title": title, "text": text, "page": segment})
+
+
+async def favicon(request: Request) -> Response:
+    root = request.scope.get("root_path", "")
+    return RedirectResponse(f"{root}/static/favicon.svg", status_code=301)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

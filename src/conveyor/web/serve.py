@@ -76,7 +76,7 @@ async def start_web(
 
     ``config`` is any object with ``web_bind`` ("HOST:PORT"), ``password`` and optionally
     ``web_password`` (wins over ``password``, as Faktory's ``[web] password``),
-    ``web_read_only`` and ``web_root_path``. Returns once the port is bound; raises
+    ``web_read_only``, ``web_root_path`` and ``web_poll_seconds``. Returns once the port is bound; raises
     ``OSError`` when it cannot be.
     """
     address = parse_bind(str(getattr(config, "web_bind", DEFAULT_BIND) or ""))
@@ -88,6 +88,7 @@ async def start_web(
         read_only=bool(getattr(config, "web_read_only", False)),
         root_path=str(getattr(config, "web_root_path", "") or ""),
         stats=stats,
+        poll_seconds=float(getattr(config, "web_poll_seconds", 2.0) or 2.0),
     )
     host, port = address
     uv_config = uvicorn.Config(

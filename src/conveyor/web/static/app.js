@@ -22,7 +22,7 @@
   function formatRate(value) {
     if (value >= 1000) return (value / 1000).toFixed(1) + "k";
     if (value >= 10 || value === 0) return String(Math.round(value));
-    return value.toFixed(1);
+    return String(parseFloat(value.toFixed(2)));
   }
 
   // The live graph: polls /stats, plots processed and failed jobs per second.
