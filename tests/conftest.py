@@ -5,4 +5,6 @@ pytest_plugins = [
     "tests.support.stores",
     "tests.support.manager",
     "tests.support.server",
+    "conveyor.testing",
+    "tests.support.browser",
 ]
