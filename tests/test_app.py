@@ -1,0 +1,310 @@
+"""Declaring jobs, the args mapping, producing (options, bulk, sync facade), inline testing."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import time
+import types
+from typing import Any, TypedDict
+
+import msgspec
+import pydantic
+import pytest
+
+import conveyor
+import conveyor.job
+import conveyor.manager
+import conveyor.testing
+from conveyor.app import PayloadKind
+from conveyor.timefmt import parse_time
+from tests.support.server import RunningServer
+
+
+@dataclasses.dataclass
+class Email:
+    to: str
+    subject: str = "hi"
+    when: dt.datetime | None = None
+
+
+class Resize(msgspec.Struct):
+    path: str
+    width: int
+
+
+class Invoice(pydantic.BaseModel):
+    number: int
+    total: float
+
+
+class Point(TypedDict):
+    x: int
+    y: int
+
+
+app = conveyor.App()
+
+
+@app.job(queue="emails", retry=5, timeout=30, backtrace=10, custom={"team": "growth"})
+async def send_email(msg: Email) -> str:
+    return f"sent to {msg.to}"
+
+
+@app.job
+def resize(task: Resize) -> int:
+    return task.width
+
+
+@app.job
+async def bill(invoice: Invoice) -> float:
+    return invoice.total
+
+
+@app.job(name="geo.point")
+async def point(p: Point) -> int:
+    return p["x"] + p["y"]
+
+
+@app.job
+def add(a: int, b: int = 10) -> int:
+    return a + b
+
+
+@app.job
+async def untyped(a, b):  # type: ignore[no-untyped-def]
+    return [a, b]
+
+
+@app.job(raw=True)
+async def raw_handler(job: conveyor.Job) -> str:
+    return job.jid
+
+
+@app.job
+async def job_param(job: conveyor.Job) -> str:
+    return job.jobtype
+
+
+def test_payload_kinds_follow_the_signature() -> None:
+    assert send_email.payload.kind is PayloadKind.MODEL
+    assert resize.payload.kind is PayloadKind.MODEL
+    assert bill.payload.kind is PayloadKind.MODEL
+    assert point.payload.kind is PayloadKind.MODEL
+    assert add.payload.kind is PayloadKind.POSITIONAL
+    assert untyped.payload.kind is PayloadKind.POSITIONAL
+    assert raw_handler.payload.kind is PayloadKind.RAW
+    assert job_param.payload.kind is PayloadKind.RAW
+
+
+def test_build_maps_models_to_one_json_object_and_options_to_job_fields() -> None:
+    job = send_email.build(Email("a@b.c", when=dt.datetime(2030, 1, 2, tzinfo=dt.UTC)))
+    assert job.jobtype == "send_email"
+    assert job.queue == "emails"
+    assert job.retry == 5
+    assert job.backtrace == 10
+    assert job.custom == {"team": "growth"}
+    assert job.args == [{"to": "a@b.c", "subject": "hi", "when": "2030-01-02T00:00:00Z"}]
+    assert len(job.jid) == 24
+    assert bill.build(Invoice(number=1, total=2.5)).args == [{"number": 1, "total": 2.5}]
+    assert point.build({"x": 1, "y": 2}).jobtype == "geo.point"
+    assert add.build(1, 2).args == [1, 2]
+
+
+def test_options_builder_overrides_and_merges_without_touching_the_declaration() -> None:
+    when = dt.datetime(2031, 5, 6, 7, 8, 9, tzinfo=dt.UTC)
+    job = send_email.options(
+        queue="critical", at=when, retry=0, reserve_for=120, custom={"x": 1}, jid="j" * 10
+    ).build(Email("z"))
+    assert (job.queue, job.retry, job.reserve_for, job.jid) == ("critical", 0, 120, "j" * 10)
+    assert job.custom == {"team": "growth", "x": 1}
+    assert job.at == "2031-05-06T07:08:09Z"
+    delayed = add.options(in_=dt.timedelta(minutes=5)).build(1)
+    assert abs(parse_time(delayed.at) - (time.time() + 300)) < 5
+    assert send_email.build(Email("z")).queue == "emails"  # the declaration is unchanged
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: add.build(), "takes 1-2 args, got 0"),
+        (lambda: add.build(1, 2, 3), "takes 1-2 args, got 3"),
+        (lambda: send_email.build(Email("a"), Email("b")), "takes one Email"),
+        (lambda: add.build(a=1), "positional"),
+        (lambda: add.options(at=dt.datetime(2030, 1, 1)).build(1), "timezone-aware"),
+        (lambda: add.options(in_=5, at=dt.datetime.now(dt.UTC)).build(1), "either at= or in_="),
+    ],
+)
+def test_bad_calls_raise_clear_errors(call: Any, message: str) -> None:
+    with pytest.raises((TypeError, ValueError), match=message):
+        call()
+
+
+def test_declaring_twice_or_bad_options_is_refused() -> None:
+    local = conveyor.App()
+
+    @local.job
+    def once() -> None: ...
+
+    with pytest.raises(ValueError, match="already declared"):
+        local.register(once.fn)
+    with pytest.raises(ValueError, match="timeout must be positive"):
+        local.register(lambda: None, name="x", timeout=0)
+
+
+def test_calling_a_jobdef_runs_the_function_directly() -> None:
+    assert add(1, 2) == 3
+    assert resize(Resize("p", 5)) == 5
+
+
+async def test_inline_runs_through_json_validation_and_returns_results() -> None:
+    with conveyor.testing.inline(app) as ran:
+        await send_email.push(Email("a@b.c"))
+        await resize.push(Resize("p.png", 640))
+        await bill.push(Invoice(number=7, total=9.5))
+        await add.push(1)
+        await untyped.push("x", [1])
+        jid = await raw_handler.push("anything")
+    assert ran.results == ["sent to a@b.c", 640, 9.5, 11, ["x", [1]], jid]
+
+
+async def test_inline_reraises_errors_and_validation_failures() -> None:
+    local = conveyor.App()
+
+    @local.job
+    async def boom() -> None:
+        raise KeyError("nope")
+
+    @local.job
+    async def typed(msg: Email) -> None: ...
+
+    with conveyor.testing.inline(local) as ran:
+        with pytest.raises(KeyError):
+            await boom.push()
+        with pytest.raises(conveyor.PayloadError, match="invalid Email"):
+            await local.push_job(conveyor.Job(jid="x" * 10, jobtype="typed", args=[{"to": 5}]))
+    assert ran.outcomes[0].errtype == "KeyError"
+    assert ran.outcomes[1].errtype == "conveyor.PayloadError"
+    assert ran.outcomes[1].dead
+
+
+@pytest.mark.parametrize(
+    ("jobdef", "args", "message"),
+    [
+        (send_email, [], "args must be one JSON object"),
+        (send_email, ["a@b.c"], "got a JSON str"),
+        (send_email, [{"subject": "x"}], "missing required field `to`"),
+        (resize, [{"path": "p", "width": "wide"}], "Expected `int`"),
+        (bill, [{"number": "x", "total": 1}], "invalid Invoice"),
+        (point, [{"x": 1}], "missing required field `y`"),
+        (add, ["one"], "argument 'a'"),
+        (add, [1, 2, 3], "takes 1-2 args, got 3"),
+    ],
+)
+def test_worker_side_validation_rejects_bad_args(
+    jobdef: Any, args: list[Any], message: str
+) -> None:
+    job = conveyor.Job(jid="x" * 10, jobtype=jobdef.name, args=args)
+    with pytest.raises(conveyor.PayloadError, match=message):
+        jobdef.payload.decode(job)
+
+
+def test_worker_side_conversion_accepts_what_other_languages_send() -> None:
+    job = conveyor.Job(jid="x" * 10, jobtype="send_email", args=[{"to": "a", "extra": 1}])
+    (email,) = send_email.payload.decode(job)
+    assert email == Email("a")  # unknown keys from other clients are ignored
+    job = conveyor.Job(jid="x" * 10, jobtype="add", args=[3])
+    assert add.payload.decode(job) == (3,)
+
+
+async def test_validation_failure_goes_to_the_dead_set_not_retries(server: RunningServer) -> None:
+    local = conveyor.App(server.url)
+
+    @local.job(retry=25)
+    async def typed(msg: Email) -> None:
+        raise AssertionError("never called")
+
+    jid = await local.push_job(
+        conveyor.Job(jid="bad-payload-1", jobtype="typed", args=["not an object"], retry=25)
+    )
+    worker = await conveyor.testing.drain(local)
+    assert worker.failed == 1
+    found = await server.manager.locate(jid)
+    assert found is not None
+    assert found.where == "dead"
+    failure = conveyor.job.decode_job(found.payload).failure
+    assert failure is not None
+    assert failure["errtype"] == "conveyor.PayloadError"
+    assert "args must be one JSON object for Email" in failure["message"]
+    await local.aclose()
+
+
+async def test_push_bulk_returns_one_result_per_job_in_order(server: RunningServer) -> None:
+    local = conveyor.App(server.url)
+
+    @local.job
+    async def thing(n: int) -> None: ...
+
+    jobs = [thing.build(1), thing.options(queue="bad queue!").build(2), thing.build(3)]
+    results = await local.push_bulk(jobs)
+    assert [r.jid for r in results] == [j.jid for j in jobs]
+    assert [r.ok for r in results] == [True, False, True]
+    assert results[1].error is not None
+    assert "queue" in results[1].error
+    info = await server.manager.info(conveyor.manager.ServerStats())
+    assert info["faktory"]["queues"]["default"] == 2
+    await local.aclose()
+
+
+def test_sync_facade_pushes_from_plain_code(
+    conveyor_server: conveyor.testing.TestServer,
+) -> None:
+    local = conveyor.App(conveyor_server.url)
+
+    @local.job(queue="sync")
+    def work(n: int) -> None: ...
+
+    try:
+        jid = work.push_sync(1)
+        results = local.push_bulk_sync([work.build(2), work.build(3)])
+    finally:
+        local.close()
+    assert len(jid) == 24
+    assert all(r.ok for r in results)
+    info = conveyor_server.call(conveyor_server.manager.info(conveyor.manager.ServerStats()))
+    assert info["faktory"]["queues"]["sync"] == 3
+
+
+async def test_sync_facade_refuses_to_block_a_running_loop() -> None:
+    with pytest.raises(RuntimeError, match="await the async one"):
+        add.push_sync(1)
+
+
+def test_testing_server_fixture_with_sync_push_and_burst_worker(
+    conveyor_server: conveyor.testing.TestServer,
+) -> None:
+    import asyncio
+
+    local = conveyor.App(conveyor_server.url)
+    seen: list[int] = []
+
+    @local.job
+    def collect(n: int) -> None:
+        seen.append(n)
+
+    for i in range(3):
+        collect.push_sync(i)
+    local.close()
+    worker = asyncio.run(conveyor.testing.drain(local))
+    assert sorted(seen) == [0, 1, 2]
+    assert worker.processed == 3
+
+
+def test_public_names_match_all() -> None:
+    public = {
+        name
+        for name in dir(conveyor)
+        if not name.startswith("_") and not isinstance(getattr(conveyor, name), types.ModuleType)
+    }
+    assert set(conveyor.__all__) - {"__version__"} == public
+    assert len(conveyor.__all__) == len(set(conveyor.__all__))
