@@ -154,3 +154,17 @@ async def test_worker_connections_register_and_leave(
             break
         await asyncio.sleep(0.01)
     assert await server.manager.workers() == []
+
+
+async def test_silent_worker_is_reaped_and_its_connection_closed(
+    make_server: MakeServer, raw_client: RawConnect
+) -> None:
+    from conveyor.manager import ManagerConfig
+
+    running = await make_server(
+        config=ManagerConfig(worker_timeout_seconds=0.2, worker_reaper_interval_seconds=0.05)
+    )
+    worker = await raw_client(running.port, hello=b'{"v":2,"wid":"silent"}')
+    producer = await raw_client(running.port)
+    assert await worker.closed_by_server(within=5)
+    assert await producer.call(b'BEAT {"wid":"silent"}') == b"-ERR unknown worker silent\r\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import os
 import shutil
 import ssl
 import subprocess
@@ -39,8 +40,11 @@ async def test_sigterm_answers_in_flight_and_exits_zero(
     assert msgspec.json.decode(reply.split(b"\r\n")[1])["jid"] == "keep-me-123"
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, data_dir: Path | None = None) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-c", "from conveyor.cli import main; main()", "server", *args]
+    env = {**os.environ}
+    if data_dir is not None:  # keep the default SQLite file out of the real home directory
+        env["CONVEYOR_DATA_DIR"] = str(data_dir)
     return subprocess.run(command, capture_output=True, text=True, timeout=30, env=env)
 
 
@@ -58,7 +62,8 @@ def test_bad_config_exits_2_without_traceback(tmp_path: Path) -> None:
         (["--storage", "ftp://x", "--web-bind", "off"], "unknown storage URL"),
     ]
     for args, message in cases:
-        result = run_cli(*args, "--bind", "127.0.0.1:0") if args[0] != "--bind" else run_cli(*args)
+        extra = ["--bind", "127.0.0.1:0"] if args[0] != "--bind" else []
+        result = run_cli(*args, *extra, data_dir=tmp_path / "data")
         assert result.returncode == 2, (args, result.stderr)
         assert message in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr

@@ -127,7 +127,7 @@ def load_config(
         if key not in SERVER_KEYS:
             raise ConfigError(f"unknown option {key!r}")
         server_raw[key] = (value, "--" + key.replace("_", "-"))
-    return _build(server_raw, manager_raw)
+    return _build(server_raw, manager_raw, environ)
 
 
 def _read_toml(
@@ -156,7 +156,9 @@ def _read_toml(
 
 
 def _build(
-    server_raw: dict[str, tuple[Any, str]], manager_raw: dict[str, tuple[Any, str]]
+    server_raw: dict[str, tuple[Any, str]],
+    manager_raw: dict[str, tuple[Any, str]],
+    environ: Mapping[str, str],
 ) -> ServerConfig:
     values: dict[str, Any] = {}
     for key, (raw, source) in server_raw.items():
@@ -182,7 +184,7 @@ def _build(
     }
     values["manager"] = ManagerConfig(**lifecycle)
     if "storage" not in values:
-        values["storage"] = default_storage_url()
+        values["storage"] = default_storage_url(environ)
     config = ServerConfig(**values)
     _check(config)
     return config
