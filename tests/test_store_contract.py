@@ -189,9 +189,7 @@ async def test_fail_to_dead_and_discard(backend_store: Store) -> None:
     await backend_store.reserve(["default"], "w", NOW, count=2)
     assert await backend_store.fail("j1", FailOutcome(DEAD, NOW + 99, payload("j1")), DAY)
     assert await backend_store.fail("j2", FailOutcome(None), DAY)
-    assert [e.jid for e in (await backend_store.list_set(DEAD, JobFilter(), 0, 10)).items] == [
-        "j1"
-    ]
+    assert [e.jid for e in (await backend_store.list_set(DEAD, JobFilter(), 0, 10)).items] == ["j1"]
     assert await backend_store.set_size(RETRIES) == 0
     assert await backend_store.set_size(DEAD) == 1
     assert await backend_store.counters() == Counters(2, 2)
@@ -347,8 +345,9 @@ async def test_list_set_filters(backend_store: Store) -> None:
     assert await jids(JobFilter(queue="mail")) == (["j1", "j2"], 2)
     assert await jids(JobFilter(queue="mail", jobtype="SendSms")) == (["j2"], 1)
     assert await jids(JobFilter(pattern="*alice*")) == (["j1"], 1)
-    assert await jids(JobFilter(pattern="*\"jobtype\": \"Send???\"*")) == (["j2"], 1)
+    assert await jids(JobFilter(pattern='*"jobtype": "Send???"*')) == (["j2"], 1)
     assert await jids(JobFilter(pattern="*ALICE*")) == ([], 0)
+    assert await jids(JobFilter(pattern='*"jobtype": "[^S]e*')) == (["j4"], 1)
     assert await jids(JobFilter(text="timeout error")) == (["j3"], 1)
     assert await jids(JobFilter(text="BOB")) == (["j2"], 1)
     # jids win over jobtype and pattern, as in Faktory's MUTATE
@@ -360,6 +359,15 @@ async def test_list_set_filters(backend_store: Store) -> None:
     assert ([e.jid for e in page.items], page.total) == (["j3"], 2)
     desc = await backend_store.list_set(DEAD, JobFilter(queue="default"), 0, 1, descending=True)
     assert [e.jid for e in desc.items] == ["j4"]
+
+
+async def test_text_filter_takes_wildcard_characters_literally(backend_store: Store) -> None:
+    await backend_store.add_to_set(
+        RETRIES,
+        [entry("j1", NOW, args=["50%_OFF"]), entry("j2", NOW, args=["50abOFF"])],
+    )
+    page = await backend_store.list_set(RETRIES, JobFilter(text="50%_off"), 0, 10)
+    assert ([e.jid for e in page.items], page.total) == (["j1"], 1)
 
 
 async def test_get_set_entries_returns_only_present(backend_store: Store) -> None:

@@ -50,6 +50,12 @@ def _entry(row: tuple[Any, ...]) -> SetEntry:
     return SetEntry(score, jid, payload, queue, jobtype)
 
 
+def _like_substring(text: str) -> str:
+    """A LIKE pattern for ``text`` anywhere, its ``%``, ``_`` and ``\\`` taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
 def _reservation(row: tuple[Any, ...]) -> Reservation:
     jid, queue, payload, wid, reserved_at, expires_at = row
     return Reservation(jid, queue, payload, wid, reserved_at, expires_at)
@@ -335,7 +341,7 @@ class SQLiteStore(Store):
             queue=flt.queue or None,
             jobtype=flt.jobtype or None,
             pattern=flt.pattern or None,
-            text=flt.text.lower() if flt.text else None,
+            text=_like_substring(flt.text) if flt.text else None,
         )
         items = [_entry(row) for row in conn.execute(_SETS[f"filtered_page_{direction}"], params)]
         del params["limit"], params["offset"]
