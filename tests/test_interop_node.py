@@ -1,0 +1,131 @@
+"""Interop: the npm client ``faktory-worker`` 4.7.1 against a real conveyor server on loopback.
+
+``tests/interop/node/scenario.js`` runs one scenario through the library's public API (Client,
+Job, Mutation, Worker) and prints what it got as JSON; the assertions are here. The Node
+project is installed by ``npm ci`` in ``tests/interop/node`` (``.ci/run`` does it); without
+``node_modules`` these tests skip locally and FAIL under ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.server import MakeServer, RunningServer
+from tests.support.services import require, require_binary
+
+pytestmark = pytest.mark.interop
+
+PROJECT = Path(__file__).parent / "interop" / "node"
+PASSWORDS = [pytest.param("", id="no-password"), pytest.param("node-pw!", id="password")]
+
+
+async def run_scenario(name: str, url: str, **env: str) -> dict[str, Any]:
+    node = require_binary("node")
+    require(
+        (PROJECT / "node_modules" / "faktory-worker").is_dir(),
+        f"faktory-worker is not installed: run `npm ci` in {PROJECT}",
+    )
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("FAKTORY_", "CONVEYOR_"))}
+    environ.update(FAKTORY_URL=url, **env)
+    process = await asyncio.create_subprocess_exec(
+        node,
+        "scenario.js",
+        name,
+        cwd=PROJECT,
+        env=environ,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), 45)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode == 0, err.decode(errors="replace")
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return result
+
+
+@pytest.mark.parametrize("password", PASSWORDS)
+async def test_push_fetch_ack_fail_info(make_server: MakeServer, password: str) -> None:
+    server = await make_server(password=password)
+    result = await run_scenario("roundtrip", server.url)
+
+    assert result["rejected"] == ["jobs must have a jobtype parameter"]
+    assert result["before"]["queues"] == {"default": 3, "critical": 1}
+    first, second = result["first"], result["second"]
+    assert first["jid"] == result["jid2"]  # critical before default
+    assert first["args"] == ["x", {"nested": [1, 2]}]
+    assert first["custom"] == {"tenant": "acme"}
+    assert first["retry"] == 3
+    assert "priority" not in first  # the Node client sends priority; Faktory drops it
+    assert second["jid"] == result["jid1"]
+    assert second["args"] == [1, 2]
+    assert result["after"]["retries"] == 1
+    assert (result["processed"], result["failures"]) == (2, 1)
+    assert result["server"]["faktory_version"].count(".") == 2
+
+    location = await server.manager.locate(result["jid2"])
+    assert location is not None
+    assert location.where == "retries"
+    assert b'"errtype":"KaboomError"' in location.payload
+    assert b'"message":"kaboom"' in location.payload
+
+
+async def test_mutations(server: RunningServer) -> None:
+    result = await run_scenario("mutate", server.url)
+    steps = result["steps"]
+
+    def sets(step: str) -> tuple[int, int, int]:
+        return steps[step]["scheduled"], steps[step]["retries"], steps[step]["dead"]
+
+    assert sets("pushed") == (4, 0, 0)
+    assert sets("killAlpha") == (2, 0, 2)  # ofType("Alpha").kill()
+    assert sets("requeueA1") == (2, 0, 1)  # withJids(a1).requeue()
+    assert steps["requeueA1"]["queues"]["default"] == 1
+    assert sets("discardGamma") == (1, 0, 1)  # matching("*Gamma*").discard()
+    assert sets("discardDead") == (1, 0, 0)  # discard() with an empty filter: everything
+    assert sets("clearScheduled") == (0, 0, 0)
+    assert result["requeued"]["jid"] == result["a1"]
+    assert result["requeued"]["jobtype"] == "Alpha"
+
+
+async def test_queue_commands(server: RunningServer) -> None:
+    result = await run_scenario("queues", server.url)
+
+    assert result["paused"] == "OK"
+    assert result["whilePaused"] is None
+    assert result["resumed"] == "OK"
+    assert result["latency"]["nosuch"] == 0
+    assert 0 <= result["latency"]["default"] < 60
+    assert result["fetched"]["jid"] == result["jid"]
+    assert result["beforeRemove"] == {"default": 1}
+    assert result["removed"] == "OK"
+    assert "default" not in result["afterRemove"]
+    assert "wildcards" in result["wildcardLatency"]
+
+
+@pytest.mark.parametrize("password", PASSWORDS)
+async def test_worker_loop(make_server: MakeServer, password: str) -> None:
+    server = await make_server(password=password)
+    result = await run_scenario("worker", server.url, JOBS="6")
+
+    assert result["results"] == [n * n for n in range(6)]
+    assert result["failed"] == "Explode"
+    assert result["after"]["retries"] == 1
+    assert (result["processed"], result["failures"]) == (7, 1)
+    assert result["after"]["queues"].get("default", 0) == 0
+    # The worker said goodbye: its heartbeat record goes with its last connection.
+    for _ in range(200):
+        wids = {view.record.wid for view in await server.manager.workers()}
+        if result["wid"] not in wids:
+            break
+        await asyncio.sleep(0.01)
+    assert result["wid"] not in wids
