@@ -66,7 +66,9 @@ class SQLiteOptions:
             if key != "sync":
                 raise ValueError(f"unknown sqlite URL option {key!r} (known: sync)")
             if value.lower() not in _SYNC_MODES:
-                raise ValueError(f"sync must be 'normal' or 'full', not {value!r}")
+                raise ValueError(
+                    f"sqlite URL option sync must be 'normal' or 'full', not {value!r}"
+                )
             synchronous = _SYNC_MODES[value.lower()]
         return cls(path, synchronous)
 
