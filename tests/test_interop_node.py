@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.server import MakeServer, RunningServer
+from tests.support.server import MakeServer, RunningServer, SpawnServer
 from tests.support.services import require, require_binary
 
 pytestmark = pytest.mark.interop
@@ -129,3 +129,13 @@ async def test_worker_loop(make_server: MakeServer, password: str) -> None:
             break
         await asyncio.sleep(0.01)
     assert result["wid"] not in wids
+
+
+async def test_against_the_conveyor_server_command(spawn_server: SpawnServer) -> None:
+    """The whole `conveyor server` process (SQLite storage, password), not just the library."""
+    process = await asyncio.to_thread(spawn_server, password="cli-pw")
+    result = await run_scenario("roundtrip", process.url)
+    assert result["rejected"] == ["jobs must have a jobtype parameter"]
+    assert result["first"]["jid"] == result["jid2"]
+    assert (result["processed"], result["failures"]) == (2, 1)
+    assert result["after"]["retries"] == 1
