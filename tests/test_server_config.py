@@ -116,3 +116,16 @@ def test_embedded_defaults() -> None:
     assert config.storage == "memory://"
     assert config.handshake_timeout_seconds == 2.0
     assert config.max_line_bytes == 16 * 1024 * 1024
+
+
+def test_configuration_doc_lists_every_setting() -> None:
+    import dataclasses
+
+    from conveyor.config import SERVER_KEYS
+
+    doc = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
+    for field in dataclasses.fields(ManagerConfig):
+        assert f"`{field.name}`" in doc, field.name
+        assert f"`CONVEYOR_{field.name.upper()}`" in doc, field.name
+    for key in SERVER_KEYS:
+        assert f"`{key}`" in doc, key
