@@ -104,6 +104,7 @@ class Worker:
         self._in_flight: dict[asyncio.Task[None], Job] = {}
         self._capacity = asyncio.Event()
         self._stop_requested = asyncio.Event()
+        self._hurry = asyncio.Event()
         self._done = asyncio.Event()
         self._main: asyncio.Task[None] | None = None
         self._fetcher: Client | None = None
@@ -144,6 +145,8 @@ class Worker:
         """Stop fetching, finish running jobs within the grace period, FAIL the rest, disconnect."""
         if grace_seconds is not None:
             self.shutdown_grace_seconds = grace_seconds
+            if grace_seconds <= 0:
+                self._hurry.set()
         self._stop_requested.set()
         if self._main is not None and self._main is not asyncio.current_task():
             await self._done.wait()
@@ -192,6 +195,7 @@ class Worker:
         else:
             logger.warning("%s again: stopping now", sig.name)
             self.shutdown_grace_seconds = 0
+            self._hurry.set()
             self._stop_requested.set()
             self._capacity.set()
 
@@ -241,7 +245,7 @@ class Worker:
                 self.shutdown_grace_seconds,
                 len(self._in_flight),
             )
-            await asyncio.wait(list(self._in_flight), timeout=self.shutdown_grace_seconds)
+            await self._wait_in_flight()
         leftover = list(self._in_flight)
         if leftover:
             logger.warning(
@@ -251,6 +255,18 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*leftover, return_exceptions=True)
         self.state = "stopped"
+
+    async def _wait_in_flight(self) -> None:
+        """Until every running job is done, the grace period ends, or a second signal."""
+        hurry = asyncio.create_task(self._hurry.wait())
+        try:
+            async with asyncio.timeout(self.shutdown_grace_seconds):
+                while self._in_flight and not self._hurry.is_set():
+                    await asyncio.wait([*self._in_flight, hurry], return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            pass
+        finally:
+            hurry.cancel()
 
     async def _disconnect(self) -> None:
         self.threads.shutdown(wait=False, cancel_futures=True)
