@@ -199,3 +199,22 @@ async def test_tls_handshake_and_push(
     data = await asyncio.wait_for(plain[0].read(100), 5)
     assert not data.startswith(b"+")
     plain[1].close()
+
+
+async def test_web_dashboard_runs_beside_the_server(
+    spawn_server: SpawnServer, raw_client: RawConnect
+) -> None:
+    import httpx
+
+    from tests.support.services import free_port, wait_for_port
+
+    web_port = free_port()
+    process = spawn_server(storage="memory://", args=["--web-bind", f"127.0.0.1:{web_port}"])
+    await asyncio.to_thread(wait_for_port, web_port)
+    client = await raw_client(process.port)
+    async with httpx.AsyncClient() as http:
+        response = await http.get(f"http://127.0.0.1:{web_port}/health")
+    assert response.status_code == 200
+    assert response.json()["server"]["connections"] == 1
+    await client.call(b"END")
+    assert await asyncio.to_thread(process.terminate) == 0

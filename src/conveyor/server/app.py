@@ -133,7 +133,7 @@ async def run(config: ServerConfig, *, stop: asyncio.Event | None = None) -> Non
     web: Any = None
     try:
         await server.start()
-        web = await _start_web(manager, config)
+        web = await _start_web(manager, config, server)
         log.info("conveyor ready (storage %s)", _redact(config.storage))
         await stop.wait()
         log.info("shutting down")
@@ -158,7 +158,7 @@ def run_forever(config: ServerConfig) -> None:
         runner.run(run(config))
 
 
-async def _start_web(manager: Manager, config: ServerConfig) -> Any:
+async def _start_web(manager: Manager, config: ServerConfig, server: FaktoryServer) -> Any:
     if config.web_port is None:
         return None
     try:
@@ -166,7 +166,7 @@ async def _start_web(manager: Manager, config: ServerConfig) -> Any:
     except (ImportError, AttributeError):
         log.info("web dashboard not available in this build; serving FWP only")
         return None
-    handle = start_web(manager, config)
+    handle = start_web(manager, config, stats=server.stats)
     if inspect.isawaitable(handle):
         handle = await handle
     return handle
