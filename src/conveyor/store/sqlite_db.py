@@ -89,6 +89,7 @@ class Database:
         self._conn: sqlite3.Connection | None = None
         self._in_transaction = False
         self._waiters: list[asyncio.Future[None]] = []
+        self._commit_loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -128,10 +129,15 @@ class Database:
     def writer(self) -> sqlite3.Connection:
         """The connection, inside the open transaction (opened now, committed soon)."""
         conn = self.conn
+        loop = asyncio.get_running_loop()
+        if self._in_transaction and loop is not self._commit_loop:
+            # the loop that was to commit has gone (a store reused across event loops)
+            self.commit()
         if not self._in_transaction:
             conn.execute("BEGIN IMMEDIATE")
             self._in_transaction = True
-            asyncio.get_running_loop().call_soon(self.commit)
+            self._commit_loop = loop
+            loop.call_soon(self.commit)
         return conn
 
     @contextlib.contextmanager
@@ -173,11 +179,15 @@ class Database:
             self.after_rollback()
             error = StoreError(f"SQLite commit failed: {exc}")
             for waiter in waiters:
-                if not waiter.done():
+                if _waiting(waiter):
                     waiter.set_exception(error)
             return
         self._in_transaction = False
         self.commits += 1
         for waiter in waiters:
-            if not waiter.done():
+            if _waiting(waiter):
                 waiter.set_result(None)
+
+
+def _waiting(waiter: asyncio.Future[None]) -> bool:
+    return not waiter.done() and not waiter.get_loop().is_closed()
