@@ -383,9 +383,11 @@ async def test_root_path_and_x_script_name_prefix_every_link(
             "/faktory/queues", data={"csrf_token": token, "queue": "default", "action": "pause"}
         )
         assert done.headers["location"].startswith("/faktory/queues?")
-        assert "path=/faktory" in (await client.get("/faktory/")).headers.get(
-            "set-cookie", "path=/faktory"
-        )
+    async with client_for(create_app(web_manager), **{"x-script-name": "/faktory"}) as fresh:
+        cookie = (await fresh.get("/faktory/queues")).headers["set-cookie"]
+        assert "Path=/faktory" in cookie
+        assert "HttpOnly" in cookie
+        assert "SameSite=Strict" in cookie
 
 
 async def test_security_headers_on_every_response(web: httpx.AsyncClient) -> None:

@@ -194,8 +194,9 @@ def parse_iso(text: Any) -> float | None:
 
 
 def human_duration(seconds: float) -> str:
-    """Latency for humans: ``0.25s``, ``12s``, ``3m 4s``, ``2h 5m``, ``3d 1h``."""
-    if seconds < 10:
+    """Durations for humans: ``0.25s``, ``12s``, ``3m 4s``, ``2h 5m``, ``3d 1h``; whole
+    seconds (uptime) never get decimals."""
+    if seconds < 10 and not isinstance(seconds, int):
         return f"{seconds:.2f}s"
     whole = int(seconds)
     days, rest = divmod(whole, 86_400)

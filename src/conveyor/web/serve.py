@@ -76,8 +76,8 @@ async def start_web(
 
     ``config`` is any object with ``web_bind`` ("HOST:PORT"), ``password`` and optionally
     ``web_password`` (wins over ``password``, as Faktory's ``[web] password``),
-    ``web_read_only``, ``web_root_path`` and ``web_poll_seconds``. Returns once the port is bound; raises
-    ``OSError`` when it cannot be.
+    ``web_read_only``, ``web_root_path`` and ``web_poll_seconds``. Returns once the port is
+    bound; raises ``OSError`` when it cannot be.
     """
     address = parse_bind(str(getattr(config, "web_bind", DEFAULT_BIND) or ""))
     if address is None:

@@ -9,14 +9,16 @@
     return value || fallback;
   }
 
+  // The top of the y axis: four gridline steps of 1, 2 or 5 times a power of ten.
   function niceMax(value) {
     if (value <= 1) return 1;
-    var power = Math.pow(10, Math.floor(Math.log10(value)));
-    var steps = [1, 2, 2.5, 5, 10];
+    var raw = value / 4;
+    var power = Math.pow(10, Math.floor(Math.log10(raw)));
+    var steps = [1, 2, 5, 10];
     for (var i = 0; i < steps.length; i++) {
-      if (steps[i] * power >= value) return steps[i] * power;
+      if (steps[i] * power >= raw) return 4 * steps[i] * power;
     }
-    return 10 * power;
+    return 40 * power;
   }
 
   function formatRate(value) {
