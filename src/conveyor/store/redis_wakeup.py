@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 RETRY_MIN_SECONDS = 0.05
 RETRY_MAX_SECONDS = 2.0
 PING_EVERY_SECONDS = 5.0
+STOP_WAIT_SECONDS = 2.0
 
 
 class Subscriber:
@@ -47,21 +48,26 @@ class Subscriber:
         self._deliver = deliver
         self._known_queues = known_queues
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.subscribed = asyncio.Event()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="redis-wakeups")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        # redis-py can swallow a CancelledError inside a pub/sub read, so the loops also check
+        # ``_stopping``; the bounded wait keeps close() prompt whatever happens.
+        self._stopping = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait({task}, timeout=STOP_WAIT_SECONDS)
+            if not task.done():
+                log.warning("Redis wake-up task did not stop in %.1fs", STOP_WAIT_SECONDS)
 
     async def _run(self) -> None:
         delay = RETRY_MIN_SECONDS
-        while True:
+        while not self._stopping:
             try:
                 await self._listen()
                 delay = RETRY_MIN_SECONDS
@@ -84,7 +90,7 @@ class Subscriber:
             # Anything published while we were not listening is lost: wake every queue.
             for name in await self._known_queues():
                 self._deliver(name)
-            while True:
+            while not self._stopping:
                 message = await pubsub.get_message(timeout=PING_EVERY_SECONDS)
                 if message is None:
                     # A quiet channel or a dead connection: a PING tells them apart.
