@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from typing import Any
@@ -292,3 +293,68 @@ async def test_pipelined_commands_answer_in_order(conn: RawClient) -> None:
     assert replies == [b"+OK\r\n"] * 200
     assert bulk_json(await conn.reply())["faktory"]["queues"]["pipe"] == 200
     assert await conn.reply() == b"-ERR unknown command foo\r\n"
+
+
+BAD_INPUT = [
+    (b"PUSH", b"-ERR invalid JSON: "),
+    (b"PUSH []", b"-ERR invalid JSON: "),
+    (b"PUSH null", b"-ERR "),
+    (b'PUSH {"jid":"123456789","jobtype":"T","args":{}}', b"-ERR invalid JSON: "),
+    (b'PUSH {"jid":"123456789","jobtype":"T","args":[],"retry":"x"}', b"-ERR invalid JSON: "),
+    (b'PUSH {"jid":"123456789","jobtype":"T","args":[],"at":"tomorrow"}', b"-ERR invalid "),
+    (b"PUSH \xff\xfe", b"-ERR "),
+    (b"PUSHB", b"-ERR invalid JSON: "),
+    (b"PUSHB {}", b"-ERR invalid JSON: "),
+    (b"FETCH", b"-ERR must call fetch with at least one queue"),
+    (b"ACK []", b"-ERR invalid ACK []"),
+    (b"ACK null", b"-ERR invalid ACK null"),
+    (b"FAIL []", b"-ERR invalid FAIL []"),
+    (b'FAIL {"jid":"nobody-123"}', b"-ERR Job not found nobody-123"),
+    (b"BEAT []", b"-ERR invalid BEAT []"),
+    (b'BEAT {"wid":7}', b'-ERR invalid BEAT {"wid":7}'),
+    (b"MUTATE []", b"-ERR invalid JSON: "),
+    (b'MUTATE {"cmd":"kill","target":"dead","filter":"x"}', b"-ERR invalid JSON: "),
+    (b"QUEUE REMOVE", b"-ERR QUEUE REMOVE needs at least one queue name or *"),
+    (b"QUEUE LATENCY a *", b"-ERR QUEUE LATENCY does not support wildcards"),
+    (b"ACKB", b"-ERR invalid ACKB"),
+    (b"ACKB [1]", b"-ERR invalid ACKB"),
+    (b"FETCHB -1 q", b"-ERR FETCHB count must be"),
+    (b"FETCHB 1001 q", b"-ERR FETCHB count must be"),
+    (b"\x00\x01", b"-ERR unknown command \x00\x01"),
+]
+
+
+async def snapshot(conn: RawClient) -> dict[str, Any]:
+    faktory = bulk_json(await conn.call(b"INFO"))["faktory"]
+    return {k: faktory[k] for k in ("queues", "sets", "total_enqueued", "total_processed")}
+
+
+async def test_bad_input_changes_nothing(conn: RawClient) -> None:
+    await conn.call(b"PUSH " + job(queue="keep"))
+    await conn.call(b"PUSH " + job(queue="later", at="2999-01-01T00:00:00Z"))
+    before = await snapshot(conn)
+    for line, prefix in BAD_INPUT:
+        reply = await conn.call(line)
+        assert reply.startswith(prefix), (line, reply)
+        assert reply.endswith(b"\r\n")
+        assert reply.count(b"\r\n") == 1, (line, reply)  # one well-formed error line
+    assert await snapshot(conn) == before
+
+
+async def test_large_pipeline_is_bounded_and_complete(
+    conn: RawClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A tiny read-ahead limit makes the server pause and resume reading many times.
+    monkeypatch.setattr("conveyor.server.connection.PIPELINE_HIGH_LINES", 16)
+    count = 20_000
+    lines = b"".join(b"PUSH " + job(queue="flood") + b"\r\n" for _ in range(count))
+
+    async def writer() -> None:
+        conn.writer.write(lines)
+        await conn.writer.drain()
+
+    sending = asyncio.create_task(writer())
+    replies = [await conn.reply() for _ in range(count)]
+    await sending
+    assert replies == [b"+OK\r\n"] * count
+    assert (await snapshot(conn))["queues"]["flood"] == count
