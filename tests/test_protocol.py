@@ -171,6 +171,9 @@ def test_decode_hello() -> None:
     assert hello is not None
     assert (hello.hostname, hello.wid, hello.pid, hello.labels, hello.v) == ("h", "w", 3, ["a"], 2)
     assert decode_hello(b"HELLO {}") is not None
+    mixed = decode_hello(b'HELLO {"WID":"w2","Hostname":"h2","PID":4}')  # Go matches any case
+    assert mixed is not None
+    assert (mixed.wid, mixed.hostname, mixed.pid) == ("w2", "h2", 4)
     for bad in (
         b"HELLO x",
         b"HELLO  {}",

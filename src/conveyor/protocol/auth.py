@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from typing import Annotated, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 
@@ -74,16 +74,20 @@ class Hello(msgspec.Struct):
     rss_kb: int | None = None
 
 
-_hello_decoder = msgspec.json.Decoder(Hello)
+_object_decoder = msgspec.json.Decoder(dict[str, Any])
 
 
 def decode_hello(line: bytes) -> Hello | None:
-    """Parse a ``HELLO {...}`` line; ``None`` for anything else (the server then just closes)."""
+    """Parse a ``HELLO {...}`` line; ``None`` for anything else (the server then just closes).
+
+    Keys match case-insensitively, as Go's JSON decoder matches them in Faktory.
+    """
     if not line.startswith(HELLO_PREFIX):
         return None
     try:
-        return _hello_decoder.decode(line[len(HELLO_PREFIX) - 1 :])
-    except msgspec.DecodeError:
+        fields = _object_decoder.decode(line[len(HELLO_PREFIX) - 1 :])
+        return msgspec.convert({key.lower(): value for key, value in fields.items()}, Hello)
+    except (msgspec.DecodeError, msgspec.ValidationError):
         return None
 
 
