@@ -2,6 +2,7 @@
 
 pytest_plugins = [
     "tests.support.services",
+    "tests.support.redis_cluster",
     "tests.support.stores",
     "tests.support.manager",
     "tests.support.server",
