@@ -121,7 +121,7 @@ def job_row(payload: bytes, *, score: float | None = None) -> dict[str, Any]:
         "created_at": job.get("created_at", ""),
         "enqueued_at": job.get("enqueued_at", ""),
         "error": error,
-        "failed_at": parse_iso(failure.get("failed_at")) if failure else None,
+        "failed_at": failure.get("failed_at", "") if failure else "",
         "retry_count": failure.get("retry_count", 0) if failure else 0,
         "job": job,
     }

@@ -163,8 +163,9 @@ def pretty_json(value: Any) -> str:
     return text if len(text) <= MAX_ARG_CHARS else text[:MAX_ARG_CHARS] + "\n… (truncated)"
 
 
-def relative_time(ts: float | None, now: float | None = None) -> str:
-    """``3m ago`` / ``in 2h`` style text for a timestamp."""
+def relative_time(when: float | str | None, now: float | None = None) -> str:
+    """``3m ago`` / ``in 2h`` style text for epoch seconds or an RFC 3339 time."""
+    ts = parse_iso(when) if isinstance(when, str) else when
     if not ts:
         return ""
     delta = (now if now is not None else time.time()) - ts

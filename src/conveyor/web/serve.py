@@ -36,7 +36,7 @@ def parse_bind(bind: str) -> tuple[str, int] | None:
     """``HOST:PORT`` -> (host, port); ``""`` or ``:0`` -> None (UI disabled, as Faktory's
     ``-w :0``). ``HOST:0`` with a host binds a free port. Raises ``ValueError`` otherwise."""
     text = bind.strip()
-    if text in ("", ":0", "0"):
+    if text.lower() in ("", ":0", "0", "off"):
         return None
     host, sep, port_text = text.rpartition(":")
     if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
