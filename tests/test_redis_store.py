@@ -174,9 +174,13 @@ async def test_workers_are_shared_and_expire(redis_url: str) -> None:
     try:
         await a.save_worker(WorkerRecord("w1", hostname="h", pid=7, labels=["x"], state="quiet"))
         seen = await b.get_worker("w1")
-        assert seen is not None and (seen.hostname, seen.pid, seen.labels, seen.state) == (
-            "h", 7, ["x"], "quiet",
-        )  # fmt: skip
+        assert seen is not None
+        assert (seen.hostname, seen.pid, seen.labels, seen.state) == (
+            "h",
+            7,
+            ["x"],
+            "quiet",
+        )
         assert [w.wid for w in await b.list_workers()] == ["w1"]
         await asyncio.sleep(1.2)
         assert await b.list_workers() == []
