@@ -38,6 +38,7 @@ log = logging.getLogger("conveyor.server")
 HELLO_MAX_LINE_BYTES = 64 * 1024
 PIPELINE_HIGH_BYTES = 8 * 1024 * 1024
 PIPELINE_HIGH_LINES = 4096
+FLUSH_BYTES = 64 * 1024  # replies to pipelined commands are sent together up to this size
 
 _TOO_LONG = object()  # queued in place of a line that broke the limit, to answer in order
 
@@ -56,6 +57,8 @@ class Connection(asyncio.Protocol):
         self._writable = asyncio.Event()
         self._writable.set()
         self._runner: asyncio.Task[None] | None = None
+        self._out: list[bytes] = []
+        self._out_bytes = 0
         self._registered = False
         self._challenge = new_challenge() if server.config.password else None
         self._deadline: asyncio.TimerHandle | None = None
@@ -124,6 +127,7 @@ class Connection(asyncio.Protocol):
 
     def close(self) -> None:
         """Close after what was written is flushed (the heartbeat reaper and shutdown use it)."""
+        self._flush()
         self._set_closed()
         if self.transport is not None:
             self.transport.close()
@@ -155,8 +159,18 @@ class Connection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def _write(self, data: bytes) -> None:
+        if self.state is not ConnState.CLOSED:
+            self._out.append(data)
+            self._out_bytes += len(data)
+
+    def _flush(self) -> None:
+        """Send the replies gathered so far: one send for a whole pipelined burst."""
+        if not self._out:
+            return
         if self.state is not ConnState.CLOSED and self.transport is not None:
-            self.transport.write(data)
+            self.transport.write(self._out[0] if len(self._out) == 1 else b"".join(self._out))
+        self._out.clear()
+        self._out_bytes = 0
 
     # -------------------------------------------------------------- the runner
 
@@ -173,10 +187,13 @@ class Connection(asyncio.Protocol):
                 if not await self._handle(item):
                     self.close()
                     return
+                if not self._pending or self._out_bytes > FLUSH_BYTES:
+                    self._flush()
                 if not self._writable.is_set():
                     await self._writable.wait()
         finally:
             self._runner = None
+            self._flush()
             if self.server.closing and self.state is not ConnState.CLOSED:
                 self.close()
 
