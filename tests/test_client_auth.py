@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ssl
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,28 +10,14 @@ import pytest
 from conveyor.client import Client
 from conveyor.errors import AuthenticationError, ConnectError
 from tests.support.server import MakeServer
-from tests.support.services import require_binary
+from tests.support.tls import CertFiles
 
 PASSWORD = "s3cret pass"  # a space on purpose: the hash covers the raw text
 
 
-@pytest.fixture(scope="module")
-def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A throwaway self-signed certificate for 127.0.0.1 / localhost."""
-    openssl = require_binary("openssl")
-    directory = tmp_path_factory.mktemp("tls")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        [
-            openssl, "req", "-x509", "-nodes", "-days", "2",
-            "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            "-keyout", str(key), "-out", str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
+@pytest.fixture
+def tls_files(self_signed_cert: CertFiles) -> tuple[Path, Path]:
+    return self_signed_cert.cert, self_signed_cert.key
 
 
 async def test_password_from_argument(make_server: MakeServer) -> None:
