@@ -32,7 +32,9 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor.errors import StoreError
 from conveyor.store.base import (
@@ -150,7 +152,8 @@ class RedisStore(Store):
             await self._client.ping()
             self._pub = await self._publish_command()
         except (RedisError, OSError) as exc:
-            await self._client.aclose()
+            client, self._client = self._client, None
+            await client.aclose()
             raise self._error("connect", exc) from exc
         self._subscriber = Subscriber(
             self._subscriber_client,
@@ -195,25 +198,29 @@ class RedisStore(Store):
             self._wake(name)
 
     async def _known_queues(self) -> set[str]:
-        return {m.decode() for m in await self._call(self._client.smembers(self._keys.queues))}
+        return {m.decode() for m in await self._call(self._redis.smembers(self._keys.queues))}
 
     # ----------------------------------------------------------------- plumbing
 
     def _error(self, op: str, exc: BaseException) -> StoreError:
-        return StoreError(f"Redis at {self._where} failed during {op}: {exc}")
+        if isinstance(exc, (ConnectionError, RedisConnectionError, RedisTimeoutError)):
+            return StoreError(f"Redis at {self._where} is unreachable ({op}): {exc}")
+        return StoreError(f"Redis at {self._where} failed ({op}): {exc}")
 
-    async def _call(self, awaitable: Any, op: str = "a command") -> Any:
+    @property
+    def _redis(self) -> Any:
         if self._client is None:
             raise StoreError("the Redis store is not open")
+        return self._client
+
+    async def _call(self, awaitable: Any, op: str = "a command") -> Any:
         try:
             return await awaitable
         except (RedisError, OSError) as exc:
             raise self._error(op, exc) from exc
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any:
-        if self._client is None:
-            raise StoreError("the Redis store is not open")
-        return await self._call(self._scripts[name](self._client, keys, args), name)
+        return await self._call(self._scripts[name](self._redis, keys, args), name)
 
     # ----------------------------------------------------------------- adding jobs
 
@@ -381,7 +388,7 @@ class RedisStore(Store):
         return int(await self._run("set_remove", keys, ["clear"]))
 
     async def set_size(self, name: SortedSet) -> int:
-        return int(await self._call(self._client.zcard(self._keys.zset(name))))
+        return int(await self._call(self._redis.zcard(self._keys.zset(name))))
 
     async def list_set(
         self,
@@ -429,7 +436,7 @@ class RedisStore(Store):
         names = sorted(await self._known_queues())
         if not names:
             return {}
-        pipe = self._client.pipeline(transaction=False)
+        pipe = self._redis.pipeline(transaction=False)
         for name in names:
             pipe.llen(self._keys.queue(name))
         sizes = await self._call(pipe.execute(), "queue_sizes")
@@ -439,7 +446,7 @@ class RedisStore(Store):
         unique = list(dict.fromkeys(names))
         if not unique:
             return {}
-        pipe = self._client.pipeline(transaction=False)
+        pipe = self._redis.pipeline(transaction=False)
         for name in unique:
             pipe.lindex(self._keys.queue(name), 0)
         heads = await self._call(pipe.execute(), "queue_heads")
@@ -451,7 +458,7 @@ class RedisStore(Store):
     async def list_queue(self, name: str, offset: int, limit: int) -> Page[QueuedJob]:
         offset, limit = max(offset, 0), max(limit, 0)
         key = self._keys.queue(name)
-        pipe = self._client.pipeline(transaction=False)
+        pipe = self._redis.pipeline(transaction=False)
         pipe.llen(key)
         pipe.lrange(key, offset, offset + limit - 1)
         total, raw = await self._call(pipe.execute(), "list_queue")
@@ -464,7 +471,7 @@ class RedisStore(Store):
         return int(await self._run("queue_delete", [self._keys.queue(name)], list(jids)))
 
     async def paused_queues(self) -> set[str]:
-        return {m.decode() for m in await self._call(self._client.smembers(self._keys.paused))}
+        return {m.decode() for m in await self._call(self._redis.smembers(self._keys.paused))}
 
     async def set_paused(self, names: Sequence[str], paused: bool) -> None:
         if not names:
@@ -487,7 +494,7 @@ class RedisStore(Store):
 
     async def counters(self) -> Counters:
         processed, failures = await self._call(
-            self._client.hmget(self._keys.stats, ["processed", "failures"])
+            self._redis.hmget(self._keys.stats, ["processed", "failures"])
         )
         return Counters(int(processed or 0), int(failures or 0))
 
@@ -495,7 +502,7 @@ class RedisStore(Store):
         if not days:
             return {}
         fields = [f"{kind}:{day}" for day in days for kind in ("p", "f")]
-        values = await self._call(self._client.hmget(self._keys.stats, fields))
+        values = await self._call(self._redis.hmget(self._keys.stats, fields))
         return {
             day: Counters(int(values[2 * i] or 0), int(values[2 * i + 1] or 0))
             for i, day in enumerate(days)
@@ -509,17 +516,17 @@ class RedisStore(Store):
         await self._run("workers", keys, args)
 
     async def get_worker(self, wid: str) -> WorkerRecord | None:
-        raw = await self._call(self._client.get(self._keys.worker(wid)))
+        raw = await self._call(self._redis.get(self._keys.worker(wid)))
         return None if raw is None else _worker_decoder.decode(raw)
 
     async def list_workers(self) -> list[WorkerRecord]:
         wids = sorted(
-            m.decode() for m in await self._call(self._client.smembers(self._keys.workers))
+            m.decode() for m in await self._call(self._redis.smembers(self._keys.workers))
         )
         if not wids:
             return []
         keys = [self._keys.worker(wid) for wid in wids]
-        raws = await self._call(self._client.mget(keys))
+        raws = await self._call(self._redis.mget(keys))
         gone = [wid for wid, raw in zip(wids, raws, strict=True) if raw is None]
         if gone:
             prune_keys = [self._keys.workers, *(self._keys.worker(w) for w in gone)]

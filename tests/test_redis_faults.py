@@ -1,0 +1,132 @@
+"""Redis going away and coming back, and Redis memory per queued job.
+
+Each test here runs its own redis-server so it can stop and restart it freely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from conveyor.errors import StoreError
+from conveyor.store.base import QueuedJob, SortedSet
+from conveyor.store.redis import RedisStore
+from tests.support.services import RedisServer
+
+JOBS = 100_000
+PAYLOAD_BYTES = 100
+OVERHEAD_LIMIT_BYTES = 150
+"""Measured ~40 B per queued job (see docs/redis.md); the bound fails on a bad regression."""
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_unreachable_redis_raises_store_error_and_recovers(
+    private_redis: RedisServer,
+) -> None:
+    store = RedisStore.from_url(private_redis.url)
+    await store.open()
+    woken: list[str] = []
+    store.set_ready_listener(woken.append)
+    try:
+        await store.enqueue([QueuedJob("default", "j1", b"{}", 60)])
+        private_redis.stop()
+        for call in (
+            store.enqueue([QueuedJob("default", "j2", b"{}", 60)]),
+            store.reserve(["default"], "w1", time.time()),
+            store.set_size(SortedSet.DEAD),
+            store.queue_sizes(),
+        ):
+            with pytest.raises(StoreError, match=f"127.0.0.1:{private_redis.port}"):
+                await call
+
+        private_redis.start()  # same port, empty: persistence is off in this test
+        await store.enqueue([QueuedJob("default", "j3", b"{}", 60)])
+        assert await store.queue_sizes() == {"default": 1}
+        # The wake-up subscriber reconnects on its own and wakes every known queue.
+        deadline = time.monotonic() + 5
+        woken.clear()
+        while "default" not in woken:
+            assert time.monotonic() < deadline, "no wake-up after Redis came back"
+            await asyncio.sleep(0.02)
+        await store.wait_subscribed()
+        woken.clear()
+        other = RedisStore.from_url(private_redis.url)
+        await other.open()
+        await other.enqueue([QueuedJob("later", "j4", b"{}", 60)])
+        await other.close()
+        while "later" not in woken:
+            assert time.monotonic() < deadline, "wake-ups lost after Redis came back"
+            await asyncio.sleep(0.01)
+    finally:
+        await store.close()
+
+
+async def test_open_fails_clearly_when_redis_is_down(private_redis: RedisServer) -> None:
+    url = private_redis.url
+    private_redis.stop()
+    store = RedisStore.from_url(url)
+    with pytest.raises(StoreError, match="is unreachable"):
+        await store.open()
+    with pytest.raises(StoreError, match="not open"):
+        await store.queue_sizes()
+
+
+async def test_acknowledged_jobs_survive_a_redis_restart_with_aof(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "aof", extra=("--appendonly", "yes", "--appendfsync", "always"))
+    server.start()
+    try:
+        store = RedisStore.from_url(server.url)
+        await store.open()
+        await store.enqueue([QueuedJob("default", f"j{i}", b"{}", 60) for i in range(50)])
+        server.stop(kill=True)
+        server.start()
+        assert await store.queue_sizes() == {"default": 50}
+        await store.close()
+    finally:
+        server.stop()
+
+
+async def test_memory_per_queued_job(private_redis: RedisServer) -> None:
+    client = redis.Redis(port=private_redis.port)
+    store = RedisStore.from_url(private_redis.url)
+    await store.open()
+    try:
+        await store.enqueue([QueuedJob("default", "warm", b"{}", 60)])
+        before = int(client.info("memory")["used_memory"])
+        filler = b"x" * (PAYLOAD_BYTES - 63)  # 24-byte jids, like Faktory's
+        for start in range(0, JOBS, 5000):
+            await store.enqueue(
+                [
+                    QueuedJob(
+                        "default",
+                        f"{i:024d}",
+                        b'{"jid":"%024d","jobtype":"Work","args":["%s"]}' % (i, filler),
+                        1800,
+                    )
+                    for i in range(start, start + 5000)
+                ]
+            )
+        after = int(client.info("memory")["used_memory"])
+        assert await store.queue_sizes() == {"default": JOBS + 1}
+    finally:
+        await store.close()
+        client.close()
+    assert len(b'{"jid":"%024d","jobtype":"Work","args":["%s"]}' % (0, filler)) == PAYLOAD_BYTES
+    per_job = (after - before) / JOBS
+    overhead = per_job - PAYLOAD_BYTES
+    print(f"Redis memory per queued job: {per_job:.1f} B ({overhead:.1f} B over the payload)")
+    assert overhead < OVERHEAD_LIMIT_BYTES
