@@ -18,6 +18,7 @@ import pytest
 
 from tests.support.server import MakeServer, RunningServer, SpawnServer
 from tests.support.services import require, require_binary
+from tests.support.tls import CertFiles
 
 pytestmark = pytest.mark.interop
 
@@ -139,3 +140,13 @@ async def test_against_the_conveyor_server_command(spawn_server: SpawnServer) ->
     assert result["first"]["jid"] == result["jid2"]
     assert (result["processed"], result["failures"]) == (2, 1)
     assert result["after"]["retries"] == 1
+
+
+async def test_tls_with_password(make_server: MakeServer, self_signed_cert: CertFiles) -> None:
+    server = await make_server(
+        password="tls-pw", tls_cert=self_signed_cert.cert, tls_key=self_signed_cert.key
+    )
+    assert server.url.startswith("tcp+tls://")
+    result = await run_scenario("worker", server.url, FAKTORY_TLS_CA=str(self_signed_cert.cert))
+    assert result["results"] == [n * n for n in range(5)]
+    assert (result["processed"], result["failures"]) == (6, 1)

@@ -1,5 +1,5 @@
 """Interop: the PyPI Faktory clients ``faktory`` 1.0.0 (cdrx) and ``pyfaktory`` 0.2.13 against a
-real conveyor server on loopback, with and without a password.
+real conveyor server on loopback: plain, with a password, and over TLS with a password.
 
 Each client runs in a child process (``tests/interop/python_clients.py``) the way a real
 producer or worker would, and reports what the server answered as JSON; the assertions here
@@ -18,11 +18,12 @@ from typing import Any
 import pytest
 
 from tests.support.server import MakeServer, RunningServer
+from tests.support.tls import CertFiles
 
 pytestmark = pytest.mark.interop
 
 SCRIPT = Path(__file__).parent / "interop" / "python_clients.py"
-PASSWORDS = [pytest.param("", id="no-password"), pytest.param("interop-pw", id="password")]
+MODES = ["plain", "password", "tls+password"]
 
 
 async def run_client(scenario: str, url: str) -> dict[str, Any]:
@@ -47,15 +48,21 @@ async def run_client(scenario: str, url: str) -> dict[str, Any]:
     return result
 
 
-async def start(make_server: MakeServer, password: str) -> RunningServer:
-    server = await make_server(password=password)
+async def start(make_server: MakeServer, mode: str, cert: CertFiles) -> RunningServer:
+    """Both clients do TLS without verifying the certificate (their only mode)."""
+    password = "" if mode == "plain" else "interop-pw"
+    tls = {"tls_cert": cert.cert, "tls_key": cert.key} if mode.startswith("tls") else {}
+    server = await make_server(password=password, **tls)
     assert (":interop-pw@" in server.url) == bool(password)
+    assert server.url.startswith("tcp+tls://") == bool(tls)
     return server
 
 
-@pytest.mark.parametrize("password", PASSWORDS)
-async def test_cdrx_faktory(make_server: MakeServer, password: str) -> None:
-    server = await start(make_server, password)
+@pytest.mark.parametrize("mode", MODES)
+async def test_cdrx_faktory(
+    make_server: MakeServer, self_signed_cert: CertFiles, mode: str
+) -> None:
+    server = await start(make_server, mode, self_signed_cert)
     result = await run_client("cdrx", server.url)
 
     assert result["queued"] == [True, True, True, True]
@@ -89,9 +96,9 @@ async def test_cdrx_faktory(make_server: MakeServer, password: str) -> None:
     assert b'"message":"boom"' in retried.payload
 
 
-@pytest.mark.parametrize("password", PASSWORDS)
-async def test_pyfaktory(make_server: MakeServer, password: str) -> None:
-    server = await start(make_server, password)
+@pytest.mark.parametrize("mode", MODES)
+async def test_pyfaktory(make_server: MakeServer, self_signed_cert: CertFiles, mode: str) -> None:
+    server = await start(make_server, mode, self_signed_cert)
     result = await run_client("pyfaktory", server.url)
 
     assert result["push"] == [True, True, True]

@@ -3,12 +3,24 @@
 // API only, and prints ONE JSON line with what the server answered. tests/test_interop_node.py
 // runs it against a conveyor server (FAKTORY_URL) and asserts on that JSON.
 //
-//   FAKTORY_URL=tcp://:password@127.0.0.1:7419 node scenario.js <roundtrip|mutate|queues|worker>
+//   FAKTORY_URL=tcp://:password@127.0.0.1:7419 [FAKTORY_TLS_CA=cert.pem] \
+//     node scenario.js <roundtrip|mutate|queues|worker>
 "use strict";
 
+const fs = require("fs");
 const { Client, Worker } = require("faktory-worker");
 
 const HOUR_MS = 3600 * 1000;
+
+// FAKTORY_URL for everything; FAKTORY_TLS_CA (a PEM file) switches on TLS trusting that CA,
+// since the client takes TLS settings as options rather than from a tcp+tls:// URL.
+function connectionOptions() {
+  const options = { url: process.env.FAKTORY_URL };
+  if (process.env.FAKTORY_TLS_CA) {
+    options.tlsOptions = { ca: [fs.readFileSync(process.env.FAKTORY_TLS_CA)] };
+  }
+  return options;
+}
 
 function sizes(info) {
   const { tasks, queues } = info.faktory;
@@ -136,7 +148,7 @@ async function worker(client) {
     if (results.length === count && failed !== null) done();
   };
   const w = new Worker({
-    url: process.env.FAKTORY_URL,
+    ...connectionOptions(),
     concurrency: 2,
     queues: ["default"],
     registry: {
@@ -174,7 +186,7 @@ async function main() {
     console.error(`usage: scenario.js <${Object.keys(SCENARIOS).join("|")}>`);
     process.exit(2);
   }
-  const client = new Client({ url: process.env.FAKTORY_URL });
+  const client = new Client(connectionOptions());
   try {
     const result = await scenario(client);
     process.stdout.write(`${JSON.stringify(result)}\n`);
