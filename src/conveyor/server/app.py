@@ -29,6 +29,8 @@ __all__ = ["FaktoryServer", "make_ssl_context", "run", "run_forever"]
 
 log = logging.getLogger("conveyor.server")
 
+CLOSE_TIMEOUT_SECONDS = 2.0
+
 
 def make_ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
     if config.tls_cert is None or config.tls_key is None:
@@ -111,12 +113,24 @@ class FaktoryServer:
                 task.cancel()
         for connection in list(self.connections):
             connection.close()
-        await asyncio.sleep(0)  # let transports deliver connection_lost
+        await self._wait_disconnected(CLOSE_TIMEOUT_SECONDS)
         if self._background:
             await asyncio.wait(list(self._background), timeout=5)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._server.wait_closed(), 1)
         self._server = None
+
+    async def _wait_disconnected(self, within: float) -> None:
+        """Wait for every transport to report connection_lost (so each worker's disconnect
+        reaches the manager before it stops); abort peers too slow to take their last bytes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while self.connections and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+        for connection in list(self.connections):
+            if connection.transport is not None:
+                connection.transport.abort()
+        await asyncio.sleep(0)
 
 
 async def run(config: ServerConfig, *, stop: asyncio.Event | None = None) -> None:
