@@ -122,6 +122,13 @@ async def test_sets_filter_search_sort_and_page_on_the_server(
     assert [j["jid"] for j in descending] == [j["jid"] for j in reversed(ascending)]
     scores = [j["score"] for j in ascending]
     assert scores == sorted(scores)
+    dead = [j["score"] for j in (await web.get("/api/sets/dead")).json()["jobs"]]
+    assert dead == sorted(dead, reverse=True)  # latest deaths first by default
+    dead_asc = (await web.get("/api/sets/dead", params={"sort": "asc"})).json()["jobs"]
+    assert [j["score"] for j in dead_asc] == sorted(dead)
+    toggle = await web.get("/morgue", params={"sort": "asc"})
+    assert "sort=desc" in toggle.text
+    assert "malformed row #0" in toggle.text
     second = (await web.get("/api/sets/retries", params={"per_page": 3, "page": 2})).json()
     assert second["paging"] == {"page": 2, "per_page": 3, "total": 4, "pages": 2}
     assert [j["jid"] for j in second["jobs"]] == [ascending[3]["jid"]]
@@ -391,6 +398,7 @@ async def test_root_path_and_x_script_name_prefix_every_link(
 
 
 async def test_security_headers_on_every_response(web: httpx.AsyncClient) -> None:
+    assert (await web.get("/static/app.js")).headers["cache-control"] == "public, max-age=3600"
     for path in ("/", "/stats", "/static/app.js", "/nope"):
         headers = (await web.get(path)).headers
         assert "script-src 'self'" in headers["content-security-policy"]

@@ -65,10 +65,10 @@ async def test_dead_page_with_100k_jobs_on_sqlite(tmp_path: Path) -> None:
             elapsed, first = await timed_get(client, "/morgue")
             assert "100,000" in first
             assert first.count('type="checkbox" name="key"') == 25
-            assert "malformed row 99999" in first  # lowest score first
+            assert "malformed row 0 <span" in first  # latest death first
             assert elapsed < PAGE_BUDGET_SECONDS
             elapsed, deep = await timed_get(client, "/morgue?page=4000")
-            assert "malformed row 0 <span" in deep  # the very last entry
+            assert "malformed row 99999 <span" in deep  # the very last entry
             assert elapsed < PAGE_BUDGET_SECONDS
             elapsed, found = await timed_get(client, "/morgue?q=row-12345%22")
             assert found.count('type="checkbox" name="key"') == 1

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from conveyor.web import actions, data
-from conveyor.web.present import parse_listing, set_for_route
+from conveyor.web.present import default_descending, parse_listing, set_for_route
 from conveyor.web.security import CSRF_HEADER, token_is_valid
 
 __all__ = [
@@ -45,9 +45,9 @@ def _days(request: Request) -> int:
     return int(raw)
 
 
-def _listing(request: Request) -> Any:
+def _listing(request: Request, descending: bool = False) -> Any:
     try:
-        return parse_listing(request.query_params)
+        return parse_listing(request.query_params, default_descending=descending)
     except ValueError as exc:
         raise HTTPException(400, str(exc)) from None
 
@@ -133,7 +133,9 @@ async def queue_action(request: Request) -> Response:
 
 
 async def set_list(request: Request) -> Response:
-    return _json(await data.set_view(request.app.state.manager, _set(request), _listing(request)))
+    name = _set(request)
+    listing = _listing(request, default_descending(name))
+    return _json(await data.set_view(request.app.state.manager, name, listing))
 
 
 async def set_job(request: Request) -> Response:

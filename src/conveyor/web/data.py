@@ -18,7 +18,6 @@ from conveyor.web.present import (
     iso_time,
     job_key,
     page_count,
-    parse_iso,
     route_for_set,
     short_args,
 )
@@ -150,6 +149,7 @@ def _entry_row(entry: SetEntry) -> dict[str, Any]:
 
 
 async def set_view(manager: Manager, name: SortedSet, listing: Listing) -> dict[str, Any]:
+    """One page of a sorted set, filtered and ordered by the store."""
     page = await manager.list_set(
         name, listing.job_filter(), listing.offset, listing.per_page, descending=listing.descending
     )
@@ -240,8 +240,3 @@ async def busy_view(manager: Manager, listing: Listing) -> dict[str, Any]:
         "jobs": [_reservation_row(r, now) for r in page.items],
         "paging": _paging(listing, page.total),
     }
-
-
-def job_times(job: dict[str, Any]) -> dict[str, float | None]:
-    """The job's timestamps as epoch seconds, for relative display."""
-    return {k: parse_iso(job.get(k)) for k in ("created_at", "enqueued_at", "at")}

@@ -10,11 +10,12 @@ from urllib.parse import quote, urlencode
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from conveyor.web import actions, data
 from conveyor.web.present import (
     SET_ROUTES,
+    default_descending,
     parse_job_key,
     parse_listing,
     route_for_set,
@@ -153,7 +154,7 @@ async def set_list(request: Request) -> Response:
         jids = [] if everything else [_jid_of(key) for key in keys]
         count = await _run(actions.set_action(manager, name, action, jids, everything=everything))
         return _back(request, f"{_verb(action)} {count} job(s).")
-    listing = _listing(request, default_descending=False)
+    listing = _listing(request, default_descending=default_descending(name))
     view = await data.set_view(manager, name, listing)
     context = {**view, "listing": listing, "actions": actions.SET_ACTIONS[name]}
     return render(request, "set.html", context)
@@ -246,8 +247,6 @@ async def favicon(request: Request) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if request.url.path.startswith(f"{request.scope.get('root_path', '')}/api/"):
-        from starlette.responses import JSONResponse
-
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
     context = {"status": exc.status_code, "message": exc.detail}
     return render(request, "error.html", context, status_code=exc.status_code)

@@ -100,7 +100,7 @@ class Listing:
         params: dict[str, Any] = {
             "page": self.page,
             "per_page": self.per_page if self.per_page != DEFAULT_PER_PAGE else None,
-            "sort": "desc" if self.descending else None,
+            "sort": "desc" if self.descending else "asc",
             "queue": self.queue or None,
             "jobtype": self.jobtype or None,
             "q": self.text or None,
@@ -122,6 +122,12 @@ def _int_param(params: QueryParams, name: str, default: int, low: int, high: int
     if not low <= value <= high:
         raise ValueError(f"{name} must be between {low} and {high}, not {value}")
     return value
+
+
+def default_descending(name: SortedSet) -> bool:
+    """The dead set lists the latest deaths first (its score is death + retention); the
+    other sets list what is due soonest first."""
+    return name is SortedSet.DEAD
 
 
 def parse_listing(params: QueryParams, *, default_descending: bool = False) -> Listing:

@@ -153,12 +153,17 @@ class SecurityMiddleware:
         prefix = _apply_prefix(scope, self.root_path)
         headers = Headers(scope=scope)
         refusal = self._refusal(scope, headers)
+        # Routing rewrites scope["root_path"] (Mount), so decide this before it runs.
+        is_static = _route_path(scope).startswith("/static/")
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 out = MutableHeaders(scope=message)
                 for name, value in SECURITY_HEADERS:
                     out.raw.append((name, value))
+                if is_static:
+                    # Asset URLs carry the version (?v=), so an hour of caching is safe.
+                    out["cache-control"] = "public, max-age=3600"
                 nonce = scope.get("conveyor.csrf_new")
                 if nonce:
                     out.append("set-cookie", _cookie(nonce, prefix or "/", scope))
