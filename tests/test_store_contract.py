@@ -361,6 +361,38 @@ async def test_list_set_filters(backend_store: Store) -> None:
     assert [e.jid for e in desc.items] == ["j4"]
 
 
+async def test_paging_through_a_set_sees_every_entry_once(backend_store: Store) -> None:
+    entries = [entry(f"j{i:02}", NOW + i % 5, jobtype="A" if i % 3 else "B") for i in range(30)]
+    await backend_store.add_to_set(DEAD, entries)
+    for flt in (JobFilter(), JobFilter(jobtype="A")):
+        for descending in (False, True):
+            whole = await backend_store.list_set(DEAD, flt, 0, 100, descending=descending)
+            paged: list[str] = []
+            while len(paged) < whole.total:
+                page = await backend_store.list_set(DEAD, flt, len(paged), 4, descending=descending)
+                assert page.total == whole.total
+                paged.extend(e.jid for e in page.items)
+            assert paged == [e.jid for e in whole.items]
+
+
+async def test_pages_follow_changes_between_calls(backend_store: Store) -> None:
+    await backend_store.add_to_set(DEAD, [entry(f"j{i}", NOW + i, jobtype="A") for i in range(6)])
+    flt = JobFilter(jobtype="A")
+    first = await backend_store.list_set(DEAD, flt, 0, 2)
+    assert [e.jid for e in first.items] == ["j0", "j1"]
+    await backend_store.add_to_set(DEAD, [entry("early", NOW - 1, jobtype="A")])
+    second = await backend_store.list_set(DEAD, flt, 2, 2)
+    assert ([e.jid for e in second.items], second.total) == (["j1", "j2"], 7)
+    await backend_store.remove_from_set(DEAD, [entry("j3", NOW + 3)])
+    third = await backend_store.list_set(DEAD, flt, 4, 2)
+    assert ([e.jid for e in third.items], third.total) == (["j4", "j5"], 6)
+    unfiltered = await backend_store.list_set(DEAD, JobFilter(), 0, 3)
+    await backend_store.clear_set(DEAD)
+    after_clear = await backend_store.list_set(DEAD, JobFilter(), 3, 3)
+    assert len(unfiltered.items) == 3
+    assert (after_clear.items, after_clear.total) == ([], 0)
+
+
 async def test_text_filter_takes_wildcard_characters_literally(backend_store: Store) -> None:
     await backend_store.add_to_set(
         RETRIES,

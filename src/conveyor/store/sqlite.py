@@ -16,6 +16,7 @@ import dataclasses
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from conveyor.store.base import (
@@ -50,6 +51,24 @@ def _entry(row: tuple[Any, ...]) -> SetEntry:
     return SetEntry(score, jid, payload, queue, jobtype)
 
 
+@dataclass(frozen=True, slots=True)
+class _PageCursor:
+    """Where the last page of a set listing ended. A scan asking for the very next page of the
+    same listing, with the set unchanged since, continues from (score, jid) through the index
+    and reuses the total, instead of re-walking ``offset`` rows and re-counting: this keeps a
+    MUTATE over 100,000 filtered entries linear. Any change to the set drops its cursor."""
+
+    flt: JobFilter
+    descending: bool
+    next_offset: int
+    score: float
+    jid: str
+    total: int
+
+    def resumes(self, flt: JobFilter, descending: bool, offset: int) -> bool:
+        return (flt, descending, offset) == (self.flt, self.descending, self.next_offset)
+
+
 def _like_substring(text: str) -> str:
     """A LIKE pattern for ``text`` anywhere, its ``%``, ``_`` and ``\\`` taken literally."""
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -71,6 +90,7 @@ class SQLiteStore(Store):
         self._sizes: dict[str, int] = {}  # every known queue -> its length
         self._paused: set[str] = set()
         self._set_sizes: dict[SortedSet, int] = dict.fromkeys(SortedSet, 0)
+        self._cursors: dict[SortedSet, _PageCursor] = {}
         self._totals = [0, 0]  # processed, failures (committed + pending)
         self._pending: dict[str, list[int]] = {}  # day -> counts not yet written
         self._workers: dict[str, WorkerRecord] = {}
@@ -101,6 +121,7 @@ class SQLiteStore(Store):
         self._paused = {name for name, paused in conn.execute(_SCHEMA["load_queues"]) if paused}
         self._sizes.update(conn.execute(_SCHEMA["load_queue_sizes"]).fetchall())
         self._set_sizes = dict.fromkeys(SortedSet, 0)
+        self._cursors.clear()
         for name, size in conn.execute(_SCHEMA["load_set_sizes"]):
             self._set_sizes[SortedSet(name)] = size
         row = conn.execute(_COUNTERS["get_counts"], (json.dumps([_TOTAL]),)).fetchone()
@@ -161,7 +182,7 @@ class SQLiteStore(Store):
         unique = list({entry.jid: entry for entry in entries}.values())  # the last one wins
         with self._db.atomic() as conn:
             grown = self._put_entries(conn, name, unique)
-        self._set_sizes[name] += grown
+        self._resize(name, grown)
         await self._db.durable()
 
     # ----------------------------------------------------------------- working
@@ -229,7 +250,7 @@ class SQLiteStore(Store):
                 )
                 grown = self._put_entries(conn, outcome.target, [entry])
         if outcome.target is not None:
-            self._set_sizes[outcome.target] += grown
+            self._resize(outcome.target, grown)
         self._count(day, 1, 1)
         return True
 
@@ -270,7 +291,7 @@ class SQLiteStore(Store):
         with self._db.atomic() as conn:
             jobs = [m.job for m in moves if self._take(conn, name, m.entry) is not None]
             added = self._push(conn, jobs) if jobs else {}
-        self._set_sizes[name] -= len(jobs)
+        self._resize(name, -len(jobs))
         self._grow(added)
         await self._db.durable()
         return len(jobs)
@@ -282,31 +303,36 @@ class SQLiteStore(Store):
             taken = [e for e in (self._take(conn, source, e) for e in entries) if e is not None]
             moved = [dataclasses.replace(e, score=score) for e in taken]
             grown = self._put_entries(conn, target, moved) if moved else 0
-        self._set_sizes[source] -= len(taken)
-        self._set_sizes[target] += grown
+        self._resize(source, -len(taken))
+        self._resize(target, grown)
         await self._db.durable()
         return len(taken)
 
     async def remove_from_set(self, name: SortedSet, entries: Sequence[SetEntry]) -> int:
         with self._db.atomic() as conn:
             removed = sum(1 for e in entries if self._take(conn, name, e) is not None)
-        self._set_sizes[name] -= removed
+        self._resize(name, -removed)
         await self._db.durable()
         return removed
 
     async def purge_set(self, name: SortedSet, before: float, limit: int) -> int:
         with self._db.atomic() as conn:
             purged = conn.execute(_SETS["purge_set"], (name, before, max(limit, 0))).rowcount
-        self._set_sizes[name] -= purged
+        self._resize(name, -purged)
         await self._db.durable()
         return purged
 
     async def clear_set(self, name: SortedSet) -> int:
         with self._db.atomic() as conn:
             cleared = conn.execute(_SETS["clear_set"], (name,)).rowcount
-        self._set_sizes[name] = 0
+        self._resize(name, -self._set_sizes[name])
         await self._db.durable()
         return cleared
+
+    def _resize(self, name: SortedSet, delta: int) -> None:
+        """Every change to a set goes through here: it also invalidates the set's cursor."""
+        self._set_sizes[name] += delta
+        self._cursors.pop(name, None)
 
     async def set_size(self, name: SortedSet) -> int:
         return self._set_sizes[name]
@@ -321,31 +347,54 @@ class SQLiteStore(Store):
         descending: bool = False,
     ) -> Page[SetEntry]:
         offset, limit = max(offset, 0), max(limit, 0)
+        if flt.jids:
+            return self._list_jids(name, flt, offset, limit, descending)
+        return self._list_filtered(name, flt, offset, limit, descending)
+
+    def _list_jids(
+        self, name: SortedSet, flt: JobFilter, offset: int, limit: int, descending: bool
+    ) -> Page[SetEntry]:
+        """Few entries by jid through the unique index; the rest of the filter in Python."""
+        match = filter_matcher(flt)
+        rows = self._db.conn.execute(_SETS["entries_by_jid"], (name, json.dumps(list(flt.jids))))
+        found = sorted(
+            (e for e in map(_entry, rows) if match(e)),
+            key=lambda e: (e.score, e.jid),
+            reverse=descending,
+        )
+        return Page(found[offset : offset + limit], len(found))
+
+    def _list_filtered(
+        self, name: SortedSet, flt: JobFilter, offset: int, limit: int, descending: bool
+    ) -> Page[SetEntry]:
         conn = self._db.conn
         direction = "desc" if descending else "asc"
-        if flt.jids:
-            # few entries by jid through the unique index; the rest of the filter in Python
-            match = filter_matcher(flt)
-            rows = conn.execute(_SETS["entries_by_jid"], (name, json.dumps(list(flt.jids))))
-            found = sorted(
-                (e for e in map(_entry, rows) if match(e)),
-                key=lambda e: (e.score, e.jid),
-                reverse=descending,
+        params: dict[str, Any] = {
+            "name": name,
+            "limit": limit,
+            "queue": flt.queue or None,
+            "jobtype": flt.jobtype or None,
+            "pattern": flt.pattern or None,
+            "text": _like_substring(flt.text) if flt.text else None,
+        }
+        cursor = self._cursors.get(name)
+        if offset and cursor is not None and cursor.resumes(flt, descending, offset):
+            params.update(score=cursor.score, jid=cursor.jid)
+            rows = conn.execute(_SETS[f"filtered_after_{direction}"], params)
+            total = cursor.total
+        elif flt.is_empty:
+            rows = conn.execute(_SETS[f"page_{direction}"], {**params, "offset": offset})
+            total = self._set_sizes[name]
+        else:
+            rows = conn.execute(_SETS[f"filtered_page_{direction}"], {**params, "offset": offset})
+            del params["limit"]
+            (total,) = conn.execute(_SETS["filtered_count"], params).fetchone()
+        items = [_entry(row) for row in rows]
+        if items:
+            last = items[-1]
+            self._cursors[name] = _PageCursor(
+                flt, descending, offset + len(items), last.score, last.jid, total
             )
-            return Page(found[offset : offset + limit], len(found))
-        params: dict[str, Any] = {"name": name, "limit": limit, "offset": offset}
-        if flt.is_empty:
-            rows = conn.execute(_SETS[f"page_{direction}"], params)
-            return Page([_entry(row) for row in rows], self._set_sizes[name])
-        params.update(
-            queue=flt.queue or None,
-            jobtype=flt.jobtype or None,
-            pattern=flt.pattern or None,
-            text=_like_substring(flt.text) if flt.text else None,
-        )
-        items = [_entry(row) for row in conn.execute(_SETS[f"filtered_page_{direction}"], params)]
-        del params["limit"], params["offset"]
-        (total,) = conn.execute(_SETS["filtered_count"], params).fetchone()
         return Page(items, total)
 
     async def get_set_entries(self, name: SortedSet, jids: Sequence[str]) -> list[SetEntry]:
@@ -453,6 +502,7 @@ class SQLiteStore(Store):
         self._sizes.clear()
         self._paused.clear()
         self._set_sizes = dict.fromkeys(SortedSet, 0)
+        self._cursors.clear()
         self._totals = [0, 0]
         self._pending = {}
         await self._db.durable()

@@ -64,3 +64,23 @@ WHERE name = :name
     AND (:jobtype IS NULL OR jobtype = :jobtype)
     AND (:pattern IS NULL OR CAST(payload AS TEXT) GLOB :pattern)
     AND (:text IS NULL OR CAST(payload AS TEXT) LIKE :text ESCAPE '\');
+
+-- name: filtered_after_asc
+-- The next page after the last (score, jid) the previous page ended on: a keyset range scan
+-- instead of re-walking OFFSET rows (see SQLiteStore._PageCursor).
+SELECT score, jid, payload, queue, jobtype FROM set_entries
+WHERE name = :name AND (score, jid) > (:score, :jid)
+    AND (:queue IS NULL OR queue = :queue)
+    AND (:jobtype IS NULL OR jobtype = :jobtype)
+    AND (:pattern IS NULL OR CAST(payload AS TEXT) GLOB :pattern)
+    AND (:text IS NULL OR CAST(payload AS TEXT) LIKE :text ESCAPE '\')
+ORDER BY score, jid LIMIT :limit;
+
+-- name: filtered_after_desc
+SELECT score, jid, payload, queue, jobtype FROM set_entries
+WHERE name = :name AND (score, jid) < (:score, :jid)
+    AND (:queue IS NULL OR queue = :queue)
+    AND (:jobtype IS NULL OR jobtype = :jobtype)
+    AND (:pattern IS NULL OR CAST(payload AS TEXT) GLOB :pattern)
+    AND (:text IS NULL OR CAST(payload AS TEXT) LIKE :text ESCAPE '\')
+ORDER BY score DESC, jid DESC LIMIT :limit;
