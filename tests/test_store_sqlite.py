@@ -7,6 +7,7 @@ single-file backend promises (docs/design/sqlite.md).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from conveyor.errors import StoreError
 from conveyor.store import open_store
 from conveyor.store.base import (
     Counters,
@@ -30,7 +32,7 @@ from conveyor.store.base import (
     SortedSet,
 )
 from conveyor.store.sqlite import SQLiteStore
-from conveyor.store.sqlite_db import SQLiteOptions
+from conveyor.store.sqlite_db import SCHEMA_VERSION, SQLiteOptions
 
 NOW = 1_700_000_000.0
 DAY = "2023-11-14"
@@ -47,7 +49,7 @@ def entry(jid: str, score: float) -> SetEntry:
 
 def rows(path: Path, sql: str) -> list[tuple[object, ...]]:
     """Read the file through a separate connection: sees only what was committed."""
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
         return conn.execute(sql).fetchall()
 
 
@@ -233,3 +235,22 @@ async def test_in_memory_database_and_full_sync_work(tmp_path: Path) -> None:
             assert [r.jid for r in await store.reserve(["default"], "w", NOW)] == ["j1"]
         finally:
             await store.close()
+
+
+async def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"these are not the pages you are looking for" * 100)
+    store = SQLiteStore.from_url(f"sqlite:///{path}")
+    with pytest.raises(StoreError, match="cannot open SQLite database"):
+        await store.open()
+    assert path.read_bytes().startswith(b"these are not")
+
+
+async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    store = SQLiteStore.from_url(f"sqlite:///{path}")
+    with pytest.raises(StoreError, match="newer conveyor"):
+        await store.open()
+    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION + 1,)]

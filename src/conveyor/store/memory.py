@@ -103,24 +103,31 @@ def filter_matcher(flt: JobFilter) -> Callable[[SetEntry], bool]:
 
 
 class _SortedSet:
-    """One sorted set: entries by jid plus their ``(score, jid)`` keys in order."""
+    """One sorted set: entries by jid plus their ``(score, jid)`` keys in order.
 
-    __slots__ = ("entries", "keys")
+    The last filtered listing is cached until the set changes, so paging through a filtered
+    set (MUTATE) filters it once instead of once per page.
+    """
+
+    __slots__ = ("_matching", "entries", "keys")
 
     def __init__(self) -> None:
         self.entries: dict[str, SetEntry] = {}
         self.keys: list[tuple[float, str]] = []
+        self._matching: tuple[JobFilter, bool, list[SetEntry]] | None = None
 
     def add(self, entry: SetEntry) -> None:
         self.discard(entry.jid)
         self.entries[entry.jid] = entry
         bisect.insort(self.keys, (entry.score, entry.jid))
+        self._matching = None
 
     def discard(self, jid: str) -> SetEntry | None:
         old = self.entries.pop(jid, None)
         if old is not None:
             key = (old.score, old.jid)
             del self.keys[bisect.bisect_left(self.keys, key)]
+            self._matching = None
         return old
 
     def take(self, entry: SetEntry) -> SetEntry | None:
@@ -130,14 +137,33 @@ class _SortedSet:
             return None
         return self.discard(entry.jid)
 
-    def ordered(self, descending: bool) -> Iterable[SetEntry]:
+    def due(self, before: float, limit: int) -> list[tuple[float, str]]:
+        """Keys of up to ``limit`` entries with ``score <= before``, lowest first."""
+        end = bisect.bisect_right(self.keys, (before, "\U0010ffff"))
+        return self.keys[: min(end, max(limit, 0))]
+
+    def purge(self, before: float, limit: int) -> int:
+        doomed = self.due(before, limit)
+        for _score, jid in doomed:
+            del self.entries[jid]
+        del self.keys[: len(doomed)]
+        self._matching = None
+        return len(doomed)
+
+    def matching(self, flt: JobFilter, descending: bool) -> list[SetEntry]:
+        if self._matching is not None and self._matching[:2] == (flt, descending):
+            return self._matching[2]
         keys = reversed(self.keys) if descending else self.keys
-        return (self.entries[jid] for _score, jid in keys)
+        match = filter_matcher(flt)
+        found = [e for e in (self.entries[jid] for _score, jid in keys) if match(e)]
+        self._matching = (flt, descending, found)
+        return found
 
     def clear(self) -> int:
         count = len(self.entries)
         self.entries.clear()
         self.keys.clear()
+        self._matching = None
         return count
 
 
@@ -265,8 +291,7 @@ class MemoryStore(Store):
 
     async def due_entries(self, name: SortedSet, now: float, limit: int) -> list[SetEntry]:
         target = self._sets[name]
-        end = bisect.bisect_right(target.keys, (now, "\U0010ffff"))
-        return [target.entries[jid] for _score, jid in target.keys[: min(end, max(limit, 0))]]
+        return [target.entries[jid] for _score, jid in target.due(now, limit)]
 
     async def move_to_queue(self, name: SortedSet, moves: Sequence[SetMove]) -> int:
         source = self._sets[name]
@@ -295,12 +320,7 @@ class MemoryStore(Store):
         return sum(1 for entry in entries if target.take(entry) is not None)
 
     async def purge_set(self, name: SortedSet, before: float, limit: int) -> int:
-        target = self._sets[name]
-        end = min(bisect.bisect_right(target.keys, (before, "\U0010ffff")), max(limit, 0))
-        for _score, jid in target.keys[:end]:
-            del target.entries[jid]
-        del target.keys[:end]
-        return end
+        return self._sets[name].purge(before, limit)
 
     async def clear_set(self, name: SortedSet) -> int:
         return self._sets[name].clear()
@@ -322,8 +342,7 @@ class MemoryStore(Store):
             keys = target.keys[::-1] if descending else target.keys
             page = [target.entries[jid] for _score, jid in _window(keys, offset, limit)]
             return Page(page, len(keys))
-        match = filter_matcher(flt)
-        matching = [entry for entry in target.ordered(descending) if match(entry)]
+        matching = target.matching(flt, descending)
         return Page(_window(matching, offset, limit), len(matching))
 
     async def get_set_entries(self, name: SortedSet, jids: Sequence[str]) -> list[SetEntry]:

@@ -21,10 +21,11 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from conveyor.errors import StoreError
 
-__all__ = ["Database", "SQLiteOptions", "load_queries"]
+__all__ = ["SCHEMA_VERSION", "Database", "SQLiteOptions", "load_queries", "split_statements"]
 
 log = logging.getLogger("conveyor.store.sqlite")
 
+SCHEMA_VERSION = 1  # PRAGMA user_version written by sql/schema.sql
 _SYNC_MODES = {"normal": "NORMAL", "full": "FULL"}
 _NAME_LINE = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
@@ -98,22 +99,38 @@ class Database:
         return self._conn
 
     def open(self, schema: str) -> sqlite3.Connection:
+        path = self.options.path
         try:
             # check_same_thread=False: the store is only used from its event loop, which may
             # not be the thread that built it (e.g. a server started from a test thread).
-            conn = sqlite3.connect(self.options.path, isolation_level=None, check_same_thread=False)
-            if self.options.path != ":memory:":
-                conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(f"PRAGMA synchronous = {self.options.synchronous}")
-            conn.execute("PRAGMA busy_timeout = 5000")
-            conn.execute("PRAGMA temp_store = MEMORY")
-            conn.execute("PRAGMA cache_size = -32768")  # 32 MiB of page cache
-            conn.execute("PRAGMA journal_size_limit = 67108864")  # trim the WAL back to 64 MiB
-            conn.executescript(schema)
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot open SQLite database {self.options.path!r}: {exc}") from exc
+            raise StoreError(f"cannot open SQLite database {path!r}: {exc}") from exc
+        try:
+            self._prepare(conn, schema)
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"cannot open SQLite database {path!r}: {exc}") from exc
+            raise
         self._conn = conn
         return conn
+
+    def _prepare(self, conn: sqlite3.Connection, schema: str) -> None:
+        if self.options.path != ":memory:":
+            conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {self.options.synchronous}")
+        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute("PRAGMA temp_store = MEMORY")
+        conn.execute("PRAGMA cache_size = -32768")  # 32 MiB of page cache
+        conn.execute("PRAGMA journal_size_limit = 67108864")  # trim the WAL back to 64 MiB
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.options.path!r} has schema version {version}, made by a newer"
+                f" conveyor; this one knows version {SCHEMA_VERSION}"
+            )
+        conn.executescript(schema)
 
     def close(self) -> None:
         if self._conn is None:
