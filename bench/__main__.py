@@ -1,0 +1,171 @@
+"""``python -m bench``: conveyor against its Python peers, side by side, in one run.
+
+    python -m bench                      # everything (~15 min); rewrites docs/benchmarks.md
+    python -m bench --conveyor-only --jobs 200 --repeat 1 --doc /tmp/b.md --plots /tmp/b
+
+Starts a private redis-server (for the peers and for the shared job body's counter) and a
+private ``conveyor server`` (SQLite store), installs the peers into ``bench/.venv-peers`` on
+first use, runs every workload on every row, and writes the table, the ratios and the plots.
+Nothing here is a test: there are no timed assertions anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+from importlib import metadata
+from pathlib import Path
+
+from bench import faktory_load, report
+from bench._harness import free_port, rss_kb, start_server
+from bench.rows import (
+    PEER_VENV,
+    ROOT,
+    Row,
+    conveyor_rows,
+    conveyor_worker_available,
+    ensure_peer_venv,
+    peer_rows,
+)
+from bench.runner import RowResult, Runner, Settings, log_dir, row_bulk_api
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+PEER_PACKAGES = ("rq", "arq", "dramatiq", "celery", "saq", "taskiq", "taskiq-redis", "huey",
+                 "streaq", "redis")  # fmt: skip
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is needed (apt-get install redis-server)")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        import redis
+
+        client = redis.Redis(port=port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def environment(rows: list[Row]) -> list[str]:
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")), platform.processor()
+    )  # fmt: skip
+    redis_version = subprocess.run(
+        ["redis-server", "--version"], capture_output=True, text=True, check=False
+    ).stdout.split()
+    lines = [
+        f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
+        f"- machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
+        f"- Python {platform.python_version()}; conveyor {metadata.version('conveyor-jobs')}; "
+        f"redis-server {next((w[2:] for w in redis_version if w.startswith('v=')), '?')}",
+        f"- command: `{shlex.join(['python', '-m', 'bench', *sys.argv[1:]])}`",
+    ]
+    if any(not r.is_conveyor for r in rows):
+        listing = subprocess.run(
+            [str(PEER_VENV / "bin" / "python"), "-m", "pip", "list", "--format", "json"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        versions = {p["name"].lower(): p["version"] for p in json.loads(listing)}
+        pinned = ", ".join(f"{n} {versions.get(n, '?')}" for n in PEER_PACKAGES)
+        lines.append(f"- peers (bench/.venv-peers): {pinned}")
+    return lines
+
+
+def write_doc(path: Path, body: str) -> None:
+    """Replace the generated part of the page, keeping the hand-written text around it."""
+    block = f"{START}\n{body}{END}\n"
+    if path.exists() and START in (text := path.read_text()) and END in text:
+        head, rest = text.split(START, 1)
+        path.write_text(head + block + rest.split(END, 1)[1].lstrip("\n"))
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"# Benchmarks: conveyor and its Python peers\n\n{block}")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    add = parser.add_argument
+    add("--jobs", type=int, default=20_000, help="no-op jobs per enqueue/process run")
+    add("--sleep-jobs", type=int, default=2_000, help="10 ms jobs per sleep run")
+    add("--latency-jobs", type=int, default=500, help="probes per latency run, 5 ms apart")
+    add("--repeat", type=int, default=3, help="runs of each workload (median, min, max)")
+    add("--timeout", type=float, default=30.0, help="longest processing run, seconds")
+    add("--load-ops", type=int, default=30_000, help="operations in Faktory's load shape")
+    add("--conveyor-only", action="store_true", help="skip the peers (no peer virtualenv)")
+    add("--only", default="", help="comma-separated row names to run (conveyor always runs)")
+    add("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    add("--plots", type=Path, default=ROOT / "docs" / "benchmarks")
+    add("--json", type=Path, default=ROOT / "bench" / "results" / "latest.json")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    rows = conveyor_rows(conveyor_worker_available())
+    if not args.conveyor_only:
+        wanted = {n.strip().lower() for n in args.only.split(",") if n.strip()}
+        rows += [r for r in peer_rows() if not wanted or r.name.lower() in wanted]
+        ensure_peer_venv()
+    settings = Settings(args.jobs, args.sleep_jobs, args.latency_jobs, args.repeat, args.timeout)
+    logs = log_dir()
+    results: list[RowResult] = []
+    with redis_server() as redis_url, start_server() as server:
+        runner = Runner(redis_url, server.url, settings, logs)
+        for row in rows:
+            started = time.perf_counter()
+            print(f"[bench] {row.name} ...", file=sys.stderr, flush=True)
+            results.append(runner.run_row(row, row_bulk_api(row)))
+            status = results[-1].error or "ok"
+            print(f"[bench]   {time.perf_counter() - started:.0f} s, {status}", file=sys.stderr)
+        print("[bench] Faktory load shape ...", file=sys.stderr, flush=True)
+        load = faktory_load.run(server.url, args.load_ops, args.repeat)
+        server_rss = rss_kb(server.process.pid) / 1024
+    body = "\n".join(["", *environment(rows), ""]) + "\n" + report.markdown(results, load)
+    body += f"\nconveyor server RSS at the end of the run: {server_rss:.1f} MiB.\n"
+    pictures = report.plots(results, args.plots)
+    body += "\n" + "".join(
+        f"![{p.stem}]({os.path.relpath(p, args.doc.parent)})\n" for p in pictures
+    )
+    write_doc(args.doc, body + "\n")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(
+        {"results": [asdict(r) for r in results], "faktory_load_ops": load,
+         "server_rss_mb": server_rss, "worker_logs": str(logs)}, indent=1
+    ))  # fmt: skip
+    print(body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""The benchmark driver's conveyor-only path runs end to end with a tiny N (no timings checked)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from bench.__main__ import END, START, write_doc
+from bench.report import ratio, spread
+
+from tests.support.services import require_binary
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKLOADS = ("enqueue", "bulk", "process", "steady", "sleep", "p50", "p95", "p99", "rss_mb")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    require_binary("redis-server")
+    out = tmp_path_factory.mktemp("bench")
+    args = [
+        sys.executable, "-m", "bench", "--conveyor-only", "--jobs", "200", "--sleep-jobs", "40",
+        "--latency-jobs", "20", "--repeat", "1", "--load-ops", "200", "--timeout", "20",
+        "--doc", str(out / "benchmarks.md"), "--plots", str(out / "plots"),
+        "--json", str(out / "results.json"),
+    ]  # fmt: skip
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=100)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return out
+
+
+@pytest.mark.timeout(120)
+def test_conveyor_only_run_fills_every_workload(smoke_run: Path) -> None:
+    data = json.loads((smoke_run / "results.json").read_text())
+    (row,) = data["results"]
+    assert row["name"].startswith("conveyor")
+    assert row["error"] is None
+    for workload in WORKLOADS:
+        assert len(row[workload]) == 1, workload
+        assert row[workload][0] > 0, workload
+    assert len(data["faktory_load_ops"]) == 1
+    assert data["faktory_load_ops"][0] > 0
+
+
+@pytest.mark.timeout(120)
+def test_conveyor_only_run_writes_well_formed_tables_and_plots(smoke_run: Path) -> None:
+    page = (smoke_run / "benchmarks.md").read_text()
+    assert START in page
+    assert END in page
+    tables = [line for line in page.splitlines() if line.startswith("|")]
+    assert any(line.startswith("| **conveyor") for line in tables)
+    headers = [line for line in tables if line.startswith("| library |")]
+    assert len(headers) == 3  # throughput, latency+memory, configurations
+    for header in headers[:2]:
+        block = page.split(header, 1)[1].split("\n\n", 1)[0].splitlines()
+        width = header.count("|")
+        assert all(line.count("|") == width for line in block if line.startswith("|"))
+    for name in ("throughput", "enqueue", "latency", "memory"):
+        picture = smoke_run / "plots" / f"{name}.png"
+        assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"plots/{name}.png" in page
+
+
+def test_write_doc_keeps_the_hand_written_text(tmp_path: Path) -> None:
+    page = tmp_path / "b.md"
+    write_doc(page, "first\n")
+    page.write_text("intro\n" + page.read_text().split("\n", 2)[2] + "analysis\n")
+    write_doc(page, "second\n")
+    text = page.read_text()
+    assert text.startswith("intro\n")
+    assert text.endswith("analysis\n")
+    assert "second" in text
+    assert "first" not in text
+
+
+def test_spread_and_ratio_formatting() -> None:
+    assert spread([3.0, 1.0, 2.0]) == "2 (1-3)"
+    assert spread([1.234], 2) == "1.23"
+    assert spread([]) == "—"
+    assert ratio(6.0, 2.0) == "3.00x"
+    assert ratio(500.0, 2.0) == "250x"
+    assert ratio(1.0, None) == "—"
+    assert ratio(1.0, 0.0) == "—"
