@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from conveyor.client import Client
 from tests.support.server import MakeServer, RunningServer, SpawnServer
 from tests.support.services import require, require_binary
 from tests.support.tls import CertFiles
@@ -150,3 +151,22 @@ async def test_tls_with_password(make_server: MakeServer, self_signed_cert: Cert
     result = await run_scenario("worker", server.url, FAKTORY_TLS_CA=str(self_signed_cert.cert))
     assert result["results"] == [n * n for n in range(5)]
     assert (result["processed"], result["failures"]) == (6, 1)
+
+
+async def test_jobs_cross_languages(server: RunningServer) -> None:
+    """Python pushes, the Node worker runs the jobs; Node pushes, Python fetches them."""
+    async with await Client.connect(server.url) as client:
+        squares = [{"jid": f"py-to-node-{n}", "jobtype": "Square", "args": [n]} for n in range(4)]
+        assert await client.push_bulk(squares) == {}
+        await client.push({"jid": "py-to-node-boom", "jobtype": "Explode", "args": ["é€😀"]})
+        result = await run_scenario("worker", server.url, JOBS="4", PREPUSHED="1")
+        assert result["results"] == [0, 1, 4, 9]
+        assert (result["processed"], result["failures"]) == (5, 1)
+
+        node = await run_scenario("roundtrip", server.url)  # leaves its two Bulk jobs queued
+        assert node["after"]["queues"]["default"] == 2
+        fetched = [await client.fetch("default"), await client.fetch("default")]
+        assert [job["args"] for job in fetched if job] == [[1], [2]]
+        assert all(job and job["jobtype"] == "Bulk" and job["retry"] == 25 for job in fetched)
+        await client.ack_many([job["jid"] for job in fetched if job])
+        assert (await client.info())["faktory"]["sets"]["working"] == 0

@@ -133,11 +133,14 @@ async function queues(client) {
 }
 
 // The real worker loop: HELLO with wid, BEAT, FETCH, ACK and FAIL through registered handlers.
+// PREPUSHED=1: the jobs (Square 0..JOBS-1 and one Explode) were pushed by another client.
 async function worker(client) {
-  await client.flush();
   const count = Number(process.env.JOBS || 5);
-  for (let i = 0; i < count; i += 1) await client.job("Square", i).push();
-  await client.job("Explode", "now").push();
+  if (!process.env.PREPUSHED) {
+    await client.flush();
+    for (let i = 0; i < count; i += 1) await client.job("Square", i).push();
+    await client.job("Explode", "now").push();
+  }
   const results = [];
   let failed = null;
   let done;
