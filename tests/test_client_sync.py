@@ -38,6 +38,7 @@ def test_every_async_command_has_a_blocking_twin_with_the_same_signature() -> No
         assert not inspect.iscoroutinefunction(blocking), name
         assert inspect.signature(blocking) == inspect.signature(getattr(Client, name)), name
         assert blocking.__doc__ == getattr(Client, name).__doc__
+    assert inspect.signature(SyncClient.connect) == inspect.signature(Client.connect)
 
 
 async def test_push_fetch_ack_from_blocking_code(server: RunningServer) -> None:

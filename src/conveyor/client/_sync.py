@@ -58,6 +58,25 @@ def _blocking(
     return call
 
 
+def _blocking_connect(
+    connect: Callable[_P, Coroutine[Any, Any, Client]],
+) -> Callable[_P, SyncClient]:
+    """Turn ``Client.connect`` into a blocking constructor with the same options."""
+
+    @functools.wraps(connect)
+    def open_blocking(*args: _P.args, **kwargs: _P.kwargs) -> SyncClient:
+        loop = _LoopThread()
+        try:
+            client = loop.run(connect(*args, **kwargs))
+        except BaseException:
+            loop.stop()
+            raise
+        return SyncClient(client, loop)
+
+    open_blocking.__qualname__ = "SyncClient.connect"
+    return open_blocking
+
+
 class SyncClient:
     """A blocking ``Client``: same methods, same arguments, same exceptions.
 
@@ -71,17 +90,6 @@ class SyncClient:
         self._client = client
         self._loop = loop
         self._lock = threading.Lock()
-
-    @classmethod
-    def connect(cls, url: str | None = None, **options: Any) -> SyncClient:
-        """Connect like ``Client.connect`` (same keyword options), from blocking code."""
-        loop = _LoopThread()
-        try:
-            client = loop.run(Client.connect(url, **options))
-        except BaseException:
-            loop.stop()
-            raise
-        return cls(client, loop)
 
     @property
     def client(self) -> Client:
@@ -117,6 +125,7 @@ class SyncClient:
     ) -> None:
         self.close()
 
+    connect = staticmethod(_blocking_connect(Client.connect))
     raw = _blocking(Client.raw)
     push = _blocking(Client.push)
     push_bulk = _blocking(Client.push_bulk)
