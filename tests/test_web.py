@@ -444,3 +444,16 @@ async def test_start_web_disabled_or_bad_binding(web_manager: Manager) -> None:
         await start_web(web_manager, WebConfig(web_bind="localhost"))
     assert parse_bind("0.0.0.0:7420") == ("0.0.0.0", 7420)
     assert parse_bind(":7420") == ("127.0.0.1", 7420)
+
+
+def test_the_web_package_never_touches_the_store() -> None:
+    """Layering (DESIGN.md): web/ calls the manager only."""
+    from pathlib import Path
+
+    import conveyor.web
+
+    package = Path(conveyor.web.__file__).parent
+    for source in package.glob("*.py"):
+        text = source.read_text()
+        assert ".store" not in text.replace("conveyor.store.base", ""), source.name
+        assert "open_store" not in text, source.name

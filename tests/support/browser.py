@@ -185,9 +185,12 @@ class LiveDashboard:
         self.loop.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium_browser() -> Iterator[Any]:
-    """One headless Debian Chromium for the whole session."""
+    """One headless Debian Chromium for the browser test module (the only one using it).
+
+    Module scope, not session: sync Playwright keeps its own event loop marked as running
+    in this thread while it is open, which would break every asyncio test after it."""
     executable = require_binary("chromium")
     from playwright.sync_api import sync_playwright
 
