@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import re
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -66,6 +67,16 @@ async def test_push_keeps_the_given_jid_and_accepts_a_job_struct(client: Client)
     assert second is not None
     assert (first["jid"], second["jid"]) == ("given-jid-1", "struct-jid-1")
     assert second["args"] == [[1]]
+
+
+async def test_push_accepts_any_mapping_and_refuses_what_json_cannot_hold(client: Client) -> None:
+    jid = await client.push(MappingProxyType({"jobtype": "Ro", "args": [{"n": 1}]}))
+    with pytest.raises(TypeError, match="cannot encode object"):
+        await client.push({"jobtype": "Bad", "args": [object()]})
+    fetched = await client.fetch("default")
+    assert fetched is not None
+    assert fetched["jid"] == jid
+    assert await client.fetch("default") is None  # the bad job was never sent
 
 
 async def test_push_error_raises_command_error_and_connection_lives_on(client: Client) -> None:

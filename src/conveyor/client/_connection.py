@@ -37,7 +37,15 @@ DEFAULT_TIMEOUT_SECONDS = 10.0
 _READ_BYTES = 256 * 1024
 _CRLF = b"\r\n"
 
-_encode = msgspec.json.Encoder().encode
+
+def _encode_other(value: Any) -> Any:
+    """msgspec handles dicts natively; other mappings (MappingProxyType, ...) become dicts."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON: {value!r:.80}")
+
+
+_encode = msgspec.json.Encoder(enc_hook=_encode_other).encode
 _decode_object = msgspec.json.Decoder(dict[str, Any]).decode
 _decode_objects = msgspec.json.Decoder(list[dict[str, Any]]).decode
 _decode_errors = msgspec.json.Decoder(dict[str, str]).decode
