@@ -181,8 +181,9 @@ class Client:
             if not self._busy:
                 writer.write(b"END\r\n")
             writer.close()
-            await writer.wait_closed()
-        except (OSError, ssl.SSLError):
+            async with asyncio.timeout(self.timeout):  # a TLS close waits for the peer
+                await writer.wait_closed()
+        except (OSError, TimeoutError):
             pass  # the server may drop the socket first, which is what END asks for anyway
 
     def _abort(self) -> None:
