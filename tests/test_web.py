@@ -333,6 +333,12 @@ async def test_forms_without_a_valid_token_are_refused_and_change_nothing(
         "/api/queues/default/pause", json={}, headers={"origin": "https://evil.example"}
     )
     assert foreign_origin.status_code == 403
+    proxied = await web.post(
+        "/api/queues/critical/pause",
+        json={},
+        headers={"origin": "https://jobs.example", "x-forwarded-host": "jobs.example"},
+    )
+    assert proxied.status_code == 200  # the proxy's public host is our origin
     assert not any(q.paused for q in await web_manager.queues() if q.name == "default")
 
 

@@ -95,7 +95,9 @@ def _is_cross_origin(headers: Headers) -> bool:
     origin = headers.get("origin")
     if origin is None or origin == "null":
         return origin == "null"
-    return urlsplit(origin).netloc.lower() != headers.get("host", "").lower()
+    # Behind a proxy that rewrites Host, the public host is in X-Forwarded-Host.
+    ours = {headers.get("host", "").lower(), headers.get("x-forwarded-host", "").lower()}
+    return urlsplit(origin).netloc.lower() not in ours - {""}
 
 
 def _password_ok(headers: Headers, password: str) -> bool:
