@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.server import MakeServer, RunningServer
+from tests.support.server import MakeServer, RunningServer, SpawnServer
 from tests.support.tls import CertFiles
 
 pytestmark = pytest.mark.interop
@@ -130,3 +130,16 @@ async def test_pyfaktory(make_server: MakeServer, self_signed_cert: CertFiles, m
     assert retried is not None
     assert retried.where == "retries"
     assert b'"backtrace":["a.py:1"]' in retried.payload
+
+
+async def test_both_against_the_conveyor_server_command(spawn_server: SpawnServer) -> None:
+    """The whole `conveyor server` process (SQLite storage, password), not just the library."""
+    process = await asyncio.to_thread(spawn_server, password="cli-pw")
+    cdrx = await run_client("cdrx", process.url)
+    assert cdrx["fetched"][0]["jid"] == "cdrx-job-2"
+    assert (cdrx["ack"], cdrx["fail"], cdrx["beat"]) == ("OK", "OK", "OK")
+    assert cdrx["final_info"]["faktory"]["total_processed"] == 2
+    pyf = await run_client("pyfaktory", process.url)  # the counters keep counting across both
+    assert pyf["fetched"][0]["jid"] == "pyf-job-2"
+    assert pyf["final_info"]["faktory"]["total_processed"] == 4
+    assert pyf["final_info"]["faktory"]["sets"]["retries"] == 2
