@@ -36,6 +36,8 @@ __all__ = ["DEFAULT_TIMEOUT_SECONDS", "Client"]
 DEFAULT_TIMEOUT_SECONDS = 10.0
 _READ_BYTES = 256 * 1024
 _CRLF = b"\r\n"
+_HANDSHAKE = "the handshake"
+_REPLY = "the reply"
 
 
 def _encode_other(value: Any) -> Any:
@@ -147,7 +149,7 @@ class Client:
         return client
 
     async def _handshake(self, hello: dict[str, Any], password: str | None) -> None:
-        greeting = await self._receive("handshake")
+        greeting = await self._receive(_HANDSHAKE)
         if greeting.kind is not ReplyKind.SIMPLE or not greeting.text.startswith("HI "):
             raise ProtocolError(f"expected a +HI greeting, got {greeting!r}")
         try:
@@ -163,7 +165,7 @@ class Client:
             iterations = int(challenge.get("i") or 1)
             hello["pwdhash"] = hash_password(password, str(challenge["s"]), iterations)
         self._writer.write(b"HELLO " + _encode(hello) + _CRLF)
-        reply = await self._receive("handshake")
+        reply = await self._receive(_HANDSHAKE)
         if reply.kind is ReplyKind.ERROR:
             if "invalid password" in reply.text.lower():
                 raise AuthenticationError(f"{self.address.url} refused the password")
@@ -228,11 +230,11 @@ class Client:
         self._busy = True
         try:
             self._writer.write(line)
-            return await self._receive("reply")
+            return await self._receive(_REPLY)
         finally:
             self._busy = False
 
-    async def _receive(self, what: str) -> Reply:
+    async def _receive(self, waiting_for: str) -> Reply:
         """The next reply; on any failure the connection is closed, as its stream is lost."""
         replies = self._replies
         try:
@@ -243,7 +245,10 @@ class Client:
                 while reply is None:
                     data = await self._reader.read(_READ_BYTES)
                     if not data:
-                        raise ConnectError(f"{self.address.url} closed the connection ({what})")
+                        raise ConnectError(
+                            f"{self.address.url} closed the connection "
+                            f"while we waited for {waiting_for}"
+                        )
                     replies.feed(data)
                     reply = replies.next_reply()
             return reply
@@ -252,7 +257,9 @@ class Client:
             raise
         except TimeoutError:
             self._abort()
-            raise ConnectError(f"no {what} from {self.address.url} in {self.timeout}s") from None
+            raise ConnectError(
+                f"timed out after {self.timeout}s waiting for {waiting_for} from {self.address.url}"
+            ) from None
         except (OSError, ssl.SSLError) as exc:
             self._abort()
             raise ConnectError(f"connection to {self.address.url} failed: {exc}") from exc
