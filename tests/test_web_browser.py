@@ -10,11 +10,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 
 from conveyor.store.base import JobFilter, SortedSet
 from tests.support.browser import (
     SCREENSHOT_DIR_ENV,
     LiveDashboard,
+    WebConfig,
     jid_of,
     job,
     screenshot,
@@ -149,3 +151,35 @@ def test_quiet_a_worker_and_search(page: Any, live_dashboard: LiveDashboard) -> 
     page.wait_for_url("**sort=desc*")
     assert time.monotonic() - started < 5
     assert page.problems == [], page.problems
+
+
+def test_password_and_prefix_in_a_real_browser(chromium_browser: Any) -> None:
+    dashboard = LiveDashboard(WebConfig(password="pw", web_root_path="/ops"))
+    dashboard.start()
+    context = chromium_browser.new_context(http_credentials={"username": "ops", "password": "pw"})
+    try:
+        tab = context.new_page()
+        tab.set_default_timeout(5000)
+        assert tab.goto(dashboard.url + "/ops/").status == 200
+        # The live graph's fetch of /ops/stats works with the browser's Basic credentials.
+        wait_for_attribute(tab.locator("#live-graph"), "data-points", lambda v: int(v) >= 1)
+        tab.locator("nav a", has_text="Dead").click()
+        tab.wait_for_url("**/ops/morgue")
+        assert tab.locator("tbody tr").count() == 3
+        tab.locator('#set-form input[data-select-all="key"]').check()
+        tab.locator('#set-form button[value="delete"]').click()
+        tab.wait_for_url("**/ops/morgue?*notice=*")
+        assert "Deleted 3 job(s)." in tab.locator(".notice").inner_text()
+    finally:
+        context.close()
+        dashboard.stop()
+    dashboard = LiveDashboard(WebConfig(password="pw"))
+    dashboard.start()
+    anonymous = chromium_browser.new_context()
+    try:
+        # Headless Chromium answers a Basic challenge it has no credentials for this way.
+        with pytest.raises(PlaywrightError, match="ERR_INVALID_AUTH_CREDENTIALS"):
+            anonymous.new_page().goto(dashboard.url + "/")
+    finally:
+        anonymous.close()
+        dashboard.stop()
