@@ -24,6 +24,7 @@ Key layout (``{ns}`` is ``{conveyor}`` unless the URL says ``?namespace=``)::
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -72,6 +73,15 @@ SCAN_CHUNK = 1000
 
 _worker_encoder = msgspec.json.Encoder()
 _worker_decoder = msgspec.json.Decoder(WorkerRecord)
+
+
+def _reraise_cancellation() -> None:
+    """redis-py can swallow a CancelledError (seen under load when a task is cancelled while
+    a command is in flight); the caller's task would then run on and never stop. A pending
+    cancellation is raised again here, so cancelling a task that uses the store always works."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 class Keys:
@@ -215,9 +225,12 @@ class RedisStore(Store):
 
     async def _call(self, awaitable: Any, op: str = "a command") -> Any:
         try:
-            return await awaitable
+            result = await awaitable
         except (RedisError, OSError) as exc:
+            _reraise_cancellation()
             raise self._error(op, exc) from exc
+        _reraise_cancellation()
+        return result
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any:
         return await self._call(self._scripts[name](self._redis, keys, args), name)
