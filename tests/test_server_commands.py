@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from tests.support.server import RawClient, RawConnect, RunningServer
+from tests.support.server import MakeServer, RawClient, RawConnect, RunningServer
 
 
 def job(**fields: Any) -> bytes:
@@ -358,3 +358,19 @@ async def test_large_pipeline_is_bounded_and_complete(
     await sending
     assert replies == [b"+OK\r\n"] * count
     assert (await snapshot(conn))["queues"]["flood"] == count
+
+
+async def test_reply_before_a_waiting_fetch_is_not_held_back(
+    make_server: MakeServer, raw_client: RawConnect
+) -> None:
+    from conveyor.manager import ManagerConfig
+
+    running = await make_server(config=ManagerConfig(fetch_wait_seconds=1.0))
+    client = await raw_client(running.port)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    client.writer.write(b"PUSH " + job(queue="held") + b"\r\nFETCH empty\r\n")
+    assert await client.reply() == b"+OK\r\n"
+    assert loop.time() - started < 0.5  # not after the FETCH's 1 s wait
+    assert await client.reply() == b"$-1\r\n"
+    assert loop.time() - started >= 0.9

@@ -216,6 +216,8 @@ class Connection(asyncio.Protocol):
         if self.server.closing:
             self._write(error("ERR", "shutdown in progress"))
             return False
+        if self._out and item.startswith(b"FETCH"):
+            self._flush()  # a FETCH may wait for seconds; earlier replies must not wait with it
         reply = await self._dispatch(item)
         if reply is None:
             return False
