@@ -175,6 +175,8 @@ async def test_pause_and_resume_a_queue_from_the_queues_page(
     assert {q.name for q in await web_manager.queues() if q.paused} == {"critical", "reports"}
     page = await web.get(done.headers["location"])
     assert "Queue critical paused." in page.text
+    forged = await web.get("/queues", params={"notice": "Send your password to evil.example"})
+    assert "evil.example" not in forged.text
     await web.post("/queues", data={"csrf_token": token, "queue": "critical", "action": "resume"})
     assert {q.name for q in await web_manager.queues() if q.paused} == {"reports"}
 

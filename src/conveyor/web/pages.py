@@ -20,7 +20,7 @@ from conveyor.web.present import (
     parse_listing,
     route_for_set,
 )
-from conveyor.web.security import CSRF_FIELD, token_is_valid
+from conveyor.web.security import CSRF_FIELD, notice_is_genuine, sign_notice, token_is_valid
 
 __all__ = [
     "EXCEPTION_HANDLERS",
@@ -46,7 +46,10 @@ PLACEHOLDERS = {
 def render(
     request: Request, template: str, context: Mapping[str, Any], status_code: int = 200
 ) -> Response:
-    page: dict[str, Any] = {"notice": request.query_params.get("notice", ""), **context}
+    notice = request.query_params.get("notice", "")
+    if not notice_is_genuine(request, notice, request.query_params.get("sig", "")):
+        notice = ""  # a crafted link must not put words in the dashboard's mouth
+    page: dict[str, Any] = {"notice": notice, **context}
     return request.app.state.templates.TemplateResponse(  # type: ignore[no-any-return]
         request, template, page, status_code=status_code
     )
@@ -67,6 +70,7 @@ def _back(request: Request, notice: str, path: str | None = None) -> RedirectRes
     target = path if path is not None else request.url.path[len(root) :]
     query = dict(request.query_params)
     query["notice"] = notice
+    query["sig"] = sign_notice(request, notice)
     return RedirectResponse(f"{root}{target}?{urlencode(query)}", status_code=303)
 
 

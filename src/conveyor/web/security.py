@@ -37,6 +37,8 @@ __all__ = [
     "CSRF_HEADER",
     "SecurityMiddleware",
     "csrf_token_for",
+    "notice_is_genuine",
+    "sign_notice",
     "token_is_valid",
 ]
 
@@ -86,6 +88,16 @@ def token_is_valid(request: Request, token: str | None) -> bool:
         return False
     expected = _sign(request.app.state.csrf_secret, nonce)
     return hmac.compare_digest(expected, token)
+
+
+def sign_notice(request: Request, notice: str) -> str:
+    """A short signature for a notice the app itself puts in a redirect URL."""
+    digest = hmac.new(request.app.state.csrf_secret, b"notice:" + notice.encode(), "sha256")
+    return digest.hexdigest()[:16]
+
+
+def notice_is_genuine(request: Request, notice: str, signature: str) -> bool:
+    return bool(notice) and hmac.compare_digest(sign_notice(request, notice), signature)
 
 
 def _is_cross_origin(headers: Headers) -> bool:
