@@ -27,20 +27,25 @@ PROJECT = Path(__file__).parent / "interop" / "node"
 PASSWORDS = [pytest.param("", id="no-password"), pytest.param("node-pw!", id="password")]
 
 
+def scenario_environ(url: str, **env: str) -> dict[str, str]:
+    """This process's environment without stray FAKTORY_*/CONVEYOR_* settings, plus ours."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("FAKTORY_", "CONVEYOR_"))}
+    environ.update(FAKTORY_URL=url, **env)
+    return environ
+
+
 async def run_scenario(name: str, url: str, **env: str) -> dict[str, Any]:
     node = require_binary("node")
     require(
         (PROJECT / "node_modules" / "faktory-worker").is_dir(),
         f"faktory-worker is not installed: run `npm ci` in {PROJECT}",
     )
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("FAKTORY_", "CONVEYOR_"))}
-    environ.update(FAKTORY_URL=url, **env)
     process = await asyncio.create_subprocess_exec(
         node,
         "scenario.js",
         name,
         cwd=PROJECT,
-        env=environ,
+        env=scenario_environ(url, **env),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -170,3 +175,32 @@ async def test_jobs_cross_languages(server: RunningServer) -> None:
         assert all(job and job["jobtype"] == "Bulk" and job["retry"] == 25 for job in fetched)
         await client.ack_many([job["jid"] for job in fetched if job])
         assert (await client.info())["faktory"]["sets"]["working"] == 0
+
+
+async def test_worker_obeys_quiet_from_the_server(server: RunningServer) -> None:
+    """A quiet signal reaches the Node worker through BEAT's bulk {"state":"quiet"} reply."""
+    node = require_binary("node")
+    require((PROJECT / "node_modules").is_dir(), f"run `npm ci` in {PROJECT}")
+    process = await asyncio.create_subprocess_exec(
+        node,
+        "scenario.js",
+        "quiet",
+        cwd=PROJECT,
+        env=scenario_environ(server.url),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    try:
+        ready = json.loads(await asyncio.wait_for(process.stdout.readline(), 20))
+        assert await server.manager.signal_workers([ready["wid"]], "quiet") == 1
+        out, err = await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, err.decode(errors="replace")
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    assert result["quieted"] is True
+    assert result["ran"] == []
+    assert result["queued"] == 1  # the quiet worker left the new job alone

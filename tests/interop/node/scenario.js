@@ -4,7 +4,7 @@
 // runs it against a conveyor server (FAKTORY_URL) and asserts on that JSON.
 //
 //   FAKTORY_URL=tcp://:password@127.0.0.1:7419 [FAKTORY_TLS_CA=cert.pem] \
-//     node scenario.js <roundtrip|mutate|queues|worker>
+//     node scenario.js <roundtrip|mutate|queues|worker|quiet>
 "use strict";
 
 const fs = require("fs");
@@ -180,7 +180,32 @@ async function worker(client) {
   };
 }
 
-const SCENARIOS = { roundtrip, mutate, queues, worker };
+// BEAT state changes: print {"ready":...}, wait until the server (told by the test) answers a
+// heartbeat with {"state":"quiet"}, then check that the quiet worker leaves new jobs alone.
+async function quiet(client) {
+  await client.flush();
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+  const ran = [];
+  const w = new Worker({
+    ...connectionOptions(),
+    concurrency: 1,
+    beatInterval: 0.05,
+    registry: { Late: async (n) => ran.push(n) },
+  });
+  await w.work();
+  process.stdout.write(`${JSON.stringify({ ready: true, wid: w.wid })}\n`);
+  const started = Date.now();
+  while (!w.quieted && Date.now() - started < 10000) await sleep(10);
+  const quieted = Boolean(w.quieted);
+  await sleep(500); // a FETCH already in flight when the signal came ends within the wait
+  await client.job("Late", 1).push();
+  await sleep(500); // a running worker would have fetched it by now
+  const info = await client.info();
+  await w.stop();
+  return { wid: w.wid, quieted, ran, queued: info.faktory.queues.default || 0 };
+}
+
+const SCENARIOS = { roundtrip, mutate, queues, worker, quiet };
 
 async function main() {
   const name = process.argv[2];
