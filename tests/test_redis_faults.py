@@ -17,6 +17,7 @@ from conveyor.errors import StoreError
 from conveyor.store.base import QueuedJob, SortedSet
 from conveyor.store.redis import RedisStore
 from tests.support.services import RedisServer
+from tests.support.tls import CertFiles
 
 JOBS = 100_000
 PAYLOAD_BYTES = 100
@@ -130,3 +131,31 @@ async def test_memory_per_queued_job(private_redis: RedisServer) -> None:
     overhead = per_job - PAYLOAD_BYTES
     print(f"Redis memory per queued job: {per_job:.1f} B ({overhead:.1f} B over the payload)")
     assert overhead < OVERHEAD_LIMIT_BYTES
+
+
+async def test_rediss_url_speaks_tls(tmp_path: Path, self_signed_cert: CertFiles) -> None:
+    server = RedisServer(tmp_path / "tls")
+    server.extra = (
+        "--port", "0", "--tls-port", str(server.port),
+        "--tls-cert-file", str(self_signed_cert.cert),
+        "--tls-key-file", str(self_signed_cert.key), "--tls-auth-clients", "no",
+    )  # fmt: skip
+    server.start()
+    try:
+        url = f"rediss://localhost:{server.port}/0?ssl_ca_certs={self_signed_cert.cert}"
+        store = RedisStore.from_url(url)
+        await store.open()
+        woken: list[str] = []
+        store.set_ready_listener(woken.append)
+        try:
+            await store.wait_subscribed()
+            await store.enqueue([QueuedJob("default", "jid-00000001", b"{}", 60)])
+            assert await store.queue_sizes() == {"default": 1}
+        finally:
+            await store.close()
+        # Without the CA the certificate is refused: TLS really is checked.
+        untrusted = RedisStore.from_url(f"rediss://localhost:{server.port}/0")
+        with pytest.raises(StoreError, match="certificate"):
+            await untrusted.open()
+    finally:
+        server.stop()
