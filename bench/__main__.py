@@ -121,7 +121,9 @@ def parse_args() -> argparse.Namespace:
     add("--sleep-jobs", type=int, default=2_000, help="10 ms jobs per sleep run")
     add("--latency-jobs", type=int, default=500, help="probes per latency run, 5 ms apart")
     add("--repeat", type=int, default=3, help="runs of each workload (median, min, max)")
-    add("--timeout", type=float, default=30.0, help="longest processing run, seconds")
+    add("--timeout", type=float, default=20.0, help="longest processing run, seconds")
+    add("--sleep-timeout", type=float, default=10.0, help="longest sleep run, seconds")
+    add("--conveyor-concurrency", type=int, default=32, help="conveyor worker -c")
     add("--load-ops", type=int, default=30_000, help="operations in Faktory's load shape")
     add("--conveyor-only", action="store_true", help="skip the peers (no peer virtualenv)")
     add("--only", default="", help="comma-separated row names to run (conveyor always runs)")
@@ -133,7 +135,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    rows = conveyor_rows(conveyor_worker_available())
+    rows = conveyor_rows(conveyor_worker_available(), args.conveyor_concurrency)
     if not args.conveyor_only:
         wanted = {n.strip().lower() for n in args.only.split(",") if n.strip()}
         rows += [r for r in peer_rows() if not wanted or r.name.lower() in wanted]

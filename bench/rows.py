@@ -40,7 +40,7 @@ def _venv_bin(name: str) -> str:
     return str(PEER_VENV / "bin" / name)
 
 
-def conveyor_rows(worker_available: bool) -> list[Row]:
+def conveyor_rows(worker_available: bool, concurrency: int = 16) -> list[Row]:
     """conveyor's row: the real ``conveyor worker``, or the stand-in loop until it lands."""
     if worker_available:
         return [
@@ -57,14 +57,14 @@ def conveyor_rows(worker_available: bool) -> list[Row]:
                     "--url",
                     "{conveyor}",
                     "-c",
-                    "16",
+                    str(concurrency),
                     "-q",
                     "bench",
                     "--log-level",
                     "warning",
                 ),
-                "`conveyor worker -c 16`, 1 process; server: SQLite store",
-                16,
+                f"`conveyor worker -c {concurrency}`, 1 process; server: SQLite store",
+                concurrency,
             )
         ]
     return [
@@ -72,9 +72,9 @@ def conveyor_rows(worker_available: bool) -> list[Row]:
             "conveyor (bench loop)",
             "bench.peers.conveyor_app",
             sys.executable,
-            (sys.executable, "-m", "bench.conveyor_loop", "{conveyor}", "16"),
-            "stand-in worker: FETCHB/ACKB x16 over 2 connections, 16 slots; SQLite store",
-            16,
+            (sys.executable, "-m", "bench.conveyor_loop", "{conveyor}", str(concurrency)),
+            f"stand-in worker: FETCHB/ACKB over 2 connections, {concurrency} slots; SQLite store",
+            concurrency,
         )
     ]
 
