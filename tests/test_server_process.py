@@ -6,19 +6,22 @@ import asyncio
 import datetime
 import os
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from tests.support.server import MakeServer, RawConnect, SpawnServer
 from tests.support.services import require
 
 
-async def test_sigterm_answers_in_flight_and_exits_zero(
-    spawn_server: SpawnServer, raw_client: RawConnect, tmp_path: Path
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_signal_answers_in_flight_and_exits_zero(
+    spawn_server: SpawnServer, raw_client: RawConnect, tmp_path: Path, signum: int
 ) -> None:
     storage = f"sqlite:///{tmp_path / 'term.db'}"
     process = spawn_server(storage=storage, env={"CONVEYOR_FETCH_WAIT_SECONDS": "1.0"})
@@ -29,7 +32,7 @@ async def test_sigterm_answers_in_flight_and_exits_zero(
     await waiting.send(b"FETCH empty")
     await asyncio.sleep(0.2)
     assert process.process is not None
-    process.process.send_signal(15)
+    process.process.send_signal(signum)
     assert await waiting.reply() == b"$-1\r\n"  # the FETCH in flight is answered
     assert await waiting.closed_by_server()
     assert await producer.closed_by_server()
