@@ -16,6 +16,7 @@ import redis
 from conveyor.errors import StoreError
 from conveyor.store.base import QueuedJob, SortedSet
 from conveyor.store.redis import RedisStore
+from tests.support.server import MakeServer, RawConnect
 from tests.support.services import RedisServer
 from tests.support.tls import CertFiles
 
@@ -159,3 +160,20 @@ async def test_rediss_url_speaks_tls(tmp_path: Path, self_signed_cert: CertFiles
             await untrusted.open()
     finally:
         server.stop()
+
+
+async def test_server_answers_an_error_while_redis_is_down_and_recovers(
+    private_redis: RedisServer, make_server: MakeServer, raw_client: RawConnect
+) -> None:
+    server = await make_server(private_redis.url)
+    client = await raw_client(server.port)
+    push = b'PUSH {"jid":"jid-00000001","jobtype":"Work","args":[]}'
+    assert await client.call(push) == b"+OK\r\n"
+    private_redis.stop()
+    reply = await client.call(push.replace(b"01", b"02"))
+    assert reply.startswith(b"-ERR storage error: Redis at 127.0.0.1:")
+    assert b"is unreachable" in reply
+    private_redis.start()
+    assert await client.call(push.replace(b"01", b"03")) == b"+OK\r\n"
+    fetched = await client.call(b"FETCH default")
+    assert b'"jid-00000003"' in fetched
