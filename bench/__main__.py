@@ -21,6 +21,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -74,7 +75,36 @@ def redis_server() -> Iterator[str]:
         process.wait(timeout=10)
 
 
-def environment(rows: list[Row]) -> list[str]:
+@contextlib.contextmanager
+def conveyor_tree(which: str) -> Iterator[str | None]:
+    """The conveyor to measure: the last commit (default) or the working tree as it is.
+
+    Other engineers edit src/ while a 15-minute run goes on; a half-saved module must not
+    crash the worker mid-run, so by default the server and worker run a ``git archive HEAD``.
+    """
+    if which == "working":
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="conveyor-bench-src-") as tmp:
+        archive = subprocess.run(
+            ["git", "archive", "HEAD", "src/conveyor"], cwd=ROOT, capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        yield str(Path(tmp) / "src")
+
+
+def _conveyor_source(src: str | None) -> str:
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return f"commit {commit}" if src else f"working tree on top of {commit}"
+
+
+def environment(rows: list[Row], src: str | None) -> list[str]:
     cpu = next(
         (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
          if line.startswith("model name")), platform.processor()
@@ -85,7 +115,8 @@ def environment(rows: list[Row]) -> list[str]:
     lines = [
         f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
         f"- machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
-        f"- Python {platform.python_version()}; conveyor {metadata.version('conveyor-jobs')}; "
+        f"- Python {platform.python_version()}; conveyor {metadata.version('conveyor-jobs')} "
+        f"({_conveyor_source(src)}); "
         f"redis-server {next((w[2:] for w in redis_version if w.startswith('v=')), '?')}",
         f"- command: `{shlex.join(['python', '-m', 'bench', *sys.argv[1:]])}`",
     ]
@@ -125,6 +156,8 @@ def parse_args() -> argparse.Namespace:
     add("--sleep-timeout", type=float, default=10.0, help="longest sleep run, seconds")
     add("--conveyor-concurrency", type=int, default=32, help="conveyor worker -c")
     add("--load-ops", type=int, default=30_000, help="operations in Faktory's load shape")
+    add("--tree", choices=("committed", "working"), default="committed",
+        help="measure conveyor's last commit (default) or the working tree")  # fmt: skip
     add("--conveyor-only", action="store_true", help="skip the peers (no peer virtualenv)")
     add("--only", default="", help="comma-separated row names to run (conveyor always runs)")
     add("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
@@ -135,7 +168,12 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    rows = conveyor_rows(conveyor_worker_available(), args.conveyor_concurrency)
+    with conveyor_tree(args.tree) as src:
+        run(args, src)
+
+
+def run(args: argparse.Namespace, src: str | None) -> None:
+    rows = conveyor_rows(conveyor_worker_available(src), args.conveyor_concurrency)
     if not args.conveyor_only:
         wanted = {n.strip().lower() for n in args.only.split(",") if n.strip()}
         rows += [r for r in peer_rows() if not wanted or r.name.lower() in wanted]
@@ -143,8 +181,9 @@ def main() -> None:
     settings = Settings(args.jobs, args.sleep_jobs, args.latency_jobs, args.repeat, args.timeout)
     logs = log_dir()
     results: list[RowResult] = []
-    with redis_server() as redis_url, start_server() as server:
-        runner = Runner(redis_url, server.url, settings, logs)
+    server_env = {"PYTHONPATH": src} if src else None
+    with redis_server() as redis_url, start_server(extra_env=server_env) as server:
+        runner = Runner(redis_url, server.url, settings, logs, src)
         for row in rows:
             started = time.perf_counter()
             print(f"[bench] {row.name} ...", file=sys.stderr, flush=True)
@@ -154,7 +193,7 @@ def main() -> None:
         print("[bench] Faktory load shape ...", file=sys.stderr, flush=True)
         load = faktory_load.run(server.url, args.load_ops, args.repeat)
         server_rss = rss_kb(server.process.pid) / 1024
-    body = "\n".join(["", *environment(rows), ""]) + "\n" + report.markdown(results, load)
+    body = "\n".join(["", *environment(rows, src), ""]) + "\n" + report.markdown(results, load)
     body += f"\nconveyor server RSS at the end of the run: {server_rss:.1f} MiB.\n"
     pictures = report.plots(results, args.plots)
     body += "\n" + "".join(

@@ -118,10 +118,11 @@ def peer_rows() -> list[Row]:
     ]  # fmt: skip
 
 
-def conveyor_worker_available() -> bool:
+def conveyor_worker_available(src: str | None = None) -> bool:
     """``conveyor worker`` is being written alongside the benchmarks; use it once it runs."""
     probe = subprocess.run(
         [sys.executable, "-m", "conveyor", "worker", "--help"],
+        env=subprocess_env("", "", src),
         capture_output=True,
         check=False,
         timeout=60,
@@ -143,9 +144,11 @@ def ensure_peer_venv() -> None:
     marker.write_text(wanted)
 
 
-def subprocess_env(redis_url: str, conveyor_url: str) -> dict[str, str]:
+def subprocess_env(redis_url: str, conveyor_url: str, src: str | None = None) -> dict[str, str]:
+    """``src``: a directory holding the ``conveyor`` package to run instead of the installed one."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    paths = [src, str(ROOT), env.get("PYTHONPATH")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     env["BENCH_REDIS_URL"] = redis_url
     env["CONVEYOR_URL"] = conveyor_url
     return env

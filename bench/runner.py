@@ -99,12 +99,19 @@ class Progress:
 
 
 class Runner:
-    def __init__(self, redis_url: str, conveyor_url: str, settings: Settings, log_dir: Path):
+    def __init__(
+        self,
+        redis_url: str,
+        conveyor_url: str,
+        settings: Settings,
+        log_dir: Path,
+        src: str | None = None,
+    ):
         self.redis = redis.Redis.from_url(redis_url)
         self.conveyor_url = conveyor_url
         self.redis_url = redis_url
         self.settings = settings
-        self.env = subprocess_env(redis_url, conveyor_url)
+        self.env = subprocess_env(redis_url, conveyor_url, src)
         self.log_dir = log_dir
 
     # -- plumbing --------------------------------------------------------------------------------
