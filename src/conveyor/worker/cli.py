@@ -80,6 +80,12 @@ def _parse_queues(
 )
 @click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
 @click.option(
+    "--batch/--no-batch",
+    default=None,
+    help="Fetch and acknowledge several jobs per round trip (FETCHB/ACKB). "
+    "Default: when the server is conveyor.",
+)
+@click.option(
     "--grace",
     type=click.FloatRange(min=0),
     default=25.0,
@@ -115,6 +121,7 @@ def worker_command(
     queues: list[QueueSpec],
     labels: tuple[str, ...],
     burst: bool,
+    batch: bool | None,
     grace: float,
     heartbeat: float,
     threads: int | None,
@@ -135,7 +142,7 @@ def worker_command(
         app.url = url
     worker = app.worker(
         concurrency=concurrency, queues=queues, labels=labels, burst=burst,
-        shutdown_grace_seconds=grace, heartbeat_seconds=heartbeat, threads=threads,
+        shutdown_grace_seconds=grace, batch=batch, heartbeat_seconds=heartbeat, threads=threads,
     )  # fmt: skip
     _run(worker)
 

@@ -46,6 +46,12 @@ FETCH_BATCH_MAX = 100
 
 FINAL_FLUSH_SECONDS = 10.0
 
+SINGLE_FETCHERS_MAX = 8
+"""Parallel FETCH connections when the server does not know FETCHB (plain Faktory)."""
+
+EMPTY: list[Job] = []
+"""What a fetch returns when the server had no job (not: when the fetch failed)."""
+
 
 class ShutdownError(Exception):
     """The worker stopped before the job finished; FAILed so the server retries it."""
@@ -107,7 +113,9 @@ class Worker:
         self._hurry = asyncio.Event()
         self._done = asyncio.Event()
         self._main: asyncio.Task[None] | None = None
-        self._fetcher: Client | None = None
+        self._claimed = 0
+        self._fetched = 0
+        self._fetch_backoff = Backoff()
         self._reporter: Reporter | None = None
         self._signals = 0
 
@@ -205,15 +213,23 @@ class Worker:
         return await self.app.connect(wid=self.wid, labels=self.labels, hostname=self.hostname)
 
     async def _run(self, connected: asyncio.Event | None = None) -> None:
-        self._fetcher = await self._connect()
+        clients = [await self._connect()]
         try:
             if self.batch is None:
-                description = (await self._fetcher.info()).get("server", {}).get("description", "")
+                description = (await clients[0].info()).get("server", {}).get("description", "")
                 self.batch = "conveyor" in str(description).lower()
-            reporter = self._reporter = Reporter(self._connect, batch=self.batch)
-            reporter.start(await self._connect())
+            # One FETCHB asks for every free slot; plain FETCH gets one job per round trip, so
+            # several fetchers keep the slots busy (as Faktory's own workers do).
+            fetchers = 1 if self.batch else min(self.concurrency, SINGLE_FETCHERS_MAX)
+            clients += [await self._connect() for _ in range(fetchers - 1)]
+            reporter = self._reporter = Reporter(
+                self._connect, batch=self.batch, connections=fetchers
+            )
+            await reporter.call(_hello)  # fail here, not later, when the server is unreachable
+            reporter.start()
         except BaseException:
-            await self._fetcher.close()
+            for client in clients:
+                await client.close()
             raise
         logger.info(
             "worker %s started: %r, %s fetch",
@@ -223,18 +239,18 @@ class Worker:
         )
         if connected is not None:
             connected.set()
-        fetch = asyncio.create_task(self._fetch_loop(), name="conveyor-fetch")
+        fetches = [asyncio.create_task(self._fetch_loop(c), name="conveyor-fetch") for c in clients]
         beat = asyncio.create_task(self._beat_loop(), name="conveyor-beat")
         try:
             await self._stop_requested.wait()
             self.state = "stopping"
             self._capacity.set()
-            await fetch  # returns within one server fetch wait
+            await asyncio.gather(*fetches)  # each returns within one server fetch wait
             await self._drain()
         finally:
-            for task in (beat, fetch):
+            for task in (beat, *fetches):
                 task.cancel()
-            await asyncio.gather(beat, fetch, return_exceptions=True)
+            await asyncio.gather(beat, *fetches, return_exceptions=True)
             await self._disconnect()
 
     async def _drain(self) -> None:
@@ -279,59 +295,68 @@ class Worker:
                     "could not report every result before exiting; "
                     "those jobs will be retried when their reservation expires"
                 )
-        if self._fetcher is not None:
-            await self._fetcher.close()
         logger.info(
             "worker %s stopped: %d processed, %d failed", self.wid, self.processed, self.failed
         )
 
     # -- fetching ---------------------------------------------------------------------------------
 
-    async def _fetch_loop(self) -> None:
-        backoff = Backoff()
-        while self.state == "running":
-            free = self.concurrency - len(self._in_flight)
-            if free <= 0:
-                self._capacity.clear()
-                await self._capacity.wait()
-                continue
-            try:
-                jobs = await self._fetch(free)
-            except CONNECTION_ERRORS as exc:
-                delay = backoff.next_delay()
-                logger.warning("fetch failed (%s); reconnecting in %.2fs", exc, delay)
-                await asyncio.sleep(delay)
-                await self._reconnect_fetcher()
-                continue
-            except Exception:  # an error reply, or a job we cannot even decode
-                delay = backoff.next_delay()
-                logger.exception("fetch failed; trying again in %.2fs", delay)
-                await asyncio.sleep(delay)
-                continue
-            backoff.reset()
-            for job in jobs:
-                self._spawn(job)
-            if not jobs and self.burst and not self._in_flight:
-                logger.info("queues are empty: burst mode is done")
-                self._stop_requested.set()
-                return
-
-    async def _fetch(self, free: int) -> list[Job]:
-        assert self._fetcher is not None
-        queues = self.queues.order()
-        if self.batch:
-            found = await self._fetcher.fetch_many(min(free, FETCH_BATCH_MAX), *queues)
-            return [msgspec.convert(data, Job) for data in found]
-        one = await self._fetcher.fetch(*queues)
-        return [] if one is None else [msgspec.convert(one, Job)]
-
-    async def _reconnect_fetcher(self) -> None:
-        if self._fetcher is not None:
-            await self._fetcher.close()
+    async def _fetch_loop(self, client: Client) -> None:
+        """Fetch while running; each loop owns its connection and closes it when done."""
         try:
-            self._fetcher = await self._connect()
+            while self.state == "running":
+                free = self.concurrency - len(self._in_flight) - self._claimed
+                if free <= 0:
+                    self._capacity.clear()
+                    await self._capacity.wait()
+                    continue
+                fetched_before = self._fetched
+                jobs, client = await self._fetch_or_reconnect(client, free)
+                self._fetched += len(jobs)
+                for job in jobs:
+                    self._spawn(job)
+                # Burst is done when a fetch found nothing, nothing runs, and no other fetcher
+                # found a job meanwhile.
+                idle = not self._in_flight and self._fetched == fetched_before
+                if jobs is EMPTY and self.burst and idle:
+                    logger.info("queues are empty: burst mode is done")
+                    self._stop_requested.set()
+        finally:
+            await client.close()
+
+    async def _fetch_or_reconnect(self, client: Client, free: int) -> tuple[list[Job], Client]:
+        """One FETCH/FETCHB; after a failure, wait with backoff (and reconnect if it dropped)."""
+        count = min(free, FETCH_BATCH_MAX) if self.batch else 1
+        self._claimed += count  # so parallel fetchers never ask for more than the free slots
+        try:
+            queues = self.queues.order()
+            if self.batch:
+                found = await client.fetch_many(count, *queues)
+            else:
+                one = await client.fetch(*queues)
+                found = [] if one is None else [one]
+            self._fetch_backoff.reset()
+            return ([msgspec.convert(data, Job) for data in found] if found else EMPTY), client
+        except CONNECTION_ERRORS as exc:
+            delay = self._fetch_backoff.next_delay()
+            logger.warning("fetch failed (%s); reconnecting in %.2fs", exc, delay)
+            await asyncio.sleep(delay)
+            return [], await self._reconnect(client)
+        except Exception:  # an error reply, or a job we cannot even decode
+            delay = self._fetch_backoff.next_delay()
+            logger.exception("fetch failed; trying again in %.2fs", delay)
+            await asyncio.sleep(delay)
+            return [], client
+        finally:
+            self._claimed -= count
+
+    async def _reconnect(self, client: Client) -> Client:
+        await client.close()
+        try:
+            return await self._connect()
         except CONNECTION_ERRORS as exc:
             logger.warning("cannot reconnect yet: %s", exc)
+            return client  # closed: the next fetch fails fast and we come back here
 
     def _spawn(self, job: Job) -> None:
         task = asyncio.create_task(self._process(job))
@@ -355,7 +380,9 @@ class Worker:
         self.processed += 1
         if not outcome.ok:
             self.failed += 1
-        self._reporter.report(outcome)
+        sent = self._reporter.report(outcome)
+        if self._reporter.backlog > self.concurrency:
+            await sent  # the server is slower than the handlers: hold the slot, bound the backlog
 
     # -- heartbeats -------------------------------------------------------------------------------
 
@@ -379,3 +406,7 @@ class Worker:
 
 async def _beat(client: Client, state: str | None) -> str:
     return await client.beat(rss_kb(), state)
+
+
+async def _hello(client: Client) -> None:
+    """Nothing: connecting already said HELLO."""

@@ -1,0 +1,136 @@
+"""End-to-end worker benchmark: N no-op jobs pushed, then processed by ``conveyor worker``.
+
+    python -m bench.worker_bench                          # 50,000 jobs, SQLite, async handler
+    python -m bench.worker_bench --storage memory:// --concurrency 100 --sync --no-batch
+
+Runs a real ``conveyor server`` process, pushes the jobs with ``app.push_bulk`` (PUSHB, 1000
+per round trip), then starts ``conveyor worker --burst`` as a second process and samples the
+server's INFO until every job is processed. Reports jobs/s (first ACK to last ACK, so process
+start-up is not counted) and the worker's peak RSS (VmHWM). Not a test: nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from bench._harness import start_server
+from bench.worker_bench_app import app, noop, noop_sync
+from conveyor.client import Client
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def peak_rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+async def push_all(url: str, jobs: int, sync: bool) -> float:
+    app.url = url
+    jobdef = noop_sync if sync else noop
+    started = time.perf_counter()
+    results = await app.push_bulk([jobdef.build(i) for i in range(jobs)])
+    elapsed = time.perf_counter() - started
+    failed = [r for r in results if not r.ok]
+    if failed:
+        raise RuntimeError(f"{len(failed)} pushes failed, e.g. {failed[0]}")
+    await app.aclose()
+    return elapsed
+
+
+async def processed(client: Client) -> int:
+    info = await client.info()
+    return int(info["faktory"]["total_processed"])
+
+
+async def run_worker(url: str, args: argparse.Namespace) -> dict[str, float]:
+    command = [
+        sys.executable, "-m", "conveyor", "worker", "bench.worker_bench_app:app", "--burst",
+        "--concurrency", str(args.concurrency), "--log-level", "warning",
+        "--batch" if args.batch else "--no-batch",
+    ]  # fmt: skip
+    env = {**os.environ, "CONVEYOR_URL": url}
+    client = await Client.connect(url)
+    baseline = await processed(client)
+    spawned = time.perf_counter()
+    worker = subprocess.Popen(command, cwd=ROOT, env=env)  # noqa: ASYNC220 - we poll it
+    first = last = 0.0
+    peak = 0
+    done = 0
+    while done < args.jobs:
+        done = await processed(client) - baseline
+        now = time.perf_counter()
+        if done and not first:
+            first = now
+        last = now
+        peak = max(peak, peak_rss_kb(worker.pid))
+        if worker.poll() is not None and done < args.jobs:
+            raise RuntimeError(f"the worker exited with {worker.returncode} after {done} jobs")
+        await asyncio.sleep(0.01)
+    exit_code = await asyncio.to_thread(worker.wait, 60)
+    await client.close()
+    return {
+        "seconds": last - first,
+        "total_seconds": last - spawned,
+        "peak_rss_kb": peak,
+        "exit_code": exit_code,
+    }
+
+
+async def main(args: argparse.Namespace) -> None:
+    console = Console()
+    # A short FETCH wait lets the burst worker notice the empty queue quickly at the end.
+    env = {"CONVEYOR_FETCH_WAIT_SECONDS": "0.2"}
+    with start_server(args.storage, extra_env=env) as server:
+        push_seconds = await push_all(server.url, args.jobs, args.sync)
+        result = await run_worker(server.url, args)
+    table = Table(
+        title=f"conveyor worker: {args.jobs:,} no-op jobs ({server.storage.split(':')[0]})"
+    )
+    for column in ("handler", "batch", "concurrency", "push jobs/s", "worker jobs/s",
+                   "incl. start-up", "worker peak RSS"):  # fmt: skip
+        table.add_column(column, justify="right")
+    table.add_row(
+        "sync" if args.sync else "async",
+        "FETCHB/ACKB" if args.batch else "FETCH/ACK",
+        str(args.concurrency),
+        f"{args.jobs / push_seconds:,.0f}",
+        f"{args.jobs / result['seconds']:,.0f}",
+        f"{args.jobs / result['total_seconds']:,.0f}",
+        f"{result['peak_rss_kb'] / 1024:.1f} MiB",
+    )
+    console.print(table)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=50_000)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--storage", default=None, help="default: SQLite in a temp dir")
+    parser.add_argument("--sync", action="store_true", help="a plain def handler (thread pool)")
+    parser.add_argument(
+        "--no-batch",
+        dest="batch",
+        action="store_false",
+        help="standard FETCH/ACK only, as against a plain Faktory server",
+    )
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_args()))
