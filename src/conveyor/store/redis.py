@@ -25,6 +25,7 @@ Key layout (``{ns}`` is ``{conveyor}`` unless the URL says ``?namespace=``)::
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -118,6 +119,9 @@ class RedisStore(Store):
         self._listener: ReadyListener | None = None
         self._subscriber: Subscriber | None = None
         self._pub = "SPUBLISH"
+        # Wake-up messages are "<origin> <queue>": a store skips its own (it already woke its
+        # listener locally), so one push wakes one waiting FETCH, not two.
+        self._origin = secrets.token_hex(6) + " "
         self._where = ",".join(f"{h}:{p}" for h, p in url.nodes)
 
     @classmethod
@@ -169,6 +173,7 @@ class RedisStore(Store):
             self._subscriber_client,
             self._keys.ready,
             self._pub == "SPUBLISH",
+            self._origin,
             self._wake,
             self._known_queues,
         )
@@ -244,12 +249,15 @@ class RedisStore(Store):
         for job in jobs:
             by_queue.setdefault(job.queue, []).append(encode_entry(job))
         keys = [self._keys.queues, self._keys.ready]
-        args: list[Any] = [self._pub]
+        args: list[Any] = [self._pub, self._origin]
         for name, entries in by_queue.items():
             keys.append(self._keys.queue(name))
             args += [name, len(entries), *entries]
-        await self._run("enqueue", keys, args)
-        self._wake_all(by_queue)
+        try:
+            await self._run("enqueue", keys, args)
+        finally:
+            # Even after an error: the script may have run, and our own echo is skipped.
+            self._wake_all(by_queue)
 
     async def add_to_set(self, name: SortedSet, entries: Sequence[SetEntry]) -> None:
         if not entries:
@@ -355,7 +363,7 @@ class RedisStore(Store):
         k = self._keys
         keys = [k.zset(name), k.data(name), k.queues, k.ready]
         index: dict[str, int] = {}
-        args: list[Any] = [self._pub]
+        args: list[Any] = [self._pub, self._origin]
         for move in moves:
             queue = move.job.queue
             if queue not in index:
@@ -363,10 +371,10 @@ class RedisStore(Store):
                 keys.append(k.queue(queue))
             entry = encode_entry(move.job)
             args += [move.entry.jid, score_arg(move.entry.score), index[queue], queue, entry]
-        moved = int(await self._run("set_to_queue", keys, args))
-        if moved:
+        try:
+            return int(await self._run("set_to_queue", keys, args))
+        finally:
             self._wake_all(index)
-        return moved
 
     async def move_to_set(
         self, source: SortedSet, entries: Sequence[SetEntry], target: SortedSet, score: float
@@ -491,9 +499,12 @@ class RedisStore(Store):
             return
         k = self._keys
         mode = "pause" if paused else "resume"
-        await self._run("queues_admin", [k.queues, k.paused, k.ready], [self._pub, mode, *names])
-        if not paused:
-            self._wake_all(names)
+        args = [self._pub, self._origin, mode, *names]
+        try:
+            await self._run("queues_admin", [k.queues, k.paused, k.ready], args)
+        finally:
+            if not paused:
+                self._wake_all(names)
 
     async def remove_queues(self, names: Sequence[str]) -> None:
         unique = list(dict.fromkeys(names))
@@ -501,7 +512,7 @@ class RedisStore(Store):
             return
         k = self._keys
         keys = [k.queues, k.paused, k.ready, *(k.queue(n) for n in unique)]
-        await self._run("queues_admin", keys, [self._pub, "remove", *unique])
+        await self._run("queues_admin", keys, [self._pub, self._origin, "remove", *unique])
 
     # ----------------------------------------------------------------- counters
 

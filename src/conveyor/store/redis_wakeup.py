@@ -5,9 +5,10 @@ the same atomic step. On Redis 7 that is a *sharded* channel (SPUBLISH): on a Cl
 message stays on the shard that owns the namespace's slot instead of being broadcast to every
 node, and the subscriber connects to that node. Older Redis gets a plain PUBLISH channel.
 
-Messages published while the subscriber is disconnected are lost, so after every (re)subscribe
-the subscriber calls the listener for every known queue: spurious calls are allowed, missed
-ones are not.
+A message is ``b"<origin> <queue>"``; a store skips its own messages, having already called
+its listener when the script returned (or failed). Messages published while the subscriber is
+disconnected are lost, so after every (re)subscribe the subscriber calls the listener for every
+known queue: spurious calls are allowed, missed ones are not.
 """
 
 from __future__ import annotations
@@ -39,12 +40,14 @@ class Subscriber:
         connect: Callable[[], Awaitable[Redis]],
         channel: str,
         sharded: bool,
+        origin: str,
         deliver: Callable[[str], None],
         known_queues: Callable[[], Awaitable[set[str]]],
     ) -> None:
         self._connect = connect
         self._channel = channel
         self._sharded = sharded
+        self._origin = origin.encode()
         self._deliver = deliver
         self._known_queues = known_queues
         self._task: asyncio.Task[None] | None = None
@@ -97,9 +100,9 @@ class Subscriber:
                     await pubsub.ping()
                     continue
                 if message["type"] in ("message", "smessage"):
-                    name = message["data"].decode()
-                    if name:
-                        self._deliver(name)
+                    origin, _, name = message["data"].partition(b" ")
+                    if name and origin + b" " != self._origin:
+                        self._deliver(name.decode())
                 elif message["type"] in ("unsubscribe", "sunsubscribe"):
                     # Redis drops shard subscriptions when the slot moves: start over.
                     raise RedisError("unsubscribed from the wake-up channel")

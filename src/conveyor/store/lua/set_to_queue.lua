@@ -5,11 +5,12 @@
 -- KEYS[3]   {ns}:queues   SET of known queue names
 -- KEYS[4]   {ns}:ready    wake-up channel
 -- KEYS[5..] {ns}:q:<name> LISTs the moves enqueue into
--- ARGV[1] SPUBLISH or PUBLISH, then per move: jid, score, queue key index (5..), name, entry
+-- ARGV[1] SPUBLISH or PUBLISH, ARGV[2] "<origin> ", then per move: jid, score,
+-- queue key index (5..), name, entry
 -- Returns how many moved.
 local n = 0
 local woke = {}
-for i = 2, #ARGV, 5 do
+for i = 3, #ARGV, 5 do
   local jid = ARGV[i]
   if same_score(redis.call('ZSCORE', KEYS[1], jid), ARGV[i + 1]) then
     redis.call('ZREM', KEYS[1], jid)
@@ -21,6 +22,6 @@ for i = 2, #ARGV, 5 do
   end
 end
 for name, _ in pairs(woke) do
-  redis.call(ARGV[1], KEYS[4], name)
+  redis.call(ARGV[1], KEYS[4], ARGV[2] .. name)
 end
 return n
