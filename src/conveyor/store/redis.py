@@ -77,9 +77,13 @@ _worker_decoder = msgspec.json.Decoder(WorkerRecord)
 
 
 def _reraise_cancellation() -> None:
-    """redis-py can swallow a CancelledError (seen under load when a task is cancelled while
-    a command is in flight); the caller's task would then run on and never stop. A pending
-    cancellation is raised again here, so cancelling a task that uses the store always works."""
+    """Raise a cancellation that was swallowed on the way.
+
+    On Python 3.11 ``asyncio.wait_for`` returns the inner result, dropping a CancelledError, when
+    the awaited future finishes in the same loop iteration as the cancel (fixed in 3.12);
+    redis-py awaits ``wait_for(writer.drain(), socket_timeout)`` on every command. A manager
+    loop cancelled at that instant would then run on and never stop. A pending cancellation is
+    raised again here, so cancelling a task that uses the store always works."""
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError

@@ -58,7 +58,7 @@ class Subscriber:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="redis-wakeups")
 
     async def stop(self) -> None:
-        # redis-py can swallow a CancelledError inside a pub/sub read, so the loops also check
+        # Python 3.11's wait_for (used by redis-py) can swallow a CancelledError, so the loops check
         # ``_stopping``; the bounded wait keeps close() prompt whatever happens.
         self._stopping = True
         task, self._task = self._task, None
