@@ -218,3 +218,13 @@ def test_worker_help_lists_the_options() -> None:
     assert result.returncode == 0
     for option in ("--concurrency", "--queue", "--label", "--burst", "--grace"):
         assert option in result.stdout
+
+
+def test_unreachable_server_exits_1_with_a_clear_message(app_dir: Path) -> None:
+    env = {**os.environ, "MARKS": str(app_dir / "marks")}
+    result = subprocess.run(
+        [sys.executable, "-m", "conveyor", "worker", "sigapp", "--url", "tcp://127.0.0.1:1"],
+        cwd=app_dir, env=env, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "cannot connect to tcp://127.0.0.1:1" in result.stderr

@@ -12,6 +12,7 @@ import threading
 import click
 
 from conveyor.app.core import App
+from conveyor.errors import AuthenticationError, ConnectError
 from conveyor.worker.queues import QueueSpec, parse_queue
 from conveyor.worker.runtime import Worker
 
@@ -155,10 +156,14 @@ def _run(worker: Worker) -> None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
-        asyncio.run(main())
+        loop_factory = None
     else:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        loop_factory = uvloop.new_event_loop
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(main())
+    except (ConnectError, AuthenticationError) as exc:
+        raise click.ClickException(str(exc)) from None
     if any(
         t.name.startswith("conveyor")
         for t in threading.enumerate()
