@@ -105,7 +105,7 @@ class ConnectionPool(Generic[C]):
                 yield conn
             except BaseException as exc:
                 # A cancelled or broken command leaves the reply unread: never reuse it.
-                if isinstance(exc, CONNECTION_ERRORS | asyncio.CancelledError):
+                if isinstance(exc, (*CONNECTION_ERRORS, asyncio.CancelledError)):
                     await self._discard(conn)
                 else:
                     self._idle.append(conn)
