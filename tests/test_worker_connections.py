@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import ssl
 from typing import Any
 
@@ -14,7 +15,7 @@ import conveyor.testing
 from conveyor.errors import AuthenticationError, ConnectError
 from conveyor.pool import Backoff, ConnectionPool
 from conveyor.worker.queues import QueueOrder, QueueSpec, parse_queue
-from tests.support.server import MakeServer, RunningServer
+from tests.support.server import TEST_TIMINGS, MakeServer, RunningServer
 from tests.support.tls import CertFiles
 
 
@@ -188,3 +189,25 @@ async def test_app_and_worker_over_tls_with_a_password(
     with pytest.raises(AuthenticationError):
         await wrong.push_job(secure.build(1))
     await wrong.aclose()
+
+
+async def test_worker_registers_again_after_the_server_reaped_it(make_server: MakeServer) -> None:
+    config = dataclasses.replace(
+        TEST_TIMINGS, worker_timeout_seconds=0.3, worker_reaper_interval_seconds=0.1
+    )
+    server = await make_server(config=config)
+    app = conveyor.App(server.url)
+    ran = asyncio.Event()
+
+    @app.job
+    async def later() -> None:
+        ran.set()
+
+    async with app.worker(heartbeat_seconds=0.6) as worker:  # slower than the reaper
+        await asyncio.sleep(1.0)  # reaped at least once by now
+        await later.push()
+        await asyncio.wait_for(ran.wait(), 5)
+        await asyncio.sleep(0.05)
+        views = await server.manager.workers()
+        assert worker.wid in {view.record.wid for view in views}
+    await app.aclose()

@@ -139,6 +139,12 @@ class ConnectionPool(Generic[C]):
         with contextlib.suppress(Exception):
             await conn.close()
 
+    async def discard_idle(self) -> None:
+        """Close the idle connections, so the next operations open fresh ones."""
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await self._discard(conn)
+
     async def close(self) -> None:
         """Close idle connections now and busy ones when they come back."""
         self._closed = True

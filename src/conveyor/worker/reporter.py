@@ -71,6 +71,10 @@ class Reporter:
         """Run one command on a reporting connection, reconnecting with backoff if needed."""
         return await self._pool.run(operation)
 
+    async def reconnect(self) -> None:
+        """Open fresh connections (a new HELLO) for what comes next."""
+        await self._pool.discard_idle()
+
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> None:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Self
 import msgspec
 
 from conveyor.client import Client
+from conveyor.errors import UnknownWorker
 from conveyor.job import Job
 from conveyor.pool import CONNECTION_ERRORS, Backoff
 from conveyor.worker.context import Middleware
@@ -394,6 +395,11 @@ class Worker:
             state = {"running": None, "quiet": "quiet"}.get(self.state, "terminate")
             try:
                 wanted: Any = await reporter.call(functools.partial(_beat, state=state))
+            except UnknownWorker:
+                # The server forgot us (reaped after a long pause): a new HELLO registers again.
+                logger.warning("the server does not know worker %s; reconnecting", self.wid)
+                await reporter.reconnect()
+                continue
             except Exception:
                 logger.exception("heartbeat failed")
                 continue
