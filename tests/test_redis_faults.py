@@ -94,9 +94,14 @@ async def test_acknowledged_jobs_survive_a_redis_restart_with_aof(tmp_path: Path
         store = RedisStore.from_url(server.url)
         await store.open()
         await store.enqueue([QueuedJob("default", f"j{i}", b"{}", 60) for i in range(50)])
-        server.stop(kill=True)
+        reserved = await store.reserve(["default"], "w1", time.time(), count=10)
+        assert await store.ack([r.jid for r in reserved[:4]], "2026-01-01") == 4
+        server.stop(kill=True)  # kill -9: only what the AOF holds survives
         server.start()
-        assert await store.queue_sizes() == {"default": 50}
+        assert await store.queue_sizes() == {"default": 40}
+        assert (await store.counters()).processed == 4
+        left = await store.list_reservations(0, 100)
+        assert sorted(r.jid for r in left.items) == sorted(r.jid for r in reserved[4:])
         await store.close()
     finally:
         server.stop()
