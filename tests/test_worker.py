@@ -281,3 +281,17 @@ async def test_reconnects_after_server_restart(make_server: MakeServer) -> None:
             await app.aclose()
     await second.stop()
     await manager.stop()
+
+
+async def test_heartbeats_report_rss_and_labels(server: RunningServer) -> None:
+    app = conveyor.App(server.url)
+    async with app.worker(heartbeat_seconds=0.05, labels=["eu", "gpu"]) as worker:
+
+        async def beaten() -> bool:
+            views = await server.manager.workers()
+            return any(v.record.wid == worker.wid and v.record.rss_kb > 1000 for v in views)
+
+        assert await eventually(beaten)
+        (record,) = [v.record for v in await server.manager.workers() if v.record.wid == worker.wid]
+        assert record.labels == ["python", "eu", "gpu"]
+    await app.aclose()
