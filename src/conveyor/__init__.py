@@ -17,7 +17,7 @@ from conveyor.worker import Handler, JobContext, Middleware, Worker, current_job
 
 __version__ = "0.1.0"
 
-__all__ = [
+__all__ = [  # noqa: RUF022 - grouped by purpose (as httpx does), sorted within groups
     # declaring, pushing and running jobs
     "App",
     "Group",
