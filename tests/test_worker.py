@@ -295,3 +295,28 @@ async def test_heartbeats_report_rss_and_labels(server: RunningServer) -> None:
         (record,) = [v.record for v in await server.manager.workers() if v.record.wid == worker.wid]
         assert record.labels == ["python", "eu", "gpu"]
     await app.aclose()
+
+
+async def test_timeout_fails_sync_handler_while_its_thread_runs_on(server: RunningServer) -> None:
+    app = conveyor.App(server.url)
+    release = threading.Event()
+    finished = threading.Event()
+
+    @app.job(timeout=0.1)
+    def stubborn() -> None:
+        release.wait(5)
+        finished.set()
+
+    jid = await stubborn.push()
+    worker = await conveyor.testing.drain(app)
+    assert worker.failed == 1
+    assert not finished.is_set()  # the job FAILed; its thread is still inside the handler
+    release.set()
+    await asyncio.to_thread(finished.wait, 5)
+    found = await server.manager.locate(jid)
+    assert found is not None
+    failure = conveyor.job.decode_job(found.payload).failure
+    assert failure is not None
+    assert failure["errtype"] == "conveyor.JobTimeout"
+    assert "its thread keeps running" in failure["message"]
+    await app.aclose()
