@@ -34,7 +34,7 @@ async def backend_store(redis_cluster_url: str) -> AsyncIterator[Store]:
 async def test_cluster_keys_share_one_slot(redis_cluster_url: str) -> None:
     import redis
 
-    store = RedisStore.from_url(redis_cluster_url + "?namespace=shard1")
+    store = RedisStore.from_url(redis_cluster_url + "?namespace=shard1&socket_timeout=3")
     await store.open()
     try:
         await store.enqueue([QueuedJob(f"q{i}", f"j{i}", b"{}", 60) for i in range(20)])

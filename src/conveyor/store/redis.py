@@ -28,10 +28,12 @@ import asyncio
 import secrets
 from collections.abc import Iterable, Sequence
 from typing import Any
+from urllib.parse import urlencode
 
 import msgspec
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import parse_url as parse_redis_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -139,7 +141,9 @@ class RedisStore(Store):
 
     def _client_options(self) -> dict[str, Any]:
         url = self._url
-        options: dict[str, Any] = dict(url.options)
+        # Let redis-py type the query options (socket_timeout=3 -> 3.0) as from_url would.
+        typed = parse_redis_url("redis://h/0?" + urlencode(url.options))
+        options = {k: v for k, v in typed.items() if k not in ("host", "port", "db")}
         if url.cluster:
             options.update(ssl=url.tls, username=url.username, password=url.password)
         return options
