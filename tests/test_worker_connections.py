@@ -6,12 +6,14 @@ import asyncio
 import collections
 import dataclasses
 import ssl
+import time
 from typing import Any
 
 import pytest
 
 import conveyor
 import conveyor.testing
+import conveyor.worker.runtime
 from conveyor.errors import AuthenticationError, ConnectError
 from conveyor.pool import Backoff, ConnectionPool
 from conveyor.worker.queues import QueueOrder, QueueSpec, parse_queue
@@ -210,4 +212,30 @@ async def test_worker_registers_again_after_the_server_reaped_it(make_server: Ma
         await asyncio.sleep(0.05)
         views = await server.manager.workers()
         assert worker.wid in {view.record.wid for view in views}
+    await app.aclose()
+
+
+async def test_stopping_is_bounded_when_the_server_is_gone(
+    make_server: MakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(conveyor.worker.runtime, "FINAL_FLUSH_SECONDS", 0.5)
+    server = await make_server()
+    app = conveyor.App(server.url)
+    started = asyncio.Event()
+
+    @app.job
+    async def hang() -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    await hang.push()
+    worker = app.worker(heartbeat_seconds=0.1)
+    await worker.start()
+    await asyncio.wait_for(started.wait(), 5)
+    await server.stop()
+    await asyncio.sleep(0.3)  # the fetcher is now retrying with backoff
+    began = time.monotonic()
+    await asyncio.wait_for(worker.stop(grace_seconds=0.1), 10)
+    assert time.monotonic() - began < 3
+    assert worker.state == "stopped"
     await app.aclose()

@@ -84,12 +84,19 @@ class Reporter:
         """Wait until everything reported so far reached the server."""
         await self._idle.wait()  # set only once the lists are empty AND nothing is in flight
 
-    async def close(self) -> None:
-        await self.flush()
+    async def close(self, timeout: float) -> bool:  # noqa: ASYNC109 - a deadline, not a call's
+        """Flush for up to ``timeout`` seconds, then stop; False if results were left unsent."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self.flush()
+            flushed = True
+        except TimeoutError:
+            flushed = False
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self._pool.close()
+        return flushed
 
     # -- the drain loop --------------------------------------------------------------------------
 

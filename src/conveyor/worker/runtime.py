@@ -14,6 +14,7 @@ wait and its jobs run normally.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -287,15 +288,11 @@ class Worker:
 
     async def _disconnect(self) -> None:
         self.threads.shutdown(wait=False, cancel_futures=True)
-        if self._reporter is not None:
-            try:
-                async with asyncio.timeout(FINAL_FLUSH_SECONDS):
-                    await self._reporter.close()
-            except TimeoutError:
-                logger.error(
-                    "could not report every result before exiting; "
-                    "those jobs will be retried when their reservation expires"
-                )
+        if self._reporter is not None and not await self._reporter.close(FINAL_FLUSH_SECONDS):
+            logger.error(
+                "could not report every result before exiting; "
+                "those jobs will be retried when their reservation expires"
+            )
         logger.info(
             "worker %s stopped: %d processed, %d failed", self.wid, self.processed, self.failed
         )
@@ -341,15 +338,20 @@ class Worker:
         except CONNECTION_ERRORS as exc:
             delay = self._fetch_backoff.next_delay()
             logger.warning("fetch failed (%s); reconnecting in %.2fs", exc, delay)
-            await asyncio.sleep(delay)
+            await self._pause(delay)
             return [], await self._reconnect(client)
         except Exception:  # an error reply, or a job we cannot even decode
             delay = self._fetch_backoff.next_delay()
             logger.exception("fetch failed; trying again in %.2fs", delay)
-            await asyncio.sleep(delay)
+            await self._pause(delay)
             return [], client
         finally:
             self._claimed -= count
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep before retrying a fetch, but wake up at once when asked to stop."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop_requested.wait(), seconds)
 
     async def _reconnect(self, client: Client) -> Client:
         await client.close()
