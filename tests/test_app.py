@@ -308,3 +308,17 @@ def test_public_names_match_all() -> None:
     }
     assert set(conveyor.__all__) - {"__version__"} == public
     assert len(conveyor.__all__) == len(set(conveyor.__all__))
+
+
+def test_unresolvable_model_annotation_is_a_clear_error_at_declaration() -> None:
+    local = conveyor.App()
+
+    def declare() -> None:
+        class Hidden(msgspec.Struct):  # local: invisible to get_type_hints
+            x: int
+
+        @local.job
+        async def uses_hidden(h: Hidden) -> None: ...
+
+    with pytest.raises(TypeError, match=r"cannot resolve the type of .*'h'.*module level"):
+        declare()

@@ -79,11 +79,17 @@ class PayloadSpec:
     def __init__(self, fn: Callable[..., Any], *, raw: bool = False) -> None:
         self.name = getattr(fn, "__qualname__", repr(fn))
         signature = inspect.signature(fn)
+        params = list(signature.parameters.values())
         try:
             hints = typing.get_type_hints(fn)
-        except (NameError, TypeError):  # unresolvable forward refs: treat as unannotated
-            hints = {}
-        params = list(signature.parameters.values())
+        except (NameError, TypeError) as exc:
+            if len(params) == 1 and params[0].annotation is not inspect.Parameter.empty:
+                # One annotated parameter: model or positional decides the wire format.
+                raise TypeError(
+                    f"cannot resolve the type of {self.name}'s parameter "
+                    f"{params[0].name!r} ({exc}); define it at module level"
+                ) from None
+            hints = {}  # several parameters: convert none of them, pass args as they come
         self.varargs = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params)
         positional = [
             p
