@@ -21,7 +21,6 @@ import dataclasses
 import enum
 import inspect
 import sys
-import typing
 from collections.abc import Callable
 from typing import Any, is_typeddict
 
@@ -80,16 +79,7 @@ class PayloadSpec:
         self.name = getattr(fn, "__qualname__", repr(fn))
         signature = inspect.signature(fn)
         params = list(signature.parameters.values())
-        try:
-            hints = typing.get_type_hints(fn)
-        except (NameError, TypeError) as exc:
-            if len(params) == 1 and params[0].annotation is not inspect.Parameter.empty:
-                # One annotated parameter: model or positional decides the wire format.
-                raise TypeError(
-                    f"cannot resolve the type of {self.name}'s parameter "
-                    f"{params[0].name!r} ({exc}); define it at module level"
-                ) from None
-            hints = {}  # several parameters: convert none of them, pass args as they come
+        hints = _parameter_types(fn, params, self.name)
         self.varargs = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params)
         positional = [
             p
@@ -176,6 +166,31 @@ class PayloadSpec:
                 str(required) if required == len(self.params) else f"{required}-{len(self.params)}"
             )
             raise error(f"{self.name} takes {expected} args, got {count}")
+
+
+def _parameter_types(
+    fn: Callable[..., Any], params: list[inspect.Parameter], name: str
+) -> dict[str, Any]:
+    """Each parameter's annotation as a type; string annotations are evaluated in the function's
+    module (the return annotation is left alone: it does not matter here)."""
+    namespace = getattr(fn, "__globals__", {})
+    types: dict[str, Any] = {}
+    for param in params:
+        annotation = param.annotation
+        if annotation is inspect.Parameter.empty:
+            continue
+        try:
+            types[param.name] = (
+                eval(annotation, namespace) if isinstance(annotation, str) else annotation
+            )
+        except Exception as exc:
+            if len(params) == 1:  # the only parameter decides: model or positional args
+                raise TypeError(
+                    f"cannot resolve the type of {name}'s parameter {param.name!r} "
+                    f"({type(exc).__name__}: {exc}); define it at module level"
+                ) from None
+            # one of several: pass that argument through unconverted
+    return types
 
 
 def _describe(args: list[Any]) -> str:
