@@ -193,7 +193,11 @@ def run(args: argparse.Namespace, src: str | None) -> None:
         print("[bench] Faktory load shape ...", file=sys.stderr, flush=True)
         load = faktory_load.run(server.url, args.load_ops, args.repeat)
         server_rss = rss_kb(server.process.pid) / 1024
-    body = "\n".join(["", *environment(rows, src), ""]) + "\n" + report.markdown(results, load)
+    body = (
+        "\n".join(["", *environment(rows, src), ""])
+        + "\n"
+        + report.markdown(results, load, args.load_ops)
+    )
     body += f"\nconveyor server RSS at the end of the run: {server_rss:.1f} MiB.\n"
     pictures = report.plots(results, args.plots)
     body += "\n" + "".join(
