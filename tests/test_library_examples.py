@@ -30,7 +30,7 @@ async def test_example_producer_and_worker(server: RunningServer) -> None:
         "resized img1.png to 128px",
         "resized img2.png to 128px",
     ]
-    found = await server.manager.locate(jids[2])  # pushed with in_=1 s
+    found = await server.manager.locate(jids[2])  # pushed with in_=5 minutes
     assert found is not None
     assert found.where == "scheduled"
 

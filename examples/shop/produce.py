@@ -13,7 +13,7 @@ async def produce_async() -> list[str]:
         await send_email.push(Email("ada@example.com", "Welcome")),
         await charge.push(Order(id=1, items=["book"], total_cents=1200)),
         # per-call options: another queue, later, fewer retries
-        await resize_image.options(queue="default", in_=dt.timedelta(seconds=1)).push("a.png", 64),
+        await resize_image.options(queue="default", in_=dt.timedelta(minutes=5)).push("a.png", 64),
     ]
     # one round trip for many jobs, one result per job
     results = await app.push_bulk([resize_image.build(f"img{i}.png", 128) for i in range(3)])
