@@ -91,6 +91,7 @@ class Database:
         self._in_transaction = False
         self._waiters: list[asyncio.Future[None]] = []
         self._commit_loop: asyncio.AbstractEventLoop | None = None
+        self._commit_soon = False
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -154,7 +155,10 @@ class Database:
             conn.execute("BEGIN IMMEDIATE")
             self._in_transaction = True
             self._commit_loop = loop
-            loop.call_soon(self.commit)
+            self._commit_soon = False
+            # Nobody waits for this write yet (reserve/ack/fail may be committed late: a
+            # crash re-delivers), so let more of them share one commit ...
+            loop.call_later(LAZY_COMMIT_SECONDS, self.commit)
         return conn
 
     @contextlib.contextmanager
@@ -175,7 +179,13 @@ class Database:
         """Return once everything written so far is committed."""
         if not self._in_transaction:
             return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        if not self._commit_soon:
+            # ... but a durable caller (PUSH) is answered after the commit at the end of
+            # this loop iteration, shared by every caller that wrote in the same iteration.
+            self._commit_soon = True
+            loop.call_soon(self.commit)
+        waiter: asyncio.Future[None] = loop.create_future()
         self._waiters.append(waiter)
         await waiter
 
@@ -204,6 +214,10 @@ class Database:
         for waiter in waiters:
             if _waiting(waiter):
                 waiter.set_result(None)
+
+
+LAZY_COMMIT_SECONDS = 0.005
+"""How long writes nobody awaits may wait for their commit (they share it with later ones)."""
 
 
 def _waiting(waiter: asyncio.Future[None]) -> bool:
