@@ -221,3 +221,29 @@ async def test_web_dashboard_runs_beside_the_server(
     assert response.json()["server"]["connections"] == 1
     await client.call(b"END")
     assert await asyncio.to_thread(process.terminate) == 0
+
+
+async def test_web_read_only_and_root_path_flags_reach_the_dashboard(
+    spawn_server: SpawnServer,
+) -> None:
+    import httpx
+
+    from tests.support.services import free_port, wait_for_port
+
+    web_port = free_port()
+    args = ["--web-bind", f"127.0.0.1:{web_port}", "--web-read-only", "--web-root-path", "/ops"]
+    process = spawn_server(storage="memory://", args=args)
+    await asyncio.to_thread(wait_for_port, web_port)
+    base = f"http://127.0.0.1:{web_port}"
+    async with httpx.AsyncClient() as http:
+        page = await http.get(f"{base}/ops/queues")
+        refused = await http.post(
+            f"{base}/ops/api/queues/default/pause",
+            headers={"Origin": base, "Content-Type": "application/json"},
+            content=b"{}",
+        )
+    assert page.status_code == 200
+    assert 'href="/ops/' in page.text  # links carry the prefix
+    assert refused.status_code == 403
+    assert "read-only" in refused.text
+    assert await asyncio.to_thread(process.terminate) == 0

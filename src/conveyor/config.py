@@ -5,6 +5,8 @@ The TOML file (``--config path.toml`` or ``CONVEYOR_CONFIG``) has two tables::
     [server]
     bind = "127.0.0.1:7419"
     web_bind = "127.0.0.1:7420"        # "off" or "0" disables the dashboard
+    web_read_only = false              # dashboard shows everything, changes nothing
+    web_root_path = ""                 # e.g. "/conveyor" behind a reverse proxy
     storage = "sqlite:///var/lib/conveyor/conveyor.db"
     password = "s3cret"                # or "/run/secrets/pw": a path, read at startup
     tls_cert = "/etc/conveyor/cert.pem"
@@ -61,6 +63,10 @@ class ServerConfig:
     web_host: str = "127.0.0.1"
     web_port: int | None = 7420
     """``None`` disables the web dashboard."""
+    web_read_only: bool = False
+    """The dashboard shows everything and refuses every change (HTTP 403)."""
+    web_root_path: str = ""
+    """Path prefix the dashboard is served under behind a reverse proxy (e.g. ``/conveyor``)."""
     storage: str = "memory://"
     password: str = ""
     tls_cert: Path | None = None
@@ -88,6 +94,8 @@ class ServerConfig:
 SERVER_KEYS: dict[str, str] = {
     "bind": "bind",
     "web_bind": "web_bind",
+    "web_read_only": "bool",
+    "web_root_path": "str",
     "storage": "str",
     "password": "password",
     "tls_cert": "path",
@@ -175,6 +183,8 @@ def _build(
             values["password"] = _resolve_password(_as_str(raw, source), source)
         elif kind == "path":
             values[key] = Path(_as_str(raw, source)).expanduser()
+        elif kind == "bool":
+            values[key] = _as_bool(raw, source)
         elif kind == "log_level":
             values[key] = _log_level(_as_str(raw, source), source)
         else:
@@ -252,6 +262,17 @@ def _as_str(value: Any, source: str) -> str:
     if not isinstance(value, str):
         raise ConfigError(f"{source}: expected a string, got {value!r}")
     return value
+
+
+def _as_bool(value: Any, source: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{source}: expected true or false, got {value!r}")
 
 
 def _coerce(value: Any, kind: type, source: str) -> Any:

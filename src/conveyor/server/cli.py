@@ -25,6 +25,18 @@ __all__ = ["server_command"]
     "[default: 127.0.0.1:7420; env CONVEYOR_WEB_BIND]",
 )
 @click.option(
+    "--web-read-only/--no-web-read-only",
+    default=None,
+    help="Dashboard shows everything and changes nothing. [default: off; env "
+    "CONVEYOR_WEB_READ_ONLY]",
+)
+@click.option(
+    "--web-root-path",
+    metavar="PATH",
+    help="Serve the dashboard under this prefix behind a reverse proxy, e.g. /conveyor. "
+    "[env CONVEYOR_WEB_ROOT_PATH]",
+)
+@click.option(
     "--storage",
     metavar="URL",
     help="sqlite:///path.db, memory:// or redis://host:port/db. [default: a SQLite file in "
@@ -66,6 +78,8 @@ __all__ = ["server_command"]
 def server_command(
     bind: str | None,
     web_bind: str | None,
+    web_read_only: bool | None,
+    web_root_path: str | None,
     storage: str | None,
     password: str | None,
     tls_cert: Path | None,
@@ -82,6 +96,8 @@ def server_command(
     flags = {
         "bind": bind,
         "web_bind": web_bind,
+        "web_read_only": web_read_only,
+        "web_root_path": web_root_path,
         "storage": storage,
         "password": password,
         "tls_cert": str(tls_cert) if tls_cert else None,
