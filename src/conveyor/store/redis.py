@@ -55,6 +55,7 @@ from conveyor.store.base import (
     Store,
     WorkerRecord,
 )
+from conveyor.store.filters import filter_matcher
 from conveyor.store.redis_codec import (
     RedisURL,
     decode_entry,
@@ -62,7 +63,6 @@ from conveyor.store.redis_codec import (
     decode_set_entry,
     encode_entry,
     encode_set_data,
-    matches,
     parse_url,
     score_arg,
 )
@@ -440,7 +440,8 @@ class RedisStore(Store):
             found.sort(key=lambda e: (e.score, e.jid), reverse=descending)
         else:
             found = await self._scan_set(name, rev)
-        kept = [entry for entry in found if matches(flt, entry)]
+        match = filter_matcher(flt)
+        kept = [entry for entry in found if match(entry)]
         return Page(kept[offset : offset + limit], len(kept))
 
     async def _scan_set(self, name: SortedSet, rev: str) -> list[SetEntry]:

@@ -14,13 +14,11 @@ memory per job low (see ``docs/redis.md``).
 
 from __future__ import annotations
 
-import functools
-import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from conveyor.store.base import JobFilter, QueuedJob, SetEntry
+from conveyor.store.base import QueuedJob, SetEntry
 
 __all__ = [
     "RedisURL",
@@ -29,7 +27,6 @@ __all__ = [
     "encode_entry",
     "encode_set_data",
     "lp",
-    "matches",
     "parse_url",
     "score_arg",
 ]
@@ -78,25 +75,6 @@ def decode_set_entry(jid: bytes, score: bytes | float, data: bytes) -> SetEntry:
 def score_arg(score: float) -> str:
     """A float as Redis should read it: ``repr`` is the shortest exact round-trip form."""
     return repr(float(score))
-
-
-def matches(flt: JobFilter, entry: SetEntry) -> bool:
-    """Whether a set entry passes a ``JobFilter`` (``base.JobFilter`` documents the rules)."""
-    if flt.jids:
-        if entry.jid not in flt.jids:
-            return False
-    else:
-        if flt.jobtype is not None and entry.jobtype != flt.jobtype:
-            return False
-        if flt.pattern is not None and not glob_regex(flt.pattern).fullmatch(
-            entry.payload.decode(errors="replace")
-        ):
-            return False
-    if flt.queue is not None and entry.queue != flt.queue:
-        return False
-    if flt.text is not None:
-        return flt.text.lower() in entry.payload.decode(errors="replace").lower()
-    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,29 +152,3 @@ def _parse_node(node: str, url: str) -> tuple[str, int]:
     except ValueError:
         raise ValueError(f"bad port {port!r} in {url!r}") from None
     return host.strip("[]") or "localhost", number
-
-
-@functools.lru_cache(maxsize=64)
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """A Redis MATCH glob as a regex: ``*``, ``?``, ``[abc]``, ``[^a-z]`` and ``\\`` escapes."""
-    out, i, n = [], 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        if c == "*":
-            out.append(".*")
-        elif c == "?":
-            out.append(".")
-        elif c == "\\" and i + 1 < n:
-            i += 1
-            out.append(re.escape(pattern[i]))
-        elif c == "[" and (end := pattern.find("]", i + 2)) != -1:
-            body = pattern[i + 1 : end]
-            negate = body.startswith("^")
-            body = body[1:] if negate else body
-            escaped = "".join("-" if ch == "-" else re.escape(ch) for ch in body)
-            out.append(f"[{'^' if negate else ''}{escaped}]")
-            i = end
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return re.compile("".join(out), re.DOTALL)

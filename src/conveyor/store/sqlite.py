@@ -33,7 +33,7 @@ from conveyor.store.base import (
     Store,
     WorkerRecord,
 )
-from conveyor.store.memory import filter_matcher
+from conveyor.store.filters import filter_matcher
 from conveyor.store.sqlite_db import Database, SQLiteOptions, load_queries, split_statements
 
 __all__ = ["SQLiteStore"]
