@@ -13,7 +13,8 @@
     │   └── LineTooLong         a line over the configured maximum
     ├── AuthenticationError     wrong or missing password
     ├── ConnectError            cannot reach or keep a connection to a server
-    └── StoreError              the storage backend failed (unreachable, corrupt)
+    ├── StoreError              the storage backend failed (unreachable, corrupt)
+    └── PayloadError            a job's args do not fit its handler (worker side; not retried)
 
 The same classes serve both sides: the server's manager raises a ``CommandError`` and the
 server writes it as ``-<code> <message>``; the client reads that reply and raises the same
@@ -32,6 +33,7 @@ __all__ = [
     "JobNotFound",
     "LineTooLong",
     "NotUnique",
+    "PayloadError",
     "ProtocolError",
     "StoreError",
     "UnknownWorker",
@@ -113,3 +115,13 @@ class ConnectError(ConveyorError):
 
 class StoreError(ConveyorError):
     """The storage backend failed: unreachable, read-only, or corrupt."""
+
+
+class PayloadError(ConveyorError):
+    """A job's ``args`` do not fit its handler's parameters (wrong count, types or fields).
+
+    On the worker this fails the job with errtype ``conveyor.PayloadError`` and moves it to the
+    dead set: running it again would fail the same way.
+    """
+
+    errtype = "conveyor.PayloadError"

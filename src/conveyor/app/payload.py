@@ -26,20 +26,10 @@ from typing import Any, is_typeddict
 
 import msgspec
 
-from conveyor.errors import ConveyorError
+from conveyor.errors import PayloadError
 from conveyor.job import Job
 
 __all__ = ["PayloadError", "PayloadKind", "PayloadSpec"]
-
-
-class PayloadError(ConveyorError):
-    """A job's ``args`` do not fit its handler's parameters (wrong count, types or fields).
-
-    On the worker this fails the job with errtype ``conveyor.PayloadError`` and moves it to the
-    dead set: running it again would fail the same way.
-    """
-
-    errtype = "conveyor.PayloadError"
 
 
 class PayloadKind(enum.Enum):
