@@ -155,6 +155,7 @@ def parse_args() -> argparse.Namespace:
     add("--timeout", type=float, default=20.0, help="longest processing run, seconds")
     add("--sleep-timeout", type=float, default=10.0, help="longest sleep run, seconds")
     add("--conveyor-concurrency", type=int, default=32, help="conveyor worker -c")
+    add("--conveyor-processes", type=int, default=2, help="conveyor worker processes")
     add("--load-ops", type=int, default=30_000, help="operations in Faktory's load shape")
     add("--tree", choices=("committed", "working"), default="committed",
         help="measure conveyor's last commit (default) or the working tree")  # fmt: skip
@@ -173,7 +174,9 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace, src: str | None) -> None:
-    rows = conveyor_rows(conveyor_worker_available(src), args.conveyor_concurrency)
+    rows = conveyor_rows(
+        conveyor_worker_available(src), args.conveyor_concurrency, args.conveyor_processes
+    )
     if not args.conveyor_only:
         wanted = {n.strip().lower() for n in args.only.split(",") if n.strip()}
         rows += [r for r in peer_rows() if not wanted or r.name.lower() in wanted]

@@ -110,10 +110,12 @@ def targets(results: list[RowResult], load_ops: list[float]) -> list[str]:
     if p99s and ours.p99:
         best_name, best = min(p99s, key=lambda s: s[1] or 0.0)
         mine = med(ours.p99) or 0.0
-        met = "yes" if mine <= (best or 0) and mine <= 1.0 else "**no**"
+        met = "yes" if mine <= (best or 0) else "**no**"
         lines.append(
-            f"| lowest p99 latency, ≤ 1 ms (best peer {best_name}: {best:.2f} ms) "
-            f"| {mine:.2f} ms | {met} |"
+            f"| lowest p99 latency (best peer {best_name}: {best:.2f} ms) | {mine:.2f} ms | {met} |"
+        )
+        lines.append(
+            f"| p99 latency ≤ 1 ms | {mine:.2f} ms | {'yes' if mine <= 1.0 else '**no**'} |"
         )
     rss = [med(r.rss_mb) for r in peers if r.rss_mb]
     if rss and ours.rss_mb:

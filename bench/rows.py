@@ -8,6 +8,7 @@ default in-process concurrency; single-process libraries run one process, as the
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -26,10 +27,19 @@ class Row:
     worker: tuple[str, ...]
     config: str
     concurrency: int
+    processes: int = 1
+    """Copies of ``worker`` to start, for a worker command with no process-pool option."""
 
     def worker_args(self, redis_url: str, conveyor_url: str) -> list[str]:
         subst = {"{redis}": redis_url, "{conveyor}": conveyor_url, "{python}": self.python}
-        return [subst.get(part, part) for part in self.worker]
+        args = [subst.get(part, part) for part in self.worker]
+        if self.processes == 1:
+            return args
+        # One shell, N background copies; the runner TERMs the whole group. The shell then
+        # waits for its workers, so they stop gracefully instead of being KILLed mid-FETCH (a
+        # KILLed fetcher's job stays reserved on the server until its reservation expires).
+        copies = " & ".join([shlex.join(args)] * self.processes)
+        return ["sh", "-c", f"trap wait TERM; {copies} & wait"]
 
     @property
     def is_conveyor(self) -> bool:
@@ -40,8 +50,12 @@ def _venv_bin(name: str) -> str:
     return str(PEER_VENV / "bin" / name)
 
 
-def conveyor_rows(worker_available: bool, concurrency: int = 16) -> list[Row]:
-    """conveyor's row: the real ``conveyor worker``, or the stand-in loop until it lands."""
+def conveyor_rows(worker_available: bool, concurrency: int = 32, processes: int = 2) -> list[Row]:
+    """conveyor's row: the real ``conveyor worker``, or the stand-in loop until it lands.
+
+    Like the multi-process peers, one worker process per core by default (``conveyor worker``
+    has no pool option, so the row starts ``processes`` copies).
+    """
     if worker_available:
         return [
             Row(
@@ -63,8 +77,9 @@ def conveyor_rows(worker_available: bool, concurrency: int = 16) -> list[Row]:
                     "--log-level",
                     "warning",
                 ),
-                f"`conveyor worker -c {concurrency}`, 1 process; server: SQLite store",
-                concurrency,
+                f"`conveyor worker -c {concurrency}` x {processes} processes; server: SQLite store",
+                concurrency * processes,
+                processes,
             )
         ]
     return [

@@ -95,7 +95,9 @@ class Progress:
         if self.first_done_at is None or self.last_done_at is None:
             return 0.0
         span = self.last_done_at - self.first_done_at
-        return (self.done - 1) / span if span > 0 else 0.0
+        if span <= POLL_SECONDS:  # all done within one poll (a tiny run): use start -> last
+            return self.done / self.seconds if self.seconds > 0 else 0.0
+        return (self.done - 1) / span
 
 
 class Runner:
@@ -275,7 +277,7 @@ def _stop_group(process: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
     with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=3)
+        process.wait(timeout=8)
     # pool children can outlive their parent; the group is ours alone
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
