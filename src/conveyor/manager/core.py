@@ -288,20 +288,18 @@ class Manager(AdminOps):
         self._closers[id(client)] = client
         local = self._local_clients.setdefault(client.wid, set())
         local.add(id(client))
-        record = await self.store.get_worker(client.wid)
         now = time.time()
-        if record is None:
-            record = WorkerRecord(
-                wid=client.wid,
-                hostname=client.hostname,
-                pid=client.pid,
-                labels=list(client.labels),
-                started_at=now,
-                last_beat=now,
-            )
-        record.connections += 1
-        self._worker_states[client.wid] = record.state
-        await self.store.save_worker(record)
+        # One atomic step: another server may be connecting the same worker right now.
+        first = WorkerRecord(
+            wid=client.wid,
+            hostname=client.hostname,
+            pid=client.pid,
+            labels=list(client.labels),
+            started_at=now,
+            last_beat=now,
+        )
+        record = await self.store.update_worker(client.wid, connections_delta=1, create=first)
+        self._worker_states[client.wid] = record.state if record else WorkerState.RUNNING
 
     async def disconnect(self, client: ClientInfo) -> None:
         if not client.wid:
@@ -311,40 +309,41 @@ class Manager(AdminOps):
         if local is None or id(client) not in local:
             return  # already reaped
         local.discard(id(client))
-        record = await self.store.get_worker(client.wid)
-        if record is None:
-            return
-        record.connections -= 1
-        if record.connections <= 0:
-            # The last connection of a worker process is gone: forget it at once (Faktory).
+        if not local:
             del self._local_clients[client.wid]
+        # The store deletes the record when this was the worker's last connection anywhere
+        # (Faktory forgets a worker at once when it hangs up).
+        record = await self.store.update_worker(client.wid, connections_delta=-1)
+        if record is None or record.connections <= 0:
             self._worker_states.pop(client.wid, None)
-            await self.store.delete_worker(client.wid)
-        else:
-            await self.store.save_worker(record)
 
     async def beat(self, wid: str, rss_kb: int = 0, current_state: str | None = None) -> str:
-        record = await self.store.get_worker(wid)
+        """Record a heartbeat; the state only moves forward (a worker's own report of quiet or
+        terminate counts too). Atomic, so a quiet signalled on another server is never lost."""
+        record = await self.store.update_worker(
+            wid, rss_kb=rss_kb, last_beat=time.time(), state=current_state
+        )
         if record is None:
             raise UnknownWorker(f"unknown worker {wid}")
-        record.rss_kb = rss_kb
-        record.last_beat = time.time()
-        record.state = _advance(record.state, current_state)
-        await self.store.save_worker(record)
         self._worker_states[wid] = record.state
         return record.state
 
     async def signal_workers(self, wids: Sequence[str] | None, state: str) -> int:
-        """Quiet or terminate some workers (None = all); states never move backwards."""
+        """Quiet or terminate some workers (None = all); states never move backwards. Returns
+        how many workers were signalled (a worker gone meanwhile is not counted)."""
         if state not in (WorkerState.QUIET, WorkerState.TERMINATE):
             raise ValueError(f"cannot signal workers to {state!r}")
-        records = await self.store.list_workers()
-        chosen = [r for r in records if wids is None or r.wid in wids]
-        for record in chosen:
-            record.state = _advance(record.state, state)
-            self._worker_states[record.wid] = record.state
-            await self.store.save_worker(record)
-        return len(chosen)
+        if wids is None:
+            chosen = [record.wid for record in await self.store.list_workers()]
+        else:
+            chosen = list(dict.fromkeys(wids))
+        signalled = 0
+        for wid in chosen:
+            record = await self.store.update_worker(wid, state=state)
+            if record is not None:
+                self._worker_states[wid] = record.state
+                signalled += 1
+        return signalled
 
     async def reap_workers(self) -> int:
         """Forget workers silent for longer than the timeout and close their connections."""
@@ -374,14 +373,6 @@ class Manager(AdminOps):
     async def flush(self) -> None:
         await self.store.flush()
         self.tasks.reset_stats()
-
-
-def _advance(current: str, wanted: str | None) -> str:
-    """Worker states only move forward; unknown states are ignored (Faktory)."""
-    order = WorkerState.ORDER
-    if wanted in order and order[wanted] > order.get(current, 0):
-        return wanted
-    return current
 
 
 def _raw_jid(raw: msgspec.Raw) -> str:

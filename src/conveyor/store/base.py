@@ -19,7 +19,9 @@ Data model
   id and the expiry time. A reservation ends with ``ack``, ``fail`` or (via the reaper, which
   calls ``fail``) expiry.
 * **Counters**: ``processed`` and ``failures`` totals plus one pair per UTC day.
-* **Workers**: the heartbeat records of worker processes (``WorkerRecord``).
+* **Workers**: the heartbeat records of worker processes (``WorkerRecord``). Several servers
+  may change one record at once (a BEAT on one, a quiet signal on another), so every change to
+  an existing record goes through ``update_worker``, one atomic read-modify-write.
 
 Durability
 ==========
@@ -43,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 __all__ = [
+    "WORKER_STATE_ORDER",
     "Counters",
     "FailOutcome",
     "JobFilter",
@@ -55,6 +58,7 @@ __all__ = [
     "SortedSet",
     "Store",
     "WorkerRecord",
+    "advance_worker_state",
 ]
 
 T = TypeVar("T")
@@ -177,6 +181,19 @@ class WorkerRecord:
     rss_kb: int = 0
     state: str = "running"
     connections: int = 0
+
+
+WORKER_STATE_ORDER: tuple[str, ...] = ("running", "quiet", "terminate")
+"""Worker states in the only order they may change: a state never moves backwards."""
+
+
+def advance_worker_state(current: str, wanted: str | None) -> str:
+    """``wanted`` if it is a known state later than ``current``, else ``current`` (an unknown
+    or earlier state changes nothing, as in Faktory)."""
+    if wanted not in WORKER_STATE_ORDER:
+        return current
+    rank = WORKER_STATE_ORDER.index(current) if current in WORKER_STATE_ORDER else 0
+    return wanted if WORKER_STATE_ORDER.index(wanted) > rank else current
 
 
 ReadyListener = Callable[[str], None]
@@ -342,7 +359,34 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def save_worker(self, record: WorkerRecord) -> None:
-        """Create or replace a worker record."""
+        """Create or replace a worker record. Replacing is a blind overwrite: to change a
+        record other servers may be changing too, use ``update_worker``."""
+
+    @abc.abstractmethod
+    async def update_worker(
+        self,
+        wid: str,
+        *,
+        rss_kb: int | None = None,
+        last_beat: float | None = None,
+        state: str | None = None,
+        connections_delta: int = 0,
+        create: WorkerRecord | None = None,
+    ) -> WorkerRecord | None:
+        """Atomically change the record of ``wid`` and return it as changed.
+
+        ``rss_kb`` and ``last_beat`` replace the stored values when given; ``state`` moves the
+        state forward only (``advance_worker_state``); ``connections_delta`` is added to
+        ``connections``. A negative delta that leaves ``connections`` at 0 or below deletes the
+        record (its worker has no connection left anywhere) and returns it as it was deleted.
+
+        With no record for ``wid``: returns None and changes nothing, unless ``create`` is
+        given; then ``create`` (whose ``wid`` must be ``wid``, else ``ValueError``) is stored
+        with the changes applied. So a worker's first connection on two servers at once makes
+        one record with two connections, never one overwriting the other.
+
+        Redis keeps the numbers of a changed record to 14 significant digits (0.1 ms for
+        ``started_at`` and ``last_beat``)."""
 
     @abc.abstractmethod
     async def get_worker(self, wid: str) -> WorkerRecord | None: ...

@@ -548,6 +548,31 @@ class RedisStore(Store):
         args = ["save", record.wid, _worker_encoder.encode(record), self._url.worker_ttl]
         await self._run("workers", keys, args)
 
+    async def update_worker(
+        self,
+        wid: str,
+        *,
+        rss_kb: int | None = None,
+        last_beat: float | None = None,
+        state: str | None = None,
+        connections_delta: int = 0,
+        create: WorkerRecord | None = None,
+    ) -> WorkerRecord | None:
+        if create is not None and create.wid != wid:
+            raise ValueError(f"update_worker({wid!r}) cannot create a record for {create.wid!r}")
+        args: list[str | bytes | int] = [
+            wid,
+            self._url.worker_ttl,
+            "" if rss_kb is None else int(rss_kb),
+            "" if last_beat is None else score_arg(last_beat),
+            state or "",
+            int(connections_delta),
+            b"" if create is None else _worker_encoder.encode(create),
+        ]
+        keys = [self._keys.workers, self._keys.worker(wid)]
+        raw = await self._run("worker_update", keys, args)
+        return None if raw is None else _worker_decoder.decode(raw)
+
     async def get_worker(self, wid: str) -> WorkerRecord | None:
         raw = await self._call(self._redis.get(self._keys.worker(wid)))
         return None if raw is None else _worker_decoder.decode(raw)

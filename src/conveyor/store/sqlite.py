@@ -35,6 +35,7 @@ from conveyor.store.base import (
 )
 from conveyor.store.filters import filter_matcher
 from conveyor.store.sqlite_db import Database, SQLiteOptions, load_queries, split_statements
+from conveyor.store.workers import update_in_dict
 
 __all__ = ["SQLiteStore"]
 
@@ -482,6 +483,26 @@ class SQLiteStore(Store):
 
     async def save_worker(self, record: WorkerRecord) -> None:
         self._workers[record.wid] = dataclasses.replace(record, labels=list(record.labels))
+
+    async def update_worker(
+        self,
+        wid: str,
+        *,
+        rss_kb: int | None = None,
+        last_beat: float | None = None,
+        state: str | None = None,
+        connections_delta: int = 0,
+        create: WorkerRecord | None = None,
+    ) -> WorkerRecord | None:
+        return update_in_dict(
+            self._workers,
+            wid,
+            rss_kb=rss_kb,
+            last_beat=last_beat,
+            state=state,
+            connections_delta=connections_delta,
+            create=create,
+        )
 
     async def get_worker(self, wid: str) -> WorkerRecord | None:
         record = self._workers.get(wid)
