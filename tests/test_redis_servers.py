@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import msgspec
 
-from conveyor.manager import Manager
+from conveyor.manager import ClientInfo, Manager
 from conveyor.store import open_store
 from conveyor.store.base import SortedSet
 from tests.support.server import TEST_TIMINGS, MakeServer, RawClient, RawConnect, SpawnServer
@@ -69,6 +69,67 @@ async def test_info_workers_and_quiet_are_cluster_wide(
     # A quiet sent through server B reaches the worker connected to server A.
     assert await b.manager.signal_workers(["w-1"], "quiet") == 1
     assert await worker.call(b'BEAT {"wid":"w-1"}') == b'$17\r\n{"state":"quiet"}\r\n'
+
+
+async def test_a_quiet_is_not_lost_to_beats_racing_on_another_server(redis_url: str) -> None:
+    """Server B signals quiet while server A handles a stream of BEATs for the same workers:
+    a BEAT must never write back the "running" it read before the quiet landed."""
+    managers = [Manager(open_store(redis_url), TEST_TIMINGS) for _ in range(2)]
+    for manager in managers:
+        await manager.start()
+    a, b = managers
+    wids = [f"race-{i}" for i in range(5)]
+    stop = asyncio.Event()
+
+    async def beat_forever(wid: str) -> int:
+        beats = 0
+        while not stop.is_set():
+            await a.beat(wid, rss_kb=beats)
+            beats += 1
+        return beats
+
+    try:
+        for wid in wids:
+            await a.connect(ClientInfo(wid=wid, hostname="box", pid=1))
+        beaters = [asyncio.create_task(beat_forever(wid)) for wid in wids for _ in range(4)]
+        await asyncio.sleep(0.02)
+        assert await b.signal_workers(wids, "quiet") == len(wids)
+        await asyncio.sleep(0.05)  # beats keep landing after the quiet
+        stop.set()
+        assert min(await asyncio.gather(*beaters)) > 5
+        for wid in wids:
+            record = await b.store.get_worker(wid)
+            assert record is not None
+            assert (record.state, record.connections) == ("quiet", 1)
+            assert await a.beat(wid) == "quiet"
+    finally:
+        stop.set()
+        for manager in managers:
+            await manager.stop()
+
+
+async def test_connections_are_counted_across_servers(redis_url: str) -> None:
+    """One worker process with connections on both servers, opened and closed at once: the
+    record counts them all, and goes away only when the last one closes."""
+    managers = [Manager(open_store(redis_url), TEST_TIMINGS) for _ in range(2)]
+    for manager in managers:
+        await manager.start()
+    try:
+        clients = [ClientInfo(wid="w-many", hostname="box", pid=9) for _ in range(20)]
+        await asyncio.gather(*(managers[i % 2].connect(c) for i, c in enumerate(clients)))
+        record = await managers[0].store.get_worker("w-many")
+        assert record is not None
+        assert record.connections == 20
+        await asyncio.gather(*(managers[i % 2].disconnect(c) for i, c in enumerate(clients[2:])))
+        record = await managers[1].store.get_worker("w-many")
+        assert record is not None
+        assert record.connections == 2
+        await asyncio.gather(managers[0].disconnect(clients[0]), managers[1].disconnect(clients[1]))
+        assert await managers[0].store.get_worker("w-many") is None
+        assert await managers[1].workers() == []
+    finally:
+        for manager in managers:
+            await manager.stop()
 
 
 async def test_two_managers_promote_and_expire_each_job_once(redis_url: str) -> None:

@@ -8,6 +8,7 @@ other within milliseconds.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -189,6 +190,45 @@ async def test_workers_are_shared_and_expire(redis_url: str) -> None:
     finally:
         await a.close()
         await b.close()
+
+
+async def test_update_worker_refreshes_the_ttl_and_keeps_json_readable(redis_url: str) -> None:
+    short = RedisStore.from_url(redis_url + "?worker_ttl=1&namespace=ttl")
+    long = RedisStore.from_url(redis_url + "?worker_ttl=300&namespace=ttl")
+    await short.open()
+    await long.open()
+    client = redis.Redis.from_url(redis_url)
+    try:
+        await short.save_worker(WorkerRecord("w1", hostname="h", labels=[], connections=1))
+        assert client.ttl("{ttl}:w:w1") <= 1
+        await long.update_worker("w1", rss_kb=3, last_beat=NOW + 0.25)
+        assert client.ttl("{ttl}:w:w1") > 200
+        # cjson would write empty labels as {}: the script leaves them out instead.
+        raw = json.loads(client.get("{ttl}:w:w1") or b"")
+        assert raw.get("labels", []) == []
+        assert (raw["rss_kb"], raw["last_beat"], raw["connections"]) == (3, NOW + 0.25, 1)
+        assert await short.get_worker("w1") == WorkerRecord(
+            "w1", hostname="h", last_beat=NOW + 0.25, rss_kb=3, connections=1
+        )
+    finally:
+        client.close()
+        await short.close()
+        await long.close()
+
+
+async def test_concurrent_worker_updates_from_two_stores_all_land(
+    pair: tuple[RedisStore, RedisStore],
+) -> None:
+    a, b = pair
+    await a.save_worker(WorkerRecord("w1", connections=1))
+    for _ in range(5):  # a few rounds, each within the client's connection pool
+        beats = [a.update_worker("w1", rss_kb=i, state="running") for i in range(20)]
+        counts = [b.update_worker("w1", connections_delta=1) for _ in range(10)]
+        quiet = b.update_worker("w1", state="quiet")
+        await asyncio.gather(*beats[:10], quiet, *beats[10:], *counts)
+    record = await a.get_worker("w1")
+    assert record is not None
+    assert (record.state, record.connections) == ("quiet", 51)
 
 
 async def test_namespaces_are_isolated(redis_url: str) -> None:

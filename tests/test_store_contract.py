@@ -10,6 +10,8 @@ import asyncio
 import json
 from collections.abc import Callable
 
+import pytest
+
 from conveyor.store.base import (
     Counters,
     FailOutcome,
@@ -468,3 +470,81 @@ async def test_flush_deletes_everything_but_workers(backend_store: Store) -> Non
     assert [w.wid for w in await backend_store.list_workers()] == ["w1"]
     await backend_store.enqueue([job("j4", "b")])
     assert [r.jid for r in await backend_store.reserve(["b"], "w", NOW)] == ["j4"]
+
+
+async def test_update_worker_sets_rss_and_last_beat_only(backend_store: Store) -> None:
+    record = WorkerRecord("w1", "h", 12, ["a", "b"], NOW, NOW, rss_kb=1, connections=1)
+    await backend_store.save_worker(record)
+    changed = await backend_store.update_worker("w1", rss_kb=2048, last_beat=NOW + 5.5)
+    assert changed == WorkerRecord("w1", "h", 12, ["a", "b"], NOW, NOW + 5.5, 2048, "running", 1)
+    assert await backend_store.get_worker("w1") == changed
+    # Nothing given changes nothing.
+    assert await backend_store.update_worker("w1") == changed
+    assert await backend_store.get_worker("w1") == changed
+
+
+async def test_update_worker_moves_state_forward_only(backend_store: Store) -> None:
+    await backend_store.save_worker(WorkerRecord("w1", connections=1))
+    seen = []
+    for wanted in (None, "quiet", "running", "bogus", "", "quiet", "terminate", "quiet"):
+        record = await backend_store.update_worker("w1", state=wanted)
+        assert record is not None
+        seen.append(record.state)
+    assert seen == ["running"] + ["quiet"] * 5 + ["terminate"] * 2
+    stored = await backend_store.get_worker("w1")
+    assert stored is not None
+    assert stored.state == "terminate"
+
+
+async def test_update_worker_of_unknown_wid_changes_nothing(backend_store: Store) -> None:
+    assert await backend_store.update_worker("nope", state="quiet", connections_delta=1) is None
+    assert await backend_store.get_worker("nope") is None
+    assert await backend_store.list_workers() == []
+
+
+async def test_update_worker_creates_once_and_counts_connections(backend_store: Store) -> None:
+    first = WorkerRecord("w1", "hôte/1", 7, [], NOW, NOW)
+    created = await backend_store.update_worker("w1", connections_delta=1, create=first)
+    assert created == WorkerRecord("w1", "hôte/1", 7, [], NOW, NOW, connections=1)
+    # A second "first connection" (say, on another server) counts, and keeps the record.
+    other = WorkerRecord("w1", "elsewhere", 8, ["z"], NOW + 9, NOW + 9)
+    again = await backend_store.update_worker("w1", connections_delta=1, create=other)
+    assert again == WorkerRecord("w1", "hôte/1", 7, [], NOW, NOW, connections=2)
+    assert await backend_store.list_workers() == [again]
+    # Connections counted concurrently are all counted.
+    await asyncio.gather(
+        *(backend_store.update_worker("w1", connections_delta=1) for _ in range(20))
+    )
+    stored = await backend_store.get_worker("w1")
+    assert stored is not None
+    assert stored.connections == 22
+    # Dropping to zero deletes the record and returns it as it was deleted.
+    last = await backend_store.update_worker("w1", connections_delta=-22)
+    assert last is not None
+    assert (last.wid, last.connections) == ("w1", 0)
+    assert await backend_store.get_worker("w1") is None
+    assert await backend_store.list_workers() == []
+    # A record with no connections is kept by changes that do not drop connections.
+    await backend_store.save_worker(WorkerRecord("w2"))
+    beat = await backend_store.update_worker("w2", last_beat=NOW)
+    assert beat is not None
+    assert beat.connections == 0
+    assert [w.wid for w in await backend_store.list_workers()] == ["w2"]
+
+
+async def test_update_worker_keeps_labels(backend_store: Store) -> None:
+    for wid, labels in (("empty", []), ("two", ["x", "ü y"])):
+        made = WorkerRecord(wid, labels=list(labels))
+        await backend_store.update_worker(wid, connections_delta=1, create=made)
+        await backend_store.update_worker(wid, rss_kb=5, state="quiet")
+        stored = await backend_store.get_worker(wid)
+        assert stored is not None
+        assert (stored.labels, stored.rss_kb, stored.state) == (labels, 5, "quiet")
+    listed = {w.wid: w.labels for w in await backend_store.list_workers()}
+    assert listed == {"empty": [], "two": ["x", "ü y"]}
+
+
+async def test_update_worker_refuses_to_create_another_wid(backend_store: Store) -> None:
+    with pytest.raises(ValueError, match="w2"):
+        await backend_store.update_worker("w1", connections_delta=1, create=WorkerRecord("w2"))
+    assert await backend_store.list_workers() == []
