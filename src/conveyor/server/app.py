@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
-import inspect
 import logging
 import signal
 import ssl
@@ -24,6 +22,7 @@ from typing import Any
 from conveyor.config import ServerConfig
 from conveyor.manager import Manager, ServerStats
 from conveyor.server.connection import Connection
+from conveyor.web import WebHandle, start_web
 
 __all__ = ["FaktoryServer", "make_ssl_context", "run", "run_forever"]
 
@@ -144,17 +143,19 @@ async def run(config: ServerConfig, *, stop: asyncio.Event | None = None) -> Non
     manager = Manager(open_store(config.storage), config.manager)
     await manager.start()
     server = FaktoryServer(manager, config)
-    web: Any = None
+    web: WebHandle | None = None
     try:
         await server.start()
-        web = await _start_web(manager, config, server)
+        if config.web_port is not None:
+            web = await start_web(manager, config, stats=server.stats)
+            log.info("web dashboard on %s", web.url)
         log.info("conveyor ready (storage %s)", _redact(config.storage))
         await stop.wait()
         log.info("shutting down")
     finally:
         await server.stop()
         if web is not None:
-            await _stop_web(web)
+            await web.stop()
         await manager.stop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
@@ -170,30 +171,6 @@ def run_forever(config: ServerConfig) -> None:
         return
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(run(config))
-
-
-async def _start_web(manager: Manager, config: ServerConfig, server: FaktoryServer) -> Any:
-    if config.web_port is None:
-        return None
-    try:
-        start_web = importlib.import_module("conveyor.web").start_web
-    except (ImportError, AttributeError):
-        log.info("web dashboard not available in this build; serving FWP only")
-        return None
-    handle = start_web(manager, config, stats=server.stats)
-    if inspect.isawaitable(handle):
-        handle = await handle
-    return handle
-
-
-async def _stop_web(handle: Any) -> None:
-    for name in ("stop", "close", "shutdown"):
-        method = getattr(handle, name, None)
-        if callable(method):
-            result = method()
-            if inspect.isawaitable(result):
-                await result
-            return
 
 
 def _redact(url: str) -> str:
