@@ -374,3 +374,26 @@ async def test_reply_before_a_waiting_fetch_is_not_held_back(
     assert loop.time() - started < 0.5  # not after the FETCH's 1 s wait
     assert await client.reply() == b"$-1\r\n"
     assert loop.time() - started >= 0.9
+
+
+async def test_a_fetch_from_a_vanished_client_reserves_nothing(
+    server: RunningServer, raw_client: RawConnect
+) -> None:
+    """A worker killed while its FETCH waits must not have the next job reserved for it."""
+    vanishing = await raw_client(server.port, hello=b'{"v":2,"wid":"gone-1"}')
+    await vanishing.send(b"FETCHB 10 lonely")
+    await asyncio.sleep(0.05)  # the FETCHB is now waiting on the server
+    await vanishing.close()
+    await asyncio.sleep(0.05)
+    waiting = await raw_client(server.port)
+    await waiting.send(b"FETCH lonely")
+    await asyncio.sleep(0.05)
+    producer = await raw_client(server.port)
+    reply = await producer.call(
+        b'PUSH {"jid":"orphan-0001","jobtype":"T","args":[],"queue":"lonely"}'
+    )
+    assert reply == b"+OK\r\n"
+    fetched = await waiting.reply()
+    assert b'"jid":"orphan-0001"' in fetched  # the live FETCH got it, at once
+    busy = await server.manager.busy(0, 10)
+    assert [r.wid for r in busy.items] == [""]

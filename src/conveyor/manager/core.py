@@ -189,9 +189,19 @@ class Manager(AdminOps):
                 if remaining <= 0:
                     return []
                 try:
-                    await asyncio.wait_for(future, remaining)
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+                    # cancellation that arrives just as the future completes.
+                    async with asyncio.timeout(remaining):
+                        await future
                 except TimeoutError:
                     return await self._reserve(queues, wid, count)
+            except asyncio.CancelledError:
+                if future.done() and not future.cancelled():
+                    # We were woken for a job we will not take (our client went away):
+                    # pass the wake-up on, or the next waiting FETCH would miss it.
+                    for queue in queues:
+                        self.waiters.notify(queue)
+                raise
             finally:
                 self.waiters.unregister(future, queues)
 

@@ -57,6 +57,7 @@ class Connection(asyncio.Protocol):
         self._writable = asyncio.Event()
         self._writable.set()
         self._runner: asyncio.Task[None] | None = None
+        self._fetching = False  # the runner is inside a FETCH/FETCHB that may be waiting
         self._out: list[bytes] = []
         self._out_bytes = 0
         self._registered = False
@@ -110,6 +111,10 @@ class Connection(asyncio.Protocol):
         return None  # close our side too; queued commands still run, their replies are dropped
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._fetching and self._runner is not None:
+            # Nobody will read the job a waiting FETCH would get: stop waiting, so it is not
+            # reserved for a dead connection (and stuck there until its reservation expires).
+            self._runner.cancel()
         self._set_closed()
         self._writable.set()
         self.server.connections.discard(self)
@@ -216,9 +221,13 @@ class Connection(asyncio.Protocol):
         if self.server.closing:
             self._write(error("ERR", "shutdown in progress"))
             return False
-        if self._out and item.startswith(b"FETCH"):
+        self._fetching = item.startswith(b"FETCH")
+        if self._out and self._fetching:
             self._flush()  # a FETCH may wait for seconds; earlier replies must not wait with it
-        reply = await self._dispatch(item)
+        try:
+            reply = await self._dispatch(item)
+        finally:
+            self._fetching = False
         if reply is None:
             return False
         self._write(reply)
