@@ -37,7 +37,7 @@ from conveyor.store.base import (
     WorkerRecord,
 )
 from conveyor.store.filters import filter_matcher
-from conveyor.store.workers import update_in_dict
+from conveyor.store.workers import LocalWorkers
 
 __all__ = ["MemoryStore"]
 
@@ -109,11 +109,7 @@ class _SortedSet:
         return count
 
 
-def _copy_worker(record: WorkerRecord) -> WorkerRecord:
-    return dataclasses.replace(record, labels=list(record.labels))
-
-
-class MemoryStore(Store):
+class MemoryStore(LocalWorkers, Store):
     """Everything in this process; nothing survives a restart."""
 
     def __init__(self) -> None:
@@ -349,41 +345,6 @@ class MemoryStore(Store):
             processed, failures = self._daily.get(day, (0, 0))
             result[day] = Counters(processed, failures)
         return result
-
-    # ----------------------------------------------------------------- workers
-
-    async def save_worker(self, record: WorkerRecord) -> None:
-        self._workers[record.wid] = _copy_worker(record)
-
-    async def update_worker(
-        self,
-        wid: str,
-        *,
-        rss_kb: int | None = None,
-        last_beat: float | None = None,
-        state: str | None = None,
-        connections_delta: int = 0,
-        create: WorkerRecord | None = None,
-    ) -> WorkerRecord | None:
-        return update_in_dict(
-            self._workers,
-            wid,
-            rss_kb=rss_kb,
-            last_beat=last_beat,
-            state=state,
-            connections_delta=connections_delta,
-            create=create,
-        )
-
-    async def get_worker(self, wid: str) -> WorkerRecord | None:
-        record = self._workers.get(wid)
-        return None if record is None else _copy_worker(record)
-
-    async def list_workers(self) -> list[WorkerRecord]:
-        return [_copy_worker(record) for record in self._workers.values()]
-
-    async def delete_worker(self, wid: str) -> bool:
-        return self._workers.pop(wid, None) is not None
 
     # ----------------------------------------------------------------- admin
 

@@ -35,7 +35,7 @@ from conveyor.store.base import (
 )
 from conveyor.store.filters import filter_matcher
 from conveyor.store.sqlite_db import Database, SQLiteOptions, load_queries, split_statements
-from conveyor.store.workers import update_in_dict
+from conveyor.store.workers import LocalWorkers
 
 __all__ = ["SQLiteStore"]
 
@@ -81,7 +81,7 @@ def _reservation(row: tuple[Any, ...]) -> Reservation:
     return Reservation(jid, queue, payload, wid, reserved_at, expires_at)
 
 
-class SQLiteStore(Store):
+class SQLiteStore(LocalWorkers, Store):
     """Build with ``SQLiteStore.from_url("sqlite:///path/to/file.db")`` (see ``SQLiteOptions``)."""
 
     def __init__(self, options: SQLiteOptions) -> None:
@@ -478,41 +478,6 @@ class SQLiteStore(Store):
             pending = self._pending.get(day, (0, 0))
             result[day] = Counters(processed + pending[0], failures + pending[1])
         return result
-
-    # ----------------------------------------------------------------- workers (memory only)
-
-    async def save_worker(self, record: WorkerRecord) -> None:
-        self._workers[record.wid] = dataclasses.replace(record, labels=list(record.labels))
-
-    async def update_worker(
-        self,
-        wid: str,
-        *,
-        rss_kb: int | None = None,
-        last_beat: float | None = None,
-        state: str | None = None,
-        connections_delta: int = 0,
-        create: WorkerRecord | None = None,
-    ) -> WorkerRecord | None:
-        return update_in_dict(
-            self._workers,
-            wid,
-            rss_kb=rss_kb,
-            last_beat=last_beat,
-            state=state,
-            connections_delta=connections_delta,
-            create=create,
-        )
-
-    async def get_worker(self, wid: str) -> WorkerRecord | None:
-        record = self._workers.get(wid)
-        return None if record is None else dataclasses.replace(record, labels=list(record.labels))
-
-    async def list_workers(self) -> list[WorkerRecord]:
-        return [dataclasses.replace(r, labels=list(r.labels)) for r in self._workers.values()]
-
-    async def delete_worker(self, wid: str) -> bool:
-        return self._workers.pop(wid, None) is not None
 
     # ----------------------------------------------------------------- admin
 

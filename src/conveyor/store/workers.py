@@ -1,5 +1,6 @@
-"""``Store.update_worker`` for the backends that keep worker records in a dict in this process
-(memory, SQLite): one synchronous function, so each update is atomic on the event loop."""
+"""Worker records for the backends that keep them in a dict in this process (memory, SQLite):
+workers reconnect and beat again after a restart, so they need no durable storage. Each
+method runs without awaiting, so each update is atomic on the event loop."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import dataclasses
 
 from conveyor.store.base import WorkerRecord, advance_worker_state
 
-__all__ = ["update_in_dict"]
+__all__ = ["LocalWorkers", "update_in_dict"]
 
 
 def update_in_dict(
@@ -37,3 +38,47 @@ def update_in_dict(
     if connections_delta < 0 and record.connections <= 0:
         del workers[wid]
     return dataclasses.replace(record, labels=list(record.labels))
+
+
+def _copy(record: WorkerRecord) -> WorkerRecord:
+    """A copy, so callers cannot change a stored record by accident."""
+    return dataclasses.replace(record, labels=list(record.labels))
+
+
+class LocalWorkers:
+    """The worker part of the Store contract over ``self._workers`` (set by the subclass)."""
+
+    _workers: dict[str, WorkerRecord]
+
+    async def save_worker(self, record: WorkerRecord) -> None:
+        self._workers[record.wid] = _copy(record)
+
+    async def update_worker(
+        self,
+        wid: str,
+        *,
+        rss_kb: int | None = None,
+        last_beat: float | None = None,
+        state: str | None = None,
+        connections_delta: int = 0,
+        create: WorkerRecord | None = None,
+    ) -> WorkerRecord | None:
+        return update_in_dict(
+            self._workers,
+            wid,
+            rss_kb=rss_kb,
+            last_beat=last_beat,
+            state=state,
+            connections_delta=connections_delta,
+            create=create,
+        )
+
+    async def get_worker(self, wid: str) -> WorkerRecord | None:
+        record = self._workers.get(wid)
+        return None if record is None else _copy(record)
+
+    async def list_workers(self) -> list[WorkerRecord]:
+        return [_copy(record) for record in self._workers.values()]
+
+    async def delete_worker(self, wid: str) -> bool:
+        return self._workers.pop(wid, None) is not None
