@@ -10,54 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conveyor.client import Client
+from tests.support.interop import NODE_PROJECT, client_environ, run_node
 from tests.support.server import MakeServer, RunningServer, SpawnServer
 from tests.support.services import require, require_binary
 from tests.support.tls import CertFiles
 
 pytestmark = pytest.mark.interop
 
-PROJECT = Path(__file__).parent / "interop" / "node"
 PASSWORDS = [pytest.param("", id="no-password"), pytest.param("node-pw!", id="password")]
 
 
-def scenario_environ(url: str, **env: str) -> dict[str, str]:
-    """This process's environment without stray FAKTORY_*/CONVEYOR_* settings, plus ours."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("FAKTORY_", "CONVEYOR_"))}
-    environ.update(FAKTORY_URL=url, **env)
-    return environ
-
-
 async def run_scenario(name: str, url: str, **env: str) -> dict[str, Any]:
-    node = require_binary("node")
-    require(
-        (PROJECT / "node_modules" / "faktory-worker").is_dir(),
-        f"faktory-worker is not installed: run `npm ci` in {PROJECT}",
-    )
-    process = await asyncio.create_subprocess_exec(
-        node,
-        "scenario.js",
-        name,
-        cwd=PROJECT,
-        env=scenario_environ(url, **env),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), 45)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode == 0, err.decode(errors="replace")
-    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
-    return result
+    return await run_node("scenario.js", name, url=url, **env)
 
 
 @pytest.mark.parametrize("password", PASSWORDS)
@@ -180,13 +149,13 @@ async def test_jobs_cross_languages(server: RunningServer) -> None:
 async def test_worker_obeys_quiet_from_the_server(server: RunningServer) -> None:
     """A quiet signal reaches the Node worker through BEAT's bulk {"state":"quiet"} reply."""
     node = require_binary("node")
-    require((PROJECT / "node_modules").is_dir(), f"run `npm ci` in {PROJECT}")
+    require((NODE_PROJECT / "node_modules").is_dir(), f"run `npm ci` in {NODE_PROJECT}")
     process = await asyncio.create_subprocess_exec(
         node,
         "scenario.js",
         "quiet",
-        cwd=PROJECT,
-        env=scenario_environ(server.url),
+        cwd=NODE_PROJECT,
+        env=client_environ(server.url),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

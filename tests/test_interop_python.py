@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.interop import client_environ, run_json
 from tests.support.server import MakeServer, RunningServer, SpawnServer
 from tests.support.tls import CertFiles
 
@@ -27,25 +27,7 @@ MODES = ["plain", "password", "tls+password"]
 
 
 async def run_client(scenario: str, url: str) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FAKTORY_", "CONVEYOR_"))}
-    env["FAKTORY_URL"] = url
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(SCRIPT),
-        scenario,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), 45)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode == 0, err.decode(errors="replace")
-    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
-    return result
+    return await run_json(sys.executable, str(SCRIPT), scenario, env=client_environ(url))
 
 
 async def start(make_server: MakeServer, mode: str, cert: CertFiles) -> RunningServer:

@@ -9,11 +9,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -22,35 +19,14 @@ import pytest
 import conveyor
 import conveyor.job
 import conveyor.testing
+from tests.support.interop import run_node
 from tests.support.server import RunningServer
-from tests.support.services import require, require_binary
 
 pytestmark = pytest.mark.interop
 
-PROJECT = Path(__file__).parent / "interop" / "node"
-
 
 async def node(scenario: str, url: str, **env: str) -> dict[str, Any]:
-    binary = require_binary("node")
-    require(
-        (PROJECT / "node_modules" / "faktory-worker").is_dir(),
-        f"faktory-worker is not installed: run `npm ci` in {PROJECT}",
-    )
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("FAKTORY_", "CONVEYOR_"))}
-    environ.update(FAKTORY_URL=url, **env)
-    process = await asyncio.create_subprocess_exec(
-        binary, "worker_library.js", scenario, cwd=PROJECT, env=environ,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), 30)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    assert process.returncode == 0, err.decode(errors="replace")
-    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
-    return result
+    return await run_node("worker_library.js", scenario, url=url, **env)
 
 
 @dataclasses.dataclass
