@@ -7,7 +7,9 @@ with a message for the user, and nothing changes), then makes one manager call.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from starlette.exceptions import HTTPException
 
 from conveyor.manager.types import WorkerState
 from conveyor.store.base import SortedSet
@@ -20,6 +22,7 @@ __all__ = [
     "SET_ACTIONS",
     "WORKER_SIGNALS",
     "queue_action",
+    "run",
     "set_action",
     "signal_workers",
 ]
@@ -93,3 +96,13 @@ async def signal_workers(
     if chosen is not None and not chosen:
         raise ValueError("select at least one worker (or use 'all')")
     return await manager.signal_workers(chosen, signal)
+
+
+async def run(call: Any) -> Any:
+    """Await an action, turning bad input into 400 and unknown things into 404."""
+    try:
+        return await call
+    except LookupError as exc:
+        raise HTTPException(404, str(exc.args[0] if exc.args else exc)) from None
+    except ValueError as exc:
+        raise HTTPException(400, str(exc)) from None

@@ -84,15 +84,6 @@ def _string_list(body: dict[str, Any], key: str) -> list[str]:
     return value
 
 
-async def _run(call: Any) -> Any:
-    try:
-        return await call
-    except LookupError as exc:
-        raise HTTPException(404, str(exc.args[0] if exc.args else exc)) from None
-    except ValueError as exc:
-        raise HTTPException(400, str(exc)) from None
-
-
 async def stats(request: Request) -> Response:
     state = request.app.state
     return _json(await data.stats_json(state.manager, state.stats))
@@ -128,7 +119,7 @@ async def queue_action(request: Request) -> Response:
     body = await _body(request)
     name, action = request.path_params["name"], request.path_params["action"]
     jids = _string_list(body, "jids")
-    count = await _run(actions.queue_action(request.app.state.manager, name, action, jids))
+    count = await actions.run(actions.queue_action(request.app.state.manager, name, action, jids))
     return _json({"ok": True, "count": count})
 
 
@@ -158,7 +149,7 @@ async def set_action(request: Request) -> Response:
         jids,
         everything=everything,
     )
-    return _json({"ok": True, "count": await _run(call)})
+    return _json({"ok": True, "count": await actions.run(call)})
 
 
 async def busy(request: Request) -> Response:
@@ -172,7 +163,7 @@ async def signal_workers(request: Request) -> Response:
     call = actions.signal_workers(
         request.app.state.manager, request.path_params["signal"], wids, everything=everything
     )
-    return _json({"ok": True, "count": await _run(call)})
+    return _json({"ok": True, "count": await actions.run(call)})
 
 
 async def job(request: Request) -> Response:

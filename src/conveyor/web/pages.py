@@ -103,7 +103,7 @@ async def queues(request: Request) -> Response:
     if request.method == "POST":
         form = await _form(request)
         name, action = str(form.get("queue", "")), str(form.get("action", ""))
-        count = await _run(actions.queue_action(manager, name, action))
+        count = await actions.run(actions.queue_action(manager, name, action))
         return _back(request, _queue_notice(action, name, count))
     return render(request, "queues.html", {"queues": await data.queues_view(manager)})
 
@@ -114,16 +114,6 @@ def _queue_notice(action: str, name: str, count: int) -> str:
     return f"Deleted {count} job(s) from {name}."
 
 
-async def _run(call: Any) -> Any:
-    """Await an action, turning bad input into 400 and unknown things into 404."""
-    try:
-        return await call
-    except LookupError as exc:
-        raise HTTPException(404, str(exc.args[0] if exc.args else exc)) from None
-    except ValueError as exc:
-        raise HTTPException(400, str(exc)) from None
-
-
 async def queue_detail(request: Request) -> Response:
     manager = request.app.state.manager
     name = request.path_params["name"]
@@ -131,7 +121,7 @@ async def queue_detail(request: Request) -> Response:
         form = await _form(request)
         action = str(form.get("action", ""))
         jids = _strings(form, "jid")
-        count = await _run(actions.queue_action(manager, name, action, jids))
+        count = await actions.run(actions.queue_action(manager, name, action, jids))
         if action == "clear":
             return _back(request, _queue_notice(action, name, count), "/queues")
         return _back(request, _queue_notice(action, name, count))
@@ -156,7 +146,9 @@ async def set_list(request: Request) -> Response:
         keys = _strings(form, "key")
         everything = "all" in keys
         jids = [] if everything else [_jid_of(key) for key in keys]
-        count = await _run(actions.set_action(manager, name, action, jids, everything=everything))
+        count = await actions.run(
+            actions.set_action(manager, name, action, jids, everything=everything)
+        )
         return _back(request, f"{_verb(action)} {count} job(s).")
     listing = _listing(request, default_descending=default_descending(name))
     view = await data.set_view(manager, name, listing)
@@ -188,7 +180,9 @@ async def set_job(request: Request) -> Response:
     if request.method == "POST":
         form = await _form(request)
         action = str(form.get("action", ""))
-        count = await _run(actions.set_action(manager, name, action, [jid], everything=False))
+        count = await actions.run(
+            actions.set_action(manager, name, action, [jid], everything=False)
+        )
         return _back(request, f"{_verb(action)} {count} job(s).", f"/{route}")
     view = await data.job_view(manager, name, jid)
     if view is None:
@@ -230,7 +224,9 @@ async def busy(request: Request) -> Response:
         signal = str(form.get("signal", ""))
         wids = _strings(form, "wid")
         everything = "all" in wids
-        count = await _run(actions.signal_workers(manager, signal, wids, everything=everything))
+        count = await actions.run(
+            actions.signal_workers(manager, signal, wids, everything=everything)
+        )
         return _back(request, f"Sent {signal} to {count} worker(s).")
     listing = _listing(request)
     view = await data.busy_view(manager, listing)
