@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import tracemalloc
 from pathlib import Path
 
@@ -117,6 +118,32 @@ async def test_concurrent_writes_share_one_commit(tmp_path: Path) -> None:
         assert rows(path, "SELECT count(*) FROM set_entries") == [(50,)]
     finally:
         await store.close()
+
+
+async def test_checkpoints_run_on_their_own_thread_not_in_commits(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoint.db"
+    store = await opened(path)
+    try:
+        # The event loop's connection never checkpoints (that stalled every client for
+        # 5-25 ms once per 4 MiB of WAL): the Checkpointer thread does, without being asked.
+        assert store._db.conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+        checkpointer = store._db.checkpointer
+        assert checkpointer is not None
+        for batch in range(5):  # ~1 MiB of WAL: SQLite's own autocheckpoint would wait for 4
+            await store.enqueue([job(f"j{batch}-{n}") for n in range(1000)])
+        # Soon the database file alone (no WAL) holds every job: they were copied into it.
+        copy = tmp_path / "copy.db"
+        for _ in range(250):
+            copy.write_bytes(path.read_bytes())
+            if rows(copy, "SELECT count(*) FROM queue_jobs") == [(5000,)]:
+                break
+            await asyncio.sleep(0.02)
+        assert rows(copy, "SELECT count(*) FROM queue_jobs") == [(5000,)]
+        assert checkpointer.checkpoints >= 1
+    finally:
+        await store.close()
+    assert not any(t.name.startswith("conveyor-checkpoint") for t in threading.enumerate())
+    assert not Path(f"{path}-wal").exists()  # the last connection to close folded the WAL in
 
 
 async def test_queued_jobs_do_not_live_in_python_memory(tmp_path: Path) -> None:
