@@ -20,6 +20,7 @@ __all__ = [
     "DEFAULT_RETRY",
     "Job",
     "decode_job",
+    "decode_job_array",
     "decode_jobs",
     "encode_job",
 ]
@@ -50,6 +51,7 @@ class Job(msgspec.Struct, omit_defaults=True):
 
 
 _decoder = msgspec.json.Decoder(Job)
+_array_decoder = msgspec.json.Decoder(list[Job])
 _list_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 _encoder = msgspec.json.Encoder()
 
@@ -57,6 +59,11 @@ _encoder = msgspec.json.Encoder()
 def decode_job(data: bytes | str) -> Job:
     """Decode one job; raises ``msgspec.DecodeError`` (a ``ValueError``) on bad JSON or types."""
     return _decoder.decode(data)
+
+
+def decode_job_array(data: bytes | str) -> list[Job]:
+    """Decode a JSON array of jobs in one call; any bad element fails the whole array."""
+    return _array_decoder.decode(data)
 
 
 def decode_jobs(data: bytes | str) -> list[msgspec.Raw]:

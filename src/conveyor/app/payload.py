@@ -89,6 +89,9 @@ class PayloadSpec:
         else:
             self.kind = PayloadKind.POSITIONAL
         self.model: Any = only if self.kind is PayloadKind.MODEL else None
+        self.required = sum(p.required for p in self.params)
+        self.most = None if self.varargs else len(self.params)
+        """The most args the handler takes (None: any number)."""
 
     # -- producer side -------------------------------------------------------------------------
 
@@ -150,8 +153,8 @@ class PayloadSpec:
             return value
 
     def _check_arity(self, count: int, error: type[Exception]) -> None:
-        required = sum(p.required for p in self.params)
-        if count < required or (count > len(self.params) and not self.varargs):
+        required = self.required
+        if count < required or (self.most is not None and count > self.most):
             expected = (
                 str(required) if required == len(self.params) else f"{required}-{len(self.params)}"
             )

@@ -111,23 +111,22 @@ class Manager(AdminOps):
 
     async def push_bulk(self, payload: bytes) -> dict[str, str]:
         """PUSHB: each job validated and pushed on its own; returns ``{jid: error}``."""
-        if len(payload) > self.config.max_payload_bytes * 10:
+        config = self.config
+        if len(payload) > config.max_payload_bytes * 10:
             raise InvalidJob(f"PUSHB payload is {len(payload)} bytes; too large")
-        try:
-            raws = msgspec.json.decode(payload, type=list[msgspec.Raw])
-        except msgspec.DecodeError as exc:
-            raise InvalidJob(f"invalid JSON: {exc}") from None
+        items = validation.decode_pushed_bulk(payload, config)
+        now = now_iso()  # one created_at for the whole batch, as one PUSH would have
         errors: dict[str, str] = {}
         accepted: list[tuple[Job, float | None]] = []
-        for raw in raws:
+        for item in items:
             job: Job | None = None
             try:
-                job = validation.decode_pushed(bytes(raw), self.config)
-                due = validation.prepare_job(job, self.config)
+                job = item if isinstance(item, Job) else validation.decode_pushed(item, config)
+                due = validation.prepare_job(job, config, now)
                 if self._push_hooks:
                     await run_chain(self._push_hooks, PushContext(self, job), _nothing)
             except CommandError as exc:  # middleware codes (NOTUNIQUE, ...) keep their code
-                key = job.jid if job is not None else _raw_jid(raw)
+                key = job.jid if job is not None else _raw_jid(item)
                 errors[key] = exc.message if exc.code == "ERR" else str(exc)
             else:
                 accepted.append((job, due))
@@ -140,12 +139,18 @@ class Manager(AdminOps):
         queued: list[QueuedJob] = []
         scheduled: list[SetEntry] = []
         enqueued_at = now_iso()
+        default_reserve = self.config.reserve_default_seconds
         for job, due in jobs:
             if due is not None and due > now:
                 scheduled.append(SetEntry(due, job.jid, encode_job(job), job.queue, job.jobtype))
             else:
                 job.enqueued_at = enqueued_at
-                queued.append(self.queued(job))
+                reserve = (
+                    validation.reserve_seconds(job, self.config)
+                    if job.reserve_for
+                    else default_reserve
+                )
+                queued.append(QueuedJob(job.queue, job.jid, encode_job(job), reserve))
         if scheduled:
             await self.store.add_to_set(SortedSet.SCHEDULED, scheduled)
         if queued:
@@ -385,7 +390,9 @@ class Manager(AdminOps):
         self.tasks.reset_stats()
 
 
-def _raw_jid(raw: msgspec.Raw) -> str:
+def _raw_jid(raw: Job | msgspec.Raw) -> str:
+    if isinstance(raw, Job):
+        return raw.jid
     try:
         value = msgspec.json.decode(raw)
     except msgspec.DecodeError:
