@@ -18,7 +18,7 @@ import conveyor.manager
 import conveyor.testing
 from conveyor.app import PayloadKind
 from conveyor.timefmt import parse_time
-from tests.support.server import RunningServer
+from tests.support.server import TEST_TIMINGS, MakeServer, RunningServer
 
 
 @dataclasses.dataclass
@@ -254,6 +254,31 @@ async def test_push_bulk_returns_one_result_per_job_in_order(server: RunningServ
     info = await server.manager.info(conveyor.manager.ServerStats())
     assert info["faktory"]["queues"]["default"] == 2
     await local.aclose()
+
+
+async def test_push_bulk_of_many_chunks_lands_in_order(make_server: MakeServer) -> None:
+    # 2,500 jobs = PUSHBs of 1,000, 1,000 and 500, pipelined; the middle one is too large
+    # (over 10x max_payload_bytes), so each of its jobs gets the server's error.
+    config = dataclasses.replace(TEST_TIMINGS, max_payload_bytes=20_000)
+    server = await make_server(config=config)
+    local = conveyor.App(server.url)
+
+    @local.job(queue="bulk")
+    async def item(n: int, pad: str = "") -> None: ...
+
+    jobs = [item.build(n, "x" * 300 if 1000 <= n < 2000 else "") for n in range(2500)]
+    results = await local.push_bulk(jobs)
+    await local.aclose()
+    assert [r.jid for r in results] == [j.jid for j in jobs]
+    assert [r.ok for r in results] == [True] * 1000 + [False] * 1000 + [True] * 500
+    assert all("too large" in (r.error or "") for r in results[1000:2000])
+    client = await local.connect()
+    try:
+        fetched = await client.fetch_many(1000, "bulk") + await client.fetch_many(1000, "bulk")
+    finally:
+        await client.close()
+    expected = list(range(1000)) + list(range(2000, 2500))
+    assert [job["args"][0] for job in fetched] == expected
 
 
 def test_sync_facade_pushes_from_plain_code(

@@ -97,6 +97,41 @@ async def test_push_bulk_reports_only_failures(client: Client) -> None:
     assert (await client.info())["faktory"]["queues"]["default"] == 4
 
 
+async def test_push_bulk_chunks_pipelines_in_order_and_reports_each_chunk(
+    make_server: MakeServer,
+) -> None:
+    # PUSHB payloads over 10x max_payload_bytes are refused whole: chunk 2 is.
+    server = await make_server(config=dataclasses.replace(TEST_TIMINGS, max_payload_bytes=2000))
+    chunks = [
+        [job("A", n, jid=f"chunk-a-{n}") for n in range(3)],
+        [job("B", "x" * 25_000, jid="chunk-b-0")],
+        [job("C", 0, jid="chunk-c-0"), job("C", 1, jid="chunk-c-1", queue="bad queue!")],
+        [job("D", n, jid=f"chunk-d-{n}") for n in range(2)],
+    ]
+    async with await Client.connect(server.url) as client:
+        outcomes: list[dict[str, str] | CommandError] = []
+        await client.push_bulk_chunks(chunks, outcomes, in_flight=3)
+        assert outcomes[0] == {}
+        assert isinstance(outcomes[1], CommandError)
+        assert "too large" in outcomes[1].message
+        assert list(outcomes[2]) == ["chunk-c-1"]  # type: ignore[arg-type]
+        assert "queue" in outcomes[2]["chunk-c-1"]  # type: ignore[index]
+        assert outcomes[3] == {}
+        assert len(outcomes) == 4
+        fetched = [(await client.fetch("default") or {}).get("jid") for _ in range(6)]
+        # the connection is usable again: one command at a time, as before
+        assert not client.closed
+    assert fetched == [
+        "chunk-a-0", "chunk-a-1", "chunk-a-2", "chunk-c-0", "chunk-d-0", "chunk-d-1"
+    ]  # fmt: skip
+
+
+async def test_push_bulk_chunks_refuses_nonsense_depth(client: Client) -> None:
+    with pytest.raises(ValueError, match="in_flight"):
+        await client.push_bulk_chunks([[job("A")]], [], in_flight=0)
+    assert (await client.info())["faktory"]["queues"] == {}
+
+
 async def test_fetch_follows_queue_order_and_returns_none_when_empty(client: Client) -> None:
     await client.push(job("Low", queue="low"))
     await client.push(job("High", queue="high"))

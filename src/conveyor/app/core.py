@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 
 from conveyor.app.jobs import JobDef, JobOptions
 from conveyor.app.sync import SyncRunner
+from conveyor.errors import CommandError
 from conveyor.job import DEFAULT_QUEUE, Job
 from conveyor.pool import ConnectionPool
 
@@ -57,7 +58,26 @@ class _PoolProducer:
         await self.pool.run(lambda client: client.push(job))
 
     async def push_bulk(self, jobs: Sequence[Job]) -> dict[str, str]:
-        return await self.pool.run(lambda client: client.push_bulk(list(jobs)))
+        """PUSHB in chunks, two in flight on one connection (so they land in order).
+
+        A chunk refused as a whole gives its error to each of its jobs. When the connection
+        breaks, the pool reconnects and the chunks not yet answered are sent again (so, as
+        with PUSH, a chunk whose reply was lost can be enqueued twice: at-least-once).
+        """
+        chunks = [jobs[i : i + PUSH_BULK_CHUNK] for i in range(0, len(jobs), PUSH_BULK_CHUNK)]
+        outcomes: list[dict[str, str] | CommandError] = []
+        while len(outcomes) < len(chunks):
+            await self.pool.run(
+                lambda client: client.push_bulk_chunks(chunks[len(outcomes) :], outcomes)
+            )
+        errors: dict[str, str] = {}
+        for chunk, outcome in zip(chunks, outcomes, strict=True):
+            if isinstance(outcome, CommandError):
+                message = outcome.message if outcome.code == "ERR" else str(outcome)
+                errors.update((job.jid, message) for job in chunk)
+            else:
+                errors.update(outcome)
+        return errors
 
     async def close(self) -> None:
         await self.pool.close()
@@ -248,14 +268,13 @@ class App(_Registry):
         return job.jid
 
     async def push_bulk(self, jobs: Sequence[Job]) -> list[PushResult]:
-        """Push many jobs with PUSHB (1000 per round trip); one result per job, in order."""
-        producer = self._producer()
-        results: list[PushResult] = []
-        for start in range(0, len(jobs), PUSH_BULK_CHUNK):
-            chunk = jobs[start : start + PUSH_BULK_CHUNK]
-            errors = await producer.push_bulk(chunk)
-            results.extend(PushResult(job.jid, errors.get(job.jid)) for job in chunk)
-        return results
+        """Push many jobs with PUSHB (1000 a command, two commands in flight, in order).
+
+        Returns one result per job, in order: a job the server refused, alone (bad queue
+        name, not unique, ...) or with its whole chunk, has the server's error message.
+        """
+        errors = await self._producer().push_bulk(jobs)
+        return [PushResult(job.jid, errors.get(job.jid)) for job in jobs]
 
     def push_bulk_sync(self, jobs: Sequence[Job]) -> list[PushResult]:
         """``push_bulk`` for code that is not async."""

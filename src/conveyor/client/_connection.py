@@ -30,7 +30,7 @@ from conveyor.job import Job, encode_job
 from conveyor.protocol.auth import PROTOCOL_VERSION, hash_password
 from conveyor.protocol.replies import Reply, ReplyKind, ReplyReader
 
-__all__ = ["DEFAULT_TIMEOUT_SECONDS", "Client"]
+__all__ = ["DEFAULT_TIMEOUT_SECONDS", "Client", "fetch_jobs"]
 
 # Must stay above the server's FETCH wait (2 s in Faktory) or an idle FETCH would time out.
 DEFAULT_TIMEOUT_SECONDS = 10.0
@@ -50,6 +50,7 @@ def _encode_other(value: Any) -> Any:
 _encode = msgspec.json.Encoder(enc_hook=_encode_other).encode
 _decode_object = msgspec.json.Decoder(dict[str, Any]).decode
 _decode_objects = msgspec.json.Decoder(list[dict[str, Any]]).decode
+_decode_jobs = msgspec.json.Decoder(list[Job]).decode
 _decode_errors = msgspec.json.Decoder(dict[str, str]).decode
 _decode_latency = msgspec.json.Decoder(dict[str, float]).decode
 
@@ -287,6 +288,42 @@ class Client:
         reply = await self._call(b"PUSHB " + _encode(jobs) + _CRLF)
         return _decode_errors(reply.data) if reply.kind is ReplyKind.BULK else {}
 
+    async def push_bulk_chunks(
+        self,
+        chunks: Sequence[Sequence[Mapping[str, Any] | Job]],
+        into: list[dict[str, str] | CommandError],
+        in_flight: int = 2,
+    ) -> None:
+        """``PUSHB`` each chunk, with up to ``in_flight`` commands sent ahead of their replies.
+
+        The server answers one connection's commands in order, so the chunks are enqueued in
+        order, while it works on one chunk the next is already on its way. Each chunk's outcome
+        (``{jid: error}``, or the ``CommandError`` that refused the whole chunk) is appended to
+        ``into`` as its reply arrives: if the connection breaks, ``into`` tells the caller which
+        chunks were answered, so it can resume with the rest.
+        """
+        if in_flight < 1:
+            raise ValueError(f"in_flight must be at least 1, got {in_flight}")
+        if self._busy:
+            raise RuntimeError("a Client runs one command at a time; use one client per task")
+        if self._closed:
+            raise ConnectError(f"the connection to {self.address.url} is closed")
+        self._busy = True
+        try:
+            sent = answered = 0
+            while answered < len(chunks):
+                while sent < len(chunks) and sent - answered < in_flight:
+                    self._writer.write(b"PUSHB " + _encode(chunks[sent]) + _CRLF)
+                    sent += 1
+                reply = await self._receive(_REPLY)
+                answered += 1
+                if reply.kind is ReplyKind.ERROR:
+                    into.append(CommandError.from_reply(reply.text))
+                else:
+                    into.append(_decode_errors(reply.data) if reply.kind is ReplyKind.BULK else {})
+        finally:
+            self._busy = False
+
     # -- consumer commands --------------------------------------------------------------------
 
     async def fetch(self, *queues: str) -> dict[str, Any] | None:
@@ -296,10 +333,7 @@ class Client:
 
     async def fetch_many(self, count: int, *queues: str) -> list[dict[str, Any]]:
         """``FETCHB`` (conveyor extension): up to ``count`` jobs in one round trip."""
-        if count < 1:
-            raise ValueError(f"count must be at least 1, got {count}")
-        line = b"FETCHB %d " % count + _queue_names(queues) + _CRLF
-        reply = await self._call(line)
+        reply = await self._call(_fetchb_line(count, queues))
         return _decode_objects(reply.data) if reply.kind is ReplyKind.BULK else []
 
     async def ack(self, jid: str) -> None:
@@ -373,6 +407,21 @@ class Client:
         """``QUEUE LATENCY``: seconds since the oldest job of each queue was enqueued."""
         reply = await self._call(b"QUEUE LATENCY " + _queue_names(names) + _CRLF)
         return _decode_latency(reply.data)
+
+
+async def fetch_jobs(client: Client, count: int, *queues: str) -> list[Job]:
+    """``Client.fetch_many``, decoded in one pass straight into ``Job`` structs (the worker's).
+
+    A function rather than a method so that ``SyncClient`` keeps mirroring ``Client`` exactly.
+    """
+    reply = await client._call(_fetchb_line(count, queues))
+    return _decode_jobs(reply.data) if reply.kind is ReplyKind.BULK else []
+
+
+def _fetchb_line(count: int, queues: Sequence[str]) -> bytes:
+    if count < 1:
+        raise ValueError(f"count must be at least 1, got {count}")
+    return b"FETCHB %d " % count + _queue_names(queues) + _CRLF
 
 
 def new_jid() -> str:

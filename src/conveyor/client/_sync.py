@@ -140,6 +140,7 @@ class SyncClient:
     raw = _blocking(Client.raw)
     push = _blocking(Client.push)
     push_bulk = _blocking(Client.push_bulk)
+    push_bulk_chunks = _blocking(Client.push_bulk_chunks)
     fetch = _blocking(Client.fetch)
     fetch_many = _blocking(Client.fetch_many)
     ack = _blocking(Client.ack)
