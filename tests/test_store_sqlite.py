@@ -143,7 +143,8 @@ async def test_checkpoints_run_on_their_own_thread_not_in_commits(tmp_path: Path
     finally:
         await store.close()
     assert not any(t.name.startswith("conveyor-checkpoint") for t in threading.enumerate())
-    assert not Path(f"{path}-wal").exists()  # the last connection to close folded the WAL in
+    wal = path.with_name(path.name + "-wal")
+    assert not await asyncio.to_thread(wal.exists)  # the last connection to close folded it in
 
 
 async def test_queued_jobs_do_not_live_in_python_memory(tmp_path: Path) -> None:
