@@ -28,7 +28,7 @@ from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 
-from bench import faktory_load, report
+from bench import faktory_load, report, server_memory
 from bench._harness import free_port, rss_kb, start_server
 from bench.rows import (
     PEER_VENV,
@@ -157,6 +157,8 @@ def parse_args() -> argparse.Namespace:
     add("--conveyor-concurrency", type=int, default=32, help="conveyor worker -c")
     add("--conveyor-processes", type=int, default=2, help="conveyor worker processes")
     add("--load-ops", type=int, default=30_000, help="operations in Faktory's load shape")
+    add("--memory-jobs", type=int, default=1_000_000,
+        help="jobs queued to measure server memory (0: skip)")  # fmt: skip
     add("--tree", choices=("committed", "working"), default="committed",
         help="measure conveyor's last commit (default) or the working tree")  # fmt: skip
     add("--conveyor-only", action="store_true", help="skip the peers (no peer virtualenv)")
@@ -196,10 +198,14 @@ def run(args: argparse.Namespace, src: str | None) -> None:
         print("[bench] Faktory load shape ...", file=sys.stderr, flush=True)
         load = faktory_load.run(server.url, args.load_ops, args.repeat)
         server_rss = rss_kb(server.process.pid) / 1024
+    memory = None
+    if args.memory_jobs:
+        print(f"[bench] server memory, {args.memory_jobs:,} jobs queued ...", file=sys.stderr)
+        memory = server_memory.run(args.memory_jobs, server_env)
     body = (
         "\n".join(["", *environment(rows, src), ""])
         + "\n"
-        + report.markdown(results, load, args.load_ops)
+        + report.markdown(results, load, args.load_ops, memory)
     )
     body += f"\nconveyor server RSS at the end of the run: {server_rss:.1f} MiB.\n"
     pictures = report.plots(results, args.plots)
@@ -210,7 +216,8 @@ def run(args: argparse.Namespace, src: str | None) -> None:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(
         {"results": [asdict(r) for r in results], "faktory_load_ops": load,
-         "server_rss_mb": server_rss, "worker_logs": str(logs)}, indent=1
+         "server_rss_mb": server_rss, "worker_logs": str(logs),
+         "server_memory": asdict(memory) if memory else None}, indent=1
     ))  # fmt: skip
     print(body)
 

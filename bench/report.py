@@ -8,8 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.runner import RowResult
+from bench.server_memory import MemoryResult, describe
 
 FAKTORY_LOAD_OPS = 2_500.0  # real Faktory 1.10 on this machine class (issue 6)
+PAGE_CACHE_MIB = 32.0  # PRAGMA cache_size of the SQLite store
+FLAT_MARGIN_MIB = 16.0
+"""Server growth with a million queued jobs counted as flat: the page cache plus this."""
 
 
 def spread(samples: Sequence[float], digits: int = 0) -> str:
@@ -87,7 +91,9 @@ def configurations(results: list[RowResult]) -> list[str]:
     return lines
 
 
-def targets(results: list[RowResult], load_ops: list[float]) -> list[str]:
+def targets(
+    results: list[RowResult], load_ops: list[float], memory: MemoryResult | None = None
+) -> list[str]:
     ours, peers = results[0], [r for r in results[1:] if not r.error]
     lines = ["| target (issue 6) | measured | met |", "|---|---|---|"]
 
@@ -125,10 +131,23 @@ def targets(results: list[RowResult], load_ops: list[float]) -> list[str]:
         lines.append(
             f"| worker memory ≤ the median peer ({median_peer:.1f} MiB) | {mine:.1f} MiB | {met} |"
         )
+    if memory is not None:
+        limit = PAGE_CACHE_MIB + FLAT_MARGIN_MIB
+        met = "yes" if memory.growth_mib <= limit else "**no**"
+        lines.append(
+            f"| server memory flat with {memory.jobs:,} jobs queued (growth ≤ the "
+            f"{PAGE_CACHE_MIB:.0f} MiB page cache + {FLAT_MARGIN_MIB:.0f}) "
+            f"| +{memory.growth_mib:.1f} MiB | {met} |"
+        )
     return lines
 
 
-def markdown(results: list[RowResult], load_ops: list[float], load_total: int = 30_000) -> str:
+def markdown(
+    results: list[RowResult],
+    load_ops: list[float],
+    load_total: int = 30_000,
+    memory: MemoryResult | None = None,
+) -> str:
     parts = [
         "### Throughput (higher is better; conveyor ÷ peer > 1 means conveyor is faster)",
         "",
@@ -146,9 +165,14 @@ def markdown(results: list[RowResult], load_ops: list[float], load_total: int = 
         f"(real Faktory 1.10 on this machine class: ~{FAKTORY_LOAD_OPS:,.0f}; ratio "
         f"{ratio(med(load_ops), FAKTORY_LOAD_OPS)}).",
         "",
+        *(
+            ["### Server memory with queued jobs (SQLite store)", "", describe(memory) + ".", ""]
+            if memory is not None
+            else []
+        ),
         "### Against the targets",
         "",
-        *targets(results, load_ops),
+        *targets(results, load_ops, memory),
         "",
         "### Configurations",
         "",

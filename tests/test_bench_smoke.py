@@ -24,6 +24,7 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     args = [
         sys.executable, "-m", "bench", "--conveyor-only", "--jobs", "200", "--sleep-jobs", "40",
         "--latency-jobs", "20", "--repeat", "1", "--load-ops", "200", "--timeout", "20",
+        "--memory-jobs", "3000",
         "--doc", str(out / "benchmarks.md"), "--plots", str(out / "plots"),
         "--json", str(out / "results.json"),
     ]  # fmt: skip
@@ -43,6 +44,11 @@ def test_conveyor_only_run_fills_every_workload(smoke_run: Path) -> None:
         assert row[workload][0] > 0, workload
     assert len(data["faktory_load_ops"]) == 1
     assert data["faktory_load_ops"][0] > 0
+    memory = data["server_memory"]
+    assert memory["jobs"] == 3000
+    assert memory["empty_mib"] > 0
+    assert memory["queued_mib"] > 0
+    assert memory["db_bytes"] > 3000 * 100  # every job is in the file, payload and all
 
 
 @pytest.mark.timeout(120)
@@ -58,6 +64,7 @@ def test_conveyor_only_run_writes_well_formed_tables_and_plots(smoke_run: Path) 
         block = page.split(header, 1)[1].split("\n\n", 1)[0].splitlines()
         width = header.count("|")
         assert all(line.count("|") == width for line in block if line.startswith("|"))
+    assert "with 3,000 jobs queued" in page
     for name in ("throughput", "enqueue", "latency", "memory"):
         picture = smoke_run / "plots" / f"{name}.png"
         assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
