@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import time
@@ -279,6 +281,68 @@ async def test_push_bulk_of_many_chunks_lands_in_order(make_server: MakeServer) 
         await client.close()
     expected = list(range(1000)) + list(range(2000, 2500))
     assert [job["args"][0] for job in fetched] == expected
+
+
+async def _cutting_proxy(target_port: int, cut_after_lines: int) -> asyncio.Server:
+    """Forwards FWP connections to ``target_port``; the first one is closed once the client
+    has been sent ``cut_after_lines`` reply lines (the server still reads what was sent)."""
+    first = True
+    limit = 16 * 1024 * 1024  # a PUSHB line is far longer than asyncio's 64 KiB default
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, cut: int) -> None:
+        lines = 0
+        while line := await reader.readline():
+            writer.write(line)
+            lines += 1
+            if lines == cut:
+                break
+        writer.close()
+
+    async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        nonlocal first
+        cut, first = (cut_after_lines if first else 0), False
+        server_r, server_w = await asyncio.open_connection("127.0.0.1", target_port, limit=limit)
+        await asyncio.gather(
+            pipe(client_r, server_w, 0), pipe(server_r, client_w, cut), return_exceptions=True
+        )
+        for writer in (client_w, server_w):
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0, limit=limit)
+
+
+async def test_push_bulk_resumes_after_a_broken_connection(server: RunningServer) -> None:
+    # Replies on the wire: +HI, +OK (HELLO), then "$2" and "{}" per PUSHB. The proxy cuts
+    # the first connection after the first PUSHB's reply: chunk 1 answered, chunk 2 sent
+    # but unanswered. The pool reconnects and push_bulk resumes with chunk 2.
+    proxy = await _cutting_proxy(server.port, cut_after_lines=4)
+    port = proxy.sockets[0].getsockname()[1]
+    local = conveyor.App(f"tcp://127.0.0.1:{port}")
+
+    @local.job(queue="resume")
+    async def item(n: int) -> None: ...
+
+    jobs = [item.build(n) for n in range(3000)]
+    try:
+        results = await local.push_bulk(jobs)
+    finally:
+        await local.aclose()
+        proxy.close()
+        await proxy.wait_closed()
+    assert [r.jid for r in results] == [j.jid for j in jobs]
+    assert all(r.ok for r in results)
+    queued = [
+        msgspec.json.decode(job.payload)["args"][0]
+        for job in (await server.manager.store.list_queue("resume", 0, 10_000)).items
+    ]
+    # chunk 1 exactly once (not resent); chunk 2 at least once (its reply was lost, so it
+    # may have landed twice: at-least-once); chunk 3 exactly once, after them
+    assert queued[:1000] == list(range(1000))
+    assert sorted(set(queued)) == list(range(3000))
+    assert queued[-1000:] == list(range(2000, 3000))
+    assert len(queued) in (3000, 4000)
 
 
 def test_sync_facade_pushes_from_plain_code(
