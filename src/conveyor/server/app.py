@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import ssl
@@ -150,6 +151,10 @@ async def run(config: ServerConfig, *, stop: asyncio.Event | None = None) -> Non
             web = await start_web(manager, config, stats=server.stats)
             log.info("web dashboard on %s", web.url)
         log.info("conveyor ready (storage %s)", _redact(config.storage))
+        # What start-up built (modules, the web app, templates) lives as long as the process:
+        # keep it out of the collector's full passes, which would otherwise walk it all while
+        # clients wait (a latency-tail measure, as in the worker).
+        gc.freeze()
         await stop.wait()
         log.info("shutting down")
     finally:
