@@ -10,7 +10,9 @@ The chain for a jobtype is built once and reused::
               the function (async in the loop; sync in the thread pool), under its timeout
           after hooks: global, then the job's own, with the exception or None
 
-``execute`` turns the result into an ``Outcome``: ACK, or FAIL with errtype, message and
+When nothing wraps an async handler (no middleware, no hooks, no timeout), ``execute`` calls
+it directly instead: the job's task then runs two coroutines (``execute`` and the handler), not
+five. ``execute`` turns the result into an ``Outcome``: ACK, or FAIL with errtype, message and
 backtrace.
 """
 
@@ -22,7 +24,7 @@ import contextvars
 import inspect
 import logging
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -111,6 +113,16 @@ async def _call_hook(hook: Callable[..., Any], *args: Any) -> None:
         await result
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How the jobs of one jobtype run, worked out on its first job."""
+
+    chain: Handler
+    direct: Callable[..., Awaitable[Any]] | None
+    """The async handler itself, when nothing wraps it: ``execute`` calls it straight away."""
+    decode: Callable[[Job], tuple[Any, ...]]
+
+
 class JobRunner:
     """Executes jobs of one app: builds and caches each jobtype's handler chain."""
 
@@ -126,16 +138,18 @@ class JobRunner:
         self.extra_middleware = list(middleware)
         self.threads = threads
         self.wid = wid
-        self._chains: dict[str, Handler] = {}
+        self._plans: dict[str, _Plan] = {}
 
     def chain(self, jobdef: JobDef[Any, Any]) -> Handler:
-        handler = self._chains.get(jobdef.name)
-        if handler is None:
-            handler = self._build(jobdef)
-            self._chains[jobdef.name] = handler
-        return handler
+        return self._plan(jobdef).chain
 
-    def _build(self, jobdef: JobDef[Any, Any]) -> Handler:
+    def _plan(self, jobdef: JobDef[Any, Any]) -> _Plan:
+        plan = self._plans.get(jobdef.name)
+        if plan is None:
+            plan = self._plans[jobdef.name] = self._build(jobdef)
+        return plan
+
+    def _build(self, jobdef: JobDef[Any, Any]) -> _Plan:
         app = self.app
         group = app.groups.get(jobdef.group) if jobdef.group else None
         layers = [
@@ -147,7 +161,9 @@ class JobRunner:
         handler = self._core(jobdef)
         for middleware in reversed(layers):
             handler = middleware(handler)
-        return handler
+        hooks = (app.before_hooks, app.after_hooks, jobdef.before_hooks, jobdef.after_hooks)
+        bare = jobdef.is_async and jobdef.timeout is None and not layers and not any(hooks)
+        return _Plan(handler, jobdef.fn if bare else None, jobdef.payload.decode)
 
     def _core(self, jobdef: JobDef[Any, Any]) -> Handler:
         befores = [*self.app.before_hooks, *jobdef.before_hooks]
@@ -162,7 +178,8 @@ class JobRunner:
             except BaseException as exc:
                 await self._after(afters, ctx, exc)
                 raise
-            await self._after(afters, ctx, None)
+            if afters:
+                await self._after(afters, ctx, None)
             return result
 
         return core
@@ -176,11 +193,11 @@ class JobRunner:
 
     def _caller(self, jobdef: JobDef[Any, Any]) -> Callable[[tuple[Any, ...]], Any]:
         fn, timeout = jobdef.fn, jobdef.timeout
+        if jobdef.is_async and timeout is None:
+            return lambda args: fn(*args)  # the handler's own coroutine, with no wrapper around it
         if jobdef.is_async:
 
             async def call_async(args: tuple[Any, ...]) -> Any:
-                if timeout is None:
-                    return await fn(*args)
                 try:
                     async with asyncio.timeout(timeout):
                         return await fn(*args)
@@ -214,7 +231,11 @@ class JobRunner:
         try:
             if jobdef is None:
                 raise UnknownJobType(f"no handler for jobtype {job.jobtype!r} in this worker")
-            result = await self.chain(jobdef)(ctx)
+            plan = self._plans.get(jobdef.name) or self._plan(jobdef)
+            if plan.direct is not None:
+                result = await plan.direct(*plan.decode(job))
+            else:
+                result = await plan.chain(ctx)
         except Exception as exc:
             lines = (
                 job.backtrace or (jobdef and jobdef.defaults.backtrace) or (DEFAULT_BACKTRACE_LINES)

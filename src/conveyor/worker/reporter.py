@@ -2,8 +2,9 @@
 
 Handlers finish on many tasks at once. Their ACKs go into one buffer that a single task drains:
 everything that piled up goes out as one ``ACKB`` round trip (conveyor servers), or as plain
-``ACK``s sent in parallel over a few connections (standard Faktory). A job keeps its worker slot
-until its result has reached the server, which bounds the backlog by the concurrency.
+``ACK``s sent in parallel over a few connections (standard Faktory). Reporting costs a job no
+more than a list append: nothing waits per job. The worker bounds the ``backlog`` instead: while
+more results wait than it has slots, it fetches less (``on_sent`` tells it to look again).
 
 A dropped connection is re-opened with backoff and the command sent again: ACK is idempotent,
 and a repeated FAIL gets ``JobNotFound``, which is ignored.
@@ -35,15 +36,21 @@ RETRY_SECONDS = 24 * 3600.0
 
 class Reporter:
     def __init__(
-        self, connect: Callable[[], Awaitable[Client]], *, batch: bool, connections: int = 1
+        self,
+        connect: Callable[[], Awaitable[Client]],
+        *,
+        batch: bool,
+        connections: int = 1,
+        on_sent: Callable[[], object] = lambda: None,
     ) -> None:
         self.batch = batch
         self._pool: ConnectionPool[Client] = ConnectionPool(
             connect, size=connections, retry_seconds=RETRY_SECONDS
         )
         self._connections = connections
-        self._acks: list[tuple[str, asyncio.Future[None]]] = []
-        self._fails: list[tuple[Outcome, asyncio.Future[None]]] = []
+        self._on_sent = on_sent
+        self._acks: list[str] = []
+        self._fails: list[Outcome] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -51,16 +58,14 @@ class Reporter:
 
     # -- called by job tasks ---------------------------------------------------------------------
 
-    def report(self, outcome: Outcome) -> asyncio.Future[None]:
-        """Queue the ACK or FAIL; the future is done once the server has it (or gave up)."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if outcome.ok:
-            self._acks.append((outcome.job.jid, done))
+    def report(self, outcome: Outcome) -> None:
+        """Queue the ACK or FAIL; ``flush`` waits until the server has it (or we gave up)."""
+        if outcome.error is None:
+            self._acks.append(outcome.job.jid)
         else:
-            self._fails.append((outcome, done))
+            self._fails.append(outcome)
         self._idle.clear()
         self._wake.set()
-        return done
 
     @property
     def backlog(self) -> int:
@@ -110,12 +115,15 @@ class Reporter:
 
     async def _drain_once(self) -> None:
         if self._acks:
-            chunk, self._acks = self._acks[:ACK_BATCH_MAX], self._acks[ACK_BATCH_MAX:]
-            jids = [jid for jid, _ in chunk]
-            await self._settle([done for _, done in chunk], self._send_acks(jids))
+            if len(self._acks) <= ACK_BATCH_MAX:
+                jids, self._acks = self._acks, []
+            else:
+                jids, self._acks = self._acks[:ACK_BATCH_MAX], self._acks[ACK_BATCH_MAX:]
+            await self._send(len(jids), self._send_acks(jids))
         if self._fails:
-            outcome, done = self._fails.pop(0)
-            await self._settle([done], self.call(lambda client: _fail(client, outcome)))
+            outcome = self._fails.pop(0)
+            await self._send(1, self.call(lambda client: _fail(client, outcome)))
+        self._on_sent()
 
     async def _send_acks(self, jids: list[str]) -> None:
         if self.batch:
@@ -128,15 +136,11 @@ class Reporter:
             *(self.call(functools.partial(_ack_each, jids=part)) for part in parts)
         )
 
-    async def _settle(self, futures: list[asyncio.Future[None]], send: Awaitable[Any]) -> None:
+    async def _send(self, count: int, send: Awaitable[Any]) -> None:
         try:
             await send
         except Exception:  # keep reporting the rest; the server retries what was lost
-            logger.exception("could not report %d job results", len(futures))
-        finally:
-            for future in futures:
-                if not future.done():
-                    future.set_result(None)
+            logger.exception("could not report %d job results", count)
 
 
 async def _ack_each(client: Client, jids: list[str]) -> None:

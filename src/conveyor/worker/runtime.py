@@ -4,6 +4,9 @@ Two connections per worker process, both registered under its ``wid``: the **fet
 (FETCH, or FETCHB for as many jobs as there are free slots when the server is conveyor) and the
 **reporter** (ACK/ACKB, FAIL, BEAT; see ``reporter.py``).
 
+Each job runs as one task of ``JobRunner.execute``; the task's done callback counts and reports
+its outcome, so the per-job path has no coroutine of the worker's own.
+
 States only move forward, as in Faktory: running -> quiet (stop fetching; finish what runs) ->
 stopping (also: wait at most ``shutdown_grace_seconds`` for running jobs, then cancel them and
 FAIL them so the server retries them) -> stopped. A FETCH in flight is never interrupted (its
@@ -28,11 +31,12 @@ from typing import TYPE_CHECKING, Any, Self
 import msgspec
 
 from conveyor.client import Client
+from conveyor.client._connection import fetch_jobs
 from conveyor.errors import UnknownWorker
 from conveyor.job import Job
 from conveyor.pool import CONNECTION_ERRORS, Backoff
 from conveyor.worker.context import Middleware
-from conveyor.worker.execute import JobRunner, Outcome
+from conveyor.worker.execute import DEFAULT_BACKTRACE_LINES, JobRunner, Outcome
 from conveyor.worker.queues import QueueOrder, QueueSpec
 from conveyor.worker.reporter import Reporter
 
@@ -109,12 +113,13 @@ class Worker:
         self.processed = 0
         self.failed = 0
         self.state = "running"
-        self._in_flight: dict[asyncio.Task[None], Job] = {}
+        self._in_flight: dict[asyncio.Task[Outcome], Job] = {}
         self._capacity = asyncio.Event()
         self._stop_requested = asyncio.Event()
         self._hurry = asyncio.Event()
         self._done = asyncio.Event()
         self._main: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop  # the loop ``run`` runs in, set there
         self._claimed = 0
         self._fetched = 0
         self._fetch_backoff = Backoff()
@@ -215,6 +220,7 @@ class Worker:
         return await self.app.connect(wid=self.wid, labels=self.labels, hostname=self.hostname)
 
     async def _run(self, connected: asyncio.Event | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
         clients = [await self._connect()]
         try:
             if self.batch is None:
@@ -225,7 +231,7 @@ class Worker:
             fetchers = 1 if self.batch else min(self.concurrency, SINGLE_FETCHERS_MAX)
             clients += [await self._connect() for _ in range(fetchers - 1)]
             reporter = self._reporter = Reporter(
-                self._connect, batch=self.batch, connections=fetchers
+                self._connect, batch=self.batch, connections=fetchers, on_sent=self._capacity.set
             )
             await reporter.call(_hello)  # fail here, not later, when the server is unreachable
             reporter.start()
@@ -301,9 +307,14 @@ class Worker:
 
     async def _fetch_loop(self, client: Client) -> None:
         """Fetch while running; each loop owns its connection and closes it when done."""
+        assert self._reporter is not None
+        reporter = self._reporter
         try:
             while self.state == "running":
-                free = self.concurrency - len(self._in_flight) - self._claimed
+                # Results waiting beyond one per slot take slots: when the server takes them
+                # slower than the handlers make them, fetch less and let the backlog drain.
+                unsent = max(reporter.backlog - self.concurrency, 0)
+                free = self.concurrency - len(self._in_flight) - self._claimed - unsent
                 if free <= 0:
                     self._capacity.clear()
                     await self._capacity.wait()
@@ -329,12 +340,12 @@ class Worker:
         try:
             queues = self.queues.order()
             if self.batch:
-                found = await client.fetch_many(count, *queues)
+                found = await fetch_jobs(client, count, *queues)
             else:
                 one = await client.fetch(*queues)
-                found = [] if one is None else [one]
+                found = [] if one is None else [msgspec.convert(one, Job)]
             self._fetch_backoff.reset()
-            return ([msgspec.convert(data, Job) for data in found] if found else EMPTY), client
+            return (found or EMPTY), client
         except CONNECTION_ERRORS as exc:
             delay = self._fetch_backoff.next_delay()
             logger.warning("fetch failed (%s); reconnecting in %.2fs", exc, delay)
@@ -362,30 +373,29 @@ class Worker:
             return client  # closed: the next fetch fails fast and we come back here
 
     def _spawn(self, job: Job) -> None:
-        task = asyncio.create_task(self._process(job))
+        # loop.create_task, not asyncio.create_task: on Python 3.11 the latter's lookup of the
+        # running loop costs a getpid() system call, per job.
+        task = self._loop.create_task(self.runner.execute(job))
         self._in_flight[task] = job
         task.add_done_callback(self._finished)
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        del self._in_flight[task]
-        self._capacity.set()
-
-    async def _process(self, job: Job) -> None:
+    def _finished(self, task: asyncio.Task[Outcome]) -> None:
+        """Count and report the job of ``task``, however its task ended."""
         assert self._reporter is not None
-        try:
-            outcome = await self.runner.execute(job)
-        except asyncio.CancelledError:
+        job = self._in_flight.pop(task)
+        if task.cancelled():  # the worker is stopping: FAIL it, so the server retries it
             error = ShutdownError("the worker stopped before the job finished")
             outcome = Outcome.failed(job, error, 0)
-            self._reporter.report(outcome)
+        elif (exc := task.exception()) is not None:  # a BaseException escaped the handler
+            outcome = Outcome.failed(job, exc, DEFAULT_BACKTRACE_LINES)
+            self.processed += 1
+        else:
+            outcome = task.result()
+            self.processed += 1
+        if outcome.error is not None:
             self.failed += 1
-            raise
-        self.processed += 1
-        if not outcome.ok:
-            self.failed += 1
-        sent = self._reporter.report(outcome)
-        if self._reporter.backlog > self.concurrency:
-            await sent  # the server is slower than the handlers: hold the slot, bound the backlog
+        self._reporter.report(outcome)
+        self._capacity.set()
 
     # -- heartbeats -------------------------------------------------------------------------------
 
