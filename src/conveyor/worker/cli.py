@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import logging
 import os
@@ -151,7 +152,13 @@ def worker_command(
 def _run(worker: Worker) -> None:
     async def main() -> None:
         worker.install_signal_handlers()
-        await worker.run()
+        await worker.start()
+        # The app is imported and connected: nearly everything alive now lives as long as the
+        # process. Freezing it takes it out of the collector's generations, so the collections
+        # that per-job garbage triggers no longer walk it (shorter pauses, a thinner latency
+        # tail); objects that die later are still freed by reference counting.
+        gc.freeze()
+        await worker.wait()
 
     try:
         import uvloop

@@ -165,8 +165,7 @@ class Worker:
         self._stop_requested.set()
         if self._main is not None and self._main is not asyncio.current_task():
             await self._done.wait()
-            if self._main.done() and not self._main.cancelled():
-                self._main.result()
+            self._raise_failure()
 
     def quiet(self) -> None:
         """Stop fetching new jobs; keep running the current ones and keep beating."""
@@ -176,8 +175,16 @@ class Worker:
         self._capacity.set()  # wake the fetch loop so it notices
 
     async def wait(self) -> None:
-        """Wait until the worker has stopped (by ``stop``, a signal, the server, or burst)."""
+        """Wait until the worker has stopped (by ``stop``, a signal, the server, or burst).
+
+        Raises what stopped it, when that was an error.
+        """
         await self._done.wait()
+        self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        if self._main is not None and self._main.done() and not self._main.cancelled():
+            self._main.result()
 
     async def __aenter__(self) -> Self:
         await self.start()
