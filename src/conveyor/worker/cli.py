@@ -1,4 +1,8 @@
-"""``conveyor worker APP``: parse options, import the app, run ``Worker`` with signal handlers."""
+"""``conveyor worker APP``: parse options, import the app, run ``Worker`` with signal handlers.
+
+With ``--processes N`` (N > 1) this process only supervises: it runs the same command N times
+(``supervisor.py``), and each of those is a plain worker.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import click
 
 from conveyor.app.core import App
 from conveyor.errors import AuthenticationError, ConnectError
+from conveyor.worker import supervisor
 from conveyor.worker.queues import QueueSpec, parse_queue
 from conveyor.worker.runtime import Worker
 
@@ -49,7 +54,20 @@ def _parse_queues(
         raise click.BadParameter(str(exc)) from None
 
 
-@click.command("worker")
+ARGS_KEY = "conveyor.worker.args"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+POOL_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
+
+
+class _WorkerCommand(click.Command):
+    """Keeps the arguments as given, so ``--processes`` can start the same command again."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[ARGS_KEY] = list(args)
+        return super().parse_args(ctx, args)
+
+
+@click.command("worker", cls=_WorkerCommand)
 @click.argument("app_path", metavar="APP")
 @click.option(
     "--url",
@@ -79,6 +97,15 @@ def _parse_queues(
     "labels",
     multiple=True,
     help="Label shown on the dashboard's Busy page; repeatable.",
+)
+@click.option(
+    "-p",
+    "--processes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Worker processes, each with --concurrency slots and its own wid. A parent process "
+    "forwards TERM/INT/TSTP to them and starts a new one when one dies.",
 )
 @click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
 @click.option(
@@ -122,6 +149,7 @@ def worker_command(
     concurrency: int,
     queues: list[QueueSpec],
     labels: tuple[str, ...],
+    processes: int,
     burst: bool,
     batch: bool | None,
     grace: float,
@@ -135,10 +163,14 @@ def worker_command(
     TSTP = quiet (stop fetching); TERM/INT = finish running jobs within --grace, FAIL the rest
     so the server retries them, then exit; a second TERM/INT = stop now.
     """
+    ready_fd = supervisor.take_ready_fd()  # set: we are one of a --processes parent's children
+    pool = processes > 1 or ready_fd is not None
     if not no_configure_logging:
-        logging.basicConfig(
-            level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+        logging.basicConfig(level=log_level.upper(), format=POOL_LOG_FORMAT if pool else LOG_FORMAT)
+    if processes > 1 and ready_fd is None:
+        ctx = click.get_current_context()
+        command = [sys.executable, "-m", "conveyor", "worker", *ctx.meta[ARGS_KEY]]
+        ctx.exit(asyncio.run(supervisor.Supervisor(command, processes).run()))
     app = load_app(app_path)
     if url:
         app.url = url
@@ -146,19 +178,28 @@ def worker_command(
         concurrency=concurrency, queues=queues, labels=labels, burst=burst,
         shutdown_grace_seconds=grace, batch=batch, heartbeat_seconds=heartbeat, threads=threads,
     )  # fmt: skip
-    _run(worker)
+    _run(worker, ready_fd)
 
 
-def _run(worker: Worker) -> None:
+def _run(worker: Worker, ready_fd: int | None) -> None:
     async def main() -> None:
-        worker.install_signal_handlers()
+        worker.install_signal_handlers(supervised=ready_fd is not None)
         await worker.start()
         # The app is imported and connected: nearly everything alive now lives as long as the
         # process. Freezing it takes it out of the collector's generations, so the collections
         # that per-job garbage triggers no longer walk it (shorter pauses, a thinner latency
         # tail); objects that die later are still freed by reference counting.
         gc.freeze()
-        await worker.wait()
+        if ready_fd is None:
+            await worker.wait()
+            return
+        supervisor.notify_ready(ready_fd)
+        orphaned = asyncio.create_task(supervisor.stop_when_orphaned(worker))
+        try:
+            await worker.wait()
+        finally:
+            orphaned.cancel()
+            await asyncio.gather(orphaned, return_exceptions=True)
 
     try:
         import uvloop

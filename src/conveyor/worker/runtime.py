@@ -198,28 +198,44 @@ class Worker:
     ) -> None:
         await self.stop()
 
-    def install_signal_handlers(self) -> None:
-        """TSTP = quiet; TERM/INT = graceful stop; a second TERM/INT = stop now (no grace)."""
+    def install_signal_handlers(self, *, supervised: bool = False) -> None:
+        """TSTP = quiet; TERM/INT = graceful stop; a second TERM/INT = stop now (no grace).
+
+        ``supervised`` (a process of ``conveyor worker --processes``): TERM and INT only ever
+        ask for the graceful stop, as they can arrive twice (from the parent, and from a
+        terminal or systemd signalling the whole group); QUIT, which the parent sends on its
+        own second TERM/INT, stops now.
+        """
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTSTP, self.quiet)
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._on_stop_signal, sig)
+            handler = self._request_stop if supervised else self._on_stop_signal
+            loop.add_signal_handler(sig, handler, sig)
+        if supervised:
+            loop.add_signal_handler(signal.SIGQUIT, self._stop_now, signal.SIGQUIT)
 
     def _on_stop_signal(self, sig: signal.Signals) -> None:
         self._signals += 1
         if self._signals == 1:
+            self._request_stop(sig)
+        else:
+            self._stop_now(sig)
+
+    def _request_stop(self, sig: signal.Signals) -> None:
+        if not self._stop_requested.is_set():
             logger.info(
                 "%s: finishing running jobs (grace %ss); send it again to stop now",
                 sig.name,
                 self.shutdown_grace_seconds,
             )
-            self._stop_requested.set()
-        else:
-            logger.warning("%s again: stopping now", sig.name)
-            self.shutdown_grace_seconds = 0
-            self._hurry.set()
-            self._stop_requested.set()
-            self._capacity.set()
+        self._stop_requested.set()
+
+    def _stop_now(self, sig: signal.Signals) -> None:
+        logger.warning("%s: stopping now, cutting the grace period short", sig.name)
+        self.shutdown_grace_seconds = 0
+        self._hurry.set()
+        self._stop_requested.set()
+        self._capacity.set()
 
     # -- the main task ----------------------------------------------------------------------------
 
