@@ -53,8 +53,8 @@ def _venv_bin(name: str) -> str:
 def conveyor_rows(worker_available: bool, concurrency: int = 32, processes: int = 2) -> list[Row]:
     """conveyor's row: the real ``conveyor worker``, or the stand-in loop until it lands.
 
-    Like the multi-process peers, one worker process per core by default (``conveyor worker``
-    has no pool option, so the row starts ``processes`` copies).
+    Like the multi-process peers, one worker process per core by default: one
+    ``conveyor worker --processes`` command, whose parent runs the worker processes.
     """
     if worker_available:
         return [
@@ -70,6 +70,8 @@ def conveyor_rows(worker_available: bool, concurrency: int = 32, processes: int 
                     "bench.peers.conveyor_app:app",
                     "--url",
                     "{conveyor}",
+                    "--processes",
+                    str(processes),
                     "-c",
                     str(concurrency),
                     "-q",
@@ -77,9 +79,9 @@ def conveyor_rows(worker_available: bool, concurrency: int = 32, processes: int 
                     "--log-level",
                     "warning",
                 ),
-                f"`conveyor worker -c {concurrency}` x {processes} processes; server: SQLite store",
+                f"`conveyor worker --processes {processes} -c {concurrency}` (one command: a "
+                f"parent and {processes} worker processes); server: SQLite store",
                 concurrency * processes,
-                processes,
             )
         ]
     return [
@@ -134,7 +136,7 @@ def peer_rows() -> list[Row]:
 
 
 def conveyor_worker_available(src: str | None = None) -> bool:
-    """``conveyor worker`` is being written alongside the benchmarks; use it once it runs."""
+    """``conveyor worker`` with ``--processes`` (the row runs one pool command) in this tree?"""
     probe = subprocess.run(
         [sys.executable, "-m", "conveyor", "worker", "--help"],
         env=subprocess_env("", "", src),
@@ -142,7 +144,7 @@ def conveyor_worker_available(src: str | None = None) -> bool:
         check=False,
         timeout=60,
     )
-    return probe.returncode == 0 and b"--concurrency" in probe.stdout
+    return probe.returncode == 0 and b"--processes" in probe.stdout
 
 
 def ensure_peer_venv() -> None:

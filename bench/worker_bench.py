@@ -2,11 +2,15 @@
 
     python -m bench.worker_bench                          # 50,000 jobs, SQLite, async handler
     python -m bench.worker_bench --storage memory:// --concurrency 100 --sync --no-batch
+    python -m bench.worker_bench --processes 2            # conveyor worker --processes 2
 
 Runs a real ``conveyor server`` process, pushes the jobs with ``app.push_bulk`` (PUSHB, 1000
 per round trip), then starts ``conveyor worker --burst`` as a second process and samples the
 server's INFO until every job is processed. Reports jobs/s (first ACK to last ACK, so process
-start-up is not counted) and the worker's peak RSS (VmHWM). Not a test: nothing is asserted.
+start-up is not counted), the worker's peak RSS (VmHWM, summed over its processes) and the CPU
+time the worker used (user + system, start-up included; its processes' too). With one process
+the server is usually the bottleneck, so CPU per job is the measure of the worker's own cost.
+Not a test: nothing is asserted.
 """
 
 from __future__ import annotations
@@ -40,6 +44,21 @@ def peak_rss_kb(pid: int) -> int:
     return 0
 
 
+def tree_peak_rss_kb(root: int) -> int:
+    """VmHWM of ``root`` plus that of its children (``--processes``: the worker processes)."""
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if parent == root:
+                children.append(int(entry))
+    return peak_rss_kb(root) + sum(peak_rss_kb(child) for child in children)
+
+
 async def push_all(url: str, jobs: int, sync: bool) -> float:
     app.url = url
     jobdef = noop_sync if sync else noop
@@ -62,7 +81,7 @@ async def run_worker(url: str, args: argparse.Namespace) -> dict[str, float]:
     command = [
         sys.executable, "-m", "conveyor", "worker", "bench.worker_bench_app:app", "--burst",
         "--concurrency", str(args.concurrency), "--log-level", "warning",
-        "--batch" if args.batch else "--no-batch",
+        "--batch" if args.batch else "--no-batch", "--processes", str(args.processes),
     ]  # fmt: skip
     env = {**os.environ, "CONVEYOR_URL": url}
     client = await Client.connect(url)
@@ -78,17 +97,20 @@ async def run_worker(url: str, args: argparse.Namespace) -> dict[str, float]:
         if done and not first:
             first = now
         last = now
-        peak = max(peak, peak_rss_kb(worker.pid))
+        peak = max(peak, tree_peak_rss_kb(worker.pid))
         if worker.poll() is not None and done < args.jobs:
             raise RuntimeError(f"the worker exited with {worker.returncode} after {done} jobs")
         await asyncio.sleep(0.01)
-    exit_code = await asyncio.to_thread(worker.wait, 60)
+    # wait4's usage covers the worker and the processes it waited for (its children).
+    _, status, usage = await asyncio.to_thread(os.wait4, worker.pid, 0)
+    worker.returncode = os.waitstatus_to_exitcode(status)
     await client.close()
     return {
         "seconds": last - first,
         "total_seconds": last - spawned,
         "peak_rss_kb": peak,
-        "exit_code": exit_code,
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
+        "exit_code": worker.returncode,
     }
 
 
@@ -102,17 +124,20 @@ async def main(args: argparse.Namespace) -> None:
     table = Table(
         title=f"conveyor worker: {args.jobs:,} no-op jobs ({server.storage.split(':')[0]})"
     )
-    for column in ("handler", "batch", "concurrency", "push jobs/s", "worker jobs/s",
-                   "incl. start-up", "worker peak RSS"):  # fmt: skip
+    for column in ("handler", "batch", "processes x concurrency", "push jobs/s",
+                   "worker jobs/s", "incl. start-up", "worker peak RSS", "worker CPU",
+                   "CPU per job"):  # fmt: skip
         table.add_column(column, justify="right")
     table.add_row(
         "sync" if args.sync else "async",
         "FETCHB/ACKB" if args.batch else "FETCH/ACK",
-        str(args.concurrency),
+        f"{args.processes} x {args.concurrency}",
         f"{args.jobs / push_seconds:,.0f}",
         f"{args.jobs / result['seconds']:,.0f}",
         f"{args.jobs / result['total_seconds']:,.0f}",
         f"{result['peak_rss_kb'] / 1024:.1f} MiB",
+        f"{result['cpu_seconds']:.2f} s",
+        f"{result['cpu_seconds'] / args.jobs * 1e6:.1f} µs",
     )
     console.print(table)
 
@@ -121,6 +146,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=50_000)
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--processes", type=int, default=1, help="conveyor worker --processes")
     parser.add_argument("--storage", default=None, help="default: SQLite in a temp dir")
     parser.add_argument("--sync", action="store_true", help="a plain def handler (thread pool)")
     parser.add_argument(
