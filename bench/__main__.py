@@ -33,9 +33,9 @@ from bench._harness import free_port, rss_kb, start_server
 from bench.rows import (
     PEER_VENV,
     ROOT,
+    STORE_LABELS,
     Row,
     conveyor_rows,
-    conveyor_worker_available,
     ensure_peer_venv,
     peer_rows,
 )
@@ -156,6 +156,8 @@ def parse_args() -> argparse.Namespace:
     add("--sleep-timeout", type=float, default=10.0, help="longest sleep run, seconds")
     add("--conveyor-concurrency", type=int, default=32, help="conveyor worker -c")
     add("--conveyor-processes", type=int, default=2, help="conveyor worker processes")
+    add("--conveyor-stores", default="sqlite,redis",
+        help="conveyor rows by server store (sqlite, redis); the first is compared")  # fmt: skip
     add("--load-ops", type=int, default=30_000, help="operations in Faktory's load shape")
     add("--memory-jobs", type=int, default=1_000_000,
         help="jobs queued to measure server memory (0: skip)")  # fmt: skip
@@ -176,9 +178,8 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace, src: str | None) -> None:
-    rows = conveyor_rows(
-        conveyor_worker_available(src), args.conveyor_concurrency, args.conveyor_processes
-    )
+    stores = tuple(s.strip() for s in args.conveyor_stores.split(",") if s.strip())
+    rows = conveyor_rows(stores, args.conveyor_concurrency, args.conveyor_processes)
     if not args.conveyor_only:
         wanted = {n.strip().lower() for n in args.only.split(",") if n.strip()}
         rows += [r for r in peer_rows() if not wanted or r.name.lower() in wanted]
@@ -187,17 +188,27 @@ def run(args: argparse.Namespace, src: str | None) -> None:
     logs = log_dir()
     results: list[RowResult] = []
     server_env = {"PYTHONPATH": src} if src else None
-    with redis_server() as redis_url, start_server(extra_env=server_env) as server:
-        runner = Runner(redis_url, server.url, settings, logs, src)
+    with redis_server() as redis_url, contextlib.ExitStack() as servers:
+        # conveyor's Redis store gets database 1 of the peers' redis-server (they use 0)
+        storage = {"sqlite": None, "redis": redis_url.rsplit("/", 1)[0] + "/1"}
+        started_servers = {
+            store: servers.enter_context(start_server(storage[store], extra_env=server_env))
+            for store in stores
+        }
+        runner = Runner(
+            redis_url, {k: v.url for k, v in started_servers.items()}, settings, logs, src
+        )
         for row in rows:
             started = time.perf_counter()
             print(f"[bench] {row.name} ...", file=sys.stderr, flush=True)
             results.append(runner.run_row(row, row_bulk_api(row)))
             status = results[-1].error or "ok"
             print(f"[bench]   {time.perf_counter() - started:.0f} s, {status}", file=sys.stderr)
-        print("[bench] Faktory load shape ...", file=sys.stderr, flush=True)
-        load = faktory_load.run(server.url, args.load_ops, args.repeat)
-        server_rss = rss_kb(server.process.pid) / 1024
+        load: dict[str, list[float]] = {}
+        for store, server in started_servers.items():
+            print(f"[bench] Faktory load shape, {store} store ...", file=sys.stderr, flush=True)
+            load[store] = faktory_load.run(server.url, args.load_ops, args.repeat)
+        server_rss = {k: rss_kb(v.process.pid) / 1024 for k, v in started_servers.items()}
     memory = None
     if args.memory_jobs:
         print(f"[bench] server memory, {args.memory_jobs:,} jobs queued ...", file=sys.stderr)
@@ -207,7 +218,11 @@ def run(args: argparse.Namespace, src: str | None) -> None:
         + "\n"
         + report.markdown(results, load, args.load_ops, memory)
     )
-    body += f"\nconveyor server RSS at the end of the run: {server_rss:.1f} MiB.\n"
+    body += (
+        "\nconveyor server RSS at the end of the run: "
+        + ", ".join(f"{STORE_LABELS[store]} {mib:.1f} MiB" for store, mib in server_rss.items())
+        + ".\n"
+    )
     pictures = report.plots(results, args.plots)
     body += "\n" + "".join(
         f"![{p.stem}]({os.path.relpath(p, args.doc.parent)})\n" for p in pictures

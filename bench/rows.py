@@ -8,7 +8,6 @@ default in-process concurrency; single-process libraries run one process, as the
 from __future__ import annotations
 
 import os
-import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -27,72 +26,55 @@ class Row:
     worker: tuple[str, ...]
     config: str
     concurrency: int
-    processes: int = 1
-    """Copies of ``worker`` to start, for a worker command with no process-pool option."""
+    store: str = ""
+    """For conveyor's rows, the server's store: ``sqlite`` or ``redis``."""
 
     def worker_args(self, redis_url: str, conveyor_url: str) -> list[str]:
         subst = {"{redis}": redis_url, "{conveyor}": conveyor_url, "{python}": self.python}
-        args = [subst.get(part, part) for part in self.worker]
-        if self.processes == 1:
-            return args
-        # One shell, N background copies; the runner TERMs the whole group. The shell then
-        # waits for its workers, so they stop gracefully instead of being KILLed mid-FETCH (a
-        # KILLed fetcher's job stays reserved on the server until its reservation expires).
-        copies = " & ".join([shlex.join(args)] * self.processes)
-        return ["sh", "-c", f"trap wait TERM; {copies} & wait"]
+        return [subst.get(part, part) for part in self.worker]
 
     @property
     def is_conveyor(self) -> bool:
-        return self.name.startswith("conveyor")
+        return bool(self.store)
 
 
 def _venv_bin(name: str) -> str:
     return str(PEER_VENV / "bin" / name)
 
 
-def conveyor_rows(worker_available: bool, concurrency: int = 32, processes: int = 2) -> list[Row]:
-    """conveyor's row: the real ``conveyor worker``, or the stand-in loop until it lands.
+STORE_LABELS = {"sqlite": "SQLite store", "redis": "Redis store"}
+
+
+def conveyor_rows(
+    stores: tuple[str, ...] = ("sqlite", "redis"), concurrency: int = 32, processes: int = 2
+) -> list[Row]:
+    """conveyor's rows, one per server store: the real ``conveyor worker`` command.
 
     Like the multi-process peers, one worker process per core by default: one
     ``conveyor worker --processes`` command, whose parent runs the worker processes.
     """
-    if worker_available:
-        return [
-            Row(
-                "conveyor",
-                "bench.peers.conveyor_app",
-                sys.executable,
-                (
-                    sys.executable,
-                    "-m",
-                    "conveyor",
-                    "worker",
-                    "bench.peers.conveyor_app:app",
-                    "--url",
-                    "{conveyor}",
-                    "--processes",
-                    str(processes),
-                    "-c",
-                    str(concurrency),
-                    "-q",
-                    "bench",
-                    "--log-level",
-                    "warning",
-                ),
-                f"`conveyor worker --processes {processes} -c {concurrency}` (one command: a "
-                f"parent and {processes} worker processes); server: SQLite store",
-                concurrency * processes,
-            )
-        ]
+    command = (
+        sys.executable, "-m", "conveyor", "worker", "bench.peers.conveyor_app:app",
+        "--url", "{conveyor}", "--processes", str(processes), "-c", str(concurrency),
+        "-q", "bench", "--log-level", "warning",
+    )  # fmt: skip
+    config = (
+        f"`conveyor worker --processes {processes} -c {concurrency}` (one command: a "
+        f"parent and {processes} worker processes); server: "
+    )
     return [
         Row(
-            "conveyor (bench loop)",
+            "conveyor" if store == "sqlite" else f"conveyor ({STORE_LABELS[store]})",
             "bench.peers.conveyor_app",
             sys.executable,
-            (sys.executable, "-m", "bench.conveyor_loop", "{conveyor}", str(concurrency)),
-            f"stand-in worker: FETCHB/ACKB over 2 connections, {concurrency} slots; SQLite store",
-            concurrency,
+            command,
+            config
+            + STORE_LABELS[store]
+            + (" on the same redis-server as the peers" if store == "redis" else ""),
+            concurrency * processes,
+            store,
         )
+        for store in stores
     ]
 
 
@@ -133,18 +115,6 @@ def peer_rows() -> list[Row]:
             (_venv_bin("streaq"), "run", "bench.peers.streaq_app:worker", "--workers", "2"),
             "`streaq run --workers 2`, concurrency 16 each", 32),
     ]  # fmt: skip
-
-
-def conveyor_worker_available(src: str | None = None) -> bool:
-    """``conveyor worker`` with ``--processes`` (the row runs one pool command) in this tree?"""
-    probe = subprocess.run(
-        [sys.executable, "-m", "conveyor", "worker", "--help"],
-        env=subprocess_env("", "", src),
-        capture_output=True,
-        check=False,
-        timeout=60,
-    )
-    return probe.returncode == 0 and b"--processes" in probe.stdout
 
 
 def ensure_peer_venv() -> None:

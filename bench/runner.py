@@ -46,6 +46,7 @@ class RowResult:
     name: str
     config: str
     bulk_api: str | None
+    store: str = ""  # conveyor's rows: the server's store
     enqueue: list[float] = field(default_factory=list)  # jobs/s, one by one
     bulk: list[float] = field(default_factory=list)  # jobs/s, bulk API
     process: list[float] = field(default_factory=list)  # jobs/s, worker start -> last done
@@ -55,31 +56,50 @@ class RowResult:
     p95: list[float] = field(default_factory=list)
     p99: list[float] = field(default_factory=list)
     rss_mb: list[float] = field(default_factory=list)  # peak, all worker processes
+    pss_mb: list[float] = field(default_factory=list)  # peak PSS, all worker processes
     notes: list[str] = field(default_factory=list)
     error: str | None = None
 
 
-def tree_rss_kb(root: int) -> int:
-    """Resident memory of ``root`` and all its descendants (worker pools fork children)."""
+@dataclass(frozen=True)
+class TreeMemory:
+    rss_kb: int = 0
+    """Sum of the processes' RSS: pages shared between them (libraries, copy-on-write pages
+    of forked children) are counted once per process."""
+    pss_kb: int = 0
+    """Sum of their PSS: each shared page split between the processes that map it, so the
+    sum is the memory the pool really holds."""
+
+    def peak(self, other: TreeMemory) -> TreeMemory:
+        return TreeMemory(max(self.rss_kb, other.rss_kb), max(self.pss_kb, other.pss_kb))
+
+
+def tree_memory(root: int) -> TreeMemory:
+    """Memory of ``root`` and all its descendants (worker pools start children)."""
     parents: dict[int, int] = {}
-    rss: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            with open(f"/proc/{entry}/stat") as stat:
-                parents[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{entry}/statm") as statm:
-                rss[int(entry)] = int(statm.read().split()[1]) * (
-                    os.sysconf("SC_PAGE_SIZE") // 1024
-                )
+        with (
+            contextlib.suppress(OSError, ValueError, IndexError),
+            open(f"/proc/{entry}/stat") as stat,
+        ):
+            parents[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
     family = {root}
     changed = True
     while changed:
         before = len(family)
         family |= {pid for pid, parent in parents.items() if parent in family}
         changed = len(family) != before
-    return sum(rss.get(pid, 0) for pid in family)
+    rss = pss = 0
+    for pid in family:
+        with contextlib.suppress(OSError, ValueError), open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1])
+    return TreeMemory(rss, pss)
 
 
 @dataclass
@@ -88,7 +108,7 @@ class Progress:
     done: int
     first_done_at: float | None
     last_done_at: float | None
-    peak_rss_kb: int
+    peak: TreeMemory
 
     @property
     def steady_rate(self) -> float:
@@ -104,17 +124,24 @@ class Runner:
     def __init__(
         self,
         redis_url: str,
-        conveyor_url: str,
+        conveyor_urls: dict[str, str],
         settings: Settings,
         log_dir: Path,
         src: str | None = None,
     ):
+        """``conveyor_urls``: the server for each store conveyor's rows run on."""
         self.redis = redis.Redis.from_url(redis_url)
-        self.conveyor_url = conveyor_url
+        self.conveyor_urls = conveyor_urls
         self.redis_url = redis_url
         self.settings = settings
-        self.env = subprocess_env(redis_url, conveyor_url, src)
+        self.src = src
         self.log_dir = log_dir
+
+    def conveyor_url(self, row: Row) -> str:
+        return self.conveyor_urls.get(row.store, "tcp://127.0.0.1:1")
+
+    def env(self, row: Row) -> dict[str, str]:
+        return subprocess_env(self.redis_url, self.conveyor_url(row), self.src)
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -122,7 +149,13 @@ class Runner:
         """Run one producer operation in the row's environment; seconds spent pushing."""
         args = [row.python, "-m", "bench.peers.client", row.module, op, str(count)]
         done = subprocess.run(
-            args, env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+            args,
+            env=self.env(row),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
         )
         if done.returncode != 0:
             raise RuntimeError(f"{op} failed: {done.stderr.strip().splitlines()[-3:]}")
@@ -131,10 +164,14 @@ class Runner:
         return float(json.loads(done.stdout.strip().splitlines()[-1])["seconds"])
 
     def reset(self, row: Row) -> None:
-        """Empty Redis and, for conveyor, the server (no worker is running)."""
-        self.redis.flushall()
+        """Empty the peers' Redis database and, for conveyor, its server (no worker runs).
+
+        FLUSHDB, not FLUSHALL: conveyor's Redis store lives in another database of the same
+        redis-server, and is emptied through its server (FLUSH), as a user would.
+        """
+        self.redis.flushdb()
         if row.is_conveyor:
-            asyncio.run(_conveyor_flush(self.conveyor_url))
+            asyncio.run(_conveyor_flush(self.conveyor_url(row)))
 
     def clear_counters(self) -> None:
         self.redis.delete(DONE_KEY, LATENCY_KEY)
@@ -143,8 +180,8 @@ class Runner:
     def worker(self, row: Row) -> Iterator[subprocess.Popen[bytes]]:
         log = open(self.log_dir / f"{_slug(row.name)}.log", "ab")  # noqa: SIM115
         process = subprocess.Popen(
-            row.worker_args(self.redis_url, self.conveyor_url),
-            env=self.env,
+            row.worker_args(self.redis_url, self.conveyor_url(row)),
+            env=self.env(row),
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -164,7 +201,7 @@ class Runner:
         timeout: float | None = None,
     ) -> Progress:
         limit = self.settings.timeout if timeout is None else timeout
-        peak = 0
+        peak = TreeMemory()
         first = last = None
         next_rss = started
         done = 0
@@ -183,10 +220,10 @@ class Runner:
                 _say(f"  timed out at {done}/{target} jobs after {now - started:.1f} s")
                 break
             if now >= next_rss:
-                peak = max(peak, tree_rss_kb(process.pid))
+                peak = peak.peak(tree_memory(process.pid))
                 next_rss = now + RSS_EVERY_SECONDS
             time.sleep(POLL_SECONDS)
-        peak = max(peak, tree_rss_kb(process.pid))
+        peak = peak.peak(tree_memory(process.pid))
         return Progress(last - started, done, first, last, peak)
 
     # -- workloads -------------------------------------------------------------------------------
@@ -201,7 +238,8 @@ class Runner:
         result.process.append(progress.done / progress.seconds)
         result.steady.append(progress.steady_rate)
         _say(f"  enqueue {result.enqueue[-1]:,.0f}/s, process {result.process[-1]:,.0f}/s")
-        result.rss_mb.append(progress.peak_rss_kb / 1024)
+        result.rss_mb.append(progress.peak.rss_kb / 1024)
+        result.pss_mb.append(progress.peak.pss_kb / 1024)
         if progress.done < jobs:
             result.notes.append(f"processing stopped at {self.settings.timeout:.0f} s")
         if bulk:
@@ -236,7 +274,7 @@ class Runner:
             result.notes.append(f"sleep runs stopped at {self.settings.sleep_timeout:.0f} s")
 
     def run_row(self, row: Row, bulk: str | None) -> RowResult:
-        result = RowResult(row.name, row.config, bulk)
+        result = RowResult(row.name, row.config, bulk, row.store)
         try:
             for _ in range(self.settings.repeat):
                 self.enqueue_and_process(row, result, bulk)

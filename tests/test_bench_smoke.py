@@ -14,7 +14,8 @@ from bench.report import ratio, spread
 from tests.support.services import require_binary
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKLOADS = ("enqueue", "bulk", "process", "steady", "sleep", "p50", "p95", "p99", "rss_mb")
+WORKLOADS = ("enqueue", "bulk", "process", "steady", "sleep", "p50", "p95", "p99", "rss_mb",
+             "pss_mb")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -36,14 +37,18 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.timeout(120)
 def test_conveyor_only_run_fills_every_workload(smoke_run: Path) -> None:
     data = json.loads((smoke_run / "results.json").read_text())
-    (row,) = data["results"]
-    assert row["name"].startswith("conveyor")
-    assert row["error"] is None
-    for workload in WORKLOADS:
-        assert len(row[workload]) == 1, workload
-        assert row[workload][0] > 0, workload
-    assert len(data["faktory_load_ops"]) == 1
-    assert data["faktory_load_ops"][0] > 0
+    rows = data["results"]
+    assert [(row["name"], row["store"]) for row in rows] == [
+        ("conveyor", "sqlite"),
+        ("conveyor (Redis store)", "redis"),
+    ]
+    for row in rows:
+        assert row["error"] is None
+        for workload in WORKLOADS:
+            assert len(row[workload]) == 1, (row["name"], workload)
+            assert row[workload][0] > 0, (row["name"], workload)
+    assert sorted(data["faktory_load_ops"]) == ["redis", "sqlite"]
+    assert all(len(v) == 1 and v[0] > 0 for v in data["faktory_load_ops"].values())
     memory = data["server_memory"]
     assert memory["jobs"] == 3000
     assert memory["empty_mib"] > 0
@@ -57,7 +62,9 @@ def test_conveyor_only_run_writes_well_formed_tables_and_plots(smoke_run: Path) 
     assert START in page
     assert END in page
     tables = [line for line in page.splitlines() if line.startswith("|")]
-    assert any(line.startswith("| **conveyor") for line in tables)
+    assert any(line.startswith("| **conveyor** |") for line in tables)
+    assert any(line.startswith("| conveyor (Redis store) |") for line in tables)
+    assert "- redis store: **" in page
     headers = [line for line in tables if line.startswith("| library |")]
     assert len(headers) == 3  # throughput, latency+memory, configurations
     for header in headers[:2]:
