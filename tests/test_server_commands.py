@@ -376,6 +376,38 @@ async def test_reply_before_a_waiting_fetch_is_not_held_back(
     assert loop.time() - started >= 0.9
 
 
+async def test_a_push_wakes_the_fetch_that_started_waiting_last(
+    server: RunningServer, raw_client: RawConnect
+) -> None:
+    """The newest waiting FETCH gets the job (its worker is the one awake), the others wait on
+    and end empty-handed, as any FETCH whose wait runs out."""
+    fetchers = [await raw_client(server.port) for _ in range(3)]
+    for fetcher in fetchers:
+        await fetcher.send(b"FETCH stack")
+        await asyncio.sleep(0.03)  # registered in this order
+    producer = await raw_client(server.port)
+    assert (
+        await producer.call(b'PUSH {"jid":"stack-0001","jobtype":"T","args":[],"queue":"stack"}')
+        == b"+OK\r\n"
+    )
+    assert b'"jid":"stack-0001"' in await fetchers[2].reply()
+    # the two older ones time out with nothing (fetch_wait_seconds is 0.2 s in tests)
+    assert await fetchers[0].reply() == b"$-1\r\n"
+    assert await fetchers[1].reply() == b"$-1\r\n"
+    # a burst wakes one waiter per job: both newer waiters get one each
+    for fetcher in fetchers[:2]:
+        await fetcher.send(b"FETCH stack")
+    await asyncio.sleep(0.03)
+    reply = await producer.call(
+        b'PUSHB [{"jid":"stack-0002","jobtype":"T","args":[],"queue":"stack"},'
+        b'{"jid":"stack-0003","jobtype":"T","args":[],"queue":"stack"}]'
+    )
+    assert reply.endswith(b"{}\r\n")
+    got = {await fetchers[0].reply(), await fetchers[1].reply()}
+    assert all(b'"jid":"stack-000' in r for r in got)
+    assert len(got) == 2
+
+
 async def test_a_fetch_from_a_vanished_client_reserves_nothing(
     server: RunningServer, raw_client: RawConnect
 ) -> None:

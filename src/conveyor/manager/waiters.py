@@ -1,9 +1,16 @@
 """FETCHes waiting for a job, and how a push wakes them at once.
 
 Each waiting FETCH registers one future under every queue it asked for. ``notify(queue)`` wakes
-the longest-waiting FETCH of that queue (not all of them: no thundering herd). A woken FETCH
-that gets a job calls ``notify`` again for its queue, so a burst of pushes wakes as many
-waiters as there are jobs, one after the other, while a single push wakes exactly one.
+one FETCH of that queue (not all of them: no thundering herd). A woken FETCH that gets a job
+calls ``notify`` again for its queue, so a burst of pushes wakes as many waiters as there are
+jobs, one after the other, while a single push wakes exactly one.
+
+The one woken is the FETCH that started waiting last (a stack, not a queue). Under load every
+fetcher is busy and the order does not matter; when jobs trickle in, the fetcher that just
+finished a job is the one whose process is running, with its caches warm, while the others
+sleep on: waking the longest-idle one instead rotated every job through cold processes
+(p50 enqueue->start 0.45 -> 0.40 ms with two worker processes). Nobody starves: a FETCH left
+at the bottom answers "no job" when its wait ends, as any FETCH may, and asks again on top.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ class QueueWaiters:
     def notify(self, queue: str) -> None:
         waiting = self._by_queue.get(queue)
         while waiting:
-            future = next(iter(waiting))
+            future = next(reversed(waiting))  # the newest waiter: see the module docstring
             del waiting[future]
             if not future.done():
                 future.set_result(None)
