@@ -154,8 +154,10 @@ def parse_args() -> argparse.Namespace:
     add("--repeat", type=int, default=3, help="runs of each workload (median, min, max)")
     add("--timeout", type=float, default=20.0, help="longest processing run, seconds")
     add("--sleep-timeout", type=float, default=10.0, help="longest sleep run, seconds")
-    add("--conveyor-concurrency", type=int, default=32, help="conveyor worker -c")
-    add("--conveyor-processes", type=int, default=2, help="conveyor worker processes")
+    add("--conveyor-concurrency", type=int, default=64, help="conveyor worker -c")
+    add("--conveyor-processes", type=int, default=1, help="conveyor worker --processes")
+    add("--no-conveyor-pool", dest="conveyor_pool", action="store_false",
+        help="skip the extra two-process conveyor row")  # fmt: skip
     add("--conveyor-stores", default="sqlite,redis",
         help="conveyor rows by server store (sqlite, redis); the first is compared")  # fmt: skip
     add("--load-ops", type=int, default=30_000, help="operations in Faktory's load shape")
@@ -179,7 +181,9 @@ def main() -> None:
 
 def run(args: argparse.Namespace, src: str | None) -> None:
     stores = tuple(s.strip() for s in args.conveyor_stores.split(",") if s.strip())
-    rows = conveyor_rows(stores, args.conveyor_concurrency, args.conveyor_processes)
+    rows = conveyor_rows(
+        stores, args.conveyor_concurrency, args.conveyor_processes, args.conveyor_pool
+    )
     if not args.conveyor_only:
         wanted = {n.strip().lower() for n in args.only.split(",") if n.strip()}
         rows += [r for r in peer_rows() if not wanted or r.name.lower() in wanted]

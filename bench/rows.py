@@ -8,6 +8,7 @@ default in-process concurrency; single-process libraries run one process, as the
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -45,37 +46,50 @@ def _venv_bin(name: str) -> str:
 STORE_LABELS = {"sqlite": "SQLite store", "redis": "Redis store"}
 
 
-def conveyor_rows(
-    stores: tuple[str, ...] = ("sqlite", "redis"), concurrency: int = 32, processes: int = 2
-) -> list[Row]:
-    """conveyor's rows, one per server store: the real ``conveyor worker`` command.
-
-    Like the multi-process peers, one worker process per core by default: one
-    ``conveyor worker --processes`` command, whose parent runs the worker processes.
-    """
+def _conveyor_row(name: str, store: str, processes: int, concurrency: int) -> Row:
+    pool = ["--processes", str(processes)] if processes > 1 else []
     command = (
         sys.executable, "-m", "conveyor", "worker", "bench.peers.conveyor_app:app",
-        "--url", "{conveyor}", "--processes", str(processes), "-c", str(concurrency),
-        "-q", "bench", "--log-level", "warning",
+        "--url", "{conveyor}", *pool, "-c", str(concurrency), "-q", "bench",
+        "--log-level", "warning",
     )  # fmt: skip
-    config = (
-        f"`conveyor worker --processes {processes} -c {concurrency}` (one command: a "
-        f"parent and {processes} worker processes); server: "
+    shown = shlex.join(["conveyor", "worker", *pool, "-c", str(concurrency)])
+    shape = (
+        f"one command: a parent and {processes} worker processes" if processes > 1 else "1 process"
     )
-    return [
-        Row(
+    where = " on the same redis-server as the peers" if store == "redis" else ""
+    return Row(
+        name, "bench.peers.conveyor_app", sys.executable, command,
+        f"`{shown}` ({shape}); server: {STORE_LABELS[store]}{where}",
+        concurrency * processes, store,
+    )  # fmt: skip
+
+
+def conveyor_rows(
+    stores: tuple[str, ...] = ("sqlite", "redis"),
+    concurrency: int = 64,
+    processes: int = 1,
+    pool: bool = True,
+) -> list[Row]:
+    """conveyor's rows: one per server store, then (``pool``) a SQLite row with two processes.
+
+    conveyor's server shares the machine's two cores with the workers. One worker process
+    (about 6 us of CPU per job) already keeps the server busy, so that is the configuration
+    we recommend for two cores and the row compared with the peers; the two-process row
+    shows what a second process buys (little throughput, a process's memory).
+    """
+    rows = [
+        _conveyor_row(
             "conveyor" if store == "sqlite" else f"conveyor ({STORE_LABELS[store]})",
-            "bench.peers.conveyor_app",
-            sys.executable,
-            command,
-            config
-            + STORE_LABELS[store]
-            + (" on the same redis-server as the peers" if store == "redis" else ""),
-            concurrency * processes,
             store,
+            processes,
+            concurrency,
         )
         for store in stores
     ]
+    if pool and processes == 1 and "sqlite" in stores:
+        rows.append(_conveyor_row("conveyor (2 processes)", "sqlite", 2, concurrency // 2))
+    return rows
 
 
 def peer_rows() -> list[Row]:

@@ -41,7 +41,9 @@ def test_conveyor_only_run_fills_every_workload(smoke_run: Path) -> None:
     assert [(row["name"], row["store"]) for row in rows] == [
         ("conveyor", "sqlite"),
         ("conveyor (Redis store)", "redis"),
+        ("conveyor (2 processes)", "sqlite"),
     ]
+    assert "`conveyor worker --processes 2 -c 32`" in rows[2]["config"]
     for row in rows:
         assert row["error"] is None
         for workload in WORKLOADS:
