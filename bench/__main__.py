@@ -136,7 +136,7 @@ def write_doc(path: Path, body: str) -> None:
     block = f"{START}\n{body}{END}\n"
     if path.exists() and START in (text := path.read_text()) and END in text:
         head, rest = text.split(START, 1)
-        path.write_text(head + block + rest.split(END, 1)[1].lstrip("\n"))
+        path.write_text(head + block + "\n" + rest.split(END, 1)[1].lstrip("\n"))
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"# Benchmarks: conveyor and its Python peers\n\n{block}")

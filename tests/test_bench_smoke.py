@@ -90,6 +90,7 @@ def test_write_doc_keeps_the_hand_written_text(tmp_path: Path) -> None:
     assert text.endswith("analysis\n")
     assert "second" in text
     assert "first" not in text
+    assert f"{END}\n\nanalysis\n" in text  # a blank line before the text that follows
 
 
 def test_spread_and_ratio_formatting() -> None:
