@@ -308,6 +308,45 @@ async def test_every_worker_process_freezes_what_start_up_built(
     assert all(int(name.split("-")[1]) > 1000 for name in frozen)  # modules, the app, ...
 
 
+async def test_the_parent_loads_neither_asyncio_nor_the_worker_runtime(
+    server: RunningServer, spawn_pool: Spawn
+) -> None:
+    parent = spawn_pool(server.url, "-p", "2")
+    workers = await wait_for_workers(server, parent.pid, 2)
+    heavy = ("/_asyncio.", "/_ssl.", "/msgspec/")  # extension modules: they show in the maps
+    for record in workers.values():
+        assert all(path in mapped_files(record.pid) for path in heavy)
+    assert [path for path in heavy if path in mapped_files(parent.pid)] == []
+    parent.send_signal(signal.SIGTERM)
+    assert await wait_exit(parent) == 0
+
+
+def mapped_files(pid: int) -> str:
+    with open(f"/proc/{pid}/maps") as maps:
+        return maps.read()
+
+
+PARENT_IMPORTS = """
+import sys
+import conveyor.worker.cli
+print(*[m for m in ("asyncio", "conveyor.app", "conveyor.worker.runtime") if m in sys.modules])
+import conveyor
+from conveyor import Worker
+print(conveyor.App.__module__, Worker.__module__)
+import conveyor.worker as w
+print(*[n for n in w.__all__ if n not in dir(w) or not hasattr(w, n)])
+"""
+
+
+def test_the_parents_imports_leave_out_asyncio_and_the_app_yet_the_names_resolve() -> None:
+    # Only extension modules show in a process's maps; a fresh interpreter shows the rest.
+    result = subprocess.run(
+        [sys.executable, "-c", PARENT_IMPORTS],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    assert result.stdout.splitlines() == ["", "conveyor.app.core conveyor.worker.runtime", ""]
+
+
 @pytest.mark.parametrize(
     ("app", "url", "status", "message"),
     [

@@ -1,19 +1,27 @@
-"""conveyor: a Faktory-compatible job server, durable storage, and an asyncio worker library."""
+"""conveyor: a Faktory-compatible job server, durable storage, and an asyncio worker library.
 
-from conveyor.app import App, Group, JobDef, PayloadError, PushResult
-from conveyor.errors import (
-    AuthenticationError,
-    CommandError,
-    ConnectError,
-    ConveyorError,
-    InvalidJob,
-    JobNotFound,
-    NotUnique,
-    ProtocolError,
-    StoreError,
-)
-from conveyor.job import Job
-from conveyor.worker import Handler, JobContext, Middleware, Worker, current_job
+The public names are imported on first use (PEP 562), so importing a part of conveyor (say the
+``--processes`` parent, ``conveyor.worker.supervisor``) does not import the rest of it.
+"""
+
+import importlib
+import typing
+
+if typing.TYPE_CHECKING:
+    from conveyor.app import App, Group, JobDef, PayloadError, PushResult
+    from conveyor.errors import (
+        AuthenticationError,
+        CommandError,
+        ConnectError,
+        ConveyorError,
+        InvalidJob,
+        JobNotFound,
+        NotUnique,
+        ProtocolError,
+        StoreError,
+    )
+    from conveyor.job import Job
+    from conveyor.worker import Handler, JobContext, Middleware, Worker, current_job
 
 __version__ = "0.1.0"
 
@@ -42,3 +50,42 @@ __all__ = [  # noqa: RUF022 - grouped by purpose (as httpx does), sorted within 
     "StoreError",
     "__version__",
 ]
+
+_MODULES = {
+    "App": "conveyor.app",
+    "Group": "conveyor.app",
+    "JobDef": "conveyor.app",
+    "PayloadError": "conveyor.app",
+    "PushResult": "conveyor.app",
+    "AuthenticationError": "conveyor.errors",
+    "CommandError": "conveyor.errors",
+    "ConnectError": "conveyor.errors",
+    "ConveyorError": "conveyor.errors",
+    "InvalidJob": "conveyor.errors",
+    "JobNotFound": "conveyor.errors",
+    "NotUnique": "conveyor.errors",
+    "ProtocolError": "conveyor.errors",
+    "StoreError": "conveyor.errors",
+    "Job": "conveyor.job",
+    "Handler": "conveyor.worker",
+    "JobContext": "conveyor.worker",
+    "Middleware": "conveyor.worker",
+    "Worker": "conveyor.worker",
+    "current_job": "conveyor.worker",
+}
+"""Where each public name lives; ``__getattr__`` imports it from there on first use."""
+
+
+if not typing.TYPE_CHECKING:  # to mypy the names are the imports above, and a typo is an error
+
+    def __getattr__(name: str) -> object:
+        module = _MODULES.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value  # later lookups find it without calling __getattr__
+        return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

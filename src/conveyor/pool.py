@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Generic, Protocol, TypeVar
 
+from conveyor.backoff import Backoff
 from conveyor.errors import AuthenticationError, ConnectError
 
 __all__ = ["Backoff", "ConnectionPool"]
@@ -34,23 +34,6 @@ C = TypeVar("C", bound=Closable)
 
 # Errors that mean "this connection is gone", as opposed to an error reply from the server.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (ConnectError, OSError, EOFError)
-
-
-class Backoff:
-    """Exponential backoff with full jitter: 0.05 s, 0.1 s, ... capped at ``max_seconds``."""
-
-    def __init__(self, first_seconds: float = 0.05, max_seconds: float = 5.0) -> None:
-        self.first_seconds = first_seconds
-        self.max_seconds = max_seconds
-        self.attempt = 0
-
-    def next_delay(self) -> float:
-        ceiling = min(self.max_seconds, self.first_seconds * 2**self.attempt)
-        self.attempt += 1
-        return random.uniform(ceiling / 2, ceiling)
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 class ConnectionPool(Generic[C]):

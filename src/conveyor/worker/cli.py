@@ -1,32 +1,38 @@
 """``conveyor worker APP``: parse options, import the app, run ``Worker`` with signal handlers.
 
 With ``--processes N`` (N > 1) this process only supervises: it runs the same command N times
-(``supervisor.py``), and each of those is a plain worker.
+(``supervisor.py``), and each of those is a plain worker. The supervising process imports
+nothing but click and ``supervisor.py``; the app, the runtime and asyncio are imported only on
+the path that runs jobs (``load_app`` and ``_run``), to keep that process small.
 """
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import importlib
 import logging
 import os
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 import click
 
-from conveyor.app.core import App
 from conveyor.errors import AuthenticationError, ConnectError
 from conveyor.worker import supervisor
 from conveyor.worker.queues import QueueSpec, parse_queue
-from conveyor.worker.runtime import Worker
+
+if TYPE_CHECKING:
+    from conveyor.app.core import App
+    from conveyor.worker.runtime import Worker
 
 __all__ = ["load_app", "worker_command"]
 
 
 def load_app(target: str) -> App:
     """Import ``module:attribute`` (or ``module``, which must define ``app``) and return the App."""
+    from conveyor.app.core import App  # here, not above: a --processes parent never needs it
+
     module_name, _, attribute = target.partition(":")
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # like `python -m`: the app's package is usually here
@@ -170,7 +176,7 @@ def worker_command(
     if processes > 1 and ready_fd is None:
         ctx = click.get_current_context()
         command = [sys.executable, "-m", "conveyor", "worker", *ctx.meta[ARGS_KEY]]
-        ctx.exit(asyncio.run(supervisor.Supervisor(command, processes).run()))
+        ctx.exit(supervisor.Supervisor(command, processes).run())
     app = load_app(app_path)
     if url:
         app.url = url
@@ -182,6 +188,8 @@ def worker_command(
 
 
 def _run(worker: Worker, ready_fd: int | None) -> None:
+    import asyncio  # here, not above: a --processes parent does without it
+
     async def main() -> None:
         worker.install_signal_handlers(supervised=ready_fd is not None)
         await worker.start()

@@ -16,23 +16,26 @@ A child is *ready* once its signal handlers are installed and it is connected; i
 writing one byte to a pipe whose descriptor it finds in ``READY_FD_ENV``. A signal that comes
 while a child is starting is sent once it is ready (a stop, TERM, is sent at once: before its
 handlers exist it ends the child, which has no job yet).
+
+The parent is one ``select`` loop over a self-pipe of signal numbers and the children's ready
+pipes, without asyncio, and it imports nothing of the worker runtime: it stays about as small as
+a bare Python with click (``docs/design/worker-processes.md``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import io
 import logging
 import os
+import select
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from conveyor.pool import Backoff
+from conveyor.backoff import Backoff
 
 if TYPE_CHECKING:
     from conveyor.worker.runtime import Worker
@@ -51,6 +54,8 @@ RESTART_RESET_SECONDS = 60.0
 """A child that ran this long before dying is restarted after the shortest backoff again."""
 
 ORPHAN_CHECK_SECONDS = 1.0
+
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGTSTP)
 
 
 # -- the child's side ------------------------------------------------------------------------------
@@ -77,6 +82,8 @@ def notify_ready(fd: int) -> None:
 
 async def stop_when_orphaned(worker: Worker) -> None:
     """Stop gracefully if the parent dies (say, KILLed): no child keeps working on its own."""
+    import asyncio  # here, not above: the parent imports this module and does without asyncio
+
     parent = os.getppid()
     while os.getppid() == parent:
         await asyncio.sleep(ORPHAN_CHECK_SECONDS)
@@ -89,12 +96,27 @@ async def stop_when_orphaned(worker: Worker) -> None:
 
 @dataclass(eq=False)
 class _Child:
-    process: asyncio.subprocess.Process
+    process: subprocess.Popen[bytes]
+    ready_fd: int | None
+    """The read end of the ready pipe, until the child writes ``READY`` or closes it."""
     ready_at: float | None = None
 
     def signal(self, sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            self.process.send_signal(sig)
+        self.process.send_signal(sig)  # does nothing once the child has been reaped
+
+
+@dataclass(eq=False)
+class _Slot:
+    """One of the N places a child runs in: its child, or when the next one starts, or its end."""
+
+    backoff: Backoff
+    child: _Child | None = None
+    restart_at: float | None = None
+    """Set while waiting to replace a child that died: ``time.monotonic()`` to start the next."""
+    died_status: int = 0
+    """The status of the child that died, should the slot end instead of starting another."""
+    status: int | None = None
+    """The slot's exit status, once it has ended."""
 
 
 class Supervisor:
@@ -107,18 +129,47 @@ class Supervisor:
         self.processes = processes
         self.quiet = False
         self.stop_requests = 0
-        self._children: set[_Child] = set()
-        self._stopping = asyncio.Event()
+        self._slots = [
+            _Slot(Backoff(RESTART_FIRST_SECONDS, RESTART_MAX_SECONDS)) for _ in range(processes)
+        ]
 
-    async def run(self) -> int:
+    def run(self) -> int:
         """Start the children, supervise them until all have exited; returns the exit status."""
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGTSTP):
-            loop.add_signal_handler(sig, self._on_signal, sig)
-        logger.info("starting %d worker processes", self.processes)
-        statuses = await asyncio.gather(*(self._keep_running() for _ in range(self.processes)))
-        failed = [status for status in statuses if status != 0]
+        with _signal_pipe((*FORWARDED_SIGNALS, signal.SIGCHLD)) as signal_fd:
+            logger.info("starting %d worker processes", self.processes)
+            for slot in self._slots:
+                self._start(slot)
+            while any(slot.status is None for slot in self._slots):
+                self._step(signal_fd)
+        failed = [status for slot in self._slots if (status := slot.status)]
         return failed[0] if failed else 0
+
+    def _step(self, signal_fd: int) -> None:
+        """Wait for a signal, a ready pipe or the next restart, then act on what happened."""
+        starting = {c.ready_fd: c for c in self._children() if c.ready_fd is not None}
+        readable, _, _ = select.select([signal_fd, *starting], [], [], self._next_restart_in())
+        if signal_fd in readable:
+            for number in os.read(signal_fd, 256):
+                if number != signal.SIGCHLD:  # an exit is found by polling, below
+                    self._on_signal(signal.Signals(number))
+        for fd in readable:
+            if fd in starting:
+                self._read_ready(starting[fd])
+        for slot in self._slots:
+            if slot.child is not None and (code := slot.child.process.poll()) is not None:
+                self._ended(slot, code)
+        now = time.monotonic()
+        for slot in self._slots:
+            if slot.restart_at is not None and slot.restart_at <= now:
+                self._restart(slot)
+
+    def _children(self) -> list[_Child]:
+        return [slot.child for slot in self._slots if slot.child is not None]
+
+    def _next_restart_in(self) -> float | None:
+        """Seconds until the next child is due to start again; None when none is."""
+        due = [slot.restart_at for slot in self._slots if slot.restart_at is not None]
+        return max(0.0, min(due) - time.monotonic()) if due else None
 
     # -- signals -----------------------------------------------------------------------------
 
@@ -134,11 +185,14 @@ class Supervisor:
         self.stop_requests += 1
         what = "stop" if self.stop_requests == 1 else "stop now"
         logger.info("%s: the worker processes %s", reason, what)
-        self._stopping.set()
+        for slot in self._slots:
+            if slot.restart_at is not None:  # no child to stop, and none to start now
+                slot.restart_at = None
+                slot.status = 0
         self._forward_all()
 
     def _forward_all(self) -> None:
-        for child in self._children:
+        for child in self._children():
             self._forward(child)
 
     def _forward(self, child: _Child) -> None:
@@ -156,77 +210,100 @@ class Supervisor:
 
     # -- one slot ------------------------------------------------------------------------------
 
-    async def _keep_running(self) -> int:
-        """Run one child, and another after each unexpected death; returns the exit status."""
-        backoff = Backoff(RESTART_FIRST_SECONDS, RESTART_MAX_SECONDS)
-        while True:
-            child, ready = await self._start()
-            self._children.add(child)
-            try:
-                if await _wait_ready(ready):
-                    child.ready_at = time.monotonic()
-                    self._forward(child)
-                code = await child.process.wait()
-            finally:
-                self._children.discard(child)
-            pid = child.process.pid
-            if self.stop_requests:
-                # One that was still starting had no job, however it ended (say, by our TERM).
-                return 0 if child.ready_at is None else _exit_status(code)
-            if child.ready_at is None:
-                logger.error("worker process %d %s while starting", pid, _describe(code))
-                self._stop(f"worker process {pid} failed")
-                return _exit_status(code) or 1
-            if code == 0:  # finished: --burst, or the server said terminate
-                return 0
-            if self.quiet:  # a quiet pool is winding down: no new process
-                return _exit_status(code)
-            if time.monotonic() - child.ready_at >= RESTART_RESET_SECONDS:
-                backoff.reset()
-            delay = backoff.next_delay()
-            logger.warning(
-                "worker process %d %s; starting another in %.1fs", pid, _describe(code), delay
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
-            if self.stop_requests:
-                return 0
-            if self.quiet:
-                return _exit_status(code)
-
-    async def _start(self) -> tuple[_Child, io.FileIO]:
-        """Start one child; returns it and the read end of its ready pipe."""
-        ready, write_fd = _ready_pipe()
+    def _start(self, slot: _Slot) -> None:
+        read_fd, write_fd = os.pipe()
         try:
-            process = await asyncio.create_subprocess_exec(
-                *self.command,
+            process = subprocess.Popen(
+                self.command,
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, READY_FD_ENV: str(write_fd)},
                 pass_fds=(write_fd,),
             )
         except BaseException:
-            ready.close()
+            os.close(read_fd)
             raise
         finally:
             os.close(write_fd)
+        os.set_blocking(read_fd, False)  # read once select says so, and once more at its exit
         logger.debug("started worker process %d", process.pid)
-        return _Child(process), ready
+        slot.child = _Child(process, read_fd)
+
+    def _read_ready(self, child: _Child) -> None:
+        """Take the child's ``READY``; at end of file (it exited first) it stays not ready."""
+        assert child.ready_fd is not None
+        try:
+            data = os.read(child.ready_fd, 1)
+        except BlockingIOError:  # nothing written, and the write end is still open somewhere
+            return
+        os.close(child.ready_fd)
+        child.ready_fd = None
+        if data == READY:
+            child.ready_at = time.monotonic()
+            self._forward(child)
+
+    def _ended(self, slot: _Slot, code: int) -> None:
+        """The slot's child exited: end the slot (a start-up failure ends the pool) or restart."""
+        child, slot.child = slot.child, None
+        assert child is not None
+        if child.ready_fd is not None:  # READY may be waiting in the pipe: it counts
+            self._read_ready(child)
+            if child.ready_fd is not None:  # still open in a process the child started
+                os.close(child.ready_fd)
+        pid = child.process.pid
+        if self.stop_requests:
+            # One that was still starting had no job, however it ended (say, by our TERM).
+            slot.status = 0 if child.ready_at is None else _exit_status(code)
+        elif child.ready_at is None:
+            logger.error("worker process %d %s while starting", pid, _describe(code))
+            slot.status = _exit_status(code) or 1
+            self._stop(f"worker process {pid} failed")
+        elif code == 0 or self.quiet:
+            # It finished (--burst, or the server said terminate), or a quiet pool is winding
+            # down: no new process.
+            slot.status = _exit_status(code)
+        else:
+            if time.monotonic() - child.ready_at >= RESTART_RESET_SECONDS:
+                slot.backoff.reset()
+            delay = slot.backoff.next_delay()
+            logger.warning(
+                "worker process %d %s; starting another in %.1fs", pid, _describe(code), delay
+            )
+            slot.restart_at = time.monotonic() + delay
+            slot.died_status = _exit_status(code)
+
+    def _restart(self, slot: _Slot) -> None:
+        """The backoff is over: start another child, unless the pool went quiet meanwhile."""
+        slot.restart_at = None
+        if self.quiet:
+            slot.status = slot.died_status
+        else:
+            self._start(slot)
 
 
-def _ready_pipe() -> tuple[io.FileIO, int]:
+@contextlib.contextmanager
+def _signal_pipe(signals: Sequence[signal.Signals]) -> Iterator[int]:
+    """While open, each of ``signals`` writes its number to the pipe returned, for the loop.
+
+    Python's C-level handler writes the byte (``signal.set_wakeup_fd``), before the Python
+    handler runs; the Python handler, a no-op, is what makes the signal caught, not fatal.
+    """
     read_fd, write_fd = os.pipe()
-    return open(read_fd, "rb", buffering=0), write_fd  # closed by the transport reading it
-
-
-async def _wait_ready(ready: io.FileIO) -> bool:
-    """True once the child writes ``READY``; False when it exits first (end of file)."""
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), ready)
+    os.set_blocking(read_fd, False)
+    os.set_blocking(write_fd, False)
+    previous_fd = signal.set_wakeup_fd(write_fd)
+    previous = {sig: signal.signal(sig, _caught) for sig in signals}
     try:
-        return await reader.read(1) == READY
+        yield read_fd
     finally:
-        transport.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        signal.set_wakeup_fd(previous_fd)
+        os.close(read_fd)
+        os.close(write_fd)
+
+
+def _caught(signum: int, frame: object) -> None:
+    pass
 
 
 def _exit_status(code: int) -> int:
