@@ -4,8 +4,9 @@ The public names are imported on first use (PEP 562), so importing a part of con
 ``--processes`` parent, ``conveyor.worker.supervisor``) does not import the rest of it.
 """
 
-import importlib
 import typing
+
+from conveyor import _lazy
 
 if typing.TYPE_CHECKING:
     from conveyor.app import App, Group, JobDef, PayloadError, PushResult
@@ -77,15 +78,4 @@ _MODULES = {
 
 
 if not typing.TYPE_CHECKING:  # to mypy the names are the imports above, and a typo is an error
-
-    def __getattr__(name: str) -> object:
-        module = _MODULES.get(name)
-        if module is None:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(module), name)
-        globals()[name] = value  # later lookups find it without calling __getattr__
-        return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    __getattr__, __dir__ = _lazy.attach(__name__, _MODULES, __all__)

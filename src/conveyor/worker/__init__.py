@@ -4,8 +4,9 @@ The names are imported on first use (PEP 562): ``conveyor.worker.supervisor``, t
 ``--processes`` parent, is in this package and must not import the runtime (or asyncio).
 """
 
-import importlib
 import typing
+
+from conveyor import _lazy
 
 if typing.TYPE_CHECKING:
     from conveyor.worker.context import (
@@ -62,15 +63,4 @@ _MODULES = {
 
 
 if not typing.TYPE_CHECKING:  # to mypy the names are the imports above, and a typo is an error
-
-    def __getattr__(name: str) -> object:
-        module = _MODULES.get(name)
-        if module is None:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(module), name)
-        globals()[name] = value  # later lookups find it without calling __getattr__
-        return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    __getattr__, __dir__ = _lazy.attach(__name__, _MODULES, __all__)
