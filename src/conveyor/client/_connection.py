@@ -223,12 +223,16 @@ class Client:
             raise CommandError.from_reply(reply.text)
         return reply
 
-    async def _roundtrip(self, line: bytes) -> Reply:
+    def _claim(self) -> None:
+        """Take the connection for one exchange; ``_busy`` is cleared when it is done."""
         if self._busy:
             raise RuntimeError("a Client runs one command at a time; use one client per task")
         if self._closed:
             raise ConnectError(f"the connection to {self.address.url} is closed")
         self._busy = True
+
+    async def _roundtrip(self, line: bytes) -> Reply:
+        self._claim()
         try:
             self._writer.write(line)
             return await self._receive(_REPLY)
@@ -304,11 +308,7 @@ class Client:
         """
         if in_flight < 1:
             raise ValueError(f"in_flight must be at least 1, got {in_flight}")
-        if self._busy:
-            raise RuntimeError("a Client runs one command at a time; use one client per task")
-        if self._closed:
-            raise ConnectError(f"the connection to {self.address.url} is closed")
-        self._busy = True
+        self._claim()
         try:
             sent = answered = 0
             while answered < len(chunks):
