@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,11 +14,10 @@ from typing import Any
 
 import pytest
 
-import conveyor
-import conveyor.job
 from conveyor.client import Client
 from conveyor.manager import ServerStats
 from tests.support.server import RunningServer
+from tests.support.workers import Spawn, spawner, wait_exit, wait_for, where, write_app
 
 APP_SOURCE = """
 import asyncio, os, pathlib, time
@@ -49,43 +47,13 @@ def block(seconds: float) -> None:
 
 @pytest.fixture
 def app_dir(tmp_path: Path) -> Path:
-    (tmp_path / "sigapp.py").write_text(textwrap.dedent(APP_SOURCE))
-    (tmp_path / "marks").mkdir()
-    return tmp_path
+    return write_app(tmp_path, "sigapp", APP_SOURCE)
 
 
 @pytest.fixture
-def spawn_worker(app_dir: Path) -> Iterator[Any]:
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def spawn(url: str, *args: str) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "MARKS": str(app_dir / "marks"), "CONVEYOR_URL": url}
-        command = [sys.executable, "-m", "conveyor", "worker", "sigapp:app", "--heartbeat", "0.2"]
-        with (app_dir / "worker.log").open("ab") as log:
-            proc = subprocess.Popen(
-                [*command, *args], cwd=app_dir, env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-        procs.append(proc)
-        return proc
-
-    yield spawn
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-async def wait_for(check: Any, within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {check}")
-        await asyncio.sleep(0.02)
-
-
-async def wait_exit(proc: subprocess.Popen[bytes], within: float = 15.0) -> int:
-    await wait_for(lambda: proc.poll() is not None, within)
-    return proc.returncode
+def spawn_worker(app_dir: Path) -> Iterator[Spawn]:
+    with spawner(app_dir, "sigapp:app") as spawn:
+        yield spawn
 
 
 async def push(url: str, jobtype: str, *args: Any) -> str:
@@ -94,14 +62,6 @@ async def push(url: str, jobtype: str, *args: Any) -> str:
         return await client.push({"jobtype": jobtype, "args": list(args), "retry": 5})
     finally:
         await client.close()
-
-
-async def where(server: RunningServer, jid: str) -> tuple[str | None, str | None]:
-    found = await server.manager.locate(jid)
-    if found is None:
-        return None, None
-    failure = conveyor.job.decode_job(found.payload).failure or {}
-    return found.where, failure.get("errtype")
 
 
 def marks(app_dir: Path) -> set[str]:

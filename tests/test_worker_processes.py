@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-import conveyor.job
 from conveyor.client import Client
 from conveyor.manager import ServerStats
 from conveyor.store.base import WorkerRecord
 from tests.support.server import RunningServer
+from tests.support.workers import (
+    Spawn,
+    children_of,
+    proc_stat,
+    spawner,
+    wait_exit,
+    wait_for,
+    where,
+    write_app,
+)
 
 # Each run of a job creates its marks exclusively: a second run of the same jid would fail on
 # FileExistsError and show up in the retry set.
@@ -43,84 +49,27 @@ async def count_frozen() -> None:
     (MARKS / f"frozen-{gc.get_freeze_count()}-{os.getpid()}").touch()
 """
 
-Spawn = Callable[..., subprocess.Popen[bytes]]
-
 
 @pytest.fixture
 def app_dir(tmp_path: Path) -> Path:
-    (tmp_path / "poolapp.py").write_text(textwrap.dedent(APP_SOURCE))
-    (tmp_path / "marks").mkdir()
-    return tmp_path
+    return write_app(tmp_path, "poolapp", APP_SOURCE)
 
 
 @pytest.fixture
 def spawn_pool(app_dir: Path) -> Iterator[Spawn]:
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def spawn(url: str, *args: str, app: str = "poolapp:app") -> subprocess.Popen[bytes]:
-        env = {**os.environ, "MARKS": str(app_dir / "marks"), "CONVEYOR_URL": url}
-        command = [sys.executable, "-m", "conveyor", "worker", app, "--heartbeat", "0.2"]
-        with (app_dir / "worker.log").open("ab") as log:
-            proc = subprocess.Popen(
-                [*command, *args], cwd=app_dir, env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-        procs.append(proc)
-        return proc
-
-    yield spawn
-    for proc in procs:
-        for pid in children_of(proc.pid):
-            kill(pid)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-def kill(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-
-
-def children_of(pid: int) -> set[int]:
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and _stat(int(entry))[1] == pid:
-            found.add(int(entry))
-    return found
+    with spawner(app_dir, "poolapp:app") as spawn:
+        yield spawn
 
 
 def alive(pid: int) -> bool:
-    state, _ = _stat(pid)
+    state, _ = proc_stat(pid)
     return state not in ("", "Z")  # an orphan may stay a zombie when nobody reaps it
-
-
-def _stat(pid: int) -> tuple[str, int]:
-    """(state, parent pid) from /proc; ("", 0) once the process is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return "", 0
-    return fields[0], int(fields[1])
-
-
-async def wait_for(check: Callable[[], Any], within: float = 15.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {check}")
-        await asyncio.sleep(0.02)
-
-
-async def wait_exit(proc: subprocess.Popen[bytes], within: float = 20.0) -> int:
-    await wait_for(lambda: proc.poll() is not None, within)
-    return proc.returncode
 
 
 async def live_workers(server: RunningServer, parent: int) -> dict[str, WorkerRecord]:
     """The worker records of ``parent``'s live children, by wid."""
     records = [view.record for view in await server.manager.workers()]
-    return {r.wid: r for r in records if alive(r.pid) and _stat(r.pid)[1] == parent}
+    return {r.wid: r for r in records if alive(r.pid) and proc_stat(r.pid)[1] == parent}
 
 
 async def wait_for_workers(
@@ -157,14 +106,6 @@ def marks(app_dir: Path, prefix: str) -> list[str]:
 async def queued(server: RunningServer) -> int:
     info = await server.manager.info(ServerStats())
     return int(info["faktory"]["queues"].get("default", 0))
-
-
-async def where(server: RunningServer, jid: str) -> tuple[str | None, str | None]:
-    found = await server.manager.locate(jid)
-    if found is None:
-        return None, None
-    failure = conveyor.job.decode_job(found.payload).failure or {}
-    return found.where, failure.get("errtype")
 
 
 async def test_two_processes_share_the_jobs_and_run_each_exactly_once(
