@@ -104,6 +104,7 @@ class Checkpointer:
         self.path = path
         self.interval = interval
         self.checkpoints = 0
+        self._conn: sqlite3.Connection | None = None
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(
@@ -111,6 +112,15 @@ class Checkpointer:
         )
 
     def start(self) -> None:
+        """Open the thread's connection here, so a file it cannot open fails ``open()`` with a
+        clear error instead of leaving a WAL that nothing checkpoints; then start the thread."""
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA busy_timeout = 5000")
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
         self._thread.start()
 
     def nudge(self) -> None:
@@ -120,26 +130,27 @@ class Checkpointer:
         """Stop the thread after the checkpoint it may be running."""
         self._stopping.set()
         self._wake.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def _run(self) -> None:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        try:
-            conn.execute("PRAGMA busy_timeout = 5000")
-            while True:
-                self._wake.wait()
-                if self._stopping.is_set():
-                    return
-                self._wake.clear()
-                try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                    self.checkpoints += 1
-                except sqlite3.Error as exc:  # the next nudge tries again; the WAL just grows
-                    log.warning("SQLite checkpoint of %s failed: %s", self.path, exc)
-                if self._stopping.wait(self.interval):
-                    return
-        finally:
-            conn.close()
+        conn = self._conn
+        assert conn is not None
+        while True:
+            self._wake.wait()
+            if self._stopping.is_set():
+                return
+            self._wake.clear()
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                self.checkpoints += 1
+            except sqlite3.Error as exc:  # the next nudge tries again; the WAL just grows
+                log.warning("SQLite checkpoint of %s failed: %s", self.path, exc)
+            if self._stopping.wait(self.interval):
+                return
 
 
 class Database:
@@ -183,10 +194,15 @@ class Database:
             if isinstance(exc, sqlite3.Error):
                 raise StoreError(f"cannot open SQLite database {path!r}: {exc}") from exc
             raise
-        self._conn = conn
         if path != ":memory:":
-            self.checkpointer = Checkpointer(path)
-            self.checkpointer.start()
+            checkpointer = Checkpointer(path)
+            try:
+                checkpointer.start()
+            except sqlite3.Error as exc:
+                conn.close()
+                raise StoreError(f"cannot open SQLite database {path!r}: {exc}") from exc
+            self.checkpointer = checkpointer
+        self._conn = conn
         return conn
 
     def _prepare(self, conn: sqlite3.Connection, schema: str) -> None:
