@@ -452,6 +452,18 @@ async def test_workers_round_trip(backend_store: Store) -> None:
     assert await backend_store.get_worker("w1") is None
 
 
+async def test_delete_worker_spares_a_worker_that_beat_since(backend_store: Store) -> None:
+    """The reaper deletes only a worker still silent: a BEAT landing between its listing and
+    its delete (on another server sharing the store) keeps the worker."""
+    await backend_store.save_worker(WorkerRecord("w1", last_beat=1_700_000_100.25))
+    assert await backend_store.delete_worker("w1", silent_before=1_700_000_050.0) is False
+    assert await backend_store.delete_worker("w1", silent_before=1_700_000_100.25) is False
+    assert (await backend_store.get_worker("w1")) is not None
+    assert await backend_store.delete_worker("w1", silent_before=1_700_000_200.0) is True
+    assert await backend_store.get_worker("w1") is None
+    assert await backend_store.delete_worker("ghost", silent_before=1_700_000_200.0) is False
+
+
 async def test_flush_deletes_everything_but_workers(backend_store: Store) -> None:
     await backend_store.enqueue([job("j1", "a"), job("j2", "b"), job("j3", "b")])
     await backend_store.set_paused(["b"], True)

@@ -367,7 +367,8 @@ class Manager(AdminOps):
         for record in await self.store.list_workers():
             if record.last_beat >= cutoff:
                 continue
-            await self.store.delete_worker(record.wid)
+            if not await self.store.delete_worker(record.wid, silent_before=cutoff):
+                continue  # it beat (maybe on another server) since we listed it
             self._worker_states.pop(record.wid, None)
             reaped += 1
             for key in self._local_clients.pop(record.wid, set()):

@@ -395,7 +395,10 @@ class Store(abc.ABC):
     async def list_workers(self) -> list[WorkerRecord]: ...
 
     @abc.abstractmethod
-    async def delete_worker(self, wid: str) -> bool: ...
+    async def delete_worker(self, wid: str, silent_before: float | None = None) -> bool:
+        """Forget a worker; True if it was there. With ``silent_before``, only if its last beat
+        is older, checked in the same atomic step: a BEAT that lands (on any server) between
+        the reaper's listing and this call keeps the worker."""
 
     # ----------------------------------------------------------------- admin
 

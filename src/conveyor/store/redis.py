@@ -591,9 +591,10 @@ class RedisStore(Store):
             await self._run("workers", prune_keys, ["prune", *gone])
         return [_worker_decoder.decode(raw) for raw in raws if raw is not None]
 
-    async def delete_worker(self, wid: str) -> bool:
+    async def delete_worker(self, wid: str, silent_before: float | None = None) -> bool:
         keys = [self._keys.workers, self._keys.worker(wid)]
-        return bool(await self._run("workers", keys, ["delete", wid]))
+        since = "" if silent_before is None else repr(silent_before)
+        return bool(await self._run("workers", keys, ["delete", wid, since]))
 
     # ----------------------------------------------------------------- admin
 

@@ -80,5 +80,9 @@ class LocalWorkers:
     async def list_workers(self) -> list[WorkerRecord]:
         return [_copy(record) for record in self._workers.values()]
 
-    async def delete_worker(self, wid: str) -> bool:
-        return self._workers.pop(wid, None) is not None
+    async def delete_worker(self, wid: str, silent_before: float | None = None) -> bool:
+        record = self._workers.get(wid)
+        if record is None or (silent_before is not None and record.last_beat >= silent_before):
+            return False
+        del self._workers[wid]
+        return True

@@ -3,7 +3,9 @@
 -- KEYS[2..] {ns}:w:<wid>    STRING msgspec JSON of a WorkerRecord, with a TTL
 -- ARGV[1] mode:
 --   "save"   ARGV[2] wid, ARGV[3] json, ARGV[4] ttl seconds   (KEYS[2] is the worker)
---   "delete" ARGV[2] wid                                       (returns 1 if it existed)
+--   "delete" ARGV[2] wid, ARGV[3] silent_before or ""         (returns 1 if it deleted it)
+--            with ARGV[3], only a record whose last_beat is older: a BEAT that landed on
+--            another server since the reaper listed the workers keeps the worker
 --   "prune"  ARGV[2..] wids in KEYS[2..] order: forget wids whose record expired
 local mode = ARGV[1]
 if mode == 'save' then
@@ -11,6 +13,12 @@ if mode == 'save' then
   redis.call('SADD', KEYS[1], ARGV[2])
   return 1
 elseif mode == 'delete' then
+  if ARGV[3] ~= nil and ARGV[3] ~= '' then
+    local raw = redis.call('GET', KEYS[2])
+    if raw and (cjson.decode(raw).last_beat or 0) >= tonumber(ARGV[3]) then
+      return 0
+    end
+  end
   redis.call('SREM', KEYS[1], ARGV[2])
   return redis.call('DEL', KEYS[2])
 end
