@@ -50,9 +50,3 @@ class ManagerConfig:
 
     max_payload_bytes: int = 10 * 1024 * 1024
     """Largest accepted job payload; larger PUSHes are refused with a clear error."""
-
-    @property
-    def reserve_default_seconds(self) -> int:
-        """The reservation of a job that gives no ``reserve_for``: the default, clamped."""
-        default = self.default_reserve_for_seconds
-        return max(self.min_reserve_for_seconds, min(default, self.max_reserve_for_seconds))

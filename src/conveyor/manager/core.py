@@ -139,7 +139,8 @@ class Manager(AdminOps):
         queued: list[QueuedJob] = []
         scheduled: list[SetEntry] = []
         enqueued_at = now_iso()
-        default_reserve = self.config.reserve_default_seconds
+        # what reserve_seconds gives every job without its own reserve_for, worked out once
+        default_reserve = validation.reserve_seconds(Job(), self.config)
         for job, due in jobs:
             if due is not None and due > now:
                 scheduled.append(SetEntry(due, job.jid, encode_job(job), job.queue, job.jobtype))
