@@ -14,8 +14,9 @@ import pytest
 import conveyor
 import conveyor.testing
 import conveyor.worker.runtime
+from conveyor.backoff import Backoff
 from conveyor.errors import AuthenticationError, ConnectError
-from conveyor.pool import Backoff, ConnectionPool
+from conveyor.pool import ConnectionPool
 from conveyor.worker.queues import QueueOrder, QueueSpec, parse_queue
 from tests.support.server import TEST_TIMINGS, MakeServer, RunningServer
 from tests.support.tls import CertFiles

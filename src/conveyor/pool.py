@@ -19,7 +19,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from conveyor.backoff import Backoff
 from conveyor.errors import AuthenticationError, ConnectError
 
-__all__ = ["Backoff", "ConnectionPool"]
+__all__ = ["ConnectionPool"]
 
 logger = logging.getLogger("conveyor.pool")
 

@@ -30,11 +30,12 @@ from typing import TYPE_CHECKING, Any, Self
 
 import msgspec
 
+from conveyor.backoff import Backoff
 from conveyor.client import Client
 from conveyor.client._connection import fetch_jobs
 from conveyor.errors import UnknownWorker
 from conveyor.job import Job
-from conveyor.pool import CONNECTION_ERRORS, Backoff
+from conveyor.pool import CONNECTION_ERRORS
 from conveyor.worker.context import Middleware
 from conveyor.worker.execute import DEFAULT_BACKTRACE_LINES, JobRunner, Outcome
 from conveyor.worker.queues import QueueOrder, QueueSpec
