@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import msgspec
@@ -35,7 +35,7 @@ from conveyor.manager.middleware import (
 from conveyor.manager.retry import FailureReport, RetryPolicy
 from conveyor.manager.tasks import BackgroundTasks
 from conveyor.manager.types import ClientInfo, ServerStats, WorkerState
-from conveyor.manager.waiters import QueueWaiters
+from conveyor.manager.waiters import Deliver, QueueWaiters
 from conveyor.store.base import (
     QueuedJob,
     Reservation,
@@ -79,6 +79,9 @@ class Manager(AdminOps):
         self._fetch_hooks = hooks_of(self._middleware, "fetch")
         self._ack_hooks = hooks_of(self._middleware, "ack")
         self._fail_hooks = hooks_of(self._middleware, "fail")
+        # fetch middleware sees every job a FETCH takes: those go the long way, through reserve
+        self._hand_offs = store.in_process and not self._fetch_hooks
+        self._pushes_now = store.in_process and not self._push_hooks
         # Worker state as last seen by this server; BEAT refreshes it from the store.
         self._worker_states: dict[str, str] = {}
         self._local_clients: dict[str, set[int]] = {}
@@ -108,6 +111,30 @@ class Manager(AdminOps):
         if self._push_hooks:
             await run_chain(self._push_hooks, PushContext(self, job), _nothing)
         await self._store_jobs([(job, due)])
+
+    def push_now(self, payload: bytes) -> Coroutine[Any, Any, None] | None:
+        """A PUSH done at once, in the caller's step: the job is validated and stored, or
+        handed to a waiting FETCH, whose reply is written before this returns. What is left
+        is returned: the wait for durability, to await before the PUSH is answered.
+
+        ``None``, with nothing done, when the PUSH has to take the long way (``push()``):
+        push middleware may wait for anything, so may a store that is not ``in_process``, and
+        a job scheduled for later is no one's to hand off. Raises what ``push()`` raises for
+        a bad job, with nothing stored.
+        """
+        if not self._pushes_now:
+            return None
+        job = validation.decode_pushed(payload, self.config)
+        due = validation.prepare_job(job, self.config)
+        now = time.time()
+        if due is not None and due > now:
+            return None
+        queued = [self._queued(job, now_iso(), validation.reserve_seconds(job, self.config))]
+        if self.waiters and self._hand_offs:
+            queued = self._hand_off(queued, now)
+        if queued:
+            self.store.enqueue_now(queued)
+        return self.store.durable()
 
     async def push_bulk(self, payload: bytes) -> dict[str, str]:
         """PUSHB: each job validated and pushed on its own; returns ``{jid: error}``."""
@@ -145,17 +172,49 @@ class Manager(AdminOps):
             if due is not None and due > now:
                 scheduled.append(SetEntry(due, job.jid, encode_job(job), job.queue, job.jobtype))
             else:
-                job.enqueued_at = enqueued_at
                 reserve = (
                     validation.reserve_seconds(job, self.config)
                     if job.reserve_for
                     else default_reserve
                 )
-                queued.append(QueuedJob(job.queue, job.jid, encode_job(job), reserve))
+                queued.append(self._queued(job, enqueued_at, reserve))
+        if queued and self.waiters and self._hand_offs:
+            queued = self._hand_off(queued, now)
         if scheduled:
             await self.store.add_to_set(SortedSet.SCHEDULED, scheduled)
         if queued:
             await self.store.enqueue(queued)
+        elif not scheduled:
+            await self.store.durable()  # the hand-off's reservations
+
+    @staticmethod
+    def _queued(job: Job, enqueued_at: str, reserve_for: int) -> QueuedJob:
+        job.enqueued_at = enqueued_at
+        return QueuedJob(job.queue, job.jid, encode_job(job), reserve_for)
+
+    def _hand_off(self, queued: list[QueuedJob], now: float) -> list[QueuedJob]:
+        """Give ready jobs straight to the FETCHes waiting for their queues; returns the rest.
+
+        A job handed off is reserved without ever being queued (one write instead of three)
+        and its FETCH is answered in this very step, not after a wake-up of the FETCH's task:
+        this is what enqueue->start latency is made of when workers are idle
+        (docs/design/hand-off.md). Jobs of one queue keep their order: the first ones go to the
+        waiters, the rest to the queue.
+        """
+        left: list[QueuedJob] = []
+        for queue, jobs in _by_queue(queued).items():
+            while jobs:
+                waiter = self.waiters.newest(queue)
+                if waiter is None or waiter.deliver is None:
+                    break
+                given = jobs[: waiter.count]
+                reservations = self.store.hand_off(given, waiter.wid, now)
+                if reservations is None:  # the queue is paused
+                    break
+                waiter.hand([r.payload for r in reservations])
+                jobs = jobs[waiter.count :]
+            left.extend(jobs)
+        return left
 
     def queued(self, job: Job) -> QueuedJob:
         return QueuedJob(
@@ -171,10 +230,19 @@ class Manager(AdminOps):
         return jobs[0] if jobs else None
 
     async def fetch_many(
-        self, queues: Sequence[str], wid: str, count: int, wait: float | None = None
+        self,
+        queues: Sequence[str],
+        wid: str,
+        count: int,
+        wait: float | None = None,
+        deliver: Deliver | None = None,
     ) -> list[bytes]:
         """Reserve up to ``count`` jobs, taking queues in the order given; wait up to ``wait``
-        seconds (default ``fetch_wait_seconds``) for the first one."""
+        seconds (default ``fetch_wait_seconds``) for the first one.
+
+        ``deliver``: how to answer this FETCH at once with jobs a push hands off while it
+        waits (``QueueWaiters``). Jobs given to ``deliver`` are not returned: the result is
+        then empty."""
         wait = self.config.fetch_wait_seconds if wait is None else wait
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
@@ -186,7 +254,7 @@ class Manager(AdminOps):
             if jobs:
                 return jobs
             # Register first, then look again: a push landing between the two is not missed.
-            future = self.waiters.register(queues)
+            waiter = self.waiters.register(queues, wid, count)
             try:
                 jobs = await self._reserve(queues, wid, count)
                 if jobs:
@@ -194,22 +262,28 @@ class Manager(AdminOps):
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return []
+                waiter.deliver = deliver  # from now on a push may answer this FETCH itself
                 try:
                     # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
                     # cancellation that arrives just as the future completes.
                     async with asyncio.timeout(remaining):
-                        await future
+                        await waiter.future
                 except TimeoutError:
+                    if waiter.delivered:  # handed jobs just as the wait ran out
+                        return []
                     return await self._reserve(queues, wid, count)
+                if waiter.delivered:
+                    return []
             except asyncio.CancelledError:
-                if future.done() and not future.cancelled():
+                future = waiter.future
+                if future.done() and not future.cancelled() and not waiter.delivered:
                     # We were woken for a job we will not take (our client went away):
                     # pass the wake-up on, or the next waiting FETCH would miss it.
                     for queue in queues:
                         self.waiters.notify(queue)
                 raise
             finally:
-                self.waiters.unregister(future, queues)
+                self.waiters.unregister(waiter)
 
     async def _reserve(self, queues: Sequence[str], wid: str, count: int) -> list[bytes]:
         reservations = await self.store.reserve(queues, wid, time.time(), count)
@@ -390,6 +464,15 @@ class Manager(AdminOps):
     async def flush(self) -> None:
         await self.store.flush()
         self.tasks.reset_stats()
+
+
+def _by_queue(jobs: list[QueuedJob]) -> dict[str, list[QueuedJob]]:
+    if len(jobs) == 1:  # a PUSH
+        return {jobs[0].queue: jobs}
+    grouped: dict[str, list[QueuedJob]] = {}
+    for job in jobs:
+        grouped.setdefault(job.queue, []).append(job)
+    return grouped
 
 
 def _raw_jid(raw: Job | msgspec.Raw) -> str:

@@ -1,62 +1,111 @@
-"""FETCHes waiting for a job, and how a push wakes them at once.
+"""FETCHes waiting for a job, and how a push reaches them at once.
 
-Each waiting FETCH registers one future under every queue it asked for. ``notify(queue)`` wakes
-one FETCH of that queue (not all of them: no thundering herd). A woken FETCH that gets a job
-calls ``notify`` again for its queue, so a burst of pushes wakes as many waiters as there are
-jobs, one after the other, while a single push wakes exactly one.
+Each waiting FETCH registers one ``Waiter`` under every queue it asked for. There are two ways
+a new job reaches it:
 
-The one woken is the FETCH that started waiting last (a stack, not a queue). Under load every
-fetcher is busy and the order does not matter; when jobs trickle in, the fetcher that just
-finished a job is the one whose process is running, with its caches warm, while the others
-sleep on: waking the longest-idle one instead rotated every job through cold processes
-(p50 enqueue->start 0.45 -> 0.40 ms with two worker processes). Nobody starves: a FETCH left
-at the bottom answers "no job" when its wait ends, as any FETCH may, and asks again on top.
+* **Hand-off** (the fast path, ``Manager._hand_off``): a waiter that can answer by itself
+  (``deliver``: its connection writes the reply) is given the pushed job directly. The store
+  records the reservation without queueing the job, the reply is written in the same step as
+  the PUSH, and the FETCH's task only wakes to move on. Stores that cannot do this in one
+  synchronous step (Redis) and servers with fetch middleware skip it.
+* **Wake-up** (``notify(queue)``): the waiter's future is resolved and its task reserves from
+  the store itself. ``notify`` wakes one FETCH of that queue, not all of them (no thundering
+  herd). A woken FETCH that gets a job calls ``notify`` again for its queue, so a burst of
+  pushes wakes as many waiters as there are jobs, one after the other.
+
+Either way the waiter chosen is the one that started waiting last (a stack, not a queue).
+Under load every fetcher is busy and the order does not matter; when jobs trickle in, the
+fetcher that just finished a job is the one whose process is running, with its caches warm,
+while the others sleep on: waking the longest-idle one instead rotated every job through cold
+processes (p50 enqueue->start 0.45 -> 0.40 ms with two worker processes). Nobody starves: a
+FETCH left at the bottom answers "no job" when its wait ends, as any FETCH may, and asks again
+on top.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-__all__ = ["QueueWaiters"]
+__all__ = ["Deliver", "QueueWaiters", "Waiter"]
+
+Deliver = Callable[[list[bytes]], None]
+"""Writes the reply carrying these job payloads to the waiting FETCH's client, now."""
+
+
+class Waiter:
+    """One waiting FETCH: the queues it asked for, in order, and how many jobs it takes."""
+
+    __slots__ = ("count", "deliver", "delivered", "future", "queues", "wid")
+
+    def __init__(self, queues: Sequence[str], wid: str, count: int) -> None:
+        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.queues = queues
+        self.wid = wid
+        self.count = count
+        self.deliver: Deliver | None = None
+        """Set (by the FETCH) only while it waits: until then it may still find jobs itself."""
+        self.delivered = False
+        """Jobs were handed off to it: its FETCH has been answered."""
+
+    def hand(self, payloads: list[bytes]) -> None:
+        """Answer the FETCH with ``payloads`` (reserved for it already) and let it finish."""
+        assert self.deliver is not None
+        self.delivered = True
+        # A closed connection drops the reply, as it would drop one written by the FETCH's
+        # task: the reservations expire and the jobs are retried (at-least-once).
+        self.deliver(payloads)
+        self.future.set_result(None)
 
 
 class QueueWaiters:
     def __init__(self) -> None:
-        # queue -> futures in arrival order (dict keeps insertion order; values unused)
-        self._by_queue: dict[str, dict[asyncio.Future[None], None]] = {}
+        # queue -> waiters in arrival order (dict keeps insertion order; values unused)
+        self._by_queue: dict[str, dict[Waiter, None]] = {}
 
-    def register(self, queues: Sequence[str]) -> asyncio.Future[None]:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        for queue in queues:
-            self._by_queue.setdefault(queue, {})[future] = None
-        return future
+    def __bool__(self) -> bool:
+        return bool(self._by_queue)
 
-    def unregister(self, future: asyncio.Future[None], queues: Sequence[str]) -> None:
+    def register(self, queues: Sequence[str], wid: str = "", count: int = 1) -> Waiter:
+        waiter = Waiter(queues, wid, count)
         for queue in queues:
+            self._by_queue.setdefault(queue, {})[waiter] = None
+        return waiter
+
+    def unregister(self, waiter: Waiter) -> None:
+        for queue in waiter.queues:
             waiting = self._by_queue.get(queue)
             if waiting is not None:
-                waiting.pop(future, None)
+                waiting.pop(waiter, None)
                 if not waiting:
                     del self._by_queue[queue]
+
+    def newest(self, queue: str) -> Waiter | None:
+        """The waiter a job of ``queue`` would go to (see the module docstring), if any."""
+        waiting = self._by_queue.get(queue)
+        if waiting:
+            for waiter in reversed(waiting):
+                if not waiter.future.done():
+                    return waiter
+        return None
 
     def notify(self, queue: str) -> None:
         waiting = self._by_queue.get(queue)
         while waiting:
-            future = next(reversed(waiting))  # the newest waiter: see the module docstring
-            del waiting[future]
-            if not future.done():
-                future.set_result(None)
+            waiter = next(reversed(waiting))  # the newest waiter: see the module docstring
+            del waiting[waiter]
+            if not waiter.future.done():
+                waiter.future.set_result(None)
                 break
         if waiting is not None and not waiting:
             self._by_queue.pop(queue, None)
 
     def notify_all(self) -> None:
         for waiting in list(self._by_queue.values()):
-            for future in list(waiting):
-                if not future.done():
-                    future.set_result(None)
+            for waiter in list(waiting):
+                if not waiter.future.done():
+                    waiter.future.set_result(None)
         self._by_queue.clear()
 
     def waiting(self) -> int:
-        return len({f for waiting in self._by_queue.values() for f in waiting})
+        return len({w for waiting in self._by_queue.values() for w in waiting})

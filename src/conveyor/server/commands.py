@@ -19,7 +19,7 @@ from conveyor.manager import ClientInfo, Manager, ServerStats, WorkerState
 from conveyor.protocol import NULL_BULK, OK, bulk
 from conveyor.store.base import JobFilter
 
-__all__ = ["COMMANDS", "MAX_FETCHB_COUNT", "Handler", "Session"]
+__all__ = ["COMMANDS", "MAX_FETCHB_COUNT", "SENT", "Handler", "Session"]
 
 MAX_FETCHB_COUNT = 1000
 QUEUE_SUBCOMMANDS = ("PAUSE", "RESUME", "REMOVE", "LATENCY")
@@ -36,9 +36,16 @@ class Session(Protocol):
 
     def stats(self) -> ServerStats: ...
 
+    def send_now(self, reply: bytes) -> None:
+        """Write ``reply`` at once, from outside the handler: a waiting FETCH answered by the
+        PUSH that handed it a job. The handler then returns ``SENT``."""
+
 
 # A handler returns the reply bytes, or None to close the connection without a reply (END).
 Handler = Callable[[Session, bytes], Awaitable[bytes | None]]
+
+SENT = b""
+"""What a handler returns when its reply has already gone out through ``Session.send_now``."""
 
 
 class FailArgs(msgspec.Struct):
@@ -103,8 +110,16 @@ async def fetch(session: Session, argument: bytes) -> bytes | None:
     queues = _names(argument)
     if not queues:
         raise CommandError("must call fetch with at least one queue")
-    job = await session.manager.fetch(queues, session.client.wid)
-    return NULL_BULK if job is None else bulk(job)
+    handed: list[bool] = []
+
+    def deliver(jobs: list[bytes]) -> None:
+        handed.append(True)
+        session.send_now(bulk(jobs[0]))
+
+    jobs = await session.manager.fetch_many(queues, session.client.wid, 1, deliver=deliver)
+    if handed:
+        return SENT
+    return bulk(jobs[0]) if jobs else NULL_BULK
 
 
 async def fetch_many(session: Session, argument: bytes) -> bytes | None:
@@ -118,9 +133,19 @@ async def fetch_many(session: Session, argument: bytes) -> bytes | None:
         count = 0
     if not 1 <= count <= MAX_FETCHB_COUNT:
         raise CommandError(f"FETCHB count must be an integer from 1 to {MAX_FETCHB_COUNT}")
-    jobs = await session.manager.fetch_many(words[1:], session.client.wid, count)
-    if not jobs:
-        return NULL_BULK
+    handed: list[bool] = []
+
+    def deliver(jobs: list[bytes]) -> None:
+        handed.append(True)
+        session.send_now(_jobs_reply(jobs))
+
+    jobs = await session.manager.fetch_many(words[1:], session.client.wid, count, deliver=deliver)
+    if handed:
+        return SENT
+    return _jobs_reply(jobs) if jobs else NULL_BULK
+
+
+def _jobs_reply(jobs: list[bytes]) -> bytes:
     return bulk(b"[" + b",".join(jobs) + b"]")
 
 

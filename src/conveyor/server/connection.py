@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, cast
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, cast
 
 from conveyor.errors import CommandError, LineTooLong, StoreError
 from conveyor.manager import ClientInfo, Manager, ServerStats
@@ -25,7 +26,7 @@ from conveyor.protocol import (
     password_matches,
     split_command,
 )
-from conveyor.server.commands import COMMANDS
+from conveyor.server.commands import COMMANDS, SENT
 from conveyor.server.states import ConnState, advance
 
 if TYPE_CHECKING:
@@ -41,6 +42,17 @@ PIPELINE_HIGH_LINES = 4096
 FLUSH_BYTES = 64 * 1024  # replies to pipelined commands are sent together up to this size
 
 _TOO_LONG = object()  # queued in place of a line that broke the limit, to answer in order
+
+
+class _Begun:
+    """Queued in place of a PUSH already done in ``data_received``: the runner answers it,
+    in order, once ``rest`` (the wait for durability) is over; or with ``reply`` (an error)."""
+
+    __slots__ = ("reply", "rest")
+
+    def __init__(self, rest: Coroutine[Any, Any, None] | None, reply: bytes = OK) -> None:
+        self.rest = rest
+        self.reply = reply
 
 
 class Connection(asyncio.Protocol):
@@ -72,6 +84,12 @@ class Connection(asyncio.Protocol):
 
     def stats(self) -> ServerStats:
         return self.server.stats()
+
+    def send_now(self, reply: bytes) -> None:
+        # Only a waiting FETCH is answered this way, and the runner flushed everything
+        # before it began to wait, so the reply keeps its place in the stream.
+        if self.state is not ConnState.CLOSED and self.transport is not None:
+            self.transport.write(reply)
 
     # -------------------------------------------------------------- asyncio.Protocol
 
@@ -105,7 +123,32 @@ class Connection(asyncio.Protocol):
         if self._pending_bytes > PIPELINE_HIGH_BYTES or len(self._pending) > PIPELINE_HIGH_LINES:
             self._pause_reading()
         if self._pending and self._runner is None:
+            if self.state is ConnState.READY and not self.server.closing:
+                self._begin_push()
             self._runner = asyncio.get_running_loop().create_task(self._run())
+
+    def _begin_push(self) -> None:
+        """Do the PUSH at the head of the queue right here, not one task switch later.
+
+        When a FETCH waits for the job's queue, this very step hands the job to it and writes
+        its reply (docs/design/hand-off.md); the runner only waits for the commit and answers
+        the PUSH, in order. Other commands, and PUSHes the manager cannot do at once, wait
+        for the runner as usual.
+        """
+        line = self._pending[0]
+        if not isinstance(line, bytes) or not line.startswith(b"PUSH "):
+            return
+        try:
+            rest = self.manager.push_now(line[5:])
+        except Exception as exc:
+            begun = _Begun(None, self._failure(line, exc))
+        else:
+            if rest is None:
+                return
+            begun = _Begun(rest)
+        self.server.command_count += 1
+        self._pending[0] = begun
+        self._pending_bytes -= len(line)
 
     def eof_received(self) -> bool | None:
         return None  # close our side too; queued commands still run, their replies are dropped
@@ -189,7 +232,9 @@ class Connection(asyncio.Protocol):
                     self._reading_paused = False
                     if self.transport is not None:
                         self.transport.resume_reading()
-                if not await self._handle(item):
+                if isinstance(item, _Begun):
+                    self._write(await self._finish(item))
+                elif not await self._handle(item):
                     self.close()
                     return
                 if not self._pending or self._out_bytes > FLUSH_BYTES:
@@ -201,6 +246,18 @@ class Connection(asyncio.Protocol):
             self._flush()
             if self.server.closing and self.state is not ConnState.CLOSED:
                 self.close()
+            for item in self._pending if self.state is ConnState.CLOSED else ():
+                if isinstance(item, _Begun) and item.rest is not None:
+                    item.rest.close()  # nobody to answer; the commit happens all the same
+
+    async def _finish(self, begun: _Begun) -> bytes:
+        if begun.rest is None:
+            return begun.reply
+        try:
+            await begun.rest
+        except Exception as exc:
+            return self._failure(b"PUSH", exc)
+        return begun.reply
 
     def _drained(self) -> bool:
         return (
@@ -230,7 +287,8 @@ class Connection(asyncio.Protocol):
             self._fetching = False
         if reply is None:
             return False
-        self._write(reply)
+        if reply is not SENT:
+            self._write(reply)
         return True
 
     async def _hello(self, line: bytes) -> bool:
@@ -280,11 +338,16 @@ class Connection(asyncio.Protocol):
         self.server.command_count += 1
         try:
             return await handler(self, argument)
-        except CommandError as exc:
+        except Exception as exc:
+            return self._failure(line, exc)
+
+    def _failure(self, line: bytes, exc: Exception) -> bytes:
+        """The error reply for a command that raised ``exc``."""
+        if isinstance(exc, CommandError):
             return error(exc.code, exc.message)
-        except StoreError as exc:
-            log.error("storage failed during %s: %s", verb.decode("latin-1"), exc)
+        verb = split_command(line)[0].decode("latin-1")
+        if isinstance(exc, StoreError):
+            log.error("storage failed during %s: %s", verb, exc)
             return error("ERR", f"storage error: {exc}")
-        except Exception:
-            log.exception("internal error handling %s from %s", line[:200], self.peer)
-            return error("ERR", "internal error")
+        log.error("internal error handling %s from %s", line[:200], self.peer, exc_info=exc)
+        return error("ERR", "internal error")

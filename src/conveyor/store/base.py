@@ -203,6 +203,12 @@ ReadyListener = Callable[[str], None]
 class Store(abc.ABC):
     """The storage contract. See the module docstring for the data model and durability."""
 
+    in_process: bool = False
+    """The store writes without waiting for I/O (memory, SQLite): it offers the synchronous
+    ``enqueue_now`` and ``hand_off``, whose changes are durable once ``durable()`` returns.
+    The server uses them to answer a PUSH, and the FETCH waiting for its job, in the step that
+    read the PUSH (docs/design/hand-off.md)."""
+
     # ----------------------------------------------------------------- life cycle
 
     @abc.abstractmethod
@@ -225,11 +231,30 @@ class Store(abc.ABC):
     async def enqueue(self, jobs: Sequence[QueuedJob]) -> None:
         """Append the jobs to the tails of their queues (creating the queues). Durable."""
 
+    def enqueue_now(self, jobs: Sequence[QueuedJob]) -> None:
+        """``enqueue`` without the wait for durability (then await ``durable()``); only for
+        ``in_process`` stores."""
+        raise NotImplementedError(f"{type(self).__name__} is not an in-process store")
+
     @abc.abstractmethod
     async def add_to_set(self, name: SortedSet, entries: Sequence[SetEntry]) -> None:
         """Add entries to a sorted set (replacing an entry with the same jid). Durable."""
 
+    async def durable(self) -> None:
+        """Return once every change made so far through this store is durable."""
+        return None
+
     # ----------------------------------------------------------------- working
+
+    def hand_off(self, jobs: Sequence[QueuedJob], wid: str, now: float) -> list[Reservation] | None:
+        """Reserve ``jobs`` (all of one queue, which may be unknown yet) for ``wid`` without
+        queueing them: a FETCH of ``wid`` waits for them and is answered in the same step.
+
+        Synchronous, and only for ``in_process`` stores: the others never get the call.
+        Returns the reservations, as ``reserve`` would have made them, or ``None`` (and does
+        nothing) when the queue is paused. Durable like ``reserve``; the PUSH that handed the
+        jobs off awaits ``durable()``, as ``enqueue`` would have."""
+        raise NotImplementedError(f"{type(self).__name__} is not an in-process store")
 
     @abc.abstractmethod
     async def reserve(

@@ -148,7 +148,12 @@ class MemoryStore(LocalWorkers, Store):
 
     # ----------------------------------------------------------------- adding jobs
 
+    in_process = True
+
     async def enqueue(self, jobs: Sequence[QueuedJob]) -> None:
+        self.enqueue_now(jobs)
+
+    def enqueue_now(self, jobs: Sequence[QueuedJob]) -> None:
         for job in jobs:
             self._push(job)
         self._notify(job.queue for job in jobs)
@@ -159,6 +164,18 @@ class MemoryStore(LocalWorkers, Store):
             target.add(entry)
 
     # ----------------------------------------------------------------- working
+
+    def hand_off(self, jobs: Sequence[QueuedJob], wid: str, now: float) -> list[Reservation] | None:
+        name = jobs[0].queue
+        if name in self._paused:
+            return None
+        self._queues.setdefault(name, deque())  # known from its first job, as after a push
+        taken = [
+            Reservation(job.jid, name, job.payload, wid, now, now + job.reserve_for) for job in jobs
+        ]
+        for reservation in taken:
+            self._reservations[reservation.jid] = reservation
+        return taken
 
     async def reserve(
         self, queues: Sequence[str], wid: str, now: float, count: int = 1

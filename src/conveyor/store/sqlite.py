@@ -158,13 +158,19 @@ class SQLiteStore(LocalWorkers, Store):
             self._sizes[name] = self._sizes.get(name, 0) + count
         self._notify(added)
 
+    in_process = True
+
     async def enqueue(self, jobs: Sequence[QueuedJob]) -> None:
+        if jobs:
+            self.enqueue_now(jobs)
+            await self._db.durable()
+
+    def enqueue_now(self, jobs: Sequence[QueuedJob]) -> None:
         if not jobs:
             return
         with self._db.atomic() as conn:
             added = self._push(conn, jobs)
         self._grow(added)
-        await self._db.durable()
 
     def _put_entries(
         self, conn: sqlite3.Connection, name: SortedSet, entries: list[SetEntry]
@@ -186,7 +192,30 @@ class SQLiteStore(LocalWorkers, Store):
         self._resize(name, grown)
         await self._db.durable()
 
+    async def durable(self) -> None:
+        await self._db.durable()
+
     # ----------------------------------------------------------------- working
+
+    def hand_off(self, jobs: Sequence[QueuedJob], wid: str, now: float) -> list[Reservation] | None:
+        name = jobs[0].queue
+        if name in self._paused:
+            return None
+        taken = [
+            Reservation(job.jid, name, job.payload, wid, now, now + job.reserve_for) for job in jobs
+        ]
+        rows = [(r.jid, name, wid, now, r.expires_at, r.payload) for r in taken]
+        if len(rows) == 1 and name in self._sizes:
+            # one statement is atomic by itself: no savepoint (this is every idle worker's
+            # PUSH -> start path)
+            self._db.writer().execute(_RESERVATIONS["insert_reservation"], rows[0])
+        else:
+            with self._db.atomic() as conn:
+                if name not in self._sizes:
+                    conn.execute(_QUEUES["add_queue"], (name,))
+                conn.executemany(_RESERVATIONS["insert_reservation"], rows)
+            self._sizes.setdefault(name, 0)
+        return taken
 
     async def reserve(
         self, queues: Sequence[str], wid: str, now: float, count: int = 1

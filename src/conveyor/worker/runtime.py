@@ -348,6 +348,10 @@ class Worker:
                 self._fetched += len(jobs)
                 for job in jobs:
                     self._spawn(job)
+                if jobs:
+                    # Let the jobs start before the next FETCH goes out: when workers idle,
+                    # that write was on every job's enqueue->start path.
+                    await asyncio.sleep(0)
                 # Burst is done when a fetch found nothing, nothing runs, and no other fetcher
                 # found a job meanwhile.
                 idle = not self._in_flight and self._fetched == fetched_before
