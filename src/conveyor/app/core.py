@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 
 from conveyor.app.jobs import JobDef, JobOptions
 from conveyor.app.sync import SyncRunner
+from conveyor.client import Client  # at import, not on the first push: it would wait for it
 from conveyor.errors import CommandError
 from conveyor.job import DEFAULT_QUEUE, Job
 from conveyor.pool import ConnectionPool
 
 if TYPE_CHECKING:
-    from conveyor.client import Client
     from conveyor.worker.context import AfterHook, BeforeHook, ErrorHandler, Middleware
     from conveyor.worker.runtime import Worker
 
@@ -241,8 +241,6 @@ class App(_Registry):
         self, *, wid: str | None = None, labels: Sequence[str] = (), hostname: str | None = None
     ) -> Client:
         """Open one client connection to this app's server."""
-        from conveyor.client import Client
-
         return await Client.connect(
             self.url, wid=wid, labels=list(labels), hostname=hostname,
             password=self.password, tls=self.tls,

@@ -202,16 +202,18 @@ class Manager(AdminOps):
         waiters, the rest to the queue.
         """
         left: list[QueuedJob] = []
+        store = self.store
         for queue, jobs in _by_queue(queued).items():
-            while jobs:
+            while jobs and store.takes_hand_off(queue):
                 waiter = self.waiters.newest(queue)
                 if waiter is None or waiter.deliver is None:
                     break
                 given = jobs[: waiter.count]
-                reservations = self.store.hand_off(given, waiter.wid, now)
-                if reservations is None:  # the queue is paused
-                    break
-                waiter.hand([r.payload for r in reservations])
+                # The reply first, the reservation next: the worker wakes meanwhile. If the
+                # write fails, the PUSH fails; the job may run anyway, which at-least-once
+                # delivery allows (as when the commit fails after the reply).
+                waiter.hand([job.payload for job in given])
+                store.hand_off(given, waiter.wid, now)
                 jobs = jobs[waiter.count :]
             left.extend(jobs)
         return left

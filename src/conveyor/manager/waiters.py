@@ -49,7 +49,8 @@ class Waiter:
         """Jobs were handed off to it: its FETCH has been answered."""
 
     def hand(self, payloads: list[bytes]) -> None:
-        """Answer the FETCH with ``payloads`` (reserved for it already) and let it finish."""
+        """Answer the FETCH with ``payloads`` (which the manager reserves for it right after)
+        and let it finish."""
         assert self.deliver is not None
         self.delivered = True
         # A closed connection drops the reply, as it would drop one written by the FETCH's

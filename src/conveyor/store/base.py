@@ -246,14 +246,19 @@ class Store(abc.ABC):
 
     # ----------------------------------------------------------------- working
 
-    def hand_off(self, jobs: Sequence[QueuedJob], wid: str, now: float) -> list[Reservation] | None:
-        """Reserve ``jobs`` (all of one queue, which may be unknown yet) for ``wid`` without
-        queueing them: a FETCH of ``wid`` waits for them and is answered in the same step.
+    def takes_hand_off(self, queue: str) -> bool:
+        """Whether jobs of ``queue`` may be handed off now (``hand_off``): not when it is
+        paused. Synchronous, and only for ``in_process`` stores."""
+        raise NotImplementedError(f"{type(self).__name__} is not an in-process store")
 
-        Synchronous, and only for ``in_process`` stores: the others never get the call.
-        Returns the reservations, as ``reserve`` would have made them, or ``None`` (and does
-        nothing) when the queue is paused. Durable like ``reserve``; the PUSH that handed the
-        jobs off awaits ``durable()``, as ``enqueue`` would have."""
+    def hand_off(self, jobs: Sequence[QueuedJob], wid: str, now: float) -> None:
+        """Reserve ``jobs`` (all of one queue, which may be unknown yet, and which
+        ``takes_hand_off``) for ``wid`` without queueing them: a FETCH of ``wid`` was waiting
+        for them and has been sent them already.
+
+        The reservations are those ``reserve`` would have made. Synchronous, and only for
+        ``in_process`` stores: the others never get the call. Durable like ``reserve``; the
+        PUSH that handed the jobs off awaits ``durable()``, as ``enqueue`` would have."""
         raise NotImplementedError(f"{type(self).__name__} is not an in-process store")
 
     @abc.abstractmethod

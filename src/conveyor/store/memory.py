@@ -165,17 +165,16 @@ class MemoryStore(LocalWorkers, Store):
 
     # ----------------------------------------------------------------- working
 
-    def hand_off(self, jobs: Sequence[QueuedJob], wid: str, now: float) -> list[Reservation] | None:
+    def takes_hand_off(self, queue: str) -> bool:
+        return queue not in self._paused
+
+    def hand_off(self, jobs: Sequence[QueuedJob], wid: str, now: float) -> None:
         name = jobs[0].queue
-        if name in self._paused:
-            return None
         self._queues.setdefault(name, deque())  # known from its first job, as after a push
-        taken = [
-            Reservation(job.jid, name, job.payload, wid, now, now + job.reserve_for) for job in jobs
-        ]
-        for reservation in taken:
-            self._reservations[reservation.jid] = reservation
-        return taken
+        for job in jobs:
+            self._reservations[job.jid] = Reservation(
+                job.jid, name, job.payload, wid, now, now + job.reserve_for
+            )
 
     async def reserve(
         self, queues: Sequence[str], wid: str, now: float, count: int = 1

@@ -197,25 +197,22 @@ class SQLiteStore(LocalWorkers, Store):
 
     # ----------------------------------------------------------------- working
 
-    def hand_off(self, jobs: Sequence[QueuedJob], wid: str, now: float) -> list[Reservation] | None:
+    def takes_hand_off(self, queue: str) -> bool:
+        return queue not in self._paused
+
+    def hand_off(self, jobs: Sequence[QueuedJob], wid: str, now: float) -> None:
         name = jobs[0].queue
-        if name in self._paused:
-            return None
-        taken = [
-            Reservation(job.jid, name, job.payload, wid, now, now + job.reserve_for) for job in jobs
-        ]
-        rows = [(r.jid, name, wid, now, r.expires_at, r.payload) for r in taken]
+        rows = [(j.jid, name, wid, now, now + j.reserve_for, j.payload) for j in jobs]
         if len(rows) == 1 and name in self._sizes:
             # one statement is atomic by itself: no savepoint (this is every idle worker's
             # PUSH -> start path)
             self._db.writer().execute(_RESERVATIONS["insert_reservation"], rows[0])
-        else:
-            with self._db.atomic() as conn:
-                if name not in self._sizes:
-                    conn.execute(_QUEUES["add_queue"], (name,))
-                conn.executemany(_RESERVATIONS["insert_reservation"], rows)
-            self._sizes.setdefault(name, 0)
-        return taken
+            return
+        with self._db.atomic() as conn:
+            if name not in self._sizes:
+                conn.execute(_QUEUES["add_queue"], (name,))
+            conn.executemany(_RESERVATIONS["insert_reservation"], rows)
+        self._sizes.setdefault(name, 0)
 
     async def reserve(
         self, queues: Sequence[str], wid: str, now: float, count: int = 1
