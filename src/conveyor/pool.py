@@ -87,35 +87,55 @@ class ConnectionPool(Generic[C]):
             try:
                 yield conn
             except BaseException as exc:
-                # A cancelled or broken command leaves the reply unread: never reuse it.
-                if isinstance(exc, (*CONNECTION_ERRORS, asyncio.CancelledError)):
-                    await self._discard(conn)
-                else:
-                    self._idle.append(conn)
+                await self._give_back(conn, exc)
                 raise
-            else:
-                if self._closed:
-                    await self._discard(conn)
-                else:
-                    self._idle.append(conn)
+            await self._give_back(conn, None)
 
     async def run(self, operation: Callable[[C], Awaitable[T]]) -> T:
-        """Run ``operation`` on a pooled connection; on a connection error, reconnect and retry."""
-        backoff = self._backoff()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.retry_seconds
+        """Run ``operation`` on a pooled connection; on a connection error, reconnect and retry
+        with backoff for up to ``retry_seconds`` from the first failure."""
+        backoff: Backoff | None = None
+        deadline = 0.0
         while True:
             try:
-                async with self.acquire() as conn:
-                    return await operation(conn)
+                return await self._run_once(operation)
             except CONNECTION_ERRORS as exc:
                 if self._closed:
                     raise
+                loop = asyncio.get_running_loop()
+                if backoff is None:
+                    backoff = self._backoff()
+                    deadline = loop.time() + self.retry_seconds
                 delay = backoff.next_delay()
                 if loop.time() + delay > deadline:
                     raise ConnectError(f"lost the connection to the server: {exc}") from exc
                 logger.warning("connection lost (%s); retrying in %.2fs", exc, delay)
                 await asyncio.sleep(delay)
+
+    async def _run_once(self, operation: Callable[[C], Awaitable[T]]) -> T:
+        # ``acquire`` without its context-manager machinery: this is every push's path.
+        if self._closed:
+            raise ConnectError("the connection pool is closed")
+        await self._slots.acquire()
+        try:
+            conn = self._idle.pop() if self._idle else await self._open()
+            try:
+                result = await operation(conn)
+            except BaseException as exc:
+                await self._give_back(conn, exc)
+                raise
+            await self._give_back(conn, None)
+            return result
+        finally:
+            self._slots.release()
+
+    async def _give_back(self, conn: C, exc: BaseException | None) -> None:
+        """Back to the idle list, unless the pool is closed or the command broke off (a
+        connection error or a cancellation leaves its reply unread: never reuse it)."""
+        if self._closed or isinstance(exc, (*CONNECTION_ERRORS, asyncio.CancelledError)):
+            await self._discard(conn)
+        else:
+            self._idle.append(conn)
 
     async def _discard(self, conn: C) -> None:
         self._all.discard(conn)
