@@ -209,9 +209,9 @@ class Manager(AdminOps):
                 if waiter is None or waiter.deliver is None:
                     break
                 given = jobs[: waiter.count]
-                # The reply first, the reservation next: the worker wakes meanwhile. If the
-                # write fails, the PUSH fails; the job may run anyway, which at-least-once
-                # delivery allows (as when the commit fails after the reply).
+                # The reply first, the reservation next: the worker wakes meanwhile. Should
+                # the INSERT fail, the PUSH fails and the producer pushes again, while this
+                # job may run: at-least-once, as when the commit fails after the reply.
                 waiter.hand([job.payload for job in given])
                 store.hand_off(given, waiter.wid, now)
                 jobs = jobs[waiter.count :]

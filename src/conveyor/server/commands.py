@@ -110,16 +110,7 @@ async def fetch(session: Session, argument: bytes) -> bytes | None:
     queues = _names(argument)
     if not queues:
         raise CommandError("must call fetch with at least one queue")
-    handed: list[bool] = []
-
-    def deliver(jobs: list[bytes]) -> None:
-        handed.append(True)
-        session.send_now(bulk(jobs[0]))
-
-    jobs = await session.manager.fetch_many(queues, session.client.wid, 1, deliver=deliver)
-    if handed:
-        return SENT
-    return bulk(jobs[0]) if jobs else NULL_BULK
+    return await _fetch(session, queues, 1, lambda jobs: bulk(jobs[0]))
 
 
 async def fetch_many(session: Session, argument: bytes) -> bytes | None:
@@ -133,20 +124,25 @@ async def fetch_many(session: Session, argument: bytes) -> bytes | None:
         count = 0
     if not 1 <= count <= MAX_FETCHB_COUNT:
         raise CommandError(f"FETCHB count must be an integer from 1 to {MAX_FETCHB_COUNT}")
-    handed: list[bool] = []
+    return await _fetch(session, words[1:], count, lambda jobs: bulk(b"[" + b",".join(jobs) + b"]"))
+
+
+async def _fetch(
+    session: Session, queues: list[str], count: int, reply: Callable[[list[bytes]], bytes]
+) -> bytes:
+    """FETCH and FETCHB: the jobs found, or those a PUSH hands off while this one waits
+    (answered there and then: docs/design/hand-off.md)."""
+    handed = False
 
     def deliver(jobs: list[bytes]) -> None:
-        handed.append(True)
-        session.send_now(_jobs_reply(jobs))
+        nonlocal handed
+        handed = True
+        session.send_now(reply(jobs))
 
-    jobs = await session.manager.fetch_many(words[1:], session.client.wid, count, deliver=deliver)
+    jobs = await session.manager.fetch_many(queues, session.client.wid, count, deliver=deliver)
     if handed:
         return SENT
-    return _jobs_reply(jobs) if jobs else NULL_BULK
-
-
-def _jobs_reply(jobs: list[bytes]) -> bytes:
-    return bulk(b"[" + b",".join(jobs) + b"]")
+    return reply(jobs) if jobs else NULL_BULK
 
 
 async def ack(session: Session, argument: bytes) -> bytes | None:

@@ -1,8 +1,10 @@
 """One FWP connection: an ``asyncio.Protocol`` around the sans-IO codec.
 
-``data_received`` only frames lines and queues them; one runner task per busy connection
-takes them in order, so replies go out strictly in order and a waiting FETCH does not block
-the event loop. Reading pauses while too much is queued, and the runner waits while the
+``data_received`` frames lines and queues them; one runner task per busy connection takes
+them in order, so replies go out strictly in order and a waiting FETCH does not block the
+event loop. A PUSH that arrives at an idle connection is done in ``data_received`` itself
+(``_begin_push``: it may answer a waiting FETCH there and then) and only its reply waits for
+the runner. Reading pauses while too much is queued, and the runner waits while the
 socket's send buffer is full, so a peer can make us hold only a bounded amount of data.
 """
 
