@@ -9,6 +9,7 @@ replies on both connections.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import msgspec
@@ -98,6 +99,30 @@ async def test_two_waiters_newest_first_then_the_queue(manager: Manager) -> None
     await manager.push_bulk(encode(jobs))
     assert await newer.jids() == ([jobs[0]["jid"]], [])
     assert await older.jids() == ([jobs[1]["jid"]], [])
+    assert await manager.store.queue_sizes() == {"default": 1}
+
+
+async def test_a_fetch_handed_a_job_as_its_wait_runs_out_takes_nothing_more(
+    manager: Manager,
+) -> None:
+    """The hand-off resolves the FETCH's future and, in the same loop iteration, its timeout
+    fires: the FETCH must return the hand-off, not reserve another job on top."""
+    loop = asyncio.get_running_loop()
+    fetch = Fetch(manager, ["default"], wait=0.05)
+    await waiting(manager)  # it waits now, its timeout due in about 50 ms
+    first, second = job(), job()
+    rests: list[Any] = []
+
+    def hand_off_then_queue() -> None:
+        rests.append(manager.push_now(encode(first)))  # to the waiting FETCH
+        rests.append(manager.push_now(encode(second)))  # to the queue: that FETCH is served
+
+    loop.call_at(loop.time() + 0.01, hand_off_then_queue)
+    time.sleep(0.1)  # block the loop: both timers are due when it looks again, this one first
+    handed, returned = await fetch.jids()
+    for rest in rests:
+        await rest
+    assert (handed, returned) == ([first["jid"]], [])
     assert await manager.store.queue_sizes() == {"default": 1}
 
 
