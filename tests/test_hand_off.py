@@ -28,8 +28,12 @@ class Fetch:
     def __init__(self, manager: Manager, queues: list[str], count: int = 1, wait: float = 2):
         self.delivered: list[list[bytes]] = []
         self.task = asyncio.create_task(
-            manager.fetch_many(queues, "wid-1", count, wait, deliver=self.delivered.append)
+            manager.fetch_many(queues, "wid-1", count, wait, deliver=self.deliver)
         )
+
+    def deliver(self, payloads: list[bytes]) -> bool:
+        self.delivered.append(payloads)
+        return True
 
     async def jids(self) -> tuple[list[str], list[str]]:
         """(jids handed off, jids returned by the FETCH itself)"""
@@ -118,7 +122,7 @@ async def test_a_fetch_handed_a_job_as_its_wait_runs_out_takes_nothing_more(
         rests.append(manager.push_now(encode(second)))  # to the queue: that FETCH is served
 
     loop.call_at(loop.time() + 0.01, hand_off_then_queue)
-    time.sleep(0.1)  # block the loop: both timers are due when it looks again, this one first
+    time.sleep(0.1)  # noqa: ASYNC251 - blocks the loop: both timers are due when it next looks
     handed, returned = await fetch.jids()
     for rest in rests:
         await rest
@@ -249,3 +253,19 @@ async def test_a_push_whose_client_leaves_at_once_is_still_stored(
             break
         await asyncio.sleep(0.01)
     assert await server.manager.store.queue_sizes() == {"left": 1}
+
+
+async def test_a_fetch_whose_connection_the_server_is_closing_is_not_handed_jobs(
+    server: RunningServer, raw_client: RawConnect
+) -> None:
+    """The reaper closes a silent worker's connections; until the loss reaches its waiting
+    FETCH, a PUSH must not reserve a job for it (nobody would ever get that job)."""
+    worker = await raw_client(server.port, hello=b'{"v":2,"wid":"silent-1"}')
+    await worker.send(b"FETCHB 5 closing")
+    await waiting(server.manager)
+    [conn] = [c for c in server.server.connections if c.client.wid == "silent-1"]
+    conn.close()  # as the reaper does; connection_lost comes later
+    await server.manager.push(encode(job(queue="closing")))
+    assert await server.manager.store.queue_sizes() == {"closing": 1}
+    assert (await server.manager.busy(0, 10)).items == []
+    assert await worker.closed_by_server()

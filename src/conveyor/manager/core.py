@@ -212,7 +212,11 @@ class Manager(AdminOps):
                 # The reply first, the reservation next: the worker wakes meanwhile. Should
                 # the INSERT fail, the PUSH fails and the producer pushes again, while this
                 # job may run: at-least-once, as when the commit fails after the reply.
-                waiter.hand([job.payload for job in given])
+                if not waiter.hand([job.payload for job in given]):
+                    # closed by the server (a reaped worker) and not yet told it is lost:
+                    # never reserve for it; the loss will cancel its FETCH
+                    self.waiters.unregister(waiter)
+                    continue
                 store.hand_off(given, waiter.wid, now)
                 jobs = jobs[waiter.count :]
             left.extend(jobs)

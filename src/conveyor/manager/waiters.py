@@ -29,8 +29,9 @@ from collections.abc import Callable, Sequence
 
 __all__ = ["Deliver", "QueueWaiters", "Waiter"]
 
-Deliver = Callable[[list[bytes]], None]
-"""Writes the reply carrying these job payloads to the waiting FETCH's client, now."""
+Deliver = Callable[[list[bytes]], bool]
+"""Writes the reply carrying these job payloads to the waiting FETCH's client, now; False
+(and nothing written) when its connection is closing already."""
 
 
 class Waiter:
@@ -48,15 +49,15 @@ class Waiter:
         self.delivered = False
         """Jobs were handed off to it: its FETCH has been answered."""
 
-    def hand(self, payloads: list[bytes]) -> None:
-        """Answer the FETCH with ``payloads`` (which the manager reserves for it right after)
-        and let it finish."""
+    def hand(self, payloads: list[bytes]) -> bool:
+        """Answer the FETCH with ``payloads`` (which the manager then reserves for it) and let
+        it finish; False, with nothing sent, when its connection is closing."""
         assert self.deliver is not None
+        if not self.deliver(payloads):
+            return False
         self.delivered = True
-        # A closed connection drops the reply, as it would drop one written by the FETCH's
-        # task: the reservations expire and the jobs are retried (at-least-once).
-        self.deliver(payloads)
         self.future.set_result(None)
+        return True
 
 
 class QueueWaiters:

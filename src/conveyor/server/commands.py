@@ -36,9 +36,10 @@ class Session(Protocol):
 
     def stats(self) -> ServerStats: ...
 
-    def send_now(self, reply: bytes) -> None:
+    def send_now(self, reply: bytes) -> bool:
         """Write ``reply`` at once, from outside the handler: a waiting FETCH answered by the
-        PUSH that handed it a job. The handler then returns ``SENT``."""
+        PUSH that handed it a job (the handler then returns ``SENT``). False, with nothing
+        written, when the connection is closing."""
 
 
 # A handler returns the reply bytes, or None to close the connection without a reply (END).
@@ -134,10 +135,10 @@ async def _fetch(
     (answered there and then: docs/design/hand-off.md)."""
     handed = False
 
-    def deliver(jobs: list[bytes]) -> None:
+    def deliver(jobs: list[bytes]) -> bool:
         nonlocal handed
-        handed = True
-        session.send_now(reply(jobs))
+        handed = session.send_now(reply(jobs))
+        return handed
 
     jobs = await session.manager.fetch_many(queues, session.client.wid, count, deliver=deliver)
     if handed:

@@ -87,11 +87,13 @@ class Connection(asyncio.Protocol):
     def stats(self) -> ServerStats:
         return self.server.stats()
 
-    def send_now(self, reply: bytes) -> None:
+    def send_now(self, reply: bytes) -> bool:
         # Only a waiting FETCH is answered this way, and the runner flushed everything
         # before it began to wait, so the reply keeps its place in the stream.
-        if self.state is not ConnState.CLOSED and self.transport is not None:
-            self.transport.write(reply)
+        if self.state is ConnState.CLOSED or self.transport is None:
+            return False
+        self.transport.write(reply)
+        return True
 
     # -------------------------------------------------------------- asyncio.Protocol
 
