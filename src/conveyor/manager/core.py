@@ -125,11 +125,12 @@ class Manager(AdminOps):
         if not self._pushes_now:
             return None
         job = validation.decode_pushed(payload, self.config)
-        due = validation.prepare_job(job, self.config)
+        stamp = now_iso()  # created_at (when the client left it out) and enqueued_at
+        due = validation.prepare_job(job, self.config, stamp)
         now = time.time()
         if due is not None and due > now:
             return None
-        queued = [self._queued(job, now_iso(), validation.reserve_seconds(job, self.config))]
+        queued = [self._queued(job, stamp, validation.reserve_seconds(job, self.config))]
         if self.waiters and self._hand_offs:
             queued = self._hand_off(queued, now)
         if queued:
