@@ -131,8 +131,7 @@ class Manager(AdminOps):
         if due is not None and due > now:
             return None
         queued = [self._queued(job, stamp, validation.reserve_seconds(job, self.config))]
-        if self.waiters and self._hand_offs:
-            queued = self._hand_off(queued, now)
+        queued = self._hand_off(queued, now)
         if queued:
             self.store.enqueue_now(queued)
         return self.store.durable()
@@ -179,8 +178,7 @@ class Manager(AdminOps):
                     else default_reserve
                 )
                 queued.append(self._queued(job, enqueued_at, reserve))
-        if queued and self.waiters and self._hand_offs:
-            queued = self._hand_off(queued, now)
+        queued = self._hand_off(queued, now)
         if scheduled:
             await self.store.add_to_set(SortedSet.SCHEDULED, scheduled)
         if queued:
@@ -202,6 +200,8 @@ class Manager(AdminOps):
         (docs/design/hand-off.md). Jobs of one queue keep their order: the first ones go to the
         waiters, the rest to the queue.
         """
+        if not (self._hand_offs and self.waiters):  # under load nobody waits: this is all
+            return queued
         left: list[QueuedJob] = []
         store = self.store
         for queue, jobs in _by_queue(queued).items():
