@@ -1,6 +1,6 @@
 """The Redis store: many conveyor servers over one Redis (or one Redis Cluster).
 
-Every lifecycle transition is one Lua script (``store/lua/*.lua``) that declares every key it
+Every lifecycle transition is one Lua script (``store/redis/lua/*.lua``) that declares every key it
 touches in KEYS, so two servers can never hand out or move the same job twice. Every key of a
 namespace starts with the hash tag ``{<namespace>}``, so all of them live in one Cluster slot
 and every script is valid on Redis Cluster. The price: one namespace is served by one master.
@@ -56,7 +56,7 @@ from conveyor.store.base import (
     WorkerRecord,
 )
 from conveyor.store.filters import filter_matcher
-from conveyor.store.redis_codec import (
+from conveyor.store.redis.codec import (
     RedisURL,
     decode_entry,
     decode_fields,
@@ -66,8 +66,8 @@ from conveyor.store.redis_codec import (
     parse_url,
     score_arg,
 )
-from conveyor.store.redis_scripts import Script, load_scripts
-from conveyor.store.redis_wakeup import Subscriber
+from conveyor.store.redis.scripts import Script, load_scripts
+from conveyor.store.redis.wakeup import Subscriber
 
 __all__ = ["RedisStore"]
 

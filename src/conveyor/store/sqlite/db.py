@@ -44,8 +44,8 @@ _NAME_LINE = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 
 def load_queries(filename: str) -> dict[str, str]:
-    """The ``-- name: x`` sections of one file in ``conveyor/store/sql/``."""
-    text = resources.files("conveyor.store").joinpath("sql", filename).read_text("utf-8")
+    """The ``-- name: x`` sections of one file in ``conveyor/store/sqlite/sql/``."""
+    text = resources.files("conveyor.store.sqlite").joinpath("sql", filename).read_text("utf-8")
     parts = _NAME_LINE.split(text)
     # parts = [header, name1, body1, name2, body2, ...]
     return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}

@@ -3,11 +3,11 @@
 Jobs live in SQLite, not in Python objects: a million queued jobs are a million rows, and the
 process keeps only small per-queue and per-set metadata (sizes, pause flags) plus the counter
 totals. Writes share one transaction per event-loop iteration (group commit, see
-``sqlite_db``); methods that must be durable await that commit. Worker records live in memory
+``db``); methods that must be durable await that commit. Worker records live in memory
 only: workers reconnect and beat again after a restart.
 
 One server process per database file: the in-memory mirrors assume nobody else writes.
-Schema and queries: ``conveyor/store/sql/*.sql``. Design notes: docs/design/sqlite.md.
+Schema and queries: ``conveyor/store/sqlite/sql/*.sql``. Design notes: docs/design/sqlite.md.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from conveyor.store.base import (
     WorkerRecord,
 )
 from conveyor.store.filters import filter_matcher
-from conveyor.store.sqlite_db import Database, SQLiteOptions, load_queries, split_statements
+from conveyor.store.sqlite.db import Database, SQLiteOptions, load_queries, split_statements
 from conveyor.store.workers import LocalWorkers
 
 __all__ = ["SQLiteStore"]
