@@ -117,7 +117,7 @@ def server_command(
     from conveyor.server.app import run_forever
 
     try:
-        run_forever(config)
+        run_forever(config, reload=lambda: load_config(flags))
     except OSError as exc:  # e.g. the port is taken
         raise click.ClickException(f"cannot start the server: {exc}") from None
     except ValueError as exc:  # open_store rejects the storage URL

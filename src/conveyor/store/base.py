@@ -19,6 +19,8 @@ Data model
   id and the expiry time. A reservation ends with ``ack``, ``fail`` or (via the reaper, which
   calls ``fail``) expiry.
 * **Counters**: ``processed`` and ``failures`` totals plus one pair per UTC day.
+* **Records** (``records.py``): small values under a key in named spaces, with an optional
+  expiry, for the features (unique locks, cron tick claims, tracking, results...).
 * **Workers**: the heartbeat records of worker processes (``WorkerRecord``). Several servers
   may change one record at once (a BEAT on one, a quiet signal on another), so every change to
   an existing record goes through ``update_worker``, one atomic read-modify-write.
@@ -43,6 +45,8 @@ import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
+
+from conveyor.store.records import Records
 
 __all__ = [
     "WORKER_STATE_ORDER",
@@ -200,8 +204,11 @@ ReadyListener = Callable[[str], None]
 """Called with a queue name whenever jobs may have become available in that queue."""
 
 
-class Store(abc.ABC):
-    """The storage contract. See the module docstring for the data model and durability."""
+class Store(Records, abc.ABC):
+    """The storage contract. See the module docstring for the data model and durability.
+
+    The job lifecycle is declared here; the capabilities features build on are declared in
+    modules of their own (``records.py``) and included, so every backend has all of them."""
 
     in_process: bool = False
     """The store writes without waiting for I/O (memory, SQLite): it offers the synchronous
@@ -434,4 +441,5 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def flush(self) -> None:
-        """Delete every job, queue, set, reservation, pause flag and counter (not workers)."""
+        """Delete every job, queue, set, reservation, pause flag, counter and record (not
+        workers)."""

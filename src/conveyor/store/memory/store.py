@@ -37,6 +37,7 @@ from conveyor.store.base import (
     WorkerRecord,
 )
 from conveyor.store.filters import filter_matcher
+from conveyor.store.memory.records import MemoryRecords
 from conveyor.store.workers import LocalWorkers
 
 __all__ = ["MemoryStore"]
@@ -109,7 +110,7 @@ class _SortedSet:
         return count
 
 
-class MemoryStore(LocalWorkers, Store):
+class MemoryStore(LocalWorkers, MemoryRecords, Store):
     """Everything in this process; nothing survives a restart."""
 
     def __init__(self) -> None:
@@ -372,6 +373,7 @@ class MemoryStore(LocalWorkers, Store):
         self._reservations.clear()
         self._processed = self._failures = 0
         self._daily.clear()
+        self._flush_records()
 
 
 def _window(items: Sequence[_T], offset: int, limit: int) -> list[_T]:

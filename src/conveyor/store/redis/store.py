@@ -19,6 +19,8 @@ Key layout (``{ns}`` is ``{conveyor}`` unless the URL says ``?namespace=``)::
     {ns}:d:<set>       HASH  jid -> lp(queue) lp(jobtype) payload
     {ns}:stats         HASH  processed, failures, p:<day>, f:<day>
     {ns}:workers       SET   wids;   {ns}:w:<wid>  STRING  WorkerRecord JSON with a TTL
+    {ns}:r:<space>     HASH  key -> lp(expires_at) value         (records, see records.py)
+    {ns}:rx:<space>    ZSET  key by expires_at;  {ns}:rspaces  SET  spaces in use
     {ns}:ready         channel: queue names that may have jobs (SPUBLISH on Redis 7)
 """
 
@@ -66,6 +68,7 @@ from conveyor.store.redis.codec import (
     parse_url,
     score_arg,
 )
+from conveyor.store.redis.records import RedisRecords
 from conveyor.store.redis.scripts import Script, load_scripts
 from conveyor.store.redis.wakeup import Subscriber
 
@@ -99,6 +102,7 @@ class Keys:
         self.queues, self.paused, self.ready = p + "queues", p + "paused", p + "ready"
         self.res, self.exp, self.busy = p + "res", p + "exp", p + "busy"
         self.stats, self.workers = p + "stats", p + "workers"
+        self.record_spaces = p + "rspaces"
         self._p = p
 
     def queue(self, name: str) -> str:
@@ -113,8 +117,14 @@ class Keys:
     def worker(self, wid: str) -> str:
         return f"{self._p}w:{wid}"
 
+    def records(self, space: str) -> str:
+        return f"{self._p}r:{space}"
 
-class RedisStore(Store):
+    def record_expiry(self, space: str) -> str:
+        return f"{self._p}rx:{space}"
+
+
+class RedisStore(RedisRecords, Store):
     """A ``Store`` over Redis or Redis Cluster. Build it with ``RedisStore.from_url``."""
 
     def __init__(self, url: RedisURL) -> None:
@@ -606,5 +616,6 @@ class RedisStore(Store):
         while True:
             missing = await self._run("flush", fixed + [k.queue(n) for n in names], names)
             if not missing:
-                return
+                break
             names = [m.decode() for m in missing]
+        await self._flush_records()

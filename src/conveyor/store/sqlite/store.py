@@ -35,6 +35,7 @@ from conveyor.store.base import (
 )
 from conveyor.store.filters import filter_matcher
 from conveyor.store.sqlite.db import Database, SQLiteOptions, load_queries, split_statements
+from conveyor.store.sqlite.records import SQLiteRecords
 from conveyor.store.workers import LocalWorkers
 
 __all__ = ["SQLiteStore"]
@@ -81,7 +82,7 @@ def _reservation(row: tuple[Any, ...]) -> Reservation:
     return Reservation(jid, queue, payload, wid, reserved_at, expires_at)
 
 
-class SQLiteStore(LocalWorkers, Store):
+class SQLiteStore(LocalWorkers, SQLiteRecords, Store):
     """Build with ``SQLiteStore.from_url("sqlite:///path/to/file.db")`` (see ``SQLiteOptions``)."""
 
     def __init__(self, options: SQLiteOptions) -> None:
@@ -110,6 +111,7 @@ class SQLiteStore(LocalWorkers, Store):
 
     async def open(self) -> None:
         self._db.open(_SCHEMA["create"])
+        self._create_records()
         self._load_state()
 
     async def close(self) -> None:
@@ -511,6 +513,7 @@ class SQLiteStore(LocalWorkers, Store):
         with self._db.atomic() as conn:
             for statement in split_statements(_SCHEMA["flush"]):
                 conn.execute(statement)
+        self._flush_records()
         self._sizes.clear()
         self._paused.clear()
         self._set_sizes = dict.fromkeys(SortedSet, 0)
