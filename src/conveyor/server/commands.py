@@ -268,6 +268,17 @@ def _go_float(value: float) -> str:
     return repr(value)
 
 
+async def cron(session: Session, argument: bytes) -> bytes | None:
+    """``CRON <subcommand> [<json>]``, a conveyor extension (docs/protocol.md)."""
+    from conveyor.manager.features.cron import CronFeature
+
+    subcommand, _, payload = argument.strip().partition(b" ")
+    if not subcommand:
+        raise CommandError("CRON needs a subcommand: LIST, GET, ADD, PAUSE, RESUME, DELETE, RUN")
+    feature = session.manager.feature(CronFeature)
+    return bulk(msgspec.json.encode(await feature.command(_text(subcommand).upper(), payload)))
+
+
 async def batch(session: Session, argument: bytes) -> bytes | None:
     raise CommandError("batch subsystem is not available yet")
 
@@ -293,4 +304,5 @@ COMMANDS: dict[str, Handler] = {
     # conveyor extensions (docs/protocol.md)
     "FETCHB": fetch_many,
     "ACKB": ack_many,
+    "CRON": cron,
 }

@@ -33,10 +33,12 @@ from conveyor.manager.features.cron_records import (
 )
 from conveyor.store.records import Record
 
-__all__ = ["NEXT_RUNS", "CronAdmin", "CronError"]
+__all__ = ["NEXT_RUNS", "SUBCOMMANDS", "CronAdmin", "CronError"]
 
 NEXT_RUNS = 5
 RUNTIME_SOURCES = ("api", "code")
+SUBCOMMANDS = ("LIST", "GET", "ADD", "PAUSE", "RESUME", "DELETE", "RUN")
+_object_decoder = msgspec.json.Decoder(dict[str, Any])
 
 
 class CronError(CommandError):
@@ -67,6 +69,36 @@ class CronAdmin(Feature):
         async def _fire(
             self, entry: CronEntry, tick: float, kind: str, missed: int = 0
         ) -> str | None: ...
+
+    # ------------------------------------------------------------------ the wire verb
+
+    async def command(self, subcommand: str, payload: bytes) -> Any:
+        """``CRON <subcommand> [<json>]`` (docs/protocol.md): the reply's JSON value."""
+        try:
+            args = _object_decoder.decode(payload) if payload.strip() else {}
+        except msgspec.DecodeError as exc:
+            raise CronError(f"CRON {subcommand}: invalid JSON: {exc}") from None
+        if subcommand == "LIST":
+            return {"entries": [view.to_json() for view in await self.views()]}
+        if subcommand == "ADD":
+            source = args.pop("source", "api")
+            return (await self.add(args, source if isinstance(source, str) else "")).to_json()
+        if subcommand not in SUBCOMMANDS:
+            known = " ".join(SUBCOMMANDS)
+            raise CronError(f"no such CRON subcommand: {subcommand} (known: {known})")
+        entry_id = args.get("id")
+        if not isinstance(entry_id, str) or not entry_id:
+            raise CronError(f'CRON {subcommand} needs {{"id": "<entry id>"}}')
+        if subcommand == "GET":
+            return (await self.view(entry_id)).to_json()
+        if subcommand == "PAUSE":
+            return (await self.pause(entry_id)).to_json()
+        if subcommand == "RESUME":
+            return (await self.resume(entry_id)).to_json()
+        if subcommand == "DELETE":
+            await self.delete(entry_id)
+            return {"deleted": entry_id}
+        return {"jid": await self.run_now(entry_id)}
 
     # ------------------------------------------------------------------ reading
 
