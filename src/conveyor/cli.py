@@ -16,6 +16,7 @@ __all__ = ["main"]
 SUBCOMMANDS = {
     "server": "conveyor.server.cli:server_command",
     "worker": "conveyor.worker.cli:worker_command",
+    "cron": "conveyor.cron_cli:cron_group",
 }
 
 
