@@ -225,11 +225,13 @@ class CronFeature(CronAdmin):
         if latest is None or latest <= cursor.tick:
             return
         missed = entry.schedule.count_between(cursor.tick, latest)
+        if missed == 1 and now - latest <= MAX_LATE_SECONDS:  # just late: a tick like any
+            await self._fire(entry, latest, "tick")
+            return
         if entry.spec.missed == "skip":
             log.info("cron %s: skipped %d missed tick(s) up to %s", entry.id, missed, latest)
-            await store.put_records(
-                SPACE_CURSOR, [Record(entry.id, encode(Cursor(latest, entry.rev)))]
-            )
+            skipped = Cursor(latest, entry.rev)
+            await store.put_records(SPACE_CURSOR, [Record(entry.id, encode(skipped))])
             return
         await self._fire(entry, latest, "catch-up", missed=missed)
 

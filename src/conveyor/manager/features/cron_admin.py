@@ -162,6 +162,9 @@ class CronAdmin(Feature):
         current = (await store.get_records(SPACE_ENTRIES, [entry.id], now)).get(entry.id)
         if current is None or _changes(current.value, entry):
             stored = StoredEntry(entry.spec, source, entry.rev, now)
+            # its ticks count from now: one due before a server plans it is late, not missed
+            cursor = Cursor(now, entry.rev)
+            await store.put_records(SPACE_CURSOR, [Record(entry.id, encode(cursor))])
             await store.put_records(SPACE_ENTRIES, [Record(entry.id, encode(stored))])
             await self._bump_version()
         self._runtime[entry.id] = entry
