@@ -188,7 +188,12 @@ class CronFeature(CronAdmin):
                 firing.append(self._catch_up(entry, now))
             else:
                 firing += [self._fire(entry, tick, "tick") for tick in ticks]
-        await asyncio.gather(*firing)
+        work = asyncio.ensure_future(asyncio.gather(*firing))
+        try:
+            await asyncio.shield(work)
+        except asyncio.CancelledError:
+            await work  # a server stopping finishes the ticks it claimed (milliseconds)
+            raise
 
     async def _not_firing(self, ids: list[str], now: float) -> set[str]:
         """The entries not to fire: paused, or run-time ones deleted or changed on another
