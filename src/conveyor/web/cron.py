@@ -28,7 +28,7 @@ __all__ = ["api_action", "api_add", "api_entry", "api_list", "page"]
 ACTIONS = ("pause", "resume", "run", "delete")
 SOURCES = (
     ("file", "From the config file", "Paused or resumed here; changed in the file (SIGHUP)."),
-    ("api", "Added at run time", "Added from this page, the API or `conveyor cron add`."),
+    ("api", "Added at run time", "Added from this page, the JSON API or conveyor cron add."),
     ("code", "Declared in code", "Registered by @app.cron when a worker or producer starts."),
 )
 
