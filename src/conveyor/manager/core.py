@@ -345,8 +345,9 @@ class Manager(AdminOps):
             return await self.store.ack(jids, day_key(time.time()))
         done = 0
         if self._ack_gates is not None:
-            gates = self._ack_gates
-            hooked = [jid for jid in jids if any(wants(jid) for wants in gates)]
+            hooked = self._hooked_acks(jids, self._ack_gates)
+            if not hooked:
+                return await self.store.ack(jids, day_key(time.time()))
             if len(hooked) < len(jids):
                 chosen = set(hooked)
                 plain = [jid for jid in jids if jid not in chosen]
@@ -361,6 +362,13 @@ class Manager(AdminOps):
 
             await run_chain(self._ack_hooks, ctx, final)
         return done
+
+    @staticmethod
+    def _hooked_acks(jids: Sequence[str], gates: Sequence[Callable[[str], bool]]) -> list[str]:
+        if len(gates) == 1:  # the usual case, without a generator per jid
+            wants = gates[0]
+            return [jid for jid in jids if wants(jid)]
+        return [jid for jid in jids if any(wants(jid) for wants in gates)]
 
     async def fail(
         self, jid: str, errtype: str, message: str, backtrace: Sequence[str] = ()
