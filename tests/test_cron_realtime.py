@@ -88,3 +88,26 @@ async def test_three_then_two_servers_over_one_redis_enqueue_each_tick_once(
     assert ticks == [ticks[0] + n for n in range(len(ticks))], "a tick was lost"
     assert len({job["jid"] for job in jobs}) == len(jobs)
     assert statistics.median(lateness(job) for job in jobs) < 0.1
+
+
+@pytest.mark.slow
+async def test_a_server_restarted_after_missing_ticks_enqueues_one_catch_up_job(
+    start_server: Any,
+) -> None:
+    first = await start_server("sqlite")
+    before = await collect(first, lambda jobs: len(jobs) >= 1)
+    await first.stop()
+    await asyncio.sleep(3.2)  # the server is down for three ticks or more
+    second = await start_server("sqlite")  # the same SQLite file, a new process's view of it
+    after = await collect(second, lambda jobs: len(jobs) >= 2)
+    catch_up, regular = after[0], after[1]
+    assert catch_up["custom"]["cron_missed"] >= 3
+    assert (
+        parse_time(catch_up["custom"]["cron_tick"])
+        >= parse_time(before[-1]["custom"]["cron_tick"]) + 3
+    )
+    assert "cron_missed" not in regular["custom"]
+    assert (
+        parse_time(regular["custom"]["cron_tick"])
+        == parse_time(catch_up["custom"]["cron_tick"]) + 1
+    )

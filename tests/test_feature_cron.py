@@ -244,6 +244,32 @@ async def test_a_claim_whose_owner_died_before_pushing_is_taken_over_after_its_l
     assert (run.state, run.owner) == ("enqueued", other.cron.owner)
 
 
+async def test_ticks_lost_to_a_store_outage_are_caught_up_by_the_next_one(
+    make_server: MakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = await make_server()
+    store = server.manager.store
+    claim = store.claim_record
+    outage = {"left": 6}  # two ticks' worth of claims (each is tried three times)
+
+    async def failing_claim(*args: Any, **kwargs: Any) -> bytes | None:
+        if outage["left"] > 0:
+            outage["left"] -= 1
+            raise StoreError("the store is unreachable")
+        return await claim(*args, **kwargs)
+
+    monkeypatch.setattr(store, "claim_record", failing_claim)
+    await server.step(T0)
+    await server.step(T0 + 1)
+    await server.step(T0 + 2)
+    assert await drain(server.manager) == []
+    await server.step(T0 + 3)  # the store is back
+    (job,) = await drain(server.manager)
+    assert (job["custom"]["cron_tick"], job["custom"]["cron_missed"]) == (iso(T0 + 3), 3)
+    await server.step(T0 + 4)
+    assert ticks_of(await drain(server.manager)) == [iso(T0 + 4)]
+
+
 async def test_a_takeover_does_not_push_again_a_job_that_has_already_run(
     make_server: MakeServer,
 ) -> None:

@@ -89,6 +89,8 @@ class CronFeature(CronAdmin):
         """This server's name in the claims it takes."""
         self._next: dict[str, tuple[CronEntry, float]] = {}
         self._version: bytes | None = None
+        self._unsure: set[str] = set()
+        """Entries whose last claim failed on a store error: their next tick catches up."""
         self._loaded = False
         self._wake = asyncio.Event()
 
@@ -184,8 +186,8 @@ class CronFeature(CronAdmin):
             self._next[entry.id] = (entry, following)
             if entry.id in skip:
                 continue
-            if now - ticks[0] > MAX_LATE_SECONDS:  # overslept: missed, not late
-                firing.append(self._catch_up(entry, now))
+            if entry.id in self._unsure or now - ticks[0] > MAX_LATE_SECONDS:
+                firing.append(self._recover(entry, now))  # missed, not just late
             else:
                 firing += [self._fire(entry, tick, "tick") for tick in ticks]
         work = asyncio.ensure_future(asyncio.gather(*firing))
@@ -216,6 +218,15 @@ class CronFeature(CronAdmin):
             SPACE_PAUSED, [entry.id for entry in entries], now
         )
         await asyncio.gather(*(self._catch_up(e, now) for e in entries if e.id not in paused))
+
+    async def _recover(self, entry: CronEntry, now: float) -> None:
+        """``_catch_up`` after ticks this server could not claim or slept through."""
+        self._unsure.discard(entry.id)
+        try:
+            await self._catch_up(entry, now)
+        except Exception:
+            log.exception("cron %s: cannot catch up yet; trying again at the next tick", entry.id)
+            self._unsure.add(entry.id)
 
     async def _catch_up(self, entry: CronEntry, now: float) -> None:
         """Apply the missed policy to the ticks since the last one handled (the cursor)."""
@@ -253,7 +264,8 @@ class CronFeature(CronAdmin):
         try:
             holder = await self._claim(runs_space(entry.id), record, now)
         except Exception:
-            log.exception("cron %s: cannot claim tick %s; a sweep will retry it", entry.id, key)
+            log.exception("cron %s: cannot claim tick %s; the next tick catches up", entry.id, key)
+            self._unsure.add(entry.id)
             return None
         if holder is not None:
             return None
