@@ -365,6 +365,19 @@ class Store(abc.ABC):
         """Delete these jids from the queue. Returns how many were deleted."""
 
     @abc.abstractmethod
+    async def find_queued(self, jid: str, queues: Sequence[str] | None = None) -> QueuedJob | None:
+        """The queued job with this jid, looked for in ``queues`` (default: every known queue),
+        or None. For the dashboard's job page and the CLI's ``job show``, not for hot paths.
+
+        A job that stays queued while the lookup runs is always found; one fetched meanwhile
+        may or may not be (the caller looks at the reservations next)."""
+
+    @abc.abstractmethod
+    async def clear_queue(self, name: str) -> int:
+        """Delete every job of a queue, keeping the queue itself (and its paused flag).
+        Returns how many jobs were deleted. Durable."""
+
+    @abc.abstractmethod
     async def paused_queues(self) -> set[str]: ...
 
     @abc.abstractmethod

@@ -333,6 +333,22 @@ class MemoryStore(LocalWorkers, Store):
         self._queues[name] = kept
         return deleted
 
+    async def find_queued(self, jid: str, queues: Sequence[str] | None = None) -> QueuedJob | None:
+        names = list(self._queues) if queues is None else queues
+        for name in names:
+            for job in self._queues.get(name, ()):
+                if job.jid == jid:
+                    return job
+        return None
+
+    async def clear_queue(self, name: str) -> int:
+        queue = self._queues.get(name)
+        if not queue:
+            return 0
+        deleted = len(queue)
+        queue.clear()
+        return deleted
+
     async def paused_queues(self) -> set[str]:
         return set(self._paused)
 

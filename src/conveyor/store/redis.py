@@ -72,6 +72,7 @@ from conveyor.store.redis_wakeup import Subscriber
 __all__ = ["RedisStore"]
 
 SCAN_CHUNK = 1000
+_FIND_SLICE = 2000  # queue entries one queue_find call looks at: well under a millisecond
 """Entries read per script call when a listing has to filter a whole sorted set."""
 
 _worker_encoder = msgspec.json.Encoder()
@@ -499,6 +500,24 @@ class RedisStore(Store):
         if not jids:
             return 0
         return int(await self._run("queue_delete", [self._keys.queue(name)], list(jids)))
+
+    async def find_queued(self, jid: str, queues: Sequence[str] | None = None) -> QueuedJob | None:
+        """A bounded Lua slice at a time (queue_find.lua), from each queue's tail: no index to
+        keep on every enqueue and reserve (docs/design/queued-lookup.md)."""
+        names = sorted(await self._known_queues()) if queues is None else list(queues)
+        for name in names:
+            key, skip = self._keys.queue(name), 0
+            while True:
+                found = await self._run("queue_find", [key], [jid, skip, _FIND_SLICE])
+                if not found:
+                    break
+                if found[0] is not None:
+                    return decode_entry(name, found[0])
+                skip = int(found[1])
+        return None
+
+    async def clear_queue(self, name: str) -> int:
+        return int(await self._run("queue_clear", [self._keys.queue(name)]))
 
     async def paused_queues(self) -> set[str]:
         return {m.decode() for m in await self._call(self._redis.smembers(self._keys.paused))}

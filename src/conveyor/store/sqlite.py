@@ -460,6 +460,21 @@ class SQLiteStore(LocalWorkers, Store):
         await self._db.durable()
         return deleted
 
+    async def find_queued(self, jid: str, queues: Sequence[str] | None = None) -> QueuedJob | None:
+        for queue, reserve_for, payload in self._db.conn.execute(_QUEUES["find_queued"], (jid,)):
+            if queues is None or queue in queues:
+                return QueuedJob(queue, jid, payload, reserve_for)
+        return None
+
+    async def clear_queue(self, name: str) -> int:
+        if self._sizes.get(name, 0) == 0:
+            return 0
+        with self._db.atomic() as conn:
+            deleted = conn.execute(_QUEUES["delete_queue_jobs"], (name,)).rowcount
+        self._sizes[name] = 0
+        await self._db.durable()
+        return int(deleted)
+
     async def paused_queues(self) -> set[str]:
         return set(self._paused)
 

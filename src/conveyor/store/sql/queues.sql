@@ -22,8 +22,11 @@ SELECT jid, reserve_for, payload FROM queue_jobs
 WHERE queue = ? ORDER BY seq LIMIT ? OFFSET ?;
 
 -- name: delete_queued
--- Walks the queue once (no index on jid, so enqueue stays fast); an admin action.
 DELETE FROM queue_jobs WHERE queue = ? AND jid IN (SELECT value FROM json_each(?));
+
+-- name: find_queued
+-- Through the queue_jobs_jid index (schema.sql).
+SELECT queue, reserve_for, payload FROM queue_jobs WHERE jid = ? ORDER BY seq;
 
 -- name: delete_queue_jobs
 DELETE FROM queue_jobs WHERE queue = ?;
