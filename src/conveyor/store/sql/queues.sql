@@ -24,9 +24,14 @@ WHERE queue = ? ORDER BY seq LIMIT ? OFFSET ?;
 -- name: delete_queued
 DELETE FROM queue_jobs WHERE queue = ? AND jid IN (SELECT value FROM json_each(?));
 
+-- name: seq_range
+SELECT min(seq), max(seq) FROM queue_jobs;
+
 -- name: find_queued
--- Through the queue_jobs_jid index (schema.sql).
-SELECT queue, reserve_for, payload FROM queue_jobs WHERE jid = ? ORDER BY seq;
+-- One window of seq (a rowid range): no index on jid, which would cost every enqueue and
+-- reserve (docs/design/sqlite.md); the caller walks the windows, yielding in between.
+SELECT queue, reserve_for, payload FROM queue_jobs WHERE seq >= ? AND seq < ? AND jid = ?
+ORDER BY seq;
 
 -- name: delete_queue_jobs
 DELETE FROM queue_jobs WHERE queue = ?;

@@ -23,8 +23,6 @@ CREATE TABLE IF NOT EXISTS queue_jobs (
 );
 -- reserve pops the lowest seq of one queue: O(log n) through this index
 CREATE INDEX IF NOT EXISTS queue_jobs_fifo ON queue_jobs (queue, seq);
--- a queued job's page and `conveyor job show` find it by jid (sqlite.md: what it costs)
-CREATE INDEX IF NOT EXISTS queue_jobs_jid ON queue_jobs (jid);
 
 CREATE TABLE IF NOT EXISTS reservations (
     jid TEXT PRIMARY KEY,
