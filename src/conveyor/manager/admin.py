@@ -54,11 +54,13 @@ class WorkerView:
 
 @dataclass(frozen=True, slots=True)
 class JobLocation:
-    """Where a job is now: ``working`` (reserved), or a sorted set's name."""
+    """Where a job is now: ``working`` (reserved, by ``wid``), ``queued``, or a sorted set's
+    name."""
 
     where: str
     queue: str
     payload: bytes
+    wid: str = ""
 
 
 def _set_named(target: str) -> SortedSet:
@@ -241,16 +243,38 @@ class AdminOps:
         counters = await self.store.daily_counters(keys)
         return [(key, counters.get(key, Counters(0, 0))) for key in keys]
 
-    async def locate(self, jid: str) -> JobLocation | None:
-        """Where a job is now: reserved by a worker, or in a sorted set (queues not searched)."""
-        reservation = await self.store.get_reservation(jid)
-        if reservation is not None:
-            return JobLocation("working", reservation.queue, reservation.payload)
+    async def locate(self, jid: str, queue: str | None = None) -> JobLocation | None:
+        """Where a job is now: reserved by a worker (``working``), in a sorted set, or waiting
+        in a queue (``queued``; only ``queue`` is searched when given)."""
+        located = await self._locate_fast(jid)
+        if located is not None:
+            return located
+        queued = await self.store.find_queued(jid, None if queue is None else [queue])
+        if queued is not None:
+            return JobLocation("queued", queued.queue, queued.payload)
+        # fetched while the queues were searched: it is working now
+        return await self._reserved(jid)
+
+    async def _locate_fast(self, jid: str) -> JobLocation | None:
+        """The cheap lookups, by key: the reservations and the sorted sets."""
+        located = await self._reserved(jid)
+        if located is not None:
+            return located
         for name in SortedSet:
             entries = await self.store.get_set_entries(name, (jid,))
             if entries:
                 return JobLocation(str(name), entries[0].queue, entries[0].payload)
         return None
+
+    async def _reserved(self, jid: str) -> JobLocation | None:
+        reservation = await self.store.get_reservation(jid)
+        if reservation is None:
+            return None
+        return JobLocation("working", reservation.queue, reservation.payload, reservation.wid)
+
+    async def clear_queue(self, name: str) -> int:
+        """Delete every job of a queue; the queue stays (paused, if it was)."""
+        return await self.store.clear_queue(name)
 
 
 def _latency(head: bytes | None, now: float) -> float:

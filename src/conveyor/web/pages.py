@@ -194,7 +194,7 @@ async def job_lookup(request: Request) -> Response:
     """A job wherever it is: a set entry redirects to its page, others are shown here."""
     manager = request.app.state.manager
     jid = request.path_params["jid"]
-    view = await data.locate_view(manager, jid)
+    view = await data.locate_view(manager, jid, request.query_params.get("queue") or None)
     if view is None:
         raise HTTPException(404, f"No job {jid!r} is queued, scheduled, retrying, dead or busy.")
     root = request.scope.get("root_path", "")
