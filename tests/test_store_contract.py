@@ -142,28 +142,29 @@ async def test_remove_queues_forgets_jobs_and_pause_flag(backend_store: Store) -
     assert [r.jid for r in await backend_store.reserve(["a"], "w", NOW)] == ["a2"]
 
 
-async def test_find_queued_finds_a_waiting_job_by_jid(backend_store: Store) -> None:
+async def test_find_queued_finds_waiting_jobs_by_jid(backend_store: Store) -> None:
+    async def find(jids: list[str], queues: list[str] | None = None) -> list[QueuedJob]:
+        return sorted(await backend_store.find_queued(jids, queues), key=lambda j: j.jid)
+
     await backend_store.enqueue([job(f"a{i}", "a") for i in range(5)] + [job("b0", "b")])
-    assert await backend_store.find_queued("a3") == job("a3", "a")
-    assert await backend_store.find_queued("b0") == job("b0", "b")
-    assert await backend_store.find_queued("b0", ["a"]) is None  # only the queues named
-    assert await backend_store.find_queued("b0", ["a", "b"]) == job("b0", "b")
-    assert await backend_store.find_queued("nope") is None
-    assert await backend_store.find_queued("a3", ["unknown"]) is None
+    assert await find(["a3"]) == [job("a3", "a")]
+    assert await find(["b0", "a1", "nope"]) == [job("a1", "a"), job("b0", "b")]
+    assert await find(["b0"], ["a"]) == []  # only the queues named
+    assert await find(["b0"], ["a", "b"]) == [job("b0", "b")]
+    assert await find(["a3"], ["unknown"]) == []
+    assert await find([]) == []
     await backend_store.reserve(["a"], "w1", NOW, count=4)  # a0..a3 leave the queue
-    assert await backend_store.find_queued("a3") is None
-    assert await backend_store.find_queued("a4") == job("a4", "a")
+    assert await find(["a3", "a4"]) == [job("a4", "a")]
     await backend_store.delete_queued("a", ["a4"])
-    assert await backend_store.find_queued("a4") is None
+    assert await find(["a4"]) == []
 
 
-async def test_find_queued_walks_a_long_queue(backend_store: Store) -> None:
-    """Longer than one slice of the Redis walk and one page of the default scan."""
-    await backend_store.enqueue([job(f"j{i}") for i in range(4500)])
-    for jid in ("j0", "j1999", "j2000", "j2500", "j4499"):
-        found = await backend_store.find_queued(jid)
-        assert found is not None
-        assert found.jid == jid
+async def test_find_queued_walks_long_queues(backend_store: Store) -> None:
+    """Longer than one slice of the Redis walk."""
+    await backend_store.enqueue([job(f"j{i}") for i in range(4500)] + [job("k0", "k")])
+    wanted = ["j0", "j1999", "j2000", "j2500", "j4499", "k0"]
+    found = await backend_store.find_queued(wanted)
+    assert sorted(j.jid for j in found) == sorted(wanted)
 
 
 async def test_clear_queue_deletes_jobs_and_keeps_the_queue(backend_store: Store) -> None:

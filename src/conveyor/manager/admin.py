@@ -249,8 +249,7 @@ class AdminOps:
         located = await self._locate_fast(jid)
         if located is not None:
             return located
-        queued = await self.store.find_queued(jid, None if queue is None else [queue])
-        if queued is not None:
+        for queued in await self.store.find_queued((jid,), None if queue is None else [queue]):
             return JobLocation("queued", queued.queue, queued.payload)
         # fetched while the queues were searched: it is working now
         return await self._reserved(jid)

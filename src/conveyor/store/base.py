@@ -365,9 +365,12 @@ class Store(abc.ABC):
         """Delete these jids from the queue. Returns how many were deleted."""
 
     @abc.abstractmethod
-    async def find_queued(self, jid: str, queues: Sequence[str] | None = None) -> QueuedJob | None:
-        """The queued job with this jid, looked for in ``queues`` (default: every known queue),
-        or None. For the dashboard's job page and the CLI's ``job show``, not for hot paths.
+    async def find_queued(
+        self, jids: Sequence[str], queues: Sequence[str] | None = None
+    ) -> list[QueuedJob]:
+        """For each of ``jids``, one queued job with that jid (any order), looked for in
+        ``queues`` (default: every known queue). For the dashboard's job page and the CLI's
+        ``job show``, not for hot paths: backends may scan (docs/design/queued-lookup.md).
 
         A job that stays queued while the lookup runs is always found; one fetched meanwhile
         may or may not be (the caller looks at the reservations next)."""

@@ -333,13 +333,17 @@ class MemoryStore(LocalWorkers, Store):
         self._queues[name] = kept
         return deleted
 
-    async def find_queued(self, jid: str, queues: Sequence[str] | None = None) -> QueuedJob | None:
-        names = list(self._queues) if queues is None else queues
-        for name in names:
+    async def find_queued(
+        self, jids: Sequence[str], queues: Sequence[str] | None = None
+    ) -> list[QueuedJob]:
+        wanted = set(jids)
+        found: list[QueuedJob] = []
+        for name in list(self._queues) if queues is None else queues:
             for job in self._queues.get(name, ()):
-                if job.jid == jid:
-                    return job
-        return None
+                if job.jid in wanted:
+                    wanted.discard(job.jid)
+                    found.append(job)
+        return found
 
     async def clear_queue(self, name: str) -> int:
         queue = self._queues.get(name)

@@ -501,20 +501,25 @@ class RedisStore(Store):
             return 0
         return int(await self._run("queue_delete", [self._keys.queue(name)], list(jids)))
 
-    async def find_queued(self, jid: str, queues: Sequence[str] | None = None) -> QueuedJob | None:
+    async def find_queued(
+        self, jids: Sequence[str], queues: Sequence[str] | None = None
+    ) -> list[QueuedJob]:
         """A bounded Lua slice at a time (queue_find.lua), from each queue's tail: no index to
         keep on every enqueue and reserve (docs/design/queued-lookup.md)."""
+        wanted = set(jids)
+        found: list[QueuedJob] = []
         names = sorted(await self._known_queues()) if queues is None else list(queues)
         for name in names:
             key, skip = self._keys.queue(name), 0
-            while True:
-                found = await self._run("queue_find", [key], [jid, skip, _FIND_SLICE])
-                if not found:
-                    break
-                if found[0] is not None:
-                    return decode_entry(name, found[0])
-                skip = int(found[1])
-        return None
+            while wanted and skip >= 0:
+                args = [skip, _FIND_SLICE, *sorted(wanted)]
+                skip, *entries = await self._run("queue_find", [key], args)
+                for raw in entries:
+                    job = decode_entry(name, raw)
+                    if job.jid in wanted:
+                        wanted.discard(job.jid)
+                        found.append(job)
+        return found
 
     async def clear_queue(self, name: str) -> int:
         return int(await self._run("queue_clear", [self._keys.queue(name)]))

@@ -462,19 +462,25 @@ class SQLiteStore(LocalWorkers, Store):
         await self._db.durable()
         return deleted
 
-    async def find_queued(self, jid: str, queues: Sequence[str] | None = None) -> QueuedJob | None:
+    async def find_queued(
+        self, jids: Sequence[str], queues: Sequence[str] | None = None
+    ) -> list[QueuedJob]:
         conn = self._db.conn
         low, high = conn.execute(_QUEUES["seq_range"]).fetchone()
-        if low is None:
-            return None
+        wanted, found = set(jids), []
+        if low is None or not wanted:
+            return []
         # A row keeps its seq while queued: walking seq windows misses no job that stays.
         for start in range(low, high + 1, _FIND_WINDOW):
-            rows = conn.execute(_QUEUES["find_queued"], (start, start + _FIND_WINDOW, jid))
-            for queue, reserve_for, payload in rows:
-                if queues is None or queue in queues:
-                    return QueuedJob(queue, jid, payload, reserve_for)
+            args = (start, start + _FIND_WINDOW, json.dumps(sorted(wanted)))
+            for queue, jid, reserve_for, payload in conn.execute(_QUEUES["find_queued"], args):
+                if jid in wanted and (queues is None or queue in queues):
+                    wanted.discard(jid)
+                    found.append(QueuedJob(queue, jid, payload, reserve_for))
+            if not wanted:
+                break
             await asyncio.sleep(0)  # ~3 ms a window: let the server's clients in between
-        return None
+        return found
 
     async def clear_queue(self, name: str) -> int:
         if self._sizes.get(name, 0) == 0:

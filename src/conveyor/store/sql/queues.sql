@@ -30,7 +30,8 @@ SELECT min(seq), max(seq) FROM queue_jobs;
 -- name: find_queued
 -- One window of seq (a rowid range): no index on jid, which would cost every enqueue and
 -- reserve (docs/design/sqlite.md); the caller walks the windows, yielding in between.
-SELECT queue, reserve_for, payload FROM queue_jobs WHERE seq >= ? AND seq < ? AND jid = ?
+SELECT queue, jid, reserve_for, payload FROM queue_jobs
+WHERE seq >= ? AND seq < ? AND jid IN (SELECT value FROM json_each(?))
 ORDER BY seq;
 
 -- name: delete_queue_jobs
