@@ -28,6 +28,7 @@ __all__ = [
     "job_row",
     "list_jobs",
     "location_view",
+    "queue_counts",
     "queues_view",
     "short_args",
     "workers_view",
@@ -138,6 +139,22 @@ def location_view(location: JobLocation) -> dict[str, Any]:
     if location.wid:
         row["wid"] = location.wid
     return row
+
+
+async def queue_counts(manager: Manager, queue: str) -> dict[str, int]:
+    """How many of a queue's jobs are being worked on, scheduled, retrying and dead."""
+    counts = {"busy": 0}
+    start = 0
+    while True:
+        page = await manager.busy(start, SCAN_PAGE)
+        counts["busy"] += sum(1 for r in page.items if r.queue == queue)
+        if len(page.items) < SCAN_PAGE:
+            break
+        start += len(page.items)
+    for name in SortedSet:
+        listed = await manager.list_set(name, JobFilter(queue=queue), 0, 0)
+        counts[name.value] = listed.total
+    return counts
 
 
 def _matches(row: dict[str, Any], flt: JobFilter, raw: bytes) -> bool:
