@@ -126,6 +126,21 @@ async def test_a_queued_job_has_a_page_and_is_found_by_the_search(
     assert (api["where"], api["queue"], api["jid"]) == ("queued", "default", jid)
 
 
+async def test_counts_are_pluralised(web: httpx.AsyncClient, web_manager: Manager) -> None:
+    await web_manager.push(b'{"jid":"lonely-001","jobtype":"T","args":[],"queue":"solo"}')
+    page = await web.get("/queues/solo")
+    assert "1 job ·" in page.text
+    assert "1 jobs" not in page.text
+    assert 'data-confirm="Delete 1 job in solo?"' in page.text
+    many = await web.get("/queues/default")
+    assert "12 jobs ·" in many.text
+    token = await csrf(web, "/queues/solo")
+    done = await web.post(
+        "/queues/solo", data={"csrf_token": token, "action": "delete_jobs", "jid": "lonely-001"}
+    )
+    assert "Deleted+1+job+from+solo." in done.headers["location"]
+
+
 async def test_sets_filter_search_sort_and_page_on_the_server(
     web: httpx.AsyncClient, seeded: Seeded
 ) -> None:

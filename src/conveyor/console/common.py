@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from conveyor.client import Client
 from conveyor.errors import AuthenticationError, CommandError, ConnectError, ProtocolError
+from conveyor.manager.views import plural
 
 __all__ = [
     "EXIT_CONNECT",
@@ -156,12 +157,6 @@ async def admin(client: Client, op: str, args: Mapping[str, Any] | None = None) 
 
 def emit_json(target: Target, value: Any) -> None:
     target.out.file.write(json.dumps(value, ensure_ascii=False, indent=2) + "\n")
-
-
-def plural(count: int, singular: str, plural_form: str | None = None) -> str:
-    """``1 job``, ``2 jobs``, ``1 retry``/``3 retries`` (give the plural when it is not +s)."""
-    word = singular if count == 1 else (plural_form or singular + "s")
-    return f"{count:,} {word}"
 
 
 @contextmanager

@@ -28,6 +28,7 @@ __all__ = [
     "job_row",
     "list_jobs",
     "location_view",
+    "plural",
     "queue_counts",
     "queues_view",
     "short_args",
@@ -51,6 +52,12 @@ def short_args(job: dict[str, Any], limit: int = 120) -> str:
     """The args as compact JSON, cut to ``limit`` characters for table cells."""
     text = json.dumps(job.get("args", []), ensure_ascii=False, separators=(",", ":"))
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def plural(count: int, singular: str, plural_form: str | None = None) -> str:
+    """``1 job``, ``2 jobs``, ``1,234 jobs``; give ``plural_form`` when it is not ``+s``."""
+    word = singular if count == 1 else (plural_form or singular + "s")
+    return f"{count:,} {word}"
 
 
 def iso_time(ts: float | None) -> str:
