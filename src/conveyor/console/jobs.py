@@ -9,6 +9,7 @@ from typing import Any
 import click
 from rich.table import Table
 
+from conveyor.backtraces import trim
 from conveyor.client import Client
 from conveyor.console.common import (
     EXIT_NOT_FOUND,
@@ -117,6 +118,16 @@ def _print_job(target: Target, job: dict[str, Any]) -> None:
         if job.get(key):
             table.add_row(key.replace("_", " "), str(job[key]))
     target.out.print(table)
+    failure = job["job"].get("failure")
+    lines = failure.get("backtrace") if isinstance(failure, dict) else None
+    if isinstance(lines, list) and lines:
+        shown, hidden = trim([str(line) for line in lines])
+        target.out.print("\n".join(shown), markup=False, highlight=False)
+        if hidden:
+            target.out.print(
+                f"[dim]({plural(hidden, 'frame')} of conveyor's worker hidden; "
+                "--json has the whole backtrace)[/]"
+            )
     target.out.print_json(json.dumps(job["job"], ensure_ascii=False), indent=2)
 
 

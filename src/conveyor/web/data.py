@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from conveyor.backtraces import trim
 from conveyor.manager import views
 from conveyor.manager.types import ServerStats
 from conveyor.manager.views import history_view, job_row, queues_view
@@ -155,9 +156,21 @@ async def job_view(manager: Manager, name: SortedSet, jid: str) -> dict[str, Any
         "location": {k: located[k] for k in ("where", "queue")} if located else None,
         "custom": job.get("custom") or {},
         "failure": failure,
+        "backtrace": _backtrace(failure),
         "retries_left": retries_left,
         "next_retry": failure.get("next_at") if failure else None,
     }
+
+
+def _backtrace(failure: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The failure's backtrace with the worker's own frames left out (``conveyor.backtraces``),
+    and the whole of it, for the page to offer both."""
+    lines = failure.get("backtrace") if failure else None
+    if not isinstance(lines, list) or not lines:
+        return None
+    full = [str(line) for line in lines]
+    trimmed, hidden = trim(full)
+    return {"lines": trimmed, "hidden": hidden, "full": full}
 
 
 async def busy_view(manager: Manager, listing: Listing) -> dict[str, Any]:
