@@ -78,8 +78,10 @@ async def job_ls(
     if target.as_json:
         emit_json(target, {"where": where, "total": total, "jobs": jobs})
         return 0
-    if jobs:
-        target.out.print(job_table(where, jobs))
+    if not jobs:
+        target.out.print(f"No jobs in {where}{' match the filters' if jobtype or search else ''}.")
+        return 0
+    target.out.print(job_table(where, jobs))
     shown = plural(len(jobs), "job")
     if total is None:
         target.out.print(f"[dim]{shown} shown[/]")

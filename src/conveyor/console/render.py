@@ -15,8 +15,9 @@ __all__ = ["duration", "job_table", "queue_table", "worker_table"]
 
 
 def duration(seconds: float) -> str:
-    """``0.25s``, ``12s``, ``3m 4s``, ``2h 5m``, ``3d 1h``."""
-    if seconds < 10:
+    """``0.25s``, ``12s``, ``3m 4s``, ``2h 5m``, ``3d 1h``; whole seconds (an uptime) never
+    get decimals."""
+    if seconds < 10 and not isinstance(seconds, int):
         return f"{seconds:.2f}s"
     whole = int(seconds)
     days, rest = divmod(whole, 86_400)

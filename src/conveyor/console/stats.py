@@ -56,7 +56,8 @@ async def stats_command(target: Target, client: Client) -> int:
     server = info.get("server", {})
     target.out.print(
         f"[dim]{server.get('description', 'server')} · up {duration(server.get('uptime', 0))} · "
-        f"{server.get('connections', 0)} connections · {server.get('used_memory_mb', 0)} MB[/]"
+        f"{server.get('connections', 0)} connections · {server.get('used_memory_mb', 0)} MB[/]",
+        soft_wrap=True,
     )
     try:
         today = (await admin(client, "history", {"days": 1}))["history"][-1]
