@@ -57,7 +57,12 @@ def _load(target: str) -> click.Command | None:
     return command
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="conveyor worker ls|quiet|stop lists and signals the connected workers. "
+    "Every command: docs/cli.md.",
+)
 @click.version_option(package_name="conveyor-jobs", prog_name="conveyor")
 def main() -> None:
     """conveyor: background jobs for Python that any language can use."""

@@ -222,7 +222,10 @@ async def search(request: Request) -> Response:
     root = request.scope.get("root_path", "")
     if not text:
         return RedirectResponse(f"{root}/", status_code=303)
-    if await request.app.state.manager.locate(text) is not None:
+    # only what could be a jid (Faktory's are 8+ characters, no spaces) is looked up: the
+    # lookup may scan the queues (docs/design/queued-lookup.md)
+    could_be_jid = len(text) >= 8 and not any(c.isspace() for c in text)
+    if could_be_jid and await request.app.state.manager.locate(text) is not None:
         return RedirectResponse(f"{root}/jobs/{quote(text, safe='')}", status_code=303)
     return RedirectResponse(f"{root}/morgue?q={quote(text, safe='')}", status_code=303)
 
