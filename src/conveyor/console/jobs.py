@@ -160,7 +160,7 @@ def _act(action: str, verb: str, what: str) -> Any:
     ) -> int:
         chosen = await _chosen(client, jids, where, jobtype, search)
         if where is not None and chosen and not yes:
-            _confirm(f"{verb.capitalize()} {plural(len(chosen), 'job')} of {where}?")
+            _confirm(f"{action.capitalize()} {plural(len(chosen), 'job')} of {where}?")
         return await _apply(target, client, action, verb, chosen)
 
     return command
@@ -197,7 +197,7 @@ def _confirm(question: str) -> None:
 async def _apply(target: Target, client: Client, action: str, verb: str, jids: list[str]) -> int:
     changed = 0
     refused: dict[str, str] = {}
-    with progress(target, len(jids), f"{verb.capitalize()}…") as advance:
+    with progress(target, len(jids), f"{action.capitalize()} jobs") as advance:
         for part in chunks(jids, PAGE):
             report = await admin(client, f"job.{action}", {"jids": list(part)})
             changed += report["changed"]
