@@ -372,6 +372,22 @@ class Store(Records, abc.ABC):
         """Delete these jids from the queue. Returns how many were deleted."""
 
     @abc.abstractmethod
+    async def find_queued(
+        self, jids: Sequence[str], queues: Sequence[str] | None = None
+    ) -> list[QueuedJob]:
+        """For each of ``jids``, one queued job with that jid (any order), looked for in
+        ``queues`` (default: every known queue). For the dashboard's job page and the CLI's
+        ``job show``, not for hot paths: backends may scan (docs/design/queued-lookup.md).
+
+        A job that stays queued while the lookup runs is always found; one fetched meanwhile
+        may or may not be (the caller looks at the reservations next)."""
+
+    @abc.abstractmethod
+    async def clear_queue(self, name: str) -> int:
+        """Delete every job of a queue, keeping the queue itself (and its paused flag).
+        Returns how many jobs were deleted. Durable."""
+
+    @abc.abstractmethod
     async def paused_queues(self) -> set[str]: ...
 
     @abc.abstractmethod

@@ -334,6 +334,26 @@ class MemoryStore(LocalWorkers, MemoryRecords, Store):
         self._queues[name] = kept
         return deleted
 
+    async def find_queued(
+        self, jids: Sequence[str], queues: Sequence[str] | None = None
+    ) -> list[QueuedJob]:
+        wanted = set(jids)
+        found: list[QueuedJob] = []
+        for name in list(self._queues) if queues is None else queues:
+            for job in self._queues.get(name, ()):
+                if job.jid in wanted:
+                    wanted.discard(job.jid)
+                    found.append(job)
+        return found
+
+    async def clear_queue(self, name: str) -> int:
+        queue = self._queues.get(name)
+        if not queue:
+            return 0
+        deleted = len(queue)
+        queue.clear()
+        return deleted
+
     async def paused_queues(self) -> set[str]:
         return set(self._paused)
 
