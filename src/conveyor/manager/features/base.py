@@ -61,3 +61,10 @@ class Feature(Middleware):
         """Whether this feature's push hook must see ``job``. With a push hook, return False
         for the jobs it leaves alone: those keep the PUSH fast path."""
         return True
+
+    def wants_ack(self, jid: str) -> bool:
+        """Whether this feature's ack hook must see the ACK of ``jid``. An ack hook makes the
+        manager read each acked job's reservation and ACK jobs one by one; the jids every
+        ack hook declines keep the batched ACK that does neither (e.g. cron's jids start
+        with ``cron:``)."""
+        return True
