@@ -42,7 +42,7 @@ class Feature(Middleware):
     @classmethod
     def from_config(cls, tables: Mapping[str, Any]) -> Self:
         """Build the feature from its tables (those absent from the files are absent from
-        ``tables``). Raise ``conveyor.config.ConfigError`` naming the table, entry and key of
+        ``tables``). Raise ``conveyor.errors.ConfigError`` naming the table, entry and key of
         a bad value: the server then refuses to start, or a reload keeps the old settings."""
         return cls()
 

@@ -26,7 +26,7 @@ from typing import Any, Self
 
 import msgspec
 
-from conveyor.errors import CommandError
+from conveyor.errors import CommandError, ConfigError
 from conveyor.manager.features.base import Loop
 from conveyor.manager.features.cron_admin import CronAdmin
 from conveyor.manager.features.cron_entry import CronEntry, EntryError, parse_entry
@@ -98,9 +98,6 @@ class CronFeature(CronAdmin):
 
     @classmethod
     def from_config(cls, tables: Mapping[str, Any]) -> Self:
-        # conveyor.config imports the manager, which imports the features: import it here
-        from conveyor.config import ConfigError
-
         raw = tables.get("cron", [])
         if not isinstance(raw, list):
             raise ConfigError("cron must be an array of tables: write [[cron]], not [cron]")
