@@ -37,6 +37,7 @@ from conveyor.store.base import (
     WorkerRecord,
 )
 from conveyor.store.filters import filter_matcher
+from conveyor.store.memory.batches import MemoryBatches
 from conveyor.store.memory.records import MemoryRecords
 from conveyor.store.workers import LocalWorkers
 
@@ -110,7 +111,7 @@ class _SortedSet:
         return count
 
 
-class MemoryStore(LocalWorkers, MemoryRecords, Store):
+class MemoryStore(LocalWorkers, MemoryRecords, MemoryBatches, Store):
     """Everything in this process; nothing survives a restart."""
 
     def __init__(self) -> None:
@@ -123,6 +124,7 @@ class MemoryStore(LocalWorkers, MemoryRecords, Store):
         self._daily: dict[str, list[int]] = {}
         self._workers: dict[str, WorkerRecord] = {}
         self._listener: ReadyListener | None = None
+        self._init_batches()
 
     # ----------------------------------------------------------------- life cycle
 
@@ -394,6 +396,7 @@ class MemoryStore(LocalWorkers, MemoryRecords, Store):
         self._processed = self._failures = 0
         self._daily.clear()
         self._flush_records()
+        self._flush_batches()
 
 
 def _window(items: Sequence[_T], offset: int, limit: int) -> list[_T]:

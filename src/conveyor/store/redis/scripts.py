@@ -1,8 +1,9 @@
 """Lua scripts of the Redis store: loaded from ``store/redis/lua/*.lua`` and run with EVALSHA.
 
-Every script gets ``_lib.lua`` (shared helpers) prepended. EVALSHA falls back to EVAL (which
-also caches the script) after a ``NOSCRIPT`` reply, e.g. after Redis restarted or a Cluster
-failover.
+Every script gets ``_lib.lua`` (shared helpers) prepended, and a capability's scripts
+``<capability>_*.lua`` get ``_<capability>.lua`` after it when there is one. EVALSHA falls
+back to EVAL (which also caches the script) after a ``NOSCRIPT`` reply, e.g. after Redis
+restarted or a Cluster failover.
 """
 
 from __future__ import annotations
@@ -46,9 +47,16 @@ def load_scripts() -> dict[str, Script]:
     """Every script of ``store/redis/lua/`` by name (file name without ``.lua``)."""
     folder = resources.files("conveyor.store.redis") / "lua"
     lib = (folder / "_lib.lua").read_text()
+    libs = {
+        item.name[1:-4]: item.read_text()
+        for item in folder.iterdir()
+        if item.name.startswith("_") and item.name.endswith(".lua") and item.name != "_lib.lua"
+    }
     scripts: dict[str, Script] = {}
     for item in folder.iterdir():
         name = item.name
         if name.endswith(".lua") and not name.startswith("_"):
-            scripts[name[:-4]] = Script(name[:-4], lib + "\n" + item.read_text())
+            own = libs.get(name.split("_", 1)[0], "")
+            source = "\n".join(part for part in (lib, own, item.read_text()) if part)
+            scripts[name[:-4]] = Script(name[:-4], source)
     return scripts

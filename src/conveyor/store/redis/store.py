@@ -22,6 +22,8 @@ Key layout (``{ns}`` is ``{conveyor}`` unless the URL says ``?namespace=``)::
     {ns}:r:<space>     HASH  key -> lp(expires_at) value         (records, see records.py)
     {ns}:rx:<space>    ZSET  key by expires_at;  {ns}:rspaces  SET  spaces in use
     {ns}:ready         channel: queue names that may have jobs (SPUBLISH on Redis 7)
+
+and the batches capability's keys (``store/redis/batches.py``).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ from conveyor.store.base import (
     WorkerRecord,
 )
 from conveyor.store.filters import filter_matcher
+from conveyor.store.redis.batches import RedisBatches
 from conveyor.store.redis.codec import (
     RedisURL,
     decode_entry,
@@ -104,7 +107,7 @@ class Keys:
         self.res, self.exp, self.busy = p + "res", p + "exp", p + "busy"
         self.stats, self.workers = p + "stats", p + "workers"
         self.record_spaces = p + "rspaces"
-        self._p = p
+        self.prefix = self._p = p
 
     def queue(self, name: str) -> str:
         return f"{self._p}q:{name}"
@@ -125,7 +128,7 @@ class Keys:
         return f"{self._p}rx:{space}"
 
 
-class RedisStore(RedisRecords, Store):
+class RedisStore(RedisRecords, RedisBatches, Store):
     """A ``Store`` over Redis or Redis Cluster. Build it with ``RedisStore.from_url``."""
 
     def __init__(self, url: RedisURL) -> None:
@@ -643,3 +646,4 @@ class RedisStore(RedisRecords, Store):
                 break
             names = [m.decode() for m in missing]
         await self._flush_records()
+        await self._flush_batches()

@@ -35,6 +35,7 @@ from conveyor.store.base import (
     WorkerRecord,
 )
 from conveyor.store.filters import filter_matcher
+from conveyor.store.sqlite.batches import SQLiteBatches
 from conveyor.store.sqlite.db import Database, SQLiteOptions, load_queries, split_statements
 from conveyor.store.sqlite.records import SQLiteRecords
 from conveyor.store.workers import LocalWorkers
@@ -84,7 +85,7 @@ def _reservation(row: tuple[Any, ...]) -> Reservation:
     return Reservation(jid, queue, payload, wid, reserved_at, expires_at)
 
 
-class SQLiteStore(LocalWorkers, SQLiteRecords, Store):
+class SQLiteStore(LocalWorkers, SQLiteRecords, SQLiteBatches, Store):
     """Build with ``SQLiteStore.from_url("sqlite:///path/to/file.db")`` (see ``SQLiteOptions``)."""
 
     def __init__(self, options: SQLiteOptions) -> None:
@@ -114,6 +115,7 @@ class SQLiteStore(LocalWorkers, SQLiteRecords, Store):
     async def open(self) -> None:
         self._db.open(_SCHEMA["create"])
         self._create_records()
+        self._create_batches()
         self._load_state()
 
     async def close(self) -> None:
@@ -545,6 +547,7 @@ class SQLiteStore(LocalWorkers, SQLiteRecords, Store):
             for statement in split_statements(_SCHEMA["flush"]):
                 conn.execute(statement)
         self._flush_records()
+        self._flush_batches()
         self._sizes.clear()
         self._paused.clear()
         self._set_sizes = dict.fromkeys(SortedSet, 0)

@@ -1,0 +1,156 @@
+-- Batches, marks and waiting jobs (conveyor.store.batches) of the SQLite store.
+--
+--   batches(seq, bid, expires_at, propagate, search, record)   record: msgpack BatchRecord;
+--                                  seq orders the listing, search = lower(bid || description)
+--   batch_jobs(bid, seq, jid)      a batch's jobs in the order they joined
+--   batch_children(parent, child)
+--   marks(jid, state, updated_at, bid, role, expires_at)       one per marked job
+--   waiting(seq, jid, record)      record: msgpack WaitingJob (with its payload)
+--   mark_waiters(dep, waiter)      the waiting jobs each dependency holds back
+--
+-- The rules run in Python (store/batch_engine.py) inside one savepoint of the shared
+-- transaction, so each transition commits with the job transitions around it.
+-- name: create
+CREATE TABLE IF NOT EXISTS batches (
+    seq INTEGER PRIMARY KEY,
+    bid TEXT NOT NULL UNIQUE,
+    expires_at REAL NOT NULL,
+    propagate INTEGER NOT NULL DEFAULT 0,
+    search TEXT NOT NULL,
+    record BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS batches_expiry ON batches (expires_at);
+CREATE INDEX IF NOT EXISTS batches_propagate ON batches (propagate) WHERE propagate = 1;
+CREATE TABLE IF NOT EXISTS batch_jobs (
+    bid TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    jid TEXT NOT NULL,
+    PRIMARY KEY (bid, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS batch_children (
+    parent TEXT NOT NULL,
+    child TEXT NOT NULL,
+    PRIMARY KEY (parent, child)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS marks (
+    jid TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    bid TEXT NOT NULL,
+    role TEXT NOT NULL,
+    expires_at REAL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS marks_expiry ON marks (expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS marks_unfinished ON marks (jid)
+    WHERE state IN ('enqueued', 'waiting', 'failed');
+CREATE TABLE IF NOT EXISTS waiting (
+    seq INTEGER PRIMARY KEY,
+    jid TEXT NOT NULL UNIQUE,
+    record BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mark_waiters (
+    dep TEXT NOT NULL,
+    waiter TEXT NOT NULL,
+    PRIMARY KEY (dep, waiter)
+) WITHOUT ROWID;
+
+-- name: get_batch
+SELECT record FROM batches WHERE bid = ?;
+
+-- name: insert_batch
+INSERT INTO batches (bid, expires_at, propagate, search, record) VALUES (?, ?, 0, ?, ?);
+
+-- name: update_batch
+UPDATE batches SET expires_at = ?, record = ? WHERE bid = ?;
+
+-- name: set_propagate
+UPDATE batches SET propagate = ? WHERE bid = ?;
+
+-- name: pending_propagations
+SELECT bid FROM batches WHERE propagate = 1 ORDER BY seq LIMIT ?;
+
+-- name: list_batches
+SELECT record FROM batches WHERE (:search = '' OR instr(search, :search) > 0)
+ORDER BY seq DESC LIMIT :limit OFFSET :offset;
+
+-- name: count_batches
+SELECT count(*) FROM batches WHERE (:search = '' OR instr(search, :search) > 0);
+
+-- name: expired_batches
+SELECT bid FROM batches WHERE expires_at <= ? ORDER BY expires_at LIMIT ?;
+
+-- name: delete_batch
+DELETE FROM batches WHERE bid = ?;
+
+-- name: delete_batch_marks
+DELETE FROM marks WHERE jid IN (SELECT jid FROM batch_jobs WHERE bid = ?1) AND bid = ?1;
+
+-- name: delete_batch_jobs
+DELETE FROM batch_jobs WHERE bid = ?;
+
+-- name: delete_children
+DELETE FROM batch_children WHERE parent = ?;
+
+-- name: join
+INSERT OR IGNORE INTO batch_jobs (bid, seq, jid) VALUES (?, ?, ?);
+
+-- name: batch_jobs
+SELECT m.jid, m.state, m.updated_at, m.bid, m.role, m.expires_at
+FROM batch_jobs j JOIN marks m ON m.jid = j.jid
+WHERE j.bid = ? ORDER BY j.seq LIMIT ? OFFSET ?;
+
+-- name: add_child
+INSERT OR IGNORE INTO batch_children (parent, child) VALUES (?, ?);
+
+-- name: children
+SELECT child FROM batch_children WHERE parent = ? ORDER BY child;
+
+-- name: get_mark
+SELECT jid, state, updated_at, bid, role, expires_at FROM marks
+WHERE jid = ? AND (expires_at IS NULL OR expires_at > ?);
+
+-- name: put_mark
+INSERT OR REPLACE INTO marks (jid, state, updated_at, bid, role, expires_at)
+VALUES (?, ?, ?, ?, ?, ?);
+
+-- name: unfinished_marks
+SELECT jid FROM marks WHERE state IN ('enqueued', 'waiting', 'failed') AND jid > ?
+ORDER BY jid LIMIT ?;
+
+-- name: purge_marks
+DELETE FROM marks WHERE jid IN (
+    SELECT jid FROM marks WHERE expires_at <= ? ORDER BY expires_at LIMIT ?
+);
+
+-- name: get_waiting
+SELECT record FROM waiting WHERE jid = ?;
+
+-- name: put_waiting
+INSERT INTO waiting (jid, record) VALUES (?, ?)
+ON CONFLICT (jid) DO UPDATE SET record = excluded.record;
+
+-- name: delete_waiting
+DELETE FROM waiting WHERE jid = ?;
+
+-- name: list_waiting
+SELECT record FROM waiting ORDER BY seq LIMIT ? OFFSET ?;
+
+-- name: count_waiting
+SELECT count(*) FROM waiting;
+
+-- name: waiters
+SELECT waiter FROM mark_waiters WHERE dep = ? ORDER BY waiter;
+
+-- name: add_waiter
+INSERT OR IGNORE INTO mark_waiters (dep, waiter) VALUES (?, ?);
+
+-- name: drop_waiters
+DELETE FROM mark_waiters WHERE dep = ?;
+
+-- name: flush
+DELETE FROM batches;
+DELETE FROM batch_jobs;
+DELETE FROM batch_children;
+DELETE FROM marks;
+DELETE FROM waiting;
+DELETE FROM mark_waiters;
