@@ -27,6 +27,7 @@ from conveyor.manager.lifecycle import JobState, check_transition
 from conveyor.manager.middleware import (
     AckContext,
     Discard,
+    Drop,
     FailContext,
     FetchContext,
     Middleware,
@@ -96,6 +97,7 @@ class Manager(AdminOps):
         gated = all(isinstance(m, Feature) for m in pushers)
         self._push_gates = [m.wants_push for m in pushers if isinstance(m, Feature)]
         self._pushes_now = store.in_process and gated
+        self._push_gated = gated
         # Likewise for ACK: jids no gated ack hook wants keep the batched ACK (None: ungated).
         ackers = [m for m in self._middleware if type(m).ack is not Middleware.ack]
         self._ack_gates: list[Callable[[str], bool]] | None = (
@@ -103,6 +105,8 @@ class Manager(AdminOps):
             if all(isinstance(m, Feature) for m in ackers)
             else None
         )
+        # Features that end some ACKs themselves, in the same step as their own records.
+        self._ack_takers = [f for f in self.features if type(f).take_acks is not Feature.take_acks]
         # Worker state as last seen by this server; BEAT refreshes it from the store.
         self._worker_states: dict[str, str] = {}
         self._local_clients: dict[str, set[int]] = {}
@@ -113,6 +117,8 @@ class Manager(AdminOps):
 
     async def start(self) -> None:
         await self.store.open()
+        for feature in self.features:
+            await feature.open()
         self.started_at = time.time()
         self.tasks.start()
 
@@ -129,8 +135,11 @@ class Manager(AdminOps):
 
     async def push_job(self, job: Job) -> None:
         due = validation.prepare_job(job, self.config)
-        if self._push_hooks:
-            await run_chain(self._push_hooks, PushContext(self, job), _nothing)
+        if self._push_hooks and self._pushes(job):
+            try:
+                await run_chain(self._push_hooks, PushContext(self, job), _nothing)
+            except Drop:
+                return
         await self._store_jobs([(job, due)])
 
     def push_now(self, payload: bytes) -> Coroutine[Any, Any, None] | None:
@@ -173,8 +182,10 @@ class Manager(AdminOps):
             try:
                 job = item if isinstance(item, Job) else validation.decode_pushed(item, config)
                 due = validation.prepare_job(job, config, now)
-                if self._push_hooks:
+                if self._push_hooks and self._pushes(job):
                     await run_chain(self._push_hooks, PushContext(self, job), _nothing)
+            except Drop:
+                continue
             except CommandError as exc:  # middleware codes (NOTUNIQUE, ...) keep their code
                 key = job.jid if job is not None else _raw_jid(item)
                 errors[key] = exc.message if exc.code == "ERR" else str(exc)
@@ -183,6 +194,10 @@ class Manager(AdminOps):
         if accepted:
             await self._store_jobs(accepted)
         return errors
+
+    def _pushes(self, job: Job) -> bool:
+        """Whether the push chain must run for ``job``: some hook's gate wants it."""
+        return not self._push_gated or any(wants(job) for wants in self._push_gates)
 
     async def _store_jobs(self, jobs: Sequence[tuple[Job, float | None]]) -> None:
         now = time.time()
@@ -342,26 +357,47 @@ class Manager(AdminOps):
 
     async def ack_many(self, jids: Sequence[str]) -> int:
         if not self._ack_hooks:
+            if self._held(jids):
+                return await self._store_ack(jids)
             return await self.store.ack(jids, day_key(time.time()))
         done = 0
         if self._ack_gates is not None:
             hooked = self._hooked_acks(jids, self._ack_gates)
             if not hooked:
+                if self._held(jids):
+                    return await self._store_ack(jids)
                 return await self.store.ack(jids, day_key(time.time()))
             if len(hooked) < len(jids):
                 chosen = set(hooked)
-                plain = [jid for jid in jids if jid not in chosen]
-                done = await self.store.ack(plain, day_key(time.time()))
+                done = await self._store_ack([jid for jid in jids if jid not in chosen])
             jids = hooked
         for jid in jids:
             ctx = AckContext(self, jid, await self.store.get_reservation(jid))
 
             async def final(jid: str = jid) -> None:
                 nonlocal done
-                done += await self.store.ack((jid,), day_key(time.time()))
+                done += await self._store_ack((jid,))
 
             await run_chain(self._ack_hooks, ctx, final)
         return done
+
+    def _held(self, jids: Sequence[str]) -> bool:
+        """Whether a feature may end some of these ACKs itself (a set lookup per jid at most)."""
+        for taker in self._ack_takers:  # noqa: SIM110 - no generator on every ACK
+            if taker.holds_acks(jids):
+                return True
+        return False
+
+    async def _store_ack(self, jids: Sequence[str]) -> int:
+        """``Store.ack``, after the features that end some ACKs themselves took theirs."""
+        day = day_key(time.time())
+        done = 0
+        for taker in self._ack_takers:
+            if jids and taker.holds_acks(jids):
+                taken, left = await taker.take_acks(jids, day)
+                done += taken
+                jids = left
+        return done + await self.store.ack(jids, day) if jids else done
 
     @staticmethod
     def _hooked_acks(jids: Sequence[str], gates: Sequence[Callable[[str], bool]]) -> list[str]:

@@ -295,8 +295,10 @@ def _end_one(
             t.save_waiting(dataclasses.replace(waiting, remaining=-1, doomed_by=end.cause))
         fired.doomed.append(dataclasses.replace(end, bid=batch.bid))
         return
-    if end.outcome == Outcome.SUCCESS and not t.end_reservation(end.jid, ctx.day):
-        return  # no reservation: a late ACK of an attempt that has been failed since
+    if end.outcome == Outcome.SUCCESS:
+        if not t.end_reservation(end.jid, ctx.day):
+            return  # no reservation: a late ACK of an attempt that has been failed since
+        fired.processed += 1
     if mark is None or new_state is None:
         return
     if mark.state == MarkState.WAITING:  # killed before it ran

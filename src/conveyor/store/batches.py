@@ -221,7 +221,8 @@ class Fired:
     * ``propagate``: child batches whose parent must now count a milestone (``propagate``);
     * ``doomed``: ends of waiting jobs killed by a dead dependency whose batch this step could
       not reach: end them (``Outcome.DEAD``, with their ``bid``);
-    * ``killed``: jids moved to the dead set because a dependency died."""
+    * ``killed``: jids moved to the dead set because a dependency died;
+    * ``processed``: how many reservations a success ended (counted processed)."""
 
     scheduled: list[SetEntry] = field(default_factory=list)
     ended: list[str] = field(default_factory=list)
@@ -229,6 +230,7 @@ class Fired:
     propagate: list[str] = field(default_factory=list)
     doomed: list[JobEnd] = field(default_factory=list)
     killed: list[str] = field(default_factory=list)
+    processed: int = 0
 
     def add(self, other: Fired) -> None:
         self.scheduled += other.scheduled
@@ -237,6 +239,17 @@ class Fired:
         self.propagate += other.propagate
         self.doomed += other.doomed
         self.killed += other.killed
+        self.processed += other.processed
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.scheduled
+            or self.ended
+            or self.marked
+            or self.propagate
+            or self.doomed
+            or self.killed
+        )
 
 
 class Batches(abc.ABC):

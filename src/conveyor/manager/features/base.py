@@ -68,3 +68,21 @@ class Feature(Middleware):
         ack hook declines keep the batched ACK that does neither (e.g. cron's jids start
         with ``cron:``)."""
         return True
+
+    async def open(self) -> None:
+        """Called once the store is open, before the server takes commands (e.g. to load
+        what the feature keeps in memory)."""
+
+    def holds_acks(self, jids: Sequence[str]) -> bool:
+        """With ``take_acks``: whether some of ``jids`` may be this feature's to end. Called
+        on every ACK, so it must be cheap (a set lookup); True when it cannot tell."""
+        return True
+
+    async def take_acks(self, jids: Sequence[str], day: str) -> tuple[int, list[str]]:
+        """End, in store transitions of its own, the ACKs of the jobs among ``jids`` that this
+        feature follows (a batch's counters move in the same step as its job's reservation
+        ends); returns how many reservations it ended and the jids left to ``Store.ack``.
+
+        A feature that overrides this is asked before every plain ``Store.ack`` whose jids
+        ``holds_acks`` does not decline (docs/design/batches.md)."""
+        return 0, list(jids)

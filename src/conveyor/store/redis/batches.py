@@ -119,7 +119,7 @@ def _waiting(jid: str, raw: bytes) -> WaitingJob:
 
 
 def _fired(flat: list[Any]) -> Fired:
-    sched, ended, marked, propagate, doomed, killed = flat
+    sched, ended, marked, propagate, doomed, killed, processed = flat
     fired = Fired()
     for i in range(0, len(sched), 5):
         score, jid, queue, jobtype, payload = sched[i : i + 5]
@@ -133,6 +133,7 @@ def _fired(flat: list[Any]) -> Fired:
         jid, outcome, bid, cause = (value.decode() for value in doomed[i : i + 4])
         fired.doomed.append(JobEnd(jid, Outcome(outcome), bid, cause))
     fired.killed = [jid.decode() for jid in killed]
+    fired.processed = int(processed)
     return fired
 
 

@@ -9,7 +9,7 @@
 --   KEYS[5] {ns}:bprop         SET children whose parent has a milestone to count
 -- Batch hashes are declared by the caller; `declared[bid]` is the key of each.
 
-local F = {sched = {}, ended = {}, marked = {}, prop = {}, doomed = {}, killed = {}}
+local F = {sched = {}, ended = {}, marked = {}, prop = {}, doomed = {}, killed = {}, processed = 0}
 local declared = {}
 
 local function pack_list(items)
@@ -29,7 +29,7 @@ local function unpack_list(s)
 end
 
 local function fired()
-  return {F.sched, F.ended, F.marked, F.prop, F.doomed, F.killed}
+  return {F.sched, F.ended, F.marked, F.prop, F.doomed, F.killed, F.processed}
 end
 
 -- ------------------------------------------------------------------ marks

@@ -137,6 +137,7 @@ while head <= #work do
       end
   end
 end
+F.processed = processed
 if processed > 0 then
   redis.call('HINCRBY', KEYS[12], 'processed', processed)
   redis.call('HINCRBY', KEYS[12], 'p:' .. day, processed)

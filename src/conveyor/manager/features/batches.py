@@ -1,0 +1,309 @@
+"""Batches, job tracking and dependencies: Faktory Enterprise's BATCH and TRACK, and
+``custom.after`` (docs/batches.md; decisions in docs/design/batches.md).
+
+A job pushed with ``custom.bid`` joins its batch, one with ``custom.track`` is tracked, one
+with ``custom.after`` waits for those jobs: each gets a **mark** in the store
+(``conveyor.store.batches``), in one atomic step that also checks its batch and its
+dependencies. When an attempt of a marked job ends, one store transition moves its mark, its
+batch's counters and the jobs waiting for it, and schedules the callbacks that became due:
+
+* ACK: the feature takes the ACKs of marked jobs (``take_acks``) and ends their reservations
+  in that same transition; on SQLite and memory it knows the marked jids in memory, on Redis
+  the ACK script leaves them aside (``ack_unmarked``);
+* FAIL: the fail hook moves the mark before the job goes to retries or the dead set.
+
+The BATCH verbs are in ``batch_commands.py``, TRACK in ``tracking.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Self
+
+from conveyor.errors import CommandError, ConfigError, InvalidJob
+from conveyor.job import Job, decode_job, encode_job
+from conveyor.manager.features.base import Loop
+from conveyor.manager.features.batch_commands import BatchCommands
+from conveyor.manager.features.tracking import Tracking
+from conveyor.manager.middleware import Drop, FailContext, Next, PushContext
+from conveyor.store.base import SetEntry, SetMove, SortedSet
+from conveyor.store.batch_engine import bury_payload
+from conveyor.store.batches import (
+    EndContext,
+    Fired,
+    JobEnd,
+    MarkResult,
+    NewMark,
+    Outcome,
+    WaitingJob,
+)
+from conveyor.timefmt import day_key, now_iso, parse_time
+
+__all__ = ["BatchFeature", "BatchSettings"]
+
+log = logging.getLogger("conveyor.batches")
+
+MAX_AFTER = 1000
+"""The most jobs one job may wait for."""
+SWEEP_SECONDS = 5.0
+EXPIRY_SECONDS = 30.0
+_EXPIRE_STEP = 100
+_MARK_KEYS = ("bid", "track", "after")
+_END_KEYS = ("bid", "track", "after", "_bid")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSettings:
+    """``[batch]`` and ``[tracking]``: how long batches and tracking data are kept."""
+
+    uncommitted_seconds: float = 30 * 60.0
+    committed_seconds: float = 30 * 86_400.0
+    tracking_seconds: float = 30 * 60.0
+
+
+def _positive(tables: Mapping[str, Any], table: str, key: str, default: float) -> float:
+    raw = tables.get(table, {})
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[{table}] must be a table")
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigError(f"[{table}] {key} must be a positive number, not {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"[{table}] {key} must be finite")
+    return float(value)
+
+
+def _unknown_keys(tables: Mapping[str, Any], table: str, known: Sequence[str]) -> None:
+    raw = tables.get(table, {})
+    extra = sorted(set(raw) - set(known)) if isinstance(raw, dict) else []
+    if extra:
+        raise ConfigError(f"[{table}] has no setting {extra[0]!r} (known: {', '.join(known)})")
+
+
+def tracked(custom: Mapping[str, Any]) -> bool:
+    """Faktory Enterprise tracks jobs pushed with ``custom.track = 1``."""
+    value = custom.get("track")
+    return value is not None and value not in (0, False, "", "0")
+
+
+class BatchFeature(BatchCommands, Tracking):
+    """BATCH, TRACK and ``custom.after``: see the module docstring."""
+
+    name = "batches"
+    tables = ("batch", "tracking")
+
+    def __init__(self, settings: BatchSettings | None = None) -> None:
+        self.settings = settings or BatchSettings()
+        self.clock = time.time
+        self._local: set[str] | None = None
+        """Jids with unfinished marks, on a store this server owns (None: a shared store)."""
+
+    @classmethod
+    def from_config(cls, tables: Mapping[str, Any]) -> Self:
+        batch_keys = ("uncommitted_timeout_minutes", "committed_timeout_days")
+        _unknown_keys(tables, "batch", batch_keys)
+        _unknown_keys(tables, "tracking", ("ttl_minutes",))
+        return cls(
+            BatchSettings(
+                _positive(tables, "batch", "uncommitted_timeout_minutes", 30) * 60,
+                _positive(tables, "batch", "committed_timeout_days", 30) * 86_400,
+                _positive(tables, "tracking", "ttl_minutes", 30) * 60,
+            )
+        )
+
+    def reconfigure(self, new: Self) -> None:
+        self.settings = new.settings
+
+    def loops(self) -> Sequence[Loop]:
+        return (
+            Loop("batches-sweep", SWEEP_SECONDS, self.sweep),
+            Loop("batches-expiry", EXPIRY_SECONDS, self.expire),
+        )
+
+    async def open(self) -> None:
+        """On a store this server owns, learn which jids are marked (kept up to date by every
+        push and end from now on)."""
+        store = self.manager.store
+        if not store.in_process:
+            return
+        local: set[str] = set()
+        after = ""
+        while True:
+            jids = await store.unfinished_marks(after, 10_000)
+            local.update(jids)
+            if len(jids) < 10_000:
+                break
+            after = jids[-1]
+        self._local = local
+
+    # ------------------------------------------------------------------ PUSH
+
+    def wants_push(self, job: Job) -> bool:
+        custom = job.custom
+        return custom is not None and any(key in custom for key in _MARK_KEYS)
+
+    async def push(self, ctx: PushContext, call_next: Next) -> None:
+        job = ctx.job
+        custom = job.custom or {}
+        bid = custom.get("bid") or ""
+        if not isinstance(bid, str):
+            raise InvalidJob(f"custom.bid must be a batch id (a string), not {bid!r}")
+        waiting = self._waiting(job, custom.get("after"))
+        if not (bid or waiting or tracked(custom)):
+            await call_next()
+            return
+        now = self.clock()
+        keep = now + self.settings.committed_seconds
+        mark = NewMark(job.jid, bid, keep, waiting)
+        result, detail = (await self.manager.store.mark_jobs([mark], now))[job.jid]
+        if result == MarkResult.REFUSED:
+            raise CommandError(detail)
+        if result == MarkResult.DEAD:
+            await self._bury(job, detail, now)
+            raise Drop(f"job {detail}, which {job.jid} waits for, is dead")
+        if self._local is not None:
+            self._local.add(job.jid)
+        if result == MarkResult.WAITING:
+            raise Drop(f"{job.jid} waits for other jobs")
+        await call_next()
+
+    def _waiting(self, job: Job, after: Any) -> WaitingJob | None:
+        if after is None or after == []:
+            return None
+        if not isinstance(after, list) or not all(isinstance(j, str) and j for j in after):
+            raise InvalidJob("custom.after must be a list of jids (strings)")
+        if len(after) > MAX_AFTER:
+            raise InvalidJob(f"custom.after lists {len(after)} jobs; at most {MAX_AFTER}")
+        if job.jid in after:
+            raise InvalidJob(f"job {job.jid} cannot wait for itself")
+        due = parse_time(job.at) if job.at else 0.0
+        payload = encode_job(job)
+        return WaitingJob(job.jid, job.queue, job.jobtype, payload, tuple(after), 0, 0.0, due)
+
+    async def _bury(self, job: Job, cause: str, now: float) -> None:
+        payload = bury_payload(encode_job(job), cause, now)
+        score = now + self.manager.config.dead_ttl_seconds
+        entry = SetEntry(score, job.jid, payload, job.queue, job.jobtype)
+        await self.manager.store.add_to_set(SortedSet.DEAD, [entry])
+
+    # ------------------------------------------------------------------ ACK and FAIL
+
+    def holds_acks(self, jids: Sequence[str]) -> bool:
+        local = self._local
+        if local is None:
+            return True
+        if not local:
+            return False
+        for jid in jids:  # noqa: SIM110 - no generator on every ACK
+            if jid in local:
+                return True
+        return False
+
+    async def take_acks(self, jids: Sequence[str], day: str) -> tuple[int, list[str]]:
+        store = self.manager.store
+        local = self._local
+        if local is not None:
+            held = [JobEnd(jid, Outcome.SUCCESS) for jid in jids if jid in local]
+            left = [jid for jid in jids if jid not in local]
+            done = 0
+        else:
+            done, marks = await store.ack_unmarked(jids, day)
+            held = [JobEnd(mark.jid, Outcome.SUCCESS, mark.bid) for mark in marks]
+            left = []
+        if held:
+            fired = await store.end_jobs(held, self._context())
+            done += fired.processed
+            await self.finish(fired)
+        return done, left
+
+    async def fail(self, ctx: FailContext, call_next: Next) -> None:
+        custom = ctx.job.custom
+        jid = ctx.reservation.jid
+        marked = (self._local is not None and jid in self._local) or (
+            custom is not None and any(key in custom for key in _END_KEYS)
+        )
+        if marked:
+            dead = ctx.outcome.target is not SortedSet.RETRIES
+            bid = str((custom or {}).get("bid") or (custom or {}).get("_bid") or "")
+            end = JobEnd(jid, Outcome.DEAD if dead else Outcome.FAILED, bid)
+            await self.finish(await self.manager.store.end_jobs([end], self._context()))
+        await call_next()
+
+    def _context(self) -> EndContext:
+        now = self.clock()
+        dead_until = now + self.manager.config.dead_ttl_seconds
+        return EndContext(day_key(now), now, self.settings.tracking_seconds, dead_until)
+
+    # ------------------------------------------------------------------ what a step set off
+
+    async def finish(self, fired: Fired) -> None:
+        """Do at once what a transition set in motion: promote the jobs it scheduled, count
+        the children's milestones in their parents, end the doomed waiting jobs. Should this
+        server die first, the promoter and ``sweep`` do it."""
+        store = self.manager.store
+        while True:
+            local = self._local
+            if local is not None:
+                local.difference_update(fired.ended)
+                local.update(fired.marked)
+            if fired.scheduled:
+                await self._promote(fired.scheduled)
+            more = Fired()
+            for child in fired.propagate:
+                more.add(await store.propagate(child, self.clock()))
+            if fired.doomed:
+                more.add(await store.end_jobs(fired.doomed, self._context()))
+            if not more:
+                return
+            fired = more
+
+    async def _promote(self, entries: Sequence[SetEntry]) -> None:
+        now = self.clock()
+        stamp = now_iso()
+        moves: list[SetMove] = []
+        for entry in entries:
+            if entry.score <= now:
+                job = decode_job(entry.payload)
+                job.enqueued_at = stamp
+                moves.append(SetMove(entry, self.manager.queued(job)))
+        if moves:
+            try:
+                await self.manager.store.move_to_queue(SortedSet.SCHEDULED, moves)
+            except Exception:  # the promoter moves them at its next step
+                log.exception("cannot enqueue %d batch callbacks or released jobs now", len(moves))
+
+    # ------------------------------------------------------------------ loops
+
+    async def sweep(self) -> None:
+        """Finish what servers that died left half done: milestones not yet counted in
+        parents, waiting jobs doomed by a dead dependency."""
+        store = self.manager.store
+        fired = Fired()
+        for child in await store.pending_propagations(1000):
+            fired.add(await store.propagate(child, self.clock()))
+        offset = 0
+        while True:
+            page = await store.list_waiting(offset, 1000)
+            doomed = [
+                JobEnd(w.jid, Outcome.DEAD, w.bid, w.doomed_by)
+                for w in page.items
+                if w.remaining < 0
+            ]
+            if doomed:
+                fired.add(await store.end_jobs(doomed, self._context()))
+            offset += len(page.items)
+            if len(page.items) < 1000:
+                break
+        await self.finish(fired)
+
+    async def expire(self) -> None:
+        store = self.manager.store
+        now = self.clock()
+        while await store.expire_batches(now, _EXPIRE_STEP) >= _EXPIRE_STEP:
+            pass
+        while await store.purge_marks(now, 1000) >= 1000:
+            pass
