@@ -96,6 +96,7 @@ class BatchCommands(Feature):
         error = await self.manager.store.create_batch(batch)
         if error is not None:
             raise CommandError(error)
+        await self.manager.store.durable()
         return bid
 
     def _callback(self, job: Job | None, bid: str, role: str) -> CallbackJob | None:
@@ -118,6 +119,7 @@ class BatchCommands(Feature):
         """``BATCH OPEN <bid>`` -> the bid."""
         if not await self.manager.store.open_batch(bid):
             raise no_such_batch(bid)
+        await self.manager.store.durable()
         return bid
 
     async def commit(self, bid: str) -> None:
@@ -129,12 +131,14 @@ class BatchCommands(Feature):
         if fired is None:
             raise no_such_batch(bid)
         await self.finish(fired)
+        await self.manager.store.durable()
 
     async def adopt(self, parent: str, child: str) -> None:
         """``BATCH CHILD <bid> <child_bid>``."""
         error = await self.manager.store.adopt_batch(parent, child, self.clock())
         if error is not None:
             raise CommandError(error)
+        await self.manager.store.durable()
 
     async def status(self, bid: str) -> dict[str, Any]:
         """``BATCH STATUS <bid>``."""

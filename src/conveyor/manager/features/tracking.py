@@ -117,6 +117,7 @@ class Tracking(Feature):
         keep = now + max(self.settings.tracking_seconds, MAX_RESERVE_AHEAD_SECONDS)
         record = Record(args.jid, _encoder.encode(progress), keep)
         await self.manager.store.put_records(PROGRESS_SPACE, [record])
+        await self.manager.store.durable()
 
     @staticmethod
     def _reserve_until(value: Any, now: float) -> float | None:
