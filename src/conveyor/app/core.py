@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import ssl
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 
+from conveyor.app.batches import BatchBlock, BatchStatus, TrackInfo, in_batch
 from conveyor.app.cron import CronDeclarations
 from conveyor.app.jobs import JobDef, JobOptions
 from conveyor.app.sync import SyncRunner
@@ -18,6 +19,7 @@ from conveyor.job import DEFAULT_QUEUE, Job
 from conveyor.pool import ConnectionPool
 
 if TYPE_CHECKING:
+    from conveyor.app.workflows import ResultsSource, Signature
     from conveyor.worker.context import AfterHook, BeforeHook, ErrorHandler, Middleware
     from conveyor.worker.runtime import Worker
 
@@ -25,6 +27,7 @@ __all__ = ["App", "Group", "Producer", "PushResult"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 PUSH_BULK_CHUNK = 1000  # Faktory's recommended PUSHB batch size
 
@@ -48,6 +51,10 @@ class Producer(Protocol):
 
     async def push_bulk(self, jobs: Sequence[Job]) -> dict[str, str]: ...
 
+    async def call(self, command: Callable[[Client], Awaitable[T]]) -> T:
+        """Run another command (BATCH, TRACK, ...) on one of its connections."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -57,6 +64,9 @@ class _PoolProducer:
 
     async def push(self, job: Job) -> None:
         await self.pool.run(lambda client: client.push(job))
+
+    async def call(self, command: Callable[[Client], Awaitable[T]]) -> T:
+        return await self.pool.run(command)
 
     async def push_bulk(self, jobs: Sequence[Job]) -> dict[str, str]:
         """PUSHB in chunks, two in flight on one connection (so they land in order).
@@ -172,6 +182,9 @@ class App(_Registry):
         """The ``@app.cron`` entries, registered with the server when the app starts."""
         self.producer: Producer | None = None
         """Set to redirect pushes (``conveyor.testing`` does); ``None`` = pooled connections."""
+        self.results_source: ResultsSource | None = None
+        """Where workflow steps find the results of the jobs before them (None: results are
+        not stored, each job runs with its own args; ``conveyor.app.workflows``)."""
         self._producers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Producer] = (
             weakref.WeakKeyDictionary()
         )
@@ -300,11 +313,12 @@ class App(_Registry):
     # -- producing -------------------------------------------------------------------------------
 
     async def push_job(self, job: Job) -> str:
-        """Push a prepared job (``send_email.build(...)``, or a ``Job`` for any jobtype)."""
+        """Push a prepared job (``send_email.build(...)``, or a ``Job`` for any jobtype).
+        Inside an ``async with app.batch(...)`` block the job joins that batch."""
         producer = self._producer()
         if self.crons.entries and producer is not self.producer:
             await self.register_crons()  # once: then it returns at once
-        await producer.push(job)
+        await producer.push(in_batch(job))
         return job.jid
 
     async def push_bulk(self, jobs: Sequence[Job]) -> list[PushResult]:
@@ -316,12 +330,49 @@ class App(_Registry):
         producer = self._producer()
         if self.crons.entries and producer is not self.producer:
             await self.register_crons()
-        errors = await producer.push_bulk(jobs)
+        errors = await producer.push_bulk([in_batch(job) for job in jobs])
         return [PushResult(job.jid, errors.get(job.jid)) for job in jobs]
 
     def push_bulk_sync(self, jobs: Sequence[Job]) -> list[PushResult]:
         """``push_bulk`` for code that is not async."""
         return self.sync.run(self.push_bulk(jobs))
+
+    async def call(self, command: Callable[[Client], Awaitable[T]]) -> T:
+        """Run ``command`` on one of the app's pooled connections (any ``Client`` method)."""
+        return await self._producer().call(command)
+
+    # -- batches and tracking (Faktory Enterprise's BATCH and TRACK) ----------------------------
+
+    def batch(
+        self,
+        *,
+        description: str = "",
+        on_success: Signature | Job | None = None,
+        on_complete: Signature | Job | None = None,
+        parent: str | None = None,
+    ) -> BatchBlock:
+        """``async with app.batch(on_success=done.s()) as b:`` -- the jobs pushed in the block
+        join batch ``b.bid``, committed when the block ends. ``on_complete`` runs once every
+        job ran (succeeded or failed), ``on_success`` once all succeeded, after
+        ``on_complete``. A batch started in another's block is its child (``parent=``
+        otherwise)."""
+        return BatchBlock(
+            self, description=description, on_success=on_success, on_complete=on_complete,
+            parent=parent,
+        )  # fmt: skip
+
+    def open_batch(self, bid: str) -> BatchBlock:
+        """``async with app.open_batch(bid):`` reopen a batch to add jobs (committed again on
+        exit)."""
+        return BatchBlock(self, bid=bid)
+
+    async def batch_status(self, bid: str) -> BatchStatus:
+        """``BATCH STATUS``; ``CommandError`` for an unknown (or expired) batch."""
+        return BatchStatus.from_wire(await self.call(lambda c: c.batch_status(bid)))
+
+    async def track(self, jid: str) -> TrackInfo:
+        """``TRACK GET``: a tracked job's state and progress."""
+        return TrackInfo.from_wire(await self.call(lambda c: c.track_get(jid)))
 
     async def aclose(self) -> None:
         """Close this loop's pooled connections."""

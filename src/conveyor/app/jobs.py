@@ -24,6 +24,7 @@ from conveyor.timefmt import format_time
 
 if TYPE_CHECKING:
     from conveyor.app.core import App
+    from conveyor.app.workflows import Signature
     from conveyor.worker.context import AfterHook, BeforeHook, Middleware
 
 __all__ = ["JobDef", "JobOptions", "new_jid"]
@@ -150,8 +151,23 @@ class JobDef(Generic[P, R]):
         backtrace: int | None = None,
         custom: Mapping[str, Any] | None = None,
         jid: str | None = None,
+        track: bool | None = None,
+        after: Sequence[str] | None = None,
     ) -> JobDef[P, R]:
-        """A copy of this job that pushes with these options (the handler is the same)."""
+        """A copy of this job that pushes with these options (the handler is the same).
+
+        ``track=True``: the server tracks the job (``app.track(jid)``; other jobs may wait
+        for it). ``after=[jid, ...]``: the job waits on the server until those tracked jobs
+        have succeeded, and goes to the dead set if one of them dies (docs/batches.md)."""
+        extra: dict[str, Any] = {}
+        if track:
+            extra["track"] = 1
+        if after is not None:
+            if isinstance(after, str):
+                raise TypeError("after= takes a list of jids, not one string")
+            extra["after"] = list(after)
+        if extra:
+            custom = {**(custom or {}), **extra}
         changes: dict[str, Any] = {
             "queue": queue,
             "at": at,
@@ -168,6 +184,17 @@ class JobDef(Generic[P, R]):
         clone.__dict__.update(self.__dict__)
         clone.defaults = self.defaults.merged(**{k: v for k, v in changes.items() if v is not None})
         return clone
+
+    def s(self, *args: P.args, **kwargs: P.kwargs) -> Signature:
+        """A signature: this job with these args, for ``conveyor.chain`` and
+        ``conveyor.group`` (and batch callbacks)."""
+        from conveyor.app.workflows import Signature
+
+        if kwargs:
+            raise TypeError(
+                f"{self.name}: Faktory args are positional; pass {sorted(kwargs)} positionally"
+            )
+        return Signature(self, tuple(args))
 
     def build(self, *args: P.args, **kwargs: P.kwargs) -> Job:
         """The job that ``push`` would send, without sending it."""
