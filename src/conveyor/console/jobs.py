@@ -119,6 +119,20 @@ def _print_job(target: Target, job: dict[str, Any]) -> None:
     for key in ("created_at", "enqueued_at", "failed_at", "error"):
         if job.get(key):
             table.add_row(key.replace("_", " "), str(job[key]))
+    if job.get("batch"):
+        role = f" ({job['batch_role']} callback)" if job.get("batch_role") else ""
+        table.add_row("batch", f"{job['batch']}{role}")
+    tracking = job.get("tracking")
+    if tracking:
+        shown = tracking["state"]
+        if "percent" in tracking:
+            shown += f", {tracking['percent']}%"
+        if tracking.get("desc"):
+            shown += f": {tracking['desc']}"
+        table.add_row("tracking", shown)
+    after = job["job"].get("custom", {}).get("after") if job["where"] == "waiting" else None
+    if after:
+        table.add_row("waits for", ", ".join(str(jid) for jid in after))
     target.out.print(table)
     failure = job["job"].get("failure")
     lines = failure.get("backtrace") if isinstance(failure, dict) else None

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 __all__ = ["JOB_ACTIONS", "AdminOps", "JobActionReport", "JobLocation", "QueueInfo", "WorkerView"]
 
 _PAGE = 1000
+WAITING = "waiting"
+"""Where a job pushed with ``custom.after`` is until the jobs it waits for have succeeded."""
 _MUTATE_COMMANDS = ("clear", "discard", "kill", "requeue")
 JOB_ACTIONS = ("retry", "kill", "delete")
 """What ``act_on_jobs`` does to jobs wherever they are (``conveyor job retry|kill|delete``)."""
@@ -56,8 +58,8 @@ class WorkerView:
 
 @dataclass(frozen=True, slots=True)
 class JobLocation:
-    """Where a job is now: ``working`` (reserved, by ``wid``), ``queued``, or a sorted set's
-    name."""
+    """Where a job is now: ``working`` (reserved, by ``wid``), ``queued``, ``waiting`` (for
+    the jobs of its ``custom.after``), or a sorted set's name."""
 
     where: str
     queue: str
@@ -267,7 +269,8 @@ class AdminOps:
         return await self._reserved(jid)
 
     async def _locate_fast(self, jid: str) -> JobLocation | None:
-        """The cheap lookups, by key: the reservations and the sorted sets."""
+        """The cheap lookups, by key: the reservations, the sorted sets, the jobs waiting
+        for others (``custom.after``)."""
         located = await self._reserved(jid)
         if located is not None:
             return located
@@ -275,6 +278,8 @@ class AdminOps:
             entries = await self.store.get_set_entries(name, (jid,))
             if entries:
                 return JobLocation(str(name), entries[0].queue, entries[0].payload)
+        for waiting in (await self.store.get_waiting((jid,))).values():
+            return JobLocation(WAITING, waiting.queue, waiting.payload)
         return None
 
     async def _reserved(self, jid: str) -> JobLocation | None:
@@ -296,6 +301,9 @@ class AdminOps:
             rest = [jid for jid in unique if jid not in found]
             for entry in await self.store.get_set_entries(name, rest) if rest else ():
                 found[entry.jid] = JobLocation(str(name), entry.queue, entry.payload)
+        rest = [jid for jid in unique if jid not in found]
+        for waiting in (await self.store.get_waiting(rest)).values() if rest else ():
+            found[waiting.jid] = JobLocation(WAITING, waiting.queue, waiting.payload)
         rest = [jid for jid in unique if jid not in found]
         for queued in await self.store.find_queued(rest) if rest else ():
             found[queued.jid] = JobLocation("queued", queued.queue, queued.payload)
@@ -349,6 +357,8 @@ def _refusal(action: str, located: JobLocation) -> str:
     """Why ``action`` cannot be done to a job where it is ("" when it can)."""
     if located.where == "working":
         return f"being worked on by {located.wid}: only its worker can finish it"
+    if located.where == WAITING:
+        return "waiting for other jobs (custom.after): it runs when they have succeeded"
     if located.where == "queued" and action == "retry":
         return f"already waiting in queue {located.queue}"
     if located.where == "queued" and action == "kill":

@@ -14,13 +14,16 @@ acting on single jobs wherever they are, and the worker processes.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
 from conveyor.errors import CommandError
 from conveyor.manager import Manager, WorkerState, views
 from conveyor.store.base import JobFilter, SortedSet
+
+if TYPE_CHECKING:
+    from conveyor.manager.features.batches import BatchFeature
 
 __all__ = ["ADMIN_OPS", "ADMIN_VERSION", "MAX_ADMIN_ITEMS", "run_admin"]
 
@@ -61,6 +64,18 @@ class WorkersArgs(_Args):
 
 class HistoryArgs(_Args):
     days: int = 7
+
+
+class BatchListArgs(_Args):
+    search: str = ""
+    offset: int = 0
+    limit: int = 25
+
+
+class BatchShowArgs(_Args):
+    bid: str
+    offset: int = 0
+    limit: int = 50
 
 
 A = TypeVar("A", bound=_Args)
@@ -129,7 +144,37 @@ def _jids(op: str, raw: bytes) -> list[str]:
 async def _job_show(manager: Manager, raw: bytes) -> Any:
     jids = _jids("job.show", raw)
     found = await manager.locate_many(jids)
-    return {"jobs": [views.location_view(found[j]) if j in found else None for j in jids]}
+    shown = [views.location_view(found[j]) if j in found else None for j in jids]
+    batches = _batches(manager)
+    for row in shown:
+        if row is not None:
+            row.update(await batches.job_extras(row["jid"], row["job"].get("custom")))
+    return {"jobs": shown}
+
+
+def _batches(manager: Manager) -> BatchFeature:
+    from conveyor.manager.features.batches import BatchFeature
+
+    return manager.feature(BatchFeature)
+
+
+def _page(op: str, offset: int, limit: int) -> None:
+    if not 0 <= limit <= MAX_ADMIN_ITEMS:
+        raise CommandError(f"{op} limit must be from 0 to {MAX_ADMIN_ITEMS}")
+    if offset < 0:
+        raise CommandError(f"{op} offset must not be negative")
+
+
+async def _batch_list(manager: Manager, raw: bytes) -> Any:
+    args = _decode("batch.list", BatchListArgs, raw)
+    _page("batch.list", args.offset, args.limit)
+    return await _batches(manager).listing(args.search, args.offset, args.limit)
+
+
+async def _batch_show(manager: Manager, raw: bytes) -> Any:
+    args = _decode("batch.show", BatchShowArgs, raw)
+    _page("batch.show", args.offset, args.limit)
+    return await _batches(manager).show(args.bid, args.offset, args.limit)
 
 
 def _job_action(action: str) -> AdminOp:
@@ -166,6 +211,8 @@ async def _history(manager: Manager, raw: bytes) -> Any:
 ADMIN_OPS: dict[str, AdminOp] = {
     "ops": _ops,
     "history": _history,
+    "batch.list": _batch_list,
+    "batch.show": _batch_show,
     "queue.list": _queue_list,
     "queue.inspect": _queue_inspect,
     "queue.clear": _queue_clear,

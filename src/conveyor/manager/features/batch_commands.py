@@ -20,7 +20,7 @@ from conveyor.timefmt import format_time
 if TYPE_CHECKING:
     from conveyor.manager.features.batches import BatchSettings
 
-__all__ = ["BatchCommands", "NewBatchArgs", "status_view"]
+__all__ = ["BatchCommands", "NewBatchArgs", "batch_view", "mark_view", "status_view"]
 
 BID_PREFIX = "b-"
 
@@ -59,6 +59,42 @@ def status_view(batch: BatchRecord) -> dict[str, Any]:
         success_st=batch.success_st,
     )
     return view
+
+
+def _callback_view(job: CallbackJob | None, state: str) -> dict[str, Any] | None:
+    if job is None:
+        return None
+    return {"jid": job.jid, "jobtype": job.jobtype, "queue": job.queue, "state": state}
+
+
+def batch_view(batch: BatchRecord) -> dict[str, Any]:
+    """A batch as the dashboard, ``ADMIN batch.*`` and ``conveyor batch`` show it: STATUS's
+    fields and what Faktory Enterprise does not show (expiry, callbacks, children)."""
+    succeeded = batch.total - batch.pending
+    return {
+        **status_view(batch),
+        "parent_bid": batch.parent_bid,
+        "description": batch.description,
+        "succeeded": succeeded,
+        "running": batch.pending - batch.failed,
+        "committed": batch.committed,
+        "committed_at": format_time(batch.committed_at) if batch.committed_at else "",
+        "expires_at": format_time(batch.expires_at),
+        "children": batch.children,
+        "children_pending": max(batch.kids_complete, batch.kids_success),
+        "complete": _callback_view(batch.complete, batch.complete_st),
+        "success": _callback_view(batch.success, batch.success_st),
+        "percent": round(100 * succeeded / batch.total) if batch.total else 0,
+    }
+
+
+def mark_view(mark: JobMark) -> dict[str, Any]:
+    return {
+        "jid": mark.jid,
+        "state": mark.state.value,
+        "updated_at": format_time(mark.updated_at),
+        "role": mark.role,
+    }
 
 
 class BatchCommands(Feature):
@@ -165,3 +201,22 @@ class BatchCommands(Feature):
 
     async def batches_of(self, bids: Sequence[str]) -> dict[str, BatchRecord]:
         return await self.manager.store.get_batches(bids)
+
+    async def listing(self, search: str, offset: int, limit: int) -> dict[str, Any]:
+        """Batches newest first, ``search`` in bid or description: the Batches page's and
+        ``ADMIN batch.list``'s answer."""
+        page = await self.batches(search, offset, limit)
+        views = [batch_view(batch) for batch in page.items]
+        return {"total": page.total, "offset": offset, "batches": views}
+
+    async def show(self, bid: str, offset: int = 0, limit: int = 50) -> dict[str, Any]:
+        """One batch with its children and a page of its jobs (``ADMIN batch.show``)."""
+        batch = await self.batch(bid)
+        jobs = await self.jobs_of(bid, offset, limit)
+        return {
+            **batch_view(batch),
+            "children_batches": [batch_view(child) for child in await self.children(bid)],
+            "jobs": [mark_view(mark) for mark in jobs.items],
+            "jobs_total": jobs.total,
+            "jobs_offset": offset,
+        }

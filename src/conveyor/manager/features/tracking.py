@@ -76,6 +76,21 @@ class Tracking(Feature):
                 view["desc"] = progress.desc
         return view
 
+    async def job_extras(self, jid: str, custom: Any) -> dict[str, Any]:
+        """What a job's page shows beside its payload: its tracking (when tracked) and its
+        batch (``batch``: the bid, ``batch_role``: ``complete``/``success`` for a callback)."""
+        extras: dict[str, Any] = {}
+        tracking = await self.track_get(jid)
+        if tracking["state"] != "unknown" or len(tracking) > 3:
+            extras["tracking"] = tracking
+        custom = custom if isinstance(custom, dict) else {}
+        bid = custom.get("bid") or custom.get("_bid")
+        if isinstance(bid, str) and bid:
+            extras["batch"] = bid
+            if custom.get("_cb"):
+                extras["batch_role"] = str(custom["_cb"])
+        return extras
+
     async def _progress(self, jid: str, now: float) -> Progress | None:
         found = (await self.manager.store.get_records(PROGRESS_SPACE, [jid], now)).get(jid)
         if found is None:
