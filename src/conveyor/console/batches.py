@@ -70,7 +70,8 @@ async def batch_ls(target: Target, client: Client, search: str | None, limit: in
             b["bid"], b["description"], _progress(b), f"{b['pending']:,}", _callbacks(b), state
         )
     target.out.print(table)
-    target.out.print(f"[dim]{plural(len(batches), 'batch')} shown of {listing['total']:,}[/]")
+    shown = plural(len(batches), "batch", "batches")
+    target.out.print(f"[dim]{shown} shown of {listing['total']:,}[/]")
     return 0
 
 

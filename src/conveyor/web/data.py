@@ -130,7 +130,22 @@ async def locate_view(
     """Where a job is now (queue, a set, or being worked on) and its payload there; ``queue``
     narrows the search of the queues (a link from a queue's page knows it)."""
     location = await manager.locate(jid, queue)
-    return None if location is None else views.location_view(location)
+    if location is None:
+        return None
+    row = views.location_view(location)
+    return {**row, **await job_extras(manager, jid, row["job"])}
+
+
+async def job_extras(manager: Manager, jid: str, job: dict[str, Any]) -> dict[str, Any]:
+    """A job's tracking (state, percent, desc) and batch, for its page."""
+    from conveyor.manager.features.batches import BatchFeature
+
+    extras = await manager.feature(BatchFeature).job_extras(jid, job.get("custom"))
+    custom = job.get("custom") if isinstance(job.get("custom"), dict) else {}
+    after = custom.get("after") if custom else None
+    if isinstance(after, list):
+        extras["after"] = [str(j) for j in after]
+    return extras
 
 
 async def job_view(manager: Manager, name: SortedSet, jid: str) -> dict[str, Any] | None:
@@ -150,6 +165,7 @@ async def job_view(manager: Manager, name: SortedSet, jid: str) -> dict[str, Any
         retries_left = max(0, retry - int(failure.get("retry_count", 0)) - 1)
     return {
         **row,
+        **await job_extras(manager, jid, job),
         "set": name.value,
         "route": route_for_set(name),
         "in_set": entry is not None,

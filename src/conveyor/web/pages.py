@@ -39,7 +39,6 @@ __all__ = [
 ]
 
 PLACEHOLDERS = {
-    "batches": ("Batches", "Batches arrive with the batch feature (BATCH NEW/COMMIT/STATUS)."),
     "throttles": ("Throttles", "Queue throttles arrive with the throttle feature."),
 }
 
