@@ -95,7 +95,12 @@ class Manager(AdminOps):
         # A job no push hook wants keeps the fast path; gates say which jobs features want.
         pushers = [m for m in self._middleware if type(m).push is not Middleware.push]
         gated = all(isinstance(m, Feature) for m in pushers)
-        self._push_gates = [m.wants_push for m in pushers if isinstance(m, Feature)]
+        self._chain_gates = [m.wants_push for m in pushers if isinstance(m, Feature)]
+        # Features that take pushed jobs together (a PUSHB in one store step): push_many.
+        self._bulk_pushers = [
+            f for f in self.features if type(f).push_many is not Feature.push_many
+        ]
+        self._push_gates = [*self._chain_gates, *(f.wants_push for f in self._bulk_pushers)]
         self._pushes_now = store.in_process and gated
         self._push_gated = gated
         # Likewise for ACK: jids no gated ack hook wants keep the batched ACK (None: ungated).
@@ -135,6 +140,12 @@ class Manager(AdminOps):
 
     async def push_job(self, job: Job) -> None:
         due = validation.prepare_job(job, self.config)
+        if self._bulk_pushers:
+            refused = (await self._push_many([job])).get(job.jid)
+            if isinstance(refused, Drop):
+                return
+            if refused is not None:
+                raise refused
         if self._push_hooks and self._pushes(job):
             try:
                 await run_chain(self._push_hooks, PushContext(self, job), _nothing)
@@ -176,19 +187,28 @@ class Manager(AdminOps):
         items = validation.decode_pushed_bulk(payload, config)
         now = now_iso()  # one created_at for the whole batch, as one PUSH would have
         errors: dict[str, str] = {}
-        accepted: list[tuple[Job, float | None]] = []
+        prepared: list[tuple[Job, float | None]] = []
         for item in items:
             job: Job | None = None
             try:
                 job = item if isinstance(item, Job) else validation.decode_pushed(item, config)
-                due = validation.prepare_job(job, config, now)
+                prepared.append((job, validation.prepare_job(job, config, now)))
+            except CommandError as exc:
+                errors[job.jid if job is not None else _raw_jid(item)] = exc.message
+        refused: dict[str, CommandError | Drop] = {}
+        if self._bulk_pushers and prepared:
+            refused = await self._push_many([job for job, _ in prepared])
+        accepted: list[tuple[Job, float | None]] = []
+        for job, due in prepared:
+            try:
+                if job.jid in refused:
+                    raise refused[job.jid]
                 if self._push_hooks and self._pushes(job):
                     await run_chain(self._push_hooks, PushContext(self, job), _nothing)
             except Drop:
                 continue
             except CommandError as exc:  # middleware codes (NOTUNIQUE, ...) keep their code
-                key = job.jid if job is not None else _raw_jid(item)
-                errors[key] = exc.message if exc.code == "ERR" else str(exc)
+                errors[job.jid] = exc.message if exc.code == "ERR" else str(exc)
             else:
                 accepted.append((job, due))
         if accepted:
@@ -197,7 +217,17 @@ class Manager(AdminOps):
 
     def _pushes(self, job: Job) -> bool:
         """Whether the push chain must run for ``job``: some hook's gate wants it."""
-        return not self._push_gated or any(wants(job) for wants in self._push_gates)
+        return not self._push_gated or any(wants(job) for wants in self._chain_gates)
+
+    async def _push_many(self, jobs: Sequence[Job]) -> dict[str, CommandError | Drop]:
+        """The features that take pushed jobs together; the jobs they refused or kept out of
+        the queue (``Drop``), by jid."""
+        refused: dict[str, CommandError | Drop] = {}
+        for feature in self._bulk_pushers:
+            wanted = [job for job in jobs if job.jid not in refused and feature.wants_push(job)]
+            if wanted:
+                refused.update(await feature.push_many(wanted))
+        return refused
 
     async def _store_jobs(self, jobs: Sequence[tuple[Job, float | None]]) -> None:
         now = time.time()

@@ -54,8 +54,8 @@ class Tables(Protocol):
 
     def save_batch(self, batch: BatchRecord) -> None: ...
 
-    def join(self, bid: str, jid: str) -> None:
-        """Add ``jid`` at the end of the batch's job list."""
+    def join(self, bid: str, jid: str, seq: int) -> None:
+        """Add ``jid`` to the batch's job list, ``seq`` (its ``total`` now) giving the order."""
 
     def add_child(self, parent: str, child: str) -> None: ...
 
@@ -258,7 +258,7 @@ def _mark_one(t: Tables, new: NewMark, now: float) -> tuple[MarkResult, str]:
         batch.pending += 1
         batch.failed += 1 if state == MarkState.DEAD else 0
         t.save_batch(batch)
-        t.join(batch.bid, new.jid)
+        t.join(batch.bid, new.jid, batch.total)
     t.save_mark(JobMark(new.jid, state, now, new.bid, "", new.expires_at))
     if result == MarkResult.WAITING and new.waiting is not None:
         t.save_waiting(dataclasses.replace(new.waiting, remaining=len(pending), since=now))
@@ -319,8 +319,10 @@ def _end_one(
         _release(t, end.jid, ctx.now, fired)
     elif new_state == MarkState.DEAD:
         cause = end.cause or end.jid
-        work.extend(JobEnd(w, Outcome.DEAD, "", cause) for w in t.waiters(end.jid))
-        t.drop_waiters(end.jid)
+        waiters = t.waiters(end.jid)
+        if waiters:
+            work.extend(JobEnd(w, Outcome.DEAD, "", cause) for w in waiters)
+            t.drop_waiters(end.jid)
 
 
 def _next_state(state: MarkState, outcome: Outcome) -> MarkState | None:
@@ -351,7 +353,10 @@ def _count(batch: BatchRecord, mark: JobMark, new_state: MarkState) -> None:
 
 
 def _release(t: Tables, dep: str, now: float, fired: Fired) -> None:
-    for jid in t.waiters(dep):
+    waiters = t.waiters(dep)
+    if not waiters:
+        return
+    for jid in waiters:
         waiting = t.waiting(jid)
         if waiting is None or waiting.remaining < 0:  # gone, or doomed by a dead dependency
             continue

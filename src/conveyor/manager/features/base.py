@@ -6,8 +6,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
+from conveyor.errors import CommandError
 from conveyor.job import Job
-from conveyor.manager.middleware import Middleware
+from conveyor.manager.middleware import Drop, Middleware
 
 if TYPE_CHECKING:
     from conveyor.manager.core import Manager
@@ -68,6 +69,14 @@ class Feature(Middleware):
         ack hook declines keep the batched ACK that does neither (e.g. cron's jids start
         with ``cron:``)."""
         return True
+
+    async def push_many(self, jobs: Sequence[Job]) -> dict[str, CommandError | Drop]:
+        """The push hook of a feature that takes pushed jobs together (a PUSHB's in one store
+        step rather than one step a job): ``jobs`` are those it wants (``wants_push``),
+        validated, not stored yet. Returns, by jid, those it refuses (the error) or keeps out
+        of the queue itself (``Drop``); the others are stored as usual. A feature with this
+        hook leaves ``push`` alone."""
+        return {}
 
     async def open(self) -> None:
         """Called once the store is open, before the server takes commands (e.g. to load

@@ -29,7 +29,7 @@ from conveyor.job import Job, decode_job, encode_job
 from conveyor.manager.features.base import Loop
 from conveyor.manager.features.batch_commands import BatchCommands
 from conveyor.manager.features.tracking import Tracking
-from conveyor.manager.middleware import Drop, FailContext, Next, PushContext
+from conveyor.manager.middleware import Drop, FailContext, Next
 from conveyor.store.base import SetEntry, SetMove, SortedSet
 from conveyor.store.batch_engine import bury_payload
 from conveyor.store.batches import (
@@ -146,30 +146,45 @@ class BatchFeature(BatchCommands, Tracking):
         custom = job.custom
         return custom is not None and any(key in custom for key in _MARK_KEYS)
 
-    async def push(self, ctx: PushContext, call_next: Next) -> None:
-        job = ctx.job
-        custom = job.custom or {}
-        bid = custom.get("bid") or ""
-        if not isinstance(bid, str):
-            raise InvalidJob(f"custom.bid must be a batch id (a string), not {bid!r}")
-        waiting = self._waiting(job, custom.get("after"))
-        if not (bid or waiting or tracked(custom)):
-            await call_next()
-            return
+    async def push_many(self, jobs: Sequence[Job]) -> dict[str, CommandError | Drop]:
+        """Mark the jobs of a PUSH or PUSHB that join a batch, are tracked or wait for others,
+        in one store step; those waiting (or doomed by a dead dependency) are kept out of the
+        queue, those refused get the error."""
+        refused: dict[str, CommandError | Drop] = {}
+        marks: list[NewMark] = []
+        by_jid: dict[str, Job] = {}
         now = self.clock()
         keep = now + self.settings.committed_seconds
-        mark = NewMark(job.jid, bid, keep, waiting)
-        result, detail = (await self.manager.store.mark_jobs([mark], now))[job.jid]
-        if result == MarkResult.REFUSED:
-            raise CommandError(detail)
-        if result == MarkResult.DEAD:
-            await self._bury(job, detail, now)
-            raise Drop(f"job {detail}, which {job.jid} waits for, is dead")
-        if self._local is not None:
-            self._local.add(job.jid)
-        if result == MarkResult.WAITING:
-            raise Drop(f"{job.jid} waits for other jobs")
-        await call_next()
+        for job in jobs:
+            custom = job.custom or {}
+            try:
+                bid = custom.get("bid") or ""
+                if not isinstance(bid, str):
+                    raise InvalidJob(f"custom.bid must be a batch id (a string), not {bid!r}")
+                waiting = self._waiting(job, custom.get("after"))
+            except CommandError as exc:
+                refused[job.jid] = exc
+                continue
+            if bid or waiting or tracked(custom):
+                marks.append(NewMark(job.jid, bid, keep, waiting))
+                by_jid[job.jid] = job
+        if not marks:
+            return refused
+        results = await self.manager.store.mark_jobs(marks, now)
+        local = self._local
+        for jid, (result, detail) in results.items():
+            if result == MarkResult.REFUSED:
+                refused[jid] = CommandError(detail)
+                continue
+            if result == MarkResult.DEAD:
+                await self._bury(by_jid[jid], detail, now)
+                refused[jid] = Drop(f"job {detail}, which {jid} waits for, is dead")
+                continue
+            if local is not None:
+                local.add(jid)
+            if result == MarkResult.WAITING:
+                refused[jid] = Drop(f"{jid} waits for other jobs")
+        return refused
 
     def _waiting(self, job: Job, after: Any) -> WaitingJob | None:
         if after is None or after == []:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -28,21 +28,20 @@ __all__ = ["MemoryBatches"]
 
 
 class _Tables:
-    """``batch_engine.Tables`` over a ``MemoryStore``. Records are copied in and out, so an
-    engine step that stops half-way leaves nothing changed that it did not save."""
+    """``batch_engine.Tables`` over a ``MemoryStore``. The engine saves every batch record it
+    changes, so it is handed the stored records themselves (no copies on the hot path)."""
 
     def __init__(self, store: MemoryBatches, now: float = 0.0) -> None:
         self.s = store
         self.now = now
 
     def batch(self, bid: str) -> BatchRecord | None:
-        found = self.s._batches.get(bid)
-        return None if found is None else dataclasses.replace(found)
+        return self.s._batches.get(bid)
 
     def save_batch(self, batch: BatchRecord) -> None:
-        self.s._batches[batch.bid] = dataclasses.replace(batch)
+        self.s._batches[batch.bid] = batch
 
-    def join(self, bid: str, jid: str) -> None:
+    def join(self, bid: str, jid: str, seq: int) -> None:
         self.s._batch_jobs.setdefault(bid, {})[jid] = None
 
     def add_child(self, parent: str, child: str) -> None:
@@ -131,9 +130,7 @@ class MemoryBatches(Batches):
         return engine.adopt(self._tables(now), parent, child)
 
     async def get_batches(self, bids: Sequence[str]) -> dict[str, BatchRecord]:
-        return {
-            bid: dataclasses.replace(self._batches[bid]) for bid in bids if bid in self._batches
-        }
+        return {bid: copy.copy(self._batches[bid]) for bid in bids if bid in self._batches}
 
     async def list_batches(self, search: str, offset: int, limit: int) -> Page[BatchRecord]:
         needle = search.lower()
@@ -143,7 +140,7 @@ class MemoryBatches(Batches):
             if not needle or needle in b.bid.lower() or needle in b.description.lower()
         ]
         start = max(offset, 0)
-        page = [dataclasses.replace(b) for b in found[start : start + max(limit, 0)]]
+        page = [copy.copy(b) for b in found[start : start + max(limit, 0)]]
         return Page(page, len(found))
 
     async def batch_children(self, bid: str) -> list[str]:

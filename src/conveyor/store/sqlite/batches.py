@@ -3,6 +3,7 @@ by ``batch_engine`` inside one savepoint of the store's shared transaction."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ from conveyor.store.batches import (
     MarkState,
     NewBatch,
     NewMark,
+    Outcome,
     WaitingJob,
 )
 from conveyor.store.sqlite.db import Database, load_queries, split_statements
@@ -42,8 +44,12 @@ def _mark(row: tuple[Any, ...]) -> JobMark:
 
 
 class _Tables:
-    """``batch_engine.Tables`` on one connection, inside a savepoint. Size and counter
-    changes of the job side are collected and applied by the caller once the step held."""
+    """``batch_engine.Tables`` on one connection, inside a savepoint.
+
+    One engine step touches a few batches and many marks (a PUSHB of 1,000 jobs into one
+    batch): batches and marks are read once (``prefetch``) and kept here, their writes are
+    collected and written with one statement each in ``flush`` (still inside the savepoint).
+    Size and counter changes of the job side are applied by the caller once the step held."""
 
     def __init__(self, conn: sqlite3.Connection, now: float = 0.0) -> None:
         self.conn = conn
@@ -51,37 +57,79 @@ class _Tables:
         self.sets: list[tuple[SortedSet, SetEntry]] = []
         self.grown: dict[SortedSet, int] = {}
         self.processed = 0
+        self._batches: dict[str, BatchRecord | None] = {}
+        self._dirty_batches: dict[str, BatchRecord] = {}
+        self._marks: dict[str, JobMark | None] = {}
+        self._dirty_marks: dict[str, JobMark] = {}
+        self._joins: list[tuple[str, int, str]] = []
+        self._waiters: dict[str, list[str]] = {}
+        self._ended: set[str] | None = None
+
+    # -- reading ahead, writing behind
+
+    def prefetch(self, jids: Sequence[str], end: Sequence[str] = ()) -> None:
+        """Read the marks of ``jids`` and the waiters they hold in one query each, and end
+        the reservations of ``end`` (the successes of this step) in one statement."""
+        wanted = json.dumps([jid for jid in jids if jid not in self._marks])
+        for row in self.conn.execute(_SQL["get_marks"], (wanted, self.now)):
+            self._marks[row[0]] = _mark(row)
+        for jid in jids:
+            self._marks.setdefault(jid, None)
+        for jid in jids:
+            self._waiters[jid] = []
+        for dep, waiter in self.conn.execute(_SQL["waiters_of"], (json.dumps(list(jids)),)):
+            self._waiters[dep].append(waiter)
+        if end:
+            ended = self.conn.execute(_SQL["end_reservations"], (json.dumps(list(end)),))
+            self._ended = {row[0] for row in ended}
+
+    def flush(self) -> None:
+        conn = self.conn
+        for batch in self._dirty_batches.values():
+            record = _encode(batch)
+            args = (batch.expires_at, record, batch.bid)
+            if conn.execute(_SQL["update_batch"], args).rowcount == 0:
+                search = f"{batch.bid} {batch.description}".lower()
+                conn.execute(_SQL["insert_batch"], (batch.bid, batch.expires_at, search, record))
+        if self._dirty_marks:
+            rows = [
+                (m.jid, m.state, m.updated_at, m.bid, m.role, m.expires_at)
+                for m in self._dirty_marks.values()
+            ]
+            conn.executemany(_SQL["put_mark"], rows)
+        if self._joins:
+            conn.executemany(_SQL["join"], self._joins)
+        self._dirty_batches, self._dirty_marks, self._joins = {}, {}, []
+
+    # -- the engine's view
 
     def batch(self, bid: str) -> BatchRecord | None:
-        row = self.conn.execute(_SQL["get_batch"], (bid,)).fetchone()
-        return None if row is None else _batch(row[0])
+        if bid not in self._batches:
+            row = self.conn.execute(_SQL["get_batch"], (bid,)).fetchone()
+            self._batches[bid] = None if row is None else _batch(row[0])
+        return self._batches[bid]
 
     def save_batch(self, batch: BatchRecord) -> None:
-        record = _encode(batch)
-        args = (batch.expires_at, record, batch.bid)
-        if self.conn.execute(_SQL["update_batch"], args).rowcount == 0:
-            search = f"{batch.bid} {batch.description}".lower()
-            self.conn.execute(_SQL["insert_batch"], (batch.bid, batch.expires_at, search, record))
+        self._batches[batch.bid] = self._dirty_batches[batch.bid] = batch
 
-    def join(self, bid: str, jid: str) -> None:
-        (last,) = self.conn.execute(
-            "SELECT coalesce(max(seq), 0) FROM batch_jobs WHERE bid = ?", (bid,)
-        ).fetchone()
-        self.conn.execute(_SQL["join"], (bid, last + 1, jid))
+    def join(self, bid: str, jid: str, seq: int) -> None:
+        self._joins.append((bid, seq, jid))
 
     def add_child(self, parent: str, child: str) -> None:
         self.conn.execute(_SQL["add_child"], (parent, child))
 
     def set_propagation(self, bid: str, pending: bool) -> None:
+        self.flush()
         self.conn.execute(_SQL["set_propagate"], (int(pending), bid))
 
     def mark(self, jid: str) -> JobMark | None:
-        row = self.conn.execute(_SQL["get_mark"], (jid, self.now)).fetchone()
-        return None if row is None else _mark(row)
+        if jid not in self._marks:
+            row = self.conn.execute(_SQL["get_mark"], (jid, self.now)).fetchone()
+            self._marks[jid] = None if row is None else _mark(row)
+        return self._marks[jid]
 
     def save_mark(self, mark: JobMark) -> None:
-        row = (mark.jid, mark.state, mark.updated_at, mark.bid, mark.role, mark.expires_at)
-        self.conn.execute(_SQL["put_mark"], row)
+        self._marks[mark.jid] = self._dirty_marks[mark.jid] = mark
 
     def waiting(self, jid: str) -> WaitingJob | None:
         row = self.conn.execute(_SQL["get_waiting"], (jid,)).fetchone()
@@ -94,13 +142,17 @@ class _Tables:
         self.conn.execute(_SQL["delete_waiting"], (jid,))
 
     def waiters(self, dep: str) -> list[str]:
-        return [row[0] for row in self.conn.execute(_SQL["waiters"], (dep,))]
+        if dep not in self._waiters:
+            self._waiters[dep] = [row[0] for row in self.conn.execute(_SQL["waiters"], (dep,))]
+        return list(self._waiters[dep])
 
     def add_waiter(self, dep: str, waiter: str) -> None:
         self.conn.execute(_SQL["add_waiter"], (dep, waiter))
+        self._waiters.pop(dep, None)
 
     def drop_waiters(self, dep: str) -> None:
         self.conn.execute(_SQL["drop_waiters"], (dep,))
+        self._waiters[dep] = []
 
     def schedule(self, entry: SetEntry) -> None:
         self.sets.append((SortedSet.SCHEDULED, entry))
@@ -109,7 +161,11 @@ class _Tables:
         self.sets.append((SortedSet.DEAD, entry))
 
     def end_reservation(self, jid: str, day: str) -> bool:
-        if self.conn.execute(_RESERVATIONS["end_reservation"], (jid,)).rowcount == 0:
+        if self._ended is not None:
+            if jid not in self._ended:
+                return False
+            self._ended.discard(jid)
+        elif self.conn.execute(_RESERVATIONS["end_reservation"], (jid,)).rowcount == 0:
             return False
         self.processed += 1
         return True
@@ -139,7 +195,8 @@ class SQLiteBatches(Batches):
                 conn.execute(statement)
 
     def _step(self, tables: _Tables) -> None:
-        """Write what the engine put in the sets (still inside the savepoint)."""
+        """Write what the engine changed (still inside the savepoint)."""
+        tables.flush()
         for name, entry in tables.sets:
             grown = self._put_entries(tables.conn, name, [entry])
             tables.grown[name] = tables.grown.get(name, 0) + grown
@@ -153,7 +210,10 @@ class SQLiteBatches(Batches):
 
     async def create_batch(self, batch: NewBatch) -> str | None:
         with self._db.atomic() as conn:
-            return engine.create(_Tables(conn), batch)
+            tables = _Tables(conn)
+            error = engine.create(tables, batch)
+            tables.flush()
+            return error
 
     async def open_batch(self, bid: str) -> bool:
         with self._db.atomic() as conn:
@@ -162,6 +222,7 @@ class SQLiteBatches(Batches):
             if batch is not None:
                 batch.committed = False
                 tables.save_batch(batch)
+                tables.flush()
         return batch is not None
 
     async def commit_batch(self, bid: str, now: float, expires_at: float) -> Fired | None:
@@ -174,7 +235,10 @@ class SQLiteBatches(Batches):
 
     async def adopt_batch(self, parent: str, child: str, now: float) -> str | None:
         with self._db.atomic() as conn:
-            return engine.adopt(_Tables(conn, now), parent, child)
+            tables = _Tables(conn, now)
+            error = engine.adopt(tables, parent, child)
+            tables.flush()
+            return error
 
     async def get_batches(self, bids: Sequence[str]) -> dict[str, BatchRecord]:
         tables = _Tables(self._db.conn)
@@ -226,7 +290,12 @@ class SQLiteBatches(Batches):
         self, marks: Sequence[NewMark], now: float
     ) -> dict[str, tuple[MarkResult, str]]:
         with self._db.atomic() as conn:
-            return engine.mark_jobs(_Tables(conn, now), marks, now)
+            tables = _Tables(conn, now)
+            deps = [dep for m in marks if m.waiting for dep in m.waiting.after]
+            tables.prefetch([m.jid for m in marks] + deps)
+            results = engine.mark_jobs(tables, marks, now)
+            tables.flush()
+            return results
 
     async def get_marks(self, jids: Sequence[str], now: float) -> dict[str, JobMark]:
         tables = _Tables(self._db.conn, now)
@@ -256,6 +325,8 @@ class SQLiteBatches(Batches):
     async def end_jobs(self, ends: Sequence[JobEnd], ctx: EndContext) -> Fired:
         with self._db.atomic() as conn:
             tables = _Tables(conn, ctx.now)
+            jids = [end.jid for end in ends]
+            tables.prefetch(jids, [e.jid for e in ends if e.outcome == Outcome.SUCCESS])
             fired = engine.end_jobs(tables, ends, ctx)
             self._step(tables)
         self._after(tables, ctx.day)

@@ -28,10 +28,6 @@ local function unpack_list(s)
   return out
 end
 
-local function fired()
-  return {F.sched, F.ended, F.marked, F.prop, F.doomed, F.killed, F.processed}
-end
-
 -- ------------------------------------------------------------------ marks
 
 local function mark_get(jid, now)
@@ -69,22 +65,44 @@ local SAVED = {'expires_at', 'parent_bid', 'committed', 'committed_at', 'total',
   'failed', 'complete_st', 'success_st', 'children', 'kids_complete', 'kids_success',
   'm_complete', 'm_success', 'r_complete', 'r_success'}
 
+local LOADED, DIRTY = {}, {}
+
+-- A run reads each batch once and writes it once (flush_batches), however many of its jobs
+-- it moves: a PUSHB of 1,000 jobs into one batch does not rewrite its hash 1,000 times.
 local function batch_load(key)
-  if not key or redis.call('EXISTS', key) == 0 then return nil end
+  if not key then return nil end
+  if LOADED[key] ~= nil then return LOADED[key] or nil end
+  if redis.call('EXISTS', key) == 0 then
+    LOADED[key] = false
+    return nil
+  end
   local values = redis.call('HMGET', key, unpack(BFIELDS))
   local b = {key = key}
   for i, field in ipairs(BFIELDS) do b[field] = values[i] or '' end
   for _, field in ipairs(INTS) do b[field] = tonumber(b[field]) or 0 end
+  LOADED[key] = b
   return b
 end
 
 local function batch_save(b)
-  local args = {}
-  for _, field in ipairs(SAVED) do
-    args[#args + 1] = field
-    args[#args + 1] = tostring(b[field])
+  DIRTY[b.key] = b
+end
+
+local function flush_batches()
+  for key, b in pairs(DIRTY) do
+    local args = {}
+    for _, field in ipairs(SAVED) do
+      args[#args + 1] = field
+      args[#args + 1] = tostring(b[field])
+    end
+    redis.call('HSET', key, unpack(args))
   end
-  redis.call('HSET', b.key, unpack(args))
+  DIRTY = {}
+end
+
+local function fired()
+  flush_batches()
+  return {F.sched, F.ended, F.marked, F.prop, F.doomed, F.killed, F.processed}
 end
 
 local function schedule(score, jid, queue, jobtype, payload)

@@ -35,5 +35,6 @@ if child.m_complete ~= '1' then parent.kids_complete = parent.kids_complete + 1 
 if child.m_success ~= '1' then parent.kids_success = parent.kids_success + 1 end
 batch_save(child)
 batch_save(parent)
+flush_batches()
 redis.call('SADD', KEYS[3], child_bid)
 return false

@@ -94,4 +94,5 @@ while i <= #ARGV do
     end
   end
 end
+flush_batches()
 return out

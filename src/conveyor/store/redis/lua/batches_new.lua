@@ -29,6 +29,7 @@ if parent then
   parent.kids_complete = parent.kids_complete + 1
   parent.kids_success = parent.kids_success + 1
   batch_save(parent)
+  flush_batches()
   redis.call('SADD', KEYS[6], bid)
 end
 return false

@@ -109,6 +109,17 @@ SELECT child FROM batch_children WHERE parent = ? ORDER BY child;
 SELECT jid, state, updated_at, bid, role, expires_at FROM marks
 WHERE jid = ? AND (expires_at IS NULL OR expires_at > ?);
 
+-- name: get_marks
+SELECT jid, state, updated_at, bid, role, expires_at FROM marks
+WHERE jid IN (SELECT value FROM json_each(?)) AND (expires_at IS NULL OR expires_at > ?);
+
+-- name: waiters_of
+SELECT dep, waiter FROM mark_waiters WHERE dep IN (SELECT value FROM json_each(?))
+ORDER BY dep, waiter;
+
+-- name: end_reservations
+DELETE FROM reservations WHERE jid IN (SELECT value FROM json_each(?)) RETURNING jid;
+
 -- name: put_mark
 INSERT OR REPLACE INTO marks (jid, state, updated_at, bid, role, expires_at)
 VALUES (?, ?, ?, ?, ?, ?);
