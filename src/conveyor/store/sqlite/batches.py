@@ -61,7 +61,7 @@ class _Tables:
         self._dirty_batches: dict[str, BatchRecord] = {}
         self._marks: dict[str, JobMark | None] = {}
         self._dirty_marks: dict[str, JobMark] = {}
-        self._joins: list[tuple[str, int, str]] = []
+        self._seq: dict[str, int] = {}
         self._waiters: dict[str, list[str]] = {}
         self._ended: set[str] | None = None
 
@@ -92,14 +92,13 @@ class _Tables:
                 search = f"{batch.bid} {batch.description}".lower()
                 conn.execute(_SQL["insert_batch"], (batch.bid, batch.expires_at, search, record))
         if self._dirty_marks:
+            seq = self._seq
             rows = [
-                (m.jid, m.state, m.updated_at, m.bid, m.role, m.expires_at)
+                (m.jid, m.state, m.updated_at, m.bid, m.role, m.expires_at, seq.get(m.jid, 0))
                 for m in self._dirty_marks.values()
             ]
             conn.executemany(_SQL["put_mark"], rows)
-        if self._joins:
-            conn.executemany(_SQL["join"], self._joins)
-        self._dirty_batches, self._dirty_marks, self._joins = {}, {}, []
+        self._dirty_batches, self._dirty_marks = {}, {}
 
     # -- the engine's view
 
@@ -113,7 +112,7 @@ class _Tables:
         self._batches[batch.bid] = self._dirty_batches[batch.bid] = batch
 
     def join(self, bid: str, jid: str, seq: int) -> None:
-        self._joins.append((bid, seq, jid))
+        self._seq[jid] = seq  # written with the job's mark
 
     def add_child(self, parent: str, child: str) -> None:
         self.conn.execute(_SQL["add_child"], (parent, child))
@@ -259,7 +258,7 @@ class SQLiteBatches(Batches):
         conn = self._db.conn
         rows = conn.execute(_SQL["batch_jobs"], (bid, max(limit, 0), max(offset, 0)))
         items = [_mark(row) for row in rows]
-        (total,) = conn.execute("SELECT count(*) FROM batch_jobs WHERE bid = ?", (bid,)).fetchone()
+        (total,) = conn.execute(_SQL["count_batch_jobs"], (bid,)).fetchone()
         return Page(items, total)
 
     async def propagate(self, child: str, now: float) -> Fired:
@@ -281,7 +280,6 @@ class SQLiteBatches(Batches):
             with self._db.atomic() as conn:
                 for bid in bids:
                     conn.execute(_SQL["delete_batch_marks"], (bid,))
-                    conn.execute(_SQL["delete_batch_jobs"], (bid,))
                     conn.execute(_SQL["delete_children"], (bid,))
                     conn.execute(_SQL["delete_batch"], (bid,))
         return len(bids)

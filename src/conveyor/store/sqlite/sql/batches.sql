@@ -2,9 +2,9 @@
 --
 --   batches(seq, bid, expires_at, propagate, search, record)   record: msgpack BatchRecord;
 --                                  seq orders the listing, search = lower(bid || description)
---   batch_jobs(bid, seq, jid)      a batch's jobs in the order they joined
 --   batch_children(parent, child)
---   marks(jid, state, updated_at, bid, role, expires_at)       one per marked job
+--   marks(jid, state, updated_at, bid, role, expires_at, seq)  one per marked job; a batch's
+--                                  jobs are its marks by seq (the order they joined)
 --   waiting(seq, jid, record)      record: msgpack WaitingJob (with its payload)
 --   mark_waiters(dep, waiter)      the waiting jobs each dependency holds back
 --
@@ -21,28 +21,24 @@ CREATE TABLE IF NOT EXISTS batches (
 );
 CREATE INDEX IF NOT EXISTS batches_expiry ON batches (expires_at);
 CREATE INDEX IF NOT EXISTS batches_propagate ON batches (propagate) WHERE propagate = 1;
-CREATE TABLE IF NOT EXISTS batch_jobs (
-    bid TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    jid TEXT NOT NULL,
-    PRIMARY KEY (bid, seq)
-) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS batch_children (
     parent TEXT NOT NULL,
     child TEXT NOT NULL,
     PRIMARY KEY (parent, child)
 ) WITHOUT ROWID;
+-- Every mark is written twice (at PUSH, at the end): two indexes, no more. The unfinished
+-- ones are found by a scan, once, when the server starts.
 CREATE TABLE IF NOT EXISTS marks (
     jid TEXT PRIMARY KEY,
     state TEXT NOT NULL,
     updated_at REAL NOT NULL,
     bid TEXT NOT NULL,
     role TEXT NOT NULL,
-    expires_at REAL
+    expires_at REAL,
+    seq INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS marks_expiry ON marks (expires_at) WHERE expires_at IS NOT NULL;
-CREATE INDEX IF NOT EXISTS marks_unfinished ON marks (jid)
-    WHERE state IN ('enqueued', 'waiting', 'failed');
+CREATE INDEX IF NOT EXISTS marks_batch ON marks (bid, seq) WHERE bid != '';
 CREATE TABLE IF NOT EXISTS waiting (
     seq INTEGER PRIMARY KEY,
     jid TEXT NOT NULL UNIQUE,
@@ -83,21 +79,17 @@ SELECT bid FROM batches WHERE expires_at <= ? ORDER BY expires_at LIMIT ?;
 DELETE FROM batches WHERE bid = ?;
 
 -- name: delete_batch_marks
-DELETE FROM marks WHERE jid IN (SELECT jid FROM batch_jobs WHERE bid = ?1) AND bid = ?1;
-
--- name: delete_batch_jobs
-DELETE FROM batch_jobs WHERE bid = ?;
+DELETE FROM marks WHERE bid = ?;
 
 -- name: delete_children
 DELETE FROM batch_children WHERE parent = ?;
 
--- name: join
-INSERT OR IGNORE INTO batch_jobs (bid, seq, jid) VALUES (?, ?, ?);
-
 -- name: batch_jobs
-SELECT m.jid, m.state, m.updated_at, m.bid, m.role, m.expires_at
-FROM batch_jobs j JOIN marks m ON m.jid = j.jid
-WHERE j.bid = ? ORDER BY j.seq LIMIT ? OFFSET ?;
+SELECT jid, state, updated_at, bid, role, expires_at FROM marks
+WHERE bid = ? AND role = '' ORDER BY seq LIMIT ? OFFSET ?;
+
+-- name: count_batch_jobs
+SELECT count(*) FROM marks WHERE bid = ? AND role = '';
 
 -- name: add_child
 INSERT OR IGNORE INTO batch_children (parent, child) VALUES (?, ?);
@@ -121,11 +113,14 @@ ORDER BY dep, waiter;
 DELETE FROM reservations WHERE jid IN (SELECT value FROM json_each(?)) RETURNING jid;
 
 -- name: put_mark
-INSERT OR REPLACE INTO marks (jid, state, updated_at, bid, role, expires_at)
-VALUES (?, ?, ?, ?, ?, ?);
+-- In place when the mark exists (its seq, the order it joined its batch, stays).
+INSERT INTO marks (jid, state, updated_at, bid, role, expires_at, seq)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (jid) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at,
+    bid = excluded.bid, role = excluded.role, expires_at = excluded.expires_at;
 
 -- name: unfinished_marks
-SELECT jid FROM marks WHERE state IN ('enqueued', 'waiting', 'failed') AND jid > ?
+SELECT jid FROM marks WHERE jid > ? AND state IN ('enqueued', 'waiting', 'failed')
 ORDER BY jid LIMIT ?;
 
 -- name: purge_marks
@@ -160,7 +155,6 @@ DELETE FROM mark_waiters WHERE dep = ?;
 
 -- name: flush
 DELETE FROM batches;
-DELETE FROM batch_jobs;
 DELETE FROM batch_children;
 DELETE FROM marks;
 DELETE FROM waiting;
