@@ -55,6 +55,8 @@ log = logging.getLogger("conveyor.manager")
 
 F = TypeVar("F", bound=Feature)
 
+NOT_NOW = object()
+
 FAKTORY_VERSION = "1.10.0"
 """The Faktory release whose protocol we speak; clients gate features on it (semver)."""
 
@@ -166,13 +168,24 @@ class Manager(AdminOps):
         if not self._pushes_now:
             return None
         job = validation.decode_pushed(payload, self.config)
+        bulk = False  # a feature that takes pushes together wants this job
         if self._push_gates and any(wants(job) for wants in self._push_gates):
-            return None
+            if any(wants(job) for wants in self._chain_gates):
+                return None
+            bulk = True
         stamp = now_iso()  # created_at (when the client left it out) and enqueued_at
         due = validation.prepare_job(job, self.config, stamp)
         now = time.time()
         if due is not None and due > now:
             return None
+        if bulk:
+            refused = self._push_many_now(job)
+            if refused is NOT_NOW:
+                return None
+            if isinstance(refused, Drop):
+                return self.store.durable()
+            if isinstance(refused, CommandError):
+                raise refused
         queued = [self._queued(job, stamp, validation.reserve_seconds(job, self.config))]
         queued = self._hand_off(queued, now)
         if queued:
@@ -218,6 +231,18 @@ class Manager(AdminOps):
     def _pushes(self, job: Job) -> bool:
         """Whether the push chain must run for ``job``: some hook's gate wants it."""
         return not self._push_gated or any(wants(job) for wants in self._chain_gates)
+
+    def _push_many_now(self, job: Job) -> CommandError | Drop | object | None:
+        """``_push_many`` of one job done at once (``Feature.push_many_now``): what refused
+        it or kept it out of the queue, None to store it, ``NOT_NOW`` (nothing done) when a
+        feature cannot."""
+        wanting = [f for f in self._bulk_pushers if f.wants_push(job)]
+        if len(wanting) != 1:
+            return NOT_NOW  # several: they take their steps one after the other, not now
+        done = wanting[0].push_many_now(job)
+        if done is None:
+            return NOT_NOW
+        return done.get(job.jid)
 
     async def _push_many(self, jobs: Sequence[Job]) -> dict[str, CommandError | Drop]:
         """The features that take pushed jobs together; the jobs they refused or kept out of

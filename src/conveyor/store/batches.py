@@ -322,6 +322,13 @@ class Batches(abc.ABC):
         one, a dependency without a mark) stores nothing. A jid already marked is left as it
         is and reported as its mark says (a PUSH sent again)."""
 
+    def mark_jobs_now(
+        self, marks: Sequence[NewMark], now: float
+    ) -> dict[str, tuple[MarkResult, str]]:
+        """``mark_jobs`` without awaiting anything, for the PUSH fast path; only for
+        ``in_process`` stores (their writes become durable with the next commit)."""
+        raise NotImplementedError(f"{type(self).__name__} is not an in-process store")
+
     @abc.abstractmethod
     async def get_marks(self, jids: Sequence[str], now: float) -> dict[str, JobMark]:
         """The live marks of these jids."""

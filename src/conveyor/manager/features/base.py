@@ -78,6 +78,12 @@ class Feature(Middleware):
         hook leaves ``push`` alone."""
         return {}
 
+    def push_many_now(self, job: Job) -> dict[str, CommandError | Drop] | None:
+        """``push_many([job])`` done in the caller's step, without awaiting anything, for
+        the PUSH fast path of in-process stores (docs/design/hand-off.md); None, with nothing
+        done, when it cannot be (the PUSH then takes the long way)."""
+        return None
+
     async def open(self) -> None:
         """Called once the store is open, before the server takes commands (e.g. to load
         what the feature keeps in memory)."""

@@ -146,14 +146,13 @@ class BatchFeature(BatchCommands, Tracking):
         custom = job.custom
         return custom is not None and any(key in custom for key in _MARK_KEYS)
 
-    async def push_many(self, jobs: Sequence[Job]) -> dict[str, CommandError | Drop]:
-        """Mark the jobs of a PUSH or PUSHB that join a batch, are tracked or wait for others,
-        in one store step; those waiting (or doomed by a dead dependency) are kept out of the
-        queue, those refused get the error."""
+    def _marks(
+        self, jobs: Sequence[Job], now: float
+    ) -> tuple[list[NewMark], dict[str, CommandError | Drop]]:
+        """The marks the jobs need (those with a bid, track or after), and the jobs whose
+        ``custom`` is wrong."""
         refused: dict[str, CommandError | Drop] = {}
         marks: list[NewMark] = []
-        by_jid: dict[str, Job] = {}
-        now = self.clock()
         keep = now + self.settings.committed_seconds
         for job in jobs:
             custom = job.custom or {}
@@ -167,24 +166,54 @@ class BatchFeature(BatchCommands, Tracking):
                 continue
             if bid or waiting or tracked(custom):
                 marks.append(NewMark(job.jid, bid, keep, waiting))
-                by_jid[job.jid] = job
+        return marks, refused
+
+    async def push_many(self, jobs: Sequence[Job]) -> dict[str, CommandError | Drop]:
+        """Mark the jobs of a PUSH or PUSHB that join a batch, are tracked or wait for others,
+        in one store step; those waiting (or doomed by a dead dependency) are kept out of the
+        queue, those refused get the error."""
+        now = self.clock()
+        marks, refused = self._marks(jobs, now)
         if not marks:
             return refused
         results = await self.manager.store.mark_jobs(marks, now)
+        dead = self._take(results, refused)
+        by_jid = {job.jid: job for job in jobs}
+        for jid, cause in dead.items():
+            await self._bury(by_jid[jid], cause, now)
+            refused[jid] = Drop(f"job {cause}, which {jid} waits for, is dead")
+        return refused
+
+    def push_many_now(self, job: Job) -> dict[str, CommandError | Drop] | None:
+        """The PUSH fast path of in-process stores, for jobs without ``custom.after`` (one
+        that waits may have to go to the dead set: the long way)."""
+        store = self.manager.store
+        if not store.in_process or (job.custom or {}).get("after"):
+            return None
+        now = self.clock()
+        marks, refused = self._marks([job], now)
+        if marks:
+            self._take(store.mark_jobs_now(marks, now), refused)
+        return refused
+
+    def _take(
+        self, results: Mapping[str, tuple[MarkResult, str]], refused: dict[str, CommandError | Drop]
+    ) -> dict[str, str]:
+        """Note the marked jids; the refused and waiting ones into ``refused``; returns the
+        jids doomed by a dead dependency, with that dependency."""
+        dead: dict[str, str] = {}
         local = self._local
         for jid, (result, detail) in results.items():
             if result == MarkResult.REFUSED:
                 refused[jid] = CommandError(detail)
-                continue
-            if result == MarkResult.DEAD:
-                await self._bury(by_jid[jid], detail, now)
-                refused[jid] = Drop(f"job {detail}, which {jid} waits for, is dead")
-                continue
-            if local is not None:
-                local.add(jid)
-            if result == MarkResult.WAITING:
-                refused[jid] = Drop(f"{jid} waits for other jobs")
-        return refused
+            elif result == MarkResult.DEAD:
+                dead[jid] = detail
+            else:
+                if local is not None:
+                    local.add(jid)
+                if result == MarkResult.WAITING:
+                    refused[jid] = Drop(f"{jid} waits for other jobs")
+        return dead
 
     def _waiting(self, job: Job, after: Any) -> WaitingJob | None:
         if after is None or after == []:

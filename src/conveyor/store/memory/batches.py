@@ -173,6 +173,11 @@ class MemoryBatches(Batches):
     async def mark_jobs(
         self, marks: Sequence[NewMark], now: float
     ) -> dict[str, tuple[MarkResult, str]]:
+        return self.mark_jobs_now(marks, now)
+
+    def mark_jobs_now(
+        self, marks: Sequence[NewMark], now: float
+    ) -> dict[str, tuple[MarkResult, str]]:
         return engine.mark_jobs(self._tables(now), marks, now)
 
     async def get_marks(self, jids: Sequence[str], now: float) -> dict[str, JobMark]:

@@ -3,9 +3,11 @@ by ``batch_engine`` inside one savepoint of the store's shared transaction."""
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -51,9 +53,12 @@ class _Tables:
     collected and written with one statement each in ``flush`` (still inside the savepoint).
     Size and counter changes of the job side are applied by the caller once the step held."""
 
-    def __init__(self, conn: sqlite3.Connection, now: float = 0.0) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, now: float = 0.0, owner: SQLiteBatches | None = None
+    ) -> None:
         self.conn = conn
         self.now = now
+        self.owner = owner
         self.sets: list[tuple[SortedSet, SetEntry]] = []
         self.grown: dict[SortedSet, int] = {}
         self.processed = 0
@@ -70,27 +75,33 @@ class _Tables:
     def prefetch(self, jids: Sequence[str], end: Sequence[str] = ()) -> None:
         """Read the marks of ``jids`` and the waiters they hold in one query each, and end
         the reservations of ``end`` (the successes of this step) in one statement."""
-        wanted = json.dumps([jid for jid in jids if jid not in self._marks])
-        for row in self.conn.execute(_SQL["get_marks"], (wanted, self.now)):
-            self._marks[row[0]] = _mark(row)
-        for jid in jids:
-            self._marks.setdefault(jid, None)
-        for jid in jids:
-            self._waiters[jid] = []
-        for dep, waiter in self.conn.execute(_SQL["waiters_of"], (json.dumps(list(jids)),)):
-            self._waiters[dep].append(waiter)
-        if end:
+        if len(jids) == 1:  # one PUSH or ACK: by key, without the JSON list
+            self.mark(jids[0])
+        else:
+            wanted = json.dumps([jid for jid in jids if jid not in self._marks])
+            for row in self.conn.execute(_SQL["get_marks"], (wanted, self.now)):
+                self._marks[row[0]] = _mark(row)
+            for jid in jids:
+                self._marks.setdefault(jid, None)
+        if self.owner is None or self.owner._has_waiters:
+            for jid in jids:
+                self._waiters[jid] = []
+            for dep, waiter in self.conn.execute(_SQL["waiters_of"], (json.dumps(list(jids)),)):
+                self._waiters[dep].append(waiter)
+        if len(end) > 1:
             ended = self.conn.execute(_SQL["end_reservations"], (json.dumps(list(end)),))
             self._ended = {row[0] for row in ended}
 
     def flush(self) -> None:
         conn = self.conn
+        cache = self.owner._batch_cache if self.owner is not None else {}
         for batch in self._dirty_batches.values():
             record = _encode(batch)
             args = (batch.expires_at, record, batch.bid)
             if conn.execute(_SQL["update_batch"], args).rowcount == 0:
                 search = f"{batch.bid} {batch.description}".lower()
                 conn.execute(_SQL["insert_batch"], (batch.bid, batch.expires_at, search, record))
+            cache[batch.bid] = copy.copy(batch)
         if self._dirty_marks:
             seq = self._seq
             rows = [
@@ -104,8 +115,16 @@ class _Tables:
 
     def batch(self, bid: str) -> BatchRecord | None:
         if bid not in self._batches:
-            row = self.conn.execute(_SQL["get_batch"], (bid,)).fetchone()
-            self._batches[bid] = None if row is None else _batch(row[0])
+            cache = self.owner._batch_cache if self.owner is not None else {}
+            cached = cache.get(bid)
+            if cached is not None:
+                self._batches[bid] = copy.copy(cached)
+            else:
+                row = self.conn.execute(_SQL["get_batch"], (bid,)).fetchone()
+                found = None if row is None else _batch(row[0])
+                self._batches[bid] = found
+                if found is not None and self.owner is not None:
+                    cache[bid] = copy.copy(found)
         return self._batches[bid]
 
     def save_batch(self, batch: BatchRecord) -> None:
@@ -141,12 +160,16 @@ class _Tables:
         self.conn.execute(_SQL["delete_waiting"], (jid,))
 
     def waiters(self, dep: str) -> list[str]:
+        if self.owner is not None and not self.owner._has_waiters:
+            return []
         if dep not in self._waiters:
             self._waiters[dep] = [row[0] for row in self.conn.execute(_SQL["waiters"], (dep,))]
         return list(self._waiters[dep])
 
     def add_waiter(self, dep: str, waiter: str) -> None:
         self.conn.execute(_SQL["add_waiter"], (dep, waiter))
+        if self.owner is not None:
+            self.owner._has_waiters = True
         self._waiters.pop(dep, None)
 
     def drop_waiters(self, dep: str) -> None:
@@ -185,13 +208,42 @@ class SQLiteBatches(Batches):
 
         def _count(self, day: str, processed: int, failures: int) -> None: ...
 
+    _batch_cache: dict[str, BatchRecord]
+    """Batch records as committed or about to be: a single server owns the file, so a
+    batch's record is read once, then kept here (cleared when a write is rolled back)."""
+    _has_waiters: bool
+    """Whether any job waits for another: when none does, ending a job looks for no waiters."""
+
     def _create_batches(self) -> None:
-        self._db.conn.executescript(_SQL["create"])
+        conn = self._db.conn
+        conn.executescript(_SQL["create"])
+        self._batch_cache = {}
+        self._has_waiters = (
+            conn.execute("SELECT 1 FROM mark_waiters LIMIT 1").fetchone() is not None
+        )
+        rolled_back = self._db.after_rollback
+
+        def forget() -> None:
+            self._batch_cache.clear()
+            rolled_back()
+
+        self._db.after_rollback = forget
+
+    @contextlib.contextmanager
+    def _atomic(self, now: float = 0.0) -> Iterator[_Tables]:
+        """One step in a savepoint; the cached batches are forgotten if it fails."""
+        try:
+            with self._db.atomic() as conn:
+                yield _Tables(conn, now, self)
+        except BaseException:
+            self._batch_cache.clear()
+            raise
 
     def _flush_batches(self) -> None:
         with self._db.atomic() as conn:
             for statement in split_statements(_SQL["flush"]):
                 conn.execute(statement)
+        self._batch_cache.clear()
 
     def _step(self, tables: _Tables) -> None:
         """Write what the engine changed (still inside the savepoint)."""
@@ -208,15 +260,13 @@ class SQLiteBatches(Batches):
             self._count(day, tables.processed, 0)
 
     async def create_batch(self, batch: NewBatch) -> str | None:
-        with self._db.atomic() as conn:
-            tables = _Tables(conn)
+        with self._atomic() as tables:
             error = engine.create(tables, batch)
             tables.flush()
             return error
 
     async def open_batch(self, bid: str) -> bool:
-        with self._db.atomic() as conn:
-            tables = _Tables(conn)
+        with self._atomic() as tables:
             batch = tables.batch(bid)
             if batch is not None:
                 batch.committed = False
@@ -225,22 +275,20 @@ class SQLiteBatches(Batches):
         return batch is not None
 
     async def commit_batch(self, bid: str, now: float, expires_at: float) -> Fired | None:
-        with self._db.atomic() as conn:
-            tables = _Tables(conn, now)
+        with self._atomic(now) as tables:
             fired = engine.commit(tables, bid, now, expires_at)
             self._step(tables)
         self._after(tables)
         return fired
 
     async def adopt_batch(self, parent: str, child: str, now: float) -> str | None:
-        with self._db.atomic() as conn:
-            tables = _Tables(conn, now)
+        with self._atomic(now) as tables:
             error = engine.adopt(tables, parent, child)
             tables.flush()
             return error
 
     async def get_batches(self, bids: Sequence[str]) -> dict[str, BatchRecord]:
-        tables = _Tables(self._db.conn)
+        tables = _Tables(self._db.conn, 0.0, self)
         found = {bid: tables.batch(bid) for bid in dict.fromkeys(bids)}
         return {bid: batch for bid, batch in found.items() if batch is not None}
 
@@ -262,8 +310,7 @@ class SQLiteBatches(Batches):
         return Page(items, total)
 
     async def propagate(self, child: str, now: float) -> Fired:
-        with self._db.atomic() as conn:
-            tables = _Tables(conn, now)
+        with self._atomic(now) as tables:
             fired = engine.propagate(tables, child, now)
             self._step(tables)
         self._after(tables)
@@ -279,6 +326,7 @@ class SQLiteBatches(Batches):
         if bids:
             with self._db.atomic() as conn:
                 for bid in bids:
+                    self._batch_cache.pop(bid, None)
                     conn.execute(_SQL["delete_batch_marks"], (bid,))
                     conn.execute(_SQL["delete_children"], (bid,))
                     conn.execute(_SQL["delete_batch"], (bid,))
@@ -287,8 +335,12 @@ class SQLiteBatches(Batches):
     async def mark_jobs(
         self, marks: Sequence[NewMark], now: float
     ) -> dict[str, tuple[MarkResult, str]]:
-        with self._db.atomic() as conn:
-            tables = _Tables(conn, now)
+        return self.mark_jobs_now(marks, now)
+
+    def mark_jobs_now(
+        self, marks: Sequence[NewMark], now: float
+    ) -> dict[str, tuple[MarkResult, str]]:
+        with self._atomic(now) as tables:
             deps = [dep for m in marks if m.waiting for dep in m.waiting.after]
             tables.prefetch([m.jid for m in marks] + deps)
             results = engine.mark_jobs(tables, marks, now)
@@ -321,8 +373,7 @@ class SQLiteBatches(Batches):
         return ended, held
 
     async def end_jobs(self, ends: Sequence[JobEnd], ctx: EndContext) -> Fired:
-        with self._db.atomic() as conn:
-            tables = _Tables(conn, ctx.now)
+        with self._atomic(ctx.now) as tables:
             jids = [end.jid for end in ends]
             tables.prefetch(jids, [e.jid for e in ends if e.outcome == Outcome.SUCCESS])
             fired = engine.end_jobs(tables, ends, ctx)
