@@ -189,7 +189,7 @@ def _call_back(
 ) -> None:
     entry = SetEntry(now, job.jid, job.payload, job.queue, job.jobtype)
     t.schedule(entry)
-    t.save_mark(JobMark(job.jid, MarkState.ENQUEUED, now, batch.bid, role, batch.expires_at))
+    t.save_mark(JobMark(job.jid, MarkState.ENQUEUED, now, batch.bid, role))
     fired.scheduled.append(entry)
     fired.marked.append(job.jid)
 
@@ -259,7 +259,8 @@ def _mark_one(t: Tables, new: NewMark, now: float) -> tuple[MarkResult, str]:
         batch.failed += 1 if state == MarkState.DEAD else 0
         t.save_batch(batch)
         t.join(batch.bid, new.jid, batch.total)
-    t.save_mark(JobMark(new.jid, state, now, new.bid, "", new.expires_at))
+    expires = None if new.bid else new.expires_at  # a batch job's mark goes with its batch
+    t.save_mark(JobMark(new.jid, state, now, new.bid, "", expires))
     if result == MarkResult.WAITING and new.waiting is not None:
         t.save_waiting(dataclasses.replace(new.waiting, remaining=len(pending), since=now))
         for dep in pending:
@@ -309,7 +310,7 @@ def _end_one(
             t.bury(SetEntry(ctx.dead_until, end.jid, payload, waiting.queue, waiting.jobtype))
             fired.killed.append(end.jid)
     expires = mark.expires_at if mark.bid else ctx.now + ctx.keep_seconds
-    t.save_mark(dataclasses.replace(mark, state=new_state, updated_at=ctx.now, expires_at=expires))
+    t.save_mark(JobMark(mark.jid, new_state, ctx.now, mark.bid, mark.role, expires))
     if new_state in (MarkState.SUCCESS, MarkState.DEAD):
         fired.ended.append(end.jid)
     if batch is not None:

@@ -148,7 +148,8 @@ class NewMark:
 
     jid: str
     bid: str
-    expires_at: float
+    expires_at: float | None
+    """When an unfinished plain mark goes (a batch job's mark goes with its batch: None)."""
     waiting: WaitingJob | None = None
 
 
@@ -357,7 +358,8 @@ class Batches(abc.ABC):
 
     @abc.abstractmethod
     async def purge_marks(self, now: float, limit: int) -> int:
-        """Delete up to ``limit`` expired marks; returns how many."""
+        """Delete up to ``limit`` expired marks; returns how many. (A batch job's mark has
+        no expiry of its own: it goes with its batch.)"""
 
     # ----------------------------------------------------------------- waiting jobs
 

@@ -165,7 +165,7 @@ class BatchFeature(BatchCommands, Tracking):
                 refused[job.jid] = exc
                 continue
             if bid or waiting or tracked(custom):
-                marks.append(NewMark(job.jid, bid, keep, waiting))
+                marks.append(NewMark(job.jid, bid, None if bid else keep, waiting))
         return marks, refused
 
     async def push_many(self, jobs: Sequence[Job]) -> dict[str, CommandError | Drop]:

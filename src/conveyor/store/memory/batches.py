@@ -209,7 +209,7 @@ class MemoryBatches(Batches):
         doomed = [
             jid
             for jid, m in self._marks.items()
-            if m.expires_at is not None and m.expires_at <= now
+            if not m.bid and m.expires_at is not None and m.expires_at <= now
         ][: max(limit, 0)]
         for jid in doomed:
             del self._marks[jid]

@@ -303,7 +303,8 @@ class RedisBatches(Batches):
         keys += self._batch_keys(bids, with_jobs=True)
         args: list[Any] = [score_arg(now), len(bids), *bids]
         for mark in marks:
-            args += [mark.jid, mark.bid, score_arg(mark.expires_at)]
+            expires = "" if mark.expires_at is None else score_arg(mark.expires_at)
+            args += [mark.jid, mark.bid, expires]
             waiting = mark.waiting
             if waiting is None:
                 args.append("0")

@@ -69,6 +69,9 @@ class _Tables:
         self._seq: dict[str, int] = {}
         self._waiters: dict[str, list[str]] = {}
         self._ended: set[str] | None = None
+        self.undo: dict[str, BatchRecord | None] = {}
+        """The owner's unwritten batch records as they were before this step, to put back
+        if the step fails after its flush."""
 
     # -- reading ahead, writing behind
 
@@ -94,14 +97,22 @@ class _Tables:
 
     def flush(self) -> None:
         conn = self.conn
-        cache = self.owner._batch_cache if self.owner is not None else {}
+        owner = self.owner
         for batch in self._dirty_batches.values():
+            if owner is not None and batch.bid in owner._persisted:
+                # written with the next commit (SQLiteBatches._write_batches): many steps of
+                # one batch in one commit write it once
+                self.undo.setdefault(batch.bid, owner._dirty.get(batch.bid))
+                owner._dirty[batch.bid] = owner._batch_cache[batch.bid] = batch  # ours alone
+                continue
             record = _encode(batch)
             args = (batch.expires_at, record, batch.bid)
             if conn.execute(_SQL["update_batch"], args).rowcount == 0:
                 search = f"{batch.bid} {batch.description}".lower()
                 conn.execute(_SQL["insert_batch"], (batch.bid, batch.expires_at, search, record))
-            cache[batch.bid] = copy.copy(batch)
+            if owner is not None:
+                owner._batch_cache[batch.bid] = batch
+                owner._persisted.add(batch.bid)
         if self._dirty_marks:
             seq = self._seq
             rows = [
@@ -125,6 +136,7 @@ class _Tables:
                 self._batches[bid] = found
                 if found is not None and self.owner is not None:
                     cache[bid] = copy.copy(found)
+                    self.owner._persisted.add(bid)
         return self._batches[bid]
 
     def save_batch(self, batch: BatchRecord) -> None:
@@ -213,30 +225,54 @@ class SQLiteBatches(Batches):
     batch's record is read once, then kept here (cleared when a write is rolled back)."""
     _has_waiters: bool
     """Whether any job waits for another: when none does, ending a job looks for no waiters."""
+    _dirty: dict[str, BatchRecord]
+    """Batch records changed since the last commit, written just before it."""
+    _persisted: set[str]
+    """Bids known to have their row (so a change may wait for the commit)."""
 
     def _create_batches(self) -> None:
         conn = self._db.conn
         conn.executescript(_SQL["create"])
-        self._batch_cache = {}
+        self._batch_cache, self._dirty, self._persisted = {}, {}, set()
         self._has_waiters = (
             conn.execute("SELECT 1 FROM mark_waiters LIMIT 1").fetchone() is not None
         )
-        rolled_back = self._db.after_rollback
+        rolled_back, committing = self._db.after_rollback, self._db.before_commit
 
         def forget() -> None:
             self._batch_cache.clear()
+            self._dirty.clear()
+            self._persisted.clear()
             rolled_back()
 
+        def write(conn: sqlite3.Connection) -> None:
+            self._write_batches(conn)
+            committing(conn)
+
         self._db.after_rollback = forget
+        self._db.before_commit = write
+
+    def _write_batches(self, conn: sqlite3.Connection) -> None:
+        """The batch records steps changed since the last commit, once each, just before it."""
+        for batch in self._dirty.values():
+            conn.execute(_SQL["update_batch"], (batch.expires_at, _encode(batch), batch.bid))
+        self._dirty = {}
 
     @contextlib.contextmanager
     def _atomic(self, now: float = 0.0) -> Iterator[_Tables]:
-        """One step in a savepoint; the cached batches are forgotten if it fails."""
+        """One step in a savepoint; what it changed in memory is put back if it fails."""
+        tables: _Tables | None = None
         try:
             with self._db.atomic() as conn:
-                yield _Tables(conn, now, self)
+                tables = _Tables(conn, now, self)
+                yield tables
         except BaseException:
-            self._batch_cache.clear()
+            for bid, before in (tables.undo if tables is not None else {}).items():
+                self._batch_cache.pop(bid, None)
+                if before is None:
+                    self._dirty.pop(bid, None)
+                else:
+                    self._dirty[bid] = self._batch_cache[bid] = before
             raise
 
     def _flush_batches(self) -> None:
@@ -244,6 +280,8 @@ class SQLiteBatches(Batches):
             for statement in split_statements(_SQL["flush"]):
                 conn.execute(statement)
         self._batch_cache.clear()
+        self._dirty.clear()
+        self._persisted.clear()
 
     def _step(self, tables: _Tables) -> None:
         """Write what the engine changed (still inside the savepoint)."""
@@ -296,6 +334,7 @@ class SQLiteBatches(Batches):
         conn = self._db.conn
         params = {"search": search.lower(), "limit": max(limit, 0), "offset": max(offset, 0)}
         items = [_batch(row[0]) for row in conn.execute(_SQL["list_batches"], params)]
+        items = [copy.copy(self._dirty[b.bid]) if b.bid in self._dirty else b for b in items]
         (total,) = conn.execute(_SQL["count_batches"], {"search": params["search"]}).fetchone()
         return Page(items, total)
 
@@ -322,11 +361,15 @@ class SQLiteBatches(Batches):
 
     async def expire_batches(self, now: float, limit: int) -> int:
         conn = self._db.conn
-        bids = [row[0] for row in conn.execute(_SQL["expired_batches"], (now, max(limit, 0)))]
+        rows = conn.execute(_SQL["expired_batches"], (now, max(limit, 0)))
+        dirty = self._dirty
+        bids = [bid for (bid,) in rows if bid not in dirty or dirty[bid].expires_at <= now]
         if bids:
             with self._db.atomic() as conn:
                 for bid in bids:
                     self._batch_cache.pop(bid, None)
+                    self._dirty.pop(bid, None)
+                    self._persisted.discard(bid)
                     conn.execute(_SQL["delete_batch_marks"], (bid,))
                     conn.execute(_SQL["delete_children"], (bid,))
                     conn.execute(_SQL["delete_batch"], (bid,))

@@ -45,7 +45,7 @@ end
 
 local function mark_put(m)
   redis.call('HSET', KEYS[1], m.jid, lp(m.state) .. lp(m.updated) .. lp(m.bid) .. lp(m.role) .. lp(m.expires))
-  if m.expires == '' then
+  if m.expires == '' or m.bid ~= '' then  -- a batch job's mark goes with its batch
     redis.call('ZREM', KEYS[2], m.jid)
   else
     redis.call('ZADD', KEYS[2], m.expires, m.jid)
@@ -117,7 +117,7 @@ local function call_back(b, prefix, role, now)
   local jid = b[prefix .. '_jid']
   schedule(now, jid, b[prefix .. '_queue'], b[prefix .. '_type'], b[prefix .. '_payload'])
   mark_put({jid = jid, state = 'enqueued', updated = now, bid = b.bid, role = role,
-    expires = b.expires_at})
+    expires = ''})
   F.marked[#F.marked + 1] = jid
 end
 

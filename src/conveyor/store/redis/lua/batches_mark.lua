@@ -73,6 +73,7 @@ while i <= #ARGV do
         batch_save(b)
         redis.call('ZADD', jobs_key[bid], b.total, jid)
       end
+      if bid ~= '' then expires = '' end  -- a batch job's mark goes with its batch
       mark_put({jid = jid, state = state, updated = now, bid = bid, role = '', expires = expires})
       if res == 'waiting' then
         w.remaining = #pending

@@ -26,8 +26,9 @@ CREATE TABLE IF NOT EXISTS batch_children (
     child TEXT NOT NULL,
     PRIMARY KEY (parent, child)
 ) WITHOUT ROWID;
--- Every mark is written twice (at PUSH, at the end): two indexes, no more. The unfinished
--- ones are found by a scan, once, when the server starts.
+-- Every mark is written twice (at PUSH, at the end), so each has one index beside its key:
+-- a batch's marks are listed by (bid, seq) and deleted with their batch; the others expire
+-- (tracked jobs). The unfinished ones are found by a scan, once, when the server starts.
 CREATE TABLE IF NOT EXISTS marks (
     jid TEXT PRIMARY KEY,
     state TEXT NOT NULL,
@@ -37,7 +38,7 @@ CREATE TABLE IF NOT EXISTS marks (
     expires_at REAL,
     seq INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS marks_expiry ON marks (expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS marks_expiry ON marks (expires_at) WHERE bid = '';
 CREATE INDEX IF NOT EXISTS marks_batch ON marks (bid, seq) WHERE bid != '';
 CREATE TABLE IF NOT EXISTS waiting (
     seq INTEGER PRIMARY KEY,
@@ -117,15 +118,16 @@ DELETE FROM reservations WHERE jid IN (SELECT value FROM json_each(?)) RETURNING
 INSERT INTO marks (jid, state, updated_at, bid, role, expires_at, seq)
 VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (jid) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at,
-    bid = excluded.bid, role = excluded.role, expires_at = excluded.expires_at;
+    expires_at = excluded.expires_at;
 
 -- name: unfinished_marks
 SELECT jid FROM marks WHERE jid > ? AND state IN ('enqueued', 'waiting', 'failed')
 ORDER BY jid LIMIT ?;
 
 -- name: purge_marks
+-- The marks of batch jobs go with their batch (expire_batches).
 DELETE FROM marks WHERE jid IN (
-    SELECT jid FROM marks WHERE expires_at <= ? ORDER BY expires_at LIMIT ?
+    SELECT jid FROM marks WHERE bid = '' AND expires_at <= ? ORDER BY expires_at LIMIT ?
 );
 
 -- name: get_waiting
