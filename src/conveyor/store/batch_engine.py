@@ -181,7 +181,8 @@ def settle(t: Tables, batch: BatchRecord, now: float, fired: Fired) -> None:
 def _milestone(t: Tables, batch: BatchRecord, fired: Fired) -> None:
     if batch.parent_bid:
         t.set_propagation(batch.bid, True)
-        fired.propagate.append(batch.bid)
+        if batch.bid not in fired.propagate:
+            fired.propagate.append(batch.bid)
 
 
 def _call_back(

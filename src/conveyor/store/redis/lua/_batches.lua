@@ -122,8 +122,7 @@ local function call_back(b, prefix, role, now)
 end
 
 local function milestone(b)
-  if b.parent_bid ~= '' then
-    redis.call('SADD', KEYS[5], b.bid)
+  if b.parent_bid ~= '' and redis.call('SADD', KEYS[5], b.bid) == 1 then
     F.prop[#F.prop + 1] = b.bid
   end
 end
