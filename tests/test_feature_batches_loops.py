@@ -154,3 +154,16 @@ def test_a_reload_changes_the_settings() -> None:
     feature = BatchFeature()
     feature.reconfigure(BatchFeature.from_config({"tracking": {"ttl_minutes": 1}}))
     assert feature.settings.tracking_seconds == 60.0
+
+
+def test_the_server_reads_the_tables_from_its_config_file(tmp_path: Path) -> None:
+    from conveyor.config import load_config
+
+    config_file = tmp_path / "conveyor.toml"
+    config_file.write_text("[batch]\ncommitted_timeout_days = 7\n\n[tracking]\nttl_minutes = 5\n")
+    features = load_config({"config": str(config_file)}, environ={}).build_features()
+    (batches,) = [f for f in features if isinstance(f, BatchFeature)]
+    assert batches.settings == BatchSettings(1800.0, 7 * 86_400.0, 300.0)
+    config_file.write_text("[batch]\ncommitted_timeout_days = -1\n")
+    with pytest.raises(ConfigError, match=r"\[batch\] committed_timeout_days must be a positive"):
+        load_config({"config": str(config_file)}, environ={})
