@@ -3,6 +3,7 @@
 pytest_plugins = [
     "tests.support.services",
     "tests.support.redis_cluster",
+    "tests.support.fault_proxy",
     "tests.support.stores",
     "tests.support.manager",
     "tests.support.server",

@@ -1,0 +1,151 @@
+"""A TCP proxy between conveyor and Redis that loses replies on demand.
+
+``FaultProxy`` listens on a free loopback port and relays every connection to a real Redis.
+A rule armed with ``lose_reply(marker)`` waits for a command whose bytes contain ``marker``
+(a script's SHA1, say), relays the command to Redis, and when Redis answers, cuts the client's
+connection instead of relaying the reply: Redis ran the command, the client never learns it.
+``lose_request(marker)`` cuts the connection before the command reaches Redis.
+
+The clients under test send one command and wait for its reply on each connection (redis-py
+does), so the first bytes Redis sends after an armed command are that command's reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import pytest
+
+from tests.support.services import RedisServer
+
+__all__ = ["FaultProxy", "fault_proxy"]
+
+CHUNK = 65536
+
+
+@dataclass
+class _Rule:
+    marker: bytes
+    times: int
+    before: bool  # cut before the command reaches Redis (else after Redis answered it)
+    then: Callable[[], Awaitable[None]] | None = None
+    hits: int = 0
+
+
+class FaultProxy:
+    def __init__(self, target_port: int, host: str = "127.0.0.1") -> None:
+        self.target_port = target_port
+        self.host = host
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._rules: list[_Rule] = []
+        self._pumps: set[asyncio.Task[None]] = set()
+        self.cuts = 0
+        """How many connections a rule has cut so far."""
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, self.host, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for task in list(self._pumps):
+            task.cancel()
+        await asyncio.gather(*self._pumps, return_exceptions=True)
+
+    def lose_reply(
+        self, marker: bytes, times: int = 1, then: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        """The next ``times`` commands containing ``marker`` run, and their replies are lost.
+
+        ``then`` runs after Redis answered and before the client's connection is cut: what
+        another server does while the client does not know yet."""
+        self._rules.append(_Rule(marker, times, before=False, then=then))
+
+    def lose_request(self, marker: bytes, times: int = 1) -> None:
+        """The next ``times`` commands containing ``marker`` are lost on their way to Redis."""
+        self._rules.append(_Rule(marker, times, before=True))
+
+    def clear(self) -> None:
+        self._rules.clear()
+
+    def _match(self, data: bytes) -> _Rule | None:
+        for rule in self._rules:
+            if rule.hits < rule.times and rule.marker in data:
+                rule.hits += 1
+                return rule
+        return None
+
+    async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        try:
+            server_r, server_w = await asyncio.open_connection(self.host, self.target_port)
+        except OSError:
+            client_w.close()
+            return
+        cut = asyncio.Event()
+        armed: list[_Rule] = []
+
+        async def upstream() -> None:
+            tail = b""
+            while not cut.is_set():
+                data = await client_r.read(CHUNK)
+                if not data:
+                    break
+                rule = self._match(tail + data)
+                tail = data[-256:]
+                if rule is not None and rule.before:
+                    self.cuts += 1
+                    cut.set()
+                    break
+                if rule is not None:
+                    armed.append(rule)
+                server_w.write(data)
+                await server_w.drain()
+
+        async def downstream() -> None:
+            while not cut.is_set():
+                data = await server_r.read(CHUNK)
+                if not data:
+                    break
+                if armed:
+                    self.cuts += 1
+                    cut.set()
+                    if armed[0].then is not None:
+                        await armed[0].then()
+                    break
+                client_w.write(data)
+                await client_w.drain()
+
+        pumps = [asyncio.create_task(upstream()), asyncio.create_task(downstream())]
+        self._pumps.update(pumps)
+        try:
+            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in pumps:
+                task.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+            self._pumps.difference_update(pumps)
+            for writer in (client_w, server_w):
+                writer.close()
+                with contextlib.suppress(OSError, ConnectionError):
+                    await writer.wait_closed()
+
+
+@pytest.fixture
+async def fault_proxy(redis_server: RedisServer, redis_url: str) -> AsyncIterator[FaultProxy]:
+    """A proxy in front of the session's redis-server, whose database ``redis_url`` emptied."""
+    proxy = FaultProxy(redis_server.port)
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        await proxy.close()
