@@ -277,3 +277,43 @@ async def until(condition: Callable[[], Awaitable[bool]], within: float = 5.0) -
     while not await condition():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.02)
+
+
+async def test_enqueue_arriving_after_its_retry_is_not_run_twice(
+    store: RedisStore, fault_proxy: FaultProxy, direct: aioredis.Redis
+) -> None:
+    fault_proxy.lose_request(sha("enqueue"), late=0.3)
+    await store.enqueue([job("j1")])  # the retry stored it
+    assert await queue_jids(direct) == ["j1"]
+    await asyncio.sleep(0.5)  # the first attempt reached Redis meanwhile
+    assert await queue_jids(direct) == ["j1"]
+
+
+async def test_reserve_arriving_after_its_retry_reserves_nothing_more(
+    store: RedisStore, fault_proxy: FaultProxy, direct: aioredis.Redis
+) -> None:
+    # The first attempt finds an empty queue at its retry, and a job arrives before it lands.
+    fault_proxy.lose_request(sha("reserve"), late=0.3)
+    assert await store.reserve(["default"], "w1", NOW) == []
+    await store.enqueue([job("j1")])
+    await asyncio.sleep(0.5)
+    assert await queue_jids(direct) == ["j1"]
+    assert (await store.list_reservations(0, 10)).total == 0
+
+
+async def test_cancelled_reserve_gives_its_job_back(
+    store: RedisStore, fault_proxy: FaultProxy, direct: aioredis.Redis
+) -> None:
+    await store.enqueue([job("j1"), job("j2")])
+    fetch: asyncio.Task[object] | None = None
+
+    async def cancel() -> None:  # Redis reserved j1; the FETCH's client goes away now
+        assert fetch is not None
+        fetch.cancel()
+
+    fault_proxy.lose_reply(sha("reserve"), then=cancel)
+    fetch = asyncio.create_task(store.reserve(["default"], "w1", NOW))
+    with pytest.raises(asyncio.CancelledError):
+        await fetch
+    await until(lambda: queue_has(direct, ["j1", "j2"]))
+    assert (await store.list_reservations(0, 10)).total == 0

@@ -32,6 +32,7 @@ class _Rule:
     times: int
     before: bool  # cut before the command reaches Redis (else after Redis answered it)
     then: Callable[[], Awaitable[None]] | None = None
+    late: float | None = None  # deliver a cut request to Redis after this many seconds
     hits: int = 0
 
 
@@ -71,9 +72,11 @@ class FaultProxy:
         another server does while the client does not know yet."""
         self._rules.append(_Rule(marker, times, before=False, then=then))
 
-    def lose_request(self, marker: bytes, times: int = 1) -> None:
-        """The next ``times`` commands containing ``marker`` are lost on their way to Redis."""
-        self._rules.append(_Rule(marker, times, before=True))
+    def lose_request(self, marker: bytes, times: int = 1, late: float | None = None) -> None:
+        """The next ``times`` commands containing ``marker`` are lost on their way to Redis:
+        the client's connection is cut. With ``late``, the command still reaches Redis that
+        many seconds later (a packet stuck in the network), after any retry."""
+        self._rules.append(_Rule(marker, times, before=True, late=late))
 
     def clear(self) -> None:
         self._rules.clear()
@@ -93,6 +96,13 @@ class FaultProxy:
             return
         cut = asyncio.Event()
         armed: list[_Rule] = []
+        late: list[asyncio.Task[None]] = []
+
+        async def deliver(data: bytes, delay: float) -> None:
+            await asyncio.sleep(delay)
+            server_w.write(data)
+            await server_w.drain()
+            await server_r.read(CHUNK)  # Redis ran it; nobody hears the reply
 
         async def upstream() -> None:
             tail = b""
@@ -105,6 +115,8 @@ class FaultProxy:
                 if rule is not None and rule.before:
                     self.cuts += 1
                     cut.set()
+                    if rule.late is not None:
+                        late.append(asyncio.create_task(deliver(data, rule.late)))
                     break
                 if rule is not None:
                     armed.append(rule)
@@ -134,6 +146,11 @@ class FaultProxy:
                 task.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
             self._pumps.difference_update(pumps)
+            client_w.close()
+            if late:
+                self._pumps.update(late)
+                await asyncio.gather(*late, return_exceptions=True)
+                self._pumps.difference_update(late)
             for writer in (client_w, server_w):
                 writer.close()
                 with contextlib.suppress(OSError, ConnectionError):
