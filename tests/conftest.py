@@ -4,6 +4,7 @@ pytest_plugins = [
     "tests.support.services",
     "tests.support.redis_cluster",
     "tests.support.fault_proxy",
+    "tests.support.redis_sentinel",
     "tests.support.stores",
     "tests.support.manager",
     "tests.support.server",

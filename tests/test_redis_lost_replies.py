@@ -42,10 +42,10 @@ def sha(name: str) -> bytes:
 
 
 @pytest.fixture
-async def direct(redis_server: RedisServer, redis_url: str) -> AsyncIterator[aioredis.Redis]:
+async def direct(kv_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
     """A client straight to Redis (not through the proxy), with every script loaded, so the
     store calls them by SHA1 and the proxy can recognise them."""
-    client = aioredis.Redis(port=redis_server.port)
+    client = aioredis.Redis(port=kv_server.port)
     for script in load_scripts().values():
         await client.script_load(script.source)
     yield client
@@ -54,7 +54,7 @@ async def direct(redis_server: RedisServer, redis_url: str) -> AsyncIterator[aio
 
 @pytest.fixture
 async def store(fault_proxy: FaultProxy, direct: aioredis.Redis) -> AsyncIterator[RedisStore]:
-    store = RedisStore.from_url(fault_proxy.url + "?retry_for=1")
+    store = RedisStore.from_url(fault_proxy.url + "?retry_for=0.5")
     await store.open()
     try:
         yield store

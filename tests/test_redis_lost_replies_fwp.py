@@ -43,8 +43,8 @@ def jid_of(raw: bytes) -> str:
 
 
 @pytest.fixture
-async def direct(redis_server: RedisServer, redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis(port=redis_server.port)
+async def direct(kv_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis(port=kv_server.port)
     for script in load_scripts().values():
         await client.script_load(script.source)
     yield client
@@ -55,7 +55,7 @@ async def direct(redis_server: RedisServer, redis_url: str) -> AsyncIterator[aio
 async def running(
     fault_proxy: FaultProxy, direct: aioredis.Redis, make_server: MakeServer
 ) -> RunningServer:
-    return await make_server(fault_proxy.url + "?retry_for=1")
+    return await make_server(fault_proxy.url + "?retry_for=0.5")
 
 
 @pytest.fixture
@@ -150,16 +150,15 @@ async def test_fetch_whose_every_reply_is_lost_lets_the_job_go_to_the_next_fetch
 async def killed_between_run_and_reply(
     direct: aioredis.Redis, client: RawClient, line: bytes
 ) -> bytes:
-    """Send ``line``; while Redis is busy, queue it behind a command that kills the server's
-    connections to Redis, so Redis runs the server's command and drops its reply."""
+    """Send ``line``; while Redis sleeps (``DEBUG SLEEP``: it reads nothing meanwhile), queue
+    behind it a command that kills the server's connections to Redis, so Redis runs the
+    server's command, then kills the connection before its reply is written."""
     ids = [c["id"] for c in await direct.client_list() if c.get("name") == "conveyor-main"]
     assert ids, "the server's Redis connections are not named"
     blocker = aioredis.Redis(port=direct.connection_pool.connection_kwargs["port"])
     killer = aioredis.Redis(port=direct.connection_pool.connection_kwargs["port"])
     await killer.ping()
-    busy = "local t = redis.call('TIME'); local e = t[1] * 1e6 + t[2] + 300000; " \
-        "repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] > e"  # fmt: skip
-    blocked = asyncio.create_task(blocker.eval(busy, 0))
+    blocked = asyncio.create_task(blocker.execute_command("DEBUG", "SLEEP", "0.3"))
     await asyncio.sleep(0.1)  # Redis is now busy for 0.2 s more
     await client.send(line)  # the server sends its script call; Redis reads it later
     await asyncio.sleep(0.05)

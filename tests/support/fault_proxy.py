@@ -158,9 +158,9 @@ class FaultProxy:
 
 
 @pytest.fixture
-async def fault_proxy(redis_server: RedisServer, redis_url: str) -> AsyncIterator[FaultProxy]:
-    """A proxy in front of the session's redis-server, whose database ``redis_url`` emptied."""
-    proxy = FaultProxy(redis_server.port)
+async def fault_proxy(kv_server: RedisServer) -> AsyncIterator[FaultProxy]:
+    """A proxy in front of the session's redis-server, then its valkey-server, emptied."""
+    proxy = FaultProxy(kv_server.port)
     await proxy.start()
     try:
         yield proxy

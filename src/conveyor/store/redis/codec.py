@@ -171,17 +171,18 @@ def parse_url(url: str) -> RedisURL:
             f"(sentinels): {url!r}"
         )
     path = [p for p in parts.path.split("/") if p]
-    service, db = "", _db(path[:1], url)
-    if cluster and (path[:1] not in ([], ["0"]) or len(path) > 1):
-        raise ValueError(f"Redis Cluster has only database 0: {url!r}")
-    if cluster and wait_replicas:
-        raise ValueError(f"wait_replicas is not supported on a Redis Cluster: {url!r}")
+    service = ""
     if sentinel:
         if not path or len(path) > 2:
             raise ValueError(
                 f"a sentinel URL names its service (redis+sentinel://h:p/service/db): {url!r}"
             )
-        service, db = unquote(path[0]), _db(path[1:], url)
+        service, path = unquote(path[0]), path[1:]
+    db = _db(path, url)
+    if cluster and (db != 0 or len(path) > 1):
+        raise ValueError(f"Redis Cluster has only database 0: {url!r}")
+    if cluster and wait_replicas:
+        raise ValueError(f"wait_replicas is not supported on a Redis Cluster: {url!r}")
     return RedisURL(
         url=url,
         cluster=cluster,

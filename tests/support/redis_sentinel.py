@@ -1,0 +1,146 @@
+"""A real Redis Sentinel setup on loopback ports: a master, replicas and three sentinels.
+
+Every process runs in its own directory under a temp dir, on a free port. Sentinels watch the
+master as service ``conveyor-test`` with a quorum of 2 and ``down-after-milliseconds`` 1000,
+so a killed master is replaced within a few seconds.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.support.services import free_port, require_binary, wait_for_port
+
+__all__ = ["SentinelGroup", "sentinel_group"]
+
+SERVICE = "conveyor-test"
+SENTINELS = 3
+
+
+class SentinelGroup:
+    def __init__(self, directory: Path, replicas: int = 1) -> None:
+        self.server_binary = require_binary("redis-server")
+        self.sentinel_binary = require_binary("redis-sentinel")
+        self.directory = directory
+        self.data_ports = [free_port() for _ in range(1 + replicas)]
+        self.sentinel_ports = [free_port() for _ in range(SENTINELS)]
+        self.processes: dict[int, subprocess.Popen[bytes]] = {}
+
+    def url(self, query: str = "") -> str:
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+        return f"redis+sentinel://{hosts}/{SERVICE}/0" + (f"?{query}" if query else "")
+
+    # ------------------------------------------------------------------ processes
+
+    def _spawn(self, port: int, args: list[str]) -> None:
+        log = open(self.directory / f"{port}.log", "wb")  # noqa: SIM115 - the process owns it
+        self.processes[port] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+    def start_data_node(self, port: int, replica_of: int | None = None) -> None:
+        node_dir = self.directory / str(port)
+        node_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            self.server_binary, "--port", str(port), "--bind", "127.0.0.1",
+            "--dir", str(node_dir), "--save", "", "--appendonly", "no",
+            "--protected-mode", "no",
+        ]  # fmt: skip
+        if replica_of is not None:
+            args += ["--replicaof", "127.0.0.1", str(replica_of)]
+        self._spawn(port, args)
+        wait_for_port(port)
+
+    def start(self) -> None:
+        master, *replicas = self.data_ports
+        self.start_data_node(master)
+        for port in replicas:
+            self.start_data_node(port, replica_of=master)
+        for port in self.sentinel_ports:
+            config = self.directory / f"sentinel-{port}.conf"
+            config.write_text(
+                f"port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {self.directory}\n"
+                f"sentinel monitor {SERVICE} 127.0.0.1 {master} 2\n"
+                f"sentinel down-after-milliseconds {SERVICE} 1000\n"
+                f"sentinel failover-timeout {SERVICE} 10000\n"
+                f"sentinel parallel-syncs {SERVICE} 1\n"
+            )
+            self._spawn(port, [self.sentinel_binary, str(config)])
+            wait_for_port(port)
+        self.wait_ready(master)
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            process.terminate()
+        for process in self.processes.values():
+            process.wait(timeout=10)
+        self.processes.clear()
+
+    def kill(self, port: int) -> None:
+        process = self.processes.pop(port)
+        process.kill()
+        process.wait(timeout=10)
+
+    # ------------------------------------------------------------------ state
+
+    def sentinel(self, index: int = 0) -> redis.Redis:
+        return redis.Redis(port=self.sentinel_ports[index], socket_timeout=2)
+
+    def master_port(self) -> int:
+        """The master's port as the first sentinel sees it."""
+        with self.sentinel() as client:
+            _, port = client.sentinel_get_master_addr_by_name(SERVICE)
+        return int(port)
+
+    def wait_ready(self, master: int, timeout: float = 30.0) -> None:
+        """Until every sentinel agrees ``master`` is the master, knows the other sentinels,
+        and sees every replica replicating from it."""
+        deadline = time.monotonic() + timeout
+        replicas = len(self.data_ports) - 1
+        for index in range(SENTINELS):
+            while True:
+                with self.sentinel(index) as client:
+                    state = client.sentinel_master(SERVICE)
+                    seen = [
+                        r for r in client.sentinel_slaves(SERVICE)
+                        if not (r["is_sdown"] or r["is_odown"]) and r["master-link-status"] == "ok"
+                    ]  # fmt: skip
+                if (
+                    int(state["port"]) == master
+                    and state["num-other-sentinels"] == SENTINELS - 1
+                    and len(seen) == replicas
+                ):
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"sentinel setup not ready: {state}, replicas {seen}")
+                time.sleep(0.1)
+
+    def wait_new_master(self, old: int, timeout: float = 30.0) -> int:
+        """Until the sentinels name a master other than ``old`` and it answers as a master."""
+        deadline = time.monotonic() + timeout
+        while True:
+            port = self.master_port()
+            if port != old:
+                with redis.Redis(port=port, socket_timeout=2) as client:
+                    if client.info("replication")["role"] == "master":
+                        return port
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no new master after {old} within {timeout}s")
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def sentinel_group(tmp_path: Path) -> Iterator[SentinelGroup]:
+    """A fresh master, one replica and three sentinels (a failover test changes them)."""
+    group = SentinelGroup(tmp_path / "sentinel")
+    group.directory.mkdir()
+    try:
+        group.start()
+        yield group
+    finally:
+        group.stop()
