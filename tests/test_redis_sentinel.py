@@ -179,15 +179,10 @@ async def test_sentinel_failover_keeps_every_acknowledged_job(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("sentinel_group", [2], indirect=True)
 async def test_killed_master_keeps_every_acknowledged_job(
-    tmp_path: Path, make_server: MakeServer, raw_client: RawConnect
+    sentinel_group: SentinelGroup, make_server: MakeServer, raw_client: RawConnect
 ) -> None:
     # Two replicas: once the master is gone, one is promoted and the other still confirms
     # every write (wait_replicas=1).
-    group = SentinelGroup(tmp_path / "sentinel", replicas=2)
-    group.directory.mkdir()
-    try:
-        group.start()
-        await push_through_failover(group, make_server, raw_client, "kill")
-    finally:
-        group.stop()
+    await push_through_failover(sentinel_group, make_server, raw_client, "kill")

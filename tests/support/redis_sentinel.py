@@ -135,9 +135,10 @@ class SentinelGroup:
 
 
 @pytest.fixture
-def sentinel_group(tmp_path: Path) -> Iterator[SentinelGroup]:
-    """A fresh master, one replica and three sentinels (a failover test changes them)."""
-    group = SentinelGroup(tmp_path / "sentinel")
+def sentinel_group(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[SentinelGroup]:
+    """A fresh master, one replica (or ``request.param`` replicas, with indirect
+    parametrisation) and three sentinels: a failover test changes them."""
+    group = SentinelGroup(tmp_path / "sentinel", replicas=getattr(request, "param", 1))
     group.directory.mkdir()
     try:
         group.start()
