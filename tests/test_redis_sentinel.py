@@ -133,7 +133,10 @@ async def push_through_failover(
     replies: dict[str, bytes] = {}
     stop = asyncio.Event()
     pushing = asyncio.gather(*(pump(c, i, stop, replies) for i, c in enumerate(clients)))
-    await asyncio.sleep(0.5)
+    deadline = time.monotonic() + 10
+    while sum(r == b"+OK\r\n" for r in list(replies.values())) < 20:  # pushes flow
+        assert time.monotonic() < deadline, f"pushes fail before the failover: {replies}"
+        await asyncio.sleep(0.05)
     before = len(replies)
     if fault == "failover":
         with group.sentinel() as sentinel:

@@ -6,6 +6,7 @@ only ``calls.Caller`` knows whether sending it again is safe.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import urlencode
 
@@ -31,6 +32,7 @@ class Clients:
     def __init__(self, url: RedisURL) -> None:
         self._url = url
         self._sentinel: Sentinel | None = None
+        self._sentinel_clients: list[Redis] = []
 
     def _options(self) -> dict[str, Any]:
         url = self._url
@@ -58,6 +60,9 @@ class Clients:
             self._sentinel = Sentinel(
                 url.nodes, sentinel_kwargs={**shared, **url.sentinel_auth, "retry": _no_retry()}
             )
+            # Sentinel.discover_master reorders its list of clients while other tasks await
+            # them, and concurrent calls can drop one from the list: keep our own to close.
+            self._sentinel_clients = list(self._sentinel.sentinels)
         options.update(retry=_no_retry(), **overrides)
         master: Redis = self._sentinel.master_for(url.service, db=url.db, **options)
         return master
@@ -74,6 +79,5 @@ class Clients:
         return Redis.from_url(url.client_url, retry=_no_retry(), socket_timeout=None)
 
     async def aclose(self) -> None:
-        sentinel, self._sentinel = self._sentinel, None
-        if sentinel is not None:
-            await sentinel.aclose()
+        clients, self._sentinel_clients, self._sentinel = self._sentinel_clients, [], None
+        await asyncio.gather(*(client.aclose() for client in clients), return_exceptions=True)
