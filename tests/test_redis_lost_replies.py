@@ -317,3 +317,42 @@ async def test_cancelled_reserve_gives_its_job_back(
         await fetch
     await until(lambda: queue_has(direct, ["j1", "j2"]))
     assert (await store.list_reservations(0, 10)).total == 0
+
+
+async def test_enqueue_retried_through_several_failures_is_stored_once(
+    store: RedisStore, fault_proxy: FaultProxy, direct: aioredis.Redis
+) -> None:
+    fault_proxy.lose_reply(sha("enqueue"))  # the first attempt runs, unheard
+    fault_proxy.lose_request(sha("enqueue"), times=3)  # three retries never arrive
+    await store.enqueue([job("j1")])  # the fifth attempt is answered: done before
+    assert fault_proxy.cuts == 4
+    assert await queue_jids(direct) == ["j1"]
+
+
+async def test_admin_and_worker_writes_whose_replies_are_lost_happen_once(
+    store: RedisStore, fault_proxy: FaultProxy, direct: aioredis.Redis
+) -> None:
+    await store.enqueue([job("j1"), job("j2")])
+    await store.reserve(["default"], "w1", NOW)
+    fault_proxy.lose_reply(sha("extend"))
+    assert await store.extend_reservation("j1", NOW + 5000) is True
+    assert (await store.get_reservation("j1")) is not None
+    assert (await store.expired_reservations(NOW + 4999, 10)) == []
+    fault_proxy.lose_reply(sha("queues_admin"))
+    await store.set_paused(["default"], True)
+    assert await store.paused_queues() == {"default"}
+    await store.add_to_set(SortedSet.DEAD, [entry("d1", NOW - 10), entry("d2", NOW + 10)])
+    fault_proxy.lose_reply(sha("set_remove"))
+    assert await store.purge_set(SortedSet.DEAD, NOW, 10) == 1
+    record = WorkerRecord(wid="w9", last_beat=NOW)
+    fault_proxy.lose_reply(sha("workers"))
+    await store.save_worker(record)
+    fault_proxy.lose_reply(sha("workers"))
+    assert await store.delete_worker("w9") is True
+    assert await store.get_worker("w9") is None
+    fault_proxy.lose_reply(sha("flush"))
+    await store.flush()
+    assert fault_proxy.cuts == 6
+    assert await store.queue_sizes() == {}
+    assert (await store.counters()).processed == 0
+    assert await store.set_size(SortedSet.DEAD) == 0

@@ -24,7 +24,7 @@ from conveyor.store.base import QueuedJob
 from conveyor.store.redis import RedisStore
 from conveyor.store.redis.codec import parse_url
 from conveyor.store.redis.store import Keys
-from tests.support.redis_sentinel import SERVICE, SentinelGroup
+from tests.support.redis_sentinel import PASSWORD, SENTINEL_PASSWORD, SERVICE, SentinelGroup
 from tests.support.server import MakeServer, RawClient, RawConnect
 
 K = Keys("conveyor")
@@ -102,11 +102,42 @@ async def test_store_over_sentinel_works_and_wakes_other_servers(
         await b.close()
 
 
+@pytest.mark.slow
+async def test_sentinels_and_master_with_passwords(tmp_path: Path) -> None:
+    group = SentinelGroup(tmp_path / "sentinel", auth=True)
+    group.directory.mkdir()
+    try:
+        group.start()
+        store = RedisStore.from_url(group.url())
+        await store.open()
+        try:
+            await store.enqueue([QueuedJob("default", "j1", b"{}", 60)])
+            assert [r.jid for r in await store.reserve(["default"], "w1", time.time())] == ["j1"]
+        finally:
+            await store.close()
+        # The sentinels refuse a client without their password; conveyor says why.
+        no_sentinel_auth = group.url().replace(f"sentinel_password={SENTINEL_PASSWORD}", "")
+        store = RedisStore.from_url(no_sentinel_auth)
+        with pytest.raises(StoreError, match="No master found"):
+            await store.open()
+        # The master refuses a client without its password.
+        store = RedisStore.from_url(group.url().replace(f":{PASSWORD}@", ""))
+        with pytest.raises(StoreError, match=r"(?i)auth"):
+            await store.open()
+    finally:
+        group.stop()
+
+
 async def test_sentinel_down_is_an_honest_error(tmp_path: Path) -> None:
     group = SentinelGroup(tmp_path)  # never started: nothing listens on its ports
     store = RedisStore.from_url(group.url())
-    with pytest.raises(StoreError, match=f"{SERVICE} \\(sentinels 127.0.0.1:"):
+    with pytest.raises(StoreError, match=f"{SERVICE} \\(sentinels 127.0.0.1:") as error:
         await store.open()
+    # Each sentinel's address and error, not redis-py's client reprs (this goes to clients).
+    message = str(error.value)
+    assert "No master found" in message
+    assert "<redis" not in message
+    assert all(f"127.0.0.1:{port} " in message for port in group.sentinel_ports)
 
 
 PRODUCERS = 4

@@ -21,19 +21,27 @@ __all__ = ["SentinelGroup", "sentinel_group"]
 
 SERVICE = "conveyor-test"
 SENTINELS = 3
+PASSWORD = "data-secret"
+SENTINEL_PASSWORD = "sentinel-secret"
 
 
 class SentinelGroup:
-    def __init__(self, directory: Path, replicas: int = 1) -> None:
+    def __init__(self, directory: Path, replicas: int = 1, auth: bool = False) -> None:
+        """``auth``: the data nodes ask for ``PASSWORD``, the sentinels for
+        ``SENTINEL_PASSWORD``."""
         self.server_binary = require_binary("redis-server")
         self.sentinel_binary = require_binary("redis-sentinel")
         self.directory = directory
         self.data_ports = [free_port() for _ in range(1 + replicas)]
         self.sentinel_ports = [free_port() for _ in range(SENTINELS)]
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
+        self.auth = auth
 
     def url(self, query: str = "") -> str:
         hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+        if self.auth:
+            hosts = f":{PASSWORD}@{hosts}"
+            query = "&".join(q for q in (f"sentinel_password={SENTINEL_PASSWORD}", query) if q)
         return f"redis+sentinel://{hosts}/{SERVICE}/0" + (f"?{query}" if query else "")
 
     # ------------------------------------------------------------------ processes
@@ -53,6 +61,8 @@ class SentinelGroup:
         ]  # fmt: skip
         if replica_of is not None:
             args += ["--replicaof", "127.0.0.1", str(replica_of)]
+        if self.auth:
+            args += ["--requirepass", PASSWORD, "--masterauth", PASSWORD]
         self._spawn(port, args)
         wait_for_port(port)
 
@@ -70,6 +80,13 @@ class SentinelGroup:
                 f"sentinel failover-timeout {SERVICE} 10000\n"
                 f"sentinel parallel-syncs {SERVICE} 1\n"
             )
+            if self.auth:
+                with config.open("a") as file:
+                    file.write(
+                        f"sentinel auth-pass {SERVICE} {PASSWORD}\n"
+                        f"requirepass {SENTINEL_PASSWORD}\n"
+                        f"sentinel sentinel-pass {SENTINEL_PASSWORD}\n"
+                    )
             self._spawn(port, [self.sentinel_binary, str(config)])
             wait_for_port(port)
         self.wait_ready(master)
@@ -89,7 +106,11 @@ class SentinelGroup:
     # ------------------------------------------------------------------ state
 
     def sentinel(self, index: int = 0) -> redis.Redis:
-        return redis.Redis(port=self.sentinel_ports[index], socket_timeout=2)
+        password = SENTINEL_PASSWORD if self.auth else None
+        return redis.Redis(port=self.sentinel_ports[index], socket_timeout=2, password=password)
+
+    def data(self, port: int) -> redis.Redis:
+        return redis.Redis(port=port, socket_timeout=2, password=PASSWORD if self.auth else None)
 
     def master_port(self) -> int:
         """The master's port as the first sentinel sees it."""
@@ -126,7 +147,7 @@ class SentinelGroup:
         while True:
             port = self.master_port()
             if port != old:
-                with redis.Redis(port=port, socket_timeout=2) as client:
+                with self.data(port) as client:
                     if client.info("replication")["role"] == "master":
                         return port
             if time.monotonic() > deadline:

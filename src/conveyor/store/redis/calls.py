@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import secrets
 import time
 from collections.abc import Sequence
@@ -42,6 +43,15 @@ RETRY_DELAYS = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0)
 """Pauses before each retry of a write whose reply was lost (the last one repeats)."""
 
 MIN_TOKEN_TTL_SECONDS = 30
+
+
+_CLIENT_REPR = re.compile(r"<redis\.asyncio\.client\.Redis\(.*?,host=([^,]+),port=(\d+),.*?\)> - ")
+
+
+def describe(exc: BaseException) -> str:
+    """An error's text, without the client reprs redis-py's Sentinel puts in "No master
+    found" (one per sentinel, hundreds of characters each): just each sentinel's address."""
+    return _CLIENT_REPR.sub(r"\1:\2 ", str(exc))
 
 
 class OutcomeUnknown(StoreError):
@@ -88,15 +98,16 @@ class Caller:
 
     def unreachable(self, op: str, exc: BaseException, *, wrote: bool = False) -> StoreError:
         detail = "" if wrote else ", nothing written"
-        return StoreError(f"Redis at {self.where} is unreachable ({op}{detail}): {exc}")
+        return StoreError(f"Redis at {self.where} is unreachable ({op}{detail}): {describe(exc)}")
 
     def failed(self, op: str, exc: BaseException) -> StoreError:
-        return StoreError(f"Redis at {self.where} failed ({op}): {exc}")
+        return StoreError(f"Redis at {self.where} failed ({op}): {describe(exc)}")
 
     def _unknown(self, op: str, exc: BaseException) -> OutcomeUnknown:
         return OutcomeUnknown(
             f"Redis at {self.where} lost the reply to {op} and no retry got an answer within "
-            f"{self.retry_for:g}s: outcome unknown, it may or may not have been done ({exc})"
+            f"{self.retry_for:g}s: outcome unknown, it may or may not have been done "
+            f"({describe(exc)})"
         )
 
     # ------------------------------------------------------------------ calls
