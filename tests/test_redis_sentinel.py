@@ -26,6 +26,7 @@ from conveyor.store.redis.codec import parse_url
 from conveyor.store.redis.store import Keys
 from tests.support.redis_sentinel import PASSWORD, SENTINEL_PASSWORD, SERVICE, SentinelGroup
 from tests.support.server import MakeServer, RawClient, RawConnect
+from tests.support.tls import CertFiles
 
 K = Keys("conveyor")
 HONEST = (b"is unreachable", b"outcome unknown", b"replicas confirmed")
@@ -124,6 +125,27 @@ async def test_sentinels_and_master_with_passwords(tmp_path: Path) -> None:
         store = RedisStore.from_url(group.url().replace(f":{PASSWORD}@", ""))
         with pytest.raises(StoreError, match=r"(?i)auth"):
             await store.open()
+    finally:
+        group.stop()
+
+
+@pytest.mark.slow
+async def test_sentinels_and_master_over_tls(tmp_path: Path, self_signed_cert: CertFiles) -> None:
+    group = SentinelGroup(tmp_path / "sentinel", tls=self_signed_cert)
+    group.directory.mkdir()
+    try:
+        group.start()
+        store = RedisStore.from_url(group.url("wait_replicas=1"))
+        await store.open()
+        try:
+            await store.enqueue([QueuedJob("default", "j1", b"{}", 60)])
+            assert [r.jid for r in await store.reserve(["default"], "w1", time.time())] == ["j1"]
+        finally:
+            await store.close()
+        # Without the CA the sentinels' certificate is refused: TLS really is checked.
+        untrusted = RedisStore.from_url(group.url().split("?")[0])
+        with pytest.raises(StoreError, match="certificate verify failed"):
+            await untrusted.open()
     finally:
         group.stop()
 

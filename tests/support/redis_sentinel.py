@@ -11,11 +11,15 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
 
 from tests.support.services import free_port, require_binary, wait_for_port
+
+if TYPE_CHECKING:  # imported by conftest after this module: no import at run time
+    from tests.support.tls import CertFiles
 
 __all__ = ["SentinelGroup", "sentinel_group"]
 
@@ -26,9 +30,16 @@ SENTINEL_PASSWORD = "sentinel-secret"
 
 
 class SentinelGroup:
-    def __init__(self, directory: Path, replicas: int = 1, auth: bool = False) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        replicas: int = 1,
+        auth: bool = False,
+        tls: CertFiles | None = None,
+    ) -> None:
         """``auth``: the data nodes ask for ``PASSWORD``, the sentinels for
-        ``SENTINEL_PASSWORD``."""
+        ``SENTINEL_PASSWORD``. ``tls``: every node and sentinel speaks TLS only, with this
+        certificate (also the CA to trust)."""
         self.server_binary = require_binary("redis-server")
         self.sentinel_binary = require_binary("redis-sentinel")
         self.directory = directory
@@ -36,13 +47,29 @@ class SentinelGroup:
         self.sentinel_ports = [free_port() for _ in range(SENTINELS)]
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
         self.auth = auth
+        self.tls = tls
 
     def url(self, query: str = "") -> str:
         hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+        extra = [query]
         if self.auth:
             hosts = f":{PASSWORD}@{hosts}"
-            query = "&".join(q for q in (f"sentinel_password={SENTINEL_PASSWORD}", query) if q)
-        return f"redis+sentinel://{hosts}/{SERVICE}/0" + (f"?{query}" if query else "")
+            extra.append(f"sentinel_password={SENTINEL_PASSWORD}")
+        if self.tls:
+            extra.append(f"ssl_ca_certs={self.tls.cert}")
+        query = "&".join(q for q in extra if q)
+        scheme = "rediss+sentinel" if self.tls else "redis+sentinel"
+        return f"{scheme}://{hosts}/{SERVICE}/0" + (f"?{query}" if query else "")
+
+    def _tls_settings(self) -> list[str]:
+        """``--name value`` pairs of the TLS settings (sentinel.conf takes them as lines)."""
+        if self.tls is None:
+            return []
+        cert, key = str(self.tls.cert), str(self.tls.key)
+        return [
+            "tls-cert-file", cert, "tls-key-file", key, "tls-ca-cert-file", cert,
+            "tls-auth-clients", "no", "tls-replication", "yes",
+        ]  # fmt: skip
 
     # ------------------------------------------------------------------ processes
 
@@ -54,8 +81,11 @@ class SentinelGroup:
     def start_data_node(self, port: int, replica_of: int | None = None) -> None:
         node_dir = self.directory / str(port)
         node_dir.mkdir(parents=True, exist_ok=True)
+        listen = ["--port", "0", "--tls-port", str(port)] if self.tls else ["--port", str(port)]
+        tls = self._tls_settings()
         args = [
-            self.server_binary, "--port", str(port), "--bind", "127.0.0.1",
+            self.server_binary, *listen, "--bind", "127.0.0.1",
+            *(f"--{v}" if i % 2 == 0 else v for i, v in enumerate(tls)),
             "--dir", str(node_dir), "--save", "", "--appendonly", "no",
             "--protected-mode", "no",
         ]  # fmt: skip
@@ -73,8 +103,12 @@ class SentinelGroup:
             self.start_data_node(port, replica_of=master)
         for port in self.sentinel_ports:
             config = self.directory / f"sentinel-{port}.conf"
+            tls = self._tls_settings()
+            listen = f"port 0\ntls-port {port}\n" if self.tls else f"port {port}\n"
             config.write_text(
-                f"port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {self.directory}\n"
+                listen
+                + "".join(f"{tls[i]} {tls[i + 1]}\n" for i in range(0, len(tls), 2))
+                + f"bind 127.0.0.1\nprotected-mode no\ndir {self.directory}\n"
                 f"sentinel monitor {SERVICE} 127.0.0.1 {master} 2\n"
                 f"sentinel down-after-milliseconds {SERVICE} 1000\n"
                 f"sentinel failover-timeout {SERVICE} 10000\n"
@@ -105,12 +139,16 @@ class SentinelGroup:
 
     # ------------------------------------------------------------------ state
 
+    def _client(self, port: int, password: str | None) -> redis.Redis:
+        tls = {"ssl": True, "ssl_ca_certs": str(self.tls.cert)} if self.tls else {}
+        return redis.Redis(port=port, socket_timeout=2, password=password, **tls)
+
     def sentinel(self, index: int = 0) -> redis.Redis:
         password = SENTINEL_PASSWORD if self.auth else None
-        return redis.Redis(port=self.sentinel_ports[index], socket_timeout=2, password=password)
+        return self._client(self.sentinel_ports[index], password)
 
     def data(self, port: int) -> redis.Redis:
-        return redis.Redis(port=port, socket_timeout=2, password=PASSWORD if self.auth else None)
+        return self._client(port, PASSWORD if self.auth else None)
 
     def master_port(self) -> int:
         """The master's port as the first sentinel sees it."""
