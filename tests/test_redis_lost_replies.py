@@ -356,3 +356,29 @@ async def test_admin_and_worker_writes_whose_replies_are_lost_happen_once(
     assert await store.queue_sizes() == {}
     assert (await store.counters()).processed == 0
     assert await store.set_size(SortedSet.DEAD) == 0
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        b"-LOADING Redis is loading the dataset in memory\r\n",  # restarting
+        b"-READONLY You can't write against a read only replica.\r\n",  # failing over
+    ],
+)
+async def test_enqueue_retries_refused_meanwhile_go_on_until_answered(
+    store: RedisStore, fault_proxy: FaultProxy, direct: aioredis.Redis, refusal: bytes
+) -> None:
+    fault_proxy.lose_reply(sha("enqueue"))
+    fault_proxy.answer_instead(sha("enqueue"), refusal, times=2)
+    await store.enqueue([job("j1")])  # the retries refused twice, then answered
+    assert await queue_jids(direct) == ["j1"]
+
+
+async def test_enqueue_refused_outright_is_an_error_that_stored_nothing(
+    store: RedisStore, fault_proxy: FaultProxy, direct: aioredis.Redis
+) -> None:
+    oom = b"-OOM command not allowed when used memory > 'maxmemory'.\r\n"
+    fault_proxy.answer_instead(sha("enqueue"), oom)
+    with pytest.raises(StoreError, match=r"failed \(enqueue\): command not allowed"):
+        await store.enqueue([job("j1")])
+    assert await queue_jids(direct) == []

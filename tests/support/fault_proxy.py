@@ -33,6 +33,7 @@ class _Rule:
     before: bool  # cut before the command reaches Redis (else after Redis answered it)
     then: Callable[[], Awaitable[None]] | None = None
     late: float | None = None  # deliver a cut request to Redis after this many seconds
+    answer: bytes = b""  # answer this instead of Redis (the command does not reach Redis)
     hits: int = 0
 
 
@@ -78,6 +79,11 @@ class FaultProxy:
         many seconds later (a packet stuck in the network), after any retry."""
         self._rules.append(_Rule(marker, times, before=True, late=late))
 
+    def answer_instead(self, marker: bytes, reply: bytes, times: int = 1) -> None:
+        """The next ``times`` commands containing ``marker`` get ``reply`` (raw RESP, e.g. an
+        error Redis might send) from the proxy; Redis never sees them."""
+        self._rules.append(_Rule(marker, times, before=False, answer=reply))
+
     def clear(self) -> None:
         self._rules.clear()
 
@@ -112,6 +118,10 @@ class FaultProxy:
                     break
                 rule = self._match(tail + data)
                 tail = data[-256:]
+                if rule is not None and rule.answer:
+                    client_w.write(rule.answer)
+                    await client_w.drain()
+                    continue
                 if rule is not None and rule.before:
                     self.cuts += 1
                     cut.set()

@@ -19,6 +19,7 @@ same connection, and fewer confirmations than asked is an error that says what h
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import re
 import secrets
@@ -143,9 +144,10 @@ class Caller:
         known."""
         token = token or self.new_token()
         wait = durable and self._wait is not None
-        lost: BaseException | None = None
+        lost: BaseException | None = None  # why the outcome is unknown, once it is
+        last: BaseException | None = None
         deadline = 0.0
-        for attempt in range(1, 1_000_000):
+        for attempt in itertools.count(1):
             try:
                 result = await self._attempt(
                     script, [token, *keys], [self.token_ttl, attempt, *args], wait=wait
@@ -153,10 +155,13 @@ class Caller:
             except _NotSent as exc:
                 if lost is None:
                     raise self.unreachable(script.name, exc.__cause__ or exc) from exc
+                last = exc.__cause__ or exc
             except _Lost as exc:
-                lost = exc.__cause__ or exc
+                lost = last = exc.__cause__ or exc
             except RedisError as exc:
-                raise self.failed(script.name, exc) from exc
+                if lost is None:  # Redis refused the command: nothing was written
+                    raise self.failed(script.name, exc) from exc
+                last = exc  # a retry refused (LOADING after a restart, READONLY, ...): retry
             else:
                 reraise_cancellation()
                 return result
@@ -164,8 +169,8 @@ class Caller:
                 deadline = time.monotonic() + self.retry_for
             pause = RETRY_DELAYS[min(attempt - 1, len(RETRY_DELAYS) - 1)]
             if time.monotonic() + pause >= deadline:
-                assert lost is not None
-                raise self._unknown(script.name, lost)
+                assert last is not None  # every way here set it
+                raise self._unknown(script.name, last)
             await asyncio.sleep(pause)
         raise AssertionError("unreachable")  # pragma: no cover
 
