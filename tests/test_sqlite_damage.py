@@ -21,7 +21,7 @@ import msgspec
 
 from conveyor.store.base import QueuedJob, SetEntry, SortedSet
 from conveyor.store.sqlite import SQLiteStore
-from conveyor.store.sqlite.db import SCHEMA_VERSION
+from conveyor.store.sqlite.schema import SCHEMA_VERSION
 from tests.support.server import TEST_TIMINGS_ENV, RawConnect, SpawnServer
 
 PAGE = 4096
@@ -140,7 +140,8 @@ async def test_changed_payloads_are_moved_aside_not_delivered(
         (jid, "queue_jobs") for jid in sorted(damaged_jids)
     ]
     for jid, _, payload in aside:  # kept as found, for the operator to inspect
-        assert isinstance(payload, bytes) and f'"jid":"{jid}"'.encode() in payload
+        assert isinstance(payload, bytes)
+        assert f'"jid":"{jid}"'.encode() in payload
     output = server.output()
     assert "moved 5 damaged jobs aside" in output, output
 
@@ -150,7 +151,10 @@ async def test_a_payload_changed_while_serving_is_not_delivered(tmp_path: Path) 
     store = SQLiteStore.from_url(f"sqlite:///{path}")
     await store.open()
     try:
-        jobs = [QueuedJob("default", f"j{n}", b'{"jid":"j%d","args":[%d]}' % (n, n), 60) for n in range(3)]
+        jobs = [
+            QueuedJob("default", f"j{n}", b'{"jid":"j%d","args":[%d]}' % (n, n), 60)
+            for n in range(3)
+        ]
         await store.enqueue(jobs)
         with contextlib.closing(sqlite3.connect(path)) as other:  # the bytes change under us
             other.execute("UPDATE queue_jobs SET payload = x'7b22ff7d' WHERE jid = 'j1'")
@@ -233,7 +237,8 @@ async def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path) -> None
         assert await store.queue_sizes() == {"default": 2, "slow": 1}
         assert await store.paused_queues() == {"slow"}
         reservation = await store.get_reservation("r1")
-        assert reservation is not None and reservation.payload == b'{"jid":"r1","args":[]}'
+        assert reservation is not None
+        assert reservation.payload == b'{"jid":"r1","args":[]}'
         assert await store.due_entries(SortedSet.RETRIES, 10.0, 5) == [
             SetEntry(5.0, "s1", b'{"jid":"s1","args":[]}', "default", "Work")
         ]
@@ -258,4 +263,7 @@ async def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path) -> None
         assert len((await store.list_reservations(0, 10)).items) == 3
     finally:
         await store.close()
-    assert json.loads(sql(path, "SELECT payload FROM queue_jobs")[0][0]) == {"jid": "q3", "args": [3]}
+    assert json.loads(sql(path, "SELECT payload FROM queue_jobs")[0][0]) == {
+        "jid": "q3",
+        "args": [3],
+    }

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from conveyor.config import ConfigError, load_config
+from conveyor.errors import StoreError
 
 __all__ = ["server_command"]
 
@@ -118,7 +119,7 @@ def server_command(
 
     try:
         run_forever(config)
-    except OSError as exc:  # e.g. the port is taken
+    except (OSError, StoreError) as exc:  # the port is taken, the database is damaged, ...
         raise click.ClickException(f"cannot start the server: {exc}") from None
     except ValueError as exc:  # open_store rejects the storage URL
         raise click.UsageError(str(exc)) from None
