@@ -18,14 +18,12 @@ import dataclasses
 import json
 import sqlite3
 from collections.abc import Awaitable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from conveyor.errors import StoreError
 from conveyor.store.base import (
     Counters,
     FailOutcome,
-    JobFilter,
     Page,
     QueuedJob,
     ReadyListener,
@@ -36,10 +34,10 @@ from conveyor.store.base import (
     Store,
     WorkerRecord,
 )
-from conveyor.store.filters import filter_matcher
 from conveyor.store.sqlite import damage
 from conveyor.store.sqlite.damage import Damaged, checksum, intact
 from conveyor.store.sqlite.db import Database, SQLiteOptions, load_queries, split_statements
+from conveyor.store.sqlite.listing import PageCursor, SetListing, entry_of
 from conveyor.store.sqlite.schema import prepare
 from conveyor.store.workers import LocalWorkers
 
@@ -53,41 +51,12 @@ _COUNTERS = load_queries("counters.sql")
 _TOTAL = ""  # the counters row holding the totals
 
 
-def _entry(row: tuple[Any, ...]) -> SetEntry:
-    score, jid, payload, queue, jobtype = row
-    return SetEntry(score, jid, payload, queue, jobtype)
-
-
-@dataclass(frozen=True, slots=True)
-class _PageCursor:
-    """Where the last page of a set listing ended. A scan asking for the very next page of the
-    same listing, with the set unchanged since, continues from (score, jid) through the index
-    and reuses the total, instead of re-walking ``offset`` rows and re-counting: this keeps a
-    MUTATE over 100,000 filtered entries linear. Any change to the set drops its cursor."""
-
-    flt: JobFilter
-    descending: bool
-    next_offset: int
-    score: float
-    jid: str
-    total: int
-
-    def resumes(self, flt: JobFilter, descending: bool, offset: int) -> bool:
-        return (flt, descending, offset) == (self.flt, self.descending, self.next_offset)
-
-
-def _like_substring(text: str) -> str:
-    """A LIKE pattern for ``text`` anywhere, its ``%``, ``_`` and ``\\`` taken literally."""
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
 def _reservation(row: tuple[Any, ...]) -> Reservation:
     jid, queue, payload, wid, reserved_at, expires_at = row[:6]
     return Reservation(jid, queue, payload, wid, reserved_at, expires_at)
 
 
-class SQLiteStore(LocalWorkers, Store):
+class SQLiteStore(SetListing, LocalWorkers, Store):
     """Build with ``SQLiteStore.from_url("sqlite:///path/to/file.db")`` (see ``SQLiteOptions``)."""
 
     def __init__(self, options: SQLiteOptions) -> None:
@@ -98,7 +67,7 @@ class SQLiteStore(LocalWorkers, Store):
         self._sizes: dict[str, int] = {}  # every known queue -> its length
         self._paused: set[str] = set()
         self._set_sizes: dict[SortedSet, int] = dict.fromkeys(SortedSet, 0)
-        self._cursors: dict[SortedSet, _PageCursor] = {}
+        self._cursors: dict[SortedSet, PageCursor] = {}
         self._totals = [0, 0]  # processed, failures (committed + pending)
         self._pending: dict[str, list[int]] = {}  # day -> counts not yet written
         self._workers: dict[str, WorkerRecord] = {}
@@ -381,7 +350,7 @@ class SQLiteStore(LocalWorkers, Store):
             if self._move_aside(found, [(r[5],) for r in damaged], damage.DROP["set_entries"]):
                 self._resize(name, -len(damaged))
             rows = [row for row in rows if intact(row[2], row[6])]
-        return [_entry(row[:5]) for row in rows]
+        return [entry_of(row[:5]) for row in rows]
 
     def _take(self, conn: sqlite3.Connection, name: SortedSet, entry: SetEntry) -> SetEntry | None:
         row = conn.execute(_SETS["take_entry"], (name, entry.jid, entry.score)).fetchone()
@@ -445,70 +414,6 @@ class SQLiteStore(LocalWorkers, Store):
 
     async def set_size(self, name: SortedSet) -> int:
         return self._set_sizes[name]
-
-    async def list_set(
-        self,
-        name: SortedSet,
-        flt: JobFilter,
-        offset: int,
-        limit: int,
-        *,
-        descending: bool = False,
-    ) -> Page[SetEntry]:
-        offset, limit = max(offset, 0), max(limit, 0)
-        if flt.jids:
-            return self._list_jids(name, flt, offset, limit, descending)
-        return self._list_filtered(name, flt, offset, limit, descending)
-
-    def _list_jids(
-        self, name: SortedSet, flt: JobFilter, offset: int, limit: int, descending: bool
-    ) -> Page[SetEntry]:
-        """Few entries by jid through the unique index; the rest of the filter in Python."""
-        match = filter_matcher(flt)
-        rows = self._db.read(_SETS["entries_by_jid"], (name, json.dumps(list(flt.jids))))
-        found = sorted(
-            (e for e in map(_entry, rows) if match(e)),
-            key=lambda e: (e.score, e.jid),
-            reverse=descending,
-        )
-        return Page(found[offset : offset + limit], len(found))
-
-    def _list_filtered(
-        self, name: SortedSet, flt: JobFilter, offset: int, limit: int, descending: bool
-    ) -> Page[SetEntry]:
-        read = self._db.read
-        direction = "desc" if descending else "asc"
-        params: dict[str, Any] = {
-            "name": name,
-            "limit": limit,
-            "queue": flt.queue or None,
-            "jobtype": flt.jobtype or None,
-            "pattern": flt.pattern or None,
-            "text": _like_substring(flt.text) if flt.text else None,
-        }
-        cursor = self._cursors.get(name)
-        if offset and cursor is not None and cursor.resumes(flt, descending, offset):
-            params.update(score=cursor.score, jid=cursor.jid)
-            rows = read(_SETS[f"filtered_after_{direction}"], params)
-            total = cursor.total
-        elif flt.is_empty:
-            rows = read(_SETS[f"page_{direction}"], {**params, "offset": offset})
-            total = self._set_sizes[name]
-        else:
-            rows = read(_SETS[f"filtered_page_{direction}"], {**params, "offset": offset})
-            del params["limit"]
-            ((total,),) = read(_SETS["filtered_count"], params)
-        items = [_entry(row) for row in rows]
-        if items:
-            last = items[-1]
-            self._cursors[name] = _PageCursor(
-                flt, descending, offset + len(items), last.score, last.jid, total
-            )
-        return Page(items, total)
-
-    async def get_set_entries(self, name: SortedSet, jids: Sequence[str]) -> list[SetEntry]:
-        rows = self._db.read(_SETS["entries_by_jid"], (name, json.dumps(list(jids))))
-        return [_entry(row) for row in rows]
 
     # ----------------------------------------------------------------- queues
 
