@@ -13,6 +13,7 @@ Every commit that needs a new block fails with SQLITE_FULL (ENOSPC). What must h
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sqlite3
 import time
@@ -21,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.errors import StoreError
+from conveyor.errors import StoreError, StoreUnavailable
 from conveyor.manager import Manager
+from conveyor.store.base import FailOutcome, QueuedJob, SetEntry, SortedSet
 from conveyor.store.sqlite import SQLiteStore
 from tests.support.disks import SmallDisk
 from tests.support.server import TEST_TIMINGS, RawConnect, ServerProcess, SpawnServer
@@ -162,3 +164,159 @@ async def test_a_push_whose_commit_failed_before_its_wait_began_is_refused(
         small_disk.free()
         await manager.stop()
     assert "lost-0001" not in stored_jids(path)
+
+
+# ---------------------------------------------------------------- the store under the server
+
+NOW = 1_700_000_000.0
+DAY = "2023-11-14"
+
+
+def queued(jid: str, queue: str = "default", size: int = 100) -> QueuedJob:
+    return QueuedJob(queue, jid, job(jid, "z" * size), 60)
+
+
+async def open_on(disk: SmallDisk) -> SQLiteStore:
+    store = SQLiteStore.from_url(f"sqlite:///{disk.path / 'store.db'}")
+    await store.open()
+    return store
+
+
+async def until_writable(store: SQLiteStore, within: float = 5.0) -> None:
+    """Enqueue a marker job until it is accepted: the probe has found the disk writable."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            await store.enqueue([queued("marker")])
+            return
+        except StoreUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
+async def test_each_write_learns_the_fate_of_the_commit_that_held_it(
+    small_disk: SmallDisk,
+) -> None:
+    store = await open_on(small_disk)
+    try:
+        kept = store.enqueue_now([queued("kept")])
+        await kept
+        small_disk.fill()
+        lost = store.enqueue_now([queued("lost", size=1_000_000)])
+        # the lazy commit (5 ms) runs, and fails, before anyone waits; the checks below run
+        # before the first probe (50 ms after the failure) can find the disk writable again
+        await asyncio.sleep(0.02)
+        for _ in range(2):  # whoever asks, whenever: the same answer
+            with pytest.raises(StoreUnavailable, match="disk is full"):
+                await lost
+        await kept  # a committed write stays committed
+        # while commits fail, every change is refused at once, FETCH included
+        with pytest.raises(StoreUnavailable, match="cannot commit since"):
+            store.enqueue_now([queued("refused")])
+        with pytest.raises(StoreUnavailable):
+            await store.reserve(["default"], "w1", NOW)
+        with pytest.raises(StoreUnavailable):
+            await store.ack(["kept"], DAY)
+        assert not store.takes_hand_off("default")
+        small_disk.free()
+        await until_writable(store)  # no reopen: the store found out by itself
+    finally:
+        await store.close()
+    assert stored_jids(small_disk.path / "store.db") == {"kept", "marker"}
+
+
+async def test_the_mirrors_follow_a_failed_commit_back(small_disk: SmallDisk) -> None:
+    store = await open_on(small_disk)
+
+    async def mirrors() -> tuple[object, ...]:
+        return (
+            await store.queue_sizes(),
+            await store.paused_queues(),
+            {name: await store.set_size(name) for name in SortedSet},
+            await store.counters(),
+            (await store.list_reservations(0, 100)).total,
+        )
+
+    try:
+        await store.enqueue([queued(f"a{n}", "a") for n in range(5)] + [queued("b0", "b")])
+        await store.add_to_set(SortedSet.DEAD, [SetEntry(NOW, "d0", b"{}", "a", "Work")])
+        [first] = await store.reserve(["a"], "w1", NOW)
+        await store.ack([first.jid], DAY)
+        await store.enqueue([queued("sync")])  # commits the ack too
+        before = await mirrors()
+        small_disk.fill()
+        # one transaction holding every kind of change, then one that cannot fit
+        taken = await store.reserve(["a"], "w1", NOW, count=2)
+        assert len(taken) == 2
+        assert await store.ack([taken[0].jid], DAY) == 1
+        outcome = FailOutcome(SortedSet.RETRIES, NOW + 60, b"{}", "a", "Work")
+        assert await store.fail(taken[1].jid, outcome, DAY)
+        store.enqueue_now([queued("big", "c", size=1_000_000)])
+        with pytest.raises(StoreUnavailable):
+            await store.set_paused(["b"], True)
+        assert await mirrors() == before
+        small_disk.free()
+        await until_writable(store)
+        after = await mirrors()
+    finally:
+        await store.close()
+    reopened = await open_on(small_disk)
+    try:
+        assert (
+            await reopened.queue_sizes(),
+            await reopened.paused_queues(),
+            {name: await reopened.set_size(name) for name in SortedSet},
+            await reopened.counters(),
+            (await reopened.list_reservations(0, 100)).total,
+        ) == after
+    finally:
+        await reopened.close()
+    sizes = before[0]
+    assert isinstance(sizes, dict)
+    assert after[0] == {**sizes, "default": sizes["default"] + 1}  # + the marker job
+
+
+async def test_a_handed_off_job_whose_reservation_is_lost_fails_its_push(
+    small_disk: SmallDisk,
+) -> None:
+    config = dataclasses.replace(TEST_TIMINGS, fetch_wait_seconds=5.0)
+    manager = Manager(SQLiteStore.from_url(f"sqlite:///{small_disk.path / 'c.db'}"), config)
+    await manager.start()
+    delivered: list[list[bytes]] = []
+
+    def deliver(payloads: list[bytes]) -> bool:
+        delivered.append(payloads)
+        return True
+
+    try:
+        fetch = asyncio.create_task(manager.fetch_many(["fresh"], "w1", 1, deliver=deliver))
+        while not manager.waiters.waiting():
+            await asyncio.sleep(0.005)
+        small_disk.fill()
+        big = {"jid": "handed-1", "jobtype": "W", "queue": "fresh", "args": ["h" * 1_000_000]}
+        payload = json.dumps(big)
+        rest = manager.push_now(payload.encode())
+        assert rest is not None
+        # the reply went to the worker first (docs/design/hand-off.md) ...
+        assert [json.loads(p)["jid"] for p in delivered[0]] == ["handed-1"]
+        assert await fetch == []
+        # ... and the PUSH learns that the reservation was lost: the producer pushes again
+        with pytest.raises(StoreUnavailable):
+            await rest
+        assert await manager.store.queue_sizes() == {}  # the new queue went with it
+        assert (await manager.store.list_reservations(0, 10)).total == 0
+        small_disk.free()
+        deadline = time.monotonic() + 5
+        while True:  # the producer's retry, once the disk takes writes again
+            try:
+                await manager.push(payload.encode())
+                break
+            except StoreUnavailable:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+        assert await manager.store.queue_sizes() == {"fresh": 1}
+    finally:
+        small_disk.free()
+        await manager.stop()
+    assert stored_jids(small_disk.path / "c.db") == {"handed-1"}
