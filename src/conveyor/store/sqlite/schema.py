@@ -33,7 +33,7 @@ def damaged(path: str, problem: str) -> StoreError:
 
 def prepare(conn: sqlite3.Connection, path: str) -> None:
     """Check an existing file, then create or upgrade the schema, in one transaction."""
-    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    version = schema_version(conn)
     if version > SCHEMA_VERSION:
         raise StoreError(
             f"{path!r} has schema version {version}, made by a newer"
@@ -54,6 +54,18 @@ def prepare(conn: sqlite3.Connection, path: str) -> None:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """``PRAGMA user_version``; for a file that has conveyor's tables but lost its version
+    (``sqlite3 .dump`` does not carry it: docs/operations.md), the version its columns show."""
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version:
+        return int(version)
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(queue_jobs)")}
+    if not columns:
+        return 0  # a new file
+    return 2 if "crc" in columns else 1
 
 
 def check_structure(conn: sqlite3.Connection, path: str) -> None:
