@@ -3,8 +3,9 @@
 Real files made by a real server, damaged byte by byte as a failing disk would (zeroed pages,
 flipped bits), then opened by a real ``conveyor server``. What must hold (docs/operations.md,
 "When things fail"): a file whose structure is broken is refused with one clear line and exit
-code 1; a payload whose bytes changed where ``PRAGMA quick_check`` cannot see it is detected by
-its checksum and moved aside into ``damaged_jobs``, not delivered.
+code 2 (the server's code for "cannot start"); a payload whose bytes changed where
+``PRAGMA quick_check`` cannot see it is detected by its checksum and moved aside into
+``damaged_jobs``, not delivered.
 """
 
 from __future__ import annotations
@@ -79,11 +80,11 @@ async def test_zeroed_data_pages_are_refused_at_start(
 
     done = start_server(path)
 
-    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.returncode == 2, done.stdout + done.stderr
     assert "Traceback" not in done.stderr, done.stderr
-    last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"Error: cannot start the server: SQLite database '{path}' is damaged")
-    assert "docs/operations.md" in last
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"Error: SQLite database '{path}' is damaged (")
+    assert "docs/operations.md" in line
     assert path.read_bytes() == before  # refused without writing a byte
 
 
@@ -97,11 +98,11 @@ async def test_a_damaged_table_read_at_start_is_a_clear_message_not_a_traceback(
 
     done = start_server(path)
 
-    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.returncode == 2, done.stdout + done.stderr
     assert "Traceback" not in done.stderr, done.stderr
     assert "sqlite3." not in done.stderr
-    last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("Error: cannot start the server: SQLite database"), last
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"Error: SQLite database '{path}' is damaged ("), line
 
 
 RECOVER_BY_DUMP = (
@@ -123,7 +124,7 @@ async def test_the_documented_recovery_serves_what_survived(
     damaged, recovered = tmp_path / "damaged.db", tmp_path / "recovered.db"
     await make_database(spawn_server, raw_client, damaged)
     zero_pages(damaged, leaf_pages(damaged, "queue_jobs")[2:5])
-    assert start_server(damaged).returncode == 1
+    assert start_server(damaged).returncode == 2
 
     recover_by_dump(damaged, recovered)
     assert sql(recovered, "PRAGMA quick_check") == [("ok",)]

@@ -20,6 +20,8 @@ from conveyor.job import Job, decode_job, encode_job
 from conveyor.manager import validation
 from conveyor.manager.admin import AdminOps
 from conveyor.manager.config import ManagerConfig
+from conveyor.manager.features import Feature
+from conveyor.manager.features.registry import build_features
 from conveyor.manager.info import build_info
 from conveyor.manager.lifecycle import JobState, check_transition
 from conveyor.manager.middleware import (
@@ -64,6 +66,7 @@ class Manager(AdminOps):
         store: Store,
         config: ManagerConfig | None = None,
         middleware: Sequence[Middleware] = (),
+        features: Sequence[Feature] | None = None,
     ) -> None:
         from conveyor import __version__
 
@@ -74,14 +77,23 @@ class Manager(AdminOps):
         self.waiters = QueueWaiters()
         self.tasks = BackgroundTasks(self)
         self.started_at = time.time()
-        self._middleware = list(middleware)
+        # None: every feature with its defaults (configured ones come from ServerConfig)
+        self.features = build_features({}) if features is None else list(features)
+        for feature in self.features:
+            feature.bind(self)
+        # features first: they are the server's own rules, the middleware given is the user's
+        self._middleware = [*self.features, *middleware]
         self._push_hooks = hooks_of(self._middleware, "push")
         self._fetch_hooks = hooks_of(self._middleware, "fetch")
         self._ack_hooks = hooks_of(self._middleware, "ack")
         self._fail_hooks = hooks_of(self._middleware, "fail")
         # fetch middleware sees every job a FETCH takes: those go the long way, through reserve
         self._hand_offs = store.in_process and not self._fetch_hooks
-        self._pushes_now = store.in_process and not self._push_hooks
+        # A job no push hook wants keeps the fast path; gates say which jobs features want.
+        pushers = [m for m in self._middleware if type(m).push is not Middleware.push]
+        gated = all(isinstance(m, Feature) for m in pushers)
+        self._push_gates = [m.wants_push for m in pushers if isinstance(m, Feature)]
+        self._pushes_now = store.in_process and gated
         # Worker state as last seen by this server; BEAT refreshes it from the store.
         self._worker_states: dict[str, str] = {}
         self._local_clients: dict[str, set[int]] = {}
@@ -127,6 +139,8 @@ class Manager(AdminOps):
         if not self._pushes_now:
             return None
         job = validation.decode_pushed(payload, self.config)
+        if self._push_gates and any(wants(job) for wants in self._push_gates):
+            return None
         stamp = now_iso()  # created_at (when the client left it out) and enqueued_at
         due = validation.prepare_job(job, self.config, stamp)
         now = time.time()
@@ -477,6 +491,12 @@ class Manager(AdminOps):
     async def flush(self) -> None:
         await self.store.flush()
         self.tasks.reset_stats()
+
+    def reconfigure(self, features: Sequence[Feature]) -> None:
+        """Apply reloaded feature settings (SIGHUP): ``features`` is a fresh, valid
+        ``build_features()``, one instance per running feature, in the same order."""
+        for running, new in zip(self.features, features, strict=True):
+            running.reconfigure(new)
 
 
 def _by_queue(jobs: list[QueuedJob]) -> dict[str, list[QueuedJob]]:

@@ -17,6 +17,7 @@ from starlette.templating import Jinja2Templates
 
 from conveyor import __version__
 from conveyor.manager.types import ServerStats
+from conveyor.manager.views import plural
 from conveyor.web import api, pages
 from conveyor.web.present import human_count, human_duration, pretty_json, relative_time
 from conveyor.web.security import SecurityMiddleware, csrf_token_for
@@ -44,6 +45,7 @@ ROUTES: list[BaseRoute] = [
     Route("/batches", pages.placeholder, name="batches"),
     Route("/cron", pages.placeholder, name="cron"),
     Route("/throttles", pages.placeholder, name="throttles"),
+    Route("/partials/history", pages.history_partial, name="history_partial"),
     Route("/favicon.ico", pages.favicon),
     Route("/stats", api.stats, name="stats"),
     Route("/health", api.health, name="health"),
@@ -86,7 +88,11 @@ def _templates() -> Jinja2Templates:
         lstrip_blocks=True,
     )
     env.filters.update(
-        count=human_count, duration=human_duration, ago=relative_time, pretty=pretty_json
+        count=human_count,
+        duration=human_duration,
+        ago=relative_time,
+        pretty=pretty_json,
+        plural=plural,
     )
     return Jinja2Templates(env=env, context_processors=[_template_context])
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import sqlite3
 import time
@@ -154,6 +155,8 @@ class Database:
         self.checkpointer: Checkpointer | None = None
         self._conn: sqlite3.Connection | None = None
         self._open: Commit | None = None  # the transaction open now, if any
+        self._last = Commit(self)  # the last one opened
+        self._last.settle(None)
         self._commit_loop: asyncio.AbstractEventLoop | None = None
         self._commit_soon = False
         self._mirrors_stale = False
@@ -186,6 +189,7 @@ class Database:
         """Connect, set the pragmas, and let ``prepare`` check and create or migrate the
         schema; any failure is a ``StoreError`` with one clear line."""
         path = self.options.path
+        _check_directory(path)
         try:
             # check_same_thread=False: the store is only used from its event loop, which may
             # not be the thread that built it (e.g. a server started from a test thread).
@@ -249,13 +253,19 @@ class Database:
             except sqlite3.Error as exc:
                 self._lost(exc)
                 raise self.health.refuse() from exc
-            self._open = Commit(self)
+            self._open = self._last = Commit(self)
             self._commit_loop = loop
             self._commit_soon = False
             # Nobody waits for this write yet (reserve/ack/fail may be committed late: a
             # crash re-delivers), so let more of them share one commit ...
             loop.call_later(LAZY_COMMIT_SECONDS, self.commit)
         return conn
+
+    @property
+    def latest(self) -> Commit:
+        """The open transaction, else the last one (committed or lost): the one that holds
+        the writes made in this step so far (``Store.durable``)."""
+        return self._open or self._last
 
     @property
     def pending(self) -> Commit:
@@ -390,3 +400,20 @@ class Database:
 
 
 _PROBE = load_queries("schema.sql")["probe"]
+
+
+def _check_directory(path: str) -> None:
+    """A missing directory is the usual reason SQLite cannot open a file: say so, and say
+    how a URL with three slashes is read (relative), since that is the usual mistake."""
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(directory):
+        return
+    message = f"cannot open SQLite database {path!r}: the directory {directory} does not exist"
+    if not os.path.isabs(path):
+        message += (
+            f" ({path!r} is relative to {os.getcwd()}; an absolute path takes four slashes: "
+            f"sqlite:////{path})"
+        )
+    raise StoreError(message)

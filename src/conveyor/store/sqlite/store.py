@@ -14,6 +14,7 @@ Schema and queries: ``conveyor/store/sqlite/sql/*.sql``. Design notes: docs/desi
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import sqlite3
@@ -38,6 +39,7 @@ from conveyor.store.sqlite import damage
 from conveyor.store.sqlite.damage import Damaged, checksum, intact
 from conveyor.store.sqlite.db import Database, SQLiteOptions, load_queries, split_statements
 from conveyor.store.sqlite.listing import PageCursor, SetListing, entry_of
+from conveyor.store.sqlite.records import SQLiteRecords
 from conveyor.store.sqlite.schema import prepare
 from conveyor.store.workers import LocalWorkers
 
@@ -45,6 +47,7 @@ __all__ = ["SQLiteStore"]
 
 _SCHEMA = load_queries("schema.sql")
 _QUEUES = load_queries("queues.sql")
+_FIND_WINDOW = 50_000  # queue rows find_queued reads between two yields to the event loop
 _RESERVATIONS = load_queries("reservations.sql")
 _SETS = load_queries("sets.sql")
 _COUNTERS = load_queries("counters.sql")
@@ -56,7 +59,7 @@ def _reservation(row: tuple[Any, ...]) -> Reservation:
     return Reservation(jid, queue, payload, wid, reserved_at, expires_at)
 
 
-class SQLiteStore(SetListing, LocalWorkers, Store):
+class SQLiteStore(SetListing, LocalWorkers, SQLiteRecords, Store):
     """Build with ``SQLiteStore.from_url("sqlite:///path/to/file.db")`` (see ``SQLiteOptions``)."""
 
     def __init__(self, options: SQLiteOptions) -> None:
@@ -87,6 +90,7 @@ class SQLiteStore(SetListing, LocalWorkers, Store):
     async def open(self) -> None:
         conn = self._db.open(prepare)
         try:
+            self._create_records()
             damage.quarantine(conn)
             self._load_state()
         except sqlite3.Error as exc:
@@ -174,6 +178,9 @@ class SQLiteStore(SetListing, LocalWorkers, Store):
             ],
         )
         return len(entries) - replaced
+
+    def durable(self) -> Awaitable[None]:
+        return self._db.latest
 
     async def add_to_set(self, name: SortedSet, entries: Sequence[SetEntry]) -> None:
         if not entries:
@@ -446,6 +453,35 @@ class SQLiteStore(SetListing, LocalWorkers, Store):
         await committed
         return deleted
 
+    async def find_queued(
+        self, jids: Sequence[str], queues: Sequence[str] | None = None
+    ) -> list[QueuedJob]:
+        ((low, high),) = self._db.read(_QUEUES["seq_range"])
+        wanted, found = set(jids), []
+        if low is None or not wanted:
+            return []
+        # A row keeps its seq while queued: walking seq windows misses no job that stays.
+        for start in range(low, high + 1, _FIND_WINDOW):
+            args = (start, start + _FIND_WINDOW, json.dumps(sorted(wanted)))
+            for queue, jid, reserve_for, payload in self._db.read(_QUEUES["find_queued"], args):
+                if jid in wanted and (queues is None or queue in queues):
+                    wanted.discard(jid)
+                    found.append(QueuedJob(queue, jid, payload, reserve_for))
+            if not wanted:
+                break
+            await asyncio.sleep(0)  # ~3 ms a window: let the server's clients in between
+        return found
+
+    async def clear_queue(self, name: str) -> int:
+        if self._sizes.get(name, 0) == 0:
+            return 0
+        with self._db.atomic() as conn:
+            deleted = conn.execute(_QUEUES["delete_queue_jobs"], (name,)).rowcount
+        committed = self._db.pending
+        self._sizes[name] = 0
+        await committed
+        return int(deleted)
+
     async def paused_queues(self) -> set[str]:
         return set(self._paused)
 
@@ -499,6 +535,7 @@ class SQLiteStore(SetListing, LocalWorkers, Store):
         with self._db.atomic() as conn:
             for statement in split_statements(_SCHEMA["flush"]):
                 conn.execute(statement)
+        self._flush_records()
         committed = self._db.pending
         self._sizes.clear()
         self._paused.clear()
