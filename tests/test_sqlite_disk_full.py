@@ -25,6 +25,7 @@ import pytest
 from conveyor.errors import StoreError, StoreUnavailable
 from conveyor.manager import Manager
 from conveyor.store.base import FailOutcome, QueuedJob, SetEntry, SortedSet
+from conveyor.store.records import Record
 from conveyor.store.sqlite import SQLiteStore
 from tests.support.disks import SmallDisk
 from tests.support.server import TEST_TIMINGS, RawConnect, ServerProcess, SpawnServer
@@ -320,3 +321,17 @@ async def test_a_handed_off_job_whose_reservation_is_lost_fails_its_push(
         small_disk.free()
         await manager.stop()
     assert stored_jids(small_disk.path / "c.db") == {"handed-1"}
+
+
+async def test_durable_after_a_record_write_reports_its_lost_commit(small_disk: SmallDisk) -> None:
+    store = await open_on(small_disk)
+    try:
+        small_disk.fill()
+        await store.put_records("lock", [Record("k", b"v" * 1_000_000)])
+        written = store.durable()  # bound now, to the transaction holding the record
+        await asyncio.sleep(0.02)  # that transaction is committed, and fails, meanwhile
+        with pytest.raises(StoreUnavailable, match="disk is full"):
+            await written
+    finally:
+        small_disk.free()
+        await store.close()
