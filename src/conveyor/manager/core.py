@@ -148,9 +148,10 @@ class Manager(AdminOps):
             return None
         queued = [self._queued(job, stamp, validation.reserve_seconds(job, self.config))]
         handed: list[Awaitable[None]] = []
-        if self._hand_off(queued, now, handed):
-            return self.store.enqueue_now(queued)
-        return handed[0]
+        left = self._hand_off(queued, now, handed)
+        if left:
+            return self.store.enqueue_now(left)
+        return handed[0]  # one job, handed off: the durability of its reservation
 
     async def push_bulk(self, payload: bytes) -> dict[str, str]:
         """PUSHB: each job validated and pushed on its own; returns ``{jid: error}``."""
