@@ -63,7 +63,7 @@ async def size(manager: Manager, name: SortedSet) -> int:
         ("/scheduled", ["Reminder", "invoice-2"]),
         ("/morgue", ["ImportCsv", "malformed row #1"]),
         ("/batches", ["Batches arrive with the batch feature"]),
-        ("/cron", ["cron feature"]),
+        ("/cron", ["No periodic jobs yet", "Add an entry"]),
         ("/throttles", ["throttle feature"]),
     ],
 )

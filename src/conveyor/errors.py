@@ -16,6 +16,7 @@
     ├── StoreError              the storage backend failed (unreachable, corrupt)
     │   └── StoreUnavailable    it cannot write for now (SQLite cannot commit: disk full,
     │                           I/O error); it logged why once and retries by itself
+    ├── ConfigError             a setting is missing, malformed or inconsistent (also ValueError)
     └── PayloadError            a job's args do not fit its handler (worker side; not retried)
 
 The same classes serve both sides: the server's manager raises a ``CommandError`` and the
@@ -28,6 +29,7 @@ from __future__ import annotations
 __all__ = [
     "AuthenticationError",
     "CommandError",
+    "ConfigError",
     "ConnectError",
     "ConveyorError",
     "Halt",
@@ -134,3 +136,8 @@ class PayloadError(ConveyorError):
     """
 
     errtype = "conveyor.PayloadError"
+
+
+class ConfigError(ConveyorError, ValueError):
+    """A configuration value is missing, malformed or inconsistent; the message says which
+    (and where it came from: a flag, a variable, a file, table and key)."""

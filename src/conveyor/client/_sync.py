@@ -155,3 +155,4 @@ class SyncClient:
     queue_remove = _blocking(Client.queue_remove)
     queue_latency = _blocking(Client.queue_latency)
     admin = _blocking(Client.admin)
+    cron = _blocking(Client.cron)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -51,6 +51,8 @@ from conveyor.timefmt import day_key, now_iso
 __all__ = ["Manager"]
 
 log = logging.getLogger("conveyor.manager")
+
+F = TypeVar("F", bound=Feature)
 
 FAKTORY_VERSION = "1.10.0"
 """The Faktory release whose protocol we speak; clients gate features on it (semver)."""
@@ -94,6 +96,13 @@ class Manager(AdminOps):
         gated = all(isinstance(m, Feature) for m in pushers)
         self._push_gates = [m.wants_push for m in pushers if isinstance(m, Feature)]
         self._pushes_now = store.in_process and gated
+        # Likewise for ACK: jids no gated ack hook wants keep the batched ACK (None: ungated).
+        ackers = [m for m in self._middleware if type(m).ack is not Middleware.ack]
+        self._ack_gates: list[Callable[[str], bool]] | None = (
+            [m.wants_ack for m in ackers if isinstance(m, Feature)]
+            if all(isinstance(m, Feature) for m in ackers)
+            else None
+        )
         # Worker state as last seen by this server; BEAT refreshes it from the store.
         self._worker_states: dict[str, str] = {}
         self._local_clients: dict[str, set[int]] = {}
@@ -342,6 +351,15 @@ class Manager(AdminOps):
         if not self._ack_hooks:
             return await self.store.ack(jids, day_key(time.time()))
         done = 0
+        if self._ack_gates is not None:
+            hooked = self._hooked_acks(jids, self._ack_gates)
+            if not hooked:
+                return await self.store.ack(jids, day_key(time.time()))
+            if len(hooked) < len(jids):
+                chosen = set(hooked)
+                plain = [jid for jid in jids if jid not in chosen]
+                done = await self.store.ack(plain, day_key(time.time()))
+            jids = hooked
         for jid in jids:
             ctx = AckContext(self, jid, await self.store.get_reservation(jid))
 
@@ -351,6 +369,13 @@ class Manager(AdminOps):
 
             await run_chain(self._ack_hooks, ctx, final)
         return done
+
+    @staticmethod
+    def _hooked_acks(jids: Sequence[str], gates: Sequence[Callable[[str], bool]]) -> list[str]:
+        if len(gates) == 1:  # the usual case, without a generator per jid
+            wants = gates[0]
+            return [jid for jid in jids if wants(jid)]
+        return [jid for jid in jids if any(wants(jid) for wants in gates)]
 
     async def fail(
         self, jid: str, errtype: str, message: str, backtrace: Sequence[str] = ()
@@ -492,6 +517,13 @@ class Manager(AdminOps):
     async def flush(self) -> None:
         await self.store.flush()
         self.tasks.reset_stats()
+
+    def feature(self, kind: type[F]) -> F:
+        """The running feature of class ``kind`` (for the wire verbs and pages over it)."""
+        for feature in self.features:
+            if isinstance(feature, kind):
+                return feature
+        raise LookupError(f"the {kind.__name__} feature is not running")
 
     def reconfigure(self, features: Sequence[Feature]) -> None:
         """Apply reloaded feature settings (SIGHUP): ``features`` is a fresh, valid

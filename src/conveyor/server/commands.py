@@ -274,6 +274,17 @@ async def admin(session: Session, argument: bytes) -> bytes | None:
     return bulk(await run_admin(session.manager, argument))
 
 
+async def cron(session: Session, argument: bytes) -> bytes | None:
+    """``CRON <subcommand> [<json>]``, a conveyor extension (docs/protocol.md)."""
+    from conveyor.manager.features.cron import CronFeature
+
+    subcommand, _, payload = argument.strip().partition(b" ")
+    if not subcommand:
+        raise CommandError("CRON needs a subcommand: LIST, GET, ADD, PAUSE, RESUME, DELETE, RUN")
+    feature = session.manager.feature(CronFeature)
+    return bulk(msgspec.json.encode(await feature.command(_text(subcommand).upper(), payload)))
+
+
 async def batch(session: Session, argument: bytes) -> bytes | None:
     raise CommandError("batch subsystem is not available yet")
 
@@ -300,4 +311,5 @@ COMMANDS: dict[str, Handler] = {
     "FETCHB": fetch_many,
     "ACKB": ack_many,
     "ADMIN": admin,
+    "CRON": cron,
 }

@@ -40,7 +40,6 @@ __all__ = [
 
 PLACEHOLDERS = {
     "batches": ("Batches", "Batches arrive with the batch feature (BATCH NEW/COMMIT/STATUS)."),
-    "cron": ("Cron", "Periodic jobs arrive with the cron feature."),
     "throttles": ("Throttles", "Queue throttles arrive with the throttle feature."),
 }
 
