@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -133,10 +133,12 @@ class Manager(AdminOps):
             await run_chain(self._push_hooks, PushContext(self, job), _nothing)
         await self._store_jobs([(job, due)])
 
-    def push_now(self, payload: bytes) -> Coroutine[Any, Any, None] | None:
+    def push_now(self, payload: bytes) -> Awaitable[None] | None:
         """A PUSH done at once, in the caller's step: the job is validated and stored, or
         handed to a waiting FETCH, whose reply is written before this returns. What is left
-        is returned: the wait for durability, to await before the PUSH is answered.
+        is returned: the wait for the durability of this very write (it raises
+        ``StoreError`` if the write was lost, however late it is awaited), to await before
+        the PUSH is answered.
 
         ``None``, with nothing done, when the PUSH has to take the long way (``push()``):
         push middleware may wait for anything, so may a store that is not ``in_process``, and
@@ -154,10 +156,11 @@ class Manager(AdminOps):
         if due is not None and due > now:
             return None
         queued = [self._queued(job, stamp, validation.reserve_seconds(job, self.config))]
-        queued = self._hand_off(queued, now)
-        if queued:
-            self.store.enqueue_now(queued)
-        return self.store.durable()
+        handed: list[Awaitable[None]] = []
+        left = self._hand_off(queued, now, handed)
+        if left:
+            return self.store.enqueue_now(left)
+        return handed[0]  # one job, handed off: the durability of its reservation
 
     async def push_bulk(self, payload: bytes) -> dict[str, str]:
         """PUSHB: each job validated and pushed on its own; returns ``{jid: error}``."""
@@ -201,21 +204,25 @@ class Manager(AdminOps):
                     else default_reserve
                 )
                 queued.append(self._queued(job, enqueued_at, reserve))
-        queued = self._hand_off(queued, now)
+        handed: list[Awaitable[None]] = []
+        queued = self._hand_off(queued, now, handed)
         if scheduled:
             await self.store.add_to_set(SortedSet.SCHEDULED, scheduled)
         if queued:
             await self.store.enqueue(queued)
-        elif not scheduled:
-            await self.store.durable()  # the hand-off's reservations
+        for reservations in handed:
+            await reservations  # raises if the hand-offs' reservations were lost
 
     @staticmethod
     def _queued(job: Job, enqueued_at: str, reserve_for: int) -> QueuedJob:
         job.enqueued_at = enqueued_at
         return QueuedJob(job.queue, job.jid, encode_job(job), reserve_for)
 
-    def _hand_off(self, queued: list[QueuedJob], now: float) -> list[QueuedJob]:
-        """Give ready jobs straight to the FETCHes waiting for their queues; returns the rest.
+    def _hand_off(
+        self, queued: list[QueuedJob], now: float, handed: list[Awaitable[None]]
+    ) -> list[QueuedJob]:
+        """Give ready jobs straight to the FETCHes waiting for their queues; returns the rest,
+        and adds to ``handed`` the durability of each reservation written.
 
         A job handed off is reserved without ever being queued (one write instead of three)
         and its FETCH is answered in this very step, not after a wake-up of the FETCH's task:
@@ -241,7 +248,7 @@ class Manager(AdminOps):
                     # never reserve for it; the loss will cancel its FETCH
                     self.waiters.unregister(waiter)
                     continue
-                store.hand_off(given, waiter.wid, now)
+                handed.append(store.hand_off(given, waiter.wid, now))
                 jobs = jobs[waiter.count :]
             left.extend(jobs)
         return left

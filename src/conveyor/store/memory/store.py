@@ -19,10 +19,11 @@ import bisect
 import dataclasses
 import itertools
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import TypeVar
 
 from conveyor.store.base import (
+    DURABLE,
     Counters,
     FailOutcome,
     JobFilter,
@@ -154,10 +155,11 @@ class MemoryStore(LocalWorkers, MemoryRecords, Store):
     async def enqueue(self, jobs: Sequence[QueuedJob]) -> None:
         self.enqueue_now(jobs)
 
-    def enqueue_now(self, jobs: Sequence[QueuedJob]) -> None:
+    def enqueue_now(self, jobs: Sequence[QueuedJob]) -> Awaitable[None]:
         for job in jobs:
             self._push(job)
         self._notify(job.queue for job in jobs)
+        return DURABLE
 
     async def add_to_set(self, name: SortedSet, entries: Sequence[SetEntry]) -> None:
         target = self._sets[name]
@@ -169,13 +171,14 @@ class MemoryStore(LocalWorkers, MemoryRecords, Store):
     def takes_hand_off(self, queue: str) -> bool:
         return queue not in self._paused
 
-    def hand_off(self, jobs: Sequence[QueuedJob], wid: str, now: float) -> None:
+    def hand_off(self, jobs: Sequence[QueuedJob], wid: str, now: float) -> Awaitable[None]:
         name = jobs[0].queue
         self._queues.setdefault(name, deque())  # known from its first job, as after a push
         for job in jobs:
             self._reservations[job.jid] = Reservation(
                 job.jid, name, job.payload, wid, now, now + job.reserve_for
             )
+        return DURABLE
 
     async def reserve(
         self, queues: Sequence[str], wid: str, now: float, count: int = 1
