@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
 import msgspec
@@ -168,3 +169,113 @@ async def test_silent_worker_is_reaped_and_its_connection_closed(
     producer = await raw_client(running.port)
     assert await worker.closed_by_server(within=5)
     assert await producer.call(b'BEAT {"wid":"silent"}') == b"-ERR unknown worker silent\r\n"
+
+
+# ------------------------------------------------------- idle connections, partial lines, memory
+
+
+async def test_idle_connections_are_closed_and_busy_ones_are_not(
+    make_server: MakeServer, raw_client: RawConnect
+) -> None:
+    from conveyor.manager import ManagerConfig
+
+    running = await make_server(
+        idle_timeout_seconds=0.3, config=ManagerConfig(fetch_wait_seconds=0.8)
+    )
+    idle = await raw_client(running.port)
+    chatty = await raw_client(running.port)
+    waiting = await raw_client(running.port)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await waiting.send(b"FETCH empty")  # a command at work for longer than the timeout
+    while loop.time() - started < 0.7:
+        assert await chatty.call(b"FETCH nothing-here", within=2) == b"$-1\r\n"
+        await asyncio.sleep(0.1)
+    assert await waiting.reply(within=2) == b"$-1\r\n"
+    assert await idle.closed_by_server(within=2)  # silently, as Faktory's idle deadline
+    assert len(running.server.connections) == 2
+    assert await chatty.call(b"INFO") != b""
+    assert await waiting.closed_by_server(within=2)  # idle since its reply
+
+
+async def test_a_peer_that_reads_no_replies_is_cut_off(make_server: MakeServer) -> None:
+    """Its replies fill the socket buffers and the runner waits on them: no progress, so it
+    counts as idle, and the connection is aborted rather than closed (which would wait for
+    the unread replies forever)."""
+    running = await make_server(idle_timeout_seconds=0.3)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills after a few replies
+    sock.connect(("127.0.0.1", running.port))
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    await reader.readline()
+    writer.write(b'HELLO {"v":2}\r\n' + b"INFO\r\n" * 2000)  # and never read again
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while running.server.connections and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+    assert not running.server.connections
+    writer.transport.abort()
+
+
+async def test_partial_lines_of_all_connections_share_one_budget(
+    make_server: MakeServer, raw_client: RawConnect
+) -> None:
+    running = await make_server(max_line_bytes=2_000_000, max_partial_bytes=3_000_000)
+    first, second, third = [await raw_client(running.port) for _ in range(3)]
+    payload = msgspec.json.encode(
+        {"jid": "partial-01", "jobtype": "T", "args": ["x" * 1_500_000], "queue": "part"}
+    )
+    first.writer.write(b"PUSH " + payload[:1_400_000])  # no newline yet
+    await first.writer.drain()
+    second.writer.write(b"y" * 1_800_000)
+    assert await second.reply(within=5) == (
+        b"-ERR server busy: partial lines of all connections over 3000000 bytes\r\n"
+    )
+    assert await second.closed_by_server()
+    first.writer.write(payload[1_400_000:] + b"\r\n")  # the first one is unharmed
+    assert await first.reply() == b"+OK\r\n"
+    third.writer.write(b"PUSH " + payload[:1_400_000])  # the budget is free again
+    await third.writer.drain()
+    await asyncio.sleep(0.05)
+    assert running.server.partial_bytes == 1_400_005
+    third.writer.write(payload[1_400_000:] + b"\r\n")
+    assert await third.reply() == b"+OK\r\n"
+    assert running.server.partial_bytes == 0
+    sizes = await running.manager.store.queue_sizes()
+    assert sizes == {"part": 2}
+
+
+async def test_a_closed_connection_is_freed_without_the_cycle_collector(
+    server: RunningServer,
+) -> None:
+    """Issue 17: connections formed reference cycles (through their client record), so the
+    memory of their partial lines waited for a full pass of the cycle collector."""
+    import gc
+    import weakref
+
+    gc.collect()
+    gc.disable()
+    try:
+        freed = []
+        for hello in (b"", b'HELLO {"v":2}\r\n', b'HELLO {"v":2,"wid":"w-gone"}\r\n'):
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            await reader.readline()
+            (connection,) = server.server.connections
+            ref = weakref.ref(connection)
+            del connection
+            writer.write(hello + b"INFO\r\n" * bool(hello) + b"x" * 100_000)  # a partial line
+            await writer.drain()
+            await asyncio.sleep(0.02)
+            writer.close()
+            await writer.wait_closed()
+            for _ in range(200):
+                if not server.server.connections and not await server.manager.workers():
+                    break
+                await asyncio.sleep(0.005)
+            await asyncio.sleep(0.01)
+            freed.append(ref() is None)
+    finally:
+        gc.enable()
+    assert freed == [True, True, True]
+    assert server.server.partial_bytes == 0

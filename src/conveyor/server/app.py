@@ -49,6 +49,7 @@ class FaktoryServer:
         self.config = config or ServerConfig(port=0)
         self.connections: set[Connection] = set()
         self.command_count = 0
+        self.partial_bytes = 0  # held by partial lines of all connections (max_partial_bytes)
         self.closing = False
         self._server: asyncio.Server | None = None
         self._background: set[asyncio.Task[Any]] = set()
