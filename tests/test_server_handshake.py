@@ -7,6 +7,7 @@ import socket
 import time
 
 import msgspec
+import pytest
 
 from conveyor.protocol import hash_password
 from tests.support.server import MakeServer, RawConnect, RunningServer
@@ -46,6 +47,83 @@ async def test_wrong_or_missing_password(make_server: MakeServer, raw_client: Ra
         assert await client.closed_by_server()
     ok = await raw_client(running.port, password="foobar")
     assert await ok.call(b"FETCH x") == b"$-1\r\n"
+
+
+async def _guess(port: int, within: float = 5.0) -> bytes:
+    """One connection, one HELLO with a wrong password; the reply."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        await reader.readline()
+        writer.write(b'HELLO {"v":2,"pwdhash":"0123"}\r\n')
+        return await asyncio.wait_for(reader.readline(), within)
+    finally:
+        writer.close()
+
+
+async def test_wrong_passwords_are_slowed_but_a_good_client_is_not(
+    make_server: MakeServer, raw_client: RawConnect
+) -> None:
+    """Issue 17: 1,000 wrong passwords at 440/s, each ~2 ms of event-loop CPU, raised a good
+    client's connect+PUSH from 5.7 to 33.9 ms. Now failures from an address are answered ever
+    later (here all come from 127.0.0.1, as the good client does), and only failures are."""
+    running = await make_server(password="s3cret")
+    loop = asyncio.get_running_loop()
+    replies: list[bytes] = []
+    waits: list[float] = []
+
+    async def guesser(until: float) -> None:
+        while loop.time() < until:
+            started = loop.time()
+            replies.append(await _guess(running.port))
+            waits.append(loop.time() - started)
+
+    guessing = asyncio.create_task(guesser(loop.time() + 1.5))
+    await asyncio.sleep(0.5)  # the guesser is being slowed down by now
+    for n in range(3):
+        started = loop.time()
+        good = await raw_client(running.port, password="s3cret")  # asserts +OK
+        assert await good.call(b'PUSH {"jid":"good-0000%d","jobtype":"T","args":[]}' % n) == (
+            b"+OK\r\n"
+        )
+        took = loop.time() - started
+        assert took < 0.5, f"a good client took {took * 1000:.0f} ms to connect and push"
+    await guessing
+    assert set(replies) == {b"-ERR Invalid password\r\n"}
+    assert len(replies) <= 15, f"{len(replies)} guesses in 1.5 s"  # it was ~650
+    assert waits[-1] >= 0.4  # the delay grew with each failure (50 ms, 100 ms, ...)
+    assert running.server.guard is not None
+    assert running.server.guard.failures("127.0.0.1") == len(replies)
+
+
+async def test_parallel_guesses_from_one_address_are_bounded(make_server: MakeServer) -> None:
+    from conveyor.server.guard import MAX_CHECKS_PER_ADDRESS
+
+    running = await make_server(password="s3cret")
+    count = MAX_CHECKS_PER_ADDRESS + 4
+    replies = await asyncio.gather(*(_guess(running.port) for _ in range(count)))
+    busy = b"-ERR too many password checks from 127.0.0.1 at once; try later\r\n"
+    assert sorted(replies) == sorted(
+        [b"-ERR Invalid password\r\n"] * MAX_CHECKS_PER_ADDRESS + [busy] * 4
+    )
+
+
+async def test_password_checks_leave_the_event_loop_free(
+    make_server: MakeServer, raw_client: RawConnect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running = await make_server(password="s3cret")
+    other = await raw_client(running.port, password="s3cret")
+    # ~1 s of hashing for the next challenges, instead of ~2 ms
+    monkeypatch.setattr("conveyor.protocol.auth.MIN_ITERATIONS", 3_000_000)
+    monkeypatch.setattr("conveyor.protocol.auth.MAX_ITERATIONS", 3_000_000)
+    guess = asyncio.create_task(_guess(running.port))
+    await asyncio.sleep(0.1)  # its check is under way
+    loop = asyncio.get_running_loop()
+    asked = loop.time()
+    assert (await other.call(b"INFO")).startswith(b"$")
+    answered = loop.time() - asked
+    assert answered < 0.3, f"INFO waited {answered:.2f} s for a password check"
+    assert not guess.done(), "the check ended before INFO was asked: nothing was shown"
+    assert await guess == b"-ERR Invalid password\r\n"
 
 
 async def test_commands_before_hello_close_silently(

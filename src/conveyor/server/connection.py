@@ -20,15 +20,16 @@ from conveyor.errors import CommandError, LineTooLong, StoreError
 from conveyor.manager import ClientInfo, Manager, ServerStats
 from conveyor.protocol import (
     OK,
+    Hello,
     LineBuffer,
     decode_hello,
     error,
     greeting,
     new_challenge,
-    password_matches,
     split_command,
 )
 from conveyor.server.commands import COMMANDS, SENT
+from conveyor.server.guard import MAX_CHECKS_PER_ADDRESS, Verdict
 from conveyor.server.states import ConnState, advance
 
 if TYPE_CHECKING:
@@ -111,6 +112,7 @@ class Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = self.transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.address = str(peer[0]) if isinstance(peer, tuple) else self.peer
         self.server.connections.add(self)
         if self.server.closing:
             self.transport.close()
@@ -414,10 +416,7 @@ class Connection(asyncio.Protocol):
             log.debug("%s: bad HELLO, closing", self.peer)
             return False  # silently, as Faktory
         self.state = advance(self.state, ConnState.HELLO)
-        password = self.server.config.password
-        if self._challenge is not None and not password_matches(hello, password, self._challenge):
-            log.warning("%s: invalid password", self.peer)
-            self._write(error("ERR", "Invalid password"))
+        if not await self._password_ok(hello):
             return False
         client = self.client
         client.wid = hello.wid or ""
@@ -447,6 +446,29 @@ class Connection(asyncio.Protocol):
             self._write(error("ERR", f"too many connections: {count}"))
             return False
         return True
+
+    async def _password_ok(self, hello: Hello) -> bool:
+        """Check the password (server/guard.py); on failure the error is written."""
+        guard = self.server.guard
+        if self._challenge is None or guard is None:
+            return True
+        verdict = await guard.check(hello, self._challenge, self.address, self._is_open)
+        if verdict is Verdict.BUSY:
+            log.warning(
+                "%s: %d password checks from %s under way; refusing one more",
+                self.peer,
+                MAX_CHECKS_PER_ADDRESS,
+                self.address,
+            )
+            self._write(
+                error("ERR", f"too many password checks from {self.address} at once; try later")
+            )
+        elif verdict is Verdict.WRONG:
+            self._write(error("ERR", "Invalid password"))
+        return verdict is Verdict.OK and self._is_open()
+
+    def _is_open(self) -> bool:
+        return self.state is not ConnState.CLOSED
 
     async def _dispatch(self, line: bytes) -> bytes | None:
         verb, argument = split_command(line)
