@@ -39,7 +39,10 @@ from pathlib import Path
 from bench._harness import _wait_for_port, free_port, rss_kb
 
 VERBS = ["PUSH", "PUSHB", "FETCH", "FETCHB", "ACK", "ACKB", "FAIL", "BEAT", "INFO", "FLUSH",
-         "MUTATE", "QUEUE", "BATCH", "TRACK", "HELLO", "push", "END"]  # fmt: skip
+         "MUTATE", "QUEUE", "BATCH", "TRACK", "HELLO", "push", "END", "ADMIN", "CRON"]  # fmt: skip
+ADMIN_OPS = ["ops", "history", "queue.list", "queue.inspect", "queue.clear", "job.list",
+             "job.show", "job.retry", "job.kill", "nope"]  # fmt: skip
+CRON_SUBCOMMANDS = ["LIST", "GET", "ADD", "PAUSE", "RESUME", "DELETE", "RUN", "list", "NOPE"]
 SYNC = b"SYNC-fuzz"
 SYNC_REPLY = b"-ERR unknown command SYNC-fuzz\r\n"
 MAX_LINE_BYTES = 65_536  # the server runs with this line limit, so long lines are cheap
@@ -141,6 +144,16 @@ class Inputs:
             return _json({key: rng.choice([self.jid(), self.value()]), "message": self.value()})
         if verb == "ACKB":
             return _json([self.jid() for _ in range(rng.randint(0, 3))])
+        if verb == "ADMIN":
+            args = {rng.choice(["queue", "where", "jids", "limit", "x"]): self.value()}
+            return f"{rng.choice(ADMIN_OPS)} ".encode() + _json(args)
+        if verb == "CRON":
+            entry = {"id": rng.choice(["fz", self.text(5)]), "schedule": rng.choice(
+                ["* * * * *", "0 9 * * 1-5", "@hourly", self.text(9)]), "job": {"type": "Fuzz",
+                "args": [self.value()]}}  # fmt: skip
+            if rng.random() < 0.3:
+                entry[rng.choice(["job", "tz", "missed", "x"])] = self.value()
+            return f"{rng.choice(CRON_SUBCOMMANDS)} ".encode() + _json(entry)
         if verb == "MUTATE":
             pattern = rng.choice(["*a*a*a*a*a*a*a*b", "*fz*", "[", "[]", "[^]", "\\", "*?*",
                                   self.text(20), "*" + "?" * 300 + "c*"])  # fmt: skip

@@ -330,6 +330,7 @@ BAD_INPUT = [
     (b'BEAT {"wid":"w1","x":' + DEEP + b"}", b'-ERR invalid BEAT {"wid":"w1"'),
     (b'MUTATE {"cmd":"kill","target":"dead","x":' + DEEP + b"}", b"-ERR invalid JSON: nested"),
     (b"ACKB " + DEEP, b"-ERR invalid ACKB: expected a JSON array of jids"),
+    (b'CRON ADD {"id":' + DEEP + b"}", b"-ERR CRON ADD: invalid JSON: nested too deeply"),
 ]
 
 

@@ -205,6 +205,22 @@ async def test_internal_errors_keep_the_connection(
     assert await client.call(b"FETCH x") == b"$-1\r\n"
 
 
+async def test_input_too_deep_for_a_decoder_is_bad_input_not_a_crash(
+    server: RunningServer, raw_client: RawConnect, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The dispatcher's net under every decoder: msgspec ends deep nesting with a
+    RecursionError, which is the client's doing, so no ``internal error`` and no traceback."""
+    client = await raw_client(server.port)
+
+    async def too_deep(*args: object) -> None:
+        raise RecursionError("maximum recursion depth exceeded while deserializing an object")
+
+    server.manager.flush = too_deep  # type: ignore[method-assign]
+    assert await client.call(b"FLUSH") == b"-ERR invalid JSON: nested too deeply\r\n"
+    assert await client.call(b"FETCH x") == b"$-1\r\n"
+    assert not [r for r in caplog.records if r.exc_info]
+
+
 async def test_shutdown_answers_in_flight_and_refuses_next(
     server: RunningServer, raw_client: RawConnect
 ) -> None:

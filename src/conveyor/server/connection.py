@@ -486,6 +486,11 @@ class Connection(asyncio.Protocol):
         if isinstance(exc, CommandError):
             return error(exc.code, exc.message)
         verb = split_command(line)[0].decode("latin-1")
+        if isinstance(exc, RecursionError):
+            # Input nested too deeply for a decoder that does not say so itself (msgspec
+            # stops at Python's recursion limit): bad input, not a crash of ours.
+            log.warning("%s from %s: input nested too deeply", verb[:20], self.peer)
+            return error("ERR", "invalid JSON: nested too deeply")
         if isinstance(exc, StoreError):
             log.error("storage failed during %s: %s", verb, exc)
             return error("ERR", f"storage error: {exc}")
