@@ -70,6 +70,7 @@ class Connection(asyncio.Protocol):
         self.client = ClientInfo(close=self.close)
         self.transport: asyncio.Transport | None = None
         self.peer = ""
+        self.address = ""  # the peer's IP: password failures are counted per address
         self._lines = LineBuffer(HELLO_MAX_LINE_BYTES)
         self._pending: deque[bytes | object] = deque()
         self._pending_bytes = 0
