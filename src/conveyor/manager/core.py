@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from conveyor.errors import CommandError, InvalidJob, JobNotFound, UnknownWorker
+from conveyor.errors import CommandError, JobNotFound, UnknownWorker
 from conveyor.job import Job, decode_job, encode_job
 from conveyor.manager import validation
 from conveyor.manager.admin import AdminOps
@@ -163,15 +163,19 @@ class Manager(AdminOps):
         return handed[0]  # one job, handed off: the durability of its reservation
 
     async def push_bulk(self, payload: bytes) -> dict[str, str]:
-        """PUSHB: each job validated and pushed on its own; returns ``{jid: error}``."""
+        """PUSHB: each job validated and pushed on its own; returns ``{key: error}``.
+
+        The key is the job's jid, or ``#<index>`` (its place in the array, from 0) for an
+        element without one: not an object, not decodable, or no ``jid``; so no two such
+        errors share a key. The size of the whole array is bounded by the server's line
+        limit, each job's by ``max_payload_bytes``.
+        """
         config = self.config
-        if len(payload) > config.max_payload_bytes * 10:
-            raise InvalidJob(f"PUSHB payload is {len(payload)} bytes; too large")
-        items = validation.decode_pushed_bulk(payload, config)
+        items: Sequence[Job | msgspec.Raw] = validation.decode_pushed_bulk(payload, config)
         now = now_iso()  # one created_at for the whole batch, as one PUSH would have
         errors: dict[str, str] = {}
         accepted: list[tuple[Job, float | None]] = []
-        for item in items:
+        for index, item in enumerate(items):
             job: Job | None = None
             try:
                 job = item if isinstance(item, Job) else validation.decode_pushed(item, config)
@@ -179,7 +183,7 @@ class Manager(AdminOps):
                 if self._push_hooks:
                     await run_chain(self._push_hooks, PushContext(self, job), _nothing)
             except CommandError as exc:  # middleware codes (NOTUNIQUE, ...) keep their code
-                key = job.jid if job is not None else _raw_jid(item)
+                key = (job.jid if job is not None else _raw_jid(item)) or f"#{index}"
                 errors[key] = exc.message if exc.code == "ERR" else str(exc)
             else:
                 accepted.append((job, due))
@@ -545,11 +549,17 @@ def _raw_jid(raw: Job | msgspec.Raw) -> str:
     if isinstance(raw, Job):
         return raw.jid
     try:
-        value = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
+        value = _jid_decoder.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
         return ""
-    jid = value.get("jid") if isinstance(value, dict) else None
-    return jid if isinstance(jid, str) else ""
+    return value.jid if isinstance(value.jid, str) else ""
+
+
+class _JidOnly(msgspec.Struct):
+    jid: object = ""
+
+
+_jid_decoder = msgspec.json.Decoder(_JidOnly)
 
 
 async def _nothing() -> None:
