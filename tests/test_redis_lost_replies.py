@@ -382,3 +382,32 @@ async def test_enqueue_refused_outright_is_an_error_that_stored_nothing(
     with pytest.raises(StoreError, match=r"failed \(enqueue\): command not allowed"):
         await store.enqueue([job("j1")])
     assert await queue_jids(direct) == []
+
+
+async def test_records_and_queue_clear_whose_replies_are_lost_happen_once(
+    store: RedisStore, fault_proxy: FaultProxy, direct: aioredis.Redis
+) -> None:
+    from conveyor.store.records import Record
+
+    fault_proxy.lose_reply(sha("records_claim"))
+    assert await store.claim_record("cron", Record("tick-1", b"server-a"), NOW) is None
+    assert await store.claim_record("cron", Record("tick-1", b"server-b"), NOW) == b"server-a"
+    fault_proxy.lose_reply(sha("records_put"))
+    await store.put_records("cron", [Record("tick-2", b"x")])
+    fault_proxy.lose_reply(sha("records_delete"))
+    assert await store.delete_records("cron", ["tick-1", "tick-2"]) == 2
+    assert await store.get_records("cron", ["tick-1", "tick-2"], NOW) == {}
+    await store.enqueue([job("j1"), job("j2")])
+    other = RedisStore.from_url(f"redis://127.0.0.1:{fault_proxy.target_port}/0")
+    await other.open()
+
+    async def push() -> None:
+        await other.enqueue([job("j3")])
+
+    try:
+        fault_proxy.lose_reply(sha("queue_clear"), then=push)
+        assert await store.clear_queue("default") == 2
+    finally:
+        await other.close()
+    assert fault_proxy.cuts == 4
+    assert await queue_jids(direct) == ["j3"]

@@ -7,11 +7,12 @@ The TOML file (``--config path.toml`` or ``CONVEYOR_CONFIG``) has two tables::
     web_bind = "127.0.0.1:7420"        # "off" or "0" disables the dashboard
     web_read_only = false              # dashboard shows everything, changes nothing
     web_root_path = ""                 # e.g. "/conveyor" behind a reverse proxy
-    storage = "sqlite:///var/lib/conveyor/conveyor.db"
+    storage = "sqlite:////var/lib/conveyor/conveyor.db"
     password = "s3cret"                # or "/run/secrets/pw": a path, read at startup
     tls_cert = "/etc/conveyor/cert.pem"
     tls_key = "/etc/conveyor/key.pem"
     max_connections = 10000
+    idle_timeout_seconds = 120         # 0: connections may idle forever
     log_level = "info"
 
     [lifecycle]                        # every field of ManagerConfig, same names
@@ -30,9 +31,13 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from conveyor.errors import ConfigError
 from conveyor.manager.config import ManagerConfig
+
+if TYPE_CHECKING:
+    from conveyor.manager.features import Feature
 
 __all__ = [
     "DEFAULT_BIND",
@@ -48,10 +53,6 @@ DEFAULT_BIND = "127.0.0.1:7419"
 DEFAULT_WEB_BIND = "127.0.0.1:7420"
 DISABLED_WORDS = frozenset({"0", "off", "no", "none", "false", "disabled"})
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing, malformed or inconsistent; the message says which."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +78,24 @@ class ServerConfig:
     """A connection must send a valid HELLO within this time (Faktory: 2 s)."""
     max_line_bytes: int = 16 * 1024 * 1024
     """Longest command line accepted; a longer one is refused and the connection closed."""
+    max_partial_bytes: int = 128 * 1024 * 1024
+    """What the partial lines of all connections together may hold (a line still arriving,
+    up to ``max_line_bytes`` each); the connection whose data would go over is refused."""
+    idle_timeout_seconds: float = 120.0
+    """After HELLO, a connection that sends nothing and is sent nothing for this long is
+    closed (0: never). Workers BEAT every 15 s; pooled producer connections reconnect."""
     shutdown_grace_seconds: float = 5.0
     """On shutdown, how long commands in flight (a waiting FETCH) may take to finish."""
     manager: ManagerConfig = field(default_factory=ManagerConfig)
+    features: Mapping[str, Any] = field(default_factory=dict)
+    """The TOML tables the features read (``[queues]``, ``[throttles]``, ``[[cron]]``, ...),
+    from the config file and its ``conf.d/*.toml``; see ``conveyor.manager.features``."""
+
+    def build_features(self) -> list[Feature]:
+        """Every feature, configured from ``features``. Raises ``ConfigError``."""
+        from conveyor.manager.features.registry import build_features
+
+        return build_features(self.features)
 
     @property
     def bind(self) -> str:
@@ -104,6 +120,8 @@ SERVER_KEYS: dict[str, str] = {
     "log_level": "log_level",
     "handshake_timeout_seconds": "float",
     "max_line_bytes": "int",
+    "max_partial_bytes": "int",
+    "idle_timeout_seconds": "float",
     "shutdown_grace_seconds": "float",
 }
 MANAGER_KEYS: dict[str, type] = {f.name: type(f.default) for f in dataclasses.fields(ManagerConfig)}
@@ -121,8 +139,9 @@ def load_config(
     config_path = flags.pop("config", None) or environ.get("CONVEYOR_CONFIG")
     server_raw: dict[str, tuple[Any, str]] = {}
     manager_raw: dict[str, tuple[Any, str]] = {}
+    features: dict[str, Any] = {}
     if config_path:
-        _read_toml(Path(config_path), server_raw, manager_raw)
+        features = _read_toml(Path(config_path), server_raw, manager_raw)
     for key in SERVER_KEYS:
         if (value := environ.get(f"CONVEYOR_{key.upper()}")) is not None:
             server_raw[key] = (value, f"CONVEYOR_{key.upper()}")
@@ -135,18 +154,17 @@ def load_config(
         if key not in SERVER_KEYS:
             raise ConfigError(f"unknown option {key!r}")
         server_raw[key] = (value, "--" + key.replace("_", "-"))
-    return _build(server_raw, manager_raw, environ)
+    return _build(server_raw, manager_raw, features, environ)
 
 
 def _read_toml(
     path: Path, server_raw: dict[str, tuple[Any, str]], manager_raw: dict[str, tuple[Any, str]]
-) -> None:
-    try:
-        document = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+) -> dict[str, Any]:
+    """Read the config file and the ``conf.d/*.toml`` files beside it into ``server_raw`` and
+    ``manager_raw``; return the features' tables."""
+    from conveyor.manager.features.registry import FEATURE_TABLES
+
+    document = _merged_document(path)
     for table, known, target in (
         ("server", SERVER_KEYS, server_raw),
         ("lifecycle", MANAGER_KEYS, manager_raw),
@@ -158,14 +176,72 @@ def _read_toml(
             if key not in known:
                 raise ConfigError(f"{path}: unknown key {key!r} in [{table}]")
             target[key] = (value, f"{path} [{table}] {key}")
+    features = {name: document.pop(name) for name in list(document) if name in FEATURE_TABLES}
     if document:
         unknown = ", ".join(sorted(document))
-        raise ConfigError(f"{path}: unknown table or key {unknown} (known: [server], [lifecycle])")
+        known_tables = ", ".join(f"[{name}]" for name in ("server", "lifecycle", *FEATURE_TABLES))
+        raise ConfigError(f"{path}: unknown table or key {unknown} (known: {known_tables})")
+    return features
+
+
+def _merged_document(path: Path) -> dict[str, Any]:
+    """The config file merged with ``<its directory>/conf.d/*.toml`` in name order, as
+    Faktory reads ``conf.d``: arrays of tables (``[[cron]]``) are concatenated and tables are
+    merged, but one key set in two files is an error naming both."""
+    document = _parse_toml(path)
+    origin: dict[str, Path] = {}
+    _note_origin(document, (), path, origin)
+    conf_d = path.parent / "conf.d"
+    for extra in sorted(conf_d.glob("*.toml")) if conf_d.is_dir() else ():
+        _merge(document, _parse_toml(extra), (), extra, origin)
+    return document
+
+
+def _parse_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _note_origin(
+    table: dict[str, Any], prefix: tuple[str, ...], path: Path, origin: dict[str, Path]
+) -> None:
+    for key, value in table.items():
+        if isinstance(value, dict):
+            _note_origin(value, (*prefix, key), path, origin)
+        else:
+            origin[".".join((*prefix, key))] = path
+
+
+def _merge(
+    into: dict[str, Any],
+    extra: dict[str, Any],
+    prefix: tuple[str, ...],
+    path: Path,
+    origin: dict[str, Path],
+) -> None:
+    for key, value in extra.items():
+        dotted = ".".join((*prefix, key))
+        current = into.get(key)
+        if current is None:
+            into[key] = value
+            _note_origin({key: value}, prefix, path, origin)
+        elif isinstance(current, dict) and isinstance(value, dict):
+            _merge(current, value, (*prefix, key), path, origin)
+        elif isinstance(current, list) and isinstance(value, list):
+            current.extend(value)  # [[cron]] entries of every file
+        else:
+            first = origin.get(dotted, "another file")
+            raise ConfigError(f"{path}: {dotted} is set in {first} already")
 
 
 def _build(
     server_raw: dict[str, tuple[Any, str]],
     manager_raw: dict[str, tuple[Any, str]],
+    features: dict[str, Any],
     environ: Mapping[str, str],
 ) -> ServerConfig:
     values: dict[str, Any] = {}
@@ -193,10 +269,12 @@ def _build(
         key: _coerce(raw, MANAGER_KEYS[key], src) for key, (raw, src) in manager_raw.items()
     }
     values["manager"] = ManagerConfig(**lifecycle)
+    values["features"] = features
     if "storage" not in values:
         values["storage"] = default_storage_url(environ)
     config = ServerConfig(**values)
     _check(config)
+    config.build_features()  # a bad feature setting stops the start (or a reload) here
     return config
 
 
@@ -210,6 +288,10 @@ def _check(config: ServerConfig) -> None:
         raise ConfigError("max_connections must be at least 1")
     if config.max_line_bytes < 1024:
         raise ConfigError("max_line_bytes must be at least 1024")
+    if config.max_partial_bytes < config.max_line_bytes:
+        raise ConfigError("max_partial_bytes must be at least max_line_bytes")
+    if config.idle_timeout_seconds < 0:
+        raise ConfigError("idle_timeout_seconds must not be negative (0 disables it)")
     if config.handshake_timeout_seconds <= 0:
         raise ConfigError("handshake_timeout_seconds must be positive")
     if config.shutdown_grace_seconds < 0:

@@ -1,9 +1,10 @@
 """The manager's background loops: promotion of due jobs, reservation expiry, worker reaping,
-and the dead-set janitor.
+the dead-set and records janitors, and the loops of the features.
 
 Every loop is safe to run on several servers over one shared store at once: each move is
 conditional in the store (only if the entry is still where it was read), so a job is never
-promoted or expired twice. A loop that fails logs and carries on at its next tick.
+promoted or expired twice. A loop that fails logs and carries on at its next tick (except
+while the store cannot commit: the store logs that itself, once).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from conveyor.errors import StoreUnavailable
 from conveyor.job import decode_job
 from conveyor.store.base import SetMove, SortedSet
 from conveyor.timefmt import now_iso
@@ -56,7 +58,10 @@ class BackgroundTasks:
             ("reservations", config.reaper_interval_seconds, self.expire_reservations),
             ("workers", config.worker_reaper_interval_seconds, self.reap_workers),
             ("dead", config.dead_purge_interval_seconds, self.purge_dead),
+            ("records", config.records_purge_interval_seconds, self.purge_records),
         ]
+        for feature in self.manager.features:
+            loops += [(loop.name, loop.interval_seconds, loop.step) for loop in feature.loops()]
         for name, interval, step in loops:
             task = asyncio.create_task(self._every(interval, step), name=f"conveyor-{name}")
             self._tasks.append(task)
@@ -75,6 +80,8 @@ class BackgroundTasks:
                 await step()
             except asyncio.CancelledError:
                 raise
+            except StoreUnavailable:
+                pass  # the store logs the outage, once, and retries by itself
             except Exception:
                 log.exception("background task %s failed; retrying next tick", step.__name__)
             await asyncio.sleep(interval)
@@ -125,3 +132,9 @@ class BackgroundTasks:
         stats = self.stats["Dead"]
         stats["cycles"] += 1
         stats["wall_time_sec"] += time.perf_counter() - started
+
+    async def purge_records(self) -> None:
+        """Delete expired records (their readers already ignore them): space, not behaviour."""
+        batch = self.manager.config.scheduler_batch
+        while await self.manager.store.purge_records(time.time(), batch) >= batch:
+            pass

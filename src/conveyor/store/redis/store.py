@@ -21,6 +21,8 @@ Key layout (``{ns}`` is ``{conveyor}`` unless the URL says ``?namespace=``)::
     {ns}:d:<set>       HASH  jid -> lp(queue) lp(jobtype) payload
     {ns}:stats         HASH  processed, failures, p:<day>, f:<day>
     {ns}:workers       SET   wids;   {ns}:w:<wid>  STRING  WorkerRecord JSON with a TTL
+    {ns}:r:<space>     HASH  key -> lp(expires_at) value         (records, see records.py)
+    {ns}:rx:<space>    ZSET  key by expires_at;  {ns}:rspaces  SET  spaces in use
     {ns}:ready         channel: queue names that may have jobs (SPUBLISH on Redis 7)
     {ns}:op:<token>    STRING the result of one write call, kept ~30 s (calls.py)
 """
@@ -50,7 +52,7 @@ from conveyor.store.base import (
     Store,
     WorkerRecord,
 )
-from conveyor.store.filters import filter_matcher
+from conveyor.store.filters import filter_entries
 from conveyor.store.redis.calls import (
     CONNECTION_ERRORS,
     Caller,
@@ -68,6 +70,7 @@ from conveyor.store.redis.codec import (
     score_arg,
 )
 from conveyor.store.redis.connect import Clients
+from conveyor.store.redis.records import RedisRecords
 from conveyor.store.redis.release import Lost, Releaser
 from conveyor.store.redis.scripts import Script, load_scripts
 from conveyor.store.redis.wakeup import Subscriber
@@ -75,6 +78,7 @@ from conveyor.store.redis.wakeup import Subscriber
 __all__ = ["RedisStore"]
 
 SCAN_CHUNK = 1000
+_FIND_SLICE = 2000  # queue entries one queue_find call looks at: well under a millisecond
 """Entries read per script call when a listing has to filter a whole sorted set."""
 
 _worker_encoder = msgspec.json.Encoder()
@@ -89,6 +93,7 @@ class Keys:
         self.queues, self.paused, self.ready = p + "queues", p + "paused", p + "ready"
         self.res, self.exp, self.busy = p + "res", p + "exp", p + "busy"
         self.stats, self.workers = p + "stats", p + "workers"
+        self.record_spaces = p + "rspaces"
         self.prefix = self._p = p
 
     def queue(self, name: str) -> str:
@@ -103,8 +108,14 @@ class Keys:
     def worker(self, wid: str) -> str:
         return f"{self._p}w:{wid}"
 
+    def records(self, space: str) -> str:
+        return f"{self._p}r:{space}"
 
-class RedisStore(Store):
+    def record_expiry(self, space: str) -> str:
+        return f"{self._p}rx:{space}"
+
+
+class RedisStore(RedisRecords, Store):
     """A ``Store`` over Redis or Redis Cluster. Build it with ``RedisStore.from_url``."""
 
     def __init__(self, url: RedisURL) -> None:
@@ -467,8 +478,7 @@ class RedisStore(Store):
             found.sort(key=lambda e: (e.score, e.jid), reverse=descending)
         else:
             found = await self._scan_set(name, rev)
-        match = filter_matcher(flt)
-        kept = [entry for entry in found if match(entry)]
+        kept = await filter_entries(flt, found)
         return Page(kept[offset : offset + limit], len(kept))
 
     async def _scan_set(self, name: SortedSet, rev: str) -> list[SetEntry]:
@@ -522,6 +532,29 @@ class RedisStore(Store):
             return 0
         keys = [self._keys.queue(name)]
         return int(await self._write("queue_delete", keys, list(jids), durable=True))
+
+    async def find_queued(
+        self, jids: Sequence[str], queues: Sequence[str] | None = None
+    ) -> list[QueuedJob]:
+        """A bounded Lua slice at a time (queue_find.lua), from each queue's tail: no index to
+        keep on every enqueue and reserve (docs/design/queued-lookup.md)."""
+        wanted = set(jids)
+        found: list[QueuedJob] = []
+        names = sorted(await self._known_queues()) if queues is None else list(queues)
+        for name in names:
+            key, skip = self._keys.queue(name), 0
+            while wanted and skip >= 0:
+                args = [skip, _FIND_SLICE, *sorted(wanted)]
+                skip, *entries = await self._run("queue_find", [key], args)
+                for raw in entries:
+                    job = decode_entry(name, raw)
+                    if job.jid in wanted:
+                        wanted.discard(job.jid)
+                        found.append(job)
+        return found
+
+    async def clear_queue(self, name: str) -> int:
+        return int(await self._write("queue_clear", [self._keys.queue(name)], durable=True))
 
     async def paused_queues(self) -> set[str]:
         members = await self._read(lambda: self._redis.smembers(self._keys.paused))
@@ -631,5 +664,6 @@ class RedisStore(Store):
             keys = fixed + [k.queue(n) for n in names]
             missing = await self._write("flush", keys, names, durable=True)
             if not missing:
-                return
+                break
             names = [m.decode() for m in missing]
+        await self._flush_records()
