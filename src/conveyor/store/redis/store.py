@@ -34,7 +34,6 @@ import secrets
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
-import msgspec
 from redis.exceptions import RedisError, ResponseError
 
 from conveyor.errors import StoreError
@@ -50,7 +49,6 @@ from conveyor.store.base import (
     SetMove,
     SortedSet,
     Store,
-    WorkerRecord,
 )
 from conveyor.store.filters import filter_entries
 from conveyor.store.redis.calls import (
@@ -74,15 +72,13 @@ from conveyor.store.redis.records import RedisRecords
 from conveyor.store.redis.release import Lost, Releaser
 from conveyor.store.redis.scripts import Script, load_scripts
 from conveyor.store.redis.wakeup import Subscriber
+from conveyor.store.redis.workers import RedisWorkers
 
 __all__ = ["RedisStore"]
 
 SCAN_CHUNK = 1000
 _FIND_SLICE = 2000  # queue entries one queue_find call looks at: well under a millisecond
 """Entries read per script call when a listing has to filter a whole sorted set."""
-
-_worker_encoder = msgspec.json.Encoder()
-_worker_decoder = msgspec.json.Decoder(WorkerRecord)
 
 
 class Keys:
@@ -115,7 +111,7 @@ class Keys:
         return f"{self._p}rx:{space}"
 
 
-class RedisStore(RedisRecords, Store):
+class RedisStore(RedisRecords, RedisWorkers, Store):
     """A ``Store`` over Redis or Redis Cluster. Build it with ``RedisStore.from_url``."""
 
     def __init__(self, url: RedisURL) -> None:
@@ -598,60 +594,6 @@ class RedisStore(RedisRecords, Store):
             day: Counters(int(values[2 * i] or 0), int(values[2 * i + 1] or 0))
             for i, day in enumerate(days)
         }
-
-    # ----------------------------------------------------------------- workers
-
-    async def save_worker(self, record: WorkerRecord) -> None:
-        keys = [self._keys.workers, self._keys.worker(record.wid)]
-        args = ["save", record.wid, _worker_encoder.encode(record), self._url.worker_ttl]
-        await self._write("workers", keys, args)
-
-    async def update_worker(
-        self,
-        wid: str,
-        *,
-        rss_kb: int | None = None,
-        last_beat: float | None = None,
-        state: str | None = None,
-        connections_delta: int = 0,
-        create: WorkerRecord | None = None,
-    ) -> WorkerRecord | None:
-        if create is not None and create.wid != wid:
-            raise ValueError(f"update_worker({wid!r}) cannot create a record for {create.wid!r}")
-        args: list[str | bytes | int] = [
-            wid,
-            self._url.worker_ttl,
-            "" if rss_kb is None else int(rss_kb),
-            "" if last_beat is None else score_arg(last_beat),
-            state or "",
-            int(connections_delta),
-            b"" if create is None else _worker_encoder.encode(create),
-        ]
-        keys = [self._keys.workers, self._keys.worker(wid)]
-        raw = await self._write("worker_update", keys, args)
-        return None if raw is None else _worker_decoder.decode(raw)
-
-    async def get_worker(self, wid: str) -> WorkerRecord | None:
-        raw = await self._read(lambda: self._redis.get(self._keys.worker(wid)))
-        return None if raw is None else _worker_decoder.decode(raw)
-
-    async def list_workers(self) -> list[WorkerRecord]:
-        members = await self._read(lambda: self._redis.smembers(self._keys.workers))
-        wids = sorted(m.decode() for m in members)
-        if not wids:
-            return []
-        keys = [self._keys.worker(wid) for wid in wids]
-        raws = await self._read(lambda: self._redis.mget(keys))
-        gone = [wid for wid, raw in zip(wids, raws, strict=True) if raw is None]
-        if gone:
-            prune_keys = [self._keys.workers, *(self._keys.worker(w) for w in gone)]
-            await self._write("workers", prune_keys, ["prune", *gone])
-        return [_worker_decoder.decode(raw) for raw in raws if raw is not None]
-
-    async def delete_worker(self, wid: str, silent_before: float | None = None) -> bool:
-        keys = [self._keys.workers, self._keys.worker(wid)]
-        since = "" if silent_before is None else repr(silent_before)
-        return bool(await self._write("workers", keys, ["delete", wid, since]))
 
     # ----------------------------------------------------------------- admin
 
