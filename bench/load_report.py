@@ -6,11 +6,8 @@ run has no ratio.
 
 from __future__ import annotations
 
-import re
 import statistics
-from collections import Counter
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.report import ratio, spread
@@ -145,58 +142,3 @@ def markdown(plan: Plan, samples: Sequence[Sample], conditions: list[str]) -> st
         "",
     ]
     return "\n".join(parts)
-
-
-# -- py-spy collapsed stacks ---------------------------------------------------------------------
-
-LINE_NUMBER = re.compile(r":\d+\)$")
-
-
-def _frame(raw: str) -> str:
-    """``run (conveyor/server/app.py:120)`` -> ``run (conveyor/server/app.py)``."""
-    return LINE_NUMBER.sub(")", raw.strip())
-
-
-def profile_counts(path: Path) -> tuple[Counter[str], Counter[str], int]:
-    """Samples by function: where the CPU was (self) and what was on the stack (total)."""
-    own: Counter[str] = Counter()
-    total: Counter[str] = Counter()
-    samples = 0
-    for line in path.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        frames = [_frame(f) for f in stack.split(";")]
-        frames = [f for f in frames if not f.startswith(("process ", "thread "))]
-        if not frames:
-            continue
-        n = int(count)
-        samples += n
-        own[frames[-1]] += n
-        for frame in set(frames):
-            total[frame] += n
-    return own, total, samples
-
-
-def profile_markdown(path: Path, sample: Sample, top: int = 20) -> str:
-    own, total, samples = profile_counts(path)
-    if not samples:
-        return f"py-spy recorded nothing for {sample.target} ({path}).\n"
-    head = (
-        f"#### py-spy: {LABELS.get(sample.target, sample.target)} under fwp_load "
-        f"({samples:,} samples; {sample.jobs_per_s:,.0f} jobs/s while profiled, "
-        f"server {sample.server_cpu_s / sample.jobs * 1e6:.0f} µs/job; `{path}`)"
-    )
-    lines = [head, "", "| self % | function | | total % | function |", "|---|---|---|---|---|"]
-    by_self, by_total = own.most_common(top), total.most_common(top)
-    for i in range(top):
-        left = by_self[i] if i < len(by_self) else None
-        right = by_total[i] if i < len(by_total) else None
-        lines.append(
-            "| "
-            + (f"{left[1] / samples:.1%} | `{left[0]}`" if left else " | ")
-            + " | | "
-            + (f"{right[1] / samples:.1%} | `{right[0]}`" if right else " | ")
-            + " |"
-        )
-    return "\n".join(lines) + "\n"

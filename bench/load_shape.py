@@ -28,7 +28,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -37,8 +36,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from bench import load_profile
 from bench._harness import free_port, start_server, wait_for_port, write_doc
-from bench.load_report import markdown, profile_markdown
+from bench.load_report import markdown
 from bench.rows import ROOT
 
 SOURCE = ROOT / "bench" / "fwp_load.c"
@@ -321,33 +321,6 @@ def measure(plan: Plan, say: Callable[[str], None]) -> list[Sample]:
     return samples
 
 
-# -- profile -------------------------------------------------------------------------------------
-
-
-def profile(plan: Plan, target: str, out_dir: Path, rate: int = 250) -> tuple[Path, Sample]:
-    """One extra run of our driver with py-spy recording conveyor's server (collapsed stacks)."""
-    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    if not Path(py_spy).exists():
-        raise SystemExit("py-spy is not installed: pip install -e '.[bench]'")
-    binary = build_driver()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    output = out_dir / f"{target}.txt"
-    load = os.getloadavg()[0]
-    with start(plan, target) as server:
-        args = [py_spy, "record", "--pid", str(server.server_pid), "--rate", str(rate),
-                "--native", "--format", "raw", "--output", str(output)]  # fmt: skip
-        spy = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(1.0)  # py-spy attaches
-        before = cpu_seconds(server.server_pid)
-        run = drive(plan, OURS, server.port, binary)
-        server_cpu = cpu_seconds(server.server_pid) - before
-        spy.send_signal(signal.SIGINT)
-        spy.wait(timeout=60)
-    sample = Sample(0, target, f"{OURS} under py-spy", plan.jobs, run.jobs_per_s, run.seconds,
-                    server_cpu, None, run.cpu_s, load, run.detail, run.error)  # fmt: skip
-    return output, sample
-
-
 # -- command line --------------------------------------------------------------------------------
 
 
@@ -374,7 +347,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--no-ours", action="store_true", help="skip fwp_load (only the real tool drives)")
     add("--tree", choices=("committed", "working"), default="committed",
         help="conveyor to measure: the last commit (default) or the working tree")  # fmt: skip
-    add("--profile", type=Path, help="after the rounds, py-spy each conveyor store into DIR")
+    add("--profile", type=Path, help="after the rounds, profile each conveyor store into DIR")
+    add("--profilers", default="py-spy,perf",
+        help="py-spy and/or perf (perf: only when installed)")  # fmt: skip
     add("--doc", type=Path, help="write the results block into this page (docs/benchmarks.md)")
     add("--json", type=Path, default=ROOT / "bench" / "results" / "load_shape.json")
     return parser.parse_args(argv)
@@ -398,17 +373,21 @@ def main(argv: list[str] | None = None) -> None:
         plan = plan_from(args, {"PYTHONPATH": src} if src else None)
         samples = measure(plan, lambda text: print(f"[load] {text}", file=sys.stderr, flush=True))
         profiles = []
-        if args.profile:
+        wanted = [p.strip() for p in args.profilers.split(",") if p.strip()]
+        for profiler in wanted if args.profile else ():
+            if profiler == "perf" and load_profile.available("perf") is None:
+                print("[load] perf is not installed: no perf profile", file=sys.stderr)
+                continue
             for target in (t for t in plan.targets if t.startswith("conveyor")):
-                print(f"[load] py-spy on {target} ...", file=sys.stderr, flush=True)
-                profiles.append(profile(plan, target, args.profile))
+                print(f"[load] {profiler} on {target} ...", file=sys.stderr, flush=True)
+                profiles.append(load_profile.record(plan, target, profiler, args.profile))
         conditions = environment_lines(src, ["python", "-m", "bench.load_shape", *sys.argv[1:]])
     faktory_version = _version(args.faktory_bin)
     if faktory_version:
         conditions.append(f"- real Faktory: {faktory_version} (`{args.faktory_bin}`)")
     body = markdown(plan, samples, conditions)
     for path, sample in profiles:
-        body += "\n" + profile_markdown(path, sample)
+        body += "\n" + load_profile.markdown(path, sample)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(
         {"plan": {k: v for k, v in asdict(plan).items() if k != "env"},
