@@ -45,7 +45,6 @@ SOURCE = ROOT / "bench" / "fwp_load.c"
 BUILD_DIR = ROOT / "bench" / ".build"
 DOC_MARKERS = ("<!-- load-shape:start -->", "<!-- load-shape:end -->")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-TARGETS = ("conveyor-sqlite", "conveyor-redis", "faktory")
 OURS, THE_TOOL = "fwp_load", "faktory load tool"
 
 
@@ -129,8 +128,8 @@ def redis_server(directory: Path) -> Iterator[tuple[subprocess.Popen[bytes], int
 
 @contextlib.contextmanager
 def conveyor(store: str, env: dict[str, str] | None) -> Iterator[Running]:
-    if store == "sqlite":
-        with start_server(None, env) as server:
+    if store in ("sqlite", "memory"):  # memory: no storage at all, the floor of the rest
+        with start_server(None if store == "sqlite" else "memory://", env) as server:
             yield Running(server.port, server.process.pid)
         return
     with (
@@ -341,7 +340,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--connections", type=int, default=10, help="even ones push, odd ones fetch")
     add("--rounds", type=int, default=3, help="alternating rounds")
     add("--timeout", type=float, default=120.0, help="longest run, seconds")
-    add("--stores", default="sqlite,redis", help="conveyor's stores to run")
+    add("--stores", default="sqlite,redis",
+        help="conveyor's stores: sqlite, redis, memory (keeps nothing: a floor)")  # fmt: skip
     add("--faktory-bin", help="a real Faktory server binary to compare with")
     add("--faktory-load-bin", help="Faktory's own load tool (test/load), built from source")
     add("--no-ours", action="store_true", help="skip fwp_load (only the real tool drives)")
