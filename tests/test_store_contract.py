@@ -7,6 +7,7 @@ so memory, SQLite and Redis must agree exactly.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import Callable
 
@@ -140,6 +141,44 @@ async def test_remove_queues_forgets_jobs_and_pause_flag(backend_store: Store) -
     assert await backend_store.paused_queues() == set()
     await backend_store.enqueue([job("a2", "a")])
     assert [r.jid for r in await backend_store.reserve(["a"], "w", NOW)] == ["a2"]
+
+
+async def test_find_queued_finds_waiting_jobs_by_jid(backend_store: Store) -> None:
+    async def find(jids: list[str], queues: list[str] | None = None) -> list[QueuedJob]:
+        return sorted(await backend_store.find_queued(jids, queues), key=lambda j: j.jid)
+
+    await backend_store.enqueue([job(f"a{i}", "a") for i in range(5)] + [job("b0", "b")])
+    assert await find(["a3"]) == [job("a3", "a")]
+    assert await find(["b0", "a1", "nope"]) == [job("a1", "a"), job("b0", "b")]
+    assert await find(["b0"], ["a"]) == []  # only the queues named
+    assert await find(["b0"], ["a", "b"]) == [job("b0", "b")]
+    assert await find(["a3"], ["unknown"]) == []
+    assert await find([]) == []
+    await backend_store.reserve(["a"], "w1", NOW, count=4)  # a0..a3 leave the queue
+    assert await find(["a3", "a4"]) == [job("a4", "a")]
+    await backend_store.delete_queued("a", ["a4"])
+    assert await find(["a4"]) == []
+
+
+async def test_find_queued_walks_long_queues(backend_store: Store) -> None:
+    """Longer than one slice of the Redis walk."""
+    await backend_store.enqueue([job(f"j{i}") for i in range(4500)] + [job("k0", "k")])
+    wanted = ["j0", "j1999", "j2000", "j2500", "j4499", "k0"]
+    found = await backend_store.find_queued(wanted)
+    assert sorted(j.jid for j in found) == sorted(wanted)
+
+
+async def test_clear_queue_deletes_jobs_and_keeps_the_queue(backend_store: Store) -> None:
+    await backend_store.enqueue([job("a1", "a"), job("a2", "a"), job("b1", "b")])
+    await backend_store.set_paused(["a"], True)
+    assert await backend_store.clear_queue("a") == 2
+    assert await backend_store.queue_sizes() == {"a": 0, "b": 1}
+    assert await backend_store.paused_queues() == {"a"}
+    assert await backend_store.clear_queue("a") == 0
+    assert await backend_store.clear_queue("unknown") == 0
+    await backend_store.set_paused(["a"], False)
+    await backend_store.enqueue([job("a3", "a")])
+    assert await jids_in_queue(backend_store, "a") == ["a3"]
 
 
 async def test_listener_hears_enqueues_moves_and_resumes(backend_store: Store) -> None:
@@ -402,6 +441,35 @@ async def test_text_filter_takes_wildcard_characters_literally(backend_store: St
     )
     page = await backend_store.list_set(RETRIES, JobFilter(text="50%_off"), 0, 10)
     assert ([e.jid for e in page.items], page.total) == (["j1"], 1)
+
+
+async def test_glob_filters_never_backtrack(backend_store: Store) -> None:
+    """Issue 17: as a regex, ``*a*a*a*a*a*a*a*b`` against one job holding 60 ``a``s ran for
+    11 s on the event loop, every other client waiting. Answered at once now, loop free."""
+    await backend_store.add_to_set(
+        SCHEDULED, [entry("j1", NOW, args=["a" * 60]), entry("j2", NOW + 1, args=["a" * 60 + "b"])]
+    )
+    loop = asyncio.get_running_loop()
+    ticks = [loop.time()]
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(0.01)
+            ticks.append(loop.time())
+
+    ticker = asyncio.create_task(tick())
+    try:
+        whole = await backend_store.list_set(SCHEDULED, JobFilter(pattern="*a*a*a*a*a*a*a*b"), 0, 9)
+        inner = await backend_store.list_set(
+            SCHEDULED, JobFilter(pattern="*a*a*a*a*a*a*a*b*"), 0, 9
+        )
+        await asyncio.sleep(0.03)
+    finally:
+        ticker.cancel()
+    assert (whole.items, whole.total) == ([], 0)  # the payload ends with "]}", not "b"
+    assert ([e.jid for e in inner.items], inner.total) == (["j2"], 1)
+    longest_wait = max(later - earlier for earlier, later in itertools.pairwise(ticks))
+    assert longest_wait < 1.0, f"the loop was held for {longest_wait:.1f} s"
 
 
 async def test_get_set_entries_returns_only_present(backend_store: Store) -> None:

@@ -14,6 +14,9 @@
     ├── AuthenticationError     wrong or missing password
     ├── ConnectError            cannot reach or keep a connection to a server
     ├── StoreError              the storage backend failed (unreachable, corrupt)
+    │   └── StoreUnavailable    it cannot write for now (SQLite cannot commit: disk full,
+    │                           I/O error); it logged why once and retries by itself
+    ├── ConfigError             a setting is missing, malformed or inconsistent (also ValueError)
     └── PayloadError            a job's args do not fit its handler (worker side; not retried)
 
 The same classes serve both sides: the server's manager raises a ``CommandError`` and the
@@ -26,6 +29,7 @@ from __future__ import annotations
 __all__ = [
     "AuthenticationError",
     "CommandError",
+    "ConfigError",
     "ConnectError",
     "ConveyorError",
     "Halt",
@@ -36,6 +40,7 @@ __all__ = [
     "PayloadError",
     "ProtocolError",
     "StoreError",
+    "StoreUnavailable",
     "UnknownWorker",
 ]
 
@@ -117,6 +122,12 @@ class StoreError(ConveyorError):
     """The storage backend failed: unreachable, read-only, or corrupt."""
 
 
+class StoreUnavailable(StoreError):
+    """The store cannot make changes durable for now: a commit failed (disk full, I/O error)
+    and it refuses writes until a retry commits. The store logs the outage itself, once, so
+    whoever catches this need not log it again."""
+
+
 class PayloadError(ConveyorError):
     """A job's ``args`` do not fit its handler's parameters (wrong count, types or fields).
 
@@ -125,3 +136,8 @@ class PayloadError(ConveyorError):
     """
 
     errtype = "conveyor.PayloadError"
+
+
+class ConfigError(ConveyorError, ValueError):
+    """A configuration value is missing, malformed or inconsistent; the message says which
+    (and where it came from: a flag, a variable, a file, table and key)."""

@@ -195,7 +195,9 @@ class Client:
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        """Closed by us, or by the server (seen as end of stream without reading: a server
+        closes idle connections, and this one would fail at its next command)."""
+        return self._closed or self._reader.at_eof() or self._writer.is_closing()
 
     async def __aenter__(self) -> Self:
         return self
@@ -407,6 +409,29 @@ class Client:
         """``QUEUE LATENCY``: seconds since the oldest job of each queue was enqueued."""
         reply = await self._call(b"QUEUE LATENCY " + _queue_names(names) + _CRLF)
         return _decode_latency(reply.data)
+
+    async def admin(self, op: str, args: Mapping[str, Any] | None = None) -> Any:
+        """``ADMIN <op> {args}`` (conveyor extension): inspect and act on jobs, queues and
+        workers; returns the decoded JSON reply. ``admin("ops")`` lists the operations.
+        A Faktory server answers ``CommandError("unknown command ADMIN")``."""
+        if not op or any(c.isspace() for c in op):
+            raise ValueError(f"invalid ADMIN operation {op!r}")
+        line = b"ADMIN " + op.encode()
+        if args:
+            line += b" " + _encode(args)
+        reply = await self._call(line + _CRLF)
+        return msgspec.json.decode(reply.data) if reply.kind is ReplyKind.BULK else None
+
+    async def cron(self, subcommand: str, args: Mapping[str, Any] | None = None) -> Any:
+        """``CRON <subcommand> [<json>]`` (a conveyor extension, docs/protocol.md): manage
+        the server's periodic jobs. ``subcommand``: ``list``, ``get``, ``add``, ``pause``,
+        ``resume``, ``delete`` or ``run``; ``args`` the entry (add) or ``{"id": ...}``.
+        Returns the reply's JSON; a refused change raises ``CommandError``."""
+        line = b"CRON " + subcommand.upper().encode()
+        if args is not None:
+            line += b" " + _encode(args)
+        reply = await self._call(line + _CRLF)
+        return msgspec.json.decode(reply.data)
 
 
 async def fetch_jobs(client: Client, count: int, *queues: str) -> list[Job]:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import msgspec
 
-from conveyor.errors import CommandError, InvalidJob, JobNotFound, UnknownWorker
+from conveyor.errors import CommandError, JobNotFound, UnknownWorker
 from conveyor.job import Job, decode_job, encode_job
 from conveyor.manager import validation
 from conveyor.manager.admin import AdminOps
@@ -51,6 +51,8 @@ from conveyor.timefmt import day_key, now_iso
 __all__ = ["Manager"]
 
 log = logging.getLogger("conveyor.manager")
+
+F = TypeVar("F", bound=Feature)
 
 FAKTORY_VERSION = "1.10.0"
 """The Faktory release whose protocol we speak; clients gate features on it (semver)."""
@@ -94,6 +96,13 @@ class Manager(AdminOps):
         gated = all(isinstance(m, Feature) for m in pushers)
         self._push_gates = [m.wants_push for m in pushers if isinstance(m, Feature)]
         self._pushes_now = store.in_process and gated
+        # Likewise for ACK: jids no gated ack hook wants keep the batched ACK (None: ungated).
+        ackers = [m for m in self._middleware if type(m).ack is not Middleware.ack]
+        self._ack_gates: list[Callable[[str], bool]] | None = (
+            [m.wants_ack for m in ackers if isinstance(m, Feature)]
+            if all(isinstance(m, Feature) for m in ackers)
+            else None
+        )
         # Worker state as last seen by this server; BEAT refreshes it from the store.
         self._worker_states: dict[str, str] = {}
         self._local_clients: dict[str, set[int]] = {}
@@ -124,10 +133,12 @@ class Manager(AdminOps):
             await run_chain(self._push_hooks, PushContext(self, job), _nothing)
         await self._store_jobs([(job, due)])
 
-    def push_now(self, payload: bytes) -> Coroutine[Any, Any, None] | None:
+    def push_now(self, payload: bytes) -> Awaitable[None] | None:
         """A PUSH done at once, in the caller's step: the job is validated and stored, or
         handed to a waiting FETCH, whose reply is written before this returns. What is left
-        is returned: the wait for durability, to await before the PUSH is answered.
+        is returned: the wait for the durability of this very write (it raises
+        ``StoreError`` if the write was lost, however late it is awaited), to await before
+        the PUSH is answered.
 
         ``None``, with nothing done, when the PUSH has to take the long way (``push()``):
         push middleware may wait for anything, so may a store that is not ``in_process``, and
@@ -145,21 +156,26 @@ class Manager(AdminOps):
         if due is not None and due > now:
             return None
         queued = [self._queued(job, stamp, validation.reserve_seconds(job, self.config))]
-        queued = self._hand_off(queued, now)
-        if queued:
-            self.store.enqueue_now(queued)
-        return self.store.durable()
+        handed: list[Awaitable[None]] = []
+        left = self._hand_off(queued, now, handed)
+        if left:
+            return self.store.enqueue_now(left)
+        return handed[0]  # one job, handed off: the durability of its reservation
 
     async def push_bulk(self, payload: bytes) -> dict[str, str]:
-        """PUSHB: each job validated and pushed on its own; returns ``{jid: error}``."""
+        """PUSHB: each job validated and pushed on its own; returns ``{key: error}``.
+
+        The key is the job's jid, or ``#<index>`` (its place in the array, from 0) for an
+        element without one: not an object, not decodable, or no ``jid``; so no two such
+        errors share a key. The size of the whole array is bounded by the server's line
+        limit, each job's by ``max_payload_bytes``.
+        """
         config = self.config
-        if len(payload) > config.max_payload_bytes * 10:
-            raise InvalidJob(f"PUSHB payload is {len(payload)} bytes; too large")
-        items = validation.decode_pushed_bulk(payload, config)
+        items: Sequence[Job | msgspec.Raw] = validation.decode_pushed_bulk(payload, config)
         now = now_iso()  # one created_at for the whole batch, as one PUSH would have
         errors: dict[str, str] = {}
         accepted: list[tuple[Job, float | None]] = []
-        for item in items:
+        for index, item in enumerate(items):
             job: Job | None = None
             try:
                 job = item if isinstance(item, Job) else validation.decode_pushed(item, config)
@@ -167,7 +183,7 @@ class Manager(AdminOps):
                 if self._push_hooks:
                     await run_chain(self._push_hooks, PushContext(self, job), _nothing)
             except CommandError as exc:  # middleware codes (NOTUNIQUE, ...) keep their code
-                key = job.jid if job is not None else _raw_jid(item)
+                key = (job.jid if job is not None else _raw_jid(item)) or f"#{index}"
                 errors[key] = exc.message if exc.code == "ERR" else str(exc)
             else:
                 accepted.append((job, due))
@@ -192,21 +208,25 @@ class Manager(AdminOps):
                     else default_reserve
                 )
                 queued.append(self._queued(job, enqueued_at, reserve))
-        queued = self._hand_off(queued, now)
+        handed: list[Awaitable[None]] = []
+        queued = self._hand_off(queued, now, handed)
         if scheduled:
             await self.store.add_to_set(SortedSet.SCHEDULED, scheduled)
         if queued:
             await self.store.enqueue(queued)
-        elif not scheduled:
-            await self.store.durable()  # the hand-off's reservations
+        for reservations in handed:
+            await reservations  # raises if the hand-offs' reservations were lost
 
     @staticmethod
     def _queued(job: Job, enqueued_at: str, reserve_for: int) -> QueuedJob:
         job.enqueued_at = enqueued_at
         return QueuedJob(job.queue, job.jid, encode_job(job), reserve_for)
 
-    def _hand_off(self, queued: list[QueuedJob], now: float) -> list[QueuedJob]:
-        """Give ready jobs straight to the FETCHes waiting for their queues; returns the rest.
+    def _hand_off(
+        self, queued: list[QueuedJob], now: float, handed: list[Awaitable[None]]
+    ) -> list[QueuedJob]:
+        """Give ready jobs straight to the FETCHes waiting for their queues; returns the rest,
+        and adds to ``handed`` the durability of each reservation written.
 
         A job handed off is reserved without ever being queued (one write instead of three)
         and its FETCH is answered in this very step, not after a wake-up of the FETCH's task:
@@ -232,7 +252,7 @@ class Manager(AdminOps):
                     # never reserve for it; the loss will cancel its FETCH
                     self.waiters.unregister(waiter)
                     continue
-                store.hand_off(given, waiter.wid, now)
+                handed.append(store.hand_off(given, waiter.wid, now))
                 jobs = jobs[waiter.count :]
             left.extend(jobs)
         return left
@@ -335,6 +355,15 @@ class Manager(AdminOps):
         if not self._ack_hooks:
             return await self.store.ack(jids, day_key(time.time()))
         done = 0
+        if self._ack_gates is not None:
+            hooked = self._hooked_acks(jids, self._ack_gates)
+            if not hooked:
+                return await self.store.ack(jids, day_key(time.time()))
+            if len(hooked) < len(jids):
+                chosen = set(hooked)
+                plain = [jid for jid in jids if jid not in chosen]
+                done = await self.store.ack(plain, day_key(time.time()))
+            jids = hooked
         for jid in jids:
             ctx = AckContext(self, jid, await self.store.get_reservation(jid))
 
@@ -344,6 +373,13 @@ class Manager(AdminOps):
 
             await run_chain(self._ack_hooks, ctx, final)
         return done
+
+    @staticmethod
+    def _hooked_acks(jids: Sequence[str], gates: Sequence[Callable[[str], bool]]) -> list[str]:
+        if len(gates) == 1:  # the usual case, without a generator per jid
+            wants = gates[0]
+            return [jid for jid in jids if wants(jid)]
+        return [jid for jid in jids if any(wants(jid) for wants in gates)]
 
     async def fail(
         self, jid: str, errtype: str, message: str, backtrace: Sequence[str] = ()
@@ -486,6 +522,13 @@ class Manager(AdminOps):
         await self.store.flush()
         self.tasks.reset_stats()
 
+    def feature(self, kind: type[F]) -> F:
+        """The running feature of class ``kind`` (for the wire verbs and pages over it)."""
+        for feature in self.features:
+            if isinstance(feature, kind):
+                return feature
+        raise LookupError(f"the {kind.__name__} feature is not running")
+
     def reconfigure(self, features: Sequence[Feature]) -> None:
         """Apply reloaded feature settings (SIGHUP): ``features`` is a fresh, valid
         ``build_features()``, one instance per running feature, in the same order."""
@@ -506,11 +549,17 @@ def _raw_jid(raw: Job | msgspec.Raw) -> str:
     if isinstance(raw, Job):
         return raw.jid
     try:
-        value = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
+        value = _jid_decoder.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
         return ""
-    jid = value.get("jid") if isinstance(value, dict) else None
-    return jid if isinstance(jid, str) else ""
+    return value.jid if isinstance(value.jid, str) else ""
+
+
+class _JidOnly(msgspec.Struct):
+    jid: object = ""
+
+
+_jid_decoder = msgspec.json.Decoder(_JidOnly)
 
 
 async def _nothing() -> None:

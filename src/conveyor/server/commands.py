@@ -2,8 +2,8 @@
 
 No rules and no storage here (STYLE.md §2). Replies and error texts follow Faktory 1.10
 byte for byte (faktory.md §1.3), except where Faktory answers ``internal error`` to a missing
-argument: we say what is missing. ``FETCHB`` and ``ACKB`` are conveyor extensions
-(docs/protocol.md).
+argument: we say what is missing. ``FETCHB``, ``ACKB`` and ``ADMIN`` are conveyor
+extensions (docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import msgspec
 from conveyor.errors import CommandError
 from conveyor.manager import ClientInfo, Manager, ServerStats, WorkerState
 from conveyor.protocol import NULL_BULK, OK, bulk
+from conveyor.server.admin import run_admin
 from conveyor.store.base import JobFilter
 
 __all__ = ["COMMANDS", "MAX_FETCHB_COUNT", "SENT", "Handler", "Session"]
@@ -81,6 +82,14 @@ _mutate_decoder = msgspec.json.Decoder(MutateArgs)
 _jids_decoder = msgspec.json.Decoder(list[str])
 _encoder = msgspec.json.Encoder(order="sorted")
 
+# msgspec has no nesting limit of its own: JSON nested ~1000 levels deep (even in a key it
+# would skip) ends its recursion with a RecursionError, which is bad input like any other.
+_BAD_JSON = (msgspec.DecodeError, RecursionError)
+
+
+def _why(exc: Exception) -> str:
+    return "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+
 
 def _text(argument: bytes) -> str:
     try:
@@ -119,10 +128,8 @@ async def fetch_many(session: Session, argument: bytes) -> bytes | None:
     words = _names(argument)
     if len(words) < 2:
         raise CommandError("FETCHB needs a count and at least one queue: FETCHB <count> <q1> ...")
-    try:
-        count = int(words[0])
-    except ValueError:
-        count = 0
+    # ASCII digits only: int() would also take Arabic-Indic digits, "+5", "1_0" and " 5".
+    count = int(words[0]) if words[0].isascii() and words[0].isdigit() else 0
     if not 1 <= count <= MAX_FETCHB_COUNT:
         raise CommandError(f"FETCHB count must be an integer from 1 to {MAX_FETCHB_COUNT}")
     return await _fetch(session, words[1:], count, lambda jobs: bulk(b"[" + b",".join(jobs) + b"]"))
@@ -151,7 +158,7 @@ async def ack(session: Session, argument: bytes) -> bytes | None:
         raise CommandError('invalid ACK: missing argument, expected ACK {"jid":"..."}')
     try:
         jid = _ack_decoder.decode(argument).get("jid")
-    except msgspec.DecodeError:
+    except _BAD_JSON:
         jid = None
     if jid is None:
         raise CommandError(f"invalid ACK {_text(argument)}")
@@ -163,8 +170,8 @@ async def ack_many(session: Session, argument: bytes) -> bytes | None:
     """Extension: ``ACKB ["jid1","jid2"]`` -> ``+OK``."""
     try:
         jids = _jids_decoder.decode(argument)
-    except msgspec.DecodeError as exc:
-        raise CommandError(f"invalid ACKB: expected a JSON array of jids ({exc})") from None
+    except _BAD_JSON as exc:
+        raise CommandError(f"invalid ACKB: expected a JSON array of jids ({_why(exc)})") from None
     await session.manager.ack_many(jids)
     return OK
 
@@ -174,7 +181,7 @@ async def fail(session: Session, argument: bytes) -> bytes | None:
         raise CommandError('invalid FAIL: missing argument, expected FAIL {"jid":"...",...}')
     try:
         args = _fail_decoder.decode(argument)
-    except msgspec.DecodeError:
+    except _BAD_JSON:
         raise CommandError(f"invalid FAIL {_text(argument)}") from None
     if not args.jid:
         raise CommandError("missing JID")
@@ -189,7 +196,7 @@ async def beat(session: Session, argument: bytes) -> bytes | None:
         raise CommandError('invalid BEAT: missing argument, expected BEAT {"wid":"..."}')
     try:
         args = _beat_decoder.decode(argument)
-    except msgspec.DecodeError:
+    except _BAD_JSON:
         raise CommandError(f"invalid BEAT {_text(argument)}") from None
     state = await session.manager.beat(args.wid, args.rss_kb or 0, args.current_state)
     if state == WorkerState.RUNNING:
@@ -212,8 +219,8 @@ async def mutate(session: Session, argument: bytes) -> bytes | None:
         raise CommandError("invalid format")
     try:
         args = _mutate_decoder.decode(argument)
-    except msgspec.DecodeError as exc:
-        raise CommandError(f"invalid JSON: {exc}") from None
+    except _BAD_JSON as exc:
+        raise CommandError(f"invalid JSON: {_why(exc)}") from None
     flt = None
     if args.filter is not None:
         flt = JobFilter(
@@ -268,6 +275,22 @@ def _go_float(value: float) -> str:
     return repr(value)
 
 
+async def admin(session: Session, argument: bytes) -> bytes | None:
+    """Extension: ``ADMIN <op> [{json}]`` -> a JSON document (conveyor.server.admin)."""
+    return bulk(await run_admin(session.manager, argument))
+
+
+async def cron(session: Session, argument: bytes) -> bytes | None:
+    """``CRON <subcommand> [<json>]``, a conveyor extension (docs/protocol.md)."""
+    from conveyor.manager.features.cron import CronFeature
+
+    subcommand, _, payload = argument.strip().partition(b" ")
+    if not subcommand:
+        raise CommandError("CRON needs a subcommand: LIST, GET, ADD, PAUSE, RESUME, DELETE, RUN")
+    feature = session.manager.feature(CronFeature)
+    return bulk(msgspec.json.encode(await feature.command(_text(subcommand).upper(), payload)))
+
+
 async def batch(session: Session, argument: bytes) -> bytes | None:
     raise CommandError("batch subsystem is not available yet")
 
@@ -293,4 +316,6 @@ COMMANDS: dict[str, Handler] = {
     # conveyor extensions (docs/protocol.md)
     "FETCHB": fetch_many,
     "ACKB": ack_many,
+    "ADMIN": admin,
+    "CRON": cron,
 }

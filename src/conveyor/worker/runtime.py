@@ -250,6 +250,7 @@ class Worker:
             if self.batch is None:
                 description = (await clients[0].info()).get("server", {}).get("description", "")
                 self.batch = "conveyor" in str(description).lower()
+            await self.app.crons.register(clients[0])  # @app.cron entries, once per process
             # One FETCHB asks for every free slot; plain FETCH gets one job per round trip, so
             # several fetchers keep the slots busy (as Faktory's own workers do).
             fetchers = 1 if self.batch else min(self.concurrency, SINGLE_FETCHERS_MAX)
@@ -364,6 +365,8 @@ class Worker:
     async def _fetch_or_reconnect(self, client: Client, free: int) -> tuple[list[Job], Client]:
         """One FETCH/FETCHB; after a failure, wait with backoff (and reconnect if it dropped)."""
         count = min(free, FETCH_BATCH_MAX) if self.batch else 1
+        if client.closed:  # the server closed it while every slot was busy (idle timeout)
+            client = await self._reconnect(client)
         self._claimed += count  # so parallel fetchers never ask for more than the free slots
         try:
             queues = self.queues.order()

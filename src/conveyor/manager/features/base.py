@@ -42,7 +42,7 @@ class Feature(Middleware):
     @classmethod
     def from_config(cls, tables: Mapping[str, Any]) -> Self:
         """Build the feature from its tables (those absent from the files are absent from
-        ``tables``). Raise ``conveyor.config.ConfigError`` naming the table, entry and key of
+        ``tables``). Raise ``conveyor.errors.ConfigError`` naming the table, entry and key of
         a bad value: the server then refuses to start, or a reload keeps the old settings."""
         return cls()
 
@@ -60,4 +60,11 @@ class Feature(Middleware):
     def wants_push(self, job: Job) -> bool:
         """Whether this feature's push hook must see ``job``. With a push hook, return False
         for the jobs it leaves alone: those keep the PUSH fast path."""
+        return True
+
+    def wants_ack(self, jid: str) -> bool:
+        """Whether this feature's ack hook must see the ACK of ``jid``. An ack hook makes the
+        manager read each acked job's reservation and ACK jobs one by one; the jids every
+        ack hook declines keep the batched ACK that does neither (e.g. cron's jids start
+        with ``cron:``)."""
         return True

@@ -10,10 +10,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from conveyor.manager.features.base import Feature
+from conveyor.manager.features.cron import CronFeature
 
 __all__ = ["FEATURES", "FEATURE_TABLES", "build_features"]
 
-FEATURES: tuple[type[Feature], ...] = ()
+FEATURES: tuple[type[Feature], ...] = (CronFeature,)
 
 FEATURE_TABLES: frozenset[str] = frozenset(table for f in FEATURES for table in f.tables)
 """The top-level TOML tables the features read; the config loader accepts these."""
