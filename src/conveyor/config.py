@@ -17,8 +17,13 @@ The TOML file (``--config path.toml`` or ``CONVEYOR_CONFIG``) has two tables::
     [lifecycle]                        # every field of ManagerConfig, same names
     fetch_wait_seconds = 2.0
 
+    [metrics]                          # every field of MetricsConfig, same names
+    store_timing = false
+    statsd = "127.0.0.1:8125"
+
 Every key also has an environment variable ``CONVEYOR_<KEY_UPPERCASE>`` (``CONVEYOR_BIND``,
-``CONVEYOR_FETCH_WAIT_SECONDS``, ...); ``FAKTORY_PASSWORD`` works as in Faktory.
+``CONVEYOR_FETCH_WAIT_SECONDS``, ...), ``[metrics]`` keys ``CONVEYOR_METRICS_<KEY>``;
+``FAKTORY_PASSWORD`` and ``DD_DOGSTATSD_URL`` work as in Faktory.
 docs/configuration.md lists them all with their defaults.
 """
 
@@ -33,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from conveyor.manager.config import ManagerConfig
+from conveyor.metrics.config import METRICS_KEYS, MetricsConfig
 
 __all__ = [
     "DEFAULT_BIND",
@@ -80,6 +86,7 @@ class ServerConfig:
     shutdown_grace_seconds: float = 5.0
     """On shutdown, how long commands in flight (a waiting FETCH) may take to finish."""
     manager: ManagerConfig = field(default_factory=ManagerConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     @property
     def bind(self) -> str:
@@ -121,8 +128,9 @@ def load_config(
     config_path = flags.pop("config", None) or environ.get("CONVEYOR_CONFIG")
     server_raw: dict[str, tuple[Any, str]] = {}
     manager_raw: dict[str, tuple[Any, str]] = {}
+    metrics_raw: dict[str, tuple[Any, str]] = {}
     if config_path:
-        _read_toml(Path(config_path), server_raw, manager_raw)
+        _read_toml(Path(config_path), server_raw, manager_raw, metrics_raw)
     for key in SERVER_KEYS:
         if (value := environ.get(f"CONVEYOR_{key.upper()}")) is not None:
             server_raw[key] = (value, f"CONVEYOR_{key.upper()}")
@@ -131,15 +139,47 @@ def load_config(
     for key in MANAGER_KEYS:
         if (value := environ.get(f"CONVEYOR_{key.upper()}")) is not None:
             manager_raw[key] = (value, f"CONVEYOR_{key.upper()}")
+    _metrics_from_env(environ, metrics_raw)
     for key, value in flags.items():
         if key not in SERVER_KEYS:
             raise ConfigError(f"unknown option {key!r}")
         server_raw[key] = (value, "--" + key.replace("_", "-"))
-    return _build(server_raw, manager_raw, environ)
+    config = _build(server_raw, manager_raw, environ)
+    return dataclasses.replace(config, metrics=_build_metrics(metrics_raw))
+
+
+def _metrics_from_env(environ: Mapping[str, str], metrics_raw: dict[str, tuple[Any, str]]) -> None:
+    dogstatsd = environ.get("DD_DOGSTATSD_URL", "").strip()
+    if dogstatsd:
+        metrics_raw["statsd"] = (dogstatsd.removeprefix("udp://"), "DD_DOGSTATSD_URL")
+    for key in METRICS_KEYS:
+        if (value := environ.get(f"CONVEYOR_METRICS_{key.upper()}")) is not None:
+            metrics_raw[key] = (value, f"CONVEYOR_METRICS_{key.upper()}")
+
+
+def _build_metrics(raw: dict[str, tuple[Any, str]]) -> MetricsConfig:
+    values: dict[str, Any] = {}
+    for key, (value, source) in raw.items():
+        kind = METRICS_KEYS[key]
+        if kind is bool:
+            values[key] = _as_bool(value, source)
+        elif key == "statsd_tags" and isinstance(value, list):
+            values[key] = ",".join(_as_str(tag, source) for tag in value)
+        else:
+            values[key] = _coerce(value, kind, source)
+    metrics = MetricsConfig(**values)
+    if metrics.statsd:
+        parse_bind(metrics.statsd, "[metrics] statsd")
+    if metrics.statsd_interval_seconds <= 0:
+        raise ConfigError("[metrics] statsd_interval_seconds must be positive")
+    return metrics
 
 
 def _read_toml(
-    path: Path, server_raw: dict[str, tuple[Any, str]], manager_raw: dict[str, tuple[Any, str]]
+    path: Path,
+    server_raw: dict[str, tuple[Any, str]],
+    manager_raw: dict[str, tuple[Any, str]],
+    metrics_raw: dict[str, tuple[Any, str]],
 ) -> None:
     try:
         document = tomllib.loads(path.read_text())
@@ -150,6 +190,7 @@ def _read_toml(
     for table, known, target in (
         ("server", SERVER_KEYS, server_raw),
         ("lifecycle", MANAGER_KEYS, manager_raw),
+        ("metrics", METRICS_KEYS, metrics_raw),
     ):
         section = document.pop(table, {})
         if not isinstance(section, dict):
@@ -158,9 +199,11 @@ def _read_toml(
             if key not in known:
                 raise ConfigError(f"{path}: unknown key {key!r} in [{table}]")
             target[key] = (value, f"{path} [{table}] {key}")
+    document.pop("worker", None)  # conveyor worker's settings (conveyor.worker.settings)
     if document:
         unknown = ", ".join(sorted(document))
-        raise ConfigError(f"{path}: unknown table or key {unknown} (known: [server], [lifecycle])")
+        tables = "[server], [lifecycle], [metrics], [worker]"
+        raise ConfigError(f"{path}: unknown table or key {unknown} (known: {tables})")
 
 
 def _build(

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import msgspec
@@ -36,6 +37,7 @@ from conveyor.manager.retry import FailureReport, RetryPolicy
 from conveyor.manager.tasks import BackgroundTasks
 from conveyor.manager.types import ClientInfo, ServerStats, WorkerState
 from conveyor.manager.waiters import Deliver, QueueWaiters
+from conveyor.metrics.jobs import JobMetrics
 from conveyor.store.base import (
     QueuedJob,
     Reservation,
@@ -53,6 +55,8 @@ log = logging.getLogger("conveyor.manager")
 FAKTORY_VERSION = "1.10.0"
 """The Faktory release whose protocol we speak; clients gate features on it (semver)."""
 
+_NO_DURATIONS: Mapping[str, float] = MappingProxyType({})
+
 
 class Manager(AdminOps):
     """All the rules. ``await start()`` before use, ``await stop()`` at the end."""
@@ -64,6 +68,7 @@ class Manager(AdminOps):
         store: Store,
         config: ManagerConfig | None = None,
         middleware: Sequence[Middleware] = (),
+        metrics: JobMetrics | None = None,
     ) -> None:
         from conveyor import __version__
 
@@ -74,6 +79,8 @@ class Manager(AdminOps):
         self.waiters = QueueWaiters()
         self.tasks = BackgroundTasks(self)
         self.started_at = time.time()
+        self.metrics = metrics
+        """Counts jobs by queue and jobtype for ``/metrics`` (``conveyor.metrics``), or None."""
         self._middleware = list(middleware)
         self._push_hooks = hooks_of(self._middleware, "push")
         self._fetch_hooks = hooks_of(self._middleware, "fetch")
@@ -134,6 +141,8 @@ class Manager(AdminOps):
         queued = self._hand_off(queued, now)
         if queued:
             self.store.enqueue_now(queued)
+        if self.metrics is not None:
+            self.metrics.on_push(job)
         return self.store.durable()
 
     async def push_bulk(self, payload: bytes) -> dict[str, str]:
@@ -185,6 +194,9 @@ class Manager(AdminOps):
             await self.store.enqueue(queued)
         elif not scheduled:
             await self.store.durable()  # the hand-off's reservations
+        if self.metrics is not None:
+            for job, _ in jobs:
+                self.metrics.on_push(job)
 
     @staticmethod
     def _queued(job: Job, enqueued_at: str, reserve_for: int) -> QueuedJob:
@@ -219,6 +231,8 @@ class Manager(AdminOps):
                     self.waiters.unregister(waiter)
                     continue
                 store.hand_off(given, waiter.wid, now)
+                if self.metrics is not None:
+                    self.metrics.on_hand_off(given, now)
                 jobs = jobs[waiter.count :]
             left.extend(jobs)
         return left
@@ -296,6 +310,8 @@ class Manager(AdminOps):
         reservations = await self.store.reserve(queues, wid, time.time(), count)
         if not reservations:
             return []
+        if self.metrics is not None:
+            self.metrics.on_reserve(reservations)
         # Pass the baton: there may be more jobs for other waiting FETCHes.
         self.waiters.notify(reservations[-1].queue)
         if not self._fetch_hooks:
@@ -314,10 +330,20 @@ class Manager(AdminOps):
 
     # ------------------------------------------------------------------ ack / fail
 
-    async def ack(self, jid: str) -> None:
-        await self.ack_many((jid,))
+    async def ack(self, jid: str, duration: float | None = None) -> None:
+        await self.ack_many((jid,), {jid: duration} if duration is not None else _NO_DURATIONS)
 
-    async def ack_many(self, jids: Sequence[str]) -> int:
+    async def ack_many(
+        self, jids: Sequence[str], durations: Mapping[str, float] = _NO_DURATIONS
+    ) -> int:
+        """End these reservations. ``durations``: run times (seconds) the worker reported, by
+        jid, for the metrics."""
+        done = await self._ack_many(jids)
+        if self.metrics is not None:
+            self.metrics.on_ack(jids, done, durations)
+        return done
+
+    async def _ack_many(self, jids: Sequence[str]) -> int:
         if not self._ack_hooks:
             return await self.store.ack(jids, day_key(time.time()))
         done = 0
@@ -332,14 +358,28 @@ class Manager(AdminOps):
         return done
 
     async def fail(
-        self, jid: str, errtype: str, message: str, backtrace: Sequence[str] = ()
+        self,
+        jid: str,
+        errtype: str,
+        message: str,
+        backtrace: Sequence[str] = (),
+        duration: float | None = None,
     ) -> None:
+        """``duration``: the run time (seconds) the worker reported, for the metrics."""
         reservation = await self.store.get_reservation(jid)
         if reservation is None:
             raise JobNotFound(f"Job not found {jid}")
-        await self._fail_reservation(reservation, FailureReport.clean(errtype, message, backtrace))
+        report = FailureReport.clean(errtype, message, backtrace)
+        await self._fail_reservation(reservation, report, duration=duration)
 
-    async def _fail_reservation(self, reservation: Reservation, report: FailureReport) -> bool:
+    async def _fail_reservation(
+        self,
+        reservation: Reservation,
+        report: FailureReport,
+        *,
+        expired: bool = False,
+        duration: float | None = None,
+    ) -> bool:
         """Record a failure and move the job on. False when the reservation was gone already
         (acked, failed or expired by someone else meanwhile): then nothing changes."""
         now = time.time()
@@ -348,16 +388,20 @@ class Manager(AdminOps):
         outcome = self.retry_policy.outcome(job, now, encode_job)
         check_transition(JobState.WORKING, outcome.target or JobState.DISCARDED)
         if not self._fail_hooks:
-            return await self.store.fail(reservation.jid, outcome, day_key(now))
-        ctx = FailContext(self, reservation, job, report, outcome)
-        result = False
+            failed = await self.store.fail(reservation.jid, outcome, day_key(now))
+        else:
+            ctx = FailContext(self, reservation, job, report, outcome)
+            failed = False
 
-        async def final() -> None:
-            nonlocal result
-            result = await self.store.fail(reservation.jid, ctx.outcome, day_key(now))
+            async def final() -> None:
+                nonlocal failed
+                failed = await self.store.fail(reservation.jid, ctx.outcome, day_key(now))
 
-        await run_chain(self._fail_hooks, ctx, final)
-        return result
+            await run_chain(self._fail_hooks, ctx, final)
+            outcome = ctx.outcome
+        if failed and self.metrics is not None:
+            self.metrics.on_fail(job, outcome, expired=expired, duration=duration)
+        return failed
 
     async def expire_reservations(self, limit: int = 500) -> int:
         """Send overdue reservations down the failure path; returns how many."""
@@ -365,7 +409,7 @@ class Manager(AdminOps):
         expired = await self.store.expired_reservations(time.time(), limit)
         count = 0
         for reservation in expired:
-            if await self._fail_reservation(reservation, report):
+            if await self._fail_reservation(reservation, report, expired=True):
                 count += 1
         return count
 
@@ -471,6 +515,8 @@ class Manager(AdminOps):
     async def flush(self) -> None:
         await self.store.flush()
         self.tasks.reset_stats()
+        if self.metrics is not None:
+            self.metrics.on_flush()
 
 
 def _by_queue(jobs: list[QueuedJob]) -> dict[str, list[QueuedJob]]:
