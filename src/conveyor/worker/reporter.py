@@ -50,6 +50,8 @@ class Reporter:
         self._connections = connections
         self._on_sent = on_sent
         self._acks: list[str] = []
+        self._durations: dict[str, float] = {}
+        """Run times of the jobs in ``_acks``, sent with ACKB (conveyor servers only)."""
         self._fails: list[Outcome] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -62,6 +64,8 @@ class Reporter:
         """Queue the ACK or FAIL; ``flush`` waits until the server has it (or we gave up)."""
         if outcome.error is None:
             self._acks.append(outcome.job.jid)
+            if self.batch and outcome.duration is not None:
+                self._durations[outcome.job.jid] = outcome.duration
         else:
             self._fails.append(outcome)
         self._idle.clear()
@@ -122,12 +126,15 @@ class Reporter:
             await self._send(len(jids), self._send_acks(jids))
         if self._fails:
             outcome = self._fails.pop(0)
-            await self._send(1, self.call(lambda client: _fail(client, outcome)))
+            duration = outcome.duration if self.batch else None
+            await self._send(1, self.call(lambda client: _fail(client, outcome, duration)))
         self._on_sent()
 
     async def _send_acks(self, jids: list[str]) -> None:
         if self.batch:
-            await self.call(lambda client: client.ack_many(jids))
+            pop = self._durations.pop
+            durations = {jid: d for jid in jids if (d := pop(jid, None)) is not None}
+            await self.call(lambda client: client.ack_many(jids, durations))
             return
         # One ACK per round trip: spread them over the pool's connections.
         share = -(-len(jids) // self._connections)
@@ -148,10 +155,10 @@ async def _ack_each(client: Client, jids: list[str]) -> None:
         await client.ack(jid)
 
 
-async def _fail(client: Client, outcome: Outcome) -> None:
+async def _fail(client: Client, outcome: Outcome, duration: float | None) -> None:
     jid = outcome.job.jid
     try:
-        await client.fail(jid, outcome.errtype, outcome.message, outcome.backtrace)
+        await client.fail(jid, outcome.errtype, outcome.message, outcome.backtrace, duration)
     except JobNotFound:  # already failed before a reconnect, or the reservation expired
         return
     if outcome.dead:

@@ -38,11 +38,13 @@ from conveyor.job import Job
 from conveyor.pool import CONNECTION_ERRORS
 from conveyor.worker.context import Middleware
 from conveyor.worker.execute import DEFAULT_BACKTRACE_LINES, JobRunner, Outcome
+from conveyor.worker.joblog import log_outcome
 from conveyor.worker.queues import QueueOrder, QueueSpec
 from conveyor.worker.reporter import Reporter
 
 if TYPE_CHECKING:
     from conveyor.app.core import App
+    from conveyor.metrics.worker import WorkerMetrics
 
 __all__ = ["Worker", "rss_kb"]
 
@@ -96,6 +98,7 @@ class Worker:
         threads: int | None = None,
         wid: str | None = None,
         hostname: str | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
@@ -111,10 +114,15 @@ class Worker:
         self.hostname = hostname or socket.gethostname()
         self.threads = ThreadPoolExecutor(threads or concurrency, thread_name_prefix="conveyor")
         self.runner = JobRunner(app, middleware=middleware, threads=self.threads, wid=self.wid)
+        self.metrics = metrics
+        """Counts this worker's jobs for ``--metrics-bind`` (``conveyor.metrics.worker``)."""
+        if metrics is not None:
+            metrics.attach(self)
         self.processed = 0
         self.failed = 0
         self.state = "running"
-        self._in_flight: dict[asyncio.Task[Outcome], Job] = {}
+        self._in_flight: dict[asyncio.Task[Outcome], tuple[Job, float]] = {}
+        """Running jobs: each task's job and when it started (the loop's clock)."""
         self._capacity = asyncio.Event()
         self._stop_requested = asyncio.Event()
         self._hurry = asyncio.Event()
@@ -126,6 +134,16 @@ class Worker:
         self._fetch_backoff = Backoff()
         self._reporter: Reporter | None = None
         self._signals = 0
+
+    @property
+    def busy(self) -> int:
+        """Jobs running now."""
+        return len(self._in_flight)
+
+    @property
+    def unsent_results(self) -> int:
+        """Results (ACK/FAIL) waiting to reach the server."""
+        return self._reporter.backlog if self._reporter is not None else 0
 
     def __repr__(self) -> str:
         return (
@@ -404,14 +422,15 @@ class Worker:
         # loop.create_task, not asyncio.create_task: on Python 3.11 the latter's lookup of the
         # running loop costs a getpid() system call, per job.
         task = self._loop.create_task(self.runner.execute(job))
-        self._in_flight[task] = job
+        self._in_flight[task] = (job, self._loop.time())
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[Outcome]) -> None:
         """Count and report the job of ``task``, however its task ended."""
         assert self._reporter is not None
-        job = self._in_flight.pop(task)
-        if task.cancelled():  # the worker is stopping: FAIL it, so the server retries it
+        job, started = self._in_flight.pop(task)
+        interrupted = task.cancelled()
+        if interrupted:  # the worker is stopping: FAIL it, so the server retries it
             error = ShutdownError("the worker stopped before the job finished")
             outcome = Outcome.failed(job, error, 0)
         elif (exc := task.exception()) is not None:  # a BaseException escaped the handler
@@ -422,6 +441,10 @@ class Worker:
             self.processed += 1
         if outcome.error is not None:
             self.failed += 1
+        outcome.duration = self._loop.time() - started
+        log_outcome(outcome, interrupted=interrupted)
+        if self.metrics is not None:
+            self.metrics.on_outcome(outcome, interrupted=interrupted)
         self._reporter.report(outcome)
         self._capacity.set()
 
