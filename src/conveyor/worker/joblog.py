@@ -27,6 +27,8 @@ logger = logging.getLogger("conveyor.worker.jobs")
 
 
 def _human(seconds: float) -> str:
+    if seconds < 0.01:
+        return f"{seconds * 1000:.3f}ms"
     if seconds < 1:
         return f"{seconds * 1000:.1f}ms"
     if seconds < 60:

@@ -357,6 +357,12 @@ class Worker:
                 # slower than the handlers make them, fetch less and let the backlog drain.
                 unsent = max(reporter.backlog - self.concurrency, 0)
                 free = self.concurrency - len(self._in_flight) - self._claimed - unsent
+                # Burst: look first (INFO does not wait), since a FETCH that finds the queues
+                # empty waits out the server's fetch wait (2 s) before the worker can exit.
+                if free > 0 and self.burst and await self._queued(client) <= self._claimed:
+                    if not self._in_flight:
+                        break
+                    free = 0  # wait for the running jobs, then look again
                 if free <= 0:
                     self._capacity.clear()
                     await self._capacity.wait()
@@ -374,10 +380,22 @@ class Worker:
                 # found a job meanwhile.
                 idle = not self._in_flight and self._fetched == fetched_before
                 if jobs is EMPTY and self.burst and idle:
-                    logger.info("queues are empty: burst mode is done")
-                    self._stop_requested.set()
+                    break
         finally:
             await client.close()
+        if self.state == "running":  # left the loop for burst
+            logger.info("queues are empty: burst mode is done")
+            self._stop_requested.set()
+
+    async def _queued(self, client: Client) -> int:
+        """Burst: how many jobs wait in this worker's queues (INFO, which does not wait).
+        Fetches in flight (``_claimed``) will take that many; a FETCH more would only wait.
+        A large number when that cannot be told: the fetch that follows will tell."""
+        try:
+            sizes = (await client.info()).get("faktory", {}).get("queues", {})
+            return sum(int(sizes.get(q) or 0) for q in self.queues.names)
+        except Exception:
+            return 1 << 30
 
     async def _fetch_or_reconnect(self, client: Client, free: int) -> tuple[list[Job], Client]:
         """One FETCH/FETCHB; after a failure, wait with backoff (and reconnect if it dropped)."""
