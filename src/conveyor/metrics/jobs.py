@@ -84,9 +84,14 @@ class JobMetrics:
 
     def on_reserve(self, reservations: Sequence[Reservation]) -> None:
         running = self._running
-        for r in reservations:
+        queue, count = reservations[0].queue, 0
+        for r in reservations:  # a FETCHB may take from several queues, one after the other
             running[r.jid] = (r.queue, r.payload, r.expires_at)
-        self.fetched.add((reservations[0].queue,), len(reservations))
+            if r.queue != queue:
+                self.fetched.add((queue,), count)
+                queue, count = r.queue, 0
+            count += 1
+        self.fetched.add((queue,), count)
 
     def on_hand_off(self, jobs: Sequence[QueuedJob], now: float) -> None:
         running = self._running
