@@ -75,7 +75,8 @@ def configure_logging(level: str, log_format: str = "text", text_format: str = T
 
 class RateLimitedLog:
     """Writes a repeated problem at most once per pause; the pause doubles while the problem
-    goes on (from ``first_seconds`` up to ``max_seconds``) and resets once ``ok()`` is called.
+    goes on (from ``first_seconds`` up to ``max_seconds``) and resets once ``ok()`` is called,
+    or once no problem came for ``max_seconds``.
 
     Each line after the first says how many repeats were left out since the previous line.
     """
@@ -96,10 +97,14 @@ class RateLimitedLog:
         self._next_at = 0.0
         self._suppressed = 0
         self._failing = False
+        self._last = 0.0
 
     def problem(self, message: str, *args: Any, exc_info: Any = None) -> bool:
         """Log ``message`` unless it is too soon after the last one; True when written."""
         now = self._clock()
+        if self._failing and now - self._last > self.max_seconds:
+            self._failing, self._pause = False, self.first_seconds  # a new episode
+        self._last = now
         if self._failing and now < self._next_at:
             self._suppressed += 1
             return False

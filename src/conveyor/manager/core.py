@@ -18,6 +18,7 @@ import msgspec
 
 from conveyor.errors import CommandError, InvalidJob, JobNotFound, UnknownWorker
 from conveyor.job import Job, decode_job, encode_job
+from conveyor.logs import RateLimitedLog
 from conveyor.manager import validation
 from conveyor.manager.admin import AdminOps
 from conveyor.manager.config import ManagerConfig
@@ -80,6 +81,9 @@ class Manager(AdminOps):
         self.tasks = BackgroundTasks(self)
         self.started_at = time.time()
         self.metrics = metrics
+        self.store_trouble = RateLimitedLog(logging.getLogger("conveyor.store"))
+        """Where store failures are logged, with a growing pause while they go on: a store
+        that is down fails every command and every loop tick (docs/operations.md, Logs)."""
         """Counts jobs by queue and jobtype for ``/metrics`` (``conveyor.metrics``), or None."""
         self._middleware = list(middleware)
         self._push_hooks = hooks_of(self._middleware, "push")

@@ -351,7 +351,7 @@ class Connection(asyncio.Protocol):
             return error(exc.code, exc.message)
         verb = split_command(line)[0].decode("latin-1")
         if isinstance(exc, StoreError):
-            log.error("storage failed during %s: %s", verb, exc)
+            self.server.manager.store_trouble.problem("storage failed during %s: %s", verb, exc)
             return error("ERR", f"storage error: {exc}")
         log.error("internal error handling %s from %s", line[:200], self.peer, exc_info=exc)
         return error("ERR", "internal error")
