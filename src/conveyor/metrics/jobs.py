@@ -43,7 +43,18 @@ class _JobType(msgspec.Struct):
 _jobtype_decoder = msgspec.json.Decoder(_JobType)
 
 
+_JOBTYPE_KEY = b'"jobtype":"'
+
+
 def jobtype_of(payload: bytes) -> str:
+    """The jobtype of a stored payload. The manager wrote it (msgspec, compact), so the key is
+    found as is; a value with an escape in it is decoded properly."""
+    start = payload.find(_JOBTYPE_KEY)
+    if start >= 0:
+        start += len(_JOBTYPE_KEY)
+        end = payload.find(b'"', start)
+        if end >= 0 and payload.find(b"\\", start, end) < 0:
+            return payload[start:end].decode("utf-8", "replace")
     try:
         return _jobtype_decoder.decode(payload).jobtype
     except msgspec.DecodeError:
@@ -80,7 +91,12 @@ class JobMetrics:
     # -- called by the manager -------------------------------------------------------------------
 
     def on_push(self, job: Job) -> None:
-        self.pushed.add((job.queue, job.jobtype))
+        key = (job.queue, job.jobtype)
+        values = self.pushed.values
+        if key in values:  # the usual case, inlined: this runs for every job
+            values[key] += 1
+        else:
+            self.pushed.add(key)
 
     def on_reserve(self, reservations: Sequence[Reservation]) -> None:
         running = self._running
@@ -101,16 +117,20 @@ class JobMetrics:
 
     def on_ack(self, jids: Sequence[str], done: int, durations: Mapping[str, float]) -> None:
         """``done``: how many reservations the store ended (the others were gone already)."""
-        running = self._running
+        pop = self._running.pop
+        processed = self.processed.values
         known = 0
         for jid in jids:
-            kept = running.pop(jid, None)
+            kept = pop(jid, None)
             if kept is None:
                 continue
             known += 1
             labels = (kept[0], jobtype_of(kept[1]))
-            self.processed.add(labels)
-            if (seconds := durations.get(jid)) is not None:
+            if labels in processed:  # inlined Counters.add: this runs for every job
+                processed[labels] += 1
+            else:
+                self.processed.add(labels)
+            if durations and (seconds := durations.get(jid)) is not None:
                 self.durations.observe(labels, seconds)
         if done > known:  # reserved through another server sharing the store
             self.processed.add(("", ""), done - known)
