@@ -7,6 +7,7 @@ import json
 import logging
 
 from conveyor.logs import JsonFormatter, RateLimitedLog
+from tests.support.server import SpawnServer
 
 
 class Clock:
@@ -85,3 +86,13 @@ def test_json_lines_carry_the_extra_fields_and_the_traceback() -> None:
     assert record["time"].endswith("Z")
     assert 'ValueError: bad <input> "quoted"' in record["traceback"]
     assert "\n" not in stream.getvalue().rstrip("\n")
+
+
+def test_the_server_logs_json_lines(spawn_server: SpawnServer) -> None:
+    server = spawn_server(env={"CONVEYOR_LOG_FORMAT": "json", "CONVEYOR_LOG_LEVEL": "info"})
+    assert server.terminate() == 0
+    records = [json.loads(line) for line in server.output().splitlines() if line.strip()]
+    messages = [r["message"] for r in records]
+    assert any(m.startswith("FWP server listening on tcp://127.0.0.1:") for m in messages)
+    assert {r["logger"] for r in records} >= {"conveyor.server"}
+    assert all(r["level"] == "info" for r in records)

@@ -79,6 +79,8 @@ class ServerConfig:
     tls_key: Path | None = None
     max_connections: int = 10_000
     log_level: str = "info"
+    log_format: str = "text"
+    """``text`` or ``json`` (one object per line: ``conveyor.logs``)."""
     handshake_timeout_seconds: float = 2.0
     """A connection must send a valid HELLO within this time (Faktory: 2 s)."""
     max_line_bytes: int = 16 * 1024 * 1024
@@ -109,6 +111,7 @@ SERVER_KEYS: dict[str, str] = {
     "tls_key": "path",
     "max_connections": "int",
     "log_level": "log_level",
+    "log_format": "log_format",
     "handshake_timeout_seconds": "float",
     "max_line_bytes": "int",
     "shutdown_grace_seconds": "float",
@@ -230,6 +233,8 @@ def _build(
             values[key] = _as_bool(raw, source)
         elif kind == "log_level":
             values[key] = _log_level(_as_str(raw, source), source)
+        elif kind == "log_format":
+            values[key] = _log_format(_as_str(raw, source), source)
         else:
             values[key] = _coerce(raw, {"str": str, "int": int, "float": float}[kind], source)
     lifecycle = {
@@ -299,6 +304,13 @@ def _log_level(value: str, source: str) -> str:
     if level not in LOG_LEVELS:
         raise ConfigError(f"{source}: log level must be one of {', '.join(LOG_LEVELS)}")
     return level
+
+
+def _log_format(value: str, source: str) -> str:
+    text = value.strip().lower()
+    if text not in ("text", "json"):
+        raise ConfigError(f"{source}: log format must be text or json, got {value!r}")
+    return text
 
 
 def _as_str(value: Any, source: str) -> str:
