@@ -21,7 +21,7 @@ pytest.importorskip("django", reason="the test extra installs Django")
 PROJECT = Path(__file__).parent / "django_project"
 
 ENQUEUE = """
-import datetime as dt, json, django
+import asyncio, datetime as dt, json, django
 django.setup()
 from django.utils import timezone
 from shop import tasks
@@ -33,6 +33,7 @@ results = {
     "attempt": tasks.attempt.enqueue("first"),
     "explode": tasks.explode.enqueue(),
     "later": tasks.add.using(run_after=timezone.now() + dt.timedelta(hours=1)).enqueue(1, 1),
+    "async": asyncio.run(tasks.ping.aenqueue("from-async")),
 }
 print(json.dumps({name: [r.id, str(r.status), r.backend] for name, r in results.items()}))
 """
@@ -104,9 +105,12 @@ async def test_tasks_are_pushed_to_conveyor_and_run_by_the_worker_command(
         ids["ping"]: "done",
         ids["attempt"]: "done",
         ids["explode"]: "retry",
+        ids["async"]: "done",
     }
     marks = {p.name for p in (shop / "marks").iterdir()}
-    assert marks == {"add-5", "ping-pong", f"attempt-first-{ids['attempt']}-1"}
+    assert marks == {
+        "add-5", "ping-pong", "ping-from-async", f"attempt-first-{ids['attempt']}-1"
+    }  # fmt: skip
     failed = await server.manager.locate(ids["explode"])
     assert failed is not None
     assert failed.where == "retries"
@@ -119,7 +123,7 @@ async def test_tasks_are_pushed_to_conveyor_and_run_by_the_worker_command(
     events = {task_id: (name, status) for name, task_id, status in found["events"]}
     assert events[ids["receipt"]] == ("send_receipt", "SUCCESSFUL")
     assert events[ids["explode"]] == ("explode", "FAILED")
-    assert len(events) == 5
+    assert len(events) == 6
 
 
 async def test_only_tasks_of_installed_apps_run(server: RunningServer, shop: Path) -> None:
