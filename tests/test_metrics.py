@@ -293,3 +293,19 @@ def test_label_sets_are_capped() -> None:
     assert buckets[("x", "1.0")] == 1
     assert buckets[(OVERFLOW_LABEL, "2.0")] == 0
     assert buckets[(OVERFLOW_LABEL, "+Inf")] == 1
+
+
+def test_jobtypes_are_read_exactly_from_the_payload() -> None:
+    from conveyor.job import Job, encode_job
+    from conveyor.store.base import Reservation
+
+    metrics = JobMetrics()
+    names = ["Noop", 'say "hi"', "back\\slash", "ünïcode", "", "trailing\\"]
+    for n, jobtype in enumerate(names):
+        payload = encode_job(Job(jid=f"jid-{n:04}", jobtype=jobtype, args=[], queue="q"))
+        metrics.on_reserve([Reservation(f"jid-{n:04}", "q", payload, "w", 0.0, 1e10)])
+        metrics.on_ack([f"jid-{n:04}"], 1, {f"jid-{n:04}": 0.5})
+    for jobtype in names:
+        assert metrics.processed.get(("q", jobtype)) == 1, jobtype
+        assert metrics.durations.count(("q", jobtype)) == 1, jobtype
+    assert metrics.running == 0

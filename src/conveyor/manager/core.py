@@ -328,6 +328,8 @@ class Manager(AdminOps):
             except Discard as exc:
                 log.info("discarded job %s at fetch: %s", reservation.jid, exc)
                 await self.store.ack([reservation.jid], day_key(time.time()))
+                if self.metrics is not None:
+                    self.metrics.forget(reservation.jid)
             else:
                 kept.append(reservation.payload)
         return kept
@@ -342,14 +344,15 @@ class Manager(AdminOps):
     ) -> int:
         """End these reservations. ``durations``: run times (seconds) the worker reported, by
         jid, for the metrics."""
-        done = await self._ack_many(jids)
+        if self._ack_hooks:
+            done = await self._ack_through_hooks(jids)
+        else:
+            done = await self.store.ack(jids, day_key(time.time()))
         if self.metrics is not None:
             self.metrics.on_ack(jids, done, durations)
         return done
 
-    async def _ack_many(self, jids: Sequence[str]) -> int:
-        if not self._ack_hooks:
-            return await self.store.ack(jids, day_key(time.time()))
+    async def _ack_through_hooks(self, jids: Sequence[str]) -> int:
         done = 0
         for jid in jids:
             ctx = AckContext(self, jid, await self.store.get_reservation(jid))

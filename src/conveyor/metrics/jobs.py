@@ -18,6 +18,7 @@ and FAIL); a standard Faktory client reports none and is simply not in the histo
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Iterator, Mapping, Sequence
 
 import msgspec
@@ -36,27 +37,18 @@ STALE_GRACE_SECONDS = 3600.0
 """A kept reservation this long past its expiry ended elsewhere (another server): dropped."""
 
 
-class _JobType(msgspec.Struct):
+class _JobType(msgspec.Struct, gc=False):
     jobtype: str = ""
 
 
-_jobtype_decoder = msgspec.json.Decoder(_JobType)
-
-
-_JOBTYPE_KEY = b'"jobtype":"'
+_decode_jobtype = msgspec.json.Decoder(_JobType).decode
 
 
 def jobtype_of(payload: bytes) -> str:
-    """The jobtype of a stored payload. The manager wrote it (msgspec, compact), so the key is
-    found as is; a value with an escape in it is decoded properly."""
-    start = payload.find(_JOBTYPE_KEY)
-    if start >= 0:
-        start += len(_JOBTYPE_KEY)
-        end = payload.find(b'"', start)
-        if end >= 0 and payload.find(b"\\", start, end) < 0:
-            return payload[start:end].decode("utf-8", "replace")
+    """The jobtype of a stored payload (one msgspec call into a one-field struct: as fast as
+    a single ``bytes.find``, and it undoes JSON escapes)."""
     try:
-        return _jobtype_decoder.decode(payload).jobtype
+        return _decode_jobtype(payload).jobtype
     except msgspec.DecodeError:
         return ""
 
@@ -117,21 +109,32 @@ class JobMetrics:
 
     def on_ack(self, jids: Sequence[str], done: int, durations: Mapping[str, float]) -> None:
         """``done``: how many reservations the store ended (the others were gone already)."""
+        # Everything per job is inlined: this runs for every job on the hot path.
         pop = self._running.pop
         processed = self.processed.values
+        decode = _decode_jobtype
+        rows, buckets = self.durations.values, self.durations.buckets
         known = 0
         for jid in jids:
             kept = pop(jid, None)
             if kept is None:
                 continue
             known += 1
-            labels = (kept[0], jobtype_of(kept[1]))
-            if labels in processed:  # inlined Counters.add: this runs for every job
+            try:
+                labels = (kept[0], decode(kept[1]).jobtype)
+            except msgspec.DecodeError:
+                labels = (kept[0], "")
+            if labels in processed:
                 processed[labels] += 1
             else:
                 self.processed.add(labels)
             if durations and (seconds := durations.get(jid)) is not None:
-                self.durations.observe(labels, seconds)
+                row = rows.get(labels)
+                if row is not None:  # inlined Histograms.observe
+                    row[bisect_left(buckets, seconds)] += 1
+                    row[-1] += seconds
+                else:
+                    self.durations.observe(labels, seconds)
         if done > known:  # reserved through another server sharing the store
             self.processed.add(("", ""), done - known)
 
@@ -148,6 +151,10 @@ class JobMetrics:
             self.dead.add(labels)
         if duration is not None:
             self.durations.observe(labels, duration)
+
+    def forget(self, jid: str) -> None:
+        """A reservation that ended without a job outcome (discarded at fetch)."""
+        self._running.pop(jid, None)
 
     def on_flush(self) -> None:
         self._running.clear()
