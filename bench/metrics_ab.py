@@ -7,8 +7,10 @@ their ``[metrics]`` settings, interleaved round by round in one run (A/B under t
 
 Variants: ``off`` (``CONVEYOR_METRICS_JOBS=false``), ``jobs`` (the default: counters by queue and
 jobtype), ``jobs+store`` (also ``store_timing``), and with ``--baseline`` the server code of
-another checkout (``PYTHONPATH``), e.g. the main branch before metrics existed. Prints the
-median rate of each and its ratio to the first variant. Nothing here is a test.
+another checkout (``PYTHONPATH``), e.g. the main branch before metrics existed. Prints, for
+each, the median of the server process's CPU time per job (from /proc: what the variant costs
+the server, much steadier than the rate on a machine others are loading) and of the rate, with
+their ratios to the first variant. Nothing here is a test.
 """
 
 from __future__ import annotations
@@ -115,6 +117,7 @@ def main() -> None:
         pass
     chosen = variants(args.baseline)
     rates: dict[tuple[str, str], list[float]] = {}
+    cpu: dict[tuple[str, str], list[float]] = {}
     names = list(chosen)
     for round_number in range(args.rounds):
         # rotate the order each round, so no variant always runs first (or last)
@@ -122,20 +125,37 @@ def main() -> None:
         for name in names[shift:] + names[:shift]:
             with start_server(args.storage, chosen[name]) as server:
                 for workload, run in WORKLOADS.items():
+                    before = cpu_seconds(server.process.pid)
                     result = asyncio.run(run(server.url, args.jobs))
+                    spent = cpu_seconds(server.process.pid) - before
                     rates.setdefault((name, workload), []).append(result.rate)
-    table = Table(title=f"metrics cost, {args.rounds} rounds, median jobs/s (ratio to first)")
+                    cpu.setdefault((name, workload), []).append(spent / result.jobs * 1e6)
+    table = Table(
+        title=f"metrics cost, {args.rounds} rounds: server CPU µs/job and jobs/s, medians "
+        "(ratio to the first variant)"
+    )
     table.add_column("variant")
     for workload in WORKLOADS:
-        table.add_column(workload, justify="right")
+        table.add_column(f"{workload}: CPU µs/job", justify="right")
+        table.add_column("jobs/s", justify="right")
     for name in names:
         cells = []
         for workload in WORKLOADS:
-            median = statistics.median(rates[(name, workload)])
-            first = statistics.median(rates[(names[0], workload)])
-            cells.append(f"{median:,.0f} ({median / first:.3f})")
+            for values, fmt in ((cpu, "{:.1f}"), (rates, "{:,.0f}")):
+                median = statistics.median(values[(name, workload)])
+                first = statistics.median(values[(names[0], workload)])
+                cells.append(f"{fmt.format(median)} ({median / first:.3f})")
         table.add_row(name, *cells)
     Console().print(table)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    import os
+
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from conveyor.store.base import (
     WorkerRecord,
 )
 from conveyor.store.redis import RedisStore
-from conveyor.store.redis_codec import parse_url
+from conveyor.store.redis.codec import parse_url
 
 NOW = 1_700_000_000.0
 DAY = "2023-11-14"

@@ -33,7 +33,7 @@ from conveyor.store.base import (
     SortedSet,
 )
 from conveyor.store.sqlite import SQLiteStore
-from conveyor.store.sqlite_db import SCHEMA_VERSION, SQLiteOptions
+from conveyor.store.sqlite.db import SCHEMA_VERSION, SQLiteOptions
 
 NOW = 1_700_000_000.0
 DAY = "2023-11-14"

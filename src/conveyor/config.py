@@ -7,7 +7,7 @@ The TOML file (``--config path.toml`` or ``CONVEYOR_CONFIG``) has two tables::
     web_bind = "127.0.0.1:7420"        # "off" or "0" disables the dashboard
     web_read_only = false              # dashboard shows everything, changes nothing
     web_root_path = ""                 # e.g. "/conveyor" behind a reverse proxy
-    storage = "sqlite:///var/lib/conveyor/conveyor.db"
+    storage = "sqlite:////var/lib/conveyor/conveyor.db"
     password = "s3cret"                # or "/run/secrets/pw": a path, read at startup
     tls_cert = "/etc/conveyor/cert.pem"
     tls_key = "/etc/conveyor/key.pem"
@@ -35,10 +35,14 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from conveyor.errors import ConfigError
 from conveyor.manager.config import ManagerConfig
 from conveyor.metrics.config import METRICS_KEYS, MetricsConfig
+
+if TYPE_CHECKING:
+    from conveyor.manager.features import Feature
 
 __all__ = [
     "DEFAULT_BIND",
@@ -54,10 +58,6 @@ DEFAULT_BIND = "127.0.0.1:7419"
 DEFAULT_WEB_BIND = "127.0.0.1:7420"
 DISABLED_WORDS = frozenset({"0", "off", "no", "none", "false", "disabled"})
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing, malformed or inconsistent; the message says which."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +89,15 @@ class ServerConfig:
     """On shutdown, how long commands in flight (a waiting FETCH) may take to finish."""
     manager: ManagerConfig = field(default_factory=ManagerConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    features: Mapping[str, Any] = field(default_factory=dict)
+    """The TOML tables the features read (``[queues]``, ``[throttles]``, ``[[cron]]``, ...),
+    from the config file and its ``conf.d/*.toml``; see ``conveyor.manager.features``."""
+
+    def build_features(self) -> list[Feature]:
+        """Every feature, configured from ``features``. Raises ``ConfigError``."""
+        from conveyor.manager.features.registry import build_features
+
+        return build_features(self.features)
 
     @property
     def bind(self) -> str:
@@ -132,8 +141,9 @@ def load_config(
     server_raw: dict[str, tuple[Any, str]] = {}
     manager_raw: dict[str, tuple[Any, str]] = {}
     metrics_raw: dict[str, tuple[Any, str]] = {}
+    features: dict[str, Any] = {}
     if config_path:
-        _read_toml(Path(config_path), server_raw, manager_raw, metrics_raw)
+        features = _read_toml(Path(config_path), server_raw, manager_raw, metrics_raw)
     for key in SERVER_KEYS:
         if (value := environ.get(f"CONVEYOR_{key.upper()}")) is not None:
             server_raw[key] = (value, f"CONVEYOR_{key.upper()}")
@@ -147,7 +157,7 @@ def load_config(
         if key not in SERVER_KEYS:
             raise ConfigError(f"unknown option {key!r}")
         server_raw[key] = (value, "--" + key.replace("_", "-"))
-    config = _build(server_raw, manager_raw, environ)
+    config = _build(server_raw, manager_raw, features, environ)
     return dataclasses.replace(config, metrics=_build_metrics(metrics_raw))
 
 
@@ -183,13 +193,12 @@ def _read_toml(
     server_raw: dict[str, tuple[Any, str]],
     manager_raw: dict[str, tuple[Any, str]],
     metrics_raw: dict[str, tuple[Any, str]],
-) -> None:
-    try:
-        document = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+) -> dict[str, Any]:
+    """Read the config file and the ``conf.d/*.toml`` files beside it into ``server_raw``,
+    ``manager_raw`` and ``metrics_raw``; return the features' tables."""
+    from conveyor.manager.features.registry import FEATURE_TABLES
+
+    document = _merged_document(path)
     for table, known, target in (
         ("server", SERVER_KEYS, server_raw),
         ("lifecycle", MANAGER_KEYS, manager_raw),
@@ -203,15 +212,73 @@ def _read_toml(
                 raise ConfigError(f"{path}: unknown key {key!r} in [{table}]")
             target[key] = (value, f"{path} [{table}] {key}")
     document.pop("worker", None)  # conveyor worker's settings (conveyor.worker.settings)
+    features = {name: document.pop(name) for name in list(document) if name in FEATURE_TABLES}
     if document:
         unknown = ", ".join(sorted(document))
-        tables = "[server], [lifecycle], [metrics], [worker]"
-        raise ConfigError(f"{path}: unknown table or key {unknown} (known: {tables})")
+        names = ("server", "lifecycle", "metrics", "worker", *FEATURE_TABLES)
+        known_tables = ", ".join(f"[{name}]" for name in names)
+        raise ConfigError(f"{path}: unknown table or key {unknown} (known: {known_tables})")
+    return features
+
+
+def _merged_document(path: Path) -> dict[str, Any]:
+    """The config file merged with ``<its directory>/conf.d/*.toml`` in name order, as
+    Faktory reads ``conf.d``: arrays of tables (``[[cron]]``) are concatenated and tables are
+    merged, but one key set in two files is an error naming both."""
+    document = _parse_toml(path)
+    origin: dict[str, Path] = {}
+    _note_origin(document, (), path, origin)
+    conf_d = path.parent / "conf.d"
+    for extra in sorted(conf_d.glob("*.toml")) if conf_d.is_dir() else ():
+        _merge(document, _parse_toml(extra), (), extra, origin)
+    return document
+
+
+def _parse_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _note_origin(
+    table: dict[str, Any], prefix: tuple[str, ...], path: Path, origin: dict[str, Path]
+) -> None:
+    for key, value in table.items():
+        if isinstance(value, dict):
+            _note_origin(value, (*prefix, key), path, origin)
+        else:
+            origin[".".join((*prefix, key))] = path
+
+
+def _merge(
+    into: dict[str, Any],
+    extra: dict[str, Any],
+    prefix: tuple[str, ...],
+    path: Path,
+    origin: dict[str, Path],
+) -> None:
+    for key, value in extra.items():
+        dotted = ".".join((*prefix, key))
+        current = into.get(key)
+        if current is None:
+            into[key] = value
+            _note_origin({key: value}, prefix, path, origin)
+        elif isinstance(current, dict) and isinstance(value, dict):
+            _merge(current, value, (*prefix, key), path, origin)
+        elif isinstance(current, list) and isinstance(value, list):
+            current.extend(value)  # [[cron]] entries of every file
+        else:
+            first = origin.get(dotted, "another file")
+            raise ConfigError(f"{path}: {dotted} is set in {first} already")
 
 
 def _build(
     server_raw: dict[str, tuple[Any, str]],
     manager_raw: dict[str, tuple[Any, str]],
+    features: dict[str, Any],
     environ: Mapping[str, str],
 ) -> ServerConfig:
     values: dict[str, Any] = {}
@@ -241,10 +308,12 @@ def _build(
         key: _coerce(raw, MANAGER_KEYS[key], src) for key, (raw, src) in manager_raw.items()
     }
     values["manager"] = ManagerConfig(**lifecycle)
+    values["features"] = features
     if "storage" not in values:
         values["storage"] = default_storage_url(environ)
     config = ServerConfig(**values)
     _check(config)
+    config.build_features()  # a bad feature setting stops the start (or a reload) here
     return config
 
 

@@ -14,6 +14,7 @@
     ├── AuthenticationError     wrong or missing password
     ├── ConnectError            cannot reach or keep a connection to a server
     ├── StoreError              the storage backend failed (unreachable, corrupt)
+    ├── ConfigError             a setting is missing, malformed or inconsistent (also ValueError)
     └── PayloadError            a job's args do not fit its handler (worker side; not retried)
 
 The same classes serve both sides: the server's manager raises a ``CommandError`` and the
@@ -26,6 +27,7 @@ from __future__ import annotations
 __all__ = [
     "AuthenticationError",
     "CommandError",
+    "ConfigError",
     "ConnectError",
     "ConveyorError",
     "Halt",
@@ -125,3 +127,8 @@ class PayloadError(ConveyorError):
     """
 
     errtype = "conveyor.PayloadError"
+
+
+class ConfigError(ConveyorError, ValueError):
+    """A configuration value is missing, malformed or inconsistent; the message says which
+    (and where it came from: a flag, a variable, a file, table and key)."""

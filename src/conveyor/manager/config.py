@@ -48,5 +48,9 @@ class ManagerConfig:
 
     dead_purge_interval_seconds: float = 60.0
 
+    records_purge_interval_seconds: float = 10.0
+    """How often expired records (unique locks, tracking, results, ...) are deleted; readers
+    ignore them from the moment they expire, so this only reclaims space."""
+
     max_payload_bytes: int = 10 * 1024 * 1024
     """Largest accepted job payload; larger PUSHes are refused with a clear error."""

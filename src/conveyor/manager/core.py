@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -22,6 +22,8 @@ from conveyor.logs import RateLimitedLog
 from conveyor.manager import validation
 from conveyor.manager.admin import AdminOps
 from conveyor.manager.config import ManagerConfig
+from conveyor.manager.features import Feature
+from conveyor.manager.features.registry import build_features
 from conveyor.manager.info import build_info
 from conveyor.manager.lifecycle import JobState, check_transition
 from conveyor.manager.middleware import (
@@ -53,6 +55,8 @@ __all__ = ["Manager"]
 
 log = logging.getLogger("conveyor.manager")
 
+F = TypeVar("F", bound=Feature)
+
 FAKTORY_VERSION = "1.10.0"
 """The Faktory release whose protocol we speak; clients gate features on it (semver)."""
 
@@ -69,6 +73,7 @@ class Manager(AdminOps):
         store: Store,
         config: ManagerConfig | None = None,
         middleware: Sequence[Middleware] = (),
+        features: Sequence[Feature] | None = None,
         metrics: JobMetrics | None = None,
     ) -> None:
         from conveyor import __version__
@@ -81,18 +86,34 @@ class Manager(AdminOps):
         self.tasks = BackgroundTasks(self)
         self.started_at = time.time()
         self.metrics = metrics
+        """Counts jobs by queue and jobtype for ``/metrics`` (``conveyor.metrics``), or None."""
         self.store_trouble = RateLimitedLog(logging.getLogger("conveyor.store"))
         """Where store failures are logged, with a growing pause while they go on: a store
         that is down fails every command and every loop tick (docs/operations.md, Logs)."""
-        """Counts jobs by queue and jobtype for ``/metrics`` (``conveyor.metrics``), or None."""
-        self._middleware = list(middleware)
+        # None: every feature with its defaults (configured ones come from ServerConfig)
+        self.features = build_features({}) if features is None else list(features)
+        for feature in self.features:
+            feature.bind(self)
+        # features first: they are the server's own rules, the middleware given is the user's
+        self._middleware = [*self.features, *middleware]
         self._push_hooks = hooks_of(self._middleware, "push")
         self._fetch_hooks = hooks_of(self._middleware, "fetch")
         self._ack_hooks = hooks_of(self._middleware, "ack")
         self._fail_hooks = hooks_of(self._middleware, "fail")
         # fetch middleware sees every job a FETCH takes: those go the long way, through reserve
         self._hand_offs = store.in_process and not self._fetch_hooks
-        self._pushes_now = store.in_process and not self._push_hooks
+        # A job no push hook wants keeps the fast path; gates say which jobs features want.
+        pushers = [m for m in self._middleware if type(m).push is not Middleware.push]
+        gated = all(isinstance(m, Feature) for m in pushers)
+        self._push_gates = [m.wants_push for m in pushers if isinstance(m, Feature)]
+        self._pushes_now = store.in_process and gated
+        # Likewise for ACK: jids no gated ack hook wants keep the batched ACK (None: ungated).
+        ackers = [m for m in self._middleware if type(m).ack is not Middleware.ack]
+        self._ack_gates: list[Callable[[str], bool]] | None = (
+            [m.wants_ack for m in ackers if isinstance(m, Feature)]
+            if all(isinstance(m, Feature) for m in ackers)
+            else None
+        )
         # Worker state as last seen by this server; BEAT refreshes it from the store.
         self._worker_states: dict[str, str] = {}
         self._local_clients: dict[str, set[int]] = {}
@@ -136,6 +157,8 @@ class Manager(AdminOps):
         if not self._pushes_now:
             return None
         job = validation.decode_pushed(payload, self.config)
+        if self._push_gates and any(wants(job) for wants in self._push_gates):
+            return None
         stamp = now_iso()  # created_at (when the client left it out) and enqueued_at
         due = validation.prepare_job(job, self.config, stamp)
         now = time.time()
@@ -354,6 +377,15 @@ class Manager(AdminOps):
 
     async def _ack_through_hooks(self, jids: Sequence[str]) -> int:
         done = 0
+        if self._ack_gates is not None:
+            hooked = self._hooked_acks(jids, self._ack_gates)
+            if not hooked:
+                return await self.store.ack(jids, day_key(time.time()))
+            if len(hooked) < len(jids):
+                chosen = set(hooked)
+                plain = [jid for jid in jids if jid not in chosen]
+                done = await self.store.ack(plain, day_key(time.time()))
+            jids = hooked
         for jid in jids:
             ctx = AckContext(self, jid, await self.store.get_reservation(jid))
 
@@ -363,6 +395,13 @@ class Manager(AdminOps):
 
             await run_chain(self._ack_hooks, ctx, final)
         return done
+
+    @staticmethod
+    def _hooked_acks(jids: Sequence[str], gates: Sequence[Callable[[str], bool]]) -> list[str]:
+        if len(gates) == 1:  # the usual case, without a generator per jid
+            wants = gates[0]
+            return [jid for jid in jids if wants(jid)]
+        return [jid for jid in jids if any(wants(jid) for wants in gates)]
 
     async def fail(
         self,
@@ -524,6 +563,19 @@ class Manager(AdminOps):
         self.tasks.reset_stats()
         if self.metrics is not None:
             self.metrics.on_flush()
+
+    def feature(self, kind: type[F]) -> F:
+        """The running feature of class ``kind`` (for the wire verbs and pages over it)."""
+        for feature in self.features:
+            if isinstance(feature, kind):
+                return feature
+        raise LookupError(f"the {kind.__name__} feature is not running")
+
+    def reconfigure(self, features: Sequence[Feature]) -> None:
+        """Apply reloaded feature settings (SIGHUP): ``features`` is a fresh, valid
+        ``build_features()``, one instance per running feature, in the same order."""
+        for running, new in zip(self.features, features, strict=True):
+            running.reconfigure(new)
 
 
 def _by_queue(jobs: list[QueuedJob]) -> dict[str, list[QueuedJob]]:

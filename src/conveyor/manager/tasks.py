@@ -1,5 +1,5 @@
 """The manager's background loops: promotion of due jobs, reservation expiry, worker reaping,
-and the dead-set janitor.
+the dead-set and records janitors, and the loops of the features.
 
 Every loop is safe to run on several servers over one shared store at once: each move is
 conditional in the store (only if the entry is still where it was read), so a job is never
@@ -58,7 +58,10 @@ class BackgroundTasks:
             ("reservations", config.reaper_interval_seconds, self.expire_reservations),
             ("workers", config.worker_reaper_interval_seconds, self.reap_workers),
             ("dead", config.dead_purge_interval_seconds, self.purge_dead),
+            ("records", config.records_purge_interval_seconds, self.purge_records),
         ]
+        for feature in self.manager.features:
+            loops += [(loop.name, loop.interval_seconds, loop.step) for loop in feature.loops()]
         for name, interval, step in loops:
             task = asyncio.create_task(self._every(interval, step), name=f"conveyor-{name}")
             self._tasks.append(task)
@@ -134,3 +137,9 @@ class BackgroundTasks:
         stats = self.stats["Dead"]
         stats["cycles"] += 1
         stats["wall_time_sec"] += time.perf_counter() - started
+
+    async def purge_records(self) -> None:
+        """Delete expired records (their readers already ignore them): space, not behaviour."""
+        batch = self.manager.config.scheduler_batch
+        while await self.manager.store.purge_records(time.time(), batch) >= batch:
+            pass

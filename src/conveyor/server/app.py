@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
 import signal
+import socket
 import ssl
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-from conveyor.config import ServerConfig
+from conveyor.config import ConfigError, ServerConfig
 from conveyor.manager import Manager, ServerStats
 from conveyor.metrics.jobs import JobMetrics
 from conveyor.metrics.server import ServerCollector
@@ -29,7 +31,7 @@ from conveyor.metrics.store_timing import instrument_store
 from conveyor.server.connection import Connection
 from conveyor.web import WebHandle, start_web
 
-__all__ = ["FaktoryServer", "make_ssl_context", "run", "run_forever"]
+__all__ = ["FaktoryServer", "check_addresses", "make_ssl_context", "run", "run_forever"]
 
 log = logging.getLogger("conveyor.server")
 
@@ -137,10 +139,57 @@ class FaktoryServer:
         await asyncio.sleep(0)
 
 
-async def run(config: ServerConfig, *, stop: asyncio.Event | None = None) -> None:
-    """Serve until SIGTERM/SIGINT (or ``stop`` is set), then shut down gracefully."""
+def check_addresses(config: ServerConfig) -> None:
+    """Raise ``OSError`` with a one-line message naming the address and the flag when the
+    FWP or the dashboard address cannot be bound, before anything is opened or served."""
+    wanted = [(config.host, config.port, "the Faktory protocol", "--bind")]
+    if config.web_port is not None:
+        wanted.append((config.web_host, config.web_port, "the web dashboard", "--web-bind"))
+    for host, port, what, flag in wanted:
+        if port:
+            _try_bind(host, port, what, flag)
+
+
+def _try_bind(host: str, port: int, what: str, flag: str) -> None:
+    try:
+        addresses = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise OSError(
+            f"cannot listen on {host}:{port} for {what}: {exc.strerror} ({flag})"
+        ) from None
+    for family, kind, proto, _name, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the listeners
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                hint = (
+                    " (is another conveyor server running?)"
+                    if exc.errno == errno.EADDRINUSE
+                    else ""
+                )
+                raise OSError(
+                    f"cannot listen on {host}:{port} for {what}: {reason}{hint}; "
+                    f"choose another address with {flag}"
+                ) from None
+
+
+async def run(
+    config: ServerConfig,
+    *,
+    stop: asyncio.Event | None = None,
+    reload: Callable[[], ServerConfig] | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT (or ``stop`` is set), then shut down gracefully.
+
+    ``reload`` reads the configuration again: SIGHUP then applies the features' new
+    settings (throttles, cron, ...) without a restart, or logs why it keeps the old ones."""
     from conveyor.store import open_store
 
+    check_addresses(config)  # both ports, before the store is opened or anything served
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -148,7 +197,10 @@ async def run(config: ServerConfig, *, stop: asyncio.Event | None = None) -> Non
     store = open_store(config.storage)
     timings = instrument_store(store) if config.metrics.store_timing else None
     metrics = JobMetrics() if config.metrics.jobs else None
-    manager = Manager(store, config.manager, metrics=metrics)
+    features = config.build_features()
+    manager = Manager(store, config.manager, features=features, metrics=metrics)
+    if reload is not None:
+        loop.add_signal_handler(signal.SIGHUP, _reloader(manager, reload))
     await manager.start()
     server = FaktoryServer(manager, config)
     collector = ServerCollector(manager, stats=server.stats, store_timings=timings)
@@ -175,20 +227,33 @@ async def run(config: ServerConfig, *, stop: asyncio.Event | None = None) -> Non
         if web is not None:
             await web.stop()
         await manager.stop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
     log.info("stopped")
 
 
-def run_forever(config: ServerConfig) -> None:
+def _reloader(manager: Manager, reload: Callable[[], ServerConfig]) -> Callable[[], None]:
+    def on_sighup() -> None:
+        try:
+            features = reload().build_features()
+        except (ConfigError, ValueError) as exc:
+            log.error("configuration not reloaded, the old settings stay: %s", exc)
+            return
+        manager.reconfigure(features)
+        log.info("configuration reloaded")
+
+    return on_sighup
+
+
+def run_forever(config: ServerConfig, reload: Callable[[], ServerConfig] | None = None) -> None:
     """Run ``run(config)`` on uvloop when it is installed."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(run(config))
+        asyncio.run(run(config, reload=reload))
         return
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(run(config))
+        runner.run(run(config, reload=reload))
 
 
 def _redact(url: str) -> str:

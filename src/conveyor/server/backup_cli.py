@@ -35,8 +35,8 @@ def backup_command(
     Restore: stop the server, put the copy at the database's path (delete any -wal and -shm
     files beside it), start the server. See docs/operations.md.
     """
-    from conveyor.store.sqlite_backup import BackupError, backup
-    from conveyor.store.sqlite_db import SQLiteOptions
+    from conveyor.store.sqlite.backup import BackupError, backup
+    from conveyor.store.sqlite.db import SQLiteOptions
 
     try:
         flags = {"storage": storage, "config": str(config_file) if config_file else None}

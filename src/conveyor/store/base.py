@@ -19,6 +19,8 @@ Data model
   id and the expiry time. A reservation ends with ``ack``, ``fail`` or (via the reaper, which
   calls ``fail``) expiry.
 * **Counters**: ``processed`` and ``failures`` totals plus one pair per UTC day.
+* **Records** (``records.py``): small values under a key in named spaces, with an optional
+  expiry, for the features (unique locks, cron tick claims, tracking, results...).
 * **Workers**: the heartbeat records of worker processes (``WorkerRecord``). Several servers
   may change one record at once (a BEAT on one, a quiet signal on another), so every change to
   an existing record goes through ``update_worker``, one atomic read-modify-write.
@@ -43,6 +45,8 @@ import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
+
+from conveyor.store.records import Records
 
 __all__ = [
     "WORKER_STATE_ORDER",
@@ -200,8 +204,11 @@ ReadyListener = Callable[[str], None]
 """Called with a queue name whenever jobs may have become available in that queue."""
 
 
-class Store(abc.ABC):
-    """The storage contract. See the module docstring for the data model and durability."""
+class Store(Records, abc.ABC):
+    """The storage contract. See the module docstring for the data model and durability.
+
+    The job lifecycle is declared here; the capabilities features build on are declared in
+    modules of their own (``records.py``) and included, so every backend has all of them."""
 
     in_process: bool = False
     """The store writes without waiting for I/O (memory, SQLite): it offers the synchronous
@@ -365,6 +372,22 @@ class Store(abc.ABC):
         """Delete these jids from the queue. Returns how many were deleted."""
 
     @abc.abstractmethod
+    async def find_queued(
+        self, jids: Sequence[str], queues: Sequence[str] | None = None
+    ) -> list[QueuedJob]:
+        """For each of ``jids``, one queued job with that jid (any order), looked for in
+        ``queues`` (default: every known queue). For the dashboard's job page and the CLI's
+        ``job show``, not for hot paths: backends may scan (docs/design/queued-lookup.md).
+
+        A job that stays queued while the lookup runs is always found; one fetched meanwhile
+        may or may not be (the caller looks at the reservations next)."""
+
+    @abc.abstractmethod
+    async def clear_queue(self, name: str) -> int:
+        """Delete every job of a queue, keeping the queue itself (and its paused flag).
+        Returns how many jobs were deleted. Durable."""
+
+    @abc.abstractmethod
     async def paused_queues(self) -> set[str]: ...
 
     @abc.abstractmethod
@@ -434,4 +457,5 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def flush(self) -> None:
-        """Delete every job, queue, set, reservation, pause flag and counter (not workers)."""
+        """Delete every job, queue, set, reservation, pause flag, counter and record (not
+        workers)."""

@@ -3,15 +3,16 @@
 Jobs live in SQLite, not in Python objects: a million queued jobs are a million rows, and the
 process keeps only small per-queue and per-set metadata (sizes, pause flags) plus the counter
 totals. Writes share one transaction per event-loop iteration (group commit, see
-``sqlite_db``); methods that must be durable await that commit. Worker records live in memory
+``db``); methods that must be durable await that commit. Worker records live in memory
 only: workers reconnect and beat again after a restart.
 
 One server process per database file: the in-memory mirrors assume nobody else writes.
-Schema and queries: ``conveyor/store/sql/*.sql``. Design notes: docs/design/sqlite.md.
+Schema and queries: ``conveyor/store/sqlite/sql/*.sql``. Design notes: docs/design/sqlite.md.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import sqlite3
@@ -34,13 +35,15 @@ from conveyor.store.base import (
     WorkerRecord,
 )
 from conveyor.store.filters import filter_matcher
-from conveyor.store.sqlite_db import Database, SQLiteOptions, load_queries, split_statements
+from conveyor.store.sqlite.db import Database, SQLiteOptions, load_queries, split_statements
+from conveyor.store.sqlite.records import SQLiteRecords
 from conveyor.store.workers import LocalWorkers
 
 __all__ = ["SQLiteStore"]
 
 _SCHEMA = load_queries("schema.sql")
 _QUEUES = load_queries("queues.sql")
+_FIND_WINDOW = 50_000  # queue rows find_queued reads between two yields to the event loop
 _RESERVATIONS = load_queries("reservations.sql")
 _SETS = load_queries("sets.sql")
 _COUNTERS = load_queries("counters.sql")
@@ -81,7 +84,7 @@ def _reservation(row: tuple[Any, ...]) -> Reservation:
     return Reservation(jid, queue, payload, wid, reserved_at, expires_at)
 
 
-class SQLiteStore(LocalWorkers, Store):
+class SQLiteStore(LocalWorkers, SQLiteRecords, Store):
     """Build with ``SQLiteStore.from_url("sqlite:///path/to/file.db")`` (see ``SQLiteOptions``)."""
 
     def __init__(self, options: SQLiteOptions) -> None:
@@ -110,6 +113,7 @@ class SQLiteStore(LocalWorkers, Store):
 
     async def open(self) -> None:
         self._db.open(_SCHEMA["create"])
+        self._create_records()
         self._load_state()
 
     async def close(self) -> None:
@@ -460,6 +464,35 @@ class SQLiteStore(LocalWorkers, Store):
         await self._db.durable()
         return deleted
 
+    async def find_queued(
+        self, jids: Sequence[str], queues: Sequence[str] | None = None
+    ) -> list[QueuedJob]:
+        conn = self._db.conn
+        low, high = conn.execute(_QUEUES["seq_range"]).fetchone()
+        wanted, found = set(jids), []
+        if low is None or not wanted:
+            return []
+        # A row keeps its seq while queued: walking seq windows misses no job that stays.
+        for start in range(low, high + 1, _FIND_WINDOW):
+            args = (start, start + _FIND_WINDOW, json.dumps(sorted(wanted)))
+            for queue, jid, reserve_for, payload in conn.execute(_QUEUES["find_queued"], args):
+                if jid in wanted and (queues is None or queue in queues):
+                    wanted.discard(jid)
+                    found.append(QueuedJob(queue, jid, payload, reserve_for))
+            if not wanted:
+                break
+            await asyncio.sleep(0)  # ~3 ms a window: let the server's clients in between
+        return found
+
+    async def clear_queue(self, name: str) -> int:
+        if self._sizes.get(name, 0) == 0:
+            return 0
+        with self._db.atomic() as conn:
+            deleted = conn.execute(_QUEUES["delete_queue_jobs"], (name,)).rowcount
+        self._sizes[name] = 0
+        await self._db.durable()
+        return int(deleted)
+
     async def paused_queues(self) -> set[str]:
         return set(self._paused)
 
@@ -511,6 +544,7 @@ class SQLiteStore(LocalWorkers, Store):
         with self._db.atomic() as conn:
             for statement in split_statements(_SCHEMA["flush"]):
                 conn.execute(statement)
+        self._flush_records()
         self._sizes.clear()
         self._paused.clear()
         self._set_sizes = dict.fromkeys(SortedSet, 0)

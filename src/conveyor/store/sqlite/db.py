@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import sqlite3
 import threading
@@ -44,8 +45,8 @@ _NAME_LINE = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 
 def load_queries(filename: str) -> dict[str, str]:
-    """The ``-- name: x`` sections of one file in ``conveyor/store/sql/``."""
-    text = resources.files("conveyor.store").joinpath("sql", filename).read_text("utf-8")
+    """The ``-- name: x`` sections of one file in ``conveyor/store/sqlite/sql/``."""
+    text = resources.files("conveyor.store.sqlite").joinpath("sql", filename).read_text("utf-8")
     parts = _NAME_LINE.split(text)
     # parts = [header, name1, body1, name2, body2, ...]
     return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
@@ -181,6 +182,7 @@ class Database:
 
     def open(self, schema: str) -> sqlite3.Connection:
         path = self.options.path
+        _check_directory(path)
         try:
             # check_same_thread=False: the store is only used from its event loop, which may
             # not be the thread that built it (e.g. a server started from a test thread).
@@ -316,3 +318,20 @@ LAZY_COMMIT_SECONDS = 0.005
 
 def _waiting(waiter: asyncio.Future[None]) -> bool:
     return not waiter.done() and not waiter.get_loop().is_closed()
+
+
+def _check_directory(path: str) -> None:
+    """A missing directory is the usual reason SQLite cannot open a file: say so, and say
+    how a URL with three slashes is read (relative), since that is the usual mistake."""
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(directory):
+        return
+    message = f"cannot open SQLite database {path!r}: the directory {directory} does not exist"
+    if not os.path.isabs(path):
+        message += (
+            f" ({path!r} is relative to {os.getcwd()}; an absolute path takes four slashes: "
+            f"sqlite:////{path})"
+        )
+    raise StoreError(message)

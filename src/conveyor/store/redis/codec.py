@@ -1,6 +1,6 @@
 """Byte layouts of the Redis store, its URL syntax, and listing filters.
 
-Values stored in Redis (the Lua scripts in ``store/lua/`` use the same layouts, see
+Values stored in Redis (the Lua scripts in ``store/redis/lua/`` use the same layouts, see
 ``_lib.lua``)::
 
     lp(s)        b"<byte length>:" + s        a length-prefixed field: any byte is allowed

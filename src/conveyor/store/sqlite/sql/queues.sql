@@ -22,8 +22,17 @@ SELECT jid, reserve_for, payload FROM queue_jobs
 WHERE queue = ? ORDER BY seq LIMIT ? OFFSET ?;
 
 -- name: delete_queued
--- Walks the queue once (no index on jid, so enqueue stays fast); an admin action.
 DELETE FROM queue_jobs WHERE queue = ? AND jid IN (SELECT value FROM json_each(?));
+
+-- name: seq_range
+SELECT min(seq), max(seq) FROM queue_jobs;
+
+-- name: find_queued
+-- One window of seq (a rowid range): no index on jid, which would cost every enqueue and
+-- reserve (docs/design/sqlite.md); the caller walks the windows, yielding in between.
+SELECT queue, jid, reserve_for, payload FROM queue_jobs
+WHERE seq >= ? AND seq < ? AND jid IN (SELECT value FROM json_each(?))
+ORDER BY seq;
 
 -- name: delete_queue_jobs
 DELETE FROM queue_jobs WHERE queue = ?;

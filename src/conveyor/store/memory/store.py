@@ -37,6 +37,7 @@ from conveyor.store.base import (
     WorkerRecord,
 )
 from conveyor.store.filters import filter_matcher
+from conveyor.store.memory.records import MemoryRecords
 from conveyor.store.workers import LocalWorkers
 
 __all__ = ["MemoryStore"]
@@ -109,7 +110,7 @@ class _SortedSet:
         return count
 
 
-class MemoryStore(LocalWorkers, Store):
+class MemoryStore(LocalWorkers, MemoryRecords, Store):
     """Everything in this process; nothing survives a restart."""
 
     def __init__(self) -> None:
@@ -333,6 +334,26 @@ class MemoryStore(LocalWorkers, Store):
         self._queues[name] = kept
         return deleted
 
+    async def find_queued(
+        self, jids: Sequence[str], queues: Sequence[str] | None = None
+    ) -> list[QueuedJob]:
+        wanted = set(jids)
+        found: list[QueuedJob] = []
+        for name in list(self._queues) if queues is None else queues:
+            for job in self._queues.get(name, ()):
+                if job.jid in wanted:
+                    wanted.discard(job.jid)
+                    found.append(job)
+        return found
+
+    async def clear_queue(self, name: str) -> int:
+        queue = self._queues.get(name)
+        if not queue:
+            return 0
+        deleted = len(queue)
+        queue.clear()
+        return deleted
+
     async def paused_queues(self) -> set[str]:
         return set(self._paused)
 
@@ -372,6 +393,7 @@ class MemoryStore(LocalWorkers, Store):
         self._reservations.clear()
         self._processed = self._failures = 0
         self._daily.clear()
+        self._flush_records()
 
 
 def _window(items: Sequence[_T], offset: int, limit: int) -> list[_T]:

@@ -1,6 +1,6 @@
 """The Redis store: many conveyor servers over one Redis (or one Redis Cluster).
 
-Every lifecycle transition is one Lua script (``store/lua/*.lua``) that declares every key it
+Every lifecycle transition is one Lua script (``store/redis/lua/*.lua``) that declares every key it
 touches in KEYS, so two servers can never hand out or move the same job twice. Every key of a
 namespace starts with the hash tag ``{<namespace>}``, so all of them live in one Cluster slot
 and every script is valid on Redis Cluster. The price: one namespace is served by one master.
@@ -19,6 +19,8 @@ Key layout (``{ns}`` is ``{conveyor}`` unless the URL says ``?namespace=``)::
     {ns}:d:<set>       HASH  jid -> lp(queue) lp(jobtype) payload
     {ns}:stats         HASH  processed, failures, p:<day>, f:<day>
     {ns}:workers       SET   wids;   {ns}:w:<wid>  STRING  WorkerRecord JSON with a TTL
+    {ns}:r:<space>     HASH  key -> lp(expires_at) value         (records, see records.py)
+    {ns}:rx:<space>    ZSET  key by expires_at;  {ns}:rspaces  SET  spaces in use
     {ns}:ready         channel: queue names that may have jobs (SPUBLISH on Redis 7)
 """
 
@@ -56,7 +58,7 @@ from conveyor.store.base import (
     WorkerRecord,
 )
 from conveyor.store.filters import filter_matcher
-from conveyor.store.redis_codec import (
+from conveyor.store.redis.codec import (
     RedisURL,
     decode_entry,
     decode_fields,
@@ -66,12 +68,14 @@ from conveyor.store.redis_codec import (
     parse_url,
     score_arg,
 )
-from conveyor.store.redis_scripts import Script, load_scripts
-from conveyor.store.redis_wakeup import Subscriber
+from conveyor.store.redis.records import RedisRecords
+from conveyor.store.redis.scripts import Script, load_scripts
+from conveyor.store.redis.wakeup import Subscriber
 
 __all__ = ["RedisStore"]
 
 SCAN_CHUNK = 1000
+_FIND_SLICE = 2000  # queue entries one queue_find call looks at: well under a millisecond
 """Entries read per script call when a listing has to filter a whole sorted set."""
 
 _worker_encoder = msgspec.json.Encoder()
@@ -99,6 +103,7 @@ class Keys:
         self.queues, self.paused, self.ready = p + "queues", p + "paused", p + "ready"
         self.res, self.exp, self.busy = p + "res", p + "exp", p + "busy"
         self.stats, self.workers = p + "stats", p + "workers"
+        self.record_spaces = p + "rspaces"
         self._p = p
 
     def queue(self, name: str) -> str:
@@ -113,8 +118,14 @@ class Keys:
     def worker(self, wid: str) -> str:
         return f"{self._p}w:{wid}"
 
+    def records(self, space: str) -> str:
+        return f"{self._p}r:{space}"
 
-class RedisStore(Store):
+    def record_expiry(self, space: str) -> str:
+        return f"{self._p}rx:{space}"
+
+
+class RedisStore(RedisRecords, Store):
     """A ``Store`` over Redis or Redis Cluster. Build it with ``RedisStore.from_url``."""
 
     def __init__(self, url: RedisURL) -> None:
@@ -500,6 +511,29 @@ class RedisStore(Store):
             return 0
         return int(await self._run("queue_delete", [self._keys.queue(name)], list(jids)))
 
+    async def find_queued(
+        self, jids: Sequence[str], queues: Sequence[str] | None = None
+    ) -> list[QueuedJob]:
+        """A bounded Lua slice at a time (queue_find.lua), from each queue's tail: no index to
+        keep on every enqueue and reserve (docs/design/queued-lookup.md)."""
+        wanted = set(jids)
+        found: list[QueuedJob] = []
+        names = sorted(await self._known_queues()) if queues is None else list(queues)
+        for name in names:
+            key, skip = self._keys.queue(name), 0
+            while wanted and skip >= 0:
+                args = [skip, _FIND_SLICE, *sorted(wanted)]
+                skip, *entries = await self._run("queue_find", [key], args)
+                for raw in entries:
+                    job = decode_entry(name, raw)
+                    if job.jid in wanted:
+                        wanted.discard(job.jid)
+                        found.append(job)
+        return found
+
+    async def clear_queue(self, name: str) -> int:
+        return int(await self._run("queue_clear", [self._keys.queue(name)]))
+
     async def paused_queues(self) -> set[str]:
         return {m.decode() for m in await self._call(self._redis.smembers(self._keys.paused))}
 
@@ -606,5 +640,6 @@ class RedisStore(Store):
         while True:
             missing = await self._run("flush", fixed + [k.queue(n) for n in names], names)
             if not missing:
-                return
+                break
             names = [m.decode() for m in missing]
+        await self._flush_records()

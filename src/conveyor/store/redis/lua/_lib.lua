@@ -1,5 +1,5 @@
--- Helpers prepended to every script when it is loaded (store/redis_scripts.py).
--- No keys. Encodings shared with store/redis_codec.py:
+-- Helpers prepended to every script when it is loaded (store/redis/scripts.py).
+-- No keys. Encodings shared with store/redis/codec.py:
 --   lp(s)        "<byte length>:<bytes>", a length-prefixed field (jids and names may hold any byte)
 --   queue entry  "<reserve_for>:" .. lp(jid) .. payload
 --   reservation  lp(queue) .. lp(wid) .. payload

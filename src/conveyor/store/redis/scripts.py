@@ -1,4 +1,4 @@
-"""Lua scripts of the Redis store: loaded from ``store/lua/*.lua`` and run with EVALSHA.
+"""Lua scripts of the Redis store: loaded from ``store/redis/lua/*.lua`` and run with EVALSHA.
 
 Every script gets ``_lib.lua`` (shared helpers) prepended. EVALSHA falls back to EVAL (which
 also caches the script) after a ``NOSCRIPT`` reply, e.g. after Redis restarted or a Cluster
@@ -43,8 +43,8 @@ class Script:
 
 
 def load_scripts() -> dict[str, Script]:
-    """Every script of ``store/lua/`` by name (file name without ``.lua``)."""
-    folder = resources.files("conveyor.store") / "lua"
+    """Every script of ``store/redis/lua/`` by name (file name without ``.lua``)."""
+    folder = resources.files("conveyor.store.redis") / "lua"
     lib = (folder / "_lib.lua").read_text()
     scripts: dict[str, Script] = {}
     for item in folder.iterdir():

@@ -1,0 +1,84 @@
+"""Records (``conveyor.store.records``) in SQLite: the ``records`` table of ``sql/records.sql``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from conveyor.store.records import Record, Records
+from conveyor.store.sqlite.db import Database, load_queries, split_statements
+
+__all__ = ["SQLiteRecords"]
+
+_SQL = load_queries("records.sql")
+
+
+class SQLiteRecords(Records):
+    """Mixed into ``SQLiteStore``; writes join the store's shared transaction (group commit)."""
+
+    _db: Database
+
+    def _create_records(self) -> None:
+        self._db.conn.executescript(_SQL["create"])
+
+    def _flush_records(self) -> None:
+        with self._db.atomic() as conn:
+            for statement in split_statements(_SQL["flush"]):
+                conn.execute(statement)
+
+    async def claim_record(self, space: str, record: Record, now: float) -> bytes | None:
+        params = {
+            "space": space,
+            "key": record.key,
+            "expires_at": record.expires_at,
+            "value": record.value,
+            "now": now,
+        }
+        with self._db.atomic() as conn:
+            if conn.execute(_SQL["claim"], params).rowcount:
+                return None
+            row = conn.execute(_SQL["get"], (space, record.key, now)).fetchone()
+        # the record in the way (never None: only a live record of another value blocks)
+        return bytes(row[1]) if row else None
+
+    async def put_records(self, space: str, records: Sequence[Record]) -> None:
+        rows = [(space, r.key, r.expires_at, r.value) for r in records]
+        with self._db.atomic() as conn:
+            conn.executemany(_SQL["put"], rows)
+
+    async def get_records(self, space: str, keys: Sequence[str], now: float) -> dict[str, Record]:
+        conn = self._db.conn
+        found = {}
+        for key in dict.fromkeys(keys):
+            row = conn.execute(_SQL["get"], (space, key, now)).fetchone()
+            if row is not None:
+                found[key] = Record(row[0], bytes(row[1]), row[2])
+        return found
+
+    async def delete_records(
+        self, space: str, keys: Sequence[str], if_value: bytes | None = None
+    ) -> int:
+        unique = list(dict.fromkeys(keys))
+        with self._db.atomic() as conn:
+            if if_value is None:
+                rows = [(space, key) for key in unique]
+                before = conn.total_changes
+                conn.executemany(_SQL["delete"], rows)
+            else:
+                rows_if = [(space, key, if_value) for key in unique]
+                before = conn.total_changes
+                conn.executemany(_SQL["delete_if"], rows_if)
+            return conn.total_changes - before
+
+    async def list_records(
+        self, space: str, now: float, after: str = "", limit: int = 100
+    ) -> list[Record]:
+        rows = self._db.conn.execute(_SQL["list"], (space, after, now, max(limit, 0)))
+        return [Record(key, bytes(value), expires) for key, value, expires in rows]
+
+    async def count_records(self, space: str, now: float) -> int:
+        (count,) = self._db.conn.execute(_SQL["count"], (space, now)).fetchone()
+        return int(count)
+
+    async def purge_records(self, now: float, limit: int) -> int:
+        with self._db.atomic() as conn:
+            return conn.execute(_SQL["purge"], (now, max(limit, 0))).rowcount
