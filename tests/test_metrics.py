@@ -305,6 +305,7 @@ def test_jobtypes_are_read_exactly_from_the_payload() -> None:
         payload = encode_job(Job(jid=f"jid-{n:04}", jobtype=jobtype, args=[], queue="q"))
         metrics.on_reserve([Reservation(f"jid-{n:04}", "q", payload, "w", 0.0, 1e10)])
         metrics.on_ack([f"jid-{n:04}"], 1, {f"jid-{n:04}": 0.5})
+    metrics.settle()
     for jobtype in names:
         assert metrics.processed.get(("q", jobtype)) == 1, jobtype
         assert metrics.durations.count(("q", jobtype)) == 1, jobtype

@@ -42,6 +42,10 @@ class _JobType(msgspec.Struct, gc=False):
 
 
 _decode_jobtype = msgspec.json.Decoder(_JobType).decode
+_decode_jobtypes = msgspec.json.Decoder(list[_JobType]).decode
+
+SETTLE_EVERY = 1024
+"""Acknowledged jobs noted before they are counted (and at every scrape)."""
 
 
 def jobtype_of(payload: bytes) -> str:
@@ -78,6 +82,8 @@ class JobMetrics:
         self.dead = Counters()
         self.durations = Histograms()
         # jid -> (queue, payload, expires_at) of jobs reserved by this server and not yet ended
+        self._acked: list[tuple[str, bytes, float | None]] = []
+        """(queue, payload, run time) of jobs acknowledged but not yet counted (``settle``)."""
         self._running: dict[str, tuple[str, bytes, float]] = {}
 
     # -- called by the manager -------------------------------------------------------------------
@@ -108,35 +114,48 @@ class JobMetrics:
         self.fetched.add((jobs[0].queue,), len(jobs))
 
     def on_ack(self, jids: Sequence[str], done: int, durations: Mapping[str, float]) -> None:
-        """``done``: how many reservations the store ended (the others were gone already)."""
-        # Everything per job is inlined: this runs for every job on the hot path.
+        """``done``: how many reservations the store ended (the others were gone already).
+
+        The jobs are only noted here; ``settle`` counts them, many at a time (one msgspec call
+        reads the jobtypes of all of them), before anything reads the counters."""
         pop = self._running.pop
-        processed = self.processed.values
-        decode = _decode_jobtype
-        rows, buckets = self.durations.values, self.durations.buckets
+        note = self._acked.append
         known = 0
         for jid in jids:
             kept = pop(jid, None)
-            if kept is None:
-                continue
-            known += 1
-            try:
-                labels = (kept[0], decode(kept[1]).jobtype)
-            except msgspec.DecodeError:
-                labels = (kept[0], "")
-            if labels in processed:
+            if kept is not None:
+                known += 1
+                note((kept[0], kept[1], durations.get(jid) if durations else None))
+        if done > known:  # reserved through another server sharing the store
+            self.processed.add(("", ""), done - known)
+        if len(self._acked) >= SETTLE_EVERY:
+            self.settle()
+
+    def settle(self) -> None:
+        """Count the acknowledged jobs noted since the last time."""
+        acked, self._acked = self._acked, []
+        if not acked:
+            return
+        try:
+            found = _decode_jobtypes(b"[" + b",".join([a[1] for a in acked]) + b"]")
+            jobtypes = [f.jobtype for f in found]
+        except msgspec.DecodeError:  # not one of our payloads: each on its own
+            jobtypes = [jobtype_of(a[1]) for a in acked]
+        processed = self.processed.values
+        rows, buckets = self.durations.values, self.durations.buckets
+        for (queue, _, seconds), jobtype in zip(acked, jobtypes, strict=True):
+            labels = (queue, jobtype)
+            if labels in processed:  # Counters.add and Histograms.observe, inlined
                 processed[labels] += 1
             else:
                 self.processed.add(labels)
-            if durations and (seconds := durations.get(jid)) is not None:
+            if seconds is not None:
                 row = rows.get(labels)
-                if row is not None:  # inlined Histograms.observe
+                if row is not None:
                     row[bisect_left(buckets, seconds)] += 1
                     row[-1] += seconds
                 else:
                     self.durations.observe(labels, seconds)
-        if done > known:  # reserved through another server sharing the store
-            self.processed.add(("", ""), done - known)
 
     def on_fail(
         self, job: Job, outcome: FailOutcome, *, expired: bool, duration: float | None
@@ -158,6 +177,7 @@ class JobMetrics:
 
     def on_flush(self) -> None:
         self._running.clear()
+        self._acked.clear()
 
     # -- housekeeping and export -----------------------------------------------------------------
 
@@ -175,6 +195,7 @@ class JobMetrics:
         return len(stale)
 
     def families(self) -> Iterator[Metric]:
+        self.settle()
         yield self.pushed.family(
             "conveyor_jobs_pushed", "Jobs accepted by PUSH/PUSHB on this server.", JOB_LABELS
         )

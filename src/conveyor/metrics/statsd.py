@@ -87,6 +87,7 @@ def format_lines(
         lines.append(_line(namespace + "queue.latency", latency, "g", queue_tags))
     metrics = collector.manager.metrics
     if metrics is not None:
+        metrics.settle()
         for name, counters in (
             ("jobs.pushed", metrics.pushed),
             ("jobs.processed", metrics.processed),
