@@ -6,6 +6,7 @@ pytest_plugins = [
     "tests.support.stores",
     "tests.support.manager",
     "tests.support.server",
+    "tests.support.disks",
     "tests.support.tls",
     "conveyor.testing",
     "tests.support.browser",

@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, TypeVar
 
 import msgspec
 
-from conveyor.errors import CommandError, InvalidJob, JobNotFound, UnknownWorker
+from conveyor.errors import CommandError, JobNotFound, UnknownWorker
 from conveyor.job import Job, decode_job, encode_job
 from conveyor.logs import RateLimitedLog
 from conveyor.manager import validation
@@ -144,10 +144,12 @@ class Manager(AdminOps):
             await run_chain(self._push_hooks, PushContext(self, job), _nothing)
         await self._store_jobs([(job, due)])
 
-    def push_now(self, payload: bytes) -> Coroutine[Any, Any, None] | None:
+    def push_now(self, payload: bytes) -> Awaitable[None] | None:
         """A PUSH done at once, in the caller's step: the job is validated and stored, or
         handed to a waiting FETCH, whose reply is written before this returns. What is left
-        is returned: the wait for durability, to await before the PUSH is answered.
+        is returned: the wait for the durability of this very write (it raises
+        ``StoreError`` if the write was lost, however late it is awaited), to await before
+        the PUSH is answered.
 
         ``None``, with nothing done, when the PUSH has to take the long way (``push()``):
         push middleware may wait for anything, so may a store that is not ``in_process``, and
@@ -165,23 +167,28 @@ class Manager(AdminOps):
         if due is not None and due > now:
             return None
         queued = [self._queued(job, stamp, validation.reserve_seconds(job, self.config))]
-        queued = self._hand_off(queued, now)
-        if queued:
-            self.store.enqueue_now(queued)
+        handed: list[Awaitable[None]] = []
+        left = self._hand_off(queued, now, handed)
         if self.metrics is not None:
             self.metrics.on_push(job)
-        return self.store.durable()
+        if left:
+            return self.store.enqueue_now(left)
+        return handed[0]  # one job, handed off: the durability of its reservation
 
     async def push_bulk(self, payload: bytes) -> dict[str, str]:
-        """PUSHB: each job validated and pushed on its own; returns ``{jid: error}``."""
+        """PUSHB: each job validated and pushed on its own; returns ``{key: error}``.
+
+        The key is the job's jid, or ``#<index>`` (its place in the array, from 0) for an
+        element without one: not an object, not decodable, or no ``jid``; so no two such
+        errors share a key. The size of the whole array is bounded by the server's line
+        limit, each job's by ``max_payload_bytes``.
+        """
         config = self.config
-        if len(payload) > config.max_payload_bytes * 10:
-            raise InvalidJob(f"PUSHB payload is {len(payload)} bytes; too large")
-        items = validation.decode_pushed_bulk(payload, config)
+        items: Sequence[Job | msgspec.Raw] = validation.decode_pushed_bulk(payload, config)
         now = now_iso()  # one created_at for the whole batch, as one PUSH would have
         errors: dict[str, str] = {}
         accepted: list[tuple[Job, float | None]] = []
-        for item in items:
+        for index, item in enumerate(items):
             job: Job | None = None
             try:
                 job = item if isinstance(item, Job) else validation.decode_pushed(item, config)
@@ -189,7 +196,7 @@ class Manager(AdminOps):
                 if self._push_hooks:
                     await run_chain(self._push_hooks, PushContext(self, job), _nothing)
             except CommandError as exc:  # middleware codes (NOTUNIQUE, ...) keep their code
-                key = job.jid if job is not None else _raw_jid(item)
+                key = (job.jid if job is not None else _raw_jid(item)) or f"#{index}"
                 errors[key] = exc.message if exc.code == "ERR" else str(exc)
             else:
                 accepted.append((job, due))
@@ -214,13 +221,14 @@ class Manager(AdminOps):
                     else default_reserve
                 )
                 queued.append(self._queued(job, enqueued_at, reserve))
-        queued = self._hand_off(queued, now)
+        handed: list[Awaitable[None]] = []
+        queued = self._hand_off(queued, now, handed)
         if scheduled:
             await self.store.add_to_set(SortedSet.SCHEDULED, scheduled)
         if queued:
             await self.store.enqueue(queued)
-        elif not scheduled:
-            await self.store.durable()  # the hand-off's reservations
+        for reservations in handed:
+            await reservations  # raises if the hand-offs' reservations were lost
         if self.metrics is not None:
             for job, _ in jobs:
                 self.metrics.on_push(job)
@@ -230,8 +238,11 @@ class Manager(AdminOps):
         job.enqueued_at = enqueued_at
         return QueuedJob(job.queue, job.jid, encode_job(job), reserve_for)
 
-    def _hand_off(self, queued: list[QueuedJob], now: float) -> list[QueuedJob]:
-        """Give ready jobs straight to the FETCHes waiting for their queues; returns the rest.
+    def _hand_off(
+        self, queued: list[QueuedJob], now: float, handed: list[Awaitable[None]]
+    ) -> list[QueuedJob]:
+        """Give ready jobs straight to the FETCHes waiting for their queues; returns the rest,
+        and adds to ``handed`` the durability of each reservation written.
 
         A job handed off is reserved without ever being queued (one write instead of three)
         and its FETCH is answered in this very step, not after a wake-up of the FETCH's task:
@@ -257,7 +268,7 @@ class Manager(AdminOps):
                     # never reserve for it; the loss will cancel its FETCH
                     self.waiters.unregister(waiter)
                     continue
-                store.hand_off(given, waiter.wid, now)
+                handed.append(store.hand_off(given, waiter.wid, now))
                 if self.metrics is not None:
                     self.metrics.on_hand_off(given, now)
                 jobs = jobs[waiter.count :]
@@ -591,11 +602,17 @@ def _raw_jid(raw: Job | msgspec.Raw) -> str:
     if isinstance(raw, Job):
         return raw.jid
     try:
-        value = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
+        value = _jid_decoder.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
         return ""
-    jid = value.get("jid") if isinstance(value, dict) else None
-    return jid if isinstance(jid, str) else ""
+    return value.jid if isinstance(value.jid, str) else ""
+
+
+class _JidOnly(msgspec.Struct):
+    jid: object = ""
+
+
+_jid_decoder = msgspec.json.Decoder(_JidOnly)
 
 
 async def _nothing() -> None:

@@ -27,6 +27,9 @@ LATENCY_BUCKETS_SECONDS: tuple[float, ...] = (
 """A local SQLite commit or Redis round trip takes 0.1-1 ms; a slow disk, tens of ms."""
 
 UNTIMED = frozenset({"open", "close", "set_ready_listener"})
+SYNC_TIMED = ("enqueue_now", "hand_off")
+"""The in-process stores' synchronous writes (a PUSH on SQLite: the write, not the commit,
+which the returned awaitable waits for)."""
 
 
 class StoreTimings:
@@ -48,6 +51,9 @@ def instrument_store(store: Store) -> StoreTimings:
         if name.startswith("_") or name in UNTIMED:
             continue
         setattr(store, name, _timed(getattr(store, name), (name,), timings.histograms))
+    if store.in_process:
+        for name in SYNC_TIMED:
+            setattr(store, name, _timed_sync(getattr(store, name), (name,), timings.histograms))
     return timings
 
 
@@ -62,6 +68,23 @@ def _timed(
         started = clock()
         try:
             return await method(*args, **kwargs)
+        finally:
+            observe(labels, clock() - started)
+
+    return timed
+
+
+def _timed_sync(
+    method: Callable[..., Any], labels: tuple[str], histograms: Histograms
+) -> Callable[..., Any]:
+    clock = time.perf_counter
+    observe = histograms.observe
+
+    @functools.wraps(method)
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        started = clock()
+        try:
+            return method(*args, **kwargs)
         finally:
             observe(labels, clock() - started)
 

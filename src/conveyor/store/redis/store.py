@@ -57,7 +57,7 @@ from conveyor.store.base import (
     Store,
     WorkerRecord,
 )
-from conveyor.store.filters import filter_matcher
+from conveyor.store.filters import filter_entries
 from conveyor.store.redis.codec import (
     RedisURL,
     decode_entry,
@@ -451,8 +451,7 @@ class RedisStore(RedisRecords, Store):
             found.sort(key=lambda e: (e.score, e.jid), reverse=descending)
         else:
             found = await self._scan_set(name, rev)
-        match = filter_matcher(flt)
-        kept = [entry for entry in found if match(entry)]
+        kept = await filter_entries(flt, found)
         return Page(kept[offset : offset + limit], len(kept))
 
     async def _scan_set(self, name: SortedSet, rev: str) -> list[SetEntry]:
