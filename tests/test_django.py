@@ -16,8 +16,6 @@ import pytest
 from conveyor.job import decode_job
 from tests.support.server import RunningServer
 
-pytest.importorskip("django", reason="the test extra installs Django")
-
 PROJECT = Path(__file__).parent / "django_project"
 
 ENQUEUE = """

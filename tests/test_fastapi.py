@@ -6,7 +6,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import fastapi
 import pytest
+from fastapi.testclient import TestClient
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -16,9 +18,6 @@ import conveyor
 from conveyor.contrib.starlette import conveyor_lifespan
 from conveyor.errors import ConnectError
 from conveyor.testing import TestServer
-
-fastapi = pytest.importorskip("fastapi", reason="the test extra installs FastAPI")
-from fastapi.testclient import TestClient  # noqa: E402
 
 
 def wait_until(check: Any, within: float = 10.0) -> None:
