@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -24,6 +25,7 @@ from conveyor.server import FaktoryServer
 from conveyor.store import open_store
 from conveyor.web import create_app
 from tests.support.server import TEST_TIMINGS, RawConnect
+from tests.support.services import RedisServer
 
 BASE = "http://metrics.test"
 
@@ -310,3 +312,26 @@ def test_jobtypes_are_read_exactly_from_the_payload() -> None:
         assert metrics.processed.get(("q", jobtype)) == 1, jobtype
         assert metrics.durations.count(("q", jobtype)) == 1, jobtype
     assert metrics.running == 0
+
+
+async def test_a_store_outage_is_a_gauge_not_a_failed_scrape(tmp_path: Path) -> None:
+    redis_server = RedisServer(tmp_path / "redis")
+    redis_server.start()
+    try:
+        async for served in serve(redis_server.url):
+            async with await Client.connect(served.url) as client:
+                await client.push({"jid": "before-0001", "jobtype": "B", "args": []})
+            samples = await served.scrape()
+            assert value(samples, "conveyor_store_up") == 1
+            assert value(samples, "conveyor_queue_size", queue="default") == 1
+            redis_server.stop()
+            samples = await served.scrape()
+            assert value(samples, "conveyor_store_up") == 0
+            # what the store would say is missing, not zero; this server's counters remain
+            assert ("conveyor_queue_size", (("queue", "default"),)) not in samples
+            assert value(samples, "conveyor_jobs_pushed_total", queue="default", jobtype="B") == 1
+            redis_server.start()
+            samples = await served.scrape()
+            assert value(samples, "conveyor_store_up") == 1
+    finally:
+        redis_server.stop()

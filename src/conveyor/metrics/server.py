@@ -27,6 +27,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import CollectorRegistry
 
+from conveyor.errors import StoreError
 from conveyor.manager.types import ServerStats
 from conveyor.metrics.store_timing import StoreTimings
 from conveyor.store.base import Counters, SortedSet
@@ -50,9 +51,21 @@ class StoreSnapshot:
     workers: dict[str, int] = field(default_factory=dict)
     counters: Counters = field(default_factory=lambda: Counters(0, 0))
     ping_seconds: float = 0.0
+    ok: bool = True
+    """False when the store could not be read (then the rest is empty, not zero)."""
 
 
 async def take_snapshot(manager: Manager) -> StoreSnapshot:
+    """The store's state; a store that fails gives ``ok=False`` (logged, rate-limited), so
+    the in-memory counters are still exported while it is down."""
+    try:
+        return await _read_store(manager)
+    except StoreError as exc:
+        manager.store_trouble.problem("metrics could not read the store: %s", exc)
+        return StoreSnapshot(ok=False)
+
+
+async def _read_store(manager: Manager) -> StoreSnapshot:
     store = manager.store
     started = time.perf_counter()
     counters = await store.counters()  # first, and timed alone: the store's round trip
@@ -82,6 +95,55 @@ def _gauge(
     for label_values, value in values:
         family.add_metric(list(label_values), value)
     return family
+
+
+def _store_families(snapshot: StoreSnapshot) -> Iterator[Metric]:
+    """What the scrape read from the store (shared by every server over it)."""
+    yield _gauge(
+        "conveyor_queue_size",
+        "Jobs waiting in each queue.",
+        (((q,), n) for q, n in sorted(snapshot.queues.items())),
+        "queue",
+    )
+    yield _gauge(
+        "conveyor_queue_latency_seconds",
+        "Age of the oldest job waiting in each queue (0 when empty).",
+        (((q,), s) for q, s in sorted(snapshot.latency.items())),
+        "queue",
+    )
+    yield _gauge(
+        "conveyor_queue_paused",
+        "1 for a paused queue, 0 otherwise.",
+        (((q,), float(q in snapshot.paused)) for q in sorted(snapshot.queues)),
+        "queue",
+    )
+    yield _gauge(
+        "conveyor_set_size",
+        "Jobs in each set: scheduled, retries, dead, and working (reserved by workers).",
+        (((name,), n) for name, n in snapshot.sets.items()),
+        "set",
+    )
+    yield _gauge(
+        "conveyor_workers",
+        "Worker processes known to the store (every server sharing it), by state.",
+        (((state,), n) for state, n in snapshot.workers.items()),
+        "state",
+    )
+    for name, value, total in (
+        ("conveyor_store_processed", snapshot.counters.processed, "total_processed"),
+        ("conveyor_store_failures", snapshot.counters.failures, "total_failures"),
+    ):
+        family = CounterMetricFamily(
+            name,
+            f"INFO's {total}: what the store counts for every server sharing it (FLUSH resets it).",
+        )
+        family.add_metric([], value)
+        yield family
+    yield _gauge(
+        "conveyor_store_ping_seconds",
+        "How long one small store read took during this scrape.",
+        [((), snapshot.ping_seconds)],
+    )
 
 
 class ServerCollector:
@@ -134,35 +196,13 @@ class ServerCollector:
         info.add_metric([self.version, manager.version, type(manager.store).__name__], 1)
         yield info
         yield _gauge(
-            "conveyor_queue_size",
-            "Jobs waiting in each queue.",
-            (((q,), n) for q, n in sorted(snapshot.queues.items())),
-            "queue",
+            "conveyor_store_up",
+            "1 when this scrape could read the store, 0 when it failed (the store's gauges are "
+            "then missing, not zero).",
+            [((), float(snapshot.ok))],
         )
-        yield _gauge(
-            "conveyor_queue_latency_seconds",
-            "Age of the oldest job waiting in each queue (0 when empty).",
-            (((q,), s) for q, s in sorted(snapshot.latency.items())),
-            "queue",
-        )
-        yield _gauge(
-            "conveyor_queue_paused",
-            "1 for a paused queue, 0 otherwise.",
-            (((q,), float(q in snapshot.paused)) for q in sorted(snapshot.queues)),
-            "queue",
-        )
-        yield _gauge(
-            "conveyor_set_size",
-            "Jobs in each set: scheduled, retries, dead, and working (reserved by workers).",
-            (((name,), n) for name, n in snapshot.sets.items()),
-            "set",
-        )
-        yield _gauge(
-            "conveyor_workers",
-            "Worker processes known to the store (every server sharing it), by state.",
-            (((state,), n) for state, n in snapshot.workers.items()),
-            "state",
-        )
+        if snapshot.ok:
+            yield from _store_families(snapshot)
         yield _gauge(
             "conveyor_connections",
             "Open FWP connections to this server.",
@@ -173,22 +213,6 @@ class ServerCollector:
         )
         commands.add_metric([], stats.command_count)
         yield commands
-        for name, value, doc in (
-            ("conveyor_store_processed", snapshot.counters.processed, "processed"),
-            ("conveyor_store_failures", snapshot.counters.failures, "failed"),
-        ):
-            family = CounterMetricFamily(
-                name,
-                f"Jobs {doc}, as the store counts them for every server sharing it (INFO's "
-                f"total_{'processed' if doc == 'processed' else 'failures'}; FLUSH resets it).",
-            )
-            family.add_metric([], value)
-            yield family
-        yield _gauge(
-            "conveyor_store_ping_seconds",
-            "How long one small store read took during this scrape.",
-            [((), snapshot.ping_seconds)],
-        )
         if manager.metrics is not None:
             manager.metrics.drop_stale()
             yield _gauge(

@@ -70,15 +70,16 @@ def format_lines(
 ) -> list[str]:
     """Every statsd line of one push."""
     sets, stats = snapshot.sets, collector.stats()
-    gauges: list[tuple[str, float]] = [
-        ("processed", snapshot.counters.processed),
-        ("failures", snapshot.counters.failures),
-        ("enqueued", sum(snapshot.queues.values())),
-        *((name, sets.get(name, 0)) for name in ("scheduled", "retries", "dead", "working")),
-        ("connections", stats.connections),
-        ("workers", sum(snapshot.workers.values())),
-        ("ops.store.rtt_us", int(snapshot.ping_seconds * 1e6)),
-    ]
+    gauges: list[tuple[str, float]] = [("connections", stats.connections)]
+    if snapshot.ok:  # a store that is down sends no gauges rather than zeros
+        gauges += [
+            ("processed", snapshot.counters.processed),
+            ("failures", snapshot.counters.failures),
+            ("enqueued", sum(snapshot.queues.values())),
+            *((name, sets.get(name, 0)) for name in ("scheduled", "retries", "dead", "working")),
+            ("workers", sum(snapshot.workers.values())),
+            ("ops.store.rtt_us", int(snapshot.ping_seconds * 1e6)),
+        ]
     lines = [_line(namespace + name, value, "g", tags) for name, value in gauges]
     for queue, size in sorted(snapshot.queues.items()):
         queue_tags = [*tags, _tag("queue", queue)]
