@@ -182,9 +182,9 @@ async def test_the_duration_extension_on_the_wire(served: Served, raw_client: Ra
     # a number is not a string: refused as Faktory refuses it, and nothing changes
     reply = await conn.call(b'ACK {"jid":"wire-0002","duration":1}')
     assert reply.startswith(b"-ERR invalid ACK")
-    # ACKB: jids and ACK objects mixed; a bad duration is ignored, not observed
+    # ACKB: jids and objects mixed, a duration as a number or a string; a bad one is ignored
     reply = await conn.call(
-        b'ACKB ["wire-0002",{"jid":"wire-0003","duration":"2"},{"jid":"wire-0004","duration":"x"}]'
+        b'ACKB ["wire-0002",{"jid":"wire-0003","duration":2},{"jid":"wire-0004","duration":"x"}]'
     )
     assert reply == b"+OK\r\n"
     # an ACKB item without a jid fails the whole command, before anything is acknowledged

@@ -361,8 +361,9 @@ class Client:
         if not durations:
             await self._call(b"ACKB " + _encode(jids) + _CRLF)
             return
-        items: list[str | dict[str, str]] = [
-            jid if (d := durations.get(jid)) is None else {"jid": jid, "duration": _seconds(d)}
+        # a number here (ACKB is ours), a string in ACK (Faktory's takes strings only)
+        items: list[str | dict[str, str | float]] = [
+            jid if (d := durations.get(jid)) is None else {"jid": jid, "duration": round(d, 6)}
             for jid in jids
         ]
         await self._call(b"ACKB " + _encode(items) + _CRLF)

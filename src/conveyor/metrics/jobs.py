@@ -59,6 +59,10 @@ def jobtype_of(payload: bytes) -> str:
 
 def parse_duration(value: object) -> float | None:
     """A worker's reported run time in seconds (a number, or a string of one), or None."""
+    if type(value) is float:  # the usual case (ACKB items): no more to check
+        return value if 0.0 <= value <= MAX_DURATION_SECONDS else None
+    if value is None:
+        return None
     if isinstance(value, str):
         try:
             value = float(value)

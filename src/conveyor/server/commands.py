@@ -59,6 +59,13 @@ class FailArgs(msgspec.Struct):
     duration: str | float | None = None  # extension: the run time in seconds (docs/protocol.md)
 
 
+class AckItem(msgspec.Struct):
+    """An ACKB item that is not a bare jid: what ACK takes, and ``duration`` may be a number."""
+
+    jid: str
+    duration: str | float | None = None
+
+
 class BeatArgs(msgspec.Struct):
     wid: str = ""
     current_state: str | None = None
@@ -81,7 +88,7 @@ _ack_decoder = msgspec.json.Decoder(dict[str, str])
 _fail_decoder = msgspec.json.Decoder(FailArgs)
 _beat_decoder = msgspec.json.Decoder(BeatArgs)
 _mutate_decoder = msgspec.json.Decoder(MutateArgs)
-_jids_decoder = msgspec.json.Decoder(list[str | dict[str, str]])
+_ackb_decoder = msgspec.json.Decoder(list[str | AckItem])
 _encoder = msgspec.json.Encoder(order="sorted")
 
 # msgspec has no nesting limit of its own: JSON nested ~1000 levels deep (even in a key it
@@ -173,7 +180,7 @@ async def ack_many(session: Session, argument: bytes) -> bytes | None:
     """Extension: ``ACKB ["jid1",{"jid":"jid2","duration":"0.25"}]`` -> ``+OK``: each item
     a jid, or what ACK takes."""
     try:
-        items = _jids_decoder.decode(argument)
+        items = _ackb_decoder.decode(argument)
     except _BAD_JSON as exc:
         raise CommandError(f"invalid ACKB: expected a JSON array of jids ({_why(exc)})") from None
     jids: list[str] = []
@@ -181,13 +188,11 @@ async def ack_many(session: Session, argument: bytes) -> bytes | None:
     for item in items:
         if isinstance(item, str):
             jids.append(item)
-            continue
-        jid = item.get("jid")
-        if jid is None:
-            raise CommandError("invalid ACKB: an item without a jid")
-        jids.append(jid)
-        if (seconds := parse_duration(item.get("duration"))) is not None:
-            durations[jid] = seconds
+        else:
+            jids.append(item.jid)
+            seconds = parse_duration(item.duration)
+            if seconds is not None:
+                durations[item.jid] = seconds
     await session.manager.ack_many(jids, durations)
     return OK
 
