@@ -20,6 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conveyor.client import Client
+from conveyor.manager import ManagerConfig
 from tests.support.server import MakeServer, RunningServer
 from tests.support.services import free_port
 from tests.support.tls import CertFiles
@@ -113,14 +114,18 @@ async def test_text_log_says_what_happened_to_each_job(
     assert "(queue default)" in log_of(app_dir)
 
 
+@pytest.mark.parametrize("batch", ["--batch", "--no-batch"])
 async def test_burst_exits_promptly_after_the_last_job(
-    server: RunningServer, spawn_worker: Spawn, app_dir: Path
+    make_server: MakeServer, spawn_worker: Spawn, app_dir: Path, batch: str
 ) -> None:
-    """Loosely: it used to take two empty FETCHes (2 s each) after the last job; now the
-    worker sees the empty queues without waiting. Timed from the worker's own log."""
+    """Loosely: it used to take two empty FETCHes (Faktory's 2 s wait each) after the last
+    job; now the worker sees the empty queues without waiting. Timed from its own log."""
+    server = await make_server(
+        config=ManagerConfig(fetch_wait_seconds=2.0, scheduler_interval_seconds=0.02)
+    )
     for _ in range(5):
         await push(server.url, "nap", 0.2)
-    proc = spawn_worker(server.url, "--burst", "--log-format", "json", "--concurrency", "2")
+    proc = spawn_worker(server.url, "--burst", "--log-format", "json", "--concurrency", "2", batch)
     assert await wait_exit(proc) == 0
     records = json_lines(app_dir)
     ends = [r["time"] for r in records if r["logger"] == "conveyor.worker.jobs"]

@@ -354,17 +354,18 @@ class Client:
         await self._call(b"ACK " + _encode(fields) + _CRLF)
 
     async def ack_many(
-        self, jids: Sequence[str], durations: Mapping[str, float] | None = None
+        self, jids: Sequence[str], durations: Sequence[float | None] | None = None
     ) -> None:
-        """``ACKB`` (conveyor extension): acknowledge several jobs in one round trip, with the
-        run time of those in ``durations`` (seconds, by jid)."""
-        if not durations:
+        """``ACKB`` (conveyor extension): acknowledge several jobs in one round trip.
+        ``durations``: how long each job ran, in seconds (``None`` for one that was not
+        timed), in the order of ``jids``."""
+        if durations is None:
             await self._call(b"ACKB " + _encode(jids) + _CRLF)
             return
-        # a number here (ACKB is ours), a string in ACK (Faktory's takes strings only)
-        items: list[str | dict[str, str | float]] = [
-            jid if (d := durations.get(jid)) is None else {"jid": jid, "duration": round(d, 6)}
-            for jid in jids
+        # ACKB is ours: its durations are numbers (ACK's are strings, for Faktory)
+        items = [
+            jid if run is None else {"jid": jid, "duration": run}
+            for jid, run in zip(jids, durations, strict=True)
         ]
         await self._call(b"ACKB " + _encode(items) + _CRLF)
 

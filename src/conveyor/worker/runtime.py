@@ -58,6 +58,9 @@ FINAL_FLUSH_SECONDS = 10.0
 SINGLE_FETCHERS_MAX = 8
 """Parallel FETCH connections when the server does not know FETCHB (plain Faktory)."""
 
+MANY = 1 << 30
+"""What ``_queued`` answers when it cannot count."""
+
 EMPTY: list[Job] = []
 """What a fetch returns when the server had no job (not: when the fetch failed)."""
 
@@ -132,6 +135,7 @@ class Worker:
         self._claimed = 0
         self._fetched = 0
         self._fetch_backoff = Backoff()
+        self._looking = asyncio.Lock()  # burst: one fetcher looks at the queues at a time
         self._reporter: Reporter | None = None
         self._signals = 0
 
@@ -358,18 +362,26 @@ class Worker:
                 # slower than the handlers make them, fetch less and let the backlog drain.
                 unsent = max(reporter.backlog - self.concurrency, 0)
                 free = self.concurrency - len(self._in_flight) - self._claimed - unsent
-                # Burst: look first (INFO does not wait), since a FETCH that finds the queues
-                # empty waits out the server's fetch wait (2 s) before the worker can exit.
-                if free > 0 and self.burst and await self._queued(client) <= self._claimed:
-                    if not self._in_flight:
-                        break
-                    free = 0  # wait for the running jobs, then look again
+                count = min(free, FETCH_BATCH_MAX) if self.batch else 1
+                if free > 0 and self.burst:
+                    # Look first (without a fetch wait): a FETCH that finds the queues empty
+                    # waits out the server's fetch wait (2 s) before the worker can exit.
+                    # One fetcher looks and claims at a time, so two never go for one job.
+                    async with self._looking:
+                        if await self._queued(client, self._claimed):
+                            self._claimed += count
+                        elif not self._in_flight:
+                            break
+                        else:
+                            free = 0  # wait for the running jobs, then look again
+                elif free > 0:
+                    self._claimed += count  # parallel fetchers never ask beyond the free slots
                 if free <= 0:
                     self._capacity.clear()
                     await self._capacity.wait()
                     continue
                 fetched_before = self._fetched
-                jobs, client = await self._fetch_or_reconnect(client, free)
+                jobs, client = await self._fetch_or_reconnect(client, count)
                 self._fetched += len(jobs)
                 for job in jobs:
                     self._spawn(job)
@@ -388,23 +400,29 @@ class Worker:
             logger.info("queues are empty: burst mode is done")
             self._stop_requested.set()
 
-    async def _queued(self, client: Client) -> int:
-        """Burst: how many jobs wait in this worker's queues (INFO, which does not wait).
-        Fetches in flight (``_claimed``) will take that many; a FETCH more would only wait.
-        A large number when that cannot be told: the fetch that follows will tell."""
-        try:
-            sizes = (await client.info()).get("faktory", {}).get("queues", {})
-            return sum(int(sizes.get(q) or 0) for q in self.queues.names)
-        except Exception:
-            return 1 << 30
+    async def _queued(self, client: Client, claimed: int) -> int:
+        """Burst: jobs in this worker's queues that the ``claimed`` slots of the fetches in
+        flight will not take, asked without a fetch wait (a FETCH on empty queues waits it).
 
-    async def _fetch_or_reconnect(self, client: Client, free: int) -> tuple[list[Job], Client]:
-        """One FETCH/FETCHB; after a failure, wait with backoff (and reconnect if it dropped)."""
-        count = min(free, FETCH_BATCH_MAX) if self.batch else 1
-        if client.closed:  # the server closed it while every slot was busy (idle timeout)
-            client = await self._reconnect(client)
-        self._claimed += count  # so parallel fetchers never ask for more than the free slots
+        With no fetch in flight (the batched worker's one fetcher) ``QUEUE LATENCY`` says
+        enough (a queue with a job has a latency above 0; how many is not needed) and costs
+        the server little; otherwise INFO counts. A large number when that cannot be told:
+        the fetch that follows will."""
         try:
+            if not claimed:
+                latency = await client.queue_latency(*self.queues.names)
+                return MANY if any(seconds > 0 for seconds in latency.values()) else 0
+            sizes = (await client.info()).get("faktory", {}).get("queues", {})
+            return max(sum(int(sizes.get(q) or 0) for q in self.queues.names) - claimed, 0)
+        except Exception:
+            return MANY
+
+    async def _fetch_or_reconnect(self, client: Client, count: int) -> tuple[list[Job], Client]:
+        """One FETCH/FETCHB of ``count`` jobs, whose slots the caller claimed (released here);
+        after a failure, wait with backoff (and reconnect if it dropped)."""
+        try:
+            if client.closed:  # the server closed it while every slot was busy (idle timeout)
+                client = await self._reconnect(client)
             queues = self.queues.order()
             if self.batch:
                 found = await fetch_jobs(client, count, *queues)
