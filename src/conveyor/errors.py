@@ -14,6 +14,8 @@
     ├── AuthenticationError     wrong or missing password
     ├── ConnectError            cannot reach or keep a connection to a server
     ├── StoreError              the storage backend failed (unreachable, corrupt)
+    │   └── StoreUnavailable    it cannot write for now (SQLite cannot commit: disk full,
+    │                           I/O error); it logged why once and retries by itself
     ├── ConfigError             a setting is missing, malformed or inconsistent (also ValueError)
     └── PayloadError            a job's args do not fit its handler (worker side; not retried)
 
@@ -38,6 +40,7 @@ __all__ = [
     "PayloadError",
     "ProtocolError",
     "StoreError",
+    "StoreUnavailable",
     "UnknownWorker",
 ]
 
@@ -117,6 +120,12 @@ class ConnectError(ConveyorError):
 
 class StoreError(ConveyorError):
     """The storage backend failed: unreachable, read-only, or corrupt."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot make changes durable for now: a commit failed (disk full, I/O error)
+    and it refuses writes until a retry commits. The store logs the outage itself, once, so
+    whoever catches this need not log it again."""
 
 
 class PayloadError(ConveyorError):

@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import msgspec
 
-from conveyor.errors import CommandError, InvalidJob, JobNotFound, UnknownWorker
+from conveyor.errors import CommandError, JobNotFound, UnknownWorker
 from conveyor.job import Job, decode_job, encode_job
+from conveyor.logs import RateLimitedLog
 from conveyor.manager import validation
 from conveyor.manager.admin import AdminOps
 from conveyor.manager.config import ManagerConfig
@@ -39,6 +41,7 @@ from conveyor.manager.retry import FailureReport, RetryPolicy
 from conveyor.manager.tasks import BackgroundTasks
 from conveyor.manager.types import ClientInfo, ServerStats, WorkerState
 from conveyor.manager.waiters import Deliver, QueueWaiters
+from conveyor.metrics.jobs import JobMetrics
 from conveyor.store.base import (
     QueuedJob,
     Reservation,
@@ -60,6 +63,8 @@ NOT_NOW = object()
 FAKTORY_VERSION = "1.10.0"
 """The Faktory release whose protocol we speak; clients gate features on it (semver)."""
 
+_NO_DURATIONS: Mapping[str, float] = MappingProxyType({})
+
 
 class Manager(AdminOps):
     """All the rules. ``await start()`` before use, ``await stop()`` at the end."""
@@ -72,6 +77,7 @@ class Manager(AdminOps):
         config: ManagerConfig | None = None,
         middleware: Sequence[Middleware] = (),
         features: Sequence[Feature] | None = None,
+        metrics: JobMetrics | None = None,
     ) -> None:
         from conveyor import __version__
 
@@ -82,6 +88,11 @@ class Manager(AdminOps):
         self.waiters = QueueWaiters()
         self.tasks = BackgroundTasks(self)
         self.started_at = time.time()
+        self.metrics = metrics
+        """Counts jobs by queue and jobtype for ``/metrics`` (``conveyor.metrics``), or None."""
+        self.store_trouble = RateLimitedLog(logging.getLogger("conveyor.store"))
+        """Where store failures are logged, with a growing pause while they go on: a store
+        that is down fails every command and every loop tick (docs/operations.md, Logs)."""
         # None: every feature with its defaults (configured ones come from ServerConfig)
         self.features = build_features({}) if features is None else list(features)
         for feature in self.features:
@@ -155,10 +166,12 @@ class Manager(AdminOps):
                 return
         await self._store_jobs([(job, due)])
 
-    def push_now(self, payload: bytes) -> Coroutine[Any, Any, None] | None:
+    def push_now(self, payload: bytes) -> Awaitable[None] | None:
         """A PUSH done at once, in the caller's step: the job is validated and stored, or
         handed to a waiting FETCH, whose reply is written before this returns. What is left
-        is returned: the wait for durability, to await before the PUSH is answered.
+        is returned: the wait for the durability of this very write (it raises
+        ``StoreError`` if the write was lost, however late it is awaited), to await before
+        the PUSH is answered.
 
         ``None``, with nothing done, when the PUSH has to take the long way (``push()``):
         push middleware may wait for anything, so may a store that is not ``in_process``, and
@@ -187,27 +200,35 @@ class Manager(AdminOps):
             if isinstance(refused, CommandError):
                 raise refused
         queued = [self._queued(job, stamp, validation.reserve_seconds(job, self.config))]
-        queued = self._hand_off(queued, now)
-        if queued:
-            self.store.enqueue_now(queued)
-        return self.store.durable()
+        handed: list[Awaitable[None]] = []
+        left = self._hand_off(queued, now, handed)
+        if self.metrics is not None:
+            self.metrics.on_push(job)
+        if left:
+            return self.store.enqueue_now(left)
+        return handed[0]  # one job, handed off: the durability of its reservation
 
     async def push_bulk(self, payload: bytes) -> dict[str, str]:
-        """PUSHB: each job validated and pushed on its own; returns ``{jid: error}``."""
+        """PUSHB: each job validated and pushed on its own; returns ``{key: error}``.
+
+        The key is the job's jid, or ``#<index>`` (its place in the array, from 0) for an
+        element without one: not an object, not decodable, or no ``jid``; so no two such
+        errors share a key. The size of the whole array is bounded by the server's line
+        limit, each job's by ``max_payload_bytes``.
+        """
         config = self.config
-        if len(payload) > config.max_payload_bytes * 10:
-            raise InvalidJob(f"PUSHB payload is {len(payload)} bytes; too large")
-        items = validation.decode_pushed_bulk(payload, config)
+        items: Sequence[Job | msgspec.Raw] = validation.decode_pushed_bulk(payload, config)
         now = now_iso()  # one created_at for the whole batch, as one PUSH would have
         errors: dict[str, str] = {}
         prepared: list[tuple[Job, float | None]] = []
-        for item in items:
+        for index, item in enumerate(items):
             job: Job | None = None
             try:
                 job = item if isinstance(item, Job) else validation.decode_pushed(item, config)
                 prepared.append((job, validation.prepare_job(job, config, now)))
             except CommandError as exc:
-                errors[job.jid if job is not None else _raw_jid(item)] = exc.message
+                key = (job.jid if job is not None else _raw_jid(item)) or f"#{index}"
+                errors[key] = exc.message
         refused: dict[str, CommandError | Drop] = {}
         if self._bulk_pushers and prepared:
             refused = await self._push_many([job for job, _ in prepared])
@@ -271,21 +292,28 @@ class Manager(AdminOps):
                     else default_reserve
                 )
                 queued.append(self._queued(job, enqueued_at, reserve))
-        queued = self._hand_off(queued, now)
+        handed: list[Awaitable[None]] = []
+        queued = self._hand_off(queued, now, handed)
         if scheduled:
             await self.store.add_to_set(SortedSet.SCHEDULED, scheduled)
         if queued:
             await self.store.enqueue(queued)
-        elif not scheduled:
-            await self.store.durable()  # the hand-off's reservations
+        for reservations in handed:
+            await reservations  # raises if the hand-offs' reservations were lost
+        if self.metrics is not None:
+            for job, _ in jobs:
+                self.metrics.on_push(job)
 
     @staticmethod
     def _queued(job: Job, enqueued_at: str, reserve_for: int) -> QueuedJob:
         job.enqueued_at = enqueued_at
         return QueuedJob(job.queue, job.jid, encode_job(job), reserve_for)
 
-    def _hand_off(self, queued: list[QueuedJob], now: float) -> list[QueuedJob]:
-        """Give ready jobs straight to the FETCHes waiting for their queues; returns the rest.
+    def _hand_off(
+        self, queued: list[QueuedJob], now: float, handed: list[Awaitable[None]]
+    ) -> list[QueuedJob]:
+        """Give ready jobs straight to the FETCHes waiting for their queues; returns the rest,
+        and adds to ``handed`` the durability of each reservation written.
 
         A job handed off is reserved without ever being queued (one write instead of three)
         and its FETCH is answered in this very step, not after a wake-up of the FETCH's task:
@@ -311,7 +339,9 @@ class Manager(AdminOps):
                     # never reserve for it; the loss will cancel its FETCH
                     self.waiters.unregister(waiter)
                     continue
-                store.hand_off(given, waiter.wid, now)
+                handed.append(store.hand_off(given, waiter.wid, now))
+                if self.metrics is not None:
+                    self.metrics.on_hand_off(given, now)
                 jobs = jobs[waiter.count :]
             left.extend(jobs)
         return left
@@ -389,6 +419,8 @@ class Manager(AdminOps):
         reservations = await self.store.reserve(queues, wid, time.time(), count)
         if not reservations:
             return []
+        if self.metrics is not None:
+            self.metrics.on_reserve(reservations)
         # Pass the baton: there may be more jobs for other waiting FETCHes.
         self.waiters.notify(reservations[-1].queue)
         if not self._fetch_hooks:
@@ -401,20 +433,33 @@ class Manager(AdminOps):
             except Discard as exc:
                 log.info("discarded job %s at fetch: %s", reservation.jid, exc)
                 await self.store.ack([reservation.jid], day_key(time.time()))
+                if self.metrics is not None:
+                    self.metrics.forget(reservation.jid)
             else:
                 kept.append(reservation.payload)
         return kept
 
     # ------------------------------------------------------------------ ack / fail
 
-    async def ack(self, jid: str) -> None:
-        await self.ack_many((jid,))
+    async def ack(self, jid: str, duration: float | None = None) -> None:
+        await self.ack_many((jid,), {jid: duration} if duration is not None else _NO_DURATIONS)
 
-    async def ack_many(self, jids: Sequence[str]) -> int:
-        if not self._ack_hooks:
-            if self._held(jids):
-                return await self._store_ack(jids)
-            return await self.store.ack(jids, day_key(time.time()))
+    async def ack_many(
+        self, jids: Sequence[str], durations: Mapping[str, float] = _NO_DURATIONS
+    ) -> int:
+        """End these reservations. ``durations``: run times (seconds) the worker reported, by
+        jid, for the metrics."""
+        if self._ack_hooks:
+            done = await self._ack_through_hooks(jids)
+        elif self._held(jids):
+            done = await self._store_ack(jids)
+        else:
+            done = await self.store.ack(jids, day_key(time.time()))
+        if self.metrics is not None:
+            self.metrics.on_ack(jids, done, durations)
+        return done
+
+    async def _ack_through_hooks(self, jids: Sequence[str]) -> int:
         done = 0
         if self._ack_gates is not None:
             hooked = self._hooked_acks(jids, self._ack_gates)
@@ -462,14 +507,28 @@ class Manager(AdminOps):
         return [jid for jid in jids if any(wants(jid) for wants in gates)]
 
     async def fail(
-        self, jid: str, errtype: str, message: str, backtrace: Sequence[str] = ()
+        self,
+        jid: str,
+        errtype: str,
+        message: str,
+        backtrace: Sequence[str] = (),
+        duration: float | None = None,
     ) -> None:
+        """``duration``: the run time (seconds) the worker reported, for the metrics."""
         reservation = await self.store.get_reservation(jid)
         if reservation is None:
             raise JobNotFound(f"Job not found {jid}")
-        await self._fail_reservation(reservation, FailureReport.clean(errtype, message, backtrace))
+        report = FailureReport.clean(errtype, message, backtrace)
+        await self._fail_reservation(reservation, report, duration=duration)
 
-    async def _fail_reservation(self, reservation: Reservation, report: FailureReport) -> bool:
+    async def _fail_reservation(
+        self,
+        reservation: Reservation,
+        report: FailureReport,
+        *,
+        expired: bool = False,
+        duration: float | None = None,
+    ) -> bool:
         """Record a failure and move the job on. False when the reservation was gone already
         (acked, failed or expired by someone else meanwhile): then nothing changes."""
         now = time.time()
@@ -478,16 +537,20 @@ class Manager(AdminOps):
         outcome = self.retry_policy.outcome(job, now, encode_job)
         check_transition(JobState.WORKING, outcome.target or JobState.DISCARDED)
         if not self._fail_hooks:
-            return await self.store.fail(reservation.jid, outcome, day_key(now))
-        ctx = FailContext(self, reservation, job, report, outcome)
-        result = False
+            failed = await self.store.fail(reservation.jid, outcome, day_key(now))
+        else:
+            ctx = FailContext(self, reservation, job, report, outcome)
+            failed = False
 
-        async def final() -> None:
-            nonlocal result
-            result = await self.store.fail(reservation.jid, ctx.outcome, day_key(now))
+            async def final() -> None:
+                nonlocal failed
+                failed = await self.store.fail(reservation.jid, ctx.outcome, day_key(now))
 
-        await run_chain(self._fail_hooks, ctx, final)
-        return result
+            await run_chain(self._fail_hooks, ctx, final)
+            outcome = ctx.outcome
+        if failed and self.metrics is not None:
+            self.metrics.on_fail(job, outcome, expired=expired, duration=duration)
+        return failed
 
     async def expire_reservations(self, limit: int = 500) -> int:
         """Send overdue reservations down the failure path; returns how many."""
@@ -495,7 +558,7 @@ class Manager(AdminOps):
         expired = await self.store.expired_reservations(time.time(), limit)
         count = 0
         for reservation in expired:
-            if await self._fail_reservation(reservation, report):
+            if await self._fail_reservation(reservation, report, expired=True):
                 count += 1
         return count
 
@@ -601,6 +664,8 @@ class Manager(AdminOps):
     async def flush(self) -> None:
         await self.store.flush()
         self.tasks.reset_stats()
+        if self.metrics is not None:
+            self.metrics.on_flush()
 
     def feature(self, kind: type[F]) -> F:
         """The running feature of class ``kind`` (for the wire verbs and pages over it)."""
@@ -629,11 +694,17 @@ def _raw_jid(raw: Job | msgspec.Raw) -> str:
     if isinstance(raw, Job):
         return raw.jid
     try:
-        value = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
+        value = _jid_decoder.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
         return ""
-    jid = value.get("jid") if isinstance(value, dict) else None
-    return jid if isinstance(jid, str) else ""
+    return value.jid if isinstance(value.jid, str) else ""
+
+
+class _JidOnly(msgspec.Struct):
+    jid: object = ""
+
+
+_jid_decoder = msgspec.json.Decoder(_JidOnly)
 
 
 async def _nothing() -> None:

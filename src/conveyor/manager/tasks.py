@@ -3,7 +3,8 @@ the dead-set and records janitors, and the loops of the features.
 
 Every loop is safe to run on several servers over one shared store at once: each move is
 conditional in the store (only if the entry is still where it was read), so a job is never
-promoted or expired twice. A loop that fails logs and carries on at its next tick.
+promoted or expired twice. A loop that fails logs and carries on at its next tick (except
+while the store cannot commit: the store logs that itself, once).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from conveyor.errors import StoreError, StoreUnavailable
 from conveyor.job import decode_job
+from conveyor.logs import RateLimitedLog
 from conveyor.store.base import SetMove, SortedSet
 from conveyor.timefmt import now_iso
 
@@ -73,13 +76,22 @@ class BackgroundTasks:
         self._tasks.clear()
 
     async def _every(self, interval: float, step: Callable[[], Awaitable[None]]) -> None:
+        trouble = RateLimitedLog(log)  # one per loop: another loop's success says nothing here
         while True:
             try:
                 await step()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("background task %s failed; retrying next tick", step.__name__)
+            except StoreUnavailable:
+                pass  # the store logs the outage, once, and retries by itself
+            except StoreError as exc:
+                trouble.problem("background task %s failed: %s", step.__name__, exc)
+            except Exception as exc:
+                trouble.problem(
+                    "background task %s failed; retrying next tick", step.__name__, exc_info=exc
+                )
+            else:
+                trouble.ok("background task %s works again", step.__name__)
             await asyncio.sleep(interval)
 
     # ------------------------------------------------------------------ the steps

@@ -16,6 +16,7 @@ import msgspec
 
 from conveyor.errors import CommandError
 from conveyor.manager import ClientInfo, Manager, ServerStats, WorkerState
+from conveyor.metrics.jobs import parse_duration
 from conveyor.protocol import NULL_BULK, OK, bulk
 from conveyor.server.admin import run_admin
 from conveyor.store.base import JobFilter
@@ -55,6 +56,14 @@ class FailArgs(msgspec.Struct):
     errtype: str | None = None
     message: str | None = None
     backtrace: list[str] | None = None
+    duration: str | float | None = None  # extension: the run time in seconds (docs/protocol.md)
+
+
+class AckItem(msgspec.Struct):
+    """An ACKB item that is not a bare jid: what ACK takes, and ``duration`` may be a number."""
+
+    jid: str
+    duration: str | float | None = None
 
 
 class BeatArgs(msgspec.Struct):
@@ -79,8 +88,16 @@ _ack_decoder = msgspec.json.Decoder(dict[str, str])
 _fail_decoder = msgspec.json.Decoder(FailArgs)
 _beat_decoder = msgspec.json.Decoder(BeatArgs)
 _mutate_decoder = msgspec.json.Decoder(MutateArgs)
-_jids_decoder = msgspec.json.Decoder(list[str])
+_ackb_decoder = msgspec.json.Decoder(list[str | AckItem])
 _encoder = msgspec.json.Encoder(order="sorted")
+
+# msgspec has no nesting limit of its own: JSON nested ~1000 levels deep (even in a key it
+# would skip) ends its recursion with a RecursionError, which is bad input like any other.
+_BAD_JSON = (msgspec.DecodeError, RecursionError)
+
+
+def _why(exc: Exception) -> str:
+    return "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
 
 
 def _text(argument: bytes) -> str:
@@ -120,10 +137,8 @@ async def fetch_many(session: Session, argument: bytes) -> bytes | None:
     words = _names(argument)
     if len(words) < 2:
         raise CommandError("FETCHB needs a count and at least one queue: FETCHB <count> <q1> ...")
-    try:
-        count = int(words[0])
-    except ValueError:
-        count = 0
+    # ASCII digits only: int() would also take Arabic-Indic digits, "+5", "1_0" and " 5".
+    count = int(words[0]) if words[0].isascii() and words[0].isdigit() else 0
     if not 1 <= count <= MAX_FETCHB_COUNT:
         raise CommandError(f"FETCHB count must be an integer from 1 to {MAX_FETCHB_COUNT}")
     return await _fetch(session, words[1:], count, lambda jobs: bulk(b"[" + b",".join(jobs) + b"]"))
@@ -151,22 +166,34 @@ async def ack(session: Session, argument: bytes) -> bytes | None:
     if not argument:
         raise CommandError('invalid ACK: missing argument, expected ACK {"jid":"..."}')
     try:
-        jid = _ack_decoder.decode(argument).get("jid")
-    except msgspec.DecodeError:
-        jid = None
+        fields = _ack_decoder.decode(argument)
+    except _BAD_JSON:
+        fields = {}
+    jid = fields.get("jid")
     if jid is None:
         raise CommandError(f"invalid ACK {_text(argument)}")
-    await session.manager.ack(jid)
+    await session.manager.ack(jid, parse_duration(fields.get("duration")))
     return OK
 
 
 async def ack_many(session: Session, argument: bytes) -> bytes | None:
-    """Extension: ``ACKB ["jid1","jid2"]`` -> ``+OK``."""
+    """Extension: ``ACKB ["jid1",{"jid":"jid2","duration":"0.25"}]`` -> ``+OK``: each item
+    a jid, or what ACK takes."""
     try:
-        jids = _jids_decoder.decode(argument)
-    except msgspec.DecodeError as exc:
-        raise CommandError(f"invalid ACKB: expected a JSON array of jids ({exc})") from None
-    await session.manager.ack_many(jids)
+        items = _ackb_decoder.decode(argument)
+    except _BAD_JSON as exc:
+        raise CommandError(f"invalid ACKB: expected a JSON array of jids ({_why(exc)})") from None
+    jids: list[str] = []
+    durations: dict[str, float] = {}
+    for item in items:
+        if isinstance(item, str):
+            jids.append(item)
+        else:
+            jids.append(item.jid)
+            seconds = parse_duration(item.duration)
+            if seconds is not None:
+                durations[item.jid] = seconds
+    await session.manager.ack_many(jids, durations)
     return OK
 
 
@@ -175,12 +202,16 @@ async def fail(session: Session, argument: bytes) -> bytes | None:
         raise CommandError('invalid FAIL: missing argument, expected FAIL {"jid":"...",...}')
     try:
         args = _fail_decoder.decode(argument)
-    except msgspec.DecodeError:
+    except _BAD_JSON:
         raise CommandError(f"invalid FAIL {_text(argument)}") from None
     if not args.jid:
         raise CommandError("missing JID")
     await session.manager.fail(
-        args.jid, args.errtype or "", args.message or "", args.backtrace or ()
+        args.jid,
+        args.errtype or "",
+        args.message or "",
+        args.backtrace or (),
+        parse_duration(args.duration),
     )
     return OK
 
@@ -190,7 +221,7 @@ async def beat(session: Session, argument: bytes) -> bytes | None:
         raise CommandError('invalid BEAT: missing argument, expected BEAT {"wid":"..."}')
     try:
         args = _beat_decoder.decode(argument)
-    except msgspec.DecodeError:
+    except _BAD_JSON:
         raise CommandError(f"invalid BEAT {_text(argument)}") from None
     state = await session.manager.beat(args.wid, args.rss_kb or 0, args.current_state)
     if state == WorkerState.RUNNING:
@@ -213,8 +244,8 @@ async def mutate(session: Session, argument: bytes) -> bytes | None:
         raise CommandError("invalid format")
     try:
         args = _mutate_decoder.decode(argument)
-    except msgspec.DecodeError as exc:
-        raise CommandError(f"invalid JSON: {exc}") from None
+    except _BAD_JSON as exc:
+        raise CommandError(f"invalid JSON: {_why(exc)}") from None
     flt = None
     if args.filter is not None:
         flt = JobFilter(

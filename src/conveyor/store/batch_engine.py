@@ -136,6 +136,8 @@ def adopt(t: Tables, parent_bid: str, child_bid: str) -> str | None:
         return f"no such batch {parent_bid}"
     if child is None:
         return f"no such batch {child_bid}"
+    if child.parent_bid == parent_bid:
+        return None  # asked again: done already
     if parent.committed:
         return f"batch {parent_bid} is committed: BATCH OPEN it to add a child"
     if child.parent_bid:

@@ -19,10 +19,11 @@ import bisect
 import dataclasses
 import itertools
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import TypeVar
 
 from conveyor.store.base import (
+    DURABLE,
     Counters,
     FailOutcome,
     JobFilter,
@@ -36,7 +37,7 @@ from conveyor.store.base import (
     Store,
     WorkerRecord,
 )
-from conveyor.store.filters import filter_matcher
+from conveyor.store.filters import filter_entries
 from conveyor.store.memory.batches import MemoryBatches
 from conveyor.store.memory.records import MemoryRecords
 from conveyor.store.workers import LocalWorkers
@@ -53,25 +54,26 @@ class _SortedSet:
     set (MUTATE) filters it once instead of once per page.
     """
 
-    __slots__ = ("_matching", "entries", "keys")
+    __slots__ = ("_matching", "entries", "keys", "version")
 
     def __init__(self) -> None:
         self.entries: dict[str, SetEntry] = {}
         self.keys: list[tuple[float, str]] = []
         self._matching: tuple[JobFilter, bool, list[SetEntry]] | None = None
+        self.version = 0  # bumped on every change: a filtering that awaited may be stale
 
     def add(self, entry: SetEntry) -> None:
         self.discard(entry.jid)
         self.entries[entry.jid] = entry
         bisect.insort(self.keys, (entry.score, entry.jid))
-        self._matching = None
+        self._changed()
 
     def discard(self, jid: str) -> SetEntry | None:
         old = self.entries.pop(jid, None)
         if old is not None:
             key = (old.score, old.jid)
             del self.keys[bisect.bisect_left(self.keys, key)]
-            self._matching = None
+            self._changed()
         return old
 
     def take(self, entry: SetEntry) -> SetEntry | None:
@@ -91,23 +93,30 @@ class _SortedSet:
         for _score, jid in doomed:
             del self.entries[jid]
         del self.keys[: len(doomed)]
-        self._matching = None
+        self._changed()
         return len(doomed)
 
-    def matching(self, flt: JobFilter, descending: bool) -> list[SetEntry]:
+    def _changed(self) -> None:
+        self._matching = None
+        self.version += 1
+
+    async def matching(self, flt: JobFilter, descending: bool) -> list[SetEntry]:
         if self._matching is not None and self._matching[:2] == (flt, descending):
             return self._matching[2]
         keys = reversed(self.keys) if descending else self.keys
-        match = filter_matcher(flt)
-        found = [e for e in (self.entries[jid] for _score, jid in keys) if match(e)]
-        self._matching = (flt, descending, found)
+        version = self.version
+        # filter_entries lets other tasks run on long scans: a snapshot of the entries, and
+        # the result kept only if the set did not change meanwhile
+        found = await filter_entries(flt, [self.entries[jid] for _score, jid in keys])
+        if self.version == version:
+            self._matching = (flt, descending, found)
         return found
 
     def clear(self) -> int:
         count = len(self.entries)
         self.entries.clear()
         self.keys.clear()
-        self._matching = None
+        self._changed()
         return count
 
 
@@ -156,10 +165,11 @@ class MemoryStore(LocalWorkers, MemoryRecords, MemoryBatches, Store):
     async def enqueue(self, jobs: Sequence[QueuedJob]) -> None:
         self.enqueue_now(jobs)
 
-    def enqueue_now(self, jobs: Sequence[QueuedJob]) -> None:
+    def enqueue_now(self, jobs: Sequence[QueuedJob]) -> Awaitable[None]:
         for job in jobs:
             self._push(job)
         self._notify(job.queue for job in jobs)
+        return DURABLE
 
     async def add_to_set(self, name: SortedSet, entries: Sequence[SetEntry]) -> None:
         target = self._sets[name]
@@ -171,13 +181,14 @@ class MemoryStore(LocalWorkers, MemoryRecords, MemoryBatches, Store):
     def takes_hand_off(self, queue: str) -> bool:
         return queue not in self._paused
 
-    def hand_off(self, jobs: Sequence[QueuedJob], wid: str, now: float) -> None:
+    def hand_off(self, jobs: Sequence[QueuedJob], wid: str, now: float) -> Awaitable[None]:
         name = jobs[0].queue
         self._queues.setdefault(name, deque())  # known from its first job, as after a push
         for job in jobs:
             self._reservations[job.jid] = Reservation(
                 job.jid, name, job.payload, wid, now, now + job.reserve_for
             )
+        return DURABLE
 
     async def reserve(
         self, queues: Sequence[str], wid: str, now: float, count: int = 1
@@ -299,7 +310,7 @@ class MemoryStore(LocalWorkers, MemoryRecords, MemoryBatches, Store):
             keys = target.keys[::-1] if descending else target.keys
             page = [target.entries[jid] for _score, jid in _window(keys, offset, limit)]
             return Page(page, len(keys))
-        matching = target.matching(flt, descending)
+        matching = await target.matching(flt, descending)
         return Page(_window(matching, offset, limit), len(matching))
 
     async def get_set_entries(self, name: SortedSet, jids: Sequence[str]) -> list[SetEntry]:

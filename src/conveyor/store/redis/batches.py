@@ -12,6 +12,12 @@
     {ns}:waiting      HASH  jid -> a waiting job (layout: _batches.lua)
     {ns}:waitz        ZSET  waiting jid by since;   {ns}:edges  HASH dep -> its waiters
 
+Every script is safe to run twice (a reply lost, the call sent again: ``RedisStore._run``)
+without the per-call tokens of the job scripts (docs/design/idempotency.md): each change is
+keyed by jid or bid and made once (a mark moves from one state to the next, a callback's state
+from ``""`` to ``"1"``, a child counts in its parent under a flag, a batch is created under the
+creation time the call carries).
+
 A script may only touch the batches the caller declared: the one of each job it ends (the
 caller knows it from the job or its mark), the parent in ``propagate``. A waiting job killed
 by a dead dependency whose batch was not declared comes back as ``doomed``, to end again.
@@ -19,7 +25,7 @@ by a dead dependency whose batch was not declared comes back as ``doomed``, to e
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from conveyor.store.base import Page, SetEntry, SortedSet
@@ -146,7 +152,9 @@ class RedisBatches(Batches):
 
         async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any: ...
 
-        async def _call(self, awaitable: Any, op: str = "a command") -> Any: ...
+        async def _read(self, make: Callable[[], Awaitable[Any]], op: str = "a command") -> Any: ...
+
+        async def _pipelined(self, op: str, fill: Callable[[Any], object]) -> Any: ...
 
     def _k(self, name: str) -> str:
         return f"{self._keys.prefix}{name}"
@@ -187,7 +195,8 @@ class RedisBatches(Batches):
         return await self._state("commit", bid, now, expires_at)
 
     async def _parent_of(self, bid: str) -> str:
-        return _text(await self._call(self._redis.hget(self._k(f"b:{bid}"), "parent_bid")))
+        key = self._k(f"b:{bid}")
+        return _text(await self._read(lambda: self._redis.hget(key, "parent_bid"), "parent"))
 
     async def adopt_batch(self, parent: str, child: str, now: float) -> str | None:
         while True:
@@ -208,26 +217,33 @@ class RedisBatches(Batches):
         unique = list(dict.fromkeys(bids))
         if not unique:
             return {}
-        pipe = self._redis.pipeline(transaction=False)
-        for bid in unique:
-            pipe.hgetall(self._k(f"b:{bid}"))
-        found = await self._call(pipe.execute(), "get_batches")
+        keys = [self._k(f"b:{bid}") for bid in unique]
+
+        def fill(pipe: Any) -> None:
+            for key in keys:
+                pipe.hgetall(key)
+
+        found = await self._pipelined("get_batches", fill)
         return {bid: _batch(raw) for bid, raw in zip(unique, found, strict=True) if raw}
 
     async def list_batches(self, search: str, offset: int, limit: int) -> Page[BatchRecord]:
         offset, limit = max(offset, 0), max(limit, 0)
         key = self._k("batches")
         if not search:
-            total = int(await self._call(self._redis.zcard(key)))
-            bids = await self._call(self._redis.zrevrange(key, offset, offset + limit - 1))
+            total = int(await self._read(lambda: self._redis.zcard(key), "list_batches"))
+            end = offset + limit - 1
+            bids = await self._read(lambda: self._redis.zrevrange(key, offset, end), "list_batches")
             found = await self.get_batches([b.decode() for b in bids]) if limit else {}
             return Page(list(found.values()), total)
         needle = search.lower()
-        bids = [b.decode() for b in await self._call(self._redis.zrevrange(key, 0, -1))]
-        pipe = self._redis.pipeline(transaction=False)
-        for bid in bids:
-            pipe.hget(self._k(f"b:{bid}"), "description")
-        descriptions = await self._call(pipe.execute(), "list_batches")
+        every = await self._read(lambda: self._redis.zrevrange(key, 0, -1), "list_batches")
+        bids = [b.decode() for b in every]
+
+        def fill(pipe: Any) -> None:
+            for bid in bids:
+                pipe.hget(self._k(f"b:{bid}"), "description")
+
+        descriptions = await self._pipelined("list_batches", fill)
         matching = [
             bid
             for bid, text in zip(bids, descriptions, strict=True)
@@ -237,16 +253,19 @@ class RedisBatches(Batches):
         return Page(list(found.values()), len(matching))
 
     async def batch_children(self, bid: str) -> list[str]:
-        members = await self._call(self._redis.smembers(self._k(f"bk:{bid}")))
+        key = self._k(f"bk:{bid}")
+        members = await self._read(lambda: self._redis.smembers(key), "batch_children")
         return sorted(m.decode() for m in members)
 
     async def batch_jobs(self, bid: str, offset: int, limit: int) -> Page[JobMark]:
         offset, limit = max(offset, 0), max(limit, 0)
         key = self._k(f"bj:{bid}")
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.zcard(key)
-        pipe.zrange(key, offset, offset + limit - 1)
-        total, jids = await self._call(pipe.execute(), "batch_jobs")
+
+        def fill(pipe: Any) -> None:
+            pipe.zcard(key)
+            pipe.zrange(key, offset, offset + limit - 1)
+
+        total, jids = await self._pipelined("batch_jobs", fill)
         marks = await self.get_marks([j.decode() for j in jids], 0.0) if limit else {}
         return Page(list(marks.values()), int(total))
 
@@ -259,12 +278,14 @@ class RedisBatches(Batches):
                 return _fired(flat)
 
     async def pending_propagations(self, limit: int) -> list[str]:
-        members = await self._call(self._redis.smembers(self._k("bprop")))
+        key = self._k("bprop")
+        members = await self._read(lambda: self._redis.smembers(key), "pending_propagations")
         return sorted(m.decode() for m in members)[: max(limit, 0)]
 
     async def expire_batches(self, now: float, limit: int) -> int:
-        due = await self._call(
-            self._redis.zrangebyscore(self._k("bexp"), "-inf", score_arg(now), 0, max(limit, 0))
+        key, until = self._k("bexp"), score_arg(now)
+        due = await self._read(
+            lambda: self._redis.zrangebyscore(key, "-inf", until, 0, max(limit, 0)), "expire"
         )
         expired = 0
         for raw in due:
@@ -328,7 +349,8 @@ class RedisBatches(Batches):
         unique = list(dict.fromkeys(jids))
         if not unique:
             return {}
-        values = await self._call(self._redis.hmget(self._k("marks"), unique), "get_marks")
+        key = self._k("marks")
+        values = await self._read(lambda: self._redis.hmget(key, unique), "get_marks")
         found: dict[str, JobMark] = {}
         for jid, raw in zip(unique, values, strict=True):
             if raw is not None:
@@ -338,7 +360,8 @@ class RedisBatches(Batches):
         return found
 
     async def unfinished_marks(self, after: str, limit: int) -> list[str]:
-        stored = await self._call(self._redis.hgetall(self._k("marks")), "unfinished_marks")
+        key = self._k("marks")
+        stored = await self._read(lambda: self._redis.hgetall(key), "unfinished_marks")
         jids = sorted(
             jid.decode()
             for jid, raw in stored.items()
@@ -382,10 +405,12 @@ class RedisBatches(Batches):
     async def list_waiting(self, offset: int, limit: int) -> Page[WaitingJob]:
         offset, limit = max(offset, 0), max(limit, 0)
         key = self._k("waitz")
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.zcard(key)
-        pipe.zrange(key, offset, offset + limit - 1)
-        total, jids = await self._call(pipe.execute(), "list_waiting")
+
+        def fill(pipe: Any) -> None:
+            pipe.zcard(key)
+            pipe.zrange(key, offset, offset + limit - 1)
+
+        total, jids = await self._pipelined("list_waiting", fill)
         found = await self.get_waiting([j.decode() for j in jids]) if limit else {}
         return Page(list(found.values()), int(total))
 
@@ -393,7 +418,8 @@ class RedisBatches(Batches):
         unique = list(dict.fromkeys(jids))
         if not unique:
             return {}
-        values = await self._call(self._redis.hmget(self._k("waiting"), unique), "get_waiting")
+        key = self._k("waiting")
+        values = await self._read(lambda: self._redis.hmget(key, unique), "get_waiting")
         return {
             jid: _waiting(jid, raw)
             for jid, raw in zip(unique, values, strict=True)
@@ -401,11 +427,13 @@ class RedisBatches(Batches):
         }
 
     async def count_waiting(self) -> int:
-        return int(await self._call(self._redis.hlen(self._k("waiting"))))
+        key = self._k("waiting")
+        return int(await self._read(lambda: self._redis.hlen(key), "count_waiting"))
 
     async def _flush_batches(self) -> None:
         """Delete every key of this capability (called by ``RedisStore.flush``)."""
-        bids = [b.decode() for b in await self._call(self._redis.zrange(self._k("batches"), 0, -1))]
+        key = self._k("batches")
+        bids = [b.decode() for b in await self._read(lambda: self._redis.zrange(key, 0, -1))]
         keys = [
             self._k(name)
             for name in (
@@ -423,4 +451,7 @@ class RedisBatches(Batches):
         for bid in bids:
             keys += [self._k(f"b:{bid}"), self._k(f"bj:{bid}"), self._k(f"bk:{bid}")]
         for start in range(0, len(keys), 500):
-            await self._call(self._redis.delete(*keys[start : start + 500]), "flush")
+            await self._delete(keys[start : start + 500])
+
+    async def _delete(self, keys: list[str]) -> None:
+        await self._read(lambda: self._redis.delete(*keys), "flush")

@@ -8,6 +8,7 @@ local parent_bid, child_bid = ARGV[1], ARGV[2]
 local parent, child = batch_load(KEYS[1]), batch_load(KEYS[2])
 if not parent then return 'no such batch ' .. parent_bid end
 if not child then return 'no such batch ' .. child_bid end
+if child.parent_bid == parent_bid then return false end  -- asked again: done already
 if parent.committed == '1' then
   return 'batch ' .. parent_bid .. ' is committed: BATCH OPEN it to add a child'
 end

@@ -14,7 +14,11 @@ if parent_bid ~= '' then
     return 'batch ' .. parent_bid .. ' is committed: BATCH OPEN it to add a child'
   end
 end
-if redis.call('EXISTS', KEYS[1]) == 1 then return 'batch ' .. bid .. ' exists' end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  -- this very call run again (a reply lost): done already; else a bid drawn twice
+  if redis.call('HGET', KEYS[1], 'created_at') == ARGV[2] then return false end
+  return 'batch ' .. bid .. ' exists'
+end
 redis.call('HSET', KEYS[1], 'bid', bid, 'created_at', ARGV[2], 'expires_at', ARGV[3],
   'description', ARGV[4], 'parent_bid', parent_bid, 'committed', '0', 'committed_at', '',
   'total', 0, 'pending', 0, 'failed', 0, 'complete_st', '', 'success_st', '',

@@ -1,18 +1,18 @@
--- Queues: queues(name, paused) and queue_jobs(seq, queue, jid, reserve_for, payload).
+-- Queues: queues(name, paused) and queue_jobs(seq, queue, jid, reserve_for, crc, payload).
 -- A queue is FIFO by seq (the rowid, which only grows while rows exist above it).
 
 -- name: add_queue
 INSERT OR IGNORE INTO queues (name) VALUES (?);
 
 -- name: push_job
-INSERT INTO queue_jobs (queue, jid, reserve_for, payload) VALUES (?, ?, ?, ?);
+INSERT INTO queue_jobs (queue, jid, reserve_for, crc, payload) VALUES (?, ?, ?, ?, ?);
 
 -- name: pop_jobs
 -- The oldest :limit jobs of one queue, removed; RETURNING order is unspecified, so the caller
 -- sorts by seq.
 DELETE FROM queue_jobs
 WHERE seq IN (SELECT seq FROM queue_jobs WHERE queue = ? ORDER BY seq LIMIT ?)
-RETURNING seq, jid, reserve_for, payload;
+RETURNING seq, jid, reserve_for, crc, payload;
 
 -- name: queue_head
 SELECT payload FROM queue_jobs WHERE queue = ? ORDER BY seq LIMIT 1;
