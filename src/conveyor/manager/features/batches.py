@@ -101,6 +101,7 @@ class BatchFeature(BatchCommands, Tracking):
         self.clock = time.time
         self._local: set[str] | None = None
         """Jids with unfinished marks, on a store this server owns (None: a shared store)."""
+        self._expire_at = 0.0
 
     @classmethod
     def from_config(cls, tables: Mapping[str, Any]) -> Self:
@@ -119,10 +120,16 @@ class BatchFeature(BatchCommands, Tracking):
         self.settings = new.settings
 
     def loops(self) -> Sequence[Loop]:
-        return (
-            Loop("batches-sweep", SWEEP_SECONDS, self.sweep),
-            Loop("batches-expiry", EXPIRY_SECONDS, self.expire),
-        )
+        return (Loop("batches", SWEEP_SECONDS, self.tick),)
+
+    async def tick(self) -> None:
+        """The feature's one background loop: the sweep every tick, expiry every
+        ``EXPIRY_SECONDS``."""
+        await self.sweep()
+        now = self.clock()
+        if now >= self._expire_at:
+            self._expire_at = now + EXPIRY_SECONDS
+            await self.expire()
 
     async def open(self) -> None:
         """On a store this server owns, learn which jids are marked (kept up to date by every
