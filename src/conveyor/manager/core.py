@@ -22,6 +22,7 @@ from conveyor.logs import RateLimitedLog
 from conveyor.manager import validation
 from conveyor.manager.admin import AdminOps
 from conveyor.manager.config import ManagerConfig
+from conveyor.manager.feature_calls import NOT_NOW, FeatureCalls
 from conveyor.manager.features import Feature
 from conveyor.manager.features.registry import build_features
 from conveyor.manager.info import build_info
@@ -58,7 +59,6 @@ log = logging.getLogger("conveyor.manager")
 
 F = TypeVar("F", bound=Feature)
 
-NOT_NOW = object()
 
 FAKTORY_VERSION = "1.10.0"
 """The Faktory release whose protocol we speak; clients gate features on it (semver)."""
@@ -66,7 +66,7 @@ FAKTORY_VERSION = "1.10.0"
 _NO_DURATIONS: Mapping[str, float] = MappingProxyType({})
 
 
-class Manager(AdminOps):
+class Manager(FeatureCalls, AdminOps):
     """All the rules. ``await start()`` before use, ``await stop()`` at the end."""
 
     version = FAKTORY_VERSION
@@ -248,32 +248,6 @@ class Manager(AdminOps):
         if accepted:
             await self._store_jobs(accepted)
         return errors
-
-    def _pushes(self, job: Job) -> bool:
-        """Whether the push chain must run for ``job``: some hook's gate wants it."""
-        return not self._push_gated or any(wants(job) for wants in self._chain_gates)
-
-    def _push_many_now(self, job: Job) -> CommandError | Drop | object | None:
-        """``_push_many`` of one job done at once (``Feature.push_many_now``): what refused
-        it or kept it out of the queue, None to store it, ``NOT_NOW`` (nothing done) when a
-        feature cannot."""
-        wanting = [f for f in self._bulk_pushers if f.wants_push(job)]
-        if len(wanting) != 1:
-            return NOT_NOW  # several: they take their steps one after the other, not now
-        done = wanting[0].push_many_now(job)
-        if done is None:
-            return NOT_NOW
-        return done.get(job.jid)
-
-    async def _push_many(self, jobs: Sequence[Job]) -> dict[str, CommandError | Drop]:
-        """The features that take pushed jobs together; the jobs they refused or kept out of
-        the queue (``Drop``), by jid."""
-        refused: dict[str, CommandError | Drop] = {}
-        for feature in self._bulk_pushers:
-            wanted = [job for job in jobs if job.jid not in refused and feature.wants_push(job)]
-            if wanted:
-                refused.update(await feature.push_many(wanted))
-        return refused
 
     async def _store_jobs(self, jobs: Sequence[tuple[Job, float | None]]) -> None:
         now = time.time()
@@ -480,24 +454,6 @@ class Manager(AdminOps):
 
             await run_chain(self._ack_hooks, ctx, final)
         return done
-
-    def _held(self, jids: Sequence[str]) -> bool:
-        """Whether a feature may end some of these ACKs itself (a set lookup per jid at most)."""
-        for taker in self._ack_takers:  # noqa: SIM110 - no generator on every ACK
-            if taker.holds_acks(jids):
-                return True
-        return False
-
-    async def _store_ack(self, jids: Sequence[str]) -> int:
-        """``Store.ack``, after the features that end some ACKs themselves took theirs."""
-        day = day_key(time.time())
-        done = 0
-        for taker in self._ack_takers:
-            if jids and taker.holds_acks(jids):
-                taken, left = await taker.take_acks(jids, day)
-                done += taken
-                jids = left
-        return done + await self.store.ack(jids, day) if jids else done
 
     @staticmethod
     def _hooked_acks(jids: Sequence[str], gates: Sequence[Callable[[str], bool]]) -> list[str]:
