@@ -22,7 +22,7 @@ SUBCOMMANDS = {
     "queue": "conveyor.console.queues:queue_group",
     "job": "conveyor.console.jobs:job_group",
     "dash": "conveyor.console.dash:dash_command",
-    "cron": "conveyor.cron_cli:cron_group",
+    "cron": "conveyor.console.cron:cron_group",
 }
 WORKER_INSPECTOR = "conveyor.console.workers:worker_group"
 """``conveyor worker ls|quiet|stop`` inspect workers; any other ``conveyor worker ...`` runs one."""

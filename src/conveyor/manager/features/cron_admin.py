@@ -154,7 +154,7 @@ class CronAdmin(Feature):
         if source not in RUNTIME_SOURCES:
             raise CronError(f"source must be one of {', '.join(RUNTIME_SOURCES)}")
         try:
-            entry = parse_entry(data, source, "cron entry")
+            entry = parse_entry(data, source, "cron entry", self.manager.config)
         except EntryError as exc:
             raise CronError(str(exc)) from None
         if entry.id in self._file:
