@@ -303,11 +303,12 @@ class Client:
 
     async def push_bulk_chunks(
         self,
-        chunks: Sequence[Sequence[Mapping[str, Any] | Job]],
+        chunks: Sequence[Sequence[Mapping[str, Any] | Job] | bytes],
         into: list[dict[str, str] | CommandError],
         in_flight: int = 2,
     ) -> None:
         """``PUSHB`` each chunk, with up to ``in_flight`` commands sent ahead of their replies.
+        A chunk is a sequence of jobs, or ``bytes``: their JSON array, encoded already.
 
         The server answers one connection's commands in order, so the chunks are enqueued in
         order, while it works on one chunk the next is already on its way. Each chunk's outcome
@@ -322,7 +323,9 @@ class Client:
             sent = answered = 0
             while answered < len(chunks):
                 while sent < len(chunks) and sent - answered < in_flight:
-                    self._writer.write(b"PUSHB " + _encode(chunks[sent]) + _CRLF)
+                    chunk = chunks[sent]
+                    body = chunk if isinstance(chunk, bytes) else _encode(chunk)
+                    self._writer.write(b"PUSHB " + body + _CRLF)
                     sent += 1
                 reply = await self._receive(_REPLY)
                 answered += 1
