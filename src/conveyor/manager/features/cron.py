@@ -9,7 +9,7 @@ runs out (docs/design/cron.md). Missed ticks (every server down, or this one sta
 the entry's ``missed`` policy: ``one`` catch-up job, or ``skip``.
 
 Entries come from ``[[cron]]`` tables (reloaded on SIGHUP) and from the store (added at run
-time through ``CRON ADD``, the JSON API or ``@app.cron``); servers poll a version record
+time through ``ADMIN cron.add``, the JSON API or ``@app.cron``); servers poll a version record
 every ``REFRESH_SECONDS`` to see each other's changes. The management API is in
 ``cron_admin.py``; the records' layout in ``cron_records.py``.
 """
