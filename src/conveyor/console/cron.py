@@ -152,8 +152,10 @@ async def cron_add(
     reserve_for: int | None,
     custom: dict[str, Any] | None,
 ) -> int:
-    """Add an entry (or replace the run-time entry with its id), e.g.
-    ``conveyor cron add "*/5 * * * *" Cleanup --args '[7]'``."""
+    """Add an entry, or replace the run-time entry of its id.
+
+    e.g. conveyor cron add "*/5 * * * *" Cleanup --args '[7]' --queue maintenance
+    """
     job: dict[str, Any] = {"type": jobtype, "queue": queue, "args": job_args}
     if retry is not None:
         job["retry"] = retry
