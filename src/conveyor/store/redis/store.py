@@ -22,6 +22,8 @@ Key layout (``{ns}`` is ``{conveyor}`` unless the URL says ``?namespace=``)::
     {ns}:r:<space>     HASH  key -> lp(expires_at) value         (records, see records.py)
     {ns}:rx:<space>    ZSET  key by expires_at;  {ns}:rspaces  SET  spaces in use
     {ns}:ready         channel: queue names that may have jobs (SPUBLISH on Redis 7)
+
+The capabilities' modules document their own keys (``records.py``, ``groups.py``, ...).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ from conveyor.store.base import (
     WorkerRecord,
 )
 from conveyor.store.filters import filter_entries
+from conveyor.store.redis.cancels import RedisCancels
 from conveyor.store.redis.codec import (
     RedisURL,
     decode_entry,
@@ -68,6 +71,7 @@ from conveyor.store.redis.codec import (
     parse_url,
     score_arg,
 )
+from conveyor.store.redis.groups import RedisGroups
 from conveyor.store.redis.records import RedisRecords
 from conveyor.store.redis.scripts import Script, load_scripts
 from conveyor.store.redis.wakeup import Subscriber
@@ -124,8 +128,12 @@ class Keys:
     def record_expiry(self, space: str) -> str:
         return f"{self._p}rx:{space}"
 
+    def key(self, suffix: str) -> str:
+        """Any other key of the namespace (the capabilities' modules name theirs)."""
+        return self._p + suffix
 
-class RedisStore(RedisRecords, Store):
+
+class RedisStore(RedisRecords, RedisCancels, RedisGroups, Store):
     """A ``Store`` over Redis or Redis Cluster. Build it with ``RedisStore.from_url``."""
 
     def __init__(self, url: RedisURL) -> None:
@@ -642,3 +650,4 @@ class RedisStore(RedisRecords, Store):
                 break
             names = [m.decode() for m in missing]
         await self._flush_records()
+        await self._flush_groups()

@@ -1,0 +1,152 @@
+"""Groups (``conveyor.store.groups``) in Redis: ``lua/groups.lua`` writes, ``lua/groups_read.lua``
+reads. Keys (under the namespace's hash tag, so every script is atomic on a Cluster too)::
+
+    {ns}:gdue        ZSET  group key by due_at
+    {ns}:gmeta       HASH  group key -> "size first_at last_at max_size max_delay grace seq"
+    {ns}:gz:<key>    ZSET  member jid by arrival number
+    {ns}:gd:<key>    HASH  member jid -> lp(added_at) payload
+    {ns}:gjid        HASH  jid -> group key
+
+Both write modes are idempotent by state (no token): an add sent again finds its jid a member
+already, a flush sent again finds its members gone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from conveyor.store.base import Page, QueuedJob
+from conveyor.store.groups import GroupMember, Groups, GroupSpec, GroupState, due_at
+from conveyor.store.redis.codec import decode_fields, encode_entry, score_arg
+
+__all__ = ["RedisGroups", "group_keys"]
+
+
+def group_keys(keys: Any, key: str) -> list[str]:
+    """KEYS[1..5] of groups.lua (and KEYS[8..12] of cancel.lua) for group ``key``."""
+    return [keys.key("gdue"), keys.key("gmeta"), keys.key(f"gz:{key}"), keys.key(f"gd:{key}"),
+            keys.key("gjid")]  # fmt: skip
+
+
+def _state(key: str, meta: bytes | str, due: float | None = None) -> GroupState:
+    raw = meta.decode() if isinstance(meta, bytes) else meta
+    size, first_at, last_at, max_size, max_delay, grace, _seq = raw.split()
+    spec = GroupSpec(int(float(max_size)), float(max_delay), float(grace))
+    sized, first, last = int(float(size)), float(first_at), float(last_at)
+    when = due_at(sized, first, last, spec) if due is None else due
+    return GroupState(key, sized, first, last, when, spec)
+
+
+class RedisGroups(Groups):
+    """Mixed into ``RedisStore``, whose ``_run``/``_call``/``_redis``/``_keys`` it uses."""
+
+    if TYPE_CHECKING:  # RedisStore's
+        _keys: Any
+        _redis: Any
+        _pub: str
+        _origin: str
+
+        async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any: ...
+
+        async def _call(self, awaitable: Any, op: str = "a command") -> Any: ...
+
+        def _wake(self, name: str) -> None: ...
+
+    async def add_to_group(self, key: str, member: GroupMember, spec: GroupSpec) -> GroupState:
+        args = ["add", key, member.jid, score_arg(member.added_at), member.payload,
+                spec.max_size, score_arg(spec.max_delay), score_arg(spec.grace)]  # fmt: skip
+        reply = await self._run("groups", group_keys(self._keys, key), args)
+        if isinstance(reply, list):  # a member of another group already: that one's state
+            where = reply[1].decode()
+            return (await self.get_groups([where]))[0]
+        return _state(key, reply)
+
+    async def _read(self, *args: Any) -> tuple[int, list[GroupState]]:
+        keys = [self._keys.key("gdue"), self._keys.key("gmeta")]
+        flat = await self._run("groups_read", keys, args)
+        states = [
+            _state(flat[i].decode(), flat[i + 2], float(flat[i + 1]))
+            for i in range(1, len(flat), 3)
+        ]
+        return int(flat[0]), states
+
+    async def due_groups(self, now: float, limit: int) -> list[GroupState]:
+        if limit <= 0:
+            return []
+        return (await self._read("due", score_arg(now), limit))[1]
+
+    async def next_group_due(self) -> float | None:
+        first = await self._call(
+            self._redis.zrange(self._keys.key("gdue"), 0, 0, withscores=True), "groups"
+        )
+        return float(first[0][1]) if first else None
+
+    async def list_groups(self, offset: int, limit: int) -> Page[GroupState]:
+        if limit <= 0:
+            return Page([], (await self.group_counts())[0])
+        total, states = await self._read("page", max(offset, 0), limit)
+        return Page(states, total)
+
+    async def get_groups(self, keys: Sequence[str]) -> list[GroupState]:
+        if not keys:
+            return []
+        return (await self._read("keys", *dict.fromkeys(keys)))[1]
+
+    async def group_members(self, key: str, offset: int, limit: int) -> list[GroupMember]:
+        if limit <= 0:
+            return []
+        start = max(offset, 0)
+        jids = await self._call(
+            self._redis.zrange(self._keys.key(f"gz:{key}"), start, start + limit - 1), "groups"
+        )
+        if not jids:
+            return []
+        stored = await self._call(self._redis.hmget(self._keys.key(f"gd:{key}"), jids), "groups")
+        members = []
+        for jid, raw in zip(jids, stored, strict=True):
+            if raw is not None:  # flushed between the two reads
+                (added_at,), payload = decode_fields(raw, 1)
+                members.append(GroupMember(jid.decode(), payload, float(added_at)))
+        return members
+
+    async def find_group_members(self, jids: Sequence[str]) -> dict[str, tuple[str, GroupMember]]:
+        unique = list(dict.fromkeys(jids))
+        if not unique:
+            return {}
+        where = await self._call(self._redis.hmget(self._keys.key("gjid"), unique), "groups")
+        found: dict[str, tuple[str, GroupMember]] = {}
+        for jid, key in zip(unique, where, strict=True):
+            if key is None:
+                continue
+            name = key.decode()
+            raw = await self._call(self._redis.hget(self._keys.key(f"gd:{name}"), jid), "groups")
+            if raw is not None:
+                (added_at,), payload = decode_fields(raw, 1)
+                found[jid] = (name, GroupMember(jid, payload, float(added_at)))
+        return found
+
+    async def group_counts(self) -> tuple[int, int]:
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zcard(self._keys.key("gdue"))
+        pipe.hlen(self._keys.key("gjid"))
+        groups, members = await self._call(pipe.execute(), "groups")
+        return int(groups), int(members)
+
+    async def flush_group(self, key: str, jids: Sequence[str], job: QueuedJob, now: float) -> bool:
+        unique = list(dict.fromkeys(jids))
+        if not unique:
+            return False
+        k = self._keys
+        keys = [*group_keys(k, key), k.queues, k.ready, k.queue(job.queue)]
+        args = ["flush", key, self._pub, self._origin, job.queue, encode_entry(job), *unique]
+        try:
+            return bool(await self._run("groups", keys, args))
+        finally:
+            self._wake(job.queue)  # even after an error: the script may have run
+
+    async def _flush_groups(self) -> None:
+        k = self._keys
+        names = await self._call(self._redis.zrange(k.key("gdue"), 0, -1), "flush")
+        doomed = [k.key(f"{p}:{n.decode()}") for n in names for p in ("gz", "gd")]
+        await self._call(self._redis.delete(k.key("gdue"), k.key("gmeta"), k.key("gjid"), *doomed))

@@ -1,0 +1,8 @@
+-- Cancels (conveyor.store.cancels) of the SQLite store: the job leaves where it was, in the
+-- same transaction as its record and count are written (records.sql's table).
+
+-- name: delete_queued_one
+DELETE FROM queue_jobs WHERE queue = ? AND jid = ?;
+
+-- name: end_reservation_of
+DELETE FROM reservations WHERE jid = ? AND wid = ?;
