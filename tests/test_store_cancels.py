@@ -44,7 +44,8 @@ async def test_a_queued_job_leaves_its_queue_with_its_record_and_count(
     outcome = await store.cancel_job(target, record("job-0002"), None, DAY, NOW)
     assert outcome is CancelOutcome.CANCELLED
     page = await store.list_queue("default", 0, 10)
-    assert [j.jid for j in page.items] == ["job-0001", "job-0003"] and page.total == 2
+    assert [j.jid for j in page.items] == ["job-0001", "job-0003"]
+    assert page.total == 2
     assert (await store.queue_sizes())["default"] == 2
     kept = await store.get_records(CANCELLED_SPACE, ["job-0002"], NOW)
     assert kept == {"job-0002": record("job-0002")}
@@ -67,7 +68,8 @@ async def test_a_set_entry_is_cancelled_only_at_the_score_it_was_seen(
     await store.add_to_set(name, [SetEntry(NOW + 50, "job-0001", b"{}", "default", "T")])
     moved = CancelTarget("job-0001", name.value, score=NOW + 49)
     assert await store.cancel_job(moved, record("job-0001"), None, DAY, NOW) is CancelOutcome.MOVED
-    assert await store.set_size(name) == 1 and await counts(store) == {}
+    assert await store.set_size(name) == 1
+    assert await counts(store) == {}
     target = CancelTarget("job-0001", name.value, score=NOW + 50)
     outcome = await store.cancel_job(target, record("job-0001"), None, DAY, NOW)
     assert outcome is CancelOutcome.CANCELLED
@@ -119,7 +121,8 @@ async def test_a_group_member_leaves_its_group(backend_store: Store) -> None:
         assert await store.cancel_job(last, record(jid), None, DAY, NOW + 3) is (
             CancelOutcome.CANCELLED
         )
-    assert await store.group_counts() == (0, 0) and await store.next_group_due() is None
+    assert await store.group_counts() == (0, 0)
+    assert await store.next_group_due() is None
     assert await counts(store) == {"total": 3, DAY: 3}
 
 

@@ -38,7 +38,8 @@ async def test_a_group_is_due_at_its_grace_then_its_max_delay_then_its_size(
     )
     late = GroupSpec(max_size=3, max_delay=2.5, grace=2.0)  # the newest spec counts
     state = await store.add_to_group("g", member("job-0003", NOW + 1.6), late)
-    assert state.size == 3 and state.due_at == NOW  # full: due at once
+    assert state.size == 3
+    assert state.due_at == NOW
     assert state.spec == late
     assert await store.next_group_due() == NOW
     assert due_at(2, NOW, NOW + 1.5, SPEC) == NOW + 3.5
@@ -78,12 +79,14 @@ async def test_members_keep_their_arrival_order_and_adding_twice_changes_nothing
     assert elsewhere.key == "g"  # a jid is a member of one group
     members = await store.group_members("g", 0, 10)
     assert [m.jid for m in members] == [f"job-{i:04d}" for i in range(5)]
-    assert members[1].payload == b'{"jid":"job-0001"}' and members[1].added_at == NOW + 1
+    assert members[1].payload == b'{"jid":"job-0001"}'
+    assert members[1].added_at == NOW + 1
     assert [m.jid for m in await store.group_members("g", 3, 10)] == ["job-0003", "job-0004"]
     assert await store.group_members("nope", 0, 10) == []
     found = await store.find_group_members(["job-0003", "job-9999"])
     assert list(found) == ["job-0003"]
-    assert found["job-0003"][0] == "g" and found["job-0003"][1].added_at == NOW + 3
+    assert found["job-0003"][0] == "g"
+    assert found["job-0003"][1].added_at == NOW + 3
     assert await store.group_counts() == (1, 5)
 
 
@@ -108,7 +111,8 @@ async def test_a_flush_takes_the_members_read_and_enqueues_one_job(backend_store
     assert not await store.flush_group("g", [m.jid for m in read], aggregate("agg:x-2"), NOW + 5)
     assert (await store.list_queue("default", 0, 10)).total == 1
     assert await store.flush_group("g", ["job-0003"], aggregate("agg:job-0003"), NOW + 6)
-    assert await store.get_groups(["g"]) == [] and await store.next_group_due() is None
+    assert await store.get_groups(["g"]) == []
+    assert await store.next_group_due() is None
     assert await store.group_counts() == (0, 0)
 
 
@@ -141,7 +145,8 @@ async def test_flush_forgets_every_group(backend_store: Store) -> None:
     assert await backend_store.group_counts() == (0, 0)
     assert await backend_store.find_group_members(["job-0001"]) == {}
     state = await backend_store.add_to_group("g", member("job-0001", NOW + 1), SPEC)
-    assert state.size == 1 and state.first_at == NOW + 1
+    assert state.size == 1
+    assert state.first_at == NOW + 1
 
 
 @pytest.mark.parametrize("key", ['["default","Send","a b{c}"]', "ünïcode ✓"])
