@@ -331,3 +331,33 @@ async def test_a_faktory_client_pushes_members_through_custom(server: RunningSer
     assert fetched["retry"] == 5  # cdrx's, from the oldest member
     assert result["ack"] == "OK"
     assert (await server.manager.info())["faktory"]["total_processed"] == 1
+
+
+async def test_a_job_run_on_its_own_gets_a_list_of_one_item() -> None:
+    """conveyor.testing.inline runs each pushed job at once, with no server to group it: the
+    handler still takes its list (so does a plain Faktory server's worker)."""
+    from conveyor.testing import inline
+
+    app = conveyor.App("tcp://127.0.0.1:1")
+    seen: list[list[Item]] = []
+
+    @app.job(aggregate=conveyor.Aggregate(max_size=5))
+    def digest(items: list[Item]) -> None:
+        seen.append(items)
+
+    with inline(app):
+        await digest.options(group="g").push(Item("a", 1))
+        await digest.options(group="g").push(Item("a", 2))
+    assert seen == [[Item("a", 1)], [Item("a", 2)]]
+    with pytest.raises(TypeError, match="takes one parameter"):
+
+        @app.job(aggregate=conveyor.Aggregate())
+        def two(a: int, b: int) -> None: ...
+
+    with pytest.raises(TypeError, match=r"list\[T\]"):
+
+        @app.job(aggregate=conveyor.Aggregate())
+        def scalar(a: int) -> None: ...
+
+    with pytest.raises(ValueError, match="max_size must be from 1 to 10000"):
+        conveyor.Aggregate(max_size=0)
