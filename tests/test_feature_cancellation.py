@@ -365,3 +365,21 @@ def test_cancel_sync_works_from_plain_code(conveyor_server: TestServer) -> None:
     result = app.cancel_sync(jid)
     assert (result.outcome, result.was, result.cancelled) == ("cancelled", "scheduled", True)
     app.close()
+
+
+def test_the_retention_comes_from_the_config_file_and_a_bad_one_stops_the_server(
+    tmp_path: Path,
+) -> None:
+    from conveyor.config import ConfigError, load_config
+
+    config_file = tmp_path / "conveyor.toml"
+    config_file.write_text('[cancellation]\nretention = "36h"\n')
+    features = load_config({"config": str(config_file)}, environ={}).build_features()
+    (feature,) = [f for f in features if isinstance(f, CancelFeature)]
+    assert feature.retention == 36 * 3600
+    running = CancelFeature()
+    running.reconfigure(feature)  # SIGHUP
+    assert running.retention == 36 * 3600
+    config_file.write_text("[cancellation]\nretention = 5\n")
+    with pytest.raises(ConfigError, match="retention must be a duration like 168h, not 5"):
+        load_config({"config": str(config_file)}, environ={}).build_features()
