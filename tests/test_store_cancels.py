@@ -157,3 +157,22 @@ async def test_concurrent_cancels_count_once(backend_store: Store) -> None:
 async def test_bad_targets_are_refused() -> None:
     with pytest.raises(ValueError, match="cannot cancel a job from 'dead'"):
         CancelTarget("job-0001", "dead")
+
+
+async def test_a_queued_job_named_by_its_entry_is_taken_only_if_that_entry_is_there(
+    backend_store: Store,
+) -> None:
+    store = backend_store
+    await store.enqueue([queued("job-0001"), queued("job-0002")])
+    (first,) = await store.find_queued(["job-0001"])
+    other = QueuedJob("default", "job-0001", b'{"jid":"job-0001","v":2}', 60)  # not that one
+    moved = CancelTarget("job-0001", "queued", queue="default", entry=other)
+    assert await store.cancel_job(moved, record("job-0001"), None, DAY, NOW) is (
+        CancelOutcome.MOVED
+    )
+    target = CancelTarget("job-0001", "queued", queue="default", entry=first)
+    assert await store.cancel_job(target, record("job-0001"), None, DAY, NOW) is (
+        CancelOutcome.CANCELLED
+    )
+    assert [j.jid for j in (await store.list_queue("default", 0, 9)).items] == ["job-0002"]
+    assert (await store.queue_sizes())["default"] == 1

@@ -71,6 +71,8 @@ class JobLocation:
     score: float = 0.0
     group: str = ""
     details: Mapping[str, Any] = field(default_factory=dict)
+    entry: QueuedJob | None = None
+    """A queued job's entry as the queue holds it (a cancel removes exactly that one)."""
 
 
 @dataclass(slots=True)
@@ -283,7 +285,7 @@ class AdminOps:
         if jid in found:
             return found[jid]
         for queued in await self.store.find_queued((jid,), None if queue is None else [queue]):
-            return JobLocation("queued", queued.queue, queued.payload)
+            return JobLocation("queued", queued.queue, queued.payload, entry=queued)
         # fetched while the queues were searched: it is working now
         located = await self._reserved(jid)
         if located is not None:
@@ -337,7 +339,7 @@ class AdminOps:
         found.update(await self._located_by_features(rest, "locate"))
         rest = [jid for jid in unique if jid not in found]
         for queued in await self.store.find_queued(rest) if rest else ():
-            found[queued.jid] = JobLocation("queued", queued.queue, queued.payload)
+            found[queued.jid] = JobLocation("queued", queued.queue, queued.payload, entry=queued)
         for jid in unique:  # fetched while the queues were searched
             located = found.get(jid) or await self._reserved(jid)
             if located is not None:

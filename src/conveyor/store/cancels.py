@@ -25,8 +25,12 @@ from __future__ import annotations
 import abc
 import enum
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from conveyor.store.records import Record
+
+if TYPE_CHECKING:  # base.py includes this capability in Store
+    from conveyor.store.base import QueuedJob
 
 __all__ = [
     "CANCELLED_SPACE",
@@ -52,7 +56,8 @@ CANCEL_FROM = ("queued", "scheduled", "retries", "working", "aggregating")
 class CancelTarget:
     """A job to cancel where it was found, and what must still be true for the cancel:
 
-    * ``queued``: waiting in ``queue``;
+    * ``queued``: waiting in ``queue``; with ``entry`` (the job as ``find_queued`` returned
+      it), only that exact entry counts (Redis then removes it without a scan);
     * ``scheduled`` or ``retries``: the entry of that set with ``score``;
     * ``working``: reserved by worker ``wid``;
     * ``aggregating``: a member of the aggregating group ``group`` (``groups.py``).
@@ -64,6 +69,7 @@ class CancelTarget:
     score: float = 0.0
     wid: str = ""
     group: str = ""
+    entry: QueuedJob | None = None
 
     def __post_init__(self) -> None:
         if self.where not in CANCEL_FROM:

@@ -71,7 +71,7 @@ class MemoryCancels(Cancels):
             if queue is None:
                 return False
             for job in queue:
-                if job.jid == jid:
+                if job.jid == jid and (target.entry is None or job == target.entry):
                     queue.remove(job)
                     return True
             return False

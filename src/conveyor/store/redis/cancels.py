@@ -18,7 +18,7 @@ from conveyor.store.cancels import (
     CancelTarget,
 )
 from conveyor.store.records import Record
-from conveyor.store.redis.codec import score_arg
+from conveyor.store.redis.codec import encode_entry, score_arg
 from conveyor.store.redis.groups import group_keys
 
 __all__ = ["RedisCancels"]
@@ -36,11 +36,12 @@ class RedisCancels(Cancels):
 
         async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any: ...
 
-    def _where_keys(self, target: CancelTarget) -> tuple[list[str], str]:
+    def _where_keys(self, target: CancelTarget) -> tuple[list[str], str | bytes]:
         """The keys of where the job is (KEYS[8..]) and the script's ARGV[9]."""
         k = self._keys
-        if target.where == "queued":
-            return [k.queue(target.queue)], ""
+        if target.where == "queued":  # the exact entry: LREM finds it without a Lua scan
+            exact = b"" if target.entry is None else encode_entry(target.entry)
+            return [k.queue(target.queue)], exact
         if target.where == "working":
             return [k.res, k.exp, k.busy], target.wid
         if target.where == "aggregating":

@@ -81,10 +81,16 @@ class SQLiteCancels(Cancels):
         if target.where == "queued":
             if self._sizes.get(target.queue, 0) == 0:
                 return False
-            return conn.execute(_SQL["delete_queued_one"], (target.queue, jid)).rowcount > 0
+            entry = target.entry
+            if entry is None:
+                deleted = conn.execute(_SQL["delete_queued_one"], (target.queue, jid))
+            else:
+                exact = (target.queue, jid, entry.reserve_for, entry.payload)
+                deleted = conn.execute(_SQL["delete_queued_entry"], exact)
+            return deleted.rowcount > 0
         if target.where == "working":
             return conn.execute(_SQL["end_reservation_of"], (jid, target.wid)).rowcount > 0
         if target.where == "aggregating":
             return self._remove_members(conn, target.group, [jid]) > 0
-        entry = SetEntry(target.score, jid, b"")
-        return self._take(conn, SortedSet(target.where), entry) is not None
+        seen = SetEntry(target.score, jid, b"")
+        return self._take(conn, SortedSet(target.where), seen) is not None

@@ -7,7 +7,7 @@
 -- KEYS[6] {ns}:r:cancel-counts        HASH  "total" / day -> lp("") count
 -- KEYS[7] {ns}:rx:cancel-counts       ZSET
 -- then, by ARGV[1] (where the job is):
---   queued       KEYS[8] {ns}:q:<name>                                     ARGV[9] -
+--   queued       KEYS[8] {ns}:q:<name>              ARGV[9] the entry, or "" to look for it
 --   scheduled,   KEYS[8] {ns}:s:<set>, KEYS[9] {ns}:d:<set>                ARGV[9] score
 --   retries
 --   working      KEYS[8] {ns}:res, KEYS[9] {ns}:exp, KEYS[10] {ns}:busy     ARGV[9] wid
@@ -20,6 +20,9 @@
 local where, jid, now = ARGV[1], ARGV[2], tonumber(ARGV[8])
 
 local function take_queued()
+  if ARGV[9] ~= '' then  -- the exact entry: LREM compares in C, no scan in Lua
+    return redis.call('LREM', KEYS[8], 1, ARGV[9]) > 0
+  end
   local start, chunk = 0, 1000
   while true do
     local entries = redis.call('LRANGE', KEYS[8], start, start + chunk - 1)
