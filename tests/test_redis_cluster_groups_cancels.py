@@ -12,6 +12,9 @@ from conveyor.store.base import Store
 from conveyor.store.redis import RedisStore
 from tests.test_store_cancels import *  # noqa: F403  (re-collected here, on the Cluster)
 from tests.test_store_groups import *  # noqa: F403
+from tests.test_store_groups import test_sqlite_moves_a_member_whose_payload_changed_on_disk_aside
+
+del test_sqlite_moves_a_member_whose_payload_changed_on_disk_aside  # SQLite's own, run there
 
 
 @pytest.fixture

@@ -4,9 +4,12 @@ aggregating set, its due index, and the flush that turns members into one queued
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from pathlib import Path
 
 import pytest
 
+from conveyor.store import open_store
 from conveyor.store.base import QueuedJob, Store
 from conveyor.store.groups import GroupMember, GroupSpec, due_at
 
@@ -154,3 +157,28 @@ async def test_any_group_key_works(backend_store: Store, key: str) -> None:
     await backend_store.add_to_group(key, member("job-0001", NOW), SPEC)
     assert [g.key for g in await backend_store.due_groups(NOW + 10, 5)] == [key]
     assert await backend_store.flush_group(key, ["job-0001"], aggregate(), NOW)
+
+
+async def test_sqlite_moves_a_member_whose_payload_changed_on_disk_aside(tmp_path: Path) -> None:
+    """A member's payload carries its checksum (as every SQLite payload): one that no longer
+    matches is never flushed into an aggregate; it goes to damaged_jobs, and its group on."""
+    path = tmp_path / "groups.db"
+    store = open_store(f"sqlite:///{path}")
+    await store.open()
+    try:
+        for i in range(3):
+            await store.add_to_group("g", member(f"job-{i:04d}", NOW + i), SPEC)
+        await store.durable()
+        with sqlite3.connect(path) as conn:
+            conn.execute("UPDATE agg_members SET payload = 'garbled' WHERE jid = 'job-0001'")
+        members = await store.group_members("g", 0, 10)
+        assert [m.jid for m in members] == ["job-0000", "job-0002"]
+        (group,) = await store.get_groups(["g"])
+        assert group.size == 2
+        assert await store.find_group_members(["job-0001"]) == {}
+        await store.durable()
+        with sqlite3.connect(path) as conn:
+            rows = conn.execute("SELECT source, jid FROM damaged_jobs").fetchall()
+        assert rows == [("agg_members", "job-0001")]
+    finally:
+        await store.close()

@@ -134,7 +134,9 @@ class Manager(AdminOps):
         if self._push_hooks and self._pushes(job):
             try:
                 await run_chain(self._push_hooks, PushContext(self, job), _nothing)
-            except Drop:
+            except Drop as dropped:
+                if dropped.durable is not None:
+                    await dropped.durable
                 return
         await self._store_jobs([(job, due)])
 
@@ -180,6 +182,7 @@ class Manager(AdminOps):
         now = now_iso()  # one created_at for the whole batch, as one PUSH would have
         errors: dict[str, str] = {}
         accepted: list[tuple[Job, float | None]] = []
+        kept_elsewhere: list[Awaitable[None]] = []
         for index, item in enumerate(items):
             job: Job | None = None
             try:
@@ -187,7 +190,9 @@ class Manager(AdminOps):
                 due = validation.prepare_job(job, config, now)
                 if self._push_hooks and self._pushes(job):
                     await run_chain(self._push_hooks, PushContext(self, job), _nothing)
-            except Drop:
+            except Drop as dropped:
+                if dropped.durable is not None:
+                    kept_elsewhere.append(dropped.durable)
                 continue
             except CommandError as exc:  # middleware codes (NOTUNIQUE, ...) keep their code
                 key = (job.jid if job is not None else _raw_jid(item)) or f"#{index}"
@@ -196,6 +201,8 @@ class Manager(AdminOps):
                 accepted.append((job, due))
         if accepted:
             await self._store_jobs(accepted)
+        for durable in kept_elsewhere:
+            await durable  # one commit for all, not one per job
         return errors
 
     def _pushes(self, job: Job) -> bool:

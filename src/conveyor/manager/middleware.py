@@ -53,7 +53,15 @@ class Discard(ConveyorError):
 
 
 class Drop(ConveyorError):
-    """Raised by push middleware: the PUSH succeeds, but the job is not stored."""
+    """Raised by push middleware: the PUSH succeeds, but the job is not stored.
+
+    ``durable``: the durability of a write the hook made instead (a job kept in its group),
+    from ``Store.durable()`` right after it; the PUSH awaits it before its ``+OK``, and a PUSHB
+    awaits all of its jobs' at the end, so they share one commit."""
+
+    def __init__(self, message: str = "", durable: Awaitable[None] | None = None) -> None:
+        super().__init__(message)
+        self.durable = durable
 
 
 @dataclass(slots=True)

@@ -72,7 +72,9 @@ class Groups(abc.ABC):
         """Add ``member`` at the end of group ``key`` (created if absent); the group takes
         ``spec`` and ``last_at = max(last_at, member.added_at)``. A jid that is a member of a
         group already changes nothing: adding again is harmless. Returns the state of the
-        group that holds the jid now. Durable."""
+        group that holds the jid now. Not awaited for durability, as records are
+        (``records.py``): the caller awaits ``Store.durable()`` taken right after it, so that
+        the members of one PUSHB share one commit."""
 
     @abc.abstractmethod
     async def due_groups(self, now: float, limit: int) -> list[GroupState]:

@@ -148,10 +148,12 @@ class AggregateFeature(Feature):
         now = self.clock()
         key = group_key(job.queue, job.jobtype, group)
         member = GroupMember(job.jid, encode_job(job), now)
-        state = await self.manager.store.add_to_group(key, member, spec)
+        store = self.manager.store
+        state = await store.add_to_group(key, member, spec)
+        durable = store.durable()  # right after the write: bound to its transaction
         if state.due_at < self._wake_at:
             self._wake.set()
-        raise Drop
+        raise Drop(durable=durable)
 
     # ------------------------------------------------------------------ the loop
 

@@ -46,42 +46,34 @@ class SQLiteGroups(Groups):
 
     async def add_to_group(self, key: str, member: GroupMember, spec: GroupSpec) -> GroupState:
         payload = member.payload
+        added = (key, member.jid, member.added_at, checksum(payload), payload)
         with self._db.atomic() as conn:
-            found = conn.execute(_SQL["member_group"], (member.jid,)).fetchone()
-            if found is not None:  # a member already: nothing changes
-                row = conn.execute(_SQL["group_row"], (found[0],)).fetchone()
-            else:
-                added = (key, member.jid, member.added_at, checksum(payload), payload)
-                conn.execute(_SQL["add_member"], added)
-                row = self._regroup(conn, key, spec, member.added_at, 1)
-        await self._db.pending
-        assert row is not None
+            if conn.execute(_SQL["add_member"], added).rowcount == 0:  # a member already
+                (where,) = conn.execute(_SQL["member_group"], (member.jid,)).fetchone()
+                return _state(conn.execute(_SQL["group_row"], (where,)).fetchone())
+            old = conn.execute(_SQL["group_row"], (key,)).fetchone()
+            if old is None:
+                size, first_at, last_at = 1, member.added_at, member.added_at
+            else:  # the oldest member stays the oldest
+                size, first_at, last_at = old[1] + 1, old[2], max(old[3], member.added_at)
+            due = due_at(size, first_at, last_at, spec)
+            row = (key, size, first_at, last_at, due, spec.max_size, spec.max_delay, spec.grace)
+            conn.execute(_SQL["put_group"], row)
         return _state(row)
 
-    def _regroup(
-        self,
-        conn: sqlite3.Connection,
-        key: str,
-        spec: GroupSpec | None,
-        arrival: float,
-        delta: int,
-    ) -> tuple[Any, ...] | None:
-        """Work a group's numbers out again after ``delta`` members came (``arrival``: the
-        newest) or went (``spec`` None: keep the group's); an emptied group goes. Its row."""
+    def _regroup(self, conn: sqlite3.Connection, key: str, removed: int) -> None:
+        """Work a group's numbers out again after ``removed`` members left; an emptied
+        group goes."""
         old = conn.execute(_SQL["group_row"], (key,)).fetchone()
         oldest = conn.execute(_SQL["oldest_member"], (key,)).fetchone()
-        if oldest is None:
+        if oldest is None or old is None:
             conn.execute(_SQL["delete_group"], (key,))
-            return None
-        if spec is None:
-            spec = GroupSpec(old[5], old[6], old[7])
-        size = (old[1] if old is not None else 0) + delta
-        last_at = max(arrival, old[3] if old is not None else 0.0)
-        first_at = oldest[0]
+            return
+        spec = GroupSpec(old[5], old[6], old[7])
+        size, first_at, last_at = old[1] - removed, oldest[0], old[3]
         due = due_at(size, first_at, last_at, spec)
         row = (key, size, first_at, last_at, due, spec.max_size, spec.max_delay, spec.grace)
         conn.execute(_SQL["put_group"], row)
-        return row
 
     async def due_groups(self, now: float, limit: int) -> list[GroupState]:
         return [_state(row) for row in self._db.read(_SQL["due_groups"], (now, max(limit, 0)))]
@@ -162,5 +154,5 @@ class SQLiteGroups(Groups):
         rows = [(key, jid) for jid in jids]
         removed = conn.executemany(_SQL["remove_member"], rows).rowcount
         if removed:
-            self._regroup(conn, key, None, 0.0, -removed)
+            self._regroup(conn, key, removed)
         return removed

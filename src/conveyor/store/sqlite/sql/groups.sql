@@ -35,7 +35,8 @@ CREATE INDEX IF NOT EXISTS agg_members_order ON agg_members (key, id);
 SELECT key FROM agg_members WHERE jid = ?;
 
 -- name: add_member
-INSERT INTO agg_members (key, jid, added_at, crc, payload) VALUES (?, ?, ?, ?, ?);
+-- A jid that is a member of a group already is left where it is (changes() = 0).
+INSERT OR IGNORE INTO agg_members (key, jid, added_at, crc, payload) VALUES (?, ?, ?, ?, ?);
 
 -- name: count_members
 SELECT count(*) FROM agg_members WHERE key = ? AND jid IN (SELECT value FROM json_each(?));
