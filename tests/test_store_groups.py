@@ -11,7 +11,7 @@ import pytest
 
 from conveyor.store import open_store
 from conveyor.store.base import QueuedJob, Store
-from conveyor.store.groups import GroupMember, GroupSpec, due_at
+from conveyor.store.groups import GroupAdd, GroupMember, GroupSpec, due_at
 
 NOW = 1_700_000_000.0
 SPEC = GroupSpec(max_size=3, max_delay=10.0, grace=2.0)
@@ -182,3 +182,24 @@ async def test_sqlite_moves_a_member_whose_payload_changed_on_disk_aside(tmp_pat
         assert rows == [("agg_members", "job-0001")]
     finally:
         await store.close()
+
+
+async def test_one_add_of_many_members_keeps_their_order_across_groups(
+    backend_store: Store,
+) -> None:
+    store = backend_store
+    big = GroupSpec(max_size=100, max_delay=10.0, grace=2.0)
+    adds = [
+        GroupAdd("a", member("job-0001", NOW), big),
+        GroupAdd("b", member("job-0002", NOW + 0.1), big),
+        GroupAdd("a", member("job-0003", NOW + 0.2), big),
+        GroupAdd("a", member("job-0001", NOW + 0.3), big),  # the same jid again: nothing
+        GroupAdd("b", member("job-0004", NOW + 0.4), SPEC),  # b takes its newest spec
+    ]
+    states = await store.add_to_groups(adds)
+    assert [(s.key, s.size) for s in states] == [("a", 1), ("b", 1), ("a", 2), ("a", 2), ("b", 2)]
+    assert states[-1].spec == SPEC
+    assert states[-1].due_at == NOW + 0.4 + 2
+    assert [m.jid for m in await store.group_members("a", 0, 9)] == ["job-0001", "job-0003"]
+    assert [m.jid for m in await store.group_members("b", 0, 9)] == ["job-0002", "job-0004"]
+    assert await store.add_to_groups([]) == []

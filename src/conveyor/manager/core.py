@@ -201,8 +201,8 @@ class Manager(AdminOps):
                 accepted.append((job, due))
         if accepted:
             await self._store_jobs(accepted)
-        for durable in kept_elsewhere:
-            await durable  # one commit for all, not one per job
+        if kept_elsewhere:  # one commit for all of them (they may share one future)
+            await asyncio.gather(*{id(durable): durable for durable in kept_elsewhere}.values())
         return errors
 
     def _pushes(self, job: Job) -> bool:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # base.py includes this capability in Store
     from conveyor.store.base import Page, QueuedJob
 
-__all__ = ["GroupMember", "GroupSpec", "GroupState", "Groups", "due_at"]
+__all__ = ["GroupAdd", "GroupMember", "GroupSpec", "GroupState", "Groups", "due_at"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +43,15 @@ class GroupMember:
     jid: str
     payload: bytes
     added_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class GroupAdd:
+    """One member to add to the group ``key``, which takes ``spec``."""
+
+    key: str
+    member: GroupMember
+    spec: GroupSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,14 +76,18 @@ def due_at(size: int, first_at: float, last_at: float, spec: GroupSpec) -> float
 class Groups(abc.ABC):
     """The groups capability; every backend implements it (``Store`` includes it)."""
 
-    @abc.abstractmethod
     async def add_to_group(self, key: str, member: GroupMember, spec: GroupSpec) -> GroupState:
-        """Add ``member`` at the end of group ``key`` (created if absent); the group takes
-        ``spec`` and ``last_at = max(last_at, member.added_at)``. A jid that is a member of a
-        group already changes nothing: adding again is harmless. Returns the state of the
-        group that holds the jid now. Not awaited for durability, as records are
-        (``records.py``): the caller awaits ``Store.durable()`` taken right after it, so that
-        the members of one PUSHB share one commit."""
+        """``add_to_groups`` of one member."""
+        return (await self.add_to_groups([GroupAdd(key, member, spec)]))[0]
+
+    @abc.abstractmethod
+    async def add_to_groups(self, adds: Sequence[GroupAdd]) -> list[GroupState]:
+        """Add each member at the end of its group (created if absent), in the order given, in
+        one atomic step; a group takes the ``spec`` of its newest add and ``last_at =
+        max(last_at, added_at)``. A jid that is a member of a group already changes nothing:
+        adding again is harmless. Returns, for each add, the state of the group that holds its
+        jid now. Not awaited for durability, as records are (``records.py``): the caller
+        awaits ``Store.durable()`` taken right after it."""
 
     @abc.abstractmethod
     async def due_groups(self, now: float, limit: int) -> list[GroupState]:

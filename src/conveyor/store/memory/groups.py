@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from conveyor.store.base import Page, QueuedJob
-from conveyor.store.groups import GroupMember, Groups, GroupSpec, GroupState, due_at
+from conveyor.store.groups import GroupAdd, GroupMember, Groups, GroupSpec, GroupState, due_at
 
 __all__ = ["MemoryGroups"]
 
@@ -44,7 +44,10 @@ class MemoryGroups(Groups):
         self._groups = {}
         self._group_of = {}
 
-    async def add_to_group(self, key: str, member: GroupMember, spec: GroupSpec) -> GroupState:
+    async def add_to_groups(self, adds: Sequence[GroupAdd]) -> list[GroupState]:
+        return [self._add(add.key, add.member, add.spec) for add in adds]
+
+    def _add(self, key: str, member: GroupMember, spec: GroupSpec) -> GroupState:
         where = self._group_of.get(member.jid)
         if where is not None:  # a member already: nothing changes
             return self._groups[where].state(where)

@@ -1,5 +1,6 @@
-"""Groups (``conveyor.store.groups``) in Redis: ``lua/groups.lua`` writes, ``lua/groups_read.lua``
-reads. Keys (under the namespace's hash tag, so every script is atomic on a Cluster too)::
+"""Groups (``conveyor.store.groups``) in Redis: ``lua/groups_add.lua`` and ``groups_flush.lua``
+write, ``lua/groups_read.lua`` reads. Keys (under the namespace's hash tag, so every script is
+atomic on a Cluster too)::
 
     {ns}:gdue        ZSET  group key by due_at
     {ns}:gmeta       HASH  group key -> "size first_at last_at max_size max_delay grace seq"
@@ -7,7 +8,7 @@ reads. Keys (under the namespace's hash tag, so every script is atomic on a Clus
     {ns}:gd:<key>    HASH  member jid -> lp(added_at) payload
     {ns}:gjid        HASH  jid -> group key
 
-Both write modes are idempotent by state (no token): an add sent again finds its jid a member
+Both writes are idempotent by state (no token): an add sent again finds its jids members
 already, a flush sent again finds its members gone.
 """
 
@@ -17,14 +18,18 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from conveyor.store.base import Page, QueuedJob
-from conveyor.store.groups import GroupMember, Groups, GroupSpec, GroupState, due_at
+from conveyor.store.groups import GroupAdd, GroupMember, Groups, GroupSpec, GroupState, due_at
 from conveyor.store.redis.codec import decode_fields, encode_entry, score_arg
 
 __all__ = ["RedisGroups", "group_keys"]
 
 
+ADD_CHUNK = 500
+"""Members per groups_add call: one call holds Redis for a few milliseconds at most."""
+
+
 def group_keys(keys: Any, key: str) -> list[str]:
-    """KEYS[1..5] of groups.lua (and KEYS[8..12] of cancel.lua) for group ``key``."""
+    """KEYS[1..5] of groups_flush.lua (and KEYS[8..12] of cancel.lua) for group ``key``."""
     return [keys.key("gdue"), keys.key("gmeta"), keys.key(f"gz:{key}"), keys.key(f"gd:{key}"),
             keys.key("gjid")]  # fmt: skip
 
@@ -53,14 +58,27 @@ class RedisGroups(Groups):
 
         def _wake(self, name: str) -> None: ...
 
-    async def add_to_group(self, key: str, member: GroupMember, spec: GroupSpec) -> GroupState:
-        args = ["add", key, member.jid, score_arg(member.added_at), member.payload,
-                spec.max_size, score_arg(spec.max_delay), score_arg(spec.grace)]  # fmt: skip
-        reply = await self._run("groups", group_keys(self._keys, key), args)
-        if isinstance(reply, list):  # a member of another group already: that one's state
-            where = reply[1].decode()
-            return (await self.get_groups([where]))[0]
-        return _state(key, reply)
+    async def add_to_groups(self, adds: Sequence[GroupAdd]) -> list[GroupState]:
+        states: list[GroupState] = []
+        for start in range(0, len(adds), ADD_CHUNK):
+            states += await self._add_chunk(adds[start : start + ADD_CHUNK])
+        return states
+
+    async def _add_chunk(self, adds: Sequence[GroupAdd]) -> list[GroupState]:
+        k = self._keys
+        keys = [k.key("gdue"), k.key("gmeta"), k.key("gjid")]
+        index: dict[str, int] = {}
+        args: list[Any] = []
+        for add in adds:
+            if add.key not in index:
+                index[add.key] = len(keys) + 1  # Lua KEYS are 1-based
+                keys += [k.key(f"gz:{add.key}"), k.key(f"gd:{add.key}")]
+            spec, member = add.spec, add.member
+            args += [index[add.key], add.key, member.jid, score_arg(member.added_at),
+                     member.payload, spec.max_size, score_arg(spec.max_delay),
+                     score_arg(spec.grace)]  # fmt: skip
+        flat = await self._run("groups_add", keys, args)
+        return [_state(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
 
     async def _read(self, *args: Any) -> tuple[int, list[GroupState]]:
         keys = [self._keys.key("gdue"), self._keys.key("gmeta")]
@@ -139,9 +157,9 @@ class RedisGroups(Groups):
             return False
         k = self._keys
         keys = [*group_keys(k, key), k.queues, k.ready, k.queue(job.queue)]
-        args = ["flush", key, self._pub, self._origin, job.queue, encode_entry(job), *unique]
+        args = [key, self._pub, self._origin, job.queue, encode_entry(job), *unique]
         try:
-            return bool(await self._run("groups", keys, args))
+            return bool(await self._run("groups_flush", keys, args))
         finally:
             self._wake(job.queue)  # even after an error: the script may have run
 

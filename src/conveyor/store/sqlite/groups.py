@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from conveyor.store.base import Page, QueuedJob
-from conveyor.store.groups import GroupMember, Groups, GroupSpec, GroupState, due_at
+from conveyor.store.groups import GroupAdd, GroupMember, Groups, GroupSpec, GroupState, due_at
 from conveyor.store.sqlite import damage
 from conveyor.store.sqlite.damage import Damaged, checksum, intact
 from conveyor.store.sqlite.db import Database, load_queries, split_statements
@@ -44,22 +44,25 @@ class SQLiteGroups(Groups):
         for statement in split_statements(_SQL["flush"]):
             conn.execute(statement)
 
-    async def add_to_group(self, key: str, member: GroupMember, spec: GroupSpec) -> GroupState:
-        payload = member.payload
-        added = (key, member.jid, member.added_at, checksum(payload), payload)
+    async def add_to_groups(self, adds: Sequence[GroupAdd]) -> list[GroupState]:
         with self._db.atomic() as conn:
-            if conn.execute(_SQL["add_member"], added).rowcount == 0:  # a member already
-                (where,) = conn.execute(_SQL["member_group"], (member.jid,)).fetchone()
-                return _state(conn.execute(_SQL["group_row"], (where,)).fetchone())
-            old = conn.execute(_SQL["group_row"], (key,)).fetchone()
-            if old is None:
-                size, first_at, last_at = 1, member.added_at, member.added_at
-            else:  # the oldest member stays the oldest
-                size, first_at, last_at = old[1] + 1, old[2], max(old[3], member.added_at)
-            due = due_at(size, first_at, last_at, spec)
-            row = (key, size, first_at, last_at, due, spec.max_size, spec.max_delay, spec.grace)
-            conn.execute(_SQL["put_group"], row)
-        return _state(row)
+            return [self._add(conn, add) for add in adds]
+
+    def _add(self, conn: sqlite3.Connection, add: GroupAdd) -> GroupState:
+        member, spec = add.member, add.spec
+        row = (add.key, member.jid, member.added_at, checksum(member.payload), member.payload)
+        if conn.execute(_SQL["add_member"], row).rowcount == 0:  # a member already
+            (where,) = conn.execute(_SQL["member_group"], (member.jid,)).fetchone()
+            return _state(conn.execute(_SQL["group_row"], (where,)).fetchone())
+        old = conn.execute(_SQL["group_row"], (add.key,)).fetchone()
+        if old is None:
+            size, first_at, last_at = 1, member.added_at, member.added_at
+        else:  # the oldest member stays the oldest
+            size, first_at, last_at = old[1] + 1, old[2], max(old[3], member.added_at)
+        due = due_at(size, first_at, last_at, spec)
+        group = (add.key, size, first_at, last_at, due, spec.max_size, spec.max_delay, spec.grace)
+        conn.execute(_SQL["put_group"], group)
+        return _state(group)
 
     def _regroup(self, conn: sqlite3.Connection, key: str, removed: int) -> None:
         """Work a group's numbers out again after ``removed`` members left; an emptied

@@ -12,7 +12,7 @@
 --   retries
 --   working      KEYS[8] {ns}:res, KEYS[9] {ns}:exp, KEYS[10] {ns}:busy     ARGV[9] wid
 --   aggregating  KEYS[8] {ns}:gdue, KEYS[9] {ns}:gmeta, KEYS[10] {ns}:gz:<key>,
---                KEYS[11] {ns}:gd:<key>, KEYS[12] {ns}:gjid (groups.lua)   ARGV[9] group key
+--                KEYS[11] {ns}:gd:<key>, KEYS[12] {ns}:gjid (groups_add.lua)  ARGV[9] group key
 -- ARGV[2] jid, [3] record, [4] its expires_at, [5] notice ("" = none), [6] its expires_at,
 -- [7] day, [8] now
 -- Returns "cancelled", "already" (not there, and a live record of its cancellation exists:
@@ -48,7 +48,7 @@ local function take_reserved()
   return true
 end
 
--- As groups.lua's regroup, after one member left.
+-- As groups_flush.lua, after one member left.
 local function take_member()
   local key = ARGV[9]
   if redis.call('ZREM', KEYS[10], jid) == 0 then return false end
