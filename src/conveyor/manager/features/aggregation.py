@@ -131,7 +131,7 @@ class AggregateFeature(Feature):
         """Members pushed since the writer last ran: it stores them in one store call."""
         self._written: asyncio.Future[None] | None = None
         """Done once ``_adds`` are stored and durable (or failed to be)."""
-        self._writers: set[asyncio.Task[None]] = set()
+        self._writer: asyncio.Task[None] | None = None
 
     def loops(self) -> Sequence[Loop]:
         return (Loop("aggregation", 1.0, self._plan_forever),)
@@ -159,19 +159,27 @@ class AggregateFeature(Feature):
         The members of one PUSHB, and of PUSHes that arrive together, share one store call
         and one commit (on Redis: one script call instead of a round trip each)."""
         self._adds.append(add)
+        loop = asyncio.get_running_loop()
         if self._written is None:
-            loop = asyncio.get_running_loop()
             self._written = loop.create_future()
             # a PUSH that went away never awaits its failure: do not log it as unretrieved
             self._written.add_done_callback(lambda f: f.cancelled() or f.exception())
-            writer = loop.create_task(self._write(self._written))
-            self._writers.add(writer)
-            writer.add_done_callback(self._writers.discard)
+        if self._writer is None:
+            self._writer = loop.create_task(self._write_all())
         return self._written
 
-    async def _write(self, written: asyncio.Future[None]) -> None:
-        adds, self._adds = self._adds, []
-        self._written = None  # members pushed from now on go into the next call
+    async def _write_all(self) -> None:
+        """Store the queued members, a batch at a time, in the order they were pushed."""
+        try:
+            while self._adds:
+                adds, self._adds = self._adds, []
+                written, self._written = self._written, None  # later ones: the next batch
+                assert written is not None
+                await self._write(adds, written)
+        finally:
+            self._writer = None
+
+    async def _write(self, adds: list[GroupAdd], written: asyncio.Future[None]) -> None:
         store = self.manager.store
         try:
             states = await store.add_to_groups(adds)
