@@ -16,8 +16,9 @@ API like any other:
 * ``cancel-counts``: ``total`` and one key per UTC day (``YYYY-MM-DD``) ``-> `` how many jobs
   were cancelled, as ASCII digits, never expiring.
 
-Idempotent by state, with no token: a step sent again after a lost reply finds the job gone
-and its record there, and answers ``ALREADY`` without counting it again.
+Harmless to run twice: a second step finds the job gone and its record there, and answers
+``ALREADY`` without counting it again (on Redis the script also takes a per-call token, so a
+retry after a lost reply answers what the first attempt did).
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ manager's loop can sleep until the next one.
 ``flush_group`` is the one step that turns members into a job: it removes exactly the members
 read, and enqueues the aggregate job built from them, only if every one of them is still
 there. Two servers flushing the same group at once therefore enqueue it once: the second
-finds the members gone. It is idempotent by state: sent again after a lost reply, it finds
-them gone and changes nothing. A jid is a member of at most one group.
+finds the members gone; a flush run twice finds them gone and changes nothing. A jid is a
+member of at most one group.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Cancels (``conveyor.store.cancels``) in Redis: one script, ``lua/cancel.lua``, that takes
 the job out of its queue, set, group or reservation and writes its record and counts into the
-records' hashes (``records.py``). Idempotent by state: sent again after a lost reply, it finds
-the job gone and its record there, and answers ``already``."""
+records' hashes (``records.py``). It takes a token (``calls.py``): a retry after a lost reply
+returns what the first attempt said."""
 
 from __future__ import annotations
 
@@ -34,7 +34,15 @@ class RedisCancels(Cancels):
     if TYPE_CHECKING:  # RedisStore's
         _keys: Any
 
-        async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any: ...
+        async def _write(
+            self,
+            name: str,
+            keys: Sequence[str],
+            args: Sequence[Any] = (),
+            *,
+            token: str | None = None,
+            durable: bool = False,
+        ) -> Any: ...
 
     def _where_keys(self, target: CancelTarget) -> tuple[list[str], str | bytes]:
         """The keys of where the job is (KEYS[8..]) and the script's ARGV[9]."""
@@ -65,5 +73,5 @@ class RedisCancels(Cancels):
         args = [target.where, target.jid, record.value, _expiry(record),
                 b"" if notice is None else notice.value, _expiry(notice), day, score_arg(now),
                 detail]  # fmt: skip
-        reply = await self._run("cancel", [*keys, *where], args)
+        reply = await self._write("cancel", [*keys, *where], args, durable=True)
         return CancelOutcome(reply.decode() if isinstance(reply, bytes) else str(reply))

@@ -8,13 +8,15 @@ atomic on a Cluster too)::
     {ns}:gd:<key>    HASH  member jid -> lp(added_at) payload
     {ns}:gjid        HASH  jid -> group key
 
-Both writes are idempotent by state (no token): an add sent again finds its jids members
-already, a flush sent again finds its members gone.
+Both writes take a token (``calls.py``): a retry after a lost reply returns what the first
+attempt did. They are harmless to run twice anyway: an add finds its jids members already, a
+flush finds its members gone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from conveyor.store.base import Page, QueuedJob
@@ -54,7 +56,19 @@ class RedisGroups(Groups):
 
         async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any: ...
 
-        async def _call(self, awaitable: Any, op: str = "a command") -> Any: ...
+        async def _write(
+            self,
+            name: str,
+            keys: Sequence[str],
+            args: Sequence[Any] = (),
+            *,
+            token: str | None = None,
+            durable: bool = False,
+        ) -> Any: ...
+
+        async def _read(self, make: Callable[[], Awaitable[Any]], op: str = "a command") -> Any: ...
+
+        async def _pipelined(self, op: str, fill: Callable[[Any], object]) -> Any: ...
 
         def _wake(self, name: str) -> None: ...
 
@@ -77,10 +91,10 @@ class RedisGroups(Groups):
             args += [index[add.key], add.key, member.jid, score_arg(member.added_at),
                      member.payload, spec.max_size, score_arg(spec.max_delay),
                      score_arg(spec.grace)]  # fmt: skip
-        flat = await self._run("groups_add", keys, args)
+        flat = await self._write("groups_add", keys, args, durable=True)
         return [_state(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
 
-    async def _read(self, *args: Any) -> tuple[int, list[GroupState]]:
+    async def _read_groups(self, *args: Any) -> tuple[int, list[GroupState]]:
         keys = [self._keys.key("gdue"), self._keys.key("gmeta")]
         flat = await self._run("groups_read", keys, args)
         states = [
@@ -92,35 +106,33 @@ class RedisGroups(Groups):
     async def due_groups(self, now: float, limit: int) -> list[GroupState]:
         if limit <= 0:
             return []
-        return (await self._read("due", score_arg(now), limit))[1]
+        return (await self._read_groups("due", score_arg(now), limit))[1]
 
     async def next_group_due(self) -> float | None:
-        first = await self._call(
-            self._redis.zrange(self._keys.key("gdue"), 0, 0, withscores=True), "groups"
-        )
+        key = self._keys.key("gdue")
+        first = await self._read(lambda: self._redis.zrange(key, 0, 0, withscores=True), "groups")
         return float(first[0][1]) if first else None
 
     async def list_groups(self, offset: int, limit: int) -> Page[GroupState]:
         if limit <= 0:
             return Page([], (await self.group_counts())[0])
-        total, states = await self._read("page", max(offset, 0), limit)
+        total, states = await self._read_groups("page", max(offset, 0), limit)
         return Page(states, total)
 
     async def get_groups(self, keys: Sequence[str]) -> list[GroupState]:
         if not keys:
             return []
-        return (await self._read("keys", *dict.fromkeys(keys)))[1]
+        return (await self._read_groups("keys", *dict.fromkeys(keys)))[1]
 
     async def group_members(self, key: str, offset: int, limit: int) -> list[GroupMember]:
         if limit <= 0:
             return []
         start = max(offset, 0)
-        jids = await self._call(
-            self._redis.zrange(self._keys.key(f"gz:{key}"), start, start + limit - 1), "groups"
-        )
+        order, data = self._keys.key(f"gz:{key}"), self._keys.key(f"gd:{key}")
+        jids = await self._read(lambda: self._redis.zrange(order, start, start + limit - 1))
         if not jids:
             return []
-        stored = await self._call(self._redis.hmget(self._keys.key(f"gd:{key}"), jids), "groups")
+        stored = await self._read(lambda: self._redis.hmget(data, jids), "groups")
         members = []
         for jid, raw in zip(jids, stored, strict=True):
             if raw is not None:  # flushed between the two reads
@@ -132,23 +144,29 @@ class RedisGroups(Groups):
         unique = list(dict.fromkeys(jids))
         if not unique:
             return {}
-        where = await self._call(self._redis.hmget(self._keys.key("gjid"), unique), "groups")
+        index = self._keys.key("gjid")
+        where = await self._read(lambda: self._redis.hmget(index, unique), "groups")
         found: dict[str, tuple[str, GroupMember]] = {}
         for jid, key in zip(unique, where, strict=True):
             if key is None:
                 continue
             name = key.decode()
-            raw = await self._call(self._redis.hget(self._keys.key(f"gd:{name}"), jid), "groups")
+            raw = await self._read(
+                functools.partial(self._redis.hget, self._keys.key(f"gd:{name}"), jid)
+            )
             if raw is not None:
                 (added_at,), payload = decode_fields(raw, 1)
                 found[jid] = (name, GroupMember(jid, payload, float(added_at)))
         return found
 
     async def group_counts(self) -> tuple[int, int]:
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.zcard(self._keys.key("gdue"))
-        pipe.hlen(self._keys.key("gjid"))
-        groups, members = await self._call(pipe.execute(), "groups")
+        k = self._keys
+
+        def fill(pipe: Any) -> None:
+            pipe.zcard(k.key("gdue"))
+            pipe.hlen(k.key("gjid"))
+
+        groups, members = await self._pipelined("groups", fill)
         return int(groups), int(members)
 
     async def flush_group(self, key: str, jids: Sequence[str], job: QueuedJob, now: float) -> bool:
@@ -159,12 +177,14 @@ class RedisGroups(Groups):
         keys = [*group_keys(k, key), k.queues, k.ready, k.queue(job.queue)]
         args = [key, self._pub, self._origin, job.queue, encode_entry(job), *unique]
         try:
-            return bool(await self._run("groups_flush", keys, args))
+            return bool(await self._write("groups_flush", keys, args, durable=True))
         finally:
             self._wake(job.queue)  # even after an error: the script may have run
 
     async def _flush_groups(self) -> None:
         k = self._keys
-        names = await self._call(self._redis.zrange(k.key("gdue"), 0, -1), "flush")
+        names = await self._read(lambda: self._redis.zrange(k.key("gdue"), 0, -1), "flush")
         doomed = [k.key(f"{p}:{n.decode()}") for n in names for p in ("gz", "gd")]
-        await self._call(self._redis.delete(k.key("gdue"), k.key("gmeta"), k.key("gjid"), *doomed))
+        doomed += [k.key("gdue"), k.key("gmeta"), k.key("gjid")]
+        # one slot; a DEL sent again after a lost reply is as if it came just after the FLUSH
+        await self._read(lambda: self._redis.delete(*doomed), "flush")
