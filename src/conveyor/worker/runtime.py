@@ -36,9 +36,10 @@ import msgspec
 from conveyor.backoff import Backoff
 from conveyor.client import Client
 from conveyor.client._connection import fetch_jobs
-from conveyor.errors import CommandError, JobCancelled, UnknownWorker
+from conveyor.errors import JobCancelled, UnknownWorker
 from conveyor.job import Job
 from conveyor.pool import CONNECTION_ERRORS
+from conveyor.worker.cancels import watch_cancels
 from conveyor.worker.context import Middleware
 from conveyor.worker.execute import DEFAULT_BACKTRACE_LINES, JobRunner, Outcome
 from conveyor.worker.joblog import log_cancelled, log_outcome
@@ -58,9 +59,6 @@ FETCH_BATCH_MAX = 100
 
 FINAL_FLUSH_SECONDS = 10.0
 
-CANCEL_WAIT_SECONDS = 2.0
-"""How long one ``CANCELS`` waits on the server (an idle worker sends one this often)."""
-CANCEL_RECONNECT_SECONDS = 1.0
 
 SINGLE_FETCHERS_MAX = 8
 """Parallel FETCH connections when the server does not know FETCHB (plain Faktory)."""
@@ -288,7 +286,8 @@ class Worker:
         beat = asyncio.create_task(self._beat_loop(), name="conveyor-beat")
         watch: list[asyncio.Task[None]] = []
         if watcher is not None:  # a conveyor server can tell us of cancelled jobs
-            watch.append(asyncio.create_task(self._cancel_loop(watcher), name="conveyor-cancels"))
+            channel = watch_cancels(watcher, self._connect, self._cancel)
+            watch.append(asyncio.create_task(channel, name="conveyor-cancels"))
         try:
             await self._stop_requested.wait()
             self.state = "stopping"
@@ -525,36 +524,6 @@ class Worker:
         self._capacity.set()
 
     # -- cancelled jobs ---------------------------------------------------------------------------
-
-    async def _cancel_loop(self, client: Client | None) -> None:
-        """Wait in ``CANCELS`` for running jobs the server cancelled, and stop them. A lost
-        channel is opened again a second or more later: during a server restart that is
-        soon enough, and no reconnect lands on a server that is closing its listener."""
-        backoff = Backoff(CANCEL_RECONNECT_SECONDS)
-        try:
-            while True:
-                try:
-                    if client is None or client.closed:
-                        client = await self._connect()
-                    jids = await client.cancels(CANCEL_WAIT_SECONDS)
-                except CommandError as exc:
-                    if exc.message.startswith("unknown command"):
-                        logger.info("the server cannot tell us of cancelled jobs: %s", exc)
-                        return
-                    logger.warning("CANCELS failed: %s", exc)
-                    await asyncio.sleep(backoff.next_delay())
-                    continue
-                except CONNECTION_ERRORS as exc:
-                    delay = backoff.next_delay()
-                    logger.warning("cancel channel lost (%s); reconnecting in %.2fs", exc, delay)
-                    await asyncio.sleep(delay)
-                    continue
-                backoff.reset()
-                for jid in jids:
-                    self._cancel(jid)
-        finally:
-            if client is not None:
-                await client.close()
 
     def _cancel(self, jid: str) -> None:
         """Stop the running job ``jid``: cancel an async job's task; a sync job's thread cannot
