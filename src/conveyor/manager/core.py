@@ -29,6 +29,7 @@ from conveyor.manager.lifecycle import JobState, check_transition
 from conveyor.manager.middleware import (
     AckContext,
     Discard,
+    Drop,
     FailContext,
     FetchContext,
     Middleware,
@@ -107,6 +108,7 @@ class Manager(AdminOps):
         gated = all(isinstance(m, Feature) for m in pushers)
         self._push_gates = [m.wants_push for m in pushers if isinstance(m, Feature)]
         self._pushes_now = store.in_process and gated
+        self._push_gated = gated
         # Likewise for ACK: jids no gated ack hook wants keep the batched ACK (None: ungated).
         ackers = [m for m in self._middleware if type(m).ack is not Middleware.ack]
         self._ack_gates: list[Callable[[str], bool]] | None = (
@@ -140,8 +142,13 @@ class Manager(AdminOps):
 
     async def push_job(self, job: Job) -> None:
         due = validation.prepare_job(job, self.config)
-        if self._push_hooks:
-            await run_chain(self._push_hooks, PushContext(self, job), _nothing)
+        if self._push_hooks and self._pushes(job):
+            try:
+                await run_chain(self._push_hooks, PushContext(self, job), _nothing)
+            except Drop as dropped:
+                if dropped.durable is not None:
+                    await dropped.durable
+                return
         await self._store_jobs([(job, due)])
 
     def push_now(self, payload: bytes) -> Awaitable[None] | None:
@@ -188,13 +195,18 @@ class Manager(AdminOps):
         now = now_iso()  # one created_at for the whole batch, as one PUSH would have
         errors: dict[str, str] = {}
         accepted: list[tuple[Job, float | None]] = []
+        kept_elsewhere: list[Awaitable[None]] = []
         for index, item in enumerate(items):
             job: Job | None = None
             try:
                 job = item if isinstance(item, Job) else validation.decode_pushed(item, config)
                 due = validation.prepare_job(job, config, now)
-                if self._push_hooks:
+                if self._push_hooks and self._pushes(job):
                     await run_chain(self._push_hooks, PushContext(self, job), _nothing)
+            except Drop as dropped:
+                if dropped.durable is not None:
+                    kept_elsewhere.append(dropped.durable)
+                continue
             except CommandError as exc:  # middleware codes (NOTUNIQUE, ...) keep their code
                 key = (job.jid if job is not None else _raw_jid(item)) or f"#{index}"
                 errors[key] = exc.message if exc.code == "ERR" else str(exc)
@@ -202,7 +214,13 @@ class Manager(AdminOps):
                 accepted.append((job, due))
         if accepted:
             await self._store_jobs(accepted)
+        if kept_elsewhere:  # one commit for all of them (they may share one future)
+            await asyncio.gather(*{id(durable): durable for durable in kept_elsewhere}.values())
         return errors
+
+    def _pushes(self, job: Job) -> bool:
+        """Whether the push chain must run for ``job``: some hook's gate wants it."""
+        return not self._push_gated or any(wants(job) for wants in self._push_gates)
 
     async def _store_jobs(self, jobs: Sequence[tuple[Job, float | None]]) -> None:
         now = time.time()
@@ -425,6 +443,9 @@ class Manager(AdminOps):
         """``duration``: the run time (seconds) the worker reported, for the metrics."""
         reservation = await self.store.get_reservation(jid)
         if reservation is None:
+            for feature in self.features:
+                if await feature.unreserved_fail(jid):
+                    return  # e.g. a job cancelled while it ran, reported late by its worker
             raise JobNotFound(f"Job not found {jid}")
         report = FailureReport.clean(errtype, message, backtrace)
         await self._fail_reservation(reservation, report, duration=duration)

@@ -10,12 +10,18 @@ from collections.abc import Mapping
 from typing import Any
 
 from conveyor.manager.config import ManagerConfig
+from conveyor.manager.features.aggregation import AggregateFeature
 from conveyor.manager.features.base import Feature
+from conveyor.manager.features.cancellation import CancelFeature
 from conveyor.manager.features.cron import CronFeature
 
 __all__ = ["FEATURES", "FEATURE_TABLES", "build_features"]
 
-FEATURES: tuple[type[Feature], ...] = (CronFeature,)
+FEATURES: tuple[type[Feature], ...] = (
+    CronFeature,
+    CancelFeature,
+    AggregateFeature,  # last: a job is grouped once every other push hook has accepted it
+)
 
 FEATURE_TABLES: frozenset[str] = frozenset(table for f in FEATURES for table in f.tables)
 """The top-level TOML tables the features read; the config loader accepts these."""

@@ -25,6 +25,8 @@ Key layout (``{ns}`` is ``{conveyor}`` unless the URL says ``?namespace=``)::
     {ns}:rx:<space>    ZSET  key by expires_at;  {ns}:rspaces  SET  spaces in use
     {ns}:ready         channel: queue names that may have jobs (SPUBLISH on Redis 7)
     {ns}:op:<token>    STRING the result of one write call, kept ~30 s (calls.py)
+
+The capabilities' modules document their own keys (``records.py``, ``groups.py``, ...).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from conveyor.store.redis.calls import (
     OutcomeUnknown,
     reraise_cancellation,
 )
+from conveyor.store.redis.cancels import RedisCancels
 from conveyor.store.redis.codec import (
     RedisURL,
     decode_entry,
@@ -68,6 +71,7 @@ from conveyor.store.redis.codec import (
     score_arg,
 )
 from conveyor.store.redis.connect import Clients
+from conveyor.store.redis.groups import RedisGroups
 from conveyor.store.redis.listing import FilteredListing
 from conveyor.store.redis.records import RedisRecords
 from conveyor.store.redis.release import Lost, Releaser
@@ -109,8 +113,12 @@ class Keys:
     def record_expiry(self, space: str) -> str:
         return f"{self._p}rx:{space}"
 
+    def key(self, suffix: str) -> str:
+        """Any other key of the namespace (the capabilities' modules name theirs)."""
+        return self._p + suffix
 
-class RedisStore(RedisRecords, RedisWorkers, Store):
+
+class RedisStore(RedisRecords, RedisWorkers, RedisCancels, RedisGroups, Store):
     """A ``Store`` over Redis or Redis Cluster. Build it with ``RedisStore.from_url``."""
 
     def __init__(self, url: RedisURL) -> None:
@@ -597,3 +605,4 @@ class RedisStore(RedisRecords, RedisWorkers, Store):
                 break
             names = [m.decode() for m in missing]
         await self._flush_records()
+        await self._flush_groups()

@@ -36,8 +36,10 @@ from conveyor.store.base import (
     WorkerRecord,
 )
 from conveyor.store.sqlite import damage
+from conveyor.store.sqlite.cancels import SQLiteCancels
 from conveyor.store.sqlite.damage import Damaged, checksum, intact
 from conveyor.store.sqlite.db import Database, SQLiteOptions, load_queries, split_statements
+from conveyor.store.sqlite.groups import SQLiteGroups
 from conveyor.store.sqlite.listing import PageCursor, SetListing, entry_of
 from conveyor.store.sqlite.records import SQLiteRecords
 from conveyor.store.sqlite.schema import prepare
@@ -59,7 +61,7 @@ def _reservation(row: tuple[Any, ...]) -> Reservation:
     return Reservation(jid, queue, payload, wid, reserved_at, expires_at)
 
 
-class SQLiteStore(SetListing, LocalWorkers, SQLiteRecords, Store):
+class SQLiteStore(SetListing, LocalWorkers, SQLiteRecords, SQLiteCancels, SQLiteGroups, Store):
     """Build with ``SQLiteStore.from_url("sqlite:///path/to/file.db")`` (see ``SQLiteOptions``)."""
 
     def __init__(self, options: SQLiteOptions) -> None:
@@ -91,6 +93,7 @@ class SQLiteStore(SetListing, LocalWorkers, SQLiteRecords, Store):
         conn = self._db.open(prepare)
         try:
             self._create_records()
+            self._create_groups()
             damage.quarantine(conn)
             self._load_state()
         except sqlite3.Error as exc:
@@ -538,6 +541,7 @@ class SQLiteStore(SetListing, LocalWorkers, SQLiteRecords, Store):
         with self._db.atomic() as conn:
             for statement in split_statements(_SCHEMA["flush"]):
                 conn.execute(statement)
+            self._flush_groups(conn)
         self._flush_records()
         committed = self._db.pending
         self._sizes.clear()
