@@ -9,7 +9,7 @@ import typing
 from conveyor import _lazy
 
 if typing.TYPE_CHECKING:
-    from conveyor.app import App, Group, JobDef, PayloadError, PushResult
+    from conveyor.app import Aggregate, App, CancelResult, Group, JobDef, PayloadError, PushResult
     from conveyor.app.batches import BatchStatus, TrackInfo
     from conveyor.app.workflows import Chain, JobGroup, Signature, chain, group
     from conveyor.errors import (
@@ -18,6 +18,7 @@ if typing.TYPE_CHECKING:
         ConnectError,
         ConveyorError,
         InvalidJob,
+        JobCancelled,
         JobNotFound,
         NotUnique,
         ProtocolError,
@@ -30,7 +31,9 @@ __version__ = "0.1.0"
 
 __all__ = [  # noqa: RUF022 - grouped by purpose (as httpx does), sorted within groups
     # declaring, pushing and running jobs
+    "Aggregate",
     "App",
+    "CancelResult",
     "Group",
     "Handler",
     "Job",
@@ -54,6 +57,7 @@ __all__ = [  # noqa: RUF022 - grouped by purpose (as httpx does), sorted within 
     "ConnectError",
     "ConveyorError",
     "InvalidJob",
+    "JobCancelled",
     "JobNotFound",
     "NotUnique",
     "PayloadError",
@@ -63,7 +67,9 @@ __all__ = [  # noqa: RUF022 - grouped by purpose (as httpx does), sorted within 
 ]
 
 _MODULES = {
+    "Aggregate": "conveyor.app",
     "App": "conveyor.app",
+    "CancelResult": "conveyor.app",
     "Group": "conveyor.app",
     "JobDef": "conveyor.app",
     "PayloadError": "conveyor.app",
@@ -80,6 +86,7 @@ _MODULES = {
     "ConnectError": "conveyor.errors",
     "ConveyorError": "conveyor.errors",
     "InvalidJob": "conveyor.errors",
+    "JobCancelled": "conveyor.errors",
     "JobNotFound": "conveyor.errors",
     "NotUnique": "conveyor.errors",
     "ProtocolError": "conveyor.errors",

@@ -21,8 +21,9 @@ SUBCOMMANDS = {
     "push": "conveyor.console.stats:push_command",
     "queue": "conveyor.console.queues:queue_group",
     "job": "conveyor.console.jobs:job_group",
+    "group": "conveyor.console.groups:group_group",
     "dash": "conveyor.console.dash:dash_command",
-    "cron": "conveyor.cron_cli:cron_group",
+    "cron": "conveyor.console.cron:cron_group",
     "batch": "conveyor.console.batches:batch_group",
 }
 WORKER_INSPECTOR = "conveyor.console.workers:worker_group"

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 
+import msgspec
+
+from conveyor.app.aggregate import Aggregate
 from conveyor.app.batches import BatchBlock, BatchStatus, TrackInfo, in_batch
 from conveyor.app.cron import CronDeclarations
 from conveyor.app.jobs import JobDef, JobOptions
 from conveyor.app.sync import SyncRunner
 from conveyor.client import Client  # at import, not on the first push: it would wait for it
 from conveyor.errors import CommandError
-from conveyor.job import DEFAULT_QUEUE, Job
+from conveyor.job import DEFAULT_QUEUE, Job, encode_job
 from conveyor.pool import ConnectionPool
 
 if TYPE_CHECKING:
@@ -23,13 +27,19 @@ if TYPE_CHECKING:
     from conveyor.worker.context import AfterHook, BeforeHook, ErrorHandler, Middleware
     from conveyor.worker.runtime import Worker
 
-__all__ = ["App", "Group", "Producer", "PushMiddleware", "PushResult"]
+__all__ = ["App", "CancelResult", "Group", "Producer", "PushMiddleware", "PushResult"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
 
 PUSH_BULK_CHUNK = 1000  # Faktory's recommended PUSHB batch size
+PUSH_BULK_MAX_BYTES = 1024 * 1024
+"""The longest PUSHB line ``App.push_bulk`` sends (``App(push_bulk_max_bytes=...)``): a
+sixteenth of a conveyor server's default ``max_line_bytes`` (16 MiB), since a client cannot
+know the server's setting; a job longer than this alone goes in a PUSHB of its own."""
+_PUSHB_FRAME_BYTES = len(b"PUSHB []\r\n")
+CANCEL_CHUNK = 1000  # the most jids one ADMIN job.cancel takes
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +52,25 @@ class PushResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelResult:
+    """What ``app.cancel`` did to one job. ``outcome``: ``cancelled`` (now), ``already``
+    (cancelled before), ``finished`` (it ended: dead), ``unknown`` (no such job: it may have
+    finished and been acknowledged), ``moving`` (it kept moving; try again) or ``refused``
+    (it cannot be cancelled where it is: waiting for other jobs). ``was``: where it was
+    (``queued``, ``scheduled``, ``retries``, ``aggregating``, ``working``, ...)."""
+
+    jid: str
+    outcome: str
+    was: str = ""
+    message: str = ""
+
+    @property
+    def cancelled(self) -> bool:
+        """The job is cancelled (by this call or an earlier one)."""
+        return self.outcome in ("cancelled", "already")
 
 
 PushMiddleware = Callable[[Sequence[Job], Callable[[], Awaitable[None]]], Awaitable[None]]
@@ -63,8 +92,9 @@ class Producer(Protocol):
 
 
 class _PoolProducer:
-    def __init__(self, pool: ConnectionPool[Client]) -> None:
+    def __init__(self, pool: ConnectionPool[Client], max_bytes: int = PUSH_BULK_MAX_BYTES) -> None:
         self.pool = pool
+        self.max_bytes = max_bytes
 
     async def push(self, job: Job) -> None:
         await self.pool.run(lambda client: client.push(job))
@@ -79,14 +109,15 @@ class _PoolProducer:
         breaks, the pool reconnects and the chunks not yet answered are sent again (so, as
         with PUSH, a chunk whose reply was lost can be enqueued twice: at-least-once).
         """
-        chunks = [jobs[i : i + PUSH_BULK_CHUNK] for i in range(0, len(jobs), PUSH_BULK_CHUNK)]
+        chunks = _pushb_chunks(jobs, PUSH_BULK_CHUNK, self.max_bytes)
+        lines = [line for _, line in chunks]
         outcomes: list[dict[str, str] | CommandError] = []
         while len(outcomes) < len(chunks):
             await self.pool.run(
-                lambda client: client.push_bulk_chunks(chunks[len(outcomes) :], outcomes)
+                lambda client: client.push_bulk_chunks(lines[len(outcomes) :], outcomes)
             )
         errors: dict[str, str] = {}
-        for chunk, outcome in zip(chunks, outcomes, strict=True):
+        for (chunk, _), outcome in zip(chunks, outcomes, strict=True):
             if isinstance(outcome, CommandError):
                 message = outcome.message if outcome.code == "ERR" else str(outcome)
                 errors.update((job.jid, message) for job in chunk)
@@ -98,6 +129,42 @@ class _PoolProducer:
         await self.pool.close()
 
 
+def _pushb_chunks(
+    jobs: Sequence[Job], max_jobs: int, max_bytes: int
+) -> list[tuple[Sequence[Job], bytes]]:
+    """``jobs`` cut into PUSHB arguments (JSON arrays) of at most ``max_jobs`` jobs and, but
+    for a job longer than that alone, ``max_bytes`` a line. A chunk of ``max_jobs`` is
+    encoded in one call; only one over ``max_bytes`` is encoded again job by job, to cut it."""
+    chunks: list[tuple[Sequence[Job], bytes]] = []
+    for start in range(0, len(jobs), max_jobs):
+        chunk = jobs[start : start + max_jobs]
+        body = _encode_jobs(chunk)
+        if len(body) + _PUSHB_FRAME_BYTES <= max_bytes:
+            chunks.append((chunk, body))
+        else:
+            chunks += _cut_by_size(chunk, max_bytes)
+    return chunks
+
+
+_encode_jobs = msgspec.json.Encoder().encode
+
+
+def _cut_by_size(jobs: Sequence[Job], max_bytes: int) -> list[tuple[Sequence[Job], bytes]]:
+    chunks: list[tuple[Sequence[Job], bytes]] = []
+    start, size = 0, _PUSHB_FRAME_BYTES
+    encoded: list[bytes] = []
+    for index, job in enumerate(jobs):
+        body = encode_job(job)
+        if encoded and size + len(body) > max_bytes:
+            chunks.append((jobs[start:index], b"[" + b",".join(encoded) + b"]"))
+            start, size, encoded = index, _PUSHB_FRAME_BYTES, []
+        encoded.append(body)
+        size += len(body) + 1  # and its comma
+    if encoded:
+        chunks.append((jobs[start:], b"[" + b",".join(encoded) + b"]"))
+    return chunks
+
+
 class _Registry:
     """What ``App`` and ``Group`` share: declaring jobs with options."""
 
@@ -107,6 +174,22 @@ class _Registry:
 
     @overload
     def job(self, fn: Callable[P, R], /) -> JobDef[P, R]: ...
+
+    @overload
+    def job(
+        self,
+        *,
+        aggregate: Aggregate,
+        name: str | None = None,
+        queue: str = DEFAULT_QUEUE,
+        retry: int | None = None,
+        reserve_for: int | None = None,
+        timeout: float | None = None,
+        backtrace: int | None = None,
+        custom: Mapping[str, Any] | None = None,
+        raw: bool = False,
+        middleware: Sequence[Middleware] = (),
+    ) -> Callable[[Callable[[list[T]], R]], JobDef[[T], R]]: ...
 
     @overload
     def job(
@@ -126,7 +209,10 @@ class _Registry:
     def job(self, fn: Any = None, /, **options: Any) -> Any:  # type: ignore[misc]
         """Declare a job: ``@app.job`` or ``@app.job(queue="emails", retry=5, timeout=30)``.
 
-        The jobtype is the function's name unless ``name=`` says otherwise.
+        The jobtype is the function's name unless ``name=`` says otherwise. With
+        ``aggregate=conveyor.Aggregate(...)`` the job is pushed one item at a time into a
+        group (``.options(group=...).push(item)``) and its handler gets a list of items
+        (docs/aggregation.md).
         """
         if fn is not None:
             return self.app.register(fn, group=self.group_name)
@@ -167,14 +253,20 @@ class App(_Registry):
         tls: ssl.SSLContext | None = None,
         pool_size: int = 10,
         retry_seconds: float = 30.0,
+        push_bulk_max_bytes: int = PUSH_BULK_MAX_BYTES,
         middleware: Sequence[Middleware] = (),
     ) -> None:
+        if push_bulk_max_bytes < 1024:
+            raise ValueError(
+                f"push_bulk_max_bytes must be at least 1024, got {push_bulk_max_bytes}"
+            )
         self.app = self
         self.url = url
         self.password = password
         self.tls = tls
         self.pool_size = pool_size
         self.retry_seconds = retry_seconds
+        self.push_bulk_max_bytes = push_bulk_max_bytes
         self.middleware = list(middleware)
         self.push_middleware: list[PushMiddleware] = []
         """Producer-side middleware (``use_push``), outermost first."""
@@ -214,6 +306,7 @@ class App(_Registry):
         custom: Mapping[str, Any] | None = None,
         raw: bool = False,
         middleware: Sequence[Middleware] = (),
+        aggregate: Aggregate | None = None,
     ) -> JobDef[P, R]:
         """Declare ``fn`` as a job (what ``@app.job`` calls)."""
         jobtype = name or fn.__name__
@@ -230,7 +323,7 @@ class App(_Registry):
         )
         jobdef = JobDef(
             self, fn, name=jobtype, options=options, timeout=timeout, raw=raw,
-            middleware=middleware, group=group,
+            middleware=middleware, group=group, aggregate=aggregate,
         )  # fmt: skip
         self.jobs[jobtype] = jobdef
         return jobdef
@@ -313,7 +406,7 @@ class App(_Registry):
             pool: ConnectionPool[Client] = ConnectionPool(
                 self.connect, size=self.pool_size, retry_seconds=self.retry_seconds
             )
-            producer = self._producers[loop] = _PoolProducer(pool)
+            producer = self._producers[loop] = _PoolProducer(pool, self.push_bulk_max_bytes)
         return producer
 
     # -- producing -------------------------------------------------------------------------------
@@ -350,7 +443,8 @@ class App(_Registry):
         await step(0)
 
     async def push_bulk(self, jobs: Sequence[Job]) -> list[PushResult]:
-        """Push many jobs with PUSHB (1000 a command, two commands in flight, in order).
+        """Push many jobs with PUSHB (up to 1000 jobs and ``push_bulk_max_bytes`` a command,
+        two commands in flight, in order).
 
         Returns one result per job, in order: a job the server refused, alone (bad queue
         name, not unique, ...) or with its whole chunk, has the server's error message.
@@ -411,6 +505,32 @@ class App(_Registry):
         """``TRACK GET``: a tracked job's state and progress."""
         return TrackInfo.from_wire(await self.call(lambda c: c.track_get(jid)))
 
+    # -- cancelling ------------------------------------------------------------------------------
+
+    async def cancel(self, jid: str) -> CancelResult:
+        """Cancel a job wherever it is (docs/cancellation.md): a queued, scheduled, retrying
+        or aggregating job is removed; a running one is stopped by its worker within about a
+        second. Either way it ends as *cancelled*: not retried, not dead. The result says what
+        happened, also when the job had finished or is unknown (nothing is raised then)."""
+        return (await self.cancel_many([jid]))[0]
+
+    async def cancel_many(self, jids: Sequence[str]) -> list[CancelResult]:
+        """``cancel`` for several jobs at once: one result per distinct jid, in order."""
+        producer = self._producer()
+        if not isinstance(producer, _PoolProducer):
+            raise RuntimeError("cancel needs a server: jobs pushed inline ran already")
+        results: list[CancelResult] = []
+        unique = list(dict.fromkeys(jids))
+        for start in range(0, len(unique), CANCEL_CHUNK):
+            part = unique[start : start + CANCEL_CHUNK]
+            reports = await producer.pool.run(functools.partial(_cancel, jids=part))
+            results += [CancelResult(**report) for report in reports]
+        return results
+
+    def cancel_sync(self, jid: str) -> CancelResult:
+        """``cancel`` for code that is not async."""
+        return self.sync.run(self.cancel(jid))
+
     async def aclose(self) -> None:
         """Close this loop's pooled connections."""
         loop = asyncio.get_running_loop()
@@ -429,3 +549,7 @@ class App(_Registry):
         from conveyor.worker.runtime import Worker
 
         return Worker(self, **options)
+
+
+async def _cancel(client: Client, jids: list[str]) -> list[dict[str, Any]]:
+    return await client.cancel(jids)

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
+from conveyor.app.aggregate import Aggregate, AggregatePayload
 from conveyor.app.payload import PayloadSpec
 from conveyor.job import DEFAULT_QUEUE, Job
 from conveyor.timefmt import format_time
@@ -66,6 +67,7 @@ class JobOptions:
     at: dt.datetime | None = None
     delay_seconds: float | None = None
     jid: str | None = None
+    group: str | None = None
 
     def merged(self, **changes: Any) -> JobOptions:
         """A copy with ``changes`` applied; ``custom`` dicts are merged, not replaced."""
@@ -99,6 +101,7 @@ class JobDef(Generic[P, R]):
         raw: bool,
         middleware: Sequence[Middleware],
         group: str | None = None,
+        aggregate: Aggregate | None = None,
     ) -> None:
         self.app = app
         self.fn = fn
@@ -109,7 +112,10 @@ class JobDef(Generic[P, R]):
         self.middleware: list[Middleware] = list(middleware)
         self.before_hooks: list[BeforeHook] = []
         self.after_hooks: list[AfterHook] = []
-        self.payload = PayloadSpec(fn, raw=raw)
+        self.aggregate = aggregate
+        self.payload: PayloadSpec | AggregatePayload = PayloadSpec(fn, raw=raw)
+        if aggregate is not None:
+            self.payload = AggregatePayload(fn, self.payload)
         self.is_async = inspect.iscoroutinefunction(fn)
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
@@ -118,7 +124,10 @@ class JobDef(Generic[P, R]):
         return f"<JobDef {self.name} queue={self.defaults.queue}>"
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run the function here and now, as a plain call (no queue, no hooks)."""
+        """Run the function here and now, as a plain call (no queue, no hooks). An aggregated
+        job takes one item, and its handler runs on a list of that one item."""
+        if self.aggregate is not None:
+            return self.fn([*args], **kwargs)  # type: ignore[arg-type]
         return self.fn(*args, **kwargs)
 
     # -- hooks and middleware for this job only -------------------------------------------------
@@ -153,12 +162,16 @@ class JobDef(Generic[P, R]):
         jid: str | None = None,
         track: bool | None = None,
         after: Sequence[str] | None = None,
+        group: str | None = None,
     ) -> JobDef[P, R]:
         """A copy of this job that pushes with these options (the handler is the same).
 
         ``track=True``: the server tracks the job (``app.track(jid)``; other jobs may wait
         for it). ``after=[jid, ...]``: the job waits on the server until those tracked jobs
-        have succeeded, and goes to the dead set if one of them dies (docs/batches.md)."""
+        have succeeded, and goes to the dead set if one of them dies (docs/batches.md).
+        ``group``: the aggregating group a job declared with ``aggregate=`` joins."""
+        if group is not None and self.aggregate is None:
+            raise TypeError(f"{self.name}: group= is for jobs declared with aggregate=")
         extra: dict[str, Any] = {}
         if track:
             extra["track"] = 1
@@ -176,6 +189,7 @@ class JobDef(Generic[P, R]):
             "backtrace": backtrace,
             "custom": custom,
             "jid": jid,
+            "group": group,
         }
         if in_ is not None:
             seconds = in_.total_seconds() if isinstance(in_, dt.timedelta) else float(in_)
@@ -203,6 +217,14 @@ class JobDef(Generic[P, R]):
                 f"{self.name}: Faktory args are positional; pass {sorted(kwargs)} positionally"
             )
         opts = self.defaults
+        custom = dict(opts.custom) if opts.custom else None
+        if self.aggregate is not None:
+            if not opts.group:
+                raise ValueError(
+                    f"{self.name} is aggregated: push it with .options(group=...).push(item)"
+                )
+            custom = {**(custom or {}), "aggregate": self.aggregate.to_custom()}
+            custom["group"] = opts.group
         return Job(
             jid=opts.jid or new_jid(),
             jobtype=self.name,
@@ -211,7 +233,7 @@ class JobDef(Generic[P, R]):
             retry=opts.retry,
             reserve_for=opts.reserve_for or 0,
             backtrace=opts.backtrace or 0,
-            custom=dict(opts.custom) if opts.custom else None,
+            custom=custom,
             at=opts.schedule(),
         )
 

@@ -163,3 +163,5 @@ class SyncClient:
     batch_child = _blocking(Client.batch_child)
     track_get = _blocking(Client.track_get)
     track_set = _blocking(Client.track_set)
+    cancel = _blocking(Client.cancel)
+    cancels = _blocking(Client.cancels)

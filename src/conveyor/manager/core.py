@@ -156,13 +156,17 @@ class Manager(FeatureCalls, AdminOps):
         if self._bulk_pushers:
             refused = (await self._push_many([job])).get(job.jid)
             if isinstance(refused, Drop):
+                if refused.durable is not None:
+                    await refused.durable
                 return
             if refused is not None:
                 raise refused
         if self._push_hooks and self._pushes(job):
             try:
                 await run_chain(self._push_hooks, PushContext(self, job), _nothing)
-            except Drop:
+            except Drop as dropped:
+                if dropped.durable is not None:
+                    await dropped.durable
                 return
         await self._store_jobs([(job, due)])
 
@@ -228,18 +232,21 @@ class Manager(FeatureCalls, AdminOps):
                 prepared.append((job, validation.prepare_job(job, config, now)))
             except CommandError as exc:
                 key = (job.jid if job is not None else _raw_jid(item)) or f"#{index}"
-                errors[key] = exc.message
+                errors[key] = exc.message if exc.code == "ERR" else str(exc)
         refused: dict[str, CommandError | Drop] = {}
         if self._bulk_pushers and prepared:
             refused = await self._push_many([job for job, _ in prepared])
         accepted: list[tuple[Job, float | None]] = []
+        kept_elsewhere: list[Awaitable[None]] = []
         for job, due in prepared:
             try:
                 if job.jid in refused:
                     raise refused[job.jid]
                 if self._push_hooks and self._pushes(job):
                     await run_chain(self._push_hooks, PushContext(self, job), _nothing)
-            except Drop:
+            except Drop as dropped:
+                if dropped.durable is not None:
+                    kept_elsewhere.append(dropped.durable)
                 continue
             except CommandError as exc:  # middleware codes (NOTUNIQUE, ...) keep their code
                 errors[job.jid] = exc.message if exc.code == "ERR" else str(exc)
@@ -247,6 +254,8 @@ class Manager(FeatureCalls, AdminOps):
                 accepted.append((job, due))
         if accepted:
             await self._store_jobs(accepted)
+        if kept_elsewhere:  # one commit for all of them (they may share one future)
+            await asyncio.gather(*{id(durable): durable for durable in kept_elsewhere}.values())
         return errors
 
     async def _store_jobs(self, jobs: Sequence[tuple[Job, float | None]]) -> None:
@@ -473,6 +482,9 @@ class Manager(FeatureCalls, AdminOps):
         """``duration``: the run time (seconds) the worker reported, for the metrics."""
         reservation = await self.store.get_reservation(jid)
         if reservation is None:
+            for feature in self.features:
+                if await feature.unreserved_fail(jid):
+                    return  # e.g. a job cancelled while it ran, reported late by its worker
             raise JobNotFound(f"Job not found {jid}")
         report = FailureReport.clean(errtype, message, backtrace)
         await self._fail_reservation(reservation, report, duration=duration)

@@ -23,6 +23,8 @@ Data model
   expiry, for the features (unique locks, cron tick claims, tracking, results...).
 * **Batches** (``batches.py``): batches, the marks of tracked jobs and the jobs waiting for
   others, moved in the same step as the jobs they follow.
+* **Groups** (``groups.py``): the aggregating set, jobs waiting to be enqueued as one; and
+  the one step that cancels a job wherever it is (``cancels.py``).
 * **Workers**: the heartbeat records of worker processes (``WorkerRecord``). Several servers
   may change one record at once (a BEAT on one, a quiet signal on another), so every change to
   an existing record goes through ``update_worker``, one atomic read-modify-write.
@@ -54,6 +56,8 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from conveyor.store.batches import Batches
+from conveyor.store.cancels import Cancels
+from conveyor.store.groups import Groups
 from conveyor.store.records import Records
 
 __all__ = [
@@ -227,12 +231,12 @@ DURABLE: Awaitable[None] = _Durable()
 """What ``enqueue_now`` and ``hand_off`` return when the write is durable already (memory)."""
 
 
-class Store(Records, Batches, abc.ABC):
+class Store(Records, Batches, Cancels, Groups, abc.ABC):
     """The storage contract. See the module docstring for the data model and durability.
 
     The job lifecycle is declared here; the capabilities features build on are declared in
-    modules of their own (``records.py``, ``batches.py``) and included, so every backend has
-    all of them."""
+    modules of their own (``records.py``, ``batches.py``, ``cancels.py``, ``groups.py``) and
+    included, so every backend has all of them."""
 
     in_process: bool = False
     """The store writes without waiting for I/O (memory, SQLite): it offers the synchronous
@@ -249,6 +253,12 @@ class Store(Records, Batches, abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Flush pending commits and release resources."""
+
+    def refusing_writes(self) -> str | None:
+        """Why this store refuses every write right now, or None. A store that learns of an
+        outage by itself (SQLite that cannot commit: ``StoreUnavailable``) says so here for
+        health checks; others find out when a call fails (None)."""
+        return None
 
     @abc.abstractmethod
     def set_ready_listener(self, listener: ReadyListener) -> None:
@@ -491,5 +501,5 @@ class Store(Records, Batches, abc.ABC):
 
     @abc.abstractmethod
     async def flush(self) -> None:
-        """Delete every job, queue, set, reservation, pause flag, counter and record (not
-        workers)."""
+        """Delete every job, queue, set, reservation, pause flag, counter, record and group
+        (not workers)."""

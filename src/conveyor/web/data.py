@@ -14,6 +14,7 @@ from conveyor.manager import views
 from conveyor.manager.types import ServerStats
 from conveyor.manager.views import history_view, job_row, queues_view
 from conveyor.store.base import SetEntry, SortedSet
+from conveyor.timefmt import now_iso
 from conveyor.web.present import Listing, job_key, page_count, route_for_set
 
 if TYPE_CHECKING:
@@ -42,17 +43,31 @@ async def stats_json(manager: Manager, stats: StatsSource) -> dict[str, Any]:
 
 
 async def health_json(manager: Manager, stats: StatsSource) -> dict[str, Any]:
-    """Faktory's ``/health``: the time and the server section without memory and uptime."""
-    info = await manager.info(stats())
-    server = info.get("server", {})
-    keep = ("description", "faktory_version", "connections", "command_count")
-    return {"now": info.get("now"), "server": {k: server.get(k) for k in keep}}
+    """Faktory's ``/health`` (the time and the server section without memory and uptime),
+    plus ``status``: ``ok``, or ``unavailable`` with the ``store``'s problem."""
+    problem = await manager.storage_problem()
+    numbers = stats()
+    health: dict[str, Any] = {
+        "now": now_iso(),
+        "server": {
+            "description": manager.description,
+            "faktory_version": manager.version,
+            "connections": numbers.connections,
+            "command_count": numbers.command_count,
+        },
+        "status": "ok" if problem is None else "unavailable",
+    }
+    if problem is not None:
+        health["store"] = problem
+    return health
 
 
 def summary(info: dict[str, Any]) -> dict[str, int]:
-    """The summary bar: Faktory's seven numbers, from the INFO JSON."""
+    """The summary bar: Faktory's seven numbers, then jobs cancelled and waiting in
+    aggregating groups, from the INFO JSON."""
     faktory = info.get("faktory", {})
     sets = faktory.get("sets", {})
+    features = info.get("features", {})
     return {
         "processed": int(faktory.get("total_processed", 0)),
         "failed": int(faktory.get("total_failures", 0)),
@@ -61,6 +76,8 @@ def summary(info: dict[str, Any]) -> dict[str, int]:
         "retries": int(sets.get("retries", 0)),
         "scheduled": int(sets.get("scheduled", 0)),
         "dead": int(sets.get("dead", 0)),
+        "cancelled": int(features.get("cancellation", {}).get("cancelled", 0)),
+        "aggregating": int(features.get("aggregation", {}).get("aggregating", 0)),
     }
 
 

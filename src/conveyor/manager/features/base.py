@@ -11,6 +11,8 @@ from conveyor.job import Job
 from conveyor.manager.middleware import Drop, Middleware
 
 if TYPE_CHECKING:
+    from conveyor.manager.admin import JobLocation
+    from conveyor.manager.config import ManagerConfig
     from conveyor.manager.core import Manager
 
 __all__ = ["Feature", "Loop"]
@@ -46,6 +48,11 @@ class Feature(Middleware):
         ``tables``). Raise ``conveyor.errors.ConfigError`` naming the table, entry and key of
         a bad value: the server then refuses to start, or a reload keeps the old settings."""
         return cls()
+
+    def check_limits(self, config: ManagerConfig) -> None:
+        """Check the settings against the server's job limits (what a PUSH accepts), known
+        once the whole configuration is read: ``build_features`` calls it after
+        ``from_config``. Raise ``ConfigError`` as ``from_config`` does."""
 
     def bind(self, manager: Manager) -> None:
         """Called once by the manager that runs this feature, before it starts."""
@@ -101,3 +108,24 @@ class Feature(Middleware):
         A feature that overrides this is asked before every plain ``Store.ack`` whose jids
         ``holds_acks`` does not decline (docs/design/batches.md)."""
         return 0, list(jids)
+
+    async def locate(self, jids: Sequence[str]) -> Mapping[str, JobLocation]:
+        """Where jobs are that only this feature holds (a job waiting in an aggregating
+        group): asked for the jids not reserved and not in a sorted set, before the queues
+        are searched."""
+        return {}
+
+    async def history(self, jids: Sequence[str]) -> Mapping[str, JobLocation]:
+        """What became of jobs that are nowhere any more (a cancelled job): asked last, for
+        the jids found nowhere else. ``JobLocation.where`` names their end state."""
+        return {}
+
+    async def unreserved_fail(self, jid: str) -> bool:
+        """A FAIL of ``jid``, which holds no reservation: True if this feature answers for
+        it, and the FAIL is then ``+OK`` and changes nothing (a job cancelled while it ran,
+        whose worker reports it late). False: ``Job not found``, as in Faktory."""
+        return False
+
+    async def info(self) -> Mapping[str, Any] | None:
+        """This feature's section of INFO (``features.<name>``), or None for none."""
+        return None

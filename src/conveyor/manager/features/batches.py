@@ -20,12 +20,13 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
 from conveyor.errors import CommandError, ConfigError, InvalidJob
 from conveyor.job import Job, decode_job, encode_job
+from conveyor.manager.features.aggregation import AGGREGATE_KEY
 from conveyor.manager.features.base import Loop
 from conveyor.manager.features.batch_commands import BatchCommands
 from conveyor.manager.features.tracking import Tracking
@@ -53,6 +54,10 @@ SWEEP_SECONDS = 5.0
 EXPIRY_SECONDS = 30.0
 _EXPIRE_STEP = 100
 _MARK_KEYS = ("bid", "track", "after")
+_NOT_AGGREGATED = (
+    "a job to aggregate (custom.aggregate) cannot join a batch, be tracked or wait for other"
+    " jobs: it never runs itself, its group's job does"
+)
 _END_KEYS = ("bid", "track", "after", "_bid")
 
 
@@ -172,6 +177,9 @@ class BatchFeature(BatchCommands, Tracking):
                 refused[job.jid] = exc
                 continue
             if bid or waiting or tracked(custom):
+                if AGGREGATE_KEY in custom:
+                    refused[job.jid] = InvalidJob(_NOT_AGGREGATED)
+                    continue
                 marks.append(NewMark(job.jid, bid, None if bid else keep, waiting))
         return marks, refused
 
@@ -183,8 +191,10 @@ class BatchFeature(BatchCommands, Tracking):
         marks, refused = self._marks(jobs, now)
         if not marks:
             return refused
-        results = await self.manager.store.mark_jobs(marks, now)
-        dead = self._take(results, refused)
+        store = self.manager.store
+        results = await store.mark_jobs(marks, now)
+        # a waiting job is stored by this step alone: its PUSH waits for the step's commit
+        dead = self._take(results, refused, store.durable())
         by_jid = {job.jid: job for job in jobs}
         for jid, cause in dead.items():
             await self._bury(by_jid[jid], cause, now)
@@ -200,14 +210,18 @@ class BatchFeature(BatchCommands, Tracking):
         now = self.clock()
         marks, refused = self._marks([job], now)
         if marks:
-            self._take(store.mark_jobs_now(marks, now), refused)
+            self._take(store.mark_jobs_now(marks, now), refused, store.durable())
         return refused
 
     def _take(
-        self, results: Mapping[str, tuple[MarkResult, str]], refused: dict[str, CommandError | Drop]
+        self,
+        results: Mapping[str, tuple[MarkResult, str]],
+        refused: dict[str, CommandError | Drop],
+        durable: Awaitable[None],
     ) -> dict[str, str]:
-        """Note the marked jids; the refused and waiting ones into ``refused``; returns the
-        jids doomed by a dead dependency, with that dependency."""
+        """Note the marked jids; the refused and waiting ones into ``refused`` (a waiting
+        one's ``Drop`` carries ``durable``, the durability of the step that stored it);
+        returns the jids doomed by a dead dependency, with that dependency."""
         dead: dict[str, str] = {}
         local = self._local
         for jid, (result, detail) in results.items():
@@ -219,7 +233,7 @@ class BatchFeature(BatchCommands, Tracking):
                 if local is not None:
                     local.add(jid)
                 if result == MarkResult.WAITING:
-                    refused[jid] = Drop(f"{jid} waits for other jobs")
+                    refused[jid] = Drop(f"{jid} waits for other jobs", durable)
         return dead
 
     def _waiting(self, job: Job, after: Any) -> WaitingJob | None:

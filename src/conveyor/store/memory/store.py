@@ -10,6 +10,8 @@ Layout:
   with ``bisect``, so due-queries and pages are slices;
 * reservations: ``jid -> Reservation``;
 * counters: totals plus ``day -> [processed, failures]``;
+* batches and job marks (``memory/batches.py``), aggregating groups (``memory/groups.py``)
+  and records (``memory/records.py``);
 * workers: ``wid -> WorkerRecord`` (copies, so callers cannot change stored state by accident).
 """
 
@@ -39,6 +41,8 @@ from conveyor.store.base import (
 )
 from conveyor.store.filters import filter_entries
 from conveyor.store.memory.batches import MemoryBatches
+from conveyor.store.memory.cancels import MemoryCancels
+from conveyor.store.memory.groups import MemoryGroups
 from conveyor.store.memory.records import MemoryRecords
 from conveyor.store.workers import LocalWorkers
 
@@ -120,7 +124,7 @@ class _SortedSet:
         return count
 
 
-class MemoryStore(LocalWorkers, MemoryRecords, MemoryBatches, Store):
+class MemoryStore(LocalWorkers, MemoryRecords, MemoryBatches, MemoryCancels, MemoryGroups, Store):
     """Everything in this process; nothing survives a restart."""
 
     def __init__(self) -> None:
@@ -134,6 +138,7 @@ class MemoryStore(LocalWorkers, MemoryRecords, MemoryBatches, Store):
         self._workers: dict[str, WorkerRecord] = {}
         self._listener: ReadyListener | None = None
         self._init_batches()
+        self._init_groups()
 
     # ----------------------------------------------------------------- life cycle
 
@@ -408,6 +413,7 @@ class MemoryStore(LocalWorkers, MemoryRecords, MemoryBatches, Store):
         self._daily.clear()
         self._flush_records()
         self._flush_batches()
+        self._init_groups()
 
 
 def _window(items: Sequence[_T], offset: int, limit: int) -> list[_T]:

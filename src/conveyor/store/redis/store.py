@@ -26,7 +26,8 @@ Key layout (``{ns}`` is ``{conveyor}`` unless the URL says ``?namespace=``)::
     {ns}:ready         channel: queue names that may have jobs (SPUBLISH on Redis 7)
     {ns}:op:<token>    STRING the result of one write call, kept ~30 s (calls.py)
 
-and the batches capability's keys (``store/redis/batches.py``).
+The capabilities' modules document their own keys (``records.py``, ``batches.py``,
+``groups.py``, ...).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from conveyor.store.redis.calls import (
     OutcomeUnknown,
     reraise_cancellation,
 )
+from conveyor.store.redis.cancels import RedisCancels
 from conveyor.store.redis.codec import (
     RedisURL,
     decode_entry,
@@ -71,6 +73,8 @@ from conveyor.store.redis.codec import (
     score_arg,
 )
 from conveyor.store.redis.connect import Clients
+from conveyor.store.redis.groups import RedisGroups
+from conveyor.store.redis.listing import FilteredListing
 from conveyor.store.redis.records import RedisRecords
 from conveyor.store.redis.release import Lost, Releaser
 from conveyor.store.redis.scripts import Script, load_scripts
@@ -79,9 +83,7 @@ from conveyor.store.redis.workers import RedisWorkers
 
 __all__ = ["RedisStore"]
 
-SCAN_CHUNK = 1000
 _FIND_SLICE = 2000  # queue entries one queue_find call looks at: well under a millisecond
-"""Entries read per script call when a listing has to filter a whole sorted set."""
 
 
 class Keys:
@@ -113,8 +115,12 @@ class Keys:
     def record_expiry(self, space: str) -> str:
         return f"{self._p}rx:{space}"
 
+    def key(self, suffix: str) -> str:
+        """Any other key of the namespace (the capabilities' modules name theirs)."""
+        return self._p + suffix
 
-class RedisStore(RedisRecords, RedisWorkers, RedisBatches, Store):
+
+class RedisStore(RedisRecords, RedisWorkers, RedisBatches, RedisCancels, RedisGroups, Store):
     """A ``Store`` over Redis or Redis Cluster. Build it with ``RedisStore.from_url``."""
 
     def __init__(self, url: RedisURL) -> None:
@@ -131,6 +137,7 @@ class RedisStore(RedisRecords, RedisWorkers, RedisBatches, Store):
         # Wake-up messages are "<origin> <queue>": a store skips its own (it already woke its
         # listener locally), so one push wakes one waiting FETCH, not two.
         self._origin = secrets.token_hex(6) + " "
+        self._filtered = FilteredListing(self._read_set)
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
@@ -475,21 +482,9 @@ class RedisStore(RedisRecords, RedisWorkers, RedisBatches, Store):
         if flt.jids:
             _, found = await self._read_set(name, "jids", *dict.fromkeys(flt.jids))
             found.sort(key=lambda e: (e.score, e.jid), reverse=descending)
-        else:
-            found = await self._scan_set(name, rev)
-        kept = await filter_entries(flt, found)
-        return Page(kept[offset : offset + limit], len(kept))
-
-    async def _scan_set(self, name: SortedSet, rev: str) -> list[SetEntry]:
-        """Every entry in score order, a chunk at a time (a listing, not a transition)."""
-        out: list[SetEntry] = []
-        start = 0
-        while True:
-            _, chunk = await self._read_set(name, "rank", start, start + SCAN_CHUNK - 1, rev)
-            out += chunk
-            if len(chunk) < SCAN_CHUNK:
-                return out
-            start += SCAN_CHUNK
+            kept = await filter_entries(flt, found)
+            return Page(kept[offset : offset + limit], len(kept))
+        return await self._filtered.page(name, flt, offset, limit, descending)
 
     async def get_set_entries(self, name: SortedSet, jids: Sequence[str]) -> list[SetEntry]:
         if not jids:
@@ -613,3 +608,4 @@ class RedisStore(RedisRecords, RedisWorkers, RedisBatches, Store):
             names = [m.decode() for m in missing]
         await self._flush_records()
         await self._flush_batches()
+        await self._flush_groups()

@@ -37,8 +37,10 @@ from conveyor.store.base import (
 )
 from conveyor.store.sqlite import damage
 from conveyor.store.sqlite.batches import SQLiteBatches
+from conveyor.store.sqlite.cancels import SQLiteCancels
 from conveyor.store.sqlite.damage import Damaged, checksum, intact
 from conveyor.store.sqlite.db import Database, SQLiteOptions, load_queries, split_statements
+from conveyor.store.sqlite.groups import SQLiteGroups
 from conveyor.store.sqlite.listing import PageCursor, SetListing, entry_of
 from conveyor.store.sqlite.records import SQLiteRecords
 from conveyor.store.sqlite.schema import prepare
@@ -60,7 +62,9 @@ def _reservation(row: tuple[Any, ...]) -> Reservation:
     return Reservation(jid, queue, payload, wid, reserved_at, expires_at)
 
 
-class SQLiteStore(SetListing, LocalWorkers, SQLiteRecords, SQLiteBatches, Store):
+class SQLiteStore(
+    SetListing, LocalWorkers, SQLiteRecords, SQLiteBatches, SQLiteCancels, SQLiteGroups, Store
+):
     """Build with ``SQLiteStore.from_url("sqlite:///path/to/file.db")`` (see ``SQLiteOptions``)."""
 
     def __init__(self, options: SQLiteOptions) -> None:
@@ -93,6 +97,7 @@ class SQLiteStore(SetListing, LocalWorkers, SQLiteRecords, SQLiteBatches, Store)
         try:
             self._create_records()
             self._create_batches()
+            self._create_groups()
             damage.quarantine(conn)
             self._load_state()
         except sqlite3.Error as exc:
@@ -105,6 +110,9 @@ class SQLiteStore(SetListing, LocalWorkers, SQLiteRecords, SQLiteBatches, Store)
 
     async def close(self) -> None:
         self._db.close()
+
+    def refusing_writes(self) -> str | None:
+        return self._db.health.refusal
 
     def _load_state(self) -> None:
         """Rebuild the in-memory mirrors from what is committed."""
@@ -537,6 +545,7 @@ class SQLiteStore(SetListing, LocalWorkers, SQLiteRecords, SQLiteBatches, Store)
         with self._db.atomic() as conn:
             for statement in split_statements(_SCHEMA["flush"]):
                 conn.execute(statement)
+            self._flush_groups(conn)
         self._flush_records()
         self._flush_batches()
         committed = self._db.pending
