@@ -21,6 +21,9 @@ Data model
 * **Counters**: ``processed`` and ``failures`` totals plus one pair per UTC day.
 * **Records** (``records.py``): small values under a key in named spaces, with an optional
   expiry, for the features (unique locks, cron tick claims, tracking, results...).
+* **Limits** (``limits.py``): throttle slots and rate-limit buckets of limited queues.
+* **Counts** (``counts.py``) and **deadlines** (``deadlines.py``): counters and time-ordered
+  keys in named spaces (jobs expired per day; expiring jobs to sweep).
 * **Workers**: the heartbeat records of worker processes (``WorkerRecord``). Several servers
   may change one record at once (a BEAT on one, a quiet signal on another), so every change to
   an existing record goes through ``update_worker``, one atomic read-modify-write.
@@ -46,6 +49,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from conveyor.store.counts import Counts
+from conveyor.store.deadlines import Deadlines
+from conveyor.store.endings import Endings
+from conveyor.store.limits import Limits
 from conveyor.store.records import Records
 
 __all__ = [
@@ -204,11 +211,12 @@ ReadyListener = Callable[[str], None]
 """Called with a queue name whenever jobs may have become available in that queue."""
 
 
-class Store(Records, abc.ABC):
+class Store(Records, Limits, Endings, Counts, Deadlines, abc.ABC):
     """The storage contract. See the module docstring for the data model and durability.
 
     The job lifecycle is declared here; the capabilities features build on are declared in
-    modules of their own (``records.py``) and included, so every backend has all of them."""
+    modules of their own (``records.py``, ``limits.py``, ``endings.py``, ``counts.py``,
+    ``deadlines.py``) and included, so every backend has all of them."""
 
     in_process: bool = False
     """The store writes without waiting for I/O (memory, SQLite): it offers the synchronous

@@ -37,6 +37,10 @@ from conveyor.store.base import (
     WorkerRecord,
 )
 from conveyor.store.filters import filter_matcher
+from conveyor.store.memory.counts import MemoryCounts
+from conveyor.store.memory.deadlines import MemoryDeadlines
+from conveyor.store.memory.endings import MemoryEndings
+from conveyor.store.memory.limits import MemoryLimits
 from conveyor.store.memory.records import MemoryRecords
 from conveyor.store.workers import LocalWorkers
 
@@ -110,7 +114,15 @@ class _SortedSet:
         return count
 
 
-class MemoryStore(LocalWorkers, MemoryRecords, Store):
+class MemoryStore(
+    LocalWorkers,
+    MemoryRecords,
+    MemoryLimits,
+    MemoryEndings,
+    MemoryCounts,
+    MemoryDeadlines,
+    Store,
+):
     """Everything in this process; nothing survives a restart."""
 
     def __init__(self) -> None:
@@ -374,6 +386,9 @@ class MemoryStore(LocalWorkers, MemoryRecords, Store):
         self._processed = self._failures = 0
         self._daily.clear()
         self._flush_records()
+        self._flush_limits()
+        self._flush_counts()
+        self._flush_deadlines()
 
 
 def _window(items: Sequence[_T], offset: int, limit: int) -> list[_T]:

@@ -22,6 +22,8 @@ Key layout (``{ns}`` is ``{conveyor}`` unless the URL says ``?namespace=``)::
     {ns}:r:<space>     HASH  key -> lp(expires_at) value         (records, see records.py)
     {ns}:rx:<space>    ZSET  key by expires_at;  {ns}:rspaces  SET  spaces in use
     {ns}:ready         channel: queue names that may have jobs (SPUBLISH on Redis 7)
+
+The capabilities' modules document their own keys (``records.py``, ``limits.py``, ...).
 """
 
 from __future__ import annotations
@@ -68,6 +70,10 @@ from conveyor.store.redis.codec import (
     parse_url,
     score_arg,
 )
+from conveyor.store.redis.counts import RedisCounts
+from conveyor.store.redis.deadlines import RedisDeadlines
+from conveyor.store.redis.endings import RedisEndings
+from conveyor.store.redis.limits import RedisLimits
 from conveyor.store.redis.records import RedisRecords
 from conveyor.store.redis.scripts import Script, load_scripts
 from conveyor.store.redis.wakeup import Subscriber
@@ -123,8 +129,12 @@ class Keys:
     def record_expiry(self, space: str) -> str:
         return f"{self._p}rx:{space}"
 
+    def key(self, suffix: str) -> str:
+        """Any other key of the namespace (the capabilities' modules name theirs)."""
+        return self._p + suffix
 
-class RedisStore(RedisRecords, Store):
+
+class RedisStore(RedisRecords, RedisLimits, RedisEndings, RedisCounts, RedisDeadlines, Store):
     """A ``Store`` over Redis or Redis Cluster. Build it with ``RedisStore.from_url``."""
 
     def __init__(self, url: RedisURL) -> None:
@@ -619,3 +629,6 @@ class RedisStore(RedisRecords, Store):
                 break
             names = [m.decode() for m in missing]
         await self._flush_records()
+        await self._flush_limits()
+        await self._flush_counts()
+        await self._flush_deadlines()

@@ -34,7 +34,11 @@ from conveyor.store.base import (
     WorkerRecord,
 )
 from conveyor.store.filters import filter_matcher
+from conveyor.store.sqlite.counts import SQLiteCounts
 from conveyor.store.sqlite.db import Database, SQLiteOptions, load_queries, split_statements
+from conveyor.store.sqlite.deadlines import SQLiteDeadlines
+from conveyor.store.sqlite.endings import SQLiteEndings
+from conveyor.store.sqlite.limits import SQLiteLimits
 from conveyor.store.sqlite.records import SQLiteRecords
 from conveyor.store.workers import LocalWorkers
 
@@ -82,7 +86,15 @@ def _reservation(row: tuple[Any, ...]) -> Reservation:
     return Reservation(jid, queue, payload, wid, reserved_at, expires_at)
 
 
-class SQLiteStore(LocalWorkers, SQLiteRecords, Store):
+class SQLiteStore(
+    LocalWorkers,
+    SQLiteRecords,
+    SQLiteLimits,
+    SQLiteEndings,
+    SQLiteCounts,
+    SQLiteDeadlines,
+    Store,
+):
     """Build with ``SQLiteStore.from_url("sqlite:///path/to/file.db")`` (see ``SQLiteOptions``)."""
 
     def __init__(self, options: SQLiteOptions) -> None:
@@ -112,6 +124,9 @@ class SQLiteStore(LocalWorkers, SQLiteRecords, Store):
     async def open(self) -> None:
         self._db.open(_SCHEMA["create"])
         self._create_records()
+        self._create_limits()
+        self._create_counts()
+        self._create_deadlines()
         self._load_state()
 
     async def close(self) -> None:
@@ -514,6 +529,9 @@ class SQLiteStore(LocalWorkers, SQLiteRecords, Store):
             for statement in split_statements(_SCHEMA["flush"]):
                 conn.execute(statement)
         self._flush_records()
+        self._flush_limits()
+        self._flush_counts()
+        self._flush_deadlines()
         self._sizes.clear()
         self._paused.clear()
         self._set_sizes = dict.fromkeys(SortedSet, 0)

@@ -1,0 +1,34 @@
+"""Endings: transitions that end reservations and say what ended.
+
+``Store.ack`` only counts what it ended; features need more. A unique job's lock is released
+when its job succeeds, an expiring job's index entry goes with it, a throttle's waiting FETCHes
+are woken when a job of its queue finishes: all of that needs the reservation's queue and
+payload. ``ack_returning`` gives them in the same step as the ACK, so no ACK pays an extra
+read (on Redis, a round trip) to learn what it acknowledged.
+
+``discard_reservations`` ends reservations without counting them as processed or failed: a
+job dropped at FETCH (it expired) was never worked on.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # base.py includes this capability in Store
+    from conveyor.store.base import Reservation
+
+__all__ = ["Endings"]
+
+
+class Endings(abc.ABC):
+    """The endings capability; every backend implements it (``Store`` includes it)."""
+
+    @abc.abstractmethod
+    async def ack_returning(self, jids: Sequence[str], day: str) -> list[Reservation]:
+        """``ack`` (same counting), returning the reservations it ended, in ``jids`` order."""
+
+    @abc.abstractmethod
+    async def discard_reservations(self, jids: Sequence[str]) -> list[Reservation]:
+        """End these reservations without counting anything; returns those that existed."""

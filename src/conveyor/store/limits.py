@@ -1,0 +1,190 @@
+"""Limits: what may enter a queue and how fast it may leave, checked and applied atomically.
+
+The capability behind queue backpressure, throttles and rate limits
+(``manager/features/{backpressure,throttles,rate_limits}.py``). Each check-and-act is one step
+of the store -- one Lua script on Redis -- so servers sharing a store never exceed a limit
+together:
+
+* ``enqueue_bounded``: ``enqueue``, refusing the jobs of a queue that holds its bound already;
+* ``reserve_limited``: ``reserve``, taking from a limited queue no more than its limit allows,
+  and in the same step taking the throttle slots and rate-limit tokens of what it reserved.
+
+**Throttle slots.** A job reserved from a throttled queue holds a slot, with the worker (wid)
+that reserved it and a lease (``timeout`` seconds, or the reservation's own length). A slot
+is free again when its reservation ends (ACK, FAIL, expiry: checked lazily, when a queue
+looks full), when its lease runs out, or when ``release_worker_slots`` says its worker is
+gone. So an ACK or a FAIL need not know about throttles at all; the manager only wakes the
+FETCHes waiting for the queue (``announce``).
+
+**Rate limits** are token buckets, one per queue, shared by every server on the store: up to
+``burst`` tokens, refilled at ``rate`` per second, one token per job reserved. The Redis store
+counts time with Redis's own clock, so servers whose clocks disagree still share one rate.
+
+An unlimited queue never comes here: the manager calls plain ``reserve``/``enqueue`` for it.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # base.py includes this capability in Store
+    from conveyor.store.base import QueuedJob, Reservation
+
+__all__ = [
+    "LimitUsage",
+    "Limited",
+    "Limits",
+    "QueueLimit",
+    "bucket_tokens",
+    "room_for",
+    "token_wait",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueLimit:
+    """The limits of one queue; 0 means "no such limit"."""
+
+    concurrency: int = 0
+    """Throttle: at most this many jobs of the queue reserved at once, over every server."""
+    per_worker: int = 0
+    """Throttle: at most this many reserved at once by one worker process (wid)."""
+    timeout: float = 0.0
+    """Seconds a throttle slot is held at most (0: as long as the reservation)."""
+    rate: float = 0.0
+    """Rate limit: jobs per second (tokens added per second)."""
+    burst: float = 0.0
+    """Rate limit: the bucket's size (tokens it holds when full); at least 1 when ``rate``."""
+    backpressure: int = 0
+    """PUSH refuses jobs while the queue holds this many (``enqueue_bounded``)."""
+
+    @property
+    def throttled(self) -> bool:
+        return self.concurrency > 0 or self.per_worker > 0
+
+    @property
+    def rate_limited(self) -> bool:
+        return self.rate > 0
+
+    @property
+    def limits_fetch(self) -> bool:
+        return self.throttled or self.rate_limited
+
+
+@dataclass(frozen=True, slots=True)
+class Limited:
+    """What ``reserve_limited`` did: the reservations, and the queues it skipped."""
+
+    reservations: list[Reservation]
+    blocked: dict[str, float | None] = field(default_factory=dict)
+    """Queues that had jobs but were skipped for their limit, with the seconds until a
+    lease ends or a token is due (then they may have room); None when only a release (ACK,
+    FAIL, expiry, a worker gone) will make room."""
+
+
+@dataclass(frozen=True, slots=True)
+class LimitUsage:
+    """A limited queue now: throttle slots held, and the tokens of its bucket."""
+
+    in_use: int = 0
+    tokens: float | None = None
+    """None when the queue has no rate limit."""
+
+
+def bucket_tokens(tokens: float | None, updated_at: float, now: float, limit: QueueLimit) -> float:
+    """A bucket's tokens at ``now``: refilled since ``updated_at``, at most ``burst``. A bucket
+    never seen (``tokens`` None) is full."""
+    if tokens is None:
+        return limit.burst
+    return min(limit.burst, tokens + max(0.0, now - updated_at) * limit.rate)
+
+
+def token_wait(tokens: float, limit: QueueLimit) -> float:
+    """Seconds until a bucket holding ``tokens`` (< 1) has one token."""
+    return max(0.0, (1.0 - tokens) / limit.rate)
+
+
+def room_for(
+    limit: QueueLimit,
+    now: float,
+    *,
+    in_use: int = 0,
+    mine: int = 0,
+    soonest_lease: float | None = None,
+    soonest_mine: float | None = None,
+    tokens: float | None = None,
+) -> tuple[int, float | None]:
+    """How many jobs ``limit`` lets one worker reserve now, given the live throttle slots
+    (``in_use``; ``mine`` of them its own, with the soonest lease of each kind) and the
+    bucket's refilled ``tokens``. When that is 0, also the seconds until a lease ends or a
+    token is due, after which there may be room (None: only a release will make room)."""
+    room = math.inf
+    waits: list[float | None] = []  # per binding limit: when it may lift (None: a release)
+    if limit.concurrency:
+        room = min(room, limit.concurrency - in_use)
+        if in_use >= limit.concurrency:
+            waits.append(None if soonest_lease is None else soonest_lease - now)
+    if limit.per_worker:
+        room = min(room, limit.per_worker - mine)
+        if mine >= limit.per_worker:
+            waits.append(None if soonest_mine is None else soonest_mine - now)
+    if limit.rate_limited:
+        have = limit.burst if tokens is None else tokens
+        room = min(room, math.floor(have + 1e-9))
+        if have + 1e-9 < 1:
+            waits.append(token_wait(have, limit))
+    if room >= 1:
+        return (UNLIMITED if room == math.inf else int(room)), None
+    if not waits or any(wait is None for wait in waits):
+        return 0, None
+    return 0, max(0.0, *(wait for wait in waits if wait is not None))
+
+
+UNLIMITED = 1 << 62
+"""``room_for`` of a queue none of whose limits apply."""
+
+
+class Limits(abc.ABC):
+    """The limits capability; every backend implements it (``Store`` includes it)."""
+
+    @abc.abstractmethod
+    async def enqueue_bounded(
+        self, jobs: Sequence[QueuedJob], bounds: Mapping[str, int]
+    ) -> list[QueuedJob]:
+        """``enqueue`` the jobs, in order, except those whose queue holds its bound (its
+        ``bounds`` entry; unbounded queues are not in ``bounds``) when their turn comes;
+        return those refused, having stored nothing of them. Durable as ``enqueue``."""
+
+    @abc.abstractmethod
+    async def reserve_limited(
+        self,
+        queues: Sequence[str],
+        wid: str,
+        now: float,
+        count: int,
+        limits: Mapping[str, QueueLimit],
+    ) -> Limited:
+        """``reserve``, except that a queue with an entry in ``limits`` gives no more jobs
+        than its throttle and its bucket allow, taking a slot and a token for each in the same
+        atomic step. A queue with no room is skipped (and reported in ``blocked`` if it has
+        jobs): the next queue is served."""
+
+    @abc.abstractmethod
+    async def release_worker_slots(self, wid: str, queues: Collection[str]) -> list[str]:
+        """Free the throttle slots worker ``wid`` holds in these queues (it is gone); returns
+        the queues where slots were freed."""
+
+    @abc.abstractmethod
+    async def limit_usage(
+        self, limits: Mapping[str, QueueLimit], now: float
+    ) -> dict[str, LimitUsage]:
+        """For each queue of ``limits``: the live throttle slots and the bucket's tokens."""
+
+    @abc.abstractmethod
+    async def announce(self, queues: Collection[str]) -> None:
+        """Wake the FETCHes waiting for these queues on every server sharing the store (the
+        ready listener of each): a slot was freed or a limit raised."""

@@ -1,0 +1,30 @@
+"""Endings (``conveyor.store.endings``) in memory."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from conveyor.store.base import Reservation
+from conveyor.store.endings import Endings
+
+__all__ = ["MemoryEndings"]
+
+
+class MemoryEndings(Endings):
+    """Mixed into ``MemoryStore``, whose reservations and counters it uses."""
+
+    if TYPE_CHECKING:  # MemoryStore's
+        _reservations: dict[str, Reservation]
+
+        def _count(self, day: str, processed: int, failures: int) -> None: ...
+
+    async def ack_returning(self, jids: Sequence[str], day: str) -> list[Reservation]:
+        ended = await self.discard_reservations(jids)
+        if ended:
+            self._count(day, len(ended), 0)
+        return ended
+
+    async def discard_reservations(self, jids: Sequence[str]) -> list[Reservation]:
+        pop = self._reservations.pop
+        return [r for r in (pop(jid, None) for jid in jids) if r is not None]

@@ -1,0 +1,41 @@
+"""Endings (``conveyor.store.endings``) in SQLite: ``sql/endings.sql``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from conveyor.store.base import Reservation
+from conveyor.store.endings import Endings
+from conveyor.store.sqlite.db import Database, load_queries
+
+__all__ = ["SQLiteEndings"]
+
+_SQL = load_queries("endings.sql")
+
+
+class SQLiteEndings(Endings):
+    """Mixed into ``SQLiteStore``; writes join its shared transaction, not awaited (as ACK)."""
+
+    if TYPE_CHECKING:  # SQLiteStore's
+        _db: Database
+
+        def _count(self, day: str, processed: int, failures: int) -> None: ...
+
+    async def ack_returning(self, jids: Sequence[str], day: str) -> list[Reservation]:
+        ended = await self.discard_reservations(jids)
+        if ended:
+            self._count(day, len(ended), 0)
+        return ended
+
+    async def discard_reservations(self, jids: Sequence[str]) -> list[Reservation]:
+        if not jids:
+            return []
+        conn = self._db.writer()
+        ended = []
+        for jid in jids:
+            row = conn.execute(_SQL["end_returning"], (jid,)).fetchone()
+            if row is not None:
+                jid_, queue, payload, wid, reserved_at, expires_at = row
+                ended.append(Reservation(jid_, queue, payload, wid, reserved_at, expires_at))
+        return ended
