@@ -65,3 +65,15 @@ async def test_deadlines_come_due_soonest_first_and_can_be_replaced(backend_stor
     assert await backend_store.count_deadlines("other") == 1
     await backend_store.flush()
     assert await backend_store.count_deadlines("exp") == 0
+
+
+async def test_take_queued_removes_and_returns_jobs_in_queue_order(backend_store: Store) -> None:
+    jobs = [QueuedJob("q", f"jid-{i}", b'{"n":%d}' % i, 60 + i) for i in range(5)]
+    await backend_store.enqueue(jobs)
+    taken = await backend_store.take_queued("q", ["jid-3", "jid-1", "nope"])
+    assert taken == [jobs[1], jobs[3]]
+    assert await backend_store.queue_sizes() == {"q": 3}
+    page = await backend_store.list_queue("q", 0, 10)
+    assert [j.jid for j in page.items] == ["jid-0", "jid-2", "jid-4"]
+    assert await backend_store.take_queued("q", ["jid-3"]) == []
+    assert await backend_store.take_queued("unknown", ["jid-0"]) == []

@@ -15,20 +15,21 @@ from typing import Any
 
 import msgspec
 
-from conveyor.errors import CommandError, InvalidJob, JobNotFound, UnknownWorker
+from conveyor.errors import CommandError, InvalidJob, JobNotFound, QueueFull, UnknownWorker
 from conveyor.job import Job, decode_job, encode_job
 from conveyor.manager import validation
 from conveyor.manager.admin import AdminOps
 from conveyor.manager.config import ManagerConfig
+from conveyor.manager.feature_calls import FeatureCalls
 from conveyor.manager.features import Feature
 from conveyor.manager.features.registry import build_features
+from conveyor.manager.flow import FlowControl
 from conveyor.manager.info import build_info
 from conveyor.manager.lifecycle import JobState, check_transition
 from conveyor.manager.middleware import (
     AckContext,
-    Discard,
+    Drop,
     FailContext,
-    FetchContext,
     Middleware,
     PushContext,
     hooks_of,
@@ -56,7 +57,7 @@ FAKTORY_VERSION = "1.10.0"
 """The Faktory release whose protocol we speak; clients gate features on it (semver)."""
 
 
-class Manager(AdminOps):
+class Manager(FeatureCalls, AdminOps):
     """All the rules. ``await start()`` before use, ``await stop()`` at the end."""
 
     version = FAKTORY_VERSION
@@ -87,8 +88,19 @@ class Manager(AdminOps):
         self._fetch_hooks = hooks_of(self._middleware, "fetch")
         self._ack_hooks = hooks_of(self._middleware, "ack")
         self._fail_hooks = hooks_of(self._middleware, "fail")
-        # fetch middleware sees every job a FETCH takes: those go the long way, through reserve
-        self._hand_offs = store.in_process and not self._fetch_hooks
+        # Fetch middleware sees every job a FETCH takes, so a job some fetch hook wants goes the
+        # long way, through reserve; features say which jobs they want (wants_fetch), any other
+        # middleware wants them all.
+        fetchers = [m for m in self._middleware if type(m).fetch is not Middleware.fetch]
+        self._fetch_gates = [m.wants_fetch for m in fetchers if isinstance(m, Feature)]
+        self._hand_offs = store.in_process and all(isinstance(m, Feature) for m in fetchers)
+        # What features must hear of: ACKed jobs (with what ended), jobs removed for good.
+        self._ack_watchers = [f for f in self.features if type(f).acked is not Feature.acked]
+        self._removal_watchers = [
+            f for f in self.features if type(f).removed is not Feature.removed
+        ]
+        self.flow = FlowControl(self)
+        self.flow.refresh(self.features)
         # A job no push hook wants keeps the fast path; gates say which jobs features want.
         pushers = [m for m in self._middleware if type(m).push is not Middleware.push]
         gated = all(isinstance(m, Feature) for m in pushers)
@@ -109,6 +121,7 @@ class Manager(AdminOps):
 
     async def stop(self) -> None:
         await self.tasks.stop()
+        self.flow.stop()
         self.waiters.notify_all()
         await self.store.close()
 
@@ -121,8 +134,12 @@ class Manager(AdminOps):
     async def push_job(self, job: Job) -> None:
         due = validation.prepare_job(job, self.config)
         if self._push_hooks:
-            await run_chain(self._push_hooks, PushContext(self, job), _nothing)
-        await self._store_jobs([(job, due)])
+            try:
+                await run_chain(self._push_hooks, PushContext(self, job), _nothing)
+            except Drop:
+                return
+        if await self._store_jobs([(job, due)]):
+            raise QueueFull.of(job.queue, self.flow.bound(job.queue))
 
     def push_now(self, payload: bytes) -> Coroutine[Any, Any, None] | None:
         """A PUSH done at once, in the caller's step: the job is validated and stored, or
@@ -142,8 +159,8 @@ class Manager(AdminOps):
         stamp = now_iso()  # created_at (when the client left it out) and enqueued_at
         due = validation.prepare_job(job, self.config, stamp)
         now = time.time()
-        if due is not None and due > now:
-            return None
+        if (due is not None and due > now) or (self.flow.bounding and self.flow.bound(job.queue)):
+            return None  # for later, or for a queue that may be full: not for now
         queued = [self._queued(job, stamp, validation.reserve_seconds(job, self.config))]
         queued = self._hand_off(queued, now)
         if queued:
@@ -166,16 +183,23 @@ class Manager(AdminOps):
                 due = validation.prepare_job(job, config, now)
                 if self._push_hooks:
                     await run_chain(self._push_hooks, PushContext(self, job), _nothing)
+            except Drop:
+                continue
             except CommandError as exc:  # middleware codes (NOTUNIQUE, ...) keep their code
                 key = job.jid if job is not None else _raw_jid(item)
                 errors[key] = exc.message if exc.code == "ERR" else str(exc)
             else:
                 accepted.append((job, due))
         if accepted:
-            await self._store_jobs(accepted)
+            for refused in await self._store_jobs(accepted):
+                errors[refused.jid] = QueueFull.of(
+                    refused.queue, self.flow.bound(refused.queue)
+                ).message
         return errors
 
-    async def _store_jobs(self, jobs: Sequence[tuple[Job, float | None]]) -> None:
+    async def _store_jobs(self, jobs: Sequence[tuple[Job, float | None]]) -> list[QueuedJob]:
+        """Store pushed jobs; returns those a full queue refused (backpressure), which the
+        features have been told about (``removed``)."""
         now = time.time()
         queued: list[QueuedJob] = []
         scheduled: list[SetEntry] = []
@@ -195,10 +219,18 @@ class Manager(AdminOps):
         queued = self._hand_off(queued, now)
         if scheduled:
             await self.store.add_to_set(SortedSet.SCHEDULED, scheduled)
+        refused: list[QueuedJob] = []
         if queued:
-            await self.store.enqueue(queued)
+            bounds = self.flow.bounds_for({job.queue for job in queued})
+            if bounds:
+                refused = await self.store.enqueue_bounded(queued, bounds)
+            else:
+                await self.store.enqueue(queued)
         elif not scheduled:
             await self.store.durable()  # the hand-off's reservations
+        if refused:
+            await self.removed([job.payload for job in refused])
+        return refused
 
     @staticmethod
     def _queued(job: Job, enqueued_at: str, reserve_for: int) -> QueuedJob:
@@ -219,6 +251,14 @@ class Manager(AdminOps):
         left: list[QueuedJob] = []
         store = self.store
         for queue, jobs in _by_queue(queued).items():
+            if self.flow.limited(queue):  # its limits are checked where jobs are reserved
+                left.extend(jobs)
+                continue
+            if self._fetch_gates:
+                jobs, wanted = self._ungated(jobs)
+                left_after = wanted
+            else:
+                left_after = []
             while jobs and store.takes_hand_off(queue):
                 waiter = self.waiters.newest(queue)
                 if waiter is None or waiter.deliver is None:
@@ -235,6 +275,7 @@ class Manager(AdminOps):
                 store.hand_off(given, waiter.wid, now)
                 jobs = jobs[waiter.count :]
             left.extend(jobs)
+            left.extend(left_after)
         return left
 
     def queued(self, job: Job) -> QueuedJob:
@@ -307,24 +348,25 @@ class Manager(AdminOps):
                 self.waiters.unregister(waiter)
 
     async def _reserve(self, queues: Sequence[str], wid: str, count: int) -> list[bytes]:
-        reservations = await self.store.reserve(queues, wid, time.time(), count)
-        if not reservations:
-            return []
-        # Pass the baton: there may be more jobs for other waiting FETCHes.
-        self.waiters.notify(reservations[-1].queue)
-        if not self._fetch_hooks:
-            return [r.payload for r in reservations]
-        kept: list[bytes] = []
-        for reservation in reservations:
-            ctx = FetchContext(self, reservation, decode_job(reservation.payload))
-            try:
-                await run_chain(self._fetch_hooks, ctx, _nothing)
-            except Discard as exc:
-                log.info("discarded job %s at fetch: %s", reservation.jid, exc)
-                await self.store.ack([reservation.jid], day_key(time.time()))
+        while True:
+            limits = self.flow.limits_for(queues)
+            if limits is None:
+                reservations = await self.store.reserve(queues, wid, time.time(), count)
             else:
-                kept.append(reservation.payload)
-        return kept
+                limited = await self.store.reserve_limited(queues, wid, time.time(), count, limits)
+                reservations = limited.reservations
+                if limited.blocked:
+                    self.flow.held_back(limited.blocked)
+            if not reservations:
+                return []
+            # Pass the baton: there may be more jobs for other waiting FETCHes.
+            self.waiters.notify(reservations[-1].queue)
+            if not self._fetch_hooks:
+                return [r.payload for r in reservations]
+            kept = await self._fetch_chain(reservations)
+            if kept:
+                return kept
+            # every job taken was dropped (expired): the FETCH goes on with the next ones
 
     # ------------------------------------------------------------------ ack / fail
 
@@ -333,14 +375,20 @@ class Manager(AdminOps):
 
     async def ack_many(self, jids: Sequence[str]) -> int:
         if not self._ack_hooks:
-            return await self.store.ack(jids, day_key(time.time()))
+            if not (self._ack_watchers or self.flow.fetch_limits):
+                return await self.store.ack(jids, day_key(time.time()))
+            ended = await self.store.ack_returning(jids, day_key(time.time()))
+            await self._acked(ended)
+            return len(ended)
         done = 0
         for jid in jids:
             ctx = AckContext(self, jid, await self.store.get_reservation(jid))
 
             async def final(jid: str = jid) -> None:
                 nonlocal done
-                done += await self.store.ack((jid,), day_key(time.time()))
+                ended = await self.store.ack_returning((jid,), day_key(time.time()))
+                done += len(ended)
+                await self._acked(ended)
 
             await run_chain(self._ack_hooks, ctx, final)
         return done
@@ -362,15 +410,18 @@ class Manager(AdminOps):
         outcome = self.retry_policy.outcome(job, now, encode_job)
         check_transition(JobState.WORKING, outcome.target or JobState.DISCARDED)
         if not self._fail_hooks:
-            return await self.store.fail(reservation.jid, outcome, day_key(now))
-        ctx = FailContext(self, reservation, job, report, outcome)
-        result = False
+            result = await self.store.fail(reservation.jid, outcome, day_key(now))
+        else:
+            ctx = FailContext(self, reservation, job, report, outcome)
+            result = False
 
-        async def final() -> None:
-            nonlocal result
-            result = await self.store.fail(reservation.jid, ctx.outcome, day_key(now))
+            async def final() -> None:
+                nonlocal result
+                result = await self.store.fail(reservation.jid, ctx.outcome, day_key(now))
 
-        await run_chain(self._fail_hooks, ctx, final)
+            await run_chain(self._fail_hooks, ctx, final)
+        if result:
+            await self.flow.ended((reservation.queue,))
         return result
 
     async def expire_reservations(self, limit: int = 500) -> int:
@@ -427,6 +478,7 @@ class Manager(AdminOps):
         record = await self.store.update_worker(client.wid, connections_delta=-1)
         if record is None or record.connections <= 0:
             self._worker_states.pop(client.wid, None)
+            await self.flow.worker_gone(client.wid)
 
     async def beat(self, wid: str, rss_kb: int = 0, current_state: str | None = None) -> str:
         """Record a heartbeat; the state only moves forward (a worker's own report of quiet or
@@ -467,6 +519,7 @@ class Manager(AdminOps):
                 continue  # it beat (maybe on another server) since we listed it
             self._worker_states.pop(record.wid, None)
             reaped += 1
+            await self.flow.worker_gone(record.wid)
             for key in self._local_clients.pop(record.wid, set()):
                 client = self._closers.pop(key, None)
                 if client is not None and client.close is not None:
@@ -491,6 +544,8 @@ class Manager(AdminOps):
         ``build_features()``, one instance per running feature, in the same order."""
         for running, new in zip(self.features, features, strict=True):
             running.reconfigure(new)
+        for queue in self.flow.refresh(self.features):  # a limit raised or lifted: room now?
+            self.waiters.notify(queue)
 
 
 def _by_queue(jobs: list[QueuedJob]) -> dict[str, list[QueuedJob]]:

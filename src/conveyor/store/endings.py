@@ -7,7 +7,9 @@ payload. ``ack_returning`` gives them in the same step as the ACK, so no ACK pay
 read (on Redis, a round trip) to learn what it acknowledged.
 
 ``discard_reservations`` ends reservations without counting them as processed or failed: a
-job dropped at FETCH (it expired) was never worked on.
+job dropped at FETCH (it expired) was never worked on. ``take_queued`` removes jobs from a
+queue and returns them, so what removed them (the expiry sweep, an admin delete) can tell the
+features which jobs are gone (a unique job's lock is released with it).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # base.py includes this capability in Store
-    from conveyor.store.base import Reservation
+    from conveyor.store.base import QueuedJob, Reservation
 
 __all__ = ["Endings"]
 
@@ -32,3 +34,8 @@ class Endings(abc.ABC):
     @abc.abstractmethod
     async def discard_reservations(self, jids: Sequence[str]) -> list[Reservation]:
         """End these reservations without counting anything; returns those that existed."""
+
+    @abc.abstractmethod
+    async def take_queued(self, queue: str, jids: Sequence[str]) -> list[QueuedJob]:
+        """Remove the jobs of these jids from ``queue`` and return them, oldest first.
+        Durable as ``delete_queued``."""

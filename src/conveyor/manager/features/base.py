@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from conveyor.job import Job
 from conveyor.manager.middleware import Middleware
+from conveyor.store.base import Reservation
+from conveyor.store.limits import QueueLimit
 
 if TYPE_CHECKING:
     from conveyor.manager.core import Manager
@@ -61,3 +63,35 @@ class Feature(Middleware):
         """Whether this feature's push hook must see ``job``. With a push hook, return False
         for the jobs it leaves alone: those keep the PUSH fast path."""
         return True
+
+    def wants_fetch(self, payload: bytes) -> bool:
+        """Whether this feature's fetch hook must see the job of ``payload`` (a stored job, in
+        canonical JSON). With a fetch hook, return False for the jobs it leaves alone: they are
+        not decoded for it, and a PUSH may hand them straight to a waiting FETCH
+        (docs/design/hand-off.md); a job some gate wants is queued and fetched instead."""
+        return True
+
+    def queue_limits(self) -> Mapping[str, QueueLimit]:
+        """The limits this feature puts on queues, by queue name (``"*"``: every queue not
+        named; only ``backpressure`` may have such a default). The manager merges every
+        feature's, field by field, and has the store apply them atomically
+        (``conveyor.store.limits``); a queue without any keeps the plain PUSH and FETCH."""
+        return {}
+
+    async def acked(self, ended: Sequence[Reservation]) -> None:
+        """Called after an ACK with the reservations it ended (jobs that succeeded). Costs no
+        store read: the ACK itself returns them (``conveyor.store.endings``)."""
+
+    async def removed(self, payloads: Sequence[bytes]) -> None:
+        """Called with jobs gone for good without succeeding: deleted or killed (MUTATE, the
+        dashboard), purged from the dead set, expired, or refused by a full queue after the
+        push hooks took them in."""
+
+    async def watches_removals(self) -> bool:
+        """Whether ``removed`` must hear of jobs an admin clears in bulk (a whole set or
+        queue): then they are read before they are cleared. Asked before each such clear."""
+        return False
+
+    async def info(self) -> Mapping[str, Any] | None:
+        """This feature's section of INFO (``features.<name>``), or None for none."""
+        return None

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from conveyor.store.base import Reservation
+from conveyor.store.base import QueuedJob, Reservation
 from conveyor.store.endings import Endings
 
 __all__ = ["MemoryEndings"]
@@ -16,6 +17,7 @@ class MemoryEndings(Endings):
 
     if TYPE_CHECKING:  # MemoryStore's
         _reservations: dict[str, Reservation]
+        _queues: dict[str, deque[QueuedJob]]
 
         def _count(self, day: str, processed: int, failures: int) -> None: ...
 
@@ -28,3 +30,13 @@ class MemoryEndings(Endings):
     async def discard_reservations(self, jids: Sequence[str]) -> list[Reservation]:
         pop = self._reservations.pop
         return [r for r in (pop(jid, None) for jid in jids) if r is not None]
+
+    async def take_queued(self, queue: str, jids: Sequence[str]) -> list[QueuedJob]:
+        jobs = self._queues.get(queue)
+        if not jobs or not jids:
+            return []
+        wanted = frozenset(jids)
+        taken = [job for job in jobs if job.jid in wanted]
+        if taken:
+            self._queues[queue] = deque(job for job in jobs if job.jid not in wanted)
+        return taken

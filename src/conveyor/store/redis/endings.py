@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from conveyor.store.base import Reservation
+from conveyor.store.base import QueuedJob, Reservation
 from conveyor.store.endings import Endings
-from conveyor.store.redis.codec import decode_fields
+from conveyor.store.redis.codec import decode_entry, decode_fields
 
 __all__ = ["RedisEndings"]
 
@@ -45,3 +45,9 @@ class RedisEndings(Endings):
 
     async def discard_reservations(self, jids: Sequence[str]) -> list[Reservation]:
         return await self._end("discard", jids, "")
+
+    async def take_queued(self, queue: str, jids: Sequence[str]) -> list[QueuedJob]:
+        if not jids:
+            return []
+        taken = await self._run("endings_take", [self._keys.queue(queue)], list(jids))
+        return [decode_entry(queue, entry) for entry in taken]

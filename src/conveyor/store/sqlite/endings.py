@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from conveyor.store.base import Reservation
+from conveyor.store.base import QueuedJob, Reservation
 from conveyor.store.endings import Endings
 from conveyor.store.sqlite.db import Database, load_queries
 
@@ -19,6 +20,7 @@ class SQLiteEndings(Endings):
 
     if TYPE_CHECKING:  # SQLiteStore's
         _db: Database
+        _sizes: dict[str, int]
 
         def _count(self, day: str, processed: int, failures: int) -> None: ...
 
@@ -39,3 +41,15 @@ class SQLiteEndings(Endings):
                 jid_, queue, payload, wid, reserved_at, expires_at = row
                 ended.append(Reservation(jid_, queue, payload, wid, reserved_at, expires_at))
         return ended
+
+    async def take_queued(self, queue: str, jids: Sequence[str]) -> list[QueuedJob]:
+        if self._sizes.get(queue, 0) == 0 or not jids:
+            return []
+        with self._db.atomic() as conn:
+            rows = conn.execute(_SQL["take_queued"], (queue, json.dumps(list(jids)))).fetchall()
+        rows.sort()
+        self._sizes[queue] -= len(rows)
+        await self._db.durable()
+        return [
+            QueuedJob(queue, jid, payload, reserve_for) for _seq, jid, reserve_for, payload in rows
+        ]

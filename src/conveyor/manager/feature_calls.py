@@ -1,0 +1,94 @@
+"""How the manager calls the features' own hooks (beyond the four middleware chains).
+
+Mixed into ``Manager``: the fetch chain with its gates, and telling the features what was
+acknowledged (``Feature.acked``) or removed for good (``Feature.removed``). See
+``conveyor.manager.features`` and docs/design/layout.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
+
+from conveyor.job import decode_job
+from conveyor.manager.middleware import Discard, FetchContext, run_chain
+from conveyor.store.base import QueuedJob, Reservation, Store
+
+if TYPE_CHECKING:
+    from conveyor.manager.features import Feature
+    from conveyor.manager.flow import FlowControl
+
+__all__ = ["FeatureCalls"]
+
+log = logging.getLogger("conveyor.manager")
+
+
+class FeatureCalls:
+    """Mixed into ``Manager``; relies on its store, hooks, gates and flow control."""
+
+    store: Store
+    flow: FlowControl
+    _fetch_hooks: list[Callable[..., Awaitable[None]]]
+    _fetch_gates: list[Callable[[bytes], bool]]
+    _hand_offs: bool
+    _ack_watchers: list[Feature]
+    _removal_watchers: list[Feature]
+
+    def _ungated(self, jobs: list[QueuedJob]) -> tuple[list[QueuedJob], list[QueuedJob]]:
+        """Split ``jobs`` (of one queue, in order) before the first one a fetch hook wants:
+        that one and those after it are queued, in order, and fetched through the hooks."""
+        gates = self._fetch_gates
+        for index, job in enumerate(jobs):
+            if any(wants(job.payload) for wants in gates):
+                return jobs[:index], jobs[index:]
+        return jobs, []
+
+    async def _fetch_chain(self, reservations: list[Reservation]) -> list[bytes]:
+        """Run the fetch hooks on the reservations some gate wants; returns the payloads kept.
+        The reservations of dropped jobs end, counted neither processed nor failed."""
+        kept: list[bytes] = []
+        dropped: list[str] = []
+        gates = self._fetch_gates if self._hand_offs else None  # None: ungated middleware
+        for reservation in reservations:
+            payload = reservation.payload
+            if gates is not None and not any(wants(payload) for wants in gates):
+                kept.append(payload)
+                continue
+            ctx = FetchContext(self, reservation, decode_job(payload))  # type: ignore[arg-type]
+            try:
+                await run_chain(self._fetch_hooks, ctx, _nothing)
+            except Discard as exc:
+                log.info("discarded job %s at fetch: %s", reservation.jid, exc)
+                dropped.append(reservation.jid)
+            else:
+                kept.append(payload)
+        if dropped:
+            await self.store.discard_reservations(dropped)
+        return kept
+
+    async def _acked(self, ended: Sequence[Reservation]) -> None:
+        """Tell the features which jobs succeeded; a throttle's slots may be free."""
+        if not ended:
+            return
+        for feature in self._ack_watchers:
+            await feature.acked(ended)
+        await self.flow.ended(r.queue for r in ended)
+
+    async def removed(self, payloads: Sequence[bytes]) -> None:
+        """Jobs gone for good without succeeding (deleted, killed, purged, expired, refused
+        by a full queue): the features hear of them (a unique job's lock is released)."""
+        if payloads:
+            for feature in self._removal_watchers:
+                await feature.removed(payloads)
+
+    async def watching_removals(self) -> bool:
+        """Whether jobs cleared in bulk must be read first, for ``removed``."""
+        for feature in self._removal_watchers:
+            if await feature.watches_removals():
+                return True
+        return False
+
+
+async def _nothing() -> None:
+    return None

@@ -1,0 +1,157 @@
+"""Flow control: the queue limits the features declare, applied to PUSH and FETCH.
+
+Features declare limits (``Feature.queue_limits``): backpressure, throttles, rate limits. This
+object merges them into two lookups the hot paths consult:
+
+* ``bound(queue)`` at PUSH: a bounded queue's jobs go through ``Store.enqueue_bounded``;
+* ``limits_for(queues)`` at FETCH: a FETCH naming a limited queue goes through
+  ``Store.reserve_limited``. Both are one dict lookup, and nothing at all while no limit is
+  configured, so unlimited queues keep the plain paths (and the PUSH hand-off).
+
+It also wakes the FETCHes a limit holds back, without polling: a release (the end of a
+throttled job's reservation, a worker gone) is announced through the store to every server,
+and a time-based one (a lease running out, the next token) by a timer set for exactly then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from conveyor.store.limits import QueueLimit
+
+if TYPE_CHECKING:
+    from conveyor.manager.core import Manager
+    from conveyor.manager.features import Feature
+
+__all__ = ["ALL_QUEUES", "FlowControl", "merge_limits"]
+
+ALL_QUEUES = "*"
+"""The key of a limit that applies to every queue not named (backpressure only)."""
+
+WAKE_MARGIN_SECONDS = 0.002
+"""A timer fires this much after a lease ends or a token is due: never a hair too early."""
+
+
+def merge_limits(declared: Iterable[Mapping[str, QueueLimit]]) -> dict[str, QueueLimit]:
+    """Every feature's limits, merged field by field (a field no feature sets stays 0)."""
+    merged: dict[str, QueueLimit] = {}
+    for limits in declared:
+        for queue, limit in limits.items():
+            current = merged.get(queue)
+            if current is None:
+                merged[queue] = limit
+                continue
+            changes = {
+                f.name: getattr(limit, f.name)
+                for f in dataclasses.fields(limit)
+                if getattr(limit, f.name)
+            }
+            merged[queue] = dataclasses.replace(current, **changes)
+    return merged
+
+
+class FlowControl:
+    """Owned by the manager; ``refresh`` takes the features' limits (at start, on SIGHUP)."""
+
+    def __init__(self, manager: Manager) -> None:
+        self.manager = manager
+        self.fetch_limits: dict[str, QueueLimit] = {}
+        """Queues with a throttle or a rate limit."""
+        self.bounds: dict[str, int] = {}
+        """Queues with a backpressure bound of their own."""
+        self.default_bound = 0
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+
+    def refresh(self, features: Sequence[Feature]) -> set[str]:
+        """Take the features' current limits; returns the queues whose FETCH limits changed
+        (the FETCHes waiting for them may have room now)."""
+        merged = merge_limits(feature.queue_limits() for feature in features)
+        default = merged.pop(ALL_QUEUES, QueueLimit())
+        fetch = {q: limit for q, limit in merged.items() if limit.limits_fetch}
+        changed = {
+            q for q in fetch.keys() | self.fetch_limits.keys()
+            if fetch.get(q) != self.fetch_limits.get(q)
+        }  # fmt: skip
+        self.fetch_limits = fetch
+        self.bounds = {q: limit.backpressure for q, limit in merged.items() if limit.backpressure}
+        self.default_bound = default.backpressure
+        return changed
+
+    # ------------------------------------------------------------------ PUSH
+
+    @property
+    def bounding(self) -> bool:
+        return bool(self.default_bound or self.bounds)
+
+    def bound(self, queue: str) -> int:
+        """The backpressure bound of ``queue`` (0: none)."""
+        return self.bounds.get(queue, self.default_bound)
+
+    def bounds_for(self, queues: Iterable[str]) -> dict[str, int]:
+        """The bounds of those of ``queues`` that have one."""
+        if not self.bounding:
+            return {}
+        found = {}
+        for queue in queues:
+            if bound := self.bound(queue):
+                found[queue] = bound
+        return found
+
+    # ------------------------------------------------------------------ FETCH
+
+    def limits_for(self, queues: Sequence[str]) -> dict[str, QueueLimit] | None:
+        """The limits of the limited queues among ``queues``; None when there are none."""
+        limits = self.fetch_limits
+        if not limits:
+            return None
+        found = {q: limits[q] for q in queues if q in limits}
+        return found or None
+
+    def limited(self, queue: str) -> bool:
+        return queue in self.fetch_limits
+
+    def held_back(self, blocked: Mapping[str, float | None]) -> None:
+        """Queues a FETCH found full: wake their waiters when a lease ends or a token is due
+        (a release announces itself). One timer per queue, the soonest."""
+        loop = asyncio.get_running_loop()
+        for queue, wait in blocked.items():
+            if wait is None:
+                continue
+            when = loop.time() + wait + WAKE_MARGIN_SECONDS
+            timer = self._timers.get(queue)
+            if timer is not None and not timer.cancelled() and timer.when() <= when:
+                continue
+            if timer is not None:
+                timer.cancel()
+            self._timers[queue] = loop.call_at(when, self._wake, queue)
+
+    def _wake(self, queue: str) -> None:
+        self._timers.pop(queue, None)
+        self.manager.waiters.notify(queue)
+
+    async def ended(self, queues: Iterable[str]) -> None:
+        """Reservations of these queues ended (ACK, FAIL, expiry): the throttled ones may
+        have a free slot, on this server and every other."""
+        limits = self.fetch_limits
+        if not limits:
+            return
+        freed = {queue for queue in queues if (limit := limits.get(queue)) and limit.throttled}
+        if freed:
+            await self.manager.store.announce(freed)
+
+    async def worker_gone(self, wid: str) -> None:
+        """A worker is gone (its last connection closed, or it was reaped): its slots free."""
+        throttled = [queue for queue, limit in self.fetch_limits.items() if limit.throttled]
+        if not throttled:
+            return
+        freed = await self.manager.store.release_worker_slots(wid, throttled)
+        if freed:
+            await self.manager.store.announce(freed)
+
+    def stop(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
