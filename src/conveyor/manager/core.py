@@ -106,6 +106,7 @@ class Manager(FeatureCalls, AdminOps):
         gated = all(isinstance(m, Feature) for m in pushers)
         self._push_gates = [m.wants_push for m in pushers if isinstance(m, Feature)]
         self._pushes_now = store.in_process and gated
+        self._push_gated = gated
         # Worker state as last seen by this server; BEAT refreshes it from the store.
         self._worker_states: dict[str, str] = {}
         self._local_clients: dict[str, set[int]] = {}
@@ -133,7 +134,7 @@ class Manager(FeatureCalls, AdminOps):
 
     async def push_job(self, job: Job) -> None:
         due = validation.prepare_job(job, self.config)
-        if self._push_hooks:
+        if self._push_hooks and self._pushes(job):
             try:
                 await run_chain(self._push_hooks, PushContext(self, job), _nothing)
             except Drop:
@@ -181,7 +182,7 @@ class Manager(FeatureCalls, AdminOps):
             try:
                 job = item if isinstance(item, Job) else validation.decode_pushed(item, config)
                 due = validation.prepare_job(job, config, now)
-                if self._push_hooks:
+                if self._push_hooks and self._pushes(job):
                     await run_chain(self._push_hooks, PushContext(self, job), _nothing)
             except Drop:
                 continue
@@ -196,6 +197,10 @@ class Manager(FeatureCalls, AdminOps):
                     refused.queue, self.flow.bound(refused.queue)
                 ).message
         return errors
+
+    def _pushes(self, job: Job) -> bool:
+        """Whether the push chain must run for ``job``: some hook's gate wants it."""
+        return not self._push_gated or any(wants(job) for wants in self._push_gates)
 
     async def _store_jobs(self, jobs: Sequence[tuple[Job, float | None]]) -> list[QueuedJob]:
         """Store pushed jobs; returns those a full queue refused (backpressure), which the

@@ -35,8 +35,12 @@ WAKE_MARGIN_SECONDS = 0.002
 """A timer fires this much after a lease ends or a token is due: never a hair too early."""
 
 
+_UNSET = QueueLimit()
+
+
 def merge_limits(declared: Iterable[Mapping[str, QueueLimit]]) -> dict[str, QueueLimit]:
-    """Every feature's limits, merged field by field (a field no feature sets stays 0)."""
+    """Every feature's limits, merged field by field (a field no feature sets keeps its
+    default)."""
     merged: dict[str, QueueLimit] = {}
     for limits in declared:
         for queue, limit in limits.items():
@@ -47,7 +51,7 @@ def merge_limits(declared: Iterable[Mapping[str, QueueLimit]]) -> dict[str, Queu
             changes = {
                 f.name: getattr(limit, f.name)
                 for f in dataclasses.fields(limit)
-                if getattr(limit, f.name)
+                if getattr(limit, f.name) != getattr(_UNSET, f.name)
             }
             merged[queue] = dataclasses.replace(current, **changes)
     return merged
@@ -61,7 +65,7 @@ class FlowControl:
         self.fetch_limits: dict[str, QueueLimit] = {}
         """Queues with a throttle or a rate limit."""
         self.bounds: dict[str, int] = {}
-        """Queues with a backpressure bound of their own."""
+        """Queues with a backpressure bound of their own (0: none, whatever the default)."""
         self.default_bound = 0
         self._timers: dict[str, asyncio.TimerHandle] = {}
 
@@ -76,15 +80,17 @@ class FlowControl:
             if fetch.get(q) != self.fetch_limits.get(q)
         }  # fmt: skip
         self.fetch_limits = fetch
-        self.bounds = {q: limit.backpressure for q, limit in merged.items() if limit.backpressure}
-        self.default_bound = default.backpressure
+        self.bounds = {
+            q: limit.backpressure for q, limit in merged.items() if limit.backpressure is not None
+        }
+        self.default_bound = default.backpressure or 0
         return changed
 
     # ------------------------------------------------------------------ PUSH
 
     @property
     def bounding(self) -> bool:
-        return bool(self.default_bound or self.bounds)
+        return bool(self.default_bound or any(self.bounds.values()))
 
     def bound(self, queue: str) -> int:
         """The backpressure bound of ``queue`` (0: none)."""

@@ -59,8 +59,9 @@ class QueueLimit:
     """Rate limit: jobs per second (tokens added per second)."""
     burst: float = 0.0
     """Rate limit: the bucket's size (tokens it holds when full); at least 1 when ``rate``."""
-    backpressure: int = 0
-    """PUSH refuses jobs while the queue holds this many (``enqueue_bounded``)."""
+    backpressure: int | None = None
+    """PUSH refuses jobs while the queue holds this many (``enqueue_bounded``); 0 says "no
+    bound" where a default would apply, None says nothing."""
 
     @property
     def throttled(self) -> bool:

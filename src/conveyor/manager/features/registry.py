@@ -9,11 +9,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from conveyor.manager.features.backpressure import Backpressure
 from conveyor.manager.features.base import Feature
+from conveyor.manager.features.expiring import ExpiringJobs
+from conveyor.manager.features.rate_limits import RateLimits
+from conveyor.manager.features.throttles import Throttles
+from conveyor.manager.features.unique import UniqueJobs
 
 __all__ = ["FEATURES", "FEATURE_TABLES", "build_features"]
 
-FEATURES: tuple[type[Feature], ...] = ()
+FEATURES: tuple[type[Feature], ...] = (
+    # expiry first: a job expired already is dropped before it takes a unique lock
+    ExpiringJobs,
+    UniqueJobs,
+    Backpressure,
+    Throttles,
+    RateLimits,
+)
 
 FEATURE_TABLES: frozenset[str] = frozenset(table for f in FEATURES for table in f.tables)
 """The top-level TOML tables the features read; the config loader accepts these."""
@@ -21,7 +33,7 @@ FEATURE_TABLES: frozenset[str] = frozenset(table for f in FEATURES for table in 
 
 def build_features(tables: Mapping[str, Any]) -> list[Feature]:
     """One instance of every feature, configured from the TOML ``tables`` it reads. Raises
-    ``ConfigError`` for a bad value."""
+    ``ConfigError``."""
     return [
         feature.from_config({name: tables[name] for name in feature.tables if name in tables})
         for feature in FEATURES
