@@ -6,6 +6,7 @@ pytest_plugins = [
     "tests.support.stores",
     "tests.support.manager",
     "tests.support.server",
+    "tests.support.features",
     "tests.support.tls",
     "conveyor.testing",
     "tests.support.browser",
