@@ -32,7 +32,9 @@ async def conn(server: RunningServer, raw_client: RawConnect) -> RawClient:
 
 def unique(**fields: Any) -> dict[str, Any]:
     custom = {"unique_for": 60, **fields.pop("custom", {})}
-    return job(**{"queue": "uq", "jobtype": "Order", "args": ["ISBN", 100], **fields}, custom=custom)
+    return job(
+        **{"queue": "uq", "jobtype": "Order", "args": ["ISBN", 100], **fields}, custom=custom
+    )
 
 
 async def sizes(server: RunningServer) -> dict[str, int]:
@@ -232,8 +234,10 @@ async def test_clearing_a_set_releases_its_jobs_locks(
 
 async def test_admin_deletes_and_purges_release_locks(server: RunningServer) -> None:
     manager = server.manager
-    queued, scheduled, dead = unique(), unique(args=["s"], at=format_time(time.time() + 60)), unique(
-        args=["d"]
+    queued, scheduled, dead = (
+        unique(),
+        unique(args=["s"], at=format_time(time.time() + 60)),
+        unique(args=["d"]),
     )
     for pushed in (queued, scheduled, dead):
         await manager.push(encode(pushed))
@@ -241,7 +245,8 @@ async def test_admin_deletes_and_purges_release_locks(server: RunningServer) -> 
     assert await manager.delete_queued("uq", [queued["jid"]]) == 1
     assert await manager.delete(SortedSet.SCHEDULED, [scheduled["jid"]]) == 1
     reserved = await manager.fetch(["uq"], wait=0)
-    assert reserved is not None and decode_job(reserved).jid == dead["jid"]
+    assert reserved is not None
+    assert decode_job(reserved).jid == dead["jid"]
     await manager.fail(dead["jid"], "E", "x")
     await manager.kill(SortedSet.RETRIES, [dead["jid"]])
     page = await manager.list_set(SortedSet.DEAD, JobFilter(), 0, 10)

@@ -22,7 +22,8 @@ async def test_ack_returning_ends_counts_and_returns_the_reservations(backend_st
         ("jid-b", "q", "w1", b'{"jid":"jid-b"}'),
         ("jid-a", "q", "w1", b'{"jid":"jid-a"}'),
     ]
-    assert ended[0].reserved_at == NOW and ended[0].expires_at == NOW + 60
+    assert ended[0].reserved_at == NOW
+    assert ended[0].expires_at == NOW + 60
     assert (await backend_store.counters()).processed == 2
     assert (await backend_store.daily_counters([DAY]))[DAY].processed == 2
     assert await backend_store.ack_returning(["jid-a"], DAY) == []  # a repeat ends nothing

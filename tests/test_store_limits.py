@@ -79,7 +79,8 @@ async def test_a_throttle_gives_no_more_than_its_concurrency_and_says_when_it_ma
     again = await backend_store.reserve_limited(["q"], "w2", time.time(), 5, limits)
     assert again.reservations == []
     wait = again.blocked["q"]
-    assert wait is not None and 28 < wait <= 30  # the soonest lease ends in ~30 s
+    assert wait is not None
+    assert 28 < wait <= 30
     assert (await sizes(backend_store))["q"] == 3
 
 
@@ -121,9 +122,11 @@ async def test_a_lease_ends_after_the_throttle_timeout(backend_store: Store) -> 
     limits = {"q": QueueLimit(concurrency=1, timeout=0.3)}
     first = await backend_store.reserve_limited(["q"], "w", time.time(), 1, limits)
     blocked = await backend_store.reserve_limited(["q"], "w", time.time(), 1, limits)
-    assert len(first.reservations) == 1 and blocked.reservations == []
+    assert len(first.reservations) == 1
+    assert blocked.reservations == []
     wait = blocked.blocked["q"]
-    assert wait is not None and wait <= 0.3
+    assert wait is not None
+    assert wait <= 0.3
     await asyncio.sleep(wait + 0.05)
     later = await backend_store.reserve_limited(["q"], "w", time.time(), 1, limits)
     assert [r.jid for r in later.reservations] == ["q-0001"]
@@ -146,10 +149,7 @@ async def test_concurrent_limited_reserves_never_exceed_the_throttle(
     await fill(backend_store, "q", 50)
     limits = {"q": QueueLimit(concurrency=3)}
     results = await asyncio.gather(
-        *(
-            backend_store.reserve_limited(["q"], f"w{i}", time.time(), 2, limits)
-            for i in range(20)
-        )
+        *(backend_store.reserve_limited(["q"], f"w{i}", time.time(), 2, limits) for i in range(20))
     )
     assert sum(len(r.reservations) for r in results) == 3
 
@@ -165,7 +165,8 @@ async def test_a_rate_limit_gives_its_burst_then_a_token_per_period(backend_stor
     empty = await backend_store.reserve_limited(["q"], "w", time.time(), 10, limits)
     assert empty.reservations == []
     wait = empty.blocked["q"]
-    assert wait is not None and 0 < wait <= 0.1
+    assert wait is not None
+    assert 0 < wait <= 0.1
     await asyncio.sleep(0.25)  # 2.5 tokens refilled; the bucket holds 2
     later = await backend_store.reserve_limited(["q"], "w", time.time(), 10, limits)
     assert len(later.reservations) == 2
@@ -179,9 +180,11 @@ async def test_limit_usage_reports_live_slots_and_tokens(backend_store: Store) -
     assert len(got.reservations) == 4
     await backend_store.ack(["t-0000"], "2024-01-01")
     usage = await backend_store.limit_usage(limits, time.time())
-    assert usage["t"].in_use == 2 and usage["t"].tokens is None
+    assert usage["t"].in_use == 2
+    assert usage["t"].tokens is None
     tokens = usage["r"].tokens
-    assert tokens is not None and 2 <= tokens < 2.5  # 3 - 1, refilling at 1/s
+    assert tokens is not None
+    assert 2 <= tokens < 2.5
 
 
 async def test_paused_and_empty_limited_queues_are_not_reported_blocked(
@@ -191,7 +194,8 @@ async def test_paused_and_empty_limited_queues_are_not_reported_blocked(
     await backend_store.set_paused(["p"], True)
     limits = {"p": QueueLimit(concurrency=1), "e": QueueLimit(concurrency=1)}
     got = await backend_store.reserve_limited(["p", "e"], "w", time.time(), 1, limits)
-    assert got.reservations == [] and got.blocked == {}
+    assert got.reservations == []
+    assert got.blocked == {}
 
 
 async def test_announce_wakes_the_listener(backend_store: Store) -> None:
