@@ -96,6 +96,8 @@ class Manager(FeatureCalls, AdminOps):
         self._hand_offs = store.in_process and all(isinstance(m, Feature) for m in fetchers)
         # What features must hear of: ACKed jobs (with what ended), jobs removed for good.
         self._ack_watchers = [f for f in self.features if type(f).acked is not Feature.acked]
+        self._ack_gates = [f.wants_ack for f in self._ack_watchers]
+        self._watched = set() if store.in_process else None
         self._removal_watchers = [
             f for f in self.features if type(f).removed is not Feature.removed
         ]
@@ -117,6 +119,7 @@ class Manager(FeatureCalls, AdminOps):
 
     async def start(self) -> None:
         await self.store.open()
+        await self._watch_reservations()
         self.started_at = time.time()
         self.tasks.start()
 
@@ -278,6 +281,8 @@ class Manager(FeatureCalls, AdminOps):
                     self.waiters.unregister(waiter)
                     continue
                 store.hand_off(given, waiter.wid, now)
+                if self._watched is not None:
+                    self._watch(given)
                 jobs = jobs[waiter.count :]
             left.extend(jobs)
             left.extend(left_after)
@@ -366,6 +371,8 @@ class Manager(FeatureCalls, AdminOps):
                 return []
             # Pass the baton: there may be more jobs for other waiting FETCHes.
             self.waiters.notify(reservations[-1].queue)
+            if self._watched is not None:
+                self._watch(reservations)
             if not self._fetch_hooks:
                 return [r.payload for r in reservations]
             kept = await self._fetch_chain(reservations)
@@ -380,7 +387,7 @@ class Manager(FeatureCalls, AdminOps):
 
     async def ack_many(self, jids: Sequence[str]) -> int:
         if not self._ack_hooks:
-            if not (self._ack_watchers or self.flow.fetch_limits):
+            if self._acks_plain(jids):
                 return await self.store.ack(jids, day_key(time.time()))
             ended = await self.store.ack_returning(jids, day_key(time.time()))
             await self._acked(ended)
@@ -425,6 +432,7 @@ class Manager(FeatureCalls, AdminOps):
                 result = await self.store.fail(reservation.jid, ctx.outcome, day_key(now))
 
             await run_chain(self._fail_hooks, ctx, final)
+        self._unwatch((reservation.jid,))
         if result:
             await self.flow.ended((reservation.queue,))
         return result
@@ -542,6 +550,7 @@ class Manager(FeatureCalls, AdminOps):
 
     async def flush(self) -> None:
         await self.store.flush()
+        self._unwatch(list(self._watched or ()))
         self.tasks.reset_stats()
 
     def reconfigure(self, features: Sequence[Feature]) -> None:

@@ -33,7 +33,49 @@ class FeatureCalls:
     _fetch_gates: list[Callable[[bytes], bool]]
     _hand_offs: bool
     _ack_watchers: list[Feature]
+    _ack_gates: list[Callable[[bytes], bool]]
     _removal_watchers: list[Feature]
+    _watched: set[str] | None
+    """In-process stores: the jids reserved whose end a feature must hear of (None: a shared
+    store, where every ACK says what it ended)."""
+
+    # ------------------------------------------------------------------ which ACKs to watch
+
+    def _watch(self, jobs: Sequence[Reservation | QueuedJob]) -> None:
+        """Remember the jobs just reserved (or handed off) whose ACK must be reported."""
+        watched = self._watched
+        if watched is None:
+            return
+        limits = self.flow.fetch_limits
+        gates = self._ack_gates
+        for job in jobs:
+            if (limits and job.queue in limits) or any(wants(job.payload) for wants in gates):
+                watched.add(job.jid)
+
+    def _acks_plain(self, jids: Sequence[str]) -> bool:
+        """Whether an ACK of ``jids`` needs no feature: then ``Store.ack`` does it all."""
+        if not (self._ack_watchers or self.flow.fetch_limits):
+            return True
+        watched = self._watched
+        if watched is None:
+            return False
+        return not watched or not any(jid in watched for jid in jids)
+
+    def _unwatch(self, jids: Sequence[str]) -> None:
+        if self._watched:
+            self._watched.difference_update(jids)
+
+    async def _watch_reservations(self) -> None:
+        """At start: the reservations an in-process store kept over a restart."""
+        if self._watched is None:
+            return
+        offset = 0
+        while True:
+            page = await self.store.list_reservations(offset, 1000)
+            self._watch(page.items)
+            offset += len(page.items)
+            if len(page.items) < 1000:
+                return
 
     def _ungated(self, jobs: list[QueuedJob]) -> tuple[list[QueuedJob], list[QueuedJob]]:
         """Split ``jobs`` (of one queue, in order) before the first one a fetch hook wants:
@@ -64,6 +106,7 @@ class FeatureCalls:
             else:
                 kept.append(payload)
         if dropped:
+            self._unwatch(dropped)
             await self.store.discard_reservations(dropped)
         return kept
 
@@ -71,6 +114,7 @@ class FeatureCalls:
         """Tell the features which jobs succeeded; a throttle's slots may be free."""
         if not ended:
             return
+        self._unwatch([r.jid for r in ended])
         for feature in self._ack_watchers:
             await feature.acked(ended)
         await self.flow.ended(r.queue for r in ended)

@@ -78,6 +78,12 @@ class Feature(Middleware):
         (``conveyor.store.limits``); a queue without any keeps the plain PUSH and FETCH."""
         return {}
 
+    def wants_ack(self, payload: bytes) -> bool:
+        """With ``acked``: whether it must hear of the job of ``payload`` when it is ACKed.
+        On a store one server owns (memory, SQLite) an ACK of a job no feature wants keeps
+        the plain path; a shared store (Redis) always returns what an ACK ended."""
+        return True
+
     async def acked(self, ended: Sequence[Reservation]) -> None:
         """Called after an ACK with the reservations it ended (jobs that succeeded). Costs no
         store read: the ACK itself returns them (``conveyor.store.endings``)."""

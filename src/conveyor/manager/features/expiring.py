@@ -131,6 +131,9 @@ class ExpiringJobs(Feature):
             raise Discard(f"job expired at {format_time(expires)}")
         await call_next()
 
+    def wants_ack(self, payload: bytes) -> bool:
+        return _MARK in payload
+
     async def acked(self, ended: Sequence[Reservation]) -> None:
         jids = [r.jid for r in ended if _MARK in r.payload]
         if jids:

@@ -124,6 +124,9 @@ class UniqueJobs(Feature):
             await self._release([ctx.job])
         await call_next()
 
+    def wants_ack(self, payload: bytes) -> bool:
+        return _UNIQUE_MARK in payload
+
     async def acked(self, ended: Sequence[Reservation]) -> None:
         await self._release(_unique_jobs(r.payload for r in ended))
 
