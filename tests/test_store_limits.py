@@ -106,6 +106,24 @@ async def test_a_slot_is_free_again_once_its_reservation_ends(backend_store: Sto
     assert more.blocked == {}  # it stopped at the limit: nothing was skipped
 
 
+async def test_released_slots_are_free_and_their_queues_woken(backend_store: Store) -> None:
+    woken: list[str] = []
+    backend_store.set_ready_listener(woken.append)
+    await fill(backend_store, "q", 4)
+    limits = {"q": QueueLimit(concurrency=2, per_worker=1)}
+    a = await backend_store.reserve_limited(["q"], "wa", time.time(), 4, limits)
+    b = await backend_store.reserve_limited(["q"], "wb", time.time(), 4, limits)
+    assert len(a.reservations) == 1
+    assert len(b.reservations) == 1
+    woken.clear()
+    await backend_store.release_slots(a.reservations)  # its reservation still stands
+    assert woken == ["q"]
+    again = await backend_store.reserve_limited(["q"], "wa", time.time(), 4, limits)
+    assert [r.jid for r in again.reservations] == ["q-0002"]
+    usage = await backend_store.limit_usage(limits, time.time())
+    assert usage["q"].in_use == 2
+
+
 async def test_per_worker_throttles_count_each_worker_alone(backend_store: Store) -> None:
     await fill(backend_store, "q", 5)
     limits = {"q": QueueLimit(per_worker=2)}

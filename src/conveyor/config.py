@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from conveyor.errors import ConfigError
 from conveyor.manager.config import ManagerConfig
 
 if TYPE_CHECKING:
@@ -51,10 +52,6 @@ DEFAULT_BIND = "127.0.0.1:7419"
 DEFAULT_WEB_BIND = "127.0.0.1:7420"
 DISABLED_WORDS = frozenset({"0", "off", "no", "none", "false", "disabled"})
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing, malformed or inconsistent; the message says which."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,10 @@
     ├── StoreError              the storage backend failed (unreachable, corrupt)
     └── PayloadError            a job's args do not fit its handler (worker side; not retried)
 
+``ConfigError`` (a ``ValueError``) stands apart: a bad setting of the server's configuration,
+found before anything runs (``conveyor.config`` raises it; it lives here so that the features,
+which check their own TOML tables, need not import the config loader).
+
 The same classes serve both sides: the server's manager raises a ``CommandError`` and the
 server writes it as ``-<code> <message>``; the client reads that reply and raises the same
 class again, with the same ``code`` and ``message``.
@@ -27,6 +31,7 @@ from __future__ import annotations
 __all__ = [
     "AuthenticationError",
     "CommandError",
+    "ConfigError",
     "ConnectError",
     "ConveyorError",
     "Halt",
@@ -40,6 +45,10 @@ __all__ = [
     "StoreError",
     "UnknownWorker",
 ]
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, malformed or inconsistent; the message says which."""
 
 
 class ConveyorError(Exception):

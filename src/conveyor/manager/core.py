@@ -113,7 +113,7 @@ class Manager(FeatureCalls, AdminOps):
         self._worker_states: dict[str, str] = {}
         self._local_clients: dict[str, set[int]] = {}
         self._closers: dict[int, ClientInfo] = {}
-        store.set_ready_listener(self.waiters.notify)
+        store.set_ready_listener(self.flow.ready)
 
     # ------------------------------------------------------------------ life cycle
 
@@ -142,6 +142,9 @@ class Manager(FeatureCalls, AdminOps):
                 await run_chain(self._push_hooks, PushContext(self, job), _nothing)
             except Drop:
                 return
+        await self._store_job(job, due)
+
+    async def _store_job(self, job: Job, due: float | None) -> None:
         if await self._store_jobs([(job, due)]):
             raise QueueFull.of(job.queue, self.flow.bound(job.queue))
 
@@ -150,21 +153,29 @@ class Manager(FeatureCalls, AdminOps):
         handed to a waiting FETCH, whose reply is written before this returns. What is left
         is returned: the wait for durability, to await before the PUSH is answered.
 
-        ``None``, with nothing done, when the PUSH has to take the long way (``push()``):
-        push middleware may wait for anything, so may a store that is not ``in_process``, and
-        a job scheduled for later is no one's to hand off. Raises what ``push()`` raises for
-        a bad job, with nothing stored.
+        ``None``, with nothing done, when the PUSH has to take the long way (``push()``): a
+        store that is not ``in_process`` may wait for anything, so may middleware other than
+        the features', and a feature's hook that did; a job scheduled for later, or for a
+        bounded queue, is no one's to hand off (one the features' hooks have seen is stored
+        by what is returned). Raises what ``push()`` raises for a bad job, with nothing
+        stored.
         """
         if not self._pushes_now:
             return None
         job = validation.decode_pushed(payload, self.config)
-        if self._push_gates and any(wants(job) for wants in self._push_gates):
-            return None
         stamp = now_iso()  # created_at (when the client left it out) and enqueued_at
         due = validation.prepare_job(job, self.config, stamp)
+        chained = bool(self._push_gates) and any(wants(job) for wants in self._push_gates)
+        if chained:
+            try:
+                if not self._push_chain_now(job):
+                    return None  # a hook waited: the long way runs the (idempotent) chain again
+            except Drop:
+                return self.store.durable()
         now = time.time()
         if (due is not None and due > now) or (self.flow.bounding and self.flow.bound(job.queue)):
-            return None  # for later, or for a queue that may be full: not for now
+            # for later, or for a queue that may be full: stored by the runner, not now
+            return self._store_job(job, due) if chained else None
         queued = [self._queued(job, stamp, validation.reserve_seconds(job, self.config))]
         queued = self._hand_off(queued, now)
         if queued:
@@ -358,15 +369,19 @@ class Manager(FeatureCalls, AdminOps):
                 self.waiters.unregister(waiter)
 
     async def _reserve(self, queues: Sequence[str], wid: str, count: int) -> list[bytes]:
+        queues = self.flow.passable(queues)  # without limited queues known to be full
+        if not queues:
+            return []
         while True:
             limits = self.flow.limits_for(queues)
             if limits is None:
                 reservations = await self.store.reserve(queues, wid, time.time(), count)
             else:
+                wakes = self.flow.wakes()
                 limited = await self.store.reserve_limited(queues, wid, time.time(), count, limits)
                 reservations = limited.reservations
                 if limited.blocked:
-                    self.flow.held_back(limited.blocked)
+                    self.flow.held_back(limited.blocked, wakes)
             if not reservations:
                 return []
             # Pass the baton: there may be more jobs for other waiting FETCHes.
@@ -434,7 +449,7 @@ class Manager(FeatureCalls, AdminOps):
             await run_chain(self._fail_hooks, ctx, final)
         self._unwatch((reservation.jid,))
         if result:
-            await self.flow.ended((reservation.queue,))
+            await self.flow.ended((reservation,))
         return result
 
     async def expire_reservations(self, limit: int = 500) -> int:
@@ -551,6 +566,7 @@ class Manager(FeatureCalls, AdminOps):
     async def flush(self) -> None:
         await self.store.flush()
         self._unwatch(list(self._watched or ()))
+        self.flow.forget_held()
         self.tasks.reset_stats()
 
     def reconfigure(self, features: Sequence[Feature]) -> None:
@@ -559,7 +575,7 @@ class Manager(FeatureCalls, AdminOps):
         for running, new in zip(self.features, features, strict=True):
             running.reconfigure(new)
         for queue in self.flow.refresh(self.features):  # a limit raised or lifted: room now?
-            self.waiters.notify(queue)
+            self.flow.ready(queue)
 
 
 def _by_queue(jobs: list[QueuedJob]) -> dict[str, list[QueuedJob]]:

@@ -11,8 +11,8 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
-from conveyor.job import decode_job
-from conveyor.manager.middleware import Discard, FetchContext, run_chain
+from conveyor.job import Job, decode_job
+from conveyor.manager.middleware import Discard, FetchContext, PushContext, run_chain
 from conveyor.store.base import QueuedJob, Reservation, Store
 
 if TYPE_CHECKING:
@@ -29,6 +29,7 @@ class FeatureCalls:
 
     store: Store
     flow: FlowControl
+    _push_hooks: list[Callable[..., Awaitable[None]]]
     _fetch_hooks: list[Callable[..., Awaitable[None]]]
     _fetch_gates: list[Callable[[bytes], bool]]
     _hand_offs: bool
@@ -38,6 +39,20 @@ class FeatureCalls:
     _watched: set[str] | None
     """In-process stores: the jids reserved whose end a feature must hear of (None: a shared
     store, where every ACK says what it ended)."""
+
+    def _push_chain_now(self, job: Job) -> bool:
+        """Run the push chain for ``job`` to its end in this very step (the PUSH fast path of
+        an in-process store, whose writes never wait). False when a hook waited after all:
+        the chain is closed where it stood, and the PUSH takes the long way, which runs it
+        again (hooks are idempotent: a PUSH retried after a lost reply runs them twice too).
+        Raises what the hooks raise (``Drop``, ``NotUnique``, ``InvalidJob``)."""
+        chain = run_chain(self._push_hooks, PushContext(self, job), _nothing)  # type: ignore[arg-type]
+        try:
+            chain.send(None)
+        except StopIteration:
+            return True
+        chain.close()
+        return False
 
     # ------------------------------------------------------------------ which ACKs to watch
 
@@ -107,7 +122,8 @@ class FeatureCalls:
                 kept.append(payload)
         if dropped:
             self._unwatch(dropped)
-            await self.store.discard_reservations(dropped)
+            ended = await self.store.discard_reservations(dropped)
+            await self.flow.ended(ended)  # a throttle's slot is free
         return kept
 
     async def _acked(self, ended: Sequence[Reservation]) -> None:
@@ -117,7 +133,7 @@ class FeatureCalls:
         self._unwatch([r.jid for r in ended])
         for feature in self._ack_watchers:
             await feature.acked(ended)
-        await self.flow.ended(r.queue for r in ended)
+        await self.flow.ended(ended)
 
     async def removed(self, payloads: Sequence[bytes]) -> None:
         """Jobs gone for good without succeeding (deleted, killed, purged, expired, refused

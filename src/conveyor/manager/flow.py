@@ -11,6 +11,10 @@ object merges them into two lookups the hot paths consult:
 It also wakes the FETCHes a limit holds back, without polling: a release (the end of a
 throttled job's reservation, a worker gone) is announced through the store to every server,
 and a time-based one (a lease running out, the next token) by a timer set for exactly then.
+Until one of those comes, a queue found full is left out of the FETCHes that name it
+(``passable``): a FETCH held back costs no store call, however often workers ask. Anything
+that may make room wakes the queue (the store's ready listener: ``ready``), and a queue is
+looked at again after ``MAX_HELD_SECONDS`` whatever happens, should a wake-up be lost.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from conveyor.store.base import Reservation
 from conveyor.store.limits import QueueLimit
 
 if TYPE_CHECKING:
@@ -33,6 +38,9 @@ ALL_QUEUES = "*"
 
 WAKE_MARGIN_SECONDS = 0.002
 """A timer fires this much after a lease ends or a token is due: never a hair too early."""
+
+MAX_HELD_SECONDS = 2.0
+"""A queue found full is looked at again after this long at most, wake-up or not."""
 
 
 _UNSET = QueueLimit()
@@ -68,6 +76,11 @@ class FlowControl:
         """Queues with a backpressure bound of their own (0: none, whatever the default)."""
         self.default_bound = 0
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._held: dict[str, float] = {}
+        """Queues found full -> the loop time until which FETCHes leave them out."""
+        self._wakes: dict[str, int] = {}
+        """Limited queue -> how many times it was woken: a FETCH that found it full holds it
+        back only if no wake-up came while the store was answering."""
 
     def refresh(self, features: Sequence[Feature]) -> set[str]:
         """Take the features' current limits; returns the queues whose FETCH limits changed
@@ -80,6 +93,8 @@ class FlowControl:
             if fetch.get(q) != self.fetch_limits.get(q)
         }  # fmt: skip
         self.fetch_limits = fetch
+        for queue in changed:
+            self._held.pop(queue, None)
         self.bounds = {
             q: limit.backpressure for q, limit in merged.items() if limit.backpressure is not None
         }
@@ -119,14 +134,38 @@ class FlowControl:
     def limited(self, queue: str) -> bool:
         return queue in self.fetch_limits
 
-    def held_back(self, blocked: Mapping[str, float | None]) -> None:
-        """Queues a FETCH found full: wake their waiters when a lease ends or a token is due
-        (a release announces itself). One timer per queue, the soonest."""
+    def passable(self, queues: Sequence[str]) -> Sequence[str]:
+        """``queues`` without those found full that nothing has made room in since."""
+        held = self._held
+        if not held:
+            return queues
+        now = asyncio.get_running_loop().time()
+        return [q for q in queues if held.get(q, 0.0) <= now]
+
+    def ready(self, queue: str) -> None:
+        """The store's ready listener: ``queue`` may have jobs, or room, now."""
+        if queue in self.fetch_limits:
+            self._wakes[queue] = self._wakes.get(queue, 0) + 1
+            self._held.pop(queue, None)
+        self.manager.waiters.notify(queue)
+
+    def wakes(self) -> dict[str, int]:
+        """What ``held_back`` is given: the wake-ups counted so far."""
+        return dict(self._wakes)
+
+    def held_back(self, blocked: Mapping[str, float | None], wakes: Mapping[str, int]) -> None:
+        """Queues a FETCH found full: leave them out until something may make room, and wake
+        their waiters when a lease ends or a token is due (a release announces itself). One
+        timer per queue, the soonest. ``wakes`` is ``wakes()`` from before the store call: a
+        queue woken since is not held back (the store may have answered before the wake)."""
         loop = asyncio.get_running_loop()
+        now = loop.time()
         for queue, wait in blocked.items():
+            if self._wakes.get(queue, 0) == wakes.get(queue, 0):
+                self._held[queue] = now + min(MAX_HELD_SECONDS, wait or MAX_HELD_SECONDS)
             if wait is None:
                 continue
-            when = loop.time() + wait + WAKE_MARGIN_SECONDS
+            when = now + wait + WAKE_MARGIN_SECONDS
             timer = self._timers.get(queue)
             if timer is not None and not timer.cancelled() and timer.when() <= when:
                 continue
@@ -136,17 +175,17 @@ class FlowControl:
 
     def _wake(self, queue: str) -> None:
         self._timers.pop(queue, None)
-        self.manager.waiters.notify(queue)
+        self.ready(queue)
 
-    async def ended(self, queues: Iterable[str]) -> None:
-        """Reservations of these queues ended (ACK, FAIL, expiry): the throttled ones may
-        have a free slot, on this server and every other."""
+    async def ended(self, ended: Iterable[Reservation]) -> None:
+        """These reservations ended (ACK, FAIL, expiry, dropped): those of throttled queues
+        free their slots, and the FETCHes waiting for them, here and on every server, wake."""
         limits = self.fetch_limits
         if not limits:
             return
-        freed = {queue for queue in queues if (limit := limits.get(queue)) and limit.throttled}
+        freed = [r for r in ended if (limit := limits.get(r.queue)) and limit.throttled]
         if freed:
-            await self.manager.store.announce(freed)
+            await self.manager.store.release_slots(freed)
 
     async def worker_gone(self, wid: str) -> None:
         """A worker is gone (its last connection closed, or it was reaped): its slots free."""
@@ -157,7 +196,12 @@ class FlowControl:
         if freed:
             await self.manager.store.announce(freed)
 
+    def forget_held(self) -> None:
+        """Everything may have changed (FLUSH): look at every queue again."""
+        self._held.clear()
+
     def stop(self) -> None:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+        self._held.clear()

@@ -11,10 +11,11 @@ together:
 
 **Throttle slots.** A job reserved from a throttled queue holds a slot, with the worker (wid)
 that reserved it and a lease (``timeout`` seconds, or the reservation's own length). A slot
-is free again when its reservation ends (ACK, FAIL, expiry: checked lazily, when a queue
-looks full), when its lease runs out, or when ``release_worker_slots`` says its worker is
-gone. So an ACK or a FAIL need not know about throttles at all; the manager only wakes the
-FETCHes waiting for the queue (``announce``).
+is free again when its reservation ends (ACK, FAIL, expiry: the manager says so with
+``release_slots``, which also wakes the FETCHes waiting for the queue on every server), when
+its lease runs out, or when ``release_worker_slots`` says its worker is gone. ``ack`` and
+``fail`` themselves know nothing of throttles; should a release be missed (a server killed
+between the two), a queue that looks full is checked for slots whose reservation has ended.
 
 **Rate limits** are token buckets, one per queue, shared by every server on the store: up to
 ``burst`` tokens, refilled at ``rate`` per second, one token per job reserved. The Redis store
@@ -173,6 +174,11 @@ class Limits(abc.ABC):
         than its throttle and its bucket allow, taking a slot and a token for each in the same
         atomic step. A queue with no room is skipped (and reported in ``blocked`` if it has
         jobs): the next queue is served."""
+
+    @abc.abstractmethod
+    async def release_slots(self, ended: Sequence[Reservation]) -> None:
+        """These reservations ended (ACK, FAIL, expiry, dropped): free the throttle slots
+        they held, if any, and ``announce`` their queues."""
 
     @abc.abstractmethod
     async def release_worker_slots(self, wid: str, queues: Collection[str]) -> list[str]:

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from conveyor.config import ConfigError
+from conveyor.errors import ConfigError
 from conveyor.manager.validation import QUEUE_NAME
 
 __all__ = ["QueueSettings", "QueuesTable", "parse_queues"]

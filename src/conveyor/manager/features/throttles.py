@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Self
 
-from conveyor.config import ConfigError
+from conveyor.errors import ConfigError
 from conveyor.manager.features.base import Feature
 from conveyor.manager.features.queues_table import positive
 from conveyor.manager.validation import QUEUE_NAME

@@ -147,6 +147,12 @@ class MemoryLimits(Limits):
             taken += got
         return Limited(taken, blocked)
 
+    async def release_slots(self, ended: Sequence[Reservation]) -> None:
+        every: dict[str, _Slots] = self.__dict__.get("_throttle_slots", {})
+        for reservation in ended:
+            every.get(reservation.queue, {}).pop(reservation.jid, None)
+        self._notify(r.queue for r in ended)
+
     async def release_worker_slots(self, wid: str, queues: Collection[str]) -> list[str]:
         freed = []
         for queue in queues:

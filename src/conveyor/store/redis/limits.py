@@ -112,6 +112,19 @@ class RedisLimits(Limits):
         }
         return Limited(reservations, waits)
 
+    async def release_slots(self, ended: Sequence[Reservation]) -> None:
+        if not ended:
+            return
+        keys = [self._keys.ready]
+        args: list[Any] = [self._pub, self._origin]
+        for r in ended:
+            keys += [self._limit_key("tq", r.queue), self._limit_key("tw", r.queue, r.wid)]
+            args += [r.queue, r.jid]
+        try:
+            await self._run("limits_free", keys, args)
+        finally:
+            self._wake_all({r.queue for r in ended})
+
     async def release_worker_slots(self, wid: str, queues: Collection[str]) -> list[str]:
         names = list(queues)
         if not names:

@@ -1,11 +1,18 @@
-"""Limits (``conveyor.store.limits``) in SQLite: ``sql/limits.sql``.
+"""Limits (``conveyor.store.limits``) in SQLite: throttle slots and buckets in memory.
 
-``reserve_limited`` pops jobs like ``SQLiteStore.reserve`` (``sql/queues.sql``) and, in the
-same savepoint, records the throttle slots and updates the buckets of what it took.
+One server process owns a SQLite file, so its slots and buckets need not be shared: they are
+kept in this process, beside the queue mirrors of ``SQLiteStore``, and cost a FETCH no SQL.
+What must outlive a restart does: the reservations. A queue's slots are rebuilt from its
+reservations the first time a limited FETCH names it (and after a failed commit), each lease
+from when its job was reserved. A bucket starts full after a restart.
+
+``reserve_limited`` pops jobs like ``SQLiteStore.reserve`` (``sql/queues.sql``), in one
+savepoint.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -19,13 +26,15 @@ from conveyor.store.limits import (
     bucket_tokens,
     room_for,
 )
-from conveyor.store.sqlite.db import Database, load_queries, split_statements
+from conveyor.store.sqlite.db import Database, load_queries
 
 __all__ = ["SQLiteLimits"]
 
 _SQL = load_queries("limits.sql")
 _QUEUES = load_queries("queues.sql")
 _RESERVATIONS = load_queries("reservations.sql")
+
+_Slots = dict[str, tuple[str, float]]  # jid -> (wid, lease end)
 
 
 class SQLiteLimits(Limits):
@@ -42,13 +51,28 @@ class SQLiteLimits(Limits):
 
         def _notify(self, queues: Iterable[str]) -> None: ...
 
-    def _create_limits(self) -> None:
-        self._db.conn.executescript(_SQL["create"])
+    def _limit_slots(self, queue: str, limit: QueueLimit) -> _Slots:
+        every: dict[str, _Slots] = self.__dict__.setdefault("_throttle_slots", {})
+        slots = every.get(queue)
+        if slots is None:  # first use since start (or a rollback): from the reservations
+            rows = self._db.conn.execute(_SQL["queue_reservations"], (queue,))
+            slots = every[queue] = {
+                jid: (wid, reserved_at + limit.timeout if limit.timeout else expires_at)
+                for jid, wid, reserved_at, expires_at in rows
+            }
+        return slots
+
+    def _limit_buckets(self) -> dict[str, tuple[float, float]]:
+        buckets: dict[str, tuple[float, float]] = self.__dict__.setdefault("_rate_buckets", {})
+        return buckets
+
+    def _forget_limits(self) -> None:
+        """Drop the slot mirrors (rebuilt from the reservations on their next use)."""
+        self.__dict__.pop("_throttle_slots", None)
 
     def _flush_limits(self) -> None:
-        with self._db.atomic() as conn:
-            for statement in split_statements(_SQL["flush"]):
-                conn.execute(statement)
+        self.__dict__.pop("_throttle_slots", None)
+        self.__dict__.pop("_rate_buckets", None)
 
     async def enqueue_bounded(
         self, jobs: Sequence[QueuedJob], bounds: Mapping[str, int]
@@ -71,34 +95,38 @@ class SQLiteLimits(Limits):
             await self._db.durable()
         return refused
 
-    def _limit_bucket(
-        self, conn: sqlite3.Connection, queue: str, limit: QueueLimit, now: float
-    ) -> float:
-        row = conn.execute(_SQL["get_bucket"], (queue,)).fetchone()
-        return bucket_tokens(row[0] if row else None, row[1] if row else now, now, limit)
+    def _live_slots(self, queue: str, limit: QueueLimit, now: float, prune_ended: bool) -> _Slots:
+        slots = self._limit_slots(queue, limit)
+        for jid in [j for j, (_wid, lease) in slots.items() if lease <= now]:
+            del slots[jid]
+        if prune_ended and slots:
+            rows = self._db.conn.execute(_SQL["reserved"], (json.dumps(list(slots)),))
+            reserved = {jid for (jid,) in rows}
+            for jid in [j for j in slots if j not in reserved]:
+                del slots[jid]
+        return slots
+
+    def _tokens(self, queue: str, limit: QueueLimit, now: float) -> float:
+        tokens, updated_at = self._limit_buckets().get(queue, (None, now))
+        return bucket_tokens(tokens, updated_at, now, limit)
 
     def _limit_room(
-        self, conn: sqlite3.Connection, queue: str, limit: QueueLimit, wid: str, now: float
+        self, queue: str, limit: QueueLimit, wid: str, now: float
     ) -> tuple[int, float | None]:
-        tokens = self._limit_bucket(conn, queue, limit, now) if limit.rate_limited else None
+        tokens = self._tokens(queue, limit, now) if limit.rate_limited else None
         if not limit.throttled:
             return room_for(limit, now, tokens=tokens)
-        conn.execute(_SQL["expire_leases"], (queue, now))
         room, wait = 0, None
         for prune_ended in (False, True):  # ended reservations are looked for only when full
-            if prune_ended:
-                conn.execute(_SQL["prune_ended"], (queue,))
-            params = {"queue": queue, "wid": wid}
-            in_use, mine, soonest, soonest_mine = conn.execute(
-                _SQL["slot_counts"], params
-            ).fetchone()
+            slots = self._live_slots(queue, limit, now, prune_ended)
+            mine = [lease for w, lease in slots.values() if w == wid]
             room, wait = room_for(
                 limit,
                 now,
-                in_use=in_use,
-                mine=mine,
-                soonest_lease=soonest,
-                soonest_mine=soonest_mine,
+                in_use=len(slots),
+                mine=len(mine),
+                soonest_lease=min((lease for _w, lease in slots.values()), default=None),
+                soonest_mine=min(mine, default=None),
                 tokens=tokens,
             )
             if room:
@@ -106,22 +134,14 @@ class SQLiteLimits(Limits):
         return room, wait
 
     def _take_limited(
-        self,
-        conn: sqlite3.Connection,
-        queue: str,
-        limit: QueueLimit,
-        taken: list[Reservation],
-        now: float,
+        self, queue: str, limit: QueueLimit, taken: list[Reservation], now: float
     ) -> None:
         if limit.throttled:
-            rows = [
-                (queue, r.jid, r.wid, now + limit.timeout if limit.timeout else r.expires_at)
-                for r in taken
-            ]
-            conn.executemany(_SQL["add_slot"], rows)
+            slots = self._limit_slots(queue, limit)
+            for r in taken:
+                slots[r.jid] = (r.wid, now + limit.timeout if limit.timeout else r.expires_at)
         if limit.rate_limited:
-            tokens = self._limit_bucket(conn, queue, limit, now) - len(taken)
-            conn.execute(_SQL["put_bucket"], (queue, tokens, now))
+            self._limit_buckets()[queue] = (self._tokens(queue, limit, now) - len(taken), now)
 
     async def reserve_limited(
         self,
@@ -133,25 +153,28 @@ class SQLiteLimits(Limits):
     ) -> Limited:
         taken: list[Reservation] = []
         blocked: dict[str, float | None] = {}
-        popped: dict[str, int] = {}
         ready = [
             n for n in dict.fromkeys(queues) if self._sizes.get(n, 0) > 0 and n not in self._paused
         ]
         if not ready or count <= 0:
             return Limited(taken)
+        plan: list[tuple[str, int, QueueLimit | None]] = []
+        for name in ready:  # how many each queue may give, before anything is popped
+            limit = limits.get(name)
+            if limit is None or not limit.limits_fetch:
+                plan.append((name, count, None))
+                continue
+            room, wait = self._limit_room(name, limit, wid, now)
+            if room < 1:
+                blocked[name] = wait
+            else:
+                plan.append((name, room, limit))
+        popped: dict[str, list[Reservation]] = {}
         with self._db.atomic() as conn:
-            for name in ready:
-                want = count - len(taken)
+            for name, room, _limit in plan:
+                want = min(count - len(taken), room)
                 if want <= 0:
                     break
-                limit = limits.get(name)
-                limited = limit is not None and limit.limits_fetch
-                if limit is not None and limited:
-                    room, wait = self._limit_room(conn, name, limit, wid, now)
-                    if room < 1:
-                        blocked[name] = wait
-                        continue
-                    want = min(want, room)
                 rows = conn.execute(_QUEUES["pop_jobs"], (name, want)).fetchall()
                 rows.sort()
                 got = [
@@ -162,31 +185,41 @@ class SQLiteLimits(Limits):
                     _RESERVATIONS["insert_reservation"],
                     [(r.jid, r.queue, r.wid, r.reserved_at, r.expires_at, r.payload) for r in got],
                 )
-                if limit is not None and limited:
-                    self._take_limited(conn, name, limit, got, now)
-                popped[name] = len(got)
+                popped[name] = got
                 taken += got
-        for name, count_popped in popped.items():
-            self._sizes[name] -= count_popped
+        for name, _room, limit in plan:
+            got = popped.get(name, [])
+            self._sizes[name] -= len(got)
+            if limit is not None and got:
+                self._take_limited(name, limit, got, now)
         return Limited(taken, blocked)
 
+    async def release_slots(self, ended: Sequence[Reservation]) -> None:
+        every: dict[str, _Slots] = self.__dict__.get("_throttle_slots", {})
+        for reservation in ended:
+            every.get(reservation.queue, {}).pop(reservation.jid, None)
+        self._notify(r.queue for r in ended)
+
     async def release_worker_slots(self, wid: str, queues: Collection[str]) -> list[str]:
+        every: dict[str, _Slots] = self.__dict__.get("_throttle_slots", {})
         freed = []
-        with self._db.atomic() as conn:
-            for queue in queues:
-                if conn.execute(_SQL["release_worker"], (queue, wid)).rowcount:
-                    freed.append(queue)
+        for queue in queues:
+            slots = every.get(queue, {})
+            mine = [jid for jid, (w, _lease) in slots.items() if w == wid]
+            for jid in mine:
+                del slots[jid]
+            if mine:
+                freed.append(queue)
         return freed
 
     async def limit_usage(
         self, limits: Mapping[str, QueueLimit], now: float
     ) -> dict[str, LimitUsage]:
-        conn = self._db.conn
         usage = {}
         for queue, limit in limits.items():
-            (in_use,) = conn.execute(_SQL["live_slots"], (queue, now)).fetchone()
-            tokens = self._limit_bucket(conn, queue, limit, now) if limit.rate_limited else None
-            usage[queue] = LimitUsage(int(in_use), tokens)
+            in_use = len(self._live_slots(queue, limit, now, True)) if limit.throttled else 0
+            tokens = self._tokens(queue, limit, now) if limit.rate_limited else None
+            usage[queue] = LimitUsage(in_use, tokens)
         return usage
 
     async def announce(self, queues: Collection[str]) -> None:

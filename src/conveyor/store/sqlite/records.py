@@ -33,10 +33,10 @@ class SQLiteRecords(Records):
             "value": record.value,
             "now": now,
         }
-        with self._db.atomic() as conn:
-            if conn.execute(_SQL["claim"], params).rowcount:
-                return None
-            row = conn.execute(_SQL["get"], (space, record.key, now)).fetchone()
+        conn = self._db.writer()  # one statement: atomic without a savepoint of its own
+        if conn.execute(_SQL["claim"], params).rowcount:
+            return None
+        row = conn.execute(_SQL["get"], (space, record.key, now)).fetchone()
         # the record in the way (never None: only a live record of another value blocks)
         return bytes(row[1]) if row else None
 

@@ -124,7 +124,6 @@ class SQLiteStore(
     async def open(self) -> None:
         self._db.open(_SCHEMA["create"])
         self._create_records()
-        self._create_limits()
         self._create_counts()
         self._create_deadlines()
         self._load_state()
@@ -145,6 +144,7 @@ class SQLiteStore(
         row = conn.execute(_COUNTERS["get_counts"], (json.dumps([_TOTAL]),)).fetchone()
         self._totals = [row[1], row[2]] if row else [0, 0]
         self._pending = {}
+        self._forget_limits()  # throttle slots: rebuilt from the reservations as committed
 
     def set_ready_listener(self, listener: ReadyListener) -> None:
         self._listener = listener
