@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from conveyor.job import Job, decode_job
 from conveyor.manager.middleware import Discard, FetchContext, PushContext, run_chain
@@ -23,12 +23,15 @@ __all__ = ["FeatureCalls"]
 
 log = logging.getLogger("conveyor.manager")
 
+F = TypeVar("F", bound="Feature")
+
 
 class FeatureCalls:
     """Mixed into ``Manager``; relies on its store, hooks, gates and flow control."""
 
     store: Store
     flow: FlowControl
+    features: list[Feature]
     _push_hooks: list[Callable[..., Awaitable[None]]]
     _fetch_hooks: list[Callable[..., Awaitable[None]]]
     _fetch_gates: list[Callable[[bytes], bool]]
@@ -39,6 +42,10 @@ class FeatureCalls:
     _watched: set[str] | None
     """In-process stores: the jids reserved whose end a feature must hear of (None: a shared
     store, where every ACK says what it ended)."""
+
+    def feature(self, kind: type[F]) -> F | None:
+        """The running feature of this class (the web app's pages read their numbers)."""
+        return next((f for f in self.features if isinstance(f, kind)), None)
 
     def _push_chain_now(self, job: Job) -> bool:
         """Run the push chain for ``job`` to its end in this very step (the PUSH fast path of

@@ -43,7 +43,7 @@ ROUTES: list[BaseRoute] = [
     Route("/search", pages.search, name="search"),
     Route("/batches", pages.placeholder, name="batches"),
     Route("/cron", pages.placeholder, name="cron"),
-    Route("/throttles", pages.placeholder, name="throttles"),
+    Route("/throttles", pages.throttles, name="throttles"),
     Route("/favicon.ico", pages.favicon),
     Route("/stats", api.stats, name="stats"),
     Route("/health", api.health, name="health"),
@@ -58,6 +58,7 @@ ROUTES: list[BaseRoute] = [
     Route("/api/busy", api.busy),
     Route("/api/workers/{signal}", api.signal_workers, methods=["POST"]),
     Route("/api/jobs/{jid}", api.job),
+    Route("/api/throttles", api.throttles),
     Mount("/static", StaticFiles(directory=PACKAGE_DIR / "static"), name="static"),
 ]
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor.manager.types import ServerStats
 from conveyor.store.base import Reservation, SetEntry, SortedSet
+from conveyor.web.limits import job_limits_view, queue_limits_view
 from conveyor.web.present import (
     Listing,
     decode_payload,
@@ -139,6 +140,7 @@ async def queue_view(manager: Manager, name: str, listing: Listing) -> dict[str,
     page = await manager.list_queue(name, listing.offset, listing.per_page)
     return {
         "queue": info,
+        "limits": await queue_limits_view(manager, name),
         "jobs": [job_row(item.payload) for item in page.items],
         "paging": _paging(listing, page.total),
     }
@@ -173,7 +175,9 @@ async def locate_view(manager: Manager, jid: str) -> dict[str, Any] | None:
     location = await manager.locate(jid)
     if location is None:
         return None
-    return {"where": location.where, "queue": location.queue, **job_row(location.payload)}
+    limits = await job_limits_view(manager, location.payload)
+    row = job_row(location.payload)
+    return {"where": location.where, "queue": location.queue, **row, "limits": limits}
 
 
 async def job_view(manager: Manager, name: SortedSet, jid: str) -> dict[str, Any] | None:
@@ -196,6 +200,9 @@ async def job_view(manager: Manager, name: SortedSet, jid: str) -> dict[str, Any
         "set": name.value,
         "route": route_for_set(name),
         "in_set": entry is not None,
+        "limits": (
+            await job_limits_view(manager, entry.payload) if entry else row.get("limits", {})
+        ),
         "location": {k: located[k] for k in ("where", "queue")} if located else None,
         "custom": job.get("custom") or {},
         "failure": failure,
