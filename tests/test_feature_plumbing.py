@@ -125,3 +125,29 @@ async def test_plain_acks_keep_the_plain_store_ack(tmp_path: Path) -> None:
         assert calls == ["ack", "ack_returning"]
     finally:
         await manager.stop()
+
+
+async def test_a_shared_store_decodes_at_fetch_only_the_jobs_a_gate_wants(
+    redis_url: str, monkeypatch: Any
+) -> None:
+    from conveyor.manager import feature_calls
+
+    decoded: list[bytes] = []
+    original = feature_calls.decode_job
+
+    def counting(payload: bytes) -> Job:
+        decoded.append(payload)
+        return original(payload)
+
+    monkeypatch.setattr(feature_calls, "decode_job", counting)
+    manager = Manager(open_store(redis_url), ManagerConfig())
+    await manager.start()
+    try:
+        await manager.push(encode(job()))
+        assert await manager.fetch(["default"], wait=0) is not None
+        assert decoded == []
+        await manager.push(encode(job(custom={"expires_in": 60})))
+        assert await manager.fetch(["default"], wait=0) is not None
+        assert len(decoded) == 1
+    finally:
+        await manager.stop()

@@ -93,7 +93,8 @@ class Manager(FeatureCalls, AdminOps):
         # middleware wants them all.
         fetchers = [m for m in self._middleware if type(m).fetch is not Middleware.fetch]
         self._fetch_gates = [m.wants_fetch for m in fetchers if isinstance(m, Feature)]
-        self._hand_offs = store.in_process and all(isinstance(m, Feature) for m in fetchers)
+        self._fetch_gated = all(isinstance(m, Feature) for m in fetchers)
+        self._hand_offs = store.in_process and self._fetch_gated
         # What features must hear of: ACKed jobs (with what ended), jobs removed for good.
         self._ack_watchers = [f for f in self.features if type(f).acked is not Feature.acked]
         self._ack_gates = [f.wants_ack for f in self._ack_watchers]

@@ -35,7 +35,7 @@ class FeatureCalls:
     _push_hooks: list[Callable[..., Awaitable[None]]]
     _fetch_hooks: list[Callable[..., Awaitable[None]]]
     _fetch_gates: list[Callable[[bytes], bool]]
-    _hand_offs: bool
+    _fetch_gated: bool
     _ack_watchers: list[Feature]
     _ack_gates: list[Callable[[bytes], bool]]
     _removal_watchers: list[Feature]
@@ -113,7 +113,7 @@ class FeatureCalls:
         The reservations of dropped jobs end, counted neither processed nor failed."""
         kept: list[bytes] = []
         dropped: list[str] = []
-        gates = self._fetch_gates if self._hand_offs else None  # None: ungated middleware
+        gates = self._fetch_gates if self._fetch_gated else None  # None: ungated middleware
         for reservation in reservations:
             payload = reservation.payload
             if gates is not None and not any(wants(payload) for wants in gates):
