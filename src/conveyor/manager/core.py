@@ -405,18 +405,14 @@ class Manager(FeatureCalls, AdminOps):
         if not self._ack_hooks:
             if self._acks_plain(jids):
                 return await self.store.ack(jids, day_key(time.time()))
-            ended = await self.store.ack_returning(jids, day_key(time.time()))
-            await self._acked(ended)
-            return len(ended)
+            return await self._ack_returning(jids)
         done = 0
         for jid in jids:
             ctx = AckContext(self, jid, await self.store.get_reservation(jid))
 
             async def final(jid: str = jid) -> None:
                 nonlocal done
-                ended = await self.store.ack_returning((jid,), day_key(time.time()))
-                done += len(ended)
-                await self._acked(ended)
+                done += await self._ack_returning((jid,))
 
             await run_chain(self._ack_hooks, ctx, final)
         return done

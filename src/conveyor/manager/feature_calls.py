@@ -8,12 +8,14 @@ acknowledged (``Feature.acked``) or removed for good (``Feature.removed``). See
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from conveyor.job import Job, decode_job
 from conveyor.manager.middleware import Discard, FetchContext, PushContext, run_chain
 from conveyor.store.base import QueuedJob, Reservation, Store
+from conveyor.timefmt import day_key
 
 if TYPE_CHECKING:
     from conveyor.manager.features import Feature
@@ -132,6 +134,12 @@ class FeatureCalls:
             ended = await self.store.discard_reservations(dropped)
             await self.flow.ended(ended)  # a throttle's slot is free
         return kept
+
+    async def _ack_returning(self, jids: Sequence[str]) -> int:
+        """ACK the jids, telling the features what ended; returns how many did."""
+        ended = await self.store.ack_returning(jids, day_key(time.time()))
+        await self._acked(ended)
+        return len(ended)
 
     async def _acked(self, ended: Sequence[Reservation]) -> None:
         """Tell the features which jobs succeeded; a throttle's slots may be free."""
