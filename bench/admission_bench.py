@@ -269,7 +269,9 @@ def report(samples: Samples, args: argparse.Namespace) -> Table:
             f"{v:,.0f}" if unit == "jobs/s" else f"{v:.2f}" for v in samples.values[name]
         )
         ratio = ""
-        if reference:
+        if reference and not samples.median(reference):
+            ratio = "n/a (0 s)"  # CPU time below one clock tick
+        elif reference:
             ratio = f"{value / samples.median(reference):.2f}x"
             if name == "PUSH unique_for":  # a time ratio: plain rate / unique rate
                 ratio = f"{samples.median(reference) / value:.2f}x time"

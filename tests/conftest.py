@@ -7,6 +7,7 @@ pytest_plugins = [
     "tests.support.manager",
     "tests.support.server",
     "tests.support.features",
+    "tests.support.disks",
     "tests.support.tls",
     "conveyor.testing",
     "tests.support.browser",

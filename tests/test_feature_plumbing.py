@@ -55,9 +55,9 @@ async def test_jobs_a_fetch_gate_wants_are_not_handed_off_and_the_others_are() -
     handed: list[str] = []
     original = manager.store.hand_off
 
-    def spy(jobs: Any, wid: str, now: float) -> None:
+    def spy(jobs: Any, wid: str, now: float) -> Any:
         handed.extend(j.jid for j in jobs)
-        original(jobs, wid, now)
+        return original(jobs, wid, now)
 
     manager.store.hand_off = spy  # type: ignore[method-assign]
     delivered: list[bytes] = []

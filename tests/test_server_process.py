@@ -7,6 +7,7 @@ import datetime
 import os
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import msgspec
 import pytest
 
 from tests.support.server import MakeServer, RawConnect, SpawnServer
-from tests.support.services import require
+from tests.support.services import free_port, require
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -70,6 +71,68 @@ def test_bad_config_exits_2_without_traceback(tmp_path: Path) -> None:
         assert result.returncode == 2, (args, result.stderr)
         assert message in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr
+
+
+def test_a_missing_database_directory_exits_2_with_the_reason(tmp_path: Path) -> None:
+    missing = tmp_path / "nonexistent" / "dir"
+    absolute = run_cli(
+        "--storage", f"sqlite:///{missing}/x.db", "--bind", "127.0.0.1:0", "--web-bind", "off"
+    )
+    assert absolute.returncode == 2
+    assert f"the directory {missing} does not exist" in absolute.stderr
+    assert "Traceback" not in absolute.stderr
+    assert len(absolute.stderr.strip().splitlines()) == 1
+    # sqlite:/// + var/... is relative (SQLAlchemy's convention): say so, with the fix
+    relative = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "conveyor",
+            "server",
+            "--bind",
+            "127.0.0.1:0",
+            "--web-bind",
+            "off",
+            "--storage",
+            "sqlite:///var/lib/conveyor/x.db",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert relative.returncode == 2
+    assert "is relative to" in relative.stderr
+    assert "sqlite:////var/lib/conveyor/x.db" in relative.stderr
+    assert not (tmp_path / "var").exists()
+
+
+@pytest.mark.parametrize("busy", ["fwp", "web"])
+def test_a_busy_port_exits_2_before_anything_is_served(tmp_path: Path, busy: str) -> None:
+    fwp, web = free_port(), free_port()
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", fwp if busy == "fwp" else web))
+        taken.listen()
+        database = tmp_path / "busy.db"
+        result = run_cli(
+            "--bind",
+            f"127.0.0.1:{fwp}",
+            "--web-bind",
+            f"127.0.0.1:{web}",
+            "--storage",
+            f"sqlite:///{database}",
+        )
+    assert result.returncode == 2
+    flag = "--bind" if busy == "fwp" else "--web-bind"
+    port = fwp if busy == "fwp" else web
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in lines[0]
+    assert "Address already in use" in lines[0]
+    assert flag in lines[0]
+    assert not database.exists()  # nothing was opened, nothing served
 
 
 def test_help_lists_every_option() -> None:

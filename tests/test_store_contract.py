@@ -142,6 +142,44 @@ async def test_remove_queues_forgets_jobs_and_pause_flag(backend_store: Store) -
     assert [r.jid for r in await backend_store.reserve(["a"], "w", NOW)] == ["a2"]
 
 
+async def test_find_queued_finds_waiting_jobs_by_jid(backend_store: Store) -> None:
+    async def find(jids: list[str], queues: list[str] | None = None) -> list[QueuedJob]:
+        return sorted(await backend_store.find_queued(jids, queues), key=lambda j: j.jid)
+
+    await backend_store.enqueue([job(f"a{i}", "a") for i in range(5)] + [job("b0", "b")])
+    assert await find(["a3"]) == [job("a3", "a")]
+    assert await find(["b0", "a1", "nope"]) == [job("a1", "a"), job("b0", "b")]
+    assert await find(["b0"], ["a"]) == []  # only the queues named
+    assert await find(["b0"], ["a", "b"]) == [job("b0", "b")]
+    assert await find(["a3"], ["unknown"]) == []
+    assert await find([]) == []
+    await backend_store.reserve(["a"], "w1", NOW, count=4)  # a0..a3 leave the queue
+    assert await find(["a3", "a4"]) == [job("a4", "a")]
+    await backend_store.delete_queued("a", ["a4"])
+    assert await find(["a4"]) == []
+
+
+async def test_find_queued_walks_long_queues(backend_store: Store) -> None:
+    """Longer than one slice of the Redis walk."""
+    await backend_store.enqueue([job(f"j{i}") for i in range(4500)] + [job("k0", "k")])
+    wanted = ["j0", "j1999", "j2000", "j2500", "j4499", "k0"]
+    found = await backend_store.find_queued(wanted)
+    assert sorted(j.jid for j in found) == sorted(wanted)
+
+
+async def test_clear_queue_deletes_jobs_and_keeps_the_queue(backend_store: Store) -> None:
+    await backend_store.enqueue([job("a1", "a"), job("a2", "a"), job("b1", "b")])
+    await backend_store.set_paused(["a"], True)
+    assert await backend_store.clear_queue("a") == 2
+    assert await backend_store.queue_sizes() == {"a": 0, "b": 1}
+    assert await backend_store.paused_queues() == {"a"}
+    assert await backend_store.clear_queue("a") == 0
+    assert await backend_store.clear_queue("unknown") == 0
+    await backend_store.set_paused(["a"], False)
+    await backend_store.enqueue([job("a3", "a")])
+    assert await jids_in_queue(backend_store, "a") == ["a3"]
+
+
 async def test_listener_hears_enqueues_moves_and_resumes(backend_store: Store) -> None:
     heard: list[str] = []
     backend_store.set_ready_listener(heard.append)

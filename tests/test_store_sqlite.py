@@ -33,7 +33,8 @@ from conveyor.store.base import (
     SortedSet,
 )
 from conveyor.store.sqlite import SQLiteStore
-from conveyor.store.sqlite.db import SCHEMA_VERSION, SQLiteOptions
+from conveyor.store.sqlite.db import SQLiteOptions
+from conveyor.store.sqlite.schema import SCHEMA_VERSION
 
 NOW = 1_700_000_000.0
 DAY = "2023-11-14"

@@ -63,7 +63,7 @@ async def size(manager: Manager, name: SortedSet) -> int:
         ("/scheduled", ["Reminder", "invoice-2"]),
         ("/morgue", ["ImportCsv", "malformed row #1"]),
         ("/batches", ["Batches arrive with the batch feature"]),
-        ("/cron", ["cron feature"]),
+        ("/cron", ["No periodic jobs yet", "Add an entry"]),
         ("/throttles", ["No throttles", "Expired jobs"]),
     ],
 )
@@ -105,6 +105,40 @@ async def test_jobs_route_finds_a_job_wherever_it_is(
     assert found.headers["location"] == f"/jobs/{seeded.busy[0]}"
     text = await web.get("/search", params={"q": "malformed"})
     assert text.headers["location"] == "/morgue?q=malformed"
+
+
+async def test_a_queued_job_has_a_page_and_is_found_by_the_search(
+    web: httpx.AsyncClient, seeded: Seeded
+) -> None:
+    jid = seeded.queued[3]
+    queue_page = await web.get("/queues/default")
+    link = f"/jobs/{jid}?queue=default"
+    assert f'href="{link}"' in queue_page.text  # the queue page links to the job's page
+    for path in (link, f"/jobs/{jid}"):
+        page = await web.get(path)
+        assert page.status_code == 200, path
+        assert ">queued</span>" in page.text
+        assert "SendEmail" in page.text
+    assert (await web.get(f"/jobs/{jid}?queue=critical")).status_code == 404  # not in that one
+    found = await web.get("/search", params={"q": jid})
+    assert found.headers["location"] == f"/jobs/{jid}"
+    api = (await web.get(f"/api/jobs/{jid}")).json()
+    assert (api["where"], api["queue"], api["jid"]) == ("queued", "default", jid)
+
+
+async def test_counts_are_pluralised(web: httpx.AsyncClient, web_manager: Manager) -> None:
+    await web_manager.push(b'{"jid":"lonely-001","jobtype":"T","args":[],"queue":"solo"}')
+    page = await web.get("/queues/solo")
+    assert "1 job ·" in page.text
+    assert "1 jobs" not in page.text
+    assert 'data-confirm="Delete 1 job in solo?"' in page.text
+    many = await web.get("/queues/default")
+    assert "12 jobs ·" in many.text
+    token = await csrf(web, "/queues/solo")
+    done = await web.post(
+        "/queues/solo", data={"csrf_token": token, "action": "delete_jobs", "jid": "lonely-001"}
+    )
+    assert "Deleted+1+job+from+solo." in done.headers["location"]
 
 
 async def test_sets_filter_search_sort_and_page_on_the_server(

@@ -105,6 +105,30 @@ def test_live_graph_moves_when_jobs_are_processed(page: Any, live_dashboard: Liv
     assert page.problems == [], page.problems
 
 
+def test_history_chart_grows_live(page: Any, live_dashboard: LiveDashboard) -> None:
+    page.goto(live_dashboard.url + "/")
+    chart = page.locator(".history-chart")
+    today = chart.locator("rect.bar-processed title").last
+    before = today.text_content() or ""
+    wait_for_attribute(page.locator("#live-graph"), "data-points", lambda v: int(v) >= 1)
+    manager = live_dashboard.manager
+
+    async def work(count: int) -> None:
+        for i in range(count):
+            await manager.push(job("Tick", i, queue="history"))
+        for _ in range(count):
+            fetched = await manager.fetch(["history"], wait=0.01)
+            assert fetched is not None
+            await manager.ack(jid_of(fetched))
+
+    live_dashboard.call(work(25))
+    wait_for_attribute(chart, "data-refreshed", lambda v: int(v) > 0)
+    after = today.text_content() or ""
+    processed = lambda text: int(text.split(": ")[1].split(" ")[0].replace(",", ""))  # noqa: E731
+    assert processed(after) == processed(before) + 25, (before, after)  # no reload
+    assert page.problems == [], page.problems
+
+
 def test_pause_a_queue_and_retry_a_dead_job(page: Any, live_dashboard: LiveDashboard) -> None:
     manager = live_dashboard.manager
     page.goto(live_dashboard.url + "/queues")
@@ -121,7 +145,7 @@ def test_pause_a_queue_and_retry_a_dead_job(page: Any, live_dashboard: LiveDashb
     first.locator('input[name="key"]').check()
     page.locator('#set-form button[value="retry"]').click()
     page.wait_for_url("**/morgue?notice=*")
-    assert "Enqueued 1 job(s)." in page.locator(".notice").inner_text()
+    assert "Enqueued 1 job." in page.locator(".notice").inner_text()
     assert jid not in page.locator("main").inner_text()
     queued = live_dashboard.call(manager.list_queue("imports", 0, 10))
     assert [item.jid for item in queued.items] == [jid]
@@ -169,7 +193,7 @@ def test_password_and_prefix_in_a_real_browser(chromium_browser: Any) -> None:
         tab.locator('#set-form input[data-select-all="key"]').check()
         tab.locator('#set-form button[value="delete"]').click()
         tab.wait_for_url("**/ops/morgue?*notice=*")
-        assert "Deleted 3 job(s)." in tab.locator(".notice").inner_text()
+        assert "Deleted 3 jobs." in tab.locator(".notice").inner_text()
     finally:
         context.close()
         dashboard.stop()

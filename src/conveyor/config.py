@@ -7,7 +7,7 @@ The TOML file (``--config path.toml`` or ``CONVEYOR_CONFIG``) has two tables::
     web_bind = "127.0.0.1:7420"        # "off" or "0" disables the dashboard
     web_read_only = false              # dashboard shows everything, changes nothing
     web_root_path = ""                 # e.g. "/conveyor" behind a reverse proxy
-    storage = "sqlite:///var/lib/conveyor/conveyor.db"
+    storage = "sqlite:////var/lib/conveyor/conveyor.db"
     password = "s3cret"                # or "/run/secrets/pw": a path, read at startup
     tls_cert = "/etc/conveyor/cert.pem"
     tls_key = "/etc/conveyor/key.pem"

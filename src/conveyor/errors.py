@@ -15,11 +15,10 @@
     ├── AuthenticationError     wrong or missing password
     ├── ConnectError            cannot reach or keep a connection to a server
     ├── StoreError              the storage backend failed (unreachable, corrupt)
+    │   └── StoreUnavailable    it cannot write for now (SQLite cannot commit: disk full,
+    │                           I/O error); it logged why once and retries by itself
+    ├── ConfigError             a setting is missing, malformed or inconsistent (also ValueError)
     └── PayloadError            a job's args do not fit its handler (worker side; not retried)
-
-``ConfigError`` (a ``ValueError``) stands apart: a bad setting of the server's configuration,
-found before anything runs (``conveyor.config`` raises it; it lives here so that the features,
-which check their own TOML tables, need not import the config loader).
 
 The same classes serve both sides: the server's manager raises a ``CommandError`` and the
 server writes it as ``-<code> <message>``; the client reads that reply and raises the same
@@ -43,12 +42,9 @@ __all__ = [
     "ProtocolError",
     "QueueFull",
     "StoreError",
+    "StoreUnavailable",
     "UnknownWorker",
 ]
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing, malformed or inconsistent; the message says which."""
 
 
 class ConveyorError(Exception):
@@ -146,6 +142,12 @@ class StoreError(ConveyorError):
     """The storage backend failed: unreachable, read-only, or corrupt."""
 
 
+class StoreUnavailable(StoreError):
+    """The store cannot make changes durable for now: a commit failed (disk full, I/O error)
+    and it refuses writes until a retry commits. The store logs the outage itself, once, so
+    whoever catches this need not log it again."""
+
+
 class PayloadError(ConveyorError):
     """A job's ``args`` do not fit its handler's parameters (wrong count, types or fields).
 
@@ -154,3 +156,8 @@ class PayloadError(ConveyorError):
     """
 
     errtype = "conveyor.PayloadError"
+
+
+class ConfigError(ConveyorError, ValueError):
+    """A configuration value is missing, malformed or inconsistent; the message says which
+    (and where it came from: a flag, a variable, a file, table and key)."""

@@ -198,6 +198,7 @@ class ServerProcess:
         env: Mapping[str, str] | None = None,
         args: Sequence[str] = (),
         port: int | None = None,
+        log_file: Path | None = None,
     ) -> None:
         self.storage = storage
         self.password = password
@@ -206,6 +207,7 @@ class ServerProcess:
         self.env = {**os.environ, **TEST_TIMINGS_ENV, "CONVEYOR_LOG_LEVEL": "warning"}
         self.env.update(env or {})
         self.args = list(args)
+        self.log_file = log_file  # where its output goes, else a pipe (read once it exited)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -222,9 +224,15 @@ class ServerProcess:
         return command + self.args
 
     def start(self, timeout: float = 15.0) -> ServerProcess:
-        self.process = subprocess.Popen(
-            self.command(), env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
+        if self.log_file is not None:
+            with open(self.log_file, "ab") as out:
+                self.process = subprocess.Popen(
+                    self.command(), env=self.env, stdout=out, stderr=subprocess.STDOUT
+                )
+        else:
+            self.process = subprocess.Popen(
+                self.command(), env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            )
         try:
             wait_for_port(self.port, timeout)
         except TimeoutError:
@@ -233,6 +241,8 @@ class ServerProcess:
         return self
 
     def output(self) -> str:
+        if self.log_file is not None:
+            return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
         if self.process is None or self.process.stdout is None:
             return ""
         if self.process.poll() is None:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 
+from conveyor.app.cron import CronDeclarations
 from conveyor.app.jobs import JobDef, JobOptions, seconds_option
 from conveyor.app.sync import SyncRunner
 from conveyor.client import Client  # at import, not on the first push: it would wait for it
@@ -181,6 +182,8 @@ class App(_Registry):
         self.after_hooks: list[AfterHook] = []
         self.error_handlers: list[ErrorHandler] = []
         self.sync = SyncRunner()
+        self.crons = CronDeclarations()
+        """The ``@app.cron`` entries, registered with the server when the app starts."""
         self.producer: Producer | None = None
         """Set to redirect pushes (``conveyor.testing`` does); ``None`` = pooled connections."""
         self._producers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Producer] = (
@@ -233,6 +236,42 @@ class App(_Registry):
         self.jobs[jobtype] = jobdef
         return jobdef
 
+    def cron(
+        self,
+        schedule: str,
+        *,
+        args: Sequence[Any] = (),
+        entry_id: str | None = None,
+        tz: str = "UTC",
+        missed: str = "one",
+        queue: str | None = None,
+        retry: int | None = None,
+        reserve_for: int | None = None,
+        custom: Mapping[str, Any] | None = None,
+    ) -> Callable[[JobDef[P, R]], JobDef[P, R]]:
+        """Run a declared job periodically, from the server: put ``@app.cron(...)`` above
+        ``@app.job``. ``schedule`` is a cron schedule (5 fields, 6 with seconds first,
+        ``@daily``, ``@every 30s``) in time zone ``tz``; ``args`` are the handler's arguments.
+        The entry (id: the jobtype unless ``entry_id=``) is registered with the server when a
+        worker of this app starts or the app first pushes (docs/cron.md). Raises
+        ``ValueError`` for a bad schedule, time zone or option, here and now."""
+
+        def decorate(jobdef: JobDef[P, R]) -> JobDef[P, R]:
+            if not isinstance(jobdef, JobDef):
+                raise TypeError("@app.cron goes above @app.job (it needs the declared job)")
+            self.crons.declare(
+                jobdef, schedule, args=args, entry_id=entry_id, tz=tz, missed=missed, queue=queue,
+                retry=retry, reserve_for=reserve_for, custom=custom,
+            )  # fmt: skip
+            return jobdef
+
+        return decorate
+
+    async def register_crons(self) -> None:
+        """Send the ``@app.cron`` entries to the server now (workers and the first push do
+        it by themselves)."""
+        await self.crons.register_with(self.connect)
+
     def group(self, name: str, *, middleware: Sequence[Middleware] = ()) -> Group:
         """A group of jobs with shared middleware: ``billing = app.group("billing")``."""
         if name in self.groups:
@@ -282,7 +321,10 @@ class App(_Registry):
 
     async def push_job(self, job: Job) -> str:
         """Push a prepared job (``send_email.build(...)``, or a ``Job`` for any jobtype)."""
-        await self._producer().push(job)
+        producer = self._producer()
+        if self.crons.entries and producer is not self.producer:
+            await self.register_crons()  # once: then it returns at once
+        await producer.push(job)
         return job.jid
 
     async def push_bulk(self, jobs: Sequence[Job]) -> list[PushResult]:
@@ -291,7 +333,10 @@ class App(_Registry):
         Returns one result per job, in order: a job the server refused, alone (bad queue
         name, not unique, ...) or with its whole chunk, has the server's error message.
         """
-        errors = await self._producer().push_bulk(jobs)
+        producer = self._producer()
+        if self.crons.entries and producer is not self.producer:
+            await self.register_crons()
+        errors = await producer.push_bulk(jobs)
         return [PushResult(job.jid, errors.get(job.jid)) for job in jobs]
 
     def push_bulk_sync(self, jobs: Sequence[Job]) -> list[PushResult]:

@@ -408,6 +408,29 @@ class Client:
         reply = await self._call(b"QUEUE LATENCY " + _queue_names(names) + _CRLF)
         return _decode_latency(reply.data)
 
+    async def admin(self, op: str, args: Mapping[str, Any] | None = None) -> Any:
+        """``ADMIN <op> {args}`` (conveyor extension): inspect and act on jobs, queues and
+        workers; returns the decoded JSON reply. ``admin("ops")`` lists the operations.
+        A Faktory server answers ``CommandError("unknown command ADMIN")``."""
+        if not op or any(c.isspace() for c in op):
+            raise ValueError(f"invalid ADMIN operation {op!r}")
+        line = b"ADMIN " + op.encode()
+        if args:
+            line += b" " + _encode(args)
+        reply = await self._call(line + _CRLF)
+        return msgspec.json.decode(reply.data) if reply.kind is ReplyKind.BULK else None
+
+    async def cron(self, subcommand: str, args: Mapping[str, Any] | None = None) -> Any:
+        """``CRON <subcommand> [<json>]`` (a conveyor extension, docs/protocol.md): manage
+        the server's periodic jobs. ``subcommand``: ``list``, ``get``, ``add``, ``pause``,
+        ``resume``, ``delete`` or ``run``; ``args`` the entry (add) or ``{"id": ...}``.
+        Returns the reply's JSON; a refused change raises ``CommandError``."""
+        line = b"CRON " + subcommand.upper().encode()
+        if args is not None:
+            line += b" " + _encode(args)
+        reply = await self._call(line + _CRLF)
+        return msgspec.json.decode(reply.data)
+
 
 async def fetch_jobs(client: Client, count: int, *queues: str) -> list[Job]:
     """``Client.fetch_many``, decoded in one pass straight into ``Job`` structs (the worker's).

@@ -154,3 +154,5 @@ class SyncClient:
     queue_resume = _blocking(Client.queue_resume)
     queue_remove = _blocking(Client.queue_remove)
     queue_latency = _blocking(Client.queue_latency)
+    admin = _blocking(Client.admin)
+    cron = _blocking(Client.cron)

@@ -35,10 +35,12 @@ if TYPE_CHECKING:
     from conveyor.manager.config import ManagerConfig
     from conveyor.manager.waiters import QueueWaiters
 
-__all__ = ["AdminOps", "JobLocation", "QueueInfo", "WorkerView"]
+__all__ = ["JOB_ACTIONS", "AdminOps", "JobActionReport", "JobLocation", "QueueInfo", "WorkerView"]
 
 _PAGE = 1000
 _MUTATE_COMMANDS = ("clear", "discard", "kill", "requeue")
+JOB_ACTIONS = ("retry", "kill", "delete")
+"""What ``act_on_jobs`` does to jobs wherever they are (``conveyor job retry|kill|delete``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +59,23 @@ class WorkerView:
 
 @dataclass(frozen=True, slots=True)
 class JobLocation:
-    """Where a job is now: ``working`` (reserved), or a sorted set's name."""
+    """Where a job is now: ``working`` (reserved, by ``wid``), ``queued``, or a sorted set's
+    name."""
 
     where: str
     queue: str
     payload: bytes
+    wid: str = ""
+
+
+@dataclass(slots=True)
+class JobActionReport:
+    """What ``act_on_jobs`` did: ``refused`` maps each jid it could not act on to why, and
+    ``changed`` counts the jobs changed (fewer than asked when some moved meanwhile)."""
+
+    where: dict[str, str]
+    refused: dict[str, str]
+    changed: int = 0
 
 
 def _set_named(target: str) -> SortedSet:
@@ -289,16 +303,105 @@ class AdminOps:
         counters = await self.store.daily_counters(keys)
         return [(key, counters.get(key, Counters(0, 0))) for key in keys]
 
-    async def locate(self, jid: str) -> JobLocation | None:
-        """Where a job is now: reserved by a worker, or in a sorted set (queues not searched)."""
-        reservation = await self.store.get_reservation(jid)
-        if reservation is not None:
-            return JobLocation("working", reservation.queue, reservation.payload)
+    async def locate(self, jid: str, queue: str | None = None) -> JobLocation | None:
+        """Where a job is now: reserved by a worker (``working``), in a sorted set, or waiting
+        in a queue (``queued``; only ``queue`` is searched when given)."""
+        located = await self._locate_fast(jid)
+        if located is not None:
+            return located
+        for queued in await self.store.find_queued((jid,), None if queue is None else [queue]):
+            return JobLocation("queued", queued.queue, queued.payload)
+        # fetched while the queues were searched: it is working now
+        return await self._reserved(jid)
+
+    async def _locate_fast(self, jid: str) -> JobLocation | None:
+        """The cheap lookups, by key: the reservations and the sorted sets."""
+        located = await self._reserved(jid)
+        if located is not None:
+            return located
         for name in SortedSet:
             entries = await self.store.get_set_entries(name, (jid,))
             if entries:
                 return JobLocation(str(name), entries[0].queue, entries[0].payload)
         return None
+
+    async def _reserved(self, jid: str) -> JobLocation | None:
+        reservation = await self.store.get_reservation(jid)
+        if reservation is None:
+            return None
+        return JobLocation("working", reservation.queue, reservation.payload, reservation.wid)
+
+    async def locate_many(self, jids: Sequence[str]) -> dict[str, JobLocation]:
+        """``locate`` for many jids: the sets are read in one call each and the queues are
+        scanned once for all the jids not found elsewhere."""
+        unique = list(dict.fromkeys(jids))
+        found: dict[str, JobLocation] = {}
+        for jid in unique:
+            located = await self._reserved(jid)
+            if located is not None:
+                found[jid] = located
+        for name in SortedSet:
+            rest = [jid for jid in unique if jid not in found]
+            for entry in await self.store.get_set_entries(name, rest) if rest else ():
+                found[entry.jid] = JobLocation(str(name), entry.queue, entry.payload)
+        rest = [jid for jid in unique if jid not in found]
+        for queued in await self.store.find_queued(rest) if rest else ():
+            found[queued.jid] = JobLocation("queued", queued.queue, queued.payload)
+        for jid in unique:  # fetched while the queues were searched
+            located = found.get(jid) or await self._reserved(jid)
+            if located is not None:
+                found[jid] = located
+        return found
+
+    async def act_on_jobs(self, action: str, jids: Sequence[str]) -> JobActionReport:
+        """Retry (enqueue now), kill (move to the dead set) or delete jobs wherever they are.
+
+        A job being worked on is refused (only its worker can finish it), as are a queued job
+        asked to retry (it is waiting already) or to be killed (delete it instead)."""
+        if action not in JOB_ACTIONS:
+            raise ValueError(f"unknown job action {action!r}: use one of {', '.join(JOB_ACTIONS)}")
+        locations = await self.locate_many(jids)
+        report = JobActionReport({}, {})
+        in_sets: dict[SortedSet, list[str]] = {}
+        in_queues: dict[str, list[str]] = {}
+        for jid in dict.fromkeys(jids):
+            located = locations.get(jid)
+            if located is None:
+                report.refused[jid] = "not found"
+                continue
+            report.where[jid] = located.where
+            reason = _refusal(action, located)
+            if reason:
+                report.refused[jid] = reason
+            elif located.where == "queued":
+                in_queues.setdefault(located.queue, []).append(jid)
+            else:
+                in_sets.setdefault(SortedSet(located.where), []).append(jid)
+        for name, chosen in in_sets.items():
+            if action == "retry":
+                report.changed += await self.requeue(name, chosen)
+            elif action == "kill":
+                report.changed += await self.kill(name, chosen)
+            else:
+                report.changed += await self.delete(name, chosen)
+        for queue, chosen in in_queues.items():
+            report.changed += await self.delete_queued(queue, chosen)
+        return report
+
+    async def clear_queue(self, name: str) -> int:
+        """Delete every job of a queue; the queue stays (paused, if it was)."""
+        return await self.store.clear_queue(name)
+
+
+def _refusal(action: str, located: JobLocation) -> str:
+    """Why ``action`` cannot be done to a job where it is ("" when it can)."""
+    if located.where == "working":
+        return f"being worked on by {located.wid}: only its worker can finish it"
+    if located.where == "queued" and action == "retry":
+        return f"already waiting in queue {located.queue}"
+    if located.where == "queued" and action == "kill":
+        return f"waiting in queue {located.queue}: delete it instead"
+    return ""
 
 
 def _latency(head: bytes | None, now: float) -> float:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -52,6 +52,8 @@ from conveyor.timefmt import day_key, now_iso
 __all__ = ["Manager"]
 
 log = logging.getLogger("conveyor.manager")
+
+F = TypeVar("F", bound=Feature)
 
 FAKTORY_VERSION = "1.10.0"
 """The Faktory release whose protocol we speak; clients gate features on it (semver)."""
@@ -97,7 +99,7 @@ class Manager(FeatureCalls, AdminOps):
         self._hand_offs = store.in_process and self._fetch_gated
         # What features must hear of: ACKed jobs (with what ended), jobs removed for good.
         self._ack_watchers = [f for f in self.features if type(f).acked is not Feature.acked]
-        self._ack_gates = [f.wants_ack for f in self._ack_watchers]
+        self._acked_gates = [f.wants_acked for f in self._ack_watchers]
         self._watched = set() if store.in_process else None
         self._removal_watchers = [
             f for f in self.features if type(f).removed is not Feature.removed
@@ -110,6 +112,13 @@ class Manager(FeatureCalls, AdminOps):
         self._push_gates = [m.wants_push for m in pushers if isinstance(m, Feature)]
         self._pushes_now = store.in_process and gated
         self._push_gated = gated
+        # Likewise for ACK: jids no gated ack hook wants keep the batched ACK (None: ungated).
+        ackers = [m for m in self._middleware if type(m).ack is not Middleware.ack]
+        self._ack_gates: list[Callable[[str], bool]] | None = (
+            [m.wants_ack for m in ackers if isinstance(m, Feature)]
+            if all(isinstance(m, Feature) for m in ackers)
+            else None
+        )
         # Worker state as last seen by this server; BEAT refreshes it from the store.
         self._worker_states: dict[str, str] = {}
         self._local_clients: dict[str, set[int]] = {}
@@ -149,10 +158,12 @@ class Manager(FeatureCalls, AdminOps):
         if await self._store_jobs([(job, due)]):
             raise QueueFull.of(job.queue, self.flow.bound(job.queue))
 
-    def push_now(self, payload: bytes) -> Coroutine[Any, Any, None] | None:
+    def push_now(self, payload: bytes) -> Awaitable[None] | None:
         """A PUSH done at once, in the caller's step: the job is validated and stored, or
         handed to a waiting FETCH, whose reply is written before this returns. What is left
-        is returned: the wait for durability, to await before the PUSH is answered.
+        is returned: the wait for the durability of this very write (it raises
+        ``StoreError`` if the write was lost, however late it is awaited), to await before
+        the PUSH is answered.
 
         ``None``, with nothing done, when the PUSH has to take the long way (``push()``): a
         store that is not ``in_process`` may wait for anything, so may middleware other than
@@ -178,10 +189,11 @@ class Manager(FeatureCalls, AdminOps):
             # for later, or for a queue that may be full: stored by the runner, not now
             return self._store_job(job, due) if chained else None
         queued = [self._queued(job, stamp, validation.reserve_seconds(job, self.config))]
-        queued = self._hand_off(queued, now)
-        if queued:
-            self.store.enqueue_now(queued)
-        return self.store.durable()
+        handed: list[Awaitable[None]] = []
+        left = self._hand_off(queued, now, handed)
+        if left:
+            return self.store.enqueue_now(left)
+        return handed[0]  # one job, handed off: the durability of its reservation
 
     async def push_bulk(self, payload: bytes) -> dict[str, str]:
         """PUSHB: each job validated and pushed on its own; returns ``{jid: error}``."""
@@ -236,7 +248,8 @@ class Manager(FeatureCalls, AdminOps):
                     else default_reserve
                 )
                 queued.append(self._queued(job, enqueued_at, reserve))
-        queued = self._hand_off(queued, now)
+        handed: list[Awaitable[None]] = []
+        queued = self._hand_off(queued, now, handed)
         if scheduled:
             await self.store.add_to_set(SortedSet.SCHEDULED, scheduled)
         refused: list[QueuedJob] = []
@@ -246,8 +259,8 @@ class Manager(FeatureCalls, AdminOps):
                 refused = await self.store.enqueue_bounded(queued, bounds)
             else:
                 await self.store.enqueue(queued)
-        elif not scheduled:
-            await self.store.durable()  # the hand-off's reservations
+        for reservations in handed:
+            await reservations  # raises if the hand-offs' reservations were lost
         if refused:
             await self.removed([job.payload for job in refused])
         return refused
@@ -257,8 +270,11 @@ class Manager(FeatureCalls, AdminOps):
         job.enqueued_at = enqueued_at
         return QueuedJob(job.queue, job.jid, encode_job(job), reserve_for)
 
-    def _hand_off(self, queued: list[QueuedJob], now: float) -> list[QueuedJob]:
-        """Give ready jobs straight to the FETCHes waiting for their queues; returns the rest.
+    def _hand_off(
+        self, queued: list[QueuedJob], now: float, handed: list[Awaitable[None]]
+    ) -> list[QueuedJob]:
+        """Give ready jobs straight to the FETCHes waiting for their queues; returns the rest,
+        and adds to ``handed`` the durability of each reservation written.
 
         A job handed off is reserved without ever being queued (one write instead of three)
         and its FETCH is answered in this very step, not after a wake-up of the FETCH's task:
@@ -292,7 +308,7 @@ class Manager(FeatureCalls, AdminOps):
                     # never reserve for it; the loss will cancel its FETCH
                     self.waiters.unregister(waiter)
                     continue
-                store.hand_off(given, waiter.wid, now)
+                handed.append(store.hand_off(given, waiter.wid, now))
                 if self._watched is not None:
                     self._watch(given)
                 jobs = jobs[waiter.count :]
@@ -403,10 +419,16 @@ class Manager(FeatureCalls, AdminOps):
 
     async def ack_many(self, jids: Sequence[str]) -> int:
         if not self._ack_hooks:
-            if self._acks_plain(jids):
-                return await self.store.ack(jids, day_key(time.time()))
-            return await self._ack_returning(jids)
+            return await self._ack_unhooked(jids)
         done = 0
+        if self._ack_gates is not None:
+            hooked = self._hooked_acks(jids, self._ack_gates)
+            if not hooked:
+                return await self._ack_unhooked(jids)
+            if len(hooked) < len(jids):
+                chosen = set(hooked)
+                done = await self._ack_unhooked([jid for jid in jids if jid not in chosen])
+            jids = hooked
         for jid in jids:
             ctx = AckContext(self, jid, await self.store.get_reservation(jid))
 
@@ -416,6 +438,13 @@ class Manager(FeatureCalls, AdminOps):
 
             await run_chain(self._ack_hooks, ctx, final)
         return done
+
+    @staticmethod
+    def _hooked_acks(jids: Sequence[str], gates: Sequence[Callable[[str], bool]]) -> list[str]:
+        if len(gates) == 1:  # the usual case, without a generator per jid
+            wants = gates[0]
+            return [jid for jid in jids if wants(jid)]
+        return [jid for jid in jids if any(wants(jid) for wants in gates)]
 
     async def fail(
         self, jid: str, errtype: str, message: str, backtrace: Sequence[str] = ()
@@ -565,6 +594,13 @@ class Manager(FeatureCalls, AdminOps):
         self._unwatch(list(self._watched or ()))
         self.flow.forget_held()
         self.tasks.reset_stats()
+
+    def feature(self, kind: type[F]) -> F:
+        """The running feature of class ``kind`` (for the wire verbs and pages over it)."""
+        for feature in self.features:
+            if isinstance(feature, kind):
+                return feature
+        raise LookupError(f"the {kind.__name__} feature is not running")
 
     def reconfigure(self, features: Sequence[Feature]) -> None:
         """Apply reloaded feature settings (SIGHUP): ``features`` is a fresh, valid

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from conveyor.job import Job, decode_job
 from conveyor.manager.middleware import Discard, FetchContext, PushContext, run_chain
@@ -25,29 +25,22 @@ __all__ = ["FeatureCalls"]
 
 log = logging.getLogger("conveyor.manager")
 
-F = TypeVar("F", bound="Feature")
-
 
 class FeatureCalls:
     """Mixed into ``Manager``; relies on its store, hooks, gates and flow control."""
 
     store: Store
     flow: FlowControl
-    features: list[Feature]
     _push_hooks: list[Callable[..., Awaitable[None]]]
     _fetch_hooks: list[Callable[..., Awaitable[None]]]
     _fetch_gates: list[Callable[[bytes], bool]]
     _fetch_gated: bool
     _ack_watchers: list[Feature]
-    _ack_gates: list[Callable[[bytes], bool]]
+    _acked_gates: list[Callable[[bytes], bool]]
     _removal_watchers: list[Feature]
     _watched: set[str] | None
     """In-process stores: the jids reserved whose end a feature must hear of (None: a shared
     store, where every ACK says what it ended)."""
-
-    def feature(self, kind: type[F]) -> F | None:
-        """The running feature of this class (the web app's pages read their numbers)."""
-        return next((f for f in self.features if isinstance(f, kind)), None)
 
     def _push_chain_now(self, job: Job) -> bool:
         """Run the push chain for ``job`` to its end in this very step (the PUSH fast path of
@@ -71,7 +64,7 @@ class FeatureCalls:
         if watched is None:
             return
         limits = self.flow.fetch_limits
-        gates = self._ack_gates
+        gates = self._acked_gates
         for job in jobs:
             if (limits and job.queue in limits) or any(wants(job.payload) for wants in gates):
                 watched.add(job.jid)
@@ -134,6 +127,13 @@ class FeatureCalls:
             ended = await self.store.discard_reservations(dropped)
             await self.flow.ended(ended)  # a throttle's slot is free
         return kept
+
+    async def _ack_unhooked(self, jids: Sequence[str]) -> int:
+        """ACK jids no ack middleware wants: ``Store.ack``, unless a feature must hear of
+        them (``acked``); returns how many reservations ended."""
+        if self._acks_plain(jids):
+            return await self.store.ack(jids, day_key(time.time()))
+        return await self._ack_returning(jids)
 
     async def _ack_returning(self, jids: Sequence[str]) -> int:
         """ACK the jids, telling the features what ended; returns how many did."""

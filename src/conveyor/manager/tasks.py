@@ -3,7 +3,8 @@ the dead-set and records janitors, and the loops of the features.
 
 Every loop is safe to run on several servers over one shared store at once: each move is
 conditional in the store (only if the entry is still where it was read), so a job is never
-promoted or expired twice. A loop that fails logs and carries on at its next tick.
+promoted or expired twice. A loop that fails logs and carries on at its next tick (except
+while the store cannot commit: the store logs that itself, once).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from conveyor.errors import StoreUnavailable
 from conveyor.job import decode_job
 from conveyor.store.base import SetMove, SortedSet
 from conveyor.timefmt import now_iso
@@ -78,6 +80,8 @@ class BackgroundTasks:
                 await step()
             except asyncio.CancelledError:
                 raise
+            except StoreUnavailable:
+                pass  # the store logs the outage, once, and retries by itself
             except Exception:
                 log.exception("background task %s failed; retrying next tick", step.__name__)
             await asyncio.sleep(interval)

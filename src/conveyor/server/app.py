@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
 import signal
+import socket
 import ssl
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -25,7 +27,7 @@ from conveyor.manager import Manager, ServerStats
 from conveyor.server.connection import Connection
 from conveyor.web import WebHandle, start_web
 
-__all__ = ["FaktoryServer", "make_ssl_context", "run", "run_forever"]
+__all__ = ["FaktoryServer", "check_addresses", "make_ssl_context", "run", "run_forever"]
 
 log = logging.getLogger("conveyor.server")
 
@@ -133,6 +135,44 @@ class FaktoryServer:
         await asyncio.sleep(0)
 
 
+def check_addresses(config: ServerConfig) -> None:
+    """Raise ``OSError`` with a one-line message naming the address and the flag when the
+    FWP or the dashboard address cannot be bound, before anything is opened or served."""
+    wanted = [(config.host, config.port, "the Faktory protocol", "--bind")]
+    if config.web_port is not None:
+        wanted.append((config.web_host, config.web_port, "the web dashboard", "--web-bind"))
+    for host, port, what, flag in wanted:
+        if port:
+            _try_bind(host, port, what, flag)
+
+
+def _try_bind(host: str, port: int, what: str, flag: str) -> None:
+    try:
+        addresses = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise OSError(
+            f"cannot listen on {host}:{port} for {what}: {exc.strerror} ({flag})"
+        ) from None
+    for family, kind, proto, _name, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the listeners
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                hint = (
+                    " (is another conveyor server running?)"
+                    if exc.errno == errno.EADDRINUSE
+                    else ""
+                )
+                raise OSError(
+                    f"cannot listen on {host}:{port} for {what}: {reason}{hint}; "
+                    f"choose another address with {flag}"
+                ) from None
+
+
 async def run(
     config: ServerConfig,
     *,
@@ -145,6 +185,7 @@ async def run(
     settings (throttles, cron, ...) without a restart, or logs why it keeps the old ones."""
     from conveyor.store import open_store
 
+    check_addresses(config)  # both ports, before the store is opened or anything served
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -123,11 +123,18 @@ def server_command(
         level=config.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from conveyor.errors import StoreError
     from conveyor.server.app import run_forever
 
     try:
         run_forever(config, reload=lambda: load_config(flags))
-    except OSError as exc:  # e.g. the port is taken
-        raise click.ClickException(f"cannot start the server: {exc}") from None
+    except (OSError, StoreError) as exc:  # a port is taken, the database cannot be opened
+        raise CannotStart(str(exc)) from None
     except ValueError as exc:  # open_store rejects the storage URL
         raise click.UsageError(str(exc)) from None
+
+
+class CannotStart(click.ClickException):
+    """One line on stderr and exit code 2: what cannot be used, and the flag to change."""
+
+    exit_code = 2

@@ -2,8 +2,8 @@
 
 No rules and no storage here (STYLE.md §2). Replies and error texts follow Faktory 1.10
 byte for byte (faktory.md §1.3), except where Faktory answers ``internal error`` to a missing
-argument: we say what is missing. ``FETCHB`` and ``ACKB`` are conveyor extensions
-(docs/protocol.md).
+argument: we say what is missing. ``FETCHB``, ``ACKB`` and ``ADMIN`` are conveyor
+extensions (docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import msgspec
 from conveyor.errors import CommandError
 from conveyor.manager import ClientInfo, Manager, ServerStats, WorkerState
 from conveyor.protocol import NULL_BULK, OK, bulk
+from conveyor.server.admin import run_admin
 from conveyor.store.base import JobFilter
 
 __all__ = ["COMMANDS", "MAX_FETCHB_COUNT", "SENT", "Handler", "Session"]
@@ -268,6 +269,22 @@ def _go_float(value: float) -> str:
     return repr(value)
 
 
+async def admin(session: Session, argument: bytes) -> bytes | None:
+    """Extension: ``ADMIN <op> [{json}]`` -> a JSON document (conveyor.server.admin)."""
+    return bulk(await run_admin(session.manager, argument))
+
+
+async def cron(session: Session, argument: bytes) -> bytes | None:
+    """``CRON <subcommand> [<json>]``, a conveyor extension (docs/protocol.md)."""
+    from conveyor.manager.features.cron import CronFeature
+
+    subcommand, _, payload = argument.strip().partition(b" ")
+    if not subcommand:
+        raise CommandError("CRON needs a subcommand: LIST, GET, ADD, PAUSE, RESUME, DELETE, RUN")
+    feature = session.manager.feature(CronFeature)
+    return bulk(msgspec.json.encode(await feature.command(_text(subcommand).upper(), payload)))
+
+
 async def batch(session: Session, argument: bytes) -> bytes | None:
     raise CommandError("batch subsystem is not available yet")
 
@@ -293,4 +310,6 @@ COMMANDS: dict[str, Handler] = {
     # conveyor extensions (docs/protocol.md)
     "FETCHB": fetch_many,
     "ACKB": ack_many,
+    "ADMIN": admin,
+    "CRON": cron,
 }

@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, cast
 
-from conveyor.errors import CommandError, LineTooLong, StoreError
+from conveyor.errors import CommandError, LineTooLong, StoreError, StoreUnavailable
 from conveyor.manager import ClientInfo, Manager, ServerStats
 from conveyor.protocol import (
     OK,
@@ -48,11 +48,12 @@ _TOO_LONG = object()  # queued in place of a line that broke the limit, to answe
 
 class _Begun:
     """Queued in place of a PUSH already done in ``data_received``: the runner answers it,
-    in order, once ``rest`` (the wait for durability) is over; or with ``reply`` (an error)."""
+    in order, once ``rest`` (the wait for this write's durability) is over; or with
+    ``reply`` (an error)."""
 
     __slots__ = ("reply", "rest")
 
-    def __init__(self, rest: Coroutine[Any, Any, None] | None, reply: bytes = OK) -> None:
+    def __init__(self, rest: Awaitable[None] | None, reply: bytes = OK) -> None:
         self.rest = rest
         self.reply = reply
 
@@ -250,9 +251,6 @@ class Connection(asyncio.Protocol):
             self._flush()
             if self.server.closing and self.state is not ConnState.CLOSED:
                 self.close()
-            for item in self._pending if self.state is ConnState.CLOSED else ():
-                if isinstance(item, _Begun) and item.rest is not None:
-                    item.rest.close()  # nobody to answer; the commit happens all the same
 
     async def _finish(self, begun: _Begun) -> bytes:
         if begun.rest is None:
@@ -350,6 +348,8 @@ class Connection(asyncio.Protocol):
         if isinstance(exc, CommandError):
             return error(exc.code, exc.message)
         verb = split_command(line)[0].decode("latin-1")
+        if isinstance(exc, StoreUnavailable):  # the store logs the outage, once
+            return error("ERR", f"storage error: {exc}")
         if isinstance(exc, StoreError):
             log.error("storage failed during %s: %s", verb, exc)
             return error("ERR", f"storage error: {exc}")

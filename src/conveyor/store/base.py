@@ -33,9 +33,14 @@ Durability
 
 Methods that *add* jobs (``enqueue``, ``add_to_set``) and admin changes (pause, remove, mutate
 moves, flush) return only after the change is durable in the backend (SQLite: committed;
-Redis: acknowledged by Redis). ``reserve``, ``ack``, ``fail`` and ``extend_reservation`` may
-return before their change is durable: a crash just before the commit re-delivers the job,
-which at-least-once delivery allows. Backends may commit many callers' changes together.
+Redis: acknowledged by Redis), and raise ``StoreError`` when it could not be made durable.
+``reserve``, ``ack``, ``fail`` and ``extend_reservation`` may return before their change is
+durable: a crash just before the commit re-delivers the job, which at-least-once delivery
+allows. Backends may commit many callers' changes together.
+
+A backend that knows it cannot make changes durable for now (SQLite after a failed commit)
+raises ``StoreUnavailable`` from every changing method, ``reserve`` included, until it can
+again: a job is never handed out while its reservation cannot be recorded.
 
 Payloads are opaque bytes to the store (UTF-8 JSON produced by the manager). The store never
 parses them except to filter (``JobFilter``) in listing and scanning methods.
@@ -45,7 +50,7 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -56,6 +61,7 @@ from conveyor.store.limits import Limits
 from conveyor.store.records import Records
 
 __all__ = [
+    "DURABLE",
     "WORKER_STATE_ORDER",
     "Counters",
     "FailOutcome",
@@ -211,6 +217,20 @@ ReadyListener = Callable[[str], None]
 """Called with a queue name whenever jobs may have become available in that queue."""
 
 
+class _Durable:
+    """An awaitable that is done at once: a write that was durable when it returned."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, None]:
+        return
+        yield  # a generator that yields nothing
+
+
+DURABLE: Awaitable[None] = _Durable()
+"""What ``enqueue_now`` and ``hand_off`` return when the write is durable already (memory)."""
+
+
 class Store(Records, Limits, Endings, Counts, Deadlines, abc.ABC):
     """The storage contract. See the module docstring for the data model and durability.
 
@@ -220,8 +240,8 @@ class Store(Records, Limits, Endings, Counts, Deadlines, abc.ABC):
 
     in_process: bool = False
     """The store writes without waiting for I/O (memory, SQLite): it offers the synchronous
-    ``enqueue_now`` and ``hand_off``, whose changes are durable once ``durable()`` returns.
-    The server uses them to answer a PUSH, and the FETCH waiting for its job, in the step that
+    ``enqueue_now`` and ``hand_off``, each returning the durability of its own write. The
+    server uses them to answer a PUSH, and the FETCH waiting for its job, in the step that
     read the PUSH (docs/design/hand-off.md)."""
 
     # ----------------------------------------------------------------- life cycle
@@ -246,34 +266,44 @@ class Store(Records, Limits, Endings, Counts, Deadlines, abc.ABC):
     async def enqueue(self, jobs: Sequence[QueuedJob]) -> None:
         """Append the jobs to the tails of their queues (creating the queues). Durable."""
 
-    def enqueue_now(self, jobs: Sequence[QueuedJob]) -> None:
-        """``enqueue`` without the wait for durability (then await ``durable()``); only for
-        ``in_process`` stores."""
+    def enqueue_now(self, jobs: Sequence[QueuedJob]) -> Awaitable[None]:
+        """``enqueue`` (of at least one job) without the wait for durability; only for
+        ``in_process`` stores. Returns that wait: awaiting it returns once these very writes
+        are durable, or raises ``StoreError`` if they were lost (SQLite: the commit that held
+        them failed) -- also when awaited only after that commit. Never inferred from the
+        store's state at the time of the await."""
         raise NotImplementedError(f"{type(self).__name__} is not an in-process store")
 
     @abc.abstractmethod
     async def add_to_set(self, name: SortedSet, entries: Sequence[SetEntry]) -> None:
         """Add entries to a sorted set (replacing an entry with the same jid). Durable."""
 
-    async def durable(self) -> None:
-        """Return once every change made so far through this store is durable."""
-        return None
+    def durable(self) -> Awaitable[None]:
+        """The durability of the changes made through this store so far, for writes that do
+        not wait for it themselves (records: ``records.py``). Call it right after them, in the
+        same step (no ``await`` that suspends in between): what it returns is then bound to
+        the very transaction that holds them, and raises ``StoreError`` if that one was lost,
+        however late it is awaited. ``enqueue_now`` and ``hand_off`` return the same for
+        their own writes."""
+        return DURABLE
 
     # ----------------------------------------------------------------- working
 
     def takes_hand_off(self, queue: str) -> bool:
         """Whether jobs of ``queue`` may be handed off now (``hand_off``): not when it is
-        paused. Synchronous, and only for ``in_process`` stores."""
+        paused, nor while the store cannot make changes durable. Synchronous, and only for
+        ``in_process`` stores."""
         raise NotImplementedError(f"{type(self).__name__} is not an in-process store")
 
-    def hand_off(self, jobs: Sequence[QueuedJob], wid: str, now: float) -> None:
+    def hand_off(self, jobs: Sequence[QueuedJob], wid: str, now: float) -> Awaitable[None]:
         """Reserve ``jobs`` (all of one queue, which may be unknown yet, and which
         ``takes_hand_off``) for ``wid`` without queueing them: a FETCH of ``wid`` was waiting
         for them and has been sent them already.
 
         The reservations are those ``reserve`` would have made. Synchronous, and only for
-        ``in_process`` stores: the others never get the call. Durable like ``reserve``; the
-        PUSH that handed the jobs off awaits ``durable()``, as ``enqueue`` would have."""
+        ``in_process`` stores: the others never get the call. Returns the durability of these
+        writes, as ``enqueue_now`` does: the PUSH that handed the jobs off awaits it, as
+        ``enqueue`` would have."""
         raise NotImplementedError(f"{type(self).__name__} is not an in-process store")
 
     @abc.abstractmethod
@@ -378,6 +408,22 @@ class Store(Records, Limits, Endings, Counts, Deadlines, abc.ABC):
     @abc.abstractmethod
     async def delete_queued(self, name: str, jids: Sequence[str]) -> int:
         """Delete these jids from the queue. Returns how many were deleted."""
+
+    @abc.abstractmethod
+    async def find_queued(
+        self, jids: Sequence[str], queues: Sequence[str] | None = None
+    ) -> list[QueuedJob]:
+        """For each of ``jids``, one queued job with that jid (any order), looked for in
+        ``queues`` (default: every known queue). For the dashboard's job page and the CLI's
+        ``job show``, not for hot paths: backends may scan (docs/design/queued-lookup.md).
+
+        A job that stays queued while the lookup runs is always found; one fetched meanwhile
+        may or may not be (the caller looks at the reservations next)."""
+
+    @abc.abstractmethod
+    async def clear_queue(self, name: str) -> int:
+        """Delete every job of a queue, keeping the queue itself (and its paused flag).
+        Returns how many jobs were deleted. Durable."""
 
     @abc.abstractmethod
     async def paused_queues(self) -> set[str]: ...

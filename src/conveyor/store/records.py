@@ -12,9 +12,10 @@ data or result, a cancel request. A feature picks a *space* (``"unique"``, ``"cr
   refreshes the record, so a write retried after a lost reply is harmless; every other
   method is idempotent as it stands.
 * Writes are not awaited for durability one by one (a PUSH with a unique lock would pay two
-  commits): they become durable in the order they were made, so a caller that needs them
-  durable awaits ``Store.durable()`` -- or the durable write that follows them, such as the
-  ``enqueue`` of the job the lock is for.
+  commits): a caller that needs them durable awaits ``Store.durable()`` -- or the durable
+  write that follows them, such as the ``enqueue`` of the job the lock is for -- made in the
+  same step (no suspending ``await`` in between), so that it is bound to the same
+  transaction: a commit can fail (a full disk) and a later one succeed.
 * ``list_records`` pages through a space in key order. It is meant for small spaces (cron
   entries, throttle states: thousands, not millions); on Redis it reads the whole space.
 """

@@ -169,7 +169,8 @@ async def signal_workers(request: Request) -> Response:
 
 async def job(request: Request) -> Response:
     jid = request.path_params["jid"]
-    view = await data.locate_view(request.app.state.manager, jid)
+    queue = request.query_params.get("queue") or None
+    view = await data.locate_view(request.app.state.manager, jid, queue)
     if view is None:
         raise HTTPException(404, f"no job {jid!r}")
     return _json(view)

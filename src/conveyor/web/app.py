@@ -17,7 +17,8 @@ from starlette.templating import Jinja2Templates
 
 from conveyor import __version__
 from conveyor.manager.types import ServerStats
-from conveyor.web import api, pages
+from conveyor.manager.views import plural
+from conveyor.web import api, cron, pages
 from conveyor.web.present import human_count, human_duration, pretty_json, relative_time
 from conveyor.web.security import SecurityMiddleware, csrf_token_for
 
@@ -42,8 +43,9 @@ ROUTES: list[BaseRoute] = [
     Route("/jobs/{jid}", pages.job_lookup, name="job"),
     Route("/search", pages.search, name="search"),
     Route("/batches", pages.placeholder, name="batches"),
-    Route("/cron", pages.placeholder, name="cron"),
+    Route("/cron", cron.page, methods=["GET", "POST"], name="cron"),
     Route("/throttles", pages.throttles, name="throttles"),
+    Route("/partials/history", pages.history_partial, name="history_partial"),
     Route("/favicon.ico", pages.favicon),
     Route("/stats", api.stats, name="stats"),
     Route("/health", api.health, name="health"),
@@ -58,6 +60,10 @@ ROUTES: list[BaseRoute] = [
     Route("/api/busy", api.busy),
     Route("/api/workers/{signal}", api.signal_workers, methods=["POST"]),
     Route("/api/jobs/{jid}", api.job),
+    Route("/api/cron", cron.api_list),
+    Route("/api/cron", cron.api_add, methods=["POST"]),
+    Route("/api/cron/{id}", cron.api_entry),
+    Route("/api/cron/{id}/{action}", cron.api_action, methods=["POST"]),
     Route("/api/throttles", api.throttles),
     Mount("/static", StaticFiles(directory=PACKAGE_DIR / "static"), name="static"),
 ]
@@ -87,7 +93,11 @@ def _templates() -> Jinja2Templates:
         lstrip_blocks=True,
     )
     env.filters.update(
-        count=human_count, duration=human_duration, ago=relative_time, pretty=pretty_json
+        count=human_count,
+        duration=human_duration,
+        ago=relative_time,
+        pretty=pretty_json,
+        plural=plural,
     )
     return Jinja2Templates(env=env, context_processors=[_template_context])
 

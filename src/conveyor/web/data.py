@@ -6,22 +6,16 @@ can never disagree. Only the manager is called, never the store.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from conveyor.backtraces import trim
+from conveyor.manager import views
 from conveyor.manager.types import ServerStats
-from conveyor.store.base import Reservation, SetEntry, SortedSet
+from conveyor.manager.views import history_view, job_row, queues_view
+from conveyor.store.base import SetEntry, SortedSet
 from conveyor.web.limits import job_limits_view, queue_limits_view
-from conveyor.web.present import (
-    Listing,
-    decode_payload,
-    iso_time,
-    job_key,
-    page_count,
-    route_for_set,
-    short_args,
-)
+from conveyor.web.present import Listing, job_key, page_count, route_for_set
 
 if TYPE_CHECKING:
     from conveyor.manager import Manager
@@ -71,20 +65,6 @@ def summary(info: dict[str, Any]) -> dict[str, int]:
     }
 
 
-async def queues_view(manager: Manager) -> list[dict[str, Any]]:
-    return [
-        {"name": q.name, "size": q.size, "latency": q.latency, "paused": q.paused}
-        for q in sorted(await manager.queues(), key=lambda q: q.name)
-    ]
-
-
-async def history_view(manager: Manager, days: int) -> list[dict[str, Any]]:
-    return [
-        {"day": day, "processed": c.processed, "failed": c.failures}
-        for day, c in await manager.history(days)
-    ]
-
-
 async def overview(manager: Manager, stats: StatsSource, days: int) -> dict[str, Any]:
     info = await manager.info(stats())
     return {
@@ -106,32 +86,6 @@ def _paging(listing: Listing, total: int) -> dict[str, Any]:
     }
 
 
-def job_row(payload: bytes, *, score: float | None = None) -> dict[str, Any]:
-    """One job as a table row: the fields people scan for, plus the whole payload."""
-    job = decode_payload(payload)
-    failure = job.get("failure") if isinstance(job.get("failure"), dict) else None
-    error = ""
-    if failure:
-        error = ": ".join(str(p) for p in (failure.get("errtype"), failure.get("message")) if p)
-    row: dict[str, Any] = {
-        "jid": str(job.get("jid", "")),
-        "queue": str(job.get("queue", "")),
-        "jobtype": str(job.get("jobtype", "")),
-        "args": short_args(job),
-        "created_at": job.get("created_at", ""),
-        "enqueued_at": job.get("enqueued_at", ""),
-        "error": error,
-        "failed_at": failure.get("failed_at", "") if failure else "",
-        "retry_count": failure.get("retry_count", 0) if failure else 0,
-        "job": job,
-    }
-    if score is not None:
-        row["score"] = score
-        row["at"] = iso_time(score)
-        row["key"] = job_key(score, row["jid"])
-    return row
-
-
 async def queue_view(manager: Manager, name: str, listing: Listing) -> dict[str, Any] | None:
     """A queue's jobs, one page; None when no such queue."""
     info = next((q for q in await queues_view(manager) if q["name"] == name), None)
@@ -147,7 +101,9 @@ async def queue_view(manager: Manager, name: str, listing: Listing) -> dict[str,
 
 
 def _entry_row(entry: SetEntry) -> dict[str, Any]:
-    return job_row(entry.payload, score=entry.score)
+    row = views.entry_row(entry)
+    row["key"] = job_key(entry.score, row["jid"])
+    return row
 
 
 async def set_view(manager: Manager, name: SortedSet, listing: Listing) -> dict[str, Any]:
@@ -170,14 +126,16 @@ async def set_view(manager: Manager, name: SortedSet, listing: Listing) -> dict[
     }
 
 
-async def locate_view(manager: Manager, jid: str) -> dict[str, Any] | None:
-    """Where a job is now (queue, a set, or being worked on) and its payload there."""
-    location = await manager.locate(jid)
+async def locate_view(
+    manager: Manager, jid: str, queue: str | None = None
+) -> dict[str, Any] | None:
+    """Where a job is now (queue, a set, or being worked on) and its payload there; ``queue``
+    narrows the search of the queues (a link from a queue's page knows it)."""
+    location = await manager.locate(jid, queue)
     if location is None:
         return None
     limits = await job_limits_view(manager, location.payload)
-    row = job_row(location.payload)
-    return {"where": location.where, "queue": location.queue, **row, "limits": limits}
+    return {**views.location_view(location), "limits": limits}
 
 
 async def job_view(manager: Manager, name: SortedSet, jid: str) -> dict[str, Any] | None:
@@ -206,44 +164,27 @@ async def job_view(manager: Manager, name: SortedSet, jid: str) -> dict[str, Any
         "location": {k: located[k] for k in ("where", "queue")} if located else None,
         "custom": job.get("custom") or {},
         "failure": failure,
+        "backtrace": _backtrace(failure),
         "retries_left": retries_left,
         "next_retry": failure.get("next_at") if failure else None,
     }
 
 
-def _reservation_row(res: Reservation, now: float) -> dict[str, Any]:
-    row = job_row(res.payload)
-    row.update(
-        wid=res.wid,
-        reserved_at=iso_time(res.reserved_at),
-        expires_at=iso_time(res.expires_at),
-        running_seconds=max(0.0, now - res.reserved_at),
-    )
-    return row
+def _backtrace(failure: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The failure's backtrace with the worker's own frames left out (``conveyor.backtraces``),
+    and the whole of it, for the page to offer both."""
+    lines = failure.get("backtrace") if failure else None
+    if not isinstance(lines, list) or not lines:
+        return None
+    full = [str(line) for line in lines]
+    trimmed, hidden = trim(full)
+    return {"lines": trimmed, "hidden": hidden, "full": full}
 
 
 async def busy_view(manager: Manager, listing: Listing) -> dict[str, Any]:
-    now = time.time()
-    workers = []
-    for view in sorted(await manager.workers(), key=lambda v: v.record.wid):
-        rec = view.record
-        workers.append(
-            {
-                "wid": rec.wid,
-                "hostname": rec.hostname,
-                "pid": rec.pid,
-                "labels": list(rec.labels),
-                "started_at": iso_time(rec.started_at),
-                "last_beat": iso_time(rec.last_beat),
-                "rss_kb": rec.rss_kb,
-                "state": rec.state,
-                "connections": rec.connections,
-                "busy": view.busy,
-            }
-        )
-    page = await manager.busy(listing.offset, listing.per_page)
+    jobs, total = await views.busy_rows(manager, listing.offset, listing.per_page)
     return {
-        "workers": workers,
-        "jobs": [_reservation_row(r, now) for r in page.items],
-        "paging": _paging(listing, page.total),
+        "workers": await views.workers_view(manager),
+        "jobs": jobs,
+        "paging": _paging(listing, total),
     }

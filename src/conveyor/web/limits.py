@@ -7,7 +7,7 @@ Read through the manager's features (``Manager.feature``), never the store.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from conveyor.job import decode_job
 from conveyor.manager.features.backpressure import Backpressure
@@ -26,13 +26,23 @@ __all__ = ["EXPIRED_DAYS", "job_limits_view", "queue_limits_view", "throttles_vi
 
 EXPIRED_DAYS = 7
 
+F = TypeVar("F")
+
+
+def _running(manager: Manager, kind: type[F]) -> F | None:
+    """The running feature of class ``kind``; None when this manager runs without it."""
+    try:
+        return manager.feature(kind)  # type: ignore[type-var]
+    except LookupError:
+        return None
+
 
 async def throttles_view(manager: Manager) -> dict[str, Any]:
     """Every throttle and rate limit (limit, in use now, what waits), the backpressure bounds
     with the queues' sizes, and the jobs expired each of the last days."""
-    throttles = manager.feature(Throttles)
-    rates = manager.feature(RateLimits)
-    backpressure = manager.feature(Backpressure)
+    throttles = _running(manager, Throttles)
+    rates = _running(manager, RateLimits)
+    backpressure = _running(manager, Backpressure)
     sizes = {queue.name: queue.size for queue in await manager.queues()}
     bounds = backpressure.bounds() if backpressure else {ALL_QUEUES: 0}
     default = bounds.pop(ALL_QUEUES)
@@ -49,7 +59,7 @@ async def throttles_view(manager: Manager) -> dict[str, Any]:
 
 
 async def _expired_days(manager: Manager) -> list[dict[str, Any]]:
-    expiring = manager.feature(ExpiringJobs)
+    expiring = _running(manager, ExpiringJobs)
     now = time.time()
     days = [day_key(now - 86_400 * back) for back in range(EXPIRED_DAYS - 1, -1, -1)]
     counts = await expiring.expired_per_day(days) if expiring else {}
@@ -59,10 +69,10 @@ async def _expired_days(manager: Manager) -> list[dict[str, Any]]:
 async def queue_limits_view(manager: Manager, name: str) -> dict[str, Any]:
     """One queue's limits: its bound, its throttle and rate limit (with their use now)."""
     view: dict[str, Any] = {"backpressure": manager.flow.bound(name) or None}
-    throttles = manager.feature(Throttles)
+    throttles = _running(manager, Throttles)
     if throttles is not None and name in throttles.throttles:
         view["throttle"] = next(r for r in await throttles.usage() if r["queue"] == name)
-    rates = manager.feature(RateLimits)
+    rates = _running(manager, RateLimits)
     if rates is not None and name in rates.queue_limits():
         view["rate_limit"] = next(r for r in await rates.usage() if r["queue"] == name)
     return view
@@ -72,7 +82,7 @@ async def job_limits_view(manager: Manager, payload: bytes) -> dict[str, Any]:
     """A job's unique lock (who holds it, until when) and its expiry."""
     job = decode_job(payload)
     view: dict[str, Any] = {}
-    unique = manager.feature(UniqueJobs)
+    unique = _running(manager, UniqueJobs)
     try:
         terms = unique_terms(job)
     except ValueError:

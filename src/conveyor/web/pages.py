@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
+from conveyor.manager.views import plural
 from conveyor.web import actions, data, limits
 from conveyor.web.present import (
     SET_ROUTES,
@@ -27,6 +28,7 @@ __all__ = [
     "busy",
     "dashboard",
     "favicon",
+    "history_partial",
     "job_lookup",
     "placeholder",
     "queue_detail",
@@ -39,7 +41,6 @@ __all__ = [
 
 PLACEHOLDERS = {
     "batches": ("Batches", "Batches arrive with the batch feature (BATCH NEW/COMMIT/STATUS)."),
-    "cron": ("Cron", "Periodic jobs arrive with the cron feature."),
 }
 
 
@@ -98,6 +99,15 @@ async def dashboard(request: Request) -> Response:
     )
 
 
+async def history_partial(request: Request) -> Response:
+    """The History chart alone, for the dashboard to redraw it live (app.js)."""
+    raw = request.query_params.get("days", "7")
+    if not raw.isdigit() or int(raw) not in data.HISTORY_DAYS:
+        raise HTTPException(400, f"days must be one of {', '.join(map(str, data.HISTORY_DAYS))}")
+    history = await data.history_view(request.app.state.manager, int(raw))
+    return render(request, "_history.html", {"history": history})
+
+
 async def queues(request: Request) -> Response:
     manager = request.app.state.manager
     if request.method == "POST":
@@ -111,7 +121,7 @@ async def queues(request: Request) -> Response:
 def _queue_notice(action: str, name: str, count: int) -> str:
     if action in ("pause", "resume"):
         return f"Queue {name} {action}d."
-    return f"Deleted {count} job(s) from {name}."
+    return f"Deleted {plural(count, 'job')} from {name}."
 
 
 async def queue_detail(request: Request) -> Response:
@@ -149,20 +159,19 @@ async def set_list(request: Request) -> Response:
         count = await actions.run(
             actions.set_action(manager, name, action, jids, everything=everything)
         )
-        return _back(request, f"{_verb(action)} {count} job(s).")
+        return _back(request, _set_notice(action, count))
     listing = _listing(request, default_descending=default_descending(name))
     view = await data.set_view(manager, name, listing)
     context = {**view, "listing": listing, "actions": actions.SET_ACTIONS[name]}
     return render(request, "set.html", context)
 
 
-def _verb(action: str) -> str:
-    return {
-        "retry": "Enqueued",
-        "add_to_queue": "Enqueued",
-        "delete": "Deleted",
-        "kill": "Moved to the morgue",
-    }.get(action, action)
+def _set_notice(action: str, count: int) -> str:
+    jobs = plural(count, "job")
+    if action == "kill":
+        return f"Moved {jobs} to the morgue."
+    verb = {"retry": "Enqueued", "add_to_queue": "Enqueued", "delete": "Deleted"}.get(action)
+    return f"{verb or action} {jobs}."
 
 
 def _jid_of(key: str) -> str:
@@ -183,7 +192,7 @@ async def set_job(request: Request) -> Response:
         count = await actions.run(
             actions.set_action(manager, name, action, [jid], everything=False)
         )
-        return _back(request, f"{_verb(action)} {count} job(s).", f"/{route}")
+        return _back(request, _set_notice(action, count), f"/{route}")
     view = await data.job_view(manager, name, jid)
     if view is None:
         raise HTTPException(404, f"No job {jid!r} in {route} (it may have run or been deleted).")
@@ -194,7 +203,7 @@ async def job_lookup(request: Request) -> Response:
     """A job wherever it is: a set entry redirects to its page, others are shown here."""
     manager = request.app.state.manager
     jid = request.path_params["jid"]
-    view = await data.locate_view(manager, jid)
+    view = await data.locate_view(manager, jid, request.query_params.get("queue") or None)
     if view is None:
         raise HTTPException(404, f"No job {jid!r} is queued, scheduled, retrying, dead or busy.")
     root = request.scope.get("root_path", "")
@@ -212,7 +221,10 @@ async def search(request: Request) -> Response:
     root = request.scope.get("root_path", "")
     if not text:
         return RedirectResponse(f"{root}/", status_code=303)
-    if await request.app.state.manager.locate(text) is not None:
+    # only what could be a jid (Faktory's are 8+ characters, no spaces) is looked up: the
+    # lookup may scan the queues (docs/design/queued-lookup.md)
+    could_be_jid = len(text) >= 8 and not any(c.isspace() for c in text)
+    if could_be_jid and await request.app.state.manager.locate(text) is not None:
         return RedirectResponse(f"{root}/jobs/{quote(text, safe='')}", status_code=303)
     return RedirectResponse(f"{root}/morgue?q={quote(text, safe='')}", status_code=303)
 
@@ -227,7 +239,7 @@ async def busy(request: Request) -> Response:
         count = await actions.run(
             actions.signal_workers(manager, signal, wids, everything=everything)
         )
-        return _back(request, f"Sent {signal} to {count} worker(s).")
+        return _back(request, f"Sent {signal} to {plural(count, 'worker')}.")
     listing = _listing(request)
     view = await data.busy_view(manager, listing)
     return render(request, "busy.html", {**view, "listing": listing})

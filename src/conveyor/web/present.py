@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from starlette.datastructures import QueryParams
 
+from conveyor.manager.views import decode_payload, iso_time, short_args
 from conveyor.store.base import JobFilter, SortedSet
 from conveyor.timefmt import format_time, parse_time
 
@@ -20,11 +21,13 @@ __all__ = [
     "SET_ROUTES",
     "Listing",
     "decode_payload",
+    "iso_time",
     "job_key",
     "parse_job_key",
     "parse_listing",
     "relative_time",
     "set_for_route",
+    "short_args",
 ]
 
 DEFAULT_PER_PAGE = 25
@@ -149,21 +152,6 @@ def parse_listing(params: QueryParams, *, default_descending: bool = False) -> L
     )
 
 
-def decode_payload(payload: bytes) -> dict[str, Any]:
-    """The job as a dict; a payload that is not a JSON object is shown as raw text."""
-    try:
-        job = json.loads(payload)
-    except ValueError:
-        return {"raw": payload.decode("utf-8", "replace")}
-    return job if isinstance(job, dict) else {"raw": job}
-
-
-def short_args(job: dict[str, Any], limit: int = 120) -> str:
-    """The args as compact JSON, cut to ``limit`` characters for table cells."""
-    text = json.dumps(job.get("args", []), ensure_ascii=False, separators=(",", ":"))
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def pretty_json(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False, indent=2, sort_keys=False)
     return text if len(text) <= MAX_ARG_CHARS else text[:MAX_ARG_CHARS] + "\n… (truncated)"
@@ -184,10 +172,6 @@ def relative_time(when: float | str | None, now: float | None = None) -> str:
     else:
         amount = f"{int(seconds)}s"
     return f"in {amount}" if future else f"{amount} ago"
-
-
-def iso_time(ts: float | None) -> str:
-    return format_time(ts) if ts else ""
 
 
 def parse_iso(text: Any) -> float | None:

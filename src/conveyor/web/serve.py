@@ -98,9 +98,11 @@ async def start_web(
     task = asyncio.create_task(server.serve(), name="conveyor-web")
     while not server.started:
         if task.done():
-            # uvicorn logs bind errors and exits instead of raising; surface them here.
-            task.result()
-            raise OSError(f"the web dashboard could not bind {host}:{port}")
+            # uvicorn logs bind errors and exits (SystemExit) instead of raising: an OSError
+            # with the address, not a traceback, for whoever started us
+            with contextlib.suppress(SystemExit):
+                task.result()
+            raise OSError(f"cannot listen on {host}:{port} for the web dashboard")
         await asyncio.sleep(0.01)
     bound = server.servers[0].sockets[0].getsockname()[1]
     return WebHandle(server=server, task=task, host=host, port=int(bound))

@@ -250,6 +250,7 @@ class Worker:
             if self.batch is None:
                 description = (await clients[0].info()).get("server", {}).get("description", "")
                 self.batch = "conveyor" in str(description).lower()
+            await self.app.crons.register(clients[0])  # @app.cron entries, once per process
             # One FETCHB asks for every free slot; plain FETCH gets one job per round trip, so
             # several fetchers keep the slots busy (as Faktory's own workers do).
             fetchers = 1 if self.batch else min(self.concurrency, SINGLE_FETCHERS_MAX)

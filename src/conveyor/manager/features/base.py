@@ -44,7 +44,7 @@ class Feature(Middleware):
     @classmethod
     def from_config(cls, tables: Mapping[str, Any]) -> Self:
         """Build the feature from its tables (those absent from the files are absent from
-        ``tables``). Raise ``conveyor.config.ConfigError`` naming the table, entry and key of
+        ``tables``). Raise ``conveyor.errors.ConfigError`` naming the table, entry and key of
         a bad value: the server then refuses to start, or a reload keeps the old settings."""
         return cls()
 
@@ -64,6 +64,13 @@ class Feature(Middleware):
         for the jobs it leaves alone: those keep the PUSH fast path."""
         return True
 
+    def wants_ack(self, jid: str) -> bool:
+        """Whether this feature's ack hook must see the ACK of ``jid``. An ack hook makes the
+        manager read each acked job's reservation and ACK jobs one by one; the jids every
+        ack hook declines keep the batched ACK that does neither (e.g. cron's jids start
+        with ``cron:``)."""
+        return True
+
     def wants_fetch(self, payload: bytes) -> bool:
         """Whether this feature's fetch hook must see the job of ``payload`` (a stored job, in
         canonical JSON). With a fetch hook, return False for the jobs it leaves alone: they are
@@ -78,7 +85,7 @@ class Feature(Middleware):
         (``conveyor.store.limits``); a queue without any keeps the plain PUSH and FETCH."""
         return {}
 
-    def wants_ack(self, payload: bytes) -> bool:
+    def wants_acked(self, payload: bytes) -> bool:
         """With ``acked``: whether it must hear of the job of ``payload`` when it is ACKed.
         On a store one server owns (memory, SQLite) an ACK of a job no feature wants keeps
         the plain path; a shared store (Redis) always returns what an ACK ended."""

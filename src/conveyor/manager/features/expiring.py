@@ -131,7 +131,7 @@ class ExpiringJobs(Feature):
             raise Discard(f"job expired at {format_time(expires)}")
         await call_next()
 
-    def wants_ack(self, payload: bytes) -> bool:
+    def wants_acked(self, payload: bytes) -> bool:
         return _MARK in payload
 
     async def acked(self, ended: Sequence[Reservation]) -> None:

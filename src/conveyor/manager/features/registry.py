@@ -11,6 +11,7 @@ from typing import Any
 
 from conveyor.manager.features.backpressure import Backpressure
 from conveyor.manager.features.base import Feature
+from conveyor.manager.features.cron import CronFeature
 from conveyor.manager.features.expiring import ExpiringJobs
 from conveyor.manager.features.rate_limits import RateLimits
 from conveyor.manager.features.throttles import Throttles
@@ -25,6 +26,7 @@ FEATURES: tuple[type[Feature], ...] = (
     Backpressure,
     Throttles,
     RateLimits,
+    CronFeature,
 )
 
 FEATURE_TABLES: frozenset[str] = frozenset(table for f in FEATURES for table in f.tables)

@@ -124,7 +124,7 @@ class UniqueJobs(Feature):
             await self._release([ctx.job])
         await call_next()
 
-    def wants_ack(self, payload: bytes) -> bool:
+    def wants_acked(self, payload: bytes) -> bool:
         return _UNIQUE_MARK in payload
 
     async def acked(self, ended: Sequence[Reservation]) -> None:

@@ -19,10 +19,11 @@ import bisect
 import dataclasses
 import itertools
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import TypeVar
 
 from conveyor.store.base import (
+    DURABLE,
     Counters,
     FailOutcome,
     JobFilter,
@@ -166,10 +167,11 @@ class MemoryStore(
     async def enqueue(self, jobs: Sequence[QueuedJob]) -> None:
         self.enqueue_now(jobs)
 
-    def enqueue_now(self, jobs: Sequence[QueuedJob]) -> None:
+    def enqueue_now(self, jobs: Sequence[QueuedJob]) -> Awaitable[None]:
         for job in jobs:
             self._push(job)
         self._notify(job.queue for job in jobs)
+        return DURABLE
 
     async def add_to_set(self, name: SortedSet, entries: Sequence[SetEntry]) -> None:
         target = self._sets[name]
@@ -181,13 +183,14 @@ class MemoryStore(
     def takes_hand_off(self, queue: str) -> bool:
         return queue not in self._paused
 
-    def hand_off(self, jobs: Sequence[QueuedJob], wid: str, now: float) -> None:
+    def hand_off(self, jobs: Sequence[QueuedJob], wid: str, now: float) -> Awaitable[None]:
         name = jobs[0].queue
         self._queues.setdefault(name, deque())  # known from its first job, as after a push
         for job in jobs:
             self._reservations[job.jid] = Reservation(
                 job.jid, name, job.payload, wid, now, now + job.reserve_for
             )
+        return DURABLE
 
     async def reserve(
         self, queues: Sequence[str], wid: str, now: float, count: int = 1
@@ -344,6 +347,26 @@ class MemoryStore(
         kept = deque(job for job in queue if job.jid not in doomed)
         deleted = len(queue) - len(kept)
         self._queues[name] = kept
+        return deleted
+
+    async def find_queued(
+        self, jids: Sequence[str], queues: Sequence[str] | None = None
+    ) -> list[QueuedJob]:
+        wanted = set(jids)
+        found: list[QueuedJob] = []
+        for name in list(self._queues) if queues is None else queues:
+            for job in self._queues.get(name, ()):
+                if job.jid in wanted:
+                    wanted.discard(job.jid)
+                    found.append(job)
+        return found
+
+    async def clear_queue(self, name: str) -> int:
+        queue = self._queues.get(name)
+        if not queue:
+            return 0
+        deleted = len(queue)
+        queue.clear()
         return deleted
 
     async def paused_queues(self) -> set[str]:

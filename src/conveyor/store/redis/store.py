@@ -81,6 +81,7 @@ from conveyor.store.redis.wakeup import Subscriber
 __all__ = ["RedisStore"]
 
 SCAN_CHUNK = 1000
+_FIND_SLICE = 2000  # queue entries one queue_find call looks at: well under a millisecond
 """Entries read per script call when a listing has to filter a whole sorted set."""
 
 _worker_encoder = msgspec.json.Encoder()
@@ -519,6 +520,29 @@ class RedisStore(RedisRecords, RedisLimits, RedisEndings, RedisCounts, RedisDead
         if not jids:
             return 0
         return int(await self._run("queue_delete", [self._keys.queue(name)], list(jids)))
+
+    async def find_queued(
+        self, jids: Sequence[str], queues: Sequence[str] | None = None
+    ) -> list[QueuedJob]:
+        """A bounded Lua slice at a time (queue_find.lua), from each queue's tail: no index to
+        keep on every enqueue and reserve (docs/design/queued-lookup.md)."""
+        wanted = set(jids)
+        found: list[QueuedJob] = []
+        names = sorted(await self._known_queues()) if queues is None else list(queues)
+        for name in names:
+            key, skip = self._keys.queue(name), 0
+            while wanted and skip >= 0:
+                args = [skip, _FIND_SLICE, *sorted(wanted)]
+                skip, *entries = await self._run("queue_find", [key], args)
+                for raw in entries:
+                    job = decode_entry(name, raw)
+                    if job.jid in wanted:
+                        wanted.discard(job.jid)
+                        found.append(job)
+        return found
+
+    async def clear_queue(self, name: str) -> int:
+        return int(await self._run("queue_clear", [self._keys.queue(name)]))
 
     async def paused_queues(self) -> set[str]:
         return {m.decode() for m in await self._call(self._redis.smembers(self._keys.paused))}

@@ -33,9 +33,8 @@ class SQLiteCounts(Counts):
             conn.executemany(_SQL["add_count"], rows)
 
     async def get_counts(self, space: str, keys: Sequence[str]) -> dict[str, int]:
-        conn = self._db.conn
         counts = {}
         for key in keys:
-            row = conn.execute(_SQL["get_count"], (space, key)).fetchone()
-            counts[key] = int(row[0]) if row else 0
+            rows = self._db.read(_SQL["get_count"], (space, key))
+            counts[key] = int(rows[0][0]) if rows else 0
         return counts

@@ -33,7 +33,7 @@ class SQLiteDeadlines(Deadlines):
             conn.executemany(_SQL["set_deadline"], rows)
 
     async def due_deadlines(self, space: str, before: float, limit: int) -> list[Deadline]:
-        rows = self._db.conn.execute(_SQL["due_deadlines"], (space, before, max(limit, 0)))
+        rows = self._db.read(_SQL["due_deadlines"], (space, before, max(limit, 0)))
         return [Deadline(key, at, bytes(value)) for key, at, value in rows]
 
     async def delete_deadlines(self, space: str, keys: Sequence[str]) -> int:
@@ -43,5 +43,5 @@ class SQLiteDeadlines(Deadlines):
             return conn.total_changes - before
 
     async def count_deadlines(self, space: str) -> int:
-        (count,) = self._db.conn.execute(_SQL["count_deadlines"], (space,)).fetchone()
+        ((count,),) = self._db.read(_SQL["count_deadlines"], (space,))
         return int(count)

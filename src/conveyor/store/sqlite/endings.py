@@ -33,13 +33,15 @@ class SQLiteEndings(Endings):
     async def discard_reservations(self, jids: Sequence[str]) -> list[Reservation]:
         if not jids:
             return []
-        conn = self._db.writer()
         ended = []
-        for jid in jids:
-            row = conn.execute(_SQL["end_returning"], (jid,)).fetchone()
-            if row is not None:
-                jid_, queue, payload, wid, reserved_at, expires_at = row
-                ended.append(Reservation(jid_, queue, payload, wid, reserved_at, expires_at))
+        with self._db.atomic() as conn:
+            for jid in jids:
+                row = conn.execute(_SQL["end_returning"], (jid,)).fetchone()
+                if row is not None:
+                    ended.append(Reservation(*row))
+        committed = self._db.pending
+        if self._db.careful:
+            await committed  # during an outage, answered only once it is recorded (as ack)
         return ended
 
     async def take_queued(self, queue: str, jids: Sequence[str]) -> list[QueuedJob]:
@@ -47,9 +49,10 @@ class SQLiteEndings(Endings):
             return []
         with self._db.atomic() as conn:
             rows = conn.execute(_SQL["take_queued"], (queue, json.dumps(list(jids)))).fetchall()
+        committed = self._db.pending
         rows.sort()
         self._sizes[queue] -= len(rows)
-        await self._db.durable()
+        await committed
         return [
             QueuedJob(queue, jid, payload, reserve_for) for _seq, jid, reserve_for, payload in rows
         ]

@@ -6,15 +6,16 @@ What must outlive a restart does: the reservations. A queue's slots are rebuilt 
 reservations the first time a limited FETCH names it (and after a failed commit), each lease
 from when its job was reserved. A bucket starts full after a restart.
 
-``reserve_limited`` pops jobs like ``SQLiteStore.reserve`` (``sql/queues.sql``), in one
-savepoint.
+``reserve_limited`` works out what each queue may give, then pops it through
+``SQLiteStore._reserve_from`` (what ``reserve`` uses: checksums, damaged rows, outages alike)
+and records the slots and tokens in the same step.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from conveyor.store.base import QueuedJob, Reservation
@@ -31,8 +32,6 @@ from conveyor.store.sqlite.db import Database, load_queries
 __all__ = ["SQLiteLimits"]
 
 _SQL = load_queries("limits.sql")
-_QUEUES = load_queries("queues.sql")
-_RESERVATIONS = load_queries("reservations.sql")
 
 _Slots = dict[str, tuple[str, float]]  # jid -> (wid, lease end)
 
@@ -51,11 +50,15 @@ class SQLiteLimits(Limits):
 
         def _notify(self, queues: Iterable[str]) -> None: ...
 
+        def _reserve_from(
+            self, plan: Sequence[tuple[str, int]], wid: str, now: float, count: int
+        ) -> tuple[list[Reservation], Awaitable[None]]: ...
+
     def _limit_slots(self, queue: str, limit: QueueLimit) -> _Slots:
         every: dict[str, _Slots] = self.__dict__.setdefault("_throttle_slots", {})
         slots = every.get(queue)
         if slots is None:  # first use since start (or a rollback): from the reservations
-            rows = self._db.conn.execute(_SQL["queue_reservations"], (queue,))
+            rows = self._db.read(_SQL["queue_reservations"], (queue,))
             slots = every[queue] = {
                 jid: (wid, reserved_at + limit.timeout if limit.timeout else expires_at)
                 for jid, wid, reserved_at, expires_at in rows
@@ -91,8 +94,9 @@ class SQLiteLimits(Limits):
         if accepted:
             with self._db.atomic() as conn:
                 added = self._push(conn, accepted)
+            committed = self._db.pending
             self._grow(added)
-            await self._db.durable()
+            await committed
         return refused
 
     def _live_slots(self, queue: str, limit: QueueLimit, now: float, prune_ended: bool) -> _Slots:
@@ -100,7 +104,7 @@ class SQLiteLimits(Limits):
         for jid in [j for j, (_wid, lease) in slots.items() if lease <= now]:
             del slots[jid]
         if prune_ended and slots:
-            rows = self._db.conn.execute(_SQL["reserved"], (json.dumps(list(slots)),))
+            rows = self._db.read(_SQL["reserved"], (json.dumps(list(slots)),))
             reserved = {jid for (jid,) in rows}
             for jid in [j for j in slots if j not in reserved]:
                 del slots[jid]
@@ -151,47 +155,37 @@ class SQLiteLimits(Limits):
         count: int,
         limits: Mapping[str, QueueLimit],
     ) -> Limited:
-        taken: list[Reservation] = []
         blocked: dict[str, float | None] = {}
+        self._db.check_writable()  # during an outage a FETCH is refused, never answered
         ready = [
             n for n in dict.fromkeys(queues) if self._sizes.get(n, 0) > 0 and n not in self._paused
         ]
         if not ready or count <= 0:
-            return Limited(taken)
-        plan: list[tuple[str, int, QueueLimit | None]] = []
+            return Limited([])
+        plan: list[tuple[str, int]] = []
+        limited: dict[str, QueueLimit] = {}
         for name in ready:  # how many each queue may give, before anything is popped
             limit = limits.get(name)
             if limit is None or not limit.limits_fetch:
-                plan.append((name, count, None))
+                plan.append((name, count))
                 continue
             room, wait = self._limit_room(name, limit, wid, now)
             if room < 1:
                 blocked[name] = wait
             else:
-                plan.append((name, room, limit))
-        popped: dict[str, list[Reservation]] = {}
-        with self._db.atomic() as conn:
-            for name, room, _limit in plan:
-                want = min(count - len(taken), room)
-                if want <= 0:
-                    break
-                rows = conn.execute(_QUEUES["pop_jobs"], (name, want)).fetchall()
-                rows.sort()
-                got = [
-                    Reservation(jid, name, payload, wid, now, now + reserve_for)
-                    for _seq, jid, reserve_for, payload in rows
-                ]
-                conn.executemany(
-                    _RESERVATIONS["insert_reservation"],
-                    [(r.jid, r.queue, r.wid, r.reserved_at, r.expires_at, r.payload) for r in got],
-                )
-                popped[name] = got
-                taken += got
-        for name, _room, limit in plan:
-            got = popped.get(name, [])
-            self._sizes[name] -= len(got)
-            if limit is not None and got:
-                self._take_limited(name, limit, got, now)
+                plan.append((name, room))
+                limited[name] = limit
+        if not plan:
+            return Limited([], blocked)
+        taken, committed = self._reserve_from(plan, wid, now, count)
+        by_queue: dict[str, list[Reservation]] = {}
+        for reservation in taken:
+            by_queue.setdefault(reservation.queue, []).append(reservation)
+        for name, got in by_queue.items():  # before any await: the slots go with the jobs
+            if name in limited:
+                self._take_limited(name, limited[name], got, now)
+        if taken and self._db.careful:
+            await committed  # during an outage, hand out only what is recorded
         return Limited(taken, blocked)
 
     async def release_slots(self, ended: Sequence[Reservation]) -> None:

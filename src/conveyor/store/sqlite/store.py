@@ -3,8 +3,10 @@
 Jobs live in SQLite, not in Python objects: a million queued jobs are a million rows, and the
 process keeps only small per-queue and per-set metadata (sizes, pause flags) plus the counter
 totals. Writes share one transaction per event-loop iteration (group commit, see
-``db``); methods that must be durable await that commit. Worker records live in memory
-only: workers reconnect and beat again after a restart.
+``db``); methods that must be durable await the ``Commit`` of the very transaction that holds
+their writes. Each payload is stored with its checksum and checked before it is used
+(``damage``). Worker records live in memory only: workers reconnect and beat again after a
+restart.
 
 One server process per database file: the in-memory mirrors assume nobody else writes.
 Schema and queries: ``conveyor/store/sqlite/sql/*.sql``. Design notes: docs/design/sqlite.md.
@@ -12,17 +14,17 @@ Schema and queries: ``conveyor/store/sqlite/sql/*.sql``. Design notes: docs/desi
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any
 
+from conveyor.errors import StoreError
 from conveyor.store.base import (
     Counters,
     FailOutcome,
-    JobFilter,
     Page,
     QueuedJob,
     ReadyListener,
@@ -33,60 +35,36 @@ from conveyor.store.base import (
     Store,
     WorkerRecord,
 )
-from conveyor.store.filters import filter_matcher
+from conveyor.store.sqlite import damage
 from conveyor.store.sqlite.counts import SQLiteCounts
+from conveyor.store.sqlite.damage import Damaged, checksum, intact
 from conveyor.store.sqlite.db import Database, SQLiteOptions, load_queries, split_statements
 from conveyor.store.sqlite.deadlines import SQLiteDeadlines
 from conveyor.store.sqlite.endings import SQLiteEndings
 from conveyor.store.sqlite.limits import SQLiteLimits
+from conveyor.store.sqlite.listing import PageCursor, SetListing, entry_of
 from conveyor.store.sqlite.records import SQLiteRecords
+from conveyor.store.sqlite.schema import prepare
 from conveyor.store.workers import LocalWorkers
 
 __all__ = ["SQLiteStore"]
 
 _SCHEMA = load_queries("schema.sql")
 _QUEUES = load_queries("queues.sql")
+_FIND_WINDOW = 50_000  # queue rows find_queued reads between two yields to the event loop
 _RESERVATIONS = load_queries("reservations.sql")
 _SETS = load_queries("sets.sql")
 _COUNTERS = load_queries("counters.sql")
 _TOTAL = ""  # the counters row holding the totals
 
 
-def _entry(row: tuple[Any, ...]) -> SetEntry:
-    score, jid, payload, queue, jobtype = row
-    return SetEntry(score, jid, payload, queue, jobtype)
-
-
-@dataclass(frozen=True, slots=True)
-class _PageCursor:
-    """Where the last page of a set listing ended. A scan asking for the very next page of the
-    same listing, with the set unchanged since, continues from (score, jid) through the index
-    and reuses the total, instead of re-walking ``offset`` rows and re-counting: this keeps a
-    MUTATE over 100,000 filtered entries linear. Any change to the set drops its cursor."""
-
-    flt: JobFilter
-    descending: bool
-    next_offset: int
-    score: float
-    jid: str
-    total: int
-
-    def resumes(self, flt: JobFilter, descending: bool, offset: int) -> bool:
-        return (flt, descending, offset) == (self.flt, self.descending, self.next_offset)
-
-
-def _like_substring(text: str) -> str:
-    """A LIKE pattern for ``text`` anywhere, its ``%``, ``_`` and ``\\`` taken literally."""
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
 def _reservation(row: tuple[Any, ...]) -> Reservation:
-    jid, queue, payload, wid, reserved_at, expires_at = row
+    jid, queue, payload, wid, reserved_at, expires_at = row[:6]
     return Reservation(jid, queue, payload, wid, reserved_at, expires_at)
 
 
 class SQLiteStore(
+    SetListing,
     LocalWorkers,
     SQLiteRecords,
     SQLiteLimits,
@@ -101,10 +79,11 @@ class SQLiteStore(
         self._db = Database(options)
         self._db.before_commit = self._write_counters
         self._db.after_rollback = self._load_state
+        self._db.after_recovery = self._recovered
         self._sizes: dict[str, int] = {}  # every known queue -> its length
         self._paused: set[str] = set()
         self._set_sizes: dict[SortedSet, int] = dict.fromkeys(SortedSet, 0)
-        self._cursors: dict[SortedSet, _PageCursor] = {}
+        self._cursors: dict[SortedSet, PageCursor] = {}
         self._totals = [0, 0]  # processed, failures (committed + pending)
         self._pending: dict[str, list[int]] = {}  # day -> counts not yet written
         self._workers: dict[str, WorkerRecord] = {}
@@ -122,11 +101,20 @@ class SQLiteStore(
     # ----------------------------------------------------------------- life cycle
 
     async def open(self) -> None:
-        self._db.open(_SCHEMA["create"])
-        self._create_records()
-        self._create_counts()
-        self._create_deadlines()
-        self._load_state()
+        conn = self._db.open(prepare)
+        try:
+            self._create_records()
+            self._create_counts()
+            self._create_deadlines()
+            damage.quarantine(conn)
+            self._load_state()
+        except sqlite3.Error as exc:
+            self._db.close()
+            path = self._db.options.path
+            raise StoreError(
+                f"SQLite database {path!r} cannot be read ({exc}); not starting: see"
+                " 'When things fail' in docs/operations.md"
+            ) from exc
 
     async def close(self) -> None:
         self._db.close()
@@ -145,6 +133,11 @@ class SQLiteStore(
         self._totals = [row[1], row[2]] if row else [0, 0]
         self._pending = {}
         self._forget_limits()  # throttle slots: rebuilt from the reservations as committed
+
+    def _recovered(self) -> None:
+        """Commits work again after an outage: FETCHes waiting meanwhile may find jobs (those
+        of the transactions that were rolled back are queued again)."""
+        self._notify(name for name, size in self._sizes.items() if size > 0)
 
     def set_ready_listener(self, listener: ReadyListener) -> None:
         self._listener = listener
@@ -166,7 +159,8 @@ class SQLiteStore(
         if new:
             conn.executemany(_QUEUES["add_queue"], new)
         conn.executemany(
-            _QUEUES["push_job"], [(j.queue, j.jid, j.reserve_for, j.payload) for j in jobs]
+            _QUEUES["push_job"],
+            [(j.queue, j.jid, j.reserve_for, checksum(j.payload), j.payload) for j in jobs],
         )
         return added
 
@@ -179,15 +173,13 @@ class SQLiteStore(
 
     async def enqueue(self, jobs: Sequence[QueuedJob]) -> None:
         if jobs:
-            self.enqueue_now(jobs)
-            await self._db.durable()
+            await self.enqueue_now(jobs)
 
-    def enqueue_now(self, jobs: Sequence[QueuedJob]) -> None:
-        if not jobs:
-            return
+    def enqueue_now(self, jobs: Sequence[QueuedJob]) -> Awaitable[None]:
         with self._db.atomic() as conn:
             added = self._push(conn, jobs)
         self._grow(added)
+        return self._db.pending
 
     def _put_entries(
         self, conn: sqlite3.Connection, name: SortedSet, entries: list[SetEntry]
@@ -196,9 +188,15 @@ class SQLiteStore(
         replaced = conn.executemany(_SETS["delete_jid"], [(name, e.jid) for e in entries]).rowcount
         conn.executemany(
             _SETS["insert_entry"],
-            [(name, e.jid, e.score, e.queue, e.jobtype, e.payload) for e in entries],
+            [
+                (name, e.jid, e.score, e.queue, e.jobtype, checksum(e.payload), e.payload)
+                for e in entries
+            ],
         )
         return len(entries) - replaced
+
+    def durable(self) -> Awaitable[None]:
+        return self._db.latest
 
     async def add_to_set(self, name: SortedSet, entries: Sequence[SetEntry]) -> None:
         if not entries:
@@ -206,58 +204,81 @@ class SQLiteStore(
         unique = list({entry.jid: entry for entry in entries}.values())  # the last one wins
         with self._db.atomic() as conn:
             grown = self._put_entries(conn, name, unique)
+        committed = self._db.pending
         self._resize(name, grown)
-        await self._db.durable()
-
-    async def durable(self) -> None:
-        await self._db.durable()
+        await committed
 
     # ----------------------------------------------------------------- working
 
     def takes_hand_off(self, queue: str) -> bool:
-        return queue not in self._paused
+        # not during an outage: the FETCH's reply would leave before its reservation is known
+        # to be recorded (docs/design/hand-off.md)
+        return queue not in self._paused and not self._db.careful
 
-    def hand_off(self, jobs: Sequence[QueuedJob], wid: str, now: float) -> None:
+    def hand_off(self, jobs: Sequence[QueuedJob], wid: str, now: float) -> Awaitable[None]:
         name = jobs[0].queue
-        rows = [(j.jid, name, wid, now, now + j.reserve_for, j.payload) for j in jobs]
+        rows = [
+            (j.jid, name, wid, now, now + j.reserve_for, checksum(j.payload), j.payload)
+            for j in jobs
+        ]
         if len(rows) == 1 and name in self._sizes:
             # one statement is atomic by itself: no savepoint (this is every idle worker's
             # PUSH -> start path)
-            self._db.writer().execute(_RESERVATIONS["insert_reservation"], rows[0])
-            return
+            self._db.write(_RESERVATIONS["insert_reservation"], rows[0])
+            return self._db.pending
         with self._db.atomic() as conn:
             if name not in self._sizes:
                 conn.execute(_QUEUES["add_queue"], (name,))
             conn.executemany(_RESERVATIONS["insert_reservation"], rows)
         self._sizes.setdefault(name, 0)
+        return self._db.pending
 
     async def reserve(
         self, queues: Sequence[str], wid: str, now: float, count: int = 1
     ) -> list[Reservation]:
-        taken: list[Reservation] = []
-        popped: dict[str, int] = {}
+        self._db.check_writable()  # during an outage a FETCH is refused, never answered
         ready = [n for n in queues if self._sizes.get(n, 0) > 0 and n not in self._paused]
         if not ready or count <= 0:
-            return taken
+            return []
+        taken, committed = self._reserve_from([(name, count) for name in ready], wid, now, count)
+        if taken and self._db.careful:
+            await committed  # during an outage, hand out only what is recorded
+        return taken
+
+    def _reserve_from(
+        self, plan: Sequence[tuple[str, int]], wid: str, now: float, count: int
+    ) -> tuple[list[Reservation], Awaitable[None]]:
+        """Reserve up to ``count`` jobs, taking at most ``room`` from each (queue, room) of
+        ``plan`` in turn (``reserve``; ``reserve_limited`` with what each limit allows), in
+        this step; returns them and the commit that records them."""
+        taken: list[Reservation] = []
+        popped: dict[str, int] = {}
+        rows_taken: list[tuple[Any, ...]] = []
+        damaged: list[Damaged] = []
         with self._db.atomic() as conn:
-            for name in ready:
-                want = count - len(taken)
+            for name, room in plan:
+                want = min(count - len(taken), room)
                 if want <= 0:
                     break
                 rows = conn.execute(_QUEUES["pop_jobs"], (name, want)).fetchall()
                 rows.sort()
                 popped[name] = popped.get(name, 0) + len(rows)
-                taken.extend(
-                    Reservation(jid, name, payload, wid, now, now + reserve_for)
-                    for _seq, jid, reserve_for, payload in rows
-                )
-            conn.executemany(
-                _RESERVATIONS["insert_reservation"],
-                [(r.jid, r.queue, r.wid, r.reserved_at, r.expires_at, r.payload) for r in taken],
-            )
+                for _seq, jid, reserve_for, crc, payload in rows:
+                    if not intact(payload, crc):
+                        damaged.append(Damaged("queue_jobs", jid, name, crc, payload))
+                        continue
+                    expires_at = now + reserve_for
+                    taken.append(Reservation(jid, name, payload, wid, now, expires_at))
+                    rows_taken.append((jid, name, wid, now, expires_at, crc, payload))
+            conn.executemany(_RESERVATIONS["insert_reservation"], rows_taken)
+            if damaged:
+                damage.move_aside(conn, damaged)
+        committed = self._db.pending
         for name, count_popped in popped.items():
             self._sizes[name] -= count_popped
-        return taken
+        if damaged:
+            damage.report(damaged)
+        return taken, committed
 
     def _count(self, day: str, processed: int, failures: int) -> None:
         self._totals[0] += processed
@@ -277,10 +298,17 @@ class SQLiteStore(
     async def ack(self, jids: Sequence[str], day: str) -> int:
         if not jids:
             return 0
-        conn = self._db.writer()
-        ended = conn.executemany(_RESERVATIONS["end_reservation"], [(j,) for j in jids]).rowcount
+        if len(jids) == 1:  # one statement is atomic by itself
+            ended = self._db.write(_RESERVATIONS["end_reservation"], (jids[0],)).rowcount
+        else:
+            with self._db.atomic() as conn:
+                rows = [(j,) for j in jids]
+                ended = conn.executemany(_RESERVATIONS["end_reservation"], rows).rowcount
+        committed = self._db.pending
         if ended:
             self._count(day, ended, 0)
+        if self._db.careful:
+            await committed  # during an outage, +OK only once it is recorded
         return ended
 
     async def fail(self, jid: str, outcome: FailOutcome, day: str) -> bool:
@@ -293,35 +321,68 @@ class SQLiteStore(
                     outcome.score, jid, outcome.payload, outcome.queue, outcome.jobtype
                 )
                 grown = self._put_entries(conn, outcome.target, [entry])
+        committed = self._db.pending
         if outcome.target is not None:
             self._resize(outcome.target, grown)
         self._count(day, 1, 1)
+        if self._db.careful:
+            await committed  # during an outage, +OK only once it is recorded
         return True
 
     async def get_reservation(self, jid: str) -> Reservation | None:
-        row = self._db.conn.execute(_RESERVATIONS["get_reservation"], (jid,)).fetchone()
-        return None if row is None else _reservation(row)
+        rows = self._checked_reservations(self._db.read(_RESERVATIONS["get_reservation"], (jid,)))
+        return rows[0] if rows else None
 
     async def expired_reservations(self, now: float, limit: int) -> list[Reservation]:
-        rows = self._db.conn.execute(_RESERVATIONS["expired_reservations"], (now, max(limit, 0)))
+        rows = self._db.read(_RESERVATIONS["expired_reservations"], (now, max(limit, 0)))
+        return self._checked_reservations(rows)
+
+    def _checked_reservations(self, rows: list[tuple[Any, ...]]) -> list[Reservation]:
+        """Reservations about to be failed or expired: those whose payload changed on disk
+        are moved aside instead."""
+        damaged = [
+            Damaged("reservations", row[0], row[1], row[6], row[2])
+            for row in rows
+            if not intact(row[2], row[6])
+        ]
+        if damaged:
+            self._move_aside(damaged, [(d.jid,) for d in damaged], damage.DROP["reservations"])
+            bad = {d.jid for d in damaged}
+            rows = [row for row in rows if row[0] not in bad]
         return [_reservation(row) for row in rows]
 
+    def _move_aside(self, found: list[Damaged], keys: list[tuple[Any]], drop: str) -> bool:
+        """Move rows a read found damaged aside; False when they could not be moved (during
+        an outage: they are left where they are, and skipped all the same)."""
+        damage.report(found)
+        if not self._db.writable:
+            return False
+        with self._db.atomic() as conn:
+            conn.executemany(drop, keys)
+            damage.move_aside(conn, found)
+        return True
+
     async def extend_reservation(self, jid: str, expires_at: float) -> bool:
-        conn = self._db.writer()
-        return conn.execute(_RESERVATIONS["extend_reservation"], (expires_at, jid)).rowcount > 0
+        cursor = self._db.write(_RESERVATIONS["extend_reservation"], (expires_at, jid))
+        return cursor.rowcount > 0
 
     async def list_reservations(self, offset: int, limit: int) -> Page[Reservation]:
-        conn = self._db.conn
-        rows = conn.execute(_RESERVATIONS["list_reservations"], (max(limit, 0), max(offset, 0)))
+        rows = self._db.read(_RESERVATIONS["list_reservations"], (max(limit, 0), max(offset, 0)))
         items = [_reservation(row) for row in rows]
-        (total,) = conn.execute(_RESERVATIONS["count_reservations"]).fetchone()
+        ((total,),) = self._db.read(_RESERVATIONS["count_reservations"])
         return Page(items, total)
 
     # ----------------------------------------------------------------- sorted sets
 
     async def due_entries(self, name: SortedSet, now: float, limit: int) -> list[SetEntry]:
-        rows = self._db.conn.execute(_SETS["due_entries"], (name, now, max(limit, 0)))
-        return [_entry(row) for row in rows]
+        rows = self._db.read(_SETS["due_entries"], (name, now, max(limit, 0)))
+        damaged = [row for row in rows if not intact(row[2], row[6])]
+        if damaged:
+            found = [Damaged(f"set_entries:{name}", r[1], r[3], r[6], r[2]) for r in damaged]
+            if self._move_aside(found, [(r[5],) for r in damaged], damage.DROP["set_entries"]):
+                self._resize(name, -len(damaged))
+            rows = [row for row in rows if intact(row[2], row[6])]
+        return [entry_of(row[:5]) for row in rows]
 
     def _take(self, conn: sqlite3.Connection, name: SortedSet, entry: SetEntry) -> SetEntry | None:
         row = conn.execute(_SETS["take_entry"], (name, entry.jid, entry.score)).fetchone()
@@ -335,9 +396,10 @@ class SQLiteStore(
         with self._db.atomic() as conn:
             jobs = [m.job for m in moves if self._take(conn, name, m.entry) is not None]
             added = self._push(conn, jobs) if jobs else {}
+        committed = self._db.pending
         self._resize(name, -len(jobs))
         self._grow(added)
-        await self._db.durable()
+        await committed
         return len(jobs)
 
     async def move_to_set(
@@ -347,30 +409,34 @@ class SQLiteStore(
             taken = [e for e in (self._take(conn, source, e) for e in entries) if e is not None]
             moved = [dataclasses.replace(e, score=score) for e in taken]
             grown = self._put_entries(conn, target, moved) if moved else 0
+        committed = self._db.pending
         self._resize(source, -len(taken))
         self._resize(target, grown)
-        await self._db.durable()
+        await committed
         return len(taken)
 
     async def remove_from_set(self, name: SortedSet, entries: Sequence[SetEntry]) -> int:
         with self._db.atomic() as conn:
             removed = sum(1 for e in entries if self._take(conn, name, e) is not None)
+        committed = self._db.pending
         self._resize(name, -removed)
-        await self._db.durable()
+        await committed
         return removed
 
     async def purge_set(self, name: SortedSet, before: float, limit: int) -> int:
         with self._db.atomic() as conn:
             purged = conn.execute(_SETS["purge_set"], (name, before, max(limit, 0))).rowcount
+        committed = self._db.pending
         self._resize(name, -purged)
-        await self._db.durable()
+        await committed
         return purged
 
     async def clear_set(self, name: SortedSet) -> int:
         with self._db.atomic() as conn:
             cleared = conn.execute(_SETS["clear_set"], (name,)).rowcount
+        committed = self._db.pending
         self._resize(name, -self._set_sizes[name])
-        await self._db.durable()
+        await committed
         return cleared
 
     def _resize(self, name: SortedSet, delta: int) -> None:
@@ -381,70 +447,6 @@ class SQLiteStore(
     async def set_size(self, name: SortedSet) -> int:
         return self._set_sizes[name]
 
-    async def list_set(
-        self,
-        name: SortedSet,
-        flt: JobFilter,
-        offset: int,
-        limit: int,
-        *,
-        descending: bool = False,
-    ) -> Page[SetEntry]:
-        offset, limit = max(offset, 0), max(limit, 0)
-        if flt.jids:
-            return self._list_jids(name, flt, offset, limit, descending)
-        return self._list_filtered(name, flt, offset, limit, descending)
-
-    def _list_jids(
-        self, name: SortedSet, flt: JobFilter, offset: int, limit: int, descending: bool
-    ) -> Page[SetEntry]:
-        """Few entries by jid through the unique index; the rest of the filter in Python."""
-        match = filter_matcher(flt)
-        rows = self._db.conn.execute(_SETS["entries_by_jid"], (name, json.dumps(list(flt.jids))))
-        found = sorted(
-            (e for e in map(_entry, rows) if match(e)),
-            key=lambda e: (e.score, e.jid),
-            reverse=descending,
-        )
-        return Page(found[offset : offset + limit], len(found))
-
-    def _list_filtered(
-        self, name: SortedSet, flt: JobFilter, offset: int, limit: int, descending: bool
-    ) -> Page[SetEntry]:
-        conn = self._db.conn
-        direction = "desc" if descending else "asc"
-        params: dict[str, Any] = {
-            "name": name,
-            "limit": limit,
-            "queue": flt.queue or None,
-            "jobtype": flt.jobtype or None,
-            "pattern": flt.pattern or None,
-            "text": _like_substring(flt.text) if flt.text else None,
-        }
-        cursor = self._cursors.get(name)
-        if offset and cursor is not None and cursor.resumes(flt, descending, offset):
-            params.update(score=cursor.score, jid=cursor.jid)
-            rows = conn.execute(_SETS[f"filtered_after_{direction}"], params)
-            total = cursor.total
-        elif flt.is_empty:
-            rows = conn.execute(_SETS[f"page_{direction}"], {**params, "offset": offset})
-            total = self._set_sizes[name]
-        else:
-            rows = conn.execute(_SETS[f"filtered_page_{direction}"], {**params, "offset": offset})
-            del params["limit"]
-            (total,) = conn.execute(_SETS["filtered_count"], params).fetchone()
-        items = [_entry(row) for row in rows]
-        if items:
-            last = items[-1]
-            self._cursors[name] = _PageCursor(
-                flt, descending, offset + len(items), last.score, last.jid, total
-            )
-        return Page(items, total)
-
-    async def get_set_entries(self, name: SortedSet, jids: Sequence[str]) -> list[SetEntry]:
-        rows = self._db.conn.execute(_SETS["entries_by_jid"], (name, json.dumps(list(jids))))
-        return [_entry(row) for row in rows]
-
     # ----------------------------------------------------------------- queues
 
     async def queue_sizes(self) -> dict[str, int]:
@@ -453,16 +455,14 @@ class SQLiteStore(
     async def queue_heads(self, names: Sequence[str]) -> dict[str, bytes | None]:
         heads: dict[str, bytes | None] = {}
         for name in names:
-            row = None
-            if self._sizes.get(name, 0) > 0:
-                row = self._db.conn.execute(_QUEUES["queue_head"], (name,)).fetchone()
-            heads[name] = None if row is None else row[0]
+            rows = self._db.read(_QUEUES["queue_head"], (name,)) if self._sizes.get(name) else []
+            heads[name] = rows[0][0] if rows else None
         return heads
 
     async def list_queue(self, name: str, offset: int, limit: int) -> Page[QueuedJob]:
         if self._sizes.get(name, 0) == 0:
             return Page([], 0)
-        rows = self._db.conn.execute(_QUEUES["list_queue"], (name, max(limit, 0), max(offset, 0)))
+        rows = self._db.read(_QUEUES["list_queue"], (name, max(limit, 0), max(offset, 0)))
         items = [QueuedJob(name, jid, payload, reserve_for) for jid, reserve_for, payload in rows]
         return Page(items, self._sizes[name])
 
@@ -473,9 +473,39 @@ class SQLiteStore(
             deleted = conn.execute(
                 _QUEUES["delete_queued"], (name, json.dumps(list(jids)))
             ).rowcount
+        committed = self._db.pending
         self._sizes[name] -= deleted
-        await self._db.durable()
+        await committed
         return deleted
+
+    async def find_queued(
+        self, jids: Sequence[str], queues: Sequence[str] | None = None
+    ) -> list[QueuedJob]:
+        ((low, high),) = self._db.read(_QUEUES["seq_range"])
+        wanted, found = set(jids), []
+        if low is None or not wanted:
+            return []
+        # A row keeps its seq while queued: walking seq windows misses no job that stays.
+        for start in range(low, high + 1, _FIND_WINDOW):
+            args = (start, start + _FIND_WINDOW, json.dumps(sorted(wanted)))
+            for queue, jid, reserve_for, payload in self._db.read(_QUEUES["find_queued"], args):
+                if jid in wanted and (queues is None or queue in queues):
+                    wanted.discard(jid)
+                    found.append(QueuedJob(queue, jid, payload, reserve_for))
+            if not wanted:
+                break
+            await asyncio.sleep(0)  # ~3 ms a window: let the server's clients in between
+        return found
+
+    async def clear_queue(self, name: str) -> int:
+        if self._sizes.get(name, 0) == 0:
+            return 0
+        with self._db.atomic() as conn:
+            deleted = conn.execute(_QUEUES["delete_queue_jobs"], (name,)).rowcount
+        committed = self._db.pending
+        self._sizes[name] = 0
+        await committed
+        return int(deleted)
 
     async def paused_queues(self) -> set[str]:
         return set(self._paused)
@@ -488,12 +518,13 @@ class SQLiteStore(
             return
         with self._db.atomic() as conn:
             conn.executemany(_QUEUES["set_paused"], [(int(paused), n) for n in changed])
+        committed = self._db.pending
         if paused:
             self._paused.update(changed)
         else:
             self._paused.difference_update(changed)
             self._notify(changed)  # a resumed queue may have jobs for waiting fetchers
-        await self._db.durable()
+        await committed
 
     async def remove_queues(self, names: Sequence[str]) -> None:
         known = [(n,) for n in dict.fromkeys(names) if n in self._sizes]
@@ -502,10 +533,11 @@ class SQLiteStore(
         with self._db.atomic() as conn:
             conn.executemany(_QUEUES["delete_queue_jobs"], known)
             conn.executemany(_QUEUES["delete_queue"], known)
+        committed = self._db.pending
         for (name,) in known:
             del self._sizes[name]
             self._paused.discard(name)
-        await self._db.durable()
+        await committed
 
     # ----------------------------------------------------------------- counters
 
@@ -513,7 +545,7 @@ class SQLiteStore(
         return Counters(self._totals[0], self._totals[1])
 
     async def daily_counters(self, days: Sequence[str]) -> dict[str, Counters]:
-        rows = self._db.conn.execute(_COUNTERS["get_counts"], (json.dumps(list(days)),))
+        rows = self._db.read(_COUNTERS["get_counts"], (json.dumps(list(days)),))
         stored = {day: (processed, failures) for day, processed, failures in rows}
         result: dict[str, Counters] = {}
         for day in days:
@@ -532,10 +564,11 @@ class SQLiteStore(
         self._flush_limits()
         self._flush_counts()
         self._flush_deadlines()
+        committed = self._db.pending
         self._sizes.clear()
         self._paused.clear()
         self._set_sizes = dict.fromkeys(SortedSet, 0)
         self._cursors.clear()
         self._totals = [0, 0]
         self._pending = {}
-        await self._db.durable()
+        await committed

@@ -72,6 +72,7 @@
     }
     this.previous = current;
     updateSummary(info);
+    refreshHistory(current.processed + current.failed);
     var last = this.points[this.points.length - 1];
     this.canvas.setAttribute("data-points", String(this.points.length));
     if (last) {
@@ -141,6 +142,28 @@
       var el = document.querySelector('[data-summary="' + key + '"]');
       if (el && typeof values[key] === "number") el.textContent = values[key].toLocaleString("en-US");
     });
+  }
+
+  // The History chart is drawn by the server; when the totals move, fetch it again so today's
+  // bar grows without a reload.
+  var historyTotal = null, historyLoading = false;
+  function refreshHistory(total) {
+    var chart = document.querySelector(".history-chart[data-history-url]");
+    if (!chart || historyLoading) return;
+    if (historyTotal === null) { historyTotal = total; return; }
+    if (total === historyTotal) return;
+    historyLoading = true;
+    fetch(chart.getAttribute("data-history-url"), { credentials: "same-origin" })
+      .then(function (response) { return response.ok ? response.text() : null; })
+      .then(function (html) {
+        if (html !== null) {
+          chart.innerHTML = html;
+          historyTotal = total;
+          chart.setAttribute("data-refreshed", String(total));
+        }
+      })
+      .catch(function () { /* try again at the next poll */ })
+      .then(function () { historyLoading = false; });
   }
 
   // "Select all" checkboxes and confirmations for destructive buttons.

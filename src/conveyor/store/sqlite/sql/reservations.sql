@@ -1,17 +1,18 @@
--- The working set: reservations(jid, queue, wid, reserved_at, expires_at, payload).
+-- The working set: reservations(jid, queue, wid, reserved_at, expires_at, crc, payload).
 
 -- name: insert_reservation
-INSERT OR REPLACE INTO reservations (jid, queue, wid, reserved_at, expires_at, payload)
-VALUES (?, ?, ?, ?, ?, ?);
+INSERT OR REPLACE INTO reservations (jid, queue, wid, reserved_at, expires_at, crc, payload)
+VALUES (?, ?, ?, ?, ?, ?, ?);
 
 -- name: end_reservation
 DELETE FROM reservations WHERE jid = ?;
 
 -- name: get_reservation
-SELECT jid, queue, payload, wid, reserved_at, expires_at FROM reservations WHERE jid = ?;
+-- These two feed the lifecycle (FAIL, expiry): crc comes along to check the payload with.
+SELECT jid, queue, payload, wid, reserved_at, expires_at, crc FROM reservations WHERE jid = ?;
 
 -- name: expired_reservations
-SELECT jid, queue, payload, wid, reserved_at, expires_at FROM reservations
+SELECT jid, queue, payload, wid, reserved_at, expires_at, crc FROM reservations
 WHERE expires_at <= ? ORDER BY expires_at, jid LIMIT ?;
 
 -- name: extend_reservation

@@ -1,8 +1,9 @@
--- Sorted sets: set_entries(id, name, jid, score, queue, jobtype, payload), name being
+-- Sorted sets: set_entries(id, name, jid, score, queue, jobtype, crc, payload), name being
 -- 'scheduled', 'retries' or 'dead'; unique on (name, jid), ordered by (name, score, jid).
 
 -- name: insert_entry
-INSERT INTO set_entries (name, jid, score, queue, jobtype, payload) VALUES (?, ?, ?, ?, ?, ?);
+INSERT INTO set_entries (name, jid, score, queue, jobtype, crc, payload)
+VALUES (?, ?, ?, ?, ?, ?, ?);
 
 -- name: delete_jid
 DELETE FROM set_entries WHERE name = ? AND jid = ?;
@@ -13,7 +14,8 @@ DELETE FROM set_entries WHERE name = ? AND jid = ? AND score = ?
 RETURNING jid, score, queue, jobtype, payload;
 
 -- name: due_entries
-SELECT score, jid, payload, queue, jobtype FROM set_entries
+-- Feeds the lifecycle (promotion into queues): id and crc come along to check the payload.
+SELECT score, jid, payload, queue, jobtype, id, crc FROM set_entries
 WHERE name = ? AND score <= ? ORDER BY score, jid LIMIT ?;
 
 -- name: purge_set

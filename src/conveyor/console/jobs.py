@@ -1,0 +1,222 @@
+"""``conveyor job ls|show|retry|kill|delete``: jobs wherever they are (ADMIN job.*)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+from rich.table import Table
+
+from conveyor.backtraces import trim
+from conveyor.client import Client
+from conveyor.console.common import (
+    EXIT_NOT_FOUND,
+    Target,
+    admin,
+    chunks,
+    emit_json,
+    fail,
+    plural,
+    progress,
+    server_command,
+)
+from conveyor.console.render import job_table
+
+__all__ = ["job_group"]
+
+PAGE = 1000
+"""Jobs per ADMIN request: the server's limit (MAX_ADMIN_ITEMS)."""
+
+
+@click.group("job", context_settings={"help_option_names": ["-h", "--help"]})
+def job_group() -> None:
+    """List, show, retry, kill and delete jobs."""
+
+
+def _filters(func: Any) -> Any:
+    func = click.option("--jobtype", metavar="TYPE", help="Only jobs of this jobtype.")(func)
+    return click.option(
+        "--search", metavar="TEXT", help="Only jobs whose payload contains TEXT (any case)."
+    )(func)
+
+
+async def _list(
+    client: Client, where: str, jobtype: str | None, search: str | None, limit: int | None
+) -> tuple[list[dict[str, Any]], int | None]:
+    """Up to ``limit`` jobs (all when None), page by page, and the server's total."""
+    jobs: list[dict[str, Any]] = []
+    total: int | None = None
+    while limit is None or len(jobs) < limit:
+        want = PAGE if limit is None else min(PAGE, limit - len(jobs))
+        args = {"where": where, "offset": len(jobs), "limit": want}
+        args.update({k: v for k, v in (("jobtype", jobtype), ("search", search)) if v})
+        page = await admin(client, "job.list", args)
+        jobs.extend(page["jobs"])
+        total = page["total"]
+        if len(page["jobs"]) < want:
+            break
+    return jobs, total
+
+
+@job_group.command("ls")
+@click.argument("where", metavar="QUEUE|retries|scheduled|dead|busy")
+@_filters
+@click.option("--limit", type=click.IntRange(min=0), default=25, show_default=True)
+@server_command
+async def job_ls(
+    target: Target,
+    client: Client,
+    where: str,
+    jobtype: str | None,
+    search: str | None,
+    limit: int,
+) -> int:
+    """The jobs of a queue, a set (retries, scheduled, dead) or being worked on (busy)."""
+    jobs, total = await _list(client, where, jobtype, search, limit)
+    if target.as_json:
+        emit_json(target, {"where": where, "total": total, "jobs": jobs})
+        return 0
+    if not jobs:
+        target.out.print(f"No jobs in {where}{' match the filters' if jobtype or search else ''}.")
+        return 0
+    target.out.print(job_table(where, jobs))
+    shown = plural(len(jobs), "job")
+    if total is None:
+        target.out.print(f"[dim]{shown} shown[/]")
+    else:
+        target.out.print(f"[dim]{shown} shown of {total:,}[/]")
+    return 0
+
+
+@job_group.command("show")
+@click.argument("jids", nargs=-1, required=True, metavar="JID...")
+@server_command
+async def job_show(target: Target, client: Client, jids: tuple[str, ...]) -> int:
+    """Where each job is now and its whole payload."""
+    shown: list[dict[str, Any] | None] = []
+    for part in chunks(jids, PAGE):
+        shown.extend((await admin(client, "job.show", {"jids": list(part)}))["jobs"])
+    missing = [jid for jid, job in zip(jids, shown, strict=True) if job is None]
+    if target.as_json:
+        emit_json(target, shown)
+    else:
+        for job in shown:
+            if job is not None:
+                _print_job(target, job)
+    for jid in missing:
+        target.err.print(f"no job {jid} (it may have run, or been deleted)")
+    return EXIT_NOT_FOUND if missing else 0
+
+
+def _print_job(target: Target, job: dict[str, Any]) -> None:
+    table = Table(box=None, show_header=False, title=f"[bold]{job['jobtype']}[/] {job['jid']}")
+    table.add_column(style="dim")
+    table.add_column()
+    where = job["where"] + (f" by {job['wid']}" if job.get("wid") else "")
+    table.add_row("where", f"{where} (queue {job['queue']})")
+    for key in ("created_at", "enqueued_at", "failed_at", "error"):
+        if job.get(key):
+            table.add_row(key.replace("_", " "), str(job[key]))
+    target.out.print(table)
+    failure = job["job"].get("failure")
+    lines = failure.get("backtrace") if isinstance(failure, dict) else None
+    if isinstance(lines, list) and lines:
+        shown, hidden = trim([str(line) for line in lines])
+        target.out.print("\n".join(shown), markup=False, highlight=False)
+        if hidden:
+            target.out.print(
+                f"[dim]({plural(hidden, 'frame')} of conveyor's worker hidden; "
+                "--json has the whole backtrace)[/]"
+            )
+    target.out.print_json(json.dumps(job["job"], ensure_ascii=False), indent=2)
+
+
+def _act(action: str, verb: str, what: str) -> Any:
+    @job_group.command(
+        action,
+        help=f"{what}. Name the jobs by jid (- reads jids from stdin, one a line), or choose "
+        "them with --all and the filters.",
+    )
+    @click.argument("jids", nargs=-1, metavar="[JID...|-]")
+    @click.option(
+        "--all",
+        "where",
+        metavar="SET|QUEUE",
+        help="Every job of a set (retries, scheduled, dead) or queue matching the filters.",
+    )
+    @_filters
+    @click.option("-y", "--yes", is_flag=True, help="With --all: do not ask for confirmation.")
+    @server_command
+    async def command(
+        target: Target,
+        client: Client,
+        jids: tuple[str, ...],
+        where: str | None,
+        jobtype: str | None,
+        search: str | None,
+        yes: bool,
+    ) -> int:
+        chosen = await _chosen(client, jids, where, jobtype, search)
+        if where is not None and chosen and not yes:
+            _confirm(f"{action.capitalize()} {plural(len(chosen), 'job')} of {where}?")
+        return await _apply(target, client, action, verb, chosen)
+
+    return command
+
+
+async def _chosen(
+    client: Client,
+    jids: tuple[str, ...],
+    where: str | None,
+    jobtype: str | None,
+    search: str | None,
+) -> list[str]:
+    if where is None:
+        if jobtype or search:
+            fail("--jobtype and --search choose jobs with --all")
+        if jids == ("-",):
+            jids = tuple(line.strip() for line in sys.stdin if line.strip())
+        elif not jids:
+            fail("name the jobs (JID..., or - for stdin), or choose them with --all")
+        return list(dict.fromkeys(jids))
+    if jids:
+        fail("name the jobs or choose them with --all, not both")
+    jobs, _total = await _list(client, where, jobtype, search, None)
+    return [job["jid"] for job in jobs]
+
+
+def _confirm(question: str) -> None:
+    if not click.get_text_stream("stdin").isatty():
+        fail(f"{question} Pass --yes to do it without asking.")
+    if not click.confirm(question, default=False, err=True):
+        fail("nothing changed", 1)
+
+
+async def _apply(target: Target, client: Client, action: str, verb: str, jids: list[str]) -> int:
+    changed = 0
+    refused: dict[str, str] = {}
+    with progress(target, len(jids), f"{action.capitalize()} jobs") as advance:
+        for part in chunks(jids, PAGE):
+            report = await admin(client, f"job.{action}", {"jids": list(part)})
+            changed += report["changed"]
+            refused.update(report["refused"])
+            advance(len(part))
+    if target.as_json:
+        emit_json(target, {"asked": len(jids), "changed": changed, "refused": refused})
+    else:
+        target.out.print(f"{verb.capitalize()} {plural(changed, 'job')}.")
+        for jid, why in refused.items():
+            target.err.print(f"{jid}: {why}")
+        moved = len(jids) - len(refused) - changed
+        if moved > 0:
+            target.err.print(f"{plural(moved, 'job')} moved on meanwhile and were left alone.")
+    return EXIT_NOT_FOUND if refused else 0
+
+
+job_retry = _act(
+    "retry", "retried", "Enqueue retrying, scheduled or dead jobs now, at the end of their queue"
+)
+job_kill = _act("kill", "killed", "Move retrying or scheduled jobs to the dead set")
+job_delete = _act("delete", "deleted", "Delete jobs: queued, retrying, scheduled or dead")

@@ -1,0 +1,192 @@
+"""``ADMIN <op> [{json}]``: conveyor's inspection and admin extension (docs/protocol.md).
+
+One verb, a table of operations. Each operation decodes its JSON arguments into a struct
+(unknown fields are refused), calls the manager's admin API and returns a JSON-ready value
+built by ``conveyor.manager.views``, the same views the dashboard's JSON API returns. A
+feature adds its operations to ``ADMIN_OPS`` (``cron.list``, ``batch.show``, ...); ``ADMIN ops``
+lists them, so a client can tell what the server it talks to can do.
+
+Faktory has standard commands for some of this (INFO, QUEUE, MUTATE, PUSH); the CLI uses those
+where they exist. ``ADMIN`` covers what FWP has no command for: listing and finding jobs,
+acting on single jobs wherever they are, and the worker processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import msgspec
+
+from conveyor.errors import CommandError
+from conveyor.manager import Manager, WorkerState, views
+from conveyor.store.base import JobFilter, SortedSet
+
+__all__ = ["ADMIN_OPS", "ADMIN_VERSION", "MAX_ADMIN_ITEMS", "run_admin"]
+
+ADMIN_VERSION = 1
+"""Bumped when an operation changes in a way an older client would misread."""
+MAX_ADMIN_ITEMS = 1000
+"""The most jobs one ``job.list`` returns and one ``job.*`` action takes: replies stay small."""
+
+
+class _Args(msgspec.Struct, forbid_unknown_fields=True):
+    pass
+
+
+class NoArgs(_Args):
+    pass
+
+
+class QueueArgs(_Args):
+    queue: str
+
+
+class ListArgs(_Args):
+    where: str
+    jobtype: str | None = None
+    search: str | None = None
+    offset: int = 0
+    limit: int = 25
+
+
+class JidsArgs(_Args):
+    jids: list[str]
+
+
+class WorkersArgs(_Args):
+    wids: list[str] = []
+    all: bool = False
+
+
+class HistoryArgs(_Args):
+    days: int = 7
+
+
+A = TypeVar("A", bound=_Args)
+AdminOp = Callable[[Manager, bytes], Awaitable[Any]]
+
+
+def _decode(op: str, kind: type[A], raw: bytes) -> A:
+    try:
+        return msgspec.json.decode(raw or b"{}", type=kind)
+    except msgspec.DecodeError as exc:
+        raise CommandError(f"invalid ADMIN {op} arguments: {exc}") from None
+    except msgspec.ValidationError as exc:
+        raise CommandError(f"invalid ADMIN {op} arguments: {exc}") from None
+
+
+async def _ops(manager: Manager, raw: bytes) -> Any:
+    _decode("ops", NoArgs, raw)
+    return {"version": ADMIN_VERSION, "ops": sorted(ADMIN_OPS)}
+
+
+async def _queue_list(manager: Manager, raw: bytes) -> Any:
+    _decode("queue.list", NoArgs, raw)
+    return {"queues": await views.queues_view(manager)}
+
+
+async def _known_queue(manager: Manager, name: str) -> dict[str, Any]:
+    for info in await views.queues_view(manager):
+        if info["name"] == name:
+            return info
+    raise CommandError(f"no queue named {name}")
+
+
+async def _queue_inspect(manager: Manager, raw: bytes) -> Any:
+    args = _decode("queue.inspect", QueueArgs, raw)
+    info = await _known_queue(manager, args.queue)
+    return {**info, **await views.queue_counts(manager, args.queue)}
+
+
+async def _queue_clear(manager: Manager, raw: bytes) -> Any:
+    args = _decode("queue.clear", QueueArgs, raw)
+    await _known_queue(manager, args.queue)
+    return {"deleted": await manager.clear_queue(args.queue)}
+
+
+async def _job_list(manager: Manager, raw: bytes) -> Any:
+    args = _decode("job.list", ListArgs, raw)
+    if not 0 <= args.limit <= MAX_ADMIN_ITEMS:
+        raise CommandError(f"job.list limit must be from 0 to {MAX_ADMIN_ITEMS}")
+    if args.offset < 0:
+        raise CommandError("job.list offset must not be negative")
+    where = args.where
+    if where not in ("busy", *SortedSet):
+        await _known_queue(manager, where)
+    flt = JobFilter(jobtype=args.jobtype or None, text=args.search or None)
+    jobs, total = await views.list_jobs(manager, where, flt, args.offset, args.limit)
+    return {"where": where, "total": total, "offset": args.offset, "jobs": jobs}
+
+
+def _jids(op: str, raw: bytes) -> list[str]:
+    jids = _decode(op, JidsArgs, raw).jids
+    if not jids or len(jids) > MAX_ADMIN_ITEMS:
+        raise CommandError(f"{op} takes from 1 to {MAX_ADMIN_ITEMS} jids")
+    return jids
+
+
+async def _job_show(manager: Manager, raw: bytes) -> Any:
+    jids = _jids("job.show", raw)
+    found = await manager.locate_many(jids)
+    return {"jobs": [views.location_view(found[j]) if j in found else None for j in jids]}
+
+
+def _job_action(action: str) -> AdminOp:
+    async def act(manager: Manager, raw: bytes) -> Any:
+        report = await manager.act_on_jobs(action, _jids(f"job.{action}", raw))
+        return {"changed": report.changed, "where": report.where, "refused": report.refused}
+
+    return act
+
+
+async def _worker_list(manager: Manager, raw: bytes) -> Any:
+    _decode("worker.list", NoArgs, raw)
+    return {"workers": await views.workers_view(manager)}
+
+
+def _worker_signal(op: str, state: str) -> AdminOp:
+    async def signal(manager: Manager, raw: bytes) -> Any:
+        args = _decode(op, WorkersArgs, raw)
+        if args.all == bool(args.wids):
+            raise CommandError(f"{op} takes either wids or all")
+        signalled = await manager.signal_workers(None if args.all else args.wids, state)
+        return {"signalled": signalled}
+
+    return signal
+
+
+async def _history(manager: Manager, raw: bytes) -> Any:
+    args = _decode("history", HistoryArgs, raw)
+    if not 1 <= args.days <= 366:
+        raise CommandError("history days must be from 1 to 366")
+    return {"history": await views.history_view(manager, args.days)}
+
+
+ADMIN_OPS: dict[str, AdminOp] = {
+    "ops": _ops,
+    "history": _history,
+    "queue.list": _queue_list,
+    "queue.inspect": _queue_inspect,
+    "queue.clear": _queue_clear,
+    "job.list": _job_list,
+    "job.show": _job_show,
+    "job.retry": _job_action("retry"),
+    "job.kill": _job_action("kill"),
+    "job.delete": _job_action("delete"),
+    "worker.list": _worker_list,
+    "worker.quiet": _worker_signal("worker.quiet", WorkerState.QUIET),
+    "worker.stop": _worker_signal("worker.stop", WorkerState.TERMINATE),
+}
+
+
+async def run_admin(manager: Manager, argument: bytes) -> bytes:
+    """The reply body (JSON) of ``ADMIN <op> [{json}]``; ``CommandError`` for a bad request."""
+    op, _, raw = argument.strip().partition(b" ")
+    if not op:
+        raise CommandError("ADMIN needs an operation: ADMIN <op> [{json}]; ADMIN ops lists them")
+    name = op.decode("utf-8", "replace")
+    handler = ADMIN_OPS.get(name)
+    if handler is None:
+        raise CommandError(f"unknown ADMIN operation {name}; ADMIN ops lists them")
+    return msgspec.json.encode(await handler(manager, raw.strip()))
