@@ -100,6 +100,9 @@ class Manager(FeatureCalls, AdminOps):
         # What features must hear of: ACKed jobs (with what ended), jobs removed for good.
         self._ack_watchers = [f for f in self.features if type(f).acked is not Feature.acked]
         self._acked_gates = [f.wants_acked for f in self._ack_watchers]
+        gate_owners = [f for f in self.features if f.wants_fetch in self._fetch_gates]
+        gate_owners += self._ack_watchers
+        self._gates_on_custom = all(type(f).gates_on_custom for f in gate_owners)
         self._watched = set() if store.in_process else None
         self._removal_watchers = [
             f for f in self.features if type(f).removed is not Feature.removed
@@ -386,11 +389,13 @@ class Manager(FeatureCalls, AdminOps):
                 self.waiters.unregister(waiter)
 
     async def _reserve(self, queues: Sequence[str], wid: str, count: int) -> list[bytes]:
-        queues = self.flow.passable(queues)  # without limited queues known to be full
-        if not queues:
-            return []
+        flow = self.flow
+        if flow.fetch_limits:
+            queues = flow.passable(queues)  # without limited queues known to be full
+            if not queues:
+                return []
         while True:
-            limits = self.flow.limits_for(queues)
+            limits = flow.limits_for(queues) if flow.fetch_limits else None
             if limits is None:
                 reservations = await self.store.reserve(queues, wid, time.time(), count)
             else:
@@ -403,9 +408,7 @@ class Manager(FeatureCalls, AdminOps):
                 return []
             # Pass the baton: there may be more jobs for other waiting FETCHes.
             self.waiters.notify(reservations[-1].queue)
-            if self._watched is not None:
-                self._watch(reservations)
-            if not self._fetch_hooks:
+            if not self._taken(reservations):  # no fetch hook wants any (ACKs to watch noted)
                 return [r.payload for r in reservations]
             kept = await self._fetch_chain(reservations)
             if kept:

@@ -72,6 +72,8 @@ class FlowControl:
         self.manager = manager
         self.fetch_limits: dict[str, QueueLimit] = {}
         """Queues with a throttle or a rate limit."""
+        self.throttled: frozenset[str] = frozenset()
+        """Queues with a throttle: the end of their reservations frees slots."""
         self.bounds: dict[str, int] = {}
         """Queues with a backpressure bound of their own (0: none, whatever the default)."""
         self.default_bound = 0
@@ -93,6 +95,7 @@ class FlowControl:
             if fetch.get(q) != self.fetch_limits.get(q)
         }  # fmt: skip
         self.fetch_limits = fetch
+        self.throttled = frozenset(q for q, limit in fetch.items() if limit.throttled)
         for queue in changed:
             self._held.pop(queue, None)
         self.bounds = {
@@ -180,10 +183,10 @@ class FlowControl:
     async def ended(self, ended: Iterable[Reservation]) -> None:
         """These reservations ended (ACK, FAIL, expiry, dropped): those of throttled queues
         free their slots, and the FETCHes waiting for them, here and on every server, wake."""
-        limits = self.fetch_limits
-        if not limits:
+        throttled = self.throttled
+        if not throttled:
             return
-        freed = [r for r in ended if (limit := limits.get(r.queue)) and limit.throttled]
+        freed = [r for r in ended if r.queue in throttled]
         if freed:
             await self.manager.store.release_slots(freed)
 

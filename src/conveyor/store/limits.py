@@ -40,6 +40,7 @@ __all__ = [
     "Limited",
     "Limits",
     "QueueLimit",
+    "SlotTable",
     "bucket_tokens",
     "room_for",
     "token_wait",
@@ -148,6 +149,71 @@ def room_for(
 
 UNLIMITED = 1 << 62
 """``room_for`` of a queue none of whose limits apply."""
+
+
+class SlotTable:
+    """One throttled queue's slots, kept in this process (the memory and SQLite stores):
+    ``jid -> (wid, lease end)`` and the count per worker, so that asking for room is O(1);
+    leases that ran out and reservations that ended are looked for only when the queue looks
+    full (``room``'s caller then ``expire``s and ``keep``s, and asks again)."""
+
+    __slots__ = ("leases", "per_worker")
+
+    def __init__(self) -> None:
+        self.leases: dict[str, tuple[str, float]] = {}
+        self.per_worker: dict[str, int] = {}
+
+    def add(self, jid: str, wid: str, lease: float) -> None:
+        if jid in self.leases:
+            self.remove(jid)
+        self.leases[jid] = (wid, lease)
+        self.per_worker[wid] = self.per_worker.get(wid, 0) + 1
+
+    def remove(self, jid: str) -> bool:
+        held = self.leases.pop(jid, None)
+        if held is None:
+            return False
+        left = self.per_worker[held[0]] - 1
+        if left:
+            self.per_worker[held[0]] = left
+        else:
+            del self.per_worker[held[0]]
+        return True
+
+    def remove_worker(self, wid: str) -> bool:
+        mine = [jid for jid, (w, _lease) in self.leases.items() if w == wid]
+        for jid in mine:
+            self.remove(jid)
+        return bool(mine)
+
+    def expire(self, now: float) -> None:
+        for jid in [jid for jid, (_w, lease) in self.leases.items() if lease <= now]:
+            self.remove(jid)
+
+    def keep(self, reserved: Collection[str]) -> None:
+        """Drop the slots whose jid is not in ``reserved`` (their reservation ended)."""
+        for jid in [jid for jid in self.leases if jid not in reserved]:
+            self.remove(jid)
+
+    def room(
+        self, limit: QueueLimit, wid: str, now: float, tokens: float | None, full: bool = False
+    ) -> tuple[int, float | None]:
+        """``room_for`` with these slots; ``full``: also work out the soonest leases (when
+        the queue was found full, to say how long until one ends)."""
+        soonest = soonest_mine = None
+        if full and self.leases:
+            soonest = min(lease for _w, lease in self.leases.values())
+            mine = [lease for w, lease in self.leases.values() if w == wid]
+            soonest_mine = min(mine, default=None)
+        return room_for(
+            limit,
+            now,
+            in_use=len(self.leases),
+            mine=self.per_worker.get(wid, 0),
+            soonest_lease=soonest,
+            soonest_mine=soonest_mine,
+            tokens=tokens,
+        )
 
 
 class Limits(abc.ABC):

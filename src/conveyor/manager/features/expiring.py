@@ -100,6 +100,8 @@ class ExpiringJobs(Feature):
     def __init__(self, sweep_interval_seconds: float = SWEEP_INTERVAL_SECONDS) -> None:
         self.sweep_interval_seconds = sweep_interval_seconds
 
+    gates_on_custom = True
+
     def wants_push(self, job: Job) -> bool:
         custom = job.custom
         return custom is not None and ("expires_at" in custom or "expires_in" in custom)

@@ -100,6 +100,8 @@ def unique_key(job: Job) -> str:
 class UniqueJobs(Feature):
     name = "unique"
 
+    gates_on_custom = True
+
     def wants_push(self, job: Job) -> bool:
         custom = job.custom
         return custom is not None and ("unique_for" in custom or "unique_until" in custom)

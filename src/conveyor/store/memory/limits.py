@@ -12,13 +12,11 @@ from conveyor.store.limits import (
     Limits,
     LimitUsage,
     QueueLimit,
+    SlotTable,
     bucket_tokens,
-    room_for,
 )
 
 __all__ = ["MemoryLimits"]
-
-_Slots = dict[str, tuple[str, float]]  # jid -> (wid, lease end)
 
 
 class MemoryLimits(Limits):
@@ -34,9 +32,12 @@ class MemoryLimits(Limits):
 
         def _notify(self, queues: Iterable[str]) -> None: ...
 
-    def _limit_slots(self, queue: str) -> _Slots:
-        slots: dict[str, _Slots] = self.__dict__.setdefault("_throttle_slots", {})
-        return slots.setdefault(queue, {})
+    def _limit_slots(self, queue: str) -> SlotTable:
+        every: dict[str, SlotTable] = self.__dict__.setdefault("_throttle_slots", {})
+        table = every.get(queue)
+        if table is None:
+            table = every[queue] = SlotTable()
+        return table
 
     def _limit_buckets(self) -> dict[str, tuple[float, float]]:
         buckets: dict[str, tuple[float, float]] = self.__dict__.setdefault("_rate_buckets", {})
@@ -65,39 +66,17 @@ class MemoryLimits(Limits):
         self._notify(stored)
         return refused
 
-    def _limit_live_slots(self, queue: str, now: float, prune_gone: bool) -> _Slots:
-        slots = self._limit_slots(queue)
-        for jid in [j for j, (_w, lease) in slots.items() if lease <= now]:
-            del slots[jid]
-        if prune_gone:
-            for jid in [j for j in slots if j not in self._reservations]:
-                del slots[jid]
-        return slots
-
     def _limit_room(
         self, queue: str, limit: QueueLimit, wid: str, now: float
     ) -> tuple[int, float | None]:
-        slots: _Slots = {}
-        tokens = None
-        if limit.rate_limited:
-            tokens = self._tokens(queue, limit, now)
-        room, wait = 0, None
-        for prune_gone in (False, True):  # gone reservations are looked for only when full
-            if limit.throttled:
-                slots = self._limit_live_slots(queue, now, prune_gone)
-            mine = [lease for w, lease in slots.values() if w == wid]
-            room, wait = room_for(
-                limit,
-                now,
-                in_use=len(slots),
-                mine=len(mine),
-                soonest_lease=min((lease for _w, lease in slots.values()), default=None),
-                soonest_mine=min(mine, default=None),
-                tokens=tokens,
-            )
-            if room or not limit.throttled:
-                break
-        return room, wait
+        tokens = self._tokens(queue, limit, now) if limit.rate_limited else None
+        slots = self._limit_slots(queue) if limit.throttled else SlotTable()
+        room, wait = slots.room(limit, wid, now, tokens)
+        if room or not limit.throttled:
+            return room, wait
+        slots.expire(now)  # full: leases that ran out, reservations that ended, then again
+        slots.keep(self._reservations.keys())
+        return slots.room(limit, wid, now, tokens, full=True)
 
     def _take_limited(
         self, queue: str, limit: QueueLimit, taken: list[Reservation], now: float
@@ -105,7 +84,7 @@ class MemoryLimits(Limits):
         if limit.throttled:
             slots = self._limit_slots(queue)
             for r in taken:
-                slots[r.jid] = (r.wid, now + limit.timeout if limit.timeout else r.expires_at)
+                slots.add(r.jid, r.wid, now + limit.timeout if limit.timeout else r.expires_at)
         if limit.rate_limited:
             tokens = self._tokens(queue, limit, now)
             self._limit_buckets()[queue] = (tokens - len(taken), now)
@@ -148,36 +127,30 @@ class MemoryLimits(Limits):
         return Limited(taken, blocked)
 
     async def release_slots(self, ended: Sequence[Reservation]) -> None:
-        every: dict[str, _Slots] = self.__dict__.get("_throttle_slots", {})
+        every: dict[str, SlotTable] = self.__dict__.get("_throttle_slots", {})
         for reservation in ended:
-            every.get(reservation.queue, {}).pop(reservation.jid, None)
+            table = every.get(reservation.queue)
+            if table is not None:
+                table.remove(reservation.jid)
         self._notify(r.queue for r in ended)
 
     async def release_worker_slots(self, wid: str, queues: Collection[str]) -> list[str]:
-        freed = []
-        for queue in queues:
-            slots = self._limit_slots(queue)
-            mine = [jid for jid, (w, _lease) in slots.items() if w == wid]
-            for jid in mine:
-                del slots[jid]
-            if mine:
-                freed.append(queue)
-        return freed
+        every: dict[str, SlotTable] = self.__dict__.get("_throttle_slots", {})
+        return [q for q in queues if q in every and every[q].remove_worker(wid)]
 
     async def limit_usage(
         self, limits: Mapping[str, QueueLimit], now: float
     ) -> dict[str, LimitUsage]:
         usage = {}
         for queue, limit in limits.items():
-            live = [
-                jid
-                for jid, (_w, lease) in self._limit_slots(queue).items()
-                if lease > now and jid in self._reservations
-            ]
-            tokens = None
-            if limit.rate_limited:
-                tokens = self._tokens(queue, limit, now)
-            usage[queue] = LimitUsage(len(live), tokens)
+            in_use = 0
+            if limit.throttled:
+                table = self._limit_slots(queue)
+                table.expire(now)
+                table.keep(self._reservations.keys())
+                in_use = len(table.leases)
+            tokens = self._tokens(queue, limit, now) if limit.rate_limited else None
+            usage[queue] = LimitUsage(in_use, tokens)
         return usage
 
     async def announce(self, queues: Collection[str]) -> None:

@@ -34,11 +34,15 @@ class SQLiteEndings(Endings):
         if not jids:
             return []
         ended = []
-        with self._db.atomic() as conn:
-            for jid in jids:
-                row = conn.execute(_SQL["end_returning"], (jid,)).fetchone()
-                if row is not None:
-                    ended.append(Reservation(*row))
+        if len(jids) == 1:  # one statement is atomic by itself: no savepoint (as ack)
+            row = self._db.write(_SQL["end_returning"], (jids[0],)).fetchone()
+            ended = [Reservation(*row)] if row is not None else []
+        else:
+            with self._db.atomic() as conn:
+                for jid in jids:
+                    row = conn.execute(_SQL["end_returning"], (jid,)).fetchone()
+                    if row is not None:
+                        ended.append(Reservation(*row))
         committed = self._db.pending
         if self._db.careful:
             await committed  # during an outage, answered only once it is recorded (as ack)

@@ -24,16 +24,14 @@ from conveyor.store.limits import (
     Limits,
     LimitUsage,
     QueueLimit,
+    SlotTable,
     bucket_tokens,
-    room_for,
 )
 from conveyor.store.sqlite.db import Database, load_queries
 
 __all__ = ["SQLiteLimits"]
 
 _SQL = load_queries("limits.sql")
-
-_Slots = dict[str, tuple[str, float]]  # jid -> (wid, lease end)
 
 
 class SQLiteLimits(Limits):
@@ -54,16 +52,16 @@ class SQLiteLimits(Limits):
             self, plan: Sequence[tuple[str, int]], wid: str, now: float, count: int
         ) -> tuple[list[Reservation], Awaitable[None]]: ...
 
-    def _limit_slots(self, queue: str, limit: QueueLimit) -> _Slots:
-        every: dict[str, _Slots] = self.__dict__.setdefault("_throttle_slots", {})
-        slots = every.get(queue)
-        if slots is None:  # first use since start (or a rollback): from the reservations
-            rows = self._db.read(_SQL["queue_reservations"], (queue,))
-            slots = every[queue] = {
-                jid: (wid, reserved_at + limit.timeout if limit.timeout else expires_at)
-                for jid, wid, reserved_at, expires_at in rows
-            }
-        return slots
+    def _limit_slots(self, queue: str, limit: QueueLimit) -> SlotTable:
+        every: dict[str, SlotTable] = self.__dict__.setdefault("_throttle_slots", {})
+        table = every.get(queue)
+        if table is None:  # first use since start (or a rollback): from the reservations
+            table = every[queue] = SlotTable()
+            for jid, wid, reserved_at, expires_at in self._db.read(
+                _SQL["queue_reservations"], (queue,)
+            ):
+                table.add(jid, wid, reserved_at + limit.timeout if limit.timeout else expires_at)
+        return table
 
     def _limit_buckets(self) -> dict[str, tuple[float, float]]:
         buckets: dict[str, tuple[float, float]] = self.__dict__.setdefault("_rate_buckets", {})
@@ -99,17 +97,6 @@ class SQLiteLimits(Limits):
             await committed
         return refused
 
-    def _live_slots(self, queue: str, limit: QueueLimit, now: float, prune_ended: bool) -> _Slots:
-        slots = self._limit_slots(queue, limit)
-        for jid in [j for j, (_wid, lease) in slots.items() if lease <= now]:
-            del slots[jid]
-        if prune_ended and slots:
-            rows = self._db.read(_SQL["reserved"], (json.dumps(list(slots)),))
-            reserved = {jid for (jid,) in rows}
-            for jid in [j for j in slots if j not in reserved]:
-                del slots[jid]
-        return slots
-
     def _tokens(self, queue: str, limit: QueueLimit, now: float) -> float:
         tokens, updated_at = self._limit_buckets().get(queue, (None, now))
         return bucket_tokens(tokens, updated_at, now, limit)
@@ -118,24 +105,18 @@ class SQLiteLimits(Limits):
         self, queue: str, limit: QueueLimit, wid: str, now: float
     ) -> tuple[int, float | None]:
         tokens = self._tokens(queue, limit, now) if limit.rate_limited else None
-        if not limit.throttled:
-            return room_for(limit, now, tokens=tokens)
-        room, wait = 0, None
-        for prune_ended in (False, True):  # ended reservations are looked for only when full
-            slots = self._live_slots(queue, limit, now, prune_ended)
-            mine = [lease for w, lease in slots.values() if w == wid]
-            room, wait = room_for(
-                limit,
-                now,
-                in_use=len(slots),
-                mine=len(mine),
-                soonest_lease=min((lease for _w, lease in slots.values()), default=None),
-                soonest_mine=min(mine, default=None),
-                tokens=tokens,
-            )
-            if room:
-                break
-        return room, wait
+        slots = self._limit_slots(queue, limit) if limit.throttled else SlotTable()
+        room, wait = slots.room(limit, wid, now, tokens)
+        if room or not limit.throttled:
+            return room, wait
+        self._prune(slots, now)  # full: leases that ran out, reservations that ended, again
+        return slots.room(limit, wid, now, tokens, full=True)
+
+    def _prune(self, slots: SlotTable, now: float) -> None:
+        slots.expire(now)
+        if slots.leases:
+            rows = self._db.read(_SQL["reserved"], (json.dumps(list(slots.leases)),))
+            slots.keep({jid for (jid,) in rows})
 
     def _take_limited(
         self, queue: str, limit: QueueLimit, taken: list[Reservation], now: float
@@ -143,7 +124,7 @@ class SQLiteLimits(Limits):
         if limit.throttled:
             slots = self._limit_slots(queue, limit)
             for r in taken:
-                slots[r.jid] = (r.wid, now + limit.timeout if limit.timeout else r.expires_at)
+                slots.add(r.jid, r.wid, now + limit.timeout if limit.timeout else r.expires_at)
         if limit.rate_limited:
             self._limit_buckets()[queue] = (self._tokens(queue, limit, now) - len(taken), now)
 
@@ -189,29 +170,27 @@ class SQLiteLimits(Limits):
         return Limited(taken, blocked)
 
     async def release_slots(self, ended: Sequence[Reservation]) -> None:
-        every: dict[str, _Slots] = self.__dict__.get("_throttle_slots", {})
+        every: dict[str, SlotTable] = self.__dict__.get("_throttle_slots", {})
         for reservation in ended:
-            every.get(reservation.queue, {}).pop(reservation.jid, None)
+            table = every.get(reservation.queue)
+            if table is not None:
+                table.remove(reservation.jid)
         self._notify(r.queue for r in ended)
 
     async def release_worker_slots(self, wid: str, queues: Collection[str]) -> list[str]:
-        every: dict[str, _Slots] = self.__dict__.get("_throttle_slots", {})
-        freed = []
-        for queue in queues:
-            slots = every.get(queue, {})
-            mine = [jid for jid, (w, _lease) in slots.items() if w == wid]
-            for jid in mine:
-                del slots[jid]
-            if mine:
-                freed.append(queue)
-        return freed
+        every: dict[str, SlotTable] = self.__dict__.get("_throttle_slots", {})
+        return [q for q in queues if q in every and every[q].remove_worker(wid)]
 
     async def limit_usage(
         self, limits: Mapping[str, QueueLimit], now: float
     ) -> dict[str, LimitUsage]:
         usage = {}
         for queue, limit in limits.items():
-            in_use = len(self._live_slots(queue, limit, now, True)) if limit.throttled else 0
+            in_use = 0
+            if limit.throttled:
+                table = self._limit_slots(queue, limit)
+                self._prune(table, now)
+                in_use = len(table.leases)
             tokens = self._tokens(queue, limit, now) if limit.rate_limited else None
             usage[queue] = LimitUsage(in_use, tokens)
         return usage
