@@ -16,7 +16,10 @@ from tests.support.features import FeatureServer, bulk_json, encode, job
 from tests.support.server import TEST_TIMINGS, RawClient, RawConnect, RunningServer
 
 OK = b"+OK\r\n"
-WAIT = 2.0  # each FETCH waits this long for a job: a wake-up must come well before
+WAIT = 2.0  # each FETCH waits this long for a job
+WOKEN = WAIT - 0.4
+"""A FETCH nobody wakes answers (with the job, after a last look) only when its wait ends:
+one answered before ``WOKEN`` was woken (the margin is for a loaded machine)."""
 TABLES = {
     "throttles": {
         "api": {"concurrency": 2, "timeout": 60},
@@ -95,7 +98,7 @@ async def test_an_ack_wakes_the_fetch_a_throttle_holds_back(
     assert await a.call(b"ACK " + encode({"jid": api[0]})) == OK
     jid, seconds = await waiting
     assert jid == api[2]
-    assert seconds < WAIT / 2  # woken by the ACK, not by the end of its wait
+    assert seconds < WOKEN  # woken by the ACK, not by the end of its wait
 
 
 async def test_a_fail_frees_a_slot_too(server: RunningServer, worker: Connect) -> None:
@@ -109,7 +112,7 @@ async def test_a_fail_frees_a_slot_too(server: RunningServer, worker: Connect) -
     assert await a.call(b"FAIL " + failed) == OK
     jid, seconds = await waiting
     assert jid == api[2]
-    assert seconds < WAIT / 2
+    assert seconds < WOKEN
 
 
 async def test_a_slot_is_freed_by_its_timeout(server: RunningServer, worker: Connect) -> None:
@@ -118,7 +121,7 @@ async def test_a_slot_is_freed_by_its_timeout(server: RunningServer, worker: Con
     assert await fetch(a, "short") == short[0]  # never acked
     jid, seconds = await timed_fetch(b, "short")
     assert jid == short[1]
-    assert 0.2 < seconds < WAIT / 2  # after the 0.3 s lease, by a timer
+    assert 0.2 < seconds < WOKEN  # after the 0.3 s lease, by a timer
 
 
 async def test_a_slot_is_freed_by_reservation_expiry(
@@ -144,7 +147,7 @@ async def test_a_worker_gone_frees_its_slots(server: RunningServer, worker: Conn
     await a.send(b"END")  # its last connection: the worker is gone
     jid, seconds = await waiting
     assert jid == api[2]
-    assert seconds < WAIT / 2
+    assert seconds < WOKEN
 
 
 async def test_a_per_worker_throttle_counts_each_worker(
@@ -190,7 +193,7 @@ async def test_raising_a_limit_on_reload_wakes_the_fetches_it_held_back(
     server.manager.reconfigure(build_features(raised))
     jid, seconds = await waiting
     assert jid == api[2]
-    assert seconds < WAIT / 2
+    assert seconds < WOKEN
 
 
 async def test_a_job_pushed_to_a_waiting_fetch_of_a_throttled_queue_takes_a_slot(
@@ -230,7 +233,7 @@ async def test_an_empty_bucket_serves_the_next_queue_and_a_timer_wakes_the_wait(
     assert await fetch(a, "paced", "other") == other[0]  # bucket empty: the next queue
     jid, seconds = await timed_fetch(a, "paced")
     assert jid == paced[2]
-    assert seconds < WAIT / 2
+    assert seconds < WOKEN
     usage = bulk_json(await a.call(b"INFO"))["features"]["rate_limits"]["paced"]
     assert usage["rate"] == 10
     assert usage["burst"] == 2

@@ -124,6 +124,22 @@ async def test_released_slots_are_free_and_their_queues_woken(backend_store: Sto
     assert usage["q"].in_use == 2
 
 
+async def test_an_ack_of_a_throttled_job_frees_its_slot_in_the_same_step(
+    backend_store: Store,
+) -> None:
+    await fill(backend_store, "q", 3)
+    limits = {"q": QueueLimit(concurrency=1)}
+    got = await backend_store.reserve_limited(["q"], "w", time.time(), 3, limits)
+    woken: list[str] = []
+    backend_store.set_ready_listener(woken.append)
+    ended = await backend_store.ack_returning([got.reservations[0].jid], "2024-01-01", {"q"})
+    assert [r.jid for r in ended] == ["q-0000"]
+    assert woken == ["q"]
+    assert (await backend_store.limit_usage(limits, time.time()))["q"].in_use == 0
+    again = await backend_store.reserve_limited(["q"], "w", time.time(), 3, limits)
+    assert [r.jid for r in again.reservations] == ["q-0001"]
+
+
 async def test_per_worker_throttles_count_each_worker_alone(backend_store: Store) -> None:
     await fill(backend_store, "q", 5)
     limits = {"q": QueueLimit(per_worker=2)}

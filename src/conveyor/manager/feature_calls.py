@@ -167,18 +167,18 @@ class FeatureCalls:
 
     async def _ack_returning(self, jids: Sequence[str]) -> int:
         """ACK the jids, telling the features what ended; returns how many did."""
-        ended = await self.store.ack_returning(jids, day_key(time.time()))
+        # throttle slots are freed (and their queues woken everywhere) by the ACK itself
+        ended = await self.store.ack_returning(jids, day_key(time.time()), self.flow.throttled)
         await self._acked(ended)
         return len(ended)
 
     async def _acked(self, ended: Sequence[Reservation]) -> None:
-        """Tell the features which jobs succeeded; a throttle's slots may be free."""
+        """Tell the features which jobs succeeded."""
         if not ended:
             return
         self._unwatch([r.jid for r in ended])
         for feature in self._ack_watchers:
             await feature.acked(ended)
-        await self.flow.ended(ended)
 
     async def removed(self, payloads: Sequence[bytes]) -> None:
         """Jobs gone for good without succeeding (deleted, killed, purged, expired, refused

@@ -15,7 +15,7 @@ features which jobs are gone (a unique job's lock is released with it).
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # base.py includes this capability in Store
@@ -28,8 +28,12 @@ class Endings(abc.ABC):
     """The endings capability; every backend implements it (``Store`` includes it)."""
 
     @abc.abstractmethod
-    async def ack_returning(self, jids: Sequence[str], day: str) -> list[Reservation]:
-        """``ack`` (same counting), returning the reservations it ended, in ``jids`` order."""
+    async def ack_returning(
+        self, jids: Sequence[str], day: str, throttled: Collection[str] = ()
+    ) -> list[Reservation]:
+        """``ack`` (same counting), returning the reservations it ended, in ``jids`` order.
+        Those of a queue in ``throttled`` free their throttle slot and their queue is
+        announced (``Limits.release_slots``), in the same step: on Redis one round trip."""
 
     @abc.abstractmethod
     async def discard_reservations(self, jids: Sequence[str]) -> list[Reservation]:

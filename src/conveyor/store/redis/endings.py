@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 from conveyor.store.base import QueuedJob, Reservation
@@ -17,14 +17,24 @@ class RedisEndings(Endings):
 
     if TYPE_CHECKING:  # RedisStore's
         _keys: Any
+        _pub: str
+        _origin: str
+
+        def _wake_all(self, names: Collection[str]) -> None: ...
 
         async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any: ...
 
-    async def _end(self, mode: str, jids: Sequence[str], day: str) -> list[Reservation]:
+    async def _end(
+        self, mode: str, jids: Sequence[str], day: str, throttled: Collection[str] = ()
+    ) -> list[Reservation]:
         if not jids:
             return []
         k = self._keys
-        flat = await self._run("endings_end", [k.res, k.exp, k.busy, k.stats], [mode, day, *jids])
+        queues = list(throttled)
+        keys = [k.res, k.exp, k.busy, k.stats, k.ready]
+        keys += [k.key(f"tq:{queue}") for queue in queues]
+        args = [mode, day, self._pub, self._origin, len(queues), *queues, *jids]
+        flat = await self._run("endings_end", keys, args)
         ended = []
         for i in range(0, len(flat), 4):
             (queue, wid), payload = decode_fields(flat[i + 1], 2)
@@ -38,10 +48,15 @@ class RedisEndings(Endings):
                     expires_at=float(flat[i + 2]),
                 )
             )
+        woken = {r.queue for r in ended if r.queue in throttled}
+        if woken:
+            self._wake_all(woken)
         return ended
 
-    async def ack_returning(self, jids: Sequence[str], day: str) -> list[Reservation]:
-        return await self._end("ack", jids, day)
+    async def ack_returning(
+        self, jids: Sequence[str], day: str, throttled: Collection[str] = ()
+    ) -> list[Reservation]:
+        return await self._end("ack", jids, day, throttled)
 
     async def discard_reservations(self, jids: Sequence[str]) -> list[Reservation]:
         return await self._end("discard", jids, "")

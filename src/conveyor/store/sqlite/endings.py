@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
 from conveyor.store.base import QueuedJob, Reservation
@@ -24,10 +24,17 @@ class SQLiteEndings(Endings):
 
         def _count(self, day: str, processed: int, failures: int) -> None: ...
 
-    async def ack_returning(self, jids: Sequence[str], day: str) -> list[Reservation]:
+        async def release_slots(self, ended: Sequence[Reservation]) -> None: ...
+
+    async def ack_returning(
+        self, jids: Sequence[str], day: str, throttled: Collection[str] = ()
+    ) -> list[Reservation]:
         ended = await self.discard_reservations(jids)
         if ended:
             self._count(day, len(ended), 0)
+            freed = [r for r in ended if r.queue in throttled]
+            if freed:
+                await self.release_slots(freed)
         return ended
 
     async def discard_reservations(self, jids: Sequence[str]) -> list[Reservation]:
