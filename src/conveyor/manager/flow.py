@@ -181,8 +181,9 @@ class FlowControl:
         self.ready(queue)
 
     async def ended(self, ended: Iterable[Reservation]) -> None:
-        """These reservations ended (ACK, FAIL, expiry, dropped): those of throttled queues
-        free their slots, and the FETCHes waiting for them, here and on every server, wake."""
+        """These reservations ended (FAIL, expiry, dropped; an ACK frees its slots itself):
+        those of throttled queues free their slots, and the FETCHes waiting for them, here
+        and on every server, wake."""
         throttled = self.throttled
         if not throttled:
             return

@@ -11,11 +11,12 @@ together:
 
 **Throttle slots.** A job reserved from a throttled queue holds a slot, with the worker (wid)
 that reserved it and a lease (``timeout`` seconds, or the reservation's own length). A slot
-is free again when its reservation ends (ACK, FAIL, expiry: the manager says so with
-``release_slots``, which also wakes the FETCHes waiting for the queue on every server), when
-its lease runs out, or when ``release_worker_slots`` says its worker is gone. ``ack`` and
-``fail`` themselves know nothing of throttles; should a release be missed (a server killed
-between the two), a queue that looks full is checked for slots whose reservation has ended.
+is free again when its reservation ends (an ACK frees it in its own step, given the throttled
+queues: ``Endings.ack_returning``; FAIL and expiry through ``release_slots``; either way the
+FETCHes waiting for the queue are woken on every server), when its lease runs out, or when
+``release_worker_slots`` says its worker is gone. ``ack`` and ``fail`` themselves know nothing
+of throttles; should a release be missed (a server killed between the two), a queue that
+looks full is checked for slots whose reservation has ended.
 
 **Rate limits** are token buckets, one per queue, shared by every server on the store: up to
 ``burst`` tokens, refilled at ``rate`` per second, one token per job reserved. The Redis store
