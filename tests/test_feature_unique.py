@@ -270,3 +270,22 @@ async def test_info_counts_the_locks(conn: RawClient) -> None:
     info = bulk_json(await conn.call(b"INFO"))
     assert info["features"]["unique"] == {"locks": 2}
     assert info["faktory"]["queues"] == {"uq": 2}  # Faktory's shape is untouched
+
+
+async def test_purging_the_dead_set_releases_the_locks_of_dead_jobs(
+    backend_url: str, feature_server: FeatureServer
+) -> None:
+    server = await feature_server(backend_url, dead_ttl_seconds=0.2)
+    manager = server.manager
+    dead = unique(retry=1)
+    await manager.push(encode(dead))
+    for _ in range(2):  # fails twice: its one retry spent, it is dead, and keeps its lock
+        payload = await manager.fetch(["uq"], wait=0)
+        assert payload is not None
+        await manager.fail(dead["jid"], "E", "boom")
+        await manager.requeue(SortedSet.RETRIES, [dead["jid"]])
+    assert (await manager.list_set(SortedSet.DEAD, JobFilter(), 0, 10)).total == 1
+    assert await holder(server, dead) == dead["jid"]
+    await asyncio.sleep(0.25)
+    assert await manager.purge_dead() == 1
+    assert await holder(server, dead) is None
