@@ -1,4 +1,5 @@
-"""bench/admission_bench.py runs every workload end to end with a tiny N (no timings checked)."""
+"""bench/admission_bench.py and bench/admission_micro.py run every workload with a tiny N (no
+timings checked)."""
 
 from __future__ import annotations
 
@@ -25,4 +26,14 @@ def test_the_admission_bench_measures_every_workload() -> None:
         "CPU waiting, throttle full",
         "CPU waiting, bucket empty",
     ):
+        assert workload in done.stdout, done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_the_admission_micro_bench_measures_every_path() -> None:
+    args = [sys.executable, "-m", "bench.admission_micro", "--rounds", "1", "--ops", "100"]
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=110)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for workload in ("push unique", "fetch+ack throttled", "fetch+ack paced"):
         assert workload in done.stdout, done.stdout
