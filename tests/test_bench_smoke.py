@@ -101,3 +101,12 @@ def test_spread_and_ratio_formatting() -> None:
     assert ratio(500.0, 2.0) == "250x"
     assert ratio(1.0, None) == "—"
     assert ratio(1.0, 0.0) == "—"
+
+
+@pytest.mark.timeout(120)
+def test_fuzz_run_finds_nothing_wrong() -> None:
+    """``python -m bench.fuzz`` end to end with a small count (the long run is not a test)."""
+    args = [sys.executable, "-m", "bench.fuzz", "--count", "600", "--seed", "11"]
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=100)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert done.stdout.strip().endswith("0 failures")

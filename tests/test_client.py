@@ -100,27 +100,30 @@ async def test_push_bulk_reports_only_failures(client: Client) -> None:
 async def test_push_bulk_chunks_pipelines_in_order_and_reports_each_chunk(
     make_server: MakeServer,
 ) -> None:
-    # PUSHB payloads over 10x max_payload_bytes are refused whole: chunk 2 is.
-    server = await make_server(config=dataclasses.replace(TEST_TIMINGS, max_payload_bytes=2000))
+    # A PUSHB is one line: chunk 2 is over the server's line limit, refused whole, and the
+    # server closes the connection after it; `outcomes` tells which chunks were answered.
+    server = await make_server(max_line_bytes=20_000)
     chunks = [
         [job("A", n, jid=f"chunk-a-{n}") for n in range(3)],
-        [job("B", "x" * 25_000, jid="chunk-b-0")],
         [job("C", 0, jid="chunk-c-0"), job("C", 1, jid="chunk-c-1", queue="bad queue!")],
+        [job("B", "x" * 25_000, jid="chunk-b-0")],
         [job("D", n, jid=f"chunk-d-{n}") for n in range(2)],
     ]
     async with await Client.connect(server.url) as client:
         outcomes: list[dict[str, str] | CommandError] = []
-        await client.push_bulk_chunks(chunks, outcomes, in_flight=3)
+        with pytest.raises(ConnectError):
+            await client.push_bulk_chunks(chunks, outcomes, in_flight=3)
         assert outcomes[0] == {}
-        assert isinstance(outcomes[1], CommandError)
-        assert "too large" in outcomes[1].message
-        assert list(outcomes[2]) == ["chunk-c-1"]  # type: ignore[arg-type]
-        assert "queue" in outcomes[2]["chunk-c-1"]  # type: ignore[index]
+        assert list(outcomes[1]) == ["chunk-c-1"]  # type: ignore[arg-type]
+        assert "queue" in outcomes[1]["chunk-c-1"]  # type: ignore[index]
+        assert isinstance(outcomes[2], CommandError)
+        assert outcomes[2].message == "line too long (max 20000 bytes)"
+        assert len(outcomes) == 3
+        assert client.closed
+    async with await Client.connect(server.url) as client:  # the rest, as App does
+        await client.push_bulk_chunks(chunks[len(outcomes) :], outcomes)
         assert outcomes[3] == {}
-        assert len(outcomes) == 4
         fetched = [(await client.fetch("default") or {}).get("jid") for _ in range(6)]
-        # the connection is usable again: one command at a time, as before
-        assert not client.closed
     assert fetched == [
         "chunk-a-0", "chunk-a-1", "chunk-a-2", "chunk-c-0", "chunk-d-0", "chunk-d-1"
     ]  # fmt: skip

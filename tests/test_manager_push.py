@@ -32,6 +32,14 @@ async def test_push_then_fetch_returns_canonical_job(manager: Manager) -> None:
     assert fetched["created_at"].endswith("Z")
 
 
+def _deep(levels: int) -> dict[str, object]:
+    """``levels`` objects, one inside the other."""
+    value: dict[str, object] = {}
+    for _ in range(levels - 1):
+        value = {"x": value}
+    return value
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
@@ -43,6 +51,10 @@ async def test_push_then_fetch_returns_canonical_job(manager: Manager) -> None:
         ({"at": "2030-01-01T00:00:00"}, "invalid timestamp for 'at': \"2030-01-01T00:00:00\""),
         ({"retry": "x"}, "invalid JSON: Expected `int | null`, got `str`"),
         ({"args": {"a": 1}}, "invalid JSON: Expected `array | null`, got `object`"),
+        ({"at": "٢٠٢٤-01-01T00:00:00Z"}, "invalid timestamp for 'at': "),
+        # the job is the first level: a value in it may nest 63
+        ({"args": [1, [2]], "custom": _deep(64)}, "jobs cannot nest arrays and objects more"),
+        ({"failure": _deep(64)}, "jobs cannot nest arrays and objects more than 64 levels deep"),
     ],
 )
 async def test_invalid_jobs_are_refused_and_change_nothing(
@@ -89,6 +101,15 @@ async def test_push_bulk_reports_each_bad_job_and_keeps_the_good(manager: Manage
     assert await manager.push_bulk(encode([job()])) == {}
     with pytest.raises(InvalidJob, match="invalid JSON"):
         await manager.push_bulk(b"[{")
+    # elements with no jid to name them are reported under their index
+    nameless = {"jobtype": "T", "args": []}
+    errors = await manager.push_bulk(encode([nameless, 5, job("Good"), nameless]))
+    assert errors == {
+        "#0": "jobs must have a reasonable jid parameter",
+        "#1": "invalid JSON: Expected `object`, got `int`",
+        "#3": "jobs must have a reasonable jid parameter",
+    }
+    assert await manager.store.queue_sizes() == {"default": 5}
 
 
 async def test_future_at_is_scheduled_and_promoted_quickly(manager: Manager) -> None:

@@ -182,3 +182,29 @@ async def test_server_answers_an_error_while_redis_is_down_and_recovers(
     assert await client.call(push.replace(b"01", b"03")) == b"+OK\r\n"
     fetched = await client.call(b"FETCH default")
     assert b'"jid-00000003"' in fetched
+
+
+async def test_full_redis_refuses_a_push_clearly_and_stores_nothing(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "full", extra=("--maxmemory", "2mb"))
+    server.start()
+    store = RedisStore.from_url(server.url)
+    await store.open()
+    try:
+        big = b"x" * 100_000
+        stored = 0
+        error: StoreError | None = None
+        for i in range(100):  # 10 MB into 2 MB
+            try:
+                await store.enqueue([QueuedJob("default", f"j{i}", big, 60)])
+            except StoreError as exc:
+                error = exc
+                break
+            stored += 1
+        assert error is not None
+        assert "failed (enqueue): command not allowed when used memory" in str(error)
+        # The refused PUSH left nothing behind, and what was stored before is intact.
+        assert await store.queue_sizes() == {"default": stored}
+        assert stored > 0
+    finally:
+        await store.close()
+        server.stop()

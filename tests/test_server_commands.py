@@ -295,6 +295,8 @@ async def test_pipelined_commands_answer_in_order(conn: RawClient) -> None:
     assert await conn.reply() == b"-ERR unknown command foo\r\n"
 
 
+DEEP = b"[" * 1000 + b"]" * 1000
+
 BAD_INPUT = [
     (b"PUSH", b"-ERR invalid JSON: "),
     (b"PUSH []", b"-ERR invalid JSON: "),
@@ -321,6 +323,14 @@ BAD_INPUT = [
     (b"FETCHB -1 q", b"-ERR FETCHB count must be"),
     (b"FETCHB 1001 q", b"-ERR FETCHB count must be"),
     (b"\x00\x01", b"-ERR unknown command \x00\x01"),
+    (b"FETCHB \xd9\xa3 q", b"-ERR FETCHB count must be"),  # an Arabic-Indic 3
+    (b"FETCHB +3 q", b"-ERR FETCHB count must be"),
+    # nested far beyond msgspec's recursion, in keys the decoders would skip
+    (b'FAIL {"jid":"nobody-123","x":' + DEEP + b"}", b'-ERR invalid FAIL {"jid":"nobody-123"'),
+    (b'BEAT {"wid":"w1","x":' + DEEP + b"}", b'-ERR invalid BEAT {"wid":"w1"'),
+    (b'MUTATE {"cmd":"kill","target":"dead","x":' + DEEP + b"}", b"-ERR invalid JSON: nested"),
+    (b"ACKB " + DEEP, b"-ERR invalid ACKB: expected a JSON array of jids"),
+    (b'CRON ADD {"id":' + DEEP + b"}", b"-ERR CRON ADD: invalid JSON: nested too deeply"),
 ]
 
 
@@ -339,6 +349,35 @@ async def test_bad_input_changes_nothing(conn: RawClient) -> None:
         assert reply.endswith(b"\r\n")
         assert reply.count(b"\r\n") == 1, (line, reply)  # one well-formed error line
     assert await snapshot(conn) == before
+
+
+@pytest.mark.parametrize("storage", ["memory", "redis"])
+async def test_a_backtracking_mutate_glob_does_not_hold_up_other_clients(
+    storage: str, make_server: MakeServer, raw_client: RawConnect, request: pytest.FixtureRequest
+) -> None:
+    """Issue 17: this MUTATE took 11 s of the event loop (its glob became a backtracking
+    regex), and every other client waited as long."""
+    url = request.getfixturevalue("redis_url") if storage == "redis" else "memory://"
+    running = await make_server(storage_url=url)
+    admin = await raw_client(running.port)
+    other = await raw_client(running.port)
+    later = "2999-01-01T00:00:00Z"
+    # jids without "a" or "b": a random one could hold the pattern's letters
+    for jid, text in (("jid-0000001", "a" * 60), ("jid-0000002", "a" * 60 + "b")):
+        assert await admin.call(b"PUSH " + job(jid=jid, at=later, args=[text])) == b"+OK\r\n"
+    loop = asyncio.get_running_loop()
+    await admin.send(
+        b'MUTATE {"cmd":"kill","target":"scheduled","filter":{"regexp":"*a*a*a*a*a*a*a*b*"}}'
+    )
+    await asyncio.sleep(0.05)  # the MUTATE is in the server's hands
+    asked = loop.time()
+    info = bulk_json(await other.call(b"INFO", within=30))
+    waited = loop.time() - asked
+    assert await admin.reply(within=30) == b"+OK\r\n"
+    assert waited < 1.0, f"INFO waited {waited:.1f} s for the MUTATE"
+    assert info["faktory"]["sets"]["scheduled"] in (1, 2), info  # before or after the MUTATE
+    sets = bulk_json(await other.call(b"INFO"))["faktory"]["sets"]
+    assert (sets["scheduled"], sets["dead"]) == (1, 1)  # only the job with a "b" was killed
 
 
 async def test_large_pipeline_is_bounded_and_complete(
@@ -429,3 +468,95 @@ async def test_a_fetch_from_a_vanished_client_reserves_nothing(
     assert b'"jid":"orphan-0001"' in fetched  # the live FETCH got it, at once
     busy = await server.manager.busy(0, 10)
     assert [r.wid for r in busy.items] == [""]
+
+
+# --------------------------------------------------------------- bad input refused cleanly
+
+
+def _nested(levels: int) -> bytes:
+    """``levels`` JSON arrays, one inside the other (msgspec cannot encode them that deep)."""
+    return b"[" * levels + b"]" * levels
+
+
+def deep_job(args: bytes = b"[1]", **fields: Any) -> bytes:
+    """``job(**fields)`` with ``args`` (raw JSON) in place of its ``[1]``."""
+    return job(**fields).replace(b'"args":[1]', b'"args":' + args)
+
+
+TOO_DEEP = b"-ERR jobs cannot nest arrays and objects more than 64 levels deep\r\n"
+
+
+async def test_deep_nesting_is_refused_by_name(
+    conn: RawClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 17: args nested ~985 deep got ``-ERR internal error`` and a logged traceback."""
+    before = await snapshot(conn)
+    # the job is level 1, args level 2: 63 levels of args is the deepest job accepted
+    for levels in (64, 985, 5000):
+        assert await conn.call(b"PUSH " + deep_job(_nested(levels), queue="deep")) == TOO_DEEP
+    deep_custom = deep_job(queue="deep").replace(b"}", b',"custom":{"x":{"y":%s}}}' % _nested(62))
+    assert await conn.call(b"PUSH " + deep_custom) == TOO_DEEP
+    assert await snapshot(conn) == before
+    assert await conn.call(b"PUSH " + deep_job(_nested(63), queue="deep")) == b"+OK\r\n"
+    assert (await snapshot(conn))["queues"]["deep"] == 1
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+async def test_pushb_refuses_only_the_deep_jobs(conn: RawClient) -> None:
+    """Issue 17: one deep job in a PUSHB lost the valid jobs beside it."""
+    good = [job(queue="bulk") for _ in range(3)]
+    deep = deep_job(_nested(64), jid="deep-00064", queue="bulk")
+    # too deep for msgspec even to skip over: this element cannot be decoded at all
+    hopeless = deep_job(_nested(5000), jid="deep-05000", queue="bulk")
+    line = b"[" + b",".join([good[0], deep, good[1], hopeless, good[2]]) + b"]"
+    assert bulk_json(await conn.call(b"PUSHB " + line)) == {
+        "deep-00064": TOO_DEEP[5:-2].decode(),
+        "#3": TOO_DEEP[5:-2].decode(),
+    }
+    assert (await snapshot(conn))["queues"] == {"bulk": 3}
+    fetched = {bulk_json(await conn.call(b"FETCH bulk"))["jid"] for _ in range(3)}
+    assert fetched == {msgspec.json.decode(g)["jid"] for g in good}
+
+
+async def test_undecodable_pushb_elements_each_get_their_own_key(conn: RawClient) -> None:
+    """Issue 17: they all collapsed into one ``""`` key."""
+    good = job(queue="keys")
+    line = b'[7,"job",' + good + b',{"jobtype":"T","args":[]},{"jid":"","args":[]},null]'
+    assert bulk_json(await conn.call(b"PUSHB " + line)) == {
+        "#0": "invalid JSON: Expected `object`, got `int`",
+        "#1": "invalid JSON: Expected `object`, got `str`",
+        "#3": "jobs must have a reasonable jid parameter",
+        "#4": "jobs must have a reasonable jid parameter",
+        "#5": "invalid JSON: Expected `object`, got `null`",
+    }
+    assert (await snapshot(conn))["queues"] == {"keys": 1}
+
+
+async def test_at_with_non_ascii_digits_is_refused(conn: RawClient) -> None:
+    """Issue 17: ``"٢٠٢٤-01-01T00:00:00Z"`` (Arabic-Indic digits) was taken for 2024."""
+    before = await snapshot(conn)
+    at = "٢٠٢٤-01-01T00:00:00Z"
+    reply = await conn.call(b"PUSH " + job(at=at))
+    expected = (
+        f"-ERR invalid timestamp for 'at': \"{at}\": '{at}' is not an RFC 3339 time with a "
+        "zone (e.g. 2030-01-01T00:00:00Z)\r\n"
+    )
+    assert reply == expected.encode()
+    line = b"[" + job(at="2024-01-0\u0661T00:00:00Z") + b"," + job(queue="asc") + b"]"
+    errors = bulk_json(await conn.call(b"PUSHB " + line))
+    assert [message[:30] for message in errors.values()] == ["invalid timestamp for 'at': \"2"]
+    after = await snapshot(conn)
+    assert after["queues"] == {**before["queues"], "asc": 1}
+    assert after["sets"] == before["sets"]
+
+
+async def test_junk_failure_counts_in_a_pushed_job_do_not_break_fail(conn: RawClient) -> None:
+    """A client may push any ``failure``; FAIL must still retry the job, not answer
+    ``internal error``."""
+    failure = {"retry_count": "x", "remaining": [1], "failed_at": 5}
+    pushed = msgspec.json.decode(job(queue="junk", failure=failure, retry=3))
+    assert await conn.call(b"PUSH " + msgspec.json.encode(pushed)) == b"+OK\r\n"
+    assert bulk_json(await conn.call(b"FETCH junk"))["jid"] == pushed["jid"]
+    fail = {"jid": pushed["jid"], "errtype": "E", "message": "boom"}
+    assert await conn.call(b"FAIL " + msgspec.json.encode(fail)) == b"+OK\r\n"
+    assert (await snapshot(conn))["sets"]["retries"] == 1

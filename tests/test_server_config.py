@@ -52,6 +52,15 @@ def test_precedence_flags_env_file(tmp_path: Path) -> None:
     assert config.web_bind is None
 
 
+def test_connection_limits_from_env_and_file(tmp_path: Path) -> None:
+    defaults = load_config({"storage": "memory://"}, {})
+    assert (defaults.idle_timeout_seconds, defaults.max_partial_bytes) == (120.0, 128 << 20)
+    toml = write(tmp_path / "c.toml", "[server]\nidle_timeout_seconds = 0\n")
+    env = {"CONVEYOR_MAX_PARTIAL_BYTES": "33554432", "CONVEYOR_CONFIG": toml}
+    config = load_config({"storage": "memory://"}, env)
+    assert (config.idle_timeout_seconds, config.max_partial_bytes) == (0.0, 32 << 20)
+
+
 def test_config_file_from_env(tmp_path: Path) -> None:
     toml = write(tmp_path / "c.toml", '[server]\nstorage = "memory://"\nlog_level = "WARN"\n')
     config = load_config({}, {"CONVEYOR_CONFIG": toml})
@@ -87,6 +96,12 @@ def test_passwords(tmp_path: Path) -> None:
         ({"log_level": "loud"}, {}, "log level must be one of"),
         ({"tls_key": "/nope.pem"}, {}, "TLS needs both"),
         ({"tls_key": "/nope.pem", "tls_cert": "/nope2.pem"}, {}, "does not exist"),
+        ({}, {"CONVEYOR_IDLE_TIMEOUT_SECONDS": "-1"}, "idle_timeout_seconds must not be"),
+        (
+            {},
+            {"CONVEYOR_MAX_PARTIAL_BYTES": "1048576"},
+            "max_partial_bytes must be at least max_line_bytes",
+        ),
     ],
 )
 def test_bad_values(flags: dict[str, object], env: dict[str, str], message: str) -> None:

@@ -7,6 +7,7 @@ so memory, SQLite and Redis must agree exactly.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import Callable
 
@@ -440,6 +441,35 @@ async def test_text_filter_takes_wildcard_characters_literally(backend_store: St
     )
     page = await backend_store.list_set(RETRIES, JobFilter(text="50%_off"), 0, 10)
     assert ([e.jid for e in page.items], page.total) == (["j1"], 1)
+
+
+async def test_glob_filters_never_backtrack(backend_store: Store) -> None:
+    """Issue 17: as a regex, ``*a*a*a*a*a*a*a*b`` against one job holding 60 ``a``s ran for
+    11 s on the event loop, every other client waiting. Answered at once now, loop free."""
+    await backend_store.add_to_set(
+        SCHEDULED, [entry("j1", NOW, args=["a" * 60]), entry("j2", NOW + 1, args=["a" * 60 + "b"])]
+    )
+    loop = asyncio.get_running_loop()
+    ticks = [loop.time()]
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(0.01)
+            ticks.append(loop.time())
+
+    ticker = asyncio.create_task(tick())
+    try:
+        whole = await backend_store.list_set(SCHEDULED, JobFilter(pattern="*a*a*a*a*a*a*a*b"), 0, 9)
+        inner = await backend_store.list_set(
+            SCHEDULED, JobFilter(pattern="*a*a*a*a*a*a*a*b*"), 0, 9
+        )
+        await asyncio.sleep(0.03)
+    finally:
+        ticker.cancel()
+    assert (whole.items, whole.total) == ([], 0)  # the payload ends with "]}", not "b"
+    assert ([e.jid for e in inner.items], inner.total) == (["j2"], 1)
+    longest_wait = max(later - earlier for earlier, later in itertools.pairwise(ticks))
+    assert longest_wait < 1.0, f"the loop was held for {longest_wait:.1f} s"
 
 
 async def test_get_set_entries_returns_only_present(backend_store: Store) -> None:

@@ -30,6 +30,20 @@ async def test_ack_returning_ends_counts_and_returns_the_reservations(backend_st
     assert await backend_store.get_reservation("jid-a") is None
 
 
+async def test_ack_returning_keeps_the_payloads_that_hold_a_mark(backend_store: Store) -> None:
+    await backend_store.enqueue(
+        [
+            QueuedJob("q", "jid-a", b'{"jid":"jid-a","custom":{"keep":1}}', 60),
+            QueuedJob("q", "jid-b", b'{"jid":"jid-b"}', 60),
+        ]
+    )
+    await backend_store.reserve(["q"], "w1", NOW, 2)
+    ended = await backend_store.ack_returning(["jid-a", "jid-b"], DAY, (), [b'"keep":'])
+    assert [(r.jid, r.queue, r.wid) for r in ended] == [("jid-a", "q", "w1"), ("jid-b", "q", "w1")]
+    assert ended[0].payload == b'{"jid":"jid-a","custom":{"keep":1}}'
+    assert ended[1].payload in (b'{"jid":"jid-b"}', b"")  # a store may leave it out
+
+
 async def test_discard_ends_without_counting(backend_store: Store) -> None:
     await reserve(backend_store, "jid-a")
     ended = await backend_store.discard_reservations(["jid-a", "nope"])

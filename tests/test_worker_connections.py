@@ -15,6 +15,7 @@ import conveyor
 import conveyor.testing
 import conveyor.worker.runtime
 from conveyor.backoff import Backoff
+from conveyor.client import Client
 from conveyor.errors import AuthenticationError, ConnectError
 from conveyor.pool import ConnectionPool
 from conveyor.worker.queues import QueueOrder, QueueSpec, parse_queue
@@ -65,7 +66,7 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
 
 
 class FakeConnection:
-    """Stands in for a Client in pool tests: the pool only needs ``close``."""
+    """Stands in for a Client in pool tests: the pool only needs ``close`` and ``closed``."""
 
     def __init__(self, number: int) -> None:
         self.number = number
@@ -133,6 +134,55 @@ async def test_pool_drops_broken_connections_and_retries_with_backoff() -> None:
     await pool.close()
 
 
+async def test_pool_retries_at_once_when_a_pooled_connection_turns_out_closed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The server closed it just as it was taken (its EOF not seen yet): straight on to a
+    new connection, as for one seen closed, without a warning or a backoff delay."""
+    made: list[FakeConnection] = []
+    delays: list[float] = []
+
+    async def connect() -> FakeConnection:
+        made.append(FakeConnection(len(made)))
+        return made[-1]
+
+    class Recorded(Backoff):
+        def next_delay(self) -> float:
+            delays.append(super().next_delay())
+            return delays[-1]
+
+    pool: ConnectionPool[FakeConnection] = ConnectionPool(
+        connect, size=1, backoff=lambda: Recorded(0.001, 0.01)
+    )
+    used: list[int] = []
+
+    async def push(conn: FakeConnection) -> None:
+        used.append(conn.number)
+        if conn.number == 0 and len(used) == 2:
+            raise ConnectError("closed the connection while we waited for the reply")
+
+    await pool.run(push)
+    await pool.run(push)
+    assert used == [0, 0, 1]
+    assert made[0].closed
+    assert delays == []
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    # a new connection failing is no stale one: backoff as before
+    made.clear()
+    await pool.discard_idle()
+    failures = 1
+
+    async def fresh_fails_once(conn: FakeConnection) -> None:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise ConnectError("reset")
+
+    await pool.run(fresh_fails_once)
+    assert len(delays) == 1
+    await pool.close()
+
+
 async def test_pool_gives_up_after_retry_seconds_and_fails_fast_on_bad_password() -> None:
     async def refuse() -> FakeConnection:
         raise ConnectError("refused")
@@ -192,6 +242,58 @@ async def test_app_and_worker_over_tls_with_a_password(
     with pytest.raises(AuthenticationError):
         await wrong.push_job(secure.build(1))
     await wrong.aclose()
+
+
+async def test_pool_reconnects_quietly_when_the_server_closed_an_idle_connection(
+    make_server: MakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Servers close idle connections (conveyor after ``idle_timeout_seconds``, Faktory's
+    hunter-io fork after 2 min): the pool must not send the next command into one."""
+    server = await make_server(idle_timeout_seconds=0.2)
+    made: list[Client] = []
+
+    async def connect() -> Client:
+        made.append(await Client.connect(server.url))
+        return made[-1]
+
+    pool: ConnectionPool[Client] = ConnectionPool(connect, size=1)
+    await pool.run(lambda client: client.push({"jobtype": "A", "args": [1], "queue": "idle"}))
+    deadline = time.monotonic() + 5
+    while server.server.connections:  # the server closes it
+        assert time.monotonic() < deadline, "the idle connection was never closed"
+        await asyncio.sleep(0.01)
+    await pool.run(lambda client: client.push({"jobtype": "A", "args": [2], "queue": "idle"}))
+    assert len(made) == 2
+    assert pool.stats == {"open": 1, "idle": 1}
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]  # no retry, no delay
+    assert (await server.manager.store.queue_sizes())["idle"] == 2
+    await pool.close()
+
+
+async def test_worker_fetches_again_after_its_idle_connection_was_closed(
+    make_server: MakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With every slot busy longer than the idle timeout, the fetching connection sits idle
+    and the server closes it; the next fetch reconnects without an error."""
+    server = await make_server(idle_timeout_seconds=0.2)
+    app = conveyor.App(server.url)
+    done: list[int] = []
+
+    @app.job
+    async def slow(n: int) -> None:
+        await asyncio.sleep(0.6)
+        done.append(n)
+
+    await slow.push(1)
+    await slow.push(2)
+    async with app.worker(concurrency=1, heartbeat_seconds=0.05):
+        deadline = time.monotonic() + 10
+        while len(done) < 2:
+            assert time.monotonic() < deadline, f"jobs done: {done}"
+            await asyncio.sleep(0.02)
+    await app.aclose()
+    assert done == [1, 2]
+    assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
 
 
 async def test_worker_registers_again_after_the_server_reaped_it(make_server: MakeServer) -> None:

@@ -12,6 +12,7 @@ The TOML file (``--config path.toml`` or ``CONVEYOR_CONFIG``) has two tables::
     tls_cert = "/etc/conveyor/cert.pem"
     tls_key = "/etc/conveyor/key.pem"
     max_connections = 10000
+    idle_timeout_seconds = 120         # 0: connections may idle forever
     log_level = "info"
 
     [lifecycle]                        # every field of ManagerConfig, same names
@@ -77,6 +78,12 @@ class ServerConfig:
     """A connection must send a valid HELLO within this time (Faktory: 2 s)."""
     max_line_bytes: int = 16 * 1024 * 1024
     """Longest command line accepted; a longer one is refused and the connection closed."""
+    max_partial_bytes: int = 128 * 1024 * 1024
+    """What the partial lines of all connections together may hold (a line still arriving,
+    up to ``max_line_bytes`` each); the connection whose data would go over is refused."""
+    idle_timeout_seconds: float = 120.0
+    """After HELLO, a connection that sends nothing and is sent nothing for this long is
+    closed (0: never). Workers BEAT every 15 s; pooled producer connections reconnect."""
     shutdown_grace_seconds: float = 5.0
     """On shutdown, how long commands in flight (a waiting FETCH) may take to finish."""
     manager: ManagerConfig = field(default_factory=ManagerConfig)
@@ -113,6 +120,8 @@ SERVER_KEYS: dict[str, str] = {
     "log_level": "log_level",
     "handshake_timeout_seconds": "float",
     "max_line_bytes": "int",
+    "max_partial_bytes": "int",
+    "idle_timeout_seconds": "float",
     "shutdown_grace_seconds": "float",
 }
 MANAGER_KEYS: dict[str, type] = {f.name: type(f.default) for f in dataclasses.fields(ManagerConfig)}
@@ -302,6 +311,10 @@ def _check(config: ServerConfig) -> None:
         raise ConfigError("max_connections must be at least 1")
     if config.max_line_bytes < 1024:
         raise ConfigError("max_line_bytes must be at least 1024")
+    if config.max_partial_bytes < config.max_line_bytes:
+        raise ConfigError("max_partial_bytes must be at least max_line_bytes")
+    if config.idle_timeout_seconds < 0:
+        raise ConfigError("idle_timeout_seconds must not be negative (0 disables it)")
     if config.handshake_timeout_seconds <= 0:
         raise ConfigError("handshake_timeout_seconds must be positive")
     if config.shutdown_grace_seconds < 0:

@@ -2,10 +2,10 @@
 
 FWP allows one command in flight per connection, so concurrent producers need several. The pool
 opens connections lazily up to ``size``; a connection that fails with a connection-level error
-(``ConnectError``, ``OSError``) is thrown away, never handed out again. ``run`` retries an
-operation on a fresh connection with backoff while the server is unreachable, up to
-``retry_seconds``: a push may then reach the server twice, which at-least-once delivery (and
-idempotent handlers) already covers.
+(``ConnectError``, ``OSError``), or that the server closed while it sat idle, is thrown away,
+never handed out again. ``run`` retries an operation on a fresh connection with backoff while
+the server is unreachable, up to ``retry_seconds``: a push may then reach the server twice,
+which at-least-once delivery (and idempotent handlers) already covers.
 """
 
 from __future__ import annotations
@@ -29,11 +29,19 @@ T = TypeVar("T")
 class Closable(Protocol):
     async def close(self) -> None: ...
 
+    @property
+    def closed(self) -> bool:
+        """True once the connection is known to be gone (closed by either side)."""
+
 
 C = TypeVar("C", bound=Closable)
 
 # Errors that mean "this connection is gone", as opposed to an error reply from the server.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (ConnectError, OSError, EOFError)
+
+
+class _StaleConnection(ConnectError):
+    """A connection error on a connection that had been waiting in the pool."""
 
 
 class ConnectionPool(Generic[C]):
@@ -83,7 +91,7 @@ class ConnectionPool(Generic[C]):
         if self._closed:
             raise ConnectError("the connection pool is closed")
         async with self._slots:
-            conn = self._idle.pop() if self._idle else await self._open()
+            conn, _ = await self._take()
             try:
                 yield conn
             except BaseException as exc:
@@ -99,18 +107,36 @@ class ConnectionPool(Generic[C]):
         while True:
             try:
                 return await self._run_once(operation)
+            except _StaleConnection as stale:
+                # Before any other failure: an idle connection the server closed just as we
+                # took it. Straight on to another one (a push may land twice, as after any
+                # lost connection: at-least-once).
+                if backoff is None and not self._closed:
+                    logger.debug("pooled connection was closed by the server: %s", stale)
+                    continue
+                exc = stale.__cause__ or stale
+                if self._closed:
+                    raise
+                backoff, deadline = await self._wait_to_retry(backoff, deadline, exc)
             except CONNECTION_ERRORS as exc:
                 if self._closed:
                     raise
-                loop = asyncio.get_running_loop()
-                if backoff is None:
-                    backoff = self._backoff()
-                    deadline = loop.time() + self.retry_seconds
-                delay = backoff.next_delay()
-                if loop.time() + delay > deadline:
-                    raise ConnectError(f"lost the connection to the server: {exc}") from exc
-                logger.warning("connection lost (%s); retrying in %.2fs", exc, delay)
-                await asyncio.sleep(delay)
+                backoff, deadline = await self._wait_to_retry(backoff, deadline, exc)
+
+    async def _wait_to_retry(
+        self, backoff: Backoff | None, deadline: float, exc: BaseException
+    ) -> tuple[Backoff, float]:
+        """Sleep the next backoff delay, or raise ``ConnectError`` past the deadline."""
+        loop = asyncio.get_running_loop()
+        if backoff is None:
+            backoff = self._backoff()
+            deadline = loop.time() + self.retry_seconds
+        delay = backoff.next_delay()
+        if loop.time() + delay > deadline:
+            raise ConnectError(f"lost the connection to the server: {exc}") from exc
+        logger.warning("connection lost (%s); retrying in %.2fs", exc, delay)
+        await asyncio.sleep(delay)
+        return backoff, deadline
 
     async def _run_once(self, operation: Callable[[C], Awaitable[T]]) -> T:
         # ``acquire`` without its context-manager machinery: this is every push's path.
@@ -118,16 +144,29 @@ class ConnectionPool(Generic[C]):
             raise ConnectError("the connection pool is closed")
         await self._slots.acquire()
         try:
-            conn = self._idle.pop() if self._idle else await self._open()
+            conn, reused = await self._take()
             try:
                 result = await operation(conn)
             except BaseException as exc:
                 await self._give_back(conn, exc)
+                if reused and isinstance(exc, CONNECTION_ERRORS):
+                    raise _StaleConnection(str(exc)) from exc
                 raise
             await self._give_back(conn, None)
             return result
         finally:
             self._slots.release()
+
+    async def _take(self) -> tuple[C, bool]:
+        """An idle connection (and True), or a new one. An idle connection the server has
+        closed meanwhile (its idle timeout, a restart) is dropped here, before a command is
+        sent on it: reconnecting then is transparent, without an error or a retry delay."""
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.closed:
+                return conn, True
+            await self._discard(conn)
+        return await self._open(), False
 
     async def _give_back(self, conn: C, exc: BaseException | None) -> None:
         """Back to the idle list, unless the pool is closed or the command broke off (a

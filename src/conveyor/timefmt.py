@@ -16,8 +16,10 @@ from datetime import UTC, datetime
 
 __all__ = ["day_key", "format_time", "now_iso", "parse_time"]
 
+# ASCII digits only: ``\d`` alone would take "٢٠٢٤" (Arabic-Indic) for 2024, as ``int()`` does.
 _RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})"
+    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})",
+    re.ASCII,
 )
 
 _second_cache: tuple[int, str] = (-1, "")

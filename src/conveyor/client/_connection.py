@@ -195,7 +195,9 @@ class Client:
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        """Closed by us, or by the server (seen as end of stream without reading: a server
+        closes idle connections, and this one would fail at its next command)."""
+        return self._closed or self._reader.at_eof() or self._writer.is_closing()
 
     async def __aenter__(self) -> Self:
         return self

@@ -29,6 +29,7 @@ from conveyor.store.base import (
     Store,
     WorkerRecord,
 )
+from conveyor.store.filters import MAX_PATTERN_CHARS
 from conveyor.timefmt import day_key, now_iso, parse_time
 
 if TYPE_CHECKING:
@@ -76,6 +77,13 @@ class JobActionReport:
     where: dict[str, str]
     refused: dict[str, str]
     changed: int = 0
+
+
+def _check_filter(flt: JobFilter | None) -> None:
+    if flt is not None and flt.pattern and len(flt.pattern) > MAX_PATTERN_CHARS:
+        raise CommandError(
+            f"filter regexp is {len(flt.pattern)} characters long; the limit is {MAX_PATTERN_CHARS}"
+        )
 
 
 def _set_named(target: str) -> SortedSet:
@@ -170,6 +178,7 @@ class AdminOps:
         limit: int,
         descending: bool = False,
     ) -> Page[SetEntry]:
+        _check_filter(flt)
         return await self.store.list_set(name, flt, offset, limit, descending=descending)
 
     async def get_set_entry(self, name: SortedSet, jid: str) -> SetEntry | None:
@@ -242,6 +251,7 @@ class AdminOps:
         name = _set_named(target)
         if cmd not in _MUTATE_COMMANDS:
             raise CommandError("unknown mutate operation")
+        _check_filter(flt)
         if cmd == "clear" or (cmd == "discard" and flt is None):
             await self._clear_set(name)
             return

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from conveyor.errors import CommandError, InvalidJob, JobNotFound, QueueFull, UnknownWorker
+from conveyor.errors import CommandError, JobNotFound, QueueFull, UnknownWorker
 from conveyor.job import Job, decode_job, encode_job
 from conveyor.manager import validation
 from conveyor.manager.admin import AdminOps
@@ -100,6 +100,10 @@ class Manager(FeatureCalls, AdminOps):
         # What features must hear of: ACKed jobs (with what ended), jobs removed for good.
         self._ack_watchers = [f for f in self.features if type(f).acked is not Feature.acked]
         self._acked_gates = [f.wants_acked for f in self._ack_watchers]
+        marks = [type(f).acked_marks for f in self._ack_watchers]
+        self._acked_marks: tuple[bytes, ...] | None = (
+            None if any(m is None for m in marks) else tuple(b for m in marks if m for b in m)
+        )
         gate_owners = [f for f in self.features if f.wants_fetch in self._fetch_gates]
         gate_owners += self._ack_watchers
         self._gates_on_custom = all(type(f).gates_on_custom for f in gate_owners)
@@ -199,15 +203,19 @@ class Manager(FeatureCalls, AdminOps):
         return handed[0]  # one job, handed off: the durability of its reservation
 
     async def push_bulk(self, payload: bytes) -> dict[str, str]:
-        """PUSHB: each job validated and pushed on its own; returns ``{jid: error}``."""
+        """PUSHB: each job validated and pushed on its own; returns ``{key: error}``.
+
+        The key is the job's jid, or ``#<index>`` (its place in the array, from 0) for an
+        element without one: not an object, not decodable, or no ``jid``; so no two such
+        errors share a key. The size of the whole array is bounded by the server's line
+        limit, each job's by ``max_payload_bytes``.
+        """
         config = self.config
-        if len(payload) > config.max_payload_bytes * 10:
-            raise InvalidJob(f"PUSHB payload is {len(payload)} bytes; too large")
-        items = validation.decode_pushed_bulk(payload, config)
+        items: Sequence[Job | msgspec.Raw] = validation.decode_pushed_bulk(payload, config)
         now = now_iso()  # one created_at for the whole batch, as one PUSH would have
         errors: dict[str, str] = {}
         accepted: list[tuple[Job, float | None]] = []
-        for item in items:
+        for index, item in enumerate(items):
             job: Job | None = None
             try:
                 job = item if isinstance(item, Job) else validation.decode_pushed(item, config)
@@ -217,7 +225,7 @@ class Manager(FeatureCalls, AdminOps):
             except Drop:
                 continue
             except CommandError as exc:  # middleware codes (NOTUNIQUE, ...) keep their code
-                key = job.jid if job is not None else _raw_jid(item)
+                key = (job.jid if job is not None else _raw_jid(item)) or f"#{index}"
                 errors[key] = exc.message if exc.code == "ERR" else str(exc)
             else:
                 accepted.append((job, due))
@@ -627,11 +635,17 @@ def _raw_jid(raw: Job | msgspec.Raw) -> str:
     if isinstance(raw, Job):
         return raw.jid
     try:
-        value = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
+        value = _jid_decoder.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
         return ""
-    jid = value.get("jid") if isinstance(value, dict) else None
-    return jid if isinstance(jid, str) else ""
+    return value.jid if isinstance(value.jid, str) else ""
+
+
+class _JidOnly(msgspec.Struct):
+    jid: object = ""
+
+
+_jid_decoder = msgspec.json.Decoder(_JidOnly)
 
 
 async def _nothing() -> None:

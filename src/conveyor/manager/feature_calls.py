@@ -39,6 +39,7 @@ class FeatureCalls:
     _fetch_gated: bool
     _ack_watchers: list[Feature]
     _acked_gates: list[Callable[[bytes], bool]]
+    _acked_marks: tuple[bytes, ...] | None
     _gates_on_custom: bool
     _removal_watchers: list[Feature]
     _watched: set[str] | None
@@ -168,7 +169,8 @@ class FeatureCalls:
     async def _ack_returning(self, jids: Sequence[str]) -> int:
         """ACK the jids, telling the features what ended; returns how many did."""
         # throttle slots are freed (and their queues woken everywhere) by the ACK itself
-        ended = await self.store.ack_returning(jids, day_key(time.time()), self.flow.throttled)
+        day = day_key(time.time())
+        ended = await self.store.ack_returning(jids, day, self.flow.throttled, self._acked_marks)
         await self._acked(ended)
         return len(ended)
 

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -67,8 +68,8 @@ class RetryPolicy:
             retry_count, remaining = 0, job.retry or 0
             failed_at = format_time(now)
         else:
-            retry_count = int(previous.get("retry_count", -1)) + 1
-            remaining = max(0, int(previous.get("remaining", job.retry or 0)) - 1)
+            retry_count = _count(previous.get("retry_count"), -1) + 1
+            remaining = max(0, _count(previous.get("remaining"), job.retry or 0) - 1)
             failed_at = str(previous.get("failed_at") or format_time(now))
         failure: dict[str, Any] = {
             "retry_count": retry_count,
@@ -87,7 +88,7 @@ class RetryPolicy:
         if retry == 0:
             return FailOutcome(None)
         assert job.failure is not None
-        count = int(job.failure["retry_count"])
+        count = _count(job.failure["retry_count"], 0)
         if count < retry:
             due = now + self.backoff(count)
             failure = dict(job.failure)
@@ -108,3 +109,11 @@ def _head(failure: dict[str, Any]) -> dict[str, Any]:
 
 def _tail(failure: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in failure.items() if k not in _HEAD_KEYS and k != "next_at"}
+
+
+def _count(value: Any, default: int) -> int:
+    """A count from a pushed job's ``failure``: clients may send anything there (Faktory's
+    typed decoder would refuse the PUSH; we keep the job and ignore what is not a number)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return default
+    return int(value)

@@ -87,7 +87,7 @@ def decode_hello(line: bytes) -> Hello | None:
     try:
         fields = _object_decoder.decode(line[len(HELLO_PREFIX) - 1 :])
         return msgspec.convert({key.lower(): value for key, value in fields.items()}, Hello)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None
 
 

@@ -35,6 +35,11 @@ class LineBuffer:
         """Bytes buffered and not yet returned as lines."""
         return len(self._buffer) - self._start
 
+    def release(self) -> None:
+        """Drop everything buffered and give its memory back (the connection is gone)."""
+        self._buffer = bytearray()
+        self._start = self._scan_from = 0
+
     def feed(self, data: bytes) -> None:
         if self._start and self._start == len(self._buffer):
             self._buffer.clear()

@@ -25,6 +25,7 @@ from typing import Any
 from conveyor.config import ConfigError, ServerConfig
 from conveyor.manager import Manager, ServerStats
 from conveyor.server.connection import Connection
+from conveyor.server.guard import PasswordGuard
 from conveyor.web import WebHandle, start_web
 
 __all__ = ["FaktoryServer", "check_addresses", "make_ssl_context", "run", "run_forever"]
@@ -51,6 +52,8 @@ class FaktoryServer:
         self.config = config or ServerConfig(port=0)
         self.connections: set[Connection] = set()
         self.command_count = 0
+        self.partial_bytes = 0  # held by partial lines of all connections (max_partial_bytes)
+        self.guard = PasswordGuard(self.config.password) if self.config.password else None
         self.closing = False
         self._server: asyncio.Server | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -121,6 +124,8 @@ class FaktoryServer:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._server.wait_closed(), 1)
         self._server = None
+        if self.guard is not None:
+            self.guard.close()
 
     async def _wait_disconnected(self, within: float) -> None:
         """Wait for every transport to report connection_lost (so each worker's disconnect

@@ -82,6 +82,14 @@ _mutate_decoder = msgspec.json.Decoder(MutateArgs)
 _jids_decoder = msgspec.json.Decoder(list[str])
 _encoder = msgspec.json.Encoder(order="sorted")
 
+# msgspec has no nesting limit of its own: JSON nested ~1000 levels deep (even in a key it
+# would skip) ends its recursion with a RecursionError, which is bad input like any other.
+_BAD_JSON = (msgspec.DecodeError, RecursionError)
+
+
+def _why(exc: Exception) -> str:
+    return "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+
 
 def _text(argument: bytes) -> str:
     try:
@@ -120,10 +128,8 @@ async def fetch_many(session: Session, argument: bytes) -> bytes | None:
     words = _names(argument)
     if len(words) < 2:
         raise CommandError("FETCHB needs a count and at least one queue: FETCHB <count> <q1> ...")
-    try:
-        count = int(words[0])
-    except ValueError:
-        count = 0
+    # ASCII digits only: int() would also take Arabic-Indic digits, "+5", "1_0" and " 5".
+    count = int(words[0]) if words[0].isascii() and words[0].isdigit() else 0
     if not 1 <= count <= MAX_FETCHB_COUNT:
         raise CommandError(f"FETCHB count must be an integer from 1 to {MAX_FETCHB_COUNT}")
     return await _fetch(session, words[1:], count, lambda jobs: bulk(b"[" + b",".join(jobs) + b"]"))
@@ -152,7 +158,7 @@ async def ack(session: Session, argument: bytes) -> bytes | None:
         raise CommandError('invalid ACK: missing argument, expected ACK {"jid":"..."}')
     try:
         jid = _ack_decoder.decode(argument).get("jid")
-    except msgspec.DecodeError:
+    except _BAD_JSON:
         jid = None
     if jid is None:
         raise CommandError(f"invalid ACK {_text(argument)}")
@@ -164,8 +170,8 @@ async def ack_many(session: Session, argument: bytes) -> bytes | None:
     """Extension: ``ACKB ["jid1","jid2"]`` -> ``+OK``."""
     try:
         jids = _jids_decoder.decode(argument)
-    except msgspec.DecodeError as exc:
-        raise CommandError(f"invalid ACKB: expected a JSON array of jids ({exc})") from None
+    except _BAD_JSON as exc:
+        raise CommandError(f"invalid ACKB: expected a JSON array of jids ({_why(exc)})") from None
     await session.manager.ack_many(jids)
     return OK
 
@@ -175,7 +181,7 @@ async def fail(session: Session, argument: bytes) -> bytes | None:
         raise CommandError('invalid FAIL: missing argument, expected FAIL {"jid":"...",...}')
     try:
         args = _fail_decoder.decode(argument)
-    except msgspec.DecodeError:
+    except _BAD_JSON:
         raise CommandError(f"invalid FAIL {_text(argument)}") from None
     if not args.jid:
         raise CommandError("missing JID")
@@ -190,7 +196,7 @@ async def beat(session: Session, argument: bytes) -> bytes | None:
         raise CommandError('invalid BEAT: missing argument, expected BEAT {"wid":"..."}')
     try:
         args = _beat_decoder.decode(argument)
-    except msgspec.DecodeError:
+    except _BAD_JSON:
         raise CommandError(f"invalid BEAT {_text(argument)}") from None
     state = await session.manager.beat(args.wid, args.rss_kb or 0, args.current_state)
     if state == WorkerState.RUNNING:
@@ -213,8 +219,8 @@ async def mutate(session: Session, argument: bytes) -> bytes | None:
         raise CommandError("invalid format")
     try:
         args = _mutate_decoder.decode(argument)
-    except msgspec.DecodeError as exc:
-        raise CommandError(f"invalid JSON: {exc}") from None
+    except _BAD_JSON as exc:
+        raise CommandError(f"invalid JSON: {_why(exc)}") from None
     flt = None
     if args.filter is not None:
         flt = JobFilter(

@@ -20,15 +20,16 @@ from conveyor.errors import CommandError, LineTooLong, StoreError, StoreUnavaila
 from conveyor.manager import ClientInfo, Manager, ServerStats
 from conveyor.protocol import (
     OK,
+    Hello,
     LineBuffer,
     decode_hello,
     error,
     greeting,
     new_challenge,
-    password_matches,
     split_command,
 )
 from conveyor.server.commands import COMMANDS, SENT
+from conveyor.server.guard import MAX_CHECKS_PER_ADDRESS, Verdict
 from conveyor.server.states import ConnState, advance
 
 if TYPE_CHECKING:
@@ -43,7 +44,12 @@ PIPELINE_HIGH_BYTES = 8 * 1024 * 1024
 PIPELINE_HIGH_LINES = 4096
 FLUSH_BYTES = 64 * 1024  # replies to pipelined commands are sent together up to this size
 
-_TOO_LONG = object()  # queued in place of a line that broke the limit, to answer in order
+LINGER_SECONDS = 2.0  # after refused input, how long we read and drop the rest
+IDLE_CHECKS = 4  # looks per idle timeout: an idle connection closes within 1.25 timeouts
+
+# Queued in place of input that is refused, to answer in order (then the connection closes).
+_TOO_LONG = object()  # a line over max_line_bytes
+_OVER_BUDGET = object()  # partial lines of all connections over max_partial_bytes
 
 
 class _Begun:
@@ -65,6 +71,7 @@ class Connection(asyncio.Protocol):
         self.client = ClientInfo(close=self.close)
         self.transport: asyncio.Transport | None = None
         self.peer = ""
+        self.address = ""  # the peer's IP: password failures are counted per address
         self._lines = LineBuffer(HELLO_MAX_LINE_BYTES)
         self._pending: deque[bytes | object] = deque()
         self._pending_bytes = 0
@@ -77,7 +84,11 @@ class Connection(asyncio.Protocol):
         self._out_bytes = 0
         self._registered = False
         self._challenge = new_challenge() if server.config.password else None
-        self._deadline: asyncio.TimerHandle | None = None
+        self._deadline: asyncio.TimerHandle | None = None  # the handshake's, then idle checks
+        self._partial = 0  # bytes of this connection's partial line in server.partial_bytes
+        self._activity = 0  # lines read and replies sent; idle checks look for a change
+        self._seen_activity = 0
+        self._quiet_checks = 0
 
     # -------------------------------------------------------------- Session (for handlers)
 
@@ -103,6 +114,7 @@ class Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = self.transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.address = str(peer[0]) if isinstance(peer, tuple) else self.peer
         self.server.connections.add(self)
         if self.server.closing:
             self.transport.close()
@@ -122,15 +134,44 @@ class Connection(asyncio.Protocol):
                     self._lines.max_line_bytes = self.server.config.max_line_bytes
                 self._pending.append(line)
                 self._pending_bytes += len(line)
+                self._activity += 1
         except LineTooLong:
-            self._pending.append(_TOO_LONG)
-            self._pause_reading()  # nothing after an unframeable line can be trusted
+            self._refuse_input(_TOO_LONG)
+        if len(self._lines) != self._partial:
+            self._count_partial()
         if self._pending_bytes > PIPELINE_HIGH_BYTES or len(self._pending) > PIPELINE_HIGH_LINES:
             self._pause_reading()
         if self._pending and self._runner is None:
             if self.state is ConnState.READY and not self.server.closing:
                 self._begin_push()
             self._runner = asyncio.get_running_loop().create_task(self._run())
+
+    def _count_partial(self) -> None:
+        """Keep ``server.partial_bytes`` (what partial lines hold, all connections together)
+        up to date, and refuse this connection's input when it pushes the total over the cap:
+        a few clients sending long lines without a newline must not take all the memory."""
+        held = len(self._lines)
+        server = self.server
+        server.partial_bytes += held - self._partial
+        grew, self._partial = held > self._partial, held
+        if grew and server.partial_bytes > server.config.max_partial_bytes:
+            log.warning(
+                "%s: partial lines of all connections hold %d bytes (max_partial_bytes %d); "
+                "refusing this connection's",
+                self.peer,
+                server.partial_bytes,
+                server.config.max_partial_bytes,
+            )
+            self._refuse_input(_OVER_BUDGET)
+
+    def _refuse_input(self, reason: object) -> None:
+        """Drop what is buffered, answer ``reason`` in turn, then close: nothing after a line
+        we will not read whole can be framed reliably."""
+        self._lines.release()
+        self.server.partial_bytes -= self._partial
+        self._partial = 0
+        self._pending.append(reason)
+        self._pause_reading()
 
     def _begin_push(self) -> None:
         """Do the PUSH at the head of the queue right here, not one task switch later.
@@ -169,6 +210,21 @@ class Connection(asyncio.Protocol):
         if self._registered:
             self._registered = False
             self.server.spawn(self.server.manager.disconnect(self.client))
+        self._release()
+
+    def _release(self) -> None:
+        """Let go of what a closed connection holds, now rather than at the next full pass of
+        the cycle collector: a partial line can be 16 MiB. The client record lives on in the
+        manager until its disconnect, and must not keep this connection alive with it."""
+        self._lines.release()
+        self.server.partial_bytes -= self._partial
+        self._partial = 0
+        self._out.clear()
+        self._out_bytes = 0
+        if self._runner is None:  # else the runner drops what is left when it sees CLOSED
+            self._drop_pending()
+        self.client.close = None
+        self.transport = None
 
     def pause_writing(self) -> None:
         self._writable.clear()
@@ -184,6 +240,23 @@ class Connection(asyncio.Protocol):
         self._set_closed()
         if self.transport is not None:
             self.transport.close()
+
+    def _close_lingering(self) -> None:
+        """Close after refusing input the peer is still sending. A close with unread input
+        makes the kernel answer with a reset, which can destroy our error reply on its way;
+        so: the reply, end of our stream, then read and drop what comes until the peer
+        closes too, for at most ``LINGER_SECONDS``."""
+        transport = self.transport
+        if transport is None or not transport.can_write_eof():  # TLS: no half-close
+            self.close()
+            return
+        self._flush()
+        self._set_closed()  # data_received drops everything from now on
+        transport.write_eof()
+        if self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+        self._deadline = asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.abort)
 
     def shutdown(self) -> None:
         """Server shutdown: close now if idle; a busy runner closes after its command."""
@@ -206,6 +279,34 @@ class Connection(asyncio.Protocol):
             log.debug("%s: no HELLO within the handshake deadline, closing", self.peer)
             self.close()
 
+    def _watch_idle(self) -> None:
+        """After HELLO: close the connection when, for ``idle_timeout_seconds``, it has sent
+        no line and been sent no reply, and no command of its is at work (a waiting FETCH
+        is; a reply the peer does not read is not). Checked a few times per timeout, so
+        busy connections cost nothing per command."""
+        timeout = self.server.config.idle_timeout_seconds
+        if timeout > 0 and self.state is ConnState.READY:
+            loop = asyncio.get_running_loop()
+            self._deadline = loop.call_later(timeout / IDLE_CHECKS, self._check_idle)
+
+    def _check_idle(self) -> None:
+        self._deadline = None
+        working = self._runner is not None and self._writable.is_set()
+        if working or self._activity != self._seen_activity:
+            self._seen_activity = self._activity
+            self._quiet_checks = 0
+        else:
+            self._quiet_checks += 1
+            if self._quiet_checks >= IDLE_CHECKS:
+                timeout = self.server.config.idle_timeout_seconds
+                log.debug("%s: idle for %gs, closing", self.peer, timeout)
+                if self._writable.is_set() or self.transport is None:
+                    self.close()
+                else:  # replies nobody reads: close() would wait for them forever
+                    self.transport.abort()
+                return
+        self._watch_idle()
+
     def _pause_reading(self) -> None:
         if not self._reading_paused and self.transport is not None:
             self._reading_paused = True
@@ -220,6 +321,7 @@ class Connection(asyncio.Protocol):
         """Send the replies gathered so far: one send for a whole pipelined burst."""
         if not self._out:
             return
+        self._activity += 1
         if self.state is not ConnState.CLOSED and self.transport is not None:
             self.transport.write(self._out[0] if len(self._out) == 1 else b"".join(self._out))
         self._out.clear()
@@ -233,14 +335,17 @@ class Connection(asyncio.Protocol):
                 item = self._pending.popleft()
                 if isinstance(item, bytes):
                     self._pending_bytes -= len(item)
-                if self._reading_paused and item is not _TOO_LONG and self._drained():
+                if self._reading_paused and not _refusal(item) and self._drained():
                     self._reading_paused = False
                     if self.transport is not None:
                         self.transport.resume_reading()
                 if isinstance(item, _Begun):
                     self._write(await self._finish(item))
                 elif not await self._handle(item):
-                    self.close()
+                    if _refusal(item):
+                        self._close_lingering()
+                    else:
+                        self.close()
                     return
                 if not self._pending or self._out_bytes > FLUSH_BYTES:
                     self._flush()
@@ -251,6 +356,14 @@ class Connection(asyncio.Protocol):
             self._flush()
             if self.server.closing and self.state is not ConnState.CLOSED:
                 self.close()
+            if self.state is ConnState.CLOSED:
+                self._drop_pending()
+
+    def _drop_pending(self) -> None:
+        """Forget what a closed connection still had queued (a begun PUSH is stored and
+        committed all the same: there is just nobody left to answer)."""
+        self._pending.clear()
+        self._pending_bytes = 0
 
     async def _finish(self, begun: _Begun) -> bytes:
         if begun.rest is None:
@@ -269,10 +382,9 @@ class Connection(asyncio.Protocol):
 
     async def _handle(self, item: bytes | object) -> bool:
         """Answer one queued line; False closes the connection."""
-        if item is _TOO_LONG:
-            if self.state is ConnState.READY:
-                limit = self._lines.max_line_bytes
-                self._write(error("ERR", f"line too long (max {limit} bytes)"))
+        if _refusal(item):
+            if self.state is ConnState.READY:  # before HELLO, silently (as a bad HELLO)
+                self._write(self._refusal_reply(item))
             return False
         assert isinstance(item, bytes)
         if self.state is ConnState.GREETING:
@@ -293,16 +405,19 @@ class Connection(asyncio.Protocol):
             self._write(reply)
         return True
 
+    def _refusal_reply(self, item: object) -> bytes:
+        if item is _TOO_LONG:
+            return error("ERR", f"line too long (max {self._lines.max_line_bytes} bytes)")
+        limit = self.server.config.max_partial_bytes
+        return error("ERR", f"server busy: partial lines of all connections over {limit} bytes")
+
     async def _hello(self, line: bytes) -> bool:
         hello = decode_hello(line)
         if hello is None:
             log.debug("%s: bad HELLO, closing", self.peer)
             return False  # silently, as Faktory
         self.state = advance(self.state, ConnState.HELLO)
-        password = self.server.config.password
-        if self._challenge is not None and not password_matches(hello, password, self._challenge):
-            log.warning("%s: invalid password", self.peer)
-            self._write(error("ERR", "Invalid password"))
+        if not await self._password_ok(hello):
             return False
         client = self.client
         client.wid = hello.wid or ""
@@ -324,6 +439,7 @@ class Connection(asyncio.Protocol):
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
+        self._watch_idle()
         self._write(OK)
         count = len(self.server.connections)
         if count > self.server.config.max_connections:
@@ -331,6 +447,29 @@ class Connection(asyncio.Protocol):
             self._write(error("ERR", f"too many connections: {count}"))
             return False
         return True
+
+    async def _password_ok(self, hello: Hello) -> bool:
+        """Check the password (server/guard.py); on failure the error is written."""
+        guard = self.server.guard
+        if self._challenge is None or guard is None:
+            return True
+        verdict = await guard.check(hello, self._challenge, self.address, self._is_open)
+        if verdict is Verdict.BUSY:
+            log.warning(
+                "%s: %d password checks from %s under way; refusing one more",
+                self.peer,
+                MAX_CHECKS_PER_ADDRESS,
+                self.address,
+            )
+            self._write(
+                error("ERR", f"too many password checks from {self.address} at once; try later")
+            )
+        elif verdict is Verdict.WRONG:
+            self._write(error("ERR", "Invalid password"))
+        return verdict is Verdict.OK and self._is_open()
+
+    def _is_open(self) -> bool:
+        return self.state is not ConnState.CLOSED
 
     async def _dispatch(self, line: bytes) -> bytes | None:
         verb, argument = split_command(line)
@@ -350,8 +489,17 @@ class Connection(asyncio.Protocol):
         verb = split_command(line)[0].decode("latin-1")
         if isinstance(exc, StoreUnavailable):  # the store logs the outage, once
             return error("ERR", f"storage error: {exc}")
+        if isinstance(exc, RecursionError):
+            # Input nested too deeply for a decoder that does not say so itself (msgspec
+            # stops at Python's recursion limit): bad input, not a crash of ours.
+            log.warning("%s from %s: input nested too deeply", verb[:20], self.peer)
+            return error("ERR", "invalid JSON: nested too deeply")
         if isinstance(exc, StoreError):
             log.error("storage failed during %s: %s", verb, exc)
             return error("ERR", f"storage error: {exc}")
         log.error("internal error handling %s from %s", line[:200], self.peer, exc_info=exc)
         return error("ERR", "internal error")
+
+
+def _refusal(item: object) -> bool:
+    return item is _TOO_LONG or item is _OVER_BUDGET

@@ -29,11 +29,17 @@ class Endings(abc.ABC):
 
     @abc.abstractmethod
     async def ack_returning(
-        self, jids: Sequence[str], day: str, throttled: Collection[str] = ()
+        self,
+        jids: Sequence[str],
+        day: str,
+        throttled: Collection[str] = (),
+        marks: Sequence[bytes] | None = None,
     ) -> list[Reservation]:
         """``ack`` (same counting), returning the reservations it ended, in ``jids`` order.
         Those of a queue in ``throttled`` free their throttle slot and their queue is
-        announced (``Limits.release_slots``), in the same step: on Redis one round trip."""
+        announced (``Limits.release_slots``), in the same step: on Redis one round trip.
+        With ``marks``, a store may leave out (as ``b""``) the payloads that hold none of
+        them: the caller needs no other (Redis does, to send less back)."""
 
     @abc.abstractmethod
     async def discard_reservations(self, jids: Sequence[str]) -> list[Reservation]:

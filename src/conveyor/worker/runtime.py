@@ -365,6 +365,8 @@ class Worker:
     async def _fetch_or_reconnect(self, client: Client, free: int) -> tuple[list[Job], Client]:
         """One FETCH/FETCHB; after a failure, wait with backoff (and reconnect if it dropped)."""
         count = min(free, FETCH_BATCH_MAX) if self.batch else 1
+        if client.closed:  # the server closed it while every slot was busy (idle timeout)
+            client = await self._reconnect(client)
         self._claimed += count  # so parallel fetchers never ask for more than the free slots
         try:
             queues = self.queues.order()

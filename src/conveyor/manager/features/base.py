@@ -90,11 +90,18 @@ class Feature(Middleware):
         (``conveyor.store.limits``); a queue without any keeps the plain PUSH and FETCH."""
         return {}
 
+    acked_marks: ClassVar[tuple[bytes, ...] | None] = None
+    """With ``acked``: byte strings one of which the payload of every job it must hear of
+    holds (``b'"unique_for":'``), None for any job. A shared store (Redis) then sends back
+    only those payloads with what an ACK ended, not every job's."""
+
     def wants_acked(self, payload: bytes) -> bool:
-        """With ``acked``: whether it must hear of the job of ``payload`` when it is ACKed.
-        On a store one server owns (memory, SQLite) an ACK of a job no feature wants keeps
-        the plain path; a shared store (Redis) always returns what an ACK ended."""
-        return True
+        """With ``acked``: whether it must hear of the job of ``payload`` when it is ACKed
+        (by default: it holds one of ``acked_marks``). On a store one server owns (memory,
+        SQLite) an ACK of a job no feature wants keeps the plain path; a shared store (Redis)
+        always returns what an ACK ended."""
+        marks = self.acked_marks
+        return marks is None or any(mark in payload for mark in marks)
 
     async def acked(self, ended: Sequence[Reservation]) -> None:
         """Called after an ACK with the reservations it ended (jobs that succeeded). Costs no

@@ -78,6 +78,8 @@ class CronAdmin(Feature):
             args = _object_decoder.decode(payload) if payload.strip() else {}
         except msgspec.DecodeError as exc:
             raise CronError(f"CRON {subcommand}: invalid JSON: {exc}") from None
+        except RecursionError:  # msgspec has no nesting limit but Python's recursion limit
+            raise CronError(f"CRON {subcommand}: invalid JSON: nested too deeply") from None
         if subcommand == "LIST":
             return {"entries": [view.to_json() for view in await self.views()]}
         if subcommand == "ADD":

@@ -101,6 +101,7 @@ class ExpiringJobs(Feature):
         self.sweep_interval_seconds = sweep_interval_seconds
 
     gates_on_custom = True
+    acked_marks = (_MARK,)
 
     def wants_push(self, job: Job) -> bool:
         custom = job.custom
@@ -132,9 +133,6 @@ class ExpiringJobs(Feature):
             await self._expired([ctx.reservation.payload], [ctx.job.jid], 1, now)
             raise Discard(f"job expired at {format_time(expires)}")
         await call_next()
-
-    def wants_acked(self, payload: bytes) -> bool:
-        return _MARK in payload
 
     async def acked(self, ended: Sequence[Reservation]) -> None:
         jids = [r.jid for r in ended if _MARK in r.payload]

@@ -101,6 +101,7 @@ class UniqueJobs(Feature):
     name = "unique"
 
     gates_on_custom = True
+    acked_marks = (_UNIQUE_MARK,)
 
     def wants_push(self, job: Job) -> bool:
         custom = job.custom
@@ -125,9 +126,6 @@ class UniqueJobs(Feature):
         if terms is not None and terms[1] == UNTIL_START:
             await self._release([ctx.job])
         await call_next()
-
-    def wants_acked(self, payload: bytes) -> bool:
-        return _UNIQUE_MARK in payload
 
     async def acked(self, ended: Sequence[Reservation]) -> None:
         await self._release(_unique_jobs(r.payload for r in ended))

@@ -24,7 +24,11 @@ class MemoryEndings(Endings):
         async def release_slots(self, ended: Sequence[Reservation]) -> None: ...
 
     async def ack_returning(
-        self, jids: Sequence[str], day: str, throttled: Collection[str] = ()
+        self,
+        jids: Sequence[str],
+        day: str,
+        throttled: Collection[str] = (),
+        marks: Sequence[bytes] | None = None,
     ) -> list[Reservation]:
         ended = await self.discard_reservations(jids)
         if ended:

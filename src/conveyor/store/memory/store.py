@@ -37,7 +37,7 @@ from conveyor.store.base import (
     Store,
     WorkerRecord,
 )
-from conveyor.store.filters import filter_matcher
+from conveyor.store.filters import filter_entries
 from conveyor.store.memory.counts import MemoryCounts
 from conveyor.store.memory.deadlines import MemoryDeadlines
 from conveyor.store.memory.endings import MemoryEndings
@@ -57,25 +57,26 @@ class _SortedSet:
     set (MUTATE) filters it once instead of once per page.
     """
 
-    __slots__ = ("_matching", "entries", "keys")
+    __slots__ = ("_matching", "entries", "keys", "version")
 
     def __init__(self) -> None:
         self.entries: dict[str, SetEntry] = {}
         self.keys: list[tuple[float, str]] = []
         self._matching: tuple[JobFilter, bool, list[SetEntry]] | None = None
+        self.version = 0  # bumped on every change: a filtering that awaited may be stale
 
     def add(self, entry: SetEntry) -> None:
         self.discard(entry.jid)
         self.entries[entry.jid] = entry
         bisect.insort(self.keys, (entry.score, entry.jid))
-        self._matching = None
+        self._changed()
 
     def discard(self, jid: str) -> SetEntry | None:
         old = self.entries.pop(jid, None)
         if old is not None:
             key = (old.score, old.jid)
             del self.keys[bisect.bisect_left(self.keys, key)]
-            self._matching = None
+            self._changed()
         return old
 
     def take(self, entry: SetEntry) -> SetEntry | None:
@@ -95,23 +96,30 @@ class _SortedSet:
         for _score, jid in doomed:
             del self.entries[jid]
         del self.keys[: len(doomed)]
-        self._matching = None
+        self._changed()
         return len(doomed)
 
-    def matching(self, flt: JobFilter, descending: bool) -> list[SetEntry]:
+    def _changed(self) -> None:
+        self._matching = None
+        self.version += 1
+
+    async def matching(self, flt: JobFilter, descending: bool) -> list[SetEntry]:
         if self._matching is not None and self._matching[:2] == (flt, descending):
             return self._matching[2]
         keys = reversed(self.keys) if descending else self.keys
-        match = filter_matcher(flt)
-        found = [e for e in (self.entries[jid] for _score, jid in keys) if match(e)]
-        self._matching = (flt, descending, found)
+        version = self.version
+        # filter_entries lets other tasks run on long scans: a snapshot of the entries, and
+        # the result kept only if the set did not change meanwhile
+        found = await filter_entries(flt, [self.entries[jid] for _score, jid in keys])
+        if self.version == version:
+            self._matching = (flt, descending, found)
         return found
 
     def clear(self) -> int:
         count = len(self.entries)
         self.entries.clear()
         self.keys.clear()
-        self._matching = None
+        self._changed()
         return count
 
 
@@ -312,7 +320,7 @@ class MemoryStore(
             keys = target.keys[::-1] if descending else target.keys
             page = [target.entries[jid] for _score, jid in _window(keys, offset, limit)]
             return Page(page, len(keys))
-        matching = target.matching(flt, descending)
+        matching = await target.matching(flt, descending)
         return Page(_window(matching, offset, limit), len(matching))
 
     async def get_set_entries(self, name: SortedSet, jids: Sequence[str]) -> list[SetEntry]:

@@ -27,12 +27,13 @@ class RedisCounts(RedisSpaces, Counts):
         for key, delta in deltas.items():
             args += [key, int(delta)]
         keys = [self._keys.key(f"n:{space}"), self._keys.key("nspaces")]
-        await self._run("counts_add", keys, args)
+        await self._write("counts_add", keys, args)
 
     async def get_counts(self, space: str, keys: Sequence[str]) -> dict[str, int]:
         if not keys:
             return {}
-        values = await self._call(self._redis.hmget(self._keys.key(f"n:{space}"), list(keys)))
+        key = self._keys.key(f"n:{space}")
+        values = await self._read(lambda: self._redis.hmget(key, list(keys)), "get_counts")
         return {key: int(value or 0) for key, value in zip(keys, values, strict=True)}
 
     async def _flush_counts(self) -> None:

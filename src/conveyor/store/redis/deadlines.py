@@ -49,10 +49,11 @@ class RedisDeadlines(RedisSpaces, Deadlines):
         if not keys:
             return 0
         unique = list(dict.fromkeys(keys))
-        return int(await self._run("deadlines_delete", self._deadline_keys(space), unique))
+        return int(await self._write("deadlines_delete", self._deadline_keys(space), unique))
 
     async def count_deadlines(self, space: str) -> int:
-        return int(await self._call(self._redis.zcard(self._keys.key(f"dl:{space}"))))
+        key = self._keys.key(f"dl:{space}")
+        return int(await self._read(lambda: self._redis.zcard(key), "count_deadlines"))
 
     async def _flush_deadlines(self) -> None:
         await self._flush_spaces("dspaces", ("dl", "dv"))

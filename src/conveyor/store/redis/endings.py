@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 from conveyor.store.base import QueuedJob, Reservation
@@ -24,8 +24,25 @@ class RedisEndings(Endings):
 
         async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any: ...
 
+        async def _write(
+            self,
+            name: str,
+            keys: Sequence[str],
+            args: Sequence[Any] = (),
+            *,
+            token: str | None = None,
+            durable: bool = False,
+        ) -> Any: ...
+
+        async def _read(self, make: Callable[[], Awaitable[Any]], op: str = "a command") -> Any: ...
+
     async def _end(
-        self, mode: str, jids: Sequence[str], day: str, throttled: Collection[str] = ()
+        self,
+        mode: str,
+        jids: Sequence[str],
+        day: str,
+        throttled: Collection[str] = (),
+        marks: Sequence[bytes] | None = None,
     ) -> list[Reservation]:
         if not jids:
             return []
@@ -33,8 +50,9 @@ class RedisEndings(Endings):
         queues = list(throttled)
         keys = [k.res, k.exp, k.busy, k.stats, k.ready]
         keys += [k.key(f"tq:{queue}") for queue in queues]
-        args = [mode, day, self._pub, self._origin, len(queues), *queues, *jids]
-        flat = await self._run("endings_end", keys, args)
+        wanted: list[Any] = ["*"] if marks is None else [len(marks), *marks]
+        args = [mode, day, self._pub, self._origin, len(queues), *queues, *wanted, *jids]
+        flat = await self._write("endings_end", keys, args)
         ended = []
         for i in range(0, len(flat), 4):
             (queue, wid), payload = decode_fields(flat[i + 1], 2)
@@ -54,9 +72,13 @@ class RedisEndings(Endings):
         return ended
 
     async def ack_returning(
-        self, jids: Sequence[str], day: str, throttled: Collection[str] = ()
+        self,
+        jids: Sequence[str],
+        day: str,
+        throttled: Collection[str] = (),
+        marks: Sequence[bytes] | None = None,
     ) -> list[Reservation]:
-        return await self._end("ack", jids, day, throttled)
+        return await self._end("ack", jids, day, throttled, marks)
 
     async def discard_reservations(self, jids: Sequence[str]) -> list[Reservation]:
         return await self._end("discard", jids, "")
@@ -64,5 +86,7 @@ class RedisEndings(Endings):
     async def take_queued(self, queue: str, jids: Sequence[str]) -> list[QueuedJob]:
         if not jids:
             return []
-        taken = await self._run("endings_take", [self._keys.queue(queue)], list(jids))
+        taken = await self._write(
+            "endings_take", [self._keys.queue(queue)], list(jids), durable=True
+        )
         return [decode_entry(queue, entry) for entry in taken]

@@ -10,11 +10,13 @@ Keys (beside those of ``store.py``, under the same hash tag)::
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from conveyor.store.base import QueuedJob, Reservation
 from conveyor.store.limits import Limited, Limits, LimitUsage, QueueLimit
+from conveyor.store.redis.calls import OutcomeUnknown
 from conveyor.store.redis.codec import encode_entry, score_arg
 
 __all__ = ["RedisLimits"]
@@ -44,7 +46,21 @@ class RedisLimits(Limits):
 
         async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any: ...
 
-        async def _call(self, awaitable: Any, op: str = "a command") -> Any: ...
+        async def _write(
+            self,
+            name: str,
+            keys: Sequence[str],
+            args: Sequence[Any] = (),
+            *,
+            token: str | None = None,
+            durable: bool = False,
+        ) -> Any: ...
+
+        async def _read(self, make: Callable[[], Awaitable[Any]], op: str = "a command") -> Any: ...
+
+        _calls: Any
+        _releaser: Any
+        _scripts: Any
 
         def _wake_all(self, names: Collection[str]) -> None: ...
 
@@ -64,7 +80,7 @@ class RedisLimits(Limits):
             keys.append(self._keys.queue(name))
             args += [name, bounds.get(name, -1), len(queued), *map(encode_entry, queued)]
         try:
-            stored = await self._run("limits_enqueue", keys, args)
+            stored = await self._write("limits_enqueue", keys, args, durable=True)
         finally:
             self._wake_all(list(by_queue))
         refused: list[QueuedJob] = []
@@ -94,7 +110,17 @@ class RedisLimits(Limits):
                 self._limit_key("tb", name),
             ]
             args += _limit_args(name, limits.get(name, _NO_LIMIT))
-        flat, blocked = await self._run("limits_reserve", keys, args)
+        calls = self._calls
+        token = calls.new_token()
+        try:
+            flat, blocked = await calls.write(
+                self._scripts["limits_reserve"], keys, args, token=token
+            )
+        except (OutcomeUnknown, asyncio.CancelledError):
+            # As reserve: jobs the caller will never get go back (release.lua reads the same
+            # token); their slots are found ended when the queue looks full.
+            self._releaser.add(token, wid, now, tuple(names))
+            raise
         reservations = [
             Reservation(
                 jid=flat[i + 1].decode(),
@@ -165,5 +191,5 @@ class RedisLimits(Limits):
 
     async def _flush_limits(self) -> None:
         lkeys = self._keys.key("lkeys")
-        keys = await self._call(self._redis.smembers(lkeys), "flush")
-        await self._call(self._redis.delete(lkeys, *keys), "flush")
+        keys = await self._read(lambda: self._redis.smembers(lkeys), "flush")
+        await self._read(lambda: self._redis.delete(lkeys, *keys), "flush")

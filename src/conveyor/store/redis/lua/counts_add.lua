@@ -1,8 +1,13 @@
 -- counts_add: add to counters of one space (store/counts.py).
--- KEYS[1] {ns}:n:<space> HASH key -> count; KEYS[2] {ns}:nspaces SET of spaces (for flush)
--- ARGV[1] space, then key, delta, ...
-for i = 2, #ARGV, 2 do
-  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
+-- KEYS[1] {ns}:op:<token> this call's token (_lib.lua): a retry adds nothing again
+-- KEYS[2] {ns}:n:<space> HASH key -> count; KEYS[3] {ns}:nspaces SET of spaces (for flush)
+-- ARGV[1] token TTL, ARGV[2] attempt, ARGV[3] space, then key, delta, ...
+if replay() then
+  return 1
 end
-redis.call('SADD', KEYS[2], ARGV[1])
+for i = 4, #ARGV, 2 do
+  redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1])
+end
+redis.call('SADD', KEYS[3], ARGV[3])
+remember('1')
 return 1
