@@ -125,13 +125,17 @@ def main() -> None:
         ("fetch+ack throttled (branch)", "fetch+ack plain (branch)", "throughput >= 0.8x"),
         ("fetch+ack paced (branch)", "fetch+ack plain (branch)", "throughput >= 0.8x"),
     ]
-    table = Table(title=f"manager CPU per job, SQLite, median of {args.rounds} rounds")
+    title = f"manager CPU per job, SQLite, median of {args.rounds} rounds (ratio: of each round's)"
+    table = Table(title=title)
     for column in ("workload", "CPU per job", "rounds", "vs", "CPU ratio", "target"):
         table.add_column(column, justify="left" if column in ("workload", "vs") else "right")
     for name in sorted(median):
         reference = next((r for n, r, _t in rows if n == name and r in median), None)
         target = next((t for n, r, t in rows if n == name and r in median), "")
-        ratio = f"{median[name] / median[reference]:.2f}x" if reference else ""
+        ratio = ""
+        if reference:  # the median of the rounds' own ratios: each round's pair ran together
+            pairs = zip(samples[name], samples[reference], strict=True)
+            ratio = f"{statistics.median(a / b for a, b in pairs):.2f}x"
         rounds = " ".join(f"{v * 1e6:.0f}" for v in samples[name])
         table.add_row(name, f"{median[name] * 1e6:.1f} us", rounds, reference or "", ratio, target)
     Console(width=170).print(table)

@@ -77,6 +77,8 @@ class FlowControl:
         self.bounds: dict[str, int] = {}
         """Queues with a backpressure bound of their own (0: none, whatever the default)."""
         self.default_bound = 0
+        self.bounding = False
+        """Whether any queue has a bound: PUSHes check ``bound`` only then."""
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._held: dict[str, float] = {}
         """Queues found full -> the loop time until which FETCHes leave them out."""
@@ -102,13 +104,10 @@ class FlowControl:
             q: limit.backpressure for q, limit in merged.items() if limit.backpressure is not None
         }
         self.default_bound = default.backpressure or 0
+        self.bounding = bool(self.default_bound or any(self.bounds.values()))
         return changed
 
     # ------------------------------------------------------------------ PUSH
-
-    @property
-    def bounding(self) -> bool:
-        return bool(self.default_bound or any(self.bounds.values()))
 
     def bound(self, queue: str) -> int:
         """The backpressure bound of ``queue`` (0: none)."""
