@@ -5,7 +5,8 @@
     python -m bench.admission_bench --baseline /tmp/main-src/src   # + the plain paths vs main
 
 Each round measures every variant once, in turn, so the machine's load falls on all of them
-alike; the table shows the median of the rounds and the ratio to its reference:
+alike; the table shows the median of the rounds and, as the ratio to its reference, the median
+of each round's own ratio:
 
 * PUSH with ``unique_for`` against a plain PUSH (target: at most 1.3x the time);
 * FETCH+ACK from a queue with an unsaturated throttle, and with a rate limit far above the
@@ -272,9 +273,13 @@ def report(samples: Samples, args: argparse.Namespace) -> Table:
         if reference and not samples.median(reference):
             ratio = "n/a (0 s)"  # CPU time below one clock tick
         elif reference:
-            ratio = f"{value / samples.median(reference):.2f}x"
+            # the median of each round's own ratio: a round's pair ran back to back, so the
+            # machine's load (it is shared) moves both alike
+            pairs = list(zip(samples.values[name], samples.values[reference], strict=True))
             if name == "PUSH unique_for":  # a time ratio: plain rate / unique rate
-                ratio = f"{samples.median(reference) / value:.2f}x time"
+                ratio = f"{statistics.median(b / a for a, b in pairs):.2f}x time"
+            else:
+                ratio = f"{statistics.median(a / b if b else 1.0 for a, b in pairs):.2f}x"
         median = f"{value:,.0f} {unit}" if unit == "jobs/s" else f"{value:.2f} {unit}"
         table.add_row(name, median, shown, reference or "", ratio, target)
     return table
