@@ -154,9 +154,10 @@ class Manager(FeatureCalls, AdminOps):
 
     async def push_job(self, job: Job) -> None:
         due = validation.prepare_job(job, self.config)
-        if self._push_hooks and self._pushes(job):
+        hooks = self._push_hooks and self._hooks_for(job)
+        if hooks:
             try:
-                await run_chain(self._push_hooks, PushContext(self, job), _nothing)
+                await run_chain(hooks, PushContext(self, job), _nothing)
             except Drop:
                 return
         await self._store_job(job, due)
@@ -184,10 +185,11 @@ class Manager(FeatureCalls, AdminOps):
         job = validation.decode_pushed(payload, self.config)
         stamp = now_iso()  # created_at (when the client left it out) and enqueued_at
         due = validation.prepare_job(job, self.config, stamp)
-        chained = bool(self._push_gates) and any(wants(job) for wants in self._push_gates)
+        hooks = self._push_hooks and self._hooks_for(job)
+        chained = bool(hooks)
         if chained:
             try:
-                if not self._push_chain_now(job):
+                if not self._push_chain_now(job, hooks):
                     return None  # a hook waited: the long way runs the (idempotent) chain again
             except Drop:
                 return self.store.durable()
@@ -220,8 +222,9 @@ class Manager(FeatureCalls, AdminOps):
             try:
                 job = item if isinstance(item, Job) else validation.decode_pushed(item, config)
                 due = validation.prepare_job(job, config, now)
-                if self._push_hooks and self._pushes(job):
-                    await run_chain(self._push_hooks, PushContext(self, job), _nothing)
+                hooks = self._push_hooks and self._hooks_for(job)
+                if hooks:
+                    await run_chain(hooks, PushContext(self, job), _nothing)
             except Drop:
                 continue
             except CommandError as exc:  # middleware codes (NOTUNIQUE, ...) keep their code
@@ -236,9 +239,16 @@ class Manager(FeatureCalls, AdminOps):
                 ).message
         return errors
 
-    def _pushes(self, job: Job) -> bool:
-        """Whether the push chain must run for ``job``: some hook's gate wants it."""
-        return not self._push_gated or any(wants(job) for wants in self._push_gates)
+    def _hooks_for(self, job: Job) -> list[Callable[..., Awaitable[None]]]:
+        """The push hooks ``job`` goes through: every one when some middleware is not a
+        feature, else those of the features whose gate wants it (often none)."""
+        if not self._push_gated:
+            return self._push_hooks
+        return [
+            hook
+            for hook, wants in zip(self._push_hooks, self._push_gates, strict=True)
+            if wants(job)
+        ]
 
     async def _store_jobs(self, jobs: Sequence[tuple[Job, float | None]]) -> list[QueuedJob]:
         """Store pushed jobs; returns those a full queue refused (backpressure), which the

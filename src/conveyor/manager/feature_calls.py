@@ -46,13 +46,13 @@ class FeatureCalls:
     """In-process stores: the jids reserved whose end a feature must hear of (None: a shared
     store, where every ACK says what it ended)."""
 
-    def _push_chain_now(self, job: Job) -> bool:
+    def _push_chain_now(self, job: Job, hooks: list[Callable[..., Awaitable[None]]]) -> bool:
         """Run the push chain for ``job`` to its end in this very step (the PUSH fast path of
         an in-process store, whose writes never wait). False when a hook waited after all:
         the chain is closed where it stood, and the PUSH takes the long way, which runs it
         again (hooks are idempotent: a PUSH retried after a lost reply runs them twice too).
         Raises what the hooks raise (``Drop``, ``NotUnique``, ``InvalidJob``)."""
-        chain = run_chain(self._push_hooks, PushContext(self, job), _nothing)  # type: ignore[arg-type]
+        chain = run_chain(hooks, PushContext(self, job), _nothing)  # type: ignore[arg-type]
         try:
             chain.send(None)
         except StopIteration:
