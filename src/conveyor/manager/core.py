@@ -119,6 +119,7 @@ class Manager(FeatureCalls, AdminOps):
         self._push_gates = [m.wants_push for m in pushers if isinstance(m, Feature)]
         self._pushes_now = store.in_process and gated
         self._push_gated = gated
+        self._push_on_custom = all(isinstance(m, Feature) and m.gates_on_custom for m in pushers)
         # Likewise for ACK: jids no gated ack hook wants keep the batched ACK (None: ungated).
         ackers = [m for m in self._middleware if type(m).ack is not Middleware.ack]
         self._ack_gates: list[Callable[[str], bool]] | None = (
@@ -244,6 +245,8 @@ class Manager(FeatureCalls, AdminOps):
         feature, else those of the features whose gate wants it (often none)."""
         if not self._push_gated:
             return self._push_hooks
+        if job.custom is None and self._push_on_custom:
+            return []
         return [
             hook
             for hook, wants in zip(self._push_hooks, self._push_gates, strict=True)

@@ -72,9 +72,9 @@ class Feature(Middleware):
         return True
 
     gates_on_custom: ClassVar[bool] = False
-    """True when ``wants_fetch`` and ``wants_acked`` only ever want jobs that have a ``custom``
-    object (Faktory Enterprise's features all read keys of it): the manager then asks them
-    nothing about a payload without ``"custom":``, one substring test for all of them."""
+    """True when its gates (``wants_push``, ``wants_fetch``, ``wants_acked``) only ever want
+    jobs that have a ``custom`` object (Faktory Enterprise's features all read keys of it):
+    the manager then asks them nothing about a job without one (one test for all of them)."""
 
     def wants_fetch(self, payload: bytes) -> bool:
         """Whether this feature's fetch hook must see the job of ``payload`` (a stored job, in
