@@ -151,3 +151,47 @@ async def test_a_shared_store_decodes_at_fetch_only_the_jobs_a_gate_wants(
         assert len(decoded) == 1
     finally:
         await manager.stop()
+
+
+async def test_job_metrics_count_what_was_stored_and_forget_what_was_dropped() -> None:
+    """``/metrics``: a PUSH refused (full queue, duplicate) is not a job pushed; a job dropped
+    at FETCH (expired) is not left running."""
+    from conveyor.errors import NotUnique, QueueFull
+    from conveyor.job import decode_job
+    from conveyor.metrics import JobMetrics
+
+    metrics = JobMetrics()
+    features = build_features({"queues": {"bounded": {"backpressure": 1}}})
+    manager = Manager(open_store("memory://"), ManagerConfig(), features=features, metrics=metrics)
+    await manager.start()
+    try:
+        await manager.push(encode(job(queue="bounded")))
+        try:
+            await manager.push(encode(job(queue="bounded")))
+        except QueueFull:
+            pass
+        else:
+            raise AssertionError("the second job fit")
+        unique = job(custom={"unique_for": 60})
+        await manager.push(encode(unique))
+        try:
+            await manager.push(encode({**unique, "jid": "another-jid-0001"}))
+        except NotUnique:
+            pass
+        else:
+            raise AssertionError("the duplicate was taken")
+        gone = job(queue="late", custom={"expires_at": "2000-01-01T00:00:00Z"})
+        await manager.store.enqueue([manager.queued(decode_job(encode(gone)))])
+        kept = job(queue="late")
+        await manager.push(encode(kept))
+        assert metrics.pushed.values == {
+            ("bounded", "Thing"): 1,
+            ("default", "Thing"): 1,
+            ("late", "Thing"): 1,
+        }
+        got = await manager.fetch_many(["late"], "w", 1)
+        assert [decode(p)["jid"] for p in got] == [kept["jid"]]
+        assert gone["jid"] not in metrics._running
+        assert kept["jid"] in metrics._running
+    finally:
+        await manager.stop()

@@ -48,6 +48,13 @@ def _encode_other(value: Any) -> Any:
 
 
 _encode = msgspec.json.Encoder(enc_hook=_encode_other).encode
+
+
+def _seconds(duration: float) -> str:
+    """A run time as ACK carries it: a string, since Faktory's ACK takes string values only."""
+    return f"{max(duration, 0.0):.6f}"
+
+
 _decode_object = msgspec.json.Decoder(dict[str, Any]).decode
 _decode_objects = msgspec.json.Decoder(list[dict[str, Any]]).decode
 _decode_jobs = msgspec.json.Decoder(list[Job]).decode
@@ -338,19 +345,45 @@ class Client:
         reply = await self._call(_fetchb_line(count, queues))
         return _decode_objects(reply.data) if reply.kind is ReplyKind.BULK else []
 
-    async def ack(self, jid: str) -> None:
-        """``ACK``: the job succeeded. Unknown jids are fine (Faktory semantics)."""
-        await self._call(b"ACK " + _encode({"jid": jid}) + _CRLF)
+    async def ack(self, jid: str, duration: float | None = None) -> None:
+        """``ACK``: the job succeeded. Unknown jids are fine (Faktory semantics).
 
-    async def ack_many(self, jids: Sequence[str]) -> None:
-        """``ACKB`` (conveyor extension): acknowledge several jobs in one round trip."""
-        await self._call(b"ACKB " + _encode(jids) + _CRLF)
+        ``duration``: how long the job ran, in seconds, for the server's metrics (a conveyor
+        extension key that Faktory ignores; docs/protocol.md)."""
+        fields = {"jid": jid} if duration is None else {"jid": jid, "duration": _seconds(duration)}
+        await self._call(b"ACK " + _encode(fields) + _CRLF)
+
+    async def ack_many(
+        self, jids: Sequence[str], durations: Sequence[float | None] | None = None
+    ) -> None:
+        """``ACKB`` (conveyor extension): acknowledge several jobs in one round trip.
+        ``durations``: how long each job ran, in seconds (``None`` for one that was not
+        timed), in the order of ``jids``."""
+        if durations is None:
+            await self._call(b"ACKB " + _encode(jids) + _CRLF)
+            return
+        # ACKB is ours: its durations are numbers (ACK's are strings, for Faktory)
+        items = [
+            jid if run is None else {"jid": jid, "duration": run}
+            for jid, run in zip(jids, durations, strict=True)
+        ]
+        await self._call(b"ACKB " + _encode(items) + _CRLF)
 
     async def fail(
-        self, jid: str, errtype: str, message: str, backtrace: Sequence[str] = ()
+        self,
+        jid: str,
+        errtype: str,
+        message: str,
+        backtrace: Sequence[str] = (),
+        duration: float | None = None,
     ) -> None:
-        """``FAIL``: the job failed; the server retries it or moves it to the dead set."""
-        payload = {"jid": jid, "errtype": errtype, "message": message, "backtrace": backtrace}
+        """``FAIL``: the job failed; the server retries it or moves it to the dead set.
+        ``duration`` as for ``ack``."""
+        payload: dict[str, Any] = {
+            "jid": jid, "errtype": errtype, "message": message, "backtrace": backtrace
+        }  # fmt: skip
+        if duration is not None:
+            payload["duration"] = _seconds(duration)
         await self._call(b"FAIL " + _encode(payload) + _CRLF)
 
     async def beat(self, rss_kb: int = 0, state: str | None = None) -> str:

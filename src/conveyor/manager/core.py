@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import msgspec
 
 from conveyor.errors import CommandError, JobNotFound, QueueFull, UnknownWorker
 from conveyor.job import Job, decode_job, encode_job
+from conveyor.logs import RateLimitedLog
 from conveyor.manager import validation
 from conveyor.manager.admin import AdminOps
 from conveyor.manager.config import ManagerConfig
@@ -39,6 +41,7 @@ from conveyor.manager.retry import FailureReport, RetryPolicy
 from conveyor.manager.tasks import BackgroundTasks
 from conveyor.manager.types import ClientInfo, ServerStats, WorkerState
 from conveyor.manager.waiters import Deliver, QueueWaiters
+from conveyor.metrics.jobs import JobMetrics
 from conveyor.store.base import (
     QueuedJob,
     Reservation,
@@ -58,6 +61,8 @@ F = TypeVar("F", bound=Feature)
 FAKTORY_VERSION = "1.10.0"
 """The Faktory release whose protocol we speak; clients gate features on it (semver)."""
 
+_NO_DURATIONS: Mapping[str, float] = MappingProxyType({})
+
 
 class Manager(FeatureCalls, AdminOps):
     """All the rules. ``await start()`` before use, ``await stop()`` at the end."""
@@ -70,6 +75,7 @@ class Manager(FeatureCalls, AdminOps):
         config: ManagerConfig | None = None,
         middleware: Sequence[Middleware] = (),
         features: Sequence[Feature] | None = None,
+        metrics: JobMetrics | None = None,
     ) -> None:
         from conveyor import __version__
 
@@ -80,6 +86,11 @@ class Manager(FeatureCalls, AdminOps):
         self.waiters = QueueWaiters()
         self.tasks = BackgroundTasks(self)
         self.started_at = time.time()
+        self.metrics = metrics
+        """Counts jobs by queue and jobtype for ``/metrics`` (``conveyor.metrics``), or None."""
+        self.store_trouble = RateLimitedLog(logging.getLogger("conveyor.store"))
+        """Where store failures are logged, with a growing pause while they go on: a store
+        that is down fails every command and every loop tick (docs/operations.md, Logs)."""
         # None: every feature with its defaults (configured ones come from ServerConfig)
         self.features = build_features({}) if features is None else list(features)
         for feature in self.features:
@@ -201,6 +212,8 @@ class Manager(FeatureCalls, AdminOps):
         queued = [self._queued(job, stamp, validation.reserve_seconds(job, self.config))]
         handed: list[Awaitable[None]] = []
         left = self._hand_off(queued, now, handed)
+        if self.metrics is not None:
+            self.metrics.on_push(job)
         if left:
             return self.store.enqueue_now(left)
         return handed[0]  # one job, handed off: the durability of its reservation
@@ -285,6 +298,15 @@ class Manager(FeatureCalls, AdminOps):
                 await self.store.enqueue(queued)
         for reservations in handed:
             await reservations  # raises if the hand-offs' reservations were lost
+        if self.metrics is not None:
+            if refused:
+                gone = {job.jid for job in refused}
+                for job, _ in jobs:
+                    if job.jid not in gone:
+                        self.metrics.on_push(job)
+            else:
+                for job, _ in jobs:
+                    self.metrics.on_push(job)
         if refused:
             await self.removed([job.payload for job in refused])
         return refused
@@ -335,6 +357,8 @@ class Manager(FeatureCalls, AdminOps):
                 handed.append(store.hand_off(given, waiter.wid, now))
                 if self._watched is not None:
                     self._watch(given)
+                if self.metrics is not None:
+                    self.metrics.on_hand_off(given, now)
                 jobs = jobs[waiter.count :]
             left.extend(jobs)
             left.extend(left_after)
@@ -427,6 +451,8 @@ class Manager(FeatureCalls, AdminOps):
                     self.flow.held_back(limited.blocked, wakes)
             if not reservations:
                 return []
+            if self.metrics is not None:
+                self.metrics.on_reserve(reservations)
             # Pass the baton: there may be more jobs for other waiting FETCHes.
             self.waiters.notify(reservations[-1].queue)
             if not self._taken(reservations):  # no fetch hook wants any (ACKs to watch noted)
@@ -438,12 +464,23 @@ class Manager(FeatureCalls, AdminOps):
 
     # ------------------------------------------------------------------ ack / fail
 
-    async def ack(self, jid: str) -> None:
-        await self.ack_many((jid,))
+    async def ack(self, jid: str, duration: float | None = None) -> None:
+        await self.ack_many((jid,), {jid: duration} if duration is not None else _NO_DURATIONS)
 
-    async def ack_many(self, jids: Sequence[str]) -> int:
-        if not self._ack_hooks:
-            return await self._ack_unhooked(jids)
+    async def ack_many(
+        self, jids: Sequence[str], durations: Mapping[str, float] = _NO_DURATIONS
+    ) -> int:
+        """End these reservations. ``durations``: run times (seconds) the worker reported, by
+        jid, for the metrics."""
+        if self._ack_hooks:
+            done = await self._ack_through_hooks(jids)
+        else:
+            done = await self._ack_unhooked(jids)
+        if self.metrics is not None:
+            self.metrics.on_ack(jids, done, durations)
+        return done
+
+    async def _ack_through_hooks(self, jids: Sequence[str]) -> int:
         done = 0
         if self._ack_gates is not None:
             hooked = self._hooked_acks(jids, self._ack_gates)
@@ -471,14 +508,28 @@ class Manager(FeatureCalls, AdminOps):
         return [jid for jid in jids if any(wants(jid) for wants in gates)]
 
     async def fail(
-        self, jid: str, errtype: str, message: str, backtrace: Sequence[str] = ()
+        self,
+        jid: str,
+        errtype: str,
+        message: str,
+        backtrace: Sequence[str] = (),
+        duration: float | None = None,
     ) -> None:
+        """``duration``: the run time (seconds) the worker reported, for the metrics."""
         reservation = await self.store.get_reservation(jid)
         if reservation is None:
             raise JobNotFound(f"Job not found {jid}")
-        await self._fail_reservation(reservation, FailureReport.clean(errtype, message, backtrace))
+        report = FailureReport.clean(errtype, message, backtrace)
+        await self._fail_reservation(reservation, report, duration=duration)
 
-    async def _fail_reservation(self, reservation: Reservation, report: FailureReport) -> bool:
+    async def _fail_reservation(
+        self,
+        reservation: Reservation,
+        report: FailureReport,
+        *,
+        expired: bool = False,
+        duration: float | None = None,
+    ) -> bool:
         """Record a failure and move the job on. False when the reservation was gone already
         (acked, failed or expired by someone else meanwhile): then nothing changes."""
         now = time.time()
@@ -487,20 +538,23 @@ class Manager(FeatureCalls, AdminOps):
         outcome = self.retry_policy.outcome(job, now, encode_job)
         check_transition(JobState.WORKING, outcome.target or JobState.DISCARDED)
         if not self._fail_hooks:
-            result = await self.store.fail(reservation.jid, outcome, day_key(now))
+            failed = await self.store.fail(reservation.jid, outcome, day_key(now))
         else:
             ctx = FailContext(self, reservation, job, report, outcome)
-            result = False
+            failed = False
 
             async def final() -> None:
-                nonlocal result
-                result = await self.store.fail(reservation.jid, ctx.outcome, day_key(now))
+                nonlocal failed
+                failed = await self.store.fail(reservation.jid, ctx.outcome, day_key(now))
 
             await run_chain(self._fail_hooks, ctx, final)
+            outcome = ctx.outcome
         self._unwatch((reservation.jid,))
-        if result:
+        if failed:
             await self.flow.ended((reservation,))
-        return result
+            if self.metrics is not None:
+                self.metrics.on_fail(job, outcome, expired=expired, duration=duration)
+        return failed
 
     async def expire_reservations(self, limit: int = 500) -> int:
         """Send overdue reservations down the failure path; returns how many."""
@@ -508,7 +562,7 @@ class Manager(FeatureCalls, AdminOps):
         expired = await self.store.expired_reservations(time.time(), limit)
         count = 0
         for reservation in expired:
-            if await self._fail_reservation(reservation, report):
+            if await self._fail_reservation(reservation, report, expired=True):
                 count += 1
         return count
 
@@ -618,6 +672,8 @@ class Manager(FeatureCalls, AdminOps):
         self._unwatch(list(self._watched or ()))
         self.flow.forget_held()
         self.tasks.reset_stats()
+        if self.metrics is not None:
+            self.metrics.on_flush()
 
     def feature(self, kind: type[F]) -> F:
         """The running feature of class ``kind`` (for the wire verbs and pages over it)."""

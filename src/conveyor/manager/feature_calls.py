@@ -20,6 +20,7 @@ from conveyor.timefmt import day_key
 if TYPE_CHECKING:
     from conveyor.manager.features import Feature
     from conveyor.manager.flow import FlowControl
+    from conveyor.metrics.jobs import JobMetrics
 
 __all__ = ["FeatureCalls"]
 
@@ -33,6 +34,7 @@ class FeatureCalls:
 
     store: Store
     flow: FlowControl
+    metrics: JobMetrics | None
     _push_hooks: list[Callable[..., Awaitable[None]]]
     _fetch_hooks: list[Callable[..., Awaitable[None]]]
     _fetch_gates: list[Callable[[bytes], bool]]
@@ -151,6 +153,9 @@ class FeatureCalls:
                 kept.append(payload)
         if dropped:
             self._unwatch(dropped)
+            if self.metrics is not None:
+                for jid in dropped:
+                    self.metrics.forget(jid)
             ended = await self.store.discard_reservations(dropped)
             await self.flow.ended(ended)  # a throttle's slot is free
         return kept

@@ -16,6 +16,7 @@ import msgspec
 
 from conveyor.errors import CommandError
 from conveyor.manager import ClientInfo, Manager, ServerStats, WorkerState
+from conveyor.metrics.jobs import parse_duration
 from conveyor.protocol import NULL_BULK, OK, bulk
 from conveyor.server.admin import run_admin
 from conveyor.store.base import JobFilter
@@ -55,6 +56,14 @@ class FailArgs(msgspec.Struct):
     errtype: str | None = None
     message: str | None = None
     backtrace: list[str] | None = None
+    duration: str | float | None = None  # extension: the run time in seconds (docs/protocol.md)
+
+
+class AckItem(msgspec.Struct):
+    """An ACKB item that is not a bare jid: what ACK takes, and ``duration`` may be a number."""
+
+    jid: str
+    duration: str | float | None = None
 
 
 class BeatArgs(msgspec.Struct):
@@ -79,7 +88,7 @@ _ack_decoder = msgspec.json.Decoder(dict[str, str])
 _fail_decoder = msgspec.json.Decoder(FailArgs)
 _beat_decoder = msgspec.json.Decoder(BeatArgs)
 _mutate_decoder = msgspec.json.Decoder(MutateArgs)
-_jids_decoder = msgspec.json.Decoder(list[str])
+_ackb_decoder = msgspec.json.Decoder(list[str | AckItem])
 _encoder = msgspec.json.Encoder(order="sorted")
 
 # msgspec has no nesting limit of its own: JSON nested ~1000 levels deep (even in a key it
@@ -157,22 +166,34 @@ async def ack(session: Session, argument: bytes) -> bytes | None:
     if not argument:
         raise CommandError('invalid ACK: missing argument, expected ACK {"jid":"..."}')
     try:
-        jid = _ack_decoder.decode(argument).get("jid")
+        fields = _ack_decoder.decode(argument)
     except _BAD_JSON:
-        jid = None
+        fields = {}
+    jid = fields.get("jid")
     if jid is None:
         raise CommandError(f"invalid ACK {_text(argument)}")
-    await session.manager.ack(jid)
+    await session.manager.ack(jid, parse_duration(fields.get("duration")))
     return OK
 
 
 async def ack_many(session: Session, argument: bytes) -> bytes | None:
-    """Extension: ``ACKB ["jid1","jid2"]`` -> ``+OK``."""
+    """Extension: ``ACKB ["jid1",{"jid":"jid2","duration":"0.25"}]`` -> ``+OK``: each item
+    a jid, or what ACK takes."""
     try:
-        jids = _jids_decoder.decode(argument)
+        items = _ackb_decoder.decode(argument)
     except _BAD_JSON as exc:
         raise CommandError(f"invalid ACKB: expected a JSON array of jids ({_why(exc)})") from None
-    await session.manager.ack_many(jids)
+    jids: list[str] = []
+    durations: dict[str, float] = {}
+    for item in items:
+        if isinstance(item, str):
+            jids.append(item)
+        else:
+            jids.append(item.jid)
+            seconds = parse_duration(item.duration)
+            if seconds is not None:
+                durations[item.jid] = seconds
+    await session.manager.ack_many(jids, durations)
     return OK
 
 
@@ -186,7 +207,11 @@ async def fail(session: Session, argument: bytes) -> bytes | None:
     if not args.jid:
         raise CommandError("missing JID")
     await session.manager.fail(
-        args.jid, args.errtype or "", args.message or "", args.backtrace or ()
+        args.jid,
+        args.errtype or "",
+        args.message or "",
+        args.backtrace or (),
+        parse_duration(args.duration),
     )
     return OK
 

@@ -84,6 +84,8 @@ class Outcome:
     message: str = ""
     backtrace: list[str] = field(default_factory=list)
     result: Any = None
+    duration: float | None = None
+    """Seconds the job ran (set by the worker when the job's task ends)."""
 
     @property
     def ok(self) -> bool:
@@ -241,7 +243,6 @@ class JobRunner:
                 job.backtrace or (jobdef and jobdef.defaults.backtrace) or (DEFAULT_BACKTRACE_LINES)
             )
             outcome = Outcome.failed(job, exc, lines)
-            ctx.logger.error("failed: %s: %s", outcome.errtype, outcome.message, exc_info=exc)
             await self._report_error(ctx, exc)
             return outcome
         finally:
