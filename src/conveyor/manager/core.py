@@ -142,7 +142,6 @@ class Manager(FeatureCalls, AdminOps):
         self._worker_states: dict[str, str] = {}
         self._local_clients: dict[str, set[int]] = {}
         self._closers: dict[int, ClientInfo] = {}
-        store.set_ready_listener(self.flow.ready)
 
     # ------------------------------------------------------------------ life cycle
 

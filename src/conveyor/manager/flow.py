@@ -97,6 +97,10 @@ class FlowControl:
             if fetch.get(q) != self.fetch_limits.get(q)
         }  # fmt: skip
         self.fetch_limits = fetch
+        manager = self.manager
+        # the store's ready listener: the waiters' own while no queue is limited (a PUSH's
+        # wake-up costs what it did without the features)
+        manager.store.set_ready_listener(self.ready if fetch else manager.waiters.notify)
         self.throttled = frozenset(q for q, limit in fetch.items() if limit.throttled)
         for queue in changed:
             self._held.pop(queue, None)

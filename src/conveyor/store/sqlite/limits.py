@@ -49,7 +49,12 @@ class SQLiteLimits(Limits):
         def _notify(self, queues: Iterable[str]) -> None: ...
 
         def _reserve_from(
-            self, plan: Sequence[tuple[str, int]], wid: str, now: float, count: int
+            self,
+            queues: Sequence[str],
+            rooms: Mapping[str, int] | None,
+            wid: str,
+            now: float,
+            count: int,
         ) -> tuple[list[Reservation], Awaitable[None]]: ...
 
     def _limit_slots(self, queue: str, limit: QueueLimit) -> SlotTable:
@@ -143,22 +148,24 @@ class SQLiteLimits(Limits):
         ]
         if not ready or count <= 0:
             return Limited([])
-        plan: list[tuple[str, int]] = []
+        plan: list[str] = []
+        rooms: dict[str, int] = {}
         limited: dict[str, QueueLimit] = {}
         for name in ready:  # how many each queue may give, before anything is popped
             limit = limits.get(name)
             if limit is None or not limit.limits_fetch:
-                plan.append((name, count))
+                plan.append(name)
                 continue
             room, wait = self._limit_room(name, limit, wid, now)
             if room < 1:
                 blocked[name] = wait
             else:
-                plan.append((name, room))
+                plan.append(name)
+                rooms[name] = room
                 limited[name] = limit
         if not plan:
             return Limited([], blocked)
-        taken, committed = self._reserve_from(plan, wid, now, count)
+        taken, committed = self._reserve_from(plan, rooms, wid, now, count)
         by_queue: dict[str, list[Reservation]] = {}
         for reservation in taken:
             by_queue.setdefault(reservation.queue, []).append(reservation)

@@ -18,7 +18,7 @@ import asyncio
 import dataclasses
 import json
 import sqlite3
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import Any
 
 from conveyor.errors import StoreError
@@ -240,26 +240,33 @@ class SQLiteStore(
         ready = [n for n in queues if self._sizes.get(n, 0) > 0 and n not in self._paused]
         if not ready or count <= 0:
             return []
-        taken, committed = self._reserve_from([(name, count) for name in ready], wid, now, count)
+        taken, committed = self._reserve_from(ready, None, wid, now, count)
         if taken and self._db.careful:
             await committed  # during an outage, hand out only what is recorded
         return taken
 
     def _reserve_from(
-        self, plan: Sequence[tuple[str, int]], wid: str, now: float, count: int
+        self,
+        queues: Sequence[str],
+        rooms: Mapping[str, int] | None,
+        wid: str,
+        now: float,
+        count: int,
     ) -> tuple[list[Reservation], Awaitable[None]]:
-        """Reserve up to ``count`` jobs, taking at most ``room`` from each (queue, room) of
-        ``plan`` in turn (``reserve``; ``reserve_limited`` with what each limit allows), in
+        """Reserve up to ``count`` jobs from ``queues`` in turn, at most ``rooms[queue]`` from
+        a queue there (``reserve_limited``: what each limit allows; ``reserve``: None), in
         this step; returns them and the commit that records them."""
         taken: list[Reservation] = []
         popped: dict[str, int] = {}
         rows_taken: list[tuple[Any, ...]] = []
         damaged: list[Damaged] = []
         with self._db.atomic() as conn:
-            for name, room in plan:
-                want = min(count - len(taken), room)
+            for name in queues:
+                want = count - len(taken)
                 if want <= 0:
                     break
+                if rooms is not None and name in rooms:  # at least 1 there
+                    want = min(want, rooms[name])
                 rows = conn.execute(_QUEUES["pop_jobs"], (name, want)).fetchall()
                 rows.sort()
                 popped[name] = popped.get(name, 0) + len(rows)
