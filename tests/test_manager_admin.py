@@ -106,6 +106,8 @@ async def test_info_has_faktorys_exact_shape(manager: Manager) -> None:
     assert info["features"] == {
         "unique": {"locks": 0},
         "expiring": {"expired": 0, "expired_today": 0},
+        "cancellation": {"cancelled": 0, "cancelled_today": 0},
+        "aggregation": {"groups": 0, "aggregating": 0},
     }
     assert re.fullmatch(r"\d\d:\d\d:\d\d UTC", info["server_utc_time"])
     faktory = info["faktory"]

@@ -9,13 +9,14 @@ import typing
 from conveyor import _lazy
 
 if typing.TYPE_CHECKING:
-    from conveyor.app import App, Group, JobDef, PayloadError, PushResult
+    from conveyor.app import Aggregate, App, CancelResult, Group, JobDef, PayloadError, PushResult
     from conveyor.errors import (
         AuthenticationError,
         CommandError,
         ConnectError,
         ConveyorError,
         InvalidJob,
+        JobCancelled,
         JobNotFound,
         NotUnique,
         ProtocolError,
@@ -29,7 +30,9 @@ __version__ = "0.1.0"
 
 __all__ = [  # noqa: RUF022 - grouped by purpose (as httpx does), sorted within groups
     # declaring, pushing and running jobs
+    "Aggregate",
     "App",
+    "CancelResult",
     "Group",
     "Handler",
     "Job",
@@ -45,6 +48,7 @@ __all__ = [  # noqa: RUF022 - grouped by purpose (as httpx does), sorted within 
     "ConnectError",
     "ConveyorError",
     "InvalidJob",
+    "JobCancelled",
     "JobNotFound",
     "NotUnique",
     "PayloadError",
@@ -55,7 +59,9 @@ __all__ = [  # noqa: RUF022 - grouped by purpose (as httpx does), sorted within 
 ]
 
 _MODULES = {
+    "Aggregate": "conveyor.app",
     "App": "conveyor.app",
+    "CancelResult": "conveyor.app",
     "Group": "conveyor.app",
     "JobDef": "conveyor.app",
     "PayloadError": "conveyor.app",
@@ -65,6 +71,7 @@ _MODULES = {
     "ConnectError": "conveyor.errors",
     "ConveyorError": "conveyor.errors",
     "InvalidJob": "conveyor.errors",
+    "JobCancelled": "conveyor.errors",
     "JobNotFound": "conveyor.errors",
     "NotUnique": "conveyor.errors",
     "ProtocolError": "conveyor.errors",

@@ -18,7 +18,8 @@
     │   └── StoreUnavailable    it cannot write for now (SQLite cannot commit: disk full,
     │                           I/O error); it logged why once and retries by itself
     ├── ConfigError             a setting is missing, malformed or inconsistent (also ValueError)
-    └── PayloadError            a job's args do not fit its handler (worker side; not retried)
+    ├── PayloadError            a job's args do not fit its handler (worker side; not retried)
+    └── JobCancelled            the running job was cancelled (worker side; not retried)
 
 The same classes serve both sides: the server's manager raises a ``CommandError`` and the
 server writes it as ``-<code> <message>``; the client reads that reply and raises the same
@@ -35,6 +36,7 @@ __all__ = [
     "ConveyorError",
     "Halt",
     "InvalidJob",
+    "JobCancelled",
     "JobNotFound",
     "LineTooLong",
     "NotUnique",
@@ -161,3 +163,11 @@ class PayloadError(ConveyorError):
 class ConfigError(ConveyorError, ValueError):
     """A configuration value is missing, malformed or inconsistent; the message says which
     (and where it came from: a flag, a variable, a file, table and key)."""
+
+
+class JobCancelled(ConveyorError):
+    """The job was cancelled while it ran (``app.cancel``, the dashboard, ``conveyor job
+    cancel``). A sync handler raises it from ``current_job().raise_if_cancelled()``; the
+    worker reports the job as cancelled, and it is neither retried nor dead."""
+
+    errtype = "conveyor.JobCancelled"

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
+from conveyor.app.aggregate import Aggregate, AggregatePayload
 from conveyor.app.payload import PayloadSpec
 from conveyor.job import DEFAULT_QUEUE, Job
 from conveyor.timefmt import format_time
@@ -82,6 +83,7 @@ class JobOptions:
     unique_until: str | None = None
     expires_in: float | None = None
     expires_at: dt.datetime | None = None
+    group: str | None = None
 
     def __post_init__(self) -> None:
         if self.unique_until is not None and self.unique_until not in UNIQUE_UNTIL:
@@ -143,6 +145,7 @@ class JobDef(Generic[P, R]):
         raw: bool,
         middleware: Sequence[Middleware],
         group: str | None = None,
+        aggregate: Aggregate | None = None,
     ) -> None:
         self.app = app
         self.fn = fn
@@ -153,7 +156,10 @@ class JobDef(Generic[P, R]):
         self.middleware: list[Middleware] = list(middleware)
         self.before_hooks: list[BeforeHook] = []
         self.after_hooks: list[AfterHook] = []
-        self.payload = PayloadSpec(fn, raw=raw)
+        self.aggregate = aggregate
+        self.payload: PayloadSpec | AggregatePayload = PayloadSpec(fn, raw=raw)
+        if aggregate is not None:
+            self.payload = AggregatePayload(fn, self.payload)
         self.is_async = inspect.iscoroutinefunction(fn)
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
@@ -162,7 +168,10 @@ class JobDef(Generic[P, R]):
         return f"<JobDef {self.name} queue={self.defaults.queue}>"
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run the function here and now, as a plain call (no queue, no hooks)."""
+        """Run the function here and now, as a plain call (no queue, no hooks). An aggregated
+        job takes one item, and its handler runs on a list of that one item."""
+        if self.aggregate is not None:
+            return self.fn([*args], **kwargs)  # type: ignore[arg-type]
         return self.fn(*args, **kwargs)
 
     # -- hooks and middleware for this job only -------------------------------------------------
@@ -199,13 +208,17 @@ class JobDef(Generic[P, R]):
         unique_until: str | None = None,
         expires_in: float | dt.timedelta | None = None,
         expires_at: dt.datetime | None = None,
+        group: str | None = None,
     ) -> JobDef[P, R]:
         """A copy of this job that pushes with these options (the handler is the same).
 
         ``unique_for`` (seconds or a timedelta, at least 1) refuses a push while a job of the
         same type and args is pending (``conveyor.NotUnique``); ``unique_until="start"`` ends
         that when it starts instead of when it succeeds. ``expires_in``/``expires_at`` drop the
-        job, never run, once that time has passed (docs/admission.md)."""
+        job, never run, once that time has passed (docs/admission.md). ``group``: the
+        aggregating group a job declared with ``aggregate=`` joins."""
+        if group is not None and self.aggregate is None:
+            raise TypeError(f"{self.name}: group= is for jobs declared with aggregate=")
         changes: dict[str, Any] = {
             "queue": queue,
             "at": at,
@@ -216,6 +229,7 @@ class JobDef(Generic[P, R]):
             "jid": jid,
             "unique_until": unique_until,
             "expires_at": expires_at,
+            "group": group,
         }
         if unique_for is not None:
             changes["unique_for"] = seconds_option(unique_for, "unique_for", 1)
@@ -236,6 +250,14 @@ class JobDef(Generic[P, R]):
                 f"{self.name}: Faktory args are positional; pass {sorted(kwargs)} positionally"
             )
         opts = self.defaults
+        custom = opts.custom_fields()
+        if self.aggregate is not None:
+            if not opts.group:
+                raise ValueError(
+                    f"{self.name} is aggregated: push it with .options(group=...).push(item)"
+                )
+            custom = {**(custom or {}), "aggregate": self.aggregate.to_custom()}
+            custom["group"] = opts.group
         return Job(
             jid=opts.jid or new_jid(),
             jobtype=self.name,
@@ -244,7 +266,7 @@ class JobDef(Generic[P, R]):
             retry=opts.retry,
             reserve_for=opts.reserve_for or 0,
             backtrace=opts.backtrace or 0,
-            custom=opts.custom_fields(),
+            custom=custom,
             at=opts.schedule(),
         )
 

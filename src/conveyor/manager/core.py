@@ -169,7 +169,9 @@ class Manager(FeatureCalls, AdminOps):
         if hooks:
             try:
                 await run_chain(hooks, PushContext(self, job), _nothing)
-            except Drop:
+            except Drop as dropped:
+                if dropped.durable is not None:
+                    await dropped.durable
                 return
         await self._store_job(job, due)
 
@@ -202,8 +204,8 @@ class Manager(FeatureCalls, AdminOps):
             try:
                 if not self._push_chain_now(job, hooks):
                     return None  # a hook waited: the long way runs the (idempotent) chain again
-            except Drop:
-                return self.store.durable()
+            except Drop as dropped:  # kept elsewhere (a group), or expired: nothing to store
+                return dropped.durable if dropped.durable is not None else self.store.durable()
         now = time.time()
         if (due is not None and due > now) or (self.flow.bounding and self.flow.bound(job.queue)):
             # for later, or for a queue that may be full: stored by the runner, not now
@@ -230,6 +232,7 @@ class Manager(FeatureCalls, AdminOps):
         now = now_iso()  # one created_at for the whole batch, as one PUSH would have
         errors: dict[str, str] = {}
         accepted: list[tuple[Job, float | None]] = []
+        kept_elsewhere: list[Awaitable[None]] = []
         for index, item in enumerate(items):
             job: Job | None = None
             try:
@@ -238,7 +241,9 @@ class Manager(FeatureCalls, AdminOps):
                 hooks = self._push_hooks and self._hooks_for(job)
                 if hooks:
                     await run_chain(hooks, PushContext(self, job), _nothing)
-            except Drop:
+            except Drop as dropped:
+                if dropped.durable is not None:
+                    kept_elsewhere.append(dropped.durable)
                 continue
             except CommandError as exc:  # middleware codes (NOTUNIQUE, ...) keep their code
                 key = (job.jid if job is not None else _raw_jid(item)) or f"#{index}"
@@ -250,6 +255,8 @@ class Manager(FeatureCalls, AdminOps):
                 errors[refused.jid] = QueueFull.of(
                     refused.queue, self.flow.bound(refused.queue)
                 ).message
+        if kept_elsewhere:  # one commit for all of them (they may share one future)
+            await asyncio.gather(*{id(durable): durable for durable in kept_elsewhere}.values())
         return errors
 
     def _hooks_for(self, job: Job) -> list[Callable[..., Awaitable[None]]]:
@@ -517,6 +524,9 @@ class Manager(FeatureCalls, AdminOps):
         """``duration``: the run time (seconds) the worker reported, for the metrics."""
         reservation = await self.store.get_reservation(jid)
         if reservation is None:
+            for feature in self.features:
+                if await feature.unreserved_fail(jid):
+                    return  # e.g. a job cancelled while it ran, reported late by its worker
             raise JobNotFound(f"Job not found {jid}")
         report = FailureReport.clean(errtype, message, backtrace)
         await self._fail_reservation(reservation, report, duration=duration)

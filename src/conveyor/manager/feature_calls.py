@@ -194,6 +194,15 @@ class FeatureCalls:
             for feature in self._removal_watchers:
                 await feature.removed(payloads)
 
+    async def taken_away(self, payload: bytes, reservation: Reservation | None = None) -> None:
+        """A feature took a job away for good, without success (a cancel): the reservation it
+        held, if any, ends here (a throttle's slot frees), and the features hear of the job
+        (``removed``: a unique job's lock is released)."""
+        if reservation is not None:
+            self._unwatch((reservation.jid,))
+            await self.flow.ended((reservation,))
+        await self.removed([payload])
+
     async def watching_removals(self) -> bool:
         """Whether jobs cleared in bulk must be read first, for ``removed``."""
         for feature in self._removal_watchers:

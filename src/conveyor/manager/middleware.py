@@ -10,7 +10,8 @@ context and ``call_next`` and must await ``call_next()`` to continue (or raise t
 
 * ``push``: before a job is stored. Change ``ctx.job``, or raise ``Halt(code, message)``
   (the client gets ``-<code> <message>``, e.g. ``NOTUNIQUE``) to refuse it, or ``Drop`` to
-  accept it without storing it (an expiring job that has expired already).
+  accept it without storing it (an expiring job that has expired already, a job to
+  aggregate, kept in its group instead).
 * ``fetch``: after a job was reserved for a worker, before it is sent. Raise ``Discard`` to
   drop it (its reservation ends, counted neither processed nor failed, and the fetch goes on
   with the next job).
@@ -54,7 +55,15 @@ class Discard(ConveyorError):
 
 
 class Drop(ConveyorError):
-    """Raised by push middleware: the PUSH succeeds, but the job is not stored."""
+    """Raised by push middleware: the PUSH succeeds, but the job is not stored.
+
+    ``durable``: the durability of a write the hook made instead (a job kept in its group),
+    from ``Store.durable()`` right after it; the PUSH awaits it before its ``+OK``, and a PUSHB
+    awaits all of its jobs' at the end, so they share one commit."""
+
+    def __init__(self, message: str = "", durable: Awaitable[None] | None = None) -> None:
+        super().__init__(message)
+        self.durable = durable
 
 
 @dataclass(slots=True)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from conveyor.app.payload import PayloadError
+from conveyor.errors import JobCancelled
 from conveyor.job import Job
 from conveyor.worker.context import (
     Handler,
@@ -141,6 +142,8 @@ class JobRunner:
         self.threads = threads
         self.wid = wid
         self._plans: dict[str, _Plan] = {}
+        self.cancelled: set[str] = set()
+        """Jids of running jobs the server cancelled (the worker adds and removes them)."""
 
     def chain(self, jobdef: JobDef[Any, Any]) -> Handler:
         return self._plan(jobdef).chain
@@ -227,7 +230,7 @@ class JobRunner:
 
     async def execute(self, job: Job) -> Outcome:
         """Run ``job``; never raises except ``CancelledError`` (the worker is stopping)."""
-        ctx = JobContext(job, wid=self.wid)
+        ctx = JobContext(job, wid=self.wid, cancelled_jids=self.cancelled)
         token = set_current(ctx)
         jobdef = self.app.jobs.get(job.jobtype)
         try:
@@ -239,6 +242,9 @@ class JobRunner:
             else:
                 result = await plan.chain(ctx)
         except Exception as exc:
+            if isinstance(exc, JobCancelled) and job.jid in self.cancelled:
+                ctx.logger.info("stopped: the job was cancelled")
+                return Outcome.failed(job, exc, 0)
             lines = (
                 job.backtrace or (jobdef and jobdef.defaults.backtrace) or (DEFAULT_BACKTRACE_LINES)
             )

@@ -9,8 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from conveyor.manager.features.aggregation import AggregateFeature
 from conveyor.manager.features.backpressure import Backpressure
 from conveyor.manager.features.base import Feature
+from conveyor.manager.features.cancellation import CancelFeature
 from conveyor.manager.features.cron import CronFeature
 from conveyor.manager.features.expiring import ExpiringJobs
 from conveyor.manager.features.rate_limits import RateLimits
@@ -27,6 +29,8 @@ FEATURES: tuple[type[Feature], ...] = (
     Throttles,
     RateLimits,
     CronFeature,
+    CancelFeature,
+    AggregateFeature,  # last: a job is grouped once every other push hook has accepted it
 )
 
 FEATURE_TABLES: frozenset[str] = frozenset(table for f in FEATURES for table in f.tables)

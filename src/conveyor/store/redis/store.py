@@ -59,6 +59,7 @@ from conveyor.store.redis.calls import (
     OutcomeUnknown,
     reraise_cancellation,
 )
+from conveyor.store.redis.cancels import RedisCancels
 from conveyor.store.redis.codec import (
     RedisURL,
     decode_entry,
@@ -73,6 +74,7 @@ from conveyor.store.redis.connect import Clients
 from conveyor.store.redis.counts import RedisCounts
 from conveyor.store.redis.deadlines import RedisDeadlines
 from conveyor.store.redis.endings import RedisEndings
+from conveyor.store.redis.groups import RedisGroups
 from conveyor.store.redis.limits import RedisLimits
 from conveyor.store.redis.records import RedisRecords
 from conveyor.store.redis.release import Lost, Releaser
@@ -128,6 +130,8 @@ class RedisStore(
     RedisEndings,
     RedisCounts,
     RedisDeadlines,
+    RedisCancels,
+    RedisGroups,
     Store,
 ):
     """A ``Store`` over Redis or Redis Cluster. Build it with ``RedisStore.from_url``."""
@@ -630,3 +634,4 @@ class RedisStore(
         await self._flush_limits()
         await self._flush_counts()
         await self._flush_deadlines()
+        await self._flush_groups()

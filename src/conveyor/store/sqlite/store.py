@@ -36,11 +36,13 @@ from conveyor.store.base import (
     WorkerRecord,
 )
 from conveyor.store.sqlite import damage
+from conveyor.store.sqlite.cancels import SQLiteCancels
 from conveyor.store.sqlite.counts import SQLiteCounts
 from conveyor.store.sqlite.damage import Damaged, checksum, intact
 from conveyor.store.sqlite.db import Database, SQLiteOptions, load_queries, split_statements
 from conveyor.store.sqlite.deadlines import SQLiteDeadlines
 from conveyor.store.sqlite.endings import SQLiteEndings
+from conveyor.store.sqlite.groups import SQLiteGroups
 from conveyor.store.sqlite.limits import SQLiteLimits
 from conveyor.store.sqlite.listing import PageCursor, SetListing, entry_of
 from conveyor.store.sqlite.records import SQLiteRecords
@@ -71,6 +73,8 @@ class SQLiteStore(
     SQLiteEndings,
     SQLiteCounts,
     SQLiteDeadlines,
+    SQLiteCancels,
+    SQLiteGroups,
     Store,
 ):
     """Build with ``SQLiteStore.from_url("sqlite:///path/to/file.db")`` (see ``SQLiteOptions``)."""
@@ -106,6 +110,7 @@ class SQLiteStore(
             self._create_records()
             self._create_counts()
             self._create_deadlines()
+            self._create_groups()
             damage.quarantine(conn)
             self._load_state()
         except sqlite3.Error as exc:
@@ -567,6 +572,7 @@ class SQLiteStore(
         with self._db.atomic() as conn:
             for statement in split_statements(_SCHEMA["flush"]):
                 conn.execute(statement)
+            self._flush_groups(conn)
         self._flush_records()
         self._flush_limits()
         self._flush_counts()
