@@ -101,10 +101,11 @@ class ServerConfig:
     from the config file and its ``conf.d/*.toml``; see ``conveyor.manager.features``."""
 
     def build_features(self) -> list[Feature]:
-        """Every feature, configured from ``features``. Raises ``ConfigError``."""
+        """Every feature, configured from ``features`` and checked against the job limits
+        of ``manager``. Raises ``ConfigError``."""
         from conveyor.manager.features.registry import build_features
 
-        return build_features(self.features)
+        return build_features(self.features, self.manager)
 
     @property
     def bind(self) -> str:

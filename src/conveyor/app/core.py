@@ -11,13 +11,15 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 
+import msgspec
+
 from conveyor.app.aggregate import Aggregate
 from conveyor.app.cron import CronDeclarations
 from conveyor.app.jobs import JobDef, JobOptions, seconds_option
 from conveyor.app.sync import SyncRunner
 from conveyor.client import Client  # at import, not on the first push: it would wait for it
 from conveyor.errors import CommandError, NotUnique
-from conveyor.job import DEFAULT_QUEUE, Job
+from conveyor.job import DEFAULT_QUEUE, Job, encode_job
 from conveyor.pool import ConnectionPool
 
 if TYPE_CHECKING:
@@ -31,6 +33,11 @@ R = TypeVar("R")
 T = TypeVar("T")
 
 PUSH_BULK_CHUNK = 1000  # Faktory's recommended PUSHB batch size
+PUSH_BULK_MAX_BYTES = 1024 * 1024
+"""The longest PUSHB line ``App.push_bulk`` sends (``App(push_bulk_max_bytes=...)``): a
+sixteenth of a conveyor server's default ``max_line_bytes`` (16 MiB), since a client cannot
+know the server's setting; a job longer than this alone goes in a PUSHB of its own."""
+_PUSHB_FRAME_BYTES = len(b"PUSHB []\r\n")
 CANCEL_CHUNK = 1000  # the most jids one ADMIN job.cancel takes
 
 
@@ -89,8 +96,9 @@ class Producer(Protocol):
 
 
 class _PoolProducer:
-    def __init__(self, pool: ConnectionPool[Client]) -> None:
+    def __init__(self, pool: ConnectionPool[Client], max_bytes: int = PUSH_BULK_MAX_BYTES) -> None:
         self.pool = pool
+        self.max_bytes = max_bytes
 
     async def push(self, job: Job) -> None:
         await self.pool.run(lambda client: client.push(job))
@@ -102,14 +110,15 @@ class _PoolProducer:
         breaks, the pool reconnects and the chunks not yet answered are sent again (so, as
         with PUSH, a chunk whose reply was lost can be enqueued twice: at-least-once).
         """
-        chunks = [jobs[i : i + PUSH_BULK_CHUNK] for i in range(0, len(jobs), PUSH_BULK_CHUNK)]
+        chunks = _pushb_chunks(jobs, PUSH_BULK_CHUNK, self.max_bytes)
+        lines = [line for _, line in chunks]
         outcomes: list[dict[str, str] | CommandError] = []
         while len(outcomes) < len(chunks):
             await self.pool.run(
-                lambda client: client.push_bulk_chunks(chunks[len(outcomes) :], outcomes)
+                lambda client: client.push_bulk_chunks(lines[len(outcomes) :], outcomes)
             )
         errors: dict[str, str] = {}
-        for chunk, outcome in zip(chunks, outcomes, strict=True):
+        for (chunk, _), outcome in zip(chunks, outcomes, strict=True):
             if isinstance(outcome, CommandError):
                 message = outcome.message if outcome.code == "ERR" else str(outcome)
                 errors.update((job.jid, message) for job in chunk)
@@ -119,6 +128,42 @@ class _PoolProducer:
 
     async def close(self) -> None:
         await self.pool.close()
+
+
+def _pushb_chunks(
+    jobs: Sequence[Job], max_jobs: int, max_bytes: int
+) -> list[tuple[Sequence[Job], bytes]]:
+    """``jobs`` cut into PUSHB arguments (JSON arrays) of at most ``max_jobs`` jobs and, but
+    for a job longer than that alone, ``max_bytes`` a line. A chunk of ``max_jobs`` is
+    encoded in one call; only one over ``max_bytes`` is encoded again job by job, to cut it."""
+    chunks: list[tuple[Sequence[Job], bytes]] = []
+    for start in range(0, len(jobs), max_jobs):
+        chunk = jobs[start : start + max_jobs]
+        body = _encode_jobs(chunk)
+        if len(body) + _PUSHB_FRAME_BYTES <= max_bytes:
+            chunks.append((chunk, body))
+        else:
+            chunks += _cut_by_size(chunk, max_bytes)
+    return chunks
+
+
+_encode_jobs = msgspec.json.Encoder().encode
+
+
+def _cut_by_size(jobs: Sequence[Job], max_bytes: int) -> list[tuple[Sequence[Job], bytes]]:
+    chunks: list[tuple[Sequence[Job], bytes]] = []
+    start, size = 0, _PUSHB_FRAME_BYTES
+    encoded: list[bytes] = []
+    for index, job in enumerate(jobs):
+        body = encode_job(job)
+        if encoded and size + len(body) > max_bytes:
+            chunks.append((jobs[start:index], b"[" + b",".join(encoded) + b"]"))
+            start, size, encoded = index, _PUSHB_FRAME_BYTES, []
+        encoded.append(body)
+        size += len(body) + 1  # and its comma
+    if encoded:
+        chunks.append((jobs[start:], b"[" + b",".join(encoded) + b"]"))
+    return chunks
 
 
 class _Registry:
@@ -212,14 +257,20 @@ class App(_Registry):
         tls: ssl.SSLContext | None = None,
         pool_size: int = 10,
         retry_seconds: float = 30.0,
+        push_bulk_max_bytes: int = PUSH_BULK_MAX_BYTES,
         middleware: Sequence[Middleware] = (),
     ) -> None:
+        if push_bulk_max_bytes < 1024:
+            raise ValueError(
+                f"push_bulk_max_bytes must be at least 1024, got {push_bulk_max_bytes}"
+            )
         self.app = self
         self.url = url
         self.password = password
         self.tls = tls
         self.pool_size = pool_size
         self.retry_seconds = retry_seconds
+        self.push_bulk_max_bytes = push_bulk_max_bytes
         self.middleware = list(middleware)
         self.push_middleware: list[PushMiddleware] = []
         """Producer-side middleware (``use_push``), outermost first."""
@@ -362,7 +413,7 @@ class App(_Registry):
             pool: ConnectionPool[Client] = ConnectionPool(
                 self.connect, size=self.pool_size, retry_seconds=self.retry_seconds
             )
-            producer = self._producers[loop] = _PoolProducer(pool)
+            producer = self._producers[loop] = _PoolProducer(pool, self.push_bulk_max_bytes)
         return producer
 
     # -- producing -------------------------------------------------------------------------------
@@ -397,7 +448,8 @@ class App(_Registry):
         await step(0)
 
     async def push_bulk(self, jobs: Sequence[Job]) -> list[PushResult]:
-        """Push many jobs with PUSHB (1000 a command, two commands in flight, in order).
+        """Push many jobs with PUSHB (up to 1000 jobs and ``push_bulk_max_bytes`` a command,
+        two commands in flight, in order).
 
         Returns one result per job, in order: a job the server refused, alone (bad queue
         name, not unique, ...) or with its whole chunk, has the server's error message.

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from conveyor.errors import CommandError
+from conveyor.errors import CommandError, StoreError
 from conveyor.job import Job, decode_job
 from conveyor.manager.lifecycle import JobState, check_transition
 from conveyor.store.base import (
@@ -33,6 +33,7 @@ from conveyor.store.filters import MAX_PATTERN_CHARS
 from conveyor.timefmt import day_key, now_iso, parse_time
 
 if TYPE_CHECKING:
+    from conveyor.logs import RateLimitedLog
     from conveyor.manager.config import ManagerConfig
     from conveyor.manager.features import Feature
     from conveyor.manager.waiters import QueueWaiters
@@ -108,10 +109,28 @@ class AdminOps:
     store: Store
     config: ManagerConfig
     waiters: QueueWaiters
+    store_trouble: RateLimitedLog
     features: list[Feature]
 
     def queued(self, job: Job) -> QueuedJob:  # provided by Manager
         raise NotImplementedError
+
+    async def storage_problem(self) -> str | None:
+        """Why the store cannot serve now, or None when it can: it refuses writes (SQLite
+        that cannot commit), or a read fails (Redis down). For ``/health``."""
+        refusal = self.store.refusing_writes()
+        if refusal is not None:
+            return refusal
+        try:
+            await self.store.counters()
+        except StoreError as exc:
+            return str(exc)
+        return None
+
+    def report_storage_error(self, where: str, exc: StoreError) -> None:
+        """Log a store failure met outside the FWP server (the dashboard), rate-limited like
+        the server's: an outage is told, not one line per request."""
+        self.store_trouble.problem("%s: %s", where, exc)
 
     async def removed(self, payloads: Sequence[bytes]) -> None:  # provided by Manager
         raise NotImplementedError

@@ -259,6 +259,12 @@ class Store(Records, Limits, Endings, Counts, Deadlines, Cancels, Groups, abc.AB
     async def close(self) -> None:
         """Flush pending commits and release resources."""
 
+    def refusing_writes(self) -> str | None:
+        """Why this store refuses every write right now, or None. A store that learns of an
+        outage by itself (SQLite that cannot commit: ``StoreUnavailable``) says so here for
+        health checks; others find out when a call fails (None)."""
+        return None
+
     @abc.abstractmethod
     def set_ready_listener(self, listener: ReadyListener) -> None:
         """Register the callback the store calls (in the event loop) when a queue may have

@@ -1,7 +1,8 @@
 """The JSON API (``/api/...``) for everything the pages show, plus Faktory's ``/stats`` and
 ``/health``. Documented in ``docs/web.md``.
 
-Errors are ``{"error": "..."}`` with 400 (bad input), 403 (CSRF, read-only) or 404.
+Errors are ``{"error": "..."}`` with 400 (bad input), 403 (CSRF, read-only), 404, or 503
+when the store cannot serve (``pages.EXCEPTION_HANDLERS``); ``/health`` answers 503 then.
 """
 
 from __future__ import annotations
@@ -93,8 +94,11 @@ async def stats(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
+    """200 while the store serves, 503 (with the reason) while it cannot: what a load
+    balancer or an orchestrator's probe looks at."""
     state = request.app.state
-    return _json(await data.health_json(state.manager, state.stats))
+    health = await data.health_json(state.manager, state.stats)
+    return _json(health, 200 if health["status"] == "ok" else 503)
 
 
 async def overview(request: Request) -> Response:

@@ -14,6 +14,7 @@ from conveyor.manager import views
 from conveyor.manager.types import ServerStats
 from conveyor.manager.views import history_view, job_row, queues_view
 from conveyor.store.base import SetEntry, SortedSet
+from conveyor.timefmt import now_iso
 from conveyor.web.limits import job_limits_view, queue_limits_view
 from conveyor.web.present import Listing, job_key, page_count, route_for_set
 
@@ -43,11 +44,23 @@ async def stats_json(manager: Manager, stats: StatsSource) -> dict[str, Any]:
 
 
 async def health_json(manager: Manager, stats: StatsSource) -> dict[str, Any]:
-    """Faktory's ``/health``: the time and the server section without memory and uptime."""
-    info = await manager.info(stats())
-    server = info.get("server", {})
-    keep = ("description", "faktory_version", "connections", "command_count")
-    return {"now": info.get("now"), "server": {k: server.get(k) for k in keep}}
+    """Faktory's ``/health`` (the time and the server section without memory and uptime),
+    plus ``status``: ``ok``, or ``unavailable`` with the ``store``'s problem."""
+    problem = await manager.storage_problem()
+    numbers = stats()
+    health: dict[str, Any] = {
+        "now": now_iso(),
+        "server": {
+            "description": manager.description,
+            "faktory_version": manager.version,
+            "connections": numbers.connections,
+            "command_count": numbers.command_count,
+        },
+        "status": "ok" if problem is None else "unavailable",
+    }
+    if problem is not None:
+        health["store"] = problem
+    return health
 
 
 def summary(info: dict[str, Any]) -> dict[str, int]:

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
+from conveyor.errors import StoreError
 from conveyor.manager.views import plural
 from conveyor.web import actions, data, limits
 from conveyor.web.present import (
@@ -282,4 +283,25 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return render(request, "error.html", context, status_code=exc.status_code)
 
 
-EXCEPTION_HANDLERS: dict[Any, Any] = {HTTPException: _http_error}
+async def _store_error(request: Request, exc: Exception) -> Response:
+    """503 while the store cannot serve (SQLite cannot commit, Redis is down): the store's
+    message in JSON for the API, in the page's alert for people; logged, rate-limited."""
+    assert isinstance(exc, StoreError)
+    request.app.state.manager.report_storage_error(
+        f"dashboard {request.method} {request.url.path}", exc
+    )
+    message = f"storage error: {exc}"
+    root = request.scope.get("root_path", "")
+    if request.url.path.startswith(f"{root}/api/"):
+        return JSONResponse({"error": message}, status_code=503)
+    context = {
+        "status": 503,
+        "alert": message,
+        "message": "Try again in a moment: conveyor retries by itself, and /health says "
+        "when storage is back.",
+        "back": request.url.path[len(root) :] or "/",
+    }
+    return render(request, "error.html", context, status_code=503)
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {HTTPException: _http_error, StoreError: _store_error}

@@ -13,6 +13,7 @@ from conveyor.store.limits import QueueLimit
 
 if TYPE_CHECKING:
     from conveyor.manager.admin import JobLocation
+    from conveyor.manager.config import ManagerConfig
     from conveyor.manager.core import Manager
 
 __all__ = ["Feature", "Loop"]
@@ -48,6 +49,11 @@ class Feature(Middleware):
         ``tables``). Raise ``conveyor.errors.ConfigError`` naming the table, entry and key of
         a bad value: the server then refuses to start, or a reload keeps the old settings."""
         return cls()
+
+    def check_limits(self, config: ManagerConfig) -> None:
+        """Check the settings against the server's job limits (what a PUSH accepts), known
+        once the whole configuration is read: ``build_features`` calls it after
+        ``from_config``. Raise ``ConfigError`` as ``from_config`` does."""
 
     def bind(self, manager: Manager) -> None:
         """Called once by the manager that runs this feature, before it starts."""

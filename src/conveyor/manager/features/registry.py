@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from conveyor.manager.config import ManagerConfig
 from conveyor.manager.features.aggregation import AggregateFeature
 from conveyor.manager.features.backpressure import Backpressure
 from conveyor.manager.features.base import Feature
@@ -37,10 +38,14 @@ FEATURE_TABLES: frozenset[str] = frozenset(table for f in FEATURES for table in 
 """The top-level TOML tables the features read; the config loader accepts these."""
 
 
-def build_features(tables: Mapping[str, Any]) -> list[Feature]:
-    """One instance of every feature, configured from the TOML ``tables`` it reads. Raises
-    ``ConfigError``."""
-    return [
+def build_features(tables: Mapping[str, Any], limits: ManagerConfig | None = None) -> list[Feature]:
+    """One instance of every feature, configured from the TOML ``tables`` it reads and
+    checked against the server's job ``limits`` (default: the defaults). Raises
+    ``ConfigError`` for a bad value."""
+    features = [
         feature.from_config({name: tables[name] for name in feature.tables if name in tables})
         for feature in FEATURES
     ]
+    for feature in features:
+        feature.check_limits(limits or ManagerConfig())
+    return features

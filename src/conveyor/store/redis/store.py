@@ -76,6 +76,7 @@ from conveyor.store.redis.deadlines import RedisDeadlines
 from conveyor.store.redis.endings import RedisEndings
 from conveyor.store.redis.groups import RedisGroups
 from conveyor.store.redis.limits import RedisLimits
+from conveyor.store.redis.listing import FilteredListing
 from conveyor.store.redis.records import RedisRecords
 from conveyor.store.redis.release import Lost, Releaser
 from conveyor.store.redis.scripts import Script, load_scripts
@@ -84,9 +85,7 @@ from conveyor.store.redis.workers import RedisWorkers
 
 __all__ = ["RedisStore"]
 
-SCAN_CHUNK = 1000
 _FIND_SLICE = 2000  # queue entries one queue_find call looks at: well under a millisecond
-"""Entries read per script call when a listing has to filter a whole sorted set."""
 
 
 class Keys:
@@ -150,6 +149,7 @@ class RedisStore(
         # Wake-up messages are "<origin> <queue>": a store skips its own (it already woke its
         # listener locally), so one push wakes one waiting FETCH, not two.
         self._origin = secrets.token_hex(6) + " "
+        self._filtered = FilteredListing(self._read_set)
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
@@ -494,21 +494,9 @@ class RedisStore(
         if flt.jids:
             _, found = await self._read_set(name, "jids", *dict.fromkeys(flt.jids))
             found.sort(key=lambda e: (e.score, e.jid), reverse=descending)
-        else:
-            found = await self._scan_set(name, rev)
-        kept = await filter_entries(flt, found)
-        return Page(kept[offset : offset + limit], len(kept))
-
-    async def _scan_set(self, name: SortedSet, rev: str) -> list[SetEntry]:
-        """Every entry in score order, a chunk at a time (a listing, not a transition)."""
-        out: list[SetEntry] = []
-        start = 0
-        while True:
-            _, chunk = await self._read_set(name, "rank", start, start + SCAN_CHUNK - 1, rev)
-            out += chunk
-            if len(chunk) < SCAN_CHUNK:
-                return out
-            start += SCAN_CHUNK
+            kept = await filter_entries(flt, found)
+            return Page(kept[offset : offset + limit], len(kept))
+        return await self._filtered.page(name, flt, offset, limit, descending)
 
     async def get_set_entries(self, name: SortedSet, jids: Sequence[str]) -> list[SetEntry]:
         if not jids:

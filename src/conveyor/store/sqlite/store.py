@@ -124,6 +124,9 @@ class SQLiteStore(
     async def close(self) -> None:
         self._db.close()
 
+    def refusing_writes(self) -> str | None:
+        return self._db.health.refusal
+
     def _load_state(self) -> None:
         """Rebuild the in-memory mirrors from what is committed."""
         conn = self._db.conn
