@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from conveyor.errors import StoreError
 from conveyor.manager.views import plural
-from conveyor.web import actions, data
+from conveyor.web import actions, data, limits
 from conveyor.web.present import (
     SET_ROUTES,
     default_descending,
@@ -37,11 +37,11 @@ __all__ = [
     "search",
     "set_job",
     "set_list",
+    "throttles",
 ]
 
 PLACEHOLDERS = {
     "batches": ("Batches", "Batches arrive with the batch feature (BATCH NEW/COMMIT/STATUS)."),
-    "throttles": ("Throttles", "Queue throttles arrive with the throttle feature."),
 }
 
 
@@ -256,6 +256,12 @@ async def busy(request: Request) -> Response:
     listing = _listing(request)
     view = await data.busy_view(manager, listing)
     return render(request, "busy.html", {**view, "listing": listing})
+
+
+async def throttles(request: Request) -> Response:
+    """Throttles, rate limits and backpressure now, and the jobs expired each day."""
+    view = await limits.throttles_view(request.app.state.manager)
+    return render(request, "throttles.html", view)
 
 
 async def placeholder(request: Request) -> Response:
