@@ -109,8 +109,9 @@ async def test_ack_and_fail_whose_replies_are_lost_count_once(
     for jid in ("jid-00000001", "jid-00000002"):
         assert await client.call(push_line(jid)) == b"+OK\r\n"
         assert jid.encode() in await client.call(b"FETCH default")
-    # an ACK on Redis is ack.lua's twin that also leaves marked (batch, tracked) jobs aside
-    fault_proxy.lose_reply(sha("batches_ack"))
+    # an ACK on Redis is endings_end.lua: it says what it ended (features) and moves the
+    # marks of batch and tracked jobs in the same step
+    fault_proxy.lose_reply(sha("endings_end"))
     assert await client.call(b'ACK {"jid":"jid-00000001"}') == b"+OK\r\n"
     fault_proxy.lose_reply(sha("fail"))
     fail = b'FAIL {"jid":"jid-00000002","errtype":"E","message":"m"}'
@@ -209,9 +210,10 @@ async def test_batch_steps_whose_replies_are_lost_happen_once(
     assert await client.call(b"PUSH " + json.dumps(job).encode()) == b"+OK\r\n"
     assert await client.call(b"BATCH COMMIT " + bid.encode()) == b"+OK\r\n"
     assert b"jid-00000001" in await client.call(b"FETCH default")
-    fault_proxy.lose_reply(sha("batches_end"))
+    # the ACK: endings_end.lua finds the job's batch, then ends it with the batch declared
+    fault_proxy.lose_reply(sha("endings_end"), times=2)
     assert await client.call(b'ACK {"jid":"jid-00000001"}') == b"+OK\r\n"
-    assert fault_proxy.cuts == 3
+    assert fault_proxy.cuts == 4
     status = json.loads((await client.call(b"BATCH STATUS " + bid.encode())).split(b"\r\n")[1])
     assert (status["total"], status["pending"], status["complete_st"]) == (1, 0, "1")
     # the step that ran first scheduled the callback; the promoter enqueues it, once

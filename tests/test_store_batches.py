@@ -178,22 +178,48 @@ async def test_a_committed_batch_refuses_jobs_until_reopened(backend_store: Stor
     assert await scheduled(store) == ["b-1-complete"]
 
 
-async def test_ack_unmarked_leaves_marked_jobs_alone(backend_store: Store) -> None:
+async def test_an_ack_ends_the_marks_of_its_jobs_in_its_own_step(backend_store: Store) -> None:
     store = backend_store
     await new_batch(store, "b-1")
     await push(store, "job-0001")
-    await store.enqueue([QueuedJob("q", "plain-001", job("plain-001"), 60)])
-    await store.reserve(["q"], "w", NOW, count=2)
-    ended, held = await store.ack_unmarked(["plain-001", "job-0001", "nothing-1"], DAY)
-    assert ended == 1
-    assert [(m.jid, m.bid, m.state) for m in held] == [("job-0001", "b-1", MarkState.ENQUEUED)]
-    assert await store.get_reservation("job-0001") is not None
-    assert (await store.counters()).processed == 1
-    fired = await store.end_jobs([JobEnd("job-0001", Outcome.SUCCESS, "b-1")], CTX)
-    assert fired.ended == ["job-0001"]
-    assert await store.get_reservation("job-0001") is None
-    assert (await store.counters()).processed == 2
-    assert await store.ack_unmarked(["job-0001"], DAY) == (0, [])  # finished: plain again
+    await store.commit_batch("b-1", NOW, LATER)
+    tracked = NewMark("tracked-1", "", LATER)
+    waits = WaitingJob("waits-1", "q", "Work", job("waits-1"), ("tracked-1",), 0, 0.0)
+    results = await store.mark_jobs([tracked, NewMark("waits-1", "", LATER, waits)], NOW)
+    assert results["waits-1"] == (MarkResult.WAITING, "")
+    await store.enqueue([QueuedJob("q", jid, job(jid), 60) for jid in ("plain-001", "tracked-1")])
+    assert len(await store.reserve(["q"], "w", NOW, count=3)) == 3
+
+    jids = ["plain-001", "job-0001", "nothing-1", "tracked-1"]
+    acked = await store.ack_returning(jids, DAY, ends=CTX)
+    assert [r.jid for r in acked.ended] == ["plain-001", "job-0001", "tracked-1"]
+    assert (await store.counters()).processed == 3
+    assert sorted(acked.fired.ended) == ["job-0001", "tracked-1"]
+    # the batch is done: its complete callback; the waiting job is released
+    assert sorted(e.jid for e in acked.fired.scheduled) == ["b-1-complete", "waits-1"]
+    assert await status(store) == (1, 0, 0, "1", "")
+    marks = await store.get_marks(["job-0001", "tracked-1", "waits-1"], NOW)
+    assert {jid: m.state for jid, m in marks.items()} == {
+        "job-0001": MarkState.SUCCESS,
+        "tracked-1": MarkState.SUCCESS,
+        "waits-1": MarkState.ENQUEUED,
+    }
+    again = await store.ack_returning(jids, DAY, ends=CTX)  # a repeat ends nothing
+    assert again.ended == []
+    assert not again.fired
+    assert (await store.counters()).processed == 3
+
+
+async def test_an_ack_without_ends_leaves_the_marks_alone(backend_store: Store) -> None:
+    store = backend_store
+    await new_batch(store, "b-1")
+    await push(store, "job-0001")
+    await store.reserve(["q"], "w", NOW)
+    acked = await store.ack_returning(["job-0001"], DAY)
+    assert [r.jid for r in acked.ended] == ["job-0001"]
+    assert not acked.fired
+    assert (await store.get_marks(["job-0001"], NOW))["job-0001"].state == MarkState.ENQUEUED
+    assert await status(store) == (1, 1, 0, "", "")
 
 
 async def test_a_parent_waits_for_its_childs_callbacks(backend_store: Store) -> None:

@@ -22,6 +22,7 @@ if typing.TYPE_CHECKING:
         JobNotFound,
         NotUnique,
         ProtocolError,
+        QueueFull,
         StoreError,
     )
     from conveyor.job import Job
@@ -62,6 +63,7 @@ __all__ = [  # noqa: RUF022 - grouped by purpose (as httpx does), sorted within 
     "NotUnique",
     "PayloadError",
     "ProtocolError",
+    "QueueFull",
     "StoreError",
     "__version__",
 ]
@@ -90,6 +92,7 @@ _MODULES = {
     "JobNotFound": "conveyor.errors",
     "NotUnique": "conveyor.errors",
     "ProtocolError": "conveyor.errors",
+    "QueueFull": "conveyor.errors",
     "StoreError": "conveyor.errors",
     "Job": "conveyor.job",
     "Handler": "conveyor.worker",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import functools
 import ssl
 import weakref
@@ -15,10 +16,10 @@ import msgspec
 from conveyor.app.aggregate import Aggregate
 from conveyor.app.batches import BatchBlock, BatchStatus, TrackInfo, in_batch
 from conveyor.app.cron import CronDeclarations
-from conveyor.app.jobs import JobDef, JobOptions
+from conveyor.app.jobs import JobDef, JobOptions, seconds_option
 from conveyor.app.sync import SyncRunner
 from conveyor.client import Client  # at import, not on the first push: it would wait for it
-from conveyor.errors import CommandError
+from conveyor.errors import CommandError, NotUnique
 from conveyor.job import DEFAULT_QUEUE, Job, encode_job
 from conveyor.pool import ConnectionPool
 
@@ -52,6 +53,16 @@ class PushResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def exception(self) -> CommandError | None:
+        """The error as the exception a PUSH of this job alone raises: ``NotUnique``,
+        ``QueueFull``, ``InvalidJob``, ... (None when the job was accepted)."""
+        if self.error is None:
+            return None
+        if self.error.startswith(NotUnique.code + " "):
+            return CommandError.from_reply(self.error)
+        return CommandError.from_reply("ERR " + self.error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +213,9 @@ class _Registry:
         timeout: float | None = None,
         backtrace: int | None = None,
         custom: Mapping[str, Any] | None = None,
+        unique_for: float | dt.timedelta | None = None,
+        unique_until: str | None = None,
+        expires_in: float | dt.timedelta | None = None,
         raw: bool = False,
         middleware: Sequence[Middleware] = (),
     ) -> Callable[[Callable[P, R]], JobDef[P, R]]: ...
@@ -304,6 +318,9 @@ class App(_Registry):
         timeout: float | None = None,
         backtrace: int | None = None,
         custom: Mapping[str, Any] | None = None,
+        unique_for: float | dt.timedelta | None = None,
+        unique_until: str | None = None,
+        expires_in: float | dt.timedelta | None = None,
         raw: bool = False,
         middleware: Sequence[Middleware] = (),
         aggregate: Aggregate | None = None,
@@ -320,6 +337,9 @@ class App(_Registry):
             reserve_for=reserve_for,
             backtrace=backtrace,
             custom=dict(custom) if custom else None,
+            unique_for=_optional_seconds(unique_for, "unique_for", 1),
+            unique_until=unique_until,
+            expires_in=_optional_seconds(expires_in, "expires_in", 0.001),
         )
         jobdef = JobDef(
             self, fn, name=jobtype, options=options, timeout=timeout, raw=raw,
@@ -549,6 +569,12 @@ class App(_Registry):
         from conveyor.worker.runtime import Worker
 
         return Worker(self, **options)
+
+
+def _optional_seconds(
+    value: float | dt.timedelta | None, name: str, minimum: float
+) -> float | None:
+    return None if value is None else seconds_option(value, name, minimum)
 
 
 async def _cancel(client: Client, jids: list[str]) -> list[dict[str, Any]]:

@@ -55,9 +55,22 @@ def new_jid() -> str:
         return block[:_JID_HEX_CHARS]
 
 
+UNIQUE_UNTIL = ("success", "start")
+
+
+def seconds_option(value: float | dt.timedelta, name: str, minimum: float) -> float:
+    seconds = value.total_seconds() if isinstance(value, dt.timedelta) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < minimum:
+        raise ValueError(f"{name} must be a number of seconds, at least {minimum:g}: {value!r}")
+    return float(seconds)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class JobOptions:
-    """Options written into each pushed job. ``None`` leaves the server's default."""
+    """Options written into each pushed job. ``None`` leaves the server's default.
+
+    ``unique_for``/``unique_until`` and ``expires_in``/``expires_at`` are Faktory
+    Enterprise's keys of ``custom`` (docs/admission.md); the server checks them at PUSH."""
 
     queue: str = DEFAULT_QUEUE
     retry: int | None = None
@@ -67,12 +80,44 @@ class JobOptions:
     at: dt.datetime | None = None
     delay_seconds: float | None = None
     jid: str | None = None
+    unique_for: float | None = None
+    unique_until: str | None = None
+    expires_in: float | None = None
+    expires_at: dt.datetime | None = None
     group: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.unique_until is not None and self.unique_until not in UNIQUE_UNTIL:
+            raise ValueError(
+                f'unique_until must be "success" or "start", not {self.unique_until!r}'
+            )
+        if self.expires_in is not None and self.expires_at is not None:
+            raise ValueError("give either expires_in= or expires_at=, not both")
+        if self.expires_at is not None and self.expires_at.tzinfo is None:
+            raise ValueError("expires_at= needs a timezone-aware datetime")
+
+    def custom_fields(self) -> dict[str, Any] | None:
+        """``custom`` as pushed: the given mapping plus the unique and expiry keys."""
+        custom = dict(self.custom) if self.custom else {}
+        if self.unique_for is not None:
+            custom["unique_for"] = self.unique_for
+        if self.unique_until is not None:
+            custom["unique_until"] = self.unique_until
+        if self.expires_in is not None:
+            custom["expires_in"] = self.expires_in
+        if self.expires_at is not None:
+            custom["expires_at"] = format_time(self.expires_at.timestamp())
+        return custom or None
+
     def merged(self, **changes: Any) -> JobOptions:
-        """A copy with ``changes`` applied; ``custom`` dicts are merged, not replaced."""
+        """A copy with ``changes`` applied; ``custom`` dicts are merged, not replaced. An
+        expiry given replaces the other kind (``expires_in`` or ``expires_at``)."""
         if changes.get("custom") is not None and self.custom:
             changes["custom"] = {**self.custom, **changes["custom"]}
+        if "expires_in" in changes:
+            changes.setdefault("expires_at", None)
+        elif "expires_at" in changes:
+            changes["expires_in"] = None
         return dataclasses.replace(self, **changes)
 
     def schedule(self) -> str:
@@ -162,14 +207,22 @@ class JobDef(Generic[P, R]):
         jid: str | None = None,
         track: bool | None = None,
         after: Sequence[str] | None = None,
+        unique_for: float | dt.timedelta | None = None,
+        unique_until: str | None = None,
+        expires_in: float | dt.timedelta | None = None,
+        expires_at: dt.datetime | None = None,
         group: str | None = None,
     ) -> JobDef[P, R]:
         """A copy of this job that pushes with these options (the handler is the same).
 
-        ``track=True``: the server tracks the job (``app.track(jid)``; other jobs may wait
-        for it). ``after=[jid, ...]``: the job waits on the server until those tracked jobs
-        have succeeded, and goes to the dead set if one of them dies (docs/batches.md).
-        ``group``: the aggregating group a job declared with ``aggregate=`` joins."""
+        ``unique_for`` (seconds or a timedelta, at least 1) refuses a push while a job of the
+        same type and args is pending (``conveyor.NotUnique``); ``unique_until="start"`` ends
+        that when it starts instead of when it succeeds. ``expires_in``/``expires_at`` drop the
+        job, never run, once that time has passed (docs/admission.md). ``track=True``: the
+        server tracks the job (``app.track(jid)``; other jobs may wait for it).
+        ``after=[jid, ...]``: the job waits on the server until those tracked jobs have
+        succeeded, and goes to the dead set if one of them dies (docs/batches.md). ``group``:
+        the aggregating group a job declared with ``aggregate=`` joins."""
         if group is not None and self.aggregate is None:
             raise TypeError(f"{self.name}: group= is for jobs declared with aggregate=")
         extra: dict[str, Any] = {}
@@ -189,8 +242,14 @@ class JobDef(Generic[P, R]):
             "backtrace": backtrace,
             "custom": custom,
             "jid": jid,
+            "unique_until": unique_until,
+            "expires_at": expires_at,
             "group": group,
         }
+        if unique_for is not None:
+            changes["unique_for"] = seconds_option(unique_for, "unique_for", 1)
+        if expires_in is not None:
+            changes["expires_in"] = seconds_option(expires_in, "expires_in", 0.001)
         if in_ is not None:
             seconds = in_.total_seconds() if isinstance(in_, dt.timedelta) else float(in_)
             changes["delay_seconds"] = seconds
@@ -217,7 +276,7 @@ class JobDef(Generic[P, R]):
                 f"{self.name}: Faktory args are positional; pass {sorted(kwargs)} positionally"
             )
         opts = self.defaults
-        custom = dict(opts.custom) if opts.custom else None
+        custom = opts.custom_fields()
         if self.aggregate is not None:
             if not opts.group:
                 raise ValueError(

@@ -16,25 +16,22 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from conveyor.errors import CommandError, JobNotFound, UnknownWorker
+from conveyor.errors import CommandError, JobNotFound, QueueFull, UnknownWorker
 from conveyor.job import Job, decode_job, encode_job
 from conveyor.logs import RateLimitedLog
 from conveyor.manager import validation
 from conveyor.manager.admin import AdminOps
 from conveyor.manager.config import ManagerConfig
-from conveyor.manager.feature_calls import NOT_NOW, FeatureCalls
+from conveyor.manager.feature_calls import FeatureCalls
 from conveyor.manager.features import Feature
 from conveyor.manager.features.registry import build_features
+from conveyor.manager.flow import FlowControl
 from conveyor.manager.info import build_info
 from conveyor.manager.lifecycle import JobState, check_transition
 from conveyor.manager.middleware import (
     AckContext,
-    Discard,
-    Drop,
     FailContext,
-    FetchContext,
     Middleware,
-    PushContext,
     hooks_of,
     run_chain,
 )
@@ -58,7 +55,6 @@ __all__ = ["Manager"]
 log = logging.getLogger("conveyor.manager")
 
 F = TypeVar("F", bound=Feature)
-
 
 FAKTORY_VERSION = "1.10.0"
 """The Faktory release whose protocol we speak; clients gate features on it (semver)."""
@@ -103,19 +99,37 @@ class Manager(FeatureCalls, AdminOps):
         self._fetch_hooks = hooks_of(self._middleware, "fetch")
         self._ack_hooks = hooks_of(self._middleware, "ack")
         self._fail_hooks = hooks_of(self._middleware, "fail")
-        # fetch middleware sees every job a FETCH takes: those go the long way, through reserve
-        self._hand_offs = store.in_process and not self._fetch_hooks
-        # A job no push hook wants keeps the fast path; gates say which jobs features want.
-        pushers = [m for m in self._middleware if type(m).push is not Middleware.push]
-        gated = all(isinstance(m, Feature) for m in pushers)
-        self._chain_gates = [m.wants_push for m in pushers if isinstance(m, Feature)]
-        # Features that take pushed jobs together (a PUSHB in one store step): push_many.
-        self._bulk_pushers = [
-            f for f in self.features if type(f).push_many is not Feature.push_many
+        # Fetch middleware sees every job a FETCH takes, so a job some fetch hook wants goes the
+        # long way, through reserve; features say which jobs they want (wants_fetch), any other
+        # middleware wants them all.
+        fetchers = [m for m in self._middleware if type(m).fetch is not Middleware.fetch]
+        self._fetch_gates = [m.wants_fetch for m in fetchers if isinstance(m, Feature)]
+        self._fetch_gated = all(isinstance(m, Feature) for m in fetchers)
+        self._hand_offs = store.in_process and self._fetch_gated
+        # What features must hear of: ACKed jobs (with what ended), jobs removed for good.
+        self._ack_watchers = [f for f in self.features if type(f).acked is not Feature.acked]
+        self._acked_gates = [f.wants_acked for f in self._ack_watchers]
+        marks = [type(f).acked_marks for f in self._ack_watchers]
+        self._acked_marks: tuple[bytes, ...] | None = (
+            None if any(m is None for m in marks) else tuple(b for m in marks if m for b in m)
+        )
+        gate_owners = [f for f in self.features if f.wants_fetch in self._fetch_gates]
+        gate_owners += self._ack_watchers
+        self._gates_on_custom = all(type(f).gates_on_custom for f in gate_owners)
+        self._watched = set() if store.in_process else None
+        self._removal_watchers = [
+            f for f in self.features if type(f).removed is not Feature.removed
         ]
-        self._push_gates = [*self._chain_gates, *(f.wants_push for f in self._bulk_pushers)]
-        self._pushes_now = store.in_process and gated
-        self._push_gated = gated
+        # The feature whose records move in the ACK's own step (batches: the marks).
+        enders = [f for f in self.features if type(f).ack_ends is not Feature.ack_ends]
+        if len(enders) > 1:
+            raise ValueError("at most one feature may move its records with an ACK (ack_ends)")
+        self._ack_ender = enders[0] if enders else None
+        self.flow = FlowControl(self)
+        self.flow.refresh(self.features)
+        # A job no push hook wants keeps the fast path; gates say which jobs features want.
+        self._plan_pushes()
+        self._pushes_now = store.in_process and self._push_gated
         # Likewise for ACK: jids no gated ack hook wants keep the batched ACK (None: ungated).
         ackers = [m for m in self._middleware if type(m).ack is not Middleware.ack]
         self._ack_gates: list[Callable[[str], bool]] | None = (
@@ -123,25 +137,22 @@ class Manager(FeatureCalls, AdminOps):
             if all(isinstance(m, Feature) for m in ackers)
             else None
         )
-        # Features that end some ACKs themselves, in the same step as their own records.
-        self._ack_takers = [f for f in self.features if type(f).take_acks is not Feature.take_acks]
         # Worker state as last seen by this server; BEAT refreshes it from the store.
         self._worker_states: dict[str, str] = {}
         self._local_clients: dict[str, set[int]] = {}
         self._closers: dict[int, ClientInfo] = {}
-        store.set_ready_listener(self.waiters.notify)
 
     # ------------------------------------------------------------------ life cycle
 
     async def start(self) -> None:
         await self.store.open()
-        for feature in self.features:
-            await feature.open()
+        await self._watch_reservations()
         self.started_at = time.time()
         self.tasks.start()
 
     async def stop(self) -> None:
         await self.tasks.stop()
+        self.flow.stop()
         self.waiters.notify_all()
         await self.store.close()
 
@@ -153,22 +164,16 @@ class Manager(FeatureCalls, AdminOps):
 
     async def push_job(self, job: Job) -> None:
         due = validation.prepare_job(job, self.config)
-        if self._bulk_pushers:
-            refused = (await self._push_many([job])).get(job.jid)
-            if isinstance(refused, Drop):
-                if refused.durable is not None:
-                    await refused.durable
-                return
-            if refused is not None:
-                raise refused
-        if self._push_hooks and self._pushes(job):
-            try:
-                await run_chain(self._push_hooks, PushContext(self, job), _nothing)
-            except Drop as dropped:
-                if dropped.durable is not None:
-                    await dropped.durable
-                return
-        await self._store_jobs([(job, due)])
+        dropped = await self._admit(job)
+        if dropped is not None:  # kept elsewhere (a group, the jobs waiting), or expired
+            if dropped.durable is not None:
+                await dropped.durable
+            return
+        await self._store_job(job, due)
+
+    async def _store_job(self, job: Job, due: float | None) -> None:
+        if await self._store_jobs([(job, due)]):
+            raise QueueFull.of(job.queue, self.flow.bound(job.queue))
 
     def push_now(self, payload: bytes) -> Awaitable[None] | None:
         """A PUSH done at once, in the caller's step: the job is validated and stored, or
@@ -177,32 +182,28 @@ class Manager(FeatureCalls, AdminOps):
         ``StoreError`` if the write was lost, however late it is awaited), to await before
         the PUSH is answered.
 
-        ``None``, with nothing done, when the PUSH has to take the long way (``push()``):
-        push middleware may wait for anything, so may a store that is not ``in_process``, and
-        a job scheduled for later is no one's to hand off. Raises what ``push()`` raises for
-        a bad job, with nothing stored.
+        ``None``, with nothing done, when the PUSH has to take the long way (``push()``): a
+        store that is not ``in_process`` may wait for anything, so may middleware other than
+        the features', and a feature's hook that did; a job scheduled for later, or for a
+        bounded queue, is no one's to hand off (one the features' hooks have seen is stored
+        by what is returned). Raises what ``push()`` raises for a bad job, with nothing
+        stored.
         """
         if not self._pushes_now:
             return None
         job = validation.decode_pushed(payload, self.config)
-        bulk = False  # a feature that takes pushes together wants this job
-        if self._push_gates and any(wants(job) for wants in self._push_gates):
-            if any(wants(job) for wants in self._chain_gates):
-                return None
-            bulk = True
         stamp = now_iso()  # created_at (when the client left it out) and enqueued_at
         due = validation.prepare_job(job, self.config, stamp)
+        admitted = self._admit_now(job) if self._push_any else (False, None)
+        if admitted is None:
+            return None  # a hook waited: the long way runs the (idempotent) hooks again
+        chained, dropped = admitted
+        if dropped is not None:  # kept elsewhere (a group, the jobs waiting), or expired
+            return dropped.durable if dropped.durable is not None else self.store.durable()
         now = time.time()
-        if due is not None and due > now:
-            return None
-        if bulk:
-            refused = self._push_many_now(job)
-            if refused is NOT_NOW:
-                return None
-            if isinstance(refused, Drop):
-                return self.store.durable()
-            if isinstance(refused, CommandError):
-                raise refused
+        if (due is not None and due > now) or (self.flow.bounding and self.flow.bound(job.queue)):
+            # for later, or for a queue that may be full: stored by the runner, not now
+            return self._store_job(job, due) if chained else None
         queued = [self._queued(job, stamp, validation.reserve_seconds(job, self.config))]
         handed: list[Awaitable[None]] = []
         left = self._hand_off(queued, now, handed)
@@ -233,32 +234,19 @@ class Manager(FeatureCalls, AdminOps):
             except CommandError as exc:
                 key = (job.jid if job is not None else _raw_jid(item)) or f"#{index}"
                 errors[key] = exc.message if exc.code == "ERR" else str(exc)
-        refused: dict[str, CommandError | Drop] = {}
-        if self._bulk_pushers and prepared:
-            refused = await self._push_many([job for job, _ in prepared])
-        accepted: list[tuple[Job, float | None]] = []
-        kept_elsewhere: list[Awaitable[None]] = []
-        for job, due in prepared:
-            try:
-                if job.jid in refused:
-                    raise refused[job.jid]
-                if self._push_hooks and self._pushes(job):
-                    await run_chain(self._push_hooks, PushContext(self, job), _nothing)
-            except Drop as dropped:
-                if dropped.durable is not None:
-                    kept_elsewhere.append(dropped.durable)
-                continue
-            except CommandError as exc:  # middleware codes (NOTUNIQUE, ...) keep their code
-                errors[job.jid] = exc.message if exc.code == "ERR" else str(exc)
-            else:
-                accepted.append((job, due))
+        accepted, kept_elsewhere = await self._admit_many(prepared, errors)
         if accepted:
-            await self._store_jobs(accepted)
+            for refused in await self._store_jobs(accepted):
+                errors[refused.jid] = QueueFull.of(
+                    refused.queue, self.flow.bound(refused.queue)
+                ).message
         if kept_elsewhere:  # one commit for all of them (they may share one future)
             await asyncio.gather(*{id(durable): durable for durable in kept_elsewhere}.values())
         return errors
 
-    async def _store_jobs(self, jobs: Sequence[tuple[Job, float | None]]) -> None:
+    async def _store_jobs(self, jobs: Sequence[tuple[Job, float | None]]) -> list[QueuedJob]:
+        """Store pushed jobs; returns those a full queue refused (backpressure), which the
+        features have been told about (``removed``)."""
         now = time.time()
         queued: list[QueuedJob] = []
         scheduled: list[SetEntry] = []
@@ -279,13 +267,27 @@ class Manager(FeatureCalls, AdminOps):
         queued = self._hand_off(queued, now, handed)
         if scheduled:
             await self.store.add_to_set(SortedSet.SCHEDULED, scheduled)
+        refused: list[QueuedJob] = []
         if queued:
-            await self.store.enqueue(queued)
+            bounds = self.flow.bounds_for({job.queue for job in queued})
+            if bounds:
+                refused = await self.store.enqueue_bounded(queued, bounds)
+            else:
+                await self.store.enqueue(queued)
         for reservations in handed:
             await reservations  # raises if the hand-offs' reservations were lost
         if self.metrics is not None:
-            for job, _ in jobs:
-                self.metrics.on_push(job)
+            if refused:
+                gone = {job.jid for job in refused}
+                for job, _ in jobs:
+                    if job.jid not in gone:
+                        self.metrics.on_push(job)
+            else:
+                for job, _ in jobs:
+                    self.metrics.on_push(job)
+        if refused:
+            await self.removed([job.payload for job in refused])
+        return refused
 
     @staticmethod
     def _queued(job: Job, enqueued_at: str, reserve_for: int) -> QueuedJob:
@@ -309,6 +311,14 @@ class Manager(FeatureCalls, AdminOps):
         left: list[QueuedJob] = []
         store = self.store
         for queue, jobs in _by_queue(queued).items():
+            if self.flow.limited(queue):  # its limits are checked where jobs are reserved
+                left.extend(jobs)
+                continue
+            if self._fetch_gates:
+                jobs, wanted = self._ungated(jobs)
+                left_after = wanted
+            else:
+                left_after = []
             while jobs and store.takes_hand_off(queue):
                 waiter = self.waiters.newest(queue)
                 if waiter is None or waiter.deliver is None:
@@ -323,10 +333,13 @@ class Manager(FeatureCalls, AdminOps):
                     self.waiters.unregister(waiter)
                     continue
                 handed.append(store.hand_off(given, waiter.wid, now))
+                if self._watched is not None:
+                    self._watch(given)
                 if self.metrics is not None:
                     self.metrics.on_hand_off(given, now)
                 jobs = jobs[waiter.count :]
             left.extend(jobs)
+            left.extend(left_after)
         return left
 
     def queued(self, job: Job) -> QueuedJob:
@@ -399,28 +412,33 @@ class Manager(FeatureCalls, AdminOps):
                 self.waiters.unregister(waiter)
 
     async def _reserve(self, queues: Sequence[str], wid: str, count: int) -> list[bytes]:
-        reservations = await self.store.reserve(queues, wid, time.time(), count)
-        if not reservations:
-            return []
-        if self.metrics is not None:
-            self.metrics.on_reserve(reservations)
-        # Pass the baton: there may be more jobs for other waiting FETCHes.
-        self.waiters.notify(reservations[-1].queue)
-        if not self._fetch_hooks:
-            return [r.payload for r in reservations]
-        kept: list[bytes] = []
-        for reservation in reservations:
-            ctx = FetchContext(self, reservation, decode_job(reservation.payload))
-            try:
-                await run_chain(self._fetch_hooks, ctx, _nothing)
-            except Discard as exc:
-                log.info("discarded job %s at fetch: %s", reservation.jid, exc)
-                await self.store.ack([reservation.jid], day_key(time.time()))
-                if self.metrics is not None:
-                    self.metrics.forget(reservation.jid)
+        flow = self.flow
+        if flow.fetch_limits:
+            queues = flow.passable(queues)  # without limited queues known to be full
+            if not queues:
+                return []
+        while True:
+            limits = flow.limits_for(queues) if flow.fetch_limits else None
+            if limits is None:
+                reservations = await self.store.reserve(queues, wid, time.time(), count)
             else:
-                kept.append(reservation.payload)
-        return kept
+                wakes = self.flow.wakes()
+                limited = await self.store.reserve_limited(queues, wid, time.time(), count, limits)
+                reservations = limited.reservations
+                if limited.blocked:
+                    self.flow.held_back(limited.blocked, wakes)
+            if not reservations:
+                return []
+            if self.metrics is not None:
+                self.metrics.on_reserve(reservations)
+            # Pass the baton: there may be more jobs for other waiting FETCHes.
+            self.waiters.notify(reservations[-1].queue)
+            if not self._taken(reservations):  # no fetch hook wants any (ACKs to watch noted)
+                return [r.payload for r in reservations]
+            kept = await self._fetch_chain(reservations)
+            if kept:
+                return kept
+            # every job taken was dropped (expired): the FETCH goes on with the next ones
 
     # ------------------------------------------------------------------ ack / fail
 
@@ -434,10 +452,8 @@ class Manager(FeatureCalls, AdminOps):
         jid, for the metrics."""
         if self._ack_hooks:
             done = await self._ack_through_hooks(jids)
-        elif self._held(jids):
-            done = await self._store_ack(jids)
         else:
-            done = await self.store.ack(jids, day_key(time.time()))
+            done = await self._ack_unhooked(jids)
         if self.metrics is not None:
             self.metrics.on_ack(jids, done, durations)
         return done
@@ -447,19 +463,17 @@ class Manager(FeatureCalls, AdminOps):
         if self._ack_gates is not None:
             hooked = self._hooked_acks(jids, self._ack_gates)
             if not hooked:
-                if self._held(jids):
-                    return await self._store_ack(jids)
-                return await self.store.ack(jids, day_key(time.time()))
+                return await self._ack_unhooked(jids)
             if len(hooked) < len(jids):
                 chosen = set(hooked)
-                done = await self._store_ack([jid for jid in jids if jid not in chosen])
+                done = await self._ack_unhooked([jid for jid in jids if jid not in chosen])
             jids = hooked
         for jid in jids:
             ctx = AckContext(self, jid, await self.store.get_reservation(jid))
 
             async def final(jid: str = jid) -> None:
                 nonlocal done
-                done += await self._store_ack((jid,))
+                done += await self._ack_returning((jid,))
 
             await run_chain(self._ack_hooks, ctx, final)
         return done
@@ -516,8 +530,11 @@ class Manager(FeatureCalls, AdminOps):
 
             await run_chain(self._fail_hooks, ctx, final)
             outcome = ctx.outcome
-        if failed and self.metrics is not None:
-            self.metrics.on_fail(job, outcome, expired=expired, duration=duration)
+        self._unwatch((reservation.jid,))
+        if failed:
+            await self.flow.ended((reservation,))
+            if self.metrics is not None:
+                self.metrics.on_fail(job, outcome, expired=expired, duration=duration)
         return failed
 
     async def expire_reservations(self, limit: int = 500) -> int:
@@ -574,6 +591,7 @@ class Manager(FeatureCalls, AdminOps):
         record = await self.store.update_worker(client.wid, connections_delta=-1)
         if record is None or record.connections <= 0:
             self._worker_states.pop(client.wid, None)
+            await self.flow.worker_gone(client.wid)
 
     async def beat(self, wid: str, rss_kb: int = 0, current_state: str | None = None) -> str:
         """Record a heartbeat; the state only moves forward (a worker's own report of quiet or
@@ -614,6 +632,7 @@ class Manager(FeatureCalls, AdminOps):
                 continue  # it beat (maybe on another server) since we listed it
             self._worker_states.pop(record.wid, None)
             reaped += 1
+            await self.flow.worker_gone(record.wid)
             for key in self._local_clients.pop(record.wid, set()):
                 client = self._closers.pop(key, None)
                 if client is not None and client.close is not None:
@@ -631,6 +650,8 @@ class Manager(FeatureCalls, AdminOps):
 
     async def flush(self) -> None:
         await self.store.flush()
+        self._unwatch(list(self._watched or ()))
+        self.flow.forget_held()
         self.tasks.reset_stats()
         if self.metrics is not None:
             self.metrics.on_flush()
@@ -647,6 +668,8 @@ class Manager(FeatureCalls, AdminOps):
         ``build_features()``, one instance per running feature, in the same order."""
         for running, new in zip(self.features, features, strict=True):
             running.reconfigure(new)
+        for queue in self.flow.refresh(self.features):  # a limit raised or lifted: room now?
+            self.flow.ready(queue)
 
 
 def _by_queue(jobs: list[QueuedJob]) -> dict[str, list[QueuedJob]]:

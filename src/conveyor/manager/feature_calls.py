@@ -1,78 +1,399 @@
-"""How the manager calls the features' own hooks, beyond the four middleware chains: the
-pushes some features take together (``Feature.push_many``, ``push_many_now``) and the ACKs
-some end themselves (``Feature.take_acks``). Mixed into ``Manager``; docs/design/batches.md.
+"""How the manager calls the features' own hooks (beyond the four middleware chains).
+
+Mixed into ``Manager``: the push chain with its gates, cut where a feature takes pushed jobs
+together (``Feature.push_many``: a PUSHB's batch jobs are marked in one store step); the
+fetch chain with its gates; and the one ACK step that tells the features what it ended
+(``Feature.acked``, with the marks ``Feature.ack_ends`` moves in that same step), and what was
+removed for good (``Feature.removed``). See ``conveyor.manager.features`` and
+docs/design/layout.md.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from conveyor.errors import CommandError
-from conveyor.job import Job
-from conveyor.manager.middleware import Drop
+from conveyor.job import Job, decode_job, encode_job
+from conveyor.manager.features.base import Feature
+from conveyor.manager.middleware import (
+    Discard,
+    Drop,
+    FetchContext,
+    Middleware,
+    PushContext,
+    run_chain,
+)
+from conveyor.store.base import QueuedJob, Reservation, Store
+from conveyor.store.endings import Acked
 from conveyor.timefmt import day_key
 
 if TYPE_CHECKING:
-    from conveyor.manager.features import Feature
-    from conveyor.store.base import Store
+    from conveyor.manager.flow import FlowControl
+    from conveyor.metrics.jobs import JobMetrics
 
-__all__ = ["NOT_NOW", "FeatureCalls"]
+__all__ = ["FeatureCalls"]
 
-NOT_NOW = object()
-"""``_push_many_now``: the PUSH cannot be done at once; nothing was done."""
+log = logging.getLogger("conveyor.manager")
+
+_CUSTOM = b'"custom":'
+
+Hook = Callable[..., Awaitable[None]]
+Gate = Callable[[Job], bool]
+
+
+class _Segment:
+    """Push hooks run as one chain, with their gates (None: a middleware's, which wants every
+    job); a feature that takes pushed jobs together (``push_many``) comes after it, if any."""
+
+    __slots__ = ("bulk", "gates", "hooks")
+
+    def __init__(self) -> None:
+        self.hooks: list[Hook] = []
+        self.gates: list[Gate | None] = []
+        self.bulk: Feature | None = None
 
 
 class FeatureCalls:
-    """Mixed into ``Manager``; relies on its store and the feature lists it builds."""
+    """Mixed into ``Manager``; relies on its store, hooks, gates and flow control."""
 
     store: Store
-    _push_gated: bool
-    _chain_gates: list[Callable[[Job], bool]]
-    _bulk_pushers: list[Feature]
-    _ack_takers: list[Feature]
+    flow: FlowControl
+    metrics: JobMetrics | None
+    features: list[Feature]
+    _middleware: list[Middleware]
+    _push_hooks: list[Callable[..., Awaitable[None]]]
+    _fetch_hooks: list[Callable[..., Awaitable[None]]]
+    _fetch_gates: list[Callable[[bytes], bool]]
+    _fetch_gated: bool
+    _ack_watchers: list[Feature]
+    _ack_ender: Feature | None
+    _acked_gates: list[Callable[[bytes], bool]]
+    _acked_marks: tuple[bytes, ...] | None
+    _gates_on_custom: bool
+    _removal_watchers: list[Feature]
+    _watched: set[str] | None
+    """In-process stores: the jids reserved whose end a feature must hear of (None: a shared
+    store, where every ACK says what it ended)."""
 
-    def _pushes(self, job: Job) -> bool:
-        """Whether the push chain must run for ``job``: some hook's gate wants it."""
-        return not self._push_gated or any(wants(job) for wants in self._chain_gates)
+    # ------------------------------------------------------------------ push
 
-    def _push_many_now(self, job: Job) -> CommandError | Drop | object | None:
-        """``_push_many`` of one job done at once (``Feature.push_many_now``): what refused
-        it or kept it out of the queue, None to store it, ``NOT_NOW`` (nothing done) when a
-        feature cannot."""
-        wanting = [f for f in self._bulk_pushers if f.wants_push(job)]
-        if len(wanting) != 1:
-            return NOT_NOW  # several: they take their steps one after the other, not now
-        done = wanting[0].push_many_now(job)
-        if done is None:
-            return NOT_NOW
-        return done.get(job.jid)
+    def _plan_pushes(self) -> None:
+        """Cut the push hooks where a feature takes pushed jobs together (``push_many``):
+        the hooks before it run to their end first (a job they refuse is never marked), then
+        it takes the survivors in one step, then the hooks after it."""
+        segments = [_Segment()]
+        for m in self._middleware:
+            if isinstance(m, Feature) and type(m).push_many is not Feature.push_many:
+                segments[-1].bulk = m
+                segments.append(_Segment())
+            elif type(m).push is not Middleware.push:
+                segments[-1].hooks.append(m.push)
+                segments[-1].gates.append(m.wants_push if isinstance(m, Feature) else None)
+        self._segments = segments
+        gates = [gate for segment in segments for gate in segment.gates]
+        self._push_gated = all(gate is not None for gate in gates)
+        self._push_any = len(segments) > 1 or bool(gates)
+        pushers = [m for m in self._middleware if type(m).push is not Middleware.push]
+        pushers += [segment.bulk for segment in segments if segment.bulk is not None]
+        self._push_on_custom = all(isinstance(m, Feature) and m.gates_on_custom for m in pushers)
 
-    async def _push_many(self, jobs: Sequence[Job]) -> dict[str, CommandError | Drop]:
-        """The features that take pushed jobs together; the jobs they refused or kept out of
-        the queue (``Drop``), by jid."""
-        refused: dict[str, CommandError | Drop] = {}
-        for feature in self._bulk_pushers:
-            wanted = [job for job in jobs if job.jid not in refused and feature.wants_push(job)]
-            if wanted:
-                refused.update(await feature.push_many(wanted))
-        return refused
+    def _chosen(self, job: Job, segment: _Segment) -> list[Hook]:
+        """The hooks of ``segment`` that ``job`` goes through: every one when some middleware
+        is not a feature, else those of the features whose gate wants it (often none)."""
+        if not self._push_gated:
+            return segment.hooks
+        if job.custom is None and self._push_on_custom:
+            return []
+        chosen: list[Hook] = []
+        for hook, wants in zip(segment.hooks, segment.gates, strict=True):
+            if wants is not None and wants(job):
+                chosen.append(hook)
+        return chosen
 
-    def _held(self, jids: Sequence[str]) -> bool:
-        """Whether a feature may end some of these ACKs itself (a set lookup per jid at most)."""
-        for taker in self._ack_takers:  # noqa: SIM110 - no generator on every ACK
-            if taker.holds_acks(jids):
+    async def _admit(self, job: Job) -> Drop | None:
+        """Run the push hooks on ``job`` (the long way): a ``Drop`` when one kept it out of the
+        queue, None to store it; raises what refused it."""
+        if not self._push_any or (job.custom is None and self._push_on_custom):
+            return None
+        taken = False  # some hook took the job in: a later refusal tells them (removed)
+        for segment in self._segments:
+            hooks = self._chosen(job, segment)
+            try:
+                if hooks:
+                    await run_chain(hooks, PushContext(self, job), _nothing)  # type: ignore[arg-type]
+                    taken = True
+                bulk = segment.bulk
+                if bulk is not None and bulk.wants_push(job):
+                    verdict = (await bulk.push_many([job])).get(job.jid)
+                    if verdict is not None:
+                        raise verdict
+                    taken = True
+            except Drop as dropped:
+                return dropped
+            except CommandError:
+                if taken:
+                    await self.removed([encode_job(job)])
+                raise
+        return None
+
+    def _admit_now(self, job: Job) -> tuple[bool, Drop | None] | None:
+        """``_admit`` done in the caller's step (an in-process store): whether some hook
+        took the job, and its ``Drop``; None, to take the long way, when a hook would wait or
+        a refusal must be told to hooks that took the job. Raises what refused the job when
+        no hook had taken it."""
+        if job.custom is None and self._push_on_custom:
+            return False, None
+        taken = False
+        for segment in self._segments:
+            hooks = self._chosen(job, segment)
+            try:
+                if hooks:
+                    if not self._push_chain_now(job, hooks):
+                        return None  # a hook waited: the long way runs the (idempotent) chain again
+                    taken = True
+                bulk = segment.bulk
+                if bulk is not None and bulk.wants_push(job):
+                    done = bulk.push_many_now(job)
+                    if done is None:
+                        return None
+                    verdict = done.get(job.jid)
+                    if verdict is not None:
+                        raise verdict
+                    taken = True
+            except Drop as dropped:
+                return True, dropped
+            except CommandError:
+                if taken:
+                    return None  # the long way refuses it again, and tells the hooks
+                raise
+        return taken, None
+
+    async def _admit_many(
+        self, prepared: list[tuple[Job, float | None]], errors: dict[str, str]
+    ) -> tuple[list[tuple[Job, float | None]], list[Awaitable[None]]]:
+        """``_admit`` for the jobs of a PUSHB, each ``push_many`` once for all of them.
+        Returns the jobs to store and the durability of the writes of those kept elsewhere;
+        the refused ones go into ``errors``."""
+        kept_elsewhere: list[Awaitable[None]] = []
+        taken: set[str] = set()
+        refused: list[Job] = []
+
+        def refuse(job: Job, exc: CommandError) -> None:
+            errors[job.jid] = exc.message if exc.code == "ERR" else str(exc)
+            if job.jid in taken:
+                refused.append(job)
+
+        def keep(dropped: Drop) -> None:
+            if dropped.durable is not None:
+                kept_elsewhere.append(dropped.durable)
+
+        alive = prepared
+        if self._push_any:
+            for segment in self._segments:
+                survivors: list[tuple[Job, float | None]] = []
+                for job, due in alive:
+                    hooks = self._chosen(job, segment)
+                    try:
+                        if hooks:
+                            await run_chain(hooks, PushContext(self, job), _nothing)  # type: ignore[arg-type]
+                            taken.add(job.jid)
+                    except Drop as dropped:
+                        keep(dropped)
+                    except CommandError as exc:  # middleware codes (NOTUNIQUE, ...) keep theirs
+                        refuse(job, exc)
+                    else:
+                        survivors.append((job, due))
+                alive = survivors
+                bulk = segment.bulk
+                wanted = [job for job, _ in alive if bulk is not None and bulk.wants_push(job)]
+                if bulk is None or not wanted:
+                    continue
+                verdicts = await bulk.push_many(wanted)
+                survivors = []
+                for job, due in alive:
+                    verdict = verdicts.get(job.jid)
+                    if isinstance(verdict, Drop):
+                        keep(verdict)
+                    elif verdict is not None:
+                        refuse(job, verdict)
+                    else:
+                        survivors.append((job, due))
+                taken.update(job.jid for job in wanted)
+                alive = survivors
+        if refused:
+            await self.removed([encode_job(job) for job in refused])
+        return alive, kept_elsewhere
+
+    def _push_chain_now(self, job: Job, hooks: list[Callable[..., Awaitable[None]]]) -> bool:
+        """Run the push chain for ``job`` to its end in this very step (the PUSH fast path of
+        an in-process store, whose writes never wait). False when a hook waited after all:
+        the chain is closed where it stood, and the PUSH takes the long way, which runs it
+        again (hooks are idempotent: a PUSH retried after a lost reply runs them twice too).
+        Raises what the hooks raise (``Drop``, ``NotUnique``, ``InvalidJob``)."""
+        chain = run_chain(hooks, PushContext(self, job), _nothing)  # type: ignore[arg-type]
+        try:
+            chain.send(None)
+        except StopIteration:
+            return True
+        chain.close()
+        return False
+
+    # ------------------------------------------------------------------ which ACKs to watch
+
+    def _wanted(self, payload: bytes, gates: Sequence[Callable[[bytes], bool]]) -> bool:
+        """Whether one of ``gates`` wants the job of ``payload`` (loops, not generators:
+        this runs for every job a FETCH takes)."""
+        if self._gates_on_custom and _CUSTOM not in payload:
+            return False
+        return any(wants(payload) for wants in gates)
+
+    def _watch(self, jobs: Sequence[Reservation | QueuedJob]) -> None:
+        """Remember the jobs just reserved (or handed off) whose ACK must be reported."""
+        watched = self._watched
+        if watched is None:
+            return
+        throttled = self.flow.throttled  # their ACK frees a slot
+        gates = self._acked_gates
+        for job in jobs:
+            if (throttled and job.queue in throttled) or self._wanted(job.payload, gates):
+                watched.add(job.jid)
+
+    def _unwatch(self, jids: Sequence[str]) -> None:
+        if self._watched:
+            self._watched.difference_update(jids)
+
+    async def _watch_reservations(self) -> None:
+        """At start: the reservations an in-process store kept over a restart."""
+        if self._watched is None:
+            return
+        offset = 0
+        while True:
+            page = await self.store.list_reservations(offset, 1000)
+            self._watch(page.items)
+            offset += len(page.items)
+            if len(page.items) < 1000:
+                return
+
+    def _ungated(self, jobs: list[QueuedJob]) -> tuple[list[QueuedJob], list[QueuedJob]]:
+        """Split ``jobs`` (of one queue, in order) before the first one a fetch hook wants:
+        that one and those after it are queued, in order, and fetched through the hooks."""
+        gates = self._fetch_gates
+        for index, job in enumerate(jobs):
+            if self._wanted(job.payload, gates):
+                return jobs[:index], jobs[index:]
+        return jobs, []
+
+    def _taken(self, reservations: list[Reservation]) -> bool:
+        """Note the reservations whose ACK a feature must hear of (``_watch``), and say
+        whether the fetch hooks must see any of them: one pass, in this step, for every job a
+        FETCH takes (a job without ``custom`` costs one substring test)."""
+        watched, fetching = self._watched, self._fetch_hooks
+        if watched is None and not fetching:
+            return False
+        if fetching and not self._fetch_gated:
+            self._watch(reservations)
+            return True
+        throttled = self.flow.throttled
+        on_custom = self._gates_on_custom
+        wanted = False
+        for reservation in reservations:
+            payload = reservation.payload
+            if watched is not None and throttled and reservation.queue in throttled:
+                watched.add(reservation.jid)
+            if on_custom and _CUSTOM not in payload:
+                continue
+            if watched is not None and any(wants(payload) for wants in self._acked_gates):
+                watched.add(reservation.jid)
+            if fetching and not wanted:
+                wanted = any(wants(payload) for wants in self._fetch_gates)
+        return wanted
+
+    async def _fetch_chain(self, reservations: list[Reservation]) -> list[bytes]:
+        """Run the fetch hooks on the reservations some gate wants; returns the payloads kept.
+        The reservations of dropped jobs end, counted neither processed nor failed."""
+        kept: list[bytes] = []
+        dropped: list[str] = []
+        gates = self._fetch_gates if self._fetch_gated else None  # None: ungated middleware
+        for reservation in reservations:
+            payload = reservation.payload
+            if gates is not None and not self._wanted(payload, gates):
+                kept.append(payload)
+                continue
+            ctx = FetchContext(self, reservation, decode_job(payload))  # type: ignore[arg-type]
+            try:
+                await run_chain(self._fetch_hooks, ctx, _nothing)
+            except Discard as exc:
+                log.info("discarded job %s at fetch: %s", reservation.jid, exc)
+                dropped.append(reservation.jid)
+            else:
+                kept.append(payload)
+        if dropped:
+            self._unwatch(dropped)
+            if self.metrics is not None:
+                for jid in dropped:
+                    self.metrics.forget(jid)
+            ended = await self.store.discard_reservations(dropped)
+            await self.flow.ended(ended)  # a throttle's slot is free
+        return kept
+
+    def _ack_unhooked(self, jids: Sequence[str]) -> Awaitable[int]:
+        """ACK jids no ack middleware wants: ``Store.ack``, unless a feature must hear of
+        them (``acked``); what it returns gives how many reservations ended."""
+        watched = self._watched
+        if watched is not None:  # in-process: only the jids noted at FETCH
+            if not watched or all(jid not in watched for jid in jids):
+                return self.store.ack(jids, day_key(time.time()))
+        elif not (self._ack_watchers or self.flow.throttled):
+            return self.store.ack(jids, day_key(time.time()))
+        return self._ack_returning(jids)
+
+    async def _ack_returning(self, jids: Sequence[str]) -> int:
+        """ACK the jids in one store step, telling the features what ended; returns how many
+        reservations did. Throttle slots are freed (and their queues woken everywhere) by the
+        ACK itself, and the marks of batch and tracked jobs move with it (``ack_ends``)."""
+        day = day_key(time.time())
+        ender = self._ack_ender
+        ends = ender.ack_ends() if ender is not None else None
+        acked = await self.store.ack_returning(
+            jids, day, self.flow.throttled, self._acked_marks, ends
+        )
+        await self._acked(acked)
+        return len(acked.ended)
+
+    async def _acked(self, acked: Acked) -> None:
+        """Tell the features which jobs succeeded, and what that set off."""
+        if not acked.ended:
+            return
+        self._unwatch([r.jid for r in acked.ended])
+        for feature in self._ack_watchers:
+            await feature.acked(acked)
+
+    async def removed(self, payloads: Sequence[bytes]) -> None:
+        """Jobs gone for good without succeeding (deleted, killed, purged, expired, refused
+        by a full queue): the features hear of them (a unique job's lock is released)."""
+        if payloads:
+            for feature in self._removal_watchers:
+                await feature.removed(payloads)
+
+    async def taken_away(self, payload: bytes, reservation: Reservation | None = None) -> None:
+        """A feature took a job away for good, without success (a cancel): the reservation it
+        held, if any, ends here (a throttle's slot frees), and the features hear of the job
+        (``removed``: a unique job's lock is released)."""
+        if reservation is not None:
+            self._unwatch((reservation.jid,))
+            await self.flow.ended((reservation,))
+        await self.removed([payload])
+
+    async def watching_removals(self) -> bool:
+        """Whether jobs cleared in bulk must be read first, for ``removed``."""
+        for feature in self._removal_watchers:
+            if await feature.watches_removals():
                 return True
         return False
 
-    async def _store_ack(self, jids: Sequence[str]) -> int:
-        """``Store.ack``, after the features that end some ACKs themselves took theirs."""
-        day = day_key(time.time())
-        done = 0
-        for taker in self._ack_takers:
-            if jids and taker.holds_acks(jids):
-                taken, left = await taker.take_acks(jids, day)
-                done += taken
-                jids = left
-        return done + await self.store.ack(jids, day) if jids else done
+
+async def _nothing() -> None:
+    return None

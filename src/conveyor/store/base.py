@@ -23,6 +23,9 @@ Data model
   expiry, for the features (unique locks, cron tick claims, tracking, results...).
 * **Batches** (``batches.py``): batches, the marks of tracked jobs and the jobs waiting for
   others, moved in the same step as the jobs they follow.
+* **Limits** (``limits.py``): throttle slots and rate-limit buckets of limited queues.
+* **Counts** (``counts.py``) and **deadlines** (``deadlines.py``): counters and time-ordered
+  keys in named spaces (jobs expired per day; expiring jobs to sweep).
 * **Groups** (``groups.py``): the aggregating set, jobs waiting to be enqueued as one; and
   the one step that cancels a job wherever it is (``cancels.py``).
 * **Workers**: the heartbeat records of worker processes (``WorkerRecord``). Several servers
@@ -57,7 +60,11 @@ from typing import Generic, TypeVar
 
 from conveyor.store.batches import Batches
 from conveyor.store.cancels import Cancels
+from conveyor.store.counts import Counts
+from conveyor.store.deadlines import Deadlines
+from conveyor.store.endings import Endings
 from conveyor.store.groups import Groups
+from conveyor.store.limits import Limits
 from conveyor.store.records import Records
 
 __all__ = [
@@ -231,12 +238,13 @@ DURABLE: Awaitable[None] = _Durable()
 """What ``enqueue_now`` and ``hand_off`` return when the write is durable already (memory)."""
 
 
-class Store(Records, Batches, Cancels, Groups, abc.ABC):
+class Store(Records, Limits, Endings, Counts, Deadlines, Batches, Cancels, Groups, abc.ABC):
     """The storage contract. See the module docstring for the data model and durability.
 
     The job lifecycle is declared here; the capabilities features build on are declared in
-    modules of their own (``records.py``, ``batches.py``, ``cancels.py``, ``groups.py``) and
-    included, so every backend has all of them."""
+    modules of their own (``records.py``, ``limits.py``, ``endings.py``, ``counts.py``,
+    ``deadlines.py``, ``batches.py``, ``cancels.py``, ``groups.py``) and included, so every
+    backend has all of them."""
 
     in_process: bool = False
     """The store writes without waiting for I/O (memory, SQLite): it offers the synchronous

@@ -14,7 +14,8 @@ Data model
   batch lists its jobs in the order they joined, and its children.
 * **Marks** (``JobMark``): per jid, ``state`` (``MarkState``), ``updated_at``, the ``bid`` of
   its batch, its ``role`` (``""`` a job, ``"complete"``/``"success"`` a batch's callback).
-  Unfinished marks (enqueued, waiting, failed) keep their job's ACK off the plain path.
+  An ACK ends the unfinished marks (enqueued, waiting, failed) of its jobs in its own step
+  (``Endings.ack_returning`` with ``ends``).
 * **Waiting jobs** (``WaitingJob``): jobs pushed with dependencies not yet met; each pending
   dependency's mark lists its waiters.
 
@@ -338,11 +339,6 @@ class Batches(abc.ABC):
     async def unfinished_marks(self, after: str, limit: int) -> list[str]:
         """Jids of unfinished marks greater than ``after``, in order (a server that owns its
         store rebuilds its set of marked jids from these at start)."""
-
-    @abc.abstractmethod
-    async def ack_unmarked(self, jids: Sequence[str], day: str) -> tuple[int, list[JobMark]]:
-        """``Store.ack`` of the jids without an unfinished mark, in one atomic step; returns
-        how many reservations it ended and the marks of the jids it left alone."""
 
     @abc.abstractmethod
     async def end_jobs(self, ends: Sequence[JobEnd], ctx: EndContext) -> Fired:

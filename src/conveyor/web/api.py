@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from conveyor.web import actions, data
+from conveyor.web import actions, data, limits
 from conveyor.web.present import default_descending, parse_listing, set_for_route
 from conveyor.web.security import CSRF_HEADER, token_is_valid
 
@@ -34,6 +34,7 @@ __all__ = [
     "set_list",
     "signal_workers",
     "stats",
+    "throttles",
 ]
 
 
@@ -179,6 +180,11 @@ async def job(request: Request) -> Response:
     if view is None:
         raise HTTPException(404, f"no job {jid!r}")
     return _json(view)
+
+
+async def throttles(request: Request) -> Response:
+    """``GET /api/throttles``: what the Throttles page shows."""
+    return _json(await limits.throttles_view(request.app.state.manager))
 
 
 async def cancel_job(request: Request) -> Response:

@@ -48,7 +48,7 @@ ROUTES: list[BaseRoute] = [
     Route("/batches", batches.page, name="batches"),
     Route("/batches/{bid}", batches.detail, name="batch"),
     Route("/cron", cron.page, methods=["GET", "POST"], name="cron"),
-    Route("/throttles", pages.placeholder, name="throttles"),
+    Route("/throttles", pages.throttles, name="throttles"),
     Route("/partials/history", pages.history_partial, name="history_partial"),
     Route("/favicon.ico", pages.favicon),
     Route("/stats", api.stats, name="stats"),
@@ -75,6 +75,7 @@ ROUTES: list[BaseRoute] = [
     Route("/api/cron", cron.api_add, methods=["POST"]),
     Route("/api/cron/{id}", cron.api_entry),
     Route("/api/cron/{id}/{action}", cron.api_action, methods=["POST"]),
+    Route("/api/throttles", api.throttles),
     Mount("/static", StaticFiles(directory=PACKAGE_DIR / "static"), name="static"),
 ]
 

@@ -15,6 +15,7 @@ from conveyor.manager.types import ServerStats
 from conveyor.manager.views import history_view, job_row, queues_view
 from conveyor.store.base import SetEntry, SortedSet
 from conveyor.timefmt import now_iso
+from conveyor.web.limits import job_limits_view, queue_limits_view
 from conveyor.web.present import Listing, job_key, page_count, route_for_set
 
 if TYPE_CHECKING:
@@ -110,6 +111,7 @@ async def queue_view(manager: Manager, name: str, listing: Listing) -> dict[str,
     page = await manager.list_queue(name, listing.offset, listing.per_page)
     return {
         "queue": info,
+        "limits": await queue_limits_view(manager, name),
         "jobs": [job_row(item.payload) for item in page.items],
         "paging": _paging(listing, page.total),
     }
@@ -150,7 +152,8 @@ async def locate_view(
     if location is None:
         return None
     row = views.location_view(location)
-    return {**row, **await job_extras(manager, jid, row["job"])}
+    limits = await job_limits_view(manager, location.payload)
+    return {**row, "limits": limits, **await job_extras(manager, jid, row["job"])}
 
 
 async def job_extras(manager: Manager, jid: str, job: dict[str, Any]) -> dict[str, Any]:
@@ -186,6 +189,9 @@ async def job_view(manager: Manager, name: SortedSet, jid: str) -> dict[str, Any
         "set": name.value,
         "route": route_for_set(name),
         "in_set": entry is not None,
+        "limits": (
+            await job_limits_view(manager, entry.payload) if entry else row.get("limits", {})
+        ),
         "location": {k: located[k] for k in ("where", "queue")} if located else None,
         "custom": job.get("custom") or {},
         "failure": failure,

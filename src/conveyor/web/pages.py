@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from conveyor.errors import StoreError
 from conveyor.manager.views import plural
-from conveyor.web import actions, data
+from conveyor.web import actions, data, limits
 from conveyor.web.present import (
     SET_ROUTES,
     default_descending,
@@ -31,17 +31,13 @@ __all__ = [
     "favicon",
     "history_partial",
     "job_lookup",
-    "placeholder",
     "queue_detail",
     "queues",
     "search",
     "set_job",
     "set_list",
+    "throttles",
 ]
-
-PLACEHOLDERS = {
-    "throttles": ("Throttles", "Queue throttles arrive with the throttle feature."),
-}
 
 
 def render(
@@ -257,10 +253,10 @@ async def busy(request: Request) -> Response:
     return render(request, "busy.html", {**view, "listing": listing})
 
 
-async def placeholder(request: Request) -> Response:
-    segment = request.url.path.rstrip("/").rsplit("/", 1)[-1]
-    title, text = PLACEHOLDERS[segment]
-    return render(request, "placeholder.html", {"title": title, "text": text, "page": segment})
+async def throttles(request: Request) -> Response:
+    """Throttles, rate limits and backpressure now, and the jobs expired each day."""
+    view = await limits.throttles_view(request.app.state.manager)
+    return render(request, "throttles.html", view)
 
 
 async def favicon(request: Request) -> Response:

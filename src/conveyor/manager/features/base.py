@@ -9,6 +9,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 from conveyor.errors import CommandError
 from conveyor.job import Job
 from conveyor.manager.middleware import Drop, Middleware
+from conveyor.store.batches import EndContext
+from conveyor.store.endings import Acked
+from conveyor.store.limits import QueueLimit
 
 if TYPE_CHECKING:
     from conveyor.manager.admin import JobLocation
@@ -80,9 +83,10 @@ class Feature(Middleware):
     async def push_many(self, jobs: Sequence[Job]) -> dict[str, CommandError | Drop]:
         """The push hook of a feature that takes pushed jobs together (a PUSHB's in one store
         step rather than one step a job): ``jobs`` are those it wants (``wants_push``),
-        validated, not stored yet. Returns, by jid, those it refuses (the error) or keeps out
-        of the queue itself (``Drop``); the others are stored as usual. A feature with this
-        hook leaves ``push`` alone."""
+        validated, accepted by the push hooks of the features before it, not stored yet.
+        Returns, by jid, those it refuses (the error) or keeps out of the queue itself
+        (``Drop``); the others go on through the rest of the chain. A feature with this hook
+        leaves ``push`` alone. Like ``push``, it must be idempotent (a PUSH sent again)."""
         return {}
 
     def push_many_now(self, job: Job) -> dict[str, CommandError | Drop] | None:
@@ -91,23 +95,61 @@ class Feature(Middleware):
         done, when it cannot be (the PUSH then takes the long way)."""
         return None
 
-    async def open(self) -> None:
-        """Called once the store is open, before the server takes commands (e.g. to load
-        what the feature keeps in memory)."""
+    gates_on_custom: ClassVar[bool] = False
+    """True when its gates (``wants_push``, ``wants_fetch``, ``wants_acked``) only ever want
+    jobs that have a ``custom`` object (Faktory Enterprise's features all read keys of it):
+    the manager then asks them nothing about a job without one (one test for all of them)."""
 
-    def holds_acks(self, jids: Sequence[str]) -> bool:
-        """With ``take_acks``: whether some of ``jids`` may be this feature's to end. Called
-        on every ACK, so it must be cheap (a set lookup); True when it cannot tell."""
+    def wants_fetch(self, payload: bytes) -> bool:
+        """Whether this feature's fetch hook must see the job of ``payload`` (a stored job, in
+        canonical JSON). With a fetch hook, return False for the jobs it leaves alone: they are
+        not decoded for it, and a PUSH may hand them straight to a waiting FETCH
+        (docs/design/hand-off.md); a job some gate wants is queued and fetched instead."""
         return True
 
-    async def take_acks(self, jids: Sequence[str], day: str) -> tuple[int, list[str]]:
-        """End, in store transitions of its own, the ACKs of the jobs among ``jids`` that this
-        feature follows (a batch's counters move in the same step as its job's reservation
-        ends); returns how many reservations it ended and the jids left to ``Store.ack``.
+    def queue_limits(self) -> Mapping[str, QueueLimit]:
+        """The limits this feature puts on queues, by queue name (``"*"``: every queue not
+        named; only ``backpressure`` may have such a default). The manager merges every
+        feature's, field by field, and has the store apply them atomically
+        (``conveyor.store.limits``); a queue without any keeps the plain PUSH and FETCH."""
+        return {}
 
-        A feature that overrides this is asked before every plain ``Store.ack`` whose jids
-        ``holds_acks`` does not decline (docs/design/batches.md)."""
-        return 0, list(jids)
+    acked_marks: ClassVar[tuple[bytes, ...] | None] = None
+    """With ``acked``: byte strings one of which the payload of every job whose ACKed
+    payload it reads holds (``b'"unique_for":'``), None for any job, ``()`` for none (it
+    reads only what ``ack_ends`` moved). A shared store (Redis) then sends back only those
+    payloads with what an ACK ended, not every job's."""
+
+    def wants_acked(self, payload: bytes) -> bool:
+        """With ``acked``: whether it must hear of the job of ``payload`` when it is ACKed
+        (by default: it holds one of ``acked_marks``). On a store one server owns (memory,
+        SQLite) an ACK of a job no feature wants keeps the plain path; a shared store (Redis)
+        always returns what an ACK ended."""
+        marks = self.acked_marks
+        return marks is None or any(mark in payload for mark in marks)
+
+    def ack_ends(self) -> EndContext | None:
+        """With ``acked``: for a feature whose store records must move in the ACK's own step
+        (the marks of batch and tracked jobs, ``conveyor.store.batches``), how that step ends
+        them (``Store.ack_returning(ends=...)``); what it set off comes back in
+        ``Acked.fired``. None (the default): the ACK ends reservations only. At most one
+        running feature may return one."""
+        return None
+
+    async def acked(self, acked: Acked) -> None:
+        """Called after an ACK with what it ended: ``acked.ended`` the reservations (jobs that
+        succeeded), ``acked.fired`` what ending their marks set off. Costs no store read: the
+        ACK itself returns them (``conveyor.store.endings``)."""
+
+    async def removed(self, payloads: Sequence[bytes]) -> None:
+        """Called with jobs gone for good without succeeding: deleted or killed (MUTATE, the
+        dashboard), purged from the dead set, expired, cancelled, or refused by a full queue
+        after the push hooks took them in."""
+
+    async def watches_removals(self) -> bool:
+        """Whether ``removed`` must hear of jobs an admin clears in bulk (a whole set or
+        queue): then they are read before they are cleared. Asked before each such clear."""
+        return False
 
     async def locate(self, jids: Sequence[str]) -> Mapping[str, JobLocation]:
         """Where jobs are that only this feature holds (a job waiting in an aggregating

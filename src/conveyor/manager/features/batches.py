@@ -7,10 +7,13 @@ with ``custom.after`` waits for those jobs: each gets a **mark** in the store
 dependencies. When an attempt of a marked job ends, one store transition moves its mark, its
 batch's counters and the jobs waiting for it, and schedules the callbacks that became due:
 
-* ACK: the feature takes the ACKs of marked jobs (``take_acks``) and ends their reservations
-  in that same transition; on SQLite and memory it knows the marked jids in memory, on Redis
-  the ACK script leaves them aside (``ack_unmarked``);
-* FAIL: the fail hook moves the mark before the job goes to retries or the dead set.
+* ACK: the ACK's own store step ends the marks of the jobs it acknowledges
+  (``Store.ack_returning`` with ``ack_ends()``); the feature then finishes what that set off
+  (``acked``). On SQLite and memory only ACKs of jobs whose payload has a mark key take that
+  path (``wants_acked``); on Redis every ACK does (one script either way);
+* FAIL: the fail hook moves the mark before the job goes to retries or the dead set;
+* a job removed for good (deleted, killed, purged, expired, cancelled) ends its mark dead
+  (``removed``): its batch counts it failed, the jobs waiting for it die.
 
 The BATCH verbs are in ``batch_commands.py``, TRACK in ``tracking.py``.
 """
@@ -42,6 +45,7 @@ from conveyor.store.batches import (
     Outcome,
     WaitingJob,
 )
+from conveyor.store.endings import Acked
 from conveyor.timefmt import day_key, now_iso, parse_time
 
 __all__ = ["BatchFeature", "BatchSettings"]
@@ -59,6 +63,8 @@ _NOT_AGGREGATED = (
     " jobs: it never runs itself, its group's job does"
 )
 _END_KEYS = ("bid", "track", "after", "_bid")
+_END_MARKS = tuple(f'"{key}":'.encode() for key in _END_KEYS)
+"""In a stored payload: the job may have a mark (a callback has ``_bid``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,12 +106,12 @@ class BatchFeature(BatchCommands, Tracking):
 
     name = "batches"
     tables = ("batch", "tracking")
+    gates_on_custom = True
+    acked_marks = ()  # it reads no ACKed payload: the ACK step itself moves the marks
 
     def __init__(self, settings: BatchSettings | None = None) -> None:
         self.settings = settings or BatchSettings()
         self.clock = time.time
-        self._local: set[str] | None = None
-        """Jids with unfinished marks, on a store this server owns (None: a shared store)."""
         self._expire_at = 0.0
 
     @classmethod
@@ -135,22 +141,6 @@ class BatchFeature(BatchCommands, Tracking):
         if now >= self._expire_at:
             self._expire_at = now + EXPIRY_SECONDS
             await self.expire()
-
-    async def open(self) -> None:
-        """On a store this server owns, learn which jids are marked (kept up to date by every
-        push and end from now on)."""
-        store = self.manager.store
-        if not store.in_process:
-            return
-        local: set[str] = set()
-        after = ""
-        while True:
-            jids = await store.unfinished_marks(after, 10_000)
-            local.update(jids)
-            if len(jids) < 10_000:
-                break
-            after = jids[-1]
-        self._local = local
 
     # ------------------------------------------------------------------ PUSH
 
@@ -219,21 +209,17 @@ class BatchFeature(BatchCommands, Tracking):
         refused: dict[str, CommandError | Drop],
         durable: Awaitable[None],
     ) -> dict[str, str]:
-        """Note the marked jids; the refused and waiting ones into ``refused`` (a waiting
+        """The refused and waiting ones into ``refused`` (a waiting
         one's ``Drop`` carries ``durable``, the durability of the step that stored it);
         returns the jids doomed by a dead dependency, with that dependency."""
         dead: dict[str, str] = {}
-        local = self._local
         for jid, (result, detail) in results.items():
             if result == MarkResult.REFUSED:
                 refused[jid] = CommandError(detail)
             elif result == MarkResult.DEAD:
                 dead[jid] = detail
-            else:
-                if local is not None:
-                    local.add(jid)
-                if result == MarkResult.WAITING:
-                    refused[jid] = Drop(f"{jid} waits for other jobs", durable)
+            elif result == MarkResult.WAITING:
+                refused[jid] = Drop(f"{jid} waits for other jobs", durable)
         return dead
 
     def _waiting(self, job: Job, after: Any) -> WaitingJob | None:
@@ -257,41 +243,39 @@ class BatchFeature(BatchCommands, Tracking):
 
     # ------------------------------------------------------------------ ACK and FAIL
 
-    def holds_acks(self, jids: Sequence[str]) -> bool:
-        local = self._local
-        if local is None:
-            return True
-        if not local:
-            return False
-        for jid in jids:  # noqa: SIM110 - no generator on every ACK
-            if jid in local:
-                return True
-        return False
+    def wants_acked(self, payload: bytes) -> bool:
+        return any(mark in payload for mark in _END_MARKS)
 
-    async def take_acks(self, jids: Sequence[str], day: str) -> tuple[int, list[str]]:
+    def ack_ends(self) -> EndContext:
+        return self._context()
+
+    async def acked(self, acked: Acked) -> None:
+        await self.finish(acked.fired)
+
+    async def removed(self, payloads: Sequence[bytes]) -> None:
+        """Jobs gone for good without success (deleted, killed, purged, expired, cancelled):
+        their marks end dead, as a death would end them (idempotent: a dead mark stays)."""
+        ends: list[JobEnd] = []
+        for payload in payloads:
+            if not any(mark in payload for mark in _END_MARKS):
+                continue
+            job = decode_job(payload)
+            custom = job.custom or {}
+            bid = custom.get("bid") or custom.get("_bid") or ""
+            ends.append(JobEnd(job.jid, Outcome.DEAD, bid if isinstance(bid, str) else ""))
+        if ends:
+            await self.finish(await self.manager.store.end_jobs(ends, self._context()))
+
+    async def watches_removals(self) -> bool:
         store = self.manager.store
-        local = self._local
-        if local is not None:
-            held = [JobEnd(jid, Outcome.SUCCESS) for jid in jids if jid in local]
-            left = [jid for jid in jids if jid not in local]
-            done = 0
-        else:
-            done, marks = await store.ack_unmarked(jids, day)
-            held = [JobEnd(mark.jid, Outcome.SUCCESS, mark.bid) for mark in marks]
-            left = []
-        if held:
-            fired = await store.end_jobs(held, self._context())
-            done += fired.processed
-            await self.finish(fired)
-        return done, left
+        if not store.in_process:
+            return True  # reading every mark to tell would cost more than reading the jobs
+        return bool(await store.unfinished_marks("", 1))
 
     async def fail(self, ctx: FailContext, call_next: Next) -> None:
         custom = ctx.job.custom
         jid = ctx.reservation.jid
-        marked = (self._local is not None and jid in self._local) or (
-            custom is not None and any(key in custom for key in _END_KEYS)
-        )
-        if marked:
+        if custom is not None and any(key in custom for key in _END_KEYS):
             dead = ctx.outcome.target is not SortedSet.RETRIES
             bid = str((custom or {}).get("bid") or (custom or {}).get("_bid") or "")
             end = JobEnd(jid, Outcome.DEAD if dead else Outcome.FAILED, bid)
@@ -311,10 +295,6 @@ class BatchFeature(BatchCommands, Tracking):
         server die first, the promoter and ``sweep`` do it."""
         store = self.manager.store
         while True:
-            local = self._local
-            if local is not None:
-                local.difference_update(fired.ended)
-                local.update(fired.marked)
             if fired.scheduled:
                 await self._promote(fired.scheduled)
             more = Fired()

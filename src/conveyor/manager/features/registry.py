@@ -11,14 +11,26 @@ from typing import Any
 
 from conveyor.manager.config import ManagerConfig
 from conveyor.manager.features.aggregation import AggregateFeature
+from conveyor.manager.features.backpressure import Backpressure
 from conveyor.manager.features.base import Feature
 from conveyor.manager.features.batches import BatchFeature
 from conveyor.manager.features.cancellation import CancelFeature
 from conveyor.manager.features.cron import CronFeature
+from conveyor.manager.features.expiring import ExpiringJobs
+from conveyor.manager.features.rate_limits import RateLimits
+from conveyor.manager.features.throttles import Throttles
+from conveyor.manager.features.unique import UniqueJobs
 
 __all__ = ["FEATURES", "FEATURE_TABLES", "build_features"]
 
 FEATURES: tuple[type[Feature], ...] = (
+    # expiry first: a job expired already is dropped before it takes a unique lock
+    ExpiringJobs,
+    UniqueJobs,
+    Backpressure,
+    Throttles,
+    RateLimits,
+    # after admission's hooks: a job refused there (NOTUNIQUE, expired) is never marked
     BatchFeature,
     CronFeature,
     CancelFeature,

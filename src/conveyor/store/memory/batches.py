@@ -18,6 +18,7 @@ from conveyor.store.batches import (
     MarkResult,
     NewBatch,
     NewMark,
+    Outcome,
     WaitingJob,
 )
 
@@ -31,9 +32,13 @@ class _Tables:
     """``batch_engine.Tables`` over a ``MemoryStore``. The engine saves every batch record it
     changes, so it is handed the stored records themselves (no copies on the hot path)."""
 
-    def __init__(self, store: MemoryBatches, now: float = 0.0) -> None:
+    def __init__(
+        self, store: MemoryBatches, now: float = 0.0, ended: set[str] | None = None
+    ) -> None:
         self.s = store
         self.now = now
+        self.ended = ended
+        """Jids whose reservations the caller ended and counted already (an ACK)."""
 
     def batch(self, bid: str) -> BatchRecord | None:
         return self.s._batches.get(bid)
@@ -87,6 +92,9 @@ class _Tables:
         self.s._sets[SortedSet.DEAD].add(entry)
 
     def end_reservation(self, jid: str, day: str) -> bool:
+        if self.ended is not None and jid in self.ended:
+            self.ended.discard(jid)
+            return True
         if self.s._reservations.pop(jid, None) is None:
             return False
         self.s._count(day, 1, 0)
@@ -189,18 +197,16 @@ class MemoryBatches(Batches):
         jids = sorted(j for j, m in self._marks.items() if m.unfinished and j > after)
         return jids[: max(limit, 0)]
 
-    async def ack_unmarked(self, jids: Sequence[str], day: str) -> tuple[int, list[JobMark]]:
-        held: list[JobMark] = []
-        ended = 0
-        for jid in jids:
-            mark = self._marks.get(jid)
+    def _end_acked(self, ended: Sequence[Reservation], ctx: EndContext) -> Fired:
+        """The ACK's own step (``MemoryEndings.ack_returning``): end the unfinished marks of
+        the jobs whose reservations it has just ended (and counted)."""
+        tables = _Tables(self, ctx.now, {r.jid for r in ended})
+        done = []
+        for reservation in ended:
+            mark = tables.mark(reservation.jid)
             if mark is not None and mark.unfinished:
-                held.append(mark)
-            elif self._reservations.pop(jid, None) is not None:
-                ended += 1
-        if ended:
-            self._count(day, ended, 0)
-        return ended, held
+                done.append(JobEnd(reservation.jid, Outcome.SUCCESS))
+        return engine.end_jobs(tables, done, ctx) if done else Fired()
 
     async def end_jobs(self, ends: Sequence[JobEnd], ctx: EndContext) -> Fired:
         return engine.end_jobs(self._tables(ctx.now), ends, ctx)

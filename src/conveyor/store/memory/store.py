@@ -42,7 +42,11 @@ from conveyor.store.base import (
 from conveyor.store.filters import filter_entries
 from conveyor.store.memory.batches import MemoryBatches
 from conveyor.store.memory.cancels import MemoryCancels
+from conveyor.store.memory.counts import MemoryCounts
+from conveyor.store.memory.deadlines import MemoryDeadlines
+from conveyor.store.memory.endings import MemoryEndings
 from conveyor.store.memory.groups import MemoryGroups
+from conveyor.store.memory.limits import MemoryLimits
 from conveyor.store.memory.records import MemoryRecords
 from conveyor.store.workers import LocalWorkers
 
@@ -124,7 +128,18 @@ class _SortedSet:
         return count
 
 
-class MemoryStore(LocalWorkers, MemoryRecords, MemoryBatches, MemoryCancels, MemoryGroups, Store):
+class MemoryStore(
+    LocalWorkers,
+    MemoryRecords,
+    MemoryLimits,
+    MemoryEndings,
+    MemoryCounts,
+    MemoryDeadlines,
+    MemoryBatches,
+    MemoryCancels,
+    MemoryGroups,
+    Store,
+):
     """Everything in this process; nothing survives a restart."""
 
     def __init__(self) -> None:
@@ -412,6 +427,9 @@ class MemoryStore(LocalWorkers, MemoryRecords, MemoryBatches, MemoryCancels, Mem
         self._processed = self._failures = 0
         self._daily.clear()
         self._flush_records()
+        self._flush_limits()
+        self._flush_counts()
+        self._flush_deadlines()
         self._flush_batches()
         self._init_groups()
 

@@ -45,6 +45,7 @@ from conveyor.store.batches import (
     WaitingJob,
 )
 from conveyor.store.redis.codec import decode_fields, lp, score_arg
+from conveyor.store.redis.endings import unpack
 from conveyor.timefmt import format_time
 
 __all__ = ["RedisBatches"]
@@ -158,6 +159,16 @@ class RedisBatches(Batches):
 
     def _k(self, name: str) -> str:
         return f"{self._keys.prefix}{name}"
+
+    def _ack_end_keys(self, bids: Sequence[str]) -> list[str]:
+        """The keys ``endings_end.lua`` needs to end marks with an ACK (after its own)."""
+        keys = [*self._settle_keys(), self._k("waiting"), self._k("waitz"), self._k("edges")]
+        return keys + self._batch_keys(bids, with_jobs=False)
+
+    def _unpack_fired(self, packed: bytes) -> Fired:
+        """``packed_fired()`` of ``_batches.lua``, back."""
+        parts = unpack(packed)
+        return _fired([*(unpack(part) for part in parts[:6]), parts[6]])
 
     def _settle_keys(self) -> list[str]:
         k = self._keys
@@ -368,15 +379,6 @@ class RedisBatches(Batches):
             if jid.decode() > after and _mark(jid.decode(), raw).unfinished
         )
         return jids[: max(limit, 0)]
-
-    async def ack_unmarked(self, jids: Sequence[str], day: str) -> tuple[int, list[JobMark]]:
-        if not jids:
-            return 0, []
-        k = self._keys
-        keys = [self._k("marks"), k.res, k.exp, k.busy, k.stats]
-        flat = await self._run("batches_ack", keys, [day, *jids])
-        held = [_mark(flat[i].decode(), flat[i + 1]) for i in range(1, len(flat), 2)]
-        return int(flat[0]), held
 
     async def end_jobs(self, ends: Sequence[JobEnd], ctx: EndContext) -> Fired:
         if not ends:

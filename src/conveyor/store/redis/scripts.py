@@ -1,7 +1,9 @@
 """Lua scripts of the Redis store: loaded from ``store/redis/lua/*.lua``.
 
 Every script gets ``_lib.lua`` (shared helpers) prepended, and a capability's scripts
-``<capability>_*.lua`` get ``_<capability>.lua`` after it when there is one. ``calls.Caller``
+``<capability>_*.lua`` get ``_<capability>.lua`` after it when there is one; a script whose
+first line is ``-- uses: <capability>`` gets that one's (``endings_end.lua`` moves batch
+marks with an ACK). ``calls.Caller``
 runs them with EVALSHA, falling back to EVAL (which also caches the script) after a
 ``NOSCRIPT`` reply, e.g. after Redis restarted or a failover.
 """
@@ -12,6 +14,8 @@ import hashlib
 from importlib import resources
 
 __all__ = ["Script", "load_scripts"]
+
+_USES = "-- uses:"
 
 
 class Script:
@@ -36,7 +40,10 @@ def load_scripts() -> dict[str, Script]:
     for item in folder.iterdir():
         name = item.name
         if name.endswith(".lua") and not name.startswith("_"):
-            own = libs.get(name.split("_", 1)[0], "")
-            source = "\n".join(part for part in (lib, own, item.read_text()) if part)
+            text = item.read_text()
+            first = text.split("\n", 1)[0]
+            uses = first[len(_USES) :].strip() if first.startswith(_USES) else ""
+            own = libs.get(uses or name.split("_", 1)[0], "")
+            source = "\n".join(part for part in (lib, own, text) if part)
             scripts[name[:-4]] = Script(name[:-4], source)
     return scripts

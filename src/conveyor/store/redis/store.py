@@ -26,8 +26,8 @@ Key layout (``{ns}`` is ``{conveyor}`` unless the URL says ``?namespace=``)::
     {ns}:ready         channel: queue names that may have jobs (SPUBLISH on Redis 7)
     {ns}:op:<token>    STRING the result of one write call, kept ~30 s (calls.py)
 
-The capabilities' modules document their own keys (``records.py``, ``batches.py``,
-``groups.py``, ...).
+The capabilities' modules document their own keys (``records.py``, ``limits.py``,
+``batches.py``, ``groups.py``, ...).
 """
 
 from __future__ import annotations
@@ -73,7 +73,11 @@ from conveyor.store.redis.codec import (
     score_arg,
 )
 from conveyor.store.redis.connect import Clients
+from conveyor.store.redis.counts import RedisCounts
+from conveyor.store.redis.deadlines import RedisDeadlines
+from conveyor.store.redis.endings import RedisEndings
 from conveyor.store.redis.groups import RedisGroups
+from conveyor.store.redis.limits import RedisLimits
 from conveyor.store.redis.listing import FilteredListing
 from conveyor.store.redis.records import RedisRecords
 from conveyor.store.redis.release import Lost, Releaser
@@ -120,7 +124,18 @@ class Keys:
         return self._p + suffix
 
 
-class RedisStore(RedisRecords, RedisWorkers, RedisBatches, RedisCancels, RedisGroups, Store):
+class RedisStore(
+    RedisRecords,
+    RedisWorkers,
+    RedisLimits,
+    RedisEndings,
+    RedisCounts,
+    RedisDeadlines,
+    RedisBatches,
+    RedisCancels,
+    RedisGroups,
+    Store,
+):
     """A ``Store`` over Redis or Redis Cluster. Build it with ``RedisStore.from_url``."""
 
     def __init__(self, url: RedisURL) -> None:
@@ -607,5 +622,8 @@ class RedisStore(RedisRecords, RedisWorkers, RedisBatches, RedisCancels, RedisGr
                 break
             names = [m.decode() for m in missing]
         await self._flush_records()
+        await self._flush_limits()
+        await self._flush_counts()
+        await self._flush_deadlines()
         await self._flush_batches()
         await self._flush_groups()

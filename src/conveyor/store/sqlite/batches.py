@@ -13,9 +13,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from conveyor.store import batch_engine as engine
-from conveyor.store.base import Page, SetEntry, SortedSet
+from conveyor.store.base import Page, Reservation, SetEntry, SortedSet
 from conveyor.store.batches import (
-    UNFINISHED,
     Batches,
     BatchRecord,
     EndContext,
@@ -35,6 +34,7 @@ __all__ = ["SQLiteBatches"]
 
 _SQL = load_queries("batches.sql")
 _RESERVATIONS = load_queries("reservations.sql")
+_ENDINGS = load_queries("endings.sql")
 _encode = msgspec.msgpack.Encoder().encode
 _batch = msgspec.msgpack.Decoder(BatchRecord).decode
 _waiting = msgspec.msgpack.Decoder(WaitingJob).decode
@@ -69,6 +69,7 @@ class _Tables:
         self._seq: dict[str, int] = {}
         self._waiters: dict[str, list[str]] = {}
         self._ended: set[str] | None = None
+        self._counted = False
         self.undo: dict[str, BatchRecord | None] = {}
         """The owner's unwritten batch records as they were before this step, to put back
         if the step fails after its flush."""
@@ -194,6 +195,11 @@ class _Tables:
     def bury(self, entry: SetEntry) -> None:
         self.sets.append((SortedSet.DEAD, entry))
 
+    def ended_by_caller(self, jids: set[str]) -> None:
+        """These jids' reservations were ended (and are counted) by the caller: an ACK."""
+        self._ended = jids
+        self._counted = True
+
     def end_reservation(self, jid: str, day: str) -> bool:
         if self._ended is not None:
             if jid not in self._ended:
@@ -201,7 +207,8 @@ class _Tables:
             self._ended.discard(jid)
         elif self.conn.execute(_RESERVATIONS["end_reservation"], (jid,)).rowcount == 0:
             return False
-        self.processed += 1
+        if not self._counted:
+            self.processed += 1
         return True
 
 
@@ -399,21 +406,31 @@ class SQLiteBatches(Batches):
         rows = self._db.conn.execute(_SQL["unfinished_marks"], (after, max(limit, 0)))
         return [row[0] for row in rows]
 
-    async def ack_unmarked(self, jids: Sequence[str], day: str) -> tuple[int, list[JobMark]]:
-        held: list[JobMark] = []
-        ended = 0
-        with self._db.atomic() as conn:
-            tables = _Tables(conn)
+    def _end_acked(self, jids: Sequence[str], ends: EndContext) -> tuple[list[Reservation], Fired]:
+        """The ACK's own step (``SQLiteEndings.ack_returning`` with ``ends``): end the
+        reservations of ``jids`` and the unfinished marks of their jobs, in one savepoint.
+        The caller counts what ended."""
+        ended: list[Reservation] = []
+        fired = Fired()
+        with self._atomic(ends.now) as tables:
+            conn = tables.conn
             for jid in jids:
-                row = conn.execute(_SQL["get_mark"], (jid, 0.0)).fetchone()
-                mark = None if row is None else _mark(row)
-                if mark is not None and mark.state in UNFINISHED:
-                    held.append(mark)
-                elif tables.end_reservation(jid, day):
-                    ended += 1
-        if ended:
-            self._count(day, ended, 0)
-        return ended, held
+                row = conn.execute(_ENDINGS["end_returning"], (jid,)).fetchone()
+                if row is not None:
+                    ended.append(Reservation(*row))
+            if ended:
+                tables.prefetch([r.jid for r in ended])
+                done = [
+                    JobEnd(r.jid, Outcome.SUCCESS)
+                    for r in ended
+                    if (mark := tables.mark(r.jid)) is not None and mark.unfinished
+                ]
+                if done:
+                    tables.ended_by_caller({end.jid for end in done})
+                    fired = engine.end_jobs(tables, done, ends)
+                    self._step(tables)
+        self._after(tables)
+        return ended, fired
 
     async def end_jobs(self, ends: Sequence[JobEnd], ctx: EndContext) -> Fired:
         with self._atomic(ctx.now) as tables:

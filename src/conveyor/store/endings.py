@@ -1,0 +1,74 @@
+"""Endings: transitions that end reservations and say what ended.
+
+``Store.ack`` only counts what it ended; features need more. A unique job's lock is released
+when its job succeeds, an expiring job's index entry goes with it, a throttle's waiting FETCHes
+are woken when a job of its queue finishes: all of that needs the reservation's queue and
+payload. ``ack_returning`` gives them in the same step as the ACK, so no ACK pays an extra
+read (on Redis, a round trip) to learn what it acknowledged.
+
+With ``ends`` (the batches capability's ``EndContext``), the same step ends the marks of the
+jobs it acknowledges that have unfinished ones (``Batches.end_jobs`` with a success): a
+batch's counters, its callbacks, the jobs waiting for them move with the reservation, so an
+ACK answered ``+OK`` has counted in its batch under any fault, and no ACK pays a second step.
+
+``discard_reservations`` ends reservations without counting them as processed or failed: a
+job dropped at FETCH (it expired) was never worked on. ``take_queued`` removes jobs from a
+queue and returns them, so what removed them (the expiry sweep, an admin delete) can tell the
+features which jobs are gone (a unique job's lock is released with it).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from conveyor.store.batches import EndContext, Fired
+
+if TYPE_CHECKING:  # base.py includes this capability in Store
+    from conveyor.store.base import QueuedJob, Reservation
+
+__all__ = ["Acked", "Endings"]
+
+
+@dataclass(slots=True)
+class Acked:
+    """What an ACK ended: ``ended``, the reservations (in ``jids`` order; each counted
+    processed); ``fired``, what ending the marks of some of them set off (``Fired``: callbacks
+    and released jobs scheduled, ...), empty without ``ends``."""
+
+    ended: list[Reservation]
+    fired: Fired = field(default_factory=Fired)
+
+
+class Endings(abc.ABC):
+    """The endings capability; every backend implements it (``Store`` includes it)."""
+
+    @abc.abstractmethod
+    async def ack_returning(
+        self,
+        jids: Sequence[str],
+        day: str,
+        throttled: Collection[str] = (),
+        marks: Sequence[bytes] | None = None,
+        ends: EndContext | None = None,
+    ) -> Acked:
+        """``ack`` (same counting), returning the reservations it ended, in ``jids`` order.
+        Those of a queue in ``throttled`` free their throttle slot and their queue is
+        announced (``Limits.release_slots``), in the same step: on Redis one round trip.
+        With ``marks``, a store may leave out (as ``b""``) the payloads that hold none of
+        them: the caller needs no other (Redis does, to send less back). With ``ends``, the
+        jobs with an unfinished mark end it in the same step, as ``Batches.end_jobs`` does for
+        a success, and ``Acked.fired`` says what that set off. (On Redis a batch's key must be
+        declared: a job whose batch is found only in the step is acknowledged by a second one,
+        with its batch declared; each job is still ended in exactly one step.)"""
+
+    @abc.abstractmethod
+    async def discard_reservations(self, jids: Sequence[str]) -> list[Reservation]:
+        """End these reservations without counting anything; returns those that existed."""
+
+    @abc.abstractmethod
+    async def take_queued(self, queue: str, jids: Sequence[str]) -> list[QueuedJob]:
+        """Remove the jobs of these jids from ``queue`` and return them, oldest first.
+        Durable as ``delete_queued``."""

@@ -1,0 +1,134 @@
+"""Endings (``conveyor.store.endings``) in Redis: ``lua/endings_end.lua``, which also moves the
+marks of batch and tracked jobs with an ACK (``ends``), with the rules of ``_batches.lua``."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from typing import TYPE_CHECKING, Any
+
+from conveyor.store.base import QueuedJob, Reservation
+from conveyor.store.batches import EndContext, Fired
+from conveyor.store.endings import Acked, Endings
+from conveyor.store.redis.codec import decode_entry, decode_fields, score_arg
+
+__all__ = ["RedisEndings", "unpack"]
+
+
+def unpack(data: bytes) -> list[bytes]:
+    """The items of lp-packed bytes (``_lib.lua``'s ``pack``)."""
+    out: list[bytes] = []
+    pos = 0
+    while pos < len(data):
+        colon = data.index(b":", pos)
+        end = colon + 1 + int(data[pos:colon])
+        out.append(data[colon + 1 : end])
+        pos = end
+    return out
+
+
+class RedisEndings(Endings):
+    """Mixed into ``RedisStore``, whose ``_run``/``_keys`` it uses."""
+
+    if TYPE_CHECKING:  # RedisStore's (and RedisBatches')
+        _keys: Any
+        _pub: str
+        _origin: str
+
+        def _wake_all(self, names: Collection[str]) -> None: ...
+
+        def _ack_end_keys(self, bids: Sequence[str]) -> list[str]: ...
+
+        def _unpack_fired(self, packed: bytes) -> Fired: ...
+
+        async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any: ...
+
+        async def _write(
+            self,
+            name: str,
+            keys: Sequence[str],
+            args: Sequence[Any] = (),
+            *,
+            token: str | None = None,
+            durable: bool = False,
+        ) -> Any: ...
+
+        async def _read(self, make: Callable[[], Awaitable[Any]], op: str = "a command") -> Any: ...
+
+    async def _end(
+        self,
+        mode: str,
+        jids: Sequence[str],
+        day: str,
+        throttled: Collection[str] = (),
+        marks: Sequence[bytes] | None = None,
+        ends: EndContext | None = None,
+        bids: Sequence[str] = (),
+    ) -> tuple[Acked, list[tuple[str, str]]]:
+        """One run of the script; also returns the jobs it held, with their batches."""
+        k = self._keys
+        queues = list(throttled)
+        keys = [k.res, k.exp, k.busy, k.stats, k.ready]
+        keys += [k.key(f"tq:{queue}") for queue in queues]
+        wanted: list[Any] = ["*"] if marks is None else [len(marks), *marks]
+        if ends is None:
+            wanted.append("-")
+        else:
+            keys += self._ack_end_keys(bids)
+            wanted += [score_arg(ends.now), score_arg(ends.keep_seconds), len(bids), *bids]
+        args = [mode, day, self._pub, self._origin, len(queues), *queues, *wanted, *jids]
+        ended_part, fired_part, held_part = unpack(await self._write("endings_end", keys, args))
+        flat = unpack(ended_part)
+        ended = []
+        for i in range(0, len(flat), 4):
+            (queue, wid), payload = decode_fields(flat[i + 1], 2)
+            ended.append(
+                Reservation(
+                    jid=flat[i].decode(),
+                    queue=queue,
+                    payload=payload,
+                    wid=wid,
+                    reserved_at=float(flat[i + 3]),
+                    expires_at=float(flat[i + 2]),
+                )
+            )
+        woken = {r.queue for r in ended if r.queue in throttled}
+        if woken:
+            self._wake_all(woken)
+        held = unpack(held_part)
+        pairs = [(held[i].decode(), held[i + 1].decode()) for i in range(0, len(held), 2)]
+        return Acked(ended, self._unpack_fired(fired_part)), pairs
+
+    async def ack_returning(
+        self,
+        jids: Sequence[str],
+        day: str,
+        throttled: Collection[str] = (),
+        marks: Sequence[bytes] | None = None,
+        ends: EndContext | None = None,
+    ) -> Acked:
+        if not jids:
+            return Acked([])
+        acked, held = await self._end("ack", jids, day, throttled, marks, ends)
+        if held:  # batch jobs whose batch the first step could not name: a step of their own
+            bids = list(dict.fromkeys(bid for _, bid in held))
+            more, _ = await self._end(
+                "ack", [jid for jid, _ in held], day, throttled, marks, ends, bids
+            )
+            acked.fired.add(more.fired)
+            order = {jid: i for i, jid in enumerate(jids)}
+            acked.ended = sorted([*acked.ended, *more.ended], key=lambda r: order[r.jid])
+        return acked
+
+    async def discard_reservations(self, jids: Sequence[str]) -> list[Reservation]:
+        if not jids:
+            return []
+        acked, _ = await self._end("discard", jids, "")
+        return acked.ended
+
+    async def take_queued(self, queue: str, jids: Sequence[str]) -> list[QueuedJob]:
+        if not jids:
+            return []
+        taken = await self._write(
+            "endings_take", [self._keys.queue(queue)], list(jids), durable=True
+        )
+        return [decode_entry(queue, entry) for entry in taken]
