@@ -108,10 +108,16 @@ class Manager(FeatureCalls, AdminOps):
         self._hand_offs = store.in_process and self._fetch_gated
         # What features must hear of: ACKed jobs (with what ended), jobs removed for good.
         self._ack_watchers = [f for f in self.features if type(f).acked is not Feature.acked]
-        self._acked_gates = [f.wants_acked for f in self._ack_watchers]
         marks = [type(f).acked_marks for f in self._ack_watchers]
         self._acked_marks: tuple[bytes, ...] | None = (
             None if any(m is None for m in marks) else tuple(b for m in marks if m for b in m)
+        )
+        # every gate the default one over its marks: one loop over all the marks instead
+        by_marks = all(type(f).wants_acked is Feature.wants_acked for f in self._ack_watchers)
+        self._acked_gates = (
+            [self._holds_acked_mark]
+            if by_marks and self._acked_marks is not None
+            else [f.wants_acked for f in self._ack_watchers]
         )
         gate_owners = [f for f in self.features if f.wants_fetch in self._fetch_gates]
         gate_owners += self._ack_watchers

@@ -103,7 +103,7 @@ class FeatureCalls:
     def _chosen(self, job: Job, segment: _Segment) -> list[Hook]:
         """The hooks of ``segment`` that ``job`` goes through: every one when some middleware
         is not a feature, else those of the features whose gate wants it (often none)."""
-        if not self._push_gated:
+        if not self._push_gated or not segment.hooks:
             return segment.hooks
         if job.custom is None and self._push_on_custom:
             return []
@@ -250,6 +250,13 @@ class FeatureCalls:
             return False
         return any(wants(payload) for wants in gates)
 
+    def _holds_acked_mark(self, payload: bytes) -> bool:
+        """The ACK gates of every watcher at once, when each is the default over its marks."""
+        for mark in self._acked_marks or ():  # noqa: SIM110 - no generator a FETCH
+            if mark in payload:
+                return True
+        return False
+
     def _watch(self, jobs: Sequence[Reservation | QueuedJob]) -> None:
         """Remember the jobs just reserved (or handed off) whose ACK must be reported."""
         watched = self._watched
@@ -305,8 +312,11 @@ class FeatureCalls:
                 watched.add(reservation.jid)
             if on_custom and _CUSTOM not in payload:
                 continue
-            if watched is not None and any(wants(payload) for wants in self._acked_gates):
-                watched.add(reservation.jid)
+            if watched is not None:
+                for wants in self._acked_gates:
+                    if wants(payload):
+                        watched.add(reservation.jid)
+                        break
             if fetching and not wanted:
                 wanted = any(wants(payload) for wants in self._fetch_gates)
         return wanted

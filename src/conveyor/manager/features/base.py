@@ -115,10 +115,9 @@ class Feature(Middleware):
         return {}
 
     acked_marks: ClassVar[tuple[bytes, ...] | None] = None
-    """With ``acked``: byte strings one of which the payload of every job whose ACKed
-    payload it reads holds (``b'"unique_for":'``), None for any job, ``()`` for none (it
-    reads only what ``ack_ends`` moved). A shared store (Redis) then sends back only those
-    payloads with what an ACK ended, not every job's."""
+    """With ``acked``: byte strings one of which the payload of every job it must hear of
+    holds (``b'"unique_for":'``), None for any job. A shared store (Redis) then sends back
+    only those payloads with what an ACK ended, not every job's."""
 
     def wants_acked(self, payload: bytes) -> bool:
         """With ``acked``: whether it must hear of the job of ``payload`` when it is ACKed

@@ -107,7 +107,7 @@ class BatchFeature(BatchCommands, Tracking):
     name = "batches"
     tables = ("batch", "tracking")
     gates_on_custom = True
-    acked_marks = ()  # it reads no ACKed payload: the ACK step itself moves the marks
+    acked_marks = _END_MARKS  # an ACK of a job whose payload has none of these ends no mark
 
     def __init__(self, settings: BatchSettings | None = None) -> None:
         self.settings = settings or BatchSettings()
@@ -242,9 +242,6 @@ class BatchFeature(BatchCommands, Tracking):
         await self.manager.store.add_to_set(SortedSet.DEAD, [entry])
 
     # ------------------------------------------------------------------ ACK and FAIL
-
-    def wants_acked(self, payload: bytes) -> bool:
-        return any(mark in payload for mark in _END_MARKS)
 
     def ack_ends(self) -> EndContext:
         return self._context()

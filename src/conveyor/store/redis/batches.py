@@ -51,6 +51,8 @@ from conveyor.timefmt import format_time
 __all__ = ["RedisBatches"]
 
 EXPIRE_CHUNK = 1000
+_NOTHING_FIRED = b"0:" * 6 + b"1:0"
+"""``packed_fired()`` of a step that set nothing off."""
 _INTS = ("total", "pending", "failed", "children", "kids_complete", "kids_success")
 _FLAGS = ("committed", "m_complete", "m_success", "r_complete", "r_success")
 
@@ -162,11 +164,16 @@ class RedisBatches(Batches):
 
     def _ack_end_keys(self, bids: Sequence[str]) -> list[str]:
         """The keys ``endings_end.lua`` needs to end marks with an ACK (after its own)."""
-        keys = [*self._settle_keys(), self._k("waiting"), self._k("waitz"), self._k("edges")]
-        return keys + self._batch_keys(bids, with_jobs=False)
+        keys = self.__dict__.get("_ack_keys")
+        if keys is None:  # the same for every ACK
+            keys = [*self._settle_keys(), self._k("waiting"), self._k("waitz"), self._k("edges")]
+            self.__dict__["_ack_keys"] = keys
+        return keys + self._batch_keys(bids, with_jobs=False) if bids else keys
 
     def _unpack_fired(self, packed: bytes) -> Fired:
         """``packed_fired()`` of ``_batches.lua``, back."""
+        if packed == _NOTHING_FIRED:  # most ACKs
+            return Fired()
         parts = unpack(packed)
         return _fired([*(unpack(part) for part in parts[:6]), parts[6]])
 

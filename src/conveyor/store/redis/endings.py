@@ -94,7 +94,7 @@ class RedisEndings(Endings):
         woken = {r.queue for r in ended if r.queue in throttled}
         if woken:
             self._wake_all(woken)
-        held = unpack(held_part)
+        held = unpack(held_part) if held_part else []
         pairs = [(held[i].decode(), held[i + 1].decode()) for i in range(0, len(held), 2)]
         return Acked(ended, self._unpack_fired(fired_part)), pairs
 
