@@ -11,16 +11,18 @@ Data model
 
 * **Queues**: FIFO lists of ``QueuedJob`` per queue name. A queue is *known* from its first
   enqueue until it is removed. A known queue may be *paused* (persistent).
-* **Sorted sets** (``SortedSet``): ``scheduled``, ``retries`` and ``dead``. Each entry has a
-  score (float seconds since the epoch: when it is due, or for ``dead`` when it expires), a jid
-  and the payload. Within one set **a jid identifies one entry**; adding a jid already present
-  replaces that entry.
+* **Sorted sets** (``SortedSet``): ``scheduled``, ``retries``, ``dead`` and ``completed``. Each
+  entry has a score (float seconds since the epoch: when it is due, or for ``dead`` and
+  ``completed`` when it expires), a jid and the payload. Within one set **a jid identifies one
+  entry**; adding a jid already present replaces that entry.
 * **Reservations** (the *working* set): jobs handed to a worker, keyed by jid, with the worker
   id and the expiry time. A reservation ends with ``ack``, ``fail`` or (via the reaper, which
   calls ``fail``) expiry.
 * **Counters**: ``processed`` and ``failures`` totals plus one pair per UTC day.
 * **Records** (``records.py``): small values under a key in named spaces, with an optional
   expiry, for the features (unique locks, cron tick claims, tracking, results...).
+* **Completions** (``completed.py``): the ACK that keeps its job in the ``completed`` set.
+* **Signals** (``signals.py``): wake-ups told to every server sharing the store.
 * **Workers**: the heartbeat records of worker processes (``WorkerRecord``). Several servers
   may change one record at once (a BEAT on one, a quiet signal on another), so every change to
   an existing record goes through ``update_worker``, one atomic read-modify-write.
@@ -51,7 +53,9 @@ from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from conveyor.store.completed import Completions
 from conveyor.store.records import Records
+from conveyor.store.signals import Signals
 
 __all__ = [
     "DURABLE",
@@ -78,6 +82,8 @@ class SortedSet(enum.StrEnum):
     SCHEDULED = "scheduled"
     RETRIES = "retries"
     DEAD = "dead"
+    COMPLETED = "completed"
+    """Succeeded jobs kept for their retention (``store/completed.py``), score = expiry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,11 +230,12 @@ DURABLE: Awaitable[None] = _Durable()
 """What ``enqueue_now`` and ``hand_off`` return when the write is durable already (memory)."""
 
 
-class Store(Records, abc.ABC):
+class Store(Records, Completions, Signals, abc.ABC):
     """The storage contract. See the module docstring for the data model and durability.
 
     The job lifecycle is declared here; the capabilities features build on are declared in
-    modules of their own (``records.py``) and included, so every backend has all of them."""
+    modules of their own (``records.py``, ``completed.py``, ``signals.py``) and included, so
+    every backend has all of them."""
 
     in_process: bool = False
     """The store writes without waiting for I/O (memory, SQLite): it offers the synchronous

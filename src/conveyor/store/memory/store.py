@@ -38,7 +38,9 @@ from conveyor.store.base import (
     WorkerRecord,
 )
 from conveyor.store.filters import filter_entries
+from conveyor.store.memory.completed import MemoryCompletions
 from conveyor.store.memory.records import MemoryRecords
+from conveyor.store.signals import LocalSignals
 from conveyor.store.workers import LocalWorkers
 
 __all__ = ["MemoryStore"]
@@ -119,7 +121,7 @@ class _SortedSet:
         return count
 
 
-class MemoryStore(LocalWorkers, MemoryRecords, Store):
+class MemoryStore(LocalWorkers, MemoryRecords, MemoryCompletions, LocalSignals, Store):
     """Everything in this process; nothing survives a restart."""
 
     def __init__(self) -> None:

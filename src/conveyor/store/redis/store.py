@@ -22,6 +22,8 @@ Key layout (``{ns}`` is ``{conveyor}`` unless the URL says ``?namespace=``)::
     {ns}:r:<space>     HASH  key -> lp(expires_at) value         (records, see records.py)
     {ns}:rx:<space>    ZSET  key by expires_at;  {ns}:rspaces  SET  spaces in use
     {ns}:ready         channel: queue names that may have jobs (SPUBLISH on Redis 7)
+    {ns}:signals       channel: "<origin> <topic> <keys JSON>" (store/signals.py)
+    {ns}:s:completed   ZSET, {ns}:d:completed HASH: completed jobs, as the other sets
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ from conveyor.store.redis.codec import (
     parse_url,
     score_arg,
 )
+from conveyor.store.redis.completed import RedisCompletions, RedisSignals
 from conveyor.store.redis.records import RedisRecords
 from conveyor.store.redis.scripts import Script, load_scripts
 from conveyor.store.redis.wakeup import Subscriber
@@ -101,6 +104,7 @@ class Keys:
     def __init__(self, namespace: str) -> None:
         p = f"{{{namespace}}}:"
         self.queues, self.paused, self.ready = p + "queues", p + "paused", p + "ready"
+        self.signals = p + "signals"
         self.res, self.exp, self.busy = p + "res", p + "exp", p + "busy"
         self.stats, self.workers = p + "stats", p + "workers"
         self.record_spaces = p + "rspaces"
@@ -125,7 +129,7 @@ class Keys:
         return f"{self._p}rx:{space}"
 
 
-class RedisStore(RedisRecords, Store):
+class RedisStore(RedisRecords, RedisCompletions, RedisSignals, Store):
     """A ``Store`` over Redis or Redis Cluster. Build it with ``RedisStore.from_url``."""
 
     def __init__(self, url: RedisURL) -> None:
@@ -195,6 +199,7 @@ class RedisStore(RedisRecords, Store):
             self._origin,
             self._wake,
             self._known_queues,
+            signals=(self._keys.signals, self._signalled),
         )
         self._subscriber.start()
 

@@ -35,7 +35,9 @@ from conveyor.store.base import (
     Store,
     WorkerRecord,
 )
+from conveyor.store.signals import LocalSignals
 from conveyor.store.sqlite import damage
+from conveyor.store.sqlite.completed import SQLiteCompletions
 from conveyor.store.sqlite.damage import Damaged, checksum, intact
 from conveyor.store.sqlite.db import Database, SQLiteOptions, load_queries, split_statements
 from conveyor.store.sqlite.listing import PageCursor, SetListing, entry_of
@@ -59,7 +61,7 @@ def _reservation(row: tuple[Any, ...]) -> Reservation:
     return Reservation(jid, queue, payload, wid, reserved_at, expires_at)
 
 
-class SQLiteStore(SetListing, LocalWorkers, SQLiteRecords, Store):
+class SQLiteStore(SetListing, LocalWorkers, SQLiteRecords, SQLiteCompletions, LocalSignals, Store):
     """Build with ``SQLiteStore.from_url("sqlite:///path/to/file.db")`` (see ``SQLiteOptions``)."""
 
     def __init__(self, options: SQLiteOptions) -> None:

@@ -1,0 +1,36 @@
+"""Completed jobs (``conveyor.store.completed``) in memory."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from conveyor.store.base import Reservation, SetEntry, SortedSet
+from conveyor.store.completed import Completions
+
+__all__ = ["MemoryCompletions"]
+
+
+class MemoryCompletions(Completions):
+    """Mixed into ``MemoryStore``, whose reservations, sets and counters it uses."""
+
+    if TYPE_CHECKING:  # MemoryStore's
+        _reservations: dict[str, Reservation]
+        _sets: dict[SortedSet, Any]
+
+        def _count(self, day: str, processed: int, failures: int) -> None: ...
+
+    async def complete(self, entries: Sequence[SetEntry], day: str) -> int:
+        completed = self._sets[SortedSet.COMPLETED]
+        ended = 0
+        for entry in entries:
+            if self._reservations.pop(entry.jid, None) is not None:
+                completed.add(entry)
+                ended += 1
+        if ended:
+            self._count(day, ended, 0)
+        return ended
+
+    async def reservations_of(self, jids: Sequence[str]) -> list[Reservation]:
+        found = (self._reservations.get(jid) for jid in dict.fromkeys(jids))
+        return [reservation for reservation in found if reservation is not None]

@@ -1,0 +1,56 @@
+"""Completed jobs (``conveyor.store.completed``) in SQLite: the reservation's row ends and the
+entry is written into ``set_entries`` (name ``completed``) in one savepoint of the shared
+transaction."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from conveyor.store.base import Reservation, SetEntry, SortedSet
+from conveyor.store.completed import Completions
+from conveyor.store.sqlite.db import Database, load_queries
+
+__all__ = ["SQLiteCompletions"]
+
+_RESERVATIONS = load_queries("reservations.sql")
+
+
+class SQLiteCompletions(Completions):
+    """Mixed into ``SQLiteStore``, whose database, set mirrors and counters it uses."""
+
+    _db: Database
+
+    if TYPE_CHECKING:  # SQLiteStore's
+
+        def _put_entries(
+            self, conn: sqlite3.Connection, name: SortedSet, entries: list[SetEntry]
+        ) -> int: ...
+
+        def _resize(self, name: SortedSet, delta: int) -> None: ...
+
+        def _count(self, day: str, processed: int, failures: int) -> None: ...
+
+        def _checked_reservations(self, rows: list[tuple[Any, ...]]) -> list[Reservation]: ...
+
+    async def complete(self, entries: Sequence[SetEntry], day: str) -> int:
+        if not entries:
+            return 0
+        unique = list({entry.jid: entry for entry in entries}.values())
+        with self._db.atomic() as conn:
+            end = _RESERVATIONS["end_reservation"]
+            kept = [e for e in unique if conn.execute(end, (e.jid,)).rowcount]
+            grown = self._put_entries(conn, SortedSet.COMPLETED, kept) if kept else 0
+        committed = self._db.pending
+        if kept:
+            self._resize(SortedSet.COMPLETED, grown)
+            self._count(day, len(kept), 0)
+        if self._db.careful:
+            await committed  # during an outage, +OK only once it is recorded
+        return len(kept)
+
+    async def reservations_of(self, jids: Sequence[str]) -> list[Reservation]:
+        query = _RESERVATIONS["get_reservation"]
+        rows = [row for jid in dict.fromkeys(jids) for row in self._db.read(query, (jid,))]
+        return self._checked_reservations(rows)
