@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -22,6 +22,7 @@ from conveyor.manager.admin import AdminOps
 from conveyor.manager.config import ManagerConfig
 from conveyor.manager.features import Feature
 from conveyor.manager.features.registry import build_features
+from conveyor.manager.features.results import ResultsFeature
 from conveyor.manager.info import build_info
 from conveyor.manager.lifecycle import JobState, check_transition
 from conveyor.manager.middleware import (
@@ -34,7 +35,7 @@ from conveyor.manager.middleware import (
     hooks_of,
     run_chain,
 )
-from conveyor.manager.retry import FailureReport, RetryPolicy
+from conveyor.manager.retry import NO_CONTROL, FailureReport, RetryControl, RetryPolicy
 from conveyor.manager.tasks import BackgroundTasks
 from conveyor.manager.types import ClientInfo, ServerStats, WorkerState
 from conveyor.manager.waiters import Deliver, QueueWaiters
@@ -81,6 +82,7 @@ class Manager(AdminOps):
         self.started_at = time.time()
         # None: every feature with its defaults (configured ones come from ServerConfig)
         self.features = build_features({}) if features is None else list(features)
+        self._signal_handlers: dict[str, list[Callable[[Sequence[str] | None], None]]] = {}
         for feature in self.features:
             feature.bind(self)
         # features first: they are the server's own rules, the middleware given is the user's
@@ -103,11 +105,16 @@ class Manager(AdminOps):
             if all(isinstance(m, Feature) for m in ackers)
             else None
         )
+        self.results: ResultsFeature | None = next(
+            (f for f in self.features if isinstance(f, ResultsFeature)), None
+        )
+        """Results and completed jobs (``RESULT``, ACKs that carry results), if running."""
         # Worker state as last seen by this server; BEAT refreshes it from the store.
         self._worker_states: dict[str, str] = {}
         self._local_clients: dict[str, set[int]] = {}
         self._closers: dict[int, ClientInfo] = {}
         store.set_ready_listener(self.waiters.notify)
+        store.set_signal_listener(self._signalled)
 
     # ------------------------------------------------------------------ life cycle
 
@@ -119,7 +126,23 @@ class Manager(AdminOps):
     async def stop(self) -> None:
         await self.tasks.stop()
         self.waiters.notify_all()
+        for feature in self.features:
+            feature.close()
         await self.store.close()
+
+    def on_signal(self, topic: str, handler: Callable[[Sequence[str] | None], None]) -> None:
+        """Call ``handler(keys)`` for every store signal of ``topic`` (``store/signals.py``);
+        ``keys`` None means signals may have been lost: look at everything again."""
+        self._signal_handlers.setdefault(topic, []).append(handler)
+
+    def _signalled(self, topic: str, keys: Sequence[str] | None) -> None:
+        if keys is None:
+            for handlers in self._signal_handlers.values():
+                for handler in handlers:
+                    handler(None)
+            return
+        for handler in self._signal_handlers.get(topic, ()):
+            handler(keys)
 
     # ------------------------------------------------------------------ push
 
@@ -348,10 +371,21 @@ class Manager(AdminOps):
 
     # ------------------------------------------------------------------ ack / fail
 
-    async def ack(self, jid: str) -> None:
-        await self.ack_many((jid,))
+    async def ack(self, jid: str, result: bytes | None = None) -> None:
+        await self.ack_many((jid,), None if result is None else {jid: result})
 
-    async def ack_many(self, jids: Sequence[str]) -> int:
+    async def ack_many(
+        self, jids: Sequence[str], results: Mapping[str, bytes] | None = None
+    ) -> int:
+        """End these reservations; returns how many existed. ``results``: the results
+        (JSON) workers sent with some of the ACKs, by jid (docs/results.md)."""
+        feature = self.results
+        if feature is not None and (results or feature.every_ack):
+            return await feature.acknowledge(jids, results or {})
+        return await self.ack_plain(jids)
+
+    async def ack_plain(self, jids: Sequence[str]) -> int:
+        """End these reservations as plain ACKs (nothing kept)."""
         if not self._ack_hooks:
             return await self.store.ack(jids, day_key(time.time()))
         done = 0
@@ -374,6 +408,29 @@ class Manager(AdminOps):
             await run_chain(self._ack_hooks, ctx, final)
         return done
 
+    async def ack_kept(self, entries: Sequence[SetEntry]) -> int:
+        """End these reservations, keeping each job in the completed set (its entry), in
+        one store step per job (``Store.complete``); the ack hooks run around it as around a
+        plain ACK."""
+        gates = self._ack_gates
+        hooked: set[str] = set()
+        if self._ack_hooks:
+            jids = [entry.jid for entry in entries]
+            hooked = set(jids if gates is None else self._hooked_acks(jids, gates))
+        plain = [entry for entry in entries if entry.jid not in hooked]
+        done = await self.store.complete(plain, day_key(time.time())) if plain else 0
+        for entry in entries:
+            if entry.jid not in hooked:
+                continue
+            ctx = AckContext(self, entry.jid, await self.store.get_reservation(entry.jid))
+
+            async def final(entry: SetEntry = entry) -> None:
+                nonlocal done
+                done += await self.store.complete((entry,), day_key(time.time()))
+
+            await run_chain(self._ack_hooks, ctx, final)
+        return done
+
     @staticmethod
     def _hooked_acks(jids: Sequence[str], gates: Sequence[Callable[[str], bool]]) -> list[str]:
         if len(gates) == 1:  # the usual case, without a generator per jid
@@ -382,32 +439,40 @@ class Manager(AdminOps):
         return [jid for jid in jids if any(wants(jid) for wants in gates)]
 
     async def fail(
-        self, jid: str, errtype: str, message: str, backtrace: Sequence[str] = ()
+        self,
+        jid: str,
+        errtype: str,
+        message: str,
+        backtrace: Sequence[str] = (),
+        control: RetryControl = NO_CONTROL,
     ) -> None:
+        """``control``: what the worker asked for (skip the retries, retry later without
+        counting, its own backoff: ``retry.RetryControl``)."""
         reservation = await self.store.get_reservation(jid)
         if reservation is None:
             raise JobNotFound(f"Job not found {jid}")
-        await self._fail_reservation(reservation, FailureReport.clean(errtype, message, backtrace))
+        report = FailureReport.clean(errtype, message, backtrace)
+        await self._fail_reservation(reservation, report, control)
 
-    async def _fail_reservation(self, reservation: Reservation, report: FailureReport) -> bool:
+    async def _fail_reservation(
+        self, reservation: Reservation, report: FailureReport, control: RetryControl = NO_CONTROL
+    ) -> bool:
         """Record a failure and move the job on. False when the reservation was gone already
         (acked, failed or expired by someone else meanwhile): then nothing changes."""
         now = time.time()
         job = decode_job(reservation.payload)
-        self.retry_policy.record(job, report, now)
-        outcome = self.retry_policy.outcome(job, now, encode_job)
+        self.retry_policy.record(job, report, now, control)
+        outcome = self.retry_policy.outcome(job, now, encode_job, control)
         check_transition(JobState.WORKING, outcome.target or JobState.DISCARDED)
         if not self._fail_hooks:
             return await self.store.fail(reservation.jid, outcome, day_key(now))
         ctx = FailContext(self, reservation, job, report, outcome)
-        result = False
 
         async def final() -> None:
-            nonlocal result
-            result = await self.store.fail(reservation.jid, ctx.outcome, day_key(now))
+            ctx.moved = await self.store.fail(reservation.jid, ctx.outcome, day_key(now))
 
         await run_chain(self._fail_hooks, ctx, final)
-        return result
+        return ctx.moved
 
     async def expire_reservations(self, limit: int = 500) -> int:
         """Send overdue reservations down the failure path; returns how many."""

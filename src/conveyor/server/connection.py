@@ -47,6 +47,10 @@ FLUSH_BYTES = 64 * 1024  # replies to pipelined commands are sent together up to
 LINGER_SECONDS = 2.0  # after refused input, how long we read and drop the rest
 IDLE_CHECKS = 4  # looks per idle timeout: an idle connection closes within 1.25 timeouts
 
+_WAITING = (b"FETCH", b"RESULT")
+"""Commands that may wait long (for a job, for a result): earlier replies are sent before
+they start, and a lost connection stops them."""
+
 # Queued in place of input that is refused, to answer in order (then the connection closes).
 _TOO_LONG = object()  # a line over max_line_bytes
 _OVER_BUDGET = object()  # partial lines of all connections over max_partial_bytes
@@ -392,7 +396,7 @@ class Connection(asyncio.Protocol):
         if self.server.closing:
             self._write(error("ERR", "shutdown in progress"))
             return False
-        self._fetching = item.startswith(b"FETCH")
+        self._fetching = item.startswith(_WAITING)
         if self._out and self._fetching:
             self._flush()  # a FETCH may wait for seconds; earlier replies must not wait with it
         try:

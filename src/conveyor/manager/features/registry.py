@@ -11,10 +11,11 @@ from typing import Any
 
 from conveyor.manager.features.base import Feature
 from conveyor.manager.features.cron import CronFeature
+from conveyor.manager.features.results import ResultsFeature
 
 __all__ = ["FEATURES", "FEATURE_TABLES", "build_features"]
 
-FEATURES: tuple[type[Feature], ...] = (CronFeature,)
+FEATURES: tuple[type[Feature], ...] = (CronFeature, ResultsFeature)
 
 FEATURE_TABLES: frozenset[str] = frozenset(table for f in FEATURES for table in f.tables)
 """The top-level TOML tables the features read; the config loader accepts these."""
