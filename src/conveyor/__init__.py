@@ -10,19 +10,26 @@ from conveyor import _lazy
 
 if typing.TYPE_CHECKING:
     from conveyor.app import App, Group, JobDef, PayloadError, PushResult
+    from conveyor.app.info import JobInfo
     from conveyor.errors import (
         AuthenticationError,
         CommandError,
         ConnectError,
         ConveyorError,
         InvalidJob,
+        JobFailed,
         JobNotFound,
         NotUnique,
         ProtocolError,
+        ResultError,
+        RetryAfter,
+        SkipRetry,
         StoreError,
     )
     from conveyor.job import Job
+    from conveyor.retries import Exponential, Fixed
     from conveyor.worker import Handler, JobContext, Middleware, Worker, current_job
+    from conveyor.worker.ratelimit import RateLimit
 
 __version__ = "0.1.0"
 
@@ -38,16 +45,25 @@ __all__ = [  # noqa: RUF022 - grouped by purpose (as httpx does), sorted within 
     "PushResult",
     "Worker",
     "current_job",
+    # results, job state and retry control
+    "Exponential",
+    "Fixed",
+    "JobInfo",
+    "RateLimit",
+    "RetryAfter",
+    "SkipRetry",
     # errors
     "AuthenticationError",
     "CommandError",
     "ConnectError",
     "ConveyorError",
     "InvalidJob",
+    "JobFailed",
     "JobNotFound",
     "NotUnique",
     "PayloadError",
     "ProtocolError",
+    "ResultError",
     "StoreError",
     "__version__",
 ]
@@ -67,6 +83,14 @@ _MODULES = {
     "NotUnique": "conveyor.errors",
     "ProtocolError": "conveyor.errors",
     "StoreError": "conveyor.errors",
+    "JobFailed": "conveyor.errors",
+    "ResultError": "conveyor.errors",
+    "RetryAfter": "conveyor.errors",
+    "SkipRetry": "conveyor.errors",
+    "JobInfo": "conveyor.app.info",
+    "Exponential": "conveyor.retries",
+    "Fixed": "conveyor.retries",
+    "RateLimit": "conveyor.worker.ratelimit",
     "Job": "conveyor.job",
     "Handler": "conveyor.worker",
     "JobContext": "conveyor.worker",

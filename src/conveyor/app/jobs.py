@@ -24,7 +24,9 @@ from conveyor.timefmt import format_time
 
 if TYPE_CHECKING:
     from conveyor.app.core import App
+    from conveyor.retries import BackoffPolicy
     from conveyor.worker.context import AfterHook, BeforeHook, Middleware
+    from conveyor.worker.ratelimit import RateLimit
 
 __all__ = ["JobDef", "JobOptions", "new_jid"]
 
@@ -65,6 +67,27 @@ class JobOptions:
     at: dt.datetime | None = None
     delay_seconds: float | None = None
     jid: str | None = None
+    result_ttl: float | None = None
+    """Seconds the server keeps the job's result (``custom.result_ttl``); 0: none."""
+    retain: float | None = None
+    """Seconds the server keeps the job after it succeeded (``custom.retain``); 0: none."""
+
+    def __post_init__(self) -> None:
+        for name in ("result_ttl", "retain"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or value < 0
+            ):
+                raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
+
+    def custom_fields(self) -> dict[str, Any] | None:
+        """``custom`` as pushed: the job's own, with ``result_ttl`` and ``retain``."""
+        custom = dict(self.custom) if self.custom else {}
+        for name in ("result_ttl", "retain"):
+            value = getattr(self, name)
+            if value is not None:
+                custom[name] = int(value) if value == int(value) else value
+        return custom or None
 
     def merged(self, **changes: Any) -> JobOptions:
         """A copy with ``changes`` applied; ``custom`` dicts are merged, not replaced."""
@@ -98,6 +121,8 @@ class JobDef(Generic[P, R]):
         raw: bool,
         middleware: Sequence[Middleware],
         group: str | None = None,
+        backoff: BackoffPolicy | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> None:
         self.app = app
         self.fn = fn
@@ -105,6 +130,10 @@ class JobDef(Generic[P, R]):
         self.defaults = options
         self.timeout = timeout
         self.group = group
+        self.backoff = backoff
+        """``(retry_count) -> seconds`` before the next retry; None: the server's backoff."""
+        self.rate_limit = rate_limit
+        """At most this many jobs of this type in each worker process (``ratelimit.py``)."""
         self.middleware: list[Middleware] = list(middleware)
         self.before_hooks: list[BeforeHook] = []
         self.after_hooks: list[AfterHook] = []
@@ -150,8 +179,14 @@ class JobDef(Generic[P, R]):
         backtrace: int | None = None,
         custom: Mapping[str, Any] | None = None,
         jid: str | None = None,
+        result_ttl: float | None = None,
+        retain: float | None = None,
     ) -> JobDef[P, R]:
-        """A copy of this job that pushes with these options (the handler is the same)."""
+        """A copy of this job that pushes with these options (the handler is the same).
+
+        ``result_ttl``: keep the handler's return value that many seconds (``app.result()``
+        reads it); ``retain``: keep the job that long after it succeeded, in the completed
+        set. 0 turns off what the job's declaration or the app asked for."""
         changes: dict[str, Any] = {
             "queue": queue,
             "at": at,
@@ -160,6 +195,8 @@ class JobDef(Generic[P, R]):
             "backtrace": backtrace,
             "custom": custom,
             "jid": jid,
+            "result_ttl": result_ttl,
+            "retain": retain,
         }
         if in_ is not None:
             seconds = in_.total_seconds() if isinstance(in_, dt.timedelta) else float(in_)
@@ -184,7 +221,7 @@ class JobDef(Generic[P, R]):
             retry=opts.retry,
             reserve_for=opts.reserve_for or 0,
             backtrace=opts.backtrace or 0,
-            custom=dict(opts.custom) if opts.custom else None,
+            custom=opts.custom_fields(),
             at=opts.schedule(),
         )
 

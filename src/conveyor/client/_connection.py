@@ -219,8 +219,9 @@ class Client:
         """
         return await self._roundtrip(line + _CRLF)
 
-    async def _call(self, line: bytes) -> Reply:
-        reply = await self._roundtrip(line)
+    async def _call(self, line: bytes, read_timeout: float | None = None) -> Reply:
+        """One command; ``read_timeout``: a longer read timeout for a command that waits."""
+        reply = await self._roundtrip(line, read_timeout)
         if reply.kind is ReplyKind.ERROR:
             raise CommandError.from_reply(reply.text)
         return reply
@@ -233,22 +234,23 @@ class Client:
             raise ConnectError(f"the connection to {self.address.url} is closed")
         self._busy = True
 
-    async def _roundtrip(self, line: bytes) -> Reply:
+    async def _roundtrip(self, line: bytes, read_timeout: float | None = None) -> Reply:
         self._claim()
         try:
             self._writer.write(line)
-            return await self._receive(_REPLY)
+            return await self._receive(_REPLY, read_timeout)
         finally:
             self._busy = False
 
-    async def _receive(self, waiting_for: str) -> Reply:
+    async def _receive(self, waiting_for: str, read_timeout: float | None = None) -> Reply:
         """The next reply; on any failure the connection is closed, as its stream is lost."""
         replies = self._replies
+        timeout = self.timeout if read_timeout is None or self.timeout is None else read_timeout
         try:
             reply = replies.next_reply()
             if reply is not None:
                 return reply
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(timeout):
                 while reply is None:
                     data = await self._reader.read(_READ_BYTES)
                     if not data:
@@ -265,7 +267,7 @@ class Client:
         except TimeoutError:
             self._abort()
             raise ConnectError(
-                f"timed out after {self.timeout}s waiting for {waiting_for} from {self.address.url}"
+                f"timed out after {timeout}s waiting for {waiting_for} from {self.address.url}"
             ) from None
         except (OSError, ssl.SSLError) as exc:
             self._abort()
@@ -338,20 +340,53 @@ class Client:
         reply = await self._call(_fetchb_line(count, queues))
         return _decode_objects(reply.data) if reply.kind is ReplyKind.BULK else []
 
-    async def ack(self, jid: str) -> None:
-        """``ACK``: the job succeeded. Unknown jids are fine (Faktory semantics)."""
-        await self._call(b"ACK " + _encode({"jid": jid}) + _CRLF)
+    async def ack(self, jid: str, result: bytes | None = None) -> None:
+        """``ACK``: the job succeeded. Unknown jids are fine (Faktory semantics).
 
-    async def ack_many(self, jids: Sequence[str]) -> None:
-        """``ACKB`` (conveyor extension): acknowledge several jobs in one round trip."""
+        ``result``: the handler's value as JSON, for a job that asked for it (conveyor
+        extension, sent as a JSON string: docs/protocol.md)."""
+        fields = {"jid": jid} if result is None else {"jid": jid, "result": result.decode()}
+        await self._call(b"ACK " + _encode(fields) + _CRLF)
+
+    async def ack_many(self, jids: Sequence[str | Mapping[str, str]]) -> None:
+        """``ACKB`` (conveyor extension): acknowledge several jobs in one round trip; an item
+        is a jid, or what ``ACK`` takes (``{"jid": ..., "result": "<json>"}``)."""
         await self._call(b"ACKB " + _encode(jids) + _CRLF)
 
     async def fail(
-        self, jid: str, errtype: str, message: str, backtrace: Sequence[str] = ()
+        self,
+        jid: str,
+        errtype: str,
+        message: str,
+        backtrace: Sequence[str] = (),
+        *,
+        skip_retry: bool = False,
+        retry_after: float | None = None,
+        backoff: float | None = None,
     ) -> None:
-        """``FAIL``: the job failed; the server retries it or moves it to the dead set."""
-        payload = {"jid": jid, "errtype": errtype, "message": message, "backtrace": backtrace}
+        """``FAIL``: the job failed; the server retries it or moves it to the dead set.
+
+        Conveyor extensions (a Faktory server ignores them): ``skip_retry`` sends it to the
+        dead set now; ``retry_after`` retries it in that many seconds without counting a
+        retry; ``backoff`` is the delay of this retry, if it is retried."""
+        payload: dict[str, Any] = {
+            "jid": jid, "errtype": errtype, "message": message, "backtrace": backtrace
+        }  # fmt: skip
+        if skip_retry:
+            payload["skip_retry"] = True
+        if retry_after is not None:
+            payload["retry_after"] = retry_after
+        if backoff is not None:
+            payload["backoff"] = backoff
         await self._call(b"FAIL " + _encode(payload) + _CRLF)
+
+    async def result(self, jid: str, wait: float = 0.0) -> dict[str, Any] | None:
+        """``RESULT`` (conveyor extension): how the job ended, as the server stores it
+        (``{"state": "succeeded", "result": ...}`` or ``{"state": "failed", "errtype": ...}``),
+        waiting up to ``wait`` seconds for it; None when it is not known by then."""
+        line = b"RESULT " + _encode({"jid": jid, "wait": wait}) + _CRLF
+        reply = await self._call(line, None if self.timeout is None else self.timeout + wait)
+        return _decode_object(reply.data) if reply.kind is ReplyKind.BULK else None
 
     async def beat(self, rss_kb: int = 0, state: str | None = None) -> str:
         """``BEAT`` for this client's ``wid``; returns the state the server wants:

@@ -57,13 +57,16 @@ class WorkerView:
 
 @dataclass(frozen=True, slots=True)
 class JobLocation:
-    """Where a job is now: ``working`` (reserved, by ``wid``), ``queued``, or a sorted set's
-    name."""
+    """Where a job is now: ``working`` (reserved, by ``wid``, since ``reserved_at``, until
+    ``expires_at``), ``queued``, or a sorted set's name (with the entry's ``score``)."""
 
     where: str
     queue: str
     payload: bytes
     wid: str = ""
+    score: float | None = None
+    reserved_at: float | None = None
+    expires_at: float | None = None
 
 
 @dataclass(slots=True)
@@ -83,11 +86,15 @@ def _check_filter(flt: JobFilter | None) -> None:
         )
 
 
+_MUTATE_TARGETS = (SortedSet.SCHEDULED, SortedSet.RETRIES, SortedSet.DEAD)
+"""Faktory's MUTATE targets; the completed set is not one (its jobs ran already)."""
+
+
 def _set_named(target: str) -> SortedSet:
-    try:
-        return SortedSet(target)
-    except ValueError:
-        raise CommandError("invalid target for mutation command") from None
+    for name in _MUTATE_TARGETS:
+        if target == name.value:
+            return name
+    raise CommandError("invalid target for mutation command")
 
 
 class AdminOps:
@@ -284,14 +291,22 @@ class AdminOps:
         for name in SortedSet:
             entries = await self.store.get_set_entries(name, (jid,))
             if entries:
-                return JobLocation(str(name), entries[0].queue, entries[0].payload)
+                entry = entries[0]
+                return JobLocation(str(name), entry.queue, entry.payload, score=entry.score)
         return None
 
     async def _reserved(self, jid: str) -> JobLocation | None:
         reservation = await self.store.get_reservation(jid)
         if reservation is None:
             return None
-        return JobLocation("working", reservation.queue, reservation.payload, reservation.wid)
+        return JobLocation(
+            "working",
+            reservation.queue,
+            reservation.payload,
+            reservation.wid,
+            reserved_at=reservation.reserved_at,
+            expires_at=reservation.expires_at,
+        )
 
     async def locate_many(self, jids: Sequence[str]) -> dict[str, JobLocation]:
         """``locate`` for many jids: the sets are read in one call each and the queues are
@@ -305,7 +320,8 @@ class AdminOps:
         for name in SortedSet:
             rest = [jid for jid in unique if jid not in found]
             for entry in await self.store.get_set_entries(name, rest) if rest else ():
-                found[entry.jid] = JobLocation(str(name), entry.queue, entry.payload)
+                where = str(name)
+                found[entry.jid] = JobLocation(where, entry.queue, entry.payload, score=entry.score)
         rest = [jid for jid in unique if jid not in found]
         for queued in await self.store.find_queued(rest) if rest else ():
             found[queued.jid] = JobLocation("queued", queued.queue, queued.payload)
@@ -363,6 +379,8 @@ def _refusal(action: str, located: JobLocation) -> str:
         return f"already waiting in queue {located.queue}"
     if located.where == "queued" and action == "kill":
         return f"waiting in queue {located.queue}: delete it instead"
+    if located.where == SortedSet.COMPLETED and action != "delete":
+        return "completed: it ran and succeeded already (it can only be deleted)"
     return ""
 
 

@@ -21,6 +21,7 @@ import click
 from conveyor.errors import AuthenticationError, ConnectError
 from conveyor.worker import supervisor
 from conveyor.worker.queues import QueueSpec, parse_queue
+from conveyor.worker.ratelimit import RateLimit
 
 if TYPE_CHECKING:
     from conveyor.app.core import App
@@ -141,6 +142,13 @@ class _WorkerCommand(click.Command):
     help="Threads for sync handlers (default: the concurrency).",
 )
 @click.option(
+    "--rate-limit",
+    metavar="COUNT/UNIT",
+    callback=lambda ctx, param, value: _parse_rate(value),
+    help="At most this many jobs per process (10/s, 100/m, 5/h, 3/10s); jobs over it are "
+    "retried at their turn without using a retry.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -161,6 +169,7 @@ def worker_command(
     grace: float,
     heartbeat: float,
     threads: int | None,
+    rate_limit: RateLimit | None,
     log_level: str,
     no_configure_logging: bool,
 ) -> None:
@@ -183,8 +192,18 @@ def worker_command(
     worker = app.worker(
         concurrency=concurrency, queues=queues, labels=labels, burst=burst,
         shutdown_grace_seconds=grace, batch=batch, heartbeat_seconds=heartbeat, threads=threads,
+        rate_limit=rate_limit,
     )  # fmt: skip
     _run(worker, ready_fd)
+
+
+def _parse_rate(value: str | None) -> RateLimit | None:
+    if value is None:
+        return None
+    try:
+        return RateLimit.parse(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--rate-limit") from None
 
 
 def _run(worker: Worker, ready_fd: int | None) -> None:

@@ -8,18 +8,24 @@ more results wait than it has slots, it fetches less (``on_sent`` tells it to lo
 
 A dropped connection is re-opened with backoff and the command sent again: ACK is idempotent,
 and a repeated FAIL gets ``JobNotFound``, which is ignored.
+
+With a conveyor server (``extensions``) an ACK carries the job's result when it asked for one,
+and a FAIL what should happen to the retries (``skip_retry``, ``retry_after``, ``backoff``:
+docs/protocol.md). A plain Faktory server gets the standard commands: a job that must not be
+retried is FAILed, then moved to the dead set with ``MUTATE kill``; the rest is ignored there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from conveyor.client import Client
-from conveyor.errors import JobNotFound
+from conveyor.errors import CommandError, JobNotFound
 from conveyor.pool import ConnectionPool
 from conveyor.worker.execute import Outcome
 
@@ -42,14 +48,17 @@ class Reporter:
         batch: bool,
         connections: int = 1,
         on_sent: Callable[[], object] = lambda: None,
+        extensions: bool | None = None,
     ) -> None:
         self.batch = batch
+        self.extensions = batch if extensions is None else extensions
+        """The server is conveyor: results and retry control go with ACK and FAIL."""
         self._pool: ConnectionPool[Client] = ConnectionPool(
             connect, size=connections, retry_seconds=RETRY_SECONDS
         )
         self._connections = connections
         self._on_sent = on_sent
-        self._acks: list[str] = []
+        self._acks: list[str | dict[str, str]] = []
         self._fails: list[Outcome] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -61,7 +70,11 @@ class Reporter:
     def report(self, outcome: Outcome) -> None:
         """Queue the ACK or FAIL; ``flush`` waits until the server has it (or we gave up)."""
         if outcome.error is None:
-            self._acks.append(outcome.job.jid)
+            result = outcome.result_json
+            if result is None or not self.extensions:
+                self._acks.append(outcome.job.jid)
+            else:
+                self._acks.append({"jid": outcome.job.jid, "result": result.decode()})
         else:
             self._fails.append(outcome)
         self._idle.clear()
@@ -122,18 +135,27 @@ class Reporter:
             await self._send(len(jids), self._send_acks(jids))
         if self._fails:
             outcome = self._fails.pop(0)
-            await self._send(1, self.call(lambda client: _fail(client, outcome)))
+            fail = functools.partial(_fail, outcome=outcome, extensions=self.extensions)
+            await self._send(1, self.call(fail))
         self._on_sent()
 
-    async def _send_acks(self, jids: list[str]) -> None:
+    async def _send_acks(self, items: list[str | dict[str, str]]) -> None:
         if self.batch:
-            await self.call(lambda client: client.ack_many(jids))
+            try:
+                await self.call(lambda client: client.ack_many(items))
+                return
+            except CommandError:
+                if all(isinstance(item, str) for item in items):
+                    raise
+            # A result the server refused (its limit may be lower than ours): one by one,
+            # so only the jobs whose result it refuses fail.
+            await self.call(functools.partial(_ack_each, items=items))
             return
         # One ACK per round trip: spread them over the pool's connections.
-        share = -(-len(jids) // self._connections)
-        parts = [jids[i : i + share] for i in range(0, len(jids), share)]
+        share = -(-len(items) // self._connections)
+        parts = [items[i : i + share] for i in range(0, len(items), share)]
         await asyncio.gather(
-            *(self.call(functools.partial(_ack_each, jids=part)) for part in parts)
+            *(self.call(functools.partial(_ack_each, items=part)) for part in parts)
         )
 
     async def _send(self, count: int, send: Awaitable[Any]) -> None:
@@ -143,14 +165,33 @@ class Reporter:
             logger.exception("could not report %d job results", count)
 
 
-async def _ack_each(client: Client, jids: list[str]) -> None:
-    for jid in jids:
-        await client.ack(jid)
+async def _ack_each(client: Client, items: list[str | dict[str, str]]) -> None:
+    for item in items:
+        if isinstance(item, str):
+            await client.ack(item)
+            continue
+        jid, result = item["jid"], item["result"]
+        try:
+            await client.ack(jid, result.encode())
+        except CommandError as exc:  # the server refused the result: the job cannot have it
+            logger.error("the server refused the result of job %s: %s", jid, exc.message)
+            await _refused(client, jid, exc.message)
 
 
-async def _fail(client: Client, outcome: Outcome) -> None:
+async def _refused(client: Client, jid: str, why: str) -> None:
+    with contextlib.suppress(JobNotFound):  # its reservation ended meanwhile
+        await client.fail(jid, "conveyor.ResultError", why, skip_retry=True)
+
+
+async def _fail(client: Client, outcome: Outcome, extensions: bool) -> None:
     jid = outcome.job.jid
     try:
+        if extensions:
+            await client.fail(
+                jid, outcome.errtype, outcome.message, outcome.backtrace,
+                skip_retry=outcome.dead, retry_after=outcome.retry_after, backoff=outcome.backoff,
+            )  # fmt: skip
+            return
         await client.fail(jid, outcome.errtype, outcome.message, outcome.backtrace)
     except JobNotFound:  # already failed before a reconnect, or the reservation expired
         return

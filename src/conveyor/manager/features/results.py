@@ -48,7 +48,12 @@ from conveyor.store.base import Reservation, SetEntry, SortedSet
 from conveyor.store.records import Record
 from conveyor.timefmt import format_time
 
-__all__ = ["DEFAULT_MAX_RESULT_BYTES", "ResultsFeature", "ResultsSettings"]
+__all__ = [
+    "DEFAULT_MAX_RESULT_BYTES",
+    "ResultsFeature",
+    "ResultsSettings",
+    "died_outcome",
+]
 
 DEFAULT_MAX_RESULT_BYTES = 1024 * 1024
 MAX_WAIT_SECONDS = 3600.0
@@ -299,8 +304,14 @@ class ResultsFeature(Feature):
         for entry in await store.get_set_entries(SortedSet.COMPLETED, [jid]):
             return completion_of(entry.payload)
         for entry in await store.get_set_entries(SortedSet.DEAD, [jid]):
-            return _died(entry)
+            return died_outcome(entry)
         return None
+
+    async def recorded(self, jids: Sequence[str]) -> dict[str, Outcome]:
+        """The outcome records of these jids (one store read), by jid."""
+        found = await self.manager.store.get_records(SPACE, jids, time.time())
+        decoded = {jid: _outcome(record.value) for jid, record in found.items()}
+        return {jid: outcome for jid, outcome in decoded.items() if outcome is not None}
 
     async def wait(self, jid: str, seconds: float) -> Outcome | None:
         """``outcome(jid)``, waiting up to ``seconds`` for it to be known (no polling: the
@@ -364,7 +375,7 @@ def _outcome(value: bytes) -> Outcome | None:
         return None
 
 
-def _died(entry: SetEntry) -> Outcome | None:
+def died_outcome(entry: SetEntry) -> Outcome | None:
     """The failed outcome a dead-set entry tells."""
     try:
         job = msgspec.json.decode(entry.payload, type=Job)
