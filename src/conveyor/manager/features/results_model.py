@@ -57,7 +57,7 @@ class Outcome(msgspec.Struct, omit_defaults=True):
     queue: str = ""
     wid: str = ""
     duration: float | None = None
-    result: msgspec.Raw | None = None
+    result: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     errtype: str = ""
     message: str = ""
     backtrace: list[str] = []
@@ -70,7 +70,7 @@ class Completion(msgspec.Struct, omit_defaults=True):
     finished_at: str
     wid: str = ""
     duration: float | None = None
-    result: msgspec.Raw | None = None
+    result: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
 
 
 class JobPolicy(msgspec.Struct):
@@ -150,5 +150,5 @@ def completion_of(payload: bytes) -> Outcome | None:
         kept.queue,
         done.wid,
         done.duration,
-        done.result if done.result is not None else msgspec.Raw(b"null"),
+        done.result if done.result is not msgspec.UNSET else msgspec.Raw(b"null"),
     )
