@@ -115,7 +115,8 @@ async def test_result_of_a_job_that_died_raises_job_failed(app: conveyor.App) ->
     assert caught.value.message == "division by zero"
     assert any("ZeroDivisionError" in line for line in caught.value.backtrace)
     info = await app.job_info(jid)
-    assert info is not None and info.state == "discarded"  # retry 0: gone, but its end known
+    assert info is not None
+    assert info.state == "discarded"
 
     # retried once, then dead: the second failure is the one reported
     flaky_jid = await flaky.push()
@@ -126,7 +127,8 @@ async def test_result_of_a_job_that_died_raises_job_failed(app: conveyor.App) ->
     info = await app.job_info(flaky_jid)
     assert info is not None
     assert (info.state, info.asynq_state) == ("dead", "archived")
-    assert info.failure is not None and info.failure["retry_count"] == 1
+    assert info.failure is not None
+    assert info.failure["retry_count"] == 1
 
 
 async def test_no_result_by_the_timeout_is_a_timeout_error(
@@ -162,7 +164,8 @@ async def test_retained_job_is_kept_with_its_result_then_purged(
     completed = row["job"]["completed"]
     assert completed["result"] == "report q3 ready"
     assert completed["wid"] == worker.wid
-    assert completed["duration"] >= 0 and completed["finished_at"].endswith("Z")
+    assert completed["duration"] >= 0
+    assert completed["finished_at"].endswith("Z")
     searched = await client.admin("job.list", {"where": "completed", "search": "Q3 READY"})
     assert [job["jid"] for job in searched["jobs"]] == [jid]
     info = await app.job_info(jid)
@@ -205,7 +208,8 @@ async def test_skip_retry_sends_the_job_to_the_dead_set_with_the_count_unchanged
     worker = await conveyor.testing.drain(app)
     assert worker.failed == 1
     info = await app.job_info(jid)
-    assert info is not None and info.state == "dead"
+    assert info is not None
+    assert info.state == "dead"
     assert info.failure is not None
     assert info.failure["errtype"] == "conveyor.SkipRetry"
     assert info.failure["message"] == "card 4242 declined"
@@ -345,7 +349,8 @@ async def test_job_info_in_every_state(app: conveyor.App, client: Client) -> Non
     working = await step.options(queue="held").push("working")
     await conveyor.testing.drain(app, queues=["later"])
     held = await client.fetch("held")
-    assert held is not None and held["jid"] == working
+    assert held is not None
+    assert held["jid"] == working
 
     expected = {
         queued: ("queued", "pending"),
@@ -360,22 +365,32 @@ async def test_job_info_in_every_state(app: conveyor.App, client: Client) -> Non
     for jid, (state, asynq) in expected.items():
         info = await app.job_info(jid)
         assert info is not None, state
-        assert info.jid == jid and info.jobtype == "step"
+        assert info.jid == jid
+        assert info.jobtype == "step"
         assert info.state == state
         assert info.asynq_state == (asynq or state)
     info = await app.job_info(scheduled)
-    assert info is not None and info.at_means == "runs at" and info.at
+    assert info is not None
+    assert info.at_means == "runs at"
+    assert info.at
     info = await app.job_info(retrying)
-    assert info is not None and info.at_means == "retries at"
+    assert info is not None
+    assert info.at_means == "retries at"
     info = await app.job_info(working)
-    assert info is not None and info.reservation is not None
-    assert info.reservation["reserved_at"] and info.reservation["expires_at"]
+    assert info is not None
+    assert info.reservation is not None
+    assert info.reservation["reserved_at"]
+    assert info.reservation["expires_at"]
     info = await app.job_info(completed)
-    assert info is not None and info.result == "completed"
+    assert info is not None
+    assert info.result == "completed"
     info = await app.job_info(done)
-    assert info is not None and info.result == "done" and info.outcome is not None
+    assert info is not None
+    assert info.result == "done"
+    assert info.outcome is not None
     info = await app.job_info(discarded)
-    assert info is not None and info.outcome is not None
+    assert info is not None
+    assert info.outcome is not None
     assert info.outcome["errtype"] == "conveyor.SkipRetry"
     assert await app.job_info("never-pushed-1234") is None
 
@@ -412,5 +427,6 @@ async def test_results_from_sync_code(server: RunningServer) -> None:
     await conveyor.testing.drain(app)
     assert await asyncio.to_thread(app.result_sync, jid, 5) == 81
     info = await asyncio.to_thread(app.job_info_sync, jid)
-    assert info is not None and info.state == "done"
+    assert info is not None
+    assert info.state == "done"
     await asyncio.to_thread(app.close)
