@@ -251,7 +251,8 @@ async def _run_once(app: conveyor.App, client: Client, jid: str) -> dict[str, An
         assert (await client.admin("job.retry", {"jids": [jid]}))["changed"] == 1
     await conveyor.testing.drain(app)
     info = await app.job_info(jid)
-    assert info is not None and info.state == "retries", info
+    assert info is not None
+    assert info.state == "retries", info
     assert info.failure is not None
     return info.failure
 
