@@ -23,7 +23,7 @@ from conveyor.store.base import SetEntry, SortedSet
 if TYPE_CHECKING:
     from conveyor.manager.core import Manager
 
-__all__ = ["SCORE_MEANINGS", "job_infos"]
+__all__ = ["SCORE_MEANINGS", "job_info", "job_infos"]
 
 SCORE_MEANINGS = {
     SortedSet.SCHEDULED: "runs at",
@@ -51,6 +51,17 @@ async def job_infos(manager: Manager, jids: Sequence[str]) -> list[dict[str, Any
         else:
             views.append(None)
     return views
+
+
+async def job_info(manager: Manager, jid: str, queue: str | None = None) -> dict[str, Any] | None:
+    """``job_infos`` of one jid; ``queue`` narrows the search of the queues (a link from a
+    queue's page knows it)."""
+    location = await manager.locate(jid, queue)
+    records = await manager.results.recorded([jid]) if manager.results is not None else {}
+    outcome = records.get(jid)
+    if location is not None:
+        return _located(location, outcome or _told_by_set(location))
+    return None if outcome is None else _ended(outcome)
 
 
 def _told_by_set(location: JobLocation) -> Outcome | None:

@@ -31,8 +31,10 @@ SET_ACTIONS: dict[SortedSet, tuple[str, ...]] = {
     SortedSet.RETRIES: ("retry", "delete", "kill"),
     SortedSet.SCHEDULED: ("add_to_queue", "delete", "kill"),
     SortedSet.DEAD: ("retry", "delete"),
+    SortedSet.COMPLETED: ("delete",),
 }
-"""Faktory's actions per set; ``retry`` and ``add_to_queue`` both enqueue now."""
+"""Faktory's actions per set; ``retry`` and ``add_to_queue`` both enqueue now. A completed
+job ran and succeeded: it can only be deleted."""
 
 QUEUE_ACTIONS = ("pause", "resume", "clear", "delete_jobs")
 WORKER_SIGNALS = (WorkerState.QUIET, WorkerState.TERMINATE)

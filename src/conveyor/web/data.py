@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor.backtraces import trim
 from conveyor.manager import views
+from conveyor.manager.jobinfo import job_info
 from conveyor.manager.types import ServerStats
 from conveyor.manager.views import history_view, job_row, queues_view
 from conveyor.store.base import SetEntry, SortedSet
@@ -127,10 +128,10 @@ async def set_view(manager: Manager, name: SortedSet, listing: Listing) -> dict[
 async def locate_view(
     manager: Manager, jid: str, queue: str | None = None
 ) -> dict[str, Any] | None:
-    """Where a job is now (queue, a set, or being worked on) and its payload there; ``queue``
-    narrows the search of the queues (a link from a queue's page knows it)."""
-    location = await manager.locate(jid, queue)
-    return None if location is None else views.location_view(location)
+    """Where a job is now (queue, a set, or being worked on) and its payload there, its state
+    and, when it ended, its outcome (``manager.jobinfo``); ``queue`` narrows the search of
+    the queues (a link from a queue's page knows it)."""
+    return await job_info(manager, jid, queue)
 
 
 async def job_view(manager: Manager, name: SortedSet, jid: str) -> dict[str, Any] | None:
@@ -159,6 +160,7 @@ async def job_view(manager: Manager, name: SortedSet, jid: str) -> dict[str, Any
         "backtrace": _backtrace(failure),
         "retries_left": retries_left,
         "next_retry": failure.get("next_at") if failure else None,
+        "completed": job.get("completed") if isinstance(job.get("completed"), dict) else None,
     }
 
 
