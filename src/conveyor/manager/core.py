@@ -23,6 +23,7 @@ from conveyor.manager.config import ManagerConfig
 from conveyor.manager.features import Feature
 from conveyor.manager.features.registry import build_features
 from conveyor.manager.features.results import ResultsFeature
+from conveyor.manager.features.results_model import Outcome
 from conveyor.manager.info import build_info
 from conveyor.manager.lifecycle import JobState, check_transition
 from conveyor.manager.middleware import (
@@ -98,6 +99,7 @@ class Manager(AdminOps):
         gated = all(isinstance(m, Feature) for m in pushers)
         self._push_gates = [m.wants_push for m in pushers if isinstance(m, Feature)]
         self._pushes_now = store.in_process and gated
+        self._push_gated = gated
         # Likewise for ACK: jids no gated ack hook wants keep the batched ACK (None: ungated).
         ackers = [m for m in self._middleware if type(m).ack is not Middleware.ack]
         self._ack_gates: list[Callable[[str], bool]] | None = (
@@ -152,7 +154,7 @@ class Manager(AdminOps):
 
     async def push_job(self, job: Job) -> None:
         due = validation.prepare_job(job, self.config)
-        if self._push_hooks:
+        if self._push_hooks and self._pushes(job):
             await run_chain(self._push_hooks, PushContext(self, job), _nothing)
         await self._store_jobs([(job, due)])
 
@@ -203,7 +205,7 @@ class Manager(AdminOps):
             try:
                 job = item if isinstance(item, Job) else validation.decode_pushed(item, config)
                 due = validation.prepare_job(job, config, now)
-                if self._push_hooks:
+                if self._push_hooks and self._pushes(job):
                     await run_chain(self._push_hooks, PushContext(self, job), _nothing)
             except CommandError as exc:  # middleware codes (NOTUNIQUE, ...) keep their code
                 key = (job.jid if job is not None else _raw_jid(item)) or f"#{index}"
@@ -213,6 +215,10 @@ class Manager(AdminOps):
         if accepted:
             await self._store_jobs(accepted)
         return errors
+
+    def _pushes(self, job: Job) -> bool:
+        """Whether the push chain must run for ``job``: some hook's gate wants it."""
+        return not self._push_gated or any(wants(job) for wants in self._push_gates)
 
     async def _store_jobs(self, jobs: Sequence[tuple[Job, float | None]]) -> None:
         now = time.time()
@@ -370,6 +376,13 @@ class Manager(AdminOps):
         return kept
 
     # ------------------------------------------------------------------ ack / fail
+
+    async def result_of(self, jid: str) -> Outcome | None:
+        """How job ``jid`` ended, when that is known: ``Outcome.state`` is ``succeeded``
+        (``Outcome.result``: the handler's value, as raw JSON) or ``failed`` (the error
+        fields). For features that pass results on (a chain's next job); None when the job
+        has not ended, asked for nothing to be kept, or its result expired."""
+        return None if self.results is None else await self.results.outcome(jid)
 
     async def ack(self, jid: str, result: bytes | None = None) -> None:
         await self.ack_many((jid,), None if result is None else {jid: result})

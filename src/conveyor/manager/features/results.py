@@ -227,15 +227,17 @@ class ResultsFeature(Feature):
     async def acknowledge(self, jids: Sequence[str], results: Mapping[str, bytes]) -> int:
         """End these reservations, storing the results and keeping the jobs that asked for
         it; returns how many reservations existed (``Manager.ack_many``)."""
-        for jid, result in results.items():
-            self.check_result(jid, result)
+        for jid, sent in results.items():
+            self.check_result(jid, sent)
         manager = self.manager
         asked = list(jids) if self.every_ack else [jid for jid in jids if jid in results]
         records: list[Record] = []
         kept: list[SetEntry] = []
         now = time.time()
-        for reservation in await manager.store.reservations_of(asked):
-            self._finish(reservation, results.get(reservation.jid), now, records, kept)
+        finished = format_time(now)
+        for reservation in await manager.store.reservations_of(asked) if asked else ():
+            result = results.get(reservation.jid)
+            self._finish(reservation, result, now, finished, records, kept)
         if records:
             await manager.store.put_records(SPACE, records)
         chosen = {entry.jid for entry in kept}
@@ -252,6 +254,7 @@ class ResultsFeature(Feature):
         reservation: Reservation,
         result: bytes | None,
         now: float,
+        finished: str,
         records: list[Record],
         kept: list[SetEntry],
     ) -> None:
@@ -262,7 +265,6 @@ class ResultsFeature(Feature):
         if not (ttl or retain):
             return
         value = msgspec.Raw(result if result is not None else b"null")
-        finished = format_time(now)
         duration = round(max(0.0, now - reservation.reserved_at), 6)
         if ttl:
             outcome = Outcome(

@@ -4,6 +4,7 @@ transaction."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -37,10 +38,10 @@ class SQLiteCompletions(Completions):
     async def complete(self, entries: Sequence[SetEntry], day: str) -> int:
         if not entries:
             return 0
-        unique = list({entry.jid: entry for entry in entries}.values())
+        unique = {entry.jid: entry for entry in entries}
         with self._db.atomic() as conn:
-            end = _RESERVATIONS["end_reservation"]
-            kept = [e for e in unique if conn.execute(end, (e.jid,)).rowcount]
+            ended = conn.execute(_RESERVATIONS["end_reservations"], (json.dumps(list(unique)),))
+            kept = [unique[jid] for (jid,) in ended.fetchall()]
             grown = self._put_entries(conn, SortedSet.COMPLETED, kept) if kept else 0
         committed = self._db.pending
         if kept:
@@ -51,6 +52,10 @@ class SQLiteCompletions(Completions):
         return len(kept)
 
     async def reservations_of(self, jids: Sequence[str]) -> list[Reservation]:
-        query = _RESERVATIONS["get_reservation"]
-        rows = [row for jid in dict.fromkeys(jids) for row in self._db.read(query, (jid,))]
+        unique = list(dict.fromkeys(jids))
+        if not unique:
+            return []
+        rows = self._db.read(_RESERVATIONS["reservations_of"], (json.dumps(unique),))
+        order = {jid: index for index, jid in enumerate(unique)}
+        rows.sort(key=lambda row: order[row[0]])
         return self._checked_reservations(rows)
