@@ -173,7 +173,7 @@ class Manager(AdminOps):
         if not self._pushes_now:
             return None
         job = validation.decode_pushed(payload, self.config)
-        if self._push_gates and any(wants(job) for wants in self._push_gates):
+        if self._push_gates and self._pushes(job):
             return None
         stamp = now_iso()  # created_at (when the client left it out) and enqueued_at
         due = validation.prepare_job(job, self.config, stamp)
@@ -218,7 +218,12 @@ class Manager(AdminOps):
 
     def _pushes(self, job: Job) -> bool:
         """Whether the push chain must run for ``job``: some hook's gate wants it."""
-        return not self._push_gated or any(wants(job) for wants in self._push_gates)
+        if not self._push_gated:
+            return True
+        for wants in self._push_gates:  # noqa: SIM110 - no generator on every push
+            if wants(job):
+                return True
+        return False
 
     async def _store_jobs(self, jobs: Sequence[tuple[Job, float | None]]) -> None:
         now = time.time()

@@ -141,6 +141,7 @@ class ResultsFeature(Feature):
 
     def __init__(self, settings: ResultsSettings | None = None) -> None:
         self.settings = settings or ResultsSettings()
+        self._stamps = self.every_ack
         self._waiters = _Waiters()
         self._closed = False
 
@@ -154,6 +155,7 @@ class ResultsFeature(Feature):
 
     def reconfigure(self, new: Self) -> None:
         self.settings = new.settings
+        self._stamps = self.every_ack
 
     def bind(self, manager: Any) -> None:
         super().bind(manager)
@@ -184,11 +186,12 @@ class ResultsFeature(Feature):
 
     def wants_push(self, job: Job) -> bool:
         custom = job.custom
-        if custom:
-            for key in ("result_ttl", "retain"):
-                if key in custom and invalid_seconds(custom[key]):
-                    return True
-        return self.every_ack and not (custom and "result_ttl" in custom and "retain" in custom)
+        if not custom:  # the usual job: only the defaults' stamps may concern it
+            return self._stamps
+        for key in ("result_ttl", "retain"):
+            if key in custom and invalid_seconds(custom[key]):
+                return True
+        return self._stamps and not ("result_ttl" in custom and "retain" in custom)
 
     async def push(self, ctx: PushContext, call_next: Next) -> None:
         job = ctx.job
