@@ -97,6 +97,19 @@ async def test_results_of_every_json_kind_and_none(app: conveyor.App) -> None:
     assert await app.result(nothing_jid, timeout=1) is None
 
 
+async def test_results_expire_after_their_ttl(app: conveyor.App, client: Client) -> None:
+    @app.job(result_ttl=600)
+    async def short() -> str:
+        return "soon gone"
+
+    jid = await short.options(result_ttl=1).push()
+    await conveyor.testing.drain(app)
+    assert await app.result(jid, timeout=0) == "soon gone"
+    await asyncio.sleep(1.1)
+    assert await client.result(jid) is None
+    assert await app.job_info(jid) is None
+
+
 async def test_result_of_a_job_that_died_raises_job_failed(app: conveyor.App) -> None:
     @app.job(result_ttl=60, retry=0)
     async def divide(a: int, b: int) -> float:

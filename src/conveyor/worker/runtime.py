@@ -283,10 +283,11 @@ class Worker:
                 await client.close()
             raise
         logger.info(
-            "worker %s started: %r, %s fetch",
+            "worker %s started: %r, %s fetch%s",
             self.wid,
             self.queues,
             "batched" if self.batch else "single",
+            "" if self.runner.limiter is None else f", rate limit {self.runner.limiter.limit}",
         )
         if connected is not None:
             connected.set()
