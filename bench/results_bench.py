@@ -9,7 +9,8 @@ A/B in one run, on one machine, servers started one after the other (never at on
   with ``--baseline-src`` the same workload also runs on a server built from that source tree,
   e.g. the main branch, interleaved with this one);
 * **results**: every job asks for its result (``custom.result_ttl``), every ACK carries one;
-* **retain**: every job is kept in the completed set with its result (``custom.retain``).
+* **retain**: every job is kept in the completed set with its result (``custom.retain``, no
+  ``result_ttl``: the completed set is where its result is read).
 
 Each mode runs two consumer paths: FETCH+ACK one job per round trip (what Faktory clients
 do), and FETCHB/ACKB x100 (what conveyor's worker does). The latency row measures how soon a
@@ -36,7 +37,7 @@ RESULT = b'{"n":1,"ok":true}'
 MODES: dict[str, dict[str, object]] = {
     "off": {},
     "results": {"result_ttl": 3600},
-    "retain": {"result_ttl": 3600, "retain": 3600},
+    "retain": {"retain": 3600},
 }
 
 
@@ -52,7 +53,12 @@ class Run:
 
 
 def _job(queue: str, custom: dict[str, object]) -> dict[str, object]:
-    job: dict[str, object] = {"jid": uuid.uuid4().hex, "jobtype": "Noop", "args": [1], "queue": queue}
+    job: dict[str, object] = {
+        "jid": uuid.uuid4().hex,
+        "jobtype": "Noop",
+        "args": [1],
+        "queue": queue,
+    }
     if custom:
         job["custom"] = custom
     return job
@@ -98,7 +104,9 @@ async def batched(url: str, jobs: int, mode: str) -> float:
     custom, results = MODES[mode], mode != "off"
     clients = await _connect(url, 4)
     for start in range(0, jobs, 1000):
-        await clients[0].push_bulk([_job("batched", custom) for _ in range(min(1000, jobs - start))])
+        await clients[0].push_bulk(
+            [_job("batched", custom) for _ in range(min(1000, jobs - start))]
+        )
     remaining = jobs
     done = asyncio.Event()
 
