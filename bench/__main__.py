@@ -28,8 +28,8 @@ from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 
-from bench import faktory_load, report, server_memory
-from bench._harness import free_port, rss_kb, start_server
+from bench import report, server_memory
+from bench._harness import RESULTS_MARKERS, free_port, rss_kb, start_server, write_doc
 from bench.rows import (
     PEER_VENV,
     ROOT,
@@ -41,7 +41,7 @@ from bench.rows import (
 )
 from bench.runner import RowResult, Runner, Settings, log_dir, row_bulk_api
 
-START, END = "<!-- results:start -->", "<!-- results:end -->"
+START, END = RESULTS_MARKERS
 PEER_PACKAGES = ("rq", "arq", "dramatiq", "celery", "saq", "taskiq", "taskiq-redis", "huey",
                  "streaq", "redis")  # fmt: skip
 
@@ -104,7 +104,8 @@ def _conveyor_source(src: str | None) -> str:
     return f"commit {commit}" if src else f"working tree on top of {commit}"
 
 
-def environment(rows: list[Row], src: str | None) -> list[str]:
+def environment_lines(src: str | None, command: list[str]) -> list[str]:
+    """Date, machine, versions and the command: the conditions every results block states."""
     cpu = next(
         (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
          if line.startswith("model name")), platform.processor()
@@ -112,14 +113,18 @@ def environment(rows: list[Row], src: str | None) -> list[str]:
     redis_version = subprocess.run(
         ["redis-server", "--version"], capture_output=True, text=True, check=False
     ).stdout.split()
-    lines = [
+    return [
         f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
         f"- machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
         f"- Python {platform.python_version()}; conveyor {metadata.version('conveyor-jobs')} "
         f"({_conveyor_source(src)}); "
         f"redis-server {next((w[2:] for w in redis_version if w.startswith('v=')), '?')}",
-        f"- command: `{shlex.join(['python', '-m', 'bench', *sys.argv[1:]])}`",
+        f"- command: `{shlex.join(command)}`",
     ]
+
+
+def environment(rows: list[Row], src: str | None) -> list[str]:
+    lines = environment_lines(src, ["python", "-m", "bench", *sys.argv[1:]])
     if any(not r.is_conveyor for r in rows):
         listing = subprocess.run(
             [str(PEER_VENV / "bin" / "python"), "-m", "pip", "list", "--format", "json"],
@@ -129,17 +134,6 @@ def environment(rows: list[Row], src: str | None) -> list[str]:
         pinned = ", ".join(f"{n} {versions.get(n, '?')}" for n in PEER_PACKAGES)
         lines.append(f"- peers (bench/.venv-peers): {pinned}")
     return lines
-
-
-def write_doc(path: Path, body: str) -> None:
-    """Replace the generated part of the page, keeping the hand-written text around it."""
-    block = f"{START}\n{body}{END}\n"
-    if path.exists() and START in (text := path.read_text()) and END in text:
-        head, rest = text.split(START, 1)
-        path.write_text(head + block + "\n" + rest.split(END, 1)[1].lstrip("\n"))
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"# Benchmarks: conveyor and its Python peers\n\n{block}")
 
 
 def parse_args() -> argparse.Namespace:
@@ -160,7 +154,6 @@ def parse_args() -> argparse.Namespace:
         help="skip the extra two-process conveyor row")  # fmt: skip
     add("--conveyor-stores", default="sqlite,redis",
         help="conveyor rows by server store (sqlite, redis); the first is compared")  # fmt: skip
-    add("--load-ops", type=int, default=30_000, help="operations in Faktory's load shape")
     add("--memory-jobs", type=int, default=1_000_000,
         help="jobs queued to measure server memory (0: skip)")  # fmt: skip
     add("--tree", choices=("committed", "working"), default="committed",
@@ -208,20 +201,12 @@ def run(args: argparse.Namespace, src: str | None) -> None:
             results.append(runner.run_row(row, row_bulk_api(row)))
             status = results[-1].error or "ok"
             print(f"[bench]   {time.perf_counter() - started:.0f} s, {status}", file=sys.stderr)
-        load: dict[str, list[float]] = {}
-        for store, server in started_servers.items():
-            print(f"[bench] Faktory load shape, {store} store ...", file=sys.stderr, flush=True)
-            load[store] = faktory_load.run(server.url, args.load_ops, args.repeat)
         server_rss = {k: rss_kb(v.process.pid) / 1024 for k, v in started_servers.items()}
     memory = None
     if args.memory_jobs:
         print(f"[bench] server memory, {args.memory_jobs:,} jobs queued ...", file=sys.stderr)
         memory = server_memory.run(args.memory_jobs, server_env)
-    body = (
-        "\n".join(["", *environment(rows, src), ""])
-        + "\n"
-        + report.markdown(results, load, args.load_ops, memory)
-    )
+    body = "\n".join(["", *environment(rows, src), ""]) + "\n" + report.markdown(results, memory)
     body += (
         "\nconveyor server RSS at the end of the run: "
         + ", ".join(f"{STORE_LABELS[store]} {mib:.1f} MiB" for store, mib in server_rss.items())
@@ -234,7 +219,7 @@ def run(args: argparse.Namespace, src: str | None) -> None:
     write_doc(args.doc, body + "\n")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(
-        {"results": [asdict(r) for r in results], "faktory_load_ops": load,
+        {"results": [asdict(r) for r in results],
          "server_rss_mb": server_rss, "worker_logs": str(logs),
          "server_memory": asdict(memory) if memory else None}, indent=1
     ))  # fmt: skip

@@ -14,7 +14,16 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ServerProcess", "free_port", "percentile", "rss_kb", "start_server"]
+__all__ = [
+    "ServerProcess",
+    "free_port",
+    "percentile",
+    "rss_kb",
+    "start_server",
+    "wait_for_port",
+    "write_doc",
+]
+RESULTS_MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
 
 
 def free_port() -> int:
@@ -23,15 +32,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+def wait_for_port(
+    port: int,
+    process: subprocess.Popen[bytes],
+    name: str = "conveyor server",
+    timeout: float = 20.0,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"conveyor server exited with {process.returncode}")
+            raise RuntimeError(f"{name} exited with {process.returncode}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
             return
         time.sleep(0.05)
-    raise TimeoutError(f"conveyor server did not listen on {port}")
+    raise TimeoutError(f"{name} did not listen on {port}")
 
 
 @dataclass
@@ -70,7 +84,7 @@ def start_server(
         ]
         process = subprocess.Popen(args, env=env)
         try:
-            _wait_for_port(port, process)
+            wait_for_port(port, process)
             yield ServerProcess(process, port, storage)
         finally:
             process.terminate()
@@ -100,3 +114,17 @@ def percentile(samples: Sequence[float], fraction: float) -> float:
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
+
+
+def write_doc(path: Path, body: str, markers: tuple[str, str] = RESULTS_MARKERS) -> None:
+    """Replace the generated block of a page, keeping the hand-written text around it."""
+    start, end = markers
+    block = f"{start}\n{body}{end}\n"
+    if path.exists() and start in (text := path.read_text()) and end in text:
+        head, rest = text.split(start, 1)
+        path.write_text(head + block + "\n" + rest.split(end, 1)[1].lstrip("\n"))
+    elif path.exists():
+        path.write_text(path.read_text().rstrip("\n") + "\n\n" + block)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"# Benchmarks: conveyor and its Python peers\n\n{block}")

@@ -36,7 +36,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench._harness import _wait_for_port, free_port, rss_kb
+from bench._harness import free_port, rss_kb, wait_for_port
 
 VERBS = ["PUSH", "PUSHB", "FETCH", "FETCHB", "ACK", "ACKB", "FAIL", "BEAT", "INFO", "FLUSH",
          "MUTATE", "QUEUE", "BATCH", "TRACK", "HELLO", "push", "END", "ADMIN", "CRON"]  # fmt: skip
@@ -349,7 +349,7 @@ def start(storage: str, password: str, log: Path) -> tuple[subprocess.Popen[byte
     args = [sys.executable, "-m", "conveyor", "server", "--bind", f"127.0.0.1:{port}",
             "--web-bind", "off", "--storage", storage, "--log-level", "info"]  # fmt: skip
     process = subprocess.Popen(args, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    _wait_for_port(port, process)
+    wait_for_port(port, process)
     return process, port
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from bench.runner import RowResult
 from bench.server_memory import MemoryResult, describe
 
-FAKTORY_LOAD_OPS = 2_500.0  # real Faktory 1.10 on this machine class (issue 6)
 PAGE_CACHE_MIB = 32.0  # PRAGMA cache_size of the SQLite store
 FLAT_MARGIN_MIB = 16.0
 """Server growth with a million queued jobs counted as flat: the page cache plus this."""
@@ -100,9 +99,7 @@ def _pss(result: RowResult) -> Sequence[float]:
     return result.pss_mb
 
 
-def targets(
-    results: list[RowResult], load_ops: dict[str, list[float]], memory: MemoryResult | None = None
-) -> list[str]:
+def targets(results: list[RowResult], memory: MemoryResult | None = None) -> list[str]:
     """conveyor's first row (its default store) against the peers, as issue 6 words them."""
     ours, peers = results[0], [r for r in results if not r.store and not r.error]
     lines = ["| target (issue 6) | measured | met |", "|---|---|---|"]
@@ -120,11 +117,6 @@ def targets(
     row(f"processing ≥ 2x the fastest peer ({name})", med(ours.process), rate, 2.0)
     name, rate = fastest(best_enqueue)
     row(f"bulk enqueue ≥ 5x the fastest peer ({name})", med(ours.bulk), rate, 5.0)
-    for store, samples in load_ops.items():
-        row(
-            f"Faktory load shape faster than real Faktory (~2,500 ops/s), {store} store",
-            med(samples), FAKTORY_LOAD_OPS, 1.0,
-        )  # fmt: skip
     p99s = [(r.name, med(r.p99)) for r in peers if r.p99]
     if p99s and ours.p99:
         best_name, best = min(p99s, key=lambda s: s[1] or 0.0)
@@ -157,12 +149,7 @@ def targets(
     return lines
 
 
-def markdown(
-    results: list[RowResult],
-    load_ops: dict[str, list[float]],
-    load_total: int = 30_000,
-    memory: MemoryResult | None = None,
-) -> str:
+def markdown(results: list[RowResult], memory: MemoryResult | None = None) -> str:
     parts = [
         "### Throughput (higher is better; conveyor ÷ peer > 1 means conveyor is faster)",
         "",
@@ -173,18 +160,6 @@ def markdown(
         "",
         *_table(results, LATENCY),
         "",
-        "### Faktory's load-test shape on conveyor",
-        "",
-        f"{load_total:,} operations, 10 connections, 5 queues, 1 % FAIL "
-        f"(real Faktory 1.10 with its Redis on this machine class: "
-        f"~{FAKTORY_LOAD_OPS:,.0f} ops/s):",
-        "",
-        *(
-            f"- {store} store: **{spread(samples)} ops/s**, "
-            f"{ratio(med(samples), FAKTORY_LOAD_OPS)} real Faktory"
-            for store, samples in load_ops.items()
-        ),
-        "",
         *(
             ["### Server memory with queued jobs (SQLite store)", "", describe(memory) + ".", ""]
             if memory is not None
@@ -192,7 +167,7 @@ def markdown(
         ),
         "### Against the targets",
         "",
-        *targets(results, load_ops, memory),
+        *targets(results, memory),
         "",
         "### Configurations",
         "",

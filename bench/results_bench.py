@@ -85,7 +85,7 @@ async def round_trip(url: str, jobs: int, mode: str) -> float:
             job = await client.fetch("rt")
             if job is None:
                 continue
-            await client.ack(job["jid"], RESULT if results else None)
+            await client.ack(job["jid"], result=RESULT if results else None)
             remaining -= 1
             if remaining <= 0:
                 done.set()
@@ -115,12 +115,8 @@ async def batched(url: str, jobs: int, mode: str) -> float:
         while remaining > 0:
             got = await client.fetch_many(100, "batched")
             if got:
-                items: list[str | dict[str, str]] = (
-                    [{"jid": j["jid"], "result": RESULT.decode()} for j in got]
-                    if results
-                    else [j["jid"] for j in got]
-                )
-                await client.ack_many(items)
+                jids = [j["jid"] for j in got]
+                await client.ack_many(jids, results=[RESULT] * len(jids) if results else None)
                 remaining -= len(got)
                 if remaining <= 0:
                     done.set()
@@ -145,7 +141,7 @@ async def result_latency(url: str, count: int) -> list[float]:
         waiting = asyncio.create_task(waiter.result(str(job["jid"]), 5.0))
         await asyncio.sleep(0.002)  # the RESULT is waiting on the server
         sent = time.perf_counter()
-        await worker.ack(fetched["jid"], RESULT)
+        await worker.ack(fetched["jid"], result=RESULT)
         outcome = await waiting
         latencies.append((time.perf_counter() - sent) * 1000)
         assert outcome is not None

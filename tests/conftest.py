@@ -3,6 +3,8 @@
 pytest_plugins = [
     "tests.support.services",
     "tests.support.redis_cluster",
+    "tests.support.fault_proxy",
+    "tests.support.redis_sentinel",
     "tests.support.stores",
     "tests.support.manager",
     "tests.support.server",

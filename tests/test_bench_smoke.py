@@ -24,7 +24,7 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bench")
     args = [
         sys.executable, "-m", "bench", "--conveyor-only", "--jobs", "200", "--sleep-jobs", "40",
-        "--latency-jobs", "20", "--repeat", "1", "--load-ops", "200", "--timeout", "20",
+        "--latency-jobs", "20", "--repeat", "1", "--timeout", "20",
         "--memory-jobs", "3000",
         "--doc", str(out / "benchmarks.md"), "--plots", str(out / "plots"),
         "--json", str(out / "results.json"),
@@ -49,8 +49,6 @@ def test_conveyor_only_run_fills_every_workload(smoke_run: Path) -> None:
         for workload in WORKLOADS:
             assert len(row[workload]) == 1, (row["name"], workload)
             assert row[workload][0] > 0, (row["name"], workload)
-    assert sorted(data["faktory_load_ops"]) == ["redis", "sqlite"]
-    assert all(len(v) == 1 and v[0] > 0 for v in data["faktory_load_ops"].values())
     memory = data["server_memory"]
     assert memory["jobs"] == 3000
     assert memory["empty_mib"] > 0
@@ -66,7 +64,7 @@ def test_conveyor_only_run_writes_well_formed_tables_and_plots(smoke_run: Path) 
     tables = [line for line in page.splitlines() if line.startswith("|")]
     assert any(line.startswith("| **conveyor** |") for line in tables)
     assert any(line.startswith("| conveyor (Redis store) |") for line in tables)
-    assert "- redis store: **" in page
+    assert "Faktory" not in page  # the load shape runs beside real Faktory: bench.load_shape
     headers = [line for line in tables if line.startswith("| library |")]
     assert len(headers) == 3  # throughput, latency+memory, configurations
     for header in headers[:2]:

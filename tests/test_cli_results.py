@@ -47,7 +47,7 @@ def finish(client: SyncClient, jid: str, custom: dict[str, Any], result: bytes |
     if result is None:
         client.fail(jid, "ValueError", "bad input", ["app.py:3 in report", "raise ValueError"])
     else:
-        client.ack(jid, result)
+        client.ack(jid, result=result)
 
 
 def test_job_result_prints_the_value_or_the_error(cli: Any, client: SyncClient) -> None:

@@ -50,7 +50,9 @@ async def test_cluster_keys_share_one_slot(redis_cluster_url: str) -> None:
         if keys:
             nodes_with_keys += 1
             assert all(key.startswith(b"{shard1}:") for key in keys)
-            assert len(keys) == 21  # 20 queues + the queue-name set
+            # 20 queues, the queue-name set and the enqueue call's token: one slot for all
+            assert len(keys) == 22
+            assert sum(key.startswith(b"{shard1}:op:") for key in keys) == 1
     assert nodes_with_keys == 1
 
 

@@ -148,7 +148,10 @@ async def _entries(server: RunningServer, name: str, jid: str) -> list[Any]:
             b'ACK {"jid":"jid-bad00001","result":"\\"' + b"x" * 200 + b'\\""}',
             b"-ERR result of jid-bad00001 is 202 bytes; the limit is 100 ([results] max_bytes)",
         ),
-        (b'ACKB [{"result":"1"}]', b"-ERR invalid ACKB: an item without a jid"),
+        (
+            b'ACKB [{"result":"1"}]',
+            b"-ERR invalid ACKB: expected a JSON array of jids (Object missing required field",
+        ),
         (
             b'ACKB ["jid-bad00001",{"jid":"x","result":"{"}]',
             b"-ERR result of x is not JSON: ",

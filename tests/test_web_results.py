@@ -26,7 +26,7 @@ async def finish(
     await manager.push(job)
     fetched = await manager.fetch(["default"], "w-web", wait=0)
     assert fetched is not None
-    await manager.ack(jid, result)
+    await manager.ack(jid, result=result)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ __all__ = ["main"]
 
 # name -> "module:attribute" of a click.Command
 SUBCOMMANDS = {
+    "backup": "conveyor.server.backup_cli:backup_command",
     "server": "conveyor.server.cli:server_command",
     "worker": "conveyor.worker.cli:worker_command",
     "stats": "conveyor.console.stats:stats_command",

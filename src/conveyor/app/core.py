@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from conveyor.worker.context import AfterHook, BeforeHook, ErrorHandler, Middleware
     from conveyor.worker.runtime import Worker
 
-__all__ = ["App", "Group", "Producer", "PushResult"]
+__all__ = ["App", "Group", "Producer", "PushMiddleware", "PushResult"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -42,6 +42,10 @@ class PushResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+PushMiddleware = Callable[[Sequence[Job], Callable[[], Awaitable[None]]], Awaitable[None]]
+"""``async def mw(jobs, call_next)``: around each push (see ``App.use_push``)."""
 
 
 class Producer(Protocol):
@@ -175,6 +179,8 @@ class App(_Registry):
         self.middleware = list(middleware)
         self.result_ttl = result_ttl
         self.retain = retain
+        self.push_middleware: list[PushMiddleware] = []
+        """Producer-side middleware (``use_push``), outermost first."""
         self.jobs: dict[str, JobDef[Any, Any]] = {}
         self.groups: dict[str, Group] = {}
         self.before_hooks: list[BeforeHook] = []
@@ -335,8 +341,29 @@ class App(_Registry):
         producer = self._producer()
         if self.crons.entries and producer is not self.producer:
             await self.register_crons()  # once: then it returns at once
-        await producer.push(job)
+        if self.push_middleware:
+            await self._run_push_chain([job], lambda: producer.push(job))
+        else:
+            await producer.push(job)
         return job.jid
+
+    def use_push(self, middleware: PushMiddleware) -> PushMiddleware:
+        """Add producer-side middleware: ``async def mw(jobs, call_next)`` runs around every
+        push (``jobs`` holds one job, or a PUSHB's chunk) and may change the jobs before it
+        awaits ``call_next()`` -- e.g. put a trace context into ``custom``."""
+        self.push_middleware.append(middleware)
+        return middleware
+
+    async def _run_push_chain(
+        self, jobs: Sequence[Job], final: Callable[[], Awaitable[None]]
+    ) -> None:
+        async def step(index: int) -> None:
+            if index == len(self.push_middleware):
+                await final()
+            else:
+                await self.push_middleware[index](jobs, lambda: step(index + 1))
+
+        await step(0)
 
     async def push_bulk(self, jobs: Sequence[Job]) -> list[PushResult]:
         """Push many jobs with PUSHB (1000 a command, two commands in flight, in order).
@@ -347,7 +374,15 @@ class App(_Registry):
         producer = self._producer()
         if self.crons.entries and producer is not self.producer:
             await self.register_crons()
-        errors = await producer.push_bulk(jobs)
+        errors: dict[str, str] = {}
+
+        async def send() -> None:
+            errors.update(await producer.push_bulk(jobs))
+
+        if self.push_middleware:
+            await self._run_push_chain(jobs, send)
+        else:
+            await send()
         return [PushResult(job.jid, errors.get(job.jid)) for job in jobs]
 
     def push_bulk_sync(self, jobs: Sequence[Job]) -> list[PushResult]:

@@ -48,6 +48,13 @@ def _encode_other(value: Any) -> Any:
 
 
 _encode = msgspec.json.Encoder(enc_hook=_encode_other).encode
+
+
+def _seconds(duration: float) -> str:
+    """A run time as ACK carries it: a string, since Faktory's ACK takes string values only."""
+    return f"{max(duration, 0.0):.6f}"
+
+
 _decode_object = msgspec.json.Decoder(dict[str, Any]).decode
 _decode_objects = msgspec.json.Decoder(list[dict[str, Any]]).decode
 _decode_jobs = msgspec.json.Decoder(list[Job]).decode
@@ -340,18 +347,49 @@ class Client:
         reply = await self._call(_fetchb_line(count, queues))
         return _decode_objects(reply.data) if reply.kind is ReplyKind.BULK else []
 
-    async def ack(self, jid: str, result: bytes | None = None) -> None:
+    async def ack(
+        self, jid: str, duration: float | None = None, *, result: bytes | None = None
+    ) -> None:
         """``ACK``: the job succeeded. Unknown jids are fine (Faktory semantics).
 
-        ``result``: the handler's value as JSON, for a job that asked for it (conveyor
-        extension, sent as a JSON string: docs/protocol.md)."""
-        fields = {"jid": jid} if result is None else {"jid": jid, "result": result.decode()}
+        Conveyor extension keys, which Faktory ignores (docs/protocol.md): ``duration``, how
+        long the job ran in seconds, for the server's metrics; ``result``, the handler's value
+        as JSON, for a job that asked for it (sent as a JSON string)."""
+        fields = {"jid": jid}
+        if duration is not None:
+            fields["duration"] = _seconds(duration)
+        if result is not None:
+            fields["result"] = result.decode()
         await self._call(b"ACK " + _encode(fields) + _CRLF)
 
-    async def ack_many(self, jids: Sequence[str | Mapping[str, str]]) -> None:
-        """``ACKB`` (conveyor extension): acknowledge several jobs in one round trip; an item
-        is a jid, or what ``ACK`` takes (``{"jid": ..., "result": "<json>"}``)."""
-        await self._call(b"ACKB " + _encode(jids) + _CRLF)
+    async def ack_many(
+        self,
+        jids: Sequence[str],
+        durations: Sequence[float | None] | None = None,
+        results: Sequence[bytes | None] | None = None,
+    ) -> None:
+        """``ACKB`` (conveyor extension): acknowledge several jobs in one round trip.
+        ``durations``: how long each job ran, in seconds (``None`` for one that was not
+        timed); ``results``: each job's result as JSON (``None``: none); both in the order of
+        ``jids``."""
+        if durations is None and results is None:
+            await self._call(b"ACKB " + _encode(jids) + _CRLF)
+            return
+        runs = durations if durations is not None else [None] * len(jids)
+        values = results if results is not None else [None] * len(jids)
+        items: list[str | dict[str, Any]] = []
+        for jid, run, value in zip(jids, runs, values, strict=True):
+            if run is None and value is None:
+                items.append(jid)
+                continue
+            # ACKB is ours: its durations are numbers (ACK's are strings, for Faktory)
+            item: dict[str, Any] = {"jid": jid}
+            if run is not None:
+                item["duration"] = run
+            if value is not None:
+                item["result"] = value.decode()
+            items.append(item)
+        await self._call(b"ACKB " + _encode(items) + _CRLF)
 
     async def fail(
         self,
@@ -359,6 +397,7 @@ class Client:
         errtype: str,
         message: str,
         backtrace: Sequence[str] = (),
+        duration: float | None = None,
         *,
         skip_retry: bool = False,
         retry_after: float | None = None,
@@ -366,12 +405,15 @@ class Client:
     ) -> None:
         """``FAIL``: the job failed; the server retries it or moves it to the dead set.
 
-        Conveyor extensions (a Faktory server ignores them): ``skip_retry`` sends it to the
-        dead set now; ``retry_after`` retries it in that many seconds without counting a
-        retry; ``backoff`` is the delay of this retry, if it is retried."""
+        Conveyor extensions (a Faktory server ignores them): ``duration`` as for ``ack``;
+        ``skip_retry`` sends it to the dead set now; ``retry_after`` retries it in that many
+        seconds without counting a retry; ``backoff`` is the delay of this retry, if it is
+        retried."""
         payload: dict[str, Any] = {
             "jid": jid, "errtype": errtype, "message": message, "backtrace": backtrace
         }  # fmt: skip
+        if duration is not None:
+            payload["duration"] = _seconds(duration)
         if skip_retry:
             payload["skip_retry"] = True
         if retry_after is not None:

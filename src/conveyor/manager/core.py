@@ -11,12 +11,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import msgspec
 
 from conveyor.errors import CommandError, JobNotFound, UnknownWorker
 from conveyor.job import Job, decode_job, encode_job
+from conveyor.logs import RateLimitedLog
 from conveyor.manager import validation
 from conveyor.manager.admin import AdminOps
 from conveyor.manager.config import ManagerConfig
@@ -40,6 +42,7 @@ from conveyor.manager.retry import NO_CONTROL, FailureReport, RetryControl, Retr
 from conveyor.manager.tasks import BackgroundTasks
 from conveyor.manager.types import ClientInfo, ServerStats, WorkerState
 from conveyor.manager.waiters import Deliver, QueueWaiters
+from conveyor.metrics.jobs import JobMetrics
 from conveyor.store.base import (
     QueuedJob,
     Reservation,
@@ -59,6 +62,8 @@ F = TypeVar("F", bound=Feature)
 FAKTORY_VERSION = "1.10.0"
 """The Faktory release whose protocol we speak; clients gate features on it (semver)."""
 
+_NO_DURATIONS: Mapping[str, float] = MappingProxyType({})
+
 
 class Manager(AdminOps):
     """All the rules. ``await start()`` before use, ``await stop()`` at the end."""
@@ -71,6 +76,7 @@ class Manager(AdminOps):
         config: ManagerConfig | None = None,
         middleware: Sequence[Middleware] = (),
         features: Sequence[Feature] | None = None,
+        metrics: JobMetrics | None = None,
     ) -> None:
         from conveyor import __version__
 
@@ -81,6 +87,11 @@ class Manager(AdminOps):
         self.waiters = QueueWaiters()
         self.tasks = BackgroundTasks(self)
         self.started_at = time.time()
+        self.metrics = metrics
+        """Counts jobs by queue and jobtype for ``/metrics`` (``conveyor.metrics``), or None."""
+        self.store_trouble = RateLimitedLog(logging.getLogger("conveyor.store"))
+        """Where store failures are logged, with a growing pause while they go on: a store
+        that is down fails every command and every loop tick (docs/operations.md, Logs)."""
         # None: every feature with its defaults (configured ones come from ServerConfig)
         self.features = build_features({}) if features is None else list(features)
         self._signal_handlers: dict[str, list[Callable[[Sequence[str] | None], None]]] = {}
@@ -183,6 +194,8 @@ class Manager(AdminOps):
         queued = [self._queued(job, stamp, validation.reserve_seconds(job, self.config))]
         handed: list[Awaitable[None]] = []
         left = self._hand_off(queued, now, handed)
+        if self.metrics is not None:
+            self.metrics.on_push(job)
         if left:
             return self.store.enqueue_now(left)
         return handed[0]  # one job, handed off: the durability of its reservation
@@ -250,6 +263,9 @@ class Manager(AdminOps):
             await self.store.enqueue(queued)
         for reservations in handed:
             await reservations  # raises if the hand-offs' reservations were lost
+        if self.metrics is not None:
+            for job, _ in jobs:
+                self.metrics.on_push(job)
 
     @staticmethod
     def _queued(job: Job, enqueued_at: str, reserve_for: int) -> QueuedJob:
@@ -287,6 +303,8 @@ class Manager(AdminOps):
                     self.waiters.unregister(waiter)
                     continue
                 handed.append(store.hand_off(given, waiter.wid, now))
+                if self.metrics is not None:
+                    self.metrics.on_hand_off(given, now)
                 jobs = jobs[waiter.count :]
             left.extend(jobs)
         return left
@@ -364,6 +382,8 @@ class Manager(AdminOps):
         reservations = await self.store.reserve(queues, wid, time.time(), count)
         if not reservations:
             return []
+        if self.metrics is not None:
+            self.metrics.on_reserve(reservations)
         # Pass the baton: there may be more jobs for other waiting FETCHes.
         self.waiters.notify(reservations[-1].queue)
         if not self._fetch_hooks:
@@ -376,6 +396,8 @@ class Manager(AdminOps):
             except Discard as exc:
                 log.info("discarded job %s at fetch: %s", reservation.jid, exc)
                 await self.store.ack([reservation.jid], day_key(time.time()))
+                if self.metrics is not None:
+                    self.metrics.forget(reservation.jid)
             else:
                 kept.append(reservation.payload)
         return kept
@@ -389,23 +411,37 @@ class Manager(AdminOps):
         has not ended, asked for nothing to be kept, or its result expired."""
         return None if self.results is None else await self.results.outcome(jid)
 
-    async def ack(self, jid: str, result: bytes | None = None) -> None:
-        await self.ack_many((jid,), None if result is None else {jid: result})
+    async def ack(
+        self, jid: str, duration: float | None = None, result: bytes | None = None
+    ) -> None:
+        durations = {jid: duration} if duration is not None else _NO_DURATIONS
+        await self.ack_many((jid,), durations, None if result is None else {jid: result})
 
     async def ack_many(
-        self, jids: Sequence[str], results: Mapping[str, bytes] | None = None
+        self,
+        jids: Sequence[str],
+        durations: Mapping[str, float] = _NO_DURATIONS,
+        results: Mapping[str, bytes] | None = None,
     ) -> int:
-        """End these reservations; returns how many existed. ``results``: the results
+        """End these reservations; returns how many existed. ``durations``: run times
+        (seconds) the worker reported, by jid, for the metrics; ``results``: the results
         (JSON) workers sent with some of the ACKs, by jid (docs/results.md)."""
         feature = self.results
         if feature is not None and (results or feature.every_ack):
-            return await feature.acknowledge(jids, results or {})
-        return await self.ack_plain(jids)
+            done = await feature.acknowledge(jids, results or {})
+        else:
+            done = await self.ack_plain(jids)
+        if self.metrics is not None:
+            self.metrics.on_ack(jids, done, durations)
+        return done
 
     async def ack_plain(self, jids: Sequence[str]) -> int:
         """End these reservations as plain ACKs (nothing kept)."""
-        if not self._ack_hooks:
-            return await self.store.ack(jids, day_key(time.time()))
+        if self._ack_hooks:
+            return await self._ack_through_hooks(jids)
+        return await self.store.ack(jids, day_key(time.time()))
+
+    async def _ack_through_hooks(self, jids: Sequence[str]) -> int:
         done = 0
         if self._ack_gates is not None:
             hooked = self._hooked_acks(jids, self._ack_gates)
@@ -462,18 +498,26 @@ class Manager(AdminOps):
         errtype: str,
         message: str,
         backtrace: Sequence[str] = (),
+        duration: float | None = None,
         control: RetryControl = NO_CONTROL,
     ) -> None:
-        """``control``: what the worker asked for (skip the retries, retry later without
+        """``duration``: the run time (seconds) the worker reported, for the metrics;
+        ``control``: what the worker asked for (skip the retries, retry later without
         counting, its own backoff: ``retry.RetryControl``)."""
         reservation = await self.store.get_reservation(jid)
         if reservation is None:
             raise JobNotFound(f"Job not found {jid}")
         report = FailureReport.clean(errtype, message, backtrace)
-        await self._fail_reservation(reservation, report, control)
+        await self._fail_reservation(reservation, report, duration=duration, control=control)
 
     async def _fail_reservation(
-        self, reservation: Reservation, report: FailureReport, control: RetryControl = NO_CONTROL
+        self,
+        reservation: Reservation,
+        report: FailureReport,
+        *,
+        expired: bool = False,
+        duration: float | None = None,
+        control: RetryControl = NO_CONTROL,
     ) -> bool:
         """Record a failure and move the job on. False when the reservation was gone already
         (acked, failed or expired by someone else meanwhile): then nothing changes."""
@@ -483,14 +527,18 @@ class Manager(AdminOps):
         outcome = self.retry_policy.outcome(job, now, encode_job, control)
         check_transition(JobState.WORKING, outcome.target or JobState.DISCARDED)
         if not self._fail_hooks:
-            return await self.store.fail(reservation.jid, outcome, day_key(now))
-        ctx = FailContext(self, reservation, job, report, outcome)
+            failed = await self.store.fail(reservation.jid, outcome, day_key(now))
+        else:
+            ctx = FailContext(self, reservation, job, report, outcome)
 
-        async def final() -> None:
-            ctx.moved = await self.store.fail(reservation.jid, ctx.outcome, day_key(now))
+            async def final() -> None:
+                ctx.moved = await self.store.fail(reservation.jid, ctx.outcome, day_key(now))
 
-        await run_chain(self._fail_hooks, ctx, final)
-        return ctx.moved
+            await run_chain(self._fail_hooks, ctx, final)
+            failed, outcome = ctx.moved, ctx.outcome
+        if failed and self.metrics is not None:
+            self.metrics.on_fail(job, outcome, expired=expired, duration=duration)
+        return failed
 
     async def expire_reservations(self, limit: int = 500) -> int:
         """Send overdue reservations down the failure path; returns how many."""
@@ -498,7 +546,7 @@ class Manager(AdminOps):
         expired = await self.store.expired_reservations(time.time(), limit)
         count = 0
         for reservation in expired:
-            if await self._fail_reservation(reservation, report):
+            if await self._fail_reservation(reservation, report, expired=True):
                 count += 1
         return count
 
@@ -604,6 +652,8 @@ class Manager(AdminOps):
     async def flush(self) -> None:
         await self.store.flush()
         self.tasks.reset_stats()
+        if self.metrics is not None:
+            self.metrics.on_flush()
 
     def feature(self, kind: type[F]) -> F:
         """The running feature of class ``kind`` (for the wire verbs and pages over it)."""

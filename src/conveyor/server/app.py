@@ -24,6 +24,10 @@ from typing import Any
 
 from conveyor.config import ConfigError, ServerConfig
 from conveyor.manager import Manager, ServerStats
+from conveyor.metrics.jobs import JobMetrics
+from conveyor.metrics.server import ServerCollector
+from conveyor.metrics.statsd import StatsdReporter
+from conveyor.metrics.store_timing import instrument_store
 from conveyor.server.connection import Connection
 from conveyor.server.guard import PasswordGuard
 from conveyor.web import WebHandle, start_web
@@ -195,17 +199,25 @@ async def run(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    manager = Manager(open_store(config.storage), config.manager, features=config.build_features())
+    store = open_store(config.storage)
+    timings = instrument_store(store) if config.metrics.store_timing else None
+    metrics = JobMetrics() if config.metrics.jobs else None
+    features = config.build_features()
+    manager = Manager(store, config.manager, features=features, metrics=metrics)
     if reload is not None:
         loop.add_signal_handler(signal.SIGHUP, _reloader(manager, reload))
     await manager.start()
     server = FaktoryServer(manager, config)
+    collector = ServerCollector(manager, stats=server.stats, store_timings=timings)
     web: WebHandle | None = None
+    statsd: StatsdReporter | None = None
     try:
         await server.start()
         if config.web_port is not None:
-            web = await start_web(manager, config, stats=server.stats)
-            log.info("web dashboard on %s", web.url)
+            web = await start_web(manager, config, stats=server.stats, collector=collector)
+            log.info("web dashboard on %s (metrics on /metrics)", web.url)
+        if config.metrics.statsd:
+            statsd = await StatsdReporter.start(collector, config.metrics)
         log.info("conveyor ready (storage %s)", _redact(config.storage))
         # What start-up built (modules, the web app, templates) lives as long as the process:
         # keep it out of the collector's full passes, which would otherwise walk it all while
@@ -214,6 +226,8 @@ async def run(
         await stop.wait()
         log.info("shutting down")
     finally:
+        if statsd is not None:
+            await statsd.stop()
         await server.stop()
         if web is not None:
             await web.stop()

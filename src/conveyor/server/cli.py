@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import click
 
 from conveyor.config import ConfigError, load_config
+from conveyor.logs import configure_logging
 
 __all__ = ["server_command"]
 
@@ -39,7 +39,8 @@ __all__ = ["server_command"]
 @click.option(
     "--storage",
     metavar="URL",
-    help="sqlite:///path.db, memory:// or redis://host:port/db. [default: a SQLite file in "
+    help="sqlite:///path.db, memory://, redis://host:port/db, redis+cluster://h1:p1,h2:p2 or "
+    "redis+sentinel://s1:p1,s2:p2/service/db. [default: a SQLite file in "
     "$CONVEYOR_DATA_DIR or $XDG_DATA_HOME/conveyor; env CONVEYOR_STORAGE]",
 )
 @click.option(
@@ -69,6 +70,11 @@ __all__ = ["server_command"]
     help="Logging verbosity. [default: info; env CONVEYOR_LOG_LEVEL]",
 )
 @click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"], case_sensitive=False),
+    help="text, or json: one JSON object per line. [default: text; env CONVEYOR_LOG_FORMAT]",
+)
+@click.option(
     "--config",
     "config_file",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -86,6 +92,7 @@ def server_command(
     tls_key: Path | None,
     max_connections: int | None,
     log_level: str | None,
+    log_format: str | None,
     config_file: Path | None,
 ) -> None:
     """Run the job server: the Faktory protocol on --bind and the dashboard on --web-bind.
@@ -104,16 +111,14 @@ def server_command(
         "tls_key": str(tls_key) if tls_key else None,
         "max_connections": max_connections,
         "log_level": log_level,
+        "log_format": log_format,
         "config": str(config_file) if config_file else None,
     }
     try:
         config = load_config(flags)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(config.log_level, config.log_format)
     from conveyor.errors import StoreError
     from conveyor.server.app import run_forever
 

@@ -19,6 +19,7 @@ from conveyor.errors import CommandError
 from conveyor.manager import ClientInfo, Manager, ServerStats, WorkerState
 from conveyor.manager.features.results import MAX_WAIT_SECONDS
 from conveyor.manager.retry import RetryControl
+from conveyor.metrics.jobs import parse_duration
 from conveyor.protocol import NULL_BULK, OK, bulk
 from conveyor.server.admin import run_admin
 from conveyor.store.base import JobFilter
@@ -58,10 +59,21 @@ class FailArgs(msgspec.Struct):
     errtype: str | None = None
     message: str | None = None
     backtrace: list[str] | None = None
-    # extensions (docs/protocol.md): retry control; Faktory ignores them
+    # extensions (docs/protocol.md), which Faktory ignores: the run time in seconds, and
+    # retry control
+    duration: str | float | None = None
     skip_retry: bool | None = None
     retry_after: float | str | None = None
     backoff: float | str | None = None
+
+
+class AckItem(msgspec.Struct):
+    """An ACKB item that is not a bare jid: what ACK takes (``duration`` may be a number;
+    ``result`` is the job's result as a JSON text)."""
+
+    jid: str
+    duration: str | float | None = None
+    result: str | None = None
 
 
 class ResultArgs(msgspec.Struct, forbid_unknown_fields=True):
@@ -88,11 +100,11 @@ class MutateArgs(msgspec.Struct):
 
 
 _ack_decoder = msgspec.json.Decoder(dict[str, str])
-_acks_decoder = msgspec.json.Decoder(list[str | dict[str, str]])
 _fail_decoder = msgspec.json.Decoder(FailArgs)
 _result_decoder = msgspec.json.Decoder(ResultArgs)
 _beat_decoder = msgspec.json.Decoder(BeatArgs)
 _mutate_decoder = msgspec.json.Decoder(MutateArgs)
+_ackb_decoder = msgspec.json.Decoder(list[str | AckItem])
 _encoder = msgspec.json.Encoder(order="sorted")
 
 # msgspec has no nesting limit of its own: JSON nested ~1000 levels deep (even in a key it
@@ -179,30 +191,33 @@ async def ack(session: Session, argument: bytes) -> bytes | None:
     if jid is None:
         raise CommandError(f"invalid ACK {_text(argument)}")
     result = fields.get("result")
-    await session.manager.ack(jid, None if result is None else result.encode())
+    await session.manager.ack(
+        jid, parse_duration(fields.get("duration")), None if result is None else result.encode()
+    )
     return OK
 
 
 async def ack_many(session: Session, argument: bytes) -> bytes | None:
-    """Extension: ``ACKB ["jid1",{"jid":"jid2","result":"[1,2]"}]`` -> ``+OK``: each item a
-    jid, or what ACK takes."""
+    """Extension: ``ACKB ["jid1",{"jid":"jid2","duration":"0.25","result":"[1,2]"}]`` ->
+    ``+OK``: each item a jid, or what ACK takes."""
     try:
-        items = _acks_decoder.decode(argument)
+        items = _ackb_decoder.decode(argument)
     except _BAD_JSON as exc:
         raise CommandError(f"invalid ACKB: expected a JSON array of jids ({_why(exc)})") from None
     jids: list[str] = []
+    durations: dict[str, float] = {}
     results: dict[str, bytes] = {}
     for item in items:
         if isinstance(item, str):
             jids.append(item)
             continue
-        jid = item.get("jid")
-        if jid is None:
-            raise CommandError("invalid ACKB: an item without a jid")
-        jids.append(jid)
-        if (result := item.get("result")) is not None:
-            results[jid] = result.encode()
-    await session.manager.ack_many(jids, results or None)
+        jids.append(item.jid)
+        seconds = parse_duration(item.duration)
+        if seconds is not None:
+            durations[item.jid] = seconds
+        if item.result is not None:
+            results[item.jid] = item.result.encode()
+    await session.manager.ack_many(jids, durations, results or None)
     return OK
 
 
@@ -216,7 +231,12 @@ async def fail(session: Session, argument: bytes) -> bytes | None:
     if not args.jid:
         raise CommandError("missing JID")
     await session.manager.fail(
-        args.jid, args.errtype or "", args.message or "", args.backtrace or (), _control(args)
+        args.jid,
+        args.errtype or "",
+        args.message or "",
+        args.backtrace or (),
+        parse_duration(args.duration),
+        _control(args),
     )
     return OK
 

@@ -499,7 +499,7 @@ class Connection(asyncio.Protocol):
             log.warning("%s from %s: input nested too deeply", verb[:20], self.peer)
             return error("ERR", "invalid JSON: nested too deeply")
         if isinstance(exc, StoreError):
-            log.error("storage failed during %s: %s", verb, exc)
+            self.server.manager.store_trouble.problem("storage failed during %s: %s", verb, exc)
             return error("ERR", f"storage error: {exc}")
         log.error("internal error handling %s from %s", line[:200], self.peer, exc_info=exc)
         return error("ERR", "internal error")

@@ -2,7 +2,8 @@
 
 * ``memory://`` -- in-process, for tests and experiments; nothing survives a restart.
 * ``sqlite:///path/to/file.db`` -- the durable default; ``sqlite:///:memory:`` for tests.
-* ``redis://host:port/db``, ``rediss://...`` -- many servers over one Redis (or a Cluster).
+* ``redis://host:port/db``, ``rediss://...`` -- many servers over one Redis (or a Cluster:
+  ``redis+cluster://``, or the master of a Sentinel service: ``redis+sentinel://``).
 
 Drivers are imported lazily, so a SQLite user never imports the Redis client.
 """
@@ -27,7 +28,7 @@ def open_store(url: str) -> Store:
         from conveyor.store.sqlite import SQLiteStore
 
         return SQLiteStore.from_url(url)
-    if scheme in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
+    if scheme.partition("+")[0] in ("redis", "rediss"):
         try:
             from conveyor.store.redis import RedisStore
         except ImportError as exc:  # the Redis store lands with its own issue

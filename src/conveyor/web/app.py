@@ -18,7 +18,8 @@ from starlette.templating import Jinja2Templates
 from conveyor import __version__
 from conveyor.manager.types import ServerStats
 from conveyor.manager.views import plural
-from conveyor.web import api, cron, pages
+from conveyor.metrics.server import ServerCollector
+from conveyor.web import api, cron, metrics, pages
 from conveyor.web.present import human_count, human_duration, pretty_json, relative_time
 from conveyor.web.security import SecurityMiddleware, csrf_token_for
 
@@ -51,6 +52,7 @@ ROUTES: list[BaseRoute] = [
     Route("/favicon.ico", pages.favicon),
     Route("/stats", api.stats, name="stats"),
     Route("/health", api.health, name="health"),
+    Route("/metrics", metrics.metrics, name="metrics"),
     Route("/api/overview", api.overview),
     Route("/api/history", api.history),
     Route("/api/queues", api.queues),
@@ -111,6 +113,7 @@ def create_app(
     root_path: str = "",
     stats: Callable[[], ServerStats] | None = None,
     poll_seconds: float = 2.0,
+    collector: ServerCollector | None = None,
 ) -> Starlette:
     """The dashboard over ``manager``.
 
@@ -120,6 +123,7 @@ def create_app(
       ``X-Script-Name`` header overrides it).
     * ``stats``: returns the network adapter's numbers (connections, commands) for ``/stats``.
     * ``poll_seconds``: how often the dashboard's live graph polls.
+    * ``collector``: what ``/metrics`` exports (default: a ``ServerCollector`` over ``manager``).
     """
     app = Starlette(
         routes=ROUTES,
@@ -134,6 +138,7 @@ def create_app(
     app.state.stats = stats or _zero_stats
     app.state.read_only = read_only
     app.state.poll_seconds = poll_seconds
+    app.state.metrics = collector or ServerCollector(manager, stats=stats)
     app.state.csrf_secret = secrets.token_bytes(32)
     app.state.templates = _templates()
     return app

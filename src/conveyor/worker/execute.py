@@ -125,6 +125,8 @@ class Outcome:
     message: str = ""
     backtrace: list[str] = field(default_factory=list)
     result: Any = None
+    duration: float | None = None
+    """Seconds the job ran (set by the worker when the job's task ends)."""
     result_json: bytes | None = None
     """The result to send with the ACK: the job asked for it (``custom.result_ttl``)."""
     retry_after: float | None = None
@@ -304,10 +306,6 @@ class JobRunner:
             outcome = Outcome.failed(job, exc, lines)
             if jobdef is not None and jobdef.backoff is not None and not outcome.dead:
                 outcome.backoff = backoff_seconds(jobdef.backoff, ctx.retry_count)
-            if isinstance(exc, RetryAfter):  # asked for, not an accident: no traceback
-                ctx.logger.info("retrying in %gs: %s", exc.seconds, outcome.message)
-            else:
-                ctx.logger.error("failed: %s: %s", outcome.errtype, outcome.message, exc_info=exc)
             await self._report_error(ctx, exc)
             return outcome
         finally:
@@ -333,19 +331,14 @@ class JobRunner:
             encoded = _encode_result(result)
         except (TypeError, ValueError, OverflowError) as exc:
             error = ResultError(f"the result of {job.jobtype} cannot be stored as JSON: {exc}")
-            return self._result_failed(job, error)
+            return Outcome.failed(job, error, 0)
         if len(encoded) > self.max_result_bytes:
             error = ResultError(
                 f"the result of {job.jobtype} is {len(encoded)} bytes of JSON; the limit is "
                 f"{self.max_result_bytes}"
             )
-            return self._result_failed(job, error)
+            return Outcome.failed(job, error, 0)
         return Outcome(job, result=result, result_json=encoded)
-
-    @staticmethod
-    def _result_failed(job: Job, error: ResultError) -> Outcome:
-        logger.error("[%s %s] %s", job.jobtype, job.jid, error)
-        return Outcome.failed(job, error, 0)
 
     async def _report_error(self, ctx: JobContext, exc: BaseException) -> None:
         for handler in self.app.error_handlers:

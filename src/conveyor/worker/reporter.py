@@ -58,7 +58,11 @@ class Reporter:
         )
         self._connections = connections
         self._on_sent = on_sent
-        self._acks: list[str | dict[str, str]] = []
+        self._acks: list[str] = []
+        self._runs: list[float | None] = []
+        """The run time of each job in ``_acks``, in step: sent with ACKB (conveyor servers)."""
+        self._results: list[bytes | None] = []
+        """The result of each job in ``_acks``, in step (conveyor servers, jobs that ask)."""
         self._fails: list[Outcome] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -70,11 +74,9 @@ class Reporter:
     def report(self, outcome: Outcome) -> None:
         """Queue the ACK or FAIL; ``flush`` waits until the server has it (or we gave up)."""
         if outcome.error is None:
-            result = outcome.result_json
-            if result is None or not self.extensions:
-                self._acks.append(outcome.job.jid)
-            else:
-                self._acks.append({"jid": outcome.job.jid, "result": result.decode()})
+            self._acks.append(outcome.job.jid)
+            self._runs.append(outcome.duration)
+            self._results.append(outcome.result_json if self.extensions else None)
         else:
             self._fails.append(outcome)
         self._idle.clear()
@@ -130,32 +132,50 @@ class Reporter:
         if self._acks:
             if len(self._acks) <= ACK_BATCH_MAX:
                 jids, self._acks = self._acks, []
+                runs, self._runs = self._runs, []
+                results, self._results = self._results, []
             else:
                 jids, self._acks = self._acks[:ACK_BATCH_MAX], self._acks[ACK_BATCH_MAX:]
-            await self._send(len(jids), self._send_acks(jids))
+                runs, self._runs = self._runs[:ACK_BATCH_MAX], self._runs[ACK_BATCH_MAX:]
+                cut = ACK_BATCH_MAX
+                results, self._results = self._results[:cut], self._results[cut:]
+            await self._send(len(jids), self._send_acks(jids, runs, results))
         if self._fails:
             outcome = self._fails.pop(0)
-            fail = functools.partial(_fail, outcome=outcome, extensions=self.extensions)
+            duration = outcome.duration if self.batch else None
+            fail = functools.partial(
+                _fail, outcome=outcome, duration=duration, extensions=self.extensions
+            )
             await self._send(1, self.call(fail))
         self._on_sent()
 
-    async def _send_acks(self, items: list[str | dict[str, str]]) -> None:
+    async def _send_acks(
+        self, jids: list[str], runs: list[float | None], results: list[bytes | None]
+    ) -> None:
+        with_results = results if any(result is not None for result in results) else None
         if self.batch:
             try:
-                await self.call(lambda client: client.ack_many(items))
+                await self.call(lambda client: client.ack_many(jids, runs, with_results))
                 return
             except CommandError:
-                if all(isinstance(item, str) for item in items):
+                if with_results is None:
                     raise
             # A result the server refused (its limit may be lower than ours): one by one,
             # so only the jobs whose result it refuses fail.
-            await self.call(functools.partial(_ack_each, items=items))
+            await self.call(functools.partial(_ack_each, jids=jids, results=results))
             return
         # One ACK per round trip: spread them over the pool's connections.
-        share = -(-len(items) // self._connections)
-        parts = [items[i : i + share] for i in range(0, len(items), share)]
+        share = -(-len(jids) // self._connections)
+        parts = range(0, len(jids), share)
         await asyncio.gather(
-            *(self.call(functools.partial(_ack_each, items=part)) for part in parts)
+            *(
+                self.call(
+                    functools.partial(
+                        _ack_each, jids=jids[i : i + share], results=results[i : i + share]
+                    )
+                )
+                for i in parts
+            )
         )
 
     async def _send(self, count: int, send: Awaitable[Any]) -> None:
@@ -165,14 +185,13 @@ class Reporter:
             logger.exception("could not report %d job results", count)
 
 
-async def _ack_each(client: Client, items: list[str | dict[str, str]]) -> None:
-    for item in items:
-        if isinstance(item, str):
-            await client.ack(item)
+async def _ack_each(client: Client, jids: list[str], results: list[bytes | None]) -> None:
+    for jid, result in zip(jids, results, strict=True):
+        if result is None:
+            await client.ack(jid)
             continue
-        jid, result = item["jid"], item["result"]
         try:
-            await client.ack(jid, result.encode())
+            await client.ack(jid, result=result)
         except CommandError as exc:  # the server refused the result: the job cannot have it
             logger.error("the server refused the result of job %s: %s", jid, exc.message)
             await _refused(client, jid, exc.message)
@@ -183,16 +202,16 @@ async def _refused(client: Client, jid: str, why: str) -> None:
         await client.fail(jid, "conveyor.ResultError", why, skip_retry=True)
 
 
-async def _fail(client: Client, outcome: Outcome, extensions: bool) -> None:
+async def _fail(client: Client, outcome: Outcome, duration: float | None, extensions: bool) -> None:
     jid = outcome.job.jid
     try:
         if extensions:
             await client.fail(
-                jid, outcome.errtype, outcome.message, outcome.backtrace,
+                jid, outcome.errtype, outcome.message, outcome.backtrace, duration,
                 skip_retry=outcome.dead, retry_after=outcome.retry_after, backoff=outcome.backoff,
             )  # fmt: skip
             return
-        await client.fail(jid, outcome.errtype, outcome.message, outcome.backtrace)
+        await client.fail(jid, outcome.errtype, outcome.message, outcome.backtrace, duration)
     except JobNotFound:  # already failed before a reconnect, or the reservation expired
         return
     if outcome.dead:

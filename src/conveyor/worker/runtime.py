@@ -43,12 +43,14 @@ from conveyor.worker.execute import (
     JobRunner,
     Outcome,
 )
+from conveyor.worker.joblog import log_outcome
 from conveyor.worker.queues import QueueOrder, QueueSpec
 from conveyor.worker.ratelimit import RateLimit
 from conveyor.worker.reporter import Reporter
 
 if TYPE_CHECKING:
     from conveyor.app.core import App
+    from conveyor.metrics.worker import WorkerMetrics
 
 __all__ = ["Worker", "rss_kb"]
 
@@ -61,6 +63,9 @@ FINAL_FLUSH_SECONDS = 10.0
 
 SINGLE_FETCHERS_MAX = 8
 """Parallel FETCH connections when the server does not know FETCHB (plain Faktory)."""
+
+MANY = 1 << 30
+"""What ``_queued`` answers when it cannot count."""
 
 EMPTY: list[Job] = []
 """What a fetch returns when the server had no job (not: when the fetch failed)."""
@@ -102,6 +107,7 @@ class Worker:
         threads: int | None = None,
         wid: str | None = None,
         hostname: str | None = None,
+        metrics: WorkerMetrics | None = None,
         rate_limit: str | RateLimit | None = None,
         max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
     ) -> None:
@@ -127,10 +133,15 @@ class Worker:
         )  # fmt: skip
         self.extensions = False
         """The server is conveyor (from INFO): results and retry control are sent."""
+        self.metrics = metrics
+        """Counts this worker's jobs for ``--metrics-bind`` (``conveyor.metrics.worker``)."""
+        if metrics is not None:
+            metrics.attach(self)
         self.processed = 0
         self.failed = 0
         self.state = "running"
-        self._in_flight: dict[asyncio.Task[Outcome], Job] = {}
+        self._in_flight: dict[asyncio.Task[Outcome], tuple[Job, float]] = {}
+        """Running jobs: each task's job and when it started (the loop's clock)."""
         self._capacity = asyncio.Event()
         self._stop_requested = asyncio.Event()
         self._hurry = asyncio.Event()
@@ -140,8 +151,19 @@ class Worker:
         self._claimed = 0
         self._fetched = 0
         self._fetch_backoff = Backoff()
+        self._looking = asyncio.Lock()  # burst: one fetcher looks at the queues at a time
         self._reporter: Reporter | None = None
         self._signals = 0
+
+    @property
+    def busy(self) -> int:
+        """Jobs running now."""
+        return len(self._in_flight)
+
+    @property
+    def unsent_results(self) -> int:
+        """Results (ACK/FAIL) waiting to reach the server."""
+        return self._reporter.backlog if self._reporter is not None else 0
 
     def __repr__(self) -> str:
         return (
@@ -359,12 +381,26 @@ class Worker:
                 # slower than the handlers make them, fetch less and let the backlog drain.
                 unsent = max(reporter.backlog - self.concurrency, 0)
                 free = self.concurrency - len(self._in_flight) - self._claimed - unsent
+                count = min(free, FETCH_BATCH_MAX) if self.batch else 1
+                if free > 0 and self.burst:
+                    # Look first (without a fetch wait): a FETCH that finds the queues empty
+                    # waits out the server's fetch wait (2 s) before the worker can exit.
+                    # One fetcher looks and claims at a time, so two never go for one job.
+                    async with self._looking:
+                        if await self._queued(client, self._claimed):
+                            self._claimed += count
+                        elif not self._in_flight:
+                            break
+                        else:
+                            free = 0  # wait for the running jobs, then look again
+                elif free > 0:
+                    self._claimed += count  # parallel fetchers never ask beyond the free slots
                 if free <= 0:
                     self._capacity.clear()
                     await self._capacity.wait()
                     continue
                 fetched_before = self._fetched
-                jobs, client = await self._fetch_or_reconnect(client, free)
+                jobs, client = await self._fetch_or_reconnect(client, count)
                 self._fetched += len(jobs)
                 for job in jobs:
                     self._spawn(job)
@@ -376,18 +412,36 @@ class Worker:
                 # found a job meanwhile.
                 idle = not self._in_flight and self._fetched == fetched_before
                 if jobs is EMPTY and self.burst and idle:
-                    logger.info("queues are empty: burst mode is done")
-                    self._stop_requested.set()
+                    break
         finally:
             await client.close()
+        if self.state == "running":  # left the loop for burst
+            logger.info("queues are empty: burst mode is done")
+            self._stop_requested.set()
 
-    async def _fetch_or_reconnect(self, client: Client, free: int) -> tuple[list[Job], Client]:
-        """One FETCH/FETCHB; after a failure, wait with backoff (and reconnect if it dropped)."""
-        count = min(free, FETCH_BATCH_MAX) if self.batch else 1
-        if client.closed:  # the server closed it while every slot was busy (idle timeout)
-            client = await self._reconnect(client)
-        self._claimed += count  # so parallel fetchers never ask for more than the free slots
+    async def _queued(self, client: Client, claimed: int) -> int:
+        """Burst: jobs in this worker's queues that the ``claimed`` slots of the fetches in
+        flight will not take, asked without a fetch wait (a FETCH on empty queues waits it).
+
+        With no fetch in flight (the batched worker's one fetcher) ``QUEUE LATENCY`` says
+        enough (a queue with a job has a latency above 0; how many is not needed) and costs
+        the server little; otherwise INFO counts. A large number when that cannot be told:
+        the fetch that follows will."""
         try:
+            if not claimed:
+                latency = await client.queue_latency(*self.queues.names)
+                return MANY if any(seconds > 0 for seconds in latency.values()) else 0
+            sizes = (await client.info()).get("faktory", {}).get("queues", {})
+            return max(sum(int(sizes.get(q) or 0) for q in self.queues.names) - claimed, 0)
+        except Exception:
+            return MANY
+
+    async def _fetch_or_reconnect(self, client: Client, count: int) -> tuple[list[Job], Client]:
+        """One FETCH/FETCHB of ``count`` jobs, whose slots the caller claimed (released here);
+        after a failure, wait with backoff (and reconnect if it dropped)."""
+        try:
+            if client.closed:  # the server closed it while every slot was busy (idle timeout)
+                client = await self._reconnect(client)
             queues = self.queues.order()
             if self.batch:
                 found = await fetch_jobs(client, count, *queues)
@@ -426,14 +480,15 @@ class Worker:
         # loop.create_task, not asyncio.create_task: on Python 3.11 the latter's lookup of the
         # running loop costs a getpid() system call, per job.
         task = self._loop.create_task(self.runner.execute(job))
-        self._in_flight[task] = job
+        self._in_flight[task] = (job, self._loop.time())
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[Outcome]) -> None:
         """Count and report the job of ``task``, however its task ended."""
         assert self._reporter is not None
-        job = self._in_flight.pop(task)
-        if task.cancelled():  # the worker is stopping: FAIL it, so the server retries it
+        job, started = self._in_flight.pop(task)
+        interrupted = task.cancelled()
+        if interrupted:  # the worker is stopping: FAIL it, so the server retries it
             error = ShutdownError("the worker stopped before the job finished")
             outcome = Outcome.failed(job, error, 0)
         elif (exc := task.exception()) is not None:  # a BaseException escaped the handler
@@ -444,6 +499,10 @@ class Worker:
             self.processed += 1
         if outcome.error is not None:
             self.failed += 1
+        outcome.duration = self._loop.time() - started
+        log_outcome(outcome, interrupted=interrupted)
+        if self.metrics is not None:
+            self.metrics.on_outcome(outcome, interrupted=interrupted)
         self._reporter.report(outcome)
         self._capacity.set()
 

@@ -77,6 +77,19 @@ def score_arg(score: float) -> str:
     return repr(float(score))
 
 
+SCHEMES = (
+    "redis",
+    "rediss",
+    "redis+cluster",
+    "rediss+cluster",
+    "redis+sentinel",
+    "rediss+sentinel",
+)
+DEFAULT_RETRY_FOR_SECONDS = 5.0
+DEFAULT_WAIT_TIMEOUT_MS = 1000
+SENTINEL_PORT = 26379
+
+
 @dataclass(frozen=True, slots=True)
 class RedisURL:
     """A parsed storage URL.
@@ -84,10 +97,16 @@ class RedisURL:
     * ``redis://[user:pass@]host:port/db`` and ``rediss://...`` (TLS): one Redis server.
     * ``redis+cluster://[user:pass@]host1:port1,host2:port2`` and ``rediss+cluster://...``:
       a Redis Cluster, given by any of its nodes (a seed list).
+    * ``redis+sentinel://[user:pass@]host1:port1,host2:port2/service[/db]`` and
+      ``rediss+sentinel://...``: the master Redis Sentinel names ``service``, found through
+      any of the sentinels listed (``user:pass`` is for the master; ``sentinel_username`` and
+      ``sentinel_password`` for the sentinels, if they ask for one).
 
-    Query parameters ``namespace`` (default ``conveyor``) and ``worker_ttl`` (seconds a worker
-    record outlives its last heartbeat) are ours; the others go to redis-py (e.g.
-    ``ssl_ca_certs``, ``ssl_cert_reqs``, ``socket_timeout``).
+    Query parameters ``namespace`` (default ``conveyor``), ``worker_ttl`` (seconds a worker
+    record outlives its last heartbeat), ``retry_for`` (seconds to keep retrying a write whose
+    reply was lost), ``wait_replicas`` and ``wait_timeout`` (WAIT for that many replicas, that
+    many milliseconds, before a durable write counts as done) are ours; the others go to
+    redis-py (e.g. ``ssl_ca_certs``, ``ssl_cert_reqs``, ``socket_timeout``).
     """
 
     url: str
@@ -99,6 +118,13 @@ class RedisURL:
     username: str | None = None
     password: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    sentinel: bool = False
+    service: str = ""
+    db: int = 0
+    retry_for: float = DEFAULT_RETRY_FOR_SECONDS
+    wait_replicas: int = 0
+    wait_timeout_ms: int = DEFAULT_WAIT_TIMEOUT_MS
+    sentinel_auth: dict[str, str] = field(default_factory=dict)
 
     @property
     def client_url(self) -> str:
@@ -106,30 +132,57 @@ class RedisURL:
         parts = urlsplit(self.url)
         return urlunsplit(parts._replace(query=urlencode(self.options)))
 
+    @property
+    def where(self) -> str:
+        """Where Redis is, for error messages."""
+        nodes = ",".join(f"{h}:{p}" for h, p in self.nodes)
+        return f"{self.service} (sentinels {nodes})" if self.sentinel else nodes
+
 
 def parse_url(url: str) -> RedisURL:
     """Parse a Redis storage URL; raises ``ValueError`` with a clear message when malformed."""
     parts = urlsplit(url)
     scheme = parts.scheme
-    if scheme not in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
+    if scheme not in SCHEMES:
         raise ValueError(f"not a Redis URL: {url!r}")
     query = dict(parse_qsl(parts.query))
     namespace = query.pop("namespace", DEFAULT_NAMESPACE)
     if not namespace or any(c in namespace for c in "{}"):
         raise ValueError(f"namespace {namespace!r} must be non-empty and have no braces")
-    try:
-        worker_ttl = int(query.pop("worker_ttl", DEFAULT_WORKER_TTL_SECONDS))
-    except ValueError:
-        raise ValueError(f"worker_ttl must be a whole number of seconds in {url!r}") from None
+    worker_ttl = _number(query, "worker_ttl", DEFAULT_WORKER_TTL_SECONDS, url)
+    retry_for = float(_number(query, "retry_for", DEFAULT_RETRY_FOR_SECONDS, url))
+    wait_replicas = _number(query, "wait_replicas", 0, url)
+    wait_timeout = _number(query, "wait_timeout", DEFAULT_WAIT_TIMEOUT_MS, url)
+    sentinel_auth = {
+        key[len("sentinel_") :]: query.pop(key)
+        for key in ("sentinel_username", "sentinel_password")
+        if key in query
+    }
     cluster = scheme.endswith("+cluster")
+    sentinel = scheme.endswith("+sentinel")
     netloc = parts.netloc.rpartition("@")[2]
-    nodes = [_parse_node(node, url) for node in netloc.split(",") if node]
+    default_port = SENTINEL_PORT if sentinel else 6379
+    nodes = [_parse_node(node, url, default_port) for node in netloc.split(",") if node]
     if not nodes:
-        nodes = [("localhost", 6379)]
-    if not cluster and len(nodes) > 1:
-        raise ValueError(f"several hosts need redis+cluster:// (a Cluster seed list): {url!r}")
-    if cluster and parts.path.strip("/") not in ("", "0"):
+        nodes = [("localhost", default_port)]
+    if not (cluster or sentinel) and len(nodes) > 1:
+        raise ValueError(
+            "several hosts need redis+cluster:// (a Cluster seed list) or redis+sentinel:// "
+            f"(sentinels): {url!r}"
+        )
+    path = [p for p in parts.path.split("/") if p]
+    service = ""
+    if sentinel:
+        if not path or len(path) > 2:
+            raise ValueError(
+                f"a sentinel URL names its service (redis+sentinel://h:p/service/db): {url!r}"
+            )
+        service, path = unquote(path[0]), path[1:]
+    db = _db(path, url)
+    if cluster and (db != 0 or len(path) > 1):
         raise ValueError(f"Redis Cluster has only database 0: {url!r}")
+    if cluster and wait_replicas:
+        raise ValueError(f"wait_replicas is not supported on a Redis Cluster: {url!r}")
     return RedisURL(
         url=url,
         cluster=cluster,
@@ -140,13 +193,43 @@ def parse_url(url: str) -> RedisURL:
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
         options=query,
+        sentinel=sentinel,
+        service=service,
+        db=db,
+        retry_for=retry_for,
+        wait_replicas=wait_replicas,
+        wait_timeout_ms=wait_timeout,
+        sentinel_auth=sentinel_auth,
     )
 
 
-def _parse_node(node: str, url: str) -> tuple[str, int]:
+def _number(query: dict[str, str], name: str, default: float, url: str) -> Any:
+    """Pop a non-negative number parameter (an int unless ``default`` is a float)."""
+    raw = query.pop(name, None)
+    if raw is None:
+        return default
+    try:
+        value = float(raw) if isinstance(default, float) else int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"{name} must be a non-negative number in {url!r}, not {raw!r}")
+    return value
+
+
+def _db(path: list[str], url: str) -> int:
+    if not path:
+        return 0
+    try:
+        return int(path[0])
+    except ValueError:
+        raise ValueError(f"bad database number {path[0]!r} in {url!r}") from None
+
+
+def _parse_node(node: str, url: str, default_port: int) -> tuple[str, int]:
     host, sep, port = node.rpartition(":")
-    if not sep:
-        host, port = node, "6379"
+    if not sep or (host.startswith("[") and not host.endswith("]")):
+        host, port = node, str(default_port)
     try:
         number = int(port)
     except ValueError:

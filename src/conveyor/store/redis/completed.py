@@ -1,7 +1,8 @@
 """Completed jobs (``conveyor.store.completed``) and signals (``conveyor.store.signals``) in
 Redis: ``lua/completed_ack.lua`` ends reservations and fills ``{ns}:s:completed`` in one
-step; signals are published on ``{ns}:signals`` (``lua/signal_publish.lua``) and received by
-the store's subscriber (``wakeup.py``)."""
+step (a token write, safe to resend after a lost reply: ``calls.py``); signals are published
+on ``{ns}:signals`` (``lua/signal_publish.lua``) and received by the store's subscriber
+(``wakeup.py``)."""
 
 from __future__ import annotations
 
@@ -22,12 +23,20 @@ _decode_keys = msgspec.json.Decoder(list[str]).decode
 
 
 class RedisCompletions(Completions):
-    """Mixed into ``RedisStore``, whose ``_run``, ``_keys`` and ``_reservations`` it uses."""
+    """Mixed into ``RedisStore``, whose ``_write``, ``_keys`` and ``_reservations`` it uses."""
 
     if TYPE_CHECKING:  # RedisStore's
         _keys: Any
 
-        async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any: ...
+        async def _write(
+            self,
+            name: str,
+            keys: Sequence[str],
+            args: Sequence[Any] = (),
+            *,
+            token: str | None = None,
+            durable: bool = False,
+        ) -> Any: ...
 
         async def _reservations(self, *args: Any) -> tuple[int, list[Reservation]]: ...
 
@@ -40,7 +49,7 @@ class RedisCompletions(Completions):
         args: list[Any] = [day]
         for entry in {entry.jid: entry for entry in entries}.values():
             args += [entry.jid, score_arg(entry.score), encode_set_data(entry)]
-        return int(await self._run("completed_ack", keys, args))
+        return int(await self._write("completed_ack", keys, args))
 
     async def reservations_of(self, jids: Sequence[str]) -> list[Reservation]:
         unique = list(dict.fromkeys(jids))
@@ -70,6 +79,7 @@ class RedisSignals(Signals):
         if self._signal_listener is not None:
             self._signal_listener(topic, keys)
         message = self._origin.encode() + topic.encode() + b" " + _encode_keys(list(keys))
+        # a PUBLISH sent twice after a lost reply only wakes waiters twice: not a token write
         await self._run("signal_publish", [self._keys.signals], [self._pub, message])
 
     def _signalled(self, message: bytes | None) -> None:

@@ -4,7 +4,7 @@ every script below is atomic on Redis Cluster too (``lua/records_*.lua``)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from conveyor.store.records import Record, Records
@@ -23,15 +23,27 @@ def _decode(key: str, stored: bytes) -> Record:
 
 
 class RedisRecords(Records):
-    """Mixed into ``RedisStore``, whose ``_run``/``_call``/``_redis``/``_keys`` it uses."""
+    """Mixed into ``RedisStore``, whose ``_write``/``_read``/``_redis``/``_keys`` it uses.
+    Every script that writes takes a token, so a retry after a lost reply changes nothing
+    (``calls.py``)."""
 
     if TYPE_CHECKING:  # RedisStore's
         _keys: Any
         _redis: Any
 
-        async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any: ...
+        async def _write(
+            self,
+            name: str,
+            keys: Sequence[str],
+            args: Sequence[Any] = (),
+            *,
+            token: str | None = None,
+            durable: bool = False,
+        ) -> Any: ...
 
-        async def _call(self, awaitable: Any, op: str = "a command") -> Any: ...
+        async def _read(self, make: Callable[[], Awaitable[Any]], op: str = "a command") -> Any: ...
+
+        async def _pipelined(self, op: str, fill: Callable[[Any], object]) -> Any: ...
 
     def _record_keys(self, space: str) -> list[str]:
         keys = self._keys
@@ -39,7 +51,7 @@ class RedisRecords(Records):
 
     async def claim_record(self, space: str, record: Record, now: float) -> bytes | None:
         args = [space, record.key, record.value, _expiry_arg(record), score_arg(now)]
-        holder = await self._run("records_claim", self._record_keys(space), args)
+        holder = await self._write("records_claim", self._record_keys(space), args, durable=True)
         return None if holder is None else bytes(holder)
 
     async def put_records(self, space: str, records: Sequence[Record]) -> None:
@@ -48,13 +60,14 @@ class RedisRecords(Records):
         args: list[Any] = [space]
         for record in records:
             args += [record.key, record.value, _expiry_arg(record)]
-        await self._run("records_put", self._record_keys(space), args)
+        await self._write("records_put", self._record_keys(space), args, durable=True)
 
     async def get_records(self, space: str, keys: Sequence[str], now: float) -> dict[str, Record]:
         unique = list(dict.fromkeys(keys))
         if not unique:
             return {}
-        values = await self._call(self._redis.hmget(self._keys.records(space), unique), "get")
+        key = self._keys.records(space)
+        values = await self._read(lambda: self._redis.hmget(key, unique), "get")
         found = {}
         for key, stored in zip(unique, values, strict=True):
             if stored is not None:
@@ -70,10 +83,12 @@ class RedisRecords(Records):
             return 0
         conditional = ["0", b""] if if_value is None else ["1", if_value]
         args = [*conditional, *dict.fromkeys(keys)]
-        return int(await self._run("records_delete", self._record_keys(space)[:2], args))
+        keys = self._record_keys(space)[:2]
+        return int(await self._write("records_delete", keys, args, durable=True))
 
     async def _all_records(self, space: str) -> list[Record]:
-        stored = await self._call(self._redis.hgetall(self._keys.records(space)), "list")
+        key = self._keys.records(space)
+        stored = await self._read(lambda: self._redis.hgetall(key), "list")
         return [_decode(key.decode(), value) for key, value in stored.items()]
 
     async def list_records(
@@ -84,15 +99,14 @@ class RedisRecords(Records):
         return live[: max(limit, 0)]
 
     async def count_records(self, space: str, now: float) -> int:
-        keys = self._keys
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.hlen(keys.records(space))
-        pipe.zcount(keys.record_expiry(space), "-inf", score_arg(now))
-        total, expired = await self._call(pipe.execute(), "count")
+        records, expiry = self._keys.records(space), self._keys.record_expiry(space)
+        total, expired = await self._pipelined(
+            "count", lambda pipe: pipe.hlen(records).zcount(expiry, "-inf", score_arg(now))
+        )
         return int(total) - int(expired)
 
     async def _record_spaces(self) -> list[str]:
-        spaces = await self._call(self._redis.smembers(self._keys.record_spaces), "spaces")
+        spaces = await self._read(lambda: self._redis.smembers(self._keys.record_spaces), "spaces")
         return sorted(space.decode() for space in spaces)
 
     async def purge_records(self, now: float, limit: int) -> int:
@@ -101,11 +115,13 @@ class RedisRecords(Records):
             if purged >= limit:
                 break
             args = [score_arg(now), limit - purged, space]
-            purged += int(await self._run("records_purge", self._record_keys(space), args))
+            purged += int(await self._write("records_purge", self._record_keys(space), args))
         return purged
 
     async def _flush_records(self) -> None:
         spaces = await self._record_spaces()
         keys = [key for space in spaces for key in self._record_keys(space)[:2]]
         keys.append(self._keys.record_spaces)
-        await self._call(self._redis.delete(*keys), "flush")  # one hash tag: one slot
+        # One slot. A DEL sent again after a lost reply also deletes what was written in
+        # between: as if it was written just before the FLUSH.
+        await self._read(lambda: self._redis.delete(*keys), "flush")

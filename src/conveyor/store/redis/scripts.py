@@ -1,45 +1,25 @@
-"""Lua scripts of the Redis store: loaded from ``store/redis/lua/*.lua`` and run with EVALSHA.
+"""Lua scripts of the Redis store: loaded from ``store/redis/lua/*.lua``.
 
-Every script gets ``_lib.lua`` (shared helpers) prepended. EVALSHA falls back to EVAL (which
-also caches the script) after a ``NOSCRIPT`` reply, e.g. after Redis restarted or a Cluster
-failover.
+Every script gets ``_lib.lua`` (shared helpers) prepended. ``calls.Caller`` runs them with
+EVALSHA, falling back to EVAL (which also caches the script) after a ``NOSCRIPT`` reply, e.g.
+after Redis restarted or a failover.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 from importlib import resources
-from typing import Any, Protocol
-
-from redis.exceptions import NoScriptError
 
 __all__ = ["Script", "load_scripts"]
 
-Arg = str | bytes | int | float
-
-
-class _Evaluator(Protocol):
-    async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any: ...
-
-    async def eval(self, script: str, numkeys: int, *keys_and_args: Any) -> Any: ...
-
 
 class Script:
-    """One Lua script. Calling it runs it atomically on the node owning its keys."""
+    """One Lua script. ``sha`` is the SHA1 EVALSHA calls it by."""
 
     def __init__(self, name: str, source: str) -> None:
         self.name = name
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
-
-    async def __call__(
-        self, client: _Evaluator, keys: Sequence[str], args: Sequence[Arg] = ()
-    ) -> Any:
-        try:
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            return await client.eval(self.source, len(keys), *keys, *args)
 
 
 def load_scripts() -> dict[str, Script]:

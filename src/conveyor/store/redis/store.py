@@ -1,7 +1,9 @@
-"""The Redis store: many conveyor servers over one Redis (or one Redis Cluster).
+"""The Redis store: many conveyor servers over one Redis (a Sentinel-watched master, or a Cluster).
 
 Every lifecycle transition is one Lua script (``store/redis/lua/*.lua``) that declares every key it
-touches in KEYS, so two servers can never hand out or move the same job twice. Every key of a
+touches in KEYS, so two servers can never hand out or move the same job twice. Every script that
+writes is safe to send again after a lost reply (``calls.py``): a second run of one call
+changes nothing. Every key of a
 namespace starts with the hash tag ``{<namespace>}``, so all of them live in one Cluster slot
 and every script is valid on Redis Cluster. The price: one namespace is served by one master.
 To spread load over a Cluster, run several namespaces (``?namespace=``), one per group of
@@ -24,25 +26,17 @@ Key layout (``{ns}`` is ``{conveyor}`` unless the URL says ``?namespace=``)::
     {ns}:ready         channel: queue names that may have jobs (SPUBLISH on Redis 7)
     {ns}:signals       channel: "<origin> <topic> <keys JSON>" (store/signals.py)
     {ns}:s:completed   ZSET, {ns}:d:completed HASH: completed jobs, as the other sets
+    {ns}:op:<token>    STRING the result of one write call, kept ~30 s (calls.py)
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
-from urllib.parse import urlencode
 
-import msgspec
-from redis.asyncio import Redis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.connection import parse_url as parse_redis_url
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor.errors import StoreError
 from conveyor.store.base import (
@@ -57,9 +51,14 @@ from conveyor.store.base import (
     SetMove,
     SortedSet,
     Store,
-    WorkerRecord,
 )
 from conveyor.store.filters import filter_entries
+from conveyor.store.redis.calls import (
+    CONNECTION_ERRORS,
+    Caller,
+    OutcomeUnknown,
+    reraise_cancellation,
+)
 from conveyor.store.redis.codec import (
     RedisURL,
     decode_entry,
@@ -71,31 +70,18 @@ from conveyor.store.redis.codec import (
     score_arg,
 )
 from conveyor.store.redis.completed import RedisCompletions, RedisSignals
+from conveyor.store.redis.connect import Clients
 from conveyor.store.redis.records import RedisRecords
+from conveyor.store.redis.release import Lost, Releaser
 from conveyor.store.redis.scripts import Script, load_scripts
 from conveyor.store.redis.wakeup import Subscriber
+from conveyor.store.redis.workers import RedisWorkers
 
 __all__ = ["RedisStore"]
 
 SCAN_CHUNK = 1000
 _FIND_SLICE = 2000  # queue entries one queue_find call looks at: well under a millisecond
 """Entries read per script call when a listing has to filter a whole sorted set."""
-
-_worker_encoder = msgspec.json.Encoder()
-_worker_decoder = msgspec.json.Decoder(WorkerRecord)
-
-
-def _reraise_cancellation() -> None:
-    """Raise a cancellation that was swallowed on the way.
-
-    On Python 3.11 ``asyncio.wait_for`` returns the inner result, dropping a CancelledError, when
-    the awaited future finishes in the same loop iteration as the cancel (fixed in 3.12);
-    redis-py awaits ``wait_for(writer.drain(), socket_timeout)`` on every command. A manager
-    loop cancelled at that instant would then run on and never stop. A pending cancellation is
-    raised again here, so cancelling a task that uses the store always works."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 class Keys:
@@ -108,7 +94,7 @@ class Keys:
         self.res, self.exp, self.busy = p + "res", p + "exp", p + "busy"
         self.stats, self.workers = p + "stats", p + "workers"
         self.record_spaces = p + "rspaces"
-        self._p = p
+        self.prefix = self._p = p
 
     def queue(self, name: str) -> str:
         return f"{self._p}q:{name}"
@@ -129,71 +115,48 @@ class Keys:
         return f"{self._p}rx:{space}"
 
 
-class RedisStore(RedisRecords, RedisCompletions, RedisSignals, Store):
+class RedisStore(RedisRecords, RedisWorkers, RedisCompletions, RedisSignals, Store):
     """A ``Store`` over Redis or Redis Cluster. Build it with ``RedisStore.from_url``."""
 
     def __init__(self, url: RedisURL) -> None:
         self._url = url
         self._keys = Keys(url.namespace)
         self._scripts: dict[str, Script] = load_scripts()
+        self._clients = Clients(url)
         self._client: Any = None
+        self._caller: Caller | None = None
         self._listener: ReadyListener | None = None
         self._subscriber: Subscriber | None = None
+        self._releaser: Releaser | None = None
         self._pub = "SPUBLISH"
         # Wake-up messages are "<origin> <queue>": a store skips its own (it already woke its
         # listener locally), so one push wakes one waiting FETCH, not two.
         self._origin = secrets.token_hex(6) + " "
-        self._where = ",".join(f"{h}:{p}" for h, p in url.nodes)
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
         """``redis://host:port/db``, ``rediss://`` (TLS), ``redis+cluster://h1:p1,h2:p2``
-        (a Cluster seed list; ``rediss+cluster://`` with TLS). ``?namespace=`` picks the key
-        prefix (default ``conveyor``). Raises ``ValueError`` for a malformed URL."""
+        (a Cluster seed list), ``redis+sentinel://s1:p1,s2:p2/service/db`` (the master of a
+        Sentinel service; ``rediss+...`` with TLS). ``?namespace=`` picks the key prefix
+        (default ``conveyor``). Raises ``ValueError`` for a malformed URL."""
         return cls(parse_url(url))
 
     # ----------------------------------------------------------------- life cycle
 
-    def _client_options(self) -> dict[str, Any]:
-        url = self._url
-        # Let redis-py type the query options (socket_timeout=3 -> 3.0) as from_url would.
-        typed = parse_redis_url("redis://h/0?" + urlencode(url.options))
-        options = {k: v for k, v in typed.items() if k not in ("host", "port", "db")}
-        if url.cluster:
-            options.update(ssl=url.tls, username=url.username, password=url.password)
-        return options
-
-    def _new_client(self) -> Any:
-        url = self._url
-        if url.cluster:
-            nodes = [ClusterNode(host, port) for host, port in url.nodes]
-            return RedisCluster(startup_nodes=nodes, **self._client_options())
-        # One quick retry lets a pooled connection that died with a Redis restart reconnect;
-        # more would only delay the error reply the server owes its client.
-        return Redis.from_url(url.client_url, retry=Retry(NoBackoff(), 1))
-
-    async def _subscriber_client(self) -> Redis:
-        """A dedicated connection for pub/sub: to the node owning our slot on a Cluster."""
-        url = self._url
-        no_retry = Retry(NoBackoff(), 0)
-        if not url.cluster:
-            return Redis.from_url(url.client_url, retry=no_retry, socket_timeout=None)
-        await self._client.initialize()
-        node = self._client.get_node_from_key(self._keys.ready)
-        options = self._client_options()
-        return Redis(host=node.host, port=node.port, retry=no_retry, **options)
-
     async def open(self) -> None:
-        self._client = self._new_client()
+        client = self._clients.main()
+        caller = Caller(client, self._url, self._keys.prefix)
         try:
-            await self._client.ping()
-            self._pub = await self._publish_command()
+            await client.ping()
+            self._pub = await self._publish_command(client)
         except (RedisError, OSError) as exc:
-            client, self._client = self._client, None
             await client.aclose()
-            raise self._error("connect", exc) from exc
+            await self._clients.aclose()
+            raise caller.unreachable("connect", exc, wrote=True) from exc
+        self._client, self._caller = client, caller
+        self._releaser = Releaser(self._release, keep_for=caller.token_ttl - caller.retry_for)
         self._subscriber = Subscriber(
-            self._subscriber_client,
+            lambda: self._clients.subscriber(self._client, self._keys.ready),
             self._keys.ready,
             self._pub == "SPUBLISH",
             self._origin,
@@ -203,22 +166,26 @@ class RedisStore(RedisRecords, RedisCompletions, RedisSignals, Store):
         )
         self._subscriber.start()
 
-    async def _publish_command(self) -> str:
+    async def _publish_command(self, client: Any) -> str:
         """SPUBLISH (sharded pub/sub, Redis 7+) when the server knows it, else PUBLISH."""
         probe = "return redis.call('SPUBLISH', KEYS[1], '')"
         try:
-            await self._client.eval(probe, 1, self._keys.ready)
+            await client.eval(probe, 1, self._keys.ready)
         except ResponseError:
             return "PUBLISH"
         return "SPUBLISH"
 
     async def close(self) -> None:
+        if self._releaser is not None:
+            await self._releaser.stop()
+            self._releaser = None
         if self._subscriber is not None:
             await self._subscriber.stop()
             self._subscriber = None
         if self._client is not None:
             await self._client.aclose()
-            self._client = None
+            self._client, self._caller = None, None
+            await self._clients.aclose()
 
     def set_ready_listener(self, listener: ReadyListener) -> None:
         self._listener = listener
@@ -237,14 +204,10 @@ class RedisStore(RedisRecords, RedisCompletions, RedisSignals, Store):
             self._wake(name)
 
     async def _known_queues(self) -> set[str]:
-        return {m.decode() for m in await self._call(self._redis.smembers(self._keys.queues))}
+        members = await self._read(lambda: self._redis.smembers(self._keys.queues))
+        return {m.decode() for m in members}
 
     # ----------------------------------------------------------------- plumbing
-
-    def _error(self, op: str, exc: BaseException) -> StoreError:
-        if isinstance(exc, (ConnectionError, RedisConnectionError, RedisTimeoutError)):
-            return StoreError(f"Redis at {self._where} is unreachable ({op}): {exc}")
-        return StoreError(f"Redis at {self._where} failed ({op}): {exc}")
 
     @property
     def _redis(self) -> Any:
@@ -252,17 +215,66 @@ class RedisStore(RedisRecords, RedisCompletions, RedisSignals, Store):
             raise StoreError("the Redis store is not open")
         return self._client
 
-    async def _call(self, awaitable: Any, op: str = "a command") -> Any:
-        try:
-            result = await awaitable
-        except (RedisError, OSError) as exc:
-            _reraise_cancellation()
-            raise self._error(op, exc) from exc
-        _reraise_cancellation()
-        return result
+    @property
+    def _calls(self) -> Caller:
+        if self._caller is None:
+            raise StoreError("the Redis store is not open")
+        return self._caller
+
+    async def _read(self, make: Callable[[], Awaitable[Any]], op: str = "a command") -> Any:
+        """A command that changes nothing: sent once more at once if its reply is lost."""
+        calls = self._calls
+        for last in (False, True):
+            try:
+                result = await make()
+            except CONNECTION_ERRORS as exc:
+                if last:
+                    raise calls.unreachable(op, exc, wrote=True) from exc
+                continue
+            except RedisError as exc:
+                raise calls.failed(op, exc) from exc
+            reraise_cancellation()
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any:
-        return await self._call(self._scripts[name](self._redis, keys, args), name)
+        """A script whose second run changes nothing (reads, ``extend``)."""
+        return await self._calls.run(self._scripts[name], keys, args)
+
+    async def _write(
+        self,
+        name: str,
+        keys: Sequence[str],
+        args: Sequence[Any] = (),
+        *,
+        token: str | None = None,
+        durable: bool = False,
+    ) -> Any:
+        """A script that takes a token (KEYS[1]), so a retry after a lost reply is safe.
+        ``durable``: wait for ``?wait_replicas`` replicas when the URL asks for it."""
+        return await self._calls.write(
+            self._scripts[name], keys, args, token=token, durable=durable
+        )
+
+    async def _pipelined(self, op: str, fill: Callable[[Any], object]) -> Any:
+        """Read commands sent in one pipeline (``fill`` queues them), retried like ``_read``."""
+
+        def send() -> Awaitable[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            fill(pipe)
+            return pipe.execute()  # type: ignore[no-any-return]
+
+        return await self._read(send, op)
+
+    async def _release(self, lost: Lost) -> int:
+        """Give back what a lost reserve call reserved (``release.py``)."""
+        k, calls = self._keys, self._calls
+        keys = [lost.token, k.res, k.exp, k.busy, k.ready, *(k.queue(n) for n in lost.queues)]
+        args = [calls.token_ttl, self._pub, self._origin, lost.wid, score_arg(lost.now)]
+        released = int(await self._run("release", keys, [*args, *lost.queues]))
+        if released:
+            self._wake_all(lost.queues)
+        return released
 
     # ----------------------------------------------------------------- adding jobs
 
@@ -278,7 +290,7 @@ class RedisStore(RedisRecords, RedisCompletions, RedisSignals, Store):
             keys.append(self._keys.queue(name))
             args += [name, len(entries), *entries]
         try:
-            await self._run("enqueue", keys, args)
+            await self._write("enqueue", keys, args, durable=True)
         finally:
             # Even after an error: the script may have run, and our own echo is skipped.
             self._wake_all(by_queue)
@@ -289,7 +301,8 @@ class RedisStore(RedisRecords, RedisCompletions, RedisSignals, Store):
         args: list[Any] = []
         for entry in entries:
             args += [score_arg(entry.score), entry.jid, encode_set_data(entry)]
-        await self._run("set_add", [self._keys.zset(name), self._keys.data(name)], args)
+        keys = [self._keys.zset(name), self._keys.data(name)]
+        await self._write("set_add", keys, args, durable=True)
 
     # ----------------------------------------------------------------- working
 
@@ -301,7 +314,17 @@ class RedisStore(RedisRecords, RedisCompletions, RedisSignals, Store):
             return []
         k = self._keys
         keys = [k.paused, k.res, k.exp, k.busy, *(k.queue(n) for n in names)]
-        flat = await self._run("reserve", keys, [wid, score_arg(now), count, *names])
+        calls = self._calls
+        token = calls.new_token()
+        try:
+            flat = await calls.write(
+                self._scripts["reserve"], keys, [wid, score_arg(now), count, *names], token=token
+            )
+        except (OutcomeUnknown, asyncio.CancelledError):
+            # The call may have reserved jobs its caller will never get: give them back.
+            assert self._releaser is not None
+            self._releaser.add(token, wid, now, tuple(names))
+            raise
         return [
             Reservation(
                 jid=flat[i + 1].decode(),
@@ -318,7 +341,7 @@ class RedisStore(RedisRecords, RedisCompletions, RedisSignals, Store):
         if not jids:
             return 0
         k = self._keys
-        return int(await self._run("ack", [k.res, k.exp, k.busy, k.stats], [day, *jids]))
+        return int(await self._write("ack", [k.res, k.exp, k.busy, k.stats], [day, *jids]))
 
     async def fail(self, jid: str, outcome: FailOutcome, day: str) -> bool:
         k = self._keys
@@ -329,7 +352,7 @@ class RedisStore(RedisRecords, RedisCompletions, RedisSignals, Store):
         )
         store = "1" if outcome.target is not None else ""
         args = [jid, day, store, score_arg(outcome.score), data]
-        return bool(await self._run("fail", keys, args))
+        return bool(await self._write("fail", keys, args))
 
     async def _reservations(self, *args: Any) -> tuple[int, list[Reservation]]:
         k = self._keys
@@ -391,12 +414,12 @@ class RedisStore(RedisRecords, RedisCompletions, RedisSignals, Store):
         for move in moves:
             queue = move.job.queue
             if queue not in index:
-                index[queue] = len(keys) + 1  # Lua KEYS are 1-based
+                index[queue] = len(keys) + 2  # Lua KEYS are 1-based, after the token
                 keys.append(k.queue(queue))
             entry = encode_entry(move.job)
             args += [move.entry.jid, score_arg(move.entry.score), index[queue], queue, entry]
         try:
-            return int(await self._run("set_to_queue", keys, args))
+            return int(await self._write("set_to_queue", keys, args))
         finally:
             self._wake_all(index)
 
@@ -410,7 +433,7 @@ class RedisStore(RedisRecords, RedisCompletions, RedisSignals, Store):
         args: list[Any] = [score_arg(score)]
         for entry in entries:
             args += [entry.jid, score_arg(entry.score)]
-        return int(await self._run("set_move", keys, args))
+        return int(await self._write("set_move", keys, args, durable=True))
 
     async def remove_from_set(self, name: SortedSet, entries: Sequence[SetEntry]) -> int:
         if not entries:
@@ -418,22 +441,22 @@ class RedisStore(RedisRecords, RedisCompletions, RedisSignals, Store):
         args: list[Any] = ["exact"]
         for entry in entries:
             args += [entry.jid, score_arg(entry.score)]
-        return int(
-            await self._run("set_remove", [self._keys.zset(name), self._keys.data(name)], args)
-        )
+        keys = [self._keys.zset(name), self._keys.data(name)]
+        return int(await self._write("set_remove", keys, args, durable=True))
 
     async def purge_set(self, name: SortedSet, before: float, limit: int) -> int:
         if limit <= 0:
             return 0
         keys = [self._keys.zset(name), self._keys.data(name)]
-        return int(await self._run("set_remove", keys, ["purge", score_arg(before), limit]))
+        args = ["purge", score_arg(before), limit]
+        return int(await self._write("set_remove", keys, args, durable=True))
 
     async def clear_set(self, name: SortedSet) -> int:
         keys = [self._keys.zset(name), self._keys.data(name)]
-        return int(await self._run("set_remove", keys, ["clear"]))
+        return int(await self._write("set_remove", keys, ["clear"], durable=True))
 
     async def set_size(self, name: SortedSet) -> int:
-        return int(await self._call(self._redis.zcard(self._keys.zset(name))))
+        return int(await self._read(lambda: self._redis.zcard(self._keys.zset(name))))
 
     async def list_set(
         self,
@@ -481,20 +504,16 @@ class RedisStore(RedisRecords, RedisCompletions, RedisSignals, Store):
         names = sorted(await self._known_queues())
         if not names:
             return {}
-        pipe = self._redis.pipeline(transaction=False)
-        for name in names:
-            pipe.llen(self._keys.queue(name))
-        sizes = await self._call(pipe.execute(), "queue_sizes")
+        keys = [self._keys.queue(name) for name in names]
+        sizes = await self._pipelined("queue_sizes", lambda pipe: [pipe.llen(k) for k in keys])
         return {name: int(size) for name, size in zip(names, sizes, strict=True)}
 
     async def queue_heads(self, names: Sequence[str]) -> dict[str, bytes | None]:
         unique = list(dict.fromkeys(names))
         if not unique:
             return {}
-        pipe = self._redis.pipeline(transaction=False)
-        for name in unique:
-            pipe.lindex(self._keys.queue(name), 0)
-        heads = await self._call(pipe.execute(), "queue_heads")
+        keys = [self._keys.queue(name) for name in unique]
+        heads = await self._pipelined("queue_heads", lambda pipe: [pipe.lindex(k, 0) for k in keys])
         return {
             name: None if raw is None else decode_entry(name, raw).payload
             for name, raw in zip(unique, heads, strict=True)
@@ -503,17 +522,17 @@ class RedisStore(RedisRecords, RedisCompletions, RedisSignals, Store):
     async def list_queue(self, name: str, offset: int, limit: int) -> Page[QueuedJob]:
         offset, limit = max(offset, 0), max(limit, 0)
         key = self._keys.queue(name)
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.llen(key)
-        pipe.lrange(key, offset, offset + limit - 1)
-        total, raw = await self._call(pipe.execute(), "list_queue")
+        total, raw = await self._pipelined(
+            "list_queue", lambda pipe: pipe.llen(key).lrange(key, offset, offset + limit - 1)
+        )
         items = [decode_entry(name, entry) for entry in raw] if limit else []
         return Page(items, int(total))
 
     async def delete_queued(self, name: str, jids: Sequence[str]) -> int:
         if not jids:
             return 0
-        return int(await self._run("queue_delete", [self._keys.queue(name)], list(jids)))
+        keys = [self._keys.queue(name)]
+        return int(await self._write("queue_delete", keys, list(jids), durable=True))
 
     async def find_queued(
         self, jids: Sequence[str], queues: Sequence[str] | None = None
@@ -536,10 +555,11 @@ class RedisStore(RedisRecords, RedisCompletions, RedisSignals, Store):
         return found
 
     async def clear_queue(self, name: str) -> int:
-        return int(await self._run("queue_clear", [self._keys.queue(name)]))
+        return int(await self._write("queue_clear", [self._keys.queue(name)], durable=True))
 
     async def paused_queues(self) -> set[str]:
-        return {m.decode() for m in await self._call(self._redis.smembers(self._keys.paused))}
+        members = await self._read(lambda: self._redis.smembers(self._keys.paused))
+        return {m.decode() for m in members}
 
     async def set_paused(self, names: Sequence[str], paused: bool) -> None:
         if not names:
@@ -548,7 +568,7 @@ class RedisStore(RedisRecords, RedisCompletions, RedisSignals, Store):
         mode = "pause" if paused else "resume"
         args = [self._pub, self._origin, mode, *names]
         try:
-            await self._run("queues_admin", [k.queues, k.paused, k.ready], args)
+            await self._write("queues_admin", [k.queues, k.paused, k.ready], args, durable=True)
         finally:
             if not paused:
                 self._wake_all(names)
@@ -559,13 +579,14 @@ class RedisStore(RedisRecords, RedisCompletions, RedisSignals, Store):
             return
         k = self._keys
         keys = [k.queues, k.paused, k.ready, *(k.queue(n) for n in unique)]
-        await self._run("queues_admin", keys, [self._pub, self._origin, "remove", *unique])
+        args = [self._pub, self._origin, "remove", *unique]
+        await self._write("queues_admin", keys, args, durable=True)
 
     # ----------------------------------------------------------------- counters
 
     async def counters(self) -> Counters:
-        processed, failures = await self._call(
-            self._redis.hmget(self._keys.stats, ["processed", "failures"])
+        processed, failures = await self._read(
+            lambda: self._redis.hmget(self._keys.stats, ["processed", "failures"])
         )
         return Counters(int(processed or 0), int(failures or 0))
 
@@ -573,66 +594,11 @@ class RedisStore(RedisRecords, RedisCompletions, RedisSignals, Store):
         if not days:
             return {}
         fields = [f"{kind}:{day}" for day in days for kind in ("p", "f")]
-        values = await self._call(self._redis.hmget(self._keys.stats, fields))
+        values = await self._read(lambda: self._redis.hmget(self._keys.stats, fields))
         return {
             day: Counters(int(values[2 * i] or 0), int(values[2 * i + 1] or 0))
             for i, day in enumerate(days)
         }
-
-    # ----------------------------------------------------------------- workers
-
-    async def save_worker(self, record: WorkerRecord) -> None:
-        keys = [self._keys.workers, self._keys.worker(record.wid)]
-        args = ["save", record.wid, _worker_encoder.encode(record), self._url.worker_ttl]
-        await self._run("workers", keys, args)
-
-    async def update_worker(
-        self,
-        wid: str,
-        *,
-        rss_kb: int | None = None,
-        last_beat: float | None = None,
-        state: str | None = None,
-        connections_delta: int = 0,
-        create: WorkerRecord | None = None,
-    ) -> WorkerRecord | None:
-        if create is not None and create.wid != wid:
-            raise ValueError(f"update_worker({wid!r}) cannot create a record for {create.wid!r}")
-        args: list[str | bytes | int] = [
-            wid,
-            self._url.worker_ttl,
-            "" if rss_kb is None else int(rss_kb),
-            "" if last_beat is None else score_arg(last_beat),
-            state or "",
-            int(connections_delta),
-            b"" if create is None else _worker_encoder.encode(create),
-        ]
-        keys = [self._keys.workers, self._keys.worker(wid)]
-        raw = await self._run("worker_update", keys, args)
-        return None if raw is None else _worker_decoder.decode(raw)
-
-    async def get_worker(self, wid: str) -> WorkerRecord | None:
-        raw = await self._call(self._redis.get(self._keys.worker(wid)))
-        return None if raw is None else _worker_decoder.decode(raw)
-
-    async def list_workers(self) -> list[WorkerRecord]:
-        wids = sorted(
-            m.decode() for m in await self._call(self._redis.smembers(self._keys.workers))
-        )
-        if not wids:
-            return []
-        keys = [self._keys.worker(wid) for wid in wids]
-        raws = await self._call(self._redis.mget(keys))
-        gone = [wid for wid, raw in zip(wids, raws, strict=True) if raw is None]
-        if gone:
-            prune_keys = [self._keys.workers, *(self._keys.worker(w) for w in gone)]
-            await self._run("workers", prune_keys, ["prune", *gone])
-        return [_worker_decoder.decode(raw) for raw in raws if raw is not None]
-
-    async def delete_worker(self, wid: str, silent_before: float | None = None) -> bool:
-        keys = [self._keys.workers, self._keys.worker(wid)]
-        since = "" if silent_before is None else repr(silent_before)
-        return bool(await self._run("workers", keys, ["delete", wid, since]))
 
     # ----------------------------------------------------------------- admin
 
@@ -642,7 +608,8 @@ class RedisStore(RedisRecords, RedisCompletions, RedisSignals, Store):
         fixed += [key for s in SortedSet for key in (k.zset(s), k.data(s))]
         names = sorted(await self._known_queues())
         while True:
-            missing = await self._run("flush", fixed + [k.queue(n) for n in names], names)
+            keys = fixed + [k.queue(n) for n in names]
+            missing = await self._write("flush", keys, names, durable=True)
             if not missing:
                 break
             names = [m.decode() for m in missing]

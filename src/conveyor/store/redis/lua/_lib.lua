@@ -32,3 +32,38 @@ local function rpush_range(key, first, last)
     i = j + 1
   end
 end
+
+-- Idempotent writes (store/redis/calls.py, docs/design/idempotency.md). A script whose second
+-- run would change something again takes its call's token key as KEYS[1], with ARGV[1] the
+-- seconds to keep the token and ARGV[2] the attempt (1, 2, ...). The first attempt that runs
+-- records its result under the token (remember); any other attempt of the same call -- a retry
+-- after a lost reply, or the first attempt arriving late -- finds it (replay) and returns that
+-- result, changing nothing. A replay rewrites the token: a write of its own, so a WAIT sent
+-- after it also covers what the first attempt wrote.
+local function replay()
+  local done = redis.call('GET', KEYS[1])
+  if done then
+    redis.call('SET', KEYS[1], done, 'KEEPTTL')
+  end
+  return done
+end
+
+local function remember(value)
+  redis.call('SET', KEYS[1], value, 'EX', ARGV[1])
+  return value
+end
+
+-- lp() of every item of a list, and back.
+local function pack(items)
+  local out = {}
+  for i, item in ipairs(items) do out[i] = lp(item) end
+  return table.concat(out)
+end
+
+local function unpack_lp(s)
+  local out, pos = {}, 1
+  while pos <= #s do
+    out[#out + 1], pos = read_lp(s, pos)
+  end
+  return out
+end

@@ -1,12 +1,17 @@
 -- queue_delete: delete queued entries by jid (every entry with one of the jids).
--- KEYS[1] {ns}:q:<name> LIST of entries "<reserve_for>:" lp(jid) payload
--- ARGV: jids. Returns how many entries were deleted.
+-- KEYS[1] {ns}:op:<token> this call's token (_lib.lua); ARGV[1] its TTL, ARGV[2] the attempt
+-- KEYS[2] {ns}:q:<name> LIST of entries "<reserve_for>:" lp(jid) payload
+-- ARGV[3..]: jids. Returns how many entries were deleted.
+local done = replay()
+if done then
+  return tonumber(done)
+end
 local wanted = {}
-for _, jid in ipairs(ARGV) do wanted[jid] = true end
+for i = 3, #ARGV do wanted[ARGV[i]] = true end
 local doomed = {}
 local start, chunk = 0, 1000
 while true do
-  local entries = redis.call('LRANGE', KEYS[1], start, start + chunk - 1)
+  local entries = redis.call('LRANGE', KEYS[2], start, start + chunk - 1)
   for _, entry in ipairs(entries) do
     local colon = string.find(entry, ':', 1, true)
     local jid = read_lp(entry, colon + 1)
@@ -17,6 +22,7 @@ while true do
 end
 local n = 0
 for _, entry in ipairs(doomed) do
-  n = n + redis.call('LREM', KEYS[1], 1, entry)
+  n = n + redis.call('LREM', KEYS[2], 1, entry)
 end
+remember(tostring(n))
 return n

@@ -1,23 +1,28 @@
 -- queues_admin: pause, resume or remove queues.
--- KEYS[1]   {ns}:queues   SET of known queue names
--- KEYS[2]   {ns}:paused   SET of paused queue names
--- KEYS[3]   {ns}:ready    wake-up channel (a resumed queue may have jobs)
--- KEYS[4..] {ns}:q:<name> LISTs (only for "remove"), KEYS[i] for the name in ARGV[i]
--- ARGV[1] SPUBLISH or PUBLISH, ARGV[2] "<origin> ", ARGV[3] "pause" | "resume" | "remove",
--- ARGV[4..] names
-local mode = ARGV[3]
-for i = 4, #ARGV do
+-- KEYS[1]   {ns}:op:<token> this call's token (_lib.lua); ARGV[1] its TTL, ARGV[2] the attempt
+-- KEYS[2]   {ns}:queues   SET of known queue names
+-- KEYS[3]   {ns}:paused   SET of paused queue names
+-- KEYS[4]   {ns}:ready    wake-up channel (a resumed queue may have jobs)
+-- KEYS[5..] {ns}:q:<name> LISTs (only for "remove"), KEYS[i - 1] for the name in ARGV[i]
+-- ARGV[3] SPUBLISH or PUBLISH, ARGV[4] "<origin> ", ARGV[5] "pause" | "resume" | "remove",
+-- ARGV[6..] names
+if replay() then
+  return 1
+end
+local mode = ARGV[5]
+for i = 6, #ARGV do
   local name = ARGV[i]
   if mode == 'remove' then
-    redis.call('DEL', KEYS[i])
-    redis.call('SREM', KEYS[1], name)
+    redis.call('DEL', KEYS[i - 1])
     redis.call('SREM', KEYS[2], name)
-  elseif redis.call('SISMEMBER', KEYS[1], name) == 1 then
+    redis.call('SREM', KEYS[3], name)
+  elseif redis.call('SISMEMBER', KEYS[2], name) == 1 then
     if mode == 'pause' then
-      redis.call('SADD', KEYS[2], name)
-    elseif redis.call('SREM', KEYS[2], name) == 1 then
-      redis.call(ARGV[1], KEYS[3], ARGV[2] .. name)
+      redis.call('SADD', KEYS[3], name)
+    elseif redis.call('SREM', KEYS[3], name) == 1 then
+      redis.call(ARGV[3], KEYS[4], ARGV[4] .. name)
     end
   end
 end
+remember('1')
 return 1

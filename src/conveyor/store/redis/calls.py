@@ -1,0 +1,250 @@
+"""Sending script calls to Redis, and what a lost reply means (docs/design/idempotency.md).
+
+When a connection dies after a command was sent and before its reply arrived, the command may
+or may not have run. Sending it again blindly (what a client-side retry does) runs a PUSH or a
+reserve twice. So the clients are built with no retry of their own, and:
+
+* a call that never left (the connection could not be made) failed: nothing was written;
+* a script whose second run changes nothing (reads, ``extend``) is sent once more at once;
+* every other write carries a **token**: a key of its own, ``{ns}:op:<random>``, passed as
+  KEYS[1]. The first attempt to run records its result there (``_lib.lua``); a retry of the same
+  call, or a first attempt that arrives late, finds it and returns the result, changing
+  nothing. Such a write is retried with back-off for ``retry_for`` seconds; if no attempt gets
+  an answer, ``OutcomeUnknown`` says so.
+
+A durable write can also wait for replicas (``?wait_replicas=N``): WAIT is sent with it on the
+same connection, and fewer confirmations than asked is an error that says what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import re
+import secrets
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from conveyor.errors import StoreError
+from conveyor.store.redis.codec import RedisURL
+from conveyor.store.redis.scripts import Script
+
+__all__ = ["CONNECTION_ERRORS", "Caller", "OutcomeUnknown", "reraise_cancellation"]
+
+CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+"""Errors after which the command may or may not have reached Redis."""
+
+RETRY_DELAYS = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0)
+"""Pauses before each retry of a write whose reply was lost (the last one repeats)."""
+
+MIN_TOKEN_TTL_SECONDS = 30
+
+
+_CLIENT_REPR = re.compile(r"<redis\.asyncio\.client\.Redis\(.*?,host=([^,]+),port=(\d+),.*?\)> - ")
+
+
+def describe(exc: BaseException) -> str:
+    """An error's text, without the client reprs redis-py's Sentinel puts in "No master
+    found" (one per sentinel, hundreds of characters each): just each sentinel's address."""
+    return _CLIENT_REPR.sub(r"\1:\2 ", str(exc))
+
+
+class OutcomeUnknown(StoreError):
+    """A write was sent, its reply was lost, and no retry got an answer in time."""
+
+
+class _NotSent(Exception):
+    """The command never left: no connection could be made."""
+
+
+class _Lost(Exception):
+    """The command was sent (maybe only in part) and no reply came back."""
+
+
+def reraise_cancellation() -> None:
+    """Raise a cancellation that was swallowed on the way.
+
+    On Python 3.11 ``asyncio.wait_for`` returns the inner result, dropping a CancelledError,
+    when the awaited future finishes in the same loop iteration as the cancel (fixed in 3.12);
+    redis-py awaits ``wait_for`` on every command. A pending cancellation is raised again here,
+    so cancelling a task that uses the store always works."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+class Caller:
+    """Runs the store's scripts on one client (``Redis``, a Sentinel master, or a Cluster)."""
+
+    def __init__(self, client: Any, url: RedisURL, prefix: str) -> None:
+        self.client = client
+        self.cluster = url.cluster
+        self.where = url.where
+        self.retry_for = url.retry_for
+        self.token_ttl = max(MIN_TOKEN_TTL_SECONDS, math.ceil(3 * url.retry_for))
+        self._wait = (url.wait_replicas, url.wait_timeout_ms) if url.wait_replicas else None
+        self._prefix = prefix + "op:"
+
+    def new_token(self) -> str:
+        """A fresh token key for one write call (64 random bits)."""
+        return self._prefix + secrets.token_hex(8)
+
+    # ------------------------------------------------------------------ errors
+
+    def unreachable(self, op: str, exc: BaseException, *, wrote: bool = False) -> StoreError:
+        detail = "" if wrote else ", nothing written"
+        return StoreError(f"Redis at {self.where} is unreachable ({op}{detail}): {describe(exc)}")
+
+    def failed(self, op: str, exc: BaseException) -> StoreError:
+        return StoreError(f"Redis at {self.where} failed ({op}): {describe(exc)}")
+
+    def _unknown(self, op: str, exc: BaseException) -> OutcomeUnknown:
+        return OutcomeUnknown(
+            f"Redis at {self.where} lost the reply to {op} and no retry got an answer within "
+            f"{self.retry_for:g}s: outcome unknown, it may or may not have been done "
+            f"({describe(exc)})"
+        )
+
+    # ------------------------------------------------------------------ calls
+
+    async def run(self, script: Script, keys: Sequence[str], args: Sequence[Any] = ()) -> Any:
+        """A script whose second run changes nothing: sent again at once after a lost reply."""
+        for last in (False, True):
+            try:
+                result = await self._attempt(script, keys, args, wait=False)
+            except (_NotSent, _Lost) as exc:
+                if last or isinstance(exc, _NotSent):
+                    raise self.unreachable(script.name, exc.__cause__ or exc, wrote=True) from exc
+                continue
+            except RedisError as exc:
+                raise self.failed(script.name, exc) from exc
+            reraise_cancellation()
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def write(
+        self,
+        script: Script,
+        keys: Sequence[str],
+        args: Sequence[Any] = (),
+        *,
+        token: str | None = None,
+        durable: bool = False,
+    ) -> Any:
+        """A write that takes a token (KEYS[1]; ARGV[1] its TTL, ARGV[2] the attempt number).
+
+        Retried with the same token while its outcome is unknown, for ``retry_for`` seconds.
+        Raises ``StoreError`` when nothing was written, ``OutcomeUnknown`` when that is not
+        known."""
+        token = token or self.new_token()
+        wait = durable and self._wait is not None
+        lost: BaseException | None = None  # why the outcome is unknown, once it is
+        last: BaseException | None = None
+        deadline = 0.0
+        for attempt in itertools.count(1):
+            try:
+                result = await self._attempt(
+                    script, [token, *keys], [self.token_ttl, attempt, *args], wait=wait
+                )
+            except _NotSent as exc:
+                if lost is None:
+                    raise self.unreachable(script.name, exc.__cause__ or exc) from exc
+                last = exc.__cause__ or exc
+            except _Lost as exc:
+                lost = last = exc.__cause__ or exc
+            except RedisError as exc:
+                if lost is None:  # Redis refused the command: nothing was written
+                    raise self.failed(script.name, exc) from exc
+                last = exc  # a retry refused (LOADING after a restart, READONLY, ...): retry
+            else:
+                reraise_cancellation()
+                return result
+            if attempt == 1:
+                deadline = time.monotonic() + self.retry_for
+            pause = RETRY_DELAYS[min(attempt - 1, len(RETRY_DELAYS) - 1)]
+            if time.monotonic() + pause >= deadline:
+                assert last is not None  # every way here set it
+                raise self._unknown(script.name, last)
+            await asyncio.sleep(pause)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _attempt(
+        self, script: Script, keys: Sequence[str], args: Sequence[Any], *, wait: bool
+    ) -> Any:
+        if self.cluster:
+            return await self._attempt_cluster(script, keys, args)
+        pool = self.client.connection_pool
+        try:
+            conn = await pool.get_connection()
+        except CONNECTION_ERRORS as exc:
+            raise _NotSent() from exc
+        try:
+            try:
+                return await self._exchange(conn, script, "EVALSHA", keys, args, wait)
+            except NoScriptError:
+                return await self._exchange(conn, script, "EVAL", keys, args, wait)
+        except ResponseError:
+            raise  # Redis answered: the connection is fine
+        except BaseException as exc:
+            await conn.disconnect(nowait=True)
+            if isinstance(exc, CONNECTION_ERRORS):
+                raise _Lost() from exc
+            raise
+        finally:
+            await pool.release(conn)
+
+    async def _exchange(
+        self,
+        conn: Any,
+        script: Script,
+        command: str,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        wait: bool,
+    ) -> Any:
+        body = script.sha if command == "EVALSHA" else script.source
+        commands: list[tuple[Any, ...]] = [(command, body, len(keys), *keys, *args)]
+        if wait:
+            assert self._wait is not None
+            commands.append(("WAIT", *self._wait))
+        await conn.send_packed_command(conn.pack_commands(commands))
+        try:
+            result = await conn.read_response()
+        except ResponseError:
+            if wait:
+                await conn.read_response()  # WAIT's reply, so the connection stays usable
+            raise
+        if wait:
+            self._check_replicas(script.name, await conn.read_response())
+        return result
+
+    def _check_replicas(self, op: str, confirmed: Any) -> None:
+        assert self._wait is not None
+        wanted, timeout_ms = self._wait
+        if int(confirmed) < wanted:
+            raise StoreError(
+                f"Redis at {self.where}: {op} is done on the master, but only {confirmed} of "
+                f"{wanted} replicas confirmed it within {timeout_ms} ms; it would be lost if the "
+                "master failed now"
+            )
+
+    async def _attempt_cluster(
+        self, script: Script, keys: Sequence[str], args: Sequence[Any]
+    ) -> Any:
+        # The Cluster client follows MOVED/ASK itself (Redis refused the command there) and is
+        # built without retries, so it never sends a command a second time on its own. Whether a
+        # connection error happened before or after the command left is not known here.
+        client = self.client
+        try:
+            try:
+                return await client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                return await client.execute_command("EVAL", script.source, len(keys), *keys, *args)
+        except CONNECTION_ERRORS as exc:
+            raise _Lost() from exc
