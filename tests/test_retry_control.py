@@ -147,3 +147,23 @@ def test_lifecycle_table_names_every_state_and_asynqs() -> None:
         check_transition(JobState.COMPLETED, JobState.QUEUED)
     reachable = {target for _, target in TRANSITIONS} | {source for source, _ in TRANSITIONS}
     assert JobState.COMPLETED in reachable
+
+
+def test_the_job_log_says_when_a_job_comes_back(caplog: pytest.LogCaptureFixture) -> None:
+    from conveyor.worker.execute import Outcome
+    from conveyor.worker.joblog import describe_failure, log_outcome
+
+    job = Job(jid="j1", jobtype="geocode", queue="default", retry=5)
+    later = Outcome.failed(job, conveyor.RetryAfter(0.1, "rate limit 10/1s reached"), 0)
+    assert describe_failure(later) == {"outcome": "later", "retry_in_seconds": 0.1}
+    backed = Outcome.failed(job, OSError("down"), 0)
+    backed.backoff = 40.0
+    assert describe_failure(backed)["retry_in_seconds"] == 40.0
+    skipped = Outcome.failed(job, conveyor.SkipRetry("no"), 0)
+    assert describe_failure(skipped) == {"outcome": "dead"}
+    with caplog.at_level("INFO", logger="conveyor.worker.jobs"):
+        log_outcome(later)
+    (record,) = caplog.records
+    assert record.levelname == "INFO"
+    assert record.getMessage().endswith("retry in 100.0ms, not counted")
+    assert record.exc_info is None
