@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["ASYNQ_NAMES", "FINISHED", "TRANSITIONS", "JobState", "check_transition"]
+__all__ = ["ASYNQ_NAMES", "TRANSITIONS", "JobState", "check_transition"]
 
 
 class JobState(enum.StrEnum):
@@ -55,9 +55,6 @@ ASYNQ_NAMES: dict[JobState, str] = {
     S.CANCELLED: "cancelled",
 }
 """Asynq's (and kaptinlin/queue's) name of each state it has."""
-
-FINISHED: frozenset[JobState] = frozenset({S.DONE, S.COMPLETED, S.DEAD, S.CANCELLED, S.DISCARDED})
-"""States a job does not leave by itself: only a hand (retry from the dead set) moves it on."""
 
 TRANSITIONS: dict[tuple[JobState, JobState], str] = {
     (S.NEW, S.QUEUED): "push",
