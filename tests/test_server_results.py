@@ -355,3 +355,23 @@ async def test_a_result_the_server_refuses_fails_only_its_job(make_server: MakeS
     assert caught.value.errtype == "conveyor.ResultError"
     assert "the limit is 50" in caught.value.message
     await app.aclose()
+
+
+async def test_an_ack_whose_wake_up_cannot_be_sent_is_still_done(
+    make_server: MakeServer, raw_client: RawConnect
+) -> None:
+    """The signal is a wake-up: when it cannot be sent (the store fails it), the ACK that
+    stored the outcome is still answered +OK, and the outcome is there to read."""
+    from conveyor.errors import StoreError
+
+    server = await make_server()
+
+    async def broken(topic: str, keys: object) -> None:
+        raise StoreError("the signal channel is down")
+
+    server.manager.store.signal = broken  # type: ignore[method-assign,assignment]
+    client = await raw_client(server.port, hello=WORKER_HELLO)
+    await fetched(client, "jid-nosignal", custom={"result_ttl": 60})
+    assert await client.call(b'ACK {"jid":"jid-nosignal","result":"7"}') == b"+OK\r\n"
+    assert not await reserved(server, "jid-nosignal")
+    assert body(await client.call(b'RESULT {"jid":"jid-nosignal"}'))["result"] == 7

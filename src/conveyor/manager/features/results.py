@@ -19,6 +19,7 @@ ACK, while a default is on) are read to learn what their job asked for.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from typing import Any, Self
 
 import msgspec
 
-from conveyor.errors import CommandError, ConfigError, InvalidJob
+from conveyor.errors import CommandError, ConfigError, InvalidJob, StoreError
 from conveyor.job import Job
 from conveyor.manager.features.base import Feature, Loop
 from conveyor.manager.features.results_model import (
@@ -54,6 +55,8 @@ __all__ = [
     "ResultsSettings",
     "died_outcome",
 ]
+
+log = logging.getLogger("conveyor.results")
 
 DEFAULT_MAX_RESULT_BYTES = 1024 * 1024
 MAX_WAIT_SECONDS = 3600.0
@@ -249,7 +252,7 @@ class ResultsFeature(Feature):
             done += await manager.ack_kept(kept)
         told = list(dict.fromkeys([record.key for record in records] + [e.jid for e in kept]))
         if told:
-            await manager.store.signal(SIGNAL, told)
+            await self._tell(told)
         return done
 
     def _finish(
@@ -295,7 +298,17 @@ class ResultsFeature(Feature):
             record = Record(ctx.job.jid, encode(_failed(ctx, now)), now + ttl)
             await store.put_records(SPACE, [record])
         if ttl or ctx.outcome.target is SortedSet.DEAD:
-            await store.signal(SIGNAL, [ctx.job.jid])
+            await self._tell([ctx.job.jid])
+
+    async def _tell(self, jids: list[str]) -> None:
+        """Wake the ``RESULT`` commands waiting for these jids, on every server. A signal
+        that cannot be sent is not the ACK's failure (what it ended is stored): a waiter on
+        another server finds the outcome when it asks again (``app.result`` asks at least
+        once a minute)."""
+        try:
+            await self.manager.store.signal(SIGNAL, jids)
+        except StoreError as exc:
+            log.warning("could not wake the waiters for %d results: %s", len(jids), exc)
 
     # ------------------------------------------------------------------ reading and waiting
 
