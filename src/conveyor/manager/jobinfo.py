@@ -33,6 +33,7 @@ SCORE_MEANINGS = {
 }
 """What a sorted-set entry's score is, per set."""
 
+_SET_NAMES = frozenset(name.value for name in SortedSet)
 _ENDED = {SUCCEEDED: JobState.DONE, "failed": JobState.DISCARDED, "cancelled": JobState.CANCELLED}
 
 
@@ -75,9 +76,8 @@ def _told_by_set(location: JobLocation) -> Outcome | None:
 
 
 def _located(location: JobLocation, outcome: Outcome | None) -> dict[str, Any]:
-    state = JobState(location.where)
     view = {**job_row(location.payload), "where": location.where, "queue": location.queue}
-    view.update(state=state.value, asynq_state=ASYNQ_NAMES.get(state, state.value))
+    view.update(state=location.where, asynq_state=_asynq(location.where))
     if location.wid:
         view["wid"] = location.wid
     if location.reserved_at is not None:
@@ -86,7 +86,7 @@ def _located(location: JobLocation, outcome: Outcome | None) -> dict[str, Any]:
             "reserved_at": iso_time(location.reserved_at),
             "expires_at": iso_time(location.expires_at),
         }
-    if location.score is not None:
+    if location.where in _SET_NAMES and location.score is not None:
         name = SortedSet(location.where)
         view.update(score=location.score, at=iso_time(location.score))
         view["at_means"] = SCORE_MEANINGS[name]
@@ -104,9 +104,18 @@ def _ended(outcome: Outcome) -> dict[str, Any]:
         {"jid": outcome.jid, "queue": outcome.queue, "jobtype": outcome.jobtype}
     )
     view = {**job_row(stub), "where": "", "state": state.value}
-    view["asynq_state"] = ASYNQ_NAMES.get(state, state.value)
+    view["asynq_state"] = _asynq(state.value)
     _add_outcome(view, outcome)
     return view
+
+
+def _asynq(state: str) -> str:
+    """Asynq's name of a lifecycle state (the state's own name where Asynq has none, and for
+    a place a feature names that the table does not)."""
+    try:
+        return ASYNQ_NAMES.get(JobState(state), state)
+    except ValueError:
+        return state
 
 
 def _add_outcome(view: dict[str, Any], outcome: Outcome | None) -> None:
