@@ -48,7 +48,7 @@ def test_cron_tables_come_from_the_file_and_conf_d(tmp_path: Path) -> None:
     )
     write(tmp_path / "conf.d" / "cron.toml", ENTRY.format(id="b", schedule="@daily", type="B"))
     features = load_config({"config": str(config_file)}, environ={}).build_features()
-    (feature,) = [f for f in features if isinstance(f, CronFeature)]
+    feature = next(f for f in features if isinstance(f, CronFeature))
     assert sorted(feature.entries) == ["a", "b"]
     job = feature.entries["a"].job("cron:a:x", {"cron_id": "a"})
     assert job.custom == {"expires_in": 60, "unique_for": 30, "cron_id": "a"}

@@ -9,7 +9,7 @@ import typing
 from conveyor import _lazy
 
 if typing.TYPE_CHECKING:
-    from conveyor.app import App, Group, JobDef, PayloadError, PushResult
+    from conveyor.app import Aggregate, App, CancelResult, Group, JobDef, PayloadError, PushResult
     from conveyor.app.info import JobInfo
     from conveyor.errors import (
         AuthenticationError,
@@ -17,6 +17,7 @@ if typing.TYPE_CHECKING:
         ConnectError,
         ConveyorError,
         InvalidJob,
+        JobCancelled,
         JobFailed,
         JobNotFound,
         NotUnique,
@@ -35,7 +36,9 @@ __version__ = "0.1.0"
 
 __all__ = [  # noqa: RUF022 - grouped by purpose (as httpx does), sorted within groups
     # declaring, pushing and running jobs
+    "Aggregate",
     "App",
+    "CancelResult",
     "Group",
     "Handler",
     "Job",
@@ -58,6 +61,7 @@ __all__ = [  # noqa: RUF022 - grouped by purpose (as httpx does), sorted within 
     "ConnectError",
     "ConveyorError",
     "InvalidJob",
+    "JobCancelled",
     "JobFailed",
     "JobNotFound",
     "NotUnique",
@@ -69,7 +73,9 @@ __all__ = [  # noqa: RUF022 - grouped by purpose (as httpx does), sorted within 
 ]
 
 _MODULES = {
+    "Aggregate": "conveyor.app",
     "App": "conveyor.app",
+    "CancelResult": "conveyor.app",
     "Group": "conveyor.app",
     "JobDef": "conveyor.app",
     "PayloadError": "conveyor.app",
@@ -79,6 +85,7 @@ _MODULES = {
     "ConnectError": "conveyor.errors",
     "ConveyorError": "conveyor.errors",
     "InvalidJob": "conveyor.errors",
+    "JobCancelled": "conveyor.errors",
     "JobNotFound": "conveyor.errors",
     "NotUnique": "conveyor.errors",
     "ProtocolError": "conveyor.errors",

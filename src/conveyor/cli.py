@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "push": "conveyor.console.stats:push_command",
     "queue": "conveyor.console.queues:queue_group",
     "job": "conveyor.console.jobs:job_group",
+    "group": "conveyor.console.groups:group_group",
     "dash": "conveyor.console.dash:dash_command",
     "cron": "conveyor.cron_cli:cron_group",
 }

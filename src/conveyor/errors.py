@@ -18,6 +18,7 @@
     │                           I/O error); it logged why once and retries by itself
     ├── ConfigError             a setting is missing, malformed or inconsistent (also ValueError)
     ├── PayloadError            a job's args do not fit its handler (worker side; not retried)
+    ├── JobCancelled            the running job was cancelled (worker side; not retried)
     ├── ResultError             a handler's value cannot be stored as its result (not retried)
     ├── JobFailed               app.result(): the job died; its error and backtrace
     ├── SkipRetry               raised by a handler: the job fails and goes to the dead set now
@@ -38,6 +39,7 @@ __all__ = [
     "ConveyorError",
     "Halt",
     "InvalidJob",
+    "JobCancelled",
     "JobFailed",
     "JobNotFound",
     "LineTooLong",
@@ -202,3 +204,11 @@ class RetryAfter(ConveyorError):
 class ConfigError(ConveyorError, ValueError):
     """A configuration value is missing, malformed or inconsistent; the message says which
     (and where it came from: a flag, a variable, a file, table and key)."""
+
+
+class JobCancelled(ConveyorError):
+    """The job was cancelled while it ran (``app.cancel``, the dashboard, ``conveyor job
+    cancel``). A sync handler raises it from ``current_job().raise_if_cancelled()``; the
+    worker reports the job as cancelled, and it is neither retried nor dead."""
+
+    errtype = "conveyor.JobCancelled"

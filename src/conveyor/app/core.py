@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 
+from conveyor.app.aggregate import Aggregate
 from conveyor.app.cron import CronDeclarations
 from conveyor.app.info import JobInfo, job_result
 from conveyor.app.jobs import JobDef, JobOptions
@@ -24,12 +26,14 @@ if TYPE_CHECKING:
     from conveyor.worker.context import AfterHook, BeforeHook, ErrorHandler, Middleware
     from conveyor.worker.runtime import Worker
 
-__all__ = ["App", "Group", "Producer", "PushMiddleware", "PushResult"]
+__all__ = ["App", "CancelResult", "Group", "Producer", "PushMiddleware", "PushResult"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 PUSH_BULK_CHUNK = 1000  # Faktory's recommended PUSHB batch size
+CANCEL_CHUNK = 1000  # the most jids one ADMIN job.cancel takes
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +46,24 @@ class PushResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelResult:
+    """What ``app.cancel`` did to one job. ``outcome``: ``cancelled`` (now), ``already``
+    (cancelled before), ``finished`` (it ended: dead), ``unknown`` (no such job: it may have
+    finished and been acknowledged) or ``moving`` (it kept moving; try again). ``was``: where
+    it was (``queued``, ``scheduled``, ``retries``, ``aggregating``, ``working``, ...)."""
+
+    jid: str
+    outcome: str
+    was: str = ""
+    message: str = ""
+
+    @property
+    def cancelled(self) -> bool:
+        """The job is cancelled (by this call or an earlier one)."""
+        return self.outcome in ("cancelled", "already")
 
 
 PushMiddleware = Callable[[Sequence[Job], Callable[[], Awaitable[None]]], Awaitable[None]]
@@ -105,6 +127,26 @@ class _Registry:
     def job(
         self,
         *,
+        aggregate: Aggregate,
+        name: str | None = None,
+        queue: str = DEFAULT_QUEUE,
+        retry: int | None = None,
+        reserve_for: int | None = None,
+        timeout: float | None = None,
+        backtrace: int | None = None,
+        custom: Mapping[str, Any] | None = None,
+        raw: bool = False,
+        middleware: Sequence[Middleware] = (),
+        result_ttl: float | None = None,
+        retain: float | None = None,
+        backoff: BackoffPolicy | None = None,
+        rate_limit: str | RateLimit | None = None,
+    ) -> Callable[[Callable[[list[T]], R]], JobDef[[T], R]]: ...
+
+    @overload
+    def job(
+        self,
+        *,
         name: str | None = None,
         queue: str = DEFAULT_QUEUE,
         retry: int | None = None,
@@ -123,7 +165,10 @@ class _Registry:
     def job(self, fn: Any = None, /, **options: Any) -> Any:  # type: ignore[misc]
         """Declare a job: ``@app.job`` or ``@app.job(queue="emails", retry=5, timeout=30)``.
 
-        The jobtype is the function's name unless ``name=`` says otherwise.
+        The jobtype is the function's name unless ``name=`` says otherwise. With
+        ``aggregate=conveyor.Aggregate(...)`` the job is pushed one item at a time into a
+        group (``.options(group=...).push(item)``) and its handler gets a list of items
+        (docs/aggregation.md).
         """
         if fn is not None:
             return self.app.register(fn, group=self.group_name)
@@ -217,6 +262,7 @@ class App(_Registry):
         custom: Mapping[str, Any] | None = None,
         raw: bool = False,
         middleware: Sequence[Middleware] = (),
+        aggregate: Aggregate | None = None,
         result_ttl: float | None = None,
         retain: float | None = None,
         backoff: BackoffPolicy | None = None,
@@ -248,7 +294,8 @@ class App(_Registry):
         limit = None if rate_limit is None else RateLimit.of(rate_limit)
         jobdef = JobDef(
             self, fn, name=jobtype, options=options, timeout=timeout, raw=raw,
-            middleware=middleware, group=group, backoff=backoff, rate_limit=limit,
+            middleware=middleware, group=group, aggregate=aggregate, backoff=backoff,
+            rate_limit=limit,
         )  # fmt: skip
         self.jobs[jobtype] = jobdef
         return jobdef
@@ -427,6 +474,32 @@ class App(_Registry):
         """``job_info`` for code that is not async."""
         return self.sync.run(self.job_info(jid))
 
+    # -- cancelling ------------------------------------------------------------------------------
+
+    async def cancel(self, jid: str) -> CancelResult:
+        """Cancel a job wherever it is (docs/cancellation.md): a queued, scheduled, retrying
+        or aggregating job is removed; a running one is stopped by its worker within about a
+        second. Either way it ends as *cancelled*: not retried, not dead. The result says what
+        happened, also when the job had finished or is unknown (nothing is raised then)."""
+        return (await self.cancel_many([jid]))[0]
+
+    async def cancel_many(self, jids: Sequence[str]) -> list[CancelResult]:
+        """``cancel`` for several jobs at once: one result per distinct jid, in order."""
+        producer = self._producer()
+        if not isinstance(producer, _PoolProducer):
+            raise RuntimeError("cancel needs a server: jobs pushed inline ran already")
+        results: list[CancelResult] = []
+        unique = list(dict.fromkeys(jids))
+        for start in range(0, len(unique), CANCEL_CHUNK):
+            part = unique[start : start + CANCEL_CHUNK]
+            reports = await producer.pool.run(functools.partial(_cancel, jids=part))
+            results += [CancelResult(**report) for report in reports]
+        return results
+
+    def cancel_sync(self, jid: str) -> CancelResult:
+        """``cancel`` for code that is not async."""
+        return self.sync.run(self.cancel(jid))
+
     async def aclose(self) -> None:
         """Close this loop's pooled connections."""
         loop = asyncio.get_running_loop()
@@ -448,3 +521,7 @@ class App(_Registry):
         from conveyor.worker.runtime import Worker
 
         return Worker(self, **options)
+
+
+async def _cancel(client: Client, jids: list[str]) -> list[dict[str, Any]]:
+    return await client.cancel(jids)

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
+from conveyor.app.aggregate import Aggregate, AggregatePayload
 from conveyor.app.payload import PayloadSpec
 from conveyor.job import DEFAULT_QUEUE, Job
 from conveyor.timefmt import format_time
@@ -67,6 +68,7 @@ class JobOptions:
     at: dt.datetime | None = None
     delay_seconds: float | None = None
     jid: str | None = None
+    group: str | None = None
     result_ttl: float | None = None
     """Seconds the server keeps the job's result (``custom.result_ttl``); 0: none."""
     retain: float | None = None
@@ -121,6 +123,7 @@ class JobDef(Generic[P, R]):
         raw: bool,
         middleware: Sequence[Middleware],
         group: str | None = None,
+        aggregate: Aggregate | None = None,
         backoff: BackoffPolicy | None = None,
         rate_limit: RateLimit | None = None,
     ) -> None:
@@ -137,7 +140,10 @@ class JobDef(Generic[P, R]):
         self.middleware: list[Middleware] = list(middleware)
         self.before_hooks: list[BeforeHook] = []
         self.after_hooks: list[AfterHook] = []
-        self.payload = PayloadSpec(fn, raw=raw)
+        self.aggregate = aggregate
+        self.payload: PayloadSpec | AggregatePayload = PayloadSpec(fn, raw=raw)
+        if aggregate is not None:
+            self.payload = AggregatePayload(fn, self.payload)
         self.is_async = inspect.iscoroutinefunction(fn)
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
@@ -146,7 +152,10 @@ class JobDef(Generic[P, R]):
         return f"<JobDef {self.name} queue={self.defaults.queue}>"
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run the function here and now, as a plain call (no queue, no hooks)."""
+        """Run the function here and now, as a plain call (no queue, no hooks). An aggregated
+        job takes one item, and its handler runs on a list of that one item."""
+        if self.aggregate is not None:
+            return self.fn([*args], **kwargs)  # type: ignore[arg-type]
         return self.fn(*args, **kwargs)
 
     # -- hooks and middleware for this job only -------------------------------------------------
@@ -179,14 +188,17 @@ class JobDef(Generic[P, R]):
         backtrace: int | None = None,
         custom: Mapping[str, Any] | None = None,
         jid: str | None = None,
+        group: str | None = None,
         result_ttl: float | None = None,
         retain: float | None = None,
     ) -> JobDef[P, R]:
         """A copy of this job that pushes with these options (the handler is the same).
-
+        ``group``: the aggregating group a job declared with ``aggregate=`` joins.
         ``result_ttl``: keep the handler's return value that many seconds (``app.result()``
         reads it); ``retain``: keep the job that long after it succeeded, in the completed
         set. 0 turns off what the job's declaration or the app asked for."""
+        if group is not None and self.aggregate is None:
+            raise TypeError(f"{self.name}: group= is for jobs declared with aggregate=")
         changes: dict[str, Any] = {
             "queue": queue,
             "at": at,
@@ -195,6 +207,7 @@ class JobDef(Generic[P, R]):
             "backtrace": backtrace,
             "custom": custom,
             "jid": jid,
+            "group": group,
             "result_ttl": result_ttl,
             "retain": retain,
         }
@@ -213,6 +226,14 @@ class JobDef(Generic[P, R]):
                 f"{self.name}: Faktory args are positional; pass {sorted(kwargs)} positionally"
             )
         opts = self.defaults
+        custom = opts.custom_fields()
+        if self.aggregate is not None:
+            if not opts.group:
+                raise ValueError(
+                    f"{self.name} is aggregated: push it with .options(group=...).push(item)"
+                )
+            custom = {**(custom or {}), "aggregate": self.aggregate.to_custom()}
+            custom["group"] = opts.group
         return Job(
             jid=opts.jid or new_jid(),
             jobtype=self.name,
@@ -221,7 +242,7 @@ class JobDef(Generic[P, R]):
             retry=opts.retry,
             reserve_for=opts.reserve_for or 0,
             backtrace=opts.backtrace or 0,
-            custom=opts.custom_fields(),
+            custom=custom,
             at=opts.schedule(),
         )
 

@@ -60,6 +60,7 @@ _decode_objects = msgspec.json.Decoder(list[dict[str, Any]]).decode
 _decode_jobs = msgspec.json.Decoder(list[Job]).decode
 _decode_errors = msgspec.json.Decoder(dict[str, str]).decode
 _decode_latency = msgspec.json.Decoder(dict[str, float]).decode
+_decode_jids = msgspec.json.Decoder(list[str]).decode
 
 
 class Client:
@@ -509,6 +510,20 @@ class Client:
             line += b" " + _encode(args)
         reply = await self._call(line + _CRLF)
         return msgspec.json.decode(reply.data)
+
+    async def cancel(self, jids: Sequence[str]) -> list[dict[str, Any]]:
+        """Cancel jobs wherever they are (``ADMIN job.cancel``, a conveyor extension,
+        docs/cancellation.md): one report per distinct jid, in order, each with ``jid``,
+        ``outcome`` (``cancelled``, ``already``, ``finished``, ``unknown`` or ``moving``),
+        ``was`` (where the job was) and ``message``."""
+        reply = await self.admin("job.cancel", {"jids": list(jids)})
+        return list(reply["jobs"])
+
+    async def cancels(self, wait: float = 2.0) -> list[str]:
+        """``CANCELS`` (conveyor extension): wait up to ``wait`` seconds for jobs of this
+        worker (``wid``) to be cancelled while they run; returns their jids (or ``[]``)."""
+        reply = await self._call(b"CANCELS " + _encode({"wait": wait}) + _CRLF)
+        return _decode_jids(reply.data)
 
 
 async def fetch_jobs(client: Client, count: int, *queues: str) -> list[Job]:

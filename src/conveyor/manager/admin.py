@@ -7,9 +7,9 @@ pages so that a set of 100,000 jobs never has to be held or moved in one step.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import CommandError
 from conveyor.job import Job, decode_job
@@ -31,12 +31,14 @@ from conveyor.timefmt import day_key, now_iso, parse_time
 
 if TYPE_CHECKING:
     from conveyor.manager.config import ManagerConfig
+    from conveyor.manager.features import Feature
     from conveyor.manager.waiters import QueueWaiters
 
 __all__ = ["JOB_ACTIONS", "AdminOps", "JobActionReport", "JobLocation", "QueueInfo", "WorkerView"]
 
 _PAGE = 1000
 _MUTATE_COMMANDS = ("clear", "discard", "kill", "requeue")
+_SET_NAMES = frozenset(name.value for name in SortedSet)
 JOB_ACTIONS = ("retry", "kill", "delete")
 """What ``act_on_jobs`` does to jobs wherever they are (``conveyor job retry|kill|delete``)."""
 
@@ -58,15 +60,22 @@ class WorkerView:
 @dataclass(frozen=True, slots=True)
 class JobLocation:
     """Where a job is now: ``working`` (reserved, by ``wid``, since ``reserved_at``, until
-    ``expires_at``), ``queued``, or a sorted set's name (with the entry's ``score``)."""
+    ``expires_at``), ``queued``, a sorted set's name (at ``score``), a place only a feature
+    holds (``aggregating`` in ``group``), or, for a job that is nowhere any more, what became
+    of it (``cancelled``). ``details``: what the feature that found it says about it
+    (JSON-ready)."""
 
     where: str
     queue: str
     payload: bytes
     wid: str = ""
-    score: float | None = None
+    score: float = 0.0
+    group: str = ""
+    details: Mapping[str, Any] = field(default_factory=dict)
     reserved_at: float | None = None
     expires_at: float | None = None
+    entry: QueuedJob | None = None
+    """A queued job's entry as the queue holds it (a cancel removes exactly that one)."""
 
 
 @dataclass(slots=True)
@@ -103,6 +112,7 @@ class AdminOps:
     store: Store
     config: ManagerConfig
     waiters: QueueWaiters
+    features: list[Feature]
 
     def queued(self, job: Job) -> QueuedJob:  # provided by Manager
         raise NotImplementedError
@@ -278,10 +288,27 @@ class AdminOps:
         located = await self._locate_fast(jid)
         if located is not None:
             return located
+        found = await self._located_by_features((jid,), "locate")
+        if jid in found:
+            return found[jid]
         for queued in await self.store.find_queued((jid,), None if queue is None else [queue]):
-            return JobLocation("queued", queued.queue, queued.payload)
+            return JobLocation("queued", queued.queue, queued.payload, entry=queued)
         # fetched while the queues were searched: it is working now
-        return await self._reserved(jid)
+        located = await self._reserved(jid)
+        if located is not None:
+            return located
+        return (await self._located_by_features((jid,), "history")).get(jid)
+
+    async def _located_by_features(self, jids: Sequence[str], hook: str) -> dict[str, JobLocation]:
+        """What the features' ``locate`` (live places) or ``history`` (ends) say of jids."""
+        found: dict[str, JobLocation] = {}
+        for feature in self.features:
+            rest = [jid for jid in jids if jid not in found]
+            if not rest:
+                break
+            ask = feature.locate if hook == "locate" else feature.history
+            found.update(await ask(rest))
+        return found
 
     async def _locate_fast(self, jid: str) -> JobLocation | None:
         """The cheap lookups, by key: the reservations and the sorted sets."""
@@ -320,15 +347,19 @@ class AdminOps:
         for name in SortedSet:
             rest = [jid for jid in unique if jid not in found]
             for entry in await self.store.get_set_entries(name, rest) if rest else ():
-                where = str(name)
-                found[entry.jid] = JobLocation(where, entry.queue, entry.payload, score=entry.score)
+                location = JobLocation(str(name), entry.queue, entry.payload, score=entry.score)
+                found[entry.jid] = location
+        rest = [jid for jid in unique if jid not in found]
+        found.update(await self._located_by_features(rest, "locate"))
         rest = [jid for jid in unique if jid not in found]
         for queued in await self.store.find_queued(rest) if rest else ():
-            found[queued.jid] = JobLocation("queued", queued.queue, queued.payload)
+            found[queued.jid] = JobLocation("queued", queued.queue, queued.payload, entry=queued)
         for jid in unique:  # fetched while the queues were searched
             located = found.get(jid) or await self._reserved(jid)
             if located is not None:
                 found[jid] = located
+        gone = [jid for jid in unique if jid not in found]
+        found.update(await self._located_by_features(gone, "history"))
         return found
 
     async def act_on_jobs(self, action: str, jids: Sequence[str]) -> JobActionReport:
@@ -375,6 +406,10 @@ def _refusal(action: str, located: JobLocation) -> str:
     """Why ``action`` cannot be done to a job where it is ("" when it can)."""
     if located.where == "working":
         return f"being worked on by {located.wid}: only its worker can finish it"
+    if located.where == "aggregating":
+        return "waiting in an aggregating group: cancel it instead"
+    if located.where != "queued" and located.where not in _SET_NAMES:
+        return f"it is {located.where}: there is nothing to {action}"
     if located.where == "queued" and action == "retry":
         return f"already waiting in queue {located.queue}"
     if located.where == "queued" and action == "kill":

@@ -31,6 +31,7 @@ from conveyor.manager.lifecycle import JobState, check_transition
 from conveyor.manager.middleware import (
     AckContext,
     Discard,
+    Drop,
     FailContext,
     FetchContext,
     Middleware,
@@ -166,7 +167,12 @@ class Manager(AdminOps):
     async def push_job(self, job: Job) -> None:
         due = validation.prepare_job(job, self.config)
         if self._push_hooks and self._pushes(job):
-            await run_chain(self._push_hooks, PushContext(self, job), _nothing)
+            try:
+                await run_chain(self._push_hooks, PushContext(self, job), _nothing)
+            except Drop as dropped:
+                if dropped.durable is not None:
+                    await dropped.durable
+                return
         await self._store_jobs([(job, due)])
 
     def push_now(self, payload: bytes) -> Awaitable[None] | None:
@@ -213,6 +219,7 @@ class Manager(AdminOps):
         now = now_iso()  # one created_at for the whole batch, as one PUSH would have
         errors: dict[str, str] = {}
         accepted: list[tuple[Job, float | None]] = []
+        kept_elsewhere: list[Awaitable[None]] = []
         for index, item in enumerate(items):
             job: Job | None = None
             try:
@@ -220,6 +227,10 @@ class Manager(AdminOps):
                 due = validation.prepare_job(job, config, now)
                 if self._push_hooks and self._pushes(job):
                     await run_chain(self._push_hooks, PushContext(self, job), _nothing)
+            except Drop as dropped:
+                if dropped.durable is not None:
+                    kept_elsewhere.append(dropped.durable)
+                continue
             except CommandError as exc:  # middleware codes (NOTUNIQUE, ...) keep their code
                 key = (job.jid if job is not None else _raw_jid(item)) or f"#{index}"
                 errors[key] = exc.message if exc.code == "ERR" else str(exc)
@@ -227,6 +238,8 @@ class Manager(AdminOps):
                 accepted.append((job, due))
         if accepted:
             await self._store_jobs(accepted)
+        if kept_elsewhere:  # one commit for all of them (they may share one future)
+            await asyncio.gather(*{id(durable): durable for durable in kept_elsewhere}.values())
         return errors
 
     def _pushes(self, job: Job) -> bool:
@@ -506,6 +519,9 @@ class Manager(AdminOps):
         counting, its own backoff: ``retry.RetryControl``)."""
         reservation = await self.store.get_reservation(jid)
         if reservation is None:
+            for feature in self.features:
+                if await feature.unreserved_fail(jid):
+                    return  # e.g. a job cancelled while it ran, reported late by its worker
             raise JobNotFound(f"Job not found {jid}")
         report = FailureReport.clean(errtype, message, backtrace)
         await self._fail_reservation(reservation, report, duration=duration, control=control)

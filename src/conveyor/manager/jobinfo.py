@@ -17,7 +17,7 @@ from conveyor.manager.admin import JobLocation
 from conveyor.manager.features.results import died_outcome
 from conveyor.manager.features.results_model import SUCCEEDED, Outcome, completion_of
 from conveyor.manager.lifecycle import ASYNQ_NAMES, JobState
-from conveyor.manager.views import iso_time, job_row
+from conveyor.manager.views import iso_time, job_row, location_view
 from conveyor.store.base import SetEntry, SortedSet
 
 if TYPE_CHECKING:
@@ -70,23 +70,23 @@ def _told_by_set(location: JobLocation) -> Outcome | None:
     if location.where == SortedSet.COMPLETED:
         return completion_of(location.payload)
     if location.where == SortedSet.DEAD:
-        entry = SetEntry(location.score or 0.0, "", location.payload, location.queue)
+        entry = SetEntry(location.score, "", location.payload, location.queue)
         return died_outcome(entry)
     return None
 
 
 def _located(location: JobLocation, outcome: Outcome | None) -> dict[str, Any]:
-    view = {**job_row(location.payload), "where": location.where, "queue": location.queue}
+    view = location_view(location)
     view.update(state=location.where, asynq_state=_asynq(location.where))
-    if location.wid:
-        view["wid"] = location.wid
+    if location.group:
+        view["group"] = location.group
     if location.reserved_at is not None:
         view["reservation"] = {
             "wid": location.wid,
             "reserved_at": iso_time(location.reserved_at),
             "expires_at": iso_time(location.expires_at),
         }
-    if location.where in _SET_NAMES and location.score is not None:
+    if location.where in _SET_NAMES:
         name = SortedSet(location.where)
         view.update(score=location.score, at=iso_time(location.score))
         view["at_means"] = SCORE_MEANINGS[name]

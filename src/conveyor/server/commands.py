@@ -2,9 +2,9 @@
 
 No rules and no storage here (STYLE.md §2). Replies and error texts follow Faktory 1.10
 byte for byte (faktory.md §1.3), except where Faktory answers ``internal error`` to a missing
-argument: we say what is missing. ``FETCHB``, ``ACKB``, ``RESULT`` and ``ADMIN`` are conveyor
-extensions, as are the extra keys of ACK (``result``) and FAIL (``skip_retry``,
-``retry_after``, ``backoff``): docs/protocol.md.
+argument: we say what is missing. ``FETCHB``, ``ACKB``, ``RESULT``, ``ADMIN``, ``CRON`` and
+``CANCELS`` are conveyor extensions, as are the extra keys of ACK (``result``) and FAIL
+(``skip_retry``, ``retry_after``, ``backoff``): docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -93,6 +93,10 @@ class FilterArgs(msgspec.Struct):
     jobtype: str | None = None
 
 
+class CancelsArgs(msgspec.Struct, forbid_unknown_fields=True):
+    wait: float = 2.0
+
+
 class MutateArgs(msgspec.Struct):
     cmd: str = ""
     target: str = ""
@@ -104,6 +108,7 @@ _fail_decoder = msgspec.json.Decoder(FailArgs)
 _result_decoder = msgspec.json.Decoder(ResultArgs)
 _beat_decoder = msgspec.json.Decoder(BeatArgs)
 _mutate_decoder = msgspec.json.Decoder(MutateArgs)
+_cancels_decoder = msgspec.json.Decoder(CancelsArgs)
 _ackb_decoder = msgspec.json.Decoder(list[str | AckItem])
 _encoder = msgspec.json.Encoder(order="sorted")
 
@@ -382,6 +387,20 @@ async def cron(session: Session, argument: bytes) -> bytes | None:
     return bulk(msgspec.json.encode(await feature.command(_text(subcommand).upper(), payload)))
 
 
+async def cancels(session: Session, argument: bytes) -> bytes | None:
+    """Extension: ``CANCELS [{"wait": seconds}]`` -> a JSON array of the jids of this worker's
+    running jobs that were cancelled (docs/cancellation.md); waits up to ``wait`` for one."""
+    from conveyor.manager.features.cancellation import CancelFeature
+
+    try:
+        args = _cancels_decoder.decode(argument) if argument.strip() else CancelsArgs()
+    except (*_BAD_JSON, msgspec.ValidationError) as exc:
+        why = exc if isinstance(exc, msgspec.ValidationError) else _why(exc)
+        raise CommandError(f'invalid CANCELS: expected {{"wait": <seconds>}} ({why})') from None
+    feature = session.manager.feature(CancelFeature)
+    return bulk(_encoder.encode(await feature.watch(session.client, args.wait)))
+
+
 async def batch(session: Session, argument: bytes) -> bytes | None:
     raise CommandError("batch subsystem is not available yet")
 
@@ -410,4 +429,5 @@ COMMANDS: dict[str, Handler] = {
     "RESULT": result,
     "ADMIN": admin,
     "CRON": cron,
+    "CANCELS": cancels,
 }

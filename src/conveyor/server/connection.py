@@ -47,9 +47,9 @@ FLUSH_BYTES = 64 * 1024  # replies to pipelined commands are sent together up to
 LINGER_SECONDS = 2.0  # after refused input, how long we read and drop the rest
 IDLE_CHECKS = 4  # looks per idle timeout: an idle connection closes within 1.25 timeouts
 
-_WAITING = (b"FETCH", b"RESULT")
-"""Commands that may wait long (for a job, for a result): earlier replies are sent before
-they start, and a lost connection stops them."""
+_WAITING = (b"FETCH", b"RESULT", b"CANCELS")
+"""Commands that may wait long (for a job, a result, a cancel notice): earlier replies go
+out first, a lost peer stops them."""
 
 # Queued in place of input that is refused, to answer in order (then the connection closes).
 _TOO_LONG = object()  # a line over max_line_bytes
@@ -83,7 +83,8 @@ class Connection(asyncio.Protocol):
         self._writable = asyncio.Event()
         self._writable.set()
         self._runner: asyncio.Task[None] | None = None
-        self._fetching = False  # the runner is inside a FETCH/FETCHB that may be waiting
+        self._fetching = False  # the runner is in a FETCH, FETCHB or CANCELS that may wait
+        self._watching = False  # ... in a CANCELS, which only waits: shutdown cuts it short
         self._out: list[bytes] = []
         self._out_bytes = 0
         self._registered = False
@@ -263,9 +264,12 @@ class Connection(asyncio.Protocol):
         self._deadline = asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.abort)
 
     def shutdown(self) -> None:
-        """Server shutdown: close now if idle; a busy runner closes after its command."""
+        """Server shutdown: close now if idle; a busy runner closes after its command, except
+        a CANCELS, which is cut short (it changes nothing; the worker asks again elsewhere)."""
         if self._runner is None:
             self.close()
+        elif self._watching:
+            self._runner.cancel()
 
     @property
     def runner(self) -> asyncio.Task[None] | None:
@@ -397,12 +401,13 @@ class Connection(asyncio.Protocol):
             self._write(error("ERR", "shutdown in progress"))
             return False
         self._fetching = item.startswith(_WAITING)
+        self._watching = item.startswith(b"CANCELS")
         if self._out and self._fetching:
             self._flush()  # a FETCH may wait for seconds; earlier replies must not wait with it
         try:
             reply = await self._dispatch(item)
         finally:
-            self._fetching = False
+            self._fetching = self._watching = False
         if reply is None:
             return False
         if reply is not SENT:

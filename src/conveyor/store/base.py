@@ -21,6 +21,8 @@ Data model
 * **Counters**: ``processed`` and ``failures`` totals plus one pair per UTC day.
 * **Records** (``records.py``): small values under a key in named spaces, with an optional
   expiry, for the features (unique locks, cron tick claims, tracking, results...).
+* **Groups** (``groups.py``): the aggregating set, jobs waiting to be enqueued as one; and
+  the one step that cancels a job wherever it is (``cancels.py``).
 * **Completions** (``completed.py``): the ACK that keeps its job in the ``completed`` set.
 * **Signals** (``signals.py``): wake-ups told to every server sharing the store.
 * **Workers**: the heartbeat records of worker processes (``WorkerRecord``). Several servers
@@ -53,7 +55,9 @@ from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from conveyor.store.cancels import Cancels
 from conveyor.store.completed import Completions
+from conveyor.store.groups import Groups
 from conveyor.store.records import Records
 from conveyor.store.signals import Signals
 
@@ -230,11 +234,12 @@ DURABLE: Awaitable[None] = _Durable()
 """What ``enqueue_now`` and ``hand_off`` return when the write is durable already (memory)."""
 
 
-class Store(Records, Completions, Signals, abc.ABC):
+class Store(Records, Cancels, Groups, Completions, Signals, abc.ABC):
     """The storage contract. See the module docstring for the data model and durability.
 
     The job lifecycle is declared here; the capabilities features build on are declared in
-    modules of their own (``records.py``, ``completed.py``, ``signals.py``) and included, so
+    modules of their own (``records.py``, ``cancels.py``, ``groups.py``, ``completed.py``,
+    ``signals.py``) and included, so
     every backend has all of them."""
 
     in_process: bool = False
@@ -494,5 +499,5 @@ class Store(Records, Completions, Signals, abc.ABC):
 
     @abc.abstractmethod
     async def flush(self) -> None:
-        """Delete every job, queue, set, reservation, pause flag, counter and record (not
-        workers)."""
+        """Delete every job, queue, set, reservation, pause flag, counter, record and group
+        (not workers)."""

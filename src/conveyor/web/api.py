@@ -19,6 +19,8 @@ from conveyor.web.security import CSRF_HEADER, token_is_valid
 
 __all__ = [
     "busy",
+    "cancel_job",
+    "cancel_jobs",
     "health",
     "history",
     "job",
@@ -173,3 +175,20 @@ async def job(request: Request) -> Response:
     if view is None:
         raise HTTPException(404, f"no job {jid!r}")
     return _json(view)
+
+
+async def cancel_job(request: Request) -> Response:
+    """``POST /api/jobs/{jid}/cancel``: what the cancel did (docs/cancellation.md)."""
+    await _body(request)
+    jid = request.path_params["jid"]
+    (report,) = await actions.run(actions.cancel_jobs(request.app.state.manager, [jid]))
+    return _json({"ok": report.outcome in ("cancelled", "already"), "job": report.to_json()})
+
+
+async def cancel_jobs(request: Request) -> Response:
+    """``POST /api/jobs/cancel`` with ``{"jids": [...]}``: one report per job."""
+    body = await _body(request)
+    jids = _string_list(body, "jids")
+    reports = await actions.run(actions.cancel_jobs(request.app.state.manager, jids))
+    cancelled = sum(1 for report in reports if report.outcome == "cancelled")
+    return _json({"cancelled": cancelled, "jobs": [report.to_json() for report in reports]})

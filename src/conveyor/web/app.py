@@ -19,7 +19,7 @@ from conveyor import __version__
 from conveyor.manager.types import ServerStats
 from conveyor.manager.views import plural
 from conveyor.metrics.server import ServerCollector
-from conveyor.web import api, cron, metrics, pages
+from conveyor.web import api, cron, groups, metrics, pages
 from conveyor.web.present import human_count, human_duration, pretty_json, relative_time
 from conveyor.web.security import SecurityMiddleware, csrf_token_for
 
@@ -43,7 +43,9 @@ ROUTES: list[BaseRoute] = [
     Route("/morgue/{key}", pages.set_job, methods=["GET", "POST"], name="dead_job"),
     Route("/completed", pages.set_list, methods=["GET", "POST"], name="completed"),
     Route("/completed/{key}", pages.set_job, methods=["GET", "POST"], name="completed_job"),
-    Route("/jobs/{jid}", pages.job_lookup, name="job"),
+    Route("/jobs/{jid}", pages.job_lookup, methods=["GET", "POST"], name="job"),
+    Route("/groups", groups.page, name="groups"),
+    Route("/groups/detail", groups.detail, methods=["GET", "POST"], name="group"),
     Route("/search", pages.search, name="search"),
     Route("/batches", pages.placeholder, name="batches"),
     Route("/cron", cron.page, methods=["GET", "POST"], name="cron"),
@@ -63,7 +65,11 @@ ROUTES: list[BaseRoute] = [
     Route("/api/sets/{set}/actions/{action}", api.set_action, methods=["POST"]),
     Route("/api/busy", api.busy),
     Route("/api/workers/{signal}", api.signal_workers, methods=["POST"]),
+    Route("/api/jobs/cancel", api.cancel_jobs, methods=["POST"]),
     Route("/api/jobs/{jid}", api.job),
+    Route("/api/jobs/{jid}/cancel", api.cancel_job, methods=["POST"]),
+    Route("/api/groups", groups.api_list),
+    Route("/api/groups/detail", groups.api_detail),
     Route("/api/cron", cron.api_list),
     Route("/api/cron", cron.api_add, methods=["POST"]),
     Route("/api/cron/{id}", cron.api_entry),

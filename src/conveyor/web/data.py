@@ -51,9 +51,11 @@ async def health_json(manager: Manager, stats: StatsSource) -> dict[str, Any]:
 
 
 def summary(info: dict[str, Any]) -> dict[str, int]:
-    """The summary bar: Faktory's seven numbers, from the INFO JSON."""
+    """The summary bar: Faktory's seven numbers, then jobs cancelled and waiting in
+    aggregating groups, from the INFO JSON."""
     faktory = info.get("faktory", {})
     sets = faktory.get("sets", {})
+    features = info.get("features", {})
     return {
         "processed": int(faktory.get("total_processed", 0)),
         "failed": int(faktory.get("total_failures", 0)),
@@ -62,6 +64,8 @@ def summary(info: dict[str, Any]) -> dict[str, int]:
         "retries": int(sets.get("retries", 0)),
         "scheduled": int(sets.get("scheduled", 0)),
         "dead": int(sets.get("dead", 0)),
+        "cancelled": int(features.get("cancellation", {}).get("cancelled", 0)),
+        "aggregating": int(features.get("aggregation", {}).get("aggregating", 0)),
     }
 
 

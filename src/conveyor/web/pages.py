@@ -170,7 +170,9 @@ def _set_notice(action: str, count: int) -> str:
     jobs = plural(count, "job")
     if action == "kill":
         return f"Moved {jobs} to the morgue."
-    verb = {"retry": "Enqueued", "add_to_queue": "Enqueued", "delete": "Deleted"}.get(action)
+    verb = {
+        "retry": "Enqueued", "add_to_queue": "Enqueued", "delete": "Deleted", "cancel": "Cancelled"
+    }.get(action)  # fmt: skip
     return f"{verb or action} {jobs}."
 
 
@@ -200,15 +202,22 @@ async def set_job(request: Request) -> Response:
 
 
 async def job_lookup(request: Request) -> Response:
-    """A job wherever it is: a set entry redirects to its page, others are shown here."""
+    """A job wherever it is: a set entry redirects to its page, others are shown here. POST
+    ``action=cancel`` cancels it (docs/cancellation.md)."""
     manager = request.app.state.manager
     jid = request.path_params["jid"]
+    if request.method == "POST":
+        form = await _form(request)
+        if form.get("action") != "cancel":
+            raise HTTPException(400, "unknown action: use cancel")
+        (report,) = await actions.run(actions.cancel_jobs(manager, [jid]))
+        return _back(request, f"{jid}: {report.message}.")
     view = await data.locate_view(manager, jid, request.query_params.get("queue") or None)
     if view is None:
         raise HTTPException(
             404,
-            f"Nothing is known of job {jid!r}: not queued, scheduled, busy, retrying, dead "
-            "or completed, and no result of it is kept.",
+            f"Nothing is known of job {jid!r}: not queued, scheduled, busy, retrying, "
+            "aggregating, dead, completed or cancelled, and no result of it is kept.",
         )
     root = request.scope.get("root_path", "")
     for route, name in SET_ROUTES.items():

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from conveyor.app.payload import PayloadError
-from conveyor.errors import ResultError, RetryAfter, SkipRetry
+from conveyor.errors import JobCancelled, ResultError, RetryAfter, SkipRetry
 from conveyor.job import Job
 from conveyor.retries import backoff_seconds
 from conveyor.worker.context import (
@@ -197,6 +197,8 @@ class JobRunner:
         self.limiter = None if rate_limit is None else RateLimiter(RateLimit.of(rate_limit))
         """The worker's own rate limit (``--rate-limit``): every job of this process."""
         self._plans: dict[str, _Plan] = {}
+        self.cancelled: set[str] = set()
+        """Jids of running jobs the server cancelled (the worker adds and removes them)."""
 
     def chain(self, jobdef: JobDef[Any, Any]) -> Handler:
         return self._plan(jobdef).chain
@@ -286,7 +288,7 @@ class JobRunner:
 
     async def execute(self, job: Job) -> Outcome:
         """Run ``job``; never raises except ``CancelledError`` (the worker is stopping)."""
-        ctx = JobContext(job, wid=self.wid)
+        ctx = JobContext(job, wid=self.wid, cancelled_jids=self.cancelled)
         token = set_current(ctx)
         jobdef = self.app.jobs.get(job.jobtype)
         try:
@@ -300,6 +302,9 @@ class JobRunner:
             else:
                 result = await plan.chain(ctx)
         except Exception as exc:
+            if isinstance(exc, JobCancelled) and job.jid in self.cancelled:
+                ctx.logger.info("stopped: the job was cancelled")
+                return Outcome.failed(job, exc, 0)
             lines = (
                 job.backtrace or (jobdef and jobdef.defaults.backtrace) or (DEFAULT_BACKTRACE_LINES)
             )

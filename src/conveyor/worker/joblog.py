@@ -26,7 +26,7 @@ from typing import Any
 
 from conveyor.worker.execute import Outcome
 
-__all__ = ["describe_failure", "log_outcome"]
+__all__ = ["describe_failure", "log_cancelled", "log_outcome"]
 
 logger = logging.getLogger("conveyor.worker.jobs")
 
@@ -117,3 +117,21 @@ def log_outcome(outcome: Outcome, *, interrupted: bool = False) -> None:
         extra=extra,
         exc_info=outcome.error if not interrupted and what != "later" else None,
     )  # fmt: skip
+
+
+def log_cancelled(outcome: Outcome) -> None:
+    """The line of a job the worker stopped because it was cancelled (docs/cancellation.md):
+    INFO, ``outcome`` ``cancelled``; it is neither retried nor dead."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    job = outcome.job
+    took = outcome.duration or 0.0
+    extra = {
+        "jid": job.jid,
+        "jobtype": job.jobtype,
+        "queue": job.queue,
+        "duration_ms": round(took * 1000, 3),
+        "outcome": "cancelled",
+    }
+    head = f"[{job.jobtype} {job.jid}]"
+    logger.info("%s cancelled after %s (queue %s)", head, _human(took), job.queue, extra=extra)

@@ -2,7 +2,10 @@
 
 Two connections per worker process, both registered under its ``wid``: the **fetcher**
 (FETCH, or FETCHB for as many jobs as there are free slots when the server is conveyor) and the
-**reporter** (ACK/ACKB, FAIL, BEAT; see ``reporter.py``).
+**reporter** (ACK/ACKB, FAIL, BEAT; see ``reporter.py``). On a conveyor server a third one
+waits in ``CANCELS`` to hear of running jobs that were cancelled (docs/cancellation.md): an
+async job's task is cancelled, a sync job's context says so (``JobContext.cancelled``), and
+the job is reported as cancelled.
 
 Each job runs as one task of ``JobRunner.execute``; the task's done callback counts and reports
 its outcome, so the per-job path has no coroutine of the worker's own.
@@ -33,9 +36,10 @@ import msgspec
 from conveyor.backoff import Backoff
 from conveyor.client import Client
 from conveyor.client._connection import fetch_jobs
-from conveyor.errors import UnknownWorker
+from conveyor.errors import JobCancelled, UnknownWorker
 from conveyor.job import Job
 from conveyor.pool import CONNECTION_ERRORS
+from conveyor.worker.cancels import watch_cancels
 from conveyor.worker.context import Middleware
 from conveyor.worker.execute import (
     DEFAULT_BACKTRACE_LINES,
@@ -43,7 +47,7 @@ from conveyor.worker.execute import (
     JobRunner,
     Outcome,
 )
-from conveyor.worker.joblog import log_outcome
+from conveyor.worker.joblog import log_cancelled, log_outcome
 from conveyor.worker.queues import QueueOrder, QueueSpec
 from conveyor.worker.ratelimit import RateLimit
 from conveyor.worker.reporter import Reporter
@@ -60,6 +64,7 @@ FETCH_BATCH_MAX = 100
 """Most jobs one FETCHB asks for, so one busy worker does not take a whole queue at once."""
 
 FINAL_FLUSH_SECONDS = 10.0
+
 
 SINGLE_FETCHERS_MAX = 8
 """Parallel FETCH connections when the server does not know FETCHB (plain Faktory)."""
@@ -139,6 +144,7 @@ class Worker:
             metrics.attach(self)
         self.processed = 0
         self.failed = 0
+        self.cancelled = 0
         self.state = "running"
         self._in_flight: dict[asyncio.Task[Outcome], tuple[Job, float]] = {}
         """Running jobs: each task's job and when it started (the loop's clock)."""
@@ -283,27 +289,7 @@ class Worker:
 
     async def _run(self, connected: asyncio.Event | None = None) -> None:
         self._loop = asyncio.get_running_loop()
-        clients = [await self._connect()]
-        try:
-            description = (await clients[0].info()).get("server", {}).get("description", "")
-            self.extensions = "conveyor" in str(description).lower()
-            if self.batch is None:
-                self.batch = self.extensions
-            await self.app.crons.register(clients[0])  # @app.cron entries, once per process
-            # One FETCHB asks for every free slot; plain FETCH gets one job per round trip, so
-            # several fetchers keep the slots busy (as Faktory's own workers do).
-            fetchers = 1 if self.batch else min(self.concurrency, SINGLE_FETCHERS_MAX)
-            clients += [await self._connect() for _ in range(fetchers - 1)]
-            reporter = self._reporter = Reporter(
-                self._connect, batch=self.batch, connections=fetchers, on_sent=self._capacity.set,
-                extensions=self.extensions,
-            )  # fmt: skip
-            await reporter.call(_hello)  # fail here, not later, when the server is unreachable
-            reporter.start()
-        except BaseException:
-            for client in clients:
-                await client.close()
-            raise
+        clients, watcher = await self._open()
         logger.info(
             "worker %s started: %r, %s fetch%s",
             self.wid,
@@ -315,6 +301,10 @@ class Worker:
             connected.set()
         fetches = [asyncio.create_task(self._fetch_loop(c), name="conveyor-fetch") for c in clients]
         beat = asyncio.create_task(self._beat_loop(), name="conveyor-beat")
+        watch: list[asyncio.Task[None]] = []
+        if watcher is not None:  # a conveyor server can tell us of cancelled jobs
+            channel = watch_cancels(watcher, self._connect, self._cancel)
+            watch.append(asyncio.create_task(channel, name="conveyor-cancels"))
         try:
             await self._stop_requested.wait()
             self.state = "stopping"
@@ -322,10 +312,41 @@ class Worker:
             await asyncio.gather(*fetches)  # each returns within one server fetch wait
             await self._drain()
         finally:
-            for task in (beat, *fetches):
+            for task in (beat, *fetches, *watch):
                 task.cancel()
-            await asyncio.gather(beat, *fetches, return_exceptions=True)
+            await asyncio.gather(beat, *fetches, *watch, return_exceptions=True)
             await self._disconnect()
+
+    async def _open(self) -> tuple[list[Client], Client | None]:
+        """Connect the fetchers, the reporter and, on a conveyor server, the cancel channel;
+        all of them before the worker counts as started."""
+        clients = [await self._connect()]
+        watcher: Client | None = None
+        try:
+            description = (await clients[0].info()).get("server", {}).get("description", "")
+            self.extensions = conveyor = "conveyor" in str(description).lower()
+            if self.batch is None:
+                self.batch = conveyor
+            await self.app.crons.register(clients[0])  # @app.cron entries, once per process
+            # One FETCHB asks for every free slot; plain FETCH gets one job per round trip, so
+            # several fetchers keep the slots busy (as Faktory's own workers do).
+            fetchers = 1 if self.batch else min(self.concurrency, SINGLE_FETCHERS_MAX)
+            clients += [await self._connect() for _ in range(fetchers - 1)]
+            reporter = self._reporter = Reporter(
+                self._connect, batch=self.batch, connections=fetchers, on_sent=self._capacity.set,
+                extensions=conveyor,
+            )  # fmt: skip
+            await reporter.call(_hello)  # fail here, not later, when the server is unreachable
+            if conveyor:
+                watcher = await self._connect()
+            reporter.start()
+        except BaseException:
+            for client in clients:
+                await client.close()
+            if self._reporter is not None:
+                await self._reporter.close(0)
+            raise
+        return clients, watcher
 
     async def _drain(self) -> None:
         """Wait for running jobs up to the grace period; cancel and FAIL what is left."""
@@ -366,7 +387,11 @@ class Worker:
                 "those jobs will be retried when their reservation expires"
             )
         logger.info(
-            "worker %s stopped: %d processed, %d failed", self.wid, self.processed, self.failed
+            "worker %s stopped: %d processed, %d failed, %d cancelled",
+            self.wid,
+            self.processed,
+            self.failed,
+            self.cancelled,
         )
 
     # -- fetching ---------------------------------------------------------------------------------
@@ -487,6 +512,16 @@ class Worker:
         """Count and report the job of ``task``, however its task ended."""
         assert self._reporter is not None
         job, started = self._in_flight.pop(task)
+        cancelled = self.runner.cancelled
+        if cancelled and job.jid in cancelled:  # the server cancelled it: FAIL is harmless
+            cancelled.discard(job.jid)
+            self.cancelled += 1
+            stopped = Outcome.failed(job, JobCancelled(f"job {job.jid} was cancelled"), 0)
+            stopped.duration = self._loop.time() - started
+            log_cancelled(stopped)
+            self._reporter.report(stopped)
+            self._capacity.set()
+            return
         interrupted = task.cancelled()
         if interrupted:  # the worker is stopping: FAIL it, so the server retries it
             error = ShutdownError("the worker stopped before the job finished")
@@ -505,6 +540,21 @@ class Worker:
             self.metrics.on_outcome(outcome, interrupted=interrupted)
         self._reporter.report(outcome)
         self._capacity.set()
+
+    # -- cancelled jobs ---------------------------------------------------------------------------
+
+    def _cancel(self, jid: str) -> None:
+        """Stop the running job ``jid``: cancel an async job's task; a sync job's thread cannot
+        be stopped, so its context says it is cancelled (the handler looks)."""
+        for task, (job, _started) in self._in_flight.items():
+            if job.jid != jid or jid in self.runner.cancelled:
+                continue
+            self.runner.cancelled.add(jid)
+            jobdef = self.app.jobs.get(job.jobtype)
+            logger.info("job %s (%s) was cancelled: stopping it", jid, job.jobtype)
+            if jobdef is None or jobdef.is_async:
+                task.cancel()
+            return
 
     # -- heartbeats -------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from conveyor.job import Job
 from conveyor.manager.middleware import Middleware
 
 if TYPE_CHECKING:
+    from conveyor.manager.admin import JobLocation
     from conveyor.manager.core import Manager
 
 __all__ = ["Feature", "Loop"]
@@ -72,3 +73,24 @@ class Feature(Middleware):
         ack hook declines keep the batched ACK that does neither (e.g. cron's jids start
         with ``cron:``)."""
         return True
+
+    async def locate(self, jids: Sequence[str]) -> Mapping[str, JobLocation]:
+        """Where jobs are that only this feature holds (a job waiting in an aggregating
+        group): asked for the jids not reserved and not in a sorted set, before the queues
+        are searched."""
+        return {}
+
+    async def history(self, jids: Sequence[str]) -> Mapping[str, JobLocation]:
+        """What became of jobs that are nowhere any more (a cancelled job): asked last, for
+        the jids found nowhere else. ``JobLocation.where`` names their end state."""
+        return {}
+
+    async def unreserved_fail(self, jid: str) -> bool:
+        """A FAIL of ``jid``, which holds no reservation: True if this feature answers for
+        it, and the FAIL is then ``+OK`` and changes nothing (a job cancelled while it ran,
+        whose worker reports it late). False: ``Job not found``, as in Faktory."""
+        return False
+
+    async def info(self) -> Mapping[str, Any] | None:
+        """This feature's section of INFO (``features.<name>``), or None for none."""
+        return None

@@ -9,13 +9,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from conveyor.manager.features.aggregation import AggregateFeature
 from conveyor.manager.features.base import Feature
+from conveyor.manager.features.cancellation import CancelFeature
 from conveyor.manager.features.cron import CronFeature
 from conveyor.manager.features.results import ResultsFeature
 
 __all__ = ["FEATURES", "FEATURE_TABLES", "build_features"]
 
-FEATURES: tuple[type[Feature], ...] = (CronFeature, ResultsFeature)
+FEATURES: tuple[type[Feature], ...] = (
+    CronFeature,
+    CancelFeature,
+    ResultsFeature,
+    AggregateFeature,  # last: a job is grouped once every other push hook has accepted it
+)
 
 FEATURE_TABLES: frozenset[str] = frozenset(table for f in FEATURES for table in f.tables)
 """The top-level TOML tables the features read; the config loader accepts these."""

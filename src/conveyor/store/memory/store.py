@@ -10,6 +10,7 @@ Layout:
   with ``bisect``, so due-queries and pages are slices;
 * reservations: ``jid -> Reservation``;
 * counters: totals plus ``day -> [processed, failures]``;
+* aggregating groups (``memory/groups.py``) and records (``memory/records.py``);
 * workers: ``wid -> WorkerRecord`` (copies, so callers cannot change stored state by accident).
 """
 
@@ -38,7 +39,9 @@ from conveyor.store.base import (
     WorkerRecord,
 )
 from conveyor.store.filters import filter_entries
+from conveyor.store.memory.cancels import MemoryCancels
 from conveyor.store.memory.completed import MemoryCompletions
+from conveyor.store.memory.groups import MemoryGroups
 from conveyor.store.memory.records import MemoryRecords
 from conveyor.store.signals import LocalSignals
 from conveyor.store.workers import LocalWorkers
@@ -121,7 +124,9 @@ class _SortedSet:
         return count
 
 
-class MemoryStore(LocalWorkers, MemoryRecords, MemoryCompletions, LocalSignals, Store):
+class MemoryStore(
+    LocalWorkers, MemoryRecords, MemoryCancels, MemoryGroups, MemoryCompletions, LocalSignals, Store
+):
     """Everything in this process; nothing survives a restart."""
 
     def __init__(self) -> None:
@@ -134,6 +139,7 @@ class MemoryStore(LocalWorkers, MemoryRecords, MemoryCompletions, LocalSignals, 
         self._daily: dict[str, list[int]] = {}
         self._workers: dict[str, WorkerRecord] = {}
         self._listener: ReadyListener | None = None
+        self._init_groups()
 
     # ----------------------------------------------------------------- life cycle
 
@@ -407,6 +413,7 @@ class MemoryStore(LocalWorkers, MemoryRecords, MemoryCompletions, LocalSignals, 
         self._processed = self._failures = 0
         self._daily.clear()
         self._flush_records()
+        self._init_groups()
 
 
 def _window(items: Sequence[_T], offset: int, limit: int) -> list[_T]:

@@ -27,6 +27,8 @@ Key layout (``{ns}`` is ``{conveyor}`` unless the URL says ``?namespace=``)::
     {ns}:signals       channel: "<origin> <topic> <keys JSON>" (store/signals.py)
     {ns}:s:completed   ZSET, {ns}:d:completed HASH: completed jobs, as the other sets
     {ns}:op:<token>    STRING the result of one write call, kept ~30 s (calls.py)
+
+The capabilities' modules document their own keys (``records.py``, ``groups.py``, ...).
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ from conveyor.store.redis.calls import (
     OutcomeUnknown,
     reraise_cancellation,
 )
+from conveyor.store.redis.cancels import RedisCancels
 from conveyor.store.redis.codec import (
     RedisURL,
     decode_entry,
@@ -71,6 +74,7 @@ from conveyor.store.redis.codec import (
 )
 from conveyor.store.redis.completed import RedisCompletions, RedisSignals
 from conveyor.store.redis.connect import Clients
+from conveyor.store.redis.groups import RedisGroups
 from conveyor.store.redis.records import RedisRecords
 from conveyor.store.redis.release import Lost, Releaser
 from conveyor.store.redis.scripts import Script, load_scripts
@@ -114,8 +118,14 @@ class Keys:
     def record_expiry(self, space: str) -> str:
         return f"{self._p}rx:{space}"
 
+    def key(self, suffix: str) -> str:
+        """Any other key of the namespace (the capabilities' modules name theirs)."""
+        return self._p + suffix
 
-class RedisStore(RedisRecords, RedisWorkers, RedisCompletions, RedisSignals, Store):
+
+class RedisStore(
+    RedisRecords, RedisWorkers, RedisCancels, RedisGroups, RedisCompletions, RedisSignals, Store
+):
     """A ``Store`` over Redis or Redis Cluster. Build it with ``RedisStore.from_url``."""
 
     def __init__(self, url: RedisURL) -> None:
@@ -614,3 +624,4 @@ class RedisStore(RedisRecords, RedisWorkers, RedisCompletions, RedisSignals, Sto
                 break
             names = [m.decode() for m in missing]
         await self._flush_records()
+        await self._flush_groups()

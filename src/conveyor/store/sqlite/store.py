@@ -37,9 +37,11 @@ from conveyor.store.base import (
 )
 from conveyor.store.signals import LocalSignals
 from conveyor.store.sqlite import damage
+from conveyor.store.sqlite.cancels import SQLiteCancels
 from conveyor.store.sqlite.completed import SQLiteCompletions
 from conveyor.store.sqlite.damage import Damaged, checksum, intact
 from conveyor.store.sqlite.db import Database, SQLiteOptions, load_queries, split_statements
+from conveyor.store.sqlite.groups import SQLiteGroups
 from conveyor.store.sqlite.listing import PageCursor, SetListing, entry_of
 from conveyor.store.sqlite.records import SQLiteRecords
 from conveyor.store.sqlite.schema import prepare
@@ -61,7 +63,16 @@ def _reservation(row: tuple[Any, ...]) -> Reservation:
     return Reservation(jid, queue, payload, wid, reserved_at, expires_at)
 
 
-class SQLiteStore(SetListing, LocalWorkers, SQLiteRecords, SQLiteCompletions, LocalSignals, Store):
+class SQLiteStore(
+    SetListing,
+    LocalWorkers,
+    SQLiteRecords,
+    SQLiteCancels,
+    SQLiteGroups,
+    SQLiteCompletions,
+    LocalSignals,
+    Store,
+):
     """Build with ``SQLiteStore.from_url("sqlite:///path/to/file.db")`` (see ``SQLiteOptions``)."""
 
     def __init__(self, options: SQLiteOptions) -> None:
@@ -93,6 +104,7 @@ class SQLiteStore(SetListing, LocalWorkers, SQLiteRecords, SQLiteCompletions, Lo
         conn = self._db.open(prepare)
         try:
             self._create_records()
+            self._create_groups()
             damage.quarantine(conn)
             self._load_state()
         except sqlite3.Error as exc:
@@ -537,6 +549,7 @@ class SQLiteStore(SetListing, LocalWorkers, SQLiteRecords, SQLiteCompletions, Lo
         with self._db.atomic() as conn:
             for statement in split_statements(_SCHEMA["flush"]):
                 conn.execute(statement)
+            self._flush_groups(conn)
         self._flush_records()
         committed = self._db.pending
         self._sizes.clear()

@@ -1,0 +1,14 @@
+-- Cancels (conveyor.store.cancels) of the SQLite store: the job leaves where it was, in the
+-- same transaction as its record and count are written (records.sql's table).
+
+-- name: delete_queued_one
+DELETE FROM queue_jobs WHERE seq = (SELECT seq FROM queue_jobs WHERE queue = ? AND jid = ? LIMIT 1);
+
+-- name: delete_queued_entry
+DELETE FROM queue_jobs WHERE seq = (
+    SELECT seq FROM queue_jobs WHERE queue = ? AND jid = ? AND reserve_for = ? AND payload = ?
+    LIMIT 1
+);
+
+-- name: end_reservation_of
+DELETE FROM reservations WHERE jid = ? AND wid = ?;
