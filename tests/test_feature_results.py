@@ -409,6 +409,26 @@ async def test_job_info_in_every_state(app: conveyor.App, client: Client) -> Non
     assert await app.job_info("never-pushed-1234") is None
 
 
+async def test_job_info_of_aggregating_and_cancelled_jobs(app: conveyor.App) -> None:
+    @app.job(aggregate=conveyor.Aggregate(max_size=100, max_delay=3600, grace=3600))
+    async def digest(items: list[int]) -> None: ...
+
+    @app.job(queue="nobody")
+    async def idle() -> None: ...
+
+    waiting = await digest.options(group="user-1").push(7)
+    info = await app.job_info(waiting)
+    assert info is not None
+    assert (info.state, info.asynq_state) == ("aggregating", "aggregating")
+    assert info.data["details"]["group"] == "user-1"
+    cancelled = await idle.push()
+    assert (await app.cancel(cancelled)).cancelled
+    info = await app.job_info(cancelled)
+    assert info is not None
+    assert (info.state, info.asynq_state) == ("cancelled", "cancelled")
+    assert info.data["details"]["was"] == "queued"
+
+
 async def test_a_result_too_large_fails_its_job_for_good(app: conveyor.App) -> None:
     @app.job(result_ttl=60, retry=3)
     async def big() -> str:

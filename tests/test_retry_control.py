@@ -146,7 +146,11 @@ def test_lifecycle_table_names_every_state_and_asynqs() -> None:
     with pytest.raises(ValueError, match="from completed to queued"):
         check_transition(JobState.COMPLETED, JobState.QUEUED)
     reachable = {target for _, target in TRANSITIONS} | {source for source, _ in TRANSITIONS}
-    assert JobState.COMPLETED in reachable
+    assert reachable == set(JobState)  # every state of the table is one a job can be in
+    for source in ("queued", "scheduled", "retries", "aggregating", "working"):
+        assert check_transition(source, JobState.CANCELLED).startswith("cancelled")
+    with pytest.raises(ValueError, match="from dead to cancelled"):
+        check_transition(JobState.DEAD, JobState.CANCELLED)  # finished: nothing to cancel
 
 
 def test_the_job_log_says_when_a_job_comes_back(caplog: pytest.LogCaptureFixture) -> None:

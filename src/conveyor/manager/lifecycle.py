@@ -8,14 +8,16 @@
                         dead ──────┘ requeue  ├──fail / expiry──▶ retries ─┐
                                               └──▶ dead ───────────────────┤ (retry now)
                                               └──▶ discarded (retry 0)
+    push (aggregate) ──▶ aggregating ──due──▶ queued (with its group, as one job)
+    queued, scheduled, retries, aggregating, working ──cancel──▶ cancelled
 
 Every manager transition names its source and target here; a move the table does not list is
 a bug in the manager, not something a client can cause.
 
 The states are conveyor's (and Faktory's) names; ``ASYNQ_NAMES`` gives the name Asynq and
 kaptinlin/queue use for each (pending, active, retry, archived, ...), so ``app.job_info`` and
-the docs can say both. ``aggregating`` and ``cancelled`` belong to group aggregation and
-cancellation, which add their transitions here.
+the docs can say both. ``aggregating`` and ``cancelled`` are group aggregation's and
+cancellation's (docs/aggregation.md, docs/cancellation.md).
 """
 
 from __future__ import annotations
@@ -76,6 +78,13 @@ TRANSITIONS: dict[tuple[JobState, JobState], str] = {
     (S.DEAD, S.DISCARDED): "deleted by hand, or past retention",
     (S.COMPLETED, S.DISCARDED): "deleted by hand, or past its retention",
     (S.QUEUED, S.DISCARDED): "deleted by hand, or its queue removed",
+    (S.NEW, S.AGGREGATING): "push of a job with custom.aggregate: it waits in its group",
+    (S.AGGREGATING, S.QUEUED): "its group is due: enqueued with the others as one job",
+    (S.QUEUED, S.CANCELLED): "cancelled: taken out of its queue",
+    (S.SCHEDULED, S.CANCELLED): "cancelled: taken out of the scheduled set",
+    (S.RETRIES, S.CANCELLED): "cancelled: taken out of the retry set",
+    (S.AGGREGATING, S.CANCELLED): "cancelled: taken out of its group",
+    (S.WORKING, S.CANCELLED): "cancelled while running: reservation ended, its worker told",
 }
 
 
