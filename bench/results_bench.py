@@ -15,13 +15,16 @@ A/B in one run, on one machine, servers started one after the other (never at on
 Each mode runs two consumer paths: FETCH+ACK one job per round trip (what Faktory clients
 do), and FETCHB/ACKB x100 (what conveyor's worker does). The latency row measures how soon a
 waiting ``RESULT`` (what ``app.result()`` sends) is answered after the ACK that stores the
-result was sent. Prints a table of the best run of each; nothing here is a test.
+result was sent. Prints a table of the best run of each, with the **server's CPU time per job**
+(read from ``/proc``): on a machine shared with other work the rates swing with the load, the
+CPU a job costs the server much less. Nothing here is a test.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -45,11 +48,23 @@ MODES: dict[str, dict[str, object]] = {
 class Run:
     label: str
     rates: list[float] = field(default_factory=list)
-    latencies_ms: list[float] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)
+    """The server's CPU time (user + system) per job, in µs, of each run."""
 
     @property
     def best(self) -> float:
         return max(self.rates) if self.rates else 0.0
+
+    @property
+    def least_cpu(self) -> float:
+        return min(self.cpu_us) if self.cpu_us else 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (``/proc/<pid>/stat``)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _job(queue: str, custom: dict[str, object]) -> dict[str, object]:
@@ -161,10 +176,14 @@ async def _drop(tasks: list[asyncio.Task[None]], *groups: list[Client]) -> None:
 
 
 def _measure(
-    label: str, storage: str | None, env: dict[str, str] | None, work: Callable[[str], object]
-) -> float:
+    storage: str | None, env: dict[str, str] | None, jobs: int, work: Callable[[str], object]
+) -> tuple[float, float]:
+    """(jobs/s, server CPU µs per job) of one run on a fresh server."""
     with start_server(storage, extra_env=env) as server:
-        return float(asyncio.run(work(server.url)))  # type: ignore[arg-type]
+        before = cpu_seconds(server.process.pid)
+        rate = float(asyncio.run(work(server.url)))  # type: ignore[arg-type]
+        used = cpu_seconds(server.process.pid) - before
+    return rate, used / jobs * 1e6
 
 
 def main() -> None:
@@ -199,19 +218,26 @@ def main() -> None:
                     key = (name, mode, server_label)
                     run = runs.setdefault(key, Run(f"{name}, {mode}, {server_label}"))
                     jobs = args.jobs * (2 if name != "FETCH+ACK" else 1)
-                    run.rates.append(
-                        _measure(run.label, args.storage, env, lambda url: work(url, jobs, mode))  # noqa: B023
+                    rate, cpu = _measure(
+                        args.storage,
+                        env,
+                        jobs,
+                        lambda url: work(url, jobs, mode),  # noqa: B023
                     )
+                    run.rates.append(rate)
+                    run.cpu_us.append(cpu)
     with start_server(args.storage) as server:
         latencies = asyncio.run(result_latency(server.url, args.latency_jobs))
     table = Table(title=f"results and retention, storage {args.storage or 'SQLite (temp file)'}")
-    for column in ("workload", "mode", "server", "best jobs/s", "all runs", "vs off"):
-        table.add_column(column, justify="right" if "jobs" in column or "vs" in column else "left")
+    columns = ("workload", "mode", "server", "best jobs/s", "all runs", "server µs/job", "vs off")
+    for column in columns:
+        table.add_column(column, justify="left" if column in columns[:3] else "right")
     for (name, mode, server_label), run in runs.items():
-        off = runs[(name, "off", "this checkout")].best
-        ratio = f"{run.best / off:.2f}x" if off else "-"
+        off = runs[(name, "off", "this checkout")]
+        ratio = f"{off.least_cpu / run.least_cpu:.2f}x" if run.least_cpu else "-"
         rates = ", ".join(f"{rate:,.0f}" for rate in run.rates)
-        table.add_row(name, mode, server_label, f"{run.best:,.0f}", rates, ratio)
+        cpu = f"{run.least_cpu:.1f}"
+        table.add_row(name, mode, server_label, f"{run.best:,.0f}", rates, cpu, ratio)
     console = Console()
     console.print(table)
     console.print(

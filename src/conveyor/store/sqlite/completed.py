@@ -40,8 +40,14 @@ class SQLiteCompletions(Completions):
             return 0
         unique = {entry.jid: entry for entry in entries}
         with self._db.atomic() as conn:
-            ended = conn.execute(_RESERVATIONS["end_reservations"], (json.dumps(list(unique)),))
-            kept = [unique[jid] for (jid,) in ended.fetchall()]
+            if len(unique) == 1:  # one ACK: the plain DELETE costs a third of json_each's
+                (entry,) = unique.values()
+                ended = conn.execute(_RESERVATIONS["end_reservation"], (entry.jid,)).rowcount
+                kept = [entry] if ended else []
+            else:
+                args = (json.dumps(list(unique)),)
+                rows = conn.execute(_RESERVATIONS["end_reservations"], args).fetchall()
+                kept = [unique[jid] for (jid,) in rows]
             grown = self._put_entries(conn, SortedSet.COMPLETED, kept) if kept else 0
         committed = self._db.pending
         if kept:
@@ -53,8 +59,9 @@ class SQLiteCompletions(Completions):
 
     async def reservations_of(self, jids: Sequence[str]) -> list[Reservation]:
         unique = list(dict.fromkeys(jids))
-        if not unique:
-            return []
+        if len(unique) <= 1:  # one ACK: the plain lookup costs a third of json_each's
+            rows = self._db.read(_RESERVATIONS["get_reservation"], (unique[0],)) if unique else []
+            return self._checked_reservations(rows)
         rows = self._db.read(_RESERVATIONS["reservations_of"], (json.dumps(unique),))
         order = {jid: index for index, jid in enumerate(unique)}
         rows.sort(key=lambda row: order[row[0]])
