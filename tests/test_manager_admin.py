@@ -104,6 +104,8 @@ async def test_info_has_faktorys_exact_shape(manager: Manager) -> None:
     # Faktory's keys, plus conveyor's ``features`` section (added only: docs/protocol.md)
     assert set(info) == {"now", "server_utc_time", "faktory", "server", "features"}
     assert info["features"] == {
+        "unique": {"locks": 0},
+        "expiring": {"expired": 0, "expired_today": 0},
         "cancellation": {"cancelled": 0, "cancelled_today": 0},
         "aggregation": {"groups": 0, "aggregating": 0},
     }

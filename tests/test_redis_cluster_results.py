@@ -1,7 +1,7 @@
 """The completions and signals contracts again, on a real 3-master Redis Cluster: the
-completed_ack script and the signal channel stay in the namespace's slot (a cross-slot key
-would fail here with CROSSSLOT), and a signal reaches the other store through the shard
-channel."""
+completing ACK (endings_end.lua) and the signal channel stay in the namespace's slot (a
+cross-slot key would fail here with CROSSSLOT), and a signal reaches the other store through
+the shard channel."""
 
 from __future__ import annotations
 

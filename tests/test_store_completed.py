@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 import redis
 
 from conveyor.store.base import JobFilter, QueuedJob, SetEntry, SortedSet, Store
+from conveyor.store.limits import QueueLimit
 from conveyor.store.redis import RedisStore
 
 NOW = 1_700_000_000.0
@@ -39,7 +40,11 @@ async def test_complete_ends_the_reservation_counts_it_and_keeps_the_entry(
     backend_store: Store,
 ) -> None:
     await reserve(backend_store, "j1", "j2")
-    assert await backend_store.complete([kept("j1")], DAY) == 1
+    ended = await backend_store.complete([kept("j1")], DAY)
+    assert [(r.jid, r.queue, r.wid, r.payload) for r in ended] == [
+        ("j1", "default", "w1", queued("j1").payload)
+    ]
+    assert ended[0].reserved_at == NOW
     assert await backend_store.get_reservation("j1") is None
     assert await backend_store.get_reservation("j2") is not None
     assert await backend_store.get_set_entries(SortedSet.COMPLETED, ["j1"]) == [kept("j1")]
@@ -54,7 +59,7 @@ async def test_complete_ends_the_reservation_counts_it_and_keeps_the_entry(
 async def test_complete_without_a_reservation_changes_nothing(backend_store: Store) -> None:
     await reserve(backend_store, "j1")
     assert await backend_store.ack(["j1"], DAY) == 1
-    assert await backend_store.complete([kept("j1"), kept("never")], DAY) == 0
+    assert await backend_store.complete([kept("j1"), kept("never")], DAY) == []
     assert await backend_store.set_size(SortedSet.COMPLETED) == 0
     assert (await backend_store.counters()).processed == 1
 
@@ -62,12 +67,34 @@ async def test_complete_without_a_reservation_changes_nothing(backend_store: Sto
 async def test_completed_entries_list_filter_and_purge_like_any_set(backend_store: Store) -> None:
     await reserve(backend_store, "a1", "b2", "c3")
     entries = [kept("a1", NOW + 10), kept("b2", NOW + 20), kept("c3", NOW + 30)]
-    assert await backend_store.complete(entries, DAY) == 3
+    ended = await backend_store.complete(entries[::-1], DAY)
+    assert [r.jid for r in ended] == ["c3", "b2", "a1"]  # in the entries' order
     page = await backend_store.list_set(SortedSet.COMPLETED, _text("b2"), 0, 10)
     assert [e.jid for e in page.items] == ["b2"]
     assert await backend_store.purge_set(SortedSet.COMPLETED, NOW + 20, 100) == 2
     left = await backend_store.list_set(SortedSet.COMPLETED, _text(None), 0, 10)
     assert [e.jid for e in left.items] == ["c3"]
+
+
+async def test_complete_frees_a_throttle_slot_in_the_same_step(backend_store: Store) -> None:
+    """A kept job's ACK ends its reservation as any ACK does: its throttle slot is free and its
+    queue announced, so the next job of the queue can be reserved."""
+    await backend_store.enqueue([queued("t1", "q"), queued("t2", "q")])
+    limits = {"q": QueueLimit(concurrency=1)}
+    first = await backend_store.reserve_limited(["q"], "w1", time.time(), 2, limits)
+    assert [r.jid for r in first.reservations] == ["t1"]
+    woken: list[str] = []
+    backend_store.set_ready_listener(woken.append)
+    ended = await backend_store.complete([kept("t1", queue="q")], DAY, {"q"}, [b'"keep":'])
+    assert [(r.jid, r.queue) for r in ended] == [("t1", "q")]
+    assert ended[0].payload in (queued("t1", "q").payload, b"")  # no mark: may be left out
+    assert woken == ["q"]
+    assert (await backend_store.limit_usage(limits, time.time()))["q"].in_use == 0
+    assert await backend_store.get_set_entries(SortedSet.COMPLETED, ["t1"]) == [
+        kept("t1", queue="q")
+    ]
+    again = await backend_store.reserve_limited(["q"], "w1", time.time(), 2, limits)
+    assert [r.jid for r in again.reservations] == ["t2"]
 
 
 async def test_reservations_of_many_jids_in_order(backend_store: Store) -> None:

@@ -23,7 +23,7 @@ SUBCOMMANDS = {
     "job": "conveyor.console.jobs:job_group",
     "group": "conveyor.console.groups:group_group",
     "dash": "conveyor.console.dash:dash_command",
-    "cron": "conveyor.cron_cli:cron_group",
+    "cron": "conveyor.console.cron:cron_group",
 }
 WORKER_INSPECTOR = "conveyor.console.workers:worker_group"
 """``conveyor worker ls|quiet|stop`` inspect workers; any other ``conveyor worker ...`` runs one."""

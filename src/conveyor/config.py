@@ -101,10 +101,11 @@ class ServerConfig:
     from the config file and its ``conf.d/*.toml``; see ``conveyor.manager.features``."""
 
     def build_features(self) -> list[Feature]:
-        """Every feature, configured from ``features``. Raises ``ConfigError``."""
+        """Every feature, configured from ``features`` and checked against the job limits
+        of ``manager``. Raises ``ConfigError``."""
         from conveyor.manager.features.registry import build_features
 
-        return build_features(self.features)
+        return build_features(self.features, self.manager)
 
     @property
     def bind(self) -> str:
@@ -135,6 +136,9 @@ SERVER_KEYS: dict[str, str] = {
     "shutdown_grace_seconds": "float",
 }
 MANAGER_KEYS: dict[str, type] = {f.name: type(f.default) for f in dataclasses.fields(ManagerConfig)}
+FEATURE_KEYS: dict[str, tuple[str, str]] = {"backpressure": ("queues", "backpressure")}
+"""Flags (``--backpressure``) and variables (``CONVEYOR_BACKPRESSURE``) that set a key of a
+feature's table (``[queues] backpressure``), over what the files say."""
 
 
 def load_config(
@@ -153,6 +157,7 @@ def load_config(
     features: dict[str, Any] = {}
     if config_path:
         features = _read_toml(Path(config_path), server_raw, manager_raw, metrics_raw)
+    _feature_settings(features, flags, environ)
     for key in SERVER_KEYS:
         if (value := environ.get(f"CONVEYOR_{key.upper()}")) is not None:
             server_raw[key] = (value, f"CONVEYOR_{key.upper()}")
@@ -195,6 +200,25 @@ def _build_metrics(raw: dict[str, tuple[Any, str]]) -> MetricsConfig:
     if metrics.statsd_interval_seconds <= 0:
         raise ConfigError("[metrics] statsd_interval_seconds must be positive")
     return metrics
+
+
+def _feature_settings(
+    features: dict[str, Any], flags: dict[str, Any], environ: Mapping[str, str]
+) -> None:
+    """Apply the ``FEATURE_KEYS`` given as flags or environment variables (taken out of
+    ``flags``): a flag wins over the environment, which wins over the files."""
+    for key, (table, name) in FEATURE_KEYS.items():
+        variable = f"CONVEYOR_{key.upper()}"
+        if key in flags:
+            raw, source = flags.pop(key), "--" + key.replace("_", "-")
+        elif variable in environ:
+            raw, source = environ[variable], variable
+        else:
+            continue
+        section = features.setdefault(table, {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"[{table}] must be a table")
+        section[name] = _coerce(raw, int, source)
 
 
 def _read_toml(

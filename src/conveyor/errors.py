@@ -8,6 +8,7 @@
     │   ├── JobNotFound         FAIL (or an extension) for a jid with no reservation
     │   ├── UnknownWorker       BEAT for a wid the server does not know
     │   ├── NotUnique           code NOTUNIQUE: a unique job is already queued
+    │   ├── QueueFull           a PUSH to a queue at its backpressure bound
     │   └── Halt                raised by middleware to stop a command with a code
     ├── ProtocolError           bytes that are not the Faktory Work Protocol
     │   └── LineTooLong         a line over the configured maximum
@@ -46,6 +47,7 @@ __all__ = [
     "NotUnique",
     "PayloadError",
     "ProtocolError",
+    "QueueFull",
     "ResultError",
     "RetryAfter",
     "SkipRetry",
@@ -83,6 +85,8 @@ class CommandError(ConveyorError):
             for kind in (JobNotFound, UnknownWorker):
                 if message.lower().startswith(kind.prefix.lower()):
                     return kind(message)
+            if QueueFull.matches(message):
+                return QueueFull(message)
         return cls(message, code=code)
 
 
@@ -106,6 +110,22 @@ class NotUnique(CommandError):
     """A unique job with the same identity is already pending."""
 
     code = "NOTUNIQUE"
+
+
+class QueueFull(CommandError):
+    """The queue holds its backpressure bound of jobs (``[queues] backpressure``): nothing was
+    stored; pushes succeed again once it drains below the bound. On the wire:
+    ``-ERR queue <name> is full (<bound> jobs)``."""
+
+    @classmethod
+    def of(cls, queue: str, bound: int) -> QueueFull:
+        return cls(f"queue {queue} is full ({bound} jobs)")
+
+    @staticmethod
+    def matches(message: str) -> bool:
+        return (
+            message.startswith("queue ") and message.endswith(" jobs)") and " is full (" in message
+        )
 
 
 class Halt(CommandError):

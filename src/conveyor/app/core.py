@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import functools
 import ssl
 import weakref
@@ -10,14 +11,16 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 
+import msgspec
+
 from conveyor.app.aggregate import Aggregate
 from conveyor.app.cron import CronDeclarations
 from conveyor.app.info import JobInfo, job_result
-from conveyor.app.jobs import JobDef, JobOptions
+from conveyor.app.jobs import JobDef, JobOptions, seconds_option
 from conveyor.app.sync import SyncRunner
 from conveyor.client import Client  # at import, not on the first push: it would wait for it
-from conveyor.errors import CommandError
-from conveyor.job import DEFAULT_QUEUE, Job
+from conveyor.errors import CommandError, NotUnique
+from conveyor.job import DEFAULT_QUEUE, Job, encode_job
 from conveyor.pool import ConnectionPool
 from conveyor.worker.ratelimit import RateLimit
 
@@ -33,6 +36,11 @@ R = TypeVar("R")
 T = TypeVar("T")
 
 PUSH_BULK_CHUNK = 1000  # Faktory's recommended PUSHB batch size
+PUSH_BULK_MAX_BYTES = 1024 * 1024
+"""The longest PUSHB line ``App.push_bulk`` sends (``App(push_bulk_max_bytes=...)``): a
+sixteenth of a conveyor server's default ``max_line_bytes`` (16 MiB), since a client cannot
+know the server's setting; a job longer than this alone goes in a PUSHB of its own."""
+_PUSHB_FRAME_BYTES = len(b"PUSHB []\r\n")
 CANCEL_CHUNK = 1000  # the most jids one ADMIN job.cancel takes
 
 
@@ -46,6 +54,16 @@ class PushResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def exception(self) -> CommandError | None:
+        """The error as the exception a PUSH of this job alone raises: ``NotUnique``,
+        ``QueueFull``, ``InvalidJob``, ... (None when the job was accepted)."""
+        if self.error is None:
+            return None
+        if self.error.startswith(NotUnique.code + " "):
+            return CommandError.from_reply(self.error)
+        return CommandError.from_reply("ERR " + self.error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,8 +99,9 @@ class Producer(Protocol):
 
 
 class _PoolProducer:
-    def __init__(self, pool: ConnectionPool[Client]) -> None:
+    def __init__(self, pool: ConnectionPool[Client], max_bytes: int = PUSH_BULK_MAX_BYTES) -> None:
         self.pool = pool
+        self.max_bytes = max_bytes
 
     async def push(self, job: Job) -> None:
         await self.pool.run(lambda client: client.push(job))
@@ -94,14 +113,15 @@ class _PoolProducer:
         breaks, the pool reconnects and the chunks not yet answered are sent again (so, as
         with PUSH, a chunk whose reply was lost can be enqueued twice: at-least-once).
         """
-        chunks = [jobs[i : i + PUSH_BULK_CHUNK] for i in range(0, len(jobs), PUSH_BULK_CHUNK)]
+        chunks = _pushb_chunks(jobs, PUSH_BULK_CHUNK, self.max_bytes)
+        lines = [line for _, line in chunks]
         outcomes: list[dict[str, str] | CommandError] = []
         while len(outcomes) < len(chunks):
             await self.pool.run(
-                lambda client: client.push_bulk_chunks(chunks[len(outcomes) :], outcomes)
+                lambda client: client.push_bulk_chunks(lines[len(outcomes) :], outcomes)
             )
         errors: dict[str, str] = {}
-        for chunk, outcome in zip(chunks, outcomes, strict=True):
+        for (chunk, _), outcome in zip(chunks, outcomes, strict=True):
             if isinstance(outcome, CommandError):
                 message = outcome.message if outcome.code == "ERR" else str(outcome)
                 errors.update((job.jid, message) for job in chunk)
@@ -111,6 +131,42 @@ class _PoolProducer:
 
     async def close(self) -> None:
         await self.pool.close()
+
+
+def _pushb_chunks(
+    jobs: Sequence[Job], max_jobs: int, max_bytes: int
+) -> list[tuple[Sequence[Job], bytes]]:
+    """``jobs`` cut into PUSHB arguments (JSON arrays) of at most ``max_jobs`` jobs and, but
+    for a job longer than that alone, ``max_bytes`` a line. A chunk of ``max_jobs`` is
+    encoded in one call; only one over ``max_bytes`` is encoded again job by job, to cut it."""
+    chunks: list[tuple[Sequence[Job], bytes]] = []
+    for start in range(0, len(jobs), max_jobs):
+        chunk = jobs[start : start + max_jobs]
+        body = _encode_jobs(chunk)
+        if len(body) + _PUSHB_FRAME_BYTES <= max_bytes:
+            chunks.append((chunk, body))
+        else:
+            chunks += _cut_by_size(chunk, max_bytes)
+    return chunks
+
+
+_encode_jobs = msgspec.json.Encoder().encode
+
+
+def _cut_by_size(jobs: Sequence[Job], max_bytes: int) -> list[tuple[Sequence[Job], bytes]]:
+    chunks: list[tuple[Sequence[Job], bytes]] = []
+    start, size = 0, _PUSHB_FRAME_BYTES
+    encoded: list[bytes] = []
+    for index, job in enumerate(jobs):
+        body = encode_job(job)
+        if encoded and size + len(body) > max_bytes:
+            chunks.append((jobs[start:index], b"[" + b",".join(encoded) + b"]"))
+            start, size, encoded = index, _PUSHB_FRAME_BYTES, []
+        encoded.append(body)
+        size += len(body) + 1  # and its comma
+    if encoded:
+        chunks.append((jobs[start:], b"[" + b",".join(encoded) + b"]"))
+    return chunks
 
 
 class _Registry:
@@ -154,6 +210,9 @@ class _Registry:
         timeout: float | None = None,
         backtrace: int | None = None,
         custom: Mapping[str, Any] | None = None,
+        unique_for: float | dt.timedelta | None = None,
+        unique_until: str | None = None,
+        expires_in: float | dt.timedelta | None = None,
         raw: bool = False,
         middleware: Sequence[Middleware] = (),
         result_ttl: float | None = None,
@@ -209,18 +268,24 @@ class App(_Registry):
         tls: ssl.SSLContext | None = None,
         pool_size: int = 10,
         retry_seconds: float = 30.0,
+        push_bulk_max_bytes: int = PUSH_BULK_MAX_BYTES,
         middleware: Sequence[Middleware] = (),
         result_ttl: float | None = None,
         retain: float | None = None,
     ) -> None:
         """``result_ttl`` and ``retain``: the defaults of this app's jobs (a job's own
         declaration and ``options()`` win), in seconds; see ``JobDef.options``."""
+        if push_bulk_max_bytes < 1024:
+            raise ValueError(
+                f"push_bulk_max_bytes must be at least 1024, got {push_bulk_max_bytes}"
+            )
         self.app = self
         self.url = url
         self.password = password
         self.tls = tls
         self.pool_size = pool_size
         self.retry_seconds = retry_seconds
+        self.push_bulk_max_bytes = push_bulk_max_bytes
         self.middleware = list(middleware)
         self.result_ttl = result_ttl
         self.retain = retain
@@ -260,6 +325,9 @@ class App(_Registry):
         timeout: float | None = None,
         backtrace: int | None = None,
         custom: Mapping[str, Any] | None = None,
+        unique_for: float | dt.timedelta | None = None,
+        unique_until: str | None = None,
+        expires_in: float | dt.timedelta | None = None,
         raw: bool = False,
         middleware: Sequence[Middleware] = (),
         aggregate: Aggregate | None = None,
@@ -290,6 +358,9 @@ class App(_Registry):
             custom=dict(custom) if custom else None,
             result_ttl=self.result_ttl if result_ttl is None else result_ttl,
             retain=self.retain if retain is None else retain,
+            unique_for=_optional_seconds(unique_for, "unique_for", 1),
+            unique_until=unique_until,
+            expires_in=_optional_seconds(expires_in, "expires_in", 0.001),
         )
         limit = None if rate_limit is None else RateLimit.of(rate_limit)
         jobdef = JobDef(
@@ -378,7 +449,7 @@ class App(_Registry):
             pool: ConnectionPool[Client] = ConnectionPool(
                 self.connect, size=self.pool_size, retry_seconds=self.retry_seconds
             )
-            producer = self._producers[loop] = _PoolProducer(pool)
+            producer = self._producers[loop] = _PoolProducer(pool, self.push_bulk_max_bytes)
         return producer
 
     # -- producing -------------------------------------------------------------------------------
@@ -413,7 +484,8 @@ class App(_Registry):
         await step(0)
 
     async def push_bulk(self, jobs: Sequence[Job]) -> list[PushResult]:
-        """Push many jobs with PUSHB (1000 a command, two commands in flight, in order).
+        """Push many jobs with PUSHB (up to 1000 jobs and ``push_bulk_max_bytes`` a command,
+        two commands in flight, in order).
 
         Returns one result per job, in order: a job the server refused, alone (bad queue
         name, not unique, ...) or with its whole chunk, has the server's error message.
@@ -521,6 +593,12 @@ class App(_Registry):
         from conveyor.worker.runtime import Worker
 
         return Worker(self, **options)
+
+
+def _optional_seconds(
+    value: float | dt.timedelta | None, name: str, minimum: float
+) -> float | None:
+    return None if value is None else seconds_option(value, name, minimum)
 
 
 async def _cancel(client: Client, jids: list[str]) -> list[dict[str, Any]]:

@@ -56,9 +56,22 @@ def new_jid() -> str:
         return block[:_JID_HEX_CHARS]
 
 
+UNIQUE_UNTIL = ("success", "start")
+
+
+def seconds_option(value: float | dt.timedelta, name: str, minimum: float) -> float:
+    seconds = value.total_seconds() if isinstance(value, dt.timedelta) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < minimum:
+        raise ValueError(f"{name} must be a number of seconds, at least {minimum:g}: {value!r}")
+    return float(seconds)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class JobOptions:
-    """Options written into each pushed job. ``None`` leaves the server's default."""
+    """Options written into each pushed job. ``None`` leaves the server's default.
+
+    ``unique_for``/``unique_until`` and ``expires_in``/``expires_at`` are Faktory
+    Enterprise's keys of ``custom`` (docs/admission.md); the server checks them at PUSH."""
 
     queue: str = DEFAULT_QUEUE
     retry: int | None = None
@@ -68,6 +81,10 @@ class JobOptions:
     at: dt.datetime | None = None
     delay_seconds: float | None = None
     jid: str | None = None
+    unique_for: float | None = None
+    unique_until: str | None = None
+    expires_in: float | None = None
+    expires_at: dt.datetime | None = None
     group: str | None = None
     result_ttl: float | None = None
     """Seconds the server keeps the job's result (``custom.result_ttl``); 0: none."""
@@ -81,10 +98,27 @@ class JobOptions:
                 isinstance(value, bool) or not isinstance(value, int | float) or value < 0
             ):
                 raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
+        if self.unique_until is not None and self.unique_until not in UNIQUE_UNTIL:
+            raise ValueError(
+                f'unique_until must be "success" or "start", not {self.unique_until!r}'
+            )
+        if self.expires_in is not None and self.expires_at is not None:
+            raise ValueError("give either expires_in= or expires_at=, not both")
+        if self.expires_at is not None and self.expires_at.tzinfo is None:
+            raise ValueError("expires_at= needs a timezone-aware datetime")
 
     def custom_fields(self) -> dict[str, Any] | None:
-        """``custom`` as pushed: the job's own, with ``result_ttl`` and ``retain``."""
+        """``custom`` as pushed: the given mapping plus the unique and expiry keys, and
+        ``result_ttl`` and ``retain``."""
         custom = dict(self.custom) if self.custom else {}
+        if self.unique_for is not None:
+            custom["unique_for"] = self.unique_for
+        if self.unique_until is not None:
+            custom["unique_until"] = self.unique_until
+        if self.expires_in is not None:
+            custom["expires_in"] = self.expires_in
+        if self.expires_at is not None:
+            custom["expires_at"] = format_time(self.expires_at.timestamp())
         for name in ("result_ttl", "retain"):
             value = getattr(self, name)
             if value is not None:
@@ -92,9 +126,14 @@ class JobOptions:
         return custom or None
 
     def merged(self, **changes: Any) -> JobOptions:
-        """A copy with ``changes`` applied; ``custom`` dicts are merged, not replaced."""
+        """A copy with ``changes`` applied; ``custom`` dicts are merged, not replaced. An
+        expiry given replaces the other kind (``expires_in`` or ``expires_at``)."""
         if changes.get("custom") is not None and self.custom:
             changes["custom"] = {**self.custom, **changes["custom"]}
+        if "expires_in" in changes:
+            changes.setdefault("expires_at", None)
+        elif "expires_at" in changes:
+            changes["expires_in"] = None
         return dataclasses.replace(self, **changes)
 
     def schedule(self) -> str:
@@ -188,15 +227,24 @@ class JobDef(Generic[P, R]):
         backtrace: int | None = None,
         custom: Mapping[str, Any] | None = None,
         jid: str | None = None,
+        unique_for: float | dt.timedelta | None = None,
+        unique_until: str | None = None,
+        expires_in: float | dt.timedelta | None = None,
+        expires_at: dt.datetime | None = None,
         group: str | None = None,
         result_ttl: float | None = None,
         retain: float | None = None,
     ) -> JobDef[P, R]:
         """A copy of this job that pushes with these options (the handler is the same).
-        ``group``: the aggregating group a job declared with ``aggregate=`` joins.
-        ``result_ttl``: keep the handler's return value that many seconds (``app.result()``
-        reads it); ``retain``: keep the job that long after it succeeded, in the completed
-        set. 0 turns off what the job's declaration or the app asked for."""
+
+        ``unique_for`` (seconds or a timedelta, at least 1) refuses a push while a job of the
+        same type and args is pending (``conveyor.NotUnique``); ``unique_until="start"`` ends
+        that when it starts instead of when it succeeds. ``expires_in``/``expires_at`` drop the
+        job, never run, once that time has passed (docs/admission.md). ``group``: the
+        aggregating group a job declared with ``aggregate=`` joins. ``result_ttl``: keep the
+        handler's return value that many seconds (``app.result()`` reads it); ``retain``: keep
+        the job that long after it succeeded, in the completed set. 0 turns off what the job's
+        declaration or the app asked for."""
         if group is not None and self.aggregate is None:
             raise TypeError(f"{self.name}: group= is for jobs declared with aggregate=")
         changes: dict[str, Any] = {
@@ -207,10 +255,16 @@ class JobDef(Generic[P, R]):
             "backtrace": backtrace,
             "custom": custom,
             "jid": jid,
+            "unique_until": unique_until,
+            "expires_at": expires_at,
             "group": group,
             "result_ttl": result_ttl,
             "retain": retain,
         }
+        if unique_for is not None:
+            changes["unique_for"] = seconds_option(unique_for, "unique_for", 1)
+        if expires_in is not None:
+            changes["expires_in"] = seconds_option(expires_in, "expires_in", 0.001)
         if in_ is not None:
             seconds = in_.total_seconds() if isinstance(in_, dt.timedelta) else float(in_)
             changes["delay_seconds"] = seconds

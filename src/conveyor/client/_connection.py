@@ -306,11 +306,12 @@ class Client:
 
     async def push_bulk_chunks(
         self,
-        chunks: Sequence[Sequence[Mapping[str, Any] | Job]],
+        chunks: Sequence[Sequence[Mapping[str, Any] | Job] | bytes],
         into: list[dict[str, str] | CommandError],
         in_flight: int = 2,
     ) -> None:
         """``PUSHB`` each chunk, with up to ``in_flight`` commands sent ahead of their replies.
+        A chunk is a sequence of jobs, or ``bytes``: their JSON array, encoded already.
 
         The server answers one connection's commands in order, so the chunks are enqueued in
         order, while it works on one chunk the next is already on its way. Each chunk's outcome
@@ -325,7 +326,9 @@ class Client:
             sent = answered = 0
             while answered < len(chunks):
                 while sent < len(chunks) and sent - answered < in_flight:
-                    self._writer.write(b"PUSHB " + _encode(chunks[sent]) + _CRLF)
+                    chunk = chunks[sent]
+                    body = chunk if isinstance(chunk, bytes) else _encode(chunk)
+                    self._writer.write(b"PUSHB " + body + _CRLF)
                     sent += 1
                 reply = await self._receive(_REPLY)
                 answered += 1
@@ -500,12 +503,19 @@ class Client:
         reply = await self._call(line + _CRLF)
         return msgspec.json.decode(reply.data) if reply.kind is ReplyKind.BULK else None
 
-    async def cron(self, subcommand: str, args: Mapping[str, Any] | None = None) -> Any:
-        """``CRON <subcommand> [<json>]`` (a conveyor extension, docs/protocol.md): manage
-        the server's periodic jobs. ``subcommand``: ``list``, ``get``, ``add``, ``pause``,
+    async def cron(self, op: str, args: Mapping[str, Any] | None = None) -> Any:
+        """Manage the server's periodic jobs: ``ADMIN cron.<op>`` (a conveyor extension,
+        docs/protocol.md). ``op``: ``list``, ``show`` (or ``get``), ``add``, ``pause``,
         ``resume``, ``delete`` or ``run``; ``args`` the entry (add) or ``{"id": ...}``.
-        Returns the reply's JSON; a refused change raises ``CommandError``."""
-        line = b"CRON " + subcommand.upper().encode()
+        Returns the reply's JSON; a refused change raises ``CommandError``. A conveyor server
+        of the first release, which has only the ``CRON`` verb, is sent that instead."""
+        name = _CRON_OPS.get(op.lower(), op.lower())
+        try:
+            return await self.admin(f"cron.{name}", args)
+        except CommandError as exc:
+            if name not in _CRON_VERB or not exc.message.startswith("unknown ADMIN operation"):
+                raise
+        line = b"CRON " + ("get" if name == "show" else name).upper().encode()
         if args is not None:
             line += b" " + _encode(args)
         reply = await self._call(line + _CRLF)
@@ -524,6 +534,13 @@ class Client:
         worker (``wid``) to be cancelled while they run; returns their jids (or ``[]``)."""
         reply = await self._call(b"CANCELS " + _encode({"wait": wait}) + _CRLF)
         return _decode_jids(reply.data)
+
+
+_CRON_OPS = {"get": "show"}
+"""``Client.cron`` names of the ``CRON`` verb's subcommands whose ``ADMIN`` operation has
+another name."""
+_CRON_VERB = frozenset({"list", "show", "add", "pause", "resume", "delete", "run"})
+"""The operations an older server has as ``CRON`` subcommands only."""
 
 
 async def fetch_jobs(client: Client, count: int, *queues: str) -> list[Job]:

@@ -16,24 +16,24 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from conveyor.errors import CommandError, JobNotFound, UnknownWorker
+from conveyor.errors import CommandError, JobNotFound, QueueFull, UnknownWorker
 from conveyor.job import Job, decode_job, encode_job
 from conveyor.logs import RateLimitedLog
 from conveyor.manager import validation
 from conveyor.manager.admin import AdminOps
 from conveyor.manager.config import ManagerConfig
+from conveyor.manager.feature_calls import FeatureCalls
 from conveyor.manager.features import Feature
 from conveyor.manager.features.registry import build_features
 from conveyor.manager.features.results import ResultsFeature
 from conveyor.manager.features.results_model import Outcome
+from conveyor.manager.flow import FlowControl
 from conveyor.manager.info import build_info
 from conveyor.manager.lifecycle import JobState, check_transition
 from conveyor.manager.middleware import (
     AckContext,
-    Discard,
     Drop,
     FailContext,
-    FetchContext,
     Middleware,
     PushContext,
     hooks_of,
@@ -66,7 +66,7 @@ FAKTORY_VERSION = "1.10.0"
 _NO_DURATIONS: Mapping[str, float] = MappingProxyType({})
 
 
-class Manager(AdminOps):
+class Manager(FeatureCalls, AdminOps):
     """All the rules. ``await start()`` before use, ``await stop()`` at the end."""
 
     version = FAKTORY_VERSION
@@ -104,14 +104,36 @@ class Manager(AdminOps):
         self._fetch_hooks = hooks_of(self._middleware, "fetch")
         self._ack_hooks = hooks_of(self._middleware, "ack")
         self._fail_hooks = hooks_of(self._middleware, "fail")
-        # fetch middleware sees every job a FETCH takes: those go the long way, through reserve
-        self._hand_offs = store.in_process and not self._fetch_hooks
+        # Fetch middleware sees every job a FETCH takes, so a job some fetch hook wants goes the
+        # long way, through reserve; features say which jobs they want (wants_fetch), any other
+        # middleware wants them all.
+        fetchers = [m for m in self._middleware if type(m).fetch is not Middleware.fetch]
+        self._fetch_gates = [m.wants_fetch for m in fetchers if isinstance(m, Feature)]
+        self._fetch_gated = all(isinstance(m, Feature) for m in fetchers)
+        self._hand_offs = store.in_process and self._fetch_gated
+        # What features must hear of: ACKed jobs (with what ended), jobs removed for good.
+        self._ack_watchers = [f for f in self.features if type(f).acked is not Feature.acked]
+        self._acked_gates = [f.wants_acked for f in self._ack_watchers]
+        marks = [type(f).acked_marks for f in self._ack_watchers]
+        self._acked_marks: tuple[bytes, ...] | None = (
+            None if any(m is None for m in marks) else tuple(b for m in marks if m for b in m)
+        )
+        gate_owners = [f for f in self.features if f.wants_fetch in self._fetch_gates]
+        gate_owners += self._ack_watchers
+        self._gates_on_custom = all(type(f).gates_on_custom for f in gate_owners)
+        self._watched = set() if store.in_process else None
+        self._removal_watchers = [
+            f for f in self.features if type(f).removed is not Feature.removed
+        ]
+        self.flow = FlowControl(self)
+        self.flow.refresh(self.features)
         # A job no push hook wants keeps the fast path; gates say which jobs features want.
         pushers = [m for m in self._middleware if type(m).push is not Middleware.push]
         gated = all(isinstance(m, Feature) for m in pushers)
         self._push_gates = [m.wants_push for m in pushers if isinstance(m, Feature)]
         self._pushes_now = store.in_process and gated
         self._push_gated = gated
+        self._push_on_custom = all(isinstance(m, Feature) and m.gates_on_custom for m in pushers)
         # Likewise for ACK: jids no gated ack hook wants keep the batched ACK (None: ungated).
         ackers = [m for m in self._middleware if type(m).ack is not Middleware.ack]
         self._ack_gates: list[Callable[[str], bool]] | None = (
@@ -127,18 +149,20 @@ class Manager(AdminOps):
         self._worker_states: dict[str, str] = {}
         self._local_clients: dict[str, set[int]] = {}
         self._closers: dict[int, ClientInfo] = {}
-        store.set_ready_listener(self.waiters.notify)
+        # the store's ready listener is FlowControl's (flow.py); its signals are the features'
         store.set_signal_listener(self._signalled)
 
     # ------------------------------------------------------------------ life cycle
 
     async def start(self) -> None:
         await self.store.open()
+        await self._watch_reservations()
         self.started_at = time.time()
         self.tasks.start()
 
     async def stop(self) -> None:
         await self.tasks.stop()
+        self.flow.stop()
         self.waiters.notify_all()
         for feature in self.features:
             feature.close()
@@ -166,14 +190,19 @@ class Manager(AdminOps):
 
     async def push_job(self, job: Job) -> None:
         due = validation.prepare_job(job, self.config)
-        if self._push_hooks and self._pushes(job):
+        hooks = self._push_hooks and self._hooks_for(job)
+        if hooks:
             try:
-                await run_chain(self._push_hooks, PushContext(self, job), _nothing)
+                await run_chain(hooks, PushContext(self, job), _nothing)
             except Drop as dropped:
                 if dropped.durable is not None:
                     await dropped.durable
                 return
-        await self._store_jobs([(job, due)])
+        await self._store_job(job, due)
+
+    async def _store_job(self, job: Job, due: float | None) -> None:
+        if await self._store_jobs([(job, due)]):
+            raise QueueFull.of(job.queue, self.flow.bound(job.queue))
 
     def push_now(self, payload: bytes) -> Awaitable[None] | None:
         """A PUSH done at once, in the caller's step: the job is validated and stored, or
@@ -182,21 +211,30 @@ class Manager(AdminOps):
         ``StoreError`` if the write was lost, however late it is awaited), to await before
         the PUSH is answered.
 
-        ``None``, with nothing done, when the PUSH has to take the long way (``push()``):
-        push middleware may wait for anything, so may a store that is not ``in_process``, and
-        a job scheduled for later is no one's to hand off. Raises what ``push()`` raises for
-        a bad job, with nothing stored.
+        ``None``, with nothing done, when the PUSH has to take the long way (``push()``): a
+        store that is not ``in_process`` may wait for anything, so may middleware other than
+        the features', and a feature's hook that did; a job scheduled for later, or for a
+        bounded queue, is no one's to hand off (one the features' hooks have seen is stored
+        by what is returned). Raises what ``push()`` raises for a bad job, with nothing
+        stored.
         """
         if not self._pushes_now:
             return None
         job = validation.decode_pushed(payload, self.config)
-        if self._push_gates and self._pushes(job):
-            return None
         stamp = now_iso()  # created_at (when the client left it out) and enqueued_at
         due = validation.prepare_job(job, self.config, stamp)
+        hooks = self._push_hooks and self._hooks_for(job)
+        chained = bool(hooks)
+        if chained:
+            try:
+                if not self._push_chain_now(job, hooks):
+                    return None  # a hook waited: the long way runs the (idempotent) chain again
+            except Drop as dropped:  # kept elsewhere (a group), or expired: nothing to store
+                return dropped.durable if dropped.durable is not None else self.store.durable()
         now = time.time()
-        if due is not None and due > now:
-            return None
+        if (due is not None and due > now) or (self.flow.bounding and self.flow.bound(job.queue)):
+            # for later, or for a queue that may be full: stored by the runner, not now
+            return self._store_job(job, due) if chained else None
         queued = [self._queued(job, stamp, validation.reserve_seconds(job, self.config))]
         handed: list[Awaitable[None]] = []
         left = self._hand_off(queued, now, handed)
@@ -225,8 +263,9 @@ class Manager(AdminOps):
             try:
                 job = item if isinstance(item, Job) else validation.decode_pushed(item, config)
                 due = validation.prepare_job(job, config, now)
-                if self._push_hooks and self._pushes(job):
-                    await run_chain(self._push_hooks, PushContext(self, job), _nothing)
+                hooks = self._push_hooks and self._hooks_for(job)
+                if hooks:
+                    await run_chain(hooks, PushContext(self, job), _nothing)
             except Drop as dropped:
                 if dropped.durable is not None:
                     kept_elsewhere.append(dropped.durable)
@@ -237,21 +276,30 @@ class Manager(AdminOps):
             else:
                 accepted.append((job, due))
         if accepted:
-            await self._store_jobs(accepted)
+            for refused in await self._store_jobs(accepted):
+                errors[refused.jid] = QueueFull.of(
+                    refused.queue, self.flow.bound(refused.queue)
+                ).message
         if kept_elsewhere:  # one commit for all of them (they may share one future)
             await asyncio.gather(*{id(durable): durable for durable in kept_elsewhere}.values())
         return errors
 
-    def _pushes(self, job: Job) -> bool:
-        """Whether the push chain must run for ``job``: some hook's gate wants it."""
+    def _hooks_for(self, job: Job) -> list[Callable[..., Awaitable[None]]]:
+        """The push hooks ``job`` goes through: every one when some middleware is not a
+        feature, else those of the features whose gate wants it (often none)."""
         if not self._push_gated:
-            return True
-        for wants in self._push_gates:  # noqa: SIM110 - no generator on every push
-            if wants(job):
-                return True
-        return False
+            return self._push_hooks
+        if job.custom is None and self._push_on_custom:
+            return []
+        return [
+            hook
+            for hook, wants in zip(self._push_hooks, self._push_gates, strict=True)
+            if wants(job)
+        ]
 
-    async def _store_jobs(self, jobs: Sequence[tuple[Job, float | None]]) -> None:
+    async def _store_jobs(self, jobs: Sequence[tuple[Job, float | None]]) -> list[QueuedJob]:
+        """Store pushed jobs; returns those a full queue refused (backpressure), which the
+        features have been told about (``removed``)."""
         now = time.time()
         queued: list[QueuedJob] = []
         scheduled: list[SetEntry] = []
@@ -272,13 +320,27 @@ class Manager(AdminOps):
         queued = self._hand_off(queued, now, handed)
         if scheduled:
             await self.store.add_to_set(SortedSet.SCHEDULED, scheduled)
+        refused: list[QueuedJob] = []
         if queued:
-            await self.store.enqueue(queued)
+            bounds = self.flow.bounds_for({job.queue for job in queued})
+            if bounds:
+                refused = await self.store.enqueue_bounded(queued, bounds)
+            else:
+                await self.store.enqueue(queued)
         for reservations in handed:
             await reservations  # raises if the hand-offs' reservations were lost
         if self.metrics is not None:
-            for job, _ in jobs:
-                self.metrics.on_push(job)
+            if refused:
+                gone = {job.jid for job in refused}
+                for job, _ in jobs:
+                    if job.jid not in gone:
+                        self.metrics.on_push(job)
+            else:
+                for job, _ in jobs:
+                    self.metrics.on_push(job)
+        if refused:
+            await self.removed([job.payload for job in refused])
+        return refused
 
     @staticmethod
     def _queued(job: Job, enqueued_at: str, reserve_for: int) -> QueuedJob:
@@ -302,6 +364,14 @@ class Manager(AdminOps):
         left: list[QueuedJob] = []
         store = self.store
         for queue, jobs in _by_queue(queued).items():
+            if self.flow.limited(queue):  # its limits are checked where jobs are reserved
+                left.extend(jobs)
+                continue
+            if self._fetch_gates:
+                jobs, wanted = self._ungated(jobs)
+                left_after = wanted
+            else:
+                left_after = []
             while jobs and store.takes_hand_off(queue):
                 waiter = self.waiters.newest(queue)
                 if waiter is None or waiter.deliver is None:
@@ -316,10 +386,13 @@ class Manager(AdminOps):
                     self.waiters.unregister(waiter)
                     continue
                 handed.append(store.hand_off(given, waiter.wid, now))
+                if self._watched is not None:
+                    self._watch(given)
                 if self.metrics is not None:
                     self.metrics.on_hand_off(given, now)
                 jobs = jobs[waiter.count :]
             left.extend(jobs)
+            left.extend(left_after)
         return left
 
     def queued(self, job: Job) -> QueuedJob:
@@ -392,28 +465,33 @@ class Manager(AdminOps):
                 self.waiters.unregister(waiter)
 
     async def _reserve(self, queues: Sequence[str], wid: str, count: int) -> list[bytes]:
-        reservations = await self.store.reserve(queues, wid, time.time(), count)
-        if not reservations:
-            return []
-        if self.metrics is not None:
-            self.metrics.on_reserve(reservations)
-        # Pass the baton: there may be more jobs for other waiting FETCHes.
-        self.waiters.notify(reservations[-1].queue)
-        if not self._fetch_hooks:
-            return [r.payload for r in reservations]
-        kept: list[bytes] = []
-        for reservation in reservations:
-            ctx = FetchContext(self, reservation, decode_job(reservation.payload))
-            try:
-                await run_chain(self._fetch_hooks, ctx, _nothing)
-            except Discard as exc:
-                log.info("discarded job %s at fetch: %s", reservation.jid, exc)
-                await self.store.ack([reservation.jid], day_key(time.time()))
-                if self.metrics is not None:
-                    self.metrics.forget(reservation.jid)
+        flow = self.flow
+        if flow.fetch_limits:
+            queues = flow.passable(queues)  # without limited queues known to be full
+            if not queues:
+                return []
+        while True:
+            limits = flow.limits_for(queues) if flow.fetch_limits else None
+            if limits is None:
+                reservations = await self.store.reserve(queues, wid, time.time(), count)
             else:
-                kept.append(reservation.payload)
-        return kept
+                wakes = self.flow.wakes()
+                limited = await self.store.reserve_limited(queues, wid, time.time(), count, limits)
+                reservations = limited.reservations
+                if limited.blocked:
+                    self.flow.held_back(limited.blocked, wakes)
+            if not reservations:
+                return []
+            if self.metrics is not None:
+                self.metrics.on_reserve(reservations)
+            # Pass the baton: there may be more jobs for other waiting FETCHes.
+            self.waiters.notify(reservations[-1].queue)
+            if not self._taken(reservations):  # no fetch hook wants any (ACKs to watch noted)
+                return [r.payload for r in reservations]
+            kept = await self._fetch_chain(reservations)
+            if kept:
+                return kept
+            # every job taken was dropped (expired): the FETCH goes on with the next ones
 
     # ------------------------------------------------------------------ ack / fail
 
@@ -452,25 +530,24 @@ class Manager(AdminOps):
         """End these reservations as plain ACKs (nothing kept)."""
         if self._ack_hooks:
             return await self._ack_through_hooks(jids)
-        return await self.store.ack(jids, day_key(time.time()))
+        return await self._ack_unhooked(jids)
 
     async def _ack_through_hooks(self, jids: Sequence[str]) -> int:
         done = 0
         if self._ack_gates is not None:
             hooked = self._hooked_acks(jids, self._ack_gates)
             if not hooked:
-                return await self.store.ack(jids, day_key(time.time()))
+                return await self._ack_unhooked(jids)
             if len(hooked) < len(jids):
                 chosen = set(hooked)
-                plain = [jid for jid in jids if jid not in chosen]
-                done = await self.store.ack(plain, day_key(time.time()))
+                done = await self._ack_unhooked([jid for jid in jids if jid not in chosen])
             jids = hooked
         for jid in jids:
             ctx = AckContext(self, jid, await self.store.get_reservation(jid))
 
             async def final(jid: str = jid) -> None:
                 nonlocal done
-                done += await self.store.ack((jid,), day_key(time.time()))
+                done += await self._ack_returning((jid,))
 
             await run_chain(self._ack_hooks, ctx, final)
         return done
@@ -485,7 +562,7 @@ class Manager(AdminOps):
             jids = [entry.jid for entry in entries]
             hooked = set(jids if gates is None else self._hooked_acks(jids, gates))
         plain = [entry for entry in entries if entry.jid not in hooked]
-        done = await self.store.complete(plain, day_key(time.time())) if plain else 0
+        done = await self._complete(plain) if plain else 0
         for entry in entries:
             if entry.jid not in hooked:
                 continue
@@ -493,10 +570,18 @@ class Manager(AdminOps):
 
             async def final(entry: SetEntry = entry) -> None:
                 nonlocal done
-                done += await self.store.complete((entry,), day_key(time.time()))
+                done += await self._complete((entry,))
 
             await run_chain(self._ack_hooks, ctx, final)
         return done
+
+    async def _complete(self, entries: Sequence[SetEntry]) -> int:
+        """``Store.complete``, telling the features what ended as ``_ack_returning`` does (a
+        unique job's lock is released, a throttle's slot is freed in the same step)."""
+        day = day_key(time.time())
+        ended = await self.store.complete(entries, day, self.flow.throttled, self._acked_marks)
+        await self._acked(ended)
+        return len(ended)
 
     @staticmethod
     def _hooked_acks(jids: Sequence[str], gates: Sequence[Callable[[str], bool]]) -> list[str]:
@@ -552,8 +637,11 @@ class Manager(AdminOps):
 
             await run_chain(self._fail_hooks, ctx, final)
             failed, outcome = ctx.moved, ctx.outcome
-        if failed and self.metrics is not None:
-            self.metrics.on_fail(job, outcome, expired=expired, duration=duration)
+        self._unwatch((reservation.jid,))
+        if failed:
+            await self.flow.ended((reservation,))
+            if self.metrics is not None:
+                self.metrics.on_fail(job, outcome, expired=expired, duration=duration)
         return failed
 
     async def expire_reservations(self, limit: int = 500) -> int:
@@ -610,6 +698,7 @@ class Manager(AdminOps):
         record = await self.store.update_worker(client.wid, connections_delta=-1)
         if record is None or record.connections <= 0:
             self._worker_states.pop(client.wid, None)
+            await self.flow.worker_gone(client.wid)
 
     async def beat(self, wid: str, rss_kb: int = 0, current_state: str | None = None) -> str:
         """Record a heartbeat; the state only moves forward (a worker's own report of quiet or
@@ -650,6 +739,7 @@ class Manager(AdminOps):
                 continue  # it beat (maybe on another server) since we listed it
             self._worker_states.pop(record.wid, None)
             reaped += 1
+            await self.flow.worker_gone(record.wid)
             for key in self._local_clients.pop(record.wid, set()):
                 client = self._closers.pop(key, None)
                 if client is not None and client.close is not None:
@@ -667,6 +757,8 @@ class Manager(AdminOps):
 
     async def flush(self) -> None:
         await self.store.flush()
+        self._unwatch(list(self._watched or ()))
+        self.flow.forget_held()
         self.tasks.reset_stats()
         if self.metrics is not None:
             self.metrics.on_flush()
@@ -683,6 +775,8 @@ class Manager(AdminOps):
         ``build_features()``, one instance per running feature, in the same order."""
         for running, new in zip(self.features, features, strict=True):
             running.reconfigure(new)
+        for queue in self.flow.refresh(self.features):  # a limit raised or lifted: room now?
+            self.flow.ready(queue)
 
 
 def _by_queue(jobs: list[QueuedJob]) -> dict[str, list[QueuedJob]]:

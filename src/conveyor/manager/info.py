@@ -1,5 +1,6 @@
 """The INFO document, in the exact shape of Faktory 1.9+ (faktory.md §3.8), plus a
-``features`` section (each feature's numbers: jobs cancelled, aggregating groups, ...)."""
+``features`` section (each feature's numbers: unique locks, jobs expired, throttles, jobs
+cancelled, aggregating groups, ...)."""
 
 from __future__ import annotations
 

@@ -10,9 +10,11 @@ context and ``call_next`` and must await ``call_next()`` to continue (or raise t
 
 * ``push``: before a job is stored. Change ``ctx.job``, or raise ``Halt(code, message)``
   (the client gets ``-<code> <message>``, e.g. ``NOTUNIQUE``) to refuse it, or ``Drop`` to
-  accept it without storing it (a job to aggregate, kept in its group instead).
+  accept it without storing it (an expiring job that has expired already, a job to
+  aggregate, kept in its group instead).
 * ``fetch``: after a job was reserved for a worker, before it is sent. Raise ``Discard`` to
-  drop it (it is removed and the fetch goes on with the next job).
+  drop it (its reservation ends, counted neither processed nor failed, and the fetch goes on
+  with the next job).
 * ``ack``: around the end of a successful job.
 * ``fail``: around a failure; ``ctx.outcome`` says where the job goes and may be changed;
   after ``call_next()``, ``ctx.moved`` says whether it went there.

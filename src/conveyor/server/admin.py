@@ -23,6 +23,7 @@ from conveyor.manager import Manager, WorkerState, views
 from conveyor.manager.features.aggregation import AggregateFeature, group_key
 from conveyor.manager.features.cancellation import CancelFeature
 from conveyor.manager.jobinfo import job_infos
+from conveyor.server.admin_cron import CRON_OPS
 from conveyor.store.base import JobFilter, SortedSet
 
 __all__ = ["ADMIN_OPS", "ADMIN_VERSION", "MAX_ADMIN_ITEMS", "run_admin"]
@@ -228,6 +229,7 @@ ADMIN_OPS: dict[str, AdminOp] = {
     "worker.list": _worker_list,
     "worker.quiet": _worker_signal("worker.quiet", WorkerState.QUIET),
     "worker.stop": _worker_signal("worker.stop", WorkerState.TERMINATE),
+    **CRON_OPS,
 }
 
 

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import errno
 import gc
 import logging
 import signal
 import socket
 import ssl
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -252,6 +255,7 @@ def _reloader(manager: Manager, reload: Callable[[], ServerConfig]) -> Callable[
 
 def run_forever(config: ServerConfig, reload: Callable[[], ServerConfig] | None = None) -> None:
     """Run ``run(config)`` on uvloop when it is installed."""
+    map_large_buffers()
     try:
         import uvloop
     except ImportError:
@@ -259,6 +263,29 @@ def run_forever(config: ServerConfig, reload: Callable[[], ServerConfig] | None 
         return
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(run(config, reload=reload))
+
+
+LARGE_BUFFER_BYTES = 1 << 20
+
+
+def map_large_buffers() -> None:
+    """Have glibc map every block of 1 MiB or more on its own, so it goes back to the system
+    when freed.
+
+    glibc raises its mmap threshold each time a mapped block is freed (up to 32 MiB), so after
+    the first burst of large partial lines the next ones land on the heap, which it then
+    rarely trims: ten clients that each sent 15 MiB and left could keep over 100 MiB of a
+    server's memory for good (issue 17). Setting the threshold pins it, and with it the trim
+    threshold. Elsewhere than glibc this does nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and others: no mallopt, nothing to pin
+        return
+    m_mmap_threshold = -3  # <malloc.h>
+    mallopt(m_mmap_threshold, LARGE_BUFFER_BYTES)
 
 
 def _redact(url: str) -> str:

@@ -65,6 +65,13 @@ __all__ = ["server_command"]
     help="Refuse connections above this count. [default: 10000; env CONVEYOR_MAX_CONNECTIONS]",
 )
 @click.option(
+    "--backpressure",
+    type=int,
+    metavar="N",
+    help="Refuse a PUSH to any queue holding N jobs or more (0: no limit; [queues] in the "
+    "TOML sets it per queue). [default: 0; env CONVEYOR_BACKPRESSURE]",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
     help="Logging verbosity. [default: info; env CONVEYOR_LOG_LEVEL]",
@@ -91,6 +98,7 @@ def server_command(
     tls_cert: Path | None,
     tls_key: Path | None,
     max_connections: int | None,
+    backpressure: int | None,
     log_level: str | None,
     log_format: str | None,
     config_file: Path | None,
@@ -110,6 +118,7 @@ def server_command(
         "tls_cert": str(tls_cert) if tls_cert else None,
         "tls_key": str(tls_key) if tls_key else None,
         "max_connections": max_connections,
+        "backpressure": backpressure,
         "log_level": log_level,
         "log_format": log_format,
         "config": str(config_file) if config_file else None,

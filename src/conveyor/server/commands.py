@@ -377,7 +377,8 @@ async def admin(session: Session, argument: bytes) -> bytes | None:
 
 
 async def cron(session: Session, argument: bytes) -> bytes | None:
-    """``CRON <subcommand> [<json>]``, a conveyor extension (docs/protocol.md)."""
+    """``CRON <subcommand> [<json>]``: the first release's cron verb, an alias of the
+    ``ADMIN cron.*`` operations for one more release (docs/protocol.md)."""
     from conveyor.manager.features.cron import CronFeature
 
     subcommand, _, payload = argument.strip().partition(b" ")

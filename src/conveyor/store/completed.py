@@ -15,7 +15,7 @@ the ACKs that carry results are read to learn what each job asked for.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # base.py includes this capability in Store
@@ -28,11 +28,20 @@ class Completions(abc.ABC):
     """The completed-jobs capability; every backend implements it (``Store`` includes it)."""
 
     @abc.abstractmethod
-    async def complete(self, entries: Sequence[SetEntry], day: str) -> int:
+    async def complete(
+        self,
+        entries: Sequence[SetEntry],
+        day: str,
+        throttled: Collection[str] = (),
+        marks: Sequence[bytes] | None = None,
+    ) -> list[Reservation]:
         """For each entry whose jid holds a reservation, in one atomic step: end the
         reservation, count it as processed (total and ``day``), as ``ack`` does, and put the
         entry into the ``completed`` set (replacing an entry of the same jid). Entries of jids
-        without a reservation change nothing. Returns how many reservations existed. Not
+        without a reservation change nothing. Returns the reservations it ended, as
+        ``Endings.ack_returning`` does (``throttled``: their slots are freed and their queues
+        announced in the same step; ``marks``: payloads holding none may come back empty), so
+        the features hear of the jobs that succeeded (a unique job's lock is released). Not
         awaited for durability, like ``ack``."""
 
     @abc.abstractmethod

@@ -49,7 +49,7 @@ ROUTES: list[BaseRoute] = [
     Route("/search", pages.search, name="search"),
     Route("/batches", pages.placeholder, name="batches"),
     Route("/cron", cron.page, methods=["GET", "POST"], name="cron"),
-    Route("/throttles", pages.placeholder, name="throttles"),
+    Route("/throttles", pages.throttles, name="throttles"),
     Route("/partials/history", pages.history_partial, name="history_partial"),
     Route("/favicon.ico", pages.favicon),
     Route("/stats", api.stats, name="stats"),
@@ -74,6 +74,7 @@ ROUTES: list[BaseRoute] = [
     Route("/api/cron", cron.api_add, methods=["POST"]),
     Route("/api/cron/{id}", cron.api_entry),
     Route("/api/cron/{id}/{action}", cron.api_action, methods=["POST"]),
+    Route("/api/throttles", api.throttles),
     Mount("/static", StaticFiles(directory=PACKAGE_DIR / "static"), name="static"),
 ]
 

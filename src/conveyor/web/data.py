@@ -9,12 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from conveyor.backtraces import trim
 from conveyor.manager import views
 from conveyor.manager.jobinfo import job_info
 from conveyor.manager.types import ServerStats
 from conveyor.manager.views import history_view, job_row, queues_view
 from conveyor.store.base import SetEntry, SortedSet
+from conveyor.timefmt import now_iso
+from conveyor.web.limits import job_limits_view, queue_limits_view
 from conveyor.web.present import Listing, job_key, page_count, route_for_set
 
 if TYPE_CHECKING:
@@ -43,11 +47,23 @@ async def stats_json(manager: Manager, stats: StatsSource) -> dict[str, Any]:
 
 
 async def health_json(manager: Manager, stats: StatsSource) -> dict[str, Any]:
-    """Faktory's ``/health``: the time and the server section without memory and uptime."""
-    info = await manager.info(stats())
-    server = info.get("server", {})
-    keep = ("description", "faktory_version", "connections", "command_count")
-    return {"now": info.get("now"), "server": {k: server.get(k) for k in keep}}
+    """Faktory's ``/health`` (the time and the server section without memory and uptime),
+    plus ``status``: ``ok``, or ``unavailable`` with the ``store``'s problem."""
+    problem = await manager.storage_problem()
+    numbers = stats()
+    health: dict[str, Any] = {
+        "now": now_iso(),
+        "server": {
+            "description": manager.description,
+            "faktory_version": manager.version,
+            "connections": numbers.connections,
+            "command_count": numbers.command_count,
+        },
+        "status": "ok" if problem is None else "unavailable",
+    }
+    if problem is not None:
+        health["store"] = problem
+    return health
 
 
 def summary(info: dict[str, Any]) -> dict[str, int]:
@@ -98,6 +114,7 @@ async def queue_view(manager: Manager, name: str, listing: Listing) -> dict[str,
     page = await manager.list_queue(name, listing.offset, listing.per_page)
     return {
         "queue": info,
+        "limits": await queue_limits_view(manager, name),
         "jobs": [job_row(item.payload) for item in page.items],
         "paging": _paging(listing, page.total),
     }
@@ -133,9 +150,15 @@ async def locate_view(
     manager: Manager, jid: str, queue: str | None = None
 ) -> dict[str, Any] | None:
     """Where a job is now (queue, a set, or being worked on) and its payload there, its state
-    and, when it ended, its outcome (``manager.jobinfo``); ``queue`` narrows the search of
-    the queues (a link from a queue's page knows it)."""
-    return await job_info(manager, jid, queue)
+    and, when it ended, its outcome (``manager.jobinfo``), and its unique lock and expiry
+    (``limits``); ``queue`` narrows the search of the queues (a link from a queue's page
+    knows it)."""
+    info = await job_info(manager, jid, queue)
+    if info is None:
+        return None
+    located = info["where"] and isinstance(info.get("job"), dict)
+    payload = msgspec.json.encode(info["job"]) if located else None
+    return {**info, "limits": await job_limits_view(manager, payload) if payload else {}}
 
 
 async def job_view(manager: Manager, name: SortedSet, jid: str) -> dict[str, Any] | None:
@@ -158,6 +181,9 @@ async def job_view(manager: Manager, name: SortedSet, jid: str) -> dict[str, Any
         "set": name.value,
         "route": route_for_set(name),
         "in_set": entry is not None,
+        "limits": (
+            await job_limits_view(manager, entry.payload) if entry else row.get("limits", {})
+        ),
         "location": {k: located[k] for k in ("where", "queue")} if located else None,
         "custom": job.get("custom") or {},
         "failure": failure,

@@ -8,7 +8,9 @@ Each limit is a GCRA (a token bucket kept as one time): at most ``burst`` jobs a
 one every ``1/rate`` seconds. A job turned away is given the next free slot (it is taken for
 it), so a crowd of jobs comes back spread at the rate, not all at once; when it comes back at
 its slot, it runs without taking another. The limit is per process and per limiter: several
-processes each allow the rate (docs/results.md, "Rate limits").
+processes each allow the rate (docs/results.md, "Local rate limits"). Not the server's
+per-queue rate limits (``[queues.NAME] rate_limit``, ``manager/features/rate_limits.py``),
+which hold over every worker.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ FORGET_SECONDS = 300.0
 
 @dataclass(frozen=True, slots=True)
 class RateLimit:
-    """``count`` jobs per ``per_seconds``, at most ``burst`` at once."""
+    """``count`` jobs per ``per_seconds``, at most ``burst`` at once, in one worker process
+    (local; the server's per-queue rate limits are ``[queues.NAME] rate_limit``,
+    docs/admission.md)."""
 
     count: float
     per_seconds: float = 1.0

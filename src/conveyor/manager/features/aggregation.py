@@ -122,6 +122,7 @@ class AggregateFeature(Feature):
     """Aggregating groups (see the module docstring)."""
 
     name = "aggregation"
+    gates_on_custom = True  # wants_push: only jobs with custom.aggregate
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock

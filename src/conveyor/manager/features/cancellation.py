@@ -34,6 +34,7 @@ import msgspec
 from conveyor.errors import CommandError, ConfigError
 from conveyor.manager.features.base import Feature, Loop
 from conveyor.manager.features.cron_schedule import ScheduleError, parse_duration
+from conveyor.store.base import Reservation
 from conveyor.store.cancels import (
     CANCEL_FROM,
     CANCELLED_SPACE,
@@ -200,6 +201,11 @@ class CancelFeature(Feature):
             return None
         if outcome is CancelOutcome.ALREADY:
             return CancelReport(jid, "already", where, _already)
+        # its unique lock, expiry deadline and throttle slot go with it (docs/admission.md)
+        reservation = None
+        if where == "working":
+            reservation = Reservation(jid, located.queue, located.payload, located.wid, now, now)
+        await self.manager.taken_away(located.payload, reservation)
         if notice is not None:
             self._add_notice(located.wid, jid, notice.expires_at or now)
             log.info("cancelled job %s while worker %s ran it", jid, located.wid)

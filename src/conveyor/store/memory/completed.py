@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 from conveyor.store.base import Reservation, SetEntry, SortedSet
@@ -20,15 +20,27 @@ class MemoryCompletions(Completions):
 
         def _count(self, day: str, processed: int, failures: int) -> None: ...
 
-    async def complete(self, entries: Sequence[SetEntry], day: str) -> int:
+        async def release_slots(self, ended: Sequence[Reservation]) -> None: ...
+
+    async def complete(
+        self,
+        entries: Sequence[SetEntry],
+        day: str,
+        throttled: Collection[str] = (),
+        marks: Sequence[bytes] | None = None,
+    ) -> list[Reservation]:
         completed = self._sets[SortedSet.COMPLETED]
-        ended = 0
+        ended: list[Reservation] = []
         for entry in entries:
-            if self._reservations.pop(entry.jid, None) is not None:
+            reservation = self._reservations.pop(entry.jid, None)
+            if reservation is not None:
                 completed.add(entry)
-                ended += 1
+                ended.append(reservation)
         if ended:
-            self._count(day, ended, 0)
+            self._count(day, len(ended), 0)
+            freed = [r for r in ended if r.queue in throttled]
+            if freed:
+                await self.release_slots(freed)
         return ended
 
     async def reservations_of(self, jids: Sequence[str]) -> list[Reservation]:

@@ -41,7 +41,11 @@ from conveyor.store.base import (
 from conveyor.store.filters import filter_entries
 from conveyor.store.memory.cancels import MemoryCancels
 from conveyor.store.memory.completed import MemoryCompletions
+from conveyor.store.memory.counts import MemoryCounts
+from conveyor.store.memory.deadlines import MemoryDeadlines
+from conveyor.store.memory.endings import MemoryEndings
 from conveyor.store.memory.groups import MemoryGroups
+from conveyor.store.memory.limits import MemoryLimits
 from conveyor.store.memory.records import MemoryRecords
 from conveyor.store.signals import LocalSignals
 from conveyor.store.workers import LocalWorkers
@@ -125,7 +129,17 @@ class _SortedSet:
 
 
 class MemoryStore(
-    LocalWorkers, MemoryRecords, MemoryCancels, MemoryGroups, MemoryCompletions, LocalSignals, Store
+    LocalWorkers,
+    MemoryRecords,
+    MemoryLimits,
+    MemoryEndings,
+    MemoryCounts,
+    MemoryDeadlines,
+    MemoryCancels,
+    MemoryGroups,
+    MemoryCompletions,
+    LocalSignals,
+    Store,
 ):
     """Everything in this process; nothing survives a restart."""
 
@@ -413,6 +427,9 @@ class MemoryStore(
         self._processed = self._failures = 0
         self._daily.clear()
         self._flush_records()
+        self._flush_limits()
+        self._flush_counts()
+        self._flush_deadlines()
         self._init_groups()
 
 

@@ -1,19 +1,19 @@
 """Completed jobs (``conveyor.store.completed``) and signals (``conveyor.store.signals``) in
-Redis: ``lua/completed_ack.lua`` ends reservations and fills ``{ns}:s:completed`` in one
-step (a token write, safe to resend after a lost reply: ``calls.py``); signals are published
+Redis: ``lua/endings_end.lua`` (mode ``complete``) ends reservations and fills
+``{ns}:s:completed`` in one step, freeing throttle slots as an ACK does (a token write, safe
+to resend after a lost reply: ``calls.py``); signals are published
 on ``{ns}:signals`` (``lua/signal_publish.lua``) and received by the store's subscriber
 (``wakeup.py``)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from conveyor.store.base import Reservation, SetEntry, SortedSet
+from conveyor.store.base import Reservation, SetEntry
 from conveyor.store.completed import Completions
-from conveyor.store.redis.codec import encode_set_data, score_arg
 from conveyor.store.signals import SignalListener, Signals
 
 __all__ = ["RedisCompletions", "RedisSignals", "decode_signal"]
@@ -23,33 +23,32 @@ _decode_keys = msgspec.json.Decoder(list[str]).decode
 
 
 class RedisCompletions(Completions):
-    """Mixed into ``RedisStore``, whose ``_write``, ``_keys`` and ``_reservations`` it uses."""
+    """Mixed into ``RedisStore``, whose ``_end`` (``RedisEndings``) and ``_reservations`` it
+    uses."""
 
     if TYPE_CHECKING:  # RedisStore's
-        _keys: Any
 
-        async def _write(
+        async def _end(
             self,
-            name: str,
-            keys: Sequence[str],
-            args: Sequence[Any] = (),
-            *,
-            token: str | None = None,
-            durable: bool = False,
-        ) -> Any: ...
+            mode: str,
+            jids: Sequence[str],
+            day: str,
+            throttled: Collection[str] = (),
+            marks: Sequence[bytes] | None = None,
+            entries: Sequence[SetEntry] = (),
+        ) -> list[Reservation]: ...
 
         async def _reservations(self, *args: Any) -> tuple[int, list[Reservation]]: ...
 
-    async def complete(self, entries: Sequence[SetEntry], day: str) -> int:
-        if not entries:
-            return 0
-        k = self._keys
-        done = SortedSet.COMPLETED
-        keys = [k.res, k.exp, k.busy, k.stats, k.zset(done), k.data(done)]
-        args: list[Any] = [day]
-        for entry in {entry.jid: entry for entry in entries}.values():
-            args += [entry.jid, score_arg(entry.score), encode_set_data(entry)]
-        return int(await self._write("completed_ack", keys, args))
+    async def complete(
+        self,
+        entries: Sequence[SetEntry],
+        day: str,
+        throttled: Collection[str] = (),
+        marks: Sequence[bytes] | None = None,
+    ) -> list[Reservation]:
+        unique = list({entry.jid: entry for entry in entries}.values())
+        return await self._end("complete", (), day, throttled, marks, unique)
 
     async def reservations_of(self, jids: Sequence[str]) -> list[Reservation]:
         unique = list(dict.fromkeys(jids))

@@ -28,7 +28,7 @@ Key layout (``{ns}`` is ``{conveyor}`` unless the URL says ``?namespace=``)::
     {ns}:s:completed   ZSET, {ns}:d:completed HASH: completed jobs, as the other sets
     {ns}:op:<token>    STRING the result of one write call, kept ~30 s (calls.py)
 
-The capabilities' modules document their own keys (``records.py``, ``groups.py``, ...).
+The capabilities' modules document their own keys (``records.py``, ``limits.py``, ...).
 """
 
 from __future__ import annotations
@@ -74,7 +74,12 @@ from conveyor.store.redis.codec import (
 )
 from conveyor.store.redis.completed import RedisCompletions, RedisSignals
 from conveyor.store.redis.connect import Clients
+from conveyor.store.redis.counts import RedisCounts
+from conveyor.store.redis.deadlines import RedisDeadlines
+from conveyor.store.redis.endings import RedisEndings
 from conveyor.store.redis.groups import RedisGroups
+from conveyor.store.redis.limits import RedisLimits
+from conveyor.store.redis.listing import FilteredListing
 from conveyor.store.redis.records import RedisRecords
 from conveyor.store.redis.release import Lost, Releaser
 from conveyor.store.redis.scripts import Script, load_scripts
@@ -83,9 +88,7 @@ from conveyor.store.redis.workers import RedisWorkers
 
 __all__ = ["RedisStore"]
 
-SCAN_CHUNK = 1000
 _FIND_SLICE = 2000  # queue entries one queue_find call looks at: well under a millisecond
-"""Entries read per script call when a listing has to filter a whole sorted set."""
 
 
 class Keys:
@@ -124,7 +127,17 @@ class Keys:
 
 
 class RedisStore(
-    RedisRecords, RedisWorkers, RedisCancels, RedisGroups, RedisCompletions, RedisSignals, Store
+    RedisRecords,
+    RedisWorkers,
+    RedisLimits,
+    RedisEndings,
+    RedisCounts,
+    RedisDeadlines,
+    RedisCancels,
+    RedisGroups,
+    RedisCompletions,
+    RedisSignals,
+    Store,
 ):
     """A ``Store`` over Redis or Redis Cluster. Build it with ``RedisStore.from_url``."""
 
@@ -142,6 +155,7 @@ class RedisStore(
         # Wake-up messages are "<origin> <queue>": a store skips its own (it already woke its
         # listener locally), so one push wakes one waiting FETCH, not two.
         self._origin = secrets.token_hex(6) + " "
+        self._filtered = FilteredListing(self._read_set)
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
@@ -487,21 +501,9 @@ class RedisStore(
         if flt.jids:
             _, found = await self._read_set(name, "jids", *dict.fromkeys(flt.jids))
             found.sort(key=lambda e: (e.score, e.jid), reverse=descending)
-        else:
-            found = await self._scan_set(name, rev)
-        kept = await filter_entries(flt, found)
-        return Page(kept[offset : offset + limit], len(kept))
-
-    async def _scan_set(self, name: SortedSet, rev: str) -> list[SetEntry]:
-        """Every entry in score order, a chunk at a time (a listing, not a transition)."""
-        out: list[SetEntry] = []
-        start = 0
-        while True:
-            _, chunk = await self._read_set(name, "rank", start, start + SCAN_CHUNK - 1, rev)
-            out += chunk
-            if len(chunk) < SCAN_CHUNK:
-                return out
-            start += SCAN_CHUNK
+            kept = await filter_entries(flt, found)
+            return Page(kept[offset : offset + limit], len(kept))
+        return await self._filtered.page(name, flt, offset, limit, descending)
 
     async def get_set_entries(self, name: SortedSet, jids: Sequence[str]) -> list[SetEntry]:
         if not jids:
@@ -624,4 +626,7 @@ class RedisStore(
                 break
             names = [m.decode() for m in missing]
         await self._flush_records()
+        await self._flush_limits()
+        await self._flush_counts()
+        await self._flush_deadlines()
         await self._flush_groups()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 from conveyor.store.base import Reservation, SetEntry, SortedSet
@@ -35,27 +35,40 @@ class SQLiteCompletions(Completions):
 
         def _checked_reservations(self, rows: list[tuple[Any, ...]]) -> list[Reservation]: ...
 
-    async def complete(self, entries: Sequence[SetEntry], day: str) -> int:
+        async def release_slots(self, ended: Sequence[Reservation]) -> None: ...
+
+    async def complete(
+        self,
+        entries: Sequence[SetEntry],
+        day: str,
+        throttled: Collection[str] = (),
+        marks: Sequence[bytes] | None = None,
+    ) -> list[Reservation]:
         if not entries:
-            return 0
+            return []
         unique = {entry.jid: entry for entry in entries}
         with self._db.atomic() as conn:
             if len(unique) == 1:  # one ACK: the plain DELETE costs a third of json_each's
                 (entry,) = unique.values()
-                ended = conn.execute(_RESERVATIONS["end_reservation"], (entry.jid,)).rowcount
-                kept = [entry] if ended else []
+                query, args = _RESERVATIONS["end_reservation_returning"], (entry.jid,)
             else:
-                args = (json.dumps(list(unique)),)
-                rows = conn.execute(_RESERVATIONS["end_reservations"], args).fetchall()
-                kept = [unique[jid] for (jid,) in rows]
+                query, args = _RESERVATIONS["end_reservations"], (json.dumps(list(unique)),)
+            ended = [Reservation(*row) for row in conn.execute(query, args).fetchall()]
+            kept = [unique[r.jid] for r in ended]
             grown = self._put_entries(conn, SortedSet.COMPLETED, kept) if kept else 0
         committed = self._db.pending
-        if kept:
+        if ended:
             self._resize(SortedSet.COMPLETED, grown)
-            self._count(day, len(kept), 0)
+            self._count(day, len(ended), 0)
+            freed = [r for r in ended if r.queue in throttled]
+            if freed:
+                await self.release_slots(freed)
         if self._db.careful:
             await committed  # during an outage, +OK only once it is recorded
-        return len(kept)
+        if len(ended) > 1:  # in jids order, as ack_returning
+            order = {jid: index for index, jid in enumerate(unique)}
+            ended.sort(key=lambda r: order[r.jid])
+        return ended
 
     async def reservations_of(self, jids: Sequence[str]) -> list[Reservation]:
         unique = list(dict.fromkeys(jids))

@@ -18,7 +18,7 @@ import asyncio
 import dataclasses
 import json
 import sqlite3
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import Any
 
 from conveyor.errors import StoreError
@@ -39,9 +39,13 @@ from conveyor.store.signals import LocalSignals
 from conveyor.store.sqlite import damage
 from conveyor.store.sqlite.cancels import SQLiteCancels
 from conveyor.store.sqlite.completed import SQLiteCompletions
+from conveyor.store.sqlite.counts import SQLiteCounts
 from conveyor.store.sqlite.damage import Damaged, checksum, intact
 from conveyor.store.sqlite.db import Database, SQLiteOptions, load_queries, split_statements
+from conveyor.store.sqlite.deadlines import SQLiteDeadlines
+from conveyor.store.sqlite.endings import SQLiteEndings
 from conveyor.store.sqlite.groups import SQLiteGroups
+from conveyor.store.sqlite.limits import SQLiteLimits
 from conveyor.store.sqlite.listing import PageCursor, SetListing, entry_of
 from conveyor.store.sqlite.records import SQLiteRecords
 from conveyor.store.sqlite.schema import prepare
@@ -67,6 +71,10 @@ class SQLiteStore(
     SetListing,
     LocalWorkers,
     SQLiteRecords,
+    SQLiteLimits,
+    SQLiteEndings,
+    SQLiteCounts,
+    SQLiteDeadlines,
     SQLiteCancels,
     SQLiteGroups,
     SQLiteCompletions,
@@ -104,6 +112,8 @@ class SQLiteStore(
         conn = self._db.open(prepare)
         try:
             self._create_records()
+            self._create_counts()
+            self._create_deadlines()
             self._create_groups()
             damage.quarantine(conn)
             self._load_state()
@@ -118,6 +128,9 @@ class SQLiteStore(
     async def close(self) -> None:
         self._db.close()
 
+    def refusing_writes(self) -> str | None:
+        return self._db.health.refusal
+
     def _load_state(self) -> None:
         """Rebuild the in-memory mirrors from what is committed."""
         conn = self._db.conn
@@ -131,6 +144,7 @@ class SQLiteStore(
         row = conn.execute(_COUNTERS["get_counts"], (json.dumps([_TOTAL]),)).fetchone()
         self._totals = [row[1], row[2]] if row else [0, 0]
         self._pending = {}
+        self._forget_limits()  # throttle slots: rebuilt from the reservations as committed
 
     def _recovered(self) -> None:
         """Commits work again after an outage: FETCHes waiting meanwhile may find jobs (those
@@ -235,18 +249,36 @@ class SQLiteStore(
         self, queues: Sequence[str], wid: str, now: float, count: int = 1
     ) -> list[Reservation]:
         self._db.check_writable()  # during an outage a FETCH is refused, never answered
-        taken: list[Reservation] = []
-        popped: dict[str, int] = {}
         ready = [n for n in queues if self._sizes.get(n, 0) > 0 and n not in self._paused]
         if not ready or count <= 0:
-            return taken
+            return []
+        taken, committed = self._reserve_from(ready, None, wid, now, count)
+        if taken and self._db.careful:
+            await committed  # during an outage, hand out only what is recorded
+        return taken
+
+    def _reserve_from(
+        self,
+        queues: Sequence[str],
+        rooms: Mapping[str, int] | None,
+        wid: str,
+        now: float,
+        count: int,
+    ) -> tuple[list[Reservation], Awaitable[None]]:
+        """Reserve up to ``count`` jobs from ``queues`` in turn, at most ``rooms[queue]`` from
+        a queue there (``reserve_limited``: what each limit allows; ``reserve``: None), in
+        this step; returns them and the commit that records them."""
+        taken: list[Reservation] = []
+        popped: dict[str, int] = {}
         rows_taken: list[tuple[Any, ...]] = []
         damaged: list[Damaged] = []
         with self._db.atomic() as conn:
-            for name in ready:
+            for name in queues:
                 want = count - len(taken)
                 if want <= 0:
                     break
+                if rooms is not None and name in rooms:  # at least 1 there
+                    want = min(want, rooms[name])
                 rows = conn.execute(_QUEUES["pop_jobs"], (name, want)).fetchall()
                 rows.sort()
                 popped[name] = popped.get(name, 0) + len(rows)
@@ -265,9 +297,7 @@ class SQLiteStore(
             self._sizes[name] -= count_popped
         if damaged:
             damage.report(damaged)
-        if taken and self._db.careful:
-            await committed  # during an outage, hand out only what is recorded
-        return taken
+        return taken, committed
 
     def _count(self, day: str, processed: int, failures: int) -> None:
         self._totals[0] += processed
@@ -551,6 +581,9 @@ class SQLiteStore(
                 conn.execute(statement)
             self._flush_groups(conn)
         self._flush_records()
+        self._flush_limits()
+        self._flush_counts()
+        self._flush_deadlines()
         committed = self._db.pending
         self._sizes.clear()
         self._paused.clear()

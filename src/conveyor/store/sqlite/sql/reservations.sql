@@ -12,7 +12,12 @@ DELETE FROM reservations WHERE jid = ?;
 SELECT jid, queue, payload, wid, reserved_at, expires_at, crc FROM reservations WHERE jid = ?;
 
 -- name: end_reservations
-DELETE FROM reservations WHERE jid IN (SELECT value FROM json_each(?)) RETURNING jid;
+DELETE FROM reservations WHERE jid IN (SELECT value FROM json_each(?))
+RETURNING jid, queue, payload, wid, reserved_at, expires_at;
+
+-- name: end_reservation_returning
+DELETE FROM reservations WHERE jid = ?
+RETURNING jid, queue, payload, wid, reserved_at, expires_at;
 
 -- name: reservations_of
 SELECT jid, queue, payload, wid, reserved_at, expires_at, crc FROM reservations
