@@ -1,13 +1,14 @@
-"""Endings (``conveyor.store.endings``) in Redis: ``lua/endings_end.lua``."""
+"""Endings (``conveyor.store.endings``) in Redis: ``lua/endings_end.lua``, which also keeps
+completed jobs (``RedisCompletions.complete``, its mode ``complete``)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
-from conveyor.store.base import QueuedJob, Reservation
+from conveyor.store.base import QueuedJob, Reservation, SetEntry, SortedSet
 from conveyor.store.endings import Endings
-from conveyor.store.redis.codec import decode_entry, decode_fields
+from conveyor.store.redis.codec import decode_entry, decode_fields, encode_set_data, score_arg
 
 __all__ = ["RedisEndings"]
 
@@ -43,15 +44,24 @@ class RedisEndings(Endings):
         day: str,
         throttled: Collection[str] = (),
         marks: Sequence[bytes] | None = None,
+        entries: Sequence[SetEntry] = (),
     ) -> list[Reservation]:
-        if not jids:
+        """``mode`` "ack", "discard" or "complete" (then ``entries``, not ``jids``, say which
+        reservations end and what the completed set keeps of each)."""
+        if not jids and not entries:
             return []
         k = self._keys
+        done = SortedSet.COMPLETED
         queues = list(throttled)
-        keys = [k.res, k.exp, k.busy, k.stats, k.ready]
+        keys = [k.res, k.exp, k.busy, k.stats, k.ready, k.zset(done), k.data(done)]
         keys += [k.key(f"tq:{queue}") for queue in queues]
         wanted: list[Any] = ["*"] if marks is None else [len(marks), *marks]
-        args = [mode, day, self._pub, self._origin, len(queues), *queues, *wanted, *jids]
+        args = [mode, day, self._pub, self._origin, len(queues), *queues, *wanted]
+        if entries:
+            for entry in entries:
+                args += [entry.jid, score_arg(entry.score), encode_set_data(entry)]
+        else:
+            args += jids
         flat = await self._write("endings_end", keys, args)
         ended = []
         for i in range(0, len(flat), 4):
