@@ -11,6 +11,7 @@ from conveyor import _lazy
 if typing.TYPE_CHECKING:
     from conveyor.app import Aggregate, App, CancelResult, Group, JobDef, PayloadError, PushResult
     from conveyor.app.batches import BatchStatus, TrackInfo
+    from conveyor.app.info import JobInfo
     from conveyor.app.workflows import Chain, JobGroup, Signature, chain, group
     from conveyor.errors import (
         AuthenticationError,
@@ -19,14 +20,20 @@ if typing.TYPE_CHECKING:
         ConveyorError,
         InvalidJob,
         JobCancelled,
+        JobFailed,
         JobNotFound,
         NotUnique,
         ProtocolError,
         QueueFull,
+        ResultError,
+        RetryAfter,
+        SkipRetry,
         StoreError,
     )
     from conveyor.job import Job
+    from conveyor.retries import Exponential, Fixed
     from conveyor.worker import Handler, JobContext, Middleware, Worker, current_job
+    from conveyor.worker.ratelimit import RateLimit
 
 __version__ = "0.1.0"
 
@@ -52,6 +59,13 @@ __all__ = [  # noqa: RUF022 - grouped by purpose (as httpx does), sorted within 
     "TrackInfo",
     "chain",
     "group",
+    # results, job state and retry control
+    "Exponential",
+    "Fixed",
+    "JobInfo",
+    "RateLimit",
+    "RetryAfter",
+    "SkipRetry",
     # errors
     "AuthenticationError",
     "CommandError",
@@ -59,11 +73,13 @@ __all__ = [  # noqa: RUF022 - grouped by purpose (as httpx does), sorted within 
     "ConveyorError",
     "InvalidJob",
     "JobCancelled",
+    "JobFailed",
     "JobNotFound",
     "NotUnique",
     "PayloadError",
     "ProtocolError",
     "QueueFull",
+    "ResultError",
     "StoreError",
     "__version__",
 ]
@@ -94,6 +110,14 @@ _MODULES = {
     "ProtocolError": "conveyor.errors",
     "QueueFull": "conveyor.errors",
     "StoreError": "conveyor.errors",
+    "JobFailed": "conveyor.errors",
+    "ResultError": "conveyor.errors",
+    "RetryAfter": "conveyor.errors",
+    "SkipRetry": "conveyor.errors",
+    "JobInfo": "conveyor.app.info",
+    "Exponential": "conveyor.retries",
+    "Fixed": "conveyor.retries",
+    "RateLimit": "conveyor.worker.ratelimit",
     "Job": "conveyor.job",
     "Handler": "conveyor.worker",
     "JobContext": "conveyor.worker",

@@ -26,7 +26,7 @@ from conveyor.manager.middleware import (
     PushContext,
     run_chain,
 )
-from conveyor.store.base import QueuedJob, Reservation, Store
+from conveyor.store.base import QueuedJob, Reservation, SetEntry, Store
 from conveyor.store.endings import Acked
 from conveyor.timefmt import day_key
 
@@ -349,26 +349,31 @@ class FeatureCalls:
             await self.flow.ended(ended)  # a throttle's slot is free
         return kept
 
-    def _ack_unhooked(self, jids: Sequence[str]) -> Awaitable[int]:
+    def _ack_unhooked(self, jids: Sequence[str], keep: Sequence[SetEntry] = ()) -> Awaitable[int]:
         """ACK jids no ack middleware wants: ``Store.ack``, unless a feature must hear of
-        them (``acked``); what it returns gives how many reservations ended."""
-        watched = self._watched
-        if watched is not None:  # in-process: only the jids noted at FETCH
-            if not watched or all(jid not in watched for jid in jids):
+        them (``acked``) or some are kept; what it returns gives how many reservations ended."""
+        if not keep:
+            watched = self._watched
+            if watched is not None:  # in-process: only the jids noted at FETCH
+                if not watched or all(jid not in watched for jid in jids):
+                    return self.store.ack(jids, day_key(time.time()))
+            elif not (self._ack_watchers or self.flow.throttled):
                 return self.store.ack(jids, day_key(time.time()))
-        elif not (self._ack_watchers or self.flow.throttled):
-            return self.store.ack(jids, day_key(time.time()))
-        return self._ack_returning(jids)
+        return self._ack_returning(jids, keep)
 
-    async def _ack_returning(self, jids: Sequence[str]) -> int:
+    async def _ack_returning(self, jids: Sequence[str], keep: Sequence[SetEntry] = ()) -> int:
         """ACK the jids in one store step, telling the features what ended; returns how many
         reservations did. Throttle slots are freed (and their queues woken everywhere) by the
-        ACK itself, and the marks of batch and tracked jobs move with it (``ack_ends``)."""
+        ACK itself, the jobs of ``keep`` go into the completed set, and the marks of batch and
+        tracked jobs move with it (``ack_ends``): all or nothing."""
         day = day_key(time.time())
         ender = self._ack_ender
-        ends = ender.ack_ends() if ender is not None else None
+        watched = self._watched
+        ends = None
+        if ender is not None and (watched is None or any(jid in watched for jid in jids)):
+            ends = ender.ack_ends()  # in-process: a marked job is watched (its ACK gate)
         acked = await self.store.ack_returning(
-            jids, day, self.flow.throttled, self._acked_marks, ends
+            jids, day, self.flow.throttled, self._acked_marks, ends, keep
         )
         await self._acked(acked)
         return len(acked.ended)

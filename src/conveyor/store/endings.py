@@ -10,6 +10,9 @@ With ``ends`` (the batches capability's ``EndContext``), the same step ends the 
 jobs it acknowledges that have unfinished ones (``Batches.end_jobs`` with a success): a
 batch's counters, its callbacks, the jobs waiting for them move with the reservation, so an
 ACK answered ``+OK`` has counted in its batch under any fault, and no ACK pays a second step.
+With ``keep`` (completed-set entries, ``store/completed.py``), the jobs that asked to be kept
+go into the ``completed`` set in that same step. One ACK of a kept batch job in a throttled
+queue thus ends its reservation, frees its slot, moves its batch and keeps it, all or nothing.
 
 ``discard_reservations`` ends reservations without counting them as processed or failed: a
 job dropped at FETCH (it expired) was never worked on. ``take_queued`` removes jobs from a
@@ -27,7 +30,7 @@ from typing import TYPE_CHECKING
 from conveyor.store.batches import EndContext, Fired
 
 if TYPE_CHECKING:  # base.py includes this capability in Store
-    from conveyor.store.base import QueuedJob, Reservation
+    from conveyor.store.base import QueuedJob, Reservation, SetEntry
 
 __all__ = ["Acked", "Endings"]
 
@@ -53,6 +56,7 @@ class Endings(abc.ABC):
         throttled: Collection[str] = (),
         marks: Sequence[bytes] | None = None,
         ends: EndContext | None = None,
+        keep: Sequence[SetEntry] = (),
     ) -> Acked:
         """``ack`` (same counting), returning the reservations it ended, in ``jids`` order.
         Those of a queue in ``throttled`` free their throttle slot and their queue is
@@ -60,9 +64,13 @@ class Endings(abc.ABC):
         With ``marks``, a store may leave out (as ``b""``) the payloads that hold none of
         them: the caller needs no other (Redis does, to send less back). With ``ends``, the
         jobs with an unfinished mark end it in the same step, as ``Batches.end_jobs`` does for
-        a success, and ``Acked.fired`` says what that set off. (On Redis a batch's key must be
-        declared: a job whose batch is found only in the step is acknowledged by a second one,
-        with its batch declared; each job is still ended in exactly one step.)"""
+        a success, and ``Acked.fired`` says what that set off. ``keep``: entries of some of
+        ``jids``; a job whose reservation ends is put into the ``completed`` set with its
+        entry (replacing one of the same jid) in the same step; an entry whose reservation
+        did not end changes nothing. (On Redis a batch's key must be declared: a job whose
+        batch is found only in the step is acknowledged by a second one, with its batch
+        declared and its entry; each job is still ended, kept and counted in exactly one
+        step.)"""
 
     @abc.abstractmethod
     async def discard_reservations(self, jids: Sequence[str]) -> list[Reservation]:

@@ -68,6 +68,10 @@ class Feature(Middleware):
     def loops(self) -> Sequence[Loop]:
         return ()
 
+    def close(self) -> None:
+        """Called once when the manager stops, after its loops: let go of what waits (a
+        ``RESULT`` waiting for a result answers now)."""
+
     def wants_push(self, job: Job) -> bool:
         """Whether this feature's push hook must see ``job``. With a push hook, return False
         for the jobs it leaves alone: those keep the PUSH fast path."""
@@ -159,6 +163,12 @@ class Feature(Middleware):
     async def history(self, jids: Sequence[str]) -> Mapping[str, JobLocation]:
         """What became of jobs that are nowhere any more (a cancelled job): asked last, for
         the jids found nowhere else. ``JobLocation.where`` names their end state."""
+        return {}
+
+    async def job_extras(self, jid: str, job: Mapping[str, Any] | None) -> Mapping[str, Any]:
+        """What ``job_info`` (``ADMIN job.show``, the job's page) shows of job ``jid`` beside
+        where it is and how it ended (its batch, its tracking). ``job``: its payload where it
+        is now, decoded; None for a job known only by its outcome record."""
         return {}
 
     async def unreserved_fail(self, jid: str) -> bool:

@@ -18,6 +18,7 @@ from conveyor.manager.features.cancellation import CancelFeature
 from conveyor.manager.features.cron import CronFeature
 from conveyor.manager.features.expiring import ExpiringJobs
 from conveyor.manager.features.rate_limits import RateLimits
+from conveyor.manager.features.results import ResultsFeature
 from conveyor.manager.features.throttles import Throttles
 from conveyor.manager.features.unique import UniqueJobs
 
@@ -34,6 +35,7 @@ FEATURES: tuple[type[Feature], ...] = (
     BatchFeature,
     CronFeature,
     CancelFeature,
+    ResultsFeature,
     AggregateFeature,  # last: a job is grouped once every other push hook has accepted it
 )
 

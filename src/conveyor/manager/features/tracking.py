@@ -11,7 +11,7 @@ own (so it never races a state change), and extends the job's reservation.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -76,19 +76,28 @@ class Tracking(Feature):
                 view["desc"] = progress.desc
         return view
 
-    async def job_extras(self, jid: str, custom: Any) -> dict[str, Any]:
-        """What a job's page shows beside its payload: its tracking (when tracked) and its
-        batch (``batch``: the bid, ``batch_role``: ``complete``/``success`` for a callback)."""
+    async def job_extras(self, jid: str, job: Mapping[str, Any] | None) -> Mapping[str, Any]:
+        """Its tracking (when tracked), its batch (``batch``: the bid, ``batch_role``:
+        ``complete``/``success`` for a callback; from its mark when its payload is gone, e.g.
+        a batch job known only by its result) and the jobs it waits or waited for
+        (``after``)."""
         extras: dict[str, Any] = {}
         tracking = await self.track_get(jid)
         if tracking["state"] != "unknown" or len(tracking) > 3:
             extras["tracking"] = tracking
+        custom = job.get("custom") if job is not None else None
         custom = custom if isinstance(custom, dict) else {}
-        bid = custom.get("bid") or custom.get("_bid")
+        bid, role = custom.get("bid") or custom.get("_bid"), custom.get("_cb")
+        if not (isinstance(bid, str) and bid) and tracking["state"] != "unknown":
+            mark = (await self.manager.store.get_marks([jid], self.clock())).get(jid)
+            bid, role = (mark.bid, mark.role) if mark is not None else ("", "")
         if isinstance(bid, str) and bid:
             extras["batch"] = bid
-            if custom.get("_cb"):
-                extras["batch_role"] = str(custom["_cb"])
+            if role:
+                extras["batch_role"] = str(role)
+        after = custom.get("after")
+        if isinstance(after, list):
+            extras["after"] = [str(j) for j in after]
         return extras
 
     async def _progress(self, jid: str, now: float) -> Progress | None:

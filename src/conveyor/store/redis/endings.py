@@ -1,15 +1,16 @@
-"""Endings (``conveyor.store.endings``) in Redis: ``lua/endings_end.lua``, which also moves the
-marks of batch and tracked jobs with an ACK (``ends``), with the rules of ``_batches.lua``."""
+"""Endings (``conveyor.store.endings``) in Redis: ``lua/endings_end.lua``, which also keeps
+completed jobs (``keep``) and moves the marks of batch and tracked jobs with an ACK (``ends``),
+with the rules of ``_batches.lua``, in the same script run."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from conveyor.store.base import QueuedJob, Reservation
+from conveyor.store.base import QueuedJob, Reservation, SetEntry, SortedSet
 from conveyor.store.batches import EndContext, Fired
 from conveyor.store.endings import Acked, Endings
-from conveyor.store.redis.codec import decode_entry, decode_fields, score_arg
+from conveyor.store.redis.codec import decode_entry, decode_fields, encode_set_data, score_arg
 
 __all__ = ["RedisEndings", "unpack"]
 
@@ -63,11 +64,13 @@ class RedisEndings(Endings):
         marks: Sequence[bytes] | None = None,
         ends: EndContext | None = None,
         bids: Sequence[str] = (),
+        keep: Mapping[str, SetEntry] | None = None,
     ) -> tuple[Acked, list[tuple[str, str]]]:
         """One run of the script; also returns the jobs it held, with their batches."""
         k = self._keys
+        done = SortedSet.COMPLETED
         queues = list(throttled)
-        keys = [k.res, k.exp, k.busy, k.stats, k.ready]
+        keys = [k.res, k.exp, k.busy, k.stats, k.ready, k.zset(done), k.data(done)]
         keys += [k.key(f"tq:{queue}") for queue in queues]
         wanted: list[Any] = ["*"] if marks is None else [len(marks), *marks]
         if ends is None:
@@ -75,7 +78,12 @@ class RedisEndings(Endings):
         else:
             keys += self._ack_end_keys(bids)
             wanted += [score_arg(ends.now), score_arg(ends.keep_seconds), len(bids), *bids]
-        args = [mode, day, self._pub, self._origin, len(queues), *queues, *wanted, *jids]
+        args = [mode, day, self._pub, self._origin, len(queues), *queues, *wanted]
+        kept = [keep[jid] for jid in dict.fromkeys(jids) if jid in keep] if keep else []
+        args.append(len(kept))
+        for entry in kept:
+            args += [entry.jid, score_arg(entry.score), encode_set_data(entry)]
+        args += jids
         ended_part, fired_part, held_part = unpack(await self._write("endings_end", keys, args))
         flat = unpack(ended_part)
         ended = []
@@ -105,15 +113,16 @@ class RedisEndings(Endings):
         throttled: Collection[str] = (),
         marks: Sequence[bytes] | None = None,
         ends: EndContext | None = None,
+        keep: Sequence[SetEntry] = (),
     ) -> Acked:
         if not jids:
             return Acked([])
-        acked, held = await self._end("ack", jids, day, throttled, marks, ends)
+        kept = {entry.jid: entry for entry in keep} if keep else None
+        acked, held = await self._end("ack", jids, day, throttled, marks, ends, (), kept)
         if held:  # batch jobs whose batch the first step could not name: a step of their own
             bids = list(dict.fromkeys(bid for _, bid in held))
-            more, _ = await self._end(
-                "ack", [jid for jid, _ in held], day, throttled, marks, ends, bids
-            )
+            again = [jid for jid, _ in held]
+            more, _ = await self._end("ack", again, day, throttled, marks, ends, bids, kept)
             acked.fired.add(more.fired)
             order = {jid: i for i, jid in enumerate(jids)}
             acked.ended = sorted([*acked.ended, *more.ended], key=lambda r: order[r.jid])

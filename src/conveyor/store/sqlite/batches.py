@@ -7,7 +7,7 @@ import contextlib
 import copy
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -406,10 +406,13 @@ class SQLiteBatches(Batches):
         rows = self._db.conn.execute(_SQL["unfinished_marks"], (after, max(limit, 0)))
         return [row[0] for row in rows]
 
-    def _end_acked(self, jids: Sequence[str], ends: EndContext) -> tuple[list[Reservation], Fired]:
+    def _end_acked(
+        self, jids: Sequence[str], ends: EndContext, keep: Mapping[str, SetEntry]
+    ) -> tuple[list[Reservation], Fired]:
         """The ACK's own step (``SQLiteEndings.ack_returning`` with ``ends``): end the
-        reservations of ``jids`` and the unfinished marks of their jobs, in one savepoint.
-        The caller counts what ended."""
+        reservations of ``jids``, keep the jobs of ``keep`` whose reservation ended in the
+        completed set, and end the unfinished marks of their jobs, in one savepoint. The
+        caller counts what ended."""
         ended: list[Reservation] = []
         fired = Fired()
         with self._atomic(ends.now) as tables:
@@ -418,6 +421,11 @@ class SQLiteBatches(Batches):
                 row = conn.execute(_ENDINGS["end_returning"], (jid,)).fetchone()
                 if row is not None:
                     ended.append(Reservation(*row))
+            kept = [keep[r.jid] for r in ended if r.jid in keep]
+            if kept:
+                done_set = SortedSet.COMPLETED
+                grown = self._put_entries(conn, done_set, kept)
+                tables.grown[done_set] = tables.grown.get(done_set, 0) + grown
             if ended:
                 tables.prefetch([r.jid for r in ended])
                 done = [

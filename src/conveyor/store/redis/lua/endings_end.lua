@@ -1,26 +1,30 @@
 -- uses: batches
 -- endings_end: end reservations and return them (store/endings.py); with ARGV[3] "ack" they
--- count as processed, as in ack.lua, and those of a throttled queue free their slot in the
--- queue's slot set and wake the FETCHes waiting for it on every server (limits_reserve.lua).
--- With ends (an ACK while the batches feature runs), a job with an unfinished mark also ends
--- it in this step, as batches_end.lua does for a success (end_all, _batches.lua): its
--- batch's counters, callbacks and the jobs waiting for it move with its reservation. One
--- whose batch is not declared here is left alone (reservation and mark) and returned as
--- held, for the caller to ACK again with its batch declared.
+-- count as processed, as in ack.lua, a job with a kept entry goes into the completed set
+-- (store/completed.py: set_add.lua in the same step), and those of a throttled queue free
+-- their slot in the queue's slot set and wake the FETCHes waiting for it on every server
+-- (limits_reserve.lua). With ends (an ACK while the batches feature runs), a job with an
+-- unfinished mark also ends it in this step, as batches_end.lua does for a success (end_all,
+-- _batches.lua): its batch's counters, callbacks and the jobs waiting for it move with its
+-- reservation. One whose batch is not declared here is left alone (reservation, entry and
+-- mark) and returned as held, for the caller to ACK again with its batch declared.
 -- KEYS[1] {ns}:op:<token> this call's token (_lib.lua): what it returned, for its retries
 -- KEYS[2] {ns}:res   HASH jid -> lp(queue) lp(wid) payload
 -- KEYS[3] {ns}:exp   ZSET jid by expires_at
 -- KEYS[4] {ns}:busy  ZSET jid by reserved_at
 -- KEYS[5] {ns}:stats HASH processed, failures, p:<day>, f:<day>
 -- KEYS[6] {ns}:ready wake-up channel
--- KEYS[7 .. 6+n] {ns}:tq:<queue> of each throttled queue, in ARGV order
+-- KEYS[7] {ns}:s:completed ZSET jid by expiry
+-- KEYS[8] {ns}:d:completed HASH jid -> lp(queue) lp(jobtype) payload
+-- KEYS[9 .. 8+n] {ns}:tq:<queue> of each throttled queue, in ARGV order
 -- with ends, then: the five SETTLE keys (_batches.lua), {ns}:waiting, {ns}:waitz,
 -- {ns}:edges, and {ns}:b:<bid> of each declared batch, in ARGV order
 -- ARGV[1] token TTL, ARGV[2] attempt, ARGV[3] "ack" or "discard", ARGV[4] day,
 -- ARGV[5] SPUBLISH or PUBLISH, ARGV[6] "<origin> ", ARGV[7] n, ARGV[8 .. 7+n] throttled queue
 -- names, then "*" (every payload is returned) or m and m marks (a payload holding none of them
 -- is returned empty: the manager needs no other), then "-" (no ends) or: now (a score), keep
--- (seconds a finished plain mark lives), b and b bids; then the jids.
+-- (seconds a finished plain mark lives), b and b bids; then k and k kept entries (jid, score,
+-- data: what the completed set keeps of the job); then the jids.
 -- Returns, and remembers, one string: lp(ended) lp(fired) lp(held), each lp-packed: ended
 -- is jid, reservation, expires_at, reserved_at, ...; fired as packed_fired(); held is jid,
 -- bid, ...
@@ -31,7 +35,7 @@ end
 local n_throttled = tonumber(ARGV[7])
 local slots = {}
 for t = 1, n_throttled do
-  slots[ARGV[7 + t]] = KEYS[6 + t]
+  slots[ARGV[7 + t]] = KEYS[8 + t]
 end
 local a = 8 + n_throttled
 local marks = nil
@@ -44,14 +48,22 @@ a = a + 1
 local ends, now, keep = false, nil, nil
 if ARGV[a] ~= '-' then
   ends, now, keep = true, ARGV[a], tonumber(ARGV[a + 1])
-  SK = 6 + n_throttled
+  SK = 8 + n_throttled
   EK = {waiting = KEYS[SK + 6], waitz = KEYS[SK + 7], edges = KEYS[SK + 8], res = KEYS[2],
     exp = KEYS[3], busy = KEYS[4]}
   local nb = tonumber(ARGV[a + 2])
   for i = 1, nb do declared[ARGV[a + 2 + i]] = KEYS[SK + 8 + i] end
   a = a + 2 + nb
 end
-local function kept(record)
+a = a + 1
+local entries = {}
+local n_kept = tonumber(ARGV[a])
+for e = 0, n_kept - 1 do
+  local at = a + 1 + 3 * e
+  entries[ARGV[at]] = at
+end
+a = a + 3 * n_kept
+local function sent(record)
   if not marks then return record end
   local queue, pos = read_lp(record, 1)
   local wid, start = read_lp(record, pos)
@@ -72,12 +84,17 @@ for i = a + 1, #ARGV do
     held[#held + 1] = m.bid
   elseif record then
     out[#out + 1] = jid
-    out[#out + 1] = kept(record)
+    out[#out + 1] = sent(record)
     out[#out + 1] = redis.call('ZSCORE', KEYS[3], jid)
     out[#out + 1] = redis.call('ZSCORE', KEYS[4], jid)
     redis.call('HDEL', KEYS[2], jid)
     redis.call('ZREM', KEYS[3], jid)
     redis.call('ZREM', KEYS[4], jid)
+    local at = entries[jid]
+    if at then
+      redis.call('ZADD', KEYS[7], ARGV[at + 1], jid)
+      redis.call('HSET', KEYS[8], jid, ARGV[at + 2])
+    end
     local queue = read_lp(record, 1)
     if slots[queue] then
       redis.call('ZREM', slots[queue], jid)

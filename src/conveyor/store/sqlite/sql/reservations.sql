@@ -11,6 +11,10 @@ DELETE FROM reservations WHERE jid = ?;
 -- These two feed the lifecycle (FAIL, expiry): crc comes along to check the payload with.
 SELECT jid, queue, payload, wid, reserved_at, expires_at, crc FROM reservations WHERE jid = ?;
 
+-- name: reservations_of
+SELECT jid, queue, payload, wid, reserved_at, expires_at, crc FROM reservations
+WHERE jid IN (SELECT value FROM json_each(?));
+
 -- name: expired_reservations
 SELECT jid, queue, payload, wid, reserved_at, expires_at, crc FROM reservations
 WHERE expires_at <= ? ORDER BY expires_at, jid LIMIT ?;
