@@ -11,7 +11,9 @@ feature being there at all.
 
 Reports, per variant, the median over rounds of the server process's CPU time per job (from
 /proc: what the variant costs the server; much steadier than a rate on a shared machine) and
-of the rate, with their ratios to plain jobs. Nothing here is a test.
+of the rate, with their ratios to plain jobs. ``--store-pid`` (a local redis-server's pid) adds
+that process's CPU per job: the work a Lua script does is spent there, not in the server.
+Nothing here is a test.
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ def run(args: argparse.Namespace) -> None:
             chosen["plain (baseline)"] = (base.url, lambda: None)
             servers["plain (baseline)"] = base
         cpu: dict[str, list[float]] = {name: [] for name in chosen}
+        store: dict[str, list[float]] = {name: [] for name in chosen}
         rate: dict[str, list[float]] = {name: [] for name in chosen}
         names = list(chosen)
         for number in range(args.rounds):
@@ -103,24 +106,39 @@ def run(args: argparse.Namespace) -> None:
                 url, custom = chosen[name]
                 pid = servers.get(name, server).process.pid
                 before = cpu_seconds(pid)
+                store_before = cpu_seconds(args.store_pid) if args.store_pid else 0.0
                 seconds = asyncio.run(round_trip(url, args.jobs, custom, args.connections))
                 cpu[name].append((cpu_seconds(pid) - before) / args.jobs * 1e6)
+                if args.store_pid:
+                    spent = cpu_seconds(args.store_pid) - store_before
+                    store[name].append(spent / args.jobs * 1e6)
                 rate[name].append(args.jobs / seconds)
-        _report(cpu, rate, args)
+        _report(cpu, store if args.store_pid else None, rate, args)
 
 
-def _report(cpu: dict[str, list[float]], rate: dict[str, list[float]], args: Any) -> None:
+def _report(
+    cpu: dict[str, list[float]],
+    store: dict[str, list[float]] | None,
+    rate: dict[str, list[float]],
+    args: Any,
+) -> None:
     table = Table(
         title=f"push -> fetch -> ack, {args.jobs:,} jobs a variant, {args.connections} "
         f"connections, {args.rounds} rounds, {args.storage or 'SQLite'}"
     )
-    for column in ("variant", "server CPU µs/job", "x plain", "jobs/s", "rate / plain"):
+    columns = ["variant", "server CPU µs/job", "x plain"]
+    columns += ["store CPU µs/job", "x plain"] if store else []
+    for column in (*columns, "jobs/s", "rate / plain"):
         table.add_column(column, justify="left" if column == "variant" else "right")
     base_cpu = statistics.median(cpu["plain"])
     base_rate = statistics.median(rate["plain"])
     for name in cpu:
         c, r = statistics.median(cpu[name]), statistics.median(rate[name])
-        table.add_row(name, f"{c:.1f}", f"{c / base_cpu:.2f}", f"{r:,.0f}", f"{base_rate / r:.2f}")
+        row = [name, f"{c:.1f}", f"{c / base_cpu:.2f}"]
+        if store:
+            s, base = statistics.median(store[name]), statistics.median(store["plain"])
+            row += [f"{s:.1f}", f"{s / base:.2f}"]
+        table.add_row(*row, f"{r:,.0f}", f"{base_rate / r:.2f}")
     Console().print(table)
 
 
@@ -188,6 +206,7 @@ def main() -> None:
     parser.add_argument("--baseline", help="the src/ directory of another checkout")
     parser.add_argument("--baseline-storage", default="")
     parser.add_argument("--in-process", action="store_true")
+    parser.add_argument("--store-pid", type=int, default=0, help="a local redis-server's pid")
     args = parser.parse_args()
     if args.in_process:
         in_process(args.jobs, args.rounds, sqlite=args.storage.startswith("sqlite"))

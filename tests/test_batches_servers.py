@@ -212,3 +212,63 @@ async def test_a_callback_left_in_the_scheduled_set_is_enqueued_once(
     finally:
         for manager in managers:
             await manager.stop()
+
+
+async def _monitored(redis_url: str, act: Any) -> list[str]:
+    """The commands Redis ran (those of scripts included) while ``act()`` ran, from MONITOR;
+    read up to an ECHO sent after it, so no line is missed or waited for."""
+    from urllib.parse import urlparse
+
+    import redis.asyncio as aioredis
+
+    where = urlparse(redis_url)
+    reader, writer = await asyncio.open_connection(where.hostname, where.port)
+    writer.write(b"MONITOR\r\n")
+    assert await reader.readline() == b"+OK\r\n"
+    await act()
+    marker = uuid.uuid4().hex
+    client = aioredis.Redis.from_url(redis_url)
+    await client.echo(marker)
+    await client.aclose()
+    lines: list[str] = []
+    async with asyncio.timeout(5):
+        while marker not in (line := (await reader.readline()).decode()):
+            lines.append(line)
+    writer.close()
+    return lines
+
+
+async def test_redis_an_ack_looks_up_no_mark_for_a_job_this_server_saw_unmarked(
+    redis_url: str, make_server: MakeServer, raw_client: RawConnect
+) -> None:
+    """The ACK script reads a job's mark only when the job may have one: a job this server
+    reserved and saw without batch keys skips the lookup; a batch job, or a job reserved by
+    another server (not seen here), takes it, so its batch still counts it."""
+    a = await make_server(redis_url)
+    b = await make_server(redis_url)
+    on_a = await raw_client(a.port, hello=HELLO)
+    on_b = await raw_client(b.port, hello=HELLO.replace(b"w1", b"w2"))
+    bid = await new_batch(on_a)
+    plain, batched, elsewhere = job(), job(custom={"bid": bid}), job(custom={"track": 1})
+    payload = msgspec.json.encode([plain, batched, elsewhere])
+    assert bulk_json(await on_a.call(b"PUSHB " + payload)) == {}
+    assert await on_a.call(b"BATCH COMMIT " + bid.encode()) == b"+OK\r\n"
+    assert len(await fetch_all(on_a, "work", 3)) == 3
+
+    async def ack(conn: RawClient, jid: str) -> None:
+        assert await conn.call(b'ACK {"jid":"' + jid.encode() + b'"}') == b"+OK\r\n"
+
+    def mark_reads(lines: list[str], jid: str) -> int:
+        return sum('"HGET"' in line and "marks" in line and jid in line for line in lines)
+
+    lines = await _monitored(redis_url, lambda: ack(on_a, plain["jid"]))
+    assert any('"HGET"' in line and plain["jid"] in line for line in lines)  # its reservation
+    assert mark_reads(lines, plain["jid"]) == 0
+    lines = await _monitored(redis_url, lambda: ack(on_a, batched["jid"]))
+    assert mark_reads(lines, batched["jid"]) >= 1
+    lines = await _monitored(redis_url, lambda: ack(on_b, elsewhere["jid"]))  # B never saw it
+    assert mark_reads(lines, elsewhere["jid"]) >= 1
+    status = bulk_json(await on_b.call(b"BATCH STATUS " + bid.encode()))
+    assert (status["pending"], status["complete_st"]) == (0, "1")
+    tracked = bulk_json(await on_b.call(b"TRACK GET " + elsewhere["jid"].encode()))
+    assert tracked["state"] == "success"

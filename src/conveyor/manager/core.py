@@ -134,6 +134,7 @@ class Manager(FeatureCalls, AdminOps):
         if len(enders) > 1:
             raise ValueError("at most one feature may move its records with an ACK (ack_ends)")
         self._ack_ender = enders[0] if enders else None
+        self._plan_ends(store)
         self.flow = FlowControl(self)
         self.flow.refresh(self.features)
         # A job no push hook wants keeps the fast path; gates say which jobs features want.

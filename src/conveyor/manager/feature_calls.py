@@ -39,6 +39,8 @@ __all__ = ["FeatureCalls"]
 log = logging.getLogger("conveyor.manager")
 
 _CUSTOM = b'"custom":'
+MAX_UNMARKED = 100_000
+"""The most jids ``_unmarked`` holds; then it starts again (the lookups it saved come back)."""
 
 Hook = Callable[..., Awaitable[None]]
 Gate = Callable[[Job], bool]
@@ -77,6 +79,10 @@ class FeatureCalls:
     _watched: set[str] | None
     """In-process stores: the jids reserved whose end a feature must hear of (None: a shared
     store, where every ACK says what it ended)."""
+    _unmarked: set[str] | None
+    """A shared store (Redis): jids this server reserved whose payload holds none of the ACK
+    ender's marks, so their ACK needs no mark lookup (None: not kept)."""
+    _ender_marks: tuple[bytes, ...] = ()
 
     # ------------------------------------------------------------------ push
 
@@ -243,6 +249,47 @@ class FeatureCalls:
 
     # ------------------------------------------------------------------ which ACKs to watch
 
+    def _plan_ends(self, store: Store) -> None:
+        """On a shared store every ACK returns what it ended, so nothing is watched; but the
+        ender's step (batches: a mark lookup per jid in the ACK script) is skipped for the
+        ACKs of jobs this server reserved and saw carry none of its marks (``_unmarked``).
+        A jid not known here (reserved by another server, or before a restart) takes it."""
+        ender = self._ack_ender
+        marks = type(ender).acked_marks if ender is not None else None
+        by_marks = ender is not None and type(ender).wants_acked is Feature.wants_acked
+        self._unmarked = set() if not store.in_process and by_marks and marks else None
+        self._ender_marks = marks or ()
+
+    def _note_unmarked(self, reservations: Sequence[Reservation]) -> None:
+        """Note which of the jobs just reserved carry none of the ender's marks (a cache:
+        what it forgets only costs those ACKs the lookup)."""
+        unmarked = self._unmarked
+        if unmarked is None:
+            return
+        if len(unmarked) >= MAX_UNMARKED:  # ACKed elsewhere, or expired: never told here
+            unmarked.clear()
+        marks = self._ender_marks
+        for reservation in reservations:
+            payload = reservation.payload
+            for mark in marks:
+                if mark in payload:
+                    unmarked.discard(reservation.jid)  # a jid pushed again, now marked
+                    break
+            else:
+                unmarked.add(reservation.jid)
+
+    def _needs_ends(self, jids: Sequence[str]) -> bool:
+        """Whether the ACK of ``jids`` must end marks in its step (some may carry one)."""
+        watched = self._watched
+        if watched is not None:  # in-process: a marked job is watched (its ACK gate)
+            return any(jid in watched for jid in jids)
+        unmarked = self._unmarked
+        if unmarked is None:
+            return True
+        if len(jids) == 1:
+            return jids[0] not in unmarked
+        return not all(jid in unmarked for jid in jids)
+
     def _wanted(self, payload: bytes, gates: Sequence[Callable[[bytes], bool]]) -> bool:
         """Whether one of ``gates`` wants the job of ``payload`` (loops, not generators:
         this runs for every job a FETCH takes)."""
@@ -271,6 +318,8 @@ class FeatureCalls:
     def _unwatch(self, jids: Sequence[str]) -> None:
         if self._watched:
             self._watched.difference_update(jids)
+        elif self._unmarked:
+            self._unmarked.difference_update(jids)
 
     async def _watch_reservations(self) -> None:
         """At start: the reservations an in-process store kept over a restart."""
@@ -298,6 +347,8 @@ class FeatureCalls:
         whether the fetch hooks must see any of them: one pass, in this step, for every job a
         FETCH takes (a job without ``custom`` costs one substring test)."""
         watched, fetching = self._watched, self._fetch_hooks
+        if self._unmarked is not None:
+            self._note_unmarked(reservations)
         if watched is None and not fetching:
             return False
         if fetching and not self._fetch_gated:
@@ -368,13 +419,12 @@ class FeatureCalls:
         tracked jobs move with it (``ack_ends``): all or nothing."""
         day = day_key(time.time())
         ender = self._ack_ender
-        watched = self._watched
-        ends = None
-        if ender is not None and (watched is None or any(jid in watched for jid in jids)):
-            ends = ender.ack_ends()  # in-process: a marked job is watched (its ACK gate)
+        ends = ender.ack_ends() if ender is not None and self._needs_ends(jids) else None
         acked = await self.store.ack_returning(
             jids, day, self.flow.throttled, self._acked_marks, ends, keep
         )
+        if self._unmarked:
+            self._unmarked.difference_update(jids)
         await self._acked(acked)
         return len(acked.ended)
 

@@ -84,7 +84,8 @@ class RedisEndings(Endings):
         for entry in kept:
             args += [entry.jid, score_arg(entry.score), encode_set_data(entry)]
         args += jids
-        ended_part, fired_part, held_part = unpack(await self._write("endings_end", keys, args))
+        script = "endings_end" if ends is not None else "endings_end/bare"
+        ended_part, fired_part, held_part = unpack(await self._write(script, keys, args))
         flat = unpack(ended_part)
         ended = []
         for i in range(0, len(flat), 4):
@@ -104,7 +105,7 @@ class RedisEndings(Endings):
             self._wake_all(woken)
         held = unpack(held_part) if held_part else []
         pairs = [(held[i].decode(), held[i + 1].decode()) for i in range(0, len(held), 2)]
-        return Acked(ended, self._unpack_fired(fired_part)), pairs
+        return Acked(ended, self._unpack_fired(fired_part) if fired_part else Fired()), pairs
 
     async def ack_returning(
         self,

@@ -7,7 +7,9 @@
 -- unfinished mark also ends it in this step, as batches_end.lua does for a success (end_all,
 -- _batches.lua): its batch's counters, callbacks and the jobs waiting for it move with its
 -- reservation. One whose batch is not declared here is left alone (reservation, entry and
--- mark) and returned as held, for the caller to ACK again with its batch declared.
+-- mark) and returned as held, for the caller to ACK again with its batch declared. Without
+-- ends it runs as endings_end/bare, without _batches.lua (scripts.py), whose top level every
+-- call would otherwise run.
 -- KEYS[1] {ns}:op:<token> this call's token (_lib.lua): what it returned, for its retries
 -- KEYS[2] {ns}:res   HASH jid -> lp(queue) lp(wid) payload
 -- KEYS[3] {ns}:exp   ZSET jid by expires_at
@@ -26,8 +28,8 @@
 -- (seconds a finished plain mark lives), b and b bids; then k and k kept entries (jid, score,
 -- data: what the completed set keeps of the job); then the jids.
 -- Returns, and remembers, one string: lp(ended) lp(fired) lp(held), each lp-packed: ended
--- is jid, reservation, expires_at, reserved_at, ...; fired as packed_fired(); held is jid,
--- bid, ...
+-- is jid, reservation, expires_at, reserved_at, ...; fired as packed_fired() ("" without
+-- ends); held is jid, bid, ...
 local done = replay()
 if done then
   return done
@@ -47,6 +49,9 @@ end
 a = a + 1
 local ends, now, keep = false, nil, nil
 if ARGV[a] ~= '-' then
+  if BARE then
+    return redis.error_reply('endings_end/bare cannot end marks')
+  end
   ends, now, keep = true, ARGV[a], tonumber(ARGV[a + 1])
   SK = 8 + n_throttled
   EK = {waiting = KEYS[SK + 6], waitz = KEYS[SK + 7], edges = KEYS[SK + 8], res = KEYS[2],
@@ -117,4 +122,4 @@ end
 for queue, _ in pairs(woke) do
   redis.call(ARGV[5], KEYS[6], ARGV[6] .. queue)
 end
-return remember(pack({pack(out), packed_fired(), pack(held)}))
+return remember(pack({pack(out), ends and packed_fired() or '', pack(held)}))
