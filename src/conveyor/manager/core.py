@@ -91,6 +91,7 @@ class Manager(AdminOps):
         self._fail_hooks = hooks_of(self._middleware, "fail")
         # fetch middleware sees every job a FETCH takes: those go the long way, through reserve
         self._hand_offs = store.in_process and not self._fetch_hooks
+        self._acks_now = store.in_process
         # A job no push hook wants keeps the fast path; gates say which jobs features want.
         pushers = [m for m in self._middleware if type(m).push is not Middleware.push]
         gated = all(isinstance(m, Feature) for m in pushers)
@@ -326,6 +327,25 @@ class Manager(AdminOps):
             finally:
                 self.waiters.unregister(waiter)
 
+    def fetch_now(self, queues: Sequence[str], wid: str, count: int) -> list[bytes] | None:
+        """The jobs a FETCH finds at once, reserved in the caller's step, without a task: for
+        the server's FETCH on an idle connection. ``[]`` when there is none now (the FETCH
+        then waits, through ``fetch_many``); None, with nothing done, when this FETCH has to
+        take the long way (``fetch_many``: fetch middleware, a store that is not
+        ``in_process``, a quiet worker, a store that must wait for its commit)."""
+        if not self._hand_offs:
+            return None
+        if wid and self._worker_states.get(wid, WorkerState.RUNNING) != WorkerState.RUNNING:
+            return None
+        reservations = self.store.reserve_now(queues, wid, time.time(), count)
+        if reservations is None:
+            return None
+        if not reservations:
+            return []
+        # Pass the baton: there may be more jobs for other waiting FETCHes.
+        self.waiters.notify(reservations[-1].queue)
+        return [r.payload for r in reservations]
+
     async def _reserve(self, queues: Sequence[str], wid: str, count: int) -> list[bytes]:
         reservations = await self.store.reserve(queues, wid, time.time(), count)
         if not reservations:
@@ -350,6 +370,18 @@ class Manager(AdminOps):
 
     async def ack(self, jid: str) -> None:
         await self.ack_many((jid,))
+
+    def ack_now(self, jid: str) -> int | None:
+        """ACK done in the caller's step, without a task: how many reservations ended (0 or
+        1). None, with nothing done, when it has to take the long way (``ack``: an ack hook
+        wants this jid, a store that is not ``in_process`` or must wait for its commit)."""
+        if not self._acks_now:
+            return None
+        if self._ack_hooks:
+            gates = self._ack_gates
+            if gates is None or any(wants(jid) for wants in gates):
+                return None
+        return self.store.ack_now((jid,), day_key(time.time()))
 
     async def ack_many(self, jids: Sequence[str]) -> int:
         if not self._ack_hooks:

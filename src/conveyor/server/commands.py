@@ -20,7 +20,7 @@ from conveyor.protocol import NULL_BULK, OK, bulk
 from conveyor.server.admin import run_admin
 from conveyor.store.base import JobFilter
 
-__all__ = ["COMMANDS", "MAX_FETCHB_COUNT", "SENT", "Handler", "Session"]
+__all__ = ["COMMANDS", "MAX_FETCHB_COUNT", "NOW", "SENT", "Handler", "NowHandler", "Session"]
 
 MAX_FETCHB_COUNT = 1000
 QUEUE_SUBCOMMANDS = ("PAUSE", "RESUME", "REMOVE", "LATENCY")
@@ -45,6 +45,11 @@ class Session(Protocol):
 
 # A handler returns the reply bytes, or None to close the connection without a reply (END).
 Handler = Callable[[Session, bytes], Awaitable[bytes | None]]
+
+# A command answered in the step that read it, without a task (``NOW``): the reply; or the
+# wait for a write's durability, after which the reply is +OK; or None when the command has
+# to take the long way (its ``Handler``), with nothing done.
+NowHandler = Callable[[Session, bytes], bytes | Awaitable[None] | None]
 
 SENT = b""
 """What a handler returns when its reply has already gone out through ``Session.send_now``."""
@@ -153,7 +158,7 @@ async def _fetch(
     return reply(jobs) if jobs else NULL_BULK
 
 
-async def ack(session: Session, argument: bytes) -> bytes | None:
+def _ack_jid(argument: bytes) -> str:
     if not argument:
         raise CommandError('invalid ACK: missing argument, expected ACK {"jid":"..."}')
     try:
@@ -162,8 +167,29 @@ async def ack(session: Session, argument: bytes) -> bytes | None:
         jid = None
     if jid is None:
         raise CommandError(f"invalid ACK {_text(argument)}")
-    await session.manager.ack(jid)
+    return jid
+
+
+async def ack(session: Session, argument: bytes) -> bytes | None:
+    await session.manager.ack(_ack_jid(argument))
     return OK
+
+
+def ack_now(session: Session, argument: bytes) -> bytes | None:
+    return None if session.manager.ack_now(_ack_jid(argument)) is None else OK
+
+
+def push_now(session: Session, argument: bytes) -> Awaitable[None] | None:
+    return session.manager.push_now(argument)
+
+
+def fetch_now(session: Session, argument: bytes) -> bytes | None:
+    """A FETCH that finds a job at once; one that would wait takes the long way."""
+    queues = _names(argument)
+    if not queues:
+        raise CommandError("must call fetch with at least one queue")
+    jobs = session.manager.fetch_now(queues, session.client.wid, 1)
+    return bulk(jobs[0]) if jobs else None
 
 
 async def ack_many(session: Session, argument: bytes) -> bytes | None:
@@ -319,3 +345,6 @@ COMMANDS: dict[str, Handler] = {
     "ADMIN": admin,
     "CRON": cron,
 }
+
+NOW: dict[bytes, NowHandler] = {b"PUSH": push_now, b"FETCH": fetch_now, b"ACK": ack_now}
+"""The commands that may be answered in the step that read them (docs/design/hand-off.md)."""

@@ -2,9 +2,10 @@
 
 ``data_received`` frames lines and queues them; one runner task per busy connection takes
 them in order, so replies go out strictly in order and a waiting FETCH does not block the
-event loop. A PUSH that arrives at an idle connection is done in ``data_received`` itself
-(``_begin_push``: it may answer a waiting FETCH there and then) and only its reply waits for
-the runner. Reading pauses while too much is queued, and the runner waits while the
+event loop. At an idle connection, PUSH, ACK and a FETCH that finds a job are answered in
+``data_received`` itself (``_answer_now``: no task, no future; a PUSH may answer a waiting
+FETCH there and then), a PUSH's ``+OK`` once the commit that holds its job is settled
+(``_unpark``). Reading pauses while too much is queued, and the runner waits while the
 socket's send buffer is full, so a peer can make us hold only a bounded amount of data.
 """
 
@@ -28,9 +29,10 @@ from conveyor.protocol import (
     new_challenge,
     split_command,
 )
-from conveyor.server.commands import COMMANDS, SENT
+from conveyor.server.commands import COMMANDS, NOW, SENT
 from conveyor.server.guard import MAX_CHECKS_PER_ADDRESS, Verdict
 from conveyor.server.states import ConnState, advance
+from conveyor.store.base import Durability
 
 if TYPE_CHECKING:
     from conveyor.server.app import FaktoryServer
@@ -53,15 +55,13 @@ _OVER_BUDGET = object()  # partial lines of all connections over max_partial_byt
 
 
 class _Begun:
-    """Queued in place of a PUSH already done in ``data_received``: the runner answers it,
-    in order, once ``rest`` (the wait for this write's durability) is over; or with
-    ``reply`` (an error)."""
+    """Queued in place of a PUSH already done in ``data_received`` whose durability is an
+    awaitable without ``when_done``: the runner answers it, in order, once ``rest`` is over."""
 
-    __slots__ = ("reply", "rest")
+    __slots__ = ("rest",)
 
-    def __init__(self, rest: Awaitable[None] | None, reply: bytes = OK) -> None:
+    def __init__(self, rest: Awaitable[None]) -> None:
         self.rest = rest
-        self.reply = reply
 
 
 class Connection(asyncio.Protocol):
@@ -79,6 +79,9 @@ class Connection(asyncio.Protocol):
         self._writable = asyncio.Event()
         self._writable.set()
         self._runner: asyncio.Task[None] | None = None
+        self._parked: Durability | None = None  # a PUSH answered once this is settled
+        self._park_done: asyncio.Future[None] | None = None  # for stop(), made on demand
+        self._answering = False  # inside _answer_now
         self._fetching = False  # the runner is inside a FETCH/FETCHB that may be waiting
         self._out: list[bytes] = []
         self._out_bytes = 0
@@ -141,10 +144,11 @@ class Connection(asyncio.Protocol):
             self._count_partial()
         if self._pending_bytes > PIPELINE_HIGH_BYTES or len(self._pending) > PIPELINE_HIGH_LINES:
             self._pause_reading()
-        if self._pending and self._runner is None:
+        if self._pending and self._runner is None and self._parked is None:
             if self.state is ConnState.READY and not self.server.closing:
-                self._begin_push()
-            self._runner = asyncio.get_running_loop().create_task(self._run())
+                self._answer_now()
+            if self._pending and self._parked is None:
+                self._runner = asyncio.get_running_loop().create_task(self._run())
 
     def _count_partial(self) -> None:
         """Keep ``server.partial_bytes`` (what partial lines hold, all connections together)
@@ -173,28 +177,69 @@ class Connection(asyncio.Protocol):
         self._pending.append(reason)
         self._pause_reading()
 
-    def _begin_push(self) -> None:
-        """Do the PUSH at the head of the queue right here, not one task switch later.
+    def _answer_now(self) -> None:
+        """Answer the commands at the head of the queue right here, while each can be
+        (``commands.NOW``), not one task switch later: no task, no future.
 
-        When a FETCH waits for the job's queue, this very step hands the job to it and writes
-        its reply (docs/design/hand-off.md); the runner only waits for the commit and answers
-        the PUSH, in order. Other commands, and PUSHes the manager cannot do at once, wait
-        for the runner as usual.
+        A PUSH is done here and, when a FETCH waits for the job's queue, hands the job to it
+        and writes its reply in this very step (docs/design/hand-off.md); the PUSH's own
+        ``+OK`` waits for the commit that holds the job (``_park``), and so do the commands
+        after it. A FETCH that finds a job and an ACK are answered at once. Anything else,
+        and a command that has to wait (a FETCH with nothing to take), goes to the runner.
         """
-        line = self._pending[0]
-        if not isinstance(line, bytes) or not line.startswith(b"PUSH "):
-            return
+        pending = self._pending
+        self._answering = True
         try:
-            rest = self.manager.push_now(line[5:])
-        except Exception as exc:
-            begun = _Begun(None, self._failure(line, exc))
-        else:
-            if rest is None:
-                return
-            begun = _Begun(rest)
-        self.server.command_count += 1
-        self._pending[0] = begun
-        self._pending_bytes -= len(line)
+            while pending and not self._reading_paused:
+                line = pending[0]
+                if not isinstance(line, bytes):
+                    break
+                verb, _, argument = line.partition(b" ")
+                handler = NOW.get(verb)
+                if handler is None:
+                    break
+                try:
+                    result = handler(self, argument)
+                except Exception as exc:
+                    result = self._failure(line, exc)
+                if result is None:
+                    break
+                pending.popleft()
+                self._pending_bytes -= len(line)
+                self.server.command_count += 1
+                if isinstance(result, bytes):
+                    self._write(result)
+                elif isinstance(result, Durability):
+                    self._parked = result
+                    result.when_done(self._unpark)
+                    if self._parked is not None:
+                        break  # answered by _unpark once the commit is settled
+                else:  # a wait we cannot watch: the runner awaits it
+                    pending.appendleft(_Begun(result))
+                    break
+        finally:
+            self._answering = False
+        self._flush()
+
+    def _unpark(self, error: Exception | None) -> None:
+        """The commit holding a PUSH done in ``_answer_now`` is settled: answer the PUSH, then
+        let the runner take what came after it. Called by the store: it must not call the
+        store (a failed commit settles from inside a store method)."""
+        self._parked = None
+        self._write(OK if error is None else self._failure(b"PUSH", error))
+        if self._answering:
+            return  # settled at once: _answer_now goes on
+        self._flush()
+        if self._park_done is not None:
+            if not self._park_done.done():
+                self._park_done.set_result(None)
+            self._park_done = None
+        if self._runner is not None:
+            return
+        if self._pending and self.state is not ConnState.CLOSED:
+            self._runner = asyncio.get_running_loop().create_task(self._run())
+        elif self.server.closing:
+            self.close()
 
     def eof_received(self) -> bool | None:
         return None  # close our side too; queued commands still run, their replies are dropped
@@ -259,13 +304,20 @@ class Connection(asyncio.Protocol):
         self._deadline = asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.abort)
 
     def shutdown(self) -> None:
-        """Server shutdown: close now if idle; a busy runner closes after its command."""
-        if self._runner is None:
+        """Server shutdown: close now if idle; a busy runner (or a PUSH waiting for its
+        commit) closes after its command."""
+        if self._runner is None and self._parked is None:
             self.close()
 
     @property
-    def runner(self) -> asyncio.Task[None] | None:
-        return self._runner
+    def runner(self) -> asyncio.Future[None] | None:
+        """What the server waits for before it closes this connection: the runner, or the
+        PUSH waiting for its commit."""
+        if self._runner is not None or self._parked is None:
+            return self._runner
+        if self._park_done is None:
+            self._park_done = asyncio.get_running_loop().create_future()
+        return self._park_done
 
     def _set_closed(self) -> None:
         if self.state is not ConnState.CLOSED:
@@ -291,7 +343,8 @@ class Connection(asyncio.Protocol):
 
     def _check_idle(self) -> None:
         self._deadline = None
-        working = self._runner is not None and self._writable.is_set()
+        busy = self._runner is not None or self._parked is not None
+        working = busy and self._writable.is_set()
         if working or self._activity != self._seen_activity:
             self._seen_activity = self._activity
             self._quiet_checks = 0
@@ -366,13 +419,11 @@ class Connection(asyncio.Protocol):
         self._pending_bytes = 0
 
     async def _finish(self, begun: _Begun) -> bytes:
-        if begun.rest is None:
-            return begun.reply
         try:
             await begun.rest
         except Exception as exc:
             return self._failure(b"PUSH", exc)
-        return begun.reply
+        return OK
 
     def _drained(self) -> bool:
         return (

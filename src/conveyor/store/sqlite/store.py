@@ -24,6 +24,7 @@ from typing import Any
 from conveyor.errors import StoreError
 from conveyor.store.base import (
     Counters,
+    Durability,
     FailOutcome,
     Page,
     QueuedJob,
@@ -159,7 +160,7 @@ class SQLiteStore(SetListing, LocalWorkers, SQLiteRecords, Store):
         if jobs:
             await self.enqueue_now(jobs)
 
-    def enqueue_now(self, jobs: Sequence[QueuedJob]) -> Awaitable[None]:
+    def enqueue_now(self, jobs: Sequence[QueuedJob]) -> Durability:
         with self._db.atomic() as conn:
             added = self._push(conn, jobs)
         self._grow(added)
@@ -199,7 +200,7 @@ class SQLiteStore(SetListing, LocalWorkers, SQLiteRecords, Store):
         # to be recorded (docs/design/hand-off.md)
         return queue not in self._paused and not self._db.careful
 
-    def hand_off(self, jobs: Sequence[QueuedJob], wid: str, now: float) -> Awaitable[None]:
+    def hand_off(self, jobs: Sequence[QueuedJob], wid: str, now: float) -> Durability:
         name = jobs[0].queue
         rows = [
             (j.jid, name, wid, now, now + j.reserve_for, checksum(j.payload), j.payload)
@@ -219,6 +220,21 @@ class SQLiteStore(SetListing, LocalWorkers, SQLiteRecords, Store):
 
     async def reserve(
         self, queues: Sequence[str], wid: str, now: float, count: int = 1
+    ) -> list[Reservation]:
+        taken = self._reserve(queues, wid, now, count)
+        if taken and self._db.careful:
+            await self._db.pending  # during an outage, hand out only what is recorded
+        return taken
+
+    def reserve_now(
+        self, queues: Sequence[str], wid: str, now: float, count: int = 1
+    ) -> list[Reservation] | None:
+        if self._db.careful:
+            return None  # reserve waits for its commit then
+        return self._reserve(queues, wid, now, count)
+
+    def _reserve(
+        self, queues: Sequence[str], wid: str, now: float, count: int
     ) -> list[Reservation]:
         self._db.check_writable()  # during an outage a FETCH is refused, never answered
         taken: list[Reservation] = []
@@ -246,13 +262,10 @@ class SQLiteStore(SetListing, LocalWorkers, SQLiteRecords, Store):
             conn.executemany(_RESERVATIONS["insert_reservation"], rows_taken)
             if damaged:
                 damage.move_aside(conn, damaged)
-        committed = self._db.pending
         for name, count_popped in popped.items():
             self._sizes[name] -= count_popped
         if damaged:
             damage.report(damaged)
-        if taken and self._db.careful:
-            await committed  # during an outage, hand out only what is recorded
         return taken
 
     def _count(self, day: str, processed: int, failures: int) -> None:
@@ -271,6 +284,17 @@ class SQLiteStore(SetListing, LocalWorkers, SQLiteRecords, Store):
             self._pending = {}
 
     async def ack(self, jids: Sequence[str], day: str) -> int:
+        ended = self._ack(jids, day)
+        if jids and self._db.careful:
+            await self._db.pending  # during an outage, +OK only once it is recorded
+        return ended
+
+    def ack_now(self, jids: Sequence[str], day: str) -> int | None:
+        if self._db.careful:
+            return None  # ack waits for its commit then
+        return self._ack(jids, day)
+
+    def _ack(self, jids: Sequence[str], day: str) -> int:
         if not jids:
             return 0
         if len(jids) == 1:  # one statement is atomic by itself
@@ -279,11 +303,8 @@ class SQLiteStore(SetListing, LocalWorkers, SQLiteRecords, Store):
             with self._db.atomic() as conn:
                 rows = [(j,) for j in jids]
                 ended = conn.executemany(_RESERVATIONS["end_reservation"], rows).rowcount
-        committed = self._db.pending
         if ended:
             self._count(day, ended, 0)
-        if self._db.careful:
-            await committed  # during an outage, +OK only once it is recorded
         return ended
 
     async def fail(self, jid: str, outcome: FailOutcome, day: str) -> bool:
