@@ -161,6 +161,13 @@ class SQLiteStore(SetListing, LocalWorkers, SQLiteRecords, Store):
             await self.enqueue_now(jobs)
 
     def enqueue_now(self, jobs: Sequence[QueuedJob]) -> Durability:
+        if len(jobs) == 1 and jobs[0].queue in self._sizes:
+            # one statement is atomic by itself: no savepoint (every PUSH to a known queue)
+            job = jobs[0]
+            row = (job.queue, job.jid, job.reserve_for, checksum(job.payload), job.payload)
+            self._db.write(_QUEUES["push_job"], row)
+            self._grow({job.queue: 1})
+            return self._db.pending
         with self._db.atomic() as conn:
             added = self._push(conn, jobs)
         self._grow(added)
