@@ -50,6 +50,7 @@ _SCHEMA = load_queries("schema.sql")
 _QUEUES = load_queries("queues.sql")
 _FIND_WINDOW = 50_000  # queue rows find_queued reads between two yields to the event loop
 _RESERVATIONS = load_queries("reservations.sql")
+_CLAIM = _RESERVATIONS["claim_jobs"]
 _SETS = load_queries("sets.sql")
 _COUNTERS = load_queries("counters.sql")
 _TOTAL = ""  # the counters row holding the totals
@@ -210,9 +211,10 @@ class SQLiteStore(SetListing, LocalWorkers, SQLiteRecords, Store):
     def hand_off(self, jobs: Sequence[QueuedJob], wid: str, now: float) -> Durability:
         name = jobs[0].queue
         rows = [
-            (j.jid, name, wid, now, now + j.reserve_for, checksum(j.payload), j.payload)
+            (name, j.jid, j.reserve_for, checksum(j.payload), wid, now, now + j.reserve_for,
+             j.payload)
             for j in jobs
-        ]
+        ]  # fmt: skip
         if len(rows) == 1 and name in self._sizes:
             # one statement is atomic by itself: no savepoint (this is every idle worker's
             # PUSH -> start path)
@@ -244,35 +246,62 @@ class SQLiteStore(SetListing, LocalWorkers, SQLiteRecords, Store):
         self, queues: Sequence[str], wid: str, now: float, count: int
     ) -> list[Reservation]:
         self._db.check_writable()  # during an outage a FETCH is refused, never answered
-        taken: list[Reservation] = []
-        popped: dict[str, int] = {}
         ready = [n for n in queues if self._sizes.get(n, 0) > 0 and n not in self._paused]
         if not ready or count <= 0:
-            return taken
-        rows_taken: list[tuple[Any, ...]] = []
-        damaged: list[Damaged] = []
+            return []
+        if count == 1 or len(ready) == 1:
+            # One queue's claim is one statement, atomic by itself: no savepoint (a FETCH
+            # takes its job from the first ready queue, whose size says it has one).
+            for name in ready:
+                rows = self._db.write(_CLAIM, (wid, now, now, name, count)).fetchall()
+                self._sizes[name] -= len(rows)
+                taken = self._claimed(name, rows, wid, now)
+                if taken:
+                    return taken
+            return []
+        taken: list[Reservation] = []
+        claimed: dict[str, int] = {}
         with self._db.atomic() as conn:
             for name in ready:
                 want = count - len(taken)
                 if want <= 0:
                     break
-                rows = conn.execute(_QUEUES["pop_jobs"], (name, want)).fetchall()
-                rows.sort()
-                popped[name] = popped.get(name, 0) + len(rows)
-                for _seq, jid, reserve_for, crc, payload in rows:
-                    if not intact(payload, crc):
-                        damaged.append(Damaged("queue_jobs", jid, name, crc, payload))
-                        continue
-                    expires_at = now + reserve_for
-                    taken.append(Reservation(jid, name, payload, wid, now, expires_at))
-                    rows_taken.append((jid, name, wid, now, expires_at, crc, payload))
-            conn.executemany(_RESERVATIONS["insert_reservation"], rows_taken)
-            if damaged:
-                damage.move_aside(conn, damaged)
-        for name, count_popped in popped.items():
-            self._sizes[name] -= count_popped
-        if damaged:
+                rows = conn.execute(_CLAIM, (wid, now, now, name, want)).fetchall()
+                claimed[name] = len(rows)
+                taken.extend(self._claimed(name, rows, wid, now, conn))
+        for name, number in claimed.items():
+            self._sizes[name] -= number
+        return taken
+
+    def _claimed(
+        self,
+        name: str,
+        rows: list[Any],
+        wid: str,
+        now: float,
+        conn: sqlite3.Connection | None = None,
+    ) -> list[Reservation]:
+        """The reservations of the rows a claim returned, in queue order. A row whose
+        payload fails its checksum is moved aside instead: inside ``conn``'s savepoint when
+        given, else on its own (if that fails, the row stays reserved and is moved aside when
+        its reservation expires)."""
+        if len(rows) > 1:
+            rows.sort()
+        taken: list[Reservation] = []
+        damaged: list[Damaged] = []
+        seqs: list[tuple[Any]] = []
+        for seq, jid, reserve_for, crc, payload in rows:
+            if intact(payload, crc):
+                taken.append(Reservation(jid, name, payload, wid, now, now + reserve_for))
+            else:
+                damaged.append(Damaged("queue_jobs", jid, name, crc, payload))
+                seqs.append((seq,))
+        if damaged and conn is not None:
+            conn.executemany(damage.DROP["queue_jobs"], seqs)
+            damage.move_aside(conn, damaged)
             damage.report(damaged)
+        elif damaged:
+            self._move_aside(damaged, seqs, damage.DROP["queue_jobs"])
         return taken
 
     def _count(self, day: str, processed: int, failures: int) -> None:
@@ -349,7 +378,7 @@ class SQLiteStore(SetListing, LocalWorkers, SQLiteRecords, Store):
             if not intact(row[2], row[6])
         ]
         if damaged:
-            self._move_aside(damaged, [(d.jid,) for d in damaged], damage.DROP["reservations"])
+            self._move_aside(damaged, [(d.jid,) for d in damaged], damage.DROP_RESERVATION)
             bad = {d.jid for d in damaged}
             rows = [row for row in rows if row[0] not in bad]
         return [_reservation(row) for row in rows]
