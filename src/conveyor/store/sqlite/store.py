@@ -255,9 +255,9 @@ class SQLiteStore(SetListing, LocalWorkers, SQLiteRecords, Store):
             for name in ready:
                 rows = self._db.write(_CLAIM, (wid, now, now, name, count)).fetchall()
                 self._sizes[name] -= len(rows)
-                taken = self._claimed(name, rows, wid, now)
-                if taken:
-                    return taken
+                found = self._claimed(name, rows, wid, now)
+                if found:
+                    return found
             return []
         taken: list[Reservation] = []
         claimed: dict[str, int] = {}
