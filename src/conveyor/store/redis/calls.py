@@ -33,6 +33,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor.errors import StoreError
 from conveyor.store.redis.codec import RedisURL
+from conveyor.store.redis.pipe import Lost, NotSent, Pipe, usable
 from conveyor.store.redis.scripts import Script
 
 __all__ = ["CONNECTION_ERRORS", "Caller", "OutcomeUnknown", "reraise_cancellation"]
@@ -90,6 +91,12 @@ class Caller:
         self.token_ttl = max(MIN_TOKEN_TTL_SECONDS, math.ceil(3 * url.retry_for))
         self._wait = (url.wait_replicas, url.wait_timeout_ms) if url.wait_replicas else None
         self._prefix = prefix + "op:"
+        # scripts go through a connection of our own where it can serve the URL (pipe.py)
+        self._pipe = Pipe(url) if usable(url) else None
+
+    async def close(self) -> None:
+        if self._pipe is not None:
+            await self._pipe.close()
 
     def new_token(self) -> str:
         """A fresh token key for one write call (64 random bits)."""
@@ -179,6 +186,8 @@ class Caller:
     ) -> Any:
         if self.cluster:
             return await self._attempt_cluster(script, keys, args)
+        if self._pipe is not None and not wait:
+            return await self._attempt_pipe(self._pipe, script, keys, args)
         pool = self.client.connection_pool
         try:
             conn = await pool.get_connection()
@@ -198,6 +207,19 @@ class Caller:
             raise
         finally:
             await pool.release(conn)
+
+    async def _attempt_pipe(
+        self, pipe: Pipe, script: Script, keys: Sequence[str], args: Sequence[Any]
+    ) -> Any:
+        try:
+            try:
+                return await pipe.call("EVALSHA", script.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                return await pipe.call("EVAL", script.source, len(keys), *keys, *args)
+        except NotSent as exc:
+            raise _NotSent() from exc
+        except (Lost, *CONNECTION_ERRORS) as exc:  # redis-py counts LOADING as one too
+            raise _Lost() from exc
 
     async def _exchange(
         self,

@@ -178,6 +178,8 @@ class RedisStore(RedisRecords, RedisWorkers, Store):
             await self._subscriber.stop()
             self._subscriber = None
         if self._client is not None:
+            if self._caller is not None:
+                await self._caller.close()
             await self._client.aclose()
             self._client, self._caller = None, None
             await self._clients.aclose()
