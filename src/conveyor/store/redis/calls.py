@@ -24,7 +24,7 @@ import math
 import re
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -40,11 +40,14 @@ __all__ = ["CONNECTION_ERRORS", "Caller", "OutcomeUnknown", "reraise_cancellatio
 
 CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 """Errors after which the command may or may not have reached Redis."""
+PIPE_LOST = CONNECTION_ERRORS
+"""Replies through the pipe that mean the same (redis-py counts LOADING as one)."""
 
 RETRY_DELAYS = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0)
 """Pauses before each retry of a write whose reply was lost (the last one repeats)."""
 
 MIN_TOKEN_TTL_SECONDS = 30
+TOKENS_PER_DRAW = 256
 
 
 _CLIENT_REPR = re.compile(r"<redis\.asyncio\.client\.Redis\(.*?,host=([^,]+),port=(\d+),.*?\)> - ")
@@ -58,6 +61,12 @@ def describe(exc: BaseException) -> str:
 
 class OutcomeUnknown(StoreError):
     """A write was sent, its reply was lost, and no retry got an answer in time."""
+
+
+def _why(exc: BaseException) -> BaseException:
+    """What to report of a failed attempt: the pipe's own errors say it themselves; the
+    markers of ``_attempt`` carry it as their cause."""
+    return exc if isinstance(exc, (NotSent, Lost)) else (exc.__cause__ or exc)
 
 
 class _NotSent(Exception):
@@ -91,6 +100,7 @@ class Caller:
         self.token_ttl = max(MIN_TOKEN_TTL_SECONDS, math.ceil(3 * url.retry_for))
         self._wait = (url.wait_replicas, url.wait_timeout_ms) if url.wait_replicas else None
         self._prefix = prefix + "op:"
+        self._tokens: Iterator[str] = iter(())
         # scripts go through a connection of our own where it can serve the URL (pipe.py)
         self._pipe = Pipe(url) if usable(url) else None
 
@@ -99,8 +109,14 @@ class Caller:
             await self._pipe.close()
 
     def new_token(self) -> str:
-        """A fresh token key for one write call (64 random bits)."""
-        return self._prefix + secrets.token_hex(8)
+        """A fresh token key for one write call (64 random bits, drawn 256 at a time: one
+        ``getrandom`` per call was a system call per job and script)."""
+        token = next(self._tokens, None)
+        if token is None:
+            raw = secrets.token_hex(8 * TOKENS_PER_DRAW)
+            self._tokens = iter([raw[i : i + 16] for i in range(0, len(raw), 16)])
+            token = next(self._tokens)
+        return self._prefix + token
 
     # ------------------------------------------------------------------ errors
 
@@ -151,20 +167,32 @@ class Caller:
         known."""
         token = token or self.new_token()
         wait = durable and self._wait is not None
+        pipe = self._pipe if not wait else None
         lost: BaseException | None = None  # why the outcome is unknown, once it is
         last: BaseException | None = None
         deadline = 0.0
         for attempt in itertools.count(1):
             try:
-                result = await self._attempt(
-                    script, [token, *keys], [self.token_ttl, attempt, *args], wait=wait
-                )
-            except _NotSent as exc:
+                if pipe is not None:  # the usual case, without a frame more
+                    ttl, n = self.token_ttl, len(keys) + 1
+                    try:
+                        result = await pipe.call(
+                            "EVALSHA", script.sha, n, token, *keys, ttl, attempt, *args
+                        )
+                    except NoScriptError:
+                        result = await pipe.call(
+                            "EVAL", script.source, n, token, *keys, ttl, attempt, *args
+                        )
+                else:
+                    result = await self._attempt(
+                        script, [token, *keys], [self.token_ttl, attempt, *args], wait=wait
+                    )
+            except (_NotSent, NotSent) as exc:
                 if lost is None:
-                    raise self.unreachable(script.name, exc.__cause__ or exc) from exc
-                last = exc.__cause__ or exc
-            except _Lost as exc:
-                lost = last = exc.__cause__ or exc
+                    raise self.unreachable(script.name, _why(exc)) from exc
+                last = _why(exc)
+            except (_Lost, Lost, *PIPE_LOST) as exc:
+                lost = last = _why(exc)
             except RedisError as exc:
                 if lost is None:  # Redis refused the command: nothing was written
                     raise self.failed(script.name, exc) from exc
