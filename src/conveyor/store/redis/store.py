@@ -68,6 +68,7 @@ from conveyor.store.redis.codec import (
     score_arg,
 )
 from conveyor.store.redis.connect import Clients
+from conveyor.store.redis.pipe import usable
 from conveyor.store.redis.records import RedisRecords
 from conveyor.store.redis.release import Lost, Releaser
 from conveyor.store.redis.scripts import Script, load_scripts
@@ -158,6 +159,7 @@ class RedisStore(RedisRecords, RedisWorkers, Store):
             self._origin,
             self._wake,
             self._known_queues,
+            self._url if usable(self._url) else None,
         )
         self._subscriber.start()
 

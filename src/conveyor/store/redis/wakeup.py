@@ -22,6 +22,9 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from conveyor.store.redis.channel import listen
+from conveyor.store.redis.codec import RedisURL
+
 __all__ = ["Subscriber"]
 
 log = logging.getLogger(__name__)
@@ -43,8 +46,10 @@ class Subscriber:
         origin: str,
         deliver: Callable[[str], None],
         known_queues: Callable[[], Awaitable[set[str]]],
+        lean: RedisURL | None = None,
     ) -> None:
         self._connect = connect
+        self._lean = lean  # read the channel on a connection of our own (channel.py)
         self._channel = channel
         self._sharded = sharded
         self._origin = origin.encode()
@@ -81,6 +86,9 @@ class Subscriber:
                 delay = min(delay * 2, RETRY_MAX_SECONDS)
 
     async def _listen(self) -> None:
+        if self._lean is not None:
+            await self._listen_lean(self._lean)
+            return
         client = await self._connect()
         pubsub = client.pubsub()
         try:
@@ -112,6 +120,34 @@ class Subscriber:
                 await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
             with contextlib.suppress(Exception):
                 await client.aclose()
+
+    async def _listen_lean(self, url: RedisURL) -> None:
+        origin = self._origin.decode()
+        conn = await listen(
+            url, self._channel, self._sharded, origin, self._deliver, PING_EVERY_SECONDS
+        )
+        try:
+            self.subscribed.set()
+            # Anything published while we were not listening is lost: wake every queue.
+            for name in await self._known_queues():
+                self._deliver(name)
+            heard = conn.heard
+            pinged = False
+            while not self._stopping:
+                done, _ = await asyncio.wait({conn.closed}, timeout=PING_EVERY_SECONDS)
+                if done:
+                    conn.closed.result()  # raises why it ended
+                    return
+                if conn.heard != heard:
+                    heard, pinged = conn.heard, False
+                elif pinged:  # nothing, not even the PING's answer: a dead connection
+                    raise RedisError("the wake-up connection stopped answering")
+                else:  # a quiet channel or a dead connection: a PING tells them apart
+                    conn.send("PING")
+                    pinged = True
+        finally:
+            self.subscribed.clear()
+            conn.close()
 
     @staticmethod
     async def _wait_confirmed(pubsub: Any) -> None:
