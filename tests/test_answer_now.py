@@ -12,19 +12,32 @@ import asyncio
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from tests.support.server import MakeServer, RawConnect
+from tests.support.services import RedisServer
 
 
-def _url(storage: str, tmp_path: Any) -> str:
-    return f"sqlite:///{tmp_path}/s.db" if storage == "sqlite" else storage
+def _url(storage: str, tmp_path: Any, request: pytest.FixtureRequest) -> str:
+    if storage == "sqlite":
+        return f"sqlite:///{tmp_path}/s.db"
+    if storage == "redis":  # commands answered when Redis replies (manager/soon.py)
+        return str(request.getfixturevalue("redis_url"))
+    return storage
 
 
-@pytest.mark.parametrize("storage", ["memory://", "sqlite"])
+STORES = ["memory://", "sqlite", "redis"]
+
+
+@pytest.mark.parametrize("storage", STORES)
 async def test_pipelined_commands_in_one_packet_are_answered_in_order(
-    storage: str, make_server: MakeServer, raw_client: RawConnect, tmp_path: Any
+    storage: str,
+    make_server: MakeServer,
+    raw_client: RawConnect,
+    tmp_path: Any,
+    request: pytest.FixtureRequest,
 ) -> None:
-    running = await make_server(_url(storage, tmp_path))
+    running = await make_server(_url(storage, tmp_path, request))
     client = await raw_client(running.port)
     client.writer.write(
         b'PUSH {"jid":"piped-0001","jobtype":"T","args":[],"queue":"piped"}\r\n'
@@ -48,11 +61,15 @@ async def test_pipelined_commands_in_one_packet_are_answered_in_order(
     assert await running.manager.store.queue_sizes() == {"piped": 1}
 
 
-@pytest.mark.parametrize("storage", ["memory://", "sqlite"])
+@pytest.mark.parametrize("storage", STORES)
 async def test_bad_fetch_and_ack_are_refused_as_on_the_long_path(
-    storage: str, make_server: MakeServer, raw_client: RawConnect, tmp_path: Any
+    storage: str,
+    make_server: MakeServer,
+    raw_client: RawConnect,
+    tmp_path: Any,
+    request: pytest.FixtureRequest,
 ) -> None:
-    running = await make_server(_url(storage, tmp_path))
+    running = await make_server(_url(storage, tmp_path, request))
     client = await raw_client(running.port)
     assert await client.call(b"FETCH") == b"-ERR must call fetch with at least one queue\r\n"
     assert await client.call(b"ACK") == (
@@ -82,3 +99,32 @@ async def test_a_push_waiting_for_its_commit_is_answered_before_the_server_stops
     assert await client.reply() == b"+OK\r\n"
     assert await client.closed_by_server()
     assert await running.manager.store.queue_sizes() == {"last": 1}
+
+
+async def test_a_fetch_whose_client_left_before_redis_answered_gives_the_job_back(
+    make_server: MakeServer, raw_client: RawConnect, redis_url: str, redis_server: RedisServer
+) -> None:
+    """On Redis a FETCH's reserve is on its way when the client hangs up: the job it reserves
+    for nobody goes back to its queue (store/redis/release.py), not to a 30-minute wait."""
+    running = await make_server(redis_url)
+    store = running.manager.store
+    producer = await raw_client(running.port)
+    pushed = b'PUSH {"jid":"held-0001","jobtype":"T","args":[],"queue":"held"}'
+    assert await producer.call(pushed) == b"+OK\r\n"
+    sleeper = aioredis.Redis(port=redis_server.port)
+    try:
+        sleeping = asyncio.ensure_future(sleeper.execute_command("DEBUG", "SLEEP", "0.3"))
+        await asyncio.sleep(0.05)  # Redis holds still: the reserve waits in its socket
+        worker = await raw_client(running.port)
+        worker.writer.write(b"FETCH held\r\n")
+        await worker.writer.drain()
+        await worker.close()
+        await sleeping
+    finally:
+        await sleeper.aclose()
+    for _ in range(100):
+        if await store.queue_sizes() == {"held": 1}:
+            break
+        await asyncio.sleep(0.02)
+    assert await store.queue_sizes() == {"held": 1}
+    assert (await store.list_reservations(0, 10)).total == 0

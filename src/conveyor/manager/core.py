@@ -17,12 +17,13 @@ import msgspec
 
 from conveyor.errors import CommandError, JobNotFound, UnknownWorker
 from conveyor.job import Job, decode_job, encode_job
-from conveyor.manager import validation
+from conveyor.manager import soon, validation
 from conveyor.manager.admin import AdminOps
 from conveyor.manager.config import ManagerConfig
 from conveyor.manager.features import Feature
 from conveyor.manager.features.registry import build_features
 from conveyor.manager.info import build_info
+from conveyor.manager.later import Later
 from conveyor.manager.lifecycle import JobState, check_transition
 from conveyor.manager.middleware import (
     AckContext,
@@ -97,6 +98,9 @@ class Manager(AdminOps):
         gated = all(isinstance(m, Feature) for m in pushers)
         self._push_gates = [m.wants_push for m in pushers if isinstance(m, Feature)]
         self._pushes_now = store.in_process and gated
+        self._gated = gated
+        # a store whose writes wait for I/O may still take them without a task (soon.py)
+        self._soon = not store.in_process
         # Likewise for ACK: jids no gated ack hook wants keep the batched ACK (None: ungated).
         ackers = [m for m in self._middleware if type(m).ack is not Middleware.ack]
         self._ack_gates: list[Callable[[str], bool]] | None = (
@@ -134,7 +138,7 @@ class Manager(AdminOps):
             await run_chain(self._push_hooks, PushContext(self, job), _nothing)
         await self._store_jobs([(job, due)])
 
-    def push_now(self, payload: bytes) -> Awaitable[None] | None:
+    def push_now(self, payload: bytes) -> Awaitable[None] | Later[None] | None:
         """A PUSH done at once, in the caller's step: the job is validated and stored, or
         handed to a waiting FETCH, whose reply is written before this returns. What is left
         is returned: the wait for the durability of this very write (it raises
@@ -147,7 +151,7 @@ class Manager(AdminOps):
         a bad job, with nothing stored.
         """
         if not self._pushes_now:
-            return None
+            return soon.push_soon(self, payload) if self._soon and self._gated else None
         job = validation.decode_pushed(payload, self.config)
         if self._push_gates and any(wants(job) for wants in self._push_gates):
             return None
@@ -327,13 +331,18 @@ class Manager(AdminOps):
             finally:
                 self.waiters.unregister(waiter)
 
-    def fetch_now(self, queues: Sequence[str], wid: str, count: int) -> list[bytes] | None:
+    def fetch_now(
+        self, queues: Sequence[str], wid: str, count: int
+    ) -> list[bytes] | Later[list[bytes]] | None:
         """The jobs a FETCH finds at once, reserved in the caller's step, without a task: for
         the server's FETCH on an idle connection. ``[]`` when there is none now (the FETCH
         then waits, through ``fetch_many``); None, with nothing done, when this FETCH has to
-        take the long way (``fetch_many``: fetch middleware, a store that is not
-        ``in_process``, a quiet worker, a store that must wait for its commit)."""
+        take the long way (``fetch_many``: fetch middleware, a quiet worker, a store that
+        must wait for its commit). A store that is not ``in_process`` answers ``Later``
+        (soon.py)."""
         if not self._hand_offs:
+            if self._soon and not self._fetch_hooks:
+                return soon.fetch_soon(self, queues, wid, count)
             return None
         if wid and self._worker_states.get(wid, WorkerState.RUNNING) != WorkerState.RUNNING:
             return None
@@ -371,16 +380,16 @@ class Manager(AdminOps):
     async def ack(self, jid: str) -> None:
         await self.ack_many((jid,))
 
-    def ack_now(self, jid: str) -> int | None:
+    def ack_now(self, jid: str) -> int | Later[int] | None:
         """ACK done in the caller's step, without a task: how many reservations ended (0 or
         1). None, with nothing done, when it has to take the long way (``ack``: an ack hook
         wants this jid, a store that is not ``in_process`` or must wait for its commit)."""
-        if not self._acks_now:
-            return None
         if self._ack_hooks:
             gates = self._ack_gates
             if gates is None or any(wants(jid) for wants in gates):
                 return None
+        if not self._acks_now:
+            return soon.ack_soon(self, jid) if self._soon else None
         return self.store.ack_now((jid,), day_key(time.time()))
 
     async def ack_many(self, jids: Sequence[str]) -> int:

@@ -10,17 +10,28 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import msgspec
 
 from conveyor.errors import CommandError
 from conveyor.manager import ClientInfo, Manager, ServerStats, WorkerState
+from conveyor.manager.later import Later
 from conveyor.protocol import NULL_BULK, OK, bulk
 from conveyor.server.admin import run_admin
 from conveyor.store.base import JobFilter
 
-__all__ = ["COMMANDS", "MAX_FETCHB_COUNT", "NOW", "SENT", "Handler", "NowHandler", "Session"]
+__all__ = [
+    "COMMANDS",
+    "MAX_FETCHB_COUNT",
+    "NOW",
+    "SENT",
+    "Handler",
+    "NowHandler",
+    "Session",
+    "Soon",
+]
 
 MAX_FETCHB_COUNT = 1000
 QUEUE_SUBCOMMANDS = ("PAUSE", "RESUME", "REMOVE", "LATENCY")
@@ -46,10 +57,21 @@ class Session(Protocol):
 # A handler returns the reply bytes, or None to close the connection without a reply (END).
 Handler = Callable[[Session, bytes], Awaitable[bytes | None]]
 
-# A command answered in the step that read it, without a task (``NOW``): the reply; or the
-# wait for a write's durability, after which the reply is +OK; or None when the command has
-# to take the long way (its ``Handler``), with nothing done.
-NowHandler = Callable[[Session, bytes], bytes | Awaitable[None] | None]
+
+@dataclass(frozen=True, slots=True)
+class Soon:
+    """The reply to a command whose store answers later (``manager/later.py``): ``render``
+    makes it from the value; None from ``render`` (a FETCH that found nothing) sends the
+    command the long way after all."""
+
+    later: Later[Any]
+    render: Callable[[Any], bytes | None]
+
+
+# A command answered without a task (``NOW``): the reply; or the wait for a write's
+# durability, after which the reply is +OK; or a ``Soon``; or None when the command has to
+# take the long way (its ``Handler``), with nothing done.
+NowHandler = Callable[[Session, bytes], bytes | Awaitable[None] | Soon | None]
 
 SENT = b""
 """What a handler returns when its reply has already gone out through ``Session.send_now``."""
@@ -175,21 +197,35 @@ async def ack(session: Session, argument: bytes) -> bytes | None:
     return OK
 
 
-def ack_now(session: Session, argument: bytes) -> bytes | None:
-    return None if session.manager.ack_now(_ack_jid(argument)) is None else OK
+def _ok(_value: object) -> bytes:
+    return OK
 
 
-def push_now(session: Session, argument: bytes) -> Awaitable[None] | None:
-    return session.manager.push_now(argument)
+def _one_job(jobs: list[bytes] | None) -> bytes | None:
+    return bulk(jobs[0]) if jobs else None
 
 
-def fetch_now(session: Session, argument: bytes) -> bytes | None:
+def ack_now(session: Session, argument: bytes) -> bytes | Soon | None:
+    done = session.manager.ack_now(_ack_jid(argument))
+    if isinstance(done, Later):
+        return Soon(done, _ok)
+    return None if done is None else OK
+
+
+def push_now(session: Session, argument: bytes) -> Awaitable[None] | Soon | None:
+    rest = session.manager.push_now(argument)
+    return Soon(rest, _ok) if isinstance(rest, Later) else rest
+
+
+def fetch_now(session: Session, argument: bytes) -> bytes | Soon | None:
     """A FETCH that finds a job at once; one that would wait takes the long way."""
     queues = _names(argument)
     if not queues:
         raise CommandError("must call fetch with at least one queue")
     jobs = session.manager.fetch_now(queues, session.client.wid, 1)
-    return bulk(jobs[0]) if jobs else None
+    if isinstance(jobs, Later):
+        return Soon(jobs, _one_job)
+    return _one_job(jobs)
 
 
 async def ack_many(session: Session, argument: bytes) -> bytes | None:

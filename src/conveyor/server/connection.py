@@ -15,6 +15,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable
+from functools import partial
 from typing import TYPE_CHECKING, cast
 
 from conveyor.errors import CommandError, LineTooLong, StoreError, StoreUnavailable
@@ -29,7 +30,7 @@ from conveyor.protocol import (
     new_challenge,
     split_command,
 )
-from conveyor.server.commands import COMMANDS, NOW, SENT
+from conveyor.server.commands import COMMANDS, NOW, SENT, Soon
 from conveyor.server.guard import MAX_CHECKS_PER_ADDRESS, Verdict
 from conveyor.server.states import ConnState, advance
 from conveyor.store.base import Durability
@@ -79,7 +80,7 @@ class Connection(asyncio.Protocol):
         self._writable = asyncio.Event()
         self._writable.set()
         self._runner: asyncio.Task[None] | None = None
-        self._parked: Durability | None = None  # a PUSH answered once this is settled
+        self._parked: Durability | Soon | None = None  # a command answered when it settles
         self._park_done: asyncio.Future[None] | None = None  # for stop(), made on demand
         self._answering = False  # inside _answer_now
         self._fetching = False  # the runner is inside a FETCH/FETCHB that may be waiting
@@ -214,6 +215,11 @@ class Connection(asyncio.Protocol):
                     result.when_done(self._unpark)
                     if self._parked is not None:
                         break  # answered by _unpark once the commit is settled
+                elif isinstance(result, Soon):
+                    self._parked = result
+                    result.later.when_done(partial(self._answered, result, line))
+                    if self._parked is not None:
+                        break  # answered by _answered when the store calls back
                 else:  # a wait we cannot watch: the runner awaits it
                     pending.appendleft(_Begun(result))
                     break
@@ -227,6 +233,35 @@ class Connection(asyncio.Protocol):
         store (a failed commit settles from inside a store method)."""
         self._parked = None
         self._write(OK if error is None else self._failure(b"PUSH", error))
+        self._resume()
+
+    def _answered(
+        self, soon: Soon, line: bytes, value: object, error: BaseException | None
+    ) -> bool:
+        """The store called back with the value of a command done in ``_answer_now``:
+        answer it, or (a FETCH that found nothing) send it the long way. Returns whether
+        the reply could be sent (a FETCH's jobs are given back when not)."""
+        self._parked = None
+        reply: bytes | None
+        if error is not None:
+            failed = error if isinstance(error, Exception) else StoreError(repr(error))
+            reply = self._failure(line, failed)
+        else:
+            reply = soon.render(value)
+        if reply is None:  # nothing to take now: the FETCH waits, through the runner
+            self._pending.appendleft(line)
+            self._pending_bytes += len(line)
+            self.server.command_count -= 1  # counted again when it runs
+            taken = True
+        else:
+            taken = self.state is not ConnState.CLOSED and self.transport is not None
+            self._write(reply)
+        self._resume()
+        return taken
+
+    def _resume(self) -> None:
+        """After a parked command was answered: send, and let the runner take what came
+        after it."""
         if self._answering:
             return  # settled at once: _answer_now goes on
         self._flush()

@@ -348,6 +348,39 @@ class Store(Records, abc.ABC):
         nothing done, when it would have to wait (as ``reserve_now``)."""
         raise NotImplementedError(f"{type(self).__name__} is not an in-process store")
 
+    # The same transitions with a callback, for a store whose writes wait for I/O but need
+    # no task (Redis, over a connection of its own: store/redis/soon.py). Each returns False,
+    # with nothing done, when it cannot now: the caller then awaits the coroutine. Otherwise
+    # ``done(result, None)`` or ``done(None, error)`` is called from the event loop, with
+    # what the coroutine would have returned or raised.
+
+    def enqueue_soon(
+        self, jobs: Sequence[QueuedJob], done: Callable[[None, BaseException | None], object]
+    ) -> bool:
+        """``enqueue`` with a callback (see above)."""
+        return False
+
+    def reserve_soon(
+        self,
+        queues: Sequence[str],
+        wid: str,
+        now: float,
+        count: int,
+        done: Callable[[list[Reservation] | None, BaseException | None], bool],
+    ) -> bool:
+        """``reserve`` with a callback (see above); ``done`` returns whether the jobs were
+        taken: False (the FETCH went away meanwhile) gives them back."""
+        return False
+
+    def ack_soon(
+        self,
+        jids: Sequence[str],
+        day: str,
+        done: Callable[[int | None, BaseException | None], object],
+    ) -> bool:
+        """``ack`` with a callback (see above)."""
+        return False
+
     @abc.abstractmethod
     async def fail(self, jid: str, outcome: FailOutcome, day: str) -> bool:
         """Atomically: if a reservation for ``jid`` exists, end it, count one processed and one

@@ -33,7 +33,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor.errors import StoreError
 from conveyor.store.redis.codec import RedisURL
-from conveyor.store.redis.pipe import Lost, NotSent, Pipe, usable
+from conveyor.store.redis.pipe import Answer, Lost, NotSent, Pipe, usable
 from conveyor.store.redis.scripts import Script
 
 __all__ = ["CONNECTION_ERRORS", "Caller", "OutcomeUnknown", "reraise_cancellation"]
@@ -103,6 +103,7 @@ class Caller:
         self._tokens: Iterator[str] = iter(())
         # scripts go through a connection of our own where it can serve the URL (pipe.py)
         self._pipe = Pipe(url) if usable(url) else None
+        self._going_on: set[asyncio.Task[None]] = set()  # write_soon calls retried in a task
 
     async def close(self) -> None:
         if self._pipe is not None:
@@ -159,12 +160,14 @@ class Caller:
         *,
         token: str | None = None,
         durable: bool = False,
+        first: BaseException | None = None,
     ) -> Any:
         """A write that takes a token (KEYS[1]; ARGV[1] its TTL, ARGV[2] the attempt number).
 
         Retried with the same token while its outcome is unknown, for ``retry_for`` seconds.
         Raises ``StoreError`` when nothing was written, ``OutcomeUnknown`` when that is not
-        known."""
+        known. ``first``: the first attempt was made already (``write_soon``) and ended with
+        this error; go on from there."""
         token = token or self.new_token()
         wait = durable and self._wait is not None
         pipe = self._pipe if not wait else None
@@ -173,6 +176,9 @@ class Caller:
         deadline = 0.0
         for attempt in itertools.count(1):
             try:
+                if first is not None:
+                    error, first = first, None
+                    raise error
                 if pipe is not None:  # the usual case, without a frame more
                     ttl, n = self.token_ttl, len(keys) + 1
                     try:
@@ -208,6 +214,60 @@ class Caller:
                 raise self._unknown(script.name, last)
             await asyncio.sleep(pause)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def write_soon(
+        self,
+        script: Script,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        done: Answer,
+        *,
+        token: str | None = None,
+        durable: bool = False,
+    ) -> bool:
+        """``write`` with a callback: the first attempt goes out through the pipe and
+        ``done(result, None)`` is called from its reply's own step, without a task. Anything
+        but a plain answer (a lost reply, NOSCRIPT, an error) goes on in a task running
+        ``write`` from there, which calls ``done(result, None)`` or ``done(None, error)``.
+        False, with nothing sent, where the pipe cannot take it now (``Pipe.send``) or a
+        durable write must WAIT: the caller awaits ``write`` instead."""
+        pipe = self._pipe
+        if pipe is None or (durable and self._wait is not None):
+            return False
+        token = token or self.new_token()
+
+        def answered(result: Any, error: BaseException | None) -> None:
+            if error is None:
+                done(result, None)
+                return
+            # NOSCRIPT: Redis refused, nothing ran; write() starts over and sends EVAL
+            first = None if isinstance(error, NoScriptError) else error
+            task = asyncio.get_running_loop().create_task(
+                self._go_on(script, keys, args, token, first, done)
+            )
+            self._going_on.add(task)
+            task.add_done_callback(self._going_on.discard)
+
+        n = len(keys) + 1
+        return pipe.send(answered, "EVALSHA", script.sha, n, token, *keys, self.token_ttl, 1, *args)
+
+    async def _go_on(
+        self,
+        script: Script,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        token: str,
+        first: BaseException | None,
+        done: Answer,
+    ) -> None:
+        try:
+            result = await self.write(script, keys, args, token=token, first=first)
+        except BaseException as exc:  # a cancelled one too: its caller must hear of it
+            done(None, exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            done(result, None)
 
     async def _attempt(
         self, script: Script, keys: Sequence[str], args: Sequence[Any], *, wait: bool

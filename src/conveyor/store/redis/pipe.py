@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import hiredis
@@ -27,9 +28,11 @@ from redis._parsers import BaseParser
 
 from conveyor.store.redis.codec import RedisURL
 
-__all__ = ["Lost", "NotSent", "Pipe", "usable"]
+__all__ = ["Answer", "Lost", "NotSent", "Pipe", "usable"]
 
 _OPTIONS = frozenset({"socket_timeout", "socket_connect_timeout"})
+
+log = logging.getLogger(__name__)
 
 
 class NotSent(Exception):
@@ -45,14 +48,19 @@ def usable(url: RedisURL) -> bool:
     return not (url.cluster or url.sentinel or url.tls) and set(url.options) <= _OPTIONS
 
 
+Answer = Callable[[Any, BaseException | None], None]
+"""Called with a command's reply, or with the error it ended with (``Pipe.send``)."""
+Waiter = asyncio.Future[Any] | Answer
+
+
 class _Connection(asyncio.Protocol):
-    """One TCP connection to Redis; ``waiting`` holds the futures of the commands written,
-    oldest first."""
+    """One TCP connection to Redis; ``waiting`` holds, oldest first, what waits for each
+    command written: a future (``call``) or a callback (``send``)."""
 
     def __init__(self, on_lost: Callable[[_Connection], None]) -> None:
         self.transport: asyncio.Transport | None = None
         self.reader = hiredis.Reader()
-        self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.waiting: deque[Waiter] = deque()
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._on_lost = on_lost
 
@@ -64,13 +72,16 @@ class _Connection(asyncio.Protocol):
         try:
             reader.feed(data)
             while (reply := reader.gets()) is not False:
-                future = waiting.popleft()
-                if future.done():  # its caller was cancelled: the reply is dropped
+                waiter = waiting.popleft()
+                error = _error(str(reply)) if isinstance(reply, hiredis.ReplyError) else None
+                if not isinstance(waiter, asyncio.Future):
+                    _answer(waiter, None if error else reply, error)
+                elif waiter.done():  # its caller was cancelled: the reply is dropped
                     continue
-                if isinstance(reply, hiredis.ReplyError):
-                    future.set_exception(_error(str(reply)))
+                elif error is not None:
+                    waiter.set_exception(error)
                 else:
-                    future.set_result(reply)
+                    waiter.set_result(reply)
         except (hiredis.ProtocolError, IndexError) as exc:  # not Redis, or a reply unasked
             self._fail(Lost(f"unexpected bytes from Redis: {exc}"))
             if self.transport is not None:
@@ -85,9 +96,7 @@ class _Connection(asyncio.Protocol):
 
     def _fail(self, error: Exception) -> None:
         waiting, self.waiting = self.waiting, deque()
-        for future in waiting:
-            if not future.done():
-                future.set_exception(error)
+        _fail(waiting, error)
 
 
 def _error(text: str) -> Exception:
@@ -109,8 +118,22 @@ class Pipe:
         self._conn: _Connection | None = None
         self._connecting: asyncio.Future[_Connection] | None = None
         self._out: list[bytes] = []  # commands packed in this loop iteration, not yet written
-        self._unsent: list[asyncio.Future[Any]] = []  # their futures
+        self._unsent: list[Waiter] = []  # what waits for each of them
         self._flush_scheduled = False
+
+    def send(self, answer: Answer, *args: Any) -> bool:
+        """Send one command; ``answer`` gets its reply (or error) from the reply's own step,
+        without a future or a task. False, with nothing sent, when the connection is not
+        open, or replies have a ``socket_timeout`` (the caller then takes ``call``, which
+        opens the connection and keeps the time)."""
+        if self._conn is None or self._timeout is not None:
+            return False
+        self._out.append(hiredis.pack_command(args))
+        self._unsent.append(answer)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        return True
 
     async def call(self, *args: Any) -> Any:
         """Send one command and return its reply (an error reply raises ``ResponseError``)."""
@@ -144,14 +167,23 @@ class Pipe:
         conn.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     async def _connection(self) -> _Connection:
-        if self._connecting is None:
-            self._connecting = asyncio.ensure_future(self._open())
-        connecting = self._connecting
-        try:
-            return await asyncio.shield(connecting)
-        finally:
-            if connecting.done():
-                self._connecting = None
+        """The open connection, opening it if needed. Callers arriving together share one
+        attempt; one that joined an attempt started before it (maybe while Redis was still
+        down) and saw it fail makes one of its own before giving up."""
+        joined = self._connecting is not None
+        while True:
+            if self._connecting is None:
+                self._connecting = asyncio.ensure_future(self._open())
+            connecting = self._connecting
+            try:
+                return await asyncio.shield(connecting)
+            except NotSent:
+                if not joined:
+                    raise
+                joined = False
+            finally:
+                if connecting.done() and self._connecting is connecting:
+                    self._connecting = None
 
     async def _open(self) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -198,10 +230,19 @@ class Pipe:
                 await asyncio.wait_for(asyncio.shield(conn.closed), 1)
 
 
-def _fail(futures: list[asyncio.Future[Any]], error: Exception) -> None:
-    for future in futures:
-        if not future.done():
-            future.set_exception(error)
+def _fail(waiters: Iterable[Waiter], error: Exception) -> None:
+    for waiter in waiters:
+        if not isinstance(waiter, asyncio.Future):
+            _answer(waiter, None, error)
+        elif not waiter.done():
+            waiter.set_exception(error)
+
+
+def _answer(answer: Answer, reply: Any, error: BaseException | None) -> None:
+    try:
+        answer(reply, error)
+    except Exception:  # one broken callback must not cost the others their replies
+        log.exception("a Redis reply callback failed")
 
 
 def _seconds(value: str | None) -> float | None:

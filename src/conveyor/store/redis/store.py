@@ -72,6 +72,7 @@ from conveyor.store.redis.pipe import usable
 from conveyor.store.redis.records import RedisRecords
 from conveyor.store.redis.release import Lost, Releaser
 from conveyor.store.redis.scripts import Script, load_scripts
+from conveyor.store.redis.soon import RedisSoon
 from conveyor.store.redis.wakeup import Subscriber
 from conveyor.store.redis.workers import RedisWorkers
 
@@ -112,7 +113,7 @@ class Keys:
         return f"{self._p}rx:{space}"
 
 
-class RedisStore(RedisRecords, RedisWorkers, Store):
+class RedisStore(RedisSoon, RedisRecords, RedisWorkers, Store):
     """A ``Store`` over Redis or Redis Cluster. Build it with ``RedisStore.from_url``."""
 
     def __init__(self, url: RedisURL) -> None:
@@ -280,19 +281,12 @@ class RedisStore(RedisRecords, RedisWorkers, Store):
     async def enqueue(self, jobs: Sequence[QueuedJob]) -> None:
         if not jobs:
             return
-        by_queue: dict[str, list[bytes]] = {}
-        for job in jobs:
-            by_queue.setdefault(job.queue, []).append(encode_entry(job))
-        keys = [self._keys.queues, self._keys.ready]
-        args: list[Any] = [self._pub, self._origin]
-        for name, entries in by_queue.items():
-            keys.append(self._keys.queue(name))
-            args += [name, len(entries), *entries]
+        keys, args, names = self._enqueue_call(jobs)
         try:
             await self._write("enqueue", keys, args, durable=True)
         finally:
             # Even after an error: the script may have run, and our own echo is skipped.
-            self._wake_all(by_queue)
+            self._wake_all(names)
 
     async def add_to_set(self, name: SortedSet, entries: Sequence[SetEntry]) -> None:
         if not entries:
@@ -311,30 +305,15 @@ class RedisStore(RedisRecords, RedisWorkers, Store):
         names = list(dict.fromkeys(queues))
         if not names or count <= 0:
             return []
-        k = self._keys
-        keys = [k.paused, k.res, k.exp, k.busy, *(k.queue(n) for n in names)]
+        keys, args = self._reserve_call(names, wid, now, count)
         calls = self._calls
         token = calls.new_token()
         try:
-            flat = await calls.write(
-                self._scripts["reserve"], keys, [wid, score_arg(now), count, *names], token=token
-            )
+            flat = await calls.write(self._scripts["reserve"], keys, args, token=token)
         except (OutcomeUnknown, asyncio.CancelledError):
-            # The call may have reserved jobs its caller will never get: give them back.
-            assert self._releaser is not None
-            self._releaser.add(token, wid, now, tuple(names))
+            self._lost_reserve(token, wid, now, names)
             raise
-        return [
-            Reservation(
-                jid=flat[i + 1].decode(),
-                queue=flat[i].decode(),
-                payload=flat[i + 2],
-                wid=wid,
-                reserved_at=now,
-                expires_at=float(flat[i + 3]),
-            )
-            for i in range(0, len(flat), 4)
-        ]
+        return self._reserved(flat, wid, now)
 
     async def ack(self, jids: Sequence[str], day: str) -> int:
         if not jids:
