@@ -128,7 +128,32 @@ class Connection(asyncio.Protocol):
         self._deadline = asyncio.get_running_loop().call_later(timeout, self._handshake_expired)
 
     def data_received(self, data: bytes) -> None:
-        if self.state is ConnState.CLOSED:
+        state = self.state
+        if state is ConnState.CLOSED:
+            return
+        if (
+            state is ConnState.READY
+            and self._runner is None
+            and self._parked is None
+            and not self._pending
+            and not self._partial
+            and not self._reading_paused
+            and data.find(b"\n") == len(data) - 1
+            and len(data) <= self._lines.max_line_bytes
+            and not self.server.closing
+        ):
+            # One whole command on an idle connection: every client with one command in
+            # flight sends just that. No buffer, no queue on the way to its answer.
+            self._activity += 1
+            command = data[:-2] if data[-2:-1] == b"\r" else data[:-1]
+            answered = self._answer_line(command)
+            if answered is True:
+                self._flush()
+                return
+            if answered is False:
+                self._pending_bytes += len(command)
+            self._pending.append(command if answered is False else answered)
+            self._runner = asyncio.get_running_loop().create_task(self._run())
             return
         self._lines.feed(data)
         try:
@@ -180,52 +205,60 @@ class Connection(asyncio.Protocol):
 
     def _answer_now(self) -> None:
         """Answer the commands at the head of the queue right here, while each can be
-        (``commands.NOW``), not one task switch later: no task, no future.
+        (``_answer_line``), not one task switch later: no task, no future. A command that
+        must wait (a PUSH for its commit, a command on Redis for the reply) holds the ones
+        after it; one that has to take the runner stops here."""
+        pending = self._pending
+        while pending and self._parked is None and not self._reading_paused:
+            line = pending[0]
+            if not isinstance(line, bytes):
+                break
+            answered = self._answer_line(line)
+            if answered is False:
+                break
+            pending.popleft()
+            self._pending_bytes -= len(line)
+            if answered is not True:
+                pending.appendleft(answered)
+                break
+        self._flush()
+
+    def _answer_line(self, line: bytes) -> bool | _Begun:
+        """Answer one command in this very step if it can be (``commands.NOW``): True once
+        it is answered, or parked until its store settles it; False, with nothing done, when
+        it has to take the runner; a ``_Begun`` for the runner to finish.
 
         A PUSH is done here and, when a FETCH waits for the job's queue, hands the job to it
         and writes its reply in this very step (docs/design/hand-off.md); the PUSH's own
-        ``+OK`` waits for the commit that holds the job (``_park``), and so do the commands
-        after it. A FETCH that finds a job and an ACK are answered at once. Anything else,
-        and a command that has to wait (a FETCH with nothing to take), goes to the runner.
+        ``+OK`` waits for the commit that holds the job (``_unpark``). A FETCH that finds a
+        job and an ACK are answered at once (on Redis: when Redis answers, ``_answered``).
         """
-        pending = self._pending
+        verb, _, argument = line.partition(b" ")
+        handler = NOW.get(verb)
+        if handler is None:
+            return False
         self._answering = True
         try:
-            while pending and not self._reading_paused:
-                line = pending[0]
-                if not isinstance(line, bytes):
-                    break
-                verb, _, argument = line.partition(b" ")
-                handler = NOW.get(verb)
-                if handler is None:
-                    break
-                try:
-                    result = handler(self, argument)
-                except Exception as exc:
-                    result = self._failure(line, exc)
-                if result is None:
-                    break
-                pending.popleft()
-                self._pending_bytes -= len(line)
-                self.server.command_count += 1
-                if isinstance(result, bytes):
-                    self._write(result)
-                elif isinstance(result, Durability):
-                    self._parked = result
-                    result.when_done(self._unpark)
-                    if self._parked is not None:
-                        break  # answered by _unpark once the commit is settled
-                elif isinstance(result, Soon):
-                    self._parked = result
-                    result.later.when_done(partial(self._answered, result, line))
-                    if self._parked is not None:
-                        break  # answered by _answered when the store calls back
-                else:  # a wait we cannot watch: the runner awaits it
-                    pending.appendleft(_Begun(result))
-                    break
+            try:
+                result = handler(self, argument)
+            except Exception as exc:
+                result = self._failure(line, exc)
+            if result is None:
+                return False
+            self.server.command_count += 1
+            if isinstance(result, bytes):
+                self._write(result)
+            elif isinstance(result, Durability):
+                self._parked = result
+                result.when_done(self._unpark)  # may answer at once (memory)
+            elif isinstance(result, Soon):
+                self._parked = result
+                result.later.when_done(partial(self._answered, result, line))
+            else:  # a wait we cannot watch: the runner awaits it
+                return _Begun(result)
+            return True
         finally:
             self._answering = False
-        self._flush()
 
     def _unpark(self, error: Exception | None) -> None:
         """The commit holding a PUSH done in ``_answer_now`` is settled: answer the PUSH, then
