@@ -91,6 +91,7 @@ async def run_worker(url: str, args: argparse.Namespace) -> dict[str, float]:
     first = last = 0.0
     peak = 0
     done = 0
+    ended = None  # (status, usage) once the worker exited: a burst worker may end at once
     while done < args.jobs:
         done = await processed(client) - baseline
         now = time.perf_counter()
@@ -98,11 +99,19 @@ async def run_worker(url: str, args: argparse.Namespace) -> dict[str, float]:
             first = now
         last = now
         peak = max(peak, tree_peak_rss_kb(worker.pid))
-        if worker.poll() is not None and done < args.jobs:
-            raise RuntimeError(f"the worker exited with {worker.returncode} after {done} jobs")
+        if ended is None:  # wait4, not poll(): reaping the worker must keep its usage
+            pid, status, usage = os.wait4(worker.pid, os.WNOHANG)  # noqa: ASYNC222 - WNOHANG
+            if pid:
+                ended = (status, usage)
+        if ended is not None and done < args.jobs:
+            code = os.waitstatus_to_exitcode(ended[0])
+            raise RuntimeError(f"the worker exited with {code} after {done} jobs")
         await asyncio.sleep(0.01)
     # wait4's usage covers the worker and the processes it waited for (its children).
-    _, status, usage = await asyncio.to_thread(os.wait4, worker.pid, 0)
+    if ended is None:
+        _, status, usage = await asyncio.to_thread(os.wait4, worker.pid, 0)
+    else:
+        status, usage = ended
     worker.returncode = os.waitstatus_to_exitcode(status)
     await client.close()
     return {

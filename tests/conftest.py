@@ -8,6 +8,7 @@ pytest_plugins = [
     "tests.support.stores",
     "tests.support.manager",
     "tests.support.server",
+    "tests.support.features",
     "tests.support.disks",
     "tests.support.tls",
     "conveyor.testing",

@@ -283,6 +283,50 @@ async def test_push_bulk_of_many_chunks_lands_in_order(make_server: MakeServer) 
     assert [job["args"][0] for job in fetched] == expected
 
 
+async def test_push_bulk_cuts_chunks_by_size_too(make_server: MakeServer) -> None:
+    # 40 jobs of ~1.5 KB are 60 KB: one chunk by count, over the server's 20,000-byte line
+    # limit. Chunked under push_bulk_max_bytes they all land, in order; a job longer than
+    # the line limit alone is refused alone (and its connection closed), the rest go on.
+    server = await make_server(max_line_bytes=20_000)
+    local = conveyor.App(server.url, push_bulk_max_bytes=16_000)
+
+    @local.job(queue="sized")
+    async def item(n: int, pad: str) -> None: ...
+
+    jobs = [
+        item.build(n, ("y" if n == 20 else "x") * (25_000 if n == 20 else 1500)) for n in range(40)
+    ]
+    results = await local.push_bulk(jobs)
+    await local.aclose()
+    assert [r.jid for r in results] == [j.jid for j in jobs]
+    assert [r.error for r in results if not r.ok] == ["line too long (max 20000 bytes)"]
+    assert not results[20].ok
+    queued = (await server.manager.store.list_queue("sized", 0, 100)).items
+    assert [msgspec.json.decode(j.payload)["args"][0] for j in queued] == [
+        n for n in range(40) if n != 20
+    ]
+
+
+async def test_push_bulk_of_big_jobs_by_default(server: RunningServer) -> None:
+    # 900 jobs of 20 KB: 18 MB, one PUSHB by count, over the server's default 16 MiB line
+    # limit (which refused the whole chunk); the default size limit cuts it in ~18.
+    local = conveyor.App(server.url)
+
+    @local.job(queue="big")
+    async def item(n: int, pad: str) -> None: ...
+
+    jobs = [item.build(n, "z" * 20_000) for n in range(900)]
+    results = await local.push_bulk(jobs)
+    await local.aclose()
+    assert [r.error for r in results if not r.ok] == []
+    assert (await server.manager.store.queue_sizes())["big"] == 900
+
+
+def test_push_bulk_max_bytes_must_hold_a_line() -> None:
+    with pytest.raises(ValueError, match="push_bulk_max_bytes must be at least 1024"):
+        conveyor.App(push_bulk_max_bytes=100)
+
+
 async def _cutting_proxy(target_port: int, cut_after_lines: int) -> asyncio.Server:
     """Forwards FWP connections to ``target_port``; the first one is closed once the client
     has been sent ``cut_after_lines`` reply lines (the server still reads what was sent)."""

@@ -1,6 +1,6 @@
 """Cron from the outside: ``[[cron]]`` in the config file and ``conf.d``, SIGHUP, a bad file
-stopping ``conveyor server``, the ``CRON`` verb, ``conveyor cron ...``, the JSON API, and
-``@app.cron`` registered by a worker and by the first push."""
+stopping ``conveyor server``, ``ADMIN cron.*`` and the ``CRON`` alias, ``conveyor cron ...``,
+the JSON API, and ``@app.cron`` registered by a worker and by the first push."""
 
 from __future__ import annotations
 
@@ -22,9 +22,12 @@ from conveyor.errors import CommandError
 from conveyor.manager import Manager
 from conveyor.manager.features.cron import CronFeature
 from conveyor.manager.features.cron_records import SPACE_META
+from conveyor.server.admin import ADMIN_OPS
+from conveyor.server.admin_cron import CRON_OPS
 from conveyor.server.app import run
 from conveyor.web import create_app
-from tests.support.server import MakeServer, RunningServer
+from tests.support.server import MakeServer, RawConnect, RunningServer
+from tests.support.services import free_port
 
 ENTRY = '[[cron]]\nid = "{id}"\nschedule = "{schedule}"\n[cron.job]\ntype = "{type}"\n'
 DAILY_A = ENTRY.format(id="a", schedule="@daily", type="A")
@@ -47,8 +50,8 @@ def test_cron_tables_come_from_the_file_and_conf_d(tmp_path: Path) -> None:
         + "[cron.job.custom]\nexpires_in = 60\nunique_for = 30\n",
     )
     write(tmp_path / "conf.d" / "cron.toml", ENTRY.format(id="b", schedule="@daily", type="B"))
-    (feature,) = load_config({"config": str(config_file)}, environ={}).build_features()
-    assert isinstance(feature, CronFeature)
+    features = load_config({"config": str(config_file)}, environ={}).build_features()
+    feature = next(f for f in features if isinstance(f, CronFeature))
     assert sorted(feature.entries) == ["a", "b"]
     job = feature.entries["a"].job("cron:a:x", {"cron_id": "a"})
     assert job.custom == {"expires_in": 60, "unique_for": 30, "cron_id": "a"}
@@ -136,8 +139,9 @@ async def test_sighup_reloads_the_entries_and_keeps_them_on_a_bad_file(
         await server
 
 
-async def test_the_cron_verb_manages_entries_over_the_wire(server: RunningServer) -> None:
+async def test_admin_cron_ops_manage_entries_over_the_wire(server: RunningServer) -> None:
     async with await Client.connect(server.url) as client:
+        assert set(CRON_OPS) <= set((await client.admin("ops"))["ops"])
         added = await client.cron(
             "add", {"id": "wire", "schedule": "*/10 * * * * *", "job": {"type": "W", "args": [1]}}
         )
@@ -145,25 +149,62 @@ async def test_the_cron_verb_manages_entries_over_the_wire(server: RunningServer
             "wire", "api", "Every 10 seconds",
         )  # fmt: skip
         assert len(added["next_runs"]) == 5
-        listed = await client.cron("list")
+        listed = await client.admin("cron.list")
         assert [entry["id"] for entry in listed["entries"]] == ["wire"]
-        assert (await client.cron("pause", {"id": "wire"}))["paused"] is True
-        jid = (await client.cron("run", {"id": "wire"}))["jid"]
+        assert (await client.cron("show", {"id": "wire"}))["schedule"] == "*/10 * * * * *"
+        assert (await client.cron("get", {"id": "wire"}))["id"] == "wire"  # the CRON name
+        assert (await client.admin("cron.pause", {"id": "wire"}))["paused"] is True
+        jid = (await client.admin("cron.run", {"id": "wire"}))["jid"]
         assert jid.startswith("cron:wire:")
         fetched = await client.fetch("default")
         assert fetched is not None
         assert (fetched["jid"], fetched["custom"]["cron_id"]) == (jid, "wire")
         with pytest.raises(CommandError, match="cron entry tz: unknown time zone 'No/Where'"):
             await client.cron("add", {"schedule": "@daily", "tz": "No/Where", "job": {"type": "X"}})
-        with pytest.raises(CommandError, match="no such CRON subcommand: FROB"):
+        with pytest.raises(CommandError, match=r"unknown ADMIN operation cron\.frob"):
             await client.cron("frob")
-        with pytest.raises(CommandError, match=r'CRON PAUSE needs \{"id"'):
-            await client.cron("pause", {})
+        with pytest.raises(CommandError, match=r"invalid ADMIN cron.pause arguments: .*`id`"):
+            await client.admin("cron.pause", {})
+        with pytest.raises(CommandError, match=r"invalid ADMIN cron.run arguments: .*`x`"):
+            await client.admin("cron.run", {"id": "wire", "x": 1})
         with pytest.raises(CommandError, match="no cron entry 'gone'"):
-            await client.cron("get", {"id": "gone"})
-        assert await client.cron("delete", {"id": "wire"}) == {"deleted": "wire"}
-        assert (await client.cron("list"))["entries"] == []
+            await client.admin("cron.show", {"id": "gone"})
+        assert await client.admin("cron.delete", {"id": "wire"}) == {"deleted": "wire"}
+        assert (await client.admin("cron.list"))["entries"] == []
         assert await client.info()  # the connection lives on after the errors
+
+
+async def test_the_cron_verb_stays_as_an_alias(
+    server: RunningServer, raw_client: RawConnect
+) -> None:
+    conn = await raw_client(server.port)
+    entry = b'{"id":"old","schedule":"@hourly","job":{"type":"W"}}'
+    reply = await conn.call(b"CRON ADD " + entry)
+    assert reply.startswith(b"$")
+    assert b'"id":"old"' in reply
+    assert b'"id":"old"' in await conn.call(b"CRON list")
+    assert b'"paused":true' in await conn.call(b'CRON PAUSE {"id":"old"}')
+    assert await conn.call(b"CRON FROB") == (
+        b"-ERR no such CRON subcommand: FROB (known: LIST GET ADD PAUSE RESUME DELETE RUN)\r\n"
+    )
+    assert await conn.call(b"CRON PAUSE {}") == b'-ERR CRON PAUSE needs {"id": "<entry id>"}\r\n'
+    assert await conn.call(b'CRON DELETE {"id":"old"}') == b'$17\r\n{"deleted":"old"}\r\n'
+    admin_list = await conn.call(b"ADMIN cron.list")
+    assert admin_list == b'$14\r\n{"entries":[]}\r\n'  # one set of entries behind both
+
+
+async def test_client_cron_falls_back_to_the_verb_on_a_first_release_server(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for op in CRON_OPS:  # a server of the first release: CRON, and no cron.* in ADMIN
+        monkeypatch.delitem(ADMIN_OPS, op)
+    async with await Client.connect(server.url) as client:
+        added = await client.cron("add", {"id": "fb", "schedule": "@daily", "job": {"type": "F"}})
+        assert added["id"] == "fb"
+        assert (await client.cron("show", {"id": "fb"}))["id"] == "fb"
+        assert [e["id"] for e in (await client.cron("list"))["entries"]] == ["fb"]
+        with pytest.raises(CommandError, match=r"unknown ADMIN operation cron\.frob"):
+            await client.cron("frob")
 
 
 async def test_the_json_api_manages_entries(server: RunningServer) -> None:
@@ -207,35 +248,57 @@ async def run_cli(*args: str) -> tuple[int, str, str]:
 
 
 async def test_the_cli_verbs(server: RunningServer) -> None:
+    # ids, jobtypes and jids are printed as they are: no emoji (the jid
+    # cron:heartbeat:... holds ":heartbeat:"), no markup ("[b]")
     url = ["--url", server.url]
     code, out, _ = await run_cli(
-        "add", "*/5 * * * *", "Cleanup", "--args", "[7]", "--id", "c", *url
+        "add", "*/5 * * * *", "[b]Cleanup", "--args", "[7]", "--id", "heartbeat", *url
     )
-    assert (code, out.split(":")[0]) == (0, "added c")
+    assert (code, out.split(":")[0]) == (0, "added heartbeat")
     code, out, _ = await run_cli("ls", *url)
     assert code == 0
-    for text in ("c", "api", "*/5 * * * *", "Every 5 minutes", "Cleanup", "active"):
+    for text in ("heartbeat", "api", "*/5 * * * *", "Every 5 minutes", "[b]Cleanup", "active"):
         assert text in out
-    code, out, _ = await run_cli("pause", "c", *url)
-    assert (code, out.strip()) == (0, "paused c")
-    code, out, _ = await run_cli("run", "c", "--json", *url)
-    assert json.loads(out)["jid"].startswith("cron:c:")
-    code, out, _ = await run_cli("show", "c", "--json", *url)
+    code, out, _ = await run_cli("pause", "heartbeat", *url)
+    assert (code, out.strip()) == (0, "paused heartbeat")
+    code, out, _ = await run_cli("run", "heartbeat", "--json", *url)
+    assert json.loads(out)["jid"].startswith("cron:heartbeat:")
+    code, out, _ = await run_cli("show", "heartbeat", "--json", *url)
     shown = json.loads(out)
     assert (shown["paused"], shown["job"]["args"], shown["runs"][0]["kind"]) == (
         True,
         [7],
         "manual",
     )
+    code, out, _ = await run_cli("show", "heartbeat", *url)
+    assert code == 0
+    assert "heartbeat (api, paused)" in out
+    assert " cron:heartbeat:" in out
+    assert "manual" in out
+    # the inspector's exit codes (docs/cli.md): 3 refused, 2 usage, 1 no server
     code, _, err = await run_cli("add", "* * *", "X", *url)
-    assert code == 1
-    assert "schedule: '* * *' has 3 fields" in err
+    assert code == 3
+    assert "the server refused: cron entry schedule: '* * *' has 3 fields" in err
     code, _, err = await run_cli("show", "missing", *url)
-    assert (code, "no cron entry 'missing'" in err) == (1, True)
-    code, _, err = await run_cli("add", "@daily", "X", "--args", "not json", *url)
-    assert code == 2
-    code, out, _ = await run_cli("delete", "c", *url)
-    assert (code, out.strip()) == (0, "deleted c")
+    assert (code, "no cron entry 'missing'" in err) == (3, True)
+    code, _, err = await run_cli("add", "@daily", "X", "--custom", "[1]", *url)
+    assert (code, "must be a JSON object" in err) == (2, True)
+    code, _, err = await run_cli("ls", "--url", f"tcp://127.0.0.1:{free_port()}")
+    assert (code, "cannot connect" in err) == (1, True)
+    code, out, _ = await run_cli("delete", "heartbeat", *url)
+    assert (code, out.strip()) == (0, "deleted heartbeat")
+    code, out, _ = await run_cli("ls", *url)
+    assert (code, out.strip()) == (0, "No cron entries.")
+
+
+async def test_the_cli_against_a_server_without_cron_exits_4(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for op in CRON_OPS:
+        monkeypatch.delitem(ADMIN_OPS, op)
+    code, _, err = await run_cli("ls", "--url", server.url)
+    assert code == 4
+    assert "without the 'cron.list' operation" in err
 
 
 async def test_app_cron_registers_when_a_worker_starts_and_at_the_first_push(

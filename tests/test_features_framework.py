@@ -109,7 +109,7 @@ def test_unknown_tables_are_refused_with_the_known_ones_listed(tmp_path: Path) -
         load_config({"config": str(config_file)}, environ={})
 
 
-async def test_jobs_no_feature_wants_keep_the_push_fast_path_and_the_others_do_not() -> None:
+async def test_jobs_no_feature_wants_skip_its_hook_and_the_others_run_it_at_once() -> None:
     marker = Marker("tagged")
     manager = Manager(open_store("memory://"), ManagerConfig(), features=[marker])
     await manager.start()
@@ -118,10 +118,12 @@ async def test_jobs_no_feature_wants_keep_the_push_fast_path_and_the_others_do_n
         durable = manager.push_now(encode(plain))  # done at once; what is left: the commit
         assert durable is not None
         await durable
+        assert marker.seen == []
         marked = job(custom={"mark": "?"})
-        assert manager.push_now(encode(marked)) is None  # the long way, through the feature
-        await manager.push(encode(marked))
+        durable = manager.push_now(encode(marked))  # the hook ran in this very step
+        assert durable is not None
         assert marker.seen == [marked["jid"]]
+        await durable
         fetched = [await manager.fetch(["default"], wait=0) for _ in range(2)]
         assert [item is not None for item in fetched] == [True, True]
         assert b'"mark":"tagged"' in (fetched[1] or b"")

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from conveyor.client import Client
+from tests.support.features import FeatureServer
 from tests.support.interop import NODE_PROJECT, client_environ, run_node
 from tests.support.server import MakeServer, RunningServer, SpawnServer
 from tests.support.services import require, require_binary
@@ -173,3 +174,15 @@ async def test_worker_obeys_quiet_from_the_server(server: RunningServer) -> None
     assert result["quieted"] is True
     assert result["ran"] == []
     assert result["queued"] == 1  # the quiet worker left the new job alone
+
+
+async def test_enterprise_keys_from_the_node_client(feature_server: FeatureServer) -> None:
+    server = await feature_server("memory://", {"queues": {"bounded": {"backpressure": 1}}})
+    result = await run_scenario("admission", server.url)
+    assert "NOTUNIQUE Job not unique" in result["duplicate"]
+    assert result["bulk"] == ["NOTUNIQUE Job not unique"]
+    assert result["fetchedExpired"] is None
+    assert "queue bounded is full (1 jobs)" in result["full"]
+    assert result["afterAck"] != result["first"]  # the ACK released the lock
+    assert result["features"]["expiring"]["expired"] == 1
+    assert result["features"]["unique"] == {"locks": 1}

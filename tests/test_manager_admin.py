@@ -101,7 +101,14 @@ async def test_info_has_faktorys_exact_shape(manager: Manager) -> None:
     await manager.push(encode(job(queue="critical")))
     await _schedule(manager, "Later")
     info = await manager.info()
-    assert set(info) == {"now", "server_utc_time", "faktory", "server"}
+    # Faktory's keys, plus conveyor's ``features`` section (added only: docs/protocol.md)
+    assert set(info) == {"now", "server_utc_time", "faktory", "server", "features"}
+    assert info["features"] == {
+        "unique": {"locks": 0},
+        "expiring": {"expired": 0, "expired_today": 0},
+        "cancellation": {"cancelled": 0, "cancelled_today": 0},
+        "aggregation": {"groups": 0, "aggregating": 0},
+    }
     assert re.fullmatch(r"\d\d:\d\d:\d\d UTC", info["server_utc_time"])
     faktory = info["faktory"]
     assert faktory["queues"] == {"critical": 1}

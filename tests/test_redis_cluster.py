@@ -19,6 +19,8 @@ from conveyor.store.base import QueuedJob, Store
 from conveyor.store.redis import RedisStore
 from tests.support.server import MakeServer, RawConnect
 from tests.test_store_contract import *  # noqa: F403  (re-collected here, on the Cluster)
+from tests.test_store_endings import *  # noqa: F403
+from tests.test_store_limits import *  # noqa: F403
 
 
 @pytest.fixture

@@ -109,7 +109,7 @@ async def test_ack_and_fail_whose_replies_are_lost_count_once(
     for jid in ("jid-00000001", "jid-00000002"):
         assert await client.call(push_line(jid)) == b"+OK\r\n"
         assert jid.encode() in await client.call(b"FETCH default")
-    fault_proxy.lose_reply(sha("ack"))
+    fault_proxy.lose_reply(sha("endings_end"))  # an ACK that says what it ended (features)
     assert await client.call(b'ACK {"jid":"jid-00000001"}') == b"+OK\r\n"
     fault_proxy.lose_reply(sha("fail"))
     fail = b'FAIL {"jid":"jid-00000002","errtype":"E","message":"m"}'

@@ -25,6 +25,7 @@ from conveyor.store.base import (
 )
 from conveyor.store.redis import RedisStore
 from conveyor.store.redis.codec import parse_url
+from tests.support.services import RedisServer
 
 NOW = 1_700_000_000.0
 DAY = "2023-11-14"
@@ -265,6 +266,59 @@ async def test_filtered_listing_scans_past_one_chunk(kv_url: str) -> None:
         assert page.total == 1250
         assert [e.jid for e in page.items] == [f"d{i:05}" for i in range(2401, 2410, 2)]
     finally:
+        await store.close()
+
+
+def entries_read(client: redis.Redis) -> int:
+    """How many set entries Redis has handed out since the stats were reset: ``set_read``
+    fetches each entry's data with one HGET."""
+    stats = client.info("commandstats").get("cmdstat_hget", {})
+    return int(stats.get("calls", 0))
+
+
+@pytest.mark.parametrize("descending", [False, True])
+async def test_paging_through_a_filtered_set_reads_it_about_once(
+    kv_server: RedisServer, descending: bool
+) -> None:
+    # 5,000 entries, every other one a match, 500 a page: 6 pages. Reading the whole set for
+    # every page (as MUTATE's listing did) hands out 30,000 entries; resuming after the last
+    # page's entry, 5,000 for the first page's count and about one chunk per page after.
+    store = RedisStore.from_url(kv_server.url)
+    await store.open()
+    client = redis.Redis(port=kv_server.port)
+    try:
+        entries = [
+            SetEntry(NOW + i // 3, f"d{i:05}", b'{"n":%d}' % i, "q", "Even" if i % 2 else "Odd")
+            for i in range(5000)
+        ]  # three entries a score: the order within one is the jid's
+        await store.add_to_set(SortedSet.DEAD, entries)
+        flt = JobFilter(jobtype="Even")
+        client.config_resetstat()
+        listed: list[str] = []
+        totals: set[int] = set()
+        while True:
+            page = await store.list_set(
+                SortedSet.DEAD, flt, len(listed), 500, descending=descending
+            )
+            listed += [e.jid for e in page.items]
+            totals.add(page.total)
+            if len(page.items) < 500:
+                break
+        expected = [e.jid for e in entries if e.jobtype == "Even"]
+        assert listed == (expected[::-1] if descending else expected)
+        assert totals == {2500}
+        assert entries_read(client) <= 5000 + 6 * 1000
+        # a change at or before where the last page ended is followed, as by a full scan
+        client.config_resetstat()
+        first = await store.list_set(SortedSet.DEAD, flt, 0, 500, descending=descending)
+        gone = first.items[10]
+        await store.remove_from_set(SortedSet.DEAD, [gone])
+        second = await store.list_set(SortedSet.DEAD, flt, 500, 500, descending=descending)
+        assert second.total == 2499
+        assert second.items[0].jid == listed[501]  # one earlier match fewer: one further on
+        assert entries_read(client) == 5000 + 4999  # the second page was a full scan again
+    finally:
+        client.close()
         await store.close()
 
 

@@ -95,10 +95,16 @@ async def test_wrong_passwords_are_slowed_but_a_good_client_is_not(
     assert running.server.guard.failures("127.0.0.1") == len(replies)
 
 
-async def test_parallel_guesses_from_one_address_are_bounded(make_server: MakeServer) -> None:
+async def test_parallel_guesses_from_one_address_are_bounded(
+    make_server: MakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from conveyor.server.guard import MAX_CHECKS_PER_ADDRESS
 
-    running = await make_server(password="s3cret")
+    # Failures held long: on a loaded machine the twelve connections may take longer to
+    # arrive than the usual 50 ms delay, and a check that ended frees its place.
+    monkeypatch.setattr("conveyor.server.guard.FIRST_FAILURE_DELAY_SECONDS", 1.0)
+    monkeypatch.setattr("conveyor.server.guard.MAX_FAILURE_DELAY_SECONDS", 1.0)
+    running = await make_server(password="s3cret", handshake_timeout_seconds=30)
     count = MAX_CHECKS_PER_ADDRESS + 4
     replies = await asyncio.gather(*(_guess(running.port) for _ in range(count)))
     busy = b"-ERR too many password checks from 127.0.0.1 at once; try later\r\n"

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from conveyor.store.base import (
     SortedSet,
 )
 from conveyor.store.sqlite import SQLiteStore
+from conveyor.store.sqlite.checkpoint import Checkpointer
 from conveyor.store.sqlite.db import SQLiteOptions
 from conveyor.store.sqlite.schema import SCHEMA_VERSION
 
@@ -121,7 +123,35 @@ async def test_concurrent_writes_share_one_commit(tmp_path: Path) -> None:
         await store.close()
 
 
-async def test_checkpoints_run_on_their_own_thread_not_in_commits(tmp_path: Path) -> None:
+def jobs_in_the_file_alone(path: Path, copy: Path) -> int | None:
+    """How many queued jobs the database file holds without its WAL: a copy of the file
+    alone, opened on its own. None while the file is not a whole database yet: until the
+    first checkpoint even the schema is only in the WAL ("no such table"), and a copy taken
+    while the checkpointer writes can be torn ("malformed")."""
+    copy.write_bytes(path.read_bytes())
+    try:
+        ((count,),) = rows(copy, "SELECT count(*) FROM queue_jobs")
+    except sqlite3.DatabaseError:
+        return None
+    finally:
+        for leftover in (copy, copy.with_name(copy.name + "-wal")):
+            leftover.unlink(missing_ok=True)
+    assert isinstance(count, int)
+    return count
+
+
+async def test_checkpoints_run_on_their_own_thread_not_in_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The checkpoint thread starts late, as on a loaded machine: the file alone then has no
+    # tables for a while (they are in the WAL), which the test once took for a failure.
+    run = Checkpointer._run
+
+    def late_run(self: Checkpointer) -> None:
+        time.sleep(0.3)
+        run(self)
+
+    monkeypatch.setattr(Checkpointer, "_run", late_run)
     path = tmp_path / "checkpoint.db"
     store = await opened(path)
     try:
@@ -134,12 +164,16 @@ async def test_checkpoints_run_on_their_own_thread_not_in_commits(tmp_path: Path
             await store.enqueue([job(f"j{batch}-{n}") for n in range(1000)])
         # Soon the database file alone (no WAL) holds every job: they were copied into it.
         copy = tmp_path / "copy.db"
+        seen: list[int | None] = []
         for _ in range(250):
-            copy.write_bytes(path.read_bytes())
-            if rows(copy, "SELECT count(*) FROM queue_jobs") == [(5000,)]:
+            seen.append(jobs_in_the_file_alone(path, copy))
+            # the thread counts a checkpoint once SQLite has returned from it, a moment
+            # after the file holds its pages
+            if seen[-1] == 5000 and checkpointer.checkpoints >= 1:
                 break
             await asyncio.sleep(0.02)
-        assert rows(copy, "SELECT count(*) FROM queue_jobs") == [(5000,)]
+        assert seen[-1] == 5000, f"the file alone held {seen[-1]} jobs"
+        assert seen[0] is None  # the late checkpointer had not copied even the schema yet
         assert checkpointer.checkpoints >= 1
     finally:
         await store.close()

@@ -64,7 +64,7 @@ async def size(manager: Manager, name: SortedSet) -> int:
         ("/morgue", ["ImportCsv", "malformed row #1"]),
         ("/batches", ["Batches arrive with the batch feature"]),
         ("/cron", ["No periodic jobs yet", "Add an entry"]),
-        ("/throttles", ["throttle feature"]),
+        ("/throttles", ["No throttles", "Expired jobs"]),
     ],
 )
 async def test_every_page_renders_its_data(

@@ -9,16 +9,18 @@ import typing
 from conveyor import _lazy
 
 if typing.TYPE_CHECKING:
-    from conveyor.app import App, Group, JobDef, PayloadError, PushResult
+    from conveyor.app import Aggregate, App, CancelResult, Group, JobDef, PayloadError, PushResult
     from conveyor.errors import (
         AuthenticationError,
         CommandError,
         ConnectError,
         ConveyorError,
         InvalidJob,
+        JobCancelled,
         JobNotFound,
         NotUnique,
         ProtocolError,
+        QueueFull,
         StoreError,
     )
     from conveyor.job import Job
@@ -28,7 +30,9 @@ __version__ = "0.1.0"
 
 __all__ = [  # noqa: RUF022 - grouped by purpose (as httpx does), sorted within groups
     # declaring, pushing and running jobs
+    "Aggregate",
     "App",
+    "CancelResult",
     "Group",
     "Handler",
     "Job",
@@ -44,16 +48,20 @@ __all__ = [  # noqa: RUF022 - grouped by purpose (as httpx does), sorted within 
     "ConnectError",
     "ConveyorError",
     "InvalidJob",
+    "JobCancelled",
     "JobNotFound",
     "NotUnique",
     "PayloadError",
     "ProtocolError",
+    "QueueFull",
     "StoreError",
     "__version__",
 ]
 
 _MODULES = {
+    "Aggregate": "conveyor.app",
     "App": "conveyor.app",
+    "CancelResult": "conveyor.app",
     "Group": "conveyor.app",
     "JobDef": "conveyor.app",
     "PayloadError": "conveyor.app",
@@ -63,9 +71,11 @@ _MODULES = {
     "ConnectError": "conveyor.errors",
     "ConveyorError": "conveyor.errors",
     "InvalidJob": "conveyor.errors",
+    "JobCancelled": "conveyor.errors",
     "JobNotFound": "conveyor.errors",
     "NotUnique": "conveyor.errors",
     "ProtocolError": "conveyor.errors",
+    "QueueFull": "conveyor.errors",
     "StoreError": "conveyor.errors",
     "Job": "conveyor.job",
     "Handler": "conveyor.worker",

@@ -14,14 +14,16 @@ __all__ = ["main"]
 
 # name -> "module:attribute" of a click.Command
 SUBCOMMANDS = {
+    "backup": "conveyor.server.backup_cli:backup_command",
     "server": "conveyor.server.cli:server_command",
     "worker": "conveyor.worker.cli:worker_command",
     "stats": "conveyor.console.stats:stats_command",
     "push": "conveyor.console.stats:push_command",
     "queue": "conveyor.console.queues:queue_group",
     "job": "conveyor.console.jobs:job_group",
+    "group": "conveyor.console.groups:group_group",
     "dash": "conveyor.console.dash:dash_command",
-    "cron": "conveyor.cron_cli:cron_group",
+    "cron": "conveyor.console.cron:cron_group",
 }
 WORKER_INSPECTOR = "conveyor.console.workers:worker_group"
 """``conveyor worker ls|quiet|stop`` inspect workers; any other ``conveyor worker ...`` runs one."""

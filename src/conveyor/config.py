@@ -18,8 +18,13 @@ The TOML file (``--config path.toml`` or ``CONVEYOR_CONFIG``) has two tables::
     [lifecycle]                        # every field of ManagerConfig, same names
     fetch_wait_seconds = 2.0
 
+    [metrics]                          # every field of MetricsConfig, same names
+    store_timing = false
+    statsd = "127.0.0.1:8125"
+
 Every key also has an environment variable ``CONVEYOR_<KEY_UPPERCASE>`` (``CONVEYOR_BIND``,
-``CONVEYOR_FETCH_WAIT_SECONDS``, ...); ``FAKTORY_PASSWORD`` works as in Faktory.
+``CONVEYOR_FETCH_WAIT_SECONDS``, ...), ``[metrics]`` keys ``CONVEYOR_METRICS_<KEY>``;
+``FAKTORY_PASSWORD`` and ``DD_DOGSTATSD_URL`` work as in Faktory.
 docs/configuration.md lists them all with their defaults.
 """
 
@@ -35,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import ConfigError
 from conveyor.manager.config import ManagerConfig
+from conveyor.metrics.config import METRICS_KEYS, MetricsConfig
 
 if TYPE_CHECKING:
     from conveyor.manager.features import Feature
@@ -74,6 +80,8 @@ class ServerConfig:
     tls_key: Path | None = None
     max_connections: int = 10_000
     log_level: str = "info"
+    log_format: str = "text"
+    """``text`` or ``json`` (one object per line: ``conveyor.logs``)."""
     handshake_timeout_seconds: float = 2.0
     """A connection must send a valid HELLO within this time (Faktory: 2 s)."""
     max_line_bytes: int = 16 * 1024 * 1024
@@ -87,15 +95,17 @@ class ServerConfig:
     shutdown_grace_seconds: float = 5.0
     """On shutdown, how long commands in flight (a waiting FETCH) may take to finish."""
     manager: ManagerConfig = field(default_factory=ManagerConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     features: Mapping[str, Any] = field(default_factory=dict)
     """The TOML tables the features read (``[queues]``, ``[throttles]``, ``[[cron]]``, ...),
     from the config file and its ``conf.d/*.toml``; see ``conveyor.manager.features``."""
 
     def build_features(self) -> list[Feature]:
-        """Every feature, configured from ``features``. Raises ``ConfigError``."""
+        """Every feature, configured from ``features`` and checked against the job limits
+        of ``manager``. Raises ``ConfigError``."""
         from conveyor.manager.features.registry import build_features
 
-        return build_features(self.features)
+        return build_features(self.features, self.manager)
 
     @property
     def bind(self) -> str:
@@ -118,6 +128,7 @@ SERVER_KEYS: dict[str, str] = {
     "tls_key": "path",
     "max_connections": "int",
     "log_level": "log_level",
+    "log_format": "log_format",
     "handshake_timeout_seconds": "float",
     "max_line_bytes": "int",
     "max_partial_bytes": "int",
@@ -125,6 +136,9 @@ SERVER_KEYS: dict[str, str] = {
     "shutdown_grace_seconds": "float",
 }
 MANAGER_KEYS: dict[str, type] = {f.name: type(f.default) for f in dataclasses.fields(ManagerConfig)}
+FEATURE_KEYS: dict[str, tuple[str, str]] = {"backpressure": ("queues", "backpressure")}
+"""Flags (``--backpressure``) and variables (``CONVEYOR_BACKPRESSURE``) that set a key of a
+feature's table (``[queues] backpressure``), over what the files say."""
 
 
 def load_config(
@@ -139,9 +153,11 @@ def load_config(
     config_path = flags.pop("config", None) or environ.get("CONVEYOR_CONFIG")
     server_raw: dict[str, tuple[Any, str]] = {}
     manager_raw: dict[str, tuple[Any, str]] = {}
+    metrics_raw: dict[str, tuple[Any, str]] = {}
     features: dict[str, Any] = {}
     if config_path:
-        features = _read_toml(Path(config_path), server_raw, manager_raw)
+        features = _read_toml(Path(config_path), server_raw, manager_raw, metrics_raw)
+    _feature_settings(features, flags, environ)
     for key in SERVER_KEYS:
         if (value := environ.get(f"CONVEYOR_{key.upper()}")) is not None:
             server_raw[key] = (value, f"CONVEYOR_{key.upper()}")
@@ -150,24 +166,76 @@ def load_config(
     for key in MANAGER_KEYS:
         if (value := environ.get(f"CONVEYOR_{key.upper()}")) is not None:
             manager_raw[key] = (value, f"CONVEYOR_{key.upper()}")
+    _metrics_from_env(environ, metrics_raw)
     for key, value in flags.items():
         if key not in SERVER_KEYS:
             raise ConfigError(f"unknown option {key!r}")
         server_raw[key] = (value, "--" + key.replace("_", "-"))
-    return _build(server_raw, manager_raw, features, environ)
+    config = _build(server_raw, manager_raw, features, environ)
+    return dataclasses.replace(config, metrics=_build_metrics(metrics_raw))
+
+
+def _metrics_from_env(environ: Mapping[str, str], metrics_raw: dict[str, tuple[Any, str]]) -> None:
+    dogstatsd = environ.get("DD_DOGSTATSD_URL", "").strip()
+    if dogstatsd:
+        metrics_raw["statsd"] = (dogstatsd.removeprefix("udp://"), "DD_DOGSTATSD_URL")
+    for key in METRICS_KEYS:
+        if (value := environ.get(f"CONVEYOR_METRICS_{key.upper()}")) is not None:
+            metrics_raw[key] = (value, f"CONVEYOR_METRICS_{key.upper()}")
+
+
+def _build_metrics(raw: dict[str, tuple[Any, str]]) -> MetricsConfig:
+    values: dict[str, Any] = {}
+    for key, (value, source) in raw.items():
+        kind = METRICS_KEYS[key]
+        if kind is bool:
+            values[key] = _as_bool(value, source)
+        elif key == "statsd_tags" and isinstance(value, list):
+            values[key] = ",".join(_as_str(tag, source) for tag in value)
+        else:
+            values[key] = _coerce(value, kind, source)
+    metrics = MetricsConfig(**values)
+    if metrics.statsd:
+        parse_bind(metrics.statsd, "[metrics] statsd")
+    if metrics.statsd_interval_seconds <= 0:
+        raise ConfigError("[metrics] statsd_interval_seconds must be positive")
+    return metrics
+
+
+def _feature_settings(
+    features: dict[str, Any], flags: dict[str, Any], environ: Mapping[str, str]
+) -> None:
+    """Apply the ``FEATURE_KEYS`` given as flags or environment variables (taken out of
+    ``flags``): a flag wins over the environment, which wins over the files."""
+    for key, (table, name) in FEATURE_KEYS.items():
+        variable = f"CONVEYOR_{key.upper()}"
+        if key in flags:
+            raw, source = flags.pop(key), "--" + key.replace("_", "-")
+        elif variable in environ:
+            raw, source = environ[variable], variable
+        else:
+            continue
+        section = features.setdefault(table, {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"[{table}] must be a table")
+        section[name] = _coerce(raw, int, source)
 
 
 def _read_toml(
-    path: Path, server_raw: dict[str, tuple[Any, str]], manager_raw: dict[str, tuple[Any, str]]
+    path: Path,
+    server_raw: dict[str, tuple[Any, str]],
+    manager_raw: dict[str, tuple[Any, str]],
+    metrics_raw: dict[str, tuple[Any, str]],
 ) -> dict[str, Any]:
-    """Read the config file and the ``conf.d/*.toml`` files beside it into ``server_raw`` and
-    ``manager_raw``; return the features' tables."""
+    """Read the config file and the ``conf.d/*.toml`` files beside it into ``server_raw``,
+    ``manager_raw`` and ``metrics_raw``; return the features' tables."""
     from conveyor.manager.features.registry import FEATURE_TABLES
 
     document = _merged_document(path)
     for table, known, target in (
         ("server", SERVER_KEYS, server_raw),
         ("lifecycle", MANAGER_KEYS, manager_raw),
+        ("metrics", METRICS_KEYS, metrics_raw),
     ):
         section = document.pop(table, {})
         if not isinstance(section, dict):
@@ -176,10 +244,12 @@ def _read_toml(
             if key not in known:
                 raise ConfigError(f"{path}: unknown key {key!r} in [{table}]")
             target[key] = (value, f"{path} [{table}] {key}")
+    document.pop("worker", None)  # conveyor worker's settings (conveyor.worker.settings)
     features = {name: document.pop(name) for name in list(document) if name in FEATURE_TABLES}
     if document:
         unknown = ", ".join(sorted(document))
-        known_tables = ", ".join(f"[{name}]" for name in ("server", "lifecycle", *FEATURE_TABLES))
+        names = ("server", "lifecycle", "metrics", "worker", *FEATURE_TABLES)
+        known_tables = ", ".join(f"[{name}]" for name in names)
         raise ConfigError(f"{path}: unknown table or key {unknown} (known: {known_tables})")
     return features
 
@@ -263,6 +333,8 @@ def _build(
             values[key] = _as_bool(raw, source)
         elif kind == "log_level":
             values[key] = _log_level(_as_str(raw, source), source)
+        elif kind == "log_format":
+            values[key] = _log_format(_as_str(raw, source), source)
         else:
             values[key] = _coerce(raw, {"str": str, "int": int, "float": float}[kind], source)
     lifecycle = {
@@ -338,6 +410,13 @@ def _log_level(value: str, source: str) -> str:
     if level not in LOG_LEVELS:
         raise ConfigError(f"{source}: log level must be one of {', '.join(LOG_LEVELS)}")
     return level
+
+
+def _log_format(value: str, source: str) -> str:
+    text = value.strip().lower()
+    if text not in ("text", "json"):
+        raise ConfigError(f"{source}: log format must be text or json, got {value!r}")
+    return text
 
 
 def _as_str(value: Any, source: str) -> str:

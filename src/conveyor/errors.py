@@ -8,6 +8,7 @@
     │   ├── JobNotFound         FAIL (or an extension) for a jid with no reservation
     │   ├── UnknownWorker       BEAT for a wid the server does not know
     │   ├── NotUnique           code NOTUNIQUE: a unique job is already queued
+    │   ├── QueueFull           a PUSH to a queue at its backpressure bound
     │   └── Halt                raised by middleware to stop a command with a code
     ├── ProtocolError           bytes that are not the Faktory Work Protocol
     │   └── LineTooLong         a line over the configured maximum
@@ -17,7 +18,8 @@
     │   └── StoreUnavailable    it cannot write for now (SQLite cannot commit: disk full,
     │                           I/O error); it logged why once and retries by itself
     ├── ConfigError             a setting is missing, malformed or inconsistent (also ValueError)
-    └── PayloadError            a job's args do not fit its handler (worker side; not retried)
+    ├── PayloadError            a job's args do not fit its handler (worker side; not retried)
+    └── JobCancelled            the running job was cancelled (worker side; not retried)
 
 The same classes serve both sides: the server's manager raises a ``CommandError`` and the
 server writes it as ``-<code> <message>``; the client reads that reply and raises the same
@@ -34,11 +36,13 @@ __all__ = [
     "ConveyorError",
     "Halt",
     "InvalidJob",
+    "JobCancelled",
     "JobNotFound",
     "LineTooLong",
     "NotUnique",
     "PayloadError",
     "ProtocolError",
+    "QueueFull",
     "StoreError",
     "StoreUnavailable",
     "UnknownWorker",
@@ -73,6 +77,8 @@ class CommandError(ConveyorError):
             for kind in (JobNotFound, UnknownWorker):
                 if message.lower().startswith(kind.prefix.lower()):
                     return kind(message)
+            if QueueFull.matches(message):
+                return QueueFull(message)
         return cls(message, code=code)
 
 
@@ -96,6 +102,22 @@ class NotUnique(CommandError):
     """A unique job with the same identity is already pending."""
 
     code = "NOTUNIQUE"
+
+
+class QueueFull(CommandError):
+    """The queue holds its backpressure bound of jobs (``[queues] backpressure``): nothing was
+    stored; pushes succeed again once it drains below the bound. On the wire:
+    ``-ERR queue <name> is full (<bound> jobs)``."""
+
+    @classmethod
+    def of(cls, queue: str, bound: int) -> QueueFull:
+        return cls(f"queue {queue} is full ({bound} jobs)")
+
+    @staticmethod
+    def matches(message: str) -> bool:
+        return (
+            message.startswith("queue ") and message.endswith(" jobs)") and " is full (" in message
+        )
 
 
 class Halt(CommandError):
@@ -141,3 +163,11 @@ class PayloadError(ConveyorError):
 class ConfigError(ConveyorError, ValueError):
     """A configuration value is missing, malformed or inconsistent; the message says which
     (and where it came from: a flag, a variable, a file, table and key)."""
+
+
+class JobCancelled(ConveyorError):
+    """The job was cancelled while it ran (``app.cancel``, the dashboard, ``conveyor job
+    cancel``). A sync handler raises it from ``current_job().raise_if_cancelled()``; the
+    worker reports the job as cancelled, and it is neither retried nor dead."""
+
+    errtype = "conveyor.JobCancelled"

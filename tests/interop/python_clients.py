@@ -150,7 +150,31 @@ def _stop_heartbeat(client: Any) -> None:
     client.state = State.IDENTIFIED
 
 
-SCENARIOS: dict[str, Callable[[], dict[str, Any]]] = {"cdrx": cdrx, "pyfaktory": pyfaktory}
+def cdrx_aggregate() -> dict[str, Any]:
+    """Jobs to aggregate pushed with cdrx's ``custom`` (docs/aggregation.md), and the one job
+    they become fetched as its worker would."""
+    import faktory
+    from faktory._proto import Connection
+
+    custom = {"group": "fk", "aggregate": {"max_size": 3, "max_delay": 5, "grace": 5}}
+    with faktory.connection() as client:
+        queued = [
+            client.queue("Sum", args=[n], jid=f"cdrx-sum-{n}", custom=custom) for n in range(3)
+        ]
+    conn = Connection(worker_id=WID, labels=["cdrx"])
+    conn.connect(worker_id=WID)
+    fetched = conn.fetch(["default"])
+    conn.reply("ACK", {"jid": fetched["jid"]})
+    acked = str(next(conn.get_message()))
+    conn.disconnect()
+    return {"queued": queued, "fetched": fetched, "ack": acked}
+
+
+SCENARIOS: dict[str, Callable[[], dict[str, Any]]] = {
+    "cdrx": cdrx,
+    "pyfaktory": pyfaktory,
+    "cdrx_aggregate": cdrx_aggregate,
+}
 
 if __name__ == "__main__":
     print(json.dumps(SCENARIOS[sys.argv[1]]()))

@@ -5,7 +5,8 @@ Fixtures:
 * ``server``: a started ``RunningServer`` (FaktoryServer over a fresh MemoryStore, short
   timings) with ``.host``, ``.port``, ``.url`` (``tcp://127.0.0.1:PORT``) and ``.manager``;
 * ``make_server``: ``await make_server(storage_url=..., password=..., config=ManagerConfig(...),
-  **ServerConfig fields)`` for any other combination; all are stopped at teardown;
+  features=build_features({...}), **ServerConfig fields)`` for any other combination; all
+  are stopped at teardown;
 * ``spawn_server``: ``spawn_server(storage=..., password=..., env={...}, args=[...])`` runs
   ``conveyor server`` in a subprocess on a free port and returns a ``ServerProcess`` once the
   port answers; killed at teardown;
@@ -30,6 +31,7 @@ import pytest
 
 from conveyor.config import ServerConfig
 from conveyor.manager import Manager, ManagerConfig
+from conveyor.manager.features import Feature
 from conveyor.protocol import hash_password
 from conveyor.server import FaktoryServer
 from conveyor.store import open_store
@@ -84,9 +86,10 @@ async def make_server() -> AsyncIterator[MakeServer]:
         storage_url: str = "memory://",
         password: str = "",
         config: ManagerConfig | None = None,
+        features: Sequence[Feature] | None = None,
         **server_options: Any,
     ) -> RunningServer:
-        manager = Manager(open_store(storage_url), config or TEST_TIMINGS)
+        manager = Manager(open_store(storage_url), config or TEST_TIMINGS, features=features)
         await manager.start()
         settings = ServerConfig(port=0, web_port=None, password=password, **server_options)
         server = FaktoryServer(manager, settings)

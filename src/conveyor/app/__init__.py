@@ -1,11 +1,14 @@
 """Declaring jobs and pushing them: ``App``, ``JobDef``, and the args mapping."""
 
-from conveyor.app.core import App, Group, Producer, PushResult
+from conveyor.app.aggregate import Aggregate
+from conveyor.app.core import App, CancelResult, Group, Producer, PushResult
 from conveyor.app.jobs import JobDef, JobOptions, new_jid
 from conveyor.app.payload import PayloadError, PayloadKind, PayloadSpec
 
 __all__ = [
+    "Aggregate",
     "App",
+    "CancelResult",
     "Group",
     "JobDef",
     "JobOptions",

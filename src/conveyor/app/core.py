@@ -3,30 +3,42 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import functools
 import ssl
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 
+import msgspec
+
+from conveyor.app.aggregate import Aggregate
 from conveyor.app.cron import CronDeclarations
-from conveyor.app.jobs import JobDef, JobOptions
+from conveyor.app.jobs import JobDef, JobOptions, seconds_option
 from conveyor.app.sync import SyncRunner
 from conveyor.client import Client  # at import, not on the first push: it would wait for it
-from conveyor.errors import CommandError
-from conveyor.job import DEFAULT_QUEUE, Job
+from conveyor.errors import CommandError, NotUnique
+from conveyor.job import DEFAULT_QUEUE, Job, encode_job
 from conveyor.pool import ConnectionPool
 
 if TYPE_CHECKING:
     from conveyor.worker.context import AfterHook, BeforeHook, ErrorHandler, Middleware
     from conveyor.worker.runtime import Worker
 
-__all__ = ["App", "Group", "Producer", "PushResult"]
+__all__ = ["App", "CancelResult", "Group", "Producer", "PushMiddleware", "PushResult"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 PUSH_BULK_CHUNK = 1000  # Faktory's recommended PUSHB batch size
+PUSH_BULK_MAX_BYTES = 1024 * 1024
+"""The longest PUSHB line ``App.push_bulk`` sends (``App(push_bulk_max_bytes=...)``): a
+sixteenth of a conveyor server's default ``max_line_bytes`` (16 MiB), since a client cannot
+know the server's setting; a job longer than this alone goes in a PUSHB of its own."""
+_PUSHB_FRAME_BYTES = len(b"PUSHB []\r\n")
+CANCEL_CHUNK = 1000  # the most jids one ADMIN job.cancel takes
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +52,38 @@ class PushResult:
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def exception(self) -> CommandError | None:
+        """The error as the exception a PUSH of this job alone raises: ``NotUnique``,
+        ``QueueFull``, ``InvalidJob``, ... (None when the job was accepted)."""
+        if self.error is None:
+            return None
+        if self.error.startswith(NotUnique.code + " "):
+            return CommandError.from_reply(self.error)
+        return CommandError.from_reply("ERR " + self.error)
+
+
+@dataclass(frozen=True, slots=True)
+class CancelResult:
+    """What ``app.cancel`` did to one job. ``outcome``: ``cancelled`` (now), ``already``
+    (cancelled before), ``finished`` (it ended: dead), ``unknown`` (no such job: it may have
+    finished and been acknowledged) or ``moving`` (it kept moving; try again). ``was``: where
+    it was (``queued``, ``scheduled``, ``retries``, ``aggregating``, ``working``, ...)."""
+
+    jid: str
+    outcome: str
+    was: str = ""
+    message: str = ""
+
+    @property
+    def cancelled(self) -> bool:
+        """The job is cancelled (by this call or an earlier one)."""
+        return self.outcome in ("cancelled", "already")
+
+
+PushMiddleware = Callable[[Sequence[Job], Callable[[], Awaitable[None]]], Awaitable[None]]
+"""``async def mw(jobs, call_next)``: around each push (see ``App.use_push``)."""
+
 
 class Producer(Protocol):
     """Where pushes go: a connection pool normally, an inline runner in tests."""
@@ -52,8 +96,9 @@ class Producer(Protocol):
 
 
 class _PoolProducer:
-    def __init__(self, pool: ConnectionPool[Client]) -> None:
+    def __init__(self, pool: ConnectionPool[Client], max_bytes: int = PUSH_BULK_MAX_BYTES) -> None:
         self.pool = pool
+        self.max_bytes = max_bytes
 
     async def push(self, job: Job) -> None:
         await self.pool.run(lambda client: client.push(job))
@@ -65,14 +110,15 @@ class _PoolProducer:
         breaks, the pool reconnects and the chunks not yet answered are sent again (so, as
         with PUSH, a chunk whose reply was lost can be enqueued twice: at-least-once).
         """
-        chunks = [jobs[i : i + PUSH_BULK_CHUNK] for i in range(0, len(jobs), PUSH_BULK_CHUNK)]
+        chunks = _pushb_chunks(jobs, PUSH_BULK_CHUNK, self.max_bytes)
+        lines = [line for _, line in chunks]
         outcomes: list[dict[str, str] | CommandError] = []
         while len(outcomes) < len(chunks):
             await self.pool.run(
-                lambda client: client.push_bulk_chunks(chunks[len(outcomes) :], outcomes)
+                lambda client: client.push_bulk_chunks(lines[len(outcomes) :], outcomes)
             )
         errors: dict[str, str] = {}
-        for chunk, outcome in zip(chunks, outcomes, strict=True):
+        for (chunk, _), outcome in zip(chunks, outcomes, strict=True):
             if isinstance(outcome, CommandError):
                 message = outcome.message if outcome.code == "ERR" else str(outcome)
                 errors.update((job.jid, message) for job in chunk)
@@ -82,6 +128,42 @@ class _PoolProducer:
 
     async def close(self) -> None:
         await self.pool.close()
+
+
+def _pushb_chunks(
+    jobs: Sequence[Job], max_jobs: int, max_bytes: int
+) -> list[tuple[Sequence[Job], bytes]]:
+    """``jobs`` cut into PUSHB arguments (JSON arrays) of at most ``max_jobs`` jobs and, but
+    for a job longer than that alone, ``max_bytes`` a line. A chunk of ``max_jobs`` is
+    encoded in one call; only one over ``max_bytes`` is encoded again job by job, to cut it."""
+    chunks: list[tuple[Sequence[Job], bytes]] = []
+    for start in range(0, len(jobs), max_jobs):
+        chunk = jobs[start : start + max_jobs]
+        body = _encode_jobs(chunk)
+        if len(body) + _PUSHB_FRAME_BYTES <= max_bytes:
+            chunks.append((chunk, body))
+        else:
+            chunks += _cut_by_size(chunk, max_bytes)
+    return chunks
+
+
+_encode_jobs = msgspec.json.Encoder().encode
+
+
+def _cut_by_size(jobs: Sequence[Job], max_bytes: int) -> list[tuple[Sequence[Job], bytes]]:
+    chunks: list[tuple[Sequence[Job], bytes]] = []
+    start, size = 0, _PUSHB_FRAME_BYTES
+    encoded: list[bytes] = []
+    for index, job in enumerate(jobs):
+        body = encode_job(job)
+        if encoded and size + len(body) > max_bytes:
+            chunks.append((jobs[start:index], b"[" + b",".join(encoded) + b"]"))
+            start, size, encoded = index, _PUSHB_FRAME_BYTES, []
+        encoded.append(body)
+        size += len(body) + 1  # and its comma
+    if encoded:
+        chunks.append((jobs[start:], b"[" + b",".join(encoded) + b"]"))
+    return chunks
 
 
 class _Registry:
@@ -98,6 +180,7 @@ class _Registry:
     def job(
         self,
         *,
+        aggregate: Aggregate,
         name: str | None = None,
         queue: str = DEFAULT_QUEUE,
         retry: int | None = None,
@@ -107,12 +190,33 @@ class _Registry:
         custom: Mapping[str, Any] | None = None,
         raw: bool = False,
         middleware: Sequence[Middleware] = (),
+    ) -> Callable[[Callable[[list[T]], R]], JobDef[[T], R]]: ...
+
+    @overload
+    def job(
+        self,
+        *,
+        name: str | None = None,
+        queue: str = DEFAULT_QUEUE,
+        retry: int | None = None,
+        reserve_for: int | None = None,
+        timeout: float | None = None,
+        backtrace: int | None = None,
+        custom: Mapping[str, Any] | None = None,
+        unique_for: float | dt.timedelta | None = None,
+        unique_until: str | None = None,
+        expires_in: float | dt.timedelta | None = None,
+        raw: bool = False,
+        middleware: Sequence[Middleware] = (),
     ) -> Callable[[Callable[P, R]], JobDef[P, R]]: ...
 
     def job(self, fn: Any = None, /, **options: Any) -> Any:  # type: ignore[misc]
         """Declare a job: ``@app.job`` or ``@app.job(queue="emails", retry=5, timeout=30)``.
 
-        The jobtype is the function's name unless ``name=`` says otherwise.
+        The jobtype is the function's name unless ``name=`` says otherwise. With
+        ``aggregate=conveyor.Aggregate(...)`` the job is pushed one item at a time into a
+        group (``.options(group=...).push(item)``) and its handler gets a list of items
+        (docs/aggregation.md).
         """
         if fn is not None:
             return self.app.register(fn, group=self.group_name)
@@ -153,15 +257,23 @@ class App(_Registry):
         tls: ssl.SSLContext | None = None,
         pool_size: int = 10,
         retry_seconds: float = 30.0,
+        push_bulk_max_bytes: int = PUSH_BULK_MAX_BYTES,
         middleware: Sequence[Middleware] = (),
     ) -> None:
+        if push_bulk_max_bytes < 1024:
+            raise ValueError(
+                f"push_bulk_max_bytes must be at least 1024, got {push_bulk_max_bytes}"
+            )
         self.app = self
         self.url = url
         self.password = password
         self.tls = tls
         self.pool_size = pool_size
         self.retry_seconds = retry_seconds
+        self.push_bulk_max_bytes = push_bulk_max_bytes
         self.middleware = list(middleware)
+        self.push_middleware: list[PushMiddleware] = []
+        """Producer-side middleware (``use_push``), outermost first."""
         self.jobs: dict[str, JobDef[Any, Any]] = {}
         self.groups: dict[str, Group] = {}
         self.before_hooks: list[BeforeHook] = []
@@ -193,8 +305,12 @@ class App(_Registry):
         timeout: float | None = None,
         backtrace: int | None = None,
         custom: Mapping[str, Any] | None = None,
+        unique_for: float | dt.timedelta | None = None,
+        unique_until: str | None = None,
+        expires_in: float | dt.timedelta | None = None,
         raw: bool = False,
         middleware: Sequence[Middleware] = (),
+        aggregate: Aggregate | None = None,
     ) -> JobDef[P, R]:
         """Declare ``fn`` as a job (what ``@app.job`` calls)."""
         jobtype = name or fn.__name__
@@ -208,10 +324,13 @@ class App(_Registry):
             reserve_for=reserve_for,
             backtrace=backtrace,
             custom=dict(custom) if custom else None,
+            unique_for=_optional_seconds(unique_for, "unique_for", 1),
+            unique_until=unique_until,
+            expires_in=_optional_seconds(expires_in, "expires_in", 0.001),
         )
         jobdef = JobDef(
             self, fn, name=jobtype, options=options, timeout=timeout, raw=raw,
-            middleware=middleware, group=group,
+            middleware=middleware, group=group, aggregate=aggregate,
         )  # fmt: skip
         self.jobs[jobtype] = jobdef
         return jobdef
@@ -294,7 +413,7 @@ class App(_Registry):
             pool: ConnectionPool[Client] = ConnectionPool(
                 self.connect, size=self.pool_size, retry_seconds=self.retry_seconds
             )
-            producer = self._producers[loop] = _PoolProducer(pool)
+            producer = self._producers[loop] = _PoolProducer(pool, self.push_bulk_max_bytes)
         return producer
 
     # -- producing -------------------------------------------------------------------------------
@@ -304,11 +423,33 @@ class App(_Registry):
         producer = self._producer()
         if self.crons.entries and producer is not self.producer:
             await self.register_crons()  # once: then it returns at once
-        await producer.push(job)
+        if self.push_middleware:
+            await self._run_push_chain([job], lambda: producer.push(job))
+        else:
+            await producer.push(job)
         return job.jid
 
+    def use_push(self, middleware: PushMiddleware) -> PushMiddleware:
+        """Add producer-side middleware: ``async def mw(jobs, call_next)`` runs around every
+        push (``jobs`` holds one job, or a PUSHB's chunk) and may change the jobs before it
+        awaits ``call_next()`` -- e.g. put a trace context into ``custom``."""
+        self.push_middleware.append(middleware)
+        return middleware
+
+    async def _run_push_chain(
+        self, jobs: Sequence[Job], final: Callable[[], Awaitable[None]]
+    ) -> None:
+        async def step(index: int) -> None:
+            if index == len(self.push_middleware):
+                await final()
+            else:
+                await self.push_middleware[index](jobs, lambda: step(index + 1))
+
+        await step(0)
+
     async def push_bulk(self, jobs: Sequence[Job]) -> list[PushResult]:
-        """Push many jobs with PUSHB (1000 a command, two commands in flight, in order).
+        """Push many jobs with PUSHB (up to 1000 jobs and ``push_bulk_max_bytes`` a command,
+        two commands in flight, in order).
 
         Returns one result per job, in order: a job the server refused, alone (bad queue
         name, not unique, ...) or with its whole chunk, has the server's error message.
@@ -316,12 +457,46 @@ class App(_Registry):
         producer = self._producer()
         if self.crons.entries and producer is not self.producer:
             await self.register_crons()
-        errors = await producer.push_bulk(jobs)
+        errors: dict[str, str] = {}
+
+        async def send() -> None:
+            errors.update(await producer.push_bulk(jobs))
+
+        if self.push_middleware:
+            await self._run_push_chain(jobs, send)
+        else:
+            await send()
         return [PushResult(job.jid, errors.get(job.jid)) for job in jobs]
 
     def push_bulk_sync(self, jobs: Sequence[Job]) -> list[PushResult]:
         """``push_bulk`` for code that is not async."""
         return self.sync.run(self.push_bulk(jobs))
+
+    # -- cancelling ------------------------------------------------------------------------------
+
+    async def cancel(self, jid: str) -> CancelResult:
+        """Cancel a job wherever it is (docs/cancellation.md): a queued, scheduled, retrying
+        or aggregating job is removed; a running one is stopped by its worker within about a
+        second. Either way it ends as *cancelled*: not retried, not dead. The result says what
+        happened, also when the job had finished or is unknown (nothing is raised then)."""
+        return (await self.cancel_many([jid]))[0]
+
+    async def cancel_many(self, jids: Sequence[str]) -> list[CancelResult]:
+        """``cancel`` for several jobs at once: one result per distinct jid, in order."""
+        producer = self._producer()
+        if not isinstance(producer, _PoolProducer):
+            raise RuntimeError("cancel needs a server: jobs pushed inline ran already")
+        results: list[CancelResult] = []
+        unique = list(dict.fromkeys(jids))
+        for start in range(0, len(unique), CANCEL_CHUNK):
+            part = unique[start : start + CANCEL_CHUNK]
+            reports = await producer.pool.run(functools.partial(_cancel, jids=part))
+            results += [CancelResult(**report) for report in reports]
+        return results
+
+    def cancel_sync(self, jid: str) -> CancelResult:
+        """``cancel`` for code that is not async."""
+        return self.sync.run(self.cancel(jid))
 
     async def aclose(self) -> None:
         """Close this loop's pooled connections."""
@@ -341,3 +516,13 @@ class App(_Registry):
         from conveyor.worker.runtime import Worker
 
         return Worker(self, **options)
+
+
+def _optional_seconds(
+    value: float | dt.timedelta | None, name: str, minimum: float
+) -> float | None:
+    return None if value is None else seconds_option(value, name, minimum)
+
+
+async def _cancel(client: Client, jids: list[str]) -> list[dict[str, Any]]:
+    return await client.cancel(jids)

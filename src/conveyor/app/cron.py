@@ -6,11 +6,11 @@
     @app.job(queue="reports")
     async def build_report(days: int) -> None: ...
 
-The entry is checked where it is declared (the server's own validation, so a typo fails at
-import time, not on the server), and sent with ``CRON ADD`` (source ``code``) when a worker of
-the app starts or the app first pushes. Registering again is a no-op on the server, so every
-process of a deployment may do it; a changed schedule replaces the entry of the same id (by
-default the jobtype).
+The entry is checked where it is declared (the server's own validation, with the server's
+default limits, so a typo fails at import time, not on the server), and sent with
+``ADMIN cron.add`` (source ``code``) when a worker of the app starts or the app first
+pushes. Registering again is a no-op on the server, so every process of a deployment may do
+it; a changed schedule replaces the entry of the same id (by default the jobtype).
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ class CronDeclarations:
         reserve_for: int | None = None,
         custom: Mapping[str, Any] | None = None,
     ) -> None:
+        from conveyor.manager.config import ManagerConfig
         from conveyor.manager.features.cron_entry import EntryError, parse_entry
 
         entry_id = entry_id or _NOT_ID.sub("-", jobdef.name)[:64]
@@ -74,7 +75,8 @@ class CronDeclarations:
             job["custom"] = merged
         entry = {"id": entry_id, "schedule": schedule, "tz": tz, "missed": missed, "job": job}
         try:
-            parse_entry(entry, "code", f"@app.cron on {jobdef.name}")
+            # the server's default limits here; the server checks its own when it registers
+            parse_entry(entry, "code", f"@app.cron on {jobdef.name}", ManagerConfig())
         except EntryError as exc:
             raise ValueError(str(exc)) from None
         if entry_id in self.entries:
@@ -98,7 +100,7 @@ class CronDeclarations:
                 try:
                     await client.cron("add", {**entry, "source": "code"})
                 except CommandError as exc:
-                    if exc.message.lower().startswith("unknown command cron"):
+                    if exc.message.lower().startswith("unknown command"):  # Faktory
                         log.warning("the server has no cron; @app.cron entries not registered")
                         break
                     raise

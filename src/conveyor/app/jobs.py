@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
+from conveyor.app.aggregate import Aggregate, AggregatePayload
 from conveyor.app.payload import PayloadSpec
 from conveyor.job import DEFAULT_QUEUE, Job
 from conveyor.timefmt import format_time
@@ -53,9 +54,22 @@ def new_jid() -> str:
         return block[:_JID_HEX_CHARS]
 
 
+UNIQUE_UNTIL = ("success", "start")
+
+
+def seconds_option(value: float | dt.timedelta, name: str, minimum: float) -> float:
+    seconds = value.total_seconds() if isinstance(value, dt.timedelta) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < minimum:
+        raise ValueError(f"{name} must be a number of seconds, at least {minimum:g}: {value!r}")
+    return float(seconds)
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class JobOptions:
-    """Options written into each pushed job. ``None`` leaves the server's default."""
+    """Options written into each pushed job. ``None`` leaves the server's default.
+
+    ``unique_for``/``unique_until`` and ``expires_in``/``expires_at`` are Faktory
+    Enterprise's keys of ``custom`` (docs/admission.md); the server checks them at PUSH."""
 
     queue: str = DEFAULT_QUEUE
     retry: int | None = None
@@ -65,11 +79,44 @@ class JobOptions:
     at: dt.datetime | None = None
     delay_seconds: float | None = None
     jid: str | None = None
+    unique_for: float | None = None
+    unique_until: str | None = None
+    expires_in: float | None = None
+    expires_at: dt.datetime | None = None
+    group: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.unique_until is not None and self.unique_until not in UNIQUE_UNTIL:
+            raise ValueError(
+                f'unique_until must be "success" or "start", not {self.unique_until!r}'
+            )
+        if self.expires_in is not None and self.expires_at is not None:
+            raise ValueError("give either expires_in= or expires_at=, not both")
+        if self.expires_at is not None and self.expires_at.tzinfo is None:
+            raise ValueError("expires_at= needs a timezone-aware datetime")
+
+    def custom_fields(self) -> dict[str, Any] | None:
+        """``custom`` as pushed: the given mapping plus the unique and expiry keys."""
+        custom = dict(self.custom) if self.custom else {}
+        if self.unique_for is not None:
+            custom["unique_for"] = self.unique_for
+        if self.unique_until is not None:
+            custom["unique_until"] = self.unique_until
+        if self.expires_in is not None:
+            custom["expires_in"] = self.expires_in
+        if self.expires_at is not None:
+            custom["expires_at"] = format_time(self.expires_at.timestamp())
+        return custom or None
 
     def merged(self, **changes: Any) -> JobOptions:
-        """A copy with ``changes`` applied; ``custom`` dicts are merged, not replaced."""
+        """A copy with ``changes`` applied; ``custom`` dicts are merged, not replaced. An
+        expiry given replaces the other kind (``expires_in`` or ``expires_at``)."""
         if changes.get("custom") is not None and self.custom:
             changes["custom"] = {**self.custom, **changes["custom"]}
+        if "expires_in" in changes:
+            changes.setdefault("expires_at", None)
+        elif "expires_at" in changes:
+            changes["expires_in"] = None
         return dataclasses.replace(self, **changes)
 
     def schedule(self) -> str:
@@ -98,6 +145,7 @@ class JobDef(Generic[P, R]):
         raw: bool,
         middleware: Sequence[Middleware],
         group: str | None = None,
+        aggregate: Aggregate | None = None,
     ) -> None:
         self.app = app
         self.fn = fn
@@ -108,7 +156,10 @@ class JobDef(Generic[P, R]):
         self.middleware: list[Middleware] = list(middleware)
         self.before_hooks: list[BeforeHook] = []
         self.after_hooks: list[AfterHook] = []
-        self.payload = PayloadSpec(fn, raw=raw)
+        self.aggregate = aggregate
+        self.payload: PayloadSpec | AggregatePayload = PayloadSpec(fn, raw=raw)
+        if aggregate is not None:
+            self.payload = AggregatePayload(fn, self.payload)
         self.is_async = inspect.iscoroutinefunction(fn)
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
@@ -117,7 +168,10 @@ class JobDef(Generic[P, R]):
         return f"<JobDef {self.name} queue={self.defaults.queue}>"
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run the function here and now, as a plain call (no queue, no hooks)."""
+        """Run the function here and now, as a plain call (no queue, no hooks). An aggregated
+        job takes one item, and its handler runs on a list of that one item."""
+        if self.aggregate is not None:
+            return self.fn([*args], **kwargs)  # type: ignore[arg-type]
         return self.fn(*args, **kwargs)
 
     # -- hooks and middleware for this job only -------------------------------------------------
@@ -150,8 +204,21 @@ class JobDef(Generic[P, R]):
         backtrace: int | None = None,
         custom: Mapping[str, Any] | None = None,
         jid: str | None = None,
+        unique_for: float | dt.timedelta | None = None,
+        unique_until: str | None = None,
+        expires_in: float | dt.timedelta | None = None,
+        expires_at: dt.datetime | None = None,
+        group: str | None = None,
     ) -> JobDef[P, R]:
-        """A copy of this job that pushes with these options (the handler is the same)."""
+        """A copy of this job that pushes with these options (the handler is the same).
+
+        ``unique_for`` (seconds or a timedelta, at least 1) refuses a push while a job of the
+        same type and args is pending (``conveyor.NotUnique``); ``unique_until="start"`` ends
+        that when it starts instead of when it succeeds. ``expires_in``/``expires_at`` drop the
+        job, never run, once that time has passed (docs/admission.md). ``group``: the
+        aggregating group a job declared with ``aggregate=`` joins."""
+        if group is not None and self.aggregate is None:
+            raise TypeError(f"{self.name}: group= is for jobs declared with aggregate=")
         changes: dict[str, Any] = {
             "queue": queue,
             "at": at,
@@ -160,7 +227,14 @@ class JobDef(Generic[P, R]):
             "backtrace": backtrace,
             "custom": custom,
             "jid": jid,
+            "unique_until": unique_until,
+            "expires_at": expires_at,
+            "group": group,
         }
+        if unique_for is not None:
+            changes["unique_for"] = seconds_option(unique_for, "unique_for", 1)
+        if expires_in is not None:
+            changes["expires_in"] = seconds_option(expires_in, "expires_in", 0.001)
         if in_ is not None:
             seconds = in_.total_seconds() if isinstance(in_, dt.timedelta) else float(in_)
             changes["delay_seconds"] = seconds
@@ -176,6 +250,14 @@ class JobDef(Generic[P, R]):
                 f"{self.name}: Faktory args are positional; pass {sorted(kwargs)} positionally"
             )
         opts = self.defaults
+        custom = opts.custom_fields()
+        if self.aggregate is not None:
+            if not opts.group:
+                raise ValueError(
+                    f"{self.name} is aggregated: push it with .options(group=...).push(item)"
+                )
+            custom = {**(custom or {}), "aggregate": self.aggregate.to_custom()}
+            custom["group"] = opts.group
         return Job(
             jid=opts.jid or new_jid(),
             jobtype=self.name,
@@ -184,7 +266,7 @@ class JobDef(Generic[P, R]):
             retry=opts.retry,
             reserve_for=opts.reserve_for or 0,
             backtrace=opts.backtrace or 0,
-            custom=dict(opts.custom) if opts.custom else None,
+            custom=custom,
             at=opts.schedule(),
         )
 

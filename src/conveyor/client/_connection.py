@@ -48,11 +48,19 @@ def _encode_other(value: Any) -> Any:
 
 
 _encode = msgspec.json.Encoder(enc_hook=_encode_other).encode
+
+
+def _seconds(duration: float) -> str:
+    """A run time as ACK carries it: a string, since Faktory's ACK takes string values only."""
+    return f"{max(duration, 0.0):.6f}"
+
+
 _decode_object = msgspec.json.Decoder(dict[str, Any]).decode
 _decode_objects = msgspec.json.Decoder(list[dict[str, Any]]).decode
 _decode_jobs = msgspec.json.Decoder(list[Job]).decode
 _decode_errors = msgspec.json.Decoder(dict[str, str]).decode
 _decode_latency = msgspec.json.Decoder(dict[str, float]).decode
+_decode_jids = msgspec.json.Decoder(list[str]).decode
 
 
 class Client:
@@ -296,11 +304,12 @@ class Client:
 
     async def push_bulk_chunks(
         self,
-        chunks: Sequence[Sequence[Mapping[str, Any] | Job]],
+        chunks: Sequence[Sequence[Mapping[str, Any] | Job] | bytes],
         into: list[dict[str, str] | CommandError],
         in_flight: int = 2,
     ) -> None:
         """``PUSHB`` each chunk, with up to ``in_flight`` commands sent ahead of their replies.
+        A chunk is a sequence of jobs, or ``bytes``: their JSON array, encoded already.
 
         The server answers one connection's commands in order, so the chunks are enqueued in
         order, while it works on one chunk the next is already on its way. Each chunk's outcome
@@ -315,7 +324,9 @@ class Client:
             sent = answered = 0
             while answered < len(chunks):
                 while sent < len(chunks) and sent - answered < in_flight:
-                    self._writer.write(b"PUSHB " + _encode(chunks[sent]) + _CRLF)
+                    chunk = chunks[sent]
+                    body = chunk if isinstance(chunk, bytes) else _encode(chunk)
+                    self._writer.write(b"PUSHB " + body + _CRLF)
                     sent += 1
                 reply = await self._receive(_REPLY)
                 answered += 1
@@ -338,19 +349,45 @@ class Client:
         reply = await self._call(_fetchb_line(count, queues))
         return _decode_objects(reply.data) if reply.kind is ReplyKind.BULK else []
 
-    async def ack(self, jid: str) -> None:
-        """``ACK``: the job succeeded. Unknown jids are fine (Faktory semantics)."""
-        await self._call(b"ACK " + _encode({"jid": jid}) + _CRLF)
+    async def ack(self, jid: str, duration: float | None = None) -> None:
+        """``ACK``: the job succeeded. Unknown jids are fine (Faktory semantics).
 
-    async def ack_many(self, jids: Sequence[str]) -> None:
-        """``ACKB`` (conveyor extension): acknowledge several jobs in one round trip."""
-        await self._call(b"ACKB " + _encode(jids) + _CRLF)
+        ``duration``: how long the job ran, in seconds, for the server's metrics (a conveyor
+        extension key that Faktory ignores; docs/protocol.md)."""
+        fields = {"jid": jid} if duration is None else {"jid": jid, "duration": _seconds(duration)}
+        await self._call(b"ACK " + _encode(fields) + _CRLF)
+
+    async def ack_many(
+        self, jids: Sequence[str], durations: Sequence[float | None] | None = None
+    ) -> None:
+        """``ACKB`` (conveyor extension): acknowledge several jobs in one round trip.
+        ``durations``: how long each job ran, in seconds (``None`` for one that was not
+        timed), in the order of ``jids``."""
+        if durations is None:
+            await self._call(b"ACKB " + _encode(jids) + _CRLF)
+            return
+        # ACKB is ours: its durations are numbers (ACK's are strings, for Faktory)
+        items = [
+            jid if run is None else {"jid": jid, "duration": run}
+            for jid, run in zip(jids, durations, strict=True)
+        ]
+        await self._call(b"ACKB " + _encode(items) + _CRLF)
 
     async def fail(
-        self, jid: str, errtype: str, message: str, backtrace: Sequence[str] = ()
+        self,
+        jid: str,
+        errtype: str,
+        message: str,
+        backtrace: Sequence[str] = (),
+        duration: float | None = None,
     ) -> None:
-        """``FAIL``: the job failed; the server retries it or moves it to the dead set."""
-        payload = {"jid": jid, "errtype": errtype, "message": message, "backtrace": backtrace}
+        """``FAIL``: the job failed; the server retries it or moves it to the dead set.
+        ``duration`` as for ``ack``."""
+        payload: dict[str, Any] = {
+            "jid": jid, "errtype": errtype, "message": message, "backtrace": backtrace
+        }  # fmt: skip
+        if duration is not None:
+            payload["duration"] = _seconds(duration)
         await self._call(b"FAIL " + _encode(payload) + _CRLF)
 
     async def beat(self, rss_kb: int = 0, state: str | None = None) -> str:
@@ -422,16 +459,44 @@ class Client:
         reply = await self._call(line + _CRLF)
         return msgspec.json.decode(reply.data) if reply.kind is ReplyKind.BULK else None
 
-    async def cron(self, subcommand: str, args: Mapping[str, Any] | None = None) -> Any:
-        """``CRON <subcommand> [<json>]`` (a conveyor extension, docs/protocol.md): manage
-        the server's periodic jobs. ``subcommand``: ``list``, ``get``, ``add``, ``pause``,
+    async def cron(self, op: str, args: Mapping[str, Any] | None = None) -> Any:
+        """Manage the server's periodic jobs: ``ADMIN cron.<op>`` (a conveyor extension,
+        docs/protocol.md). ``op``: ``list``, ``show`` (or ``get``), ``add``, ``pause``,
         ``resume``, ``delete`` or ``run``; ``args`` the entry (add) or ``{"id": ...}``.
-        Returns the reply's JSON; a refused change raises ``CommandError``."""
-        line = b"CRON " + subcommand.upper().encode()
+        Returns the reply's JSON; a refused change raises ``CommandError``. A conveyor server
+        of the first release, which has only the ``CRON`` verb, is sent that instead."""
+        name = _CRON_OPS.get(op.lower(), op.lower())
+        try:
+            return await self.admin(f"cron.{name}", args)
+        except CommandError as exc:
+            if name not in _CRON_VERB or not exc.message.startswith("unknown ADMIN operation"):
+                raise
+        line = b"CRON " + ("get" if name == "show" else name).upper().encode()
         if args is not None:
             line += b" " + _encode(args)
         reply = await self._call(line + _CRLF)
         return msgspec.json.decode(reply.data)
+
+    async def cancel(self, jids: Sequence[str]) -> list[dict[str, Any]]:
+        """Cancel jobs wherever they are (``ADMIN job.cancel``, a conveyor extension,
+        docs/cancellation.md): one report per distinct jid, in order, each with ``jid``,
+        ``outcome`` (``cancelled``, ``already``, ``finished``, ``unknown`` or ``moving``),
+        ``was`` (where the job was) and ``message``."""
+        reply = await self.admin("job.cancel", {"jids": list(jids)})
+        return list(reply["jobs"])
+
+    async def cancels(self, wait: float = 2.0) -> list[str]:
+        """``CANCELS`` (conveyor extension): wait up to ``wait`` seconds for jobs of this
+        worker (``wid``) to be cancelled while they run; returns their jids (or ``[]``)."""
+        reply = await self._call(b"CANCELS " + _encode({"wait": wait}) + _CRLF)
+        return _decode_jids(reply.data)
+
+
+_CRON_OPS = {"get": "show"}
+"""``Client.cron`` names of the ``CRON`` verb's subcommands whose ``ADMIN`` operation has
+another name."""
+_CRON_VERB = frozenset({"list", "show", "add", "pause", "resume", "delete", "run"})
+"""The operations an older server has as ``CRON`` subcommands only."""
 
 
 async def fetch_jobs(client: Client, count: int, *queues: str) -> list[Job]:

@@ -156,3 +156,5 @@ class SyncClient:
     queue_latency = _blocking(Client.queue_latency)
     admin = _blocking(Client.admin)
     cron = _blocking(Client.cron)
+    cancel = _blocking(Client.cancel)
+    cancels = _blocking(Client.cancels)

@@ -1,8 +1,8 @@
 """The inspector commands of ``conveyor``: ``stats``, ``queue``, ``job``, ``push``, ``worker
-ls|quiet|stop`` and ``dash``, over one FWP connection (docs/cli.md).
+ls|quiet|stop``, ``cron`` and ``dash``, over one FWP connection (docs/cli.md).
 
 Each command parses its arguments and makes standard Faktory calls (INFO, QUEUE, PUSH) where
 FWP has them and ``ADMIN`` operations (``conveyor.server.admin``) where it has not, so they
-work against any conveyor server, local or remote. Future features (cron, batches, results)
-add a module here with their verbs and register it in ``conveyor.cli.SUBCOMMANDS``.
+work against any conveyor server, local or remote. Each feature (cron, batches, results)
+adds a module here with its verbs and registers it in ``conveyor.cli.SUBCOMMANDS``.
 """

@@ -61,8 +61,9 @@ class Target:
         self.password = password
         self.timeout = timeout
         self.as_json = as_json
-        self.out = Console(highlight=False, soft_wrap=False)
-        self.err = Console(stderr=True, highlight=False)
+        # emoji off: rich would print the jid cron:heartbeat:... with a heart in it
+        self.out = Console(highlight=False, soft_wrap=False, emoji=False)
+        self.err = Console(stderr=True, highlight=False, emoji=False)
 
     async def connect(self) -> Client:
         return await Client.connect(self.url, password=self.password, timeout=self.timeout)

@@ -1,4 +1,4 @@
-"""``conveyor job ls|show|retry|kill|delete``: jobs wherever they are (ADMIN job.*)."""
+"""``conveyor job ls|show|retry|kill|delete|cancel``: jobs wherever they are (ADMIN job.*)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ PAGE = 1000
 
 @click.group("job", context_settings={"help_option_names": ["-h", "--help"]})
 def job_group() -> None:
-    """List, show, retry, kill and delete jobs."""
+    """List, show, retry, kill, delete and cancel jobs."""
 
 
 def _filters(func: Any) -> Any:
@@ -116,6 +116,8 @@ def _print_job(target: Target, job: dict[str, Any]) -> None:
     table.add_column()
     where = job["where"] + (f" by {job['wid']}" if job.get("wid") else "")
     table.add_row("where", f"{where} (queue {job['queue']})")
+    for key, value in (job.get("details") or {}).items():
+        table.add_row(key.replace("_", " "), str(value))
     for key in ("created_at", "enqueued_at", "failed_at", "error"):
         if job.get(key):
             table.add_row(key.replace("_", " "), str(job[key]))
@@ -220,3 +222,32 @@ job_retry = _act(
 )
 job_kill = _act("kill", "killed", "Move retrying or scheduled jobs to the dead set")
 job_delete = _act("delete", "deleted", "Delete jobs: queued, retrying, scheduled or dead")
+
+
+@job_group.command("cancel")
+@click.argument("jids", nargs=-1, required=True, metavar="JID...|-")
+@server_command
+async def job_cancel(target: Target, client: Client, jids: tuple[str, ...]) -> int:
+    """Cancel jobs wherever they are: a queued, scheduled, retrying or aggregating job is
+    removed, a running one is stopped by its worker. Each ends as cancelled (never retried);
+    a finished or unknown job is reported, and the exit code is then 3. - reads jids from
+    stdin, one a line."""
+    chosen = await _chosen(client, jids, None, None, None)
+    reports: list[dict[str, Any]] = []
+    with progress(target, len(chosen), "Cancel jobs") as advance:
+        for part in chunks(chosen, PAGE):
+            reports += (await admin(client, "job.cancel", {"jids": list(part)}))["jobs"]
+            advance(len(part))
+    cancelled = [r for r in reports if r["outcome"] in ("cancelled", "already")]
+    if target.as_json:
+        emit_json(target, {"asked": len(chosen), "jobs": reports})
+    else:
+        now = sum(1 for r in reports if r["outcome"] == "cancelled")
+        target.out.print(f"Cancelled {plural(now, 'job')}.")
+        for report in reports:
+            line = f"{report['jid']}: {report['message']}"
+            if report["outcome"] == "cancelled":
+                target.out.print(line, markup=False, highlight=False)
+            elif report["outcome"] != "already":
+                target.err.print(line, markup=False, highlight=False)
+    return 0 if len(cancelled) == len(reports) else EXIT_NOT_FOUND

@@ -6,6 +6,7 @@ from conveyor.manager.core import Manager
 from conveyor.manager.middleware import (
     AckContext,
     Discard,
+    Drop,
     FailContext,
     FetchContext,
     Middleware,
@@ -19,6 +20,7 @@ __all__ = [
     "AckContext",
     "ClientInfo",
     "Discard",
+    "Drop",
     "FailContext",
     "FailureReport",
     "FetchContext",

@@ -1,17 +1,20 @@
 """Admin operations of the manager: queues, MUTATE, sorted-set actions and read views.
 
 Used by the FWP commands (QUEUE, MUTATE) and by the web dashboard. Bulk operations work in
-pages so that a set of 100,000 jobs never has to be held or moved in one step.
+pages so that a set of 100,000 jobs never has to be held or moved in one step. Jobs removed
+for good (deleted, killed, purged) are reported to the features (``Manager.removed``): a
+unique job's lock goes with its job. A bulk clear reads what it clears first only while a
+feature asks for it (``Manager.watching_removals``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from conveyor.errors import CommandError
+from conveyor.errors import CommandError, StoreError
 from conveyor.job import Job, decode_job
 from conveyor.manager.lifecycle import JobState, check_transition
 from conveyor.store.base import (
@@ -30,13 +33,16 @@ from conveyor.store.filters import MAX_PATTERN_CHARS
 from conveyor.timefmt import day_key, now_iso, parse_time
 
 if TYPE_CHECKING:
+    from conveyor.logs import RateLimitedLog
     from conveyor.manager.config import ManagerConfig
+    from conveyor.manager.features import Feature
     from conveyor.manager.waiters import QueueWaiters
 
 __all__ = ["JOB_ACTIONS", "AdminOps", "JobActionReport", "JobLocation", "QueueInfo", "WorkerView"]
 
 _PAGE = 1000
 _MUTATE_COMMANDS = ("clear", "discard", "kill", "requeue")
+_SET_NAMES = frozenset(name.value for name in SortedSet)
 JOB_ACTIONS = ("retry", "kill", "delete")
 """What ``act_on_jobs`` does to jobs wherever they are (``conveyor job retry|kill|delete``)."""
 
@@ -57,13 +63,20 @@ class WorkerView:
 
 @dataclass(frozen=True, slots=True)
 class JobLocation:
-    """Where a job is now: ``working`` (reserved, by ``wid``), ``queued``, or a sorted set's
-    name."""
+    """Where a job is now: ``working`` (reserved, by ``wid``), ``queued``, a sorted set's
+    name (at ``score``), a place only a feature holds (``aggregating`` in ``group``), or, for
+    a job that is nowhere any more, what became of it (``cancelled``). ``details``: what the
+    feature that found it says about it (JSON-ready)."""
 
     where: str
     queue: str
     payload: bytes
     wid: str = ""
+    score: float = 0.0
+    group: str = ""
+    details: Mapping[str, Any] = field(default_factory=dict)
+    entry: QueuedJob | None = None
+    """A queued job's entry as the queue holds it (a cancel removes exactly that one)."""
 
 
 @dataclass(slots=True)
@@ -96,9 +109,43 @@ class AdminOps:
     store: Store
     config: ManagerConfig
     waiters: QueueWaiters
+    store_trouble: RateLimitedLog
+    features: list[Feature]
 
     def queued(self, job: Job) -> QueuedJob:  # provided by Manager
         raise NotImplementedError
+
+    async def storage_problem(self) -> str | None:
+        """Why the store cannot serve now, or None when it can: it refuses writes (SQLite
+        that cannot commit), or a read fails (Redis down). For ``/health``."""
+        refusal = self.store.refusing_writes()
+        if refusal is not None:
+            return refusal
+        try:
+            await self.store.counters()
+        except StoreError as exc:
+            return str(exc)
+        return None
+
+    def report_storage_error(self, where: str, exc: StoreError) -> None:
+        """Log a store failure met outside the FWP server (the dashboard), rate-limited like
+        the server's: an outage is told, not one line per request."""
+        self.store_trouble.problem("%s: %s", where, exc)
+
+    async def removed(self, payloads: Sequence[bytes]) -> None:  # provided by Manager
+        raise NotImplementedError
+
+    async def watching_removals(self) -> bool:  # provided by Manager
+        raise NotImplementedError
+
+    async def _queued_jobs(self, name: str) -> list[bytes]:
+        """Every payload of a queue, page by page (before it is cleared, for ``removed``)."""
+        payloads: list[bytes] = []
+        while True:
+            page = await self.store.list_queue(name, len(payloads), _PAGE)
+            payloads += [job.payload for job in page.items]
+            if len(page.items) < _PAGE:
+                return payloads
 
     # ------------------------------------------------------------------ queues
 
@@ -117,7 +164,13 @@ class AdminOps:
             self.waiters.notify(name)
 
     async def remove_queues(self, names: Sequence[str]) -> None:
-        await self.store.remove_queues(await self._queue_names(names))
+        removed = await self._queue_names(names)
+        payloads: list[bytes] = []
+        if await self.watching_removals():
+            for name in removed:
+                payloads += await self._queued_jobs(name)
+        await self.store.remove_queues(removed)
+        await self.removed(payloads)
 
     async def queue_latency(self, names: Sequence[str]) -> dict[str, float]:
         """Seconds since the oldest job of each queue was enqueued (0 when empty/unknown)."""
@@ -140,7 +193,9 @@ class AdminOps:
         return await self.store.list_queue(name, offset, limit)
 
     async def delete_queued(self, name: str, jids: Sequence[str]) -> int:
-        return await self.store.delete_queued(name, jids)
+        taken = await self.store.take_queued(name, jids)
+        await self.removed([job.payload for job in taken])
+        return len(taken)
 
     # ------------------------------------------------------------------ sorted sets
 
@@ -193,8 +248,18 @@ class AdminOps:
     async def delete(self, name: SortedSet, jids: Sequence[str] | None) -> int:
         check_transition(name, JobState.DISCARDED)
         if jids is None:
-            return await self.store.clear_set(name)
-        return await self.store.remove_from_set(name, await self.store.get_set_entries(name, jids))
+            return await self._clear_set(name)
+        entries = await self.store.get_set_entries(name, jids)
+        removed = await self.store.remove_from_set(name, entries)
+        await self.removed([entry.payload for entry in entries])
+        return removed
+
+    async def _clear_set(self, name: SortedSet) -> int:
+        watching = await self.watching_removals()
+        entries = await self._matching(name, JobFilter()) if watching else []
+        cleared = await self.store.clear_set(name)
+        await self.removed([entry.payload for entry in entries])
+        return cleared
 
     async def kill(self, name: SortedSet, jids: Sequence[str] | None) -> int:
         return await self._kill_entries(name, await self._select(name, jids))
@@ -206,6 +271,8 @@ class AdminOps:
         for start in range(0, len(entries), _PAGE):
             chunk = entries[start : start + _PAGE]
             moved += await self.store.move_to_set(name, chunk, SortedSet.DEAD, score)
+        if name is not SortedSet.DEAD:  # killed: they will not run again
+            await self.removed([entry.payload for entry in entries])
         return moved
 
     async def mutate(self, cmd: str, target: str, flt: JobFilter | None) -> None:
@@ -215,12 +282,13 @@ class AdminOps:
             raise CommandError("unknown mutate operation")
         _check_filter(flt)
         if cmd == "clear" or (cmd == "discard" and flt is None):
-            await self.store.clear_set(name)
+            await self._clear_set(name)
             return
         entries = await self._matching(name, flt or JobFilter())
         if cmd == "discard":
             for start in range(0, len(entries), _PAGE):
                 await self.store.remove_from_set(name, entries[start : start + _PAGE])
+            await self.removed([entry.payload for entry in entries])
         elif cmd == "kill":
             await self._kill_entries(name, entries)
         else:
@@ -229,10 +297,18 @@ class AdminOps:
     async def purge_dead(self) -> int:
         """Drop dead jobs past their retention, and the oldest beyond ``dead_max_jobs``."""
         purged = 0
+        watching = await self.watching_removals()
         while True:
-            count = await self.store.purge_set(SortedSet.DEAD, time.time(), _PAGE)
+            if watching:  # read them first: their locks go with them
+                due = await self.store.due_entries(SortedSet.DEAD, time.time(), _PAGE)
+                count = await self.store.remove_from_set(SortedSet.DEAD, due)
+                await self.removed([entry.payload for entry in due])
+                full = len(due) == _PAGE
+            else:
+                count = await self.store.purge_set(SortedSet.DEAD, time.time(), _PAGE)
+                full = count == _PAGE
             purged += count
-            if count < _PAGE:
+            if not full:
                 break
         limit = self.config.dead_max_jobs
         if limit:
@@ -240,6 +316,7 @@ class AdminOps:
             while excess > 0:
                 page = await self.store.list_set(SortedSet.DEAD, JobFilter(), 0, min(excess, _PAGE))
                 removed = await self.store.remove_from_set(SortedSet.DEAD, page.items)
+                await self.removed([entry.payload for entry in page.items])
                 purged += removed
                 excess -= len(page.items)
                 if not page.items:
@@ -271,10 +348,27 @@ class AdminOps:
         located = await self._locate_fast(jid)
         if located is not None:
             return located
+        found = await self._located_by_features((jid,), "locate")
+        if jid in found:
+            return found[jid]
         for queued in await self.store.find_queued((jid,), None if queue is None else [queue]):
-            return JobLocation("queued", queued.queue, queued.payload)
+            return JobLocation("queued", queued.queue, queued.payload, entry=queued)
         # fetched while the queues were searched: it is working now
-        return await self._reserved(jid)
+        located = await self._reserved(jid)
+        if located is not None:
+            return located
+        return (await self._located_by_features((jid,), "history")).get(jid)
+
+    async def _located_by_features(self, jids: Sequence[str], hook: str) -> dict[str, JobLocation]:
+        """What the features' ``locate`` (live places) or ``history`` (ends) say of jids."""
+        found: dict[str, JobLocation] = {}
+        for feature in self.features:
+            rest = [jid for jid in jids if jid not in found]
+            if not rest:
+                break
+            ask = feature.locate if hook == "locate" else feature.history
+            found.update(await ask(rest))
+        return found
 
     async def _locate_fast(self, jid: str) -> JobLocation | None:
         """The cheap lookups, by key: the reservations and the sorted sets."""
@@ -284,7 +378,8 @@ class AdminOps:
         for name in SortedSet:
             entries = await self.store.get_set_entries(name, (jid,))
             if entries:
-                return JobLocation(str(name), entries[0].queue, entries[0].payload)
+                entry = entries[0]
+                return JobLocation(str(name), entry.queue, entry.payload, score=entry.score)
         return None
 
     async def _reserved(self, jid: str) -> JobLocation | None:
@@ -305,14 +400,19 @@ class AdminOps:
         for name in SortedSet:
             rest = [jid for jid in unique if jid not in found]
             for entry in await self.store.get_set_entries(name, rest) if rest else ():
-                found[entry.jid] = JobLocation(str(name), entry.queue, entry.payload)
+                location = JobLocation(str(name), entry.queue, entry.payload, score=entry.score)
+                found[entry.jid] = location
+        rest = [jid for jid in unique if jid not in found]
+        found.update(await self._located_by_features(rest, "locate"))
         rest = [jid for jid in unique if jid not in found]
         for queued in await self.store.find_queued(rest) if rest else ():
-            found[queued.jid] = JobLocation("queued", queued.queue, queued.payload)
+            found[queued.jid] = JobLocation("queued", queued.queue, queued.payload, entry=queued)
         for jid in unique:  # fetched while the queues were searched
             located = found.get(jid) or await self._reserved(jid)
             if located is not None:
                 found[jid] = located
+        gone = [jid for jid in unique if jid not in found]
+        found.update(await self._located_by_features(gone, "history"))
         return found
 
     async def act_on_jobs(self, action: str, jids: Sequence[str]) -> JobActionReport:
@@ -359,6 +459,10 @@ def _refusal(action: str, located: JobLocation) -> str:
     """Why ``action`` cannot be done to a job where it is ("" when it can)."""
     if located.where == "working":
         return f"being worked on by {located.wid}: only its worker can finish it"
+    if located.where == "aggregating":
+        return "waiting in an aggregating group: cancel it instead"
+    if located.where != "queued" and located.where not in _SET_NAMES:
+        return f"it is {located.where}: there is nothing to {action}"
     if located.where == "queued" and action == "retry":
         return f"already waiting in queue {located.queue}"
     if located.where == "queued" and action == "kill":

@@ -10,26 +10,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import msgspec
 
-from conveyor.errors import CommandError, JobNotFound, UnknownWorker
+from conveyor.errors import CommandError, JobNotFound, QueueFull, UnknownWorker
 from conveyor.job import Job, decode_job, encode_job
+from conveyor.logs import RateLimitedLog
 from conveyor.manager import soon, validation
 from conveyor.manager.admin import AdminOps
 from conveyor.manager.config import ManagerConfig
+from conveyor.manager.feature_calls import FeatureCalls
 from conveyor.manager.features import Feature
 from conveyor.manager.features.registry import build_features
+from conveyor.manager.flow import FlowControl
 from conveyor.manager.info import build_info
 from conveyor.manager.later import Later
 from conveyor.manager.lifecycle import JobState, check_transition
 from conveyor.manager.middleware import (
     AckContext,
-    Discard,
+    Drop,
     FailContext,
-    FetchContext,
     Middleware,
     PushContext,
     hooks_of,
@@ -39,6 +42,7 @@ from conveyor.manager.retry import FailureReport, RetryPolicy
 from conveyor.manager.tasks import BackgroundTasks
 from conveyor.manager.types import ClientInfo, ServerStats, WorkerState
 from conveyor.manager.waiters import Deliver, QueueWaiters
+from conveyor.metrics.jobs import JobMetrics
 from conveyor.store.base import (
     QueuedJob,
     Reservation,
@@ -58,8 +62,10 @@ F = TypeVar("F", bound=Feature)
 FAKTORY_VERSION = "1.10.0"
 """The Faktory release whose protocol we speak; clients gate features on it (semver)."""
 
+_NO_DURATIONS: Mapping[str, float] = MappingProxyType({})
 
-class Manager(AdminOps):
+
+class Manager(FeatureCalls, AdminOps):
     """All the rules. ``await start()`` before use, ``await stop()`` at the end."""
 
     version = FAKTORY_VERSION
@@ -70,6 +76,7 @@ class Manager(AdminOps):
         config: ManagerConfig | None = None,
         middleware: Sequence[Middleware] = (),
         features: Sequence[Feature] | None = None,
+        metrics: JobMetrics | None = None,
     ) -> None:
         from conveyor import __version__
 
@@ -80,6 +87,11 @@ class Manager(AdminOps):
         self.waiters = QueueWaiters()
         self.tasks = BackgroundTasks(self)
         self.started_at = time.time()
+        self.metrics = metrics
+        """Counts jobs by queue and jobtype for ``/metrics`` (``conveyor.metrics``), or None."""
+        self.store_trouble = RateLimitedLog(logging.getLogger("conveyor.store"))
+        """Where store failures are logged, with a growing pause while they go on: a store
+        that is down fails every command and every loop tick (docs/operations.md, Logs)."""
         # None: every feature with its defaults (configured ones come from ServerConfig)
         self.features = build_features({}) if features is None else list(features)
         for feature in self.features:
@@ -90,16 +102,39 @@ class Manager(AdminOps):
         self._fetch_hooks = hooks_of(self._middleware, "fetch")
         self._ack_hooks = hooks_of(self._middleware, "ack")
         self._fail_hooks = hooks_of(self._middleware, "fail")
-        # fetch middleware sees every job a FETCH takes: those go the long way, through reserve
-        self._hand_offs = store.in_process and not self._fetch_hooks
-        self._acks_now = store.in_process
+        # Fetch middleware sees every job a FETCH takes, so a job some fetch hook wants goes the
+        # long way, through reserve; features say which jobs they want (wants_fetch), any other
+        # middleware wants them all.
+        fetchers = [m for m in self._middleware if type(m).fetch is not Middleware.fetch]
+        self._fetch_gates = [m.wants_fetch for m in fetchers if isinstance(m, Feature)]
+        self._fetch_gated = all(isinstance(m, Feature) for m in fetchers)
+        self._hand_offs = store.in_process and self._fetch_gated
+        # What features must hear of: ACKed jobs (with what ended), jobs removed for good.
+        self._ack_watchers = [f for f in self.features if type(f).acked is not Feature.acked]
+        self._acked_gates = [f.wants_acked for f in self._ack_watchers]
+        marks = [type(f).acked_marks for f in self._ack_watchers]
+        self._acked_marks: tuple[bytes, ...] | None = (
+            None if any(m is None for m in marks) else tuple(b for m in marks if m for b in m)
+        )
+        gate_owners = [f for f in self.features if f.wants_fetch in self._fetch_gates]
+        gate_owners += self._ack_watchers
+        self._gates_on_custom = all(type(f).gates_on_custom for f in gate_owners)
+        self._watched = set() if store.in_process else None
+        self._removal_watchers = [
+            f for f in self.features if type(f).removed is not Feature.removed
+        ]
+        self.flow = FlowControl(self)
+        self.flow.refresh(self.features)
         # A job no push hook wants keeps the fast path; gates say which jobs features want.
         pushers = [m for m in self._middleware if type(m).push is not Middleware.push]
         gated = all(isinstance(m, Feature) for m in pushers)
         self._push_gates = [m.wants_push for m in pushers if isinstance(m, Feature)]
         self._pushes_now = store.in_process and gated
-        self._gated = gated
-        # a store whose writes wait for I/O may still take them without a task (soon.py)
+        self._push_gated = gated
+        self._push_on_custom = all(isinstance(m, Feature) and m.gates_on_custom for m in pushers)
+        # PUSH, FETCH and ACK in the caller's step (soon.py): at once on an in-process store;
+        # on one whose writes wait for I/O, answered from the step that reads the reply
+        self._acks_now = store.in_process
         self._soon = not store.in_process
         # Likewise for ACK: jids no gated ack hook wants keep the batched ACK (None: ungated).
         ackers = [m for m in self._middleware if type(m).ack is not Middleware.ack]
@@ -112,17 +147,18 @@ class Manager(AdminOps):
         self._worker_states: dict[str, str] = {}
         self._local_clients: dict[str, set[int]] = {}
         self._closers: dict[int, ClientInfo] = {}
-        store.set_ready_listener(self.waiters.notify)
 
     # ------------------------------------------------------------------ life cycle
 
     async def start(self) -> None:
         await self.store.open()
+        await self._watch_reservations()
         self.started_at = time.time()
         self.tasks.start()
 
     async def stop(self) -> None:
         await self.tasks.stop()
+        self.flow.stop()
         self.waiters.notify_all()
         await self.store.close()
 
@@ -134,9 +170,19 @@ class Manager(AdminOps):
 
     async def push_job(self, job: Job) -> None:
         due = validation.prepare_job(job, self.config)
-        if self._push_hooks:
-            await run_chain(self._push_hooks, PushContext(self, job), _nothing)
-        await self._store_jobs([(job, due)])
+        hooks = self._push_hooks and self._hooks_for(job)
+        if hooks:
+            try:
+                await run_chain(hooks, PushContext(self, job), _nothing)
+            except Drop as dropped:
+                if dropped.durable is not None:
+                    await dropped.durable
+                return
+        await self._store_job(job, due)
+
+    async def _store_job(self, job: Job, due: float | None) -> None:
+        if await self._store_jobs([(job, due)]):
+            raise QueueFull.of(job.queue, self.flow.bound(job.queue))
 
     def push_now(self, payload: bytes) -> Awaitable[None] | Later[None] | None:
         """A PUSH done at once, in the caller's step: the job is validated and stored, or
@@ -145,24 +191,38 @@ class Manager(AdminOps):
         ``StoreError`` if the write was lost, however late it is awaited), to await before
         the PUSH is answered.
 
+        On a store that is not ``in_process`` a plain job's enqueue is sent from here and a
+        ``Later`` is returned, settled from the step that reads the store's reply (soon.py).
+
         ``None``, with nothing done, when the PUSH has to take the long way (``push()``):
-        push middleware may wait for anything, so may a store that is not ``in_process``, and
-        a job scheduled for later is no one's to hand off. Raises what ``push()`` raises for
-        a bad job, with nothing stored.
+        middleware other than the features' may wait for anything, and so may a feature's
+        hook that did (or any, on a store that is not ``in_process``); a job scheduled for
+        later, or for a bounded queue, is no one's to hand off (one the features' hooks have
+        seen is stored by what is returned). Raises what ``push()`` raises for a bad job,
+        with nothing stored.
         """
         if not self._pushes_now:
-            return soon.push_soon(self, payload) if self._soon and self._gated else None
+            return soon.push_soon(self, payload) if self._soon and self._push_gated else None
         job = validation.decode_pushed(payload, self.config)
-        if self._push_gates and any(wants(job) for wants in self._push_gates):
-            return None
         stamp = now_iso()  # created_at (when the client left it out) and enqueued_at
         due = validation.prepare_job(job, self.config, stamp)
+        hooks = self._push_hooks and self._hooks_for(job)
+        chained = bool(hooks)
+        if chained:
+            try:
+                if not self._push_chain_now(job, hooks):
+                    return None  # a hook waited: the long way runs the (idempotent) chain again
+            except Drop as dropped:  # kept elsewhere (a group), or expired: nothing to store
+                return dropped.durable if dropped.durable is not None else self.store.durable()
         now = time.time()
-        if due is not None and due > now:
-            return None
+        if (due is not None and due > now) or (self.flow.bounding and self.flow.bound(job.queue)):
+            # for later, or for a queue that may be full: stored by the runner, not now
+            return self._store_job(job, due) if chained else None
         queued = [self._queued(job, stamp, validation.reserve_seconds(job, self.config))]
         handed: list[Awaitable[None]] = []
         left = self._hand_off(queued, now, handed)
+        if self.metrics is not None:
+            self.metrics.on_push(job)
         if left:
             return self.store.enqueue_now(left)
         return handed[0]  # one job, handed off: the durability of its reservation
@@ -180,23 +240,49 @@ class Manager(AdminOps):
         now = now_iso()  # one created_at for the whole batch, as one PUSH would have
         errors: dict[str, str] = {}
         accepted: list[tuple[Job, float | None]] = []
+        kept_elsewhere: list[Awaitable[None]] = []
         for index, item in enumerate(items):
             job: Job | None = None
             try:
                 job = item if isinstance(item, Job) else validation.decode_pushed(item, config)
                 due = validation.prepare_job(job, config, now)
-                if self._push_hooks:
-                    await run_chain(self._push_hooks, PushContext(self, job), _nothing)
+                hooks = self._push_hooks and self._hooks_for(job)
+                if hooks:
+                    await run_chain(hooks, PushContext(self, job), _nothing)
+            except Drop as dropped:
+                if dropped.durable is not None:
+                    kept_elsewhere.append(dropped.durable)
+                continue
             except CommandError as exc:  # middleware codes (NOTUNIQUE, ...) keep their code
                 key = (job.jid if job is not None else _raw_jid(item)) or f"#{index}"
                 errors[key] = exc.message if exc.code == "ERR" else str(exc)
             else:
                 accepted.append((job, due))
         if accepted:
-            await self._store_jobs(accepted)
+            for refused in await self._store_jobs(accepted):
+                errors[refused.jid] = QueueFull.of(
+                    refused.queue, self.flow.bound(refused.queue)
+                ).message
+        if kept_elsewhere:  # one commit for all of them (they may share one future)
+            await asyncio.gather(*{id(durable): durable for durable in kept_elsewhere}.values())
         return errors
 
-    async def _store_jobs(self, jobs: Sequence[tuple[Job, float | None]]) -> None:
+    def _hooks_for(self, job: Job) -> list[Callable[..., Awaitable[None]]]:
+        """The push hooks ``job`` goes through: every one when some middleware is not a
+        feature, else those of the features whose gate wants it (often none)."""
+        if not self._push_gated:
+            return self._push_hooks
+        if job.custom is None and self._push_on_custom:
+            return []
+        return [
+            hook
+            for hook, wants in zip(self._push_hooks, self._push_gates, strict=True)
+            if wants(job)
+        ]
+
+    async def _store_jobs(self, jobs: Sequence[tuple[Job, float | None]]) -> list[QueuedJob]:
+        """Store pushed jobs; returns those a full queue refused (backpressure), which the
+        features have been told about (``removed``)."""
         now = time.time()
         queued: list[QueuedJob] = []
         scheduled: list[SetEntry] = []
@@ -217,10 +303,27 @@ class Manager(AdminOps):
         queued = self._hand_off(queued, now, handed)
         if scheduled:
             await self.store.add_to_set(SortedSet.SCHEDULED, scheduled)
+        refused: list[QueuedJob] = []
         if queued:
-            await self.store.enqueue(queued)
+            bounds = self.flow.bounds_for({job.queue for job in queued})
+            if bounds:
+                refused = await self.store.enqueue_bounded(queued, bounds)
+            else:
+                await self.store.enqueue(queued)
         for reservations in handed:
             await reservations  # raises if the hand-offs' reservations were lost
+        if self.metrics is not None:
+            if refused:
+                gone = {job.jid for job in refused}
+                for job, _ in jobs:
+                    if job.jid not in gone:
+                        self.metrics.on_push(job)
+            else:
+                for job, _ in jobs:
+                    self.metrics.on_push(job)
+        if refused:
+            await self.removed([job.payload for job in refused])
+        return refused
 
     @staticmethod
     def _queued(job: Job, enqueued_at: str, reserve_for: int) -> QueuedJob:
@@ -244,6 +347,14 @@ class Manager(AdminOps):
         left: list[QueuedJob] = []
         store = self.store
         for queue, jobs in _by_queue(queued).items():
+            if self.flow.limited(queue):  # its limits are checked where jobs are reserved
+                left.extend(jobs)
+                continue
+            if self._fetch_gates:
+                jobs, wanted = self._ungated(jobs)
+                left_after = wanted
+            else:
+                left_after = []
             while jobs and store.takes_hand_off(queue):
                 waiter = self.waiters.newest(queue)
                 if waiter is None or waiter.deliver is None:
@@ -258,8 +369,13 @@ class Manager(AdminOps):
                     self.waiters.unregister(waiter)
                     continue
                 handed.append(store.hand_off(given, waiter.wid, now))
+                if self._watched is not None:
+                    self._watch(given)
+                if self.metrics is not None:
+                    self.metrics.on_hand_off(given, now)
                 jobs = jobs[waiter.count :]
             left.extend(jobs)
+            left.extend(left_after)
         return left
 
     def queued(self, job: Job) -> QueuedJob:
@@ -337,80 +453,98 @@ class Manager(AdminOps):
         """The jobs a FETCH finds at once, reserved in the caller's step, without a task: for
         the server's FETCH on an idle connection. ``[]`` when there is none now (the FETCH
         then waits, through ``fetch_many``); None, with nothing done, when this FETCH has to
-        take the long way (``fetch_many``: fetch middleware, a quiet worker, a store that
-        must wait for its commit). A store that is not ``in_process`` answers ``Later``
-        (soon.py)."""
-        if not self._hand_offs:
-            if self._soon and not self._fetch_hooks:
-                return soon.fetch_soon(self, queues, wid, count)
-            return None
+        take the long way (``fetch_many``: fetch middleware that is not a feature's, a quiet
+        worker, a limited queue, a store that must wait for its commit). ``Later`` when the
+        value comes from the event loop: a store whose writes wait for I/O, or jobs a
+        feature's fetch hook must see (soon.py)."""
         if wid and self._worker_states.get(wid, WorkerState.RUNNING) != WorkerState.RUNNING:
             return None
-        reservations = self.store.reserve_now(queues, wid, time.time(), count)
-        if reservations is None:
-            return None
-        if not reservations:
-            return []
-        # Pass the baton: there may be more jobs for other waiting FETCHes.
-        self.waiters.notify(reservations[-1].queue)
-        return [r.payload for r in reservations]
+        flow = self.flow
+        if flow.fetch_limits and flow.limits_for(queues) is not None:
+            return None  # reserve_limited, through the long way
+        if self._hand_offs:  # in process, and every fetch hook is a gated feature's
+            return soon.fetch_in_process(self, queues, wid, count)
+        if self._soon and self._fetch_gated:
+            return soon.fetch_soon(self, queues, wid, count)
+        return None
 
     async def _reserve(self, queues: Sequence[str], wid: str, count: int) -> list[bytes]:
-        reservations = await self.store.reserve(queues, wid, time.time(), count)
-        if not reservations:
-            return []
-        # Pass the baton: there may be more jobs for other waiting FETCHes.
-        self.waiters.notify(reservations[-1].queue)
-        if not self._fetch_hooks:
-            return [r.payload for r in reservations]
-        kept: list[bytes] = []
-        for reservation in reservations:
-            ctx = FetchContext(self, reservation, decode_job(reservation.payload))
-            try:
-                await run_chain(self._fetch_hooks, ctx, _nothing)
-            except Discard as exc:
-                log.info("discarded job %s at fetch: %s", reservation.jid, exc)
-                await self.store.ack([reservation.jid], day_key(time.time()))
+        flow = self.flow
+        if flow.fetch_limits:
+            queues = flow.passable(queues)  # without limited queues known to be full
+            if not queues:
+                return []
+        while True:
+            limits = flow.limits_for(queues) if flow.fetch_limits else None
+            if limits is None:
+                reservations = await self.store.reserve(queues, wid, time.time(), count)
             else:
-                kept.append(reservation.payload)
-        return kept
+                wakes = self.flow.wakes()
+                limited = await self.store.reserve_limited(queues, wid, time.time(), count, limits)
+                reservations = limited.reservations
+                if limited.blocked:
+                    self.flow.held_back(limited.blocked, wakes)
+            if not reservations:
+                return []
+            if self.metrics is not None:
+                self.metrics.on_reserve(reservations)
+            # Pass the baton: there may be more jobs for other waiting FETCHes.
+            self.waiters.notify(reservations[-1].queue)
+            if not self._taken(reservations):  # no fetch hook wants any (ACKs to watch noted)
+                return [r.payload for r in reservations]
+            kept = await self._fetch_chain(reservations)
+            if kept:
+                return kept
+            # every job taken was dropped (expired): the FETCH goes on with the next ones
 
     # ------------------------------------------------------------------ ack / fail
 
-    async def ack(self, jid: str) -> None:
-        await self.ack_many((jid,))
+    async def ack(self, jid: str, duration: float | None = None) -> None:
+        await self.ack_many((jid,), {jid: duration} if duration is not None else _NO_DURATIONS)
 
-    def ack_now(self, jid: str) -> int | Later[int] | None:
+    def ack_now(self, jid: str, duration: float | None = None) -> int | Later[int] | None:
         """ACK done in the caller's step, without a task: how many reservations ended (0 or
-        1). None, with nothing done, when it has to take the long way (``ack``: an ack hook
-        wants this jid, a store that is not ``in_process`` or must wait for its commit)."""
+        1); ``Later`` on a store whose writes wait for I/O (soon.py). None, with nothing
+        done, when it has to take the long way (``ack``): an ack hook wants this jid, a
+        feature must hear of it and that takes a wait, the store must wait for its commit.
+        ``duration``: the run time the worker reported, for the metrics."""
         if self._ack_hooks:
             gates = self._ack_gates
             if gates is None or any(wants(jid) for wants in gates):
                 return None
-        if not self._acks_now:
-            return soon.ack_soon(self, jid) if self._soon else None
-        return self.store.ack_now((jid,), day_key(time.time()))
+        if self._acks_now:
+            return soon.ack_in_process(self, jid, duration)
+        return soon.ack_soon(self, jid, duration) if self._soon else None
 
-    async def ack_many(self, jids: Sequence[str]) -> int:
-        if not self._ack_hooks:
-            return await self.store.ack(jids, day_key(time.time()))
+    async def ack_many(
+        self, jids: Sequence[str], durations: Mapping[str, float] = _NO_DURATIONS
+    ) -> int:
+        """End these reservations. ``durations``: run times (seconds) the worker reported, by
+        jid, for the metrics."""
+        if self._ack_hooks:
+            done = await self._ack_through_hooks(jids)
+        else:
+            done = await self._ack_unhooked(jids)
+        if self.metrics is not None:
+            self.metrics.on_ack(jids, done, durations)
+        return done
+
+    async def _ack_through_hooks(self, jids: Sequence[str]) -> int:
         done = 0
         if self._ack_gates is not None:
             hooked = self._hooked_acks(jids, self._ack_gates)
             if not hooked:
-                return await self.store.ack(jids, day_key(time.time()))
+                return await self._ack_unhooked(jids)
             if len(hooked) < len(jids):
                 chosen = set(hooked)
-                plain = [jid for jid in jids if jid not in chosen]
-                done = await self.store.ack(plain, day_key(time.time()))
+                done = await self._ack_unhooked([jid for jid in jids if jid not in chosen])
             jids = hooked
         for jid in jids:
             ctx = AckContext(self, jid, await self.store.get_reservation(jid))
 
             async def final(jid: str = jid) -> None:
                 nonlocal done
-                done += await self.store.ack((jid,), day_key(time.time()))
+                done += await self._ack_returning((jid,))
 
             await run_chain(self._ack_hooks, ctx, final)
         return done
@@ -423,14 +557,31 @@ class Manager(AdminOps):
         return [jid for jid in jids if any(wants(jid) for wants in gates)]
 
     async def fail(
-        self, jid: str, errtype: str, message: str, backtrace: Sequence[str] = ()
+        self,
+        jid: str,
+        errtype: str,
+        message: str,
+        backtrace: Sequence[str] = (),
+        duration: float | None = None,
     ) -> None:
+        """``duration``: the run time (seconds) the worker reported, for the metrics."""
         reservation = await self.store.get_reservation(jid)
         if reservation is None:
+            for feature in self.features:
+                if await feature.unreserved_fail(jid):
+                    return  # e.g. a job cancelled while it ran, reported late by its worker
             raise JobNotFound(f"Job not found {jid}")
-        await self._fail_reservation(reservation, FailureReport.clean(errtype, message, backtrace))
+        report = FailureReport.clean(errtype, message, backtrace)
+        await self._fail_reservation(reservation, report, duration=duration)
 
-    async def _fail_reservation(self, reservation: Reservation, report: FailureReport) -> bool:
+    async def _fail_reservation(
+        self,
+        reservation: Reservation,
+        report: FailureReport,
+        *,
+        expired: bool = False,
+        duration: float | None = None,
+    ) -> bool:
         """Record a failure and move the job on. False when the reservation was gone already
         (acked, failed or expired by someone else meanwhile): then nothing changes."""
         now = time.time()
@@ -439,16 +590,23 @@ class Manager(AdminOps):
         outcome = self.retry_policy.outcome(job, now, encode_job)
         check_transition(JobState.WORKING, outcome.target or JobState.DISCARDED)
         if not self._fail_hooks:
-            return await self.store.fail(reservation.jid, outcome, day_key(now))
-        ctx = FailContext(self, reservation, job, report, outcome)
-        result = False
+            failed = await self.store.fail(reservation.jid, outcome, day_key(now))
+        else:
+            ctx = FailContext(self, reservation, job, report, outcome)
+            failed = False
 
-        async def final() -> None:
-            nonlocal result
-            result = await self.store.fail(reservation.jid, ctx.outcome, day_key(now))
+            async def final() -> None:
+                nonlocal failed
+                failed = await self.store.fail(reservation.jid, ctx.outcome, day_key(now))
 
-        await run_chain(self._fail_hooks, ctx, final)
-        return result
+            await run_chain(self._fail_hooks, ctx, final)
+            outcome = ctx.outcome
+        self._unwatch((reservation.jid,))
+        if failed:
+            await self.flow.ended((reservation,))
+            if self.metrics is not None:
+                self.metrics.on_fail(job, outcome, expired=expired, duration=duration)
+        return failed
 
     async def expire_reservations(self, limit: int = 500) -> int:
         """Send overdue reservations down the failure path; returns how many."""
@@ -456,7 +614,7 @@ class Manager(AdminOps):
         expired = await self.store.expired_reservations(time.time(), limit)
         count = 0
         for reservation in expired:
-            if await self._fail_reservation(reservation, report):
+            if await self._fail_reservation(reservation, report, expired=True):
                 count += 1
         return count
 
@@ -504,6 +662,7 @@ class Manager(AdminOps):
         record = await self.store.update_worker(client.wid, connections_delta=-1)
         if record is None or record.connections <= 0:
             self._worker_states.pop(client.wid, None)
+            await self.flow.worker_gone(client.wid)
 
     async def beat(self, wid: str, rss_kb: int = 0, current_state: str | None = None) -> str:
         """Record a heartbeat; the state only moves forward (a worker's own report of quiet or
@@ -544,6 +703,7 @@ class Manager(AdminOps):
                 continue  # it beat (maybe on another server) since we listed it
             self._worker_states.pop(record.wid, None)
             reaped += 1
+            await self.flow.worker_gone(record.wid)
             for key in self._local_clients.pop(record.wid, set()):
                 client = self._closers.pop(key, None)
                 if client is not None and client.close is not None:
@@ -561,7 +721,11 @@ class Manager(AdminOps):
 
     async def flush(self) -> None:
         await self.store.flush()
+        self._unwatch(list(self._watched or ()))
+        self.flow.forget_held()
         self.tasks.reset_stats()
+        if self.metrics is not None:
+            self.metrics.on_flush()
 
     def feature(self, kind: type[F]) -> F:
         """The running feature of class ``kind`` (for the wire verbs and pages over it)."""
@@ -575,6 +739,8 @@ class Manager(AdminOps):
         ``build_features()``, one instance per running feature, in the same order."""
         for running, new in zip(self.features, features, strict=True):
             running.reconfigure(new)
+        for queue in self.flow.refresh(self.features):  # a limit raised or lifted: room now?
+            self.flow.ready(queue)
 
 
 def _by_queue(jobs: list[QueuedJob]) -> dict[str, list[QueuedJob]]:

@@ -1,4 +1,6 @@
-"""The INFO document, in the exact shape of Faktory 1.9+ (faktory.md §3.8)."""
+"""The INFO document, in the exact shape of Faktory 1.9+ (faktory.md §3.8), plus a
+``features`` section (each feature's numbers: unique locks, jobs expired, throttles, jobs
+cancelled, aggregating groups, ...)."""
 
 from __future__ import annotations
 
@@ -36,6 +38,11 @@ async def build_info(manager: Manager, stats: ServerStats) -> dict[str, Any]:
     counters = await store.counters()
     tasks = manager.tasks.stats
     now = time.time()
+    features = {}
+    for feature in manager.features:
+        section = await feature.info()
+        if section is not None:
+            features[feature.name] = section
     return {
         "now": now_iso(),
         "server_utc_time": time.strftime("%H:%M:%S UTC", time.gmtime(now)),
@@ -67,4 +74,5 @@ async def build_info(manager: Manager, stats: ServerStats) -> dict[str, Any]:
             "command_count": stats.command_count,
             "used_memory_mb": rss_kb() // 1024,
         },
+        "features": features,
     }

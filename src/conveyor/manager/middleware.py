@@ -9,9 +9,12 @@ context and ``call_next`` and must await ``call_next()`` to continue (or raise t
             await call_next()
 
 * ``push``: before a job is stored. Change ``ctx.job``, or raise ``Halt(code, message)``
-  (the client gets ``-<code> <message>``, e.g. ``NOTUNIQUE``) to refuse it.
+  (the client gets ``-<code> <message>``, e.g. ``NOTUNIQUE``) to refuse it, or ``Drop`` to
+  accept it without storing it (an expiring job that has expired already, a job to
+  aggregate, kept in its group instead).
 * ``fetch``: after a job was reserved for a worker, before it is sent. Raise ``Discard`` to
-  drop it (it is removed and the fetch goes on with the next job).
+  drop it (its reservation ends, counted neither processed nor failed, and the fetch goes on
+  with the next job).
 * ``ack``: around the end of a successful job.
 * ``fail``: around a failure; ``ctx.outcome`` says where the job goes and may be changed.
 
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AckContext",
     "Discard",
+    "Drop",
     "FailContext",
     "FetchContext",
     "Middleware",
@@ -48,6 +52,18 @@ Next = Callable[[], Awaitable[None]]
 
 class Discard(ConveyorError):
     """Raised by fetch middleware: drop this job instead of handing it to the worker."""
+
+
+class Drop(ConveyorError):
+    """Raised by push middleware: the PUSH succeeds, but the job is not stored.
+
+    ``durable``: the durability of a write the hook made instead (a job kept in its group),
+    from ``Store.durable()`` right after it; the PUSH awaits it before its ``+OK``, and a PUSHB
+    awaits all of its jobs' at the end, so they share one commit."""
+
+    def __init__(self, message: str = "", durable: Awaitable[None] | None = None) -> None:
+        super().__init__(message)
+        self.durable = durable
 
 
 @dataclass(slots=True)

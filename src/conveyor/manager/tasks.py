@@ -16,8 +16,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from conveyor.errors import StoreUnavailable
+from conveyor.errors import StoreError, StoreUnavailable
 from conveyor.job import decode_job
+from conveyor.logs import RateLimitedLog
 from conveyor.store.base import SetMove, SortedSet
 from conveyor.timefmt import now_iso
 
@@ -75,6 +76,7 @@ class BackgroundTasks:
         self._tasks.clear()
 
     async def _every(self, interval: float, step: Callable[[], Awaitable[None]]) -> None:
+        trouble = RateLimitedLog(log)  # one per loop: another loop's success says nothing here
         while True:
             try:
                 await step()
@@ -82,8 +84,14 @@ class BackgroundTasks:
                 raise
             except StoreUnavailable:
                 pass  # the store logs the outage, once, and retries by itself
-            except Exception:
-                log.exception("background task %s failed; retrying next tick", step.__name__)
+            except StoreError as exc:
+                trouble.problem("background task %s failed: %s", step.__name__, exc)
+            except Exception as exc:
+                trouble.problem(
+                    "background task %s failed; retrying next tick", step.__name__, exc_info=exc
+                )
+            else:
+                trouble.ok("background task %s works again", step.__name__)
             await asyncio.sleep(interval)
 
     # ------------------------------------------------------------------ the steps

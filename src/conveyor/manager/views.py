@@ -145,6 +145,8 @@ def location_view(location: JobLocation) -> dict[str, Any]:
     row = {**job_row(location.payload), "where": location.where, "queue": location.queue}
     if location.wid:
         row["wid"] = location.wid
+    if location.details:
+        row["details"] = dict(location.details)
     return row
 
 

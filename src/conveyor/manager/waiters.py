@@ -109,5 +109,9 @@ class QueueWaiters:
                     waiter.future.set_result(None)
         self._by_queue.clear()
 
+    def waiting_on(self, queue: str) -> int:
+        """How many FETCHes wait for ``queue`` (the dashboard's Throttles page)."""
+        return sum(1 for w in self._by_queue.get(queue, ()) if not w.future.done())
+
     def waiting(self) -> int:
         return len({w for waiting in self._by_queue.values() for w in waiting})

@@ -20,6 +20,9 @@ import msgspec
 
 from conveyor.errors import CommandError
 from conveyor.manager import Manager, WorkerState, views
+from conveyor.manager.features.aggregation import AggregateFeature, group_key
+from conveyor.manager.features.cancellation import CancelFeature
+from conveyor.server.admin_cron import CRON_OPS
 from conveyor.store.base import JobFilter, SortedSet
 
 __all__ = ["ADMIN_OPS", "ADMIN_VERSION", "MAX_ADMIN_ITEMS", "run_admin"]
@@ -61,6 +64,20 @@ class WorkersArgs(_Args):
 
 class HistoryArgs(_Args):
     days: int = 7
+
+
+class GroupListArgs(_Args):
+    offset: int = 0
+    limit: int = 25
+
+
+class GroupArgs(_Args):
+    key: str | None = None
+    queue: str = "default"
+    jobtype: str | None = None
+    group: str | None = None
+    offset: int = 0
+    limit: int = 25
 
 
 A = TypeVar("A", bound=_Args)
@@ -140,6 +157,39 @@ def _job_action(action: str) -> AdminOp:
     return act
 
 
+async def _job_cancel(manager: Manager, raw: bytes) -> Any:
+    reports = await manager.feature(CancelFeature).cancel(_jids("job.cancel", raw))
+    cancelled = sum(1 for report in reports if report.outcome == "cancelled")
+    return {"cancelled": cancelled, "jobs": [report.to_json() for report in reports]}
+
+
+def _page(op: str, offset: int, limit: int) -> None:
+    if not 0 <= limit <= MAX_ADMIN_ITEMS:
+        raise CommandError(f"{op} limit must be from 0 to {MAX_ADMIN_ITEMS}")
+    if offset < 0:
+        raise CommandError(f"{op} offset must not be negative")
+
+
+async def _group_list(manager: Manager, raw: bytes) -> Any:
+    args = _decode("group.list", GroupListArgs, raw)
+    _page("group.list", args.offset, args.limit)
+    return await manager.feature(AggregateFeature).groups_view(args.offset, args.limit)
+
+
+async def _group_show(manager: Manager, raw: bytes) -> Any:
+    args = _decode("group.show", GroupArgs, raw)
+    _page("group.show", args.offset, args.limit)
+    key = args.key
+    if key is None:
+        if args.jobtype is None or args.group is None:
+            raise CommandError('group.show takes {"key": ...} or {"jobtype": ..., "group": ...}')
+        key = group_key(args.queue, args.jobtype, args.group)
+    view = await manager.feature(AggregateFeature).group_view(key, args.offset, args.limit)
+    if view is None:
+        raise CommandError(f"no aggregating group {key}")
+    return view
+
+
 async def _worker_list(manager: Manager, raw: bytes) -> Any:
     _decode("worker.list", NoArgs, raw)
     return {"workers": await views.workers_view(manager)}
@@ -174,9 +224,13 @@ ADMIN_OPS: dict[str, AdminOp] = {
     "job.retry": _job_action("retry"),
     "job.kill": _job_action("kill"),
     "job.delete": _job_action("delete"),
+    "job.cancel": _job_cancel,
+    "group.list": _group_list,
+    "group.show": _group_show,
     "worker.list": _worker_list,
     "worker.quiet": _worker_signal("worker.quiet", WorkerState.QUIET),
     "worker.stop": _worker_signal("worker.stop", WorkerState.TERMINATE),
+    **CRON_OPS,
 }
 
 

@@ -13,17 +13,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import errno
 import gc
 import logging
 import signal
 import socket
 import ssl
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from conveyor.config import ConfigError, ServerConfig
 from conveyor.manager import Manager, ServerStats
+from conveyor.metrics.jobs import JobMetrics
+from conveyor.metrics.server import ServerCollector
+from conveyor.metrics.statsd import StatsdReporter
+from conveyor.metrics.store_timing import instrument_store
 from conveyor.server.connection import Connection
 from conveyor.server.guard import PasswordGuard
 from conveyor.web import WebHandle, start_web
@@ -195,17 +202,25 @@ async def run(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    manager = Manager(open_store(config.storage), config.manager, features=config.build_features())
+    store = open_store(config.storage)
+    timings = instrument_store(store) if config.metrics.store_timing else None
+    metrics = JobMetrics() if config.metrics.jobs else None
+    features = config.build_features()
+    manager = Manager(store, config.manager, features=features, metrics=metrics)
     if reload is not None:
         loop.add_signal_handler(signal.SIGHUP, _reloader(manager, reload))
     await manager.start()
     server = FaktoryServer(manager, config)
+    collector = ServerCollector(manager, stats=server.stats, store_timings=timings)
     web: WebHandle | None = None
+    statsd: StatsdReporter | None = None
     try:
         await server.start()
         if config.web_port is not None:
-            web = await start_web(manager, config, stats=server.stats)
-            log.info("web dashboard on %s", web.url)
+            web = await start_web(manager, config, stats=server.stats, collector=collector)
+            log.info("web dashboard on %s (metrics on /metrics)", web.url)
+        if config.metrics.statsd:
+            statsd = await StatsdReporter.start(collector, config.metrics)
         log.info("conveyor ready (storage %s)", _redact(config.storage))
         # What start-up built (modules, the web app, templates) lives as long as the process:
         # keep it out of the collector's full passes, which would otherwise walk it all while
@@ -214,6 +229,8 @@ async def run(
         await stop.wait()
         log.info("shutting down")
     finally:
+        if statsd is not None:
+            await statsd.stop()
         await server.stop()
         if web is not None:
             await web.stop()
@@ -238,6 +255,7 @@ def _reloader(manager: Manager, reload: Callable[[], ServerConfig]) -> Callable[
 
 def run_forever(config: ServerConfig, reload: Callable[[], ServerConfig] | None = None) -> None:
     """Run ``run(config)`` on uvloop when it is installed."""
+    map_large_buffers()
     try:
         import uvloop
     except ImportError:
@@ -245,6 +263,29 @@ def run_forever(config: ServerConfig, reload: Callable[[], ServerConfig] | None 
         return
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(run(config, reload=reload))
+
+
+LARGE_BUFFER_BYTES = 1 << 20
+
+
+def map_large_buffers() -> None:
+    """Have glibc map every block of 1 MiB or more on its own, so it goes back to the system
+    when freed.
+
+    glibc raises its mmap threshold each time a mapped block is freed (up to 32 MiB), so after
+    the first burst of large partial lines the next ones land on the heap, which it then
+    rarely trims: ten clients that each sent 15 MiB and left could keep over 100 MiB of a
+    server's memory for good (issue 17). Setting the threshold pins it, and with it the trim
+    threshold. Elsewhere than glibc this does nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and others: no mallopt, nothing to pin
+        return
+    m_mmap_threshold = -3  # <malloc.h>
+    mallopt(m_mmap_threshold, LARGE_BUFFER_BYTES)
 
 
 def _redact(url: str) -> str:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import click
 
 from conveyor.config import ConfigError, load_config
+from conveyor.logs import configure_logging
 
 __all__ = ["server_command"]
 
@@ -65,9 +65,21 @@ __all__ = ["server_command"]
     help="Refuse connections above this count. [default: 10000; env CONVEYOR_MAX_CONNECTIONS]",
 )
 @click.option(
+    "--backpressure",
+    type=int,
+    metavar="N",
+    help="Refuse a PUSH to any queue holding N jobs or more (0: no limit; [queues] in the "
+    "TOML sets it per queue). [default: 0; env CONVEYOR_BACKPRESSURE]",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
     help="Logging verbosity. [default: info; env CONVEYOR_LOG_LEVEL]",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"], case_sensitive=False),
+    help="text, or json: one JSON object per line. [default: text; env CONVEYOR_LOG_FORMAT]",
 )
 @click.option(
     "--config",
@@ -86,7 +98,9 @@ def server_command(
     tls_cert: Path | None,
     tls_key: Path | None,
     max_connections: int | None,
+    backpressure: int | None,
     log_level: str | None,
+    log_format: str | None,
     config_file: Path | None,
 ) -> None:
     """Run the job server: the Faktory protocol on --bind and the dashboard on --web-bind.
@@ -104,17 +118,16 @@ def server_command(
         "tls_cert": str(tls_cert) if tls_cert else None,
         "tls_key": str(tls_key) if tls_key else None,
         "max_connections": max_connections,
+        "backpressure": backpressure,
         "log_level": log_level,
+        "log_format": log_format,
         "config": str(config_file) if config_file else None,
     }
     try:
         config = load_config(flags)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(config.log_level, config.log_format)
     from conveyor.errors import StoreError
     from conveyor.server.app import run_forever
 

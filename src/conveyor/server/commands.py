@@ -2,8 +2,8 @@
 
 No rules and no storage here (STYLE.md §2). Replies and error texts follow Faktory 1.10
 byte for byte (faktory.md §1.3), except where Faktory answers ``internal error`` to a missing
-argument: we say what is missing. ``FETCHB``, ``ACKB`` and ``ADMIN`` are conveyor
-extensions (docs/protocol.md).
+argument: we say what is missing. ``FETCHB``, ``ACKB``, ``ADMIN``, ``CRON`` and ``CANCELS``
+are conveyor extensions (docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import msgspec
 from conveyor.errors import CommandError
 from conveyor.manager import ClientInfo, Manager, ServerStats, WorkerState
 from conveyor.manager.later import Later
+from conveyor.metrics.jobs import parse_duration
 from conveyor.protocol import NULL_BULK, OK, bulk
 from conveyor.server.admin import run_admin
 from conveyor.store.base import JobFilter
@@ -82,6 +83,14 @@ class FailArgs(msgspec.Struct):
     errtype: str | None = None
     message: str | None = None
     backtrace: list[str] | None = None
+    duration: str | float | None = None  # extension: the run time in seconds (docs/protocol.md)
+
+
+class AckItem(msgspec.Struct):
+    """An ACKB item that is not a bare jid: what ACK takes, and ``duration`` may be a number."""
+
+    jid: str
+    duration: str | float | None = None
 
 
 class BeatArgs(msgspec.Struct):
@@ -96,6 +105,10 @@ class FilterArgs(msgspec.Struct):
     jobtype: str | None = None
 
 
+class CancelsArgs(msgspec.Struct, forbid_unknown_fields=True):
+    wait: float = 2.0
+
+
 class MutateArgs(msgspec.Struct):
     cmd: str = ""
     target: str = ""
@@ -106,7 +119,8 @@ _ack_decoder = msgspec.json.Decoder(dict[str, str])
 _fail_decoder = msgspec.json.Decoder(FailArgs)
 _beat_decoder = msgspec.json.Decoder(BeatArgs)
 _mutate_decoder = msgspec.json.Decoder(MutateArgs)
-_jids_decoder = msgspec.json.Decoder(list[str])
+_cancels_decoder = msgspec.json.Decoder(CancelsArgs)
+_ackb_decoder = msgspec.json.Decoder(list[str | AckItem])
 _encoder = msgspec.json.Encoder(order="sorted")
 
 # msgspec has no nesting limit of its own: JSON nested ~1000 levels deep (even in a key it
@@ -180,20 +194,23 @@ async def _fetch(
     return reply(jobs) if jobs else NULL_BULK
 
 
-def _ack_jid(argument: bytes) -> str:
+def _ack_args(argument: bytes) -> tuple[str, float | None]:
+    """The jid of an ACK and the run time its worker reported (an extension), if any."""
     if not argument:
         raise CommandError('invalid ACK: missing argument, expected ACK {"jid":"..."}')
     try:
-        jid = _ack_decoder.decode(argument).get("jid")
+        fields = _ack_decoder.decode(argument)
     except _BAD_JSON:
-        jid = None
+        fields = {}
+    jid = fields.get("jid")
     if jid is None:
         raise CommandError(f"invalid ACK {_text(argument)}")
-    return jid
+    duration = fields.get("duration")
+    return jid, None if duration is None else parse_duration(duration)
 
 
 async def ack(session: Session, argument: bytes) -> bytes | None:
-    await session.manager.ack(_ack_jid(argument))
+    await session.manager.ack(*_ack_args(argument))
     return OK
 
 
@@ -206,7 +223,7 @@ def _one_job(jobs: list[bytes] | None) -> bytes | None:
 
 
 def ack_now(session: Session, argument: bytes) -> bytes | Soon | None:
-    done = session.manager.ack_now(_ack_jid(argument))
+    done = session.manager.ack_now(*_ack_args(argument))
     if isinstance(done, Later):
         return Soon(done, _ok)
     return None if done is None else OK
@@ -229,12 +246,23 @@ def fetch_now(session: Session, argument: bytes) -> bytes | Soon | None:
 
 
 async def ack_many(session: Session, argument: bytes) -> bytes | None:
-    """Extension: ``ACKB ["jid1","jid2"]`` -> ``+OK``."""
+    """Extension: ``ACKB ["jid1",{"jid":"jid2","duration":"0.25"}]`` -> ``+OK``: each item
+    a jid, or what ACK takes."""
     try:
-        jids = _jids_decoder.decode(argument)
+        items = _ackb_decoder.decode(argument)
     except _BAD_JSON as exc:
         raise CommandError(f"invalid ACKB: expected a JSON array of jids ({_why(exc)})") from None
-    await session.manager.ack_many(jids)
+    jids: list[str] = []
+    durations: dict[str, float] = {}
+    for item in items:
+        if isinstance(item, str):
+            jids.append(item)
+        else:
+            jids.append(item.jid)
+            seconds = parse_duration(item.duration)
+            if seconds is not None:
+                durations[item.jid] = seconds
+    await session.manager.ack_many(jids, durations)
     return OK
 
 
@@ -248,7 +276,11 @@ async def fail(session: Session, argument: bytes) -> bytes | None:
     if not args.jid:
         raise CommandError("missing JID")
     await session.manager.fail(
-        args.jid, args.errtype or "", args.message or "", args.backtrace or ()
+        args.jid,
+        args.errtype or "",
+        args.message or "",
+        args.backtrace or (),
+        parse_duration(args.duration),
     )
     return OK
 
@@ -343,7 +375,8 @@ async def admin(session: Session, argument: bytes) -> bytes | None:
 
 
 async def cron(session: Session, argument: bytes) -> bytes | None:
-    """``CRON <subcommand> [<json>]``, a conveyor extension (docs/protocol.md)."""
+    """``CRON <subcommand> [<json>]``: the first release's cron verb, an alias of the
+    ``ADMIN cron.*`` operations for one more release (docs/protocol.md)."""
     from conveyor.manager.features.cron import CronFeature
 
     subcommand, _, payload = argument.strip().partition(b" ")
@@ -351,6 +384,20 @@ async def cron(session: Session, argument: bytes) -> bytes | None:
         raise CommandError("CRON needs a subcommand: LIST, GET, ADD, PAUSE, RESUME, DELETE, RUN")
     feature = session.manager.feature(CronFeature)
     return bulk(msgspec.json.encode(await feature.command(_text(subcommand).upper(), payload)))
+
+
+async def cancels(session: Session, argument: bytes) -> bytes | None:
+    """Extension: ``CANCELS [{"wait": seconds}]`` -> a JSON array of the jids of this worker's
+    running jobs that were cancelled (docs/cancellation.md); waits up to ``wait`` for one."""
+    from conveyor.manager.features.cancellation import CancelFeature
+
+    try:
+        args = _cancels_decoder.decode(argument) if argument.strip() else CancelsArgs()
+    except (*_BAD_JSON, msgspec.ValidationError) as exc:
+        why = exc if isinstance(exc, msgspec.ValidationError) else _why(exc)
+        raise CommandError(f'invalid CANCELS: expected {{"wait": <seconds>}} ({why})') from None
+    feature = session.manager.feature(CancelFeature)
+    return bulk(_encoder.encode(await feature.watch(session.client, args.wait)))
 
 
 async def batch(session: Session, argument: bytes) -> bytes | None:
@@ -380,6 +427,7 @@ COMMANDS: dict[str, Handler] = {
     "ACKB": ack_many,
     "ADMIN": admin,
     "CRON": cron,
+    "CANCELS": cancels,
 }
 
 NOW: dict[bytes, NowHandler] = {b"PUSH": push_now, b"FETCH": fetch_now, b"ACK": ack_now}

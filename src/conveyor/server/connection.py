@@ -50,6 +50,9 @@ FLUSH_BYTES = 64 * 1024  # replies to pipelined commands are sent together up to
 LINGER_SECONDS = 2.0  # after refused input, how long we read and drop the rest
 IDLE_CHECKS = 4  # looks per idle timeout: an idle connection closes within 1.25 timeouts
 
+_WAITING = (b"FETCH", b"CANCELS")
+"""Commands that may wait for seconds: earlier replies go out first, a lost peer stops them."""
+
 # Queued in place of input that is refused, to answer in order (then the connection closes).
 _TOO_LONG = object()  # a line over max_line_bytes
 _OVER_BUDGET = object()  # partial lines of all connections over max_partial_bytes
@@ -83,7 +86,8 @@ class Connection(asyncio.Protocol):
         self._parked: Durability | Soon | None = None  # a command answered when it settles
         self._park_done: asyncio.Future[None] | None = None  # for stop(), made on demand
         self._answering = False  # inside _answer_now
-        self._fetching = False  # the runner is inside a FETCH/FETCHB that may be waiting
+        self._fetching = False  # the runner is in a FETCH, FETCHB or CANCELS that may wait
+        self._watching = False  # ... in a CANCELS, which only waits: shutdown cuts it short
         self._out: list[bytes] = []
         self._out_bytes = 0
         self._registered = False
@@ -372,10 +376,13 @@ class Connection(asyncio.Protocol):
         self._deadline = asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.abort)
 
     def shutdown(self) -> None:
-        """Server shutdown: close now if idle; a busy runner (or a PUSH waiting for its
-        commit) closes after its command."""
+        """Server shutdown: close now if idle; a busy runner (or a command waiting for its
+        store) closes after its command, except a CANCELS, which is cut short (it changes
+        nothing; the worker asks again elsewhere)."""
         if self._runner is None and self._parked is None:
             self.close()
+        elif self._watching and self._runner is not None:
+            self._runner.cancel()
 
     @property
     def runner(self) -> asyncio.Future[None] | None:
@@ -511,13 +518,14 @@ class Connection(asyncio.Protocol):
         if self.server.closing:
             self._write(error("ERR", "shutdown in progress"))
             return False
-        self._fetching = item.startswith(b"FETCH")
+        self._fetching = item.startswith(_WAITING)
+        self._watching = item.startswith(b"CANCELS")
         if self._out and self._fetching:
             self._flush()  # a FETCH may wait for seconds; earlier replies must not wait with it
         try:
             reply = await self._dispatch(item)
         finally:
-            self._fetching = False
+            self._fetching = self._watching = False
         if reply is None:
             return False
         if reply is not SENT:
@@ -614,7 +622,7 @@ class Connection(asyncio.Protocol):
             log.warning("%s from %s: input nested too deeply", verb[:20], self.peer)
             return error("ERR", "invalid JSON: nested too deeply")
         if isinstance(exc, StoreError):
-            log.error("storage failed during %s: %s", verb, exc)
+            self.server.manager.store_trouble.problem("storage failed during %s: %s", verb, exc)
             return error("ERR", f"storage error: {exc}")
         log.error("internal error handling %s from %s", line[:200], self.peer, exc_info=exc)
         return error("ERR", "internal error")

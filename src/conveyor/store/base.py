@@ -21,6 +21,11 @@ Data model
 * **Counters**: ``processed`` and ``failures`` totals plus one pair per UTC day.
 * **Records** (``records.py``): small values under a key in named spaces, with an optional
   expiry, for the features (unique locks, cron tick claims, tracking, results...).
+* **Limits** (``limits.py``): throttle slots and rate-limit buckets of limited queues.
+* **Counts** (``counts.py``) and **deadlines** (``deadlines.py``): counters and time-ordered
+  keys in named spaces (jobs expired per day; expiring jobs to sweep).
+* **Groups** (``groups.py``): the aggregating set, jobs waiting to be enqueued as one; and
+  the one step that cancels a job wherever it is (``cancels.py``).
 * **Workers**: the heartbeat records of worker processes (``WorkerRecord``). Several servers
   may change one record at once (a BEAT on one, a quiet signal on another), so every change to
   an existing record goes through ``update_worker``, one atomic read-modify-write.
@@ -51,6 +56,12 @@ from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from conveyor.store.cancels import Cancels
+from conveyor.store.counts import Counts
+from conveyor.store.deadlines import Deadlines
+from conveyor.store.endings import Endings
+from conveyor.store.groups import Groups
+from conveyor.store.limits import Limits
 from conveyor.store.records import Records
 
 __all__ = [
@@ -246,11 +257,13 @@ DURABLE: Durability = _Durable()
 """What ``enqueue_now`` and ``hand_off`` return when the write is durable already (memory)."""
 
 
-class Store(Records, abc.ABC):
+class Store(Records, Limits, Endings, Counts, Deadlines, Cancels, Groups, abc.ABC):
     """The storage contract. See the module docstring for the data model and durability.
 
     The job lifecycle is declared here; the capabilities features build on are declared in
-    modules of their own (``records.py``) and included, so every backend has all of them."""
+    modules of their own (``records.py``, ``limits.py``, ``endings.py``, ``counts.py``,
+    ``deadlines.py``, ``cancels.py``, ``groups.py``) and included, so every backend has all of
+    them."""
 
     in_process: bool = False
     """The store writes without waiting for I/O (memory, SQLite): it offers the synchronous
@@ -268,6 +281,12 @@ class Store(Records, abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Flush pending commits and release resources."""
+
+    def refusing_writes(self) -> str | None:
+        """Why this store refuses every write right now, or None. A store that learns of an
+        outage by itself (SQLite that cannot commit: ``StoreUnavailable``) says so here for
+        health checks; others find out when a call fails (None)."""
+        return None
 
     @abc.abstractmethod
     def set_ready_listener(self, listener: ReadyListener) -> None:
@@ -557,5 +576,5 @@ class Store(Records, abc.ABC):
 
     @abc.abstractmethod
     async def flush(self) -> None:
-        """Delete every job, queue, set, reservation, pause flag, counter and record (not
-        workers)."""
+        """Delete every job, queue, set, reservation, pause flag, counter, record and group
+        (not workers)."""

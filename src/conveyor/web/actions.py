@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.exceptions import HTTPException
 
+from conveyor.manager.features.cancellation import CancelFeature, CancelReport
 from conveyor.manager.types import WorkerState
-from conveyor.store.base import SortedSet
+from conveyor.store.base import JobFilter, SortedSet
 
 if TYPE_CHECKING:
     from conveyor.manager import Manager
@@ -21,6 +22,7 @@ __all__ = [
     "QUEUE_ACTIONS",
     "SET_ACTIONS",
     "WORKER_SIGNALS",
+    "cancel_jobs",
     "queue_action",
     "run",
     "set_action",
@@ -28,11 +30,13 @@ __all__ = [
 ]
 
 SET_ACTIONS: dict[SortedSet, tuple[str, ...]] = {
-    SortedSet.RETRIES: ("retry", "delete", "kill"),
-    SortedSet.SCHEDULED: ("add_to_queue", "delete", "kill"),
+    SortedSet.RETRIES: ("retry", "delete", "kill", "cancel"),
+    SortedSet.SCHEDULED: ("add_to_queue", "delete", "kill", "cancel"),
     SortedSet.DEAD: ("retry", "delete"),
 }
-"""Faktory's actions per set; ``retry`` and ``add_to_queue`` both enqueue now."""
+"""Faktory's actions per set; ``retry`` and ``add_to_queue`` both enqueue now. ``cancel``
+(ours) removes the job as delete does, and records and counts it as cancelled."""
+_CANCEL_PAGE = 1000
 
 QUEUE_ACTIONS = ("pause", "resume", "clear", "delete_jobs")
 WORKER_SIGNALS = (WorkerState.QUIET, WorkerState.TERMINATE)
@@ -60,7 +64,23 @@ async def set_action(
         return await manager.requeue(name, selection)
     if action == "delete":
         return await manager.delete(name, selection)
+    if action == "cancel":
+        if selection is None:
+            listed = await manager.list_set(name, JobFilter(), 0, 10**9)
+            selection = [entry.jid for entry in listed.items]
+        return sum(r.outcome == "cancelled" for r in await cancel_jobs(manager, selection))
     return await manager.kill(name, selection)
+
+
+async def cancel_jobs(manager: Manager, jids: Sequence[str]) -> list[CancelReport]:
+    """Cancel these jobs wherever they are (docs/cancellation.md); a report per job."""
+    chosen = _selection(jids, everything=False)
+    assert chosen is not None
+    feature = manager.feature(CancelFeature)
+    reports: list[CancelReport] = []
+    for start in range(0, len(chosen), _CANCEL_PAGE):
+        reports += await feature.cancel(chosen[start : start + _CANCEL_PAGE])
+    return reports
 
 
 async def queue_action(manager: Manager, name: str, action: str, jids: Sequence[str] = ()) -> int:

@@ -1,7 +1,8 @@
 """The JSON API (``/api/...``) for everything the pages show, plus Faktory's ``/stats`` and
 ``/health``. Documented in ``docs/web.md``.
 
-Errors are ``{"error": "..."}`` with 400 (bad input), 403 (CSRF, read-only) or 404.
+Errors are ``{"error": "..."}`` with 400 (bad input), 403 (CSRF, read-only), 404, or 503
+when the store cannot serve (``pages.EXCEPTION_HANDLERS``); ``/health`` answers 503 then.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from conveyor.web import actions, data
+from conveyor.web import actions, data, limits
 from conveyor.web.present import default_descending, parse_listing, set_for_route
 from conveyor.web.security import CSRF_HEADER, token_is_valid
 
 __all__ = [
     "busy",
+    "cancel_job",
+    "cancel_jobs",
     "health",
     "history",
     "job",
@@ -31,6 +34,7 @@ __all__ = [
     "set_list",
     "signal_workers",
     "stats",
+    "throttles",
 ]
 
 
@@ -90,8 +94,11 @@ async def stats(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
+    """200 while the store serves, 503 (with the reason) while it cannot: what a load
+    balancer or an orchestrator's probe looks at."""
     state = request.app.state
-    return _json(await data.health_json(state.manager, state.stats))
+    health = await data.health_json(state.manager, state.stats)
+    return _json(health, 200 if health["status"] == "ok" else 503)
 
 
 async def overview(request: Request) -> Response:
@@ -173,3 +180,25 @@ async def job(request: Request) -> Response:
     if view is None:
         raise HTTPException(404, f"no job {jid!r}")
     return _json(view)
+
+
+async def throttles(request: Request) -> Response:
+    """``GET /api/throttles``: what the Throttles page shows."""
+    return _json(await limits.throttles_view(request.app.state.manager))
+
+
+async def cancel_job(request: Request) -> Response:
+    """``POST /api/jobs/{jid}/cancel``: what the cancel did (docs/cancellation.md)."""
+    await _body(request)
+    jid = request.path_params["jid"]
+    (report,) = await actions.run(actions.cancel_jobs(request.app.state.manager, [jid]))
+    return _json({"ok": report.outcome in ("cancelled", "already"), "job": report.to_json()})
+
+
+async def cancel_jobs(request: Request) -> Response:
+    """``POST /api/jobs/cancel`` with ``{"jids": [...]}``: one report per job."""
+    body = await _body(request)
+    jids = _string_list(body, "jids")
+    reports = await actions.run(actions.cancel_jobs(request.app.state.manager, jids))
+    cancelled = sum(1 for report in reports if report.outcome == "cancelled")
+    return _json({"cancelled": cancelled, "jobs": [report.to_json() for report in reports]})

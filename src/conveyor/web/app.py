@@ -18,7 +18,8 @@ from starlette.templating import Jinja2Templates
 from conveyor import __version__
 from conveyor.manager.types import ServerStats
 from conveyor.manager.views import plural
-from conveyor.web import api, cron, pages
+from conveyor.metrics.server import ServerCollector
+from conveyor.web import api, cron, groups, metrics, pages
 from conveyor.web.present import human_count, human_duration, pretty_json, relative_time
 from conveyor.web.security import SecurityMiddleware, csrf_token_for
 
@@ -40,15 +41,18 @@ ROUTES: list[BaseRoute] = [
     Route("/scheduled/{key}", pages.set_job, methods=["GET", "POST"], name="scheduled_job"),
     Route("/morgue", pages.set_list, methods=["GET", "POST"], name="morgue"),
     Route("/morgue/{key}", pages.set_job, methods=["GET", "POST"], name="dead_job"),
-    Route("/jobs/{jid}", pages.job_lookup, name="job"),
+    Route("/jobs/{jid}", pages.job_lookup, methods=["GET", "POST"], name="job"),
+    Route("/groups", groups.page, name="groups"),
+    Route("/groups/detail", groups.detail, methods=["GET", "POST"], name="group"),
     Route("/search", pages.search, name="search"),
     Route("/batches", pages.placeholder, name="batches"),
     Route("/cron", cron.page, methods=["GET", "POST"], name="cron"),
-    Route("/throttles", pages.placeholder, name="throttles"),
+    Route("/throttles", pages.throttles, name="throttles"),
     Route("/partials/history", pages.history_partial, name="history_partial"),
     Route("/favicon.ico", pages.favicon),
     Route("/stats", api.stats, name="stats"),
     Route("/health", api.health, name="health"),
+    Route("/metrics", metrics.metrics, name="metrics"),
     Route("/api/overview", api.overview),
     Route("/api/history", api.history),
     Route("/api/queues", api.queues),
@@ -59,11 +63,16 @@ ROUTES: list[BaseRoute] = [
     Route("/api/sets/{set}/actions/{action}", api.set_action, methods=["POST"]),
     Route("/api/busy", api.busy),
     Route("/api/workers/{signal}", api.signal_workers, methods=["POST"]),
+    Route("/api/jobs/cancel", api.cancel_jobs, methods=["POST"]),
     Route("/api/jobs/{jid}", api.job),
+    Route("/api/jobs/{jid}/cancel", api.cancel_job, methods=["POST"]),
+    Route("/api/groups", groups.api_list),
+    Route("/api/groups/detail", groups.api_detail),
     Route("/api/cron", cron.api_list),
     Route("/api/cron", cron.api_add, methods=["POST"]),
     Route("/api/cron/{id}", cron.api_entry),
     Route("/api/cron/{id}/{action}", cron.api_action, methods=["POST"]),
+    Route("/api/throttles", api.throttles),
     Mount("/static", StaticFiles(directory=PACKAGE_DIR / "static"), name="static"),
 ]
 
@@ -109,6 +118,7 @@ def create_app(
     root_path: str = "",
     stats: Callable[[], ServerStats] | None = None,
     poll_seconds: float = 2.0,
+    collector: ServerCollector | None = None,
 ) -> Starlette:
     """The dashboard over ``manager``.
 
@@ -118,6 +128,7 @@ def create_app(
       ``X-Script-Name`` header overrides it).
     * ``stats``: returns the network adapter's numbers (connections, commands) for ``/stats``.
     * ``poll_seconds``: how often the dashboard's live graph polls.
+    * ``collector``: what ``/metrics`` exports (default: a ``ServerCollector`` over ``manager``).
     """
     app = Starlette(
         routes=ROUTES,
@@ -132,6 +143,7 @@ def create_app(
     app.state.stats = stats or _zero_stats
     app.state.read_only = read_only
     app.state.poll_seconds = poll_seconds
+    app.state.metrics = collector or ServerCollector(manager, stats=stats)
     app.state.csrf_secret = secrets.token_bytes(32)
     app.state.templates = _templates()
     return app

@@ -14,6 +14,8 @@ from conveyor.manager import views
 from conveyor.manager.types import ServerStats
 from conveyor.manager.views import history_view, job_row, queues_view
 from conveyor.store.base import SetEntry, SortedSet
+from conveyor.timefmt import now_iso
+from conveyor.web.limits import job_limits_view, queue_limits_view
 from conveyor.web.present import Listing, job_key, page_count, route_for_set
 
 if TYPE_CHECKING:
@@ -42,17 +44,31 @@ async def stats_json(manager: Manager, stats: StatsSource) -> dict[str, Any]:
 
 
 async def health_json(manager: Manager, stats: StatsSource) -> dict[str, Any]:
-    """Faktory's ``/health``: the time and the server section without memory and uptime."""
-    info = await manager.info(stats())
-    server = info.get("server", {})
-    keep = ("description", "faktory_version", "connections", "command_count")
-    return {"now": info.get("now"), "server": {k: server.get(k) for k in keep}}
+    """Faktory's ``/health`` (the time and the server section without memory and uptime),
+    plus ``status``: ``ok``, or ``unavailable`` with the ``store``'s problem."""
+    problem = await manager.storage_problem()
+    numbers = stats()
+    health: dict[str, Any] = {
+        "now": now_iso(),
+        "server": {
+            "description": manager.description,
+            "faktory_version": manager.version,
+            "connections": numbers.connections,
+            "command_count": numbers.command_count,
+        },
+        "status": "ok" if problem is None else "unavailable",
+    }
+    if problem is not None:
+        health["store"] = problem
+    return health
 
 
 def summary(info: dict[str, Any]) -> dict[str, int]:
-    """The summary bar: Faktory's seven numbers, from the INFO JSON."""
+    """The summary bar: Faktory's seven numbers, then jobs cancelled and waiting in
+    aggregating groups, from the INFO JSON."""
     faktory = info.get("faktory", {})
     sets = faktory.get("sets", {})
+    features = info.get("features", {})
     return {
         "processed": int(faktory.get("total_processed", 0)),
         "failed": int(faktory.get("total_failures", 0)),
@@ -61,6 +77,8 @@ def summary(info: dict[str, Any]) -> dict[str, int]:
         "retries": int(sets.get("retries", 0)),
         "scheduled": int(sets.get("scheduled", 0)),
         "dead": int(sets.get("dead", 0)),
+        "cancelled": int(features.get("cancellation", {}).get("cancelled", 0)),
+        "aggregating": int(features.get("aggregation", {}).get("aggregating", 0)),
     }
 
 
@@ -93,6 +111,7 @@ async def queue_view(manager: Manager, name: str, listing: Listing) -> dict[str,
     page = await manager.list_queue(name, listing.offset, listing.per_page)
     return {
         "queue": info,
+        "limits": await queue_limits_view(manager, name),
         "jobs": [job_row(item.payload) for item in page.items],
         "paging": _paging(listing, page.total),
     }
@@ -130,7 +149,10 @@ async def locate_view(
     """Where a job is now (queue, a set, or being worked on) and its payload there; ``queue``
     narrows the search of the queues (a link from a queue's page knows it)."""
     location = await manager.locate(jid, queue)
-    return None if location is None else views.location_view(location)
+    if location is None:
+        return None
+    limits = await job_limits_view(manager, location.payload)
+    return {**views.location_view(location), "limits": limits}
 
 
 async def job_view(manager: Manager, name: SortedSet, jid: str) -> dict[str, Any] | None:
@@ -153,6 +175,9 @@ async def job_view(manager: Manager, name: SortedSet, jid: str) -> dict[str, Any
         "set": name.value,
         "route": route_for_set(name),
         "in_set": entry is not None,
+        "limits": (
+            await job_limits_view(manager, entry.payload) if entry else row.get("limits", {})
+        ),
         "location": {k: located[k] for k in ("where", "queue")} if located else None,
         "custom": job.get("custom") or {},
         "failure": failure,

@@ -12,8 +12,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
+from conveyor.errors import StoreError
 from conveyor.manager.views import plural
-from conveyor.web import actions, data
+from conveyor.web import actions, data, limits
 from conveyor.web.present import (
     SET_ROUTES,
     default_descending,
@@ -36,11 +37,11 @@ __all__ = [
     "search",
     "set_job",
     "set_list",
+    "throttles",
 ]
 
 PLACEHOLDERS = {
     "batches": ("Batches", "Batches arrive with the batch feature (BATCH NEW/COMMIT/STATUS)."),
-    "throttles": ("Throttles", "Queue throttles arrive with the throttle feature."),
 }
 
 
@@ -170,7 +171,9 @@ def _set_notice(action: str, count: int) -> str:
     jobs = plural(count, "job")
     if action == "kill":
         return f"Moved {jobs} to the morgue."
-    verb = {"retry": "Enqueued", "add_to_queue": "Enqueued", "delete": "Deleted"}.get(action)
+    verb = {
+        "retry": "Enqueued", "add_to_queue": "Enqueued", "delete": "Deleted", "cancel": "Cancelled"
+    }.get(action)  # fmt: skip
     return f"{verb or action} {jobs}."
 
 
@@ -200,12 +203,22 @@ async def set_job(request: Request) -> Response:
 
 
 async def job_lookup(request: Request) -> Response:
-    """A job wherever it is: a set entry redirects to its page, others are shown here."""
+    """A job wherever it is: a set entry redirects to its page, others are shown here. POST
+    ``action=cancel`` cancels it (docs/cancellation.md)."""
     manager = request.app.state.manager
     jid = request.path_params["jid"]
+    if request.method == "POST":
+        form = await _form(request)
+        if form.get("action") != "cancel":
+            raise HTTPException(400, "unknown action: use cancel")
+        (report,) = await actions.run(actions.cancel_jobs(manager, [jid]))
+        return _back(request, f"{jid}: {report.message}.")
     view = await data.locate_view(manager, jid, request.query_params.get("queue") or None)
     if view is None:
-        raise HTTPException(404, f"No job {jid!r} is queued, scheduled, retrying, dead or busy.")
+        raise HTTPException(
+            404,
+            f"No job {jid!r} is queued, scheduled, retrying, aggregating, dead, busy or cancelled.",
+        )
     root = request.scope.get("root_path", "")
     for route, name in SET_ROUTES.items():
         if view["where"] == name.value:
@@ -245,6 +258,12 @@ async def busy(request: Request) -> Response:
     return render(request, "busy.html", {**view, "listing": listing})
 
 
+async def throttles(request: Request) -> Response:
+    """Throttles, rate limits and backpressure now, and the jobs expired each day."""
+    view = await limits.throttles_view(request.app.state.manager)
+    return render(request, "throttles.html", view)
+
+
 async def placeholder(request: Request) -> Response:
     segment = request.url.path.rstrip("/").rsplit("/", 1)[-1]
     title, text = PLACEHOLDERS[segment]
@@ -264,4 +283,25 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return render(request, "error.html", context, status_code=exc.status_code)
 
 
-EXCEPTION_HANDLERS: dict[Any, Any] = {HTTPException: _http_error}
+async def _store_error(request: Request, exc: Exception) -> Response:
+    """503 while the store cannot serve (SQLite cannot commit, Redis is down): the store's
+    message in JSON for the API, in the page's alert for people; logged, rate-limited."""
+    assert isinstance(exc, StoreError)
+    request.app.state.manager.report_storage_error(
+        f"dashboard {request.method} {request.url.path}", exc
+    )
+    message = f"storage error: {exc}"
+    root = request.scope.get("root_path", "")
+    if request.url.path.startswith(f"{root}/api/"):
+        return JSONResponse({"error": message}, status_code=503)
+    context = {
+        "status": 503,
+        "alert": message,
+        "message": "Try again in a moment: conveyor retries by itself, and /health says "
+        "when storage is back.",
+        "back": request.url.path[len(root) :] or "/",
+    }
+    return render(request, "error.html", context, status_code=503)
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {HTTPException: _http_error, StoreError: _store_error}

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 
 from conveyor.manager.types import ServerStats
+from conveyor.metrics.server import ServerCollector
 from conveyor.web.app import create_app
 
 if TYPE_CHECKING:
@@ -70,7 +71,11 @@ class WebHandle:
 
 
 async def start_web(
-    manager: Manager, config: Any, *, stats: Callable[[], ServerStats] | None = None
+    manager: Manager,
+    config: Any,
+    *,
+    stats: Callable[[], ServerStats] | None = None,
+    collector: ServerCollector | None = None,
 ) -> WebHandle:
     """Serve the dashboard in the current event loop, as ``config`` says.
 
@@ -89,6 +94,7 @@ async def start_web(
         root_path=str(getattr(config, "web_root_path", "") or ""),
         stats=stats,
         poll_seconds=float(getattr(config, "web_poll_seconds", 2.0) or 2.0),
+        collector=collector,
     )
     host, port = address
     uv_config = uvicorn.Config(

@@ -14,16 +14,19 @@ import logging
 import os
 import sys
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from conveyor.errors import AuthenticationError, ConnectError
-from conveyor.worker import supervisor
+from conveyor.logs import LOG_FORMATS, configure_logging
+from conveyor.worker import settings, supervisor
 from conveyor.worker.queues import QueueSpec, parse_queue
 
 if TYPE_CHECKING:
     from conveyor.app.core import App
+    from conveyor.metrics.worker import WorkerMetrics
     from conveyor.worker.runtime import Worker
 
 __all__ = ["load_app", "worker_command"]
@@ -73,16 +76,49 @@ class _WorkerCommand(click.Command):
         return super().parse_args(ctx, args)
 
 
+def _read_config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Eager: the ``[worker]`` table becomes the defaults of every other option."""
+    if value:
+        try:
+            table = settings.read_worker_table(Path(value))
+        except settings.SettingsError as exc:
+            raise click.BadParameter(str(exc)) from None
+        ctx.default_map = {**(ctx.default_map or {}), **table}
+    return value
+
+
+def _env(key: str) -> str:
+    return settings.env_name(key)
+
+
 @click.command("worker", cls=_WorkerCommand)
-@click.argument("app_path", metavar="APP")
+@click.argument("app_path", metavar="APP", envvar=_env("app"))
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    envvar="CONVEYOR_CONFIG",
+    is_eager=True,
+    expose_value=False,
+    callback=_read_config,
+    help="TOML file whose [worker] table sets any option below (flags and CONVEYOR_WORKER_* "
+    "variables win). [env CONVEYOR_CONFIG]",
+)
 @click.option(
     "--url",
     envvar="CONVEYOR_URL",
     help="Server URL (default: CONVEYOR_URL, FAKTORY_URL, tcp://localhost:7419).",
 )
 @click.option(
+    "--tls-ca",
+    type=click.Path(dir_okay=False, exists=True),
+    envvar=_env("tls_ca"),
+    help="PEM file of the CA that signed the server's certificate; implies TLS.",
+)
+@click.option(
     "-c",
     "--concurrency",
+    envvar=_env("concurrency"),
     type=click.IntRange(min=1),
     default=10,
     show_default=True,
@@ -93,6 +129,7 @@ class _WorkerCommand(click.Command):
     "--queue",
     "queues",
     multiple=True,
+    envvar=_env("queues"),
     callback=_parse_queues,
     metavar="NAME[:WEIGHT]",
     help="Queue to fetch from; repeat in priority order. Any weight makes the order weighted.",
@@ -102,26 +139,30 @@ class _WorkerCommand(click.Command):
     "--label",
     "labels",
     multiple=True,
+    envvar=_env("labels"),
     help="Label shown on the dashboard's Busy page; repeatable.",
 )
 @click.option(
     "-p",
     "--processes",
+    envvar=_env("processes"),
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
     help="Worker processes, each with --concurrency slots and its own wid. A parent process "
     "forwards TERM/INT/TSTP to them and starts a new one when one dies.",
 )
-@click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
+@click.option("--burst", is_flag=True, envvar=_env("burst"), help="Exit once the queues are empty.")
 @click.option(
     "--batch/--no-batch",
     default=None,
+    envvar=_env("batch"),
     help="Fetch and acknowledge several jobs per round trip (FETCHB/ACKB). "
     "Default: when the server is conveyor.",
 )
 @click.option(
     "--grace",
+    envvar=_env("grace"),
     type=click.FloatRange(min=0),
     default=25.0,
     show_default=True,
@@ -129,6 +170,7 @@ class _WorkerCommand(click.Command):
 )
 @click.option(
     "--heartbeat",
+    envvar=_env("heartbeat"),
     type=click.FloatRange(min=0.05),
     default=15.0,
     show_default=True,
@@ -136,15 +178,32 @@ class _WorkerCommand(click.Command):
 )
 @click.option(
     "--threads",
+    envvar=_env("threads"),
     type=click.IntRange(min=1),
     default=None,
     help="Threads for sync handlers (default: the concurrency).",
 )
 @click.option(
     "--log-level",
+    envvar=_env("log_level"),
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
     show_default=True,
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="text",
+    show_default=True,
+    envvar=_env("log_format"),
+    help="text, or json: one JSON object per line with the job's fields (docs/operations.md).",
+)
+@click.option(
+    "--metrics-bind",
+    metavar="HOST:PORT",
+    envvar=_env("metrics_bind"),
+    help="Serve this worker's Prometheus metrics on HOST:PORT (with --processes, PORT + the "
+    "process's number).",
 )
 @click.option(
     "--no-configure-logging", is_flag=True, help="Leave logging alone (configure it in your app)."
@@ -162,17 +221,22 @@ def worker_command(
     heartbeat: float,
     threads: int | None,
     log_level: str,
+    log_format: str,
+    metrics_bind: str | None,
+    tls_ca: str | None,
     no_configure_logging: bool,
 ) -> None:
     """Run the jobs of APP (``package.module:app``).
 
     TSTP = quiet (stop fetching); TERM/INT = finish running jobs within --grace, FAIL the rest
     so the server retries them, then exit; a second TERM/INT = stop now.
+
+    Every option can also come from CONVEYOR_WORKER_<OPTION> or a [worker] table in --config.
     """
     ready_fd = supervisor.take_ready_fd()  # set: we are one of a --processes parent's children
     pool = processes > 1 or ready_fd is not None
     if not no_configure_logging:
-        logging.basicConfig(level=log_level.upper(), format=POOL_LOG_FORMAT if pool else LOG_FORMAT)
+        configure_logging(log_level, log_format, POOL_LOG_FORMAT if pool else LOG_FORMAT)
     if processes > 1 and ready_fd is None:
         ctx = click.get_current_context()
         command = [sys.executable, "-m", "conveyor", "worker", *ctx.meta[ARGS_KEY]]
@@ -180,11 +244,34 @@ def worker_command(
     app = load_app(app_path)
     if url:
         app.url = url
+    if tls_ca:
+        import ssl
+
+        app.tls = ssl.create_default_context(cafile=tls_ca)
+    metrics = _serve_metrics(metrics_bind) if metrics_bind else None
     worker = app.worker(
         concurrency=concurrency, queues=queues, labels=labels, burst=burst,
         shutdown_grace_seconds=grace, batch=batch, heartbeat_seconds=heartbeat, threads=threads,
+        metrics=metrics,
     )  # fmt: skip
-    _run(worker, ready_fd)
+    try:
+        _run(worker, ready_fd)
+    finally:
+        if metrics is not None:
+            metrics.close()
+
+
+def _serve_metrics(bind: str) -> WorkerMetrics:
+    from conveyor.config import ConfigError
+    from conveyor.metrics.worker import WorkerMetrics
+
+    metrics = WorkerMetrics()
+    try:
+        host, port = metrics.serve(bind)
+    except (ConfigError, OSError) as exc:
+        raise click.BadParameter(f"cannot serve metrics on {bind}: {exc}") from None
+    logging.getLogger("conveyor.worker").info("metrics on http://%s:%d/metrics", host, port)
+    return metrics
 
 
 def _run(worker: Worker, ready_fd: int | None) -> None:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Set
 from dataclasses import dataclass, field
 from typing import Any
 
+from conveyor.errors import JobCancelled
 from conveyor.job import Job
 
 __all__ = [
@@ -44,6 +45,8 @@ class JobContext:
     wid: str = ""
     state: dict[str, Any] = field(default_factory=dict)
     """Free space for middleware and hooks to pass values along one execution."""
+    cancelled_jids: Set[str] = frozenset()
+    """The jids the worker was told are cancelled (its own set, shared by every context)."""
 
     @property
     def jid(self) -> str:
@@ -68,6 +71,19 @@ class JobContext:
         if not failure:
             return 0
         return int(failure.get("retry_count", 0)) + 1
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether this job was cancelled while it runs (docs/cancellation.md). An async
+        handler is stopped by the worker (``CancelledError`` at its next ``await``); a sync one
+        runs in a thread that cannot be stopped, so it looks here now and then and returns or
+        raises (``raise_if_cancelled``): the job ends as cancelled either way."""
+        return self.job.jid in self.cancelled_jids
+
+    def raise_if_cancelled(self) -> None:
+        """Raise ``conveyor.JobCancelled`` if this job was cancelled (for sync handlers)."""
+        if self.job.jid in self.cancelled_jids:
+            raise JobCancelled(f"job {self.job.jid} was cancelled")
 
     @property
     def logger(self) -> logging.LoggerAdapter[logging.Logger]:

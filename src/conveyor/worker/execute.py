@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from conveyor.app.payload import PayloadError
+from conveyor.errors import JobCancelled
 from conveyor.job import Job
 from conveyor.worker.context import (
     Handler,
@@ -84,6 +85,8 @@ class Outcome:
     message: str = ""
     backtrace: list[str] = field(default_factory=list)
     result: Any = None
+    duration: float | None = None
+    """Seconds the job ran (set by the worker when the job's task ends)."""
 
     @property
     def ok(self) -> bool:
@@ -139,6 +142,8 @@ class JobRunner:
         self.threads = threads
         self.wid = wid
         self._plans: dict[str, _Plan] = {}
+        self.cancelled: set[str] = set()
+        """Jids of running jobs the server cancelled (the worker adds and removes them)."""
 
     def chain(self, jobdef: JobDef[Any, Any]) -> Handler:
         return self._plan(jobdef).chain
@@ -225,7 +230,7 @@ class JobRunner:
 
     async def execute(self, job: Job) -> Outcome:
         """Run ``job``; never raises except ``CancelledError`` (the worker is stopping)."""
-        ctx = JobContext(job, wid=self.wid)
+        ctx = JobContext(job, wid=self.wid, cancelled_jids=self.cancelled)
         token = set_current(ctx)
         jobdef = self.app.jobs.get(job.jobtype)
         try:
@@ -237,11 +242,13 @@ class JobRunner:
             else:
                 result = await plan.chain(ctx)
         except Exception as exc:
+            if isinstance(exc, JobCancelled) and job.jid in self.cancelled:
+                ctx.logger.info("stopped: the job was cancelled")
+                return Outcome.failed(job, exc, 0)
             lines = (
                 job.backtrace or (jobdef and jobdef.defaults.backtrace) or (DEFAULT_BACKTRACE_LINES)
             )
             outcome = Outcome.failed(job, exc, lines)
-            ctx.logger.error("failed: %s: %s", outcome.errtype, outcome.message, exc_info=exc)
             await self._report_error(ctx, exc)
             return outcome
         finally:

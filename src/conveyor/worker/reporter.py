@@ -50,6 +50,8 @@ class Reporter:
         self._connections = connections
         self._on_sent = on_sent
         self._acks: list[str] = []
+        self._runs: list[float | None] = []
+        """The run time of each job in ``_acks``, in step: sent with ACKB (conveyor servers)."""
         self._fails: list[Outcome] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -62,6 +64,7 @@ class Reporter:
         """Queue the ACK or FAIL; ``flush`` waits until the server has it (or we gave up)."""
         if outcome.error is None:
             self._acks.append(outcome.job.jid)
+            self._runs.append(outcome.duration)
         else:
             self._fails.append(outcome)
         self._idle.clear()
@@ -117,17 +120,20 @@ class Reporter:
         if self._acks:
             if len(self._acks) <= ACK_BATCH_MAX:
                 jids, self._acks = self._acks, []
+                runs, self._runs = self._runs, []
             else:
                 jids, self._acks = self._acks[:ACK_BATCH_MAX], self._acks[ACK_BATCH_MAX:]
-            await self._send(len(jids), self._send_acks(jids))
+                runs, self._runs = self._runs[:ACK_BATCH_MAX], self._runs[ACK_BATCH_MAX:]
+            await self._send(len(jids), self._send_acks(jids, runs))
         if self._fails:
             outcome = self._fails.pop(0)
-            await self._send(1, self.call(lambda client: _fail(client, outcome)))
+            duration = outcome.duration if self.batch else None
+            await self._send(1, self.call(lambda client: _fail(client, outcome, duration)))
         self._on_sent()
 
-    async def _send_acks(self, jids: list[str]) -> None:
+    async def _send_acks(self, jids: list[str], runs: list[float | None]) -> None:
         if self.batch:
-            await self.call(lambda client: client.ack_many(jids))
+            await self.call(lambda client: client.ack_many(jids, runs))
             return
         # One ACK per round trip: spread them over the pool's connections.
         share = -(-len(jids) // self._connections)
@@ -148,10 +154,10 @@ async def _ack_each(client: Client, jids: list[str]) -> None:
         await client.ack(jid)
 
 
-async def _fail(client: Client, outcome: Outcome) -> None:
+async def _fail(client: Client, outcome: Outcome, duration: float | None) -> None:
     jid = outcome.job.jid
     try:
-        await client.fail(jid, outcome.errtype, outcome.message, outcome.backtrace)
+        await client.fail(jid, outcome.errtype, outcome.message, outcome.backtrace, duration)
     except JobNotFound:  # already failed before a reconnect, or the reservation expired
         return
     if outcome.dead:

@@ -2,7 +2,10 @@
 
 Two connections per worker process, both registered under its ``wid``: the **fetcher**
 (FETCH, or FETCHB for as many jobs as there are free slots when the server is conveyor) and the
-**reporter** (ACK/ACKB, FAIL, BEAT; see ``reporter.py``).
+**reporter** (ACK/ACKB, FAIL, BEAT; see ``reporter.py``). On a conveyor server a third one
+waits in ``CANCELS`` to hear of running jobs that were cancelled (docs/cancellation.md): an
+async job's task is cancelled, a sync job's context says so (``JobContext.cancelled``), and
+the job is reported as cancelled.
 
 Each job runs as one task of ``JobRunner.execute``; the task's done callback counts and reports
 its outcome, so the per-job path has no coroutine of the worker's own.
@@ -33,16 +36,19 @@ import msgspec
 from conveyor.backoff import Backoff
 from conveyor.client import Client
 from conveyor.client._connection import fetch_jobs
-from conveyor.errors import UnknownWorker
+from conveyor.errors import JobCancelled, UnknownWorker
 from conveyor.job import Job
 from conveyor.pool import CONNECTION_ERRORS
+from conveyor.worker.cancels import watch_cancels
 from conveyor.worker.context import Middleware
 from conveyor.worker.execute import DEFAULT_BACKTRACE_LINES, JobRunner, Outcome
+from conveyor.worker.joblog import log_cancelled, log_outcome
 from conveyor.worker.queues import QueueOrder, QueueSpec
 from conveyor.worker.reporter import Reporter
 
 if TYPE_CHECKING:
     from conveyor.app.core import App
+    from conveyor.metrics.worker import WorkerMetrics
 
 __all__ = ["Worker", "rss_kb"]
 
@@ -53,8 +59,12 @@ FETCH_BATCH_MAX = 100
 
 FINAL_FLUSH_SECONDS = 10.0
 
+
 SINGLE_FETCHERS_MAX = 8
 """Parallel FETCH connections when the server does not know FETCHB (plain Faktory)."""
+
+MANY = 1 << 30
+"""What ``_queued`` answers when it cannot count."""
 
 EMPTY: list[Job] = []
 """What a fetch returns when the server had no job (not: when the fetch failed)."""
@@ -96,6 +106,7 @@ class Worker:
         threads: int | None = None,
         wid: str | None = None,
         hostname: str | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
@@ -111,10 +122,16 @@ class Worker:
         self.hostname = hostname or socket.gethostname()
         self.threads = ThreadPoolExecutor(threads or concurrency, thread_name_prefix="conveyor")
         self.runner = JobRunner(app, middleware=middleware, threads=self.threads, wid=self.wid)
+        self.metrics = metrics
+        """Counts this worker's jobs for ``--metrics-bind`` (``conveyor.metrics.worker``)."""
+        if metrics is not None:
+            metrics.attach(self)
         self.processed = 0
         self.failed = 0
+        self.cancelled = 0
         self.state = "running"
-        self._in_flight: dict[asyncio.Task[Outcome], Job] = {}
+        self._in_flight: dict[asyncio.Task[Outcome], tuple[Job, float]] = {}
+        """Running jobs: each task's job and when it started (the loop's clock)."""
         self._capacity = asyncio.Event()
         self._stop_requested = asyncio.Event()
         self._hurry = asyncio.Event()
@@ -124,8 +141,19 @@ class Worker:
         self._claimed = 0
         self._fetched = 0
         self._fetch_backoff = Backoff()
+        self._looking = asyncio.Lock()  # burst: one fetcher looks at the queues at a time
         self._reporter: Reporter | None = None
         self._signals = 0
+
+    @property
+    def busy(self) -> int:
+        """Jobs running now."""
+        return len(self._in_flight)
+
+    @property
+    def unsent_results(self) -> int:
+        """Results (ACK/FAIL) waiting to reach the server."""
+        return self._reporter.backlog if self._reporter is not None else 0
 
     def __repr__(self) -> str:
         return (
@@ -245,25 +273,7 @@ class Worker:
 
     async def _run(self, connected: asyncio.Event | None = None) -> None:
         self._loop = asyncio.get_running_loop()
-        clients = [await self._connect()]
-        try:
-            if self.batch is None:
-                description = (await clients[0].info()).get("server", {}).get("description", "")
-                self.batch = "conveyor" in str(description).lower()
-            await self.app.crons.register(clients[0])  # @app.cron entries, once per process
-            # One FETCHB asks for every free slot; plain FETCH gets one job per round trip, so
-            # several fetchers keep the slots busy (as Faktory's own workers do).
-            fetchers = 1 if self.batch else min(self.concurrency, SINGLE_FETCHERS_MAX)
-            clients += [await self._connect() for _ in range(fetchers - 1)]
-            reporter = self._reporter = Reporter(
-                self._connect, batch=self.batch, connections=fetchers, on_sent=self._capacity.set
-            )
-            await reporter.call(_hello)  # fail here, not later, when the server is unreachable
-            reporter.start()
-        except BaseException:
-            for client in clients:
-                await client.close()
-            raise
+        clients, watcher = await self._open()
         logger.info(
             "worker %s started: %r, %s fetch",
             self.wid,
@@ -274,6 +284,10 @@ class Worker:
             connected.set()
         fetches = [asyncio.create_task(self._fetch_loop(c), name="conveyor-fetch") for c in clients]
         beat = asyncio.create_task(self._beat_loop(), name="conveyor-beat")
+        watch: list[asyncio.Task[None]] = []
+        if watcher is not None:  # a conveyor server can tell us of cancelled jobs
+            channel = watch_cancels(watcher, self._connect, self._cancel)
+            watch.append(asyncio.create_task(channel, name="conveyor-cancels"))
         try:
             await self._stop_requested.wait()
             self.state = "stopping"
@@ -281,10 +295,40 @@ class Worker:
             await asyncio.gather(*fetches)  # each returns within one server fetch wait
             await self._drain()
         finally:
-            for task in (beat, *fetches):
+            for task in (beat, *fetches, *watch):
                 task.cancel()
-            await asyncio.gather(beat, *fetches, return_exceptions=True)
+            await asyncio.gather(beat, *fetches, *watch, return_exceptions=True)
             await self._disconnect()
+
+    async def _open(self) -> tuple[list[Client], Client | None]:
+        """Connect the fetchers, the reporter and, on a conveyor server, the cancel channel;
+        all of them before the worker counts as started."""
+        clients = [await self._connect()]
+        watcher: Client | None = None
+        try:
+            conveyor = True  # unless INFO says otherwise (CANCELS then finds out by itself)
+            if self.batch is None:
+                description = (await clients[0].info()).get("server", {}).get("description", "")
+                self.batch = conveyor = "conveyor" in str(description).lower()
+            await self.app.crons.register(clients[0])  # @app.cron entries, once per process
+            # One FETCHB asks for every free slot; plain FETCH gets one job per round trip, so
+            # several fetchers keep the slots busy (as Faktory's own workers do).
+            fetchers = 1 if self.batch else min(self.concurrency, SINGLE_FETCHERS_MAX)
+            clients += [await self._connect() for _ in range(fetchers - 1)]
+            reporter = self._reporter = Reporter(
+                self._connect, batch=self.batch, connections=fetchers, on_sent=self._capacity.set
+            )
+            await reporter.call(_hello)  # fail here, not later, when the server is unreachable
+            if conveyor:
+                watcher = await self._connect()
+            reporter.start()
+        except BaseException:
+            for client in clients:
+                await client.close()
+            if self._reporter is not None:
+                await self._reporter.close(0)
+            raise
+        return clients, watcher
 
     async def _drain(self) -> None:
         """Wait for running jobs up to the grace period; cancel and FAIL what is left."""
@@ -325,7 +369,11 @@ class Worker:
                 "those jobs will be retried when their reservation expires"
             )
         logger.info(
-            "worker %s stopped: %d processed, %d failed", self.wid, self.processed, self.failed
+            "worker %s stopped: %d processed, %d failed, %d cancelled",
+            self.wid,
+            self.processed,
+            self.failed,
+            self.cancelled,
         )
 
     # -- fetching ---------------------------------------------------------------------------------
@@ -340,12 +388,26 @@ class Worker:
                 # slower than the handlers make them, fetch less and let the backlog drain.
                 unsent = max(reporter.backlog - self.concurrency, 0)
                 free = self.concurrency - len(self._in_flight) - self._claimed - unsent
+                count = min(free, FETCH_BATCH_MAX) if self.batch else 1
+                if free > 0 and self.burst:
+                    # Look first (without a fetch wait): a FETCH that finds the queues empty
+                    # waits out the server's fetch wait (2 s) before the worker can exit.
+                    # One fetcher looks and claims at a time, so two never go for one job.
+                    async with self._looking:
+                        if await self._queued(client, self._claimed):
+                            self._claimed += count
+                        elif not self._in_flight:
+                            break
+                        else:
+                            free = 0  # wait for the running jobs, then look again
+                elif free > 0:
+                    self._claimed += count  # parallel fetchers never ask beyond the free slots
                 if free <= 0:
                     self._capacity.clear()
                     await self._capacity.wait()
                     continue
                 fetched_before = self._fetched
-                jobs, client = await self._fetch_or_reconnect(client, free)
+                jobs, client = await self._fetch_or_reconnect(client, count)
                 self._fetched += len(jobs)
                 for job in jobs:
                     self._spawn(job)
@@ -357,18 +419,36 @@ class Worker:
                 # found a job meanwhile.
                 idle = not self._in_flight and self._fetched == fetched_before
                 if jobs is EMPTY and self.burst and idle:
-                    logger.info("queues are empty: burst mode is done")
-                    self._stop_requested.set()
+                    break
         finally:
             await client.close()
+        if self.state == "running":  # left the loop for burst
+            logger.info("queues are empty: burst mode is done")
+            self._stop_requested.set()
 
-    async def _fetch_or_reconnect(self, client: Client, free: int) -> tuple[list[Job], Client]:
-        """One FETCH/FETCHB; after a failure, wait with backoff (and reconnect if it dropped)."""
-        count = min(free, FETCH_BATCH_MAX) if self.batch else 1
-        if client.closed:  # the server closed it while every slot was busy (idle timeout)
-            client = await self._reconnect(client)
-        self._claimed += count  # so parallel fetchers never ask for more than the free slots
+    async def _queued(self, client: Client, claimed: int) -> int:
+        """Burst: jobs in this worker's queues that the ``claimed`` slots of the fetches in
+        flight will not take, asked without a fetch wait (a FETCH on empty queues waits it).
+
+        With no fetch in flight (the batched worker's one fetcher) ``QUEUE LATENCY`` says
+        enough (a queue with a job has a latency above 0; how many is not needed) and costs
+        the server little; otherwise INFO counts. A large number when that cannot be told:
+        the fetch that follows will."""
         try:
+            if not claimed:
+                latency = await client.queue_latency(*self.queues.names)
+                return MANY if any(seconds > 0 for seconds in latency.values()) else 0
+            sizes = (await client.info()).get("faktory", {}).get("queues", {})
+            return max(sum(int(sizes.get(q) or 0) for q in self.queues.names) - claimed, 0)
+        except Exception:
+            return MANY
+
+    async def _fetch_or_reconnect(self, client: Client, count: int) -> tuple[list[Job], Client]:
+        """One FETCH/FETCHB of ``count`` jobs, whose slots the caller claimed (released here);
+        after a failure, wait with backoff (and reconnect if it dropped)."""
+        try:
+            if client.closed:  # the server closed it while every slot was busy (idle timeout)
+                client = await self._reconnect(client)
             queues = self.queues.order()
             if self.batch:
                 found = await fetch_jobs(client, count, *queues)
@@ -407,14 +487,25 @@ class Worker:
         # loop.create_task, not asyncio.create_task: on Python 3.11 the latter's lookup of the
         # running loop costs a getpid() system call, per job.
         task = self._loop.create_task(self.runner.execute(job))
-        self._in_flight[task] = job
+        self._in_flight[task] = (job, self._loop.time())
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[Outcome]) -> None:
         """Count and report the job of ``task``, however its task ended."""
         assert self._reporter is not None
-        job = self._in_flight.pop(task)
-        if task.cancelled():  # the worker is stopping: FAIL it, so the server retries it
+        job, started = self._in_flight.pop(task)
+        cancelled = self.runner.cancelled
+        if cancelled and job.jid in cancelled:  # the server cancelled it: FAIL is harmless
+            cancelled.discard(job.jid)
+            self.cancelled += 1
+            stopped = Outcome.failed(job, JobCancelled(f"job {job.jid} was cancelled"), 0)
+            stopped.duration = self._loop.time() - started
+            log_cancelled(stopped)
+            self._reporter.report(stopped)
+            self._capacity.set()
+            return
+        interrupted = task.cancelled()
+        if interrupted:  # the worker is stopping: FAIL it, so the server retries it
             error = ShutdownError("the worker stopped before the job finished")
             outcome = Outcome.failed(job, error, 0)
         elif (exc := task.exception()) is not None:  # a BaseException escaped the handler
@@ -425,8 +516,27 @@ class Worker:
             self.processed += 1
         if outcome.error is not None:
             self.failed += 1
+        outcome.duration = self._loop.time() - started
+        log_outcome(outcome, interrupted=interrupted)
+        if self.metrics is not None:
+            self.metrics.on_outcome(outcome, interrupted=interrupted)
         self._reporter.report(outcome)
         self._capacity.set()
+
+    # -- cancelled jobs ---------------------------------------------------------------------------
+
+    def _cancel(self, jid: str) -> None:
+        """Stop the running job ``jid``: cancel an async job's task; a sync job's thread cannot
+        be stopped, so its context says it is cancelled (the handler looks)."""
+        for task, (job, _started) in self._in_flight.items():
+            if job.jid != jid or jid in self.runner.cancelled:
+                continue
+            self.runner.cancelled.add(jid)
+            jobdef = self.app.jobs.get(job.jobtype)
+            logger.info("job %s (%s) was cancelled: stopping it", jid, job.jobtype)
+            if jobdef is None or jobdef.is_async:
+                task.cancel()
+            return
 
     # -- heartbeats -------------------------------------------------------------------------------
 

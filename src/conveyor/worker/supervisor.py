@@ -44,6 +44,8 @@ __all__ = ["READY_FD_ENV", "Supervisor", "notify_ready", "stop_when_orphaned", "
 
 logger = logging.getLogger("conveyor.worker")
 
+SLOT_ENV = "CONVEYOR_WORKER_SLOT"
+"""Set in a child's environment: its slot number, 0 .. N-1 (``conveyor.metrics.worker``)."""
 READY_FD_ENV = "CONVEYOR_WORKER_READY_FD"
 """Set in a child's environment: the pipe to write ``READY`` to. Its presence makes a child."""
 
@@ -211,12 +213,13 @@ class Supervisor:
     # -- one slot ------------------------------------------------------------------------------
 
     def _start(self, slot: _Slot) -> None:
+        index = self._slots.index(slot)  # the child's number: its --metrics-bind port offset
         read_fd, write_fd = os.pipe()
         try:
             process = subprocess.Popen(
                 self.command,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, READY_FD_ENV: str(write_fd)},
+                env={**os.environ, READY_FD_ENV: str(write_fd), SLOT_ENV: str(index)},
                 pass_fds=(write_fd,),
             )
         except BaseException:

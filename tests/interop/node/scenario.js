@@ -4,7 +4,7 @@
 // runs it against a conveyor server (FAKTORY_URL) and asserts on that JSON.
 //
 //   FAKTORY_URL=tcp://:password@127.0.0.1:7419 [FAKTORY_TLS_CA=cert.pem] \
-//     node scenario.js <roundtrip|mutate|queues|worker|quiet>
+//     node scenario.js <roundtrip|mutate|queues|worker|quiet|admission>
 "use strict";
 
 const fs = require("fs");
@@ -205,7 +205,58 @@ async function quiet(client) {
   return { wid: w.wid, quieted, ran, queued: info.faktory.queues.default || 0 };
 }
 
-const SCENARIOS = { roundtrip, mutate, queues, worker, quiet };
+// Faktory Enterprise's keys in `custom`: unique_for (PUSH and PUSHB refused with NOTUNIQUE),
+// expires_at (a job expired already is accepted and never fetched), and backpressure refusing
+// a PUSH to a full queue ("bounded", configured by the test).
+async function admission(client) {
+  await client.flush();
+  const unique = () => {
+    const job = client.job("Sync", { id: 7 });
+    job.queue = "uq";
+    job.custom = { unique_for: 60 };
+    return job;
+  };
+  const first = await unique().push();
+  let duplicate = null;
+  try {
+    await unique().push();
+  } catch (error) {
+    duplicate = String(error.message || error);
+  }
+  const bulk = await client.pushBulk([unique().toJSON(), client.job("Other", 1).toJSON()]);
+  const expired = client.job("Late", 1);
+  expired.queue = "xq";
+  expired.custom = { expires_at: new Date(Date.now() - 1000).toISOString() };
+  const expiredJid = await expired.push();
+  const fetchedExpired = await client.fetch("xq");
+  const bounded = client.job("Full", 1);
+  bounded.queue = "bounded";
+  await bounded.push();
+  let full = null;
+  try {
+    const again = client.job("Full", 2);
+    again.queue = "bounded";
+    await again.push();
+  } catch (error) {
+    full = String(error.message || error);
+  }
+  const fetched = await client.fetch("uq");
+  await client.ack(fetched.jid);
+  const afterAck = await unique().push();
+  const info = await client.info();
+  return {
+    first,
+    duplicate,
+    bulk: Object.values(bulk).map((r) => r.reason),
+    expiredJid,
+    fetchedExpired,
+    full,
+    afterAck,
+    features: info.features,
+  };
+}
+
+const SCENARIOS = { roundtrip, mutate, queues, worker, quiet, admission };
 
 async function main() {
   const name = process.argv[2];

@@ -8,9 +8,12 @@ ack and fail hook points, plus what else it needs of the following, each optiona
   and taken again on SIGHUP by ``reconfigure``: a feature is switched on and tuned from
   configuration, never by editing the server;
 * **background loops** (``loops``), run by the manager like its own, on every server;
-* a **gate** on the PUSH fast path (``wants_push``): a feature that only acts on jobs carrying
-  certain ``custom`` keys says so, and every other job keeps the path that does not wait for
-  middleware (docs/design/hand-off.md).
+* **gates** (``wants_push``, ``wants_fetch``, ``wants_ack``, ``wants_acked``): a feature that
+  only acts on jobs carrying certain ``custom`` keys (or jids) says so, and every other job
+  keeps the plain paths (docs/design/hand-off.md);
+* what it must hear of beyond the chains: ``acked`` (what an ACK ended, returned by the ACK
+  itself), ``removed`` (jobs deleted, killed, purged, expired), and the ``queue_limits`` it
+  puts on queues (``manager/flow.py``), plus its ``info`` section of INFO.
 
 Its storage is a store capability (``conveyor.store.records`` and the like), never a backend's
 client. Every feature class is listed once, in ``registry.FEATURES``. The layout and the rules

@@ -8,8 +8,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from conveyor.job import Job
 from conveyor.manager.middleware import Middleware
+from conveyor.store.base import Reservation
+from conveyor.store.limits import QueueLimit
 
 if TYPE_CHECKING:
+    from conveyor.manager.admin import JobLocation
+    from conveyor.manager.config import ManagerConfig
     from conveyor.manager.core import Manager
 
 __all__ = ["Feature", "Loop"]
@@ -46,6 +50,11 @@ class Feature(Middleware):
         a bad value: the server then refuses to start, or a reload keeps the old settings."""
         return cls()
 
+    def check_limits(self, config: ManagerConfig) -> None:
+        """Check the settings against the server's job limits (what a PUSH accepts), known
+        once the whole configuration is read: ``build_features`` calls it after
+        ``from_config``. Raise ``ConfigError`` as ``from_config`` does."""
+
     def bind(self, manager: Manager) -> None:
         """Called once by the manager that runs this feature, before it starts."""
         self.manager = manager
@@ -68,3 +77,70 @@ class Feature(Middleware):
         ack hook declines keep the batched ACK that does neither (e.g. cron's jids start
         with ``cron:``)."""
         return True
+
+    gates_on_custom: ClassVar[bool] = False
+    """True when its gates (``wants_push``, ``wants_fetch``, ``wants_acked``) only ever want
+    jobs that have a ``custom`` object (Faktory Enterprise's features all read keys of it):
+    the manager then asks them nothing about a job without one (one test for all of them)."""
+
+    def wants_fetch(self, payload: bytes) -> bool:
+        """Whether this feature's fetch hook must see the job of ``payload`` (a stored job, in
+        canonical JSON). With a fetch hook, return False for the jobs it leaves alone: they are
+        not decoded for it, and a PUSH may hand them straight to a waiting FETCH
+        (docs/design/hand-off.md); a job some gate wants is queued and fetched instead."""
+        return True
+
+    def queue_limits(self) -> Mapping[str, QueueLimit]:
+        """The limits this feature puts on queues, by queue name (``"*"``: every queue not
+        named; only ``backpressure`` may have such a default). The manager merges every
+        feature's, field by field, and has the store apply them atomically
+        (``conveyor.store.limits``); a queue without any keeps the plain PUSH and FETCH."""
+        return {}
+
+    acked_marks: ClassVar[tuple[bytes, ...] | None] = None
+    """With ``acked``: byte strings one of which the payload of every job it must hear of
+    holds (``b'"unique_for":'``), None for any job. A shared store (Redis) then sends back
+    only those payloads with what an ACK ended, not every job's."""
+
+    def wants_acked(self, payload: bytes) -> bool:
+        """With ``acked``: whether it must hear of the job of ``payload`` when it is ACKed
+        (by default: it holds one of ``acked_marks``). On a store one server owns (memory,
+        SQLite) an ACK of a job no feature wants keeps the plain path; a shared store (Redis)
+        always returns what an ACK ended."""
+        marks = self.acked_marks
+        return marks is None or any(mark in payload for mark in marks)
+
+    async def acked(self, ended: Sequence[Reservation]) -> None:
+        """Called after an ACK with the reservations it ended (jobs that succeeded). Costs no
+        store read: the ACK itself returns them (``conveyor.store.endings``)."""
+
+    async def removed(self, payloads: Sequence[bytes]) -> None:
+        """Called with jobs gone for good without succeeding: deleted or killed (MUTATE, the
+        dashboard), purged from the dead set, expired, or refused by a full queue after the
+        push hooks took them in."""
+
+    async def watches_removals(self) -> bool:
+        """Whether ``removed`` must hear of jobs an admin clears in bulk (a whole set or
+        queue): then they are read before they are cleared. Asked before each such clear."""
+        return False
+
+    async def locate(self, jids: Sequence[str]) -> Mapping[str, JobLocation]:
+        """Where jobs are that only this feature holds (a job waiting in an aggregating
+        group): asked for the jids not reserved and not in a sorted set, before the queues
+        are searched."""
+        return {}
+
+    async def history(self, jids: Sequence[str]) -> Mapping[str, JobLocation]:
+        """What became of jobs that are nowhere any more (a cancelled job): asked last, for
+        the jids found nowhere else. ``JobLocation.where`` names their end state."""
+        return {}
+
+    async def unreserved_fail(self, jid: str) -> bool:
+        """A FAIL of ``jid``, which holds no reservation: True if this feature answers for
+        it, and the FAIL is then ``+OK`` and changes nothing (a job cancelled while it ran,
+        whose worker reports it late). False: ``Job not found``, as in Faktory."""
+        return False
+
+    async def info(self) -> Mapping[str, Any] | None:
+        """This feature's section of INFO (``features.<name>``), or None for none."""
+        return None

@@ -9,7 +9,7 @@ runs out (docs/design/cron.md). Missed ticks (every server down, or this one sta
 the entry's ``missed`` policy: ``one`` catch-up job, or ``skip``.
 
 Entries come from ``[[cron]]`` tables (reloaded on SIGHUP) and from the store (added at run
-time through ``CRON ADD``, the JSON API or ``@app.cron``); servers poll a version record
+time through ``ADMIN cron.add``, the JSON API or ``@app.cron``); servers poll a version record
 every ``REFRESH_SECONDS`` to see each other's changes. The management API is in
 ``cron_admin.py``; the records' layout in ``cron_records.py``.
 """
@@ -27,9 +27,15 @@ from typing import Any, Self
 import msgspec
 
 from conveyor.errors import CommandError, ConfigError
+from conveyor.manager.config import ManagerConfig
 from conveyor.manager.features.base import Loop
 from conveyor.manager.features.cron_admin import CronAdmin
-from conveyor.manager.features.cron_entry import CronEntry, EntryError, parse_entry
+from conveyor.manager.features.cron_entry import (
+    CronEntry,
+    EntryError,
+    check_template,
+    parse_entry,
+)
 from conveyor.manager.features.cron_records import (
     END_SUFFIX,
     HISTORY_RUNS,
@@ -116,6 +122,14 @@ class CronFeature(CronAdmin):
             where[entry.id] = number
             entries.append(entry)
         return cls(entries)
+
+    def check_limits(self, config: ManagerConfig) -> None:
+        """The job of every file entry must be one a PUSH accepts under ``config``."""
+        for entry in self._file.values():
+            try:
+                check_template(entry, config)
+            except EntryError as exc:
+                raise ConfigError(str(exc)) from None
 
     def reconfigure(self, new: Self) -> None:
         self._file = dict(new._file)

@@ -1,9 +1,10 @@
 """Managing cron at run time: list, show, add or change, pause, resume, delete, run now.
 
-One API for the ``CRON`` extension verb, the JSON API, the dashboard and the CLI (which
-goes through the verb). Every change is written to the store first, so every server sees
-it (they poll a version record); a bad entry is refused with the message a bad file entry
-gets, and nothing is written.
+One API for the ``ADMIN cron.*`` operations (``conveyor.server.admin_cron``), the JSON API,
+the dashboard and the CLI (which goes through ADMIN), and the first release's ``CRON`` verb,
+kept as an alias (``command``). Every change is written to the store first, so every server
+sees it (they poll a version record); a bad entry is refused with the message a bad file
+entry gets, and nothing is written.
 """
 
 from __future__ import annotations
@@ -70,10 +71,11 @@ class CronAdmin(Feature):
             self, entry: CronEntry, tick: float, kind: str, missed: int = 0
         ) -> str | None: ...
 
-    # ------------------------------------------------------------------ the wire verb
+    # ------------------------------------------------------------------ the alias verb
 
     async def command(self, subcommand: str, payload: bytes) -> Any:
-        """``CRON <subcommand> [<json>]`` (docs/protocol.md): the reply's JSON value."""
+        """``CRON <subcommand> [<json>]``, the alias of ``ADMIN cron.*`` kept for one more
+        release (docs/protocol.md): the reply's JSON value."""
         try:
             args = _object_decoder.decode(payload) if payload.strip() else {}
         except msgspec.DecodeError as exc:
@@ -154,7 +156,7 @@ class CronAdmin(Feature):
         if source not in RUNTIME_SOURCES:
             raise CronError(f"source must be one of {', '.join(RUNTIME_SOURCES)}")
         try:
-            entry = parse_entry(data, source, "cron entry")
+            entry = parse_entry(data, source, "cron entry", self.manager.config)
         except EntryError as exc:
             raise CronError(str(exc)) from None
         if entry.id in self._file:

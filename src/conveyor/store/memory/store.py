@@ -10,6 +10,7 @@ Layout:
   with ``bisect``, so due-queries and pages are slices;
 * reservations: ``jid -> Reservation``;
 * counters: totals plus ``day -> [processed, failures]``;
+* aggregating groups (``memory/groups.py``) and records (``memory/records.py``);
 * workers: ``wid -> WorkerRecord`` (copies, so callers cannot change stored state by accident).
 """
 
@@ -39,6 +40,12 @@ from conveyor.store.base import (
     WorkerRecord,
 )
 from conveyor.store.filters import filter_entries
+from conveyor.store.memory.cancels import MemoryCancels
+from conveyor.store.memory.counts import MemoryCounts
+from conveyor.store.memory.deadlines import MemoryDeadlines
+from conveyor.store.memory.endings import MemoryEndings
+from conveyor.store.memory.groups import MemoryGroups
+from conveyor.store.memory.limits import MemoryLimits
 from conveyor.store.memory.records import MemoryRecords
 from conveyor.store.workers import LocalWorkers
 
@@ -120,7 +127,17 @@ class _SortedSet:
         return count
 
 
-class MemoryStore(LocalWorkers, MemoryRecords, Store):
+class MemoryStore(
+    LocalWorkers,
+    MemoryRecords,
+    MemoryLimits,
+    MemoryEndings,
+    MemoryCounts,
+    MemoryDeadlines,
+    MemoryCancels,
+    MemoryGroups,
+    Store,
+):
     """Everything in this process; nothing survives a restart."""
 
     def __init__(self) -> None:
@@ -133,6 +150,7 @@ class MemoryStore(LocalWorkers, MemoryRecords, Store):
         self._daily: dict[str, list[int]] = {}
         self._workers: dict[str, WorkerRecord] = {}
         self._listener: ReadyListener | None = None
+        self._init_groups()
 
     # ----------------------------------------------------------------- life cycle
 
@@ -414,6 +432,10 @@ class MemoryStore(LocalWorkers, MemoryRecords, Store):
         self._processed = self._failures = 0
         self._daily.clear()
         self._flush_records()
+        self._flush_limits()
+        self._flush_counts()
+        self._flush_deadlines()
+        self._init_groups()
 
 
 def _window(items: Sequence[_T], offset: int, limit: int) -> list[_T]:

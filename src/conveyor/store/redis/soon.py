@@ -1,9 +1,10 @@
 """The hot transitions of the Redis store with a callback: PUSH, FETCH and ACK without a task.
 
-``enqueue``, ``reserve`` and ``ack`` are coroutines: the server ran each in a task of its own
-(three per job), whose frames every reply had to climb back up. ``enqueue_soon``,
-``reserve_soon`` and ``ack_soon`` send the same script through the store's own connection
-(``Caller.write_soon``) and call back from the reply's own step. A lost reply or any other
+``enqueue``, ``reserve``, ``ack`` and ``ack_returning`` are coroutines: the server ran each in
+a task of its own (three per job), whose frames every reply had to climb back up.
+``enqueue_soon``, ``reserve_soon``, ``ack_soon`` and ``ack_returning_soon`` send the same
+script, with its token, through the store's own connection (``Caller.write_soon``) and call
+back from the reply's own step. A lost reply or any other
 trouble goes on in a task, with the same token and retries as ``write`` (calls.py), and calls
 back once that ends. Mixed into ``RedisStore``; the argument lists are built here for both
 forms.
@@ -11,7 +12,7 @@ forms.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from conveyor.store.base import QueuedJob, Reservation
@@ -42,6 +43,17 @@ class RedisSoon:
         def _calls(self) -> Caller: ...
 
         def _wake_all(self, names: Iterable[str]) -> None: ...
+
+        def _end_call(
+            self,
+            mode: str,
+            jids: Sequence[str],
+            day: str,
+            throttled: Collection[str],
+            marks: Sequence[bytes] | None,
+        ) -> tuple[list[str], list[Any]]: ...
+
+        def _ended(self, flat: list[bytes], throttled: Collection[str]) -> list[Reservation]: ...
 
     # ----------------------------------------------------------------- argument lists
 
@@ -139,3 +151,28 @@ class RedisSoon:
 
         keys = [k.res, k.exp, k.busy, k.stats]
         return self._calls.write_soon(self._scripts["ack"], keys, [day, *jids], answered)
+
+    def ack_returning_soon(
+        self,
+        jids: Sequence[str],
+        day: str,
+        throttled: Collection[str],
+        marks: Sequence[bytes] | None,
+        done: Callable[[list[Reservation] | None, BaseException | None], object],
+    ) -> bool:
+        if not jids:
+            return False
+        keys, args = self._end_call("ack", jids, day, throttled, marks)
+
+        def answered(flat: Any, error: BaseException | None) -> None:
+            if error is not None:
+                done(None, error)
+                return
+            try:
+                ended = self._ended(flat, throttled)
+            except Exception as exc:  # a reply we cannot read: the ACK must still be answered
+                done(None, exc)
+            else:
+                done(ended, None)
+
+        return self._calls.write_soon(self._scripts["endings_end"], keys, args, answered)

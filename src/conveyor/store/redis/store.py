@@ -25,6 +25,8 @@ Key layout (``{ns}`` is ``{conveyor}`` unless the URL says ``?namespace=``)::
     {ns}:rx:<space>    ZSET  key by expires_at;  {ns}:rspaces  SET  spaces in use
     {ns}:ready         channel: queue names that may have jobs (SPUBLISH on Redis 7)
     {ns}:op:<token>    STRING the result of one write call, kept ~30 s (calls.py)
+
+The capabilities' modules document their own keys (``records.py``, ``limits.py``, ...).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from conveyor.store.redis.calls import (
     OutcomeUnknown,
     reraise_cancellation,
 )
+from conveyor.store.redis.cancels import RedisCancels
 from conveyor.store.redis.codec import (
     RedisURL,
     decode_entry,
@@ -68,6 +71,12 @@ from conveyor.store.redis.codec import (
     score_arg,
 )
 from conveyor.store.redis.connect import Clients
+from conveyor.store.redis.counts import RedisCounts
+from conveyor.store.redis.deadlines import RedisDeadlines
+from conveyor.store.redis.endings import RedisEndings
+from conveyor.store.redis.groups import RedisGroups
+from conveyor.store.redis.limits import RedisLimits
+from conveyor.store.redis.listing import FilteredListing
 from conveyor.store.redis.pipe import usable
 from conveyor.store.redis.records import RedisRecords
 from conveyor.store.redis.release import Lost, Releaser
@@ -78,9 +87,7 @@ from conveyor.store.redis.workers import RedisWorkers
 
 __all__ = ["RedisStore"]
 
-SCAN_CHUNK = 1000
 _FIND_SLICE = 2000  # queue entries one queue_find call looks at: well under a millisecond
-"""Entries read per script call when a listing has to filter a whole sorted set."""
 
 
 class Keys:
@@ -112,8 +119,23 @@ class Keys:
     def record_expiry(self, space: str) -> str:
         return f"{self._p}rx:{space}"
 
+    def key(self, suffix: str) -> str:
+        """Any other key of the namespace (the capabilities' modules name theirs)."""
+        return self._p + suffix
 
-class RedisStore(RedisSoon, RedisRecords, RedisWorkers, Store):
+
+class RedisStore(
+    RedisSoon,
+    RedisRecords,
+    RedisWorkers,
+    RedisLimits,
+    RedisEndings,
+    RedisCounts,
+    RedisDeadlines,
+    RedisCancels,
+    RedisGroups,
+    Store,
+):
     """A ``Store`` over Redis or Redis Cluster. Build it with ``RedisStore.from_url``."""
 
     def __init__(self, url: RedisURL) -> None:
@@ -130,6 +152,7 @@ class RedisStore(RedisSoon, RedisRecords, RedisWorkers, Store):
         # Wake-up messages are "<origin> <queue>": a store skips its own (it already woke its
         # listener locally), so one push wakes one waiting FETCH, not two.
         self._origin = secrets.token_hex(6) + " "
+        self._filtered = FilteredListing(self._read_set)
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
@@ -455,21 +478,9 @@ class RedisStore(RedisSoon, RedisRecords, RedisWorkers, Store):
         if flt.jids:
             _, found = await self._read_set(name, "jids", *dict.fromkeys(flt.jids))
             found.sort(key=lambda e: (e.score, e.jid), reverse=descending)
-        else:
-            found = await self._scan_set(name, rev)
-        kept = await filter_entries(flt, found)
-        return Page(kept[offset : offset + limit], len(kept))
-
-    async def _scan_set(self, name: SortedSet, rev: str) -> list[SetEntry]:
-        """Every entry in score order, a chunk at a time (a listing, not a transition)."""
-        out: list[SetEntry] = []
-        start = 0
-        while True:
-            _, chunk = await self._read_set(name, "rank", start, start + SCAN_CHUNK - 1, rev)
-            out += chunk
-            if len(chunk) < SCAN_CHUNK:
-                return out
-            start += SCAN_CHUNK
+            kept = await filter_entries(flt, found)
+            return Page(kept[offset : offset + limit], len(kept))
+        return await self._filtered.page(name, flt, offset, limit, descending)
 
     async def get_set_entries(self, name: SortedSet, jids: Sequence[str]) -> list[SetEntry]:
         if not jids:
@@ -592,3 +603,7 @@ class RedisStore(RedisSoon, RedisRecords, RedisWorkers, Store):
                 break
             names = [m.decode() for m in missing]
         await self._flush_records()
+        await self._flush_limits()
+        await self._flush_counts()
+        await self._flush_deadlines()
+        await self._flush_groups()

@@ -33,10 +33,11 @@ class SQLiteRecords(Records):
             "value": record.value,
             "now": now,
         }
-        with self._db.atomic() as conn:
-            if conn.execute(_SQL["claim"], params).rowcount:
-                return None
-            row = conn.execute(_SQL["get"], (space, record.key, now)).fetchone()
+        # one statement, atomic by itself: no savepoint (a PUSH with unique_for pays this)
+        if self._db.write(_SQL["claim"], params).rowcount:
+            return None
+        rows = self._db.read(_SQL["get"], (space, record.key, now))
+        row = rows[0] if rows else None
         # the record in the way (never None: only a live record of another value blocks)
         return bytes(row[1]) if row else None
 

@@ -18,7 +18,7 @@ import asyncio
 import dataclasses
 import json
 import sqlite3
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import Any
 
 from conveyor.errors import StoreError
@@ -37,8 +37,14 @@ from conveyor.store.base import (
     WorkerRecord,
 )
 from conveyor.store.sqlite import damage
+from conveyor.store.sqlite.cancels import SQLiteCancels
+from conveyor.store.sqlite.counts import SQLiteCounts
 from conveyor.store.sqlite.damage import Damaged, checksum, intact
 from conveyor.store.sqlite.db import Database, SQLiteOptions, load_queries, split_statements
+from conveyor.store.sqlite.deadlines import SQLiteDeadlines
+from conveyor.store.sqlite.endings import SQLiteEndings
+from conveyor.store.sqlite.groups import SQLiteGroups
+from conveyor.store.sqlite.limits import SQLiteLimits
 from conveyor.store.sqlite.listing import PageCursor, SetListing, entry_of
 from conveyor.store.sqlite.records import SQLiteRecords
 from conveyor.store.sqlite.schema import prepare
@@ -61,7 +67,18 @@ def _reservation(row: tuple[Any, ...]) -> Reservation:
     return Reservation(jid, queue, payload, wid, reserved_at, expires_at)
 
 
-class SQLiteStore(SetListing, LocalWorkers, SQLiteRecords, Store):
+class SQLiteStore(
+    SetListing,
+    LocalWorkers,
+    SQLiteRecords,
+    SQLiteLimits,
+    SQLiteEndings,
+    SQLiteCounts,
+    SQLiteDeadlines,
+    SQLiteCancels,
+    SQLiteGroups,
+    Store,
+):
     """Build with ``SQLiteStore.from_url("sqlite:///path/to/file.db")`` (see ``SQLiteOptions``)."""
 
     def __init__(self, options: SQLiteOptions) -> None:
@@ -93,6 +110,9 @@ class SQLiteStore(SetListing, LocalWorkers, SQLiteRecords, Store):
         conn = self._db.open(prepare)
         try:
             self._create_records()
+            self._create_counts()
+            self._create_deadlines()
+            self._create_groups()
             damage.quarantine(conn)
             self._load_state()
         except sqlite3.Error as exc:
@@ -105,6 +125,9 @@ class SQLiteStore(SetListing, LocalWorkers, SQLiteRecords, Store):
 
     async def close(self) -> None:
         self._db.close()
+
+    def refusing_writes(self) -> str | None:
+        return self._db.health.refusal
 
     def _load_state(self) -> None:
         """Rebuild the in-memory mirrors from what is committed."""
@@ -119,6 +142,7 @@ class SQLiteStore(SetListing, LocalWorkers, SQLiteRecords, Store):
         row = conn.execute(_COUNTERS["get_counts"], (json.dumps([_TOTAL]),)).fetchone()
         self._totals = [row[1], row[2]] if row else [0, 0]
         self._pending = {}
+        self._forget_limits()  # throttle slots: rebuilt from the reservations as committed
 
     def _recovered(self) -> None:
         """Commits work again after an outage: FETCHes waiting meanwhile may find jobs (those
@@ -249,29 +273,47 @@ class SQLiteStore(SetListing, LocalWorkers, SQLiteRecords, Store):
         ready = [n for n in queues if self._sizes.get(n, 0) > 0 and n not in self._paused]
         if not ready or count <= 0:
             return []
-        if count == 1 or len(ready) == 1:
+        taken, _committed = self._reserve_from(ready, None, wid, now, count)
+        return taken
+
+    def _reserve_from(
+        self,
+        queues: Sequence[str],
+        rooms: Mapping[str, int] | None,
+        wid: str,
+        now: float,
+        count: int,
+    ) -> tuple[list[Reservation], Awaitable[None]]:
+        """Reserve up to ``count`` jobs from ``queues`` in turn, at most ``rooms[queue]`` from
+        a queue there (``reserve_limited``: what each limit allows; ``reserve``: None), in
+        this step; returns them and the commit that records them. Each queue's rows are
+        claimed in place (schema version 3): one UPDATE per queue."""
+        if count == 1 or len(queues) == 1:
             # One queue's claim is one statement, atomic by itself: no savepoint (a FETCH
             # takes its job from the first ready queue, whose size says it has one).
-            for name in ready:
-                rows = self._db.write(_CLAIM, (wid, now, now, name, count)).fetchall()
+            for name in queues:
+                want = count if rooms is None or name not in rooms else min(count, rooms[name])
+                rows = self._db.write(_CLAIM, (wid, now, now, name, want)).fetchall()
                 self._sizes[name] -= len(rows)
                 found = self._claimed(name, rows, wid, now)
                 if found:
-                    return found
-            return []
+                    return found, self._db.pending
+            return [], self._db.pending
         taken: list[Reservation] = []
         claimed: dict[str, int] = {}
         with self._db.atomic() as conn:
-            for name in ready:
+            for name in queues:
                 want = count - len(taken)
                 if want <= 0:
                     break
+                if rooms is not None and name in rooms:  # at least 1 there
+                    want = min(want, rooms[name])
                 rows = conn.execute(_CLAIM, (wid, now, now, name, want)).fetchall()
-                claimed[name] = len(rows)
+                claimed[name] = claimed.get(name, 0) + len(rows)
                 taken.extend(self._claimed(name, rows, wid, now, conn))
         for name, number in claimed.items():
             self._sizes[name] -= number
-        return taken
+        return taken, self._db.pending
 
     def _claimed(
         self,
@@ -592,7 +634,11 @@ class SQLiteStore(SetListing, LocalWorkers, SQLiteRecords, Store):
         with self._db.atomic() as conn:
             for statement in split_statements(_SCHEMA["flush"]):
                 conn.execute(statement)
+            self._flush_groups(conn)
         self._flush_records()
+        self._flush_limits()
+        self._flush_counts()
+        self._flush_deadlines()
         committed = self._db.pending
         self._sizes.clear()
         self._paused.clear()

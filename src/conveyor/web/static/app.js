@@ -133,10 +133,12 @@
   };
 
   function updateSummary(info) {
-    var f = info.faktory || {}, sets = f.sets || {};
+    var f = info.faktory || {}, sets = f.sets || {}, features = info.features || {};
     var values = {
       processed: f.total_processed, failed: f.total_failures, busy: sets.working,
       enqueued: f.total_enqueued, retries: sets.retries, scheduled: sets.scheduled, dead: sets.dead,
+      cancelled: (features.cancellation || {}).cancelled,
+      aggregating: (features.aggregation || {}).aggregating,
     };
     Object.keys(values).forEach(function (key) {
       var el = document.querySelector('[data-summary="' + key + '"]');

@@ -1,0 +1,164 @@
+"""Unique jobs (Faktory Enterprise, reference §4.1): ``custom.unique_for`` and
+``custom.unique_until``.
+
+A job pushed with ``unique_for`` (seconds, a JSON number >= 1) takes a lock on its identity,
+(queue, jobtype, args) in a canonical form: the same args written with other spacing, key order
+or ``60`` for ``60.0`` are the same job (Faktory decodes numbers as float64 too). While the
+lock is held, a job with the same identity and ``unique_for`` gets ``-NOTUNIQUE Job not
+unique`` (in a PUSHB, that text for the job); one without ``unique_for`` bypasses the check,
+as in Faktory.
+
+The lock lives ``unique_for`` seconds from the PUSH (from ``at`` for a scheduled job) and is
+released earlier:
+
+* ``unique_until: "success"`` (the default): when the job is ACKed; a failed job keeps it;
+* ``unique_until: "start"``: when the job is fetched;
+* either way, when the job is removed for good: deleted or killed (MUTATE, the dashboard),
+  purged from the dead set, expired, or refused by a full queue.
+
+The lock is a record (``conveyor.store.records``) whose value is the holder's jid: a PUSH
+retried after a lost reply claims it again (same value), and a release removes it only from
+its holder. Bad values (``"sixty"``, ``0``, ``unique_until: "never"``) get a clear ``-ERR`` and
+nothing is stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import msgspec
+
+from conveyor.errors import InvalidJob, NotUnique
+from conveyor.job import Job, decode_job
+from conveyor.manager.features.base import Feature
+from conveyor.manager.middleware import FetchContext, Next, PushContext
+from conveyor.store.base import Reservation
+from conveyor.store.records import Record
+from conveyor.timefmt import parse_time
+
+__all__ = ["SPACE", "UniqueJobs", "unique_key", "unique_terms"]
+
+SPACE = "unique"
+"""The records space of the locks: unique key -> the holder's jid."""
+
+UNTIL_SUCCESS, UNTIL_START = "success", "start"
+MAX_UNIQUE_FOR_SECONDS = 10 * 366 * 86_400
+"""Longest accepted ``unique_for`` (ten years): a lock must end some day."""
+
+_START_MARK = b'"unique_until":"start"'
+_UNIQUE_MARK = b'"unique_for":'
+_canonical = msgspec.json.Encoder(order="sorted")
+
+
+def _json(value: Any) -> str:
+    try:
+        return msgspec.json.encode(value).decode()
+    except (TypeError, msgspec.EncodeError):
+        return repr(value)
+
+
+def unique_terms(job: Job) -> tuple[float, str] | None:
+    """The job's (``unique_for`` seconds, ``unique_until``), None when it is not unique.
+    Raises ``InvalidJob`` for a bad value of either key."""
+    custom = job.custom or {}
+    until = custom.get("unique_until", UNTIL_SUCCESS)
+    if until not in (UNTIL_SUCCESS, UNTIL_START):
+        raise InvalidJob(f'invalid unique_until {_json(until)}: must be "success" or "start"')
+    if "unique_for" not in custom:
+        return None
+    seconds = custom["unique_for"]
+    number = isinstance(seconds, int | float) and not isinstance(seconds, bool)
+    if not number or not math.isfinite(seconds) or not 1 <= seconds <= MAX_UNIQUE_FOR_SECONDS:
+        raise InvalidJob(
+            f"invalid unique_for {_json(seconds)}: must be a number of seconds, "
+            f"from 1 to {MAX_UNIQUE_FOR_SECONDS}"
+        )
+    return float(seconds), until
+
+
+def _canonical_value(value: Any) -> Any:
+    """``value`` with integral floats as ints (``60.0`` is ``60``), recursively."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_canonical_value(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _canonical_value(item) for key, item in value.items()}
+    return value
+
+
+def unique_key(job: Job) -> str:
+    """The lock's key: a digest of (queue, jobtype, args) in canonical JSON (sorted keys)."""
+    identity = _canonical.encode([job.queue, job.jobtype, _canonical_value(job.args or [])])
+    return hashlib.sha256(identity).hexdigest()
+
+
+class UniqueJobs(Feature):
+    name = "unique"
+
+    gates_on_custom = True
+    acked_marks = (_UNIQUE_MARK,)
+
+    def wants_push(self, job: Job) -> bool:
+        custom = job.custom
+        return custom is not None and ("unique_for" in custom or "unique_until" in custom)
+
+    async def push(self, ctx: PushContext, call_next: Next) -> None:
+        job = ctx.job
+        terms = unique_terms(job)
+        if terms is not None:
+            now = time.time()
+            start = max(now, parse_time(job.at)) if job.at else now  # a scheduled job: from at
+            lock = Record(unique_key(job), job.jid.encode(), start + terms[0])
+            if await self.manager.store.claim_record(SPACE, lock, now) is not None:
+                raise NotUnique("Job not unique")
+        await call_next()
+
+    def wants_fetch(self, payload: bytes) -> bool:
+        return _START_MARK in payload
+
+    async def fetch(self, ctx: FetchContext, call_next: Next) -> None:
+        terms = _terms_or_none(ctx.job)
+        if terms is not None and terms[1] == UNTIL_START:
+            await self._release([ctx.job])
+        await call_next()
+
+    async def acked(self, ended: Sequence[Reservation]) -> None:
+        await self._release(_unique_jobs(r.payload for r in ended))
+
+    async def removed(self, payloads: Sequence[bytes]) -> None:
+        await self._release(_unique_jobs(payloads))
+
+    async def watches_removals(self) -> bool:
+        return await self.manager.store.count_records(SPACE, time.time()) > 0
+
+    async def _release(self, jobs: Iterable[Job]) -> None:
+        store = self.manager.store
+        for job in jobs:
+            if _terms_or_none(job) is not None:
+                await store.delete_records(SPACE, [unique_key(job)], if_value=job.jid.encode())
+
+    async def lock_of(self, job: Job) -> Record | None:
+        """The lock on ``job``'s identity, whoever holds it (the dashboard's job page)."""
+        if _terms_or_none(job) is None:
+            return None
+        found = await self.manager.store.get_records(SPACE, [unique_key(job)], time.time())
+        return next(iter(found.values()), None)
+
+    async def info(self) -> Mapping[str, Any] | None:
+        return {"locks": await self.manager.store.count_records(SPACE, time.time())}
+
+
+def _terms_or_none(job: Job) -> tuple[float, str] | None:
+    try:
+        return unique_terms(job)
+    except InvalidJob:  # stored before it was checked (cannot happen through PUSH)
+        return None
+
+
+def _unique_jobs(payloads: Iterable[bytes]) -> list[Job]:
+    return [decode_job(payload) for payload in payloads if _UNIQUE_MARK in payload]

@@ -1,0 +1,206 @@
+"""Limits (``conveyor.store.limits``) in SQLite: throttle slots and buckets in memory.
+
+One server process owns a SQLite file, so its slots and buckets need not be shared: they are
+kept in this process, beside the queue mirrors of ``SQLiteStore``, and cost a FETCH no SQL.
+What must outlive a restart does: the reservations. A queue's slots are rebuilt from its
+reservations the first time a limited FETCH names it (and after a failed commit), each lease
+from when its job was reserved. A bucket starts full after a restart.
+
+``reserve_limited`` works out what each queue may give, then pops it through
+``SQLiteStore._reserve_from`` (what ``reserve`` uses: checksums, damaged rows, outages alike)
+and records the slots and tokens in the same step.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Awaitable, Collection, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from conveyor.store.base import QueuedJob, Reservation
+from conveyor.store.limits import (
+    Limited,
+    Limits,
+    LimitUsage,
+    QueueLimit,
+    SlotTable,
+    bucket_tokens,
+)
+from conveyor.store.sqlite.db import Database, load_queries
+
+__all__ = ["SQLiteLimits"]
+
+_SQL = load_queries("limits.sql")
+
+
+class SQLiteLimits(Limits):
+    """Mixed into ``SQLiteStore``, whose queue mirrors (``_sizes``, ``_paused``) it uses."""
+
+    if TYPE_CHECKING:  # SQLiteStore's
+        _db: Database
+        _sizes: dict[str, int]
+        _paused: set[str]
+
+        def _push(self, conn: sqlite3.Connection, jobs: Sequence[QueuedJob]) -> dict[str, int]: ...
+
+        def _grow(self, added: dict[str, int]) -> None: ...
+
+        def _notify(self, queues: Iterable[str]) -> None: ...
+
+        def _reserve_from(
+            self,
+            queues: Sequence[str],
+            rooms: Mapping[str, int] | None,
+            wid: str,
+            now: float,
+            count: int,
+        ) -> tuple[list[Reservation], Awaitable[None]]: ...
+
+    def _limit_slots(self, queue: str, limit: QueueLimit) -> SlotTable:
+        every: dict[str, SlotTable] = self.__dict__.setdefault("_throttle_slots", {})
+        table = every.get(queue)
+        if table is None:  # first use since start (or a rollback): from the reservations
+            table = every[queue] = SlotTable()
+            for jid, wid, reserved_at, expires_at in self._db.read(
+                _SQL["queue_reservations"], (queue,)
+            ):
+                table.add(jid, wid, reserved_at + limit.timeout if limit.timeout else expires_at)
+        return table
+
+    def _limit_buckets(self) -> dict[str, tuple[float, float]]:
+        buckets: dict[str, tuple[float, float]] = self.__dict__.setdefault("_rate_buckets", {})
+        return buckets
+
+    def _forget_limits(self) -> None:
+        """Drop the slot mirrors (rebuilt from the reservations on their next use)."""
+        self.__dict__.pop("_throttle_slots", None)
+
+    def _flush_limits(self) -> None:
+        self.__dict__.pop("_throttle_slots", None)
+        self.__dict__.pop("_rate_buckets", None)
+
+    async def enqueue_bounded(
+        self, jobs: Sequence[QueuedJob], bounds: Mapping[str, int]
+    ) -> list[QueuedJob]:
+        refused: list[QueuedJob] = []
+        accepted: list[QueuedJob] = []
+        sizes: dict[str, int] = {}
+        for job in jobs:
+            bound = bounds.get(job.queue)
+            size = sizes.get(job.queue, self._sizes.get(job.queue, 0))
+            if bound is not None and size >= bound:
+                refused.append(job)
+            else:
+                accepted.append(job)
+                sizes[job.queue] = size + 1
+        if accepted:
+            with self._db.atomic() as conn:
+                added = self._push(conn, accepted)
+            committed = self._db.pending
+            self._grow(added)
+            await committed
+        return refused
+
+    def _tokens(self, queue: str, limit: QueueLimit, now: float) -> float:
+        tokens, updated_at = self._limit_buckets().get(queue, (None, now))
+        return bucket_tokens(tokens, updated_at, now, limit)
+
+    def _limit_room(
+        self, queue: str, limit: QueueLimit, wid: str, now: float
+    ) -> tuple[int, float | None]:
+        tokens = self._tokens(queue, limit, now) if limit.rate_limited else None
+        slots = self._limit_slots(queue, limit) if limit.throttled else SlotTable()
+        room, wait = slots.room(limit, wid, now, tokens)
+        if room or not limit.throttled:
+            return room, wait
+        self._prune(slots, now)  # full: leases that ran out, reservations that ended, again
+        return slots.room(limit, wid, now, tokens, full=True)
+
+    def _prune(self, slots: SlotTable, now: float) -> None:
+        slots.expire(now)
+        if slots.leases:
+            rows = self._db.read(_SQL["reserved"], (json.dumps(list(slots.leases)),))
+            slots.keep({jid for (jid,) in rows})
+
+    def _take_limited(
+        self, queue: str, limit: QueueLimit, taken: list[Reservation], now: float
+    ) -> None:
+        if limit.throttled:
+            slots = self._limit_slots(queue, limit)
+            for r in taken:
+                slots.add(r.jid, r.wid, now + limit.timeout if limit.timeout else r.expires_at)
+        if limit.rate_limited:
+            self._limit_buckets()[queue] = (self._tokens(queue, limit, now) - len(taken), now)
+
+    async def reserve_limited(
+        self,
+        queues: Sequence[str],
+        wid: str,
+        now: float,
+        count: int,
+        limits: Mapping[str, QueueLimit],
+    ) -> Limited:
+        blocked: dict[str, float | None] = {}
+        self._db.check_writable()  # during an outage a FETCH is refused, never answered
+        ready = [
+            n for n in dict.fromkeys(queues) if self._sizes.get(n, 0) > 0 and n not in self._paused
+        ]
+        if not ready or count <= 0:
+            return Limited([])
+        plan: list[str] = []
+        rooms: dict[str, int] = {}
+        limited: dict[str, QueueLimit] = {}
+        for name in ready:  # how many each queue may give, before anything is popped
+            limit = limits.get(name)
+            if limit is None or not limit.limits_fetch:
+                plan.append(name)
+                continue
+            room, wait = self._limit_room(name, limit, wid, now)
+            if room < 1:
+                blocked[name] = wait
+            else:
+                plan.append(name)
+                rooms[name] = room
+                limited[name] = limit
+        if not plan:
+            return Limited([], blocked)
+        taken, committed = self._reserve_from(plan, rooms, wid, now, count)
+        by_queue: dict[str, list[Reservation]] = {}
+        for reservation in taken:
+            by_queue.setdefault(reservation.queue, []).append(reservation)
+        for name, got in by_queue.items():  # before any await: the slots go with the jobs
+            if name in limited:
+                self._take_limited(name, limited[name], got, now)
+        if taken and self._db.careful:
+            await committed  # during an outage, hand out only what is recorded
+        return Limited(taken, blocked)
+
+    async def release_slots(self, ended: Sequence[Reservation]) -> None:
+        every: dict[str, SlotTable] = self.__dict__.get("_throttle_slots", {})
+        for reservation in ended:
+            table = every.get(reservation.queue)
+            if table is not None:
+                table.remove(reservation.jid)
+        self._notify(r.queue for r in ended)
+
+    async def release_worker_slots(self, wid: str, queues: Collection[str]) -> list[str]:
+        every: dict[str, SlotTable] = self.__dict__.get("_throttle_slots", {})
+        return [q for q in queues if q in every and every[q].remove_worker(wid)]
+
+    async def limit_usage(
+        self, limits: Mapping[str, QueueLimit], now: float
+    ) -> dict[str, LimitUsage]:
+        usage = {}
+        for queue, limit in limits.items():
+            in_use = 0
+            if limit.throttled:
+                table = self._limit_slots(queue, limit)
+                self._prune(table, now)
+                in_use = len(table.leases)
+            tokens = self._tokens(queue, limit, now) if limit.rate_limited else None
+            usage[queue] = LimitUsage(in_use, tokens)
+        return usage
+
+    async def announce(self, queues: Collection[str]) -> None:
+        self._notify(queues)
