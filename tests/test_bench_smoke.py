@@ -108,3 +108,16 @@ def test_fuzz_run_finds_nothing_wrong() -> None:
     done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=100)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert done.stdout.strip().endswith("0 failures")
+
+
+@pytest.mark.timeout(120)
+def test_results_bench_runs_every_mode() -> None:
+    """``python -m bench.results_bench`` end to end with a tiny N (no timings checked): every
+    mode's row is there and the RESULT latency line was measured."""
+    args = [sys.executable, "-m", "bench.results_bench", "--jobs", "200", "--repeat", "1",
+            "--latency-jobs", "5"]  # fmt: skip
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=100)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for mode in ("off", "results", "retain"):
+        assert f"│ {mode} " in done.stdout, done.stdout
+    assert "ACK -> waiting RESULT answered: p50" in done.stdout

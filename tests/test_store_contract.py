@@ -543,7 +543,7 @@ async def test_flush_deletes_everything_but_workers(backend_store: Store) -> Non
     await backend_store.flush()
     assert await backend_store.queue_sizes() == {}
     assert await backend_store.paused_queues() == set()
-    assert [await backend_store.set_size(name) for name in SortedSet] == [0, 0, 0]
+    assert [await backend_store.set_size(name) for name in SortedSet] == [0] * len(SortedSet)
     assert (await backend_store.list_reservations(0, 10)).total == 0
     assert await backend_store.counters() == Counters(0, 0)
     assert await backend_store.daily_counters([DAY]) == {DAY: Counters(0, 0)}

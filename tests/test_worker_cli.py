@@ -149,6 +149,21 @@ async def test_burst_exits_when_queues_are_empty(
     assert "weighted default:2 other:1" in output
 
 
+async def test_rate_limit_option_spaces_the_jobs_of_the_process(
+    server: RunningServer, spawn_worker: Any, app_dir: Path
+) -> None:
+    jids = [await push(server.url, "nap", 0) for _ in range(3)]
+    proc = spawn_worker(server.url, "--rate-limit", "5/s", "--concurrency", "5")
+    await wait_for(lambda: {f"done-{jid}" for jid in jids} <= marks(app_dir), within=10)
+    proc.send_signal(signal.SIGTERM)
+    assert await wait_exit(proc) == 0
+    assert "rate limit 5/1s" in (app_dir / "worker.log").read_text()
+    sets = (await server.manager.info(ServerStats()))["faktory"]["sets"]
+    assert (sets["retries"], sets["dead"]) == (0, 0)
+    for jid in jids:  # ran and were acknowledged, two of them after being turned away
+        assert await server.manager.locate(jid) is None
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -158,6 +173,7 @@ async def test_burst_exits_when_queues_are_empty(
         (["sigapp:app", "--queue", "bad name"], "invalid queue name"),
         (["sigapp:app", "--queue", "a:0"], "weights start at 1"),
         (["sigapp:app", "--concurrency", "0"], "0 is not in the range"),
+        (["sigapp:app", "--rate-limit", "fast"], "invalid rate limit 'fast'"),
     ],
 )
 def test_bad_arguments_are_reported_clearly(app_dir: Path, args: list[str], message: str) -> None:

@@ -10,6 +10,7 @@ from conveyor import _lazy
 
 if typing.TYPE_CHECKING:
     from conveyor.app import Aggregate, App, CancelResult, Group, JobDef, PayloadError, PushResult
+    from conveyor.app.info import JobInfo
     from conveyor.errors import (
         AuthenticationError,
         CommandError,
@@ -17,14 +18,20 @@ if typing.TYPE_CHECKING:
         ConveyorError,
         InvalidJob,
         JobCancelled,
+        JobFailed,
         JobNotFound,
         NotUnique,
         ProtocolError,
         QueueFull,
+        ResultError,
+        RetryAfter,
+        SkipRetry,
         StoreError,
     )
     from conveyor.job import Job
+    from conveyor.retries import Exponential, Fixed
     from conveyor.worker import Handler, JobContext, Middleware, Worker, current_job
+    from conveyor.worker.ratelimit import RateLimit
 
 __version__ = "0.1.0"
 
@@ -42,6 +49,13 @@ __all__ = [  # noqa: RUF022 - grouped by purpose (as httpx does), sorted within 
     "PushResult",
     "Worker",
     "current_job",
+    # results, job state and retry control
+    "Exponential",
+    "Fixed",
+    "JobInfo",
+    "RateLimit",
+    "RetryAfter",
+    "SkipRetry",
     # errors
     "AuthenticationError",
     "CommandError",
@@ -49,11 +63,13 @@ __all__ = [  # noqa: RUF022 - grouped by purpose (as httpx does), sorted within 
     "ConveyorError",
     "InvalidJob",
     "JobCancelled",
+    "JobFailed",
     "JobNotFound",
     "NotUnique",
     "PayloadError",
     "ProtocolError",
     "QueueFull",
+    "ResultError",
     "StoreError",
     "__version__",
 ]
@@ -77,6 +93,14 @@ _MODULES = {
     "ProtocolError": "conveyor.errors",
     "QueueFull": "conveyor.errors",
     "StoreError": "conveyor.errors",
+    "JobFailed": "conveyor.errors",
+    "ResultError": "conveyor.errors",
+    "RetryAfter": "conveyor.errors",
+    "SkipRetry": "conveyor.errors",
+    "JobInfo": "conveyor.app.info",
+    "Exponential": "conveyor.retries",
+    "Fixed": "conveyor.retries",
+    "RateLimit": "conveyor.worker.ratelimit",
     "Job": "conveyor.job",
     "Handler": "conveyor.worker",
     "JobContext": "conveyor.worker",

@@ -19,7 +19,11 @@
     │                           I/O error); it logged why once and retries by itself
     ├── ConfigError             a setting is missing, malformed or inconsistent (also ValueError)
     ├── PayloadError            a job's args do not fit its handler (worker side; not retried)
-    └── JobCancelled            the running job was cancelled (worker side; not retried)
+    ├── JobCancelled            the running job was cancelled (worker side; not retried)
+    ├── ResultError             a handler's value cannot be stored as its result (not retried)
+    ├── JobFailed               app.result(): the job died; its error and backtrace
+    ├── SkipRetry               raised by a handler: the job fails and goes to the dead set now
+    └── RetryAfter              raised by a handler: retry the job later, without using a retry
 
 The same classes serve both sides: the server's manager raises a ``CommandError`` and the
 server writes it as ``-<code> <message>``; the client reads that reply and raises the same
@@ -37,12 +41,16 @@ __all__ = [
     "Halt",
     "InvalidJob",
     "JobCancelled",
+    "JobFailed",
     "JobNotFound",
     "LineTooLong",
     "NotUnique",
     "PayloadError",
     "ProtocolError",
     "QueueFull",
+    "ResultError",
+    "RetryAfter",
+    "SkipRetry",
     "StoreError",
     "StoreUnavailable",
     "UnknownWorker",
@@ -158,6 +166,59 @@ class PayloadError(ConveyorError):
     """
 
     errtype = "conveyor.PayloadError"
+
+
+class ResultError(ConveyorError):
+    """The value a handler returned cannot be its job's result: msgspec cannot encode it, or
+    its JSON is larger than the limit (1 MiB by default). The job fails with this error and
+    goes to the dead set: running it again would end the same way."""
+
+    errtype = "conveyor.ResultError"
+
+
+class JobFailed(ConveyorError):
+    """``app.result()`` of a job that died (dead set, or discarded): ``errtype``, ``message``
+    and ``backtrace`` are those of its last failure."""
+
+    def __init__(
+        self, jid: str, errtype: str, message: str, backtrace: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(f"job {jid} failed: {errtype}: {message}")
+        self.jid = jid
+        self.errtype = errtype
+        self.message = message
+        self.backtrace = backtrace
+
+
+class SkipRetry(ConveyorError):
+    """Raise it in a handler to fail the job without retrying it: it goes to the dead set at
+    once (Asynq's ``SkipRetry``). ``raise SkipRetry("card declined") from exc`` keeps the
+    cause in the backtrace. A job with ``retry=0`` is discarded as for any failure."""
+
+    errtype = "conveyor.SkipRetry"
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(reason or "not retried")
+        self.reason = reason
+
+
+class RetryAfter(ConveyorError):
+    """Raise it in a handler to run the job again in ``seconds`` **without using a retry**
+    (a rate limit upstream, a resource that is busy): the job's retry count does not change.
+    Against a plain Faktory server it is an ordinary, counted failure."""
+
+    errtype = "conveyor.RetryAfter"
+
+    def __init__(self, seconds: float, reason: str = "") -> None:
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not (0 <= seconds <= 366 * 86_400)
+        ):
+            raise ValueError(f"RetryAfter needs 0 to 366 days in seconds, got {seconds!r}")
+        super().__init__(reason or f"retry after {seconds:g}s")
+        self.seconds = float(seconds)
+        self.reason = reason
 
 
 class ConfigError(ConveyorError, ValueError):

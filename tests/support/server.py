@@ -5,8 +5,8 @@ Fixtures:
 * ``server``: a started ``RunningServer`` (FaktoryServer over a fresh MemoryStore, short
   timings) with ``.host``, ``.port``, ``.url`` (``tcp://127.0.0.1:PORT``) and ``.manager``;
 * ``make_server``: ``await make_server(storage_url=..., password=..., config=ManagerConfig(...),
-  features=build_features({...}), **ServerConfig fields)`` for any other combination; all
-  are stopped at teardown;
+  features=build_features({...}) or the TOML tables themselves, {"results": {...}},
+  **ServerConfig fields)`` for any other combination; all are stopped at teardown;
 * ``spawn_server``: ``spawn_server(storage=..., password=..., env={...}, args=[...])`` runs
   ``conveyor server`` in a subprocess on a free port and returns a ``ServerProcess`` once the
   port answers; killed at teardown;
@@ -32,6 +32,7 @@ import pytest
 from conveyor.config import ServerConfig
 from conveyor.manager import Manager, ManagerConfig
 from conveyor.manager.features import Feature
+from conveyor.manager.features.registry import build_features
 from conveyor.protocol import hash_password
 from conveyor.server import FaktoryServer
 from conveyor.store import open_store
@@ -86,10 +87,11 @@ async def make_server() -> AsyncIterator[MakeServer]:
         storage_url: str = "memory://",
         password: str = "",
         config: ManagerConfig | None = None,
-        features: Sequence[Feature] | None = None,
+        features: Mapping[str, Any] | Sequence[Feature] | None = None,
         **server_options: Any,
     ) -> RunningServer:
-        manager = Manager(open_store(storage_url), config or TEST_TIMINGS, features=features)
+        built = build_features(features) if isinstance(features, Mapping) else features
+        manager = Manager(open_store(storage_url), config or TEST_TIMINGS, features=built)
         await manager.start()
         settings = ServerConfig(port=0, web_port=None, password=password, **server_options)
         server = FaktoryServer(manager, settings)

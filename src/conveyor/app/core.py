@@ -15,14 +15,17 @@ import msgspec
 
 from conveyor.app.aggregate import Aggregate
 from conveyor.app.cron import CronDeclarations
+from conveyor.app.info import JobInfo, job_result
 from conveyor.app.jobs import JobDef, JobOptions, seconds_option
 from conveyor.app.sync import SyncRunner
 from conveyor.client import Client  # at import, not on the first push: it would wait for it
 from conveyor.errors import CommandError, NotUnique
 from conveyor.job import DEFAULT_QUEUE, Job, encode_job
 from conveyor.pool import ConnectionPool
+from conveyor.worker.ratelimit import RateLimit
 
 if TYPE_CHECKING:
+    from conveyor.retries import BackoffPolicy
     from conveyor.worker.context import AfterHook, BeforeHook, ErrorHandler, Middleware
     from conveyor.worker.runtime import Worker
 
@@ -190,6 +193,10 @@ class _Registry:
         custom: Mapping[str, Any] | None = None,
         raw: bool = False,
         middleware: Sequence[Middleware] = (),
+        result_ttl: float | None = None,
+        retain: float | None = None,
+        backoff: BackoffPolicy | None = None,
+        rate_limit: str | RateLimit | None = None,
     ) -> Callable[[Callable[[list[T]], R]], JobDef[[T], R]]: ...
 
     @overload
@@ -208,6 +215,10 @@ class _Registry:
         expires_in: float | dt.timedelta | None = None,
         raw: bool = False,
         middleware: Sequence[Middleware] = (),
+        result_ttl: float | None = None,
+        retain: float | None = None,
+        backoff: BackoffPolicy | None = None,
+        rate_limit: str | RateLimit | None = None,
     ) -> Callable[[Callable[P, R]], JobDef[P, R]]: ...
 
     def job(self, fn: Any = None, /, **options: Any) -> Any:  # type: ignore[misc]
@@ -259,7 +270,11 @@ class App(_Registry):
         retry_seconds: float = 30.0,
         push_bulk_max_bytes: int = PUSH_BULK_MAX_BYTES,
         middleware: Sequence[Middleware] = (),
+        result_ttl: float | None = None,
+        retain: float | None = None,
     ) -> None:
+        """``result_ttl`` and ``retain``: the defaults of this app's jobs (a job's own
+        declaration and ``options()`` win), in seconds; see ``JobDef.options``."""
         if push_bulk_max_bytes < 1024:
             raise ValueError(
                 f"push_bulk_max_bytes must be at least 1024, got {push_bulk_max_bytes}"
@@ -272,6 +287,8 @@ class App(_Registry):
         self.retry_seconds = retry_seconds
         self.push_bulk_max_bytes = push_bulk_max_bytes
         self.middleware = list(middleware)
+        self.result_ttl = result_ttl
+        self.retain = retain
         self.push_middleware: list[PushMiddleware] = []
         """Producer-side middleware (``use_push``), outermost first."""
         self.jobs: dict[str, JobDef[Any, Any]] = {}
@@ -287,6 +304,9 @@ class App(_Registry):
         self._producers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Producer] = (
             weakref.WeakKeyDictionary()
         )
+        self._readers: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, ConnectionPool[Client]
+        ] = weakref.WeakKeyDictionary()
 
     def __repr__(self) -> str:
         return f"<App jobs={sorted(self.jobs)}>"
@@ -311,26 +331,42 @@ class App(_Registry):
         raw: bool = False,
         middleware: Sequence[Middleware] = (),
         aggregate: Aggregate | None = None,
+        result_ttl: float | None = None,
+        retain: float | None = None,
+        backoff: BackoffPolicy | None = None,
+        rate_limit: str | RateLimit | None = None,
     ) -> JobDef[P, R]:
-        """Declare ``fn`` as a job (what ``@app.job`` calls)."""
+        """Declare ``fn`` as a job (what ``@app.job`` calls).
+
+        ``result_ttl``/``retain``: keep its result / the job after success (seconds; the
+        app's defaults otherwise). ``backoff``: ``(retry_count) -> seconds`` before each
+        retry (``conveyor.Exponential``, ``conveyor.Fixed``). ``rate_limit``: at most that
+        many of these jobs per worker process (``"10/s"``, ``"100/m"``); those over it are
+        retried at their turn without using a retry."""
         jobtype = name or fn.__name__
         if jobtype in self.jobs:
             raise ValueError(f"a job named {jobtype!r} is already declared")
         if timeout is not None and timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
+        if backoff is not None and not callable(backoff):
+            raise TypeError(f"backoff must be callable (retry_count) -> seconds, got {backoff!r}")
         options = JobOptions(
             queue=queue,
             retry=retry,
             reserve_for=reserve_for,
             backtrace=backtrace,
             custom=dict(custom) if custom else None,
+            result_ttl=self.result_ttl if result_ttl is None else result_ttl,
+            retain=self.retain if retain is None else retain,
             unique_for=_optional_seconds(unique_for, "unique_for", 1),
             unique_until=unique_until,
             expires_in=_optional_seconds(expires_in, "expires_in", 0.001),
         )
+        limit = None if rate_limit is None else RateLimit.of(rate_limit)
         jobdef = JobDef(
             self, fn, name=jobtype, options=options, timeout=timeout, raw=raw,
-            middleware=middleware, group=group, aggregate=aggregate,
+            middleware=middleware, group=group, aggregate=aggregate, backoff=backoff,
+            rate_limit=limit,
         )  # fmt: skip
         self.jobs[jobtype] = jobdef
         return jobdef
@@ -472,6 +508,44 @@ class App(_Registry):
         """``push_bulk`` for code that is not async."""
         return self.sync.run(self.push_bulk(jobs))
 
+    # -- results and job state -------------------------------------------------------------------
+
+    def _reader(self) -> ConnectionPool[Client]:
+        """Connections for ``result`` and ``job_info``, apart from the pushes' (a ``result``
+        may hold one for as long as it waits)."""
+        loop = asyncio.get_running_loop()
+        pool = self._readers.get(loop)
+        if pool is None:
+            pool = self._readers[loop] = ConnectionPool(
+                self.connect, size=self.pool_size, retry_seconds=self.retry_seconds
+            )
+        return pool
+
+    async def result(self, jid: str, timeout: float = 10.0) -> Any:  # noqa: ASYNC109
+        """The value job ``jid``'s handler returned, waiting up to ``timeout`` seconds for it
+        to finish (the server wakes this call when the job's ACK arrives: no polling).
+
+        Raises ``conveyor.JobFailed`` (with the error and backtrace) if the job died,
+        ``TimeoutError`` if it has not finished in time. The job must have asked for its
+        result (``result_ttl``) or to be kept (``retain``); results expire after their TTL.
+        Returns the value as JSON decodes it (dicts, lists, ...)."""
+        return await job_result(self._reader(), jid, timeout)
+
+    def result_sync(self, jid: str, timeout: float = 10.0) -> Any:
+        """``result`` for code that is not async."""
+        return self.sync.run(self.result(jid, timeout))
+
+    async def job_info(self, jid: str) -> JobInfo | None:
+        """Everything the server knows about job ``jid``, wherever it is (queued, scheduled,
+        working, retrying, dead, completed, or finished with a result); None if nothing."""
+        found = await self._reader().run(lambda client: client.admin("job.show", {"jids": [jid]}))
+        view = found["jobs"][0]
+        return None if view is None else JobInfo.of(view)
+
+    def job_info_sync(self, jid: str) -> JobInfo | None:
+        """``job_info`` for code that is not async."""
+        return self.sync.run(self.job_info(jid))
+
     # -- cancelling ------------------------------------------------------------------------------
 
     async def cancel(self, jid: str) -> CancelResult:
@@ -504,6 +578,9 @@ class App(_Registry):
         producer = self._producers.pop(loop, None)
         if producer is not None:
             await producer.close()
+        reader = self._readers.pop(loop, None)
+        if reader is not None:
+            await reader.close()
 
     def close(self) -> None:
         """Close the sync facade's loop and its connections."""

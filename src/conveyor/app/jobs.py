@@ -25,7 +25,9 @@ from conveyor.timefmt import format_time
 
 if TYPE_CHECKING:
     from conveyor.app.core import App
+    from conveyor.retries import BackoffPolicy
     from conveyor.worker.context import AfterHook, BeforeHook, Middleware
+    from conveyor.worker.ratelimit import RateLimit
 
 __all__ = ["JobDef", "JobOptions", "new_jid"]
 
@@ -84,8 +86,18 @@ class JobOptions:
     expires_in: float | None = None
     expires_at: dt.datetime | None = None
     group: str | None = None
+    result_ttl: float | None = None
+    """Seconds the server keeps the job's result (``custom.result_ttl``); 0: none."""
+    retain: float | None = None
+    """Seconds the server keeps the job after it succeeded (``custom.retain``); 0: none."""
 
     def __post_init__(self) -> None:
+        for name in ("result_ttl", "retain"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or value < 0
+            ):
+                raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
         if self.unique_until is not None and self.unique_until not in UNIQUE_UNTIL:
             raise ValueError(
                 f'unique_until must be "success" or "start", not {self.unique_until!r}'
@@ -96,7 +108,8 @@ class JobOptions:
             raise ValueError("expires_at= needs a timezone-aware datetime")
 
     def custom_fields(self) -> dict[str, Any] | None:
-        """``custom`` as pushed: the given mapping plus the unique and expiry keys."""
+        """``custom`` as pushed: the given mapping plus the unique and expiry keys, and
+        ``result_ttl`` and ``retain``."""
         custom = dict(self.custom) if self.custom else {}
         if self.unique_for is not None:
             custom["unique_for"] = self.unique_for
@@ -106,6 +119,10 @@ class JobOptions:
             custom["expires_in"] = self.expires_in
         if self.expires_at is not None:
             custom["expires_at"] = format_time(self.expires_at.timestamp())
+        for name in ("result_ttl", "retain"):
+            value = getattr(self, name)
+            if value is not None:
+                custom[name] = int(value) if value == int(value) else value
         return custom or None
 
     def merged(self, **changes: Any) -> JobOptions:
@@ -146,6 +163,8 @@ class JobDef(Generic[P, R]):
         middleware: Sequence[Middleware],
         group: str | None = None,
         aggregate: Aggregate | None = None,
+        backoff: BackoffPolicy | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> None:
         self.app = app
         self.fn = fn
@@ -153,6 +172,10 @@ class JobDef(Generic[P, R]):
         self.defaults = options
         self.timeout = timeout
         self.group = group
+        self.backoff = backoff
+        """``(retry_count) -> seconds`` before the next retry; None: the server's backoff."""
+        self.rate_limit = rate_limit
+        """At most this many jobs of this type in each worker process (``ratelimit.py``)."""
         self.middleware: list[Middleware] = list(middleware)
         self.before_hooks: list[BeforeHook] = []
         self.after_hooks: list[AfterHook] = []
@@ -209,6 +232,8 @@ class JobDef(Generic[P, R]):
         expires_in: float | dt.timedelta | None = None,
         expires_at: dt.datetime | None = None,
         group: str | None = None,
+        result_ttl: float | None = None,
+        retain: float | None = None,
     ) -> JobDef[P, R]:
         """A copy of this job that pushes with these options (the handler is the same).
 
@@ -216,7 +241,10 @@ class JobDef(Generic[P, R]):
         same type and args is pending (``conveyor.NotUnique``); ``unique_until="start"`` ends
         that when it starts instead of when it succeeds. ``expires_in``/``expires_at`` drop the
         job, never run, once that time has passed (docs/admission.md). ``group``: the
-        aggregating group a job declared with ``aggregate=`` joins."""
+        aggregating group a job declared with ``aggregate=`` joins. ``result_ttl``: keep the
+        handler's return value that many seconds (``app.result()`` reads it); ``retain``: keep
+        the job that long after it succeeded, in the completed set. 0 turns off what the job's
+        declaration or the app asked for."""
         if group is not None and self.aggregate is None:
             raise TypeError(f"{self.name}: group= is for jobs declared with aggregate=")
         changes: dict[str, Any] = {
@@ -230,6 +258,8 @@ class JobDef(Generic[P, R]):
             "unique_until": unique_until,
             "expires_at": expires_at,
             "group": group,
+            "result_ttl": result_ttl,
+            "retain": retain,
         }
         if unique_for is not None:
             changes["unique_for"] = seconds_option(unique_for, "unique_for", 1)

@@ -227,8 +227,9 @@ class Client:
         """
         return await self._roundtrip(line + _CRLF)
 
-    async def _call(self, line: bytes) -> Reply:
-        reply = await self._roundtrip(line)
+    async def _call(self, line: bytes, read_timeout: float | None = None) -> Reply:
+        """One command; ``read_timeout``: a longer read timeout for a command that waits."""
+        reply = await self._roundtrip(line, read_timeout)
         if reply.kind is ReplyKind.ERROR:
             raise CommandError.from_reply(reply.text)
         return reply
@@ -241,22 +242,23 @@ class Client:
             raise ConnectError(f"the connection to {self.address.url} is closed")
         self._busy = True
 
-    async def _roundtrip(self, line: bytes) -> Reply:
+    async def _roundtrip(self, line: bytes, read_timeout: float | None = None) -> Reply:
         self._claim()
         try:
             self._writer.write(line)
-            return await self._receive(_REPLY)
+            return await self._receive(_REPLY, read_timeout)
         finally:
             self._busy = False
 
-    async def _receive(self, waiting_for: str) -> Reply:
+    async def _receive(self, waiting_for: str, read_timeout: float | None = None) -> Reply:
         """The next reply; on any failure the connection is closed, as its stream is lost."""
         replies = self._replies
+        timeout = self.timeout if read_timeout is None or self.timeout is None else read_timeout
         try:
             reply = replies.next_reply()
             if reply is not None:
                 return reply
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(timeout):
                 while reply is None:
                     data = await self._reader.read(_READ_BYTES)
                     if not data:
@@ -273,7 +275,7 @@ class Client:
         except TimeoutError:
             self._abort()
             raise ConnectError(
-                f"timed out after {self.timeout}s waiting for {waiting_for} from {self.address.url}"
+                f"timed out after {timeout}s waiting for {waiting_for} from {self.address.url}"
             ) from None
         except (OSError, ssl.SSLError) as exc:
             self._abort()
@@ -349,28 +351,48 @@ class Client:
         reply = await self._call(_fetchb_line(count, queues))
         return _decode_objects(reply.data) if reply.kind is ReplyKind.BULK else []
 
-    async def ack(self, jid: str, duration: float | None = None) -> None:
+    async def ack(
+        self, jid: str, duration: float | None = None, *, result: bytes | None = None
+    ) -> None:
         """``ACK``: the job succeeded. Unknown jids are fine (Faktory semantics).
 
-        ``duration``: how long the job ran, in seconds, for the server's metrics (a conveyor
-        extension key that Faktory ignores; docs/protocol.md)."""
-        fields = {"jid": jid} if duration is None else {"jid": jid, "duration": _seconds(duration)}
+        Conveyor extension keys, which Faktory ignores (docs/protocol.md): ``duration``, how
+        long the job ran in seconds, for the server's metrics; ``result``, the handler's value
+        as JSON, for a job that asked for it (sent as a JSON string)."""
+        fields = {"jid": jid}
+        if duration is not None:
+            fields["duration"] = _seconds(duration)
+        if result is not None:
+            fields["result"] = result.decode()
         await self._call(b"ACK " + _encode(fields) + _CRLF)
 
     async def ack_many(
-        self, jids: Sequence[str], durations: Sequence[float | None] | None = None
+        self,
+        jids: Sequence[str],
+        durations: Sequence[float | None] | None = None,
+        results: Sequence[bytes | None] | None = None,
     ) -> None:
         """``ACKB`` (conveyor extension): acknowledge several jobs in one round trip.
         ``durations``: how long each job ran, in seconds (``None`` for one that was not
-        timed), in the order of ``jids``."""
-        if durations is None:
+        timed); ``results``: each job's result as JSON (``None``: none); both in the order of
+        ``jids``."""
+        if durations is None and results is None:
             await self._call(b"ACKB " + _encode(jids) + _CRLF)
             return
-        # ACKB is ours: its durations are numbers (ACK's are strings, for Faktory)
-        items = [
-            jid if run is None else {"jid": jid, "duration": run}
-            for jid, run in zip(jids, durations, strict=True)
-        ]
+        runs = durations if durations is not None else [None] * len(jids)
+        values = results if results is not None else [None] * len(jids)
+        items: list[str | dict[str, Any]] = []
+        for jid, run, value in zip(jids, runs, values, strict=True):
+            if run is None and value is None:
+                items.append(jid)
+                continue
+            # ACKB is ours: its durations are numbers (ACK's are strings, for Faktory)
+            item: dict[str, Any] = {"jid": jid}
+            if run is not None:
+                item["duration"] = run
+            if value is not None:
+                item["result"] = value.decode()
+            items.append(item)
         await self._call(b"ACKB " + _encode(items) + _CRLF)
 
     async def fail(
@@ -380,15 +402,37 @@ class Client:
         message: str,
         backtrace: Sequence[str] = (),
         duration: float | None = None,
+        *,
+        skip_retry: bool = False,
+        retry_after: float | None = None,
+        backoff: float | None = None,
     ) -> None:
         """``FAIL``: the job failed; the server retries it or moves it to the dead set.
-        ``duration`` as for ``ack``."""
+
+        Conveyor extensions (a Faktory server ignores them): ``duration`` as for ``ack``;
+        ``skip_retry`` sends it to the dead set now; ``retry_after`` retries it in that many
+        seconds without counting a retry; ``backoff`` is the delay of this retry, if it is
+        retried."""
         payload: dict[str, Any] = {
             "jid": jid, "errtype": errtype, "message": message, "backtrace": backtrace
         }  # fmt: skip
         if duration is not None:
             payload["duration"] = _seconds(duration)
+        if skip_retry:
+            payload["skip_retry"] = True
+        if retry_after is not None:
+            payload["retry_after"] = retry_after
+        if backoff is not None:
+            payload["backoff"] = backoff
         await self._call(b"FAIL " + _encode(payload) + _CRLF)
+
+    async def result(self, jid: str, wait: float = 0.0) -> dict[str, Any] | None:
+        """``RESULT`` (conveyor extension): how the job ended, as the server stores it
+        (``{"state": "succeeded", "result": ...}`` or ``{"state": "failed", "errtype": ...}``),
+        waiting up to ``wait`` seconds for it; None when it is not known by then."""
+        line = b"RESULT " + _encode({"jid": jid, "wait": wait}) + _CRLF
+        reply = await self._call(line, None if self.timeout is None else self.timeout + wait)
+        return _decode_object(reply.data) if reply.kind is ReplyKind.BULK else None
 
     async def beat(self, rss_kb: int = 0, state: str | None = None) -> str:
         """``BEAT`` for this client's ``wid``; returns the state the server wants:

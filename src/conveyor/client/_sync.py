@@ -146,6 +146,7 @@ class SyncClient:
     ack = _blocking(Client.ack)
     ack_many = _blocking(Client.ack_many)
     fail = _blocking(Client.fail)
+    result = _blocking(Client.result)
     beat = _blocking(Client.beat)
     info = _blocking(Client.info)
     flush = _blocking(Client.flush)

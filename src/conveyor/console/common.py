@@ -22,6 +22,7 @@ from conveyor.manager.views import plural
 
 __all__ = [
     "EXIT_CONNECT",
+    "EXIT_JOB_FAILED",
     "EXIT_NOT_FOUND",
     "EXIT_OK",
     "EXIT_UNSUPPORTED",
@@ -32,6 +33,7 @@ __all__ = [
     "fail",
     "plural",
     "progress",
+    "result_of",
     "server_command",
 ]
 
@@ -44,6 +46,8 @@ EXIT_NOT_FOUND = 3
 """The server refused the request, or something named does not exist or could not be done."""
 EXIT_UNSUPPORTED = 4
 """The server does not have the conveyor extension the command needs (e.g. it is Faktory)."""
+EXIT_JOB_FAILED = 5
+"""``job result``: the job died; its error is shown."""
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -152,6 +156,19 @@ async def admin(client: Client, op: str, args: Mapping[str, Any] | None = None) 
             raise Unsupported(
                 f"{client.address.url} is a conveyor server without the {op!r} operation "
                 "(an older version?)"
+            ) from None
+        raise
+
+
+async def result_of(client: Client, jid: str, wait: float) -> dict[str, Any] | None:
+    """``Client.result``, with a server that lacks ``RESULT`` turned into ``Unsupported``."""
+    try:
+        return await client.result(jid, wait)
+    except CommandError as exc:
+        if exc.message.startswith("unknown command RESULT"):
+            raise Unsupported(
+                f"{client.address.url} does not support conveyor's RESULT extension (is it a "
+                "Faktory server?)"
             ) from None
         raise
 

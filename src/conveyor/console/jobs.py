@@ -1,4 +1,5 @@
-"""``conveyor job ls|show|retry|kill|delete|cancel``: jobs wherever they are (ADMIN job.*)."""
+"""``conveyor job ls|show|result|retry|kill|delete|cancel``: jobs wherever they are (ADMIN
+job.*, RESULT)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from rich.table import Table
 from conveyor.backtraces import trim
 from conveyor.client import Client
 from conveyor.console.common import (
+    EXIT_JOB_FAILED,
     EXIT_NOT_FOUND,
     Target,
     admin,
@@ -20,6 +22,7 @@ from conveyor.console.common import (
     fail,
     plural,
     progress,
+    result_of,
     server_command,
 )
 from conveyor.console.render import job_table
@@ -61,7 +64,7 @@ async def _list(
 
 
 @job_group.command("ls")
-@click.argument("where", metavar="QUEUE|retries|scheduled|dead|busy")
+@click.argument("where", metavar="QUEUE|retries|scheduled|dead|completed|busy")
 @_filters
 @click.option("--limit", type=click.IntRange(min=0), default=25, show_default=True)
 @server_command
@@ -73,7 +76,8 @@ async def job_ls(
     search: str | None,
     limit: int,
 ) -> int:
-    """The jobs of a queue, a set (retries, scheduled, dead) or being worked on (busy)."""
+    """The jobs of a queue, a set (retries, scheduled, dead, completed) or being worked on
+    (busy)."""
     jobs, total = await _list(client, where, jobtype, search, limit)
     if target.as_json:
         emit_json(target, {"where": where, "total": total, "jobs": jobs})
@@ -114,13 +118,23 @@ def _print_job(target: Target, job: dict[str, Any]) -> None:
     table = Table(box=None, show_header=False, title=f"[bold]{job['jobtype']}[/] {job['jid']}")
     table.add_column(style="dim")
     table.add_column()
-    where = job["where"] + (f" by {job['wid']}" if job.get("wid") else "")
-    table.add_row("where", f"{where} (queue {job['queue']})")
+    state = job.get("state") or job["where"]
+    asynq = job.get("asynq_state")
+    shown = state + (f" ({asynq})" if asynq and asynq != state else "")
+    worker = job.get("wid") if job["where"] == "working" else None
+    table.add_row("state", shown + (f" by {worker}" if worker else "") + f", queue {job['queue']}")
+    if job.get("at"):
+        table.add_row(job.get("at_means") or "at", str(job["at"]))
+    reservation = job.get("reservation")
+    if isinstance(reservation, dict):
+        table.add_row("reserved", f"{reservation['reserved_at']} until {reservation['expires_at']}")
     for key, value in (job.get("details") or {}).items():
         table.add_row(key.replace("_", " "), str(value))
     for key in ("created_at", "enqueued_at", "failed_at", "error"):
         if job.get(key):
             table.add_row(key.replace("_", " "), str(job[key]))
+    if "result" in job:
+        table.add_row("result", json.dumps(job["result"], ensure_ascii=False))
     target.out.print(table)
     failure = job["job"].get("failure")
     lines = failure.get("backtrace") if isinstance(failure, dict) else None
@@ -133,6 +147,41 @@ def _print_job(target: Target, job: dict[str, Any]) -> None:
                 "--json has the whole backtrace)[/]"
             )
     target.out.print_json(json.dumps(job["job"], ensure_ascii=False), indent=2)
+
+
+@job_group.command("result")
+@click.argument("jid")
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0, max=3600),
+    default=0.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Wait this long for the job to finish.",
+)
+@server_command
+async def job_result(target: Target, client: Client, jid: str, wait: float) -> int:
+    """The result of a job that asked for one (result_ttl, retain), or its error if it died.
+
+    Exit 0 with the result (JSON), 5 if the job failed, 3 if no result is known (yet)."""
+    outcome = await result_of(client, jid, wait)
+    if target.as_json:
+        emit_json(target, outcome)
+    if outcome is None:
+        if not target.as_json:
+            target.err.print(f"no result for {jid} (not finished, or it asked for none)")
+        return EXIT_NOT_FOUND
+    if outcome.get("state") != "succeeded":
+        if not target.as_json:
+            error = f"{outcome.get('errtype', '')}: {outcome.get('message', '')}"
+            target.err.print(f"job {jid} {outcome.get('state')}: {error}", markup=False)
+            lines = [str(line) for line in outcome.get("backtrace") or []]
+            if lines:
+                target.err.print("\n".join(trim(lines)[0]), markup=False, highlight=False)
+        return EXIT_JOB_FAILED
+    if not target.as_json:
+        target.out.print_json(json.dumps(outcome.get("result"), ensure_ascii=False))
+    return 0
 
 
 def _act(action: str, verb: str, what: str) -> Any:

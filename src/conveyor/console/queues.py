@@ -63,7 +63,7 @@ async def queue_ls(target: Target, client: Client) -> int:
 @server_command
 async def queue_inspect(target: Target, client: Client, names: tuple[str, ...]) -> int:
     """A queue's size, latency and state, and how many of its jobs are busy, scheduled,
-    retrying or dead."""
+    retrying, dead or completed."""
     found, missing = [], []
     for name in names:
         try:
@@ -81,8 +81,9 @@ async def queue_inspect(target: Target, client: Client, names: tuple[str, ...]) 
         table.add_row("state", "paused" if info["paused"] else "running")
         table.add_row("size", f"{info['size']:,}")
         table.add_row("latency", duration(info["latency"]))
-        for key in ("busy", "scheduled", "retries", "dead"):
-            table.add_row(key, f"{info[key]:,}")
+        for key in ("busy", "scheduled", "retries", "dead", "completed"):
+            if key in info:  # completed: servers with the completed set
+                table.add_row(key, f"{info[key]:,}")
         target.out.print(table)
     for name in missing:
         target.err.print(f"no queue named {name}")

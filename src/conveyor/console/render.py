@@ -50,6 +50,7 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
     "scheduled": ("jid", "jobtype", "queue", "at", "args"),
     "dead": ("jid", "jobtype", "queue", "failed_at", "error"),
     "busy": ("jid", "jobtype", "queue", "wid", "running_seconds", "args"),
+    "completed": ("jid", "jobtype", "queue", "finished_at", "duration", "result"),
 }
 _QUEUE_COLUMNS = ("jid", "jobtype", "enqueued_at", "args")
 _HEADERS = {
@@ -58,10 +59,12 @@ _HEADERS = {
     "running_seconds": "RUNNING",
     "failed_at": "FAILED",
     "enqueued_at": "ENQUEUED",
+    "finished_at": "FINISHED",
+    "duration": "RAN",
 }
 
 
-_TIMES = ("at", "failed_at", "enqueued_at")
+_TIMES = ("at", "failed_at", "enqueued_at", "finished_at")
 
 
 def job_table(where: str, jobs: Sequence[dict[str, Any]], now: float | None = None) -> Table:
@@ -92,7 +95,7 @@ def relative(when: str, now: float) -> str:
 
 
 def _cell(column: str, value: Any, now: float) -> str:
-    if column == "running_seconds":
+    if column in ("running_seconds", "duration"):
         return duration(float(value or 0))
     if column in _TIMES and isinstance(value, str) and value:
         return relative(value, now)

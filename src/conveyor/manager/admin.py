@@ -63,10 +63,11 @@ class WorkerView:
 
 @dataclass(frozen=True, slots=True)
 class JobLocation:
-    """Where a job is now: ``working`` (reserved, by ``wid``), ``queued``, a sorted set's
-    name (at ``score``), a place only a feature holds (``aggregating`` in ``group``), or, for
-    a job that is nowhere any more, what became of it (``cancelled``). ``details``: what the
-    feature that found it says about it (JSON-ready)."""
+    """Where a job is now: ``working`` (reserved, by ``wid``, since ``reserved_at``, until
+    ``expires_at``), ``queued``, a sorted set's name (at ``score``), a place only a feature
+    holds (``aggregating`` in ``group``), or, for a job that is nowhere any more, what became
+    of it (``cancelled``). ``details``: what the feature that found it says about it
+    (JSON-ready)."""
 
     where: str
     queue: str
@@ -75,6 +76,8 @@ class JobLocation:
     score: float = 0.0
     group: str = ""
     details: Mapping[str, Any] = field(default_factory=dict)
+    reserved_at: float | None = None
+    expires_at: float | None = None
     entry: QueuedJob | None = None
     """A queued job's entry as the queue holds it (a cancel removes exactly that one)."""
 
@@ -96,11 +99,15 @@ def _check_filter(flt: JobFilter | None) -> None:
         )
 
 
+_MUTATE_TARGETS = (SortedSet.SCHEDULED, SortedSet.RETRIES, SortedSet.DEAD)
+"""Faktory's MUTATE targets; the completed set is not one (its jobs ran already)."""
+
+
 def _set_named(target: str) -> SortedSet:
-    try:
-        return SortedSet(target)
-    except ValueError:
-        raise CommandError("invalid target for mutation command") from None
+    for name in _MUTATE_TARGETS:
+        if target == name.value:
+            return name
+    raise CommandError("invalid target for mutation command")
 
 
 class AdminOps:
@@ -386,7 +393,14 @@ class AdminOps:
         reservation = await self.store.get_reservation(jid)
         if reservation is None:
             return None
-        return JobLocation("working", reservation.queue, reservation.payload, reservation.wid)
+        return JobLocation(
+            "working",
+            reservation.queue,
+            reservation.payload,
+            reservation.wid,
+            reserved_at=reservation.reserved_at,
+            expires_at=reservation.expires_at,
+        )
 
     async def locate_many(self, jids: Sequence[str]) -> dict[str, JobLocation]:
         """``locate`` for many jids: the sets are read in one call each and the queues are
@@ -467,6 +481,8 @@ def _refusal(action: str, located: JobLocation) -> str:
         return f"already waiting in queue {located.queue}"
     if located.where == "queued" and action == "kill":
         return f"waiting in queue {located.queue}: delete it instead"
+    if located.where == SortedSet.COMPLETED and action != "delete":
+        return "completed: it ran and succeeded already (it can only be deleted)"
     return ""
 
 

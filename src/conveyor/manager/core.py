@@ -25,6 +25,8 @@ from conveyor.manager.config import ManagerConfig
 from conveyor.manager.feature_calls import FeatureCalls
 from conveyor.manager.features import Feature
 from conveyor.manager.features.registry import build_features
+from conveyor.manager.features.results import ResultsFeature
+from conveyor.manager.features.results_model import Outcome
 from conveyor.manager.flow import FlowControl
 from conveyor.manager.info import build_info
 from conveyor.manager.later import Later
@@ -38,7 +40,7 @@ from conveyor.manager.middleware import (
     hooks_of,
     run_chain,
 )
-from conveyor.manager.retry import FailureReport, RetryPolicy
+from conveyor.manager.retry import NO_CONTROL, FailureReport, RetryControl, RetryPolicy
 from conveyor.manager.tasks import BackgroundTasks
 from conveyor.manager.types import ClientInfo, ServerStats, WorkerState
 from conveyor.manager.waiters import Deliver, QueueWaiters
@@ -94,6 +96,7 @@ class Manager(FeatureCalls, AdminOps):
         that is down fails every command and every loop tick (docs/operations.md, Logs)."""
         # None: every feature with its defaults (configured ones come from ServerConfig)
         self.features = build_features({}) if features is None else list(features)
+        self._signal_handlers: dict[str, list[Callable[[Sequence[str] | None], None]]] = {}
         for feature in self.features:
             feature.bind(self)
         # features first: they are the server's own rules, the middleware given is the user's
@@ -143,10 +146,16 @@ class Manager(FeatureCalls, AdminOps):
             if all(isinstance(m, Feature) for m in ackers)
             else None
         )
+        self.results: ResultsFeature | None = next(
+            (f for f in self.features if isinstance(f, ResultsFeature)), None
+        )
+        """Results and completed jobs (``RESULT``, ACKs that carry results), if running."""
         # Worker state as last seen by this server; BEAT refreshes it from the store.
         self._worker_states: dict[str, str] = {}
         self._local_clients: dict[str, set[int]] = {}
         self._closers: dict[int, ClientInfo] = {}
+        # the store's ready listener is FlowControl's (flow.py); its signals are the features'
+        store.set_signal_listener(self._signalled)
 
     # ------------------------------------------------------------------ life cycle
 
@@ -160,7 +169,23 @@ class Manager(FeatureCalls, AdminOps):
         await self.tasks.stop()
         self.flow.stop()
         self.waiters.notify_all()
+        for feature in self.features:
+            feature.close()
         await self.store.close()
+
+    def on_signal(self, topic: str, handler: Callable[[Sequence[str] | None], None]) -> None:
+        """Call ``handler(keys)`` for every store signal of ``topic`` (``store/signals.py``);
+        ``keys`` None means signals may have been lost: look at everything again."""
+        self._signal_handlers.setdefault(topic, []).append(handler)
+
+    def _signalled(self, topic: str, keys: Sequence[str] | None) -> None:
+        if keys is None:
+            for handlers in self._signal_handlers.values():
+                for handler in handlers:
+                    handler(None)
+            return
+        for handler in self._signal_handlers.get(topic, ()):
+            handler(keys)
 
     # ------------------------------------------------------------------ push
 
@@ -499,15 +524,32 @@ class Manager(FeatureCalls, AdminOps):
 
     # ------------------------------------------------------------------ ack / fail
 
-    async def ack(self, jid: str, duration: float | None = None) -> None:
-        await self.ack_many((jid,), {jid: duration} if duration is not None else _NO_DURATIONS)
+    async def result_of(self, jid: str) -> Outcome | None:
+        """How job ``jid`` ended, when that is known: ``Outcome.state`` is ``succeeded``
+        (``Outcome.result``: the handler's value, as raw JSON) or ``failed`` (the error
+        fields). For features that pass results on (a chain's next job); None when the job
+        has not ended, asked for nothing to be kept, or its result expired."""
+        return None if self.results is None else await self.results.outcome(jid)
 
-    def ack_now(self, jid: str, duration: float | None = None) -> int | Later[int] | None:
+    async def ack(
+        self, jid: str, duration: float | None = None, result: bytes | None = None
+    ) -> None:
+        durations = {jid: duration} if duration is not None else _NO_DURATIONS
+        await self.ack_many((jid,), durations, None if result is None else {jid: result})
+
+    def ack_now(
+        self, jid: str, duration: float | None = None, result: bytes | None = None
+    ) -> int | Later[int] | None:
         """ACK done in the caller's step, without a task: how many reservations ended (0 or
         1); ``Later`` on a store whose writes wait for I/O (soon.py). None, with nothing
-        done, when it has to take the long way (``ack``): an ack hook wants this jid, a
-        feature must hear of it and that takes a wait, the store must wait for its commit.
-        ``duration``: the run time the worker reported, for the metrics."""
+        done, when it has to take the long way (``ack``): the ACK carries a result or a
+        results default is on (the results feature reads the job and stores what it asked
+        for), an ack hook wants this jid, a feature must hear of it and that takes a wait,
+        the store must wait for its commit. ``duration``: the run time the worker reported,
+        for the metrics."""
+        results = self.results
+        if results is not None and (result is not None or results.every_ack):
+            return None
         if self._ack_hooks:
             gates = self._ack_gates
             if gates is None or any(wants(jid) for wants in gates):
@@ -517,17 +559,28 @@ class Manager(FeatureCalls, AdminOps):
         return soon.ack_soon(self, jid, duration) if self._soon else None
 
     async def ack_many(
-        self, jids: Sequence[str], durations: Mapping[str, float] = _NO_DURATIONS
+        self,
+        jids: Sequence[str],
+        durations: Mapping[str, float] = _NO_DURATIONS,
+        results: Mapping[str, bytes] | None = None,
     ) -> int:
-        """End these reservations. ``durations``: run times (seconds) the worker reported, by
-        jid, for the metrics."""
-        if self._ack_hooks:
-            done = await self._ack_through_hooks(jids)
+        """End these reservations; returns how many existed. ``durations``: run times
+        (seconds) the worker reported, by jid, for the metrics; ``results``: the results
+        (JSON) workers sent with some of the ACKs, by jid (docs/results.md)."""
+        feature = self.results
+        if feature is not None and (results or feature.every_ack):
+            done = await feature.acknowledge(jids, results or {})
         else:
-            done = await self._ack_unhooked(jids)
+            done = await self.ack_plain(jids)
         if self.metrics is not None:
             self.metrics.on_ack(jids, done, durations)
         return done
+
+    async def ack_plain(self, jids: Sequence[str]) -> int:
+        """End these reservations as plain ACKs (nothing kept)."""
+        if self._ack_hooks:
+            return await self._ack_through_hooks(jids)
+        return await self._ack_unhooked(jids)
 
     async def _ack_through_hooks(self, jids: Sequence[str]) -> int:
         done = 0
@@ -549,6 +602,37 @@ class Manager(FeatureCalls, AdminOps):
             await run_chain(self._ack_hooks, ctx, final)
         return done
 
+    async def ack_kept(self, entries: Sequence[SetEntry]) -> int:
+        """End these reservations, keeping each job in the completed set (its entry), in
+        one store step per job (``Store.complete``); the ack hooks run around it as around a
+        plain ACK."""
+        gates = self._ack_gates
+        hooked: set[str] = set()
+        if self._ack_hooks:
+            jids = [entry.jid for entry in entries]
+            hooked = set(jids if gates is None else self._hooked_acks(jids, gates))
+        plain = [entry for entry in entries if entry.jid not in hooked]
+        done = await self._complete(plain) if plain else 0
+        for entry in entries:
+            if entry.jid not in hooked:
+                continue
+            ctx = AckContext(self, entry.jid, await self.store.get_reservation(entry.jid))
+
+            async def final(entry: SetEntry = entry) -> None:
+                nonlocal done
+                done += await self._complete((entry,))
+
+            await run_chain(self._ack_hooks, ctx, final)
+        return done
+
+    async def _complete(self, entries: Sequence[SetEntry]) -> int:
+        """``Store.complete``, telling the features what ended as ``_ack_returning`` does (a
+        unique job's lock is released, a throttle's slot is freed in the same step)."""
+        day = day_key(time.time())
+        ended = await self.store.complete(entries, day, self.flow.throttled, self._acked_marks)
+        await self._acked(ended)
+        return len(ended)
+
     @staticmethod
     def _hooked_acks(jids: Sequence[str], gates: Sequence[Callable[[str], bool]]) -> list[str]:
         if len(gates) == 1:  # the usual case, without a generator per jid
@@ -563,8 +647,11 @@ class Manager(FeatureCalls, AdminOps):
         message: str,
         backtrace: Sequence[str] = (),
         duration: float | None = None,
+        control: RetryControl = NO_CONTROL,
     ) -> None:
-        """``duration``: the run time (seconds) the worker reported, for the metrics."""
+        """``duration``: the run time (seconds) the worker reported, for the metrics;
+        ``control``: what the worker asked for (skip the retries, retry later without
+        counting, its own backoff: ``retry.RetryControl``)."""
         reservation = await self.store.get_reservation(jid)
         if reservation is None:
             for feature in self.features:
@@ -572,7 +659,7 @@ class Manager(FeatureCalls, AdminOps):
                     return  # e.g. a job cancelled while it ran, reported late by its worker
             raise JobNotFound(f"Job not found {jid}")
         report = FailureReport.clean(errtype, message, backtrace)
-        await self._fail_reservation(reservation, report, duration=duration)
+        await self._fail_reservation(reservation, report, duration=duration, control=control)
 
     async def _fail_reservation(
         self,
@@ -581,26 +668,25 @@ class Manager(FeatureCalls, AdminOps):
         *,
         expired: bool = False,
         duration: float | None = None,
+        control: RetryControl = NO_CONTROL,
     ) -> bool:
         """Record a failure and move the job on. False when the reservation was gone already
         (acked, failed or expired by someone else meanwhile): then nothing changes."""
         now = time.time()
         job = decode_job(reservation.payload)
-        self.retry_policy.record(job, report, now)
-        outcome = self.retry_policy.outcome(job, now, encode_job)
+        self.retry_policy.record(job, report, now, control)
+        outcome = self.retry_policy.outcome(job, now, encode_job, control)
         check_transition(JobState.WORKING, outcome.target or JobState.DISCARDED)
         if not self._fail_hooks:
             failed = await self.store.fail(reservation.jid, outcome, day_key(now))
         else:
             ctx = FailContext(self, reservation, job, report, outcome)
-            failed = False
 
             async def final() -> None:
-                nonlocal failed
-                failed = await self.store.fail(reservation.jid, ctx.outcome, day_key(now))
+                ctx.moved = await self.store.fail(reservation.jid, ctx.outcome, day_key(now))
 
             await run_chain(self._fail_hooks, ctx, final)
-            outcome = ctx.outcome
+            failed, outcome = ctx.moved, ctx.outcome
         self._unwatch((reservation.jid,))
         if failed:
             await self.flow.ended((reservation,))

@@ -16,7 +16,8 @@ context and ``call_next`` and must await ``call_next()`` to continue (or raise t
   drop it (its reservation ends, counted neither processed nor failed, and the fetch goes on
   with the next job).
 * ``ack``: around the end of a successful job.
-* ``fail``: around a failure; ``ctx.outcome`` says where the job goes and may be changed.
+* ``fail``: around a failure; ``ctx.outcome`` says where the job goes and may be changed;
+  after ``call_next()``, ``ctx.moved`` says whether it went there.
 
 Only overridden hooks are chained, so a manager with no middleware pays nothing.
 """
@@ -93,6 +94,9 @@ class FailContext:
     job: Job
     report: FailureReport
     outcome: FailOutcome
+    moved: bool = False
+    """Set once the chain's end ran: the job went where ``outcome`` says (False: its
+    reservation was gone already, acked or failed by someone else meanwhile)."""
 
 
 class Middleware:

@@ -67,6 +67,11 @@ class BackgroundTasks:
             task = asyncio.create_task(self._every(interval, step), name=f"conveyor-{name}")
             self._tasks.append(task)
 
+    @property
+    def loop_names(self) -> list[str]:
+        """The loops running now (``conveyor-<name>``), the manager's and the features'."""
+        return [task.get_name() for task in self._tasks]
+
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()

@@ -86,8 +86,19 @@ def job_row(payload: bytes) -> dict[str, Any]:
 
 
 def entry_row(entry: SetEntry) -> dict[str, Any]:
-    """A sorted-set entry: the job row plus its score, as seconds and as a time."""
-    return {**job_row(entry.payload), "score": entry.score, "at": iso_time(entry.score)}
+    """A sorted-set entry: the job row plus its score, as seconds and as a time; a completed
+    job also its ending (when, where, how long, and its result, short)."""
+    row = {**job_row(entry.payload), "score": entry.score, "at": iso_time(entry.score)}
+    completed = row["job"].get("completed")
+    if isinstance(completed, dict):
+        result = json.dumps(completed.get("result"), ensure_ascii=False, separators=(",", ":"))
+        row.update(
+            finished_at=completed.get("finished_at", ""),
+            duration=completed.get("duration"),
+            wid=completed.get("wid", ""),
+            result=result if len(result) <= 120 else result[:119] + "…",
+        )
+    return row
 
 
 def reservation_row(res: Reservation, now: float) -> dict[str, Any]:
@@ -175,12 +186,14 @@ def _matches(row: dict[str, Any], flt: JobFilter, raw: bytes) -> bool:
 async def list_jobs(
     manager: Manager, where: str, flt: JobFilter, offset: int, limit: int
 ) -> tuple[list[dict[str, Any]], int | None]:
-    """Jobs of a sorted set (``retries``, ``scheduled``, ``dead``), of the jobs being worked on
+    """Jobs of a sorted set (``retries``, ``scheduled``, ``dead``, ``completed``), of the jobs
+    being worked on
     (``busy``) or of a queue (any other name), filtered by jobtype and text; returns one page
     and the number matching (None when only a full scan could tell: a filtered queue)."""
     name = _SETS.get(where)
     if name is not None:
-        page = await manager.list_set(name, flt, offset, limit, descending=name is SortedSet.DEAD)
+        newest_first = name in (SortedSet.DEAD, SortedSet.COMPLETED)
+        page = await manager.list_set(name, flt, offset, limit, descending=newest_first)
         return [entry_row(e) for e in page.items], page.total
     if flt.is_empty:
         if where == "busy":

@@ -22,6 +22,7 @@ from conveyor.errors import CommandError
 from conveyor.manager import Manager, WorkerState, views
 from conveyor.manager.features.aggregation import AggregateFeature, group_key
 from conveyor.manager.features.cancellation import CancelFeature
+from conveyor.manager.jobinfo import job_infos
 from conveyor.server.admin_cron import CRON_OPS
 from conveyor.store.base import JobFilter, SortedSet
 
@@ -144,9 +145,7 @@ def _jids(op: str, raw: bytes) -> list[str]:
 
 
 async def _job_show(manager: Manager, raw: bytes) -> Any:
-    jids = _jids("job.show", raw)
-    found = await manager.locate_many(jids)
-    return {"jobs": [views.location_view(found[j]) if j in found else None for j in jids]}
+    return {"jobs": await job_infos(manager, _jids("job.show", raw))}
 
 
 def _job_action(action: str) -> AdminOp:

@@ -2,8 +2,9 @@
 
 No rules and no storage here (STYLE.md §2). Replies and error texts follow Faktory 1.10
 byte for byte (faktory.md §1.3), except where Faktory answers ``internal error`` to a missing
-argument: we say what is missing. ``FETCHB``, ``ACKB``, ``ADMIN``, ``CRON`` and ``CANCELS``
-are conveyor extensions (docs/protocol.md).
+argument: we say what is missing. ``FETCHB``, ``ACKB``, ``RESULT``, ``ADMIN``, ``CRON`` and
+``CANCELS`` are conveyor extensions, as are the extra keys of ACK (``result``) and FAIL
+(``skip_retry``, ``retry_after``, ``backoff``): docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import msgspec
 
 from conveyor.errors import CommandError
 from conveyor.manager import ClientInfo, Manager, ServerStats, WorkerState
+from conveyor.manager.features.results import MAX_WAIT_SECONDS
 from conveyor.manager.later import Later
+from conveyor.manager.retry import RetryControl
 from conveyor.metrics.jobs import parse_duration
 from conveyor.protocol import NULL_BULK, OK, bulk
 from conveyor.server.admin import run_admin
@@ -83,14 +86,26 @@ class FailArgs(msgspec.Struct):
     errtype: str | None = None
     message: str | None = None
     backtrace: list[str] | None = None
-    duration: str | float | None = None  # extension: the run time in seconds (docs/protocol.md)
+    # extensions (docs/protocol.md), which Faktory ignores: the run time in seconds, and
+    # retry control
+    duration: str | float | None = None
+    skip_retry: bool | None = None
+    retry_after: float | str | None = None
+    backoff: float | str | None = None
 
 
 class AckItem(msgspec.Struct):
-    """An ACKB item that is not a bare jid: what ACK takes, and ``duration`` may be a number."""
+    """An ACKB item that is not a bare jid: what ACK takes (``duration`` may be a number;
+    ``result`` is the job's result as a JSON text)."""
 
     jid: str
     duration: str | float | None = None
+    result: str | None = None
+
+
+class ResultArgs(msgspec.Struct, forbid_unknown_fields=True):
+    jid: str
+    wait: float = 0.0
 
 
 class BeatArgs(msgspec.Struct):
@@ -117,6 +132,7 @@ class MutateArgs(msgspec.Struct):
 
 _ack_decoder = msgspec.json.Decoder(dict[str, str])
 _fail_decoder = msgspec.json.Decoder(FailArgs)
+_result_decoder = msgspec.json.Decoder(ResultArgs)
 _beat_decoder = msgspec.json.Decoder(BeatArgs)
 _mutate_decoder = msgspec.json.Decoder(MutateArgs)
 _cancels_decoder = msgspec.json.Decoder(CancelsArgs)
@@ -194,8 +210,10 @@ async def _fetch(
     return reply(jobs) if jobs else NULL_BULK
 
 
-def _ack_args(argument: bytes) -> tuple[str, float | None]:
-    """The jid of an ACK and the run time its worker reported (an extension), if any."""
+def _ack_args(argument: bytes) -> tuple[str, float | None, bytes | None]:
+    """The jid of an ACK, the run time its worker reported and the job's result (extensions:
+    ``result`` carries the handler's value as a JSON text in a string, since Faktory's ACK
+    takes string values only, and ignores extra keys), if any."""
     if not argument:
         raise CommandError('invalid ACK: missing argument, expected ACK {"jid":"..."}')
     try:
@@ -205,11 +223,12 @@ def _ack_args(argument: bytes) -> tuple[str, float | None]:
     jid = fields.get("jid")
     if jid is None:
         raise CommandError(f"invalid ACK {_text(argument)}")
-    duration = fields.get("duration")
-    return jid, None if duration is None else parse_duration(duration)
+    result = fields.get("result")
+    return jid, parse_duration(fields.get("duration")), None if result is None else result.encode()
 
 
 async def ack(session: Session, argument: bytes) -> bytes | None:
+    """``ACK {"jid":"..."}``, and the extension keys ``duration`` and ``result``."""
     await session.manager.ack(*_ack_args(argument))
     return OK
 
@@ -246,23 +265,26 @@ def fetch_now(session: Session, argument: bytes) -> bytes | Soon | None:
 
 
 async def ack_many(session: Session, argument: bytes) -> bytes | None:
-    """Extension: ``ACKB ["jid1",{"jid":"jid2","duration":"0.25"}]`` -> ``+OK``: each item
-    a jid, or what ACK takes."""
+    """Extension: ``ACKB ["jid1",{"jid":"jid2","duration":"0.25","result":"[1,2]"}]`` ->
+    ``+OK``: each item a jid, or what ACK takes."""
     try:
         items = _ackb_decoder.decode(argument)
     except _BAD_JSON as exc:
         raise CommandError(f"invalid ACKB: expected a JSON array of jids ({_why(exc)})") from None
     jids: list[str] = []
     durations: dict[str, float] = {}
+    results: dict[str, bytes] = {}
     for item in items:
         if isinstance(item, str):
             jids.append(item)
-        else:
-            jids.append(item.jid)
-            seconds = parse_duration(item.duration)
-            if seconds is not None:
-                durations[item.jid] = seconds
-    await session.manager.ack_many(jids, durations)
+            continue
+        jids.append(item.jid)
+        seconds = parse_duration(item.duration)
+        if seconds is not None:
+            durations[item.jid] = seconds
+        if item.result is not None:
+            results[item.jid] = item.result.encode()
+    await session.manager.ack_many(jids, durations, results or None)
     return OK
 
 
@@ -281,8 +303,50 @@ async def fail(session: Session, argument: bytes) -> bytes | None:
         args.message or "",
         args.backtrace or (),
         parse_duration(args.duration),
+        _control(args),
     )
     return OK
+
+
+def _control(args: FailArgs) -> RetryControl:
+    """The retry control a FAIL's extension keys ask for."""
+    try:
+        return RetryControl(
+            skip=bool(args.skip_retry),
+            retry_after=_seconds("retry_after", args.retry_after),
+            backoff=_seconds("backoff", args.backoff),
+        )
+    except ValueError as exc:
+        raise CommandError(f"invalid FAIL: {exc}") from None
+
+
+def _seconds(name: str, value: float | str | None) -> float | None:
+    if value is None or isinstance(value, float | int):
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise CommandError(f"invalid FAIL: {name} must be a number of seconds") from None
+
+
+async def result(session: Session, argument: bytes) -> bytes | None:
+    """Extension: ``RESULT {"jid":"...","wait":10}`` -> the job's outcome as JSON, waiting up
+    to ``wait`` seconds for it (woken by the ACK or FAIL that stores it), or ``$-1``."""
+    if not argument:
+        raise CommandError('RESULT needs an argument: RESULT {"jid":"...","wait":seconds}')
+    try:
+        args = _result_decoder.decode(argument)
+    except _BAD_JSON as exc:  # msgspec.ValidationError is a DecodeError
+        raise CommandError(f"invalid RESULT: {_why(exc)}") from None
+    if not args.jid:
+        raise CommandError("invalid RESULT: jid must not be empty")
+    if not (0 <= args.wait <= MAX_WAIT_SECONDS):
+        raise CommandError(f"invalid RESULT: wait must be from 0 to {MAX_WAIT_SECONDS:g} seconds")
+    feature = session.manager.results
+    if feature is None:
+        raise CommandError("results are not available on this server")
+    outcome = await feature.wait(args.jid, args.wait)
+    return NULL_BULK if outcome is None else bulk(msgspec.json.encode(outcome))
 
 
 async def beat(session: Session, argument: bytes) -> bytes | None:
@@ -425,6 +489,7 @@ COMMANDS: dict[str, Handler] = {
     # conveyor extensions (docs/protocol.md)
     "FETCHB": fetch_many,
     "ACKB": ack_many,
+    "RESULT": result,
     "ADMIN": admin,
     "CRON": cron,
     "CANCELS": cancels,

@@ -50,8 +50,9 @@ FLUSH_BYTES = 64 * 1024  # replies to pipelined commands are sent together up to
 LINGER_SECONDS = 2.0  # after refused input, how long we read and drop the rest
 IDLE_CHECKS = 4  # looks per idle timeout: an idle connection closes within 1.25 timeouts
 
-_WAITING = (b"FETCH", b"CANCELS")
-"""Commands that may wait for seconds: earlier replies go out first, a lost peer stops them."""
+_WAITING = (b"FETCH", b"RESULT", b"CANCELS")
+"""Commands that may wait long (for a job, a result, a cancel notice): earlier replies go
+out first, a lost peer stops them."""
 
 # Queued in place of input that is refused, to answer in order (then the connection closes).
 _TOO_LONG = object()  # a line over max_line_bytes

@@ -11,10 +11,10 @@ Data model
 
 * **Queues**: FIFO lists of ``QueuedJob`` per queue name. A queue is *known* from its first
   enqueue until it is removed. A known queue may be *paused* (persistent).
-* **Sorted sets** (``SortedSet``): ``scheduled``, ``retries`` and ``dead``. Each entry has a
-  score (float seconds since the epoch: when it is due, or for ``dead`` when it expires), a jid
-  and the payload. Within one set **a jid identifies one entry**; adding a jid already present
-  replaces that entry.
+* **Sorted sets** (``SortedSet``): ``scheduled``, ``retries``, ``dead`` and ``completed``. Each
+  entry has a score (float seconds since the epoch: when it is due, or for ``dead`` and
+  ``completed`` when it expires), a jid and the payload. Within one set **a jid identifies one
+  entry**; adding a jid already present replaces that entry.
 * **Reservations** (the *working* set): jobs handed to a worker, keyed by jid, with the worker
   id and the expiry time. A reservation ends with ``ack``, ``fail`` or (via the reaper, which
   calls ``fail``) expiry.
@@ -26,6 +26,8 @@ Data model
   keys in named spaces (jobs expired per day; expiring jobs to sweep).
 * **Groups** (``groups.py``): the aggregating set, jobs waiting to be enqueued as one; and
   the one step that cancels a job wherever it is (``cancels.py``).
+* **Completions** (``completed.py``): the ACK that keeps its job in the ``completed`` set.
+* **Signals** (``signals.py``): wake-ups told to every server sharing the store.
 * **Workers**: the heartbeat records of worker processes (``WorkerRecord``). Several servers
   may change one record at once (a BEAT on one, a quiet signal on another), so every change to
   an existing record goes through ``update_worker``, one atomic read-modify-write.
@@ -57,12 +59,14 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from conveyor.store.cancels import Cancels
+from conveyor.store.completed import Completions
 from conveyor.store.counts import Counts
 from conveyor.store.deadlines import Deadlines
 from conveyor.store.endings import Endings
 from conveyor.store.groups import Groups
 from conveyor.store.limits import Limits
 from conveyor.store.records import Records
+from conveyor.store.signals import Signals
 
 __all__ = [
     "DURABLE",
@@ -90,6 +94,8 @@ class SortedSet(enum.StrEnum):
     SCHEDULED = "scheduled"
     RETRIES = "retries"
     DEAD = "dead"
+    COMPLETED = "completed"
+    """Succeeded jobs kept for their retention (``store/completed.py``), score = expiry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,13 +263,15 @@ DURABLE: Durability = _Durable()
 """What ``enqueue_now`` and ``hand_off`` return when the write is durable already (memory)."""
 
 
-class Store(Records, Limits, Endings, Counts, Deadlines, Cancels, Groups, abc.ABC):
+class Store(
+    Records, Limits, Endings, Counts, Deadlines, Cancels, Groups, Completions, Signals, abc.ABC
+):
     """The storage contract. See the module docstring for the data model and durability.
 
     The job lifecycle is declared here; the capabilities features build on are declared in
     modules of their own (``records.py``, ``limits.py``, ``endings.py``, ``counts.py``,
-    ``deadlines.py``, ``cancels.py``, ``groups.py``) and included, so every backend has all of
-    them."""
+    ``deadlines.py``, ``cancels.py``, ``groups.py``, ``completed.py``, ``signals.py``) and
+    included, so every backend has all of them."""
 
     in_process: bool = False
     """The store writes without waiting for I/O (memory, SQLite): it offers the synchronous

@@ -33,9 +33,11 @@ SET_ACTIONS: dict[SortedSet, tuple[str, ...]] = {
     SortedSet.RETRIES: ("retry", "delete", "kill", "cancel"),
     SortedSet.SCHEDULED: ("add_to_queue", "delete", "kill", "cancel"),
     SortedSet.DEAD: ("retry", "delete"),
+    SortedSet.COMPLETED: ("delete",),
 }
 """Faktory's actions per set; ``retry`` and ``add_to_queue`` both enqueue now. ``cancel``
-(ours) removes the job as delete does, and records and counts it as cancelled."""
+(ours) removes the job as delete does, and records and counts it as cancelled. A completed
+job ran and succeeded: it can only be deleted."""
 _CANCEL_PAGE = 1000
 
 QUEUE_ACTIONS = ("pause", "resume", "clear", "delete_jobs")

@@ -41,6 +41,8 @@ ROUTES: list[BaseRoute] = [
     Route("/scheduled/{key}", pages.set_job, methods=["GET", "POST"], name="scheduled_job"),
     Route("/morgue", pages.set_list, methods=["GET", "POST"], name="morgue"),
     Route("/morgue/{key}", pages.set_job, methods=["GET", "POST"], name="dead_job"),
+    Route("/completed", pages.set_list, methods=["GET", "POST"], name="completed"),
+    Route("/completed/{key}", pages.set_job, methods=["GET", "POST"], name="completed_job"),
     Route("/jobs/{jid}", pages.job_lookup, methods=["GET", "POST"], name="job"),
     Route("/groups", groups.page, name="groups"),
     Route("/groups/detail", groups.detail, methods=["GET", "POST"], name="group"),

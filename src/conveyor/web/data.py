@@ -9,8 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from conveyor.backtraces import trim
 from conveyor.manager import views
+from conveyor.manager.jobinfo import job_info
 from conveyor.manager.types import ServerStats
 from conveyor.manager.views import history_view, job_row, queues_view
 from conveyor.store.base import SetEntry, SortedSet
@@ -146,13 +149,16 @@ async def set_view(manager: Manager, name: SortedSet, listing: Listing) -> dict[
 async def locate_view(
     manager: Manager, jid: str, queue: str | None = None
 ) -> dict[str, Any] | None:
-    """Where a job is now (queue, a set, or being worked on) and its payload there; ``queue``
-    narrows the search of the queues (a link from a queue's page knows it)."""
-    location = await manager.locate(jid, queue)
-    if location is None:
+    """Where a job is now (queue, a set, or being worked on) and its payload there, its state
+    and, when it ended, its outcome (``manager.jobinfo``), and its unique lock and expiry
+    (``limits``); ``queue`` narrows the search of the queues (a link from a queue's page
+    knows it)."""
+    info = await job_info(manager, jid, queue)
+    if info is None:
         return None
-    limits = await job_limits_view(manager, location.payload)
-    return {**views.location_view(location), "limits": limits}
+    located = info["where"] and isinstance(info.get("job"), dict)
+    payload = msgspec.json.encode(info["job"]) if located else None
+    return {**info, "limits": await job_limits_view(manager, payload) if payload else {}}
 
 
 async def job_view(manager: Manager, name: SortedSet, jid: str) -> dict[str, Any] | None:
@@ -184,6 +190,7 @@ async def job_view(manager: Manager, name: SortedSet, jid: str) -> dict[str, Any
         "backtrace": _backtrace(failure),
         "retries_left": retries_left,
         "next_retry": failure.get("next_at") if failure else None,
+        "completed": job.get("completed") if isinstance(job.get("completed"), dict) else None,
     }
 
 

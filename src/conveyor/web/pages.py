@@ -217,7 +217,8 @@ async def job_lookup(request: Request) -> Response:
     if view is None:
         raise HTTPException(
             404,
-            f"No job {jid!r} is queued, scheduled, retrying, aggregating, dead, busy or cancelled.",
+            f"Nothing is known of job {jid!r}: not queued, scheduled, busy, retrying, "
+            "aggregating, dead, completed or cancelled, and no result of it is kept.",
         )
     root = request.scope.get("root_path", "")
     for route, name in SET_ROUTES.items():
@@ -237,7 +238,7 @@ async def search(request: Request) -> Response:
     # only what could be a jid (Faktory's are 8+ characters, no spaces) is looked up: the
     # lookup may scan the queues (docs/design/queued-lookup.md)
     could_be_jid = len(text) >= 8 and not any(c.isspace() for c in text)
-    if could_be_jid and await request.app.state.manager.locate(text) is not None:
+    if could_be_jid and await data.locate_view(request.app.state.manager, text) is not None:
         return RedirectResponse(f"{root}/jobs/{quote(text, safe='')}", status_code=303)
     return RedirectResponse(f"{root}/morgue?q={quote(text, safe='')}", status_code=303)
 

@@ -40,6 +40,7 @@ SET_ROUTES: dict[str, SortedSet] = {
     "retries": SortedSet.RETRIES,
     "scheduled": SortedSet.SCHEDULED,
     "morgue": SortedSet.DEAD,
+    "completed": SortedSet.COMPLETED,
 }
 """URL segment -> sorted set, at Faktory's routes (the dead set lives at ``/morgue``)."""
 
@@ -128,9 +129,9 @@ def _int_param(params: QueryParams, name: str, default: int, low: int, high: int
 
 
 def default_descending(name: SortedSet) -> bool:
-    """The dead set lists the latest deaths first (its score is death + retention); the
-    other sets list what is due soonest first."""
-    return name is SortedSet.DEAD
+    """The dead and completed sets list the latest first (their score is the end plus the
+    retention); the other sets list what is due soonest first."""
+    return name in (SortedSet.DEAD, SortedSet.COMPLETED)
 
 
 def parse_listing(params: QueryParams, *, default_descending: bool = False) -> Listing:

@@ -23,6 +23,7 @@ from conveyor.errors import AuthenticationError, ConnectError
 from conveyor.logs import LOG_FORMATS, configure_logging
 from conveyor.worker import settings, supervisor
 from conveyor.worker.queues import QueueSpec, parse_queue
+from conveyor.worker.ratelimit import RateLimit
 
 if TYPE_CHECKING:
     from conveyor.app.core import App
@@ -184,6 +185,14 @@ def _env(key: str) -> str:
     help="Threads for sync handlers (default: the concurrency).",
 )
 @click.option(
+    "--rate-limit",
+    metavar="COUNT/UNIT",
+    envvar=_env("rate_limit"),
+    callback=lambda ctx, param, value: _parse_rate(value),
+    help="At most this many jobs per process (10/s, 100/m, 5/h, 3/10s); jobs over it are "
+    "retried at their turn without using a retry.",
+)
+@click.option(
     "--log-level",
     envvar=_env("log_level"),
     type=click.Choice(["debug", "info", "warning", "error"]),
@@ -220,6 +229,7 @@ def worker_command(
     grace: float,
     heartbeat: float,
     threads: int | None,
+    rate_limit: RateLimit | None,
     log_level: str,
     log_format: str,
     metrics_bind: str | None,
@@ -252,7 +262,7 @@ def worker_command(
     worker = app.worker(
         concurrency=concurrency, queues=queues, labels=labels, burst=burst,
         shutdown_grace_seconds=grace, batch=batch, heartbeat_seconds=heartbeat, threads=threads,
-        metrics=metrics,
+        rate_limit=rate_limit, metrics=metrics,
     )  # fmt: skip
     try:
         _run(worker, ready_fd)
@@ -272,6 +282,15 @@ def _serve_metrics(bind: str) -> WorkerMetrics:
         raise click.BadParameter(f"cannot serve metrics on {bind}: {exc}") from None
     logging.getLogger("conveyor.worker").info("metrics on http://%s:%d/metrics", host, port)
     return metrics
+
+
+def _parse_rate(value: str | None) -> RateLimit | None:
+    if value is None:
+        return None
+    try:
+        return RateLimit.parse(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--rate-limit") from None
 
 
 def _run(worker: Worker, ready_fd: int | None) -> None:

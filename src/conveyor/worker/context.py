@@ -66,11 +66,12 @@ class JobContext:
 
     @property
     def retry_count(self) -> int:
-        """How many times this job failed before: 0 on the first run."""
+        """How many times this job failed before: 0 on the first run. A ``RetryAfter``
+        does not count (its ``failure`` has no ``retry_count`` until a real failure)."""
         failure = self.job.failure
-        if not failure:
+        if not failure or "retry_count" not in failure:
             return 0
-        return int(failure.get("retry_count", 0)) + 1
+        return int(failure["retry_count"]) + 1
 
     @property
     def cancelled(self) -> bool:

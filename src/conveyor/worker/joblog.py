@@ -3,15 +3,20 @@
     [send_email 3f2a9c...] done in 12.3ms (queue default)
     [send_email 3f2a9c...] failed: SMTPError: timeout (queue default, 2.01s); retry 3/25 in ~1m56s
     [resize 77b1e0...] failed: PayloadError: ... (queue images, 0.4ms); moved to the dead set
+    [geocode 0c4d2e...] failed: conveyor.RetryAfter: rate limit 10/1s reached (queue default,
+        0.0ms); retry in 100.0ms, not counted
 
 Successes go at INFO, failures that will be retried at WARNING, the others at ERROR (with the
-traceback). Each record carries ``jid``, ``jobtype``, ``queue``, ``duration_ms``, ``outcome``
-(``done``, ``retry``, ``dead``, ``discarded``, ``interrupted``) and, for a retry, ``retry``,
-``retries`` and ``retry_in_seconds`` as ``extra`` fields: ``--log-format json`` shows them
-as keys. Silence the successes with ``logging.getLogger("conveyor.worker.jobs")``'s level.
+traceback); a ``RetryAfter`` (asked for, not an accident: a rate limit) at INFO without one.
+Each record carries ``jid``, ``jobtype``, ``queue``, ``duration_ms``, ``outcome`` (``done``,
+``retry``, ``later``, ``dead``, ``discarded``, ``interrupted``) and, for a retry, ``retry``,
+``retries`` and ``retry_in_seconds`` (``later``: ``retry_in_seconds``) as ``extra`` fields:
+``--log-format json`` shows them as keys. Silence the successes with
+``logging.getLogger("conveyor.worker.jobs")``'s level.
 
-The retry time is the middle of the server's backoff window (Faktory's formula, the server adds
-a random part); the server decides, the worker only says what to expect.
+The retry time is the job type's backoff when it has one, else the middle of the server's
+backoff window (Faktory's formula, the server adds a random part); the server decides, the
+worker only says what to expect.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ def describe_failure(outcome: Outcome, *, interrupted: bool = False) -> dict[str
     job = outcome.job
     if interrupted:
         return {"outcome": "interrupted"}
+    if outcome.retry_after is not None:
+        return {"outcome": "later", "retry_in_seconds": outcome.retry_after}
     if outcome.dead:
         return {"outcome": "dead"}
     retry = job.retry if job.retry is not None else 25
@@ -54,7 +61,9 @@ def describe_failure(outcome: Outcome, *, interrupted: bool = False) -> dict[str
     count = int(previous) + 1 if isinstance(previous, int) else 0
     if retry < 0 or count >= retry:
         return {"outcome": "dead"}
-    expected = count**4 + 15 + 14.5 * (count + 1)
+    expected = (
+        outcome.backoff if outcome.backoff is not None else count**4 + 15 + 14.5 * (count + 1)
+    )
     return {
         "outcome": "retry",
         "retry": count + 1,
@@ -93,6 +102,9 @@ def log_outcome(outcome: Outcome, *, interrupted: bool = False) -> None:
     if what == "retry":
         after = f"retry {extra['retry']}/{extra['retries']} in ~{_human(extra['retry_in_seconds'])}"
         level = logging.WARNING
+    elif what == "later":
+        after = f"retry in {_human(extra['retry_in_seconds'])}, not counted"
+        level = logging.INFO
     else:
         after = _NEXT[what]
         level = logging.WARNING if what == "interrupted" else logging.ERROR
@@ -103,7 +115,7 @@ def log_outcome(outcome: Outcome, *, interrupted: bool = False) -> None:
         "%s failed: %s: %s (queue %s, %s); %s",
         head, outcome.errtype, outcome.message, job.queue, _human(took), after,
         extra=extra,
-        exc_info=outcome.error if not interrupted else None,
+        exc_info=outcome.error if not interrupted and what != "later" else None,
     )  # fmt: skip
 
 

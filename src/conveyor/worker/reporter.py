@@ -8,18 +8,24 @@ more results wait than it has slots, it fetches less (``on_sent`` tells it to lo
 
 A dropped connection is re-opened with backoff and the command sent again: ACK is idempotent,
 and a repeated FAIL gets ``JobNotFound``, which is ignored.
+
+With a conveyor server (``extensions``) an ACK carries the job's result when it asked for one,
+and a FAIL what should happen to the retries (``skip_retry``, ``retry_after``, ``backoff``:
+docs/protocol.md). A plain Faktory server gets the standard commands: a job that must not be
+retried is FAILed, then moved to the dead set with ``MUTATE kill``; the rest is ignored there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from conveyor.client import Client
-from conveyor.errors import JobNotFound
+from conveyor.errors import CommandError, JobNotFound
 from conveyor.pool import ConnectionPool
 from conveyor.worker.execute import Outcome
 
@@ -42,8 +48,11 @@ class Reporter:
         batch: bool,
         connections: int = 1,
         on_sent: Callable[[], object] = lambda: None,
+        extensions: bool | None = None,
     ) -> None:
         self.batch = batch
+        self.extensions = batch if extensions is None else extensions
+        """The server is conveyor: results and retry control go with ACK and FAIL."""
         self._pool: ConnectionPool[Client] = ConnectionPool(
             connect, size=connections, retry_seconds=RETRY_SECONDS
         )
@@ -52,6 +61,8 @@ class Reporter:
         self._acks: list[str] = []
         self._runs: list[float | None] = []
         """The run time of each job in ``_acks``, in step: sent with ACKB (conveyor servers)."""
+        self._results: list[bytes | None] = []
+        """The result of each job in ``_acks``, in step (conveyor servers, jobs that ask)."""
         self._fails: list[Outcome] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -65,6 +76,7 @@ class Reporter:
         if outcome.error is None:
             self._acks.append(outcome.job.jid)
             self._runs.append(outcome.duration)
+            self._results.append(outcome.result_json if self.extensions else None)
         else:
             self._fails.append(outcome)
         self._idle.clear()
@@ -121,25 +133,49 @@ class Reporter:
             if len(self._acks) <= ACK_BATCH_MAX:
                 jids, self._acks = self._acks, []
                 runs, self._runs = self._runs, []
+                results, self._results = self._results, []
             else:
                 jids, self._acks = self._acks[:ACK_BATCH_MAX], self._acks[ACK_BATCH_MAX:]
                 runs, self._runs = self._runs[:ACK_BATCH_MAX], self._runs[ACK_BATCH_MAX:]
-            await self._send(len(jids), self._send_acks(jids, runs))
+                cut = ACK_BATCH_MAX
+                results, self._results = self._results[:cut], self._results[cut:]
+            await self._send(len(jids), self._send_acks(jids, runs, results))
         if self._fails:
             outcome = self._fails.pop(0)
             duration = outcome.duration if self.batch else None
-            await self._send(1, self.call(lambda client: _fail(client, outcome, duration)))
+            fail = functools.partial(
+                _fail, outcome=outcome, duration=duration, extensions=self.extensions
+            )
+            await self._send(1, self.call(fail))
         self._on_sent()
 
-    async def _send_acks(self, jids: list[str], runs: list[float | None]) -> None:
+    async def _send_acks(
+        self, jids: list[str], runs: list[float | None], results: list[bytes | None]
+    ) -> None:
+        with_results = results if any(result is not None for result in results) else None
         if self.batch:
-            await self.call(lambda client: client.ack_many(jids, runs))
+            try:
+                await self.call(lambda client: client.ack_many(jids, runs, with_results))
+                return
+            except CommandError:
+                if with_results is None:
+                    raise
+            # A result the server refused (its limit may be lower than ours): one by one,
+            # so only the jobs whose result it refuses fail.
+            await self.call(functools.partial(_ack_each, jids=jids, results=results))
             return
         # One ACK per round trip: spread them over the pool's connections.
         share = -(-len(jids) // self._connections)
-        parts = [jids[i : i + share] for i in range(0, len(jids), share)]
+        parts = range(0, len(jids), share)
         await asyncio.gather(
-            *(self.call(functools.partial(_ack_each, jids=part)) for part in parts)
+            *(
+                self.call(
+                    functools.partial(
+                        _ack_each, jids=jids[i : i + share], results=results[i : i + share]
+                    )
+                )
+                for i in parts
+            )
         )
 
     async def _send(self, count: int, send: Awaitable[Any]) -> None:
@@ -149,14 +185,32 @@ class Reporter:
             logger.exception("could not report %d job results", count)
 
 
-async def _ack_each(client: Client, jids: list[str]) -> None:
-    for jid in jids:
-        await client.ack(jid)
+async def _ack_each(client: Client, jids: list[str], results: list[bytes | None]) -> None:
+    for jid, result in zip(jids, results, strict=True):
+        if result is None:
+            await client.ack(jid)
+            continue
+        try:
+            await client.ack(jid, result=result)
+        except CommandError as exc:  # the server refused the result: the job cannot have it
+            logger.error("the server refused the result of job %s: %s", jid, exc.message)
+            await _refused(client, jid, exc.message)
 
 
-async def _fail(client: Client, outcome: Outcome, duration: float | None) -> None:
+async def _refused(client: Client, jid: str, why: str) -> None:
+    with contextlib.suppress(JobNotFound):  # its reservation ended meanwhile
+        await client.fail(jid, "conveyor.ResultError", why, skip_retry=True)
+
+
+async def _fail(client: Client, outcome: Outcome, duration: float | None, extensions: bool) -> None:
     jid = outcome.job.jid
     try:
+        if extensions:
+            await client.fail(
+                jid, outcome.errtype, outcome.message, outcome.backtrace, duration,
+                skip_retry=outcome.dead, retry_after=outcome.retry_after, backoff=outcome.backoff,
+            )  # fmt: skip
+            return
         await client.fail(jid, outcome.errtype, outcome.message, outcome.backtrace, duration)
     except JobNotFound:  # already failed before a reconnect, or the reservation expired
         return

@@ -41,9 +41,15 @@ from conveyor.job import Job
 from conveyor.pool import CONNECTION_ERRORS
 from conveyor.worker.cancels import watch_cancels
 from conveyor.worker.context import Middleware
-from conveyor.worker.execute import DEFAULT_BACKTRACE_LINES, JobRunner, Outcome
+from conveyor.worker.execute import (
+    DEFAULT_BACKTRACE_LINES,
+    DEFAULT_MAX_RESULT_BYTES,
+    JobRunner,
+    Outcome,
+)
 from conveyor.worker.joblog import log_cancelled, log_outcome
 from conveyor.worker.queues import QueueOrder, QueueSpec
+from conveyor.worker.ratelimit import RateLimit
 from conveyor.worker.reporter import Reporter
 
 if TYPE_CHECKING:
@@ -107,7 +113,12 @@ class Worker:
         wid: str | None = None,
         hostname: str | None = None,
         metrics: WorkerMetrics | None = None,
+        rate_limit: str | RateLimit | None = None,
+        max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
     ) -> None:
+        """``rate_limit``: at most that many jobs of this process (``"100/s"``); jobs over it
+        are retried at their turn without using a retry. ``max_result_bytes``: the largest
+        result (as JSON) sent to the server; a larger one fails its job (dead)."""
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         self.app = app
@@ -121,7 +132,12 @@ class Worker:
         self.wid = wid or os.urandom(8).hex()
         self.hostname = hostname or socket.gethostname()
         self.threads = ThreadPoolExecutor(threads or concurrency, thread_name_prefix="conveyor")
-        self.runner = JobRunner(app, middleware=middleware, threads=self.threads, wid=self.wid)
+        self.runner = JobRunner(
+            app, middleware=middleware, threads=self.threads, wid=self.wid,
+            rate_limit=rate_limit, max_result_bytes=max_result_bytes,
+        )  # fmt: skip
+        self.extensions = False
+        """The server is conveyor (from INFO): results and retry control are sent."""
         self.metrics = metrics
         """Counts this worker's jobs for ``--metrics-bind`` (``conveyor.metrics.worker``)."""
         if metrics is not None:
@@ -275,10 +291,11 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         clients, watcher = await self._open()
         logger.info(
-            "worker %s started: %r, %s fetch",
+            "worker %s started: %r, %s fetch%s",
             self.wid,
             self.queues,
             "batched" if self.batch else "single",
+            "" if self.runner.limiter is None else f", rate limit {self.runner.limiter.limit}",
         )
         if connected is not None:
             connected.set()
@@ -306,18 +323,19 @@ class Worker:
         clients = [await self._connect()]
         watcher: Client | None = None
         try:
-            conveyor = True  # unless INFO says otherwise (CANCELS then finds out by itself)
+            description = (await clients[0].info()).get("server", {}).get("description", "")
+            self.extensions = conveyor = "conveyor" in str(description).lower()
             if self.batch is None:
-                description = (await clients[0].info()).get("server", {}).get("description", "")
-                self.batch = conveyor = "conveyor" in str(description).lower()
+                self.batch = conveyor
             await self.app.crons.register(clients[0])  # @app.cron entries, once per process
             # One FETCHB asks for every free slot; plain FETCH gets one job per round trip, so
             # several fetchers keep the slots busy (as Faktory's own workers do).
             fetchers = 1 if self.batch else min(self.concurrency, SINGLE_FETCHERS_MAX)
             clients += [await self._connect() for _ in range(fetchers - 1)]
             reporter = self._reporter = Reporter(
-                self._connect, batch=self.batch, connections=fetchers, on_sent=self._capacity.set
-            )
+                self._connect, batch=self.batch, connections=fetchers, on_sent=self._capacity.set,
+                extensions=conveyor,
+            )  # fmt: skip
             await reporter.call(_hello)  # fail here, not later, when the server is unreachable
             if conveyor:
                 watcher = await self._connect()

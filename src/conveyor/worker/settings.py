@@ -12,6 +12,7 @@ both; each reads its own tables)::
     labels = ["blue"]
     processes = 2
     grace = 25.0
+    rate_limit = "100/s"
     log_format = "json"
     metrics_bind = "127.0.0.1:9191"
     tls_ca = "/etc/conveyor/ca.pem"
@@ -43,6 +44,7 @@ WORKER_KEYS: dict[str, str] = {
     "grace": "grace",
     "heartbeat": "heartbeat",
     "threads": "threads",
+    "rate_limit": "rate_limit",
     "log_level": "log_level",
     "log_format": "log_format",
     "metrics_bind": "metrics_bind",

@@ -66,6 +66,10 @@ class Feature(Middleware):
     def loops(self) -> Sequence[Loop]:
         return ()
 
+    def close(self) -> None:
+        """Called once when the manager stops, after its loops: let go of what waits (a
+        ``RESULT`` waiting for a result answers now)."""
+
     def wants_push(self, job: Job) -> bool:
         """Whether this feature's push hook must see ``job``. With a push hook, return False
         for the jobs it leaves alone: those keep the PUSH fast path."""

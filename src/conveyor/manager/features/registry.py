@@ -17,6 +17,7 @@ from conveyor.manager.features.cancellation import CancelFeature
 from conveyor.manager.features.cron import CronFeature
 from conveyor.manager.features.expiring import ExpiringJobs
 from conveyor.manager.features.rate_limits import RateLimits
+from conveyor.manager.features.results import ResultsFeature
 from conveyor.manager.features.throttles import Throttles
 from conveyor.manager.features.unique import UniqueJobs
 
@@ -31,6 +32,7 @@ FEATURES: tuple[type[Feature], ...] = (
     RateLimits,
     CronFeature,
     CancelFeature,
+    ResultsFeature,
     AggregateFeature,  # last: a job is grouped once every other push hook has accepted it
 )
 

@@ -41,12 +41,14 @@ from conveyor.store.base import (
 )
 from conveyor.store.filters import filter_entries
 from conveyor.store.memory.cancels import MemoryCancels
+from conveyor.store.memory.completed import MemoryCompletions
 from conveyor.store.memory.counts import MemoryCounts
 from conveyor.store.memory.deadlines import MemoryDeadlines
 from conveyor.store.memory.endings import MemoryEndings
 from conveyor.store.memory.groups import MemoryGroups
 from conveyor.store.memory.limits import MemoryLimits
 from conveyor.store.memory.records import MemoryRecords
+from conveyor.store.signals import LocalSignals
 from conveyor.store.workers import LocalWorkers
 
 __all__ = ["MemoryStore"]
@@ -136,6 +138,8 @@ class MemoryStore(
     MemoryDeadlines,
     MemoryCancels,
     MemoryGroups,
+    MemoryCompletions,
+    LocalSignals,
     Store,
 ):
     """Everything in this process; nothing survives a restart."""

@@ -1,13 +1,14 @@
-"""Endings (``conveyor.store.endings``) in Redis: ``lua/endings_end.lua``."""
+"""Endings (``conveyor.store.endings``) in Redis: ``lua/endings_end.lua``, which also keeps
+completed jobs (``RedisCompletions.complete``, its mode ``complete``)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
-from conveyor.store.base import QueuedJob, Reservation
+from conveyor.store.base import QueuedJob, Reservation, SetEntry, SortedSet
 from conveyor.store.endings import Endings
-from conveyor.store.redis.codec import decode_entry, decode_fields
+from conveyor.store.redis.codec import decode_entry, decode_fields, encode_set_data, score_arg
 
 __all__ = ["RedisEndings"]
 
@@ -43,14 +44,24 @@ class RedisEndings(Endings):
         day: str,
         throttled: Collection[str],
         marks: Sequence[bytes] | None,
+        entries: Sequence[SetEntry] = (),
     ) -> tuple[list[str], list[Any]]:
-        """KEYS and ARGV of endings_end.lua (also sent by ``RedisSoon.ack_returning_soon``)."""
+        """KEYS and ARGV of endings_end.lua (also sent by ``RedisSoon.ack_returning_soon``).
+        ``mode`` "ack", "discard" or "complete" (then ``entries``, not ``jids``, say which
+        reservations end and what the completed set keeps of each)."""
         k = self._keys
+        done = SortedSet.COMPLETED
         queues = list(throttled)
-        keys = [k.res, k.exp, k.busy, k.stats, k.ready]
+        keys = [k.res, k.exp, k.busy, k.stats, k.ready, k.zset(done), k.data(done)]
         keys += [k.key(f"tq:{queue}") for queue in queues]
         wanted: list[Any] = ["*"] if marks is None else [len(marks), *marks]
-        return keys, [mode, day, self._pub, self._origin, len(queues), *queues, *wanted, *jids]
+        args = [mode, day, self._pub, self._origin, len(queues), *queues, *wanted]
+        if entries:
+            for entry in entries:
+                args += [entry.jid, score_arg(entry.score), encode_set_data(entry)]
+        else:
+            args += jids
+        return keys, args
 
     def _ended(self, flat: list[bytes], throttled: Collection[str]) -> list[Reservation]:
         """The reservations endings_end.lua returned; their throttled queues are woken."""
@@ -79,10 +90,11 @@ class RedisEndings(Endings):
         day: str,
         throttled: Collection[str] = (),
         marks: Sequence[bytes] | None = None,
+        entries: Sequence[SetEntry] = (),
     ) -> list[Reservation]:
-        if not jids:
+        if not jids and not entries:
             return []
-        keys, args = self._end_call(mode, jids, day, throttled, marks)
+        keys, args = self._end_call(mode, jids, day, throttled, marks, entries)
         flat = await self._write("endings_end", keys, args)
         return self._ended(flat, throttled)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from conveyor.store.base import QueuedJob, Reservation
+from conveyor.store.base import QueuedJob, Reservation, SetEntry
 from conveyor.store.redis.calls import OutcomeUnknown
 from conveyor.store.redis.codec import encode_entry, score_arg
 
@@ -51,6 +51,7 @@ class RedisSoon:
             day: str,
             throttled: Collection[str],
             marks: Sequence[bytes] | None,
+            entries: Sequence[SetEntry] = (),
         ) -> tuple[list[str], list[Any]]: ...
 
         def _ended(self, flat: list[bytes], throttled: Collection[str]) -> list[Reservation]: ...

@@ -24,6 +24,8 @@ Key layout (``{ns}`` is ``{conveyor}`` unless the URL says ``?namespace=``)::
     {ns}:r:<space>     HASH  key -> lp(expires_at) value         (records, see records.py)
     {ns}:rx:<space>    ZSET  key by expires_at;  {ns}:rspaces  SET  spaces in use
     {ns}:ready         channel: queue names that may have jobs (SPUBLISH on Redis 7)
+    {ns}:signals       channel: "<origin> <topic> <keys JSON>" (store/signals.py)
+    {ns}:s:completed   ZSET, {ns}:d:completed HASH: completed jobs, as the other sets
     {ns}:op:<token>    STRING the result of one write call, kept ~30 s (calls.py)
 
 The capabilities' modules document their own keys (``records.py``, ``limits.py``, ...).
@@ -70,6 +72,7 @@ from conveyor.store.redis.codec import (
     parse_url,
     score_arg,
 )
+from conveyor.store.redis.completed import RedisCompletions, RedisSignals
 from conveyor.store.redis.connect import Clients
 from conveyor.store.redis.counts import RedisCounts
 from conveyor.store.redis.deadlines import RedisDeadlines
@@ -96,6 +99,7 @@ class Keys:
     def __init__(self, namespace: str) -> None:
         p = f"{{{namespace}}}:"
         self.queues, self.paused, self.ready = p + "queues", p + "paused", p + "ready"
+        self.signals = p + "signals"
         self.res, self.exp, self.busy = p + "res", p + "exp", p + "busy"
         self.stats, self.workers = p + "stats", p + "workers"
         self.record_spaces = p + "rspaces"
@@ -134,6 +138,8 @@ class RedisStore(
     RedisDeadlines,
     RedisCancels,
     RedisGroups,
+    RedisCompletions,
+    RedisSignals,
     Store,
 ):
     """A ``Store`` over Redis or Redis Cluster. Build it with ``RedisStore.from_url``."""
@@ -184,6 +190,7 @@ class RedisStore(
             self._wake,
             self._known_queues,
             self._url if usable(self._url) else None,
+            signals=(self._keys.signals, self._signalled),
         )
         self._subscriber.start()
 

@@ -1,4 +1,5 @@
-"""Cross-server wake-ups: a pub/sub subscriber that calls the store's ready listener.
+"""Cross-server wake-ups: a pub/sub subscriber that calls the store's ready listener (and,
+on a second channel, its signal listener: ``store/signals.py``).
 
 Every script that puts jobs into a queue also publishes the queue name on ``{ns}:ready`` in
 the same atomic step. On Redis 7 that is a *sharded* channel (SPUBLISH): on a Cluster the
@@ -8,7 +9,9 @@ node, and the subscriber connects to that node. Older Redis gets a plain PUBLISH
 A message is ``b"<origin> <queue>"``; a store skips its own messages, having already called
 its listener when the script returned (or failed). Messages published while the subscriber is
 disconnected are lost, so after every (re)subscribe the subscriber calls the listener for every
-known queue: spurious calls are allowed, missed ones are not.
+known queue: spurious calls are allowed, missed ones are not. Signals (``{ns}:signals``,
+``"<origin> <topic> <keys>"``) follow the same rules; after a resubscription the signal
+listener is told that anything may have changed.
 """
 
 from __future__ import annotations
@@ -47,10 +50,14 @@ class Subscriber:
         deliver: Callable[[str], None],
         known_queues: Callable[[], Awaitable[set[str]]],
         lean: RedisURL | None = None,
+        signals: tuple[str, Callable[[bytes | None], None]] | None = None,
     ) -> None:
+        """``signals``: the signal channel and what receives its messages (without their
+        origin; None after a resubscription)."""
         self._connect = connect
         self._lean = lean  # read the channel on a connection of our own (channel.py)
         self._channel = channel
+        self._signals = signals
         self._sharded = sharded
         self._origin = origin.encode()
         self._deliver = deliver
@@ -91,16 +98,22 @@ class Subscriber:
             return
         client = await self._connect()
         pubsub = client.pubsub()
+        channels = [self._channel]
+        if self._signals is not None:
+            channels.append(self._signals[0])
         try:
             if self._sharded:
-                await pubsub.ssubscribe(self._channel)
+                await pubsub.ssubscribe(*channels)
             else:
-                await pubsub.subscribe(self._channel)
-            await self._wait_confirmed(pubsub)
+                await pubsub.subscribe(*channels)
+            for _ in channels:
+                await self._wait_confirmed(pubsub)
             self.subscribed.set()
             # Anything published while we were not listening is lost: wake every queue.
             for name in await self._known_queues():
                 self._deliver(name)
+            if self._signals is not None:
+                self._signals[1](None)
             while not self._stopping:
                 message = await pubsub.get_message(timeout=PING_EVERY_SECONDS)
                 if message is None:
@@ -108,9 +121,7 @@ class Subscriber:
                     await pubsub.ping()
                     continue
                 if message["type"] in ("message", "smessage"):
-                    origin, _, name = message["data"].partition(b" ")
-                    if name and origin + b" " != self._origin:
-                        self._deliver(name.decode())
+                    self._received(message)
                 elif message["type"] in ("unsubscribe", "sunsubscribe"):
                     # Redis drops shard subscriptions when the slot moves: start over.
                     raise RedisError("unsubscribed from the wake-up channel")
@@ -124,13 +135,21 @@ class Subscriber:
     async def _listen_lean(self, url: RedisURL) -> None:
         origin = self._origin.decode()
         conn = await listen(
-            url, self._channel, self._sharded, origin, self._deliver, PING_EVERY_SECONDS
+            url,
+            self._channel,
+            self._sharded,
+            origin,
+            self._deliver,
+            PING_EVERY_SECONDS,
+            self._signals,
         )
         try:
             self.subscribed.set()
             # Anything published while we were not listening is lost: wake every queue.
             for name in await self._known_queues():
                 self._deliver(name)
+            if self._signals is not None:
+                self._signals[1](None)
             heard = conn.heard
             pinged = False
             while not self._stopping:
@@ -148,6 +167,16 @@ class Subscriber:
         finally:
             self.subscribed.clear()
             conn.close()
+
+    def _received(self, message: dict[str, Any]) -> None:
+        origin, _, body = message["data"].partition(b" ")
+        if not body or origin + b" " == self._origin:
+            return  # our own: delivered when it was sent
+        channel = message.get("channel")
+        if self._signals is not None and channel in (self._signals[0], self._signals[0].encode()):
+            self._signals[1](body)
+        else:
+            self._deliver(body.decode())
 
     @staticmethod
     async def _wait_confirmed(pubsub: Any) -> None:

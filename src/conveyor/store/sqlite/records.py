@@ -43,6 +43,9 @@ class SQLiteRecords(Records):
 
     async def put_records(self, space: str, records: Sequence[Record]) -> None:
         rows = [(space, r.key, r.expires_at, r.value) for r in records]
+        if len(rows) == 1:  # one statement is atomic by itself: no savepoint
+            self._db.write(_SQL["put"], rows[0])
+            return
         with self._db.atomic() as conn:
             conn.executemany(_SQL["put"], rows)
 

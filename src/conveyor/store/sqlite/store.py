@@ -36,8 +36,10 @@ from conveyor.store.base import (
     Store,
     WorkerRecord,
 )
+from conveyor.store.signals import LocalSignals
 from conveyor.store.sqlite import damage
 from conveyor.store.sqlite.cancels import SQLiteCancels
+from conveyor.store.sqlite.completed import SQLiteCompletions
 from conveyor.store.sqlite.counts import SQLiteCounts
 from conveyor.store.sqlite.damage import Damaged, checksum, intact
 from conveyor.store.sqlite.db import Database, SQLiteOptions, load_queries, split_statements
@@ -77,6 +79,8 @@ class SQLiteStore(
     SQLiteDeadlines,
     SQLiteCancels,
     SQLiteGroups,
+    SQLiteCompletions,
+    LocalSignals,
     Store,
 ):
     """Build with ``SQLiteStore.from_url("sqlite:///path/to/file.db")`` (see ``SQLiteOptions``)."""

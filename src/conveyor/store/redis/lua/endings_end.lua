@@ -1,17 +1,22 @@
--- endings_end: end reservations and return them (store/endings.py); with ARGV[1] "ack" they
--- count as processed, as in ack.lua, and those of a throttled queue free their slot in the
--- queue's slot set and wake the FETCHes waiting for it on every server (limits_reserve.lua).
+-- endings_end: end reservations and return them (store/endings.py); with ARGV[3] "ack" they
+-- count as processed, as in ack.lua; with "complete" they count so too and each job is kept in
+-- the completed set (store/completed.py: ack.lua and set_add.lua in one step). Those of a
+-- throttled queue free their slot in the queue's slot set and wake the FETCHes waiting for it
+-- on every server (limits_reserve.lua).
 -- KEYS[1] {ns}:op:<token> this call's token (_lib.lua): what it returned, for its retries
 -- KEYS[2] {ns}:res   HASH jid -> lp(queue) lp(wid) payload
 -- KEYS[3] {ns}:exp   ZSET jid by expires_at
 -- KEYS[4] {ns}:busy  ZSET jid by reserved_at
 -- KEYS[5] {ns}:stats HASH processed, failures, p:<day>, f:<day>
 -- KEYS[6] {ns}:ready wake-up channel
--- KEYS[7..] {ns}:tq:<queue> of each throttled queue, in ARGV order
--- ARGV[1] token TTL, ARGV[2] attempt, ARGV[3] "ack" or "discard", ARGV[4] day,
+-- KEYS[7] {ns}:s:completed ZSET jid by expiry     (used by "complete" only)
+-- KEYS[8] {ns}:d:completed HASH jid -> lp(queue) lp(jobtype) payload
+-- KEYS[9..] {ns}:tq:<queue> of each throttled queue, in ARGV order
+-- ARGV[1] token TTL, ARGV[2] attempt, ARGV[3] "ack", "discard" or "complete", ARGV[4] day,
 -- ARGV[5] SPUBLISH or PUBLISH, ARGV[6] "<origin> ", ARGV[7] n, ARGV[8 .. 7+n] throttled queue
 -- names, then "*" (every payload is returned) or m and m marks (a payload holding none of them
--- is returned empty: the manager needs no other), then the jids.
+-- is returned empty: the manager needs no other), then the jids (with "complete": each jid
+-- followed by its completed entry's score and data).
 -- Returns a flat array: jid, reservation, expires_at, reserved_at, ...
 local done = replay()
 if done then
@@ -20,7 +25,7 @@ end
 local n_throttled = tonumber(ARGV[7])
 local slots = {}
 for t = 1, n_throttled do
-  slots[ARGV[7 + t]] = KEYS[6 + t]
+  slots[ARGV[7 + t]] = KEYS[8 + t]
 end
 local a = 8 + n_throttled
 local marks = nil
@@ -38,9 +43,11 @@ local function kept(record)
   end
   return lp(queue) .. lp(wid)
 end
+local completing = ARGV[3] == 'complete'
+local stride = completing and 3 or 1
 local out, woke = {}, {}
 local n = 0
-for i = a + 1, #ARGV do
+for i = a + 1, #ARGV, stride do
   local jid = ARGV[i]
   local record = redis.call('HGET', KEYS[2], jid)
   if record then
@@ -51,6 +58,10 @@ for i = a + 1, #ARGV do
     redis.call('HDEL', KEYS[2], jid)
     redis.call('ZREM', KEYS[3], jid)
     redis.call('ZREM', KEYS[4], jid)
+    if completing then
+      redis.call('ZADD', KEYS[7], ARGV[i + 1], jid)
+      redis.call('HSET', KEYS[8], jid, ARGV[i + 2])
+    end
     local queue = read_lp(record, 1)
     if slots[queue] then
       redis.call('ZREM', slots[queue], jid)
@@ -59,7 +70,7 @@ for i = a + 1, #ARGV do
     n = n + 1
   end
 end
-if n > 0 and ARGV[3] == 'ack' then
+if n > 0 and ARGV[3] ~= 'discard' then
   redis.call('HINCRBY', KEYS[5], 'processed', n)
   redis.call('HINCRBY', KEYS[5], 'p:' .. ARGV[4], n)
 end

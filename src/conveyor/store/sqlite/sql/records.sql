@@ -5,13 +5,16 @@
 -- A record whose expires_at has passed is treated as absent by every query here; the janitor
 -- deletes it later (purge).
 -- name: create
+-- A rowid table: a WITHOUT ROWID one keeps each value inside the key's b-tree, and records
+-- (job results: a few hundred bytes, random jids) were 1.8x slower to insert there. A file
+-- made before keeps its WITHOUT ROWID table; every query works on both.
 CREATE TABLE IF NOT EXISTS records (
     space TEXT NOT NULL,
     key TEXT NOT NULL,
     expires_at REAL,
     value BLOB NOT NULL,
     PRIMARY KEY (space, key)
-) WITHOUT ROWID;
+);
 -- the janitor finds expired records through this index
 CREATE INDEX IF NOT EXISTS records_expiry ON records (expires_at) WHERE expires_at IS NOT NULL;
 

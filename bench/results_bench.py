@@ -1,0 +1,251 @@
+"""Results and completed jobs: what they cost push->fetch->ack, and how soon a result arrives.
+
+    python -m bench.results_bench                          # SQLite, this checkout only
+    python -m bench.results_bench --baseline-src /work/main/src --repeat 3
+
+A/B in one run, on one machine, servers started one after the other (never at once):
+
+* **off**: plain jobs, plain ACKs (results and retention off: the path must not have changed;
+  with ``--baseline-src`` the same workload also runs on a server built from that source tree,
+  e.g. the main branch, interleaved with this one);
+* **results**: every job asks for its result (``custom.result_ttl``), every ACK carries one;
+* **retain**: every job is kept in the completed set with its result (``custom.retain``, no
+  ``result_ttl``: the completed set is where its result is read).
+
+Each mode runs two consumer paths: FETCH+ACK one job per round trip (what Faktory clients
+do), and FETCHB/ACKB x100 (what conveyor's worker does). The latency row measures how soon a
+waiting ``RESULT`` (what ``app.result()`` sends) is answered after the ACK that stores the
+result was sent. Prints a table of the best run of each, with the **server's CPU time per job**
+(read from ``/proc``): on a machine shared with other work the rates swing with the load, the
+CPU a job costs the server much less. Nothing here is a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from rich.console import Console
+from rich.table import Table
+
+from bench._harness import percentile, start_server
+from conveyor.client import Client
+
+RESULT = b'{"n":1,"ok":true}'
+MODES: dict[str, dict[str, object]] = {
+    "off": {},
+    "results": {"result_ttl": 3600},
+    "retain": {"retain": 3600},
+}
+
+
+@dataclass
+class Run:
+    label: str
+    rates: list[float] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)
+    """The server's CPU time (user + system) per job, in µs, of each run."""
+
+    @property
+    def best(self) -> float:
+        return max(self.rates) if self.rates else 0.0
+
+    @property
+    def least_cpu(self) -> float:
+        return min(self.cpu_us) if self.cpu_us else 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (``/proc/<pid>/stat``)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _job(queue: str, custom: dict[str, object]) -> dict[str, object]:
+    job: dict[str, object] = {
+        "jid": uuid.uuid4().hex,
+        "jobtype": "Noop",
+        "args": [1],
+        "queue": queue,
+    }
+    if custom:
+        job["custom"] = custom
+    return job
+
+
+async def _connect(url: str, count: int) -> list[Client]:
+    return list(await asyncio.gather(*(Client.connect(url) for _ in range(count))))
+
+
+async def round_trip(url: str, jobs: int, mode: str) -> float:
+    """4 producers PUSH while 8 consumers FETCH+ACK one job per round trip; jobs/s."""
+    custom, results = MODES[mode], mode != "off"
+    producers, consumers = await _connect(url, 4), await _connect(url, 8)
+    remaining = jobs // 4 * 4
+    done = asyncio.Event()
+
+    async def produce(client: Client) -> None:
+        for _ in range(jobs // 4):
+            await client.push(_job("rt", custom))
+
+    async def consume(client: Client) -> None:
+        nonlocal remaining
+        while remaining > 0:
+            job = await client.fetch("rt")
+            if job is None:
+                continue
+            await client.ack(job["jid"], result=RESULT if results else None)
+            remaining -= 1
+            if remaining <= 0:
+                done.set()
+
+    started = time.perf_counter()
+    tasks = [asyncio.create_task(consume(c)) for c in consumers]
+    await asyncio.gather(*(produce(c) for c in producers))
+    await done.wait()
+    seconds = time.perf_counter() - started
+    await _drop(tasks, producers, consumers)
+    return (jobs // 4 * 4) / seconds
+
+
+async def batched(url: str, jobs: int, mode: str) -> float:
+    """The queue pre-filled, 4 consumers FETCHB/ACKB x100 (conveyor's worker); jobs/s."""
+    custom, results = MODES[mode], mode != "off"
+    clients = await _connect(url, 4)
+    for start in range(0, jobs, 1000):
+        await clients[0].push_bulk(
+            [_job("batched", custom) for _ in range(min(1000, jobs - start))]
+        )
+    remaining = jobs
+    done = asyncio.Event()
+
+    async def consume(client: Client) -> None:
+        nonlocal remaining
+        while remaining > 0:
+            got = await client.fetch_many(100, "batched")
+            if got:
+                jids = [j["jid"] for j in got]
+                await client.ack_many(jids, results=[RESULT] * len(jids) if results else None)
+                remaining -= len(got)
+                if remaining <= 0:
+                    done.set()
+
+    started = time.perf_counter()
+    tasks = [asyncio.create_task(consume(c)) for c in clients]
+    await done.wait()
+    seconds = time.perf_counter() - started
+    await _drop(tasks, clients)
+    return jobs / seconds
+
+
+async def result_latency(url: str, count: int) -> list[float]:
+    """ms from sending the ACK that carries a result to the reply of a RESULT waiting for it."""
+    producer, worker, waiter = await _connect(url, 3)
+    latencies: list[float] = []
+    for _ in range(count):
+        job = _job("lat", MODES["results"])
+        await producer.push(job)
+        fetched = await worker.fetch("lat")
+        assert fetched is not None
+        waiting = asyncio.create_task(waiter.result(str(job["jid"]), 5.0))
+        await asyncio.sleep(0.002)  # the RESULT is waiting on the server
+        sent = time.perf_counter()
+        await worker.ack(fetched["jid"], result=RESULT)
+        outcome = await waiting
+        latencies.append((time.perf_counter() - sent) * 1000)
+        assert outcome is not None
+        assert outcome["result"] == {"n": 1, "ok": True}
+    for client in (producer, worker, waiter):
+        await client.close()
+    return latencies
+
+
+async def _drop(tasks: list[asyncio.Task[None]], *groups: list[Client]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for group in groups:
+        for client in group:
+            client._abort()  # may be mid-FETCH: just drop the socket
+
+
+def _measure(
+    storage: str | None, env: dict[str, str] | None, jobs: int, work: Callable[[str], object]
+) -> tuple[float, float]:
+    """(jobs/s, server CPU µs per job) of one run on a fresh server."""
+    with start_server(storage, extra_env=env) as server:
+        before = cpu_seconds(server.process.pid)
+        rate = float(asyncio.run(work(server.url)))  # type: ignore[arg-type]
+        used = cpu_seconds(server.process.pid) - before
+    return rate, used / jobs * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each; the best is shown")
+    parser.add_argument("--storage", default=None, help="storage URL (default: a SQLite file)")
+    parser.add_argument(
+        "--baseline-src", default=None, help="a source tree (its src/) to run 'off' against too"
+    )
+    parser.add_argument("--latency-jobs", type=int, default=500)
+    args = parser.parse_args()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    servers: list[tuple[str, dict[str, str] | None]] = [("this checkout", None)]
+    if args.baseline_src:
+        servers.insert(0, ("baseline", {"PYTHONPATH": args.baseline_src}))
+    workloads = {"FETCH+ACK": round_trip, "FETCHB/ACKB x100": batched}
+    runs: dict[tuple[str, str, str], Run] = {}
+    for _ in range(args.repeat):  # interleaved: A B A B ..., so drift hits every row alike
+        for name, work in workloads.items():
+            for mode in MODES:
+                for server_label, env in servers:
+                    if server_label == "baseline" and mode != "off":
+                        continue
+                    key = (name, mode, server_label)
+                    run = runs.setdefault(key, Run(f"{name}, {mode}, {server_label}"))
+                    jobs = args.jobs * (2 if name != "FETCH+ACK" else 1)
+                    rate, cpu = _measure(
+                        args.storage,
+                        env,
+                        jobs,
+                        lambda url: work(url, jobs, mode),  # noqa: B023
+                    )
+                    run.rates.append(rate)
+                    run.cpu_us.append(cpu)
+    with start_server(args.storage) as server:
+        latencies = asyncio.run(result_latency(server.url, args.latency_jobs))
+    table = Table(title=f"results and retention, storage {args.storage or 'SQLite (temp file)'}")
+    columns = ("workload", "mode", "server", "best jobs/s", "all runs", "server µs/job", "vs off")
+    for column in columns:
+        table.add_column(column, justify="left" if column in columns[:3] else "right")
+    for (name, mode, server_label), run in runs.items():
+        off = runs[(name, "off", "this checkout")]
+        ratio = f"{off.least_cpu / run.least_cpu:.2f}x" if run.least_cpu else "-"
+        rates = ", ".join(f"{rate:,.0f}" for rate in run.rates)
+        cpu = f"{run.least_cpu:.1f}"
+        table.add_row(name, mode, server_label, f"{run.best:,.0f}", rates, cpu, ratio)
+    console = Console()
+    console.print(table)
+    console.print(
+        f"ACK -> waiting RESULT answered: p50 {percentile(latencies, 0.5):.3f} ms, "
+        f"p99 {percentile(latencies, 0.99):.3f} ms, max {max(latencies):.3f} ms "
+        f"({len(latencies)} jobs, one at a time)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,415 @@
+"""Results and completed jobs: what a job's handler returned, and finished jobs kept for a while
+(docs/results.md; the decisions: docs/design/results.md).
+
+* A job asks for its **result** with ``custom.result_ttl`` (seconds); its worker then sends the
+  handler's value with the ACK (``ACK {"jid":..,"result":"<json>"}``). The outcome (succeeded
+  with the value, or failed with the error when the job dies) is stored as a record for that
+  long. ``RESULT`` waits for it without polling: a waiter per jid, woken by the ACK or FAIL
+  that stores it, on this server or (a store signal) on any other.
+* A job asks to be **kept** after success with ``custom.retain`` (seconds): its ACK moves it
+  into the ``completed`` set in the same atomic step (``Store.complete``), with its result,
+  worker, run time and finishing time; a loop purges it when it expires.
+* ``[results]`` holds the server's defaults for jobs that do not say (off), stamped into each
+  job's ``custom`` at PUSH so its worker knows, and the largest result an ACK may carry.
+
+The ACK of a job that asked for neither is untouched: only ACKs that carry a result (or every
+ACK, while a default is on) are read to learn what their job asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Self
+
+import msgspec
+
+from conveyor.errors import CommandError, ConfigError, InvalidJob, StoreError
+from conveyor.job import Job
+from conveyor.manager.features.base import Feature, Loop
+from conveyor.manager.features.results_model import (
+    FAILED,
+    MAX_KEEP_SECONDS,
+    SPACE,
+    SUCCEEDED,
+    Completion,
+    Outcome,
+    completion_of,
+    encode,
+    invalid_seconds,
+    read_policy,
+    seconds_of,
+    with_completion,
+)
+from conveyor.manager.middleware import FailContext, Next, PushContext
+from conveyor.store.base import Reservation, SetEntry, SortedSet
+from conveyor.store.records import Record
+from conveyor.timefmt import format_time
+
+__all__ = [
+    "DEFAULT_MAX_RESULT_BYTES",
+    "ResultsFeature",
+    "ResultsSettings",
+    "died_outcome",
+]
+
+log = logging.getLogger("conveyor.results")
+
+DEFAULT_MAX_RESULT_BYTES = 1024 * 1024
+MAX_WAIT_SECONDS = 3600.0
+"""The longest one ``RESULT`` may wait (a client waits longer by asking again)."""
+PURGE_BATCH = 1000
+SIGNAL = "result"
+
+_KEYS = {"ttl_seconds", "retain_seconds", "max_bytes"}
+
+
+@dataclass(frozen=True, slots=True)
+class ResultsSettings:
+    """``[results]``: the defaults for jobs that do not say, and the result size limit."""
+
+    ttl_seconds: float = 0.0
+    """How long a result is kept when the job does not say (``custom.result_ttl``); 0: off."""
+    retain_seconds: float = 0.0
+    """How long a succeeded job is kept when it does not say (``custom.retain``); 0: off."""
+    max_bytes: int = DEFAULT_MAX_RESULT_BYTES
+    """The largest result (its JSON) an ACK may carry."""
+
+    @classmethod
+    def parse(cls, table: Any) -> ResultsSettings:
+        if not isinstance(table, dict):
+            raise ConfigError("[results] must be a table")
+        unknown = set(table) - _KEYS
+        if unknown:
+            known = ", ".join(sorted(_KEYS))
+            raise ConfigError(f"[results]: unknown key {sorted(unknown)[0]!r} (known: {known})")
+        values: dict[str, Any] = {}
+        for key in ("ttl_seconds", "retain_seconds"):
+            if key in table:
+                if invalid_seconds(table[key]):
+                    raise ConfigError(
+                        f"[results] {key} must be a number of seconds from 0 to "
+                        f"{MAX_KEEP_SECONDS}, got {table[key]!r}"
+                    )
+                values[key] = float(table[key])
+        if "max_bytes" in table:
+            size = table["max_bytes"]
+            if isinstance(size, bool) or not isinstance(size, int) or not 2 <= size <= 1 << 30:
+                raise ConfigError(
+                    f"[results] max_bytes must be an integer from 2 to 2**30, got {size!r}"
+                )
+            values["max_bytes"] = size
+        return cls(**values)
+
+
+class _Waiters:
+    """``RESULT`` commands waiting, by jid; a signal for a jid wakes its waiters."""
+
+    def __init__(self) -> None:
+        self._by_jid: dict[str, set[asyncio.Future[None]]] = {}
+
+    def add(self, jid: str) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._by_jid.setdefault(jid, set()).add(future)
+        return future
+
+    def discard(self, jid: str, future: asyncio.Future[None]) -> None:
+        waiting = self._by_jid.get(jid)
+        if waiting is not None:
+            waiting.discard(future)
+            if not waiting:
+                del self._by_jid[jid]
+
+    def wake(self, jids: Sequence[str] | None) -> None:
+        if not self._by_jid:
+            return
+        chosen = list(self._by_jid) if jids is None else jids
+        for jid in chosen:
+            for future in self._by_jid.get(jid, ()):
+                if not future.done():
+                    future.set_result(None)
+
+    def __len__(self) -> int:
+        return sum(len(waiting) for waiting in self._by_jid.values())
+
+
+class ResultsFeature(Feature):
+    """See the module docstring."""
+
+    name = "results"
+    tables = ("results",)
+
+    def __init__(self, settings: ResultsSettings | None = None) -> None:
+        self.settings = settings or ResultsSettings()
+        self._stamps = self.every_ack
+        self._waiters = _Waiters()
+        self._closed = False
+
+    # ------------------------------------------------------------------ configuration
+
+    @classmethod
+    def from_config(cls, tables: Mapping[str, Any]) -> Self:
+        if "results" not in tables:
+            return cls()
+        return cls(ResultsSettings.parse(tables["results"]))
+
+    def reconfigure(self, new: Self) -> None:
+        self.settings = new.settings
+        self._stamps = self.every_ack
+
+    def bind(self, manager: Any) -> None:
+        super().bind(manager)
+        manager.on_signal(SIGNAL, self._waiters.wake)
+
+    def close(self) -> None:
+        self._closed = True
+        self._waiters.wake(None)
+
+    @property
+    def every_ack(self) -> bool:
+        """A default is on: any ACK may be of a job that keeps something."""
+        return bool(self.settings.ttl_seconds or self.settings.retain_seconds)
+
+    def loops(self) -> Sequence[Loop]:
+        interval = self.manager.config.dead_purge_interval_seconds
+        return (Loop("completed", interval, self.purge_completed),)
+
+    def policy(self, custom: dict[str, Any] | None) -> tuple[float, float]:
+        """``(result_ttl, retain)`` of a job: its own, else the server's default."""
+        settings = self.settings
+        return (
+            seconds_of(custom, "result_ttl", settings.ttl_seconds),
+            seconds_of(custom, "retain", settings.retain_seconds),
+        )
+
+    # ------------------------------------------------------------------ push
+
+    def wants_push(self, job: Job) -> bool:
+        custom = job.custom
+        if not custom:  # the usual job: only the defaults' stamps may concern it
+            return self._stamps
+        for key in ("result_ttl", "retain"):
+            if key in custom and invalid_seconds(custom[key]):
+                return True
+        return self._stamps and not ("result_ttl" in custom and "retain" in custom)
+
+    async def push(self, ctx: PushContext, call_next: Next) -> None:
+        job = ctx.job
+        custom = job.custom or {}
+        for key in ("result_ttl", "retain"):
+            if key in custom and invalid_seconds(custom[key]):
+                raise InvalidJob(
+                    f"custom.{key} must be a number of seconds from 0 to {MAX_KEEP_SECONDS}, "
+                    f"got {custom[key]!r}"
+                )
+        # Stamp the defaults, so the job's worker knows to send its result.
+        defaults = {"result_ttl": self.settings.ttl_seconds, "retain": self.settings.retain_seconds}
+        missing = {
+            k: int(v) if v == int(v) else v for k, v in defaults.items() if v and k not in custom
+        }
+        if missing:
+            job.custom = {**custom, **missing}
+        await call_next()
+
+    # ------------------------------------------------------------------ ack
+
+    def check_result(self, jid: str, result: bytes) -> None:
+        """Refuse a result that is too large or not JSON (``CommandError``)."""
+        limit = self.settings.max_bytes
+        if len(result) > limit:
+            raise CommandError(
+                f"result of {jid} is {len(result)} bytes; the limit is {limit} "
+                "([results] max_bytes)"
+            )
+        try:
+            msgspec.json.decode(result, type=msgspec.Raw)
+        except (msgspec.DecodeError, RecursionError) as exc:
+            why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise CommandError(f"result of {jid} is not JSON: {why}") from None
+
+    async def acknowledge(self, jids: Sequence[str], results: Mapping[str, bytes]) -> int:
+        """End these reservations, storing the results and keeping the jobs that asked for
+        it; returns how many reservations existed (``Manager.ack_many``)."""
+        for jid, sent in results.items():
+            self.check_result(jid, sent)
+        manager = self.manager
+        asked = list(jids) if self.every_ack else [jid for jid in jids if jid in results]
+        records: list[Record] = []
+        kept: list[SetEntry] = []
+        now = time.time()
+        finished = format_time(now)
+        for reservation in await manager.store.reservations_of(asked) if asked else ():
+            result = results.get(reservation.jid)
+            self._finish(reservation, result, now, finished, records, kept)
+        if records:
+            await manager.store.put_records(SPACE, records)
+        chosen = {entry.jid for entry in kept}
+        done = await manager.ack_plain([jid for jid in jids if jid not in chosen])
+        if kept:
+            done += await manager.ack_kept(kept)
+        told = list(dict.fromkeys([record.key for record in records] + [e.jid for e in kept]))
+        if told:
+            await self._tell(told)
+        return done
+
+    def _finish(
+        self,
+        reservation: Reservation,
+        result: bytes | None,
+        now: float,
+        finished: str,
+        records: list[Record],
+        kept: list[SetEntry],
+    ) -> None:
+        policy = read_policy(reservation.payload)
+        if policy is None:
+            return
+        ttl, retain = self.policy(policy.custom)
+        if not (ttl or retain):
+            return
+        value = msgspec.Raw(result if result is not None else b"null")
+        duration = round(max(0.0, now - reservation.reserved_at), 6)
+        if ttl:
+            outcome = Outcome(
+                reservation.jid, SUCCEEDED, finished, policy.jobtype, reservation.queue,
+                reservation.wid, duration, value,
+            )  # fmt: skip
+            records.append(Record(reservation.jid, encode(outcome), now + ttl))
+        if retain:
+            completion = Completion(finished, reservation.wid, duration, value)
+            payload = with_completion(reservation.payload, completion)
+            kept.append(
+                SetEntry(now + retain, reservation.jid, payload, reservation.queue, policy.jobtype)
+            )
+
+    # ------------------------------------------------------------------ fail
+
+    async def fail(self, ctx: FailContext, call_next: Next) -> None:
+        await call_next()
+        if not ctx.moved or ctx.outcome.target is SortedSet.RETRIES:
+            return  # not ended: it runs again
+        ttl, _retain = self.policy(ctx.job.custom)
+        store = self.manager.store
+        if ttl:
+            now = time.time()
+            record = Record(ctx.job.jid, encode(_failed(ctx, now)), now + ttl)
+            await store.put_records(SPACE, [record])
+        if ttl or ctx.outcome.target is SortedSet.DEAD:
+            await self._tell([ctx.job.jid])
+
+    async def _tell(self, jids: list[str]) -> None:
+        """Wake the ``RESULT`` commands waiting for these jids, on every server. A signal
+        that cannot be sent is not the ACK's failure (what it ended is stored): a waiter on
+        another server finds the outcome when it asks again (``app.result`` asks at least
+        once a minute)."""
+        try:
+            await self.manager.store.signal(SIGNAL, jids)
+        except StoreError as exc:
+            log.warning("could not wake the waiters for %d results: %s", len(jids), exc)
+
+    # ------------------------------------------------------------------ reading and waiting
+
+    async def outcome(self, jid: str) -> Outcome | None:
+        """How ``jid`` ended, if that is known: its result record, else its entry in the
+        completed set, else its entry in the dead set (failed)."""
+        store = self.manager.store
+        found = (await store.get_records(SPACE, [jid], time.time())).get(jid)
+        if found is not None:
+            return _outcome(found.value)
+        for entry in await store.get_set_entries(SortedSet.COMPLETED, [jid]):
+            return completion_of(entry.payload)
+        for entry in await store.get_set_entries(SortedSet.DEAD, [jid]):
+            return died_outcome(entry)
+        return None
+
+    async def recorded(self, jids: Sequence[str]) -> dict[str, Outcome]:
+        """The outcome records of these jids (one store read), by jid."""
+        found = await self.manager.store.get_records(SPACE, jids, time.time())
+        decoded = {jid: _outcome(record.value) for jid, record in found.items()}
+        return {jid: outcome for jid, outcome in decoded.items() if outcome is not None}
+
+    async def wait(self, jid: str, seconds: float) -> Outcome | None:
+        """``outcome(jid)``, waiting up to ``seconds`` for it to be known (no polling: the
+        ACK or FAIL that stores it wakes this waiter, on any server)."""
+        found = await self.outcome(jid)
+        if found is not None or seconds <= 0 or self._closed:
+            return found
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(seconds, MAX_WAIT_SECONDS)
+        while True:
+            future = self._waiters.add(jid)
+            try:
+                found = await self.outcome(jid)  # registered first: nothing is missed
+                remaining = deadline - loop.time()
+                if found is not None or remaining <= 0 or self._closed:
+                    return found
+                try:
+                    async with asyncio.timeout(remaining):
+                        await future
+                except TimeoutError:
+                    return await self.outcome(jid)
+            finally:
+                self._waiters.discard(jid, future)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    # ------------------------------------------------------------------ the janitor
+
+    async def purge_completed(self) -> None:
+        """Drop completed jobs past their retention."""
+        store = self.manager.store
+        while await store.purge_set(SortedSet.COMPLETED, time.time(), PURGE_BATCH) >= PURGE_BATCH:
+            pass
+
+
+def _failed(ctx: FailContext, now: float) -> Outcome:
+    """The outcome of a job that just died (or was discarded)."""
+    job, report = ctx.job, ctx.report
+    count = (job.failure or {}).get("retry_count")
+    return Outcome(
+        job.jid,
+        FAILED,
+        format_time(now),
+        job.jobtype,
+        job.queue,
+        ctx.reservation.wid,
+        round(max(0.0, now - ctx.reservation.reserved_at), 6),
+        errtype=report.errtype,
+        message=report.message,
+        backtrace=list(report.backtrace),
+        retry_count=count if isinstance(count, int) and not isinstance(count, bool) else None,
+    )
+
+
+def _outcome(value: bytes) -> Outcome | None:
+    try:
+        return msgspec.json.decode(value, type=Outcome)
+    except msgspec.DecodeError:
+        return None
+
+
+def died_outcome(entry: SetEntry) -> Outcome | None:
+    """The failed outcome a dead-set entry tells."""
+    try:
+        job = msgspec.json.decode(entry.payload, type=Job)
+    except msgspec.DecodeError:
+        return None
+    failure = job.failure or {}
+    backtrace = failure.get("backtrace")
+    count = failure.get("retry_count")
+    return Outcome(
+        entry.jid,
+        FAILED,
+        str(failure.get("failed_at") or ""),
+        job.jobtype,
+        job.queue,
+        errtype=str(failure.get("errtype") or ""),
+        message=str(failure.get("message") or ""),
+        backtrace=[str(line) for line in backtrace] if isinstance(backtrace, list) else [],
+        retry_count=count if isinstance(count, int) and not isinstance(count, bool) else None,
+    )

@@ -1,0 +1,103 @@
+"""Completed jobs (``conveyor.store.completed``) and signals (``conveyor.store.signals``) in
+Redis: ``lua/endings_end.lua`` (mode ``complete``) ends reservations and fills
+``{ns}:s:completed`` in one step, freeing throttle slots as an ACK does (a token write, safe
+to resend after a lost reply: ``calls.py``); signals are published
+on ``{ns}:signals`` (``lua/signal_publish.lua``) and received by the store's subscriber
+(``wakeup.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from conveyor.store.base import Reservation, SetEntry
+from conveyor.store.completed import Completions
+from conveyor.store.signals import SignalListener, Signals
+
+__all__ = ["RedisCompletions", "RedisSignals", "decode_signal"]
+
+_encode_keys = msgspec.json.Encoder().encode
+_decode_keys = msgspec.json.Decoder(list[str]).decode
+
+
+class RedisCompletions(Completions):
+    """Mixed into ``RedisStore``, whose ``_end`` (``RedisEndings``) and ``_reservations`` it
+    uses."""
+
+    if TYPE_CHECKING:  # RedisStore's
+
+        async def _end(
+            self,
+            mode: str,
+            jids: Sequence[str],
+            day: str,
+            throttled: Collection[str] = (),
+            marks: Sequence[bytes] | None = None,
+            entries: Sequence[SetEntry] = (),
+        ) -> list[Reservation]: ...
+
+        async def _reservations(self, *args: Any) -> tuple[int, list[Reservation]]: ...
+
+    async def complete(
+        self,
+        entries: Sequence[SetEntry],
+        day: str,
+        throttled: Collection[str] = (),
+        marks: Sequence[bytes] | None = None,
+    ) -> list[Reservation]:
+        unique = list({entry.jid: entry for entry in entries}.values())
+        return await self._end("complete", (), day, throttled, marks, unique)
+
+    async def reservations_of(self, jids: Sequence[str]) -> list[Reservation]:
+        unique = list(dict.fromkeys(jids))
+        if not unique:
+            return []
+        return (await self._reservations("jids", *unique))[1]
+
+
+class RedisSignals(Signals):
+    """Mixed into ``RedisStore``: publish with the store's origin, deliver locally at once."""
+
+    _signal_listener: SignalListener | None = None
+
+    if TYPE_CHECKING:  # RedisStore's
+        _keys: Any
+        _pub: str
+        _origin: str
+
+        async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any: ...
+
+    def set_signal_listener(self, listener: SignalListener) -> None:
+        self._signal_listener = listener
+
+    async def signal(self, topic: str, keys: Sequence[str]) -> None:
+        if not keys:
+            return
+        if self._signal_listener is not None:
+            self._signal_listener(topic, keys)
+        message = self._origin.encode() + topic.encode() + b" " + _encode_keys(list(keys))
+        # a PUBLISH sent twice after a lost reply only wakes waiters twice: not a token write
+        await self._run("signal_publish", [self._keys.signals], [self._pub, message])
+
+    def _signalled(self, message: bytes | None) -> None:
+        """A message of the signal channel (None: after a resubscription)."""
+        listener = self._signal_listener
+        if listener is None:
+            return
+        if message is None:
+            listener("", None)
+            return
+        decoded = decode_signal(message)
+        if decoded is not None:
+            listener(*decoded)
+
+
+def decode_signal(message: bytes) -> tuple[str, list[str]] | None:
+    """``(topic, keys)`` of a message without its origin; None for a malformed one."""
+    topic, _, body = message.partition(b" ")
+    try:
+        return topic.decode(), _decode_keys(body)
+    except (UnicodeDecodeError, msgspec.DecodeError):
+        return None
