@@ -20,7 +20,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from conveyor.manager.features.results import ResultsFeature, ResultsSettings
+from conveyor.manager import validation
+from conveyor.manager.features.registry import build_features
 from conveyor.store.base import SortedSet
 from tests.support.features import bulk_json
 from tests.support.server import MakeServer, RawClient, RawConnect, RunningServer
@@ -140,12 +141,14 @@ async def test_defaults_turned_on_while_running_reach_the_next_plain_ack(
     before = await _fetched(worker, "later")
     assert await worker.call(_ack(before)) == OK  # no default yet: nothing kept
     assert await _state(server, before) == (False, None, None)
-    results.reconfigure(ResultsFeature(ResultsSettings(retain_seconds=600)))
+    server.manager.reconfigure(build_features({"results": {"retain_seconds": 600}}))  # SIGHUP
+    assert results.every_ack
     after = await _fetched(worker, "later")
     assert await worker.call(_ack(after)) == OK
     reserved, record, entry = await _state(server, after)
     assert (reserved, record) == (False, None)
     assert entry is not None
+    assert entry["custom"] == {"retain": 600}  # stamped at PUSH: a plain job's gate is asked
     assert entry["completed"]["result"] is None
 
 
@@ -176,3 +179,23 @@ async def test_a_push_with_a_bad_result_ttl_is_refused_with_nothing_stored(
         reply = await client.call(line % key)
         assert reply.startswith(b"-ERR custom.%s must be a number of seconds" % key), reply
     assert await server.manager.store.queue_sizes() == {}
+
+
+async def test_a_job_without_custom_asks_no_push_gate_unless_a_default_is_on(
+    make_server: MakeServer,
+) -> None:
+    """The plain PUSH skips every feature's gate with one test (``gates_on_custom``); the
+    results feature wants such a job only while it stamps a default into it."""
+    server = await make_server()
+    manager = server.manager
+    plain = validation.decode_pushed(
+        b'{"jid":"jid-plain01","jobtype":"W","args":[]}', manager.config
+    )
+    assert manager._push_on_custom
+    assert manager._hooks_for(plain) == []
+    manager.reconfigure(build_features({"results": {"ttl_seconds": 30}}))
+    assert not manager._push_on_custom
+    assert len(manager._hooks_for(plain)) == 1  # the results feature's, to stamp result_ttl
+    manager.reconfigure(build_features({}))
+    assert manager._push_on_custom
+    assert manager._hooks_for(plain) == []

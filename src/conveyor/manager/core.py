@@ -134,7 +134,8 @@ class Manager(FeatureCalls, AdminOps):
         self._push_gates = [m.wants_push for m in pushers if isinstance(m, Feature)]
         self._pushes_now = store.in_process and gated
         self._push_gated = gated
-        self._push_on_custom = all(isinstance(m, Feature) and m.gates_on_custom for m in pushers)
+        self._pushers = pushers
+        self._push_on_custom = self._pushing_on_custom()
         # PUSH, FETCH and ACK in the caller's step (soon.py): at once on an in-process store;
         # on one whose writes wait for I/O, answered from the step that reads the reply
         self._acks_now = store.in_process
@@ -291,6 +292,11 @@ class Manager(FeatureCalls, AdminOps):
         if kept_elsewhere:  # one commit for all of them (they may share one future)
             await asyncio.gather(*{id(durable): durable for durable in kept_elsewhere}.values())
         return errors
+
+    def _pushing_on_custom(self) -> bool:
+        """Whether every push hook leaves a job without ``custom`` alone (then ``_hooks_for``
+        asks no gate about one)."""
+        return all(isinstance(m, Feature) and m.pushes_on_custom for m in self._pushers)
 
     def _hooks_for(self, job: Job) -> list[Callable[..., Awaitable[None]]]:
         """The push hooks ``job`` goes through: every one when some middleware is not a
@@ -825,6 +831,7 @@ class Manager(FeatureCalls, AdminOps):
         ``build_features()``, one instance per running feature, in the same order."""
         for running, new in zip(self.features, features, strict=True):
             running.reconfigure(new)
+        self._push_on_custom = self._pushing_on_custom()
         for queue in self.flow.refresh(self.features):  # a limit raised or lifted: room now?
             self.flow.ready(queue)
 
