@@ -221,7 +221,8 @@ class RedisStore(
         self._listener = listener
 
     async def wait_subscribed(self) -> None:
-        """Wait until the wake-up channel is subscribed (tests use it to avoid races)."""
+        """Wait until the wake-up channel is subscribed and the wake-ups of every known queue
+        that follow a subscription are delivered (tests use it to avoid races)."""
         assert self._subscriber is not None, "open() first"
         await self._subscriber.subscribed.wait()
 

@@ -108,12 +108,12 @@ class Subscriber:
                 await pubsub.subscribe(*channels)
             for _ in channels:
                 await self._wait_confirmed(pubsub)
-            self.subscribed.set()
             # Anything published while we were not listening is lost: wake every queue.
             for name in await self._known_queues():
                 self._deliver(name)
             if self._signals is not None:
                 self._signals[1](None)
+            self.subscribed.set()  # and caught up: a later wake-up is a message's
             while not self._stopping:
                 message = await pubsub.get_message(timeout=PING_EVERY_SECONDS)
                 if message is None:
@@ -144,12 +144,12 @@ class Subscriber:
             self._signals,
         )
         try:
-            self.subscribed.set()
             # Anything published while we were not listening is lost: wake every queue.
             for name in await self._known_queues():
                 self._deliver(name)
             if self._signals is not None:
                 self._signals[1](None)
+            self.subscribed.set()  # and caught up: a later wake-up is a message's
             heard = conn.heard
             pinged = False
             while not self._stopping:
