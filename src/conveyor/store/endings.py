@@ -15,7 +15,7 @@ features which jobs are gone (a unique job's lock is released with it).
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # base.py includes this capability in Store
@@ -40,6 +40,20 @@ class Endings(abc.ABC):
         announced (``Limits.release_slots``), in the same step: on Redis one round trip.
         With ``marks``, a store may leave out (as ``b""``) the payloads that hold none of
         them: the caller needs no other (Redis does, to send less back)."""
+
+    def ack_returning_soon(
+        self,
+        jids: Sequence[str],
+        day: str,
+        throttled: Collection[str],
+        marks: Sequence[bytes] | None,
+        done: Callable[[list[Reservation] | None, BaseException | None], object],
+    ) -> bool:
+        """``ack_returning`` with a callback, for a store whose writes wait for I/O but need
+        no task (as ``Store.ack_soon``): False, with nothing done, when it cannot now (the
+        caller then awaits ``ack_returning``); else ``done`` gets what ``ack_returning``
+        would have returned or raised, from the event loop."""
+        return False
 
     @abc.abstractmethod
     async def discard_reservations(self, jids: Sequence[str]) -> list[Reservation]:

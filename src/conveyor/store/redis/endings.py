@@ -37,19 +37,18 @@ class RedisEndings(Endings):
 
         async def _read(self, make: Callable[[], Awaitable[Any]], op: str = "a command") -> Any: ...
 
-    async def _end(
+    def _end_call(
         self,
         mode: str,
         jids: Sequence[str],
         day: str,
-        throttled: Collection[str] = (),
-        marks: Sequence[bytes] | None = None,
+        throttled: Collection[str],
+        marks: Sequence[bytes] | None,
         entries: Sequence[SetEntry] = (),
-    ) -> list[Reservation]:
-        """``mode`` "ack", "discard" or "complete" (then ``entries``, not ``jids``, say which
+    ) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of endings_end.lua (also sent by ``RedisSoon.ack_returning_soon``).
+        ``mode`` "ack", "discard" or "complete" (then ``entries``, not ``jids``, say which
         reservations end and what the completed set keeps of each)."""
-        if not jids and not entries:
-            return []
         k = self._keys
         done = SortedSet.COMPLETED
         queues = list(throttled)
@@ -62,7 +61,10 @@ class RedisEndings(Endings):
                 args += [entry.jid, score_arg(entry.score), encode_set_data(entry)]
         else:
             args += jids
-        flat = await self._write("endings_end", keys, args)
+        return keys, args
+
+    def _ended(self, flat: list[bytes], throttled: Collection[str]) -> list[Reservation]:
+        """The reservations endings_end.lua returned; their throttled queues are woken."""
         ended = []
         for i in range(0, len(flat), 4):
             (queue, wid), payload = decode_fields(flat[i + 1], 2)
@@ -76,10 +78,25 @@ class RedisEndings(Endings):
                     expires_at=float(flat[i + 2]),
                 )
             )
-        woken = {r.queue for r in ended if r.queue in throttled}
+        woken = {r.queue for r in ended if r.queue in throttled} if throttled else None
         if woken:
             self._wake_all(woken)
         return ended
+
+    async def _end(
+        self,
+        mode: str,
+        jids: Sequence[str],
+        day: str,
+        throttled: Collection[str] = (),
+        marks: Sequence[bytes] | None = None,
+        entries: Sequence[SetEntry] = (),
+    ) -> list[Reservation]:
+        if not jids and not entries:
+            return []
+        keys, args = self._end_call(mode, jids, day, throttled, marks, entries)
+        flat = await self._write("endings_end", keys, args)
+        return self._ended(flat, throttled)
 
     async def ack_returning(
         self,
