@@ -20,7 +20,7 @@ from conveyor.errors import StoreError
 from conveyor.store.base import QueuedJob
 from conveyor.store.redis import RedisStore
 from conveyor.store.redis.codec import parse_url
-from conveyor.store.redis.pipe import usable
+from conveyor.store.redis.pipe import NotSent, Pipe, usable
 from conveyor.store.redis.store import Keys
 from tests.support.services import RedisServer
 
@@ -121,3 +121,40 @@ async def test_a_reply_later_than_socket_timeout_is_a_lost_reply_done_once(
     finally:
         await sleeper.aclose()
         await store.close()
+
+
+async def test_closing_while_the_connection_opens_leaves_no_socket_behind() -> None:
+    """A store closed while its pipe waits on Redis's answer to AUTH must not keep that
+    connection: it would live on with nobody to close it (an unclosed socket)."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # reads AUTH, never answers
+
+    listener = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    pipe = Pipe(parse_url(f"redis://:secret@127.0.0.1:{port}/0"))
+    call = asyncio.ensure_future(pipe.call("PING"))
+    for _ in range(100):
+        if accepted:
+            break
+        await asyncio.sleep(0.01)
+    assert accepted, "the pipe never connected"
+    await pipe.close()
+    answer = b""
+    try:
+        # Redis's side of the connection: EOF once the pipe let go of it
+        answer = await asyncio.wait_for(_read_to_end(accepted[0]), 3)
+    finally:
+        call.cancel()
+        listener.close()
+        for writer in accepted:
+            writer.close()
+    assert b"AUTH" in answer  # what the pipe sent before it was closed, then EOF
+    with pytest.raises(NotSent):  # the caller is told nothing was sent, not left waiting
+        await call
+
+
+async def _read_to_end(writer: asyncio.StreamWriter) -> bytes:
+    reader = writer._protocol._stream_reader  # type: ignore[attr-defined]
+    return await reader.read()

@@ -120,6 +120,8 @@ class Pipe:
         self._out: list[bytes] = []  # commands packed in this loop iteration, not yet written
         self._unsent: list[Waiter] = []  # what waits for each of them
         self._flush_scheduled = False
+        self._closed = False
+        self._opening: _Connection | None = None  # connected, AUTH/SELECT not answered yet
 
     def send(self, answer: Answer, *args: Any) -> bool:
         """Send one command; ``answer`` gets its reply (or error) from the reply's own step,
@@ -194,19 +196,25 @@ class Pipe:
             )
         except (OSError, TimeoutError) as exc:
             raise NotSent(f"cannot connect to Redis at {self._host}:{self._port}: {exc}") from exc
+        self._opening = conn
         try:
+            if self._closed:
+                raise Lost("the Redis store is closed")
             for command in self._setup():  # AUTH and SELECT, one at a time
                 future: asyncio.Future[Any] = loop.create_future()
                 conn.waiting.append(future)
                 assert conn.transport is not None
                 conn.transport.write(hiredis.pack_command(command))
                 await future
-        except Lost as exc:
-            raise NotSent(str(exc)) from exc
-        except BaseException:
+        except BaseException as exc:
             if conn.transport is not None:
                 conn.transport.abort()
+            if isinstance(exc, Lost):
+                raise NotSent(str(exc)) from exc
             raise
+        finally:
+            if self._opening is conn:
+                self._opening = None
         self._conn = conn
         return conn
 
@@ -223,6 +231,10 @@ class Pipe:
             self._conn = None
 
     async def close(self) -> None:
+        self._closed = True
+        opening, self._opening = self._opening, None
+        if opening is not None and opening.transport is not None:
+            opening.transport.abort()  # its AUTH/SELECT wait ends with Lost: the attempt fails
         conn, self._conn = self._conn, None
         if conn is not None and conn.transport is not None:
             conn.transport.close()
