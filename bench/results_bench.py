@@ -2,6 +2,7 @@
 
     python -m bench.results_bench                          # SQLite, this checkout only
     python -m bench.results_bench --baseline-src /work/main/src --repeat 3
+    python -m bench.results_bench --baseline-src /tmp/main/src --baseline-every-mode
 
 A/B in one run, on one machine, servers started one after the other (never at once):
 
@@ -196,6 +197,12 @@ def main() -> None:
     parser.add_argument(
         "--baseline-src", default=None, help="a source tree (its src/) to run 'off' against too"
     )
+    parser.add_argument(
+        "--baseline-every-mode",
+        action="store_true",
+        help="run results and retain on the baseline too (a tree that has them: main since "
+        "issue 14)",
+    )
     parser.add_argument("--latency-jobs", type=int, default=500)
     args = parser.parse_args()
     try:
@@ -207,13 +214,14 @@ def main() -> None:
     servers: list[tuple[str, dict[str, str] | None]] = [("this checkout", None)]
     if args.baseline_src:
         servers.insert(0, ("baseline", {"PYTHONPATH": args.baseline_src}))
+    every_mode = args.baseline_every_mode
     workloads = {"FETCH+ACK": round_trip, "FETCHB/ACKB x100": batched}
     runs: dict[tuple[str, str, str], Run] = {}
     for _ in range(args.repeat):  # interleaved: A B A B ..., so drift hits every row alike
         for name, work in workloads.items():
             for mode in MODES:
                 for server_label, env in servers:
-                    if server_label == "baseline" and mode != "off":
+                    if server_label == "baseline" and mode != "off" and not every_mode:
                         continue
                     key = (name, mode, server_label)
                     run = runs.setdefault(key, Run(f"{name}, {mode}, {server_label}"))
@@ -233,7 +241,8 @@ def main() -> None:
     for column in columns:
         table.add_column(column, justify="left" if column in columns[:3] else "right")
     for (name, mode, server_label), run in runs.items():
-        off = runs[(name, "off", "this checkout")]
+        # results and retain against "off" on their own server; a baseline's "off" against ours
+        off = runs[(name, "off", server_label if mode != "off" else "this checkout")]
         ratio = f"{off.least_cpu / run.least_cpu:.2f}x" if run.least_cpu else "-"
         rates = ", ".join(f"{rate:,.0f}" for rate in run.rates)
         cpu = f"{run.least_cpu:.1f}"

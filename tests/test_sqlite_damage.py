@@ -290,7 +290,7 @@ async def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path) -> None
         await store.close()
 
     assert sql(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3
     for table in ("queue_jobs", "reservations", "set_entries"):
         for payload, crc in sql(path, f"SELECT payload, crc FROM {table}"):
             assert isinstance(payload, bytes)
@@ -304,7 +304,7 @@ async def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path) -> None
         assert len((await store.list_reservations(0, 10)).items) == 3
     finally:
         await store.close()
-    assert json.loads(sql(path, "SELECT payload FROM queue_jobs")[0][0]) == {
+    assert json.loads(sql(path, "SELECT payload FROM queue_jobs WHERE wid IS NULL")[0][0]) == {
         "jid": "q3",
         "args": [3],
     }

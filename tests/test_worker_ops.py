@@ -199,8 +199,10 @@ async def test_metrics_bind_serves_the_workers_own_metrics(
 ) -> None:
     port = free_port()
     proc = spawn_worker(server.url, "--metrics-bind", f"127.0.0.1:{port}", "--concurrency", "4")
-    await push(server.url, "nap", 0.01)
-    await push(server.url, "nap", 0.01)
+    # asyncio may wake a sleep up to its clock's resolution early: 2 x 15 ms runs stay clear of
+    # the 20 ms the sum is checked against (two 10 ms naps once summed to 0.0199999999968)
+    await push(server.url, "nap", 0.015)
+    await push(server.url, "nap", 0.015)
     await push(server.url, "flaky")
     await push(server.url, "nap", 30)  # still running when scraped
 

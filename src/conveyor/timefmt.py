@@ -82,6 +82,15 @@ def parse_time(text: str) -> float:
     return ts
 
 
+_day_cache: tuple[int, str] = (-1, "")
+
+
 def day_key(ts: float) -> str:
     """The UTC day of a timestamp, ``YYYY-MM-DD``, as used for the daily counters."""
-    return time.strftime("%Y-%m-%d", time.gmtime(ts))
+    global _day_cache
+    second = int(ts // 1)  # gmtime floors
+    cached_second, text = _day_cache
+    if cached_second != second:  # every ACK asks: formatted once a second, not per call
+        text = time.strftime("%Y-%m-%d", time.gmtime(second))
+        _day_cache = (second, text)
+    return text

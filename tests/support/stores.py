@@ -41,6 +41,9 @@ async def backend_store(request: pytest.FixtureRequest, tmp_path: Path) -> Async
     """An opened, empty store of each backend in turn; closed after the test."""
     store = open_store(store_url(request.param, tmp_path, request))
     await store.open()
+    subscribed = getattr(store, "wait_subscribed", None)
+    if subscribed is not None:  # Redis: its first wake-ups of every known queue are over
+        await subscribed()
     try:
         yield store
     finally:

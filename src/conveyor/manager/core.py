@@ -19,7 +19,7 @@ import msgspec
 from conveyor.errors import CommandError, JobNotFound, QueueFull, UnknownWorker
 from conveyor.job import Job, decode_job, encode_job
 from conveyor.logs import RateLimitedLog
-from conveyor.manager import validation
+from conveyor.manager import soon, validation
 from conveyor.manager.admin import AdminOps
 from conveyor.manager.config import ManagerConfig
 from conveyor.manager.feature_calls import FeatureCalls
@@ -29,6 +29,7 @@ from conveyor.manager.features.results import ResultsFeature
 from conveyor.manager.features.results_model import Outcome
 from conveyor.manager.flow import FlowControl
 from conveyor.manager.info import build_info
+from conveyor.manager.later import Later
 from conveyor.manager.lifecycle import JobState, check_transition
 from conveyor.manager.middleware import (
     AckContext,
@@ -140,6 +141,10 @@ class Manager(FeatureCalls, AdminOps):
         # A job no push hook wants keeps the fast path; gates say which jobs features want.
         self._plan_pushes()
         self._pushes_now = store.in_process and self._push_gated
+        # PUSH, FETCH and ACK in the caller's step (soon.py): at once on an in-process store;
+        # on one whose writes wait for I/O, answered from the step that reads the reply
+        self._acks_now = store.in_process
+        self._soon = not store.in_process
         # Likewise for ACK: jids no gated ack hook wants keep the batched ACK (None: ungated).
         ackers = [m for m in self._middleware if type(m).ack is not Middleware.ack]
         self._ack_gates: list[Callable[[str], bool]] | None = (
@@ -207,22 +212,25 @@ class Manager(FeatureCalls, AdminOps):
         if await self._store_jobs([(job, due)]):
             raise QueueFull.of(job.queue, self.flow.bound(job.queue))
 
-    def push_now(self, payload: bytes) -> Awaitable[None] | None:
+    def push_now(self, payload: bytes) -> Awaitable[None] | Later[None] | None:
         """A PUSH done at once, in the caller's step: the job is validated and stored, or
         handed to a waiting FETCH, whose reply is written before this returns. What is left
         is returned: the wait for the durability of this very write (it raises
         ``StoreError`` if the write was lost, however late it is awaited), to await before
         the PUSH is answered.
 
-        ``None``, with nothing done, when the PUSH has to take the long way (``push()``): a
-        store that is not ``in_process`` may wait for anything, so may middleware other than
-        the features', and a feature's hook that did; a job scheduled for later, or for a
-        bounded queue, is no one's to hand off (one the features' hooks have seen is stored
-        by what is returned). Raises what ``push()`` raises for a bad job, with nothing
-        stored.
+        On a store that is not ``in_process`` a plain job's enqueue is sent from here and a
+        ``Later`` is returned, settled from the step that reads the store's reply (soon.py).
+
+        ``None``, with nothing done, when the PUSH has to take the long way (``push()``):
+        middleware other than the features' may wait for anything, and so may a feature's
+        hook that did (or any, on a store that is not ``in_process``); a job scheduled for
+        later, or for a bounded queue, is no one's to hand off (one the features' hooks have
+        seen is stored by what is returned). Raises what ``push()`` raises for a bad job,
+        with nothing stored.
         """
         if not self._pushes_now:
-            return None
+            return soon.push_soon(self, payload) if self._soon and self._push_gated else None
         job = validation.decode_pushed(payload, self.config)
         stamp = now_iso()  # created_at (when the client left it out) and enqueued_at
         due = validation.prepare_job(job, self.config, stamp)
@@ -443,6 +451,27 @@ class Manager(FeatureCalls, AdminOps):
             finally:
                 self.waiters.unregister(waiter)
 
+    def fetch_now(
+        self, queues: Sequence[str], wid: str, count: int
+    ) -> list[bytes] | Later[list[bytes]] | None:
+        """The jobs a FETCH finds at once, reserved in the caller's step, without a task: for
+        the server's FETCH on an idle connection. ``[]`` when there is none now (the FETCH
+        then waits, through ``fetch_many``); None, with nothing done, when this FETCH has to
+        take the long way (``fetch_many``: fetch middleware that is not a feature's, a quiet
+        worker, a limited queue, a store that must wait for its commit). ``Later`` when the
+        value comes from the event loop: a store whose writes wait for I/O, or jobs a
+        feature's fetch hook must see (soon.py)."""
+        if wid and self._worker_states.get(wid, WorkerState.RUNNING) != WorkerState.RUNNING:
+            return None
+        flow = self.flow
+        if flow.fetch_limits and flow.limits_for(queues) is not None:
+            return None  # reserve_limited, through the long way
+        if self._hand_offs:  # in process, and every fetch hook is a gated feature's
+            return soon.fetch_in_process(self, queues, wid, count)
+        if self._soon and self._fetch_gated:
+            return soon.fetch_soon(self, queues, wid, count)
+        return None
+
     async def _reserve(self, queues: Sequence[str], wid: str, count: int) -> list[bytes]:
         flow = self.flow
         if flow.fetch_limits:
@@ -486,6 +515,27 @@ class Manager(FeatureCalls, AdminOps):
     ) -> None:
         durations = {jid: duration} if duration is not None else _NO_DURATIONS
         await self.ack_many((jid,), durations, None if result is None else {jid: result})
+
+    def ack_now(
+        self, jid: str, duration: float | None = None, result: bytes | None = None
+    ) -> int | Later[int] | None:
+        """ACK done in the caller's step, without a task: how many reservations ended (0 or
+        1); ``Later`` on a store whose writes wait for I/O (soon.py). None, with nothing
+        done, when it has to take the long way (``ack``): the ACK carries a result or a
+        results default is on (the results feature reads the job and stores what it asked
+        for), an ack hook wants this jid, a feature must hear of it and that takes a wait,
+        the store must wait for its commit. ``duration``: the run time the worker reported,
+        for the metrics."""
+        results = self.results
+        if results is not None and (result is not None or results.every_ack):
+            return None
+        if self._ack_hooks:
+            gates = self._ack_gates
+            if gates is None or any(wants(jid) for wants in gates):
+                return None
+        if self._acks_now:
+            return soon.ack_in_process(self, jid, duration)
+        return soon.ack_soon(self, jid, duration) if self._soon else None
 
     async def ack_many(
         self,
@@ -728,6 +778,7 @@ class Manager(FeatureCalls, AdminOps):
         ``build_features()``, one instance per running feature, in the same order."""
         for running, new in zip(self.features, features, strict=True):
             running.reconfigure(new)
+        self._push_on_custom = self._pushing_on_custom()
         for queue in self.flow.refresh(self.features):  # a limit raised or lifted: room now?
             self.flow.ready(queue)
 

@@ -104,7 +104,26 @@ class FeatureCalls:
         self._push_any = len(segments) > 1 or bool(gates)
         pushers = [m for m in self._middleware if type(m).push is not Middleware.push]
         pushers += [segment.bulk for segment in segments if segment.bulk is not None]
-        self._push_on_custom = all(isinstance(m, Feature) and m.gates_on_custom for m in pushers)
+        self._pushers = pushers
+        self._push_on_custom = self._pushing_on_custom()
+
+    def _pushing_on_custom(self) -> bool:
+        """Whether every push hook (and ``push_many``) leaves a job without ``custom`` alone
+        (``Feature.pushes_on_custom``, read again after a reload)."""
+        return all(isinstance(m, Feature) and m.pushes_on_custom for m in self._pushers)
+
+    def _admits(self, job: Job) -> bool:
+        """Whether some push hook or ``push_many`` wants ``job`` (then it cannot take a path
+        that runs none: ``soon.push_soon``)."""
+        if not self._push_any or (job.custom is None and self._push_on_custom):
+            return False
+        for segment in self._segments:
+            if self._chosen(job, segment):
+                return True
+            bulk = segment.bulk
+            if bulk is not None and bulk.wants_push(job):
+                return True
+        return False
 
     def _chosen(self, job: Job, segment: _Segment) -> list[Hook]:
         """The hooks of ``segment`` that ``job`` goes through: every one when some middleware

@@ -27,9 +27,24 @@ LATENCY_BUCKETS_SECONDS: tuple[float, ...] = (
 """A local SQLite commit or Redis round trip takes 0.1-1 ms; a slow disk, tens of ms."""
 
 UNTIMED = frozenset({"open", "close", "set_ready_listener"})
-SYNC_TIMED = ("enqueue_now", "hand_off")
-"""The in-process stores' synchronous writes (a PUSH on SQLite: the write, not the commit,
-which the returned awaitable waits for)."""
+SYNC_TIMED = {
+    "enqueue_now": "enqueue_now",
+    "hand_off": "hand_off",
+    "reserve_now": "reserve",
+    "ack_now": "ack",
+}
+"""The in-process stores' synchronous writes, by the command they are timed as (a PUSH on
+SQLite: the write, not the commit, which the returned awaitable waits for). A FETCH's
+``reserve_now`` and an ACK's ``ack_now`` are ``reserve`` and ``ack`` done in the caller's
+step."""
+SOON_TIMED = {
+    "enqueue_soon": "enqueue",
+    "reserve_soon": "reserve",
+    "ack_soon": "ack",
+    "ack_returning_soon": "ack_returning",
+}
+"""The callback forms of a store whose writes wait for I/O (Redis), by the command they are
+timed as: from the call to its callback."""
 
 
 class StoreTimings:
@@ -52,8 +67,11 @@ def instrument_store(store: Store) -> StoreTimings:
             continue
         setattr(store, name, _timed(getattr(store, name), (name,), timings.histograms))
     if store.in_process:
-        for name in SYNC_TIMED:
-            setattr(store, name, _timed_sync(getattr(store, name), (name,), timings.histograms))
+        for name, label in SYNC_TIMED.items():
+            setattr(store, name, _timed_sync(getattr(store, name), (label,), timings.histograms))
+    else:
+        for name, label in SOON_TIMED.items():
+            setattr(store, name, _timed_soon(getattr(store, name), (label,), timings.histograms))
     return timings
 
 
@@ -87,5 +105,26 @@ def _timed_sync(
             return method(*args, **kwargs)
         finally:
             observe(labels, clock() - started)
+
+    return timed
+
+
+def _timed_soon(
+    method: Callable[..., bool], labels: tuple[str], histograms: Histograms
+) -> Callable[..., bool]:
+    """A callback form (its last argument the callback): timed until the callback."""
+    clock = time.perf_counter
+    observe = histograms.observe
+
+    @functools.wraps(method)
+    def timed(*args: Any) -> bool:
+        started = clock()
+        done = args[-1]
+
+        def answered(value: Any, error: BaseException | None) -> Any:
+            observe(labels, clock() - started)
+            return done(value, error)
+
+        return method(*args[:-1], answered)
 
     return timed

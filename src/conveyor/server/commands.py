@@ -11,20 +11,31 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import msgspec
 
 from conveyor.errors import CommandError
 from conveyor.manager import ClientInfo, Manager, ServerStats, WorkerState
 from conveyor.manager.features.results import MAX_WAIT_SECONDS
+from conveyor.manager.later import Later
 from conveyor.manager.retry import RetryControl
 from conveyor.metrics.jobs import parse_duration
 from conveyor.protocol import NULL_BULK, OK, bulk
 from conveyor.server.admin import run_admin
 from conveyor.store.base import JobFilter
 
-__all__ = ["COMMANDS", "MAX_FETCHB_COUNT", "SENT", "Handler", "Session"]
+__all__ = [
+    "COMMANDS",
+    "MAX_FETCHB_COUNT",
+    "NOW",
+    "SENT",
+    "Handler",
+    "NowHandler",
+    "Session",
+    "Soon",
+]
 
 MAX_FETCHB_COUNT = 1000
 QUEUE_SUBCOMMANDS = ("PAUSE", "RESUME", "REMOVE", "LATENCY")
@@ -49,6 +60,22 @@ class Session(Protocol):
 
 # A handler returns the reply bytes, or None to close the connection without a reply (END).
 Handler = Callable[[Session, bytes], Awaitable[bytes | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Soon:
+    """The reply to a command whose store answers later (``manager/later.py``): ``render``
+    makes it from the value; None from ``render`` (a FETCH that found nothing) sends the
+    command the long way after all."""
+
+    later: Later[Any]
+    render: Callable[[Any], bytes | None]
+
+
+# A command answered without a task (``NOW``): the reply; or the wait for a write's
+# durability, after which the reply is +OK; or a ``Soon``; or None when the command has to
+# take the long way (its ``Handler``), with nothing done.
+NowHandler = Callable[[Session, bytes], bytes | Awaitable[None] | Soon | None]
 
 SENT = b""
 """What a handler returns when its reply has already gone out through ``Session.send_now``."""
@@ -183,9 +210,10 @@ async def _fetch(
     return reply(jobs) if jobs else NULL_BULK
 
 
-async def ack(session: Session, argument: bytes) -> bytes | None:
-    """``ACK {"jid":"..."}``; the extension key ``result`` carries the handler's value as a
-    JSON text in a string (Faktory's ACK takes string values only, and ignores extra keys)."""
+def _ack_args(argument: bytes) -> tuple[str, float | None, bytes | None]:
+    """The jid of an ACK, the run time its worker reported and the job's result (extensions:
+    ``result`` carries the handler's value as a JSON text in a string, since Faktory's ACK
+    takes string values only, and ignores extra keys), if any."""
     if not argument:
         raise CommandError('invalid ACK: missing argument, expected ACK {"jid":"..."}')
     try:
@@ -196,10 +224,44 @@ async def ack(session: Session, argument: bytes) -> bytes | None:
     if jid is None:
         raise CommandError(f"invalid ACK {_text(argument)}")
     result = fields.get("result")
-    await session.manager.ack(
-        jid, parse_duration(fields.get("duration")), None if result is None else result.encode()
-    )
+    return jid, parse_duration(fields.get("duration")), None if result is None else result.encode()
+
+
+async def ack(session: Session, argument: bytes) -> bytes | None:
+    """``ACK {"jid":"..."}``, and the extension keys ``duration`` and ``result``."""
+    await session.manager.ack(*_ack_args(argument))
     return OK
+
+
+def _ok(_value: object) -> bytes:
+    return OK
+
+
+def _one_job(jobs: list[bytes] | None) -> bytes | None:
+    return bulk(jobs[0]) if jobs else None
+
+
+def ack_now(session: Session, argument: bytes) -> bytes | Soon | None:
+    done = session.manager.ack_now(*_ack_args(argument))
+    if isinstance(done, Later):
+        return Soon(done, _ok)
+    return None if done is None else OK
+
+
+def push_now(session: Session, argument: bytes) -> Awaitable[None] | Soon | None:
+    rest = session.manager.push_now(argument)
+    return Soon(rest, _ok) if isinstance(rest, Later) else rest
+
+
+def fetch_now(session: Session, argument: bytes) -> bytes | Soon | None:
+    """A FETCH that finds a job at once; one that would wait takes the long way."""
+    queues = _names(argument)
+    if not queues:
+        raise CommandError("must call fetch with at least one queue")
+    jobs = session.manager.fetch_now(queues, session.client.wid, 1)
+    if isinstance(jobs, Later):
+        return Soon(jobs, _one_job)
+    return _one_job(jobs)
 
 
 async def ack_many(session: Session, argument: bytes) -> bytes | None:
@@ -474,3 +536,6 @@ COMMANDS: dict[str, Handler] = {
     "CRON": cron,
     "CANCELS": cancels,
 }
+
+NOW: dict[bytes, NowHandler] = {b"PUSH": push_now, b"FETCH": fetch_now, b"ACK": ack_now}
+"""The commands that may be answered in the step that read them (docs/design/hand-off.md)."""

@@ -2,9 +2,10 @@
 
 ``data_received`` frames lines and queues them; one runner task per busy connection takes
 them in order, so replies go out strictly in order and a waiting FETCH does not block the
-event loop. A PUSH that arrives at an idle connection is done in ``data_received`` itself
-(``_begin_push``: it may answer a waiting FETCH there and then) and only its reply waits for
-the runner. Reading pauses while too much is queued, and the runner waits while the
+event loop. At an idle connection, PUSH, ACK and a FETCH that finds a job are answered in
+``data_received`` itself (``_answer_now``: no task, no future; a PUSH may answer a waiting
+FETCH there and then), a PUSH's ``+OK`` once the commit that holds its job is settled
+(``_unpark``). Reading pauses while too much is queued, and the runner waits while the
 socket's send buffer is full, so a peer can make us hold only a bounded amount of data.
 """
 
@@ -14,6 +15,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable
+from functools import partial
 from typing import TYPE_CHECKING, cast
 
 from conveyor.errors import CommandError, LineTooLong, StoreError, StoreUnavailable
@@ -28,9 +30,10 @@ from conveyor.protocol import (
     new_challenge,
     split_command,
 )
-from conveyor.server.commands import COMMANDS, SENT
+from conveyor.server.commands import COMMANDS, NOW, SENT, Soon
 from conveyor.server.guard import MAX_CHECKS_PER_ADDRESS, Verdict
 from conveyor.server.states import ConnState, advance
+from conveyor.store.base import Durability
 
 if TYPE_CHECKING:
     from conveyor.server.app import FaktoryServer
@@ -57,15 +60,13 @@ _OVER_BUDGET = object()  # partial lines of all connections over max_partial_byt
 
 
 class _Begun:
-    """Queued in place of a PUSH already done in ``data_received``: the runner answers it,
-    in order, once ``rest`` (the wait for this write's durability) is over; or with
-    ``reply`` (an error)."""
+    """Queued in place of a PUSH already done in ``data_received`` whose durability is an
+    awaitable without ``when_done``: the runner answers it, in order, once ``rest`` is over."""
 
-    __slots__ = ("reply", "rest")
+    __slots__ = ("rest",)
 
-    def __init__(self, rest: Awaitable[None] | None, reply: bytes = OK) -> None:
+    def __init__(self, rest: Awaitable[None]) -> None:
         self.rest = rest
-        self.reply = reply
 
 
 class Connection(asyncio.Protocol):
@@ -83,6 +84,9 @@ class Connection(asyncio.Protocol):
         self._writable = asyncio.Event()
         self._writable.set()
         self._runner: asyncio.Task[None] | None = None
+        self._parked: Durability | Soon | None = None  # a command answered when it settles
+        self._park_done: asyncio.Future[None] | None = None  # for stop(), made on demand
+        self._answering = False  # inside _answer_now
         self._fetching = False  # the runner is in a FETCH, FETCHB or CANCELS that may wait
         self._watching = False  # ... in a CANCELS, which only waits: shutdown cuts it short
         self._out: list[bytes] = []
@@ -129,7 +133,32 @@ class Connection(asyncio.Protocol):
         self._deadline = asyncio.get_running_loop().call_later(timeout, self._handshake_expired)
 
     def data_received(self, data: bytes) -> None:
-        if self.state is ConnState.CLOSED:
+        state = self.state
+        if state is ConnState.CLOSED:
+            return
+        if (
+            state is ConnState.READY
+            and self._runner is None
+            and self._parked is None
+            and not self._pending
+            and not self._partial
+            and not self._reading_paused
+            and data.find(b"\n") == len(data) - 1
+            and len(data) <= self._lines.max_line_bytes
+            and not self.server.closing
+        ):
+            # One whole command on an idle connection: every client with one command in
+            # flight sends just that. No buffer, no queue on the way to its answer.
+            self._activity += 1
+            command = data[:-2] if data[-2:-1] == b"\r" else data[:-1]
+            answered = self._answer_line(command)
+            if answered is True:
+                self._flush()
+                return
+            if answered is False:
+                self._pending_bytes += len(command)
+            self._pending.append(command if answered is False else answered)
+            self._runner = asyncio.get_running_loop().create_task(self._run())
             return
         self._lines.feed(data)
         try:
@@ -146,10 +175,11 @@ class Connection(asyncio.Protocol):
             self._count_partial()
         if self._pending_bytes > PIPELINE_HIGH_BYTES or len(self._pending) > PIPELINE_HIGH_LINES:
             self._pause_reading()
-        if self._pending and self._runner is None:
+        if self._pending and self._runner is None and self._parked is None:
             if self.state is ConnState.READY and not self.server.closing:
-                self._begin_push()
-            self._runner = asyncio.get_running_loop().create_task(self._run())
+                self._answer_now()
+            if self._pending and self._parked is None:
+                self._runner = asyncio.get_running_loop().create_task(self._run())
 
     def _count_partial(self) -> None:
         """Keep ``server.partial_bytes`` (what partial lines hold, all connections together)
@@ -178,28 +208,111 @@ class Connection(asyncio.Protocol):
         self._pending.append(reason)
         self._pause_reading()
 
-    def _begin_push(self) -> None:
-        """Do the PUSH at the head of the queue right here, not one task switch later.
+    def _answer_now(self) -> None:
+        """Answer the commands at the head of the queue right here, while each can be
+        (``_answer_line``), not one task switch later: no task, no future. A command that
+        must wait (a PUSH for its commit, a command on Redis for the reply) holds the ones
+        after it; one that has to take the runner stops here."""
+        pending = self._pending
+        while pending and self._parked is None and not self._reading_paused:
+            line = pending[0]
+            if not isinstance(line, bytes):
+                break
+            answered = self._answer_line(line)
+            if answered is False:
+                break
+            pending.popleft()
+            self._pending_bytes -= len(line)
+            if answered is not True:
+                pending.appendleft(answered)
+                break
+        self._flush()
 
-        When a FETCH waits for the job's queue, this very step hands the job to it and writes
-        its reply (docs/design/hand-off.md); the runner only waits for the commit and answers
-        the PUSH, in order. Other commands, and PUSHes the manager cannot do at once, wait
-        for the runner as usual.
+    def _answer_line(self, line: bytes) -> bool | _Begun:
+        """Answer one command in this very step if it can be (``commands.NOW``): True once
+        it is answered, or parked until its store settles it; False, with nothing done, when
+        it has to take the runner; a ``_Begun`` for the runner to finish.
+
+        A PUSH is done here and, when a FETCH waits for the job's queue, hands the job to it
+        and writes its reply in this very step (docs/design/hand-off.md); the PUSH's own
+        ``+OK`` waits for the commit that holds the job (``_unpark``). A FETCH that finds a
+        job and an ACK are answered at once (on Redis: when Redis answers, ``_answered``).
         """
-        line = self._pending[0]
-        if not isinstance(line, bytes) or not line.startswith(b"PUSH "):
-            return
+        verb, _, argument = line.partition(b" ")
+        handler = NOW.get(verb)
+        if handler is None:
+            return False
+        self._answering = True
         try:
-            rest = self.manager.push_now(line[5:])
-        except Exception as exc:
-            begun = _Begun(None, self._failure(line, exc))
+            try:
+                result = handler(self, argument)
+            except Exception as exc:
+                result = self._failure(line, exc)
+            if result is None:
+                return False
+            self.server.command_count += 1
+            if isinstance(result, bytes):
+                self._write(result)
+            elif isinstance(result, Durability):
+                self._parked = result
+                result.when_done(self._unpark)  # may answer at once (memory)
+            elif isinstance(result, Soon):
+                self._parked = result
+                result.later.when_done(partial(self._answered, result, line))
+            else:  # a wait we cannot watch: the runner awaits it
+                return _Begun(result)
+            return True
+        finally:
+            self._answering = False
+
+    def _unpark(self, error: Exception | None) -> None:
+        """The commit holding a PUSH done in ``_answer_now`` is settled: answer the PUSH, then
+        let the runner take what came after it. Called by the store: it must not call the
+        store (a failed commit settles from inside a store method)."""
+        self._parked = None
+        self._write(OK if error is None else self._failure(b"PUSH", error))
+        self._resume()
+
+    def _answered(
+        self, soon: Soon, line: bytes, value: object, error: BaseException | None
+    ) -> bool:
+        """The store called back with the value of a command done in ``_answer_now``:
+        answer it, or (a FETCH that found nothing) send it the long way. Returns whether
+        the reply could be sent (a FETCH's jobs are given back when not)."""
+        self._parked = None
+        reply: bytes | None
+        if error is not None:
+            failed = error if isinstance(error, Exception) else StoreError(repr(error))
+            reply = self._failure(line, failed)
         else:
-            if rest is None:
-                return
-            begun = _Begun(rest)
-        self.server.command_count += 1
-        self._pending[0] = begun
-        self._pending_bytes -= len(line)
+            reply = soon.render(value)
+        if reply is None:  # nothing to take now: the FETCH waits, through the runner
+            self._pending.appendleft(line)
+            self._pending_bytes += len(line)
+            self.server.command_count -= 1  # counted again when it runs
+            taken = True
+        else:
+            taken = self.state is not ConnState.CLOSED and self.transport is not None
+            self._write(reply)
+        self._resume()
+        return taken
+
+    def _resume(self) -> None:
+        """After a parked command was answered: send, and let the runner take what came
+        after it."""
+        if self._answering:
+            return  # settled at once: _answer_now goes on
+        self._flush()
+        if self._park_done is not None:
+            if not self._park_done.done():
+                self._park_done.set_result(None)
+            self._park_done = None
+        if self._runner is not None:
+            return
+        if self._pending and self.state is not ConnState.CLOSED:
+            self._runner = asyncio.get_running_loop().create_task(self._run())
+        elif self.server.closing:
+            self.close()
 
     def eof_received(self) -> bool | None:
         return None  # close our side too; queued commands still run, their replies are dropped
@@ -264,16 +377,23 @@ class Connection(asyncio.Protocol):
         self._deadline = asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.abort)
 
     def shutdown(self) -> None:
-        """Server shutdown: close now if idle; a busy runner closes after its command, except
-        a CANCELS, which is cut short (it changes nothing; the worker asks again elsewhere)."""
-        if self._runner is None:
+        """Server shutdown: close now if idle; a busy runner (or a command waiting for its
+        store) closes after its command, except a CANCELS, which is cut short (it changes
+        nothing; the worker asks again elsewhere)."""
+        if self._runner is None and self._parked is None:
             self.close()
-        elif self._watching:
+        elif self._watching and self._runner is not None:
             self._runner.cancel()
 
     @property
-    def runner(self) -> asyncio.Task[None] | None:
-        return self._runner
+    def runner(self) -> asyncio.Future[None] | None:
+        """What the server waits for before it closes this connection: the runner, or the
+        PUSH waiting for its commit."""
+        if self._runner is not None or self._parked is None:
+            return self._runner
+        if self._park_done is None:
+            self._park_done = asyncio.get_running_loop().create_future()
+        return self._park_done
 
     def _set_closed(self) -> None:
         if self.state is not ConnState.CLOSED:
@@ -299,7 +419,8 @@ class Connection(asyncio.Protocol):
 
     def _check_idle(self) -> None:
         self._deadline = None
-        working = self._runner is not None and self._writable.is_set()
+        busy = self._runner is not None or self._parked is not None
+        working = busy and self._writable.is_set()
         if working or self._activity != self._seen_activity:
             self._seen_activity = self._activity
             self._quiet_checks = 0
@@ -374,13 +495,11 @@ class Connection(asyncio.Protocol):
         self._pending_bytes = 0
 
     async def _finish(self, begun: _Begun) -> bytes:
-        if begun.rest is None:
-            return begun.reply
         try:
             await begun.rest
         except Exception as exc:
             return self._failure(b"PUSH", exc)
-        return begun.reply
+        return OK
 
     def _drained(self) -> bool:
         return (

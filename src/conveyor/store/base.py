@@ -58,7 +58,7 @@ import abc
 import enum
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from conveyor.store.batches import Batches
 from conveyor.store.cancels import Cancels
@@ -75,6 +75,7 @@ __all__ = [
     "DURABLE",
     "WORKER_STATE_ORDER",
     "Counters",
+    "Durability",
     "FailOutcome",
     "JobFilter",
     "Page",
@@ -230,8 +231,26 @@ ReadyListener = Callable[[str], None]
 """Called with a queue name whenever jobs may have become available in that queue."""
 
 
-class _Durable:
-    """An awaitable that is done at once: a write that was durable when it returned."""
+class Durability(abc.ABC):
+    """The durability of a write an ``in_process`` store made in the caller's step: awaitable,
+    or watched with ``when_done`` by a caller that answers without a task of its own (the
+    server's PUSH: docs/design/hand-off.md)."""
+
+    __slots__ = ()
+
+    @abc.abstractmethod
+    def __await__(self) -> Generator[Any, None, None]:
+        """Return once the write is durable; raise ``StoreError`` if it was lost."""
+
+    @abc.abstractmethod
+    def when_done(self, callback: Callable[[Exception | None], None]) -> None:
+        """Call ``callback`` once the write is durable (with None) or lost (with the
+        ``StoreError``): at once when that is known already, else from the event loop. The
+        callback must not call the store."""
+
+
+class _Durable(Durability):
+    """Done at once: a write that was durable when it returned."""
 
     __slots__ = ()
 
@@ -239,8 +258,11 @@ class _Durable:
         return
         yield  # a generator that yields nothing
 
+    def when_done(self, callback: Callable[[Exception | None], None]) -> None:
+        callback(None)
 
-DURABLE: Awaitable[None] = _Durable()
+
+DURABLE: Durability = _Durable()
 """What ``enqueue_now`` and ``hand_off`` return when the write is durable already (memory)."""
 
 
@@ -266,9 +288,10 @@ class Store(
 
     in_process: bool = False
     """The store writes without waiting for I/O (memory, SQLite): it offers the synchronous
-    ``enqueue_now`` and ``hand_off``, each returning the durability of its own write. The
-    server uses them to answer a PUSH, and the FETCH waiting for its job, in the step that
-    read the PUSH (docs/design/hand-off.md)."""
+    ``enqueue_now`` and ``hand_off``, each returning the durability of its own write, and
+    ``reserve_now`` and ``ack_now``. The server uses them to answer a PUSH, and the FETCH
+    waiting for its job, in the step that read the PUSH, and a FETCH or an ACK in the step
+    that read it (docs/design/hand-off.md)."""
 
     # ----------------------------------------------------------------- life cycle
 
@@ -346,10 +369,57 @@ class Store(
         order given (then the next, while ``count`` is not reached), and record a reservation
         for each with ``expires_at = now + reserve_for``. Unknown queues are simply empty."""
 
+    def reserve_now(
+        self, queues: Sequence[str], wid: str, now: float, count: int = 1
+    ) -> list[Reservation] | None:
+        """``reserve`` done in the caller's step, for a FETCH answered without a task; only
+        for ``in_process`` stores. None, with nothing done, when this reservation would have
+        to wait (SQLite while commits fail: it hands out only what is recorded); the caller
+        then takes ``reserve``. Raises what ``reserve`` raises."""
+        raise NotImplementedError(f"{type(self).__name__} is not an in-process store")
+
     @abc.abstractmethod
     async def ack(self, jids: Sequence[str], day: str) -> int:
         """End the reservations of these jids; each one that existed adds 1 to ``processed``
         and to the ``day`` counter. Returns how many existed."""
+
+    def ack_now(self, jids: Sequence[str], day: str) -> int | None:
+        """``ack`` done in the caller's step; only for ``in_process`` stores. None, with
+        nothing done, when it would have to wait (as ``reserve_now``)."""
+        raise NotImplementedError(f"{type(self).__name__} is not an in-process store")
+
+    # The same transitions with a callback, for a store whose writes wait for I/O but need
+    # no task (Redis, over a connection of its own: store/redis/soon.py). Each returns False,
+    # with nothing done, when it cannot now: the caller then awaits the coroutine. Otherwise
+    # ``done(result, None)`` or ``done(None, error)`` is called from the event loop, with
+    # what the coroutine would have returned or raised.
+
+    def enqueue_soon(
+        self, jobs: Sequence[QueuedJob], done: Callable[[None, BaseException | None], object]
+    ) -> bool:
+        """``enqueue`` with a callback (see above)."""
+        return False
+
+    def reserve_soon(
+        self,
+        queues: Sequence[str],
+        wid: str,
+        now: float,
+        count: int,
+        done: Callable[[list[Reservation] | None, BaseException | None], bool],
+    ) -> bool:
+        """``reserve`` with a callback (see above); ``done`` returns whether the jobs were
+        taken: False (the FETCH went away meanwhile) gives them back."""
+        return False
+
+    def ack_soon(
+        self,
+        jids: Sequence[str],
+        day: str,
+        done: Callable[[int | None, BaseException | None], object],
+    ) -> bool:
+        """``ack`` with a callback (see above)."""
+        return False
 
     @abc.abstractmethod
     async def fail(self, jid: str, outcome: FailOutcome, day: str) -> bool:

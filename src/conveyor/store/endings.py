@@ -23,7 +23,7 @@ features which jobs are gone (a unique job's lock is released with it).
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -71,6 +71,21 @@ class Endings(abc.ABC):
         batch is found only in the step is acknowledged by a second one, with its batch
         declared and its entry; each job is still ended, kept and counted in exactly one
         step.)"""
+
+    def ack_returning_soon(
+        self,
+        jids: Sequence[str],
+        day: str,
+        throttled: Collection[str],
+        marks: Sequence[bytes] | None,
+        done: Callable[[list[Reservation] | None, BaseException | None], object],
+    ) -> bool:
+        """``ack_returning`` without ``ends`` or ``keep`` (jobs known to carry no marks, none
+        kept) with a callback, for a store whose writes wait for I/O but need no task (as
+        ``Store.ack_soon``): False, with nothing done, when it cannot now (the caller then
+        awaits ``ack_returning``); else ``done`` gets the reservations ``ack_returning``
+        would have ended (``Acked.ended``) or what it raised, from the event loop."""
+        return False
 
     @abc.abstractmethod
     async def discard_reservations(self, jids: Sequence[str]) -> list[Reservation]:

@@ -104,6 +104,13 @@ class Feature(Middleware):
     jobs that have a ``custom`` object (Faktory Enterprise's features all read keys of it):
     the manager then asks them nothing about a job without one (one test for all of them)."""
 
+    @property
+    def pushes_on_custom(self) -> bool:
+        """Whether ``wants_push`` only wants jobs with a ``custom`` object under the current
+        settings: ``gates_on_custom``, unless a setting makes it want every job (results'
+        server defaults, stamped into each job). Read again after a reload."""
+        return self.gates_on_custom
+
     def wants_fetch(self, payload: bytes) -> bool:
         """Whether this feature's fetch hook must see the job of ``payload`` (a stored job, in
         canonical JSON). With a fetch hook, return False for the jobs it leaves alone: they are

@@ -170,6 +170,10 @@ class ResultsFeature(Feature):
         self._waiters.wake(None)
 
     @property
+    def pushes_on_custom(self) -> bool:
+        return not self._stamps  # the defaults are stamped into every job that lacks them
+
+    @property
     def every_ack(self) -> bool:
         """A default is on: any ACK may be of a job that keeps something."""
         return bool(self.settings.ttl_seconds or self.settings.retain_seconds)

@@ -21,12 +21,13 @@ import bisect
 import dataclasses
 import itertools
 from collections import deque
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import TypeVar
 
 from conveyor.store.base import (
     DURABLE,
     Counters,
+    Durability,
     FailOutcome,
     JobFilter,
     Page,
@@ -189,7 +190,7 @@ class MemoryStore(
     async def enqueue(self, jobs: Sequence[QueuedJob]) -> None:
         self.enqueue_now(jobs)
 
-    def enqueue_now(self, jobs: Sequence[QueuedJob]) -> Awaitable[None]:
+    def enqueue_now(self, jobs: Sequence[QueuedJob]) -> Durability:
         for job in jobs:
             self._push(job)
         self._notify(job.queue for job in jobs)
@@ -205,7 +206,7 @@ class MemoryStore(
     def takes_hand_off(self, queue: str) -> bool:
         return queue not in self._paused
 
-    def hand_off(self, jobs: Sequence[QueuedJob], wid: str, now: float) -> Awaitable[None]:
+    def hand_off(self, jobs: Sequence[QueuedJob], wid: str, now: float) -> Durability:
         name = jobs[0].queue
         self._queues.setdefault(name, deque())  # known from its first job, as after a push
         for job in jobs:
@@ -215,6 +216,11 @@ class MemoryStore(
         return DURABLE
 
     async def reserve(
+        self, queues: Sequence[str], wid: str, now: float, count: int = 1
+    ) -> list[Reservation]:
+        return self.reserve_now(queues, wid, now, count)
+
+    def reserve_now(
         self, queues: Sequence[str], wid: str, now: float, count: int = 1
     ) -> list[Reservation]:
         taken: list[Reservation] = []
@@ -246,6 +252,9 @@ class MemoryStore(
         pair[1] += failures
 
     async def ack(self, jids: Sequence[str], day: str) -> int:
+        return self.ack_now(jids, day)
+
+    def ack_now(self, jids: Sequence[str], day: str) -> int:
         ended = sum(1 for jid in jids if self._reservations.pop(jid, None) is not None)
         if ended:
             self._count(day, ended, 0)

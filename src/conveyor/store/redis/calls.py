@@ -24,7 +24,7 @@ import math
 import re
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -33,17 +33,21 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor.errors import StoreError
 from conveyor.store.redis.codec import RedisURL
+from conveyor.store.redis.pipe import Answer, Lost, NotSent, Pipe, usable
 from conveyor.store.redis.scripts import Script
 
 __all__ = ["CONNECTION_ERRORS", "Caller", "OutcomeUnknown", "reraise_cancellation"]
 
 CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 """Errors after which the command may or may not have reached Redis."""
+PIPE_LOST = CONNECTION_ERRORS
+"""Replies through the pipe that mean the same (redis-py counts LOADING as one)."""
 
 RETRY_DELAYS = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0)
 """Pauses before each retry of a write whose reply was lost (the last one repeats)."""
 
 MIN_TOKEN_TTL_SECONDS = 30
+TOKENS_PER_DRAW = 256
 
 
 _CLIENT_REPR = re.compile(r"<redis\.asyncio\.client\.Redis\(.*?,host=([^,]+),port=(\d+),.*?\)> - ")
@@ -57,6 +61,12 @@ def describe(exc: BaseException) -> str:
 
 class OutcomeUnknown(StoreError):
     """A write was sent, its reply was lost, and no retry got an answer in time."""
+
+
+def _why(exc: BaseException) -> BaseException:
+    """What to report of a failed attempt: the pipe's own errors say it themselves; the
+    markers of ``_attempt`` carry it as their cause."""
+    return exc if isinstance(exc, (NotSent, Lost)) else (exc.__cause__ or exc)
 
 
 class _NotSent(Exception):
@@ -90,10 +100,24 @@ class Caller:
         self.token_ttl = max(MIN_TOKEN_TTL_SECONDS, math.ceil(3 * url.retry_for))
         self._wait = (url.wait_replicas, url.wait_timeout_ms) if url.wait_replicas else None
         self._prefix = prefix + "op:"
+        self._tokens: Iterator[str] = iter(())
+        # scripts go through a connection of our own where it can serve the URL (pipe.py)
+        self._pipe = Pipe(url) if usable(url) else None
+        self._going_on: set[asyncio.Task[None]] = set()  # write_soon calls retried in a task
+
+    async def close(self) -> None:
+        if self._pipe is not None:
+            await self._pipe.close()
 
     def new_token(self) -> str:
-        """A fresh token key for one write call (64 random bits)."""
-        return self._prefix + secrets.token_hex(8)
+        """A fresh token key for one write call (64 random bits, drawn 256 at a time: one
+        ``getrandom`` per call was a system call per job and script)."""
+        token = next(self._tokens, None)
+        if token is None:
+            raw = secrets.token_hex(8 * TOKENS_PER_DRAW)
+            self._tokens = iter([raw[i : i + 16] for i in range(0, len(raw), 16)])
+            token = next(self._tokens)
+        return self._prefix + token
 
     # ------------------------------------------------------------------ errors
 
@@ -136,28 +160,45 @@ class Caller:
         *,
         token: str | None = None,
         durable: bool = False,
+        first: BaseException | None = None,
     ) -> Any:
         """A write that takes a token (KEYS[1]; ARGV[1] its TTL, ARGV[2] the attempt number).
 
         Retried with the same token while its outcome is unknown, for ``retry_for`` seconds.
         Raises ``StoreError`` when nothing was written, ``OutcomeUnknown`` when that is not
-        known."""
+        known. ``first``: the first attempt was made already (``write_soon``) and ended with
+        this error; go on from there."""
         token = token or self.new_token()
         wait = durable and self._wait is not None
+        pipe = self._pipe if not wait else None
         lost: BaseException | None = None  # why the outcome is unknown, once it is
         last: BaseException | None = None
         deadline = 0.0
         for attempt in itertools.count(1):
             try:
-                result = await self._attempt(
-                    script, [token, *keys], [self.token_ttl, attempt, *args], wait=wait
-                )
-            except _NotSent as exc:
+                if first is not None:
+                    error, first = first, None
+                    raise error
+                if pipe is not None:  # the usual case, without a frame more
+                    ttl, n = self.token_ttl, len(keys) + 1
+                    try:
+                        result = await pipe.call(
+                            "EVALSHA", script.sha, n, token, *keys, ttl, attempt, *args
+                        )
+                    except NoScriptError:
+                        result = await pipe.call(
+                            "EVAL", script.source, n, token, *keys, ttl, attempt, *args
+                        )
+                else:
+                    result = await self._attempt(
+                        script, [token, *keys], [self.token_ttl, attempt, *args], wait=wait
+                    )
+            except (_NotSent, NotSent) as exc:
                 if lost is None:
-                    raise self.unreachable(script.name, exc.__cause__ or exc) from exc
-                last = exc.__cause__ or exc
-            except _Lost as exc:
-                lost = last = exc.__cause__ or exc
+                    raise self.unreachable(script.name, _why(exc)) from exc
+                last = _why(exc)
+            except (_Lost, Lost, *PIPE_LOST) as exc:
+                lost = last = _why(exc)
             except RedisError as exc:
                 if lost is None:  # Redis refused the command: nothing was written
                     raise self.failed(script.name, exc) from exc
@@ -174,11 +215,67 @@ class Caller:
             await asyncio.sleep(pause)
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def write_soon(
+        self,
+        script: Script,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        done: Answer,
+        *,
+        token: str | None = None,
+        durable: bool = False,
+    ) -> bool:
+        """``write`` with a callback: the first attempt goes out through the pipe and
+        ``done(result, None)`` is called from its reply's own step, without a task. Anything
+        but a plain answer (a lost reply, NOSCRIPT, an error) goes on in a task running
+        ``write`` from there, which calls ``done(result, None)`` or ``done(None, error)``.
+        False, with nothing sent, where the pipe cannot take it now (``Pipe.send``) or a
+        durable write must WAIT: the caller awaits ``write`` instead."""
+        pipe = self._pipe
+        if pipe is None or (durable and self._wait is not None):
+            return False
+        token = token or self.new_token()
+
+        def answered(result: Any, error: BaseException | None) -> None:
+            if error is None:
+                done(result, None)
+                return
+            # NOSCRIPT: Redis refused, nothing ran; write() starts over and sends EVAL
+            first = None if isinstance(error, NoScriptError) else error
+            task = asyncio.get_running_loop().create_task(
+                self._go_on(script, keys, args, token, first, done)
+            )
+            self._going_on.add(task)
+            task.add_done_callback(self._going_on.discard)
+
+        n = len(keys) + 1
+        return pipe.send(answered, "EVALSHA", script.sha, n, token, *keys, self.token_ttl, 1, *args)
+
+    async def _go_on(
+        self,
+        script: Script,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        token: str,
+        first: BaseException | None,
+        done: Answer,
+    ) -> None:
+        try:
+            result = await self.write(script, keys, args, token=token, first=first)
+        except BaseException as exc:  # a cancelled one too: its caller must hear of it
+            done(None, exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            done(result, None)
+
     async def _attempt(
         self, script: Script, keys: Sequence[str], args: Sequence[Any], *, wait: bool
     ) -> Any:
         if self.cluster:
             return await self._attempt_cluster(script, keys, args)
+        if self._pipe is not None and not wait:
+            return await self._attempt_pipe(self._pipe, script, keys, args)
         pool = self.client.connection_pool
         try:
             conn = await pool.get_connection()
@@ -198,6 +295,19 @@ class Caller:
             raise
         finally:
             await pool.release(conn)
+
+    async def _attempt_pipe(
+        self, pipe: Pipe, script: Script, keys: Sequence[str], args: Sequence[Any]
+    ) -> Any:
+        try:
+            try:
+                return await pipe.call("EVALSHA", script.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                return await pipe.call("EVAL", script.source, len(keys), *keys, *args)
+        except NotSent as exc:
+            raise _NotSent() from exc
+        except (Lost, *CONNECTION_ERRORS) as exc:  # redis-py counts LOADING as one too
+            raise _Lost() from exc
 
     async def _exchange(
         self,

@@ -55,7 +55,7 @@ class RedisEndings(Endings):
 
         async def _read(self, make: Callable[[], Awaitable[Any]], op: str = "a command") -> Any: ...
 
-    async def _end(
+    def _end_call(
         self,
         mode: str,
         jids: Sequence[str],
@@ -65,8 +65,9 @@ class RedisEndings(Endings):
         ends: EndContext | None = None,
         bids: Sequence[str] = (),
         keep: Mapping[str, SetEntry] | None = None,
-    ) -> tuple[Acked, list[tuple[str, str]]]:
-        """One run of the script; also returns the jobs it held, with their batches."""
+    ) -> tuple[str, list[str], list[Any]]:
+        """The script (``endings_end/bare`` without ``ends``), KEYS and ARGV of one run of
+        endings_end.lua (also sent by ``RedisSoon.ack_returning_soon``)."""
         k = self._keys
         done = SortedSet.COMPLETED
         queues = list(throttled)
@@ -84,8 +85,14 @@ class RedisEndings(Endings):
         for entry in kept:
             args += [entry.jid, score_arg(entry.score), encode_set_data(entry)]
         args += jids
-        script = "endings_end" if ends is not None else "endings_end/bare"
-        ended_part, fired_part, held_part = unpack(await self._write(script, keys, args))
+        return ("endings_end" if ends is not None else "endings_end/bare"), keys, args
+
+    def _end_reply(
+        self, reply: bytes, throttled: Collection[str]
+    ) -> tuple[Acked, list[tuple[str, str]]]:
+        """What one run of endings_end.lua ended and set off, and the jobs it held, with
+        their batches; the throttled queues of the ended jobs are woken."""
+        ended_part, fired_part, held_part = unpack(reply)
         flat = unpack(ended_part)
         ended = []
         for i in range(0, len(flat), 4):
@@ -100,12 +107,27 @@ class RedisEndings(Endings):
                     expires_at=float(flat[i + 2]),
                 )
             )
-        woken = {r.queue for r in ended if r.queue in throttled}
+        woken = {r.queue for r in ended if r.queue in throttled} if throttled else None
         if woken:
             self._wake_all(woken)
         held = unpack(held_part) if held_part else []
         pairs = [(held[i].decode(), held[i + 1].decode()) for i in range(0, len(held), 2)]
         return Acked(ended, self._unpack_fired(fired_part) if fired_part else Fired()), pairs
+
+    async def _end(
+        self,
+        mode: str,
+        jids: Sequence[str],
+        day: str,
+        throttled: Collection[str] = (),
+        marks: Sequence[bytes] | None = None,
+        ends: EndContext | None = None,
+        bids: Sequence[str] = (),
+        keep: Mapping[str, SetEntry] | None = None,
+    ) -> tuple[Acked, list[tuple[str, str]]]:
+        """One run of the script; also returns the jobs it held, with their batches."""
+        script, keys, args = self._end_call(mode, jids, day, throttled, marks, ends, bids, keep)
+        return self._end_reply(await self._write(script, keys, args), throttled)
 
     async def ack_returning(
         self,

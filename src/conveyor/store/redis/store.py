@@ -82,9 +82,11 @@ from conveyor.store.redis.endings import RedisEndings
 from conveyor.store.redis.groups import RedisGroups
 from conveyor.store.redis.limits import RedisLimits
 from conveyor.store.redis.listing import FilteredListing
+from conveyor.store.redis.pipe import usable
 from conveyor.store.redis.records import RedisRecords
 from conveyor.store.redis.release import Lost, Releaser
 from conveyor.store.redis.scripts import Script, load_scripts
+from conveyor.store.redis.soon import RedisSoon
 from conveyor.store.redis.wakeup import Subscriber
 from conveyor.store.redis.workers import RedisWorkers
 
@@ -129,6 +131,7 @@ class Keys:
 
 
 class RedisStore(
+    RedisSoon,
     RedisRecords,
     RedisWorkers,
     RedisLimits,
@@ -189,6 +192,7 @@ class RedisStore(
             self._origin,
             self._wake,
             self._known_queues,
+            self._url if usable(self._url) else None,
             signals=(self._keys.signals, self._signalled),
         )
         self._subscriber.start()
@@ -210,6 +214,8 @@ class RedisStore(
             await self._subscriber.stop()
             self._subscriber = None
         if self._client is not None:
+            if self._caller is not None:
+                await self._caller.close()
             await self._client.aclose()
             self._client, self._caller = None, None
             await self._clients.aclose()
@@ -218,7 +224,8 @@ class RedisStore(
         self._listener = listener
 
     async def wait_subscribed(self) -> None:
-        """Wait until the wake-up channel is subscribed (tests use it to avoid races)."""
+        """Wait until the wake-up channel is subscribed and the wake-ups of every known queue
+        that follow a subscription are delivered (tests use it to avoid races)."""
         assert self._subscriber is not None, "open() first"
         await self._subscriber.subscribed.wait()
 
@@ -308,19 +315,12 @@ class RedisStore(
     async def enqueue(self, jobs: Sequence[QueuedJob]) -> None:
         if not jobs:
             return
-        by_queue: dict[str, list[bytes]] = {}
-        for job in jobs:
-            by_queue.setdefault(job.queue, []).append(encode_entry(job))
-        keys = [self._keys.queues, self._keys.ready]
-        args: list[Any] = [self._pub, self._origin]
-        for name, entries in by_queue.items():
-            keys.append(self._keys.queue(name))
-            args += [name, len(entries), *entries]
+        keys, args, names = self._enqueue_call(jobs)
         try:
             await self._write("enqueue", keys, args, durable=True)
         finally:
             # Even after an error: the script may have run, and our own echo is skipped.
-            self._wake_all(by_queue)
+            self._wake_all(names)
 
     async def add_to_set(self, name: SortedSet, entries: Sequence[SetEntry]) -> None:
         if not entries:
@@ -339,30 +339,15 @@ class RedisStore(
         names = list(dict.fromkeys(queues))
         if not names or count <= 0:
             return []
-        k = self._keys
-        keys = [k.paused, k.res, k.exp, k.busy, *(k.queue(n) for n in names)]
+        keys, args = self._reserve_call(names, wid, now, count)
         calls = self._calls
         token = calls.new_token()
         try:
-            flat = await calls.write(
-                self._scripts["reserve"], keys, [wid, score_arg(now), count, *names], token=token
-            )
+            flat = await calls.write(self._scripts["reserve"], keys, args, token=token)
         except (OutcomeUnknown, asyncio.CancelledError):
-            # The call may have reserved jobs its caller will never get: give them back.
-            assert self._releaser is not None
-            self._releaser.add(token, wid, now, tuple(names))
+            self._lost_reserve(token, wid, now, names)
             raise
-        return [
-            Reservation(
-                jid=flat[i + 1].decode(),
-                queue=flat[i].decode(),
-                payload=flat[i + 2],
-                wid=wid,
-                reserved_at=now,
-                expires_at=float(flat[i + 3]),
-            )
-            for i in range(0, len(flat), 4)
-        ]
+        return self._reserved(flat, wid, now)
 
     async def ack(self, jids: Sequence[str], day: str) -> int:
         if not jids:

@@ -25,6 +25,9 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from conveyor.store.redis.channel import listen
+from conveyor.store.redis.codec import RedisURL
+
 __all__ = ["Subscriber"]
 
 log = logging.getLogger(__name__)
@@ -46,11 +49,13 @@ class Subscriber:
         origin: str,
         deliver: Callable[[str], None],
         known_queues: Callable[[], Awaitable[set[str]]],
+        lean: RedisURL | None = None,
         signals: tuple[str, Callable[[bytes | None], None]] | None = None,
     ) -> None:
         """``signals``: the signal channel and what receives its messages (without their
         origin; None after a resubscription)."""
         self._connect = connect
+        self._lean = lean  # read the channel on a connection of our own (channel.py)
         self._channel = channel
         self._signals = signals
         self._sharded = sharded
@@ -88,6 +93,9 @@ class Subscriber:
                 delay = min(delay * 2, RETRY_MAX_SECONDS)
 
     async def _listen(self) -> None:
+        if self._lean is not None:
+            await self._listen_lean(self._lean)
+            return
         client = await self._connect()
         pubsub = client.pubsub()
         channels = [self._channel]
@@ -100,12 +108,12 @@ class Subscriber:
                 await pubsub.subscribe(*channels)
             for _ in channels:
                 await self._wait_confirmed(pubsub)
-            self.subscribed.set()
             # Anything published while we were not listening is lost: wake every queue.
             for name in await self._known_queues():
                 self._deliver(name)
             if self._signals is not None:
                 self._signals[1](None)
+            self.subscribed.set()  # and caught up: a later wake-up is a message's
             while not self._stopping:
                 message = await pubsub.get_message(timeout=PING_EVERY_SECONDS)
                 if message is None:
@@ -123,6 +131,42 @@ class Subscriber:
                 await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
             with contextlib.suppress(Exception):
                 await client.aclose()
+
+    async def _listen_lean(self, url: RedisURL) -> None:
+        origin = self._origin.decode()
+        conn = await listen(
+            url,
+            self._channel,
+            self._sharded,
+            origin,
+            self._deliver,
+            PING_EVERY_SECONDS,
+            self._signals,
+        )
+        try:
+            # Anything published while we were not listening is lost: wake every queue.
+            for name in await self._known_queues():
+                self._deliver(name)
+            if self._signals is not None:
+                self._signals[1](None)
+            self.subscribed.set()  # and caught up: a later wake-up is a message's
+            heard = conn.heard
+            pinged = False
+            while not self._stopping:
+                done, _ = await asyncio.wait({conn.closed}, timeout=PING_EVERY_SECONDS)
+                if done:
+                    conn.closed.result()  # raises why it ended
+                    return
+                if conn.heard != heard:
+                    heard, pinged = conn.heard, False
+                elif pinged:  # nothing, not even the PING's answer: a dead connection
+                    raise RedisError("the wake-up connection stopped answering")
+                else:  # a quiet channel or a dead connection: a PING tells them apart
+                    conn.send("PING")
+                    pinged = True
+        finally:
+            self.subscribed.clear()
+            conn.close()
 
     def _received(self, message: dict[str, Any]) -> None:
         origin, _, body = message["data"].partition(b" ")

@@ -2,8 +2,8 @@
 
 ``PRAGMA quick_check`` (schema.py) finds broken pages, not changed bytes inside a payload: a
 flipped bit there handed workers a payload that differed from the one pushed, or was not even
-UTF-8. So every row of ``queue_jobs``, ``reservations`` and ``set_entries`` carries ``crc``,
-the CRC-32 of its payload, written with it. It is checked
+UTF-8. So every row of ``queue_jobs`` (queued or reserved) and ``set_entries`` carries
+``crc``, the CRC-32 of its payload, written with it. It is checked
 
 * at open, for every row (``quarantine``): ~0.4 s per million jobs;
 * each time a payload is about to be used -- ``reserve`` (FETCH), due entries (promotion),
@@ -25,7 +25,16 @@ from dataclasses import dataclass
 
 from conveyor.store.sqlite.db import load_queries
 
-__all__ = ["Damaged", "checksum", "intact", "move_aside", "quarantine", "report"]
+__all__ = [
+    "DROP",
+    "DROP_RESERVATION",
+    "Damaged",
+    "checksum",
+    "intact",
+    "move_aside",
+    "quarantine",
+    "report",
+]
 
 log = logging.getLogger("conveyor.store.sqlite")
 
@@ -99,4 +108,6 @@ def quarantine(conn: sqlite3.Connection) -> list[Damaged]:
 
 
 DROP = {table: _DAMAGE[f"drop_{table}"] for table in _TABLES}
-"""The statement that removes one row of each table by its key (seq, jid, id)."""
+"""The statement that removes one row of each source by its key (seq, seq, id)."""
+DROP_RESERVATION = _DAMAGE["drop_reservation"]
+"""The statement that removes one reservation by its jid."""

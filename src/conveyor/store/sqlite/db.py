@@ -32,6 +32,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from conveyor.errors import StoreError, StoreUnavailable
+from conveyor.store.base import Durability
 from conveyor.store.sqlite.checkpoint import Checkpointer
 from conveyor.store.sqlite.health import CommitHealth
 
@@ -96,18 +97,20 @@ class SQLiteOptions:
         return cls(path, synchronous)
 
 
-class Commit:
+class Commit(Durability):
     """One transaction of the group commit, as the writes it holds see it.
 
     ``await commit`` returns once it is committed, and raises ``StoreUnavailable`` when it
     failed and was rolled back -- whenever the awaiting starts, before or after that.
+    ``when_done`` does the same with a callback, without a future or a task.
     """
 
-    __slots__ = ("_db", "_waiters", "done", "error")
+    __slots__ = ("_callbacks", "_db", "_waiters", "done", "error")
 
     def __init__(self, db: Database) -> None:
         self._db = db
         self._waiters: list[asyncio.Future[None]] = []
+        self._callbacks: list[Callable[[Exception | None], None]] = []
         self.done = False
         self.error: str | None = None
 
@@ -123,6 +126,13 @@ class Commit:
         elif self.error is not None:
             raise StoreUnavailable(self.error)
 
+    def when_done(self, callback: Callable[[Exception | None], None]) -> None:
+        if self.done:
+            callback(None if self.error is None else StoreUnavailable(self.error))
+            return
+        self._callbacks.append(callback)
+        self._db.commit_soon()
+
     def settle(self, error: str | None) -> None:
         self.done = True
         self.error = error
@@ -134,6 +144,12 @@ class Commit:
                 waiter.set_result(None)
             else:  # one exception per waiter: each is raised (and given a traceback) once
                 waiter.set_exception(StoreUnavailable(error))
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            try:
+                callback(None if error is None else StoreUnavailable(error))
+            except Exception:  # one broken callback must not keep the others from theirs
+                log.exception("a commit callback failed")
 
 
 class Database:

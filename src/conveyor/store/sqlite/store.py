@@ -24,6 +24,7 @@ from typing import Any
 from conveyor.errors import StoreError
 from conveyor.store.base import (
     Counters,
+    Durability,
     FailOutcome,
     Page,
     QueuedJob,
@@ -58,6 +59,7 @@ _SCHEMA = load_queries("schema.sql")
 _QUEUES = load_queries("queues.sql")
 _FIND_WINDOW = 50_000  # queue rows find_queued reads between two yields to the event loop
 _RESERVATIONS = load_queries("reservations.sql")
+_CLAIM = _RESERVATIONS["claim_jobs"]
 _SETS = load_queries("sets.sql")
 _COUNTERS = load_queries("counters.sql")
 _TOTAL = ""  # the counters row holding the totals
@@ -190,7 +192,14 @@ class SQLiteStore(
         if jobs:
             await self.enqueue_now(jobs)
 
-    def enqueue_now(self, jobs: Sequence[QueuedJob]) -> Awaitable[None]:
+    def enqueue_now(self, jobs: Sequence[QueuedJob]) -> Durability:
+        if len(jobs) == 1 and jobs[0].queue in self._sizes:
+            # one statement is atomic by itself: no savepoint (every PUSH to a known queue)
+            job = jobs[0]
+            row = (job.queue, job.jid, job.reserve_for, checksum(job.payload), job.payload)
+            self._db.write(_QUEUES["push_job"], row)
+            self._grow({job.queue: 1})
+            return self._db.pending
         with self._db.atomic() as conn:
             added = self._push(conn, jobs)
         self._grow(added)
@@ -230,12 +239,13 @@ class SQLiteStore(
         # to be recorded (docs/design/hand-off.md)
         return queue not in self._paused and not self._db.careful
 
-    def hand_off(self, jobs: Sequence[QueuedJob], wid: str, now: float) -> Awaitable[None]:
+    def hand_off(self, jobs: Sequence[QueuedJob], wid: str, now: float) -> Durability:
         name = jobs[0].queue
         rows = [
-            (j.jid, name, wid, now, now + j.reserve_for, checksum(j.payload), j.payload)
+            (name, j.jid, j.reserve_for, checksum(j.payload), wid, now, now + j.reserve_for,
+             j.payload)
             for j in jobs
-        ]
+        ]  # fmt: skip
         if len(rows) == 1 and name in self._sizes:
             # one statement is atomic by itself: no savepoint (this is every idle worker's
             # PUSH -> start path)
@@ -251,13 +261,26 @@ class SQLiteStore(
     async def reserve(
         self, queues: Sequence[str], wid: str, now: float, count: int = 1
     ) -> list[Reservation]:
+        taken = self._reserve(queues, wid, now, count)
+        if taken and self._db.careful:
+            await self._db.pending  # during an outage, hand out only what is recorded
+        return taken
+
+    def reserve_now(
+        self, queues: Sequence[str], wid: str, now: float, count: int = 1
+    ) -> list[Reservation] | None:
+        if self._db.careful:
+            return None  # reserve waits for its commit then
+        return self._reserve(queues, wid, now, count)
+
+    def _reserve(
+        self, queues: Sequence[str], wid: str, now: float, count: int
+    ) -> list[Reservation]:
         self._db.check_writable()  # during an outage a FETCH is refused, never answered
         ready = [n for n in queues if self._sizes.get(n, 0) > 0 and n not in self._paused]
         if not ready or count <= 0:
             return []
-        taken, committed = self._reserve_from(ready, None, wid, now, count)
-        if taken and self._db.careful:
-            await committed  # during an outage, hand out only what is recorded
+        taken, _committed = self._reserve_from(ready, None, wid, now, count)
         return taken
 
     def _reserve_from(
@@ -270,11 +293,21 @@ class SQLiteStore(
     ) -> tuple[list[Reservation], Awaitable[None]]:
         """Reserve up to ``count`` jobs from ``queues`` in turn, at most ``rooms[queue]`` from
         a queue there (``reserve_limited``: what each limit allows; ``reserve``: None), in
-        this step; returns them and the commit that records them."""
+        this step; returns them and the commit that records them. Each queue's rows are
+        claimed in place (schema version 3): one UPDATE per queue."""
+        if count == 1 or len(queues) == 1:
+            # One queue's claim is one statement, atomic by itself: no savepoint (a FETCH
+            # takes its job from the first ready queue, whose size says it has one).
+            for name in queues:
+                want = count if rooms is None or name not in rooms else min(count, rooms[name])
+                rows = self._db.write(_CLAIM, (wid, now, now, name, want)).fetchall()
+                self._sizes[name] -= len(rows)
+                found = self._claimed(name, rows, wid, now)
+                if found:
+                    return found, self._db.pending
+            return [], self._db.pending
         taken: list[Reservation] = []
-        popped: dict[str, int] = {}
-        rows_taken: list[tuple[Any, ...]] = []
-        damaged: list[Damaged] = []
+        claimed: dict[str, int] = {}
         with self._db.atomic() as conn:
             for name in queues:
                 want = count - len(taken)
@@ -282,25 +315,43 @@ class SQLiteStore(
                     break
                 if rooms is not None and name in rooms:  # at least 1 there
                     want = min(want, rooms[name])
-                rows = conn.execute(_QUEUES["pop_jobs"], (name, want)).fetchall()
-                rows.sort()
-                popped[name] = popped.get(name, 0) + len(rows)
-                for _seq, jid, reserve_for, crc, payload in rows:
-                    if not intact(payload, crc):
-                        damaged.append(Damaged("queue_jobs", jid, name, crc, payload))
-                        continue
-                    expires_at = now + reserve_for
-                    taken.append(Reservation(jid, name, payload, wid, now, expires_at))
-                    rows_taken.append((jid, name, wid, now, expires_at, crc, payload))
-            conn.executemany(_RESERVATIONS["insert_reservation"], rows_taken)
-            if damaged:
-                damage.move_aside(conn, damaged)
-        committed = self._db.pending
-        for name, count_popped in popped.items():
-            self._sizes[name] -= count_popped
-        if damaged:
+                rows = conn.execute(_CLAIM, (wid, now, now, name, want)).fetchall()
+                claimed[name] = claimed.get(name, 0) + len(rows)
+                taken.extend(self._claimed(name, rows, wid, now, conn))
+        for name, number in claimed.items():
+            self._sizes[name] -= number
+        return taken, self._db.pending
+
+    def _claimed(
+        self,
+        name: str,
+        rows: list[Any],
+        wid: str,
+        now: float,
+        conn: sqlite3.Connection | None = None,
+    ) -> list[Reservation]:
+        """The reservations of the rows a claim returned, in queue order. A row whose
+        payload fails its checksum is moved aside instead: inside ``conn``'s savepoint when
+        given, else on its own (if that fails, the row stays reserved and is moved aside when
+        its reservation expires)."""
+        if len(rows) > 1:
+            rows.sort()
+        taken: list[Reservation] = []
+        damaged: list[Damaged] = []
+        seqs: list[tuple[Any]] = []
+        for seq, jid, reserve_for, crc, payload in rows:
+            if intact(payload, crc):
+                taken.append(Reservation(jid, name, payload, wid, now, now + reserve_for))
+            else:
+                damaged.append(Damaged("queue_jobs", jid, name, crc, payload))
+                seqs.append((seq,))
+        if damaged and conn is not None:
+            conn.executemany(damage.DROP["queue_jobs"], seqs)
+            damage.move_aside(conn, damaged)
             damage.report(damaged)
-        return taken, committed
+        elif damaged:
+            self._move_aside(damaged, seqs, damage.DROP["queue_jobs"])
+        return taken
 
     def _count(self, day: str, processed: int, failures: int) -> None:
         self._totals[0] += processed
@@ -318,6 +369,17 @@ class SQLiteStore(
             self._pending = {}
 
     async def ack(self, jids: Sequence[str], day: str) -> int:
+        ended = self._ack(jids, day)
+        if jids and self._db.careful:
+            await self._db.pending  # during an outage, +OK only once it is recorded
+        return ended
+
+    def ack_now(self, jids: Sequence[str], day: str) -> int | None:
+        if self._db.careful:
+            return None  # ack waits for its commit then
+        return self._ack(jids, day)
+
+    def _ack(self, jids: Sequence[str], day: str) -> int:
         if not jids:
             return 0
         if len(jids) == 1:  # one statement is atomic by itself
@@ -326,11 +388,8 @@ class SQLiteStore(
             with self._db.atomic() as conn:
                 rows = [(j,) for j in jids]
                 ended = conn.executemany(_RESERVATIONS["end_reservation"], rows).rowcount
-        committed = self._db.pending
         if ended:
             self._count(day, ended, 0)
-        if self._db.careful:
-            await committed  # during an outage, +OK only once it is recorded
         return ended
 
     async def fail(self, jid: str, outcome: FailOutcome, day: str) -> bool:
@@ -368,7 +427,7 @@ class SQLiteStore(
             if not intact(row[2], row[6])
         ]
         if damaged:
-            self._move_aside(damaged, [(d.jid,) for d in damaged], damage.DROP["reservations"])
+            self._move_aside(damaged, [(d.jid,) for d in damaged], damage.DROP_RESERVATION)
             bad = {d.jid for d in damaged}
             rows = [row for row in rows if row[0] not in bad]
         return [_reservation(row) for row in rows]

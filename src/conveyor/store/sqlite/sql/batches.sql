@@ -111,7 +111,9 @@ SELECT dep, waiter FROM mark_waiters WHERE dep IN (SELECT value FROM json_each(?
 ORDER BY dep, waiter;
 
 -- name: end_reservations
-DELETE FROM reservations WHERE jid IN (SELECT value FROM json_each(?)) RETURNING jid;
+-- The claimed rows of queue_jobs (schema v3; the view reservations takes no DELETE).
+DELETE FROM queue_jobs
+WHERE jid IN (SELECT value FROM json_each(?)) AND expires_at IS NOT NULL RETURNING jid;
 
 -- name: put_mark
 -- In place when the mark exists (its seq, the order it joined its batch, stays).

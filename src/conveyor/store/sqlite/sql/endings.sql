@@ -1,11 +1,12 @@
--- Endings (conveyor.store.endings) of the SQLite store: reservations(jid, queue, wid,
--- reserved_at, expires_at, payload) and queue_jobs(seq, queue, jid, reserve_for, payload) of
--- schema.sql, removed with what they held.
+-- Endings (conveyor.store.endings) of the SQLite store: rows of queue_jobs(seq, queue, jid,
+-- reserve_for, crc, wid, reserved_at, expires_at, payload) of schema.sql, reserved
+-- (expires_at set) or queued (expires_at NULL), removed with what they held.
 -- name: end_returning
-DELETE FROM reservations WHERE jid = ?
+DELETE FROM queue_jobs WHERE jid = ? AND expires_at IS NOT NULL
 RETURNING jid, queue, payload, wid, reserved_at, expires_at;
 
 -- name: take_queued
 -- Walks the queue once, as delete_queued does (queue_jobs has no index on jid).
-DELETE FROM queue_jobs WHERE queue = ? AND jid IN (SELECT value FROM json_each(?))
+DELETE FROM queue_jobs
+WHERE queue = ? AND expires_at IS NULL AND jid IN (SELECT value FROM json_each(?))
 RETURNING seq, jid, reserve_for, payload;

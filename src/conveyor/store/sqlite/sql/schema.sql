@@ -1,8 +1,10 @@
 -- Schema of the SQLite store (conveyor.store.sqlite); every other .sql file uses these tables.
 --
 --   queues(name, paused)                                  known queues and their pause flag
---   queue_jobs(seq, queue, jid, reserve_for, crc, payload)   FIFO per queue: lowest seq first
---   reservations(jid, queue, wid, reserved_at, expires_at, crc, payload)   the working set
+--   queue_jobs(seq, queue, jid, reserve_for, crc, wid, reserved_at, expires_at, payload)
+--       every job of a queue, queued or reserved: queued while expires_at IS NULL (FIFO per
+--       queue, lowest seq first); reserved for worker wid once a FETCH claims it (expires_at
+--       set), until ACK or FAIL delete it. The view reservations shows the reserved ones.
 --   set_entries(id, name, jid, score, queue, jobtype, crc, payload)  scheduled/retries/dead
 --   counters(day, processed, failures)                    day '' holds the totals
 --   damaged_jobs(id, found_at, source, jid, queue, crc, payload)   moved aside (damage.sql)
@@ -11,8 +13,13 @@
 -- Payloads go last in each row: SQLite reads columns in order, so the small indexed columns
 -- are reached without stepping over a large payload. crc is the CRC-32 of the payload,
 -- written with it and checked before the payload is used (sqlite/damage.py). A database
--- upgraded from version 1 has crc after the payload (ALTER TABLE appends); queries name
--- their columns, so the order does not matter to them.
+-- upgraded from version 1 has crc after the payload in set_entries (ALTER TABLE appends);
+-- queries name their columns, so the order does not matter to them.
+--
+-- A FETCH claims the queue row in place (schema version 3): one UPDATE, instead of moving
+-- the job into a table of reservations (a DELETE, an INSERT with a second copy of the
+-- payload, and a savepoint around both); the partial indexes keep queued and reserved rows
+-- apart, so neither kind of lookup walks over the other.
 -- name: create
 CREATE TABLE IF NOT EXISTS queues (
     name TEXT PRIMARY KEY,
@@ -25,22 +32,26 @@ CREATE TABLE IF NOT EXISTS queue_jobs (
     jid TEXT NOT NULL,
     reserve_for INTEGER NOT NULL,
     crc INTEGER NOT NULL,
+    wid TEXT,
+    reserved_at REAL,
+    expires_at REAL,
     payload BLOB NOT NULL
 );
--- reserve pops the lowest seq of one queue: O(log n) through this index
-CREATE INDEX IF NOT EXISTS queue_jobs_fifo ON queue_jobs (queue, seq);
+-- reserve claims the lowest queued seq of one queue: O(log n) through this index
+CREATE INDEX IF NOT EXISTS queue_jobs_fifo ON queue_jobs (queue, seq) WHERE expires_at IS NULL;
+-- within the reservations a jid identifies one (ACK, FAIL, extend)
+CREATE UNIQUE INDEX IF NOT EXISTS queue_jobs_reserved
+ON queue_jobs (jid) WHERE expires_at IS NOT NULL;
+-- the reaper reads overdue reservations, the Busy page the oldest first
+CREATE INDEX IF NOT EXISTS queue_jobs_expiry
+ON queue_jobs (expires_at, jid) WHERE expires_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS queue_jobs_age
+ON queue_jobs (reserved_at, jid) WHERE expires_at IS NOT NULL;
 
-CREATE TABLE IF NOT EXISTS reservations (
-    jid TEXT PRIMARY KEY,
-    queue TEXT NOT NULL,
-    wid TEXT NOT NULL,
-    reserved_at REAL NOT NULL,
-    expires_at REAL NOT NULL,
-    crc INTEGER NOT NULL,
-    payload BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS reservations_expiry ON reservations (expires_at, jid);
-CREATE INDEX IF NOT EXISTS reservations_age ON reservations (reserved_at, jid);
+-- the reservations as a table of their own (versions 1 and 2 had one): for reading only
+CREATE VIEW IF NOT EXISTS reservations AS
+SELECT jid, queue, wid, reserved_at, expires_at, crc, payload FROM queue_jobs
+WHERE expires_at IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS set_entries (
     id INTEGER PRIMARY KEY,
@@ -81,7 +92,7 @@ CREATE TABLE IF NOT EXISTS meta (
     value
 ) WITHOUT ROWID;
 
-PRAGMA user_version = 2;
+PRAGMA user_version = 3;
 
 -- name: migrate_1_to_2
 -- Version 1 had no payload checksums: the payloads found now are taken as intact.
@@ -92,6 +103,31 @@ UPDATE reservations SET crc = conveyor_crc32(CAST(payload AS BLOB));
 ALTER TABLE set_entries ADD COLUMN crc INTEGER NOT NULL DEFAULT 0;
 UPDATE set_entries SET crc = conveyor_crc32(CAST(payload AS BLOB));
 
+-- name: migrate_2_to_3
+-- Reservations become claimed rows of queue_jobs. The table is rebuilt, so that every
+-- column comes before the payload (version 1 files had crc appended after it); queued jobs
+-- keep their seq, reserved ones come after them (their seq orders nothing).
+CREATE TABLE queue_jobs_3 (
+    seq INTEGER PRIMARY KEY,
+    queue TEXT NOT NULL,
+    jid TEXT NOT NULL,
+    reserve_for INTEGER NOT NULL,
+    crc INTEGER NOT NULL,
+    wid TEXT,
+    reserved_at REAL,
+    expires_at REAL,
+    payload BLOB NOT NULL
+);
+INSERT INTO queue_jobs_3 (seq, queue, jid, reserve_for, crc, payload)
+SELECT seq, queue, jid, reserve_for, crc, payload FROM queue_jobs ORDER BY seq;
+INSERT INTO queue_jobs_3 (queue, jid, reserve_for, crc, wid, reserved_at, expires_at, payload)
+SELECT queue, jid, max(CAST(round(expires_at - reserved_at) AS INTEGER), 0), crc, wid,
+       reserved_at, expires_at, payload
+FROM reservations ORDER BY reserved_at, jid;
+DROP TABLE queue_jobs;
+DROP TABLE reservations;
+ALTER TABLE queue_jobs_3 RENAME TO queue_jobs;
+
 -- name: probe
 -- While commits fail, this small real write is retried until it commits (sqlite/health.py).
 INSERT INTO meta (key, value) VALUES ('probe', ?)
@@ -101,7 +137,7 @@ ON CONFLICT (key) DO UPDATE SET value = excluded.value;
 SELECT name, paused FROM queues;
 
 -- name: load_queue_sizes
-SELECT queue, count(*) FROM queue_jobs GROUP BY queue;
+SELECT queue, count(*) FROM queue_jobs WHERE expires_at IS NULL GROUP BY queue;
 
 -- name: load_set_sizes
 SELECT name, count(*) FROM set_entries GROUP BY name;
@@ -109,6 +145,5 @@ SELECT name, count(*) FROM set_entries GROUP BY name;
 -- name: flush
 DELETE FROM queue_jobs;
 DELETE FROM queues;
-DELETE FROM reservations;
 DELETE FROM set_entries;
 DELETE FROM counters;

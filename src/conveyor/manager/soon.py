@@ -1,0 +1,209 @@
+"""PUSH, FETCH and ACK in the step that read them, without a task each.
+
+The server answers these three at an idle connection from ``data_received`` (``Manager``'s
+``push_now``, ``fetch_now``, ``ack_now``). On an in-process store (memory, SQLite) the write is
+made right there; on a store whose writes wait for I/O (Redis), one that offers the callback
+forms (``Store.enqueue_soon``, ``reserve_soon``, ``ack_soon``, ``ack_returning_soon``) sends
+its write from that same step and settles a ``Later`` from the step that reads the answer,
+where the server writes the reply. The rules are the long way's: validation, the features'
+gates, worker state, flow control, metrics; what a feature must see goes through the same
+hooks (``FeatureCalls``), in a task of its own that settles the ``Later`` once they are done
+(only for the jobs some feature wants); and everything else that cannot be done this way
+returns None, with nothing done, and takes the long way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from types import MappingProxyType
+from typing import TYPE_CHECKING, TypeVar
+
+from conveyor.manager import validation
+from conveyor.manager.later import Later
+from conveyor.store.base import Reservation
+from conveyor.store.endings import Acked
+from conveyor.timefmt import day_key, now_iso
+
+if TYPE_CHECKING:
+    from conveyor.manager.core import Manager
+
+__all__ = ["ack_in_process", "ack_soon", "fetch_in_process", "fetch_soon", "push_soon"]
+
+T = TypeVar("T")
+
+_NO_DURATIONS: Mapping[str, float] = MappingProxyType({})
+_going_on: set[asyncio.Task[None]] = set()  # hooks run for a command answered later
+
+
+def _durations(jid: str, duration: float | None) -> Mapping[str, float]:
+    return _NO_DURATIONS if duration is None else {jid: duration}
+
+
+def _settle_after(later: Later[T], work: Callable[[], Awaitable[T]]) -> None:
+    """Run ``work`` in a task and settle ``later`` with what it returns or raises."""
+
+    async def run() -> None:
+        try:
+            value = await work()
+        except BaseException as exc:  # a cancelled one too: its command must be answered
+            later.settle(None, exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            later.settle(value, None)
+
+    task = asyncio.get_running_loop().create_task(run())
+    _going_on.add(task)
+    task.add_done_callback(_going_on.discard)
+
+
+# ---------------------------------------------------------------------- PUSH
+
+
+def push_soon(manager: Manager, payload: bytes) -> Later[None] | None:
+    """``push_now`` for a store that is not in process: the job validated here (raising for
+    a bad one, with nothing stored), its enqueue sent; None for the long way (a feature's
+    push hook wants the job, it is scheduled for later, its queue is bounded, the store
+    cannot take it this way)."""
+    job = validation.decode_pushed(payload, manager.config)
+    if manager._admits(job):
+        return None
+    stamp = now_iso()  # created_at (when the client left it out) and enqueued_at
+    due = validation.prepare_job(job, manager.config, stamp)
+    flow = manager.flow
+    if (due is not None and due > time.time()) or (flow.bounding and flow.bound(job.queue)):
+        return None
+    queued = [manager._queued(job, stamp, validation.reserve_seconds(job, manager.config))]
+    later: Later[None] = Later()
+    metrics = manager.metrics
+
+    def stored(_value: None, error: BaseException | None) -> bool:
+        if error is None and metrics is not None:
+            metrics.on_push(job)
+        return later.settle(None, error)
+
+    return later if manager.store.enqueue_soon(queued, stored) else None
+
+
+# ---------------------------------------------------------------------- FETCH
+
+
+def _taken(manager: Manager, reservations: list[Reservation]) -> list[bytes] | Later[list[bytes]]:
+    """What ``Manager._reserve`` does with the jobs a store reserved: metrics, the baton,
+    the ACKs to watch; the payloads, or a ``Later`` for them when some feature's fetch hook
+    must see one of the jobs (the hooks run in a task)."""
+    if manager.metrics is not None:
+        manager.metrics.on_reserve(reservations)
+    # Pass the baton: there may be more jobs for other waiting FETCHes.
+    manager.waiters.notify(reservations[-1].queue)
+    if not manager._taken(reservations):
+        return [r.payload for r in reservations]
+    # What is kept may be [] (every job dropped: expired): the server then sends the FETCH
+    # the long way, which goes on with the next jobs, as Manager._reserve does.
+    later: Later[list[bytes]] = Later()
+    _settle_after(later, lambda: manager._fetch_chain(reservations))
+    return later
+
+
+def fetch_in_process(
+    manager: Manager, queues: Sequence[str], wid: str, count: int
+) -> list[bytes] | Later[list[bytes]] | None:
+    """``fetch_now`` on an in-process store (the manager checked worker state and limits)."""
+    reservations = manager.store.reserve_now(queues, wid, time.time(), count)
+    if reservations is None:
+        return None  # the long way
+    return _taken(manager, reservations) if reservations else []
+
+
+def fetch_soon(
+    manager: Manager, queues: Sequence[str], wid: str, count: int
+) -> Later[list[bytes]] | None:
+    """``fetch_now`` for a store that is not in process: the payloads it reserves, ``[]``
+    for none (the FETCH then waits, the long way); None when the store cannot take it."""
+    later: Later[list[bytes]] = Later()
+    metrics = manager.metrics
+
+    def reserved(reservations: list[Reservation] | None, error: BaseException | None) -> bool:
+        if error is not None or reservations is None:
+            return later.settle(None, error)
+        if not reservations:
+            return later.settle([], None)
+        found = _taken(manager, reservations)
+        if isinstance(found, Later):  # the fetch hooks run; a lost reply keeps its jobs
+            found.when_done(later.settle)
+            return True
+        if later.settle(found, None):
+            return True
+        if metrics is not None:  # given back by the store: they run elsewhere
+            for reservation in reservations:
+                metrics.forget(reservation.jid)
+        return False
+
+    now = time.time()
+    return later if manager.store.reserve_soon(queues, wid, now, count, reserved) else None
+
+
+# ---------------------------------------------------------------------- ACK
+
+
+def ack_in_process(manager: Manager, jid: str, duration: float | None) -> int | None:
+    """``ack_now`` on an in-process store (the manager checked the ack gates): None when a
+    feature must hear of this job (the ACK returns what it ended, the long way: a job
+    carrying batch marks is watched, and its marks end in that ACK's step) or the store
+    must wait for its commit."""
+    watched = manager._watched
+    if watched and jid in watched:
+        return None
+    done = manager.store.ack_now((jid,), day_key(time.time()))
+    if done is not None and manager.metrics is not None:
+        manager.metrics.on_ack((jid,), done, _durations(jid, duration))
+    return done
+
+
+def ack_soon(manager: Manager, jid: str, duration: float | None) -> Later[int] | None:
+    """``ack_now`` for a store that is not in process (the manager checked the ack gates).
+    Where features watch ACKs or queues are throttled, the ACK says what it ended, as
+    ``Manager._ack_returning``; the features' ``acked`` runs in a task, before the reply,
+    only when a job some feature wants ended. None when the store cannot take it, or when
+    the job may carry marks the ACK must end in its own step (batches: a job not noted at
+    FETCH as carrying none, ``FeatureCalls._needs_ends``): the long way does that step."""
+    later: Later[int] = Later()
+    jids = (jid,)
+    metrics = manager.metrics
+
+    def acked(done: int | None, error: BaseException | None) -> bool:
+        if error is None and metrics is not None:
+            metrics.on_ack(jids, done or 0, _durations(jid, duration))
+        return later.settle(done, error)
+
+    store = manager.store
+    day = day_key(time.time())
+    flow = manager.flow
+    if not (manager._ack_watchers or flow.throttled):
+        return later if store.ack_soon(jids, day, acked) else None
+    if manager._ack_ender is not None and manager._needs_ends(jids):
+        return None  # the long way: the job's marks (batch, tracking) end in the ACK's step
+    gates = manager._acked_gates
+    unmarked = manager._unmarked
+
+    def ended(reservations: list[Reservation] | None, error: BaseException | None) -> bool:
+        if error is not None or reservations is None:
+            return acked(None, error)
+        if unmarked:
+            unmarked.discard(jid)
+        if not any(manager._wanted(r.payload, gates) for r in reservations):
+            return acked(len(reservations), None)
+        counted: Later[int] = Later()
+        counted.when_done(acked)
+
+        async def tell() -> int:
+            await manager._acked(Acked(reservations))
+            return len(reservations)
+
+        _settle_after(counted, tell)
+        return True
+
+    marks = manager._acked_marks
+    return later if store.ack_returning_soon(jids, day, flow.throttled, marks, ended) else None

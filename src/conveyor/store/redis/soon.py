@@ -1,0 +1,186 @@
+"""The hot transitions of the Redis store with a callback: PUSH, FETCH and ACK without a task.
+
+``enqueue``, ``reserve``, ``ack`` and ``ack_returning`` are coroutines: the server ran each in
+a task of its own (three per job), whose frames every reply had to climb back up.
+``enqueue_soon``, ``reserve_soon``, ``ack_soon`` and ``ack_returning_soon`` send the same
+script, with its token, through the store's own connection (``Caller.write_soon``) and call
+back from the reply's own step. A lost reply or any other
+trouble goes on in a task, with the same token and retries as ``write`` (calls.py), and calls
+back once that ends. Mixed into ``RedisStore``; the argument lists are built here for both
+forms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from conveyor.store.base import QueuedJob, Reservation, SetEntry
+from conveyor.store.redis.calls import OutcomeUnknown
+from conveyor.store.redis.codec import encode_entry, score_arg
+
+if TYPE_CHECKING:
+    from conveyor.store.batches import EndContext
+    from conveyor.store.endings import Acked
+    from conveyor.store.redis.calls import Caller
+    from conveyor.store.redis.release import Releaser
+    from conveyor.store.redis.scripts import Script
+    from conveyor.store.redis.store import Keys
+
+__all__ = ["RedisSoon"]
+
+
+class RedisSoon:
+    """The callback forms of enqueue, reserve and ack (see the module docstring)."""
+
+    _keys: Keys
+    _scripts: dict[str, Script]
+    _pub: str
+    _origin: str
+    _releaser: Releaser | None
+
+    if TYPE_CHECKING:  # RedisStore's
+
+        @property
+        def _calls(self) -> Caller: ...
+
+        def _wake_all(self, names: Iterable[str]) -> None: ...
+
+        def _end_call(
+            self,
+            mode: str,
+            jids: Sequence[str],
+            day: str,
+            throttled: Collection[str] = (),
+            marks: Sequence[bytes] | None = None,
+            ends: EndContext | None = None,
+            bids: Sequence[str] = (),
+            keep: Mapping[str, SetEntry] | None = None,
+        ) -> tuple[str, list[str], list[Any]]: ...
+
+        def _end_reply(
+            self, reply: bytes, throttled: Collection[str]
+        ) -> tuple[Acked, list[tuple[str, str]]]: ...
+
+    # ----------------------------------------------------------------- argument lists
+
+    def _enqueue_call(self, jobs: Sequence[QueuedJob]) -> tuple[list[str], list[Any], list[str]]:
+        """KEYS and ARGV of enqueue.lua, and the queues it pushes to."""
+        by_queue: dict[str, list[bytes]] = {}
+        for job in jobs:
+            by_queue.setdefault(job.queue, []).append(encode_entry(job))
+        keys = [self._keys.queues, self._keys.ready]
+        args: list[Any] = [self._pub, self._origin]
+        for name, entries in by_queue.items():
+            keys.append(self._keys.queue(name))
+            args += [name, len(entries), *entries]
+        return keys, args, list(by_queue)
+
+    def _reserve_call(
+        self, names: list[str], wid: str, now: float, count: int
+    ) -> tuple[list[str], list[Any]]:
+        k = self._keys
+        keys = [k.paused, k.res, k.exp, k.busy, *(k.queue(n) for n in names)]
+        return keys, [wid, score_arg(now), count, *names]
+
+    @staticmethod
+    def _reserved(flat: list[bytes], wid: str, now: float) -> list[Reservation]:
+        return [
+            Reservation(
+                jid=flat[i + 1].decode(),
+                queue=flat[i].decode(),
+                payload=flat[i + 2],
+                wid=wid,
+                reserved_at=now,
+                expires_at=float(flat[i + 3]),
+            )
+            for i in range(0, len(flat), 4)
+        ]
+
+    def _lost_reserve(self, token: str, wid: str, now: float, names: list[str]) -> None:
+        """The call may have reserved jobs its caller will never get: give them back."""
+        assert self._releaser is not None
+        self._releaser.add(token, wid, now, tuple(names))
+
+    # ----------------------------------------------------------------- with a callback
+
+    def enqueue_soon(
+        self, jobs: Sequence[QueuedJob], done: Callable[[None, BaseException | None], object]
+    ) -> bool:
+        keys, args, names = self._enqueue_call(jobs)
+
+        def answered(_result: Any, error: BaseException | None) -> None:
+            # Even after an error: the script may have run, and our own echo is skipped.
+            self._wake_all(names)
+            done(None, error)
+
+        return self._calls.write_soon(self._scripts["enqueue"], keys, args, answered, durable=True)
+
+    def reserve_soon(
+        self,
+        queues: Sequence[str],
+        wid: str,
+        now: float,
+        count: int,
+        done: Callable[[list[Reservation] | None, BaseException | None], bool],
+    ) -> bool:
+        names = list(dict.fromkeys(queues))
+        if not names or count <= 0:
+            return False
+        keys, args = self._reserve_call(names, wid, now, count)
+        calls = self._calls
+        token = calls.new_token()
+
+        def answered(flat: Any, error: BaseException | None) -> None:
+            if error is not None:
+                if isinstance(error, OutcomeUnknown):
+                    self._lost_reserve(token, wid, now, names)
+                done(None, error)
+                return
+            reserved = self._reserved(flat, wid, now)
+            if not done(reserved, None) and reserved:  # its FETCH went away meanwhile
+                self._lost_reserve(token, wid, now, names)
+
+        return calls.write_soon(self._scripts["reserve"], keys, args, answered, token=token)
+
+    def ack_soon(
+        self,
+        jids: Sequence[str],
+        day: str,
+        done: Callable[[int | None, BaseException | None], object],
+    ) -> bool:
+        if not jids:
+            return False
+        k = self._keys
+
+        def answered(result: Any, error: BaseException | None) -> None:
+            done(None if error is not None else int(result), error)
+
+        keys = [k.res, k.exp, k.busy, k.stats]
+        return self._calls.write_soon(self._scripts["ack"], keys, [day, *jids], answered)
+
+    def ack_returning_soon(
+        self,
+        jids: Sequence[str],
+        day: str,
+        throttled: Collection[str],
+        marks: Sequence[bytes] | None,
+        done: Callable[[list[Reservation] | None, BaseException | None], object],
+    ) -> bool:
+        if not jids:
+            return False
+        # without ends: the bare script (the caller knows these jobs carry no marks)
+        script, keys, args = self._end_call("ack", jids, day, throttled, marks)
+
+        def answered(reply: Any, error: BaseException | None) -> None:
+            if error is not None:
+                done(None, error)
+                return
+            try:
+                acked, _held = self._end_reply(reply, throttled)
+            except Exception as exc:  # a reply we cannot read: the ACK must still be answered
+                done(None, exc)
+            else:
+                done(acked.ended, None)
+
+        return self._calls.write_soon(self._scripts[script], keys, args, answered)

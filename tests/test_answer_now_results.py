@@ -1,0 +1,218 @@
+"""Results and completed jobs on the commands answered without a task (``manager/soon.py``).
+
+A single ACK on an idle connection takes the short way on every store; one that carries a
+result, or any ACK while a ``[results]`` default is on, must reach the results feature (the
+long way), which stores the outcome and keeps the job in the same step as the ACK, and wakes
+the ``RESULT`` waiting for it. These tests send exactly one command at a time, so each is
+offered to the short way first, and check what the long way does: the record, the completed
+entry, the wake-up, the result refused with nothing changed. A short way that forgot the
+result would end the reservation and answer ``+OK`` with nothing stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from conveyor.job import Job
+from conveyor.manager import validation
+from conveyor.manager.core import Manager
+from conveyor.manager.features.registry import build_features
+from conveyor.store.base import SortedSet
+from tests.support.features import bulk_json
+from tests.support.server import MakeServer, RawClient, RawConnect, RunningServer
+from tests.support.stores import STORE_BACKENDS, store_url
+
+OK = b"+OK\r\n"
+HELLO = b'{"v":2,"wid":"w-now","hostname":"h","pid":1}'
+
+
+@pytest.fixture(params=STORE_BACKENDS)
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return store_url(request.param, tmp_path, request)
+
+
+async def _fetched(client: RawClient, queue: str, **custom: object) -> str:
+    """Push one job (one PUSH), fetch it (one FETCH); its jid."""
+    jid = uuid.uuid4().hex
+    job: dict[str, Any] = {"jid": jid, "jobtype": "Work", "args": [1], "queue": queue}
+    if custom:
+        job["custom"] = custom
+    assert await client.call(b"PUSH " + msgspec.json.encode(job)) == OK
+    assert bulk_json(await client.call(b"FETCH " + queue.encode()))["jid"] == jid
+    return jid
+
+
+def _ack(jid: str, result: object = None) -> bytes:
+    fields: dict[str, str] = {"jid": jid}
+    if result is not None:
+        fields["result"] = json.dumps(result)
+    return b"ACK " + msgspec.json.encode(fields)
+
+
+async def _state(server: RunningServer, jid: str) -> tuple[bool, Any, Any]:
+    """(still reserved, the result record's value or None, the completed entry or None)."""
+    store = server.manager.store
+    reserved = await store.get_reservation(jid) is not None
+    records = await store.get_records("results", [jid], 0.0)
+    record = json.loads(records[jid].value) if jid in records else None
+    entries = await store.get_set_entries(SortedSet.COMPLETED, [jid])
+    entry = json.loads(entries[0].payload) if entries else None
+    return reserved, record, entry
+
+
+async def test_an_ack_with_a_result_stores_it_and_wakes_the_waiting_result(
+    url: str, make_server: MakeServer, raw_client: RawConnect
+) -> None:
+    server = await make_server(url)
+    worker = await raw_client(server.port, hello=HELLO)
+    waiter = await raw_client(server.port)
+    jid = await _fetched(worker, "res", result_ttl=60)
+    await waiter.send(b'RESULT {"jid":"%s","wait":10}' % jid.encode())
+    await asyncio.sleep(0.1)  # the RESULT waits
+    assert server.manager.results is not None
+    assert server.manager.results.waiting == 1
+    assert await worker.call(_ack(jid, {"sum": 3})) == OK
+    woken = bulk_json(await waiter.reply(within=5))
+    assert (woken["jid"], woken["state"], woken["result"]) == (jid, "succeeded", {"sum": 3})
+    reserved, record, entry = await _state(server, jid)
+    assert not reserved
+    assert record is not None
+    assert record["result"] == {"sum": 3}
+    assert record["wid"] == "w-now"
+    assert entry is None  # it asked for its result only
+    assert (await server.manager.store.counters()).processed == 1
+
+
+async def test_an_ack_of_a_kept_job_moves_it_to_the_completed_set(
+    url: str, make_server: MakeServer, raw_client: RawConnect
+) -> None:
+    server = await make_server(url)
+    worker = await raw_client(server.port, hello=HELLO)
+    jid = await _fetched(worker, "kept", retain=600)
+    assert await worker.call(_ack(jid, [1, "a"])) == OK
+    reserved, record, entry = await _state(server, jid)
+    assert not reserved
+    assert record is None  # no result_ttl: the completed entry holds the result
+    assert entry is not None
+    assert (entry["jid"], entry["queue"], entry["args"]) == (jid, "kept", [1])
+    assert entry["completed"]["result"] == [1, "a"]
+    assert entry["completed"]["wid"] == "w-now"
+    outcome = bulk_json(await worker.call(b'RESULT {"jid":"%s"}' % jid.encode()))
+    assert (outcome["state"], outcome["result"]) == ("succeeded", [1, "a"])
+    assert (await server.manager.store.counters()).processed == 1
+    assert await server.manager.store.set_size(SortedSet.COMPLETED) == 1
+
+
+async def test_the_server_defaults_keep_what_a_plain_ack_ended(
+    url: str, make_server: MakeServer, raw_client: RawConnect
+) -> None:
+    """A Faktory client's ACK carries no result: with a default on, it is still read."""
+    server = await make_server(
+        url, features={"results": {"ttl_seconds": 60, "retain_seconds": 600}}
+    )
+    worker = await raw_client(server.port, hello=HELLO)
+    jid = await _fetched(worker, "dflt")
+    waiter = await raw_client(server.port)
+    await waiter.send(b'RESULT {"jid":"%s","wait":10}' % jid.encode())
+    await asyncio.sleep(0.1)
+    assert await worker.call(_ack(jid)) == OK
+    assert bulk_json(await waiter.reply(within=5))["state"] == "succeeded"
+    reserved, record, entry = await _state(server, jid)
+    assert not reserved
+    assert record is not None
+    assert record["state"] == "succeeded"
+    assert record["result"] is None
+    assert entry is not None
+    assert entry["custom"] == {"result_ttl": 60, "retain": 600}
+
+
+async def test_defaults_turned_on_while_running_reach_the_next_plain_ack(
+    url: str, make_server: MakeServer, raw_client: RawConnect
+) -> None:
+    server = await make_server(url)
+    results = server.manager.results
+    assert results is not None
+    worker = await raw_client(server.port, hello=HELLO)
+    before = await _fetched(worker, "later")
+    assert await worker.call(_ack(before)) == OK  # no default yet: nothing kept
+    assert await _state(server, before) == (False, None, None)
+    server.manager.reconfigure(build_features({"results": {"retain_seconds": 600}}))  # SIGHUP
+    assert results.every_ack
+    after = await _fetched(worker, "later")
+    assert await worker.call(_ack(after)) == OK
+    reserved, record, entry = await _state(server, after)
+    assert (reserved, record) == (False, None)
+    assert entry is not None
+    assert entry["custom"] == {"retain": 600}  # stamped at PUSH: a plain job's gate is asked
+    assert entry["completed"]["result"] is None
+
+
+async def test_a_bad_result_is_refused_and_the_job_stays_reserved(
+    url: str, make_server: MakeServer, raw_client: RawConnect
+) -> None:
+    server = await make_server(url, features={"results": {"max_bytes": 64}})
+    worker = await raw_client(server.port, hello=HELLO)
+    jid = await _fetched(worker, "bad", result_ttl=60)
+    not_json = b'ACK {"jid":"%s","result":"{nope"}' % jid.encode()
+    assert (await worker.call(not_json)).startswith(b"-ERR result of %s is not JSON" % jid.encode())
+    too_big = _ack(jid, "x" * 100)
+    assert (await worker.call(too_big)).startswith(b"-ERR result of %s is 102 bytes" % jid.encode())
+    assert await _state(server, jid) == (True, None, None)
+    assert (await server.manager.store.counters()).processed == 0
+    assert await worker.call(_ack(jid, 5)) == OK  # the connection goes on; the ACK works now
+    reserved, record, entry = await _state(server, jid)
+    assert (reserved, record is not None and record["result"], entry) == (False, 5, None)
+
+
+async def test_a_push_with_a_bad_result_ttl_is_refused_with_nothing_stored(
+    url: str, make_server: MakeServer, raw_client: RawConnect
+) -> None:
+    server = await make_server(url)
+    client = await raw_client(server.port)
+    line = b'PUSH {"jid":"jid-badttl01","jobtype":"W","args":[],"queue":"q","custom":{"%s":-1}}'
+    for key in (b"result_ttl", b"retain"):
+        reply = await client.call(line % key)
+        assert reply.startswith(b"-ERR custom.%s must be a number of seconds" % key), reply
+    assert await server.manager.store.queue_sizes() == {}
+
+
+async def test_a_job_without_custom_asks_no_push_gate_unless_a_default_is_on(
+    make_server: MakeServer,
+) -> None:
+    """The plain PUSH skips every feature's gate with one test (``gates_on_custom``); the
+    results feature wants such a job only while it stamps a default into it."""
+    server = await make_server()
+    manager = server.manager
+    plain = validation.decode_pushed(
+        b'{"jid":"jid-plain01","jobtype":"W","args":[]}', manager.config
+    )
+    assert manager._push_on_custom
+    assert not manager._admits(plain)
+    assert _hooks_for(manager, plain) == []
+    manager.reconfigure(build_features({"results": {"ttl_seconds": 30}}))
+    assert not manager._push_on_custom
+    assert manager._admits(plain)
+    assert len(_hooks_for(manager, plain)) == 1  # the results feature's, to stamp result_ttl
+    manager.reconfigure(build_features({}))
+    assert manager._push_on_custom
+    assert not manager._admits(plain)
+    assert _hooks_for(manager, plain) == []
+
+
+def _hooks_for(manager: Manager, job: Job) -> list[object]:
+    """The push hooks (and ``push_many`` features) that ``job`` goes through."""
+    if job.custom is None and manager._push_on_custom:
+        return []
+    hooks: list[object] = []
+    for segment in manager._segments:
+        hooks += manager._chosen(job, segment)
+        if segment.bulk is not None and segment.bulk.wants_push(job):
+            hooks.append(segment.bulk)
+    return hooks
