@@ -20,7 +20,9 @@ from typing import Any
 import msgspec
 import pytest
 
+from conveyor.job import Job
 from conveyor.manager import validation
+from conveyor.manager.core import Manager
 from conveyor.manager.features.registry import build_features
 from conveyor.store.base import SortedSet
 from tests.support.features import bulk_json
@@ -192,10 +194,25 @@ async def test_a_job_without_custom_asks_no_push_gate_unless_a_default_is_on(
         b'{"jid":"jid-plain01","jobtype":"W","args":[]}', manager.config
     )
     assert manager._push_on_custom
-    assert manager._hooks_for(plain) == []
+    assert not manager._admits(plain)
+    assert _hooks_for(manager, plain) == []
     manager.reconfigure(build_features({"results": {"ttl_seconds": 30}}))
     assert not manager._push_on_custom
-    assert len(manager._hooks_for(plain)) == 1  # the results feature's, to stamp result_ttl
+    assert manager._admits(plain)
+    assert len(_hooks_for(manager, plain)) == 1  # the results feature's, to stamp result_ttl
     manager.reconfigure(build_features({}))
     assert manager._push_on_custom
-    assert manager._hooks_for(plain) == []
+    assert not manager._admits(plain)
+    assert _hooks_for(manager, plain) == []
+
+
+def _hooks_for(manager: Manager, job: Job) -> list[object]:
+    """The push hooks (and ``push_many`` features) that ``job`` goes through."""
+    if job.custom is None and manager._push_on_custom:
+        return []
+    hooks: list[object] = []
+    for segment in manager._segments:
+        hooks += manager._chosen(job, segment)
+        if segment.bulk is not None and segment.bulk.wants_push(job):
+            hooks.append(segment.bulk)
+    return hooks

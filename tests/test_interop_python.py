@@ -114,6 +114,25 @@ async def test_pyfaktory(make_server: MakeServer, self_signed_cert: CertFiles, m
     assert b'"backtrace":["a.py:1"]' in retried.payload
 
 
+async def test_pyfaktory_batches(make_server: MakeServer) -> None:
+    """pyfaktory's BATCH NEW/COMMIT/STATUS (Faktory Enterprise) work unchanged."""
+    server = await make_server()
+    result = await run_client("pyfaktory-batch", server.url)
+
+    bid = result["bid"]
+    assert bid.startswith("b-")
+    assert result["push"] == [True, True, True]
+    assert result["commit"] is True
+    before = result["status_before"]
+    assert (before["total"], before["pending"], before["description"]) == (3, 3, "interop")
+    callback = result["callback"]
+    assert (callback["jobtype"], callback["args"]) == ("AlbumDone", ["summer"])
+    assert callback["custom"] == {"_bid": bid, "_cb": "success"}
+    after = result["status_after"]
+    assert (after["pending"], after["success_st"], after["complete_st"]) == (0, "2", "")
+    assert "no such batch b-nope" in result["open_unknown"]
+
+
 async def test_both_against_the_conveyor_server_command(spawn_server: SpawnServer) -> None:
     """The whole `conveyor server` process (SQLite storage, password), not just the library."""
     process = await asyncio.to_thread(spawn_server, password="cli-pw")

@@ -10,6 +10,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from conveyor.errors import StoreError
+from conveyor.store.base import SetEntry, SortedSet
+from conveyor.store.batches import EndContext
 from conveyor.store.deadlines import Deadline
 from conveyor.store.limits import QueueLimit
 from conveyor.store.redis import RedisStore
@@ -64,17 +66,23 @@ async def test_bounded_enqueue_whose_reply_is_lost_is_stored_once(
     assert await queue_jids(direct) == ["j1", "j2"]
 
 
+@pytest.mark.parametrize("ends", [False, True], ids=["bare", "with-ends"])
 async def test_ack_returning_whose_reply_is_lost_counts_once_and_returns_what_ended(
-    store: RedisStore, fault_proxy: FaultProxy
+    store: RedisStore, fault_proxy: FaultProxy, ends: bool
 ) -> None:
+    """Both forms of the ACK script (without ``ends``: ``endings_end/bare``), keeping the job
+    too: the retry replays the first run's reply, and the job is counted and kept once."""
     await store.enqueue([job("j1")])
     await store.reserve_limited(["default"], "w1", time.time(), 1, LIMIT)
-    fault_proxy.lose_reply(sha("endings_end"))
-    ended = await store.ack_returning(["j1"], DAY, {"default"})
+    fault_proxy.lose_reply(sha("endings_end" if ends else "endings_end/bare"))
+    context = EndContext(DAY, time.time(), 60.0, time.time() + 600) if ends else None
+    entry = SetEntry(time.time() + 600, "j1", job("j1").payload, "default", "Work")
+    acked = await store.ack_returning(["j1"], DAY, {"default"}, None, context, [entry])
     assert fault_proxy.cuts == 1
-    assert [r.jid for r in ended] == ["j1"]  # a retry returns what the first run ended
+    assert [r.jid for r in acked.ended] == ["j1"]  # a retry returns what the first run ended
     assert (await store.counters()).processed == 1
     assert (await store.limit_usage(LIMIT, time.time()))["default"].in_use == 0
+    assert await store.get_set_entries(SortedSet.COMPLETED, ["j1"]) == [entry]
 
 
 async def test_take_queued_whose_reply_is_lost_returns_what_it_took(

@@ -109,7 +109,10 @@ async def test_ack_and_fail_whose_replies_are_lost_count_once(
     for jid in ("jid-00000001", "jid-00000002"):
         assert await client.call(push_line(jid)) == b"+OK\r\n"
         assert jid.encode() in await client.call(b"FETCH default")
-    fault_proxy.lose_reply(sha("endings_end"))  # an ACK that says what it ended (features)
+    # an ACK on Redis is endings_end.lua: it says what it ended (features); a job this
+    # server saw without batch keys takes it without _batches.lua (endings_end/bare: no mark
+    # lookup); the batch job's ACK below takes the whole script
+    fault_proxy.lose_reply(sha("endings_end/bare"))
     assert await client.call(b'ACK {"jid":"jid-00000001"}') == b"+OK\r\n"
     fault_proxy.lose_reply(sha("fail"))
     fail = b'FAIL {"jid":"jid-00000002","errtype":"E","message":"m"}'
@@ -191,3 +194,35 @@ async def test_client_kill_between_run_and_reply_stores_once(
     assert b'"jid-00000000"' in reply
     assert await direct.hkeys(K.res) == [b"jid-00000000"]
     assert await queued(direct) == ["jid-00000001"]
+
+
+async def test_batch_steps_whose_replies_are_lost_happen_once(
+    client: RawClient, fault_proxy: FaultProxy, direct: aioredis.Redis
+) -> None:
+    """The batch scripts are sent again after a lost reply (they change nothing the second
+    time): a job joins once, its ACK counts once, the callback is enqueued once."""
+    spec = {"complete": {"jobtype": "Done", "args": [], "queue": "callbacks"}}
+    fault_proxy.lose_reply(sha("batches_new"))
+    reply = await client.call(b"BATCH NEW " + json.dumps(spec).encode())
+    bid = reply.split(b"\r\n")[1].decode()
+    assert bid.startswith("b-")
+    job = {"jid": "jid-00000001", "jobtype": "Work", "args": [1], "custom": {"bid": bid}}
+    fault_proxy.lose_reply(sha("batches_mark"))
+    assert await client.call(b"PUSH " + json.dumps(job).encode()) == b"+OK\r\n"
+    assert await client.call(b"BATCH COMMIT " + bid.encode()) == b"+OK\r\n"
+    assert b"jid-00000001" in await client.call(b"FETCH default")
+    # the ACK: endings_end.lua finds the job's batch, then ends it with the batch declared
+    fault_proxy.lose_reply(sha("endings_end"), times=2)
+    assert await client.call(b'ACK {"jid":"jid-00000001"}') == b"+OK\r\n"
+    assert fault_proxy.cuts == 4
+    status = json.loads((await client.call(b"BATCH STATUS " + bid.encode())).split(b"\r\n")[1])
+    assert (status["total"], status["pending"], status["complete_st"]) == (1, 0, "1")
+    # the step that ran first scheduled the callback; the promoter enqueues it, once
+    deadline = time.monotonic() + 5
+    while await direct.llen(K.queue("callbacks")) == 0:
+        assert time.monotonic() < deadline, "the callback never came"
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.1)
+    assert await direct.llen(K.queue("callbacks")) == 1
+    assert await direct.zcard(K.zset(SortedSet.SCHEDULED)) == 0
+    assert await stats(direct) == (1, 0)

@@ -245,13 +245,6 @@ async def test_queue_latency_json(conn: RawClient) -> None:
     assert 0 < latency["lat"] < 5
 
 
-async def test_batch_and_track_are_not_available(conn: RawClient) -> None:
-    assert await conn.call(b'BATCH NEW {"success":null}') == (
-        b"-ERR batch subsystem is not available yet\r\n"
-    )
-    assert await conn.call(b"TRACK GET x") == b"-ERR tracking subsystem is not available yet\r\n"
-
-
 async def test_end_closes_without_reply(conn: RawClient) -> None:
     await conn.send(b"END")
     assert await conn.closed_by_server()

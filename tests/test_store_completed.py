@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import redis
 
-from conveyor.store.base import JobFilter, QueuedJob, SetEntry, SortedSet, Store
+from conveyor.store.base import JobFilter, QueuedJob, Reservation, SetEntry, SortedSet, Store
 from conveyor.store.limits import QueueLimit
 from conveyor.store.redis import RedisStore
 
@@ -30,6 +30,18 @@ def kept(jid: str, score: float = NOW + 3600, queue: str = "default") -> SetEntr
     return SetEntry(score, jid, payload, queue, "Work")
 
 
+async def complete(
+    store: Store,
+    entries: Sequence[SetEntry],
+    day: str,
+    throttled: Collection[str] = (),
+    marks: Sequence[bytes] | None = None,
+) -> list[Reservation]:
+    """The ACK that keeps every job it acknowledges (``ack_returning`` with ``keep``)."""
+    jids = [entry.jid for entry in entries]
+    return (await store.ack_returning(jids, day, throttled, marks, keep=entries)).ended
+
+
 async def reserve(store: Store, *jids: str) -> None:
     await store.enqueue([queued(jid) for jid in jids])
     taken = await store.reserve(["default"], "w1", NOW, len(jids))
@@ -40,7 +52,7 @@ async def test_complete_ends_the_reservation_counts_it_and_keeps_the_entry(
     backend_store: Store,
 ) -> None:
     await reserve(backend_store, "j1", "j2")
-    ended = await backend_store.complete([kept("j1")], DAY)
+    ended = await complete(backend_store, [kept("j1")], DAY)
     assert [(r.jid, r.queue, r.wid, r.payload) for r in ended] == [
         ("j1", "default", "w1", queued("j1").payload)
     ]
@@ -59,7 +71,7 @@ async def test_complete_ends_the_reservation_counts_it_and_keeps_the_entry(
 async def test_complete_without_a_reservation_changes_nothing(backend_store: Store) -> None:
     await reserve(backend_store, "j1")
     assert await backend_store.ack(["j1"], DAY) == 1
-    assert await backend_store.complete([kept("j1"), kept("never")], DAY) == []
+    assert await complete(backend_store, [kept("j1"), kept("never")], DAY) == []
     assert await backend_store.set_size(SortedSet.COMPLETED) == 0
     assert (await backend_store.counters()).processed == 1
 
@@ -67,7 +79,7 @@ async def test_complete_without_a_reservation_changes_nothing(backend_store: Sto
 async def test_completed_entries_list_filter_and_purge_like_any_set(backend_store: Store) -> None:
     await reserve(backend_store, "a1", "b2", "c3")
     entries = [kept("a1", NOW + 10), kept("b2", NOW + 20), kept("c3", NOW + 30)]
-    ended = await backend_store.complete(entries[::-1], DAY)
+    ended = await complete(backend_store, entries[::-1], DAY)
     assert [r.jid for r in ended] == ["c3", "b2", "a1"]  # in the entries' order
     page = await backend_store.list_set(SortedSet.COMPLETED, _text("b2"), 0, 10)
     assert [e.jid for e in page.items] == ["b2"]
@@ -85,7 +97,7 @@ async def test_complete_frees_a_throttle_slot_in_the_same_step(backend_store: St
     assert [r.jid for r in first.reservations] == ["t1"]
     woken: list[str] = []
     backend_store.set_ready_listener(woken.append)
-    ended = await backend_store.complete([kept("t1", queue="q")], DAY, {"q"}, [b'"keep":'])
+    ended = await complete(backend_store, [kept("t1", queue="q")], DAY, {"q"}, [b'"keep":'])
     assert [(r.jid, r.queue) for r in ended] == [("t1", "q")]
     assert ended[0].payload in (queued("t1", "q").payload, b"")  # no mark: may be left out
     assert woken == ["q"]
@@ -95,6 +107,21 @@ async def test_complete_frees_a_throttle_slot_in_the_same_step(backend_store: St
     ]
     again = await backend_store.reserve_limited(["q"], "w1", time.time(), 2, limits)
     assert [r.jid for r in again.reservations] == ["t2"]
+
+
+async def test_one_ack_keeps_some_jobs_and_ends_the_others(backend_store: Store) -> None:
+    """An ACKB of kept and plain jobs is one step: each reservation ends, only the entries of
+    the jobs asked to be kept are written, all are counted, in the jids' order."""
+    await reserve(backend_store, "p1", "k2", "p3")
+    acked = await backend_store.ack_returning(
+        ["p3", "k2", "p1", "gone"], DAY, keep=[kept("k2"), kept("gone")]
+    )
+    assert [r.jid for r in acked.ended] == ["p3", "k2", "p1"]
+    assert await backend_store.get_set_entries(SortedSet.COMPLETED, ["k2", "p1", "gone"]) == [
+        kept("k2")
+    ]
+    assert await backend_store.set_size(SortedSet.COMPLETED) == 1
+    assert (await backend_store.counters()).processed == 3
 
 
 async def test_reservations_of_many_jids_in_order(backend_store: Store) -> None:
@@ -110,7 +137,7 @@ async def test_reservations_of_many_jids_in_order(backend_store: Store) -> None:
 
 async def test_flush_empties_the_completed_set(backend_store: Store) -> None:
     await reserve(backend_store, "j1")
-    await backend_store.complete([kept("j1")], DAY)
+    await complete(backend_store, [kept("j1")], DAY)
     await backend_store.flush()
     assert await backend_store.set_size(SortedSet.COMPLETED) == 0
     assert await backend_store.get_set_entries(SortedSet.COMPLETED, ["j1"]) == []

@@ -17,7 +17,7 @@ async def reserve(store: Store, *jids: str) -> None:
 
 async def test_ack_returning_ends_counts_and_returns_the_reservations(backend_store: Store) -> None:
     await reserve(backend_store, "jid-a", "jid-b")
-    ended = await backend_store.ack_returning(["jid-b", "nope", "jid-a"], DAY)
+    ended = (await backend_store.ack_returning(["jid-b", "nope", "jid-a"], DAY)).ended
     assert [(r.jid, r.queue, r.wid, r.payload) for r in ended] == [
         ("jid-b", "q", "w1", b'{"jid":"jid-b"}'),
         ("jid-a", "q", "w1", b'{"jid":"jid-a"}'),
@@ -26,7 +26,7 @@ async def test_ack_returning_ends_counts_and_returns_the_reservations(backend_st
     assert ended[0].expires_at == NOW + 60
     assert (await backend_store.counters()).processed == 2
     assert (await backend_store.daily_counters([DAY]))[DAY].processed == 2
-    assert await backend_store.ack_returning(["jid-a"], DAY) == []  # a repeat ends nothing
+    assert (await backend_store.ack_returning(["jid-a"], DAY)).ended == []  # a repeat ends nothing
     assert await backend_store.get_reservation("jid-a") is None
 
 
@@ -38,7 +38,8 @@ async def test_ack_returning_keeps_the_payloads_that_hold_a_mark(backend_store: 
         ]
     )
     await backend_store.reserve(["q"], "w1", NOW, 2)
-    ended = await backend_store.ack_returning(["jid-a", "jid-b"], DAY, (), [b'"keep":'])
+    acked = await backend_store.ack_returning(["jid-a", "jid-b"], DAY, (), [b'"keep":'])
+    ended = acked.ended
     assert [(r.jid, r.queue, r.wid) for r in ended] == [("jid-a", "q", "w1"), ("jid-b", "q", "w1")]
     assert ended[0].payload == b'{"jid":"jid-a","custom":{"keep":1}}'
     assert ended[1].payload in (b'{"jid":"jid-b"}', b"")  # a store may leave it out

@@ -132,7 +132,8 @@ async def test_an_ack_of_a_throttled_job_frees_its_slot_in_the_same_step(
     got = await backend_store.reserve_limited(["q"], "w", time.time(), 3, limits)
     woken: list[str] = []
     backend_store.set_ready_listener(woken.append)
-    ended = await backend_store.ack_returning([got.reservations[0].jid], "2024-01-01", {"q"})
+    acked = await backend_store.ack_returning([got.reservations[0].jid], "2024-01-01", {"q"})
+    ended = acked.ended
     assert [r.jid for r in ended] == ["q-0000"]
     assert woken == ["q"]
     assert (await backend_store.limit_usage(limits, time.time()))["q"].in_use == 0

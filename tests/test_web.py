@@ -62,7 +62,7 @@ async def size(manager: Manager, name: SortedSet) -> int:
         ("/retries", ["DeliverNewsletter", "SMTP timeout #3", "mailers"]),
         ("/scheduled", ["Reminder", "invoice-2"]),
         ("/morgue", ["ImportCsv", "malformed row #1"]),
-        ("/batches", ["Batches arrive with the batch feature"]),
+        ("/batches", ["No batches yet"]),
         ("/cron", ["No periodic jobs yet", "Add an entry"]),
         ("/throttles", ["No throttles", "Expired jobs"]),
     ],

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import pytest
 from playwright.sync_api import Error as PlaywrightError
 
@@ -207,3 +208,54 @@ def test_password_and_prefix_in_a_real_browser(chromium_browser: Any) -> None:
     finally:
         anonymous.close()
         dashboard.stop()
+
+
+async def _seed_batches(manager: Any) -> str:
+    """Three batches: one half done with a failure and a child, one open, one finished."""
+    from conveyor.manager.features.batches import BatchFeature
+
+    batches = manager.feature(BatchFeature)
+
+    def spec(**fields: Any) -> bytes:
+        return msgspec.json.encode(fields)
+
+    def callback(jobtype: str) -> dict[str, Any]:
+        return {"jobtype": jobtype, "args": [], "queue": "callbacks"}
+
+    main = await batches.new_batch(
+        spec(description="Thumbnails for the May catalogue", complete=callback("Report"),
+             success=callback("Publish"))
+    )  # fmt: skip
+    await batches.new_batch(spec(description="Alt texts", parent_bid=main, success=callback("X")))
+    for i in range(8):
+        await manager.push(job("Thumbnail", f"may-{i}.png", queue="thumbs", custom={"bid": main}))
+    await batches.commit(main)
+    for i in range(4):
+        fetched = await manager.fetch(["thumbs"], wait=0.01)
+        if i == 3:
+            await manager.fail(jid_of(fetched), "IOError", "disk full")
+        else:
+            await manager.ack(jid_of(fetched))
+    await batches.new_batch(spec(description="Nightly export", success=callback("Mail")))
+    return main
+
+
+def test_batches_pages_in_a_browser(page: Any, live_dashboard: LiveDashboard) -> None:
+    bid = live_dashboard.call(_seed_batches(live_dashboard.manager))
+    page.goto(live_dashboard.url + "/batches")
+    rows = page.locator("tbody tr")
+    assert rows.count() == 3
+    assert "Thumbnails for the May catalogue" in rows.nth(2).inner_text()
+    bar = rows.nth(2).locator(".progress-ok")
+    assert bar.get_attribute("width") == "37.5"
+    assert rows.nth(2).locator(".progress-failed").get_attribute("width") == "12.5"
+    screenshot(page, "batches")
+    rows.nth(2).locator("a").first.click()
+    assert page.locator("h1").inner_text().startswith("Thumbnails for the May catalogue")
+    assert page.locator(".batch-jobs tbody tr").count() == 8
+    assert "Alt texts" in page.locator("main").inner_text()
+    screenshot(page, "batch")
+    page.goto(live_dashboard.url + "/batches?q=nightly")
+    assert page.locator("tbody tr").count() == 1
+    assert bid not in page.locator("tbody").inner_text()
+    assert page.problems == [], page.problems

@@ -10,7 +10,9 @@ from conveyor import _lazy
 
 if typing.TYPE_CHECKING:
     from conveyor.app import Aggregate, App, CancelResult, Group, JobDef, PayloadError, PushResult
+    from conveyor.app.batches import BatchStatus, TrackInfo
     from conveyor.app.info import JobInfo
+    from conveyor.app.workflows import Chain, JobGroup, Signature, chain, group
     from conveyor.errors import (
         AuthenticationError,
         CommandError,
@@ -49,6 +51,14 @@ __all__ = [  # noqa: RUF022 - grouped by purpose (as httpx does), sorted within 
     "PushResult",
     "Worker",
     "current_job",
+    # batches, tracking and workflows
+    "BatchStatus",
+    "Chain",
+    "JobGroup",
+    "Signature",
+    "TrackInfo",
+    "chain",
+    "group",
     # results, job state and retry control
     "Exponential",
     "Fixed",
@@ -82,6 +92,13 @@ _MODULES = {
     "JobDef": "conveyor.app",
     "PayloadError": "conveyor.app",
     "PushResult": "conveyor.app",
+    "BatchStatus": "conveyor.app.batches",
+    "TrackInfo": "conveyor.app.batches",
+    "Chain": "conveyor.app.workflows",
+    "JobGroup": "conveyor.app.workflows",
+    "Signature": "conveyor.app.workflows",
+    "chain": "conveyor.app.workflows",
+    "group": "conveyor.app.workflows",
     "AuthenticationError": "conveyor.errors",
     "CommandError": "conveyor.errors",
     "ConnectError": "conveyor.errors",

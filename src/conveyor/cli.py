@@ -24,6 +24,7 @@ SUBCOMMANDS = {
     "group": "conveyor.console.groups:group_group",
     "dash": "conveyor.console.dash:dash_command",
     "cron": "conveyor.console.cron:cron_group",
+    "batch": "conveyor.console.batches:batch_group",
 }
 WORKER_INSPECTOR = "conveyor.console.workers:worker_group"
 """``conveyor worker ls|quiet|stop`` inspect workers; any other ``conveyor worker ...`` runs one."""

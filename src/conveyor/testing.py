@@ -61,6 +61,12 @@ class InlineProducer:
                 errors[job.jid] = f"{type(exc).__name__}: {exc}"
         return errors
 
+    async def call(self, command: Any) -> Any:
+        raise RuntimeError(
+            "batches, tracking and other server commands need a server: test them with "
+            "conveyor.testing.TestServer, not inline()"
+        )
+
     async def close(self) -> None:
         pass
 

@@ -150,6 +150,50 @@ def _stop_heartbeat(client: Any) -> None:
     client.state = State.IDENTIFIED
 
 
+def pyfaktory_batch() -> dict[str, Any]:
+    """pyfaktory's Enterprise batch calls: BATCH NEW (callbacks without jids, as it sends
+    them), jobs joining by custom.bid, COMMIT, STATUS; then a worker runs the jobs and the
+    success callback they fire."""
+    from pyfaktory import Client, Job, Producer
+    from pyfaktory.models import Batch, TargetJob
+
+    def bulk_text(reply: str) -> str:
+        return reply.split("\r\n")[1]
+
+    result: dict[str, Any] = {}
+    with Client(role="producer") as client:
+        producer = Producer(client=client)
+        done = TargetJob(jobtype="AlbumDone", args=["summer"], queue="callbacks")
+        spec = Batch(parent_bid=None, description="interop", success=done, complete=None)
+        bid = bulk_text(producer.batch_new(spec))
+        result["bid"] = bid
+        jobs = [Job(jobtype="Resize", args=[n], custom={"bid": bid}) for n in range(3)]
+        result["push"] = [producer.push(job) for job in jobs]
+        result["commit"] = producer.batch_commit(bid)
+        result["status_before"] = json.loads(bulk_text(client._batch_status(bid)))
+    worker = Client(role="consumer", worker_id=WID, labels=["pyfaktory"], beat_period=0.05)
+    worker.connect()
+    for _ in range(3):
+        fetched = worker._fetch(["default"])
+        worker._ack(jid=fetched["jid"])
+    callback = worker._fetch(["callbacks"])
+    result["callback"] = callback
+    worker._ack(jid=callback["jid"])
+    result["status_after"] = json.loads(bulk_text(worker._batch_status(bid)))
+    result["open_unknown"] = repr(_error_of(lambda: worker._batch_status("b-nope")))
+    _stop_heartbeat(worker)
+    worker.disconnect()
+    return result
+
+
+def _error_of(call: Callable[[], Any]) -> BaseException | None:
+    try:
+        call()
+    except Exception as exc:
+        return exc
+    return None
+
+
 def cdrx_aggregate() -> dict[str, Any]:
     """Jobs to aggregate pushed with cdrx's ``custom`` (docs/aggregation.md), and the one job
     they become fetched as its worker would."""
@@ -173,6 +217,7 @@ def cdrx_aggregate() -> dict[str, Any]:
 SCENARIOS: dict[str, Callable[[], dict[str, Any]]] = {
     "cdrx": cdrx,
     "pyfaktory": pyfaktory,
+    "pyfaktory-batch": pyfaktory_batch,
     "cdrx_aggregate": cdrx_aggregate,
 }
 

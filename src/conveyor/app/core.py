@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
 import msgspec
 
 from conveyor.app.aggregate import Aggregate
+from conveyor.app.batches import BatchBlock, BatchStatus, TrackInfo, in_batch
 from conveyor.app.cron import CronDeclarations
 from conveyor.app.info import JobInfo, job_result
 from conveyor.app.jobs import JobDef, JobOptions, seconds_option
@@ -25,6 +26,7 @@ from conveyor.pool import ConnectionPool
 from conveyor.worker.ratelimit import RateLimit
 
 if TYPE_CHECKING:
+    from conveyor.app.workflows import ResultsSource, Signature
     from conveyor.retries import BackoffPolicy
     from conveyor.worker.context import AfterHook, BeforeHook, ErrorHandler, Middleware
     from conveyor.worker.runtime import Worker
@@ -70,8 +72,9 @@ class PushResult:
 class CancelResult:
     """What ``app.cancel`` did to one job. ``outcome``: ``cancelled`` (now), ``already``
     (cancelled before), ``finished`` (it ended: dead), ``unknown`` (no such job: it may have
-    finished and been acknowledged) or ``moving`` (it kept moving; try again). ``was``: where
-    it was (``queued``, ``scheduled``, ``retries``, ``aggregating``, ``working``, ...)."""
+    finished and been acknowledged), ``moving`` (it kept moving; try again) or ``refused``
+    (it cannot be cancelled where it is: waiting for other jobs). ``was``: where it was
+    (``queued``, ``scheduled``, ``retries``, ``aggregating``, ``working``, ...)."""
 
     jid: str
     outcome: str
@@ -95,6 +98,10 @@ class Producer(Protocol):
 
     async def push_bulk(self, jobs: Sequence[Job]) -> dict[str, str]: ...
 
+    async def call(self, command: Callable[[Client], Awaitable[T]]) -> T:
+        """Run another command (BATCH, TRACK, ...) on one of its connections."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -105,6 +112,9 @@ class _PoolProducer:
 
     async def push(self, job: Job) -> None:
         await self.pool.run(lambda client: client.push(job))
+
+    async def call(self, command: Callable[[Client], Awaitable[T]]) -> T:
+        return await self.pool.run(command)
 
     async def push_bulk(self, jobs: Sequence[Job]) -> dict[str, str]:
         """PUSHB in chunks, two in flight on one connection (so they land in order).
@@ -301,6 +311,9 @@ class App(_Registry):
         """The ``@app.cron`` entries, registered with the server when the app starts."""
         self.producer: Producer | None = None
         """Set to redirect pushes (``conveyor.testing`` does); ``None`` = pooled connections."""
+        self.results_source: ResultsSource | None = None
+        """Where workflow steps find the results of the jobs before them (None: results are
+        not stored, each job runs with its own args; ``conveyor.app.workflows``)."""
         self._producers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Producer] = (
             weakref.WeakKeyDictionary()
         )
@@ -455,10 +468,12 @@ class App(_Registry):
     # -- producing -------------------------------------------------------------------------------
 
     async def push_job(self, job: Job) -> str:
-        """Push a prepared job (``send_email.build(...)``, or a ``Job`` for any jobtype)."""
+        """Push a prepared job (``send_email.build(...)``, or a ``Job`` for any jobtype).
+        Inside an ``async with app.batch(...)`` block the job joins that batch."""
         producer = self._producer()
         if self.crons.entries and producer is not self.producer:
             await self.register_crons()  # once: then it returns at once
+        in_batch(job)
         if self.push_middleware:
             await self._run_push_chain([job], lambda: producer.push(job))
         else:
@@ -493,6 +508,7 @@ class App(_Registry):
         producer = self._producer()
         if self.crons.entries and producer is not self.producer:
             await self.register_crons()
+        jobs = [in_batch(job) for job in jobs]
         errors: dict[str, str] = {}
 
         async def send() -> None:
@@ -507,6 +523,43 @@ class App(_Registry):
     def push_bulk_sync(self, jobs: Sequence[Job]) -> list[PushResult]:
         """``push_bulk`` for code that is not async."""
         return self.sync.run(self.push_bulk(jobs))
+
+    async def call(self, command: Callable[[Client], Awaitable[T]]) -> T:
+        """Run ``command`` on one of the app's pooled connections (any ``Client`` method)."""
+        return await self._producer().call(command)
+
+    # -- batches and tracking (Faktory Enterprise's BATCH and TRACK) ----------------------------
+
+    def batch(
+        self,
+        *,
+        description: str = "",
+        on_success: Signature | Job | None = None,
+        on_complete: Signature | Job | None = None,
+        parent: str | None = None,
+    ) -> BatchBlock:
+        """``async with app.batch(on_success=done.s()) as b:`` -- the jobs pushed in the block
+        join batch ``b.bid``, committed when the block ends. ``on_complete`` runs once every
+        job ran (succeeded or failed), ``on_success`` once all succeeded, after
+        ``on_complete``. A batch started in another's block is its child (``parent=``
+        otherwise)."""
+        return BatchBlock(
+            self, description=description, on_success=on_success, on_complete=on_complete,
+            parent=parent,
+        )  # fmt: skip
+
+    def open_batch(self, bid: str) -> BatchBlock:
+        """``async with app.open_batch(bid):`` reopen a batch to add jobs (committed again on
+        exit)."""
+        return BatchBlock(self, bid=bid)
+
+    async def batch_status(self, bid: str) -> BatchStatus:
+        """``BATCH STATUS``; ``CommandError`` for an unknown (or expired) batch."""
+        return BatchStatus.from_wire(await self.call(lambda c: c.batch_status(bid)))
+
+    async def track(self, jid: str) -> TrackInfo:
+        """``TRACK GET``: a tracked job's state and progress."""
+        return TrackInfo.from_wire(await self.call(lambda c: c.track_get(jid)))
 
     # -- results and job state -------------------------------------------------------------------
 

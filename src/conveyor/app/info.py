@@ -31,8 +31,11 @@ class JobInfo:
     table) and ``asynq_state`` Asynq's (``pending``, ``active``, ``retry``, ``archived``, ...).
     ``job`` is the payload where the job is now. ``at`` and ``at_means`` tell a sorted set's
     time (``runs at``, ``retries at``, ``expires at``); ``reservation`` the worker running it;
-    ``outcome`` how it ended, with ``result`` when it succeeded. ``data`` is the whole view as
-    the server sent it (``conveyor job show --json``)."""
+    ``outcome`` how it ended, with ``result`` when it succeeded. ``batch`` is the bid of its
+    batch (also once only its result is left), ``tracking`` its tracked state and progress
+    (``TRACK GET``), ``after`` the jobs it waits (``state`` ``waiting``) or waited for
+    (docs/batches.md). ``data`` is the whole view as the server sent it (``conveyor job show
+    --json``)."""
 
     jid: str
     state: str
@@ -46,6 +49,9 @@ class JobInfo:
     reservation: dict[str, Any] | None = None
     outcome: dict[str, Any] | None = None
     result: Any = None
+    batch: str = ""
+    tracking: dict[str, Any] | None = None
+    after: list[str] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -65,6 +71,9 @@ class JobInfo:
             reservation=view.get("reservation"),
             outcome=view.get("outcome"),
             result=view.get("result"),
+            batch=str(view.get("batch") or ""),
+            tracking=view.get("tracking"),
+            after=[str(jid) for jid in view.get("after") or ()],
             data=view,
         )
 

@@ -25,6 +25,7 @@ from conveyor.timefmt import format_time
 
 if TYPE_CHECKING:
     from conveyor.app.core import App
+    from conveyor.app.workflows import Signature
     from conveyor.retries import BackoffPolicy
     from conveyor.worker.context import AfterHook, BeforeHook, Middleware
     from conveyor.worker.ratelimit import RateLimit
@@ -227,6 +228,8 @@ class JobDef(Generic[P, R]):
         backtrace: int | None = None,
         custom: Mapping[str, Any] | None = None,
         jid: str | None = None,
+        track: bool | None = None,
+        after: Sequence[str] | None = None,
         unique_for: float | dt.timedelta | None = None,
         unique_until: str | None = None,
         expires_in: float | dt.timedelta | None = None,
@@ -240,13 +243,25 @@ class JobDef(Generic[P, R]):
         ``unique_for`` (seconds or a timedelta, at least 1) refuses a push while a job of the
         same type and args is pending (``conveyor.NotUnique``); ``unique_until="start"`` ends
         that when it starts instead of when it succeeds. ``expires_in``/``expires_at`` drop the
-        job, never run, once that time has passed (docs/admission.md). ``group``: the
-        aggregating group a job declared with ``aggregate=`` joins. ``result_ttl``: keep the
+        job, never run, once that time has passed (docs/admission.md). ``track=True``: the
+        server tracks the job (``app.track(jid)``; other jobs may wait for it).
+        ``after=[jid, ...]``: the job waits on the server until those tracked jobs have
+        succeeded, and goes to the dead set if one of them dies (docs/batches.md). ``group``:
+        the aggregating group a job declared with ``aggregate=`` joins. ``result_ttl``: keep the
         handler's return value that many seconds (``app.result()`` reads it); ``retain``: keep
         the job that long after it succeeded, in the completed set. 0 turns off what the job's
         declaration or the app asked for."""
         if group is not None and self.aggregate is None:
             raise TypeError(f"{self.name}: group= is for jobs declared with aggregate=")
+        extra: dict[str, Any] = {}
+        if track:
+            extra["track"] = 1
+        if after is not None:
+            if isinstance(after, str):
+                raise TypeError("after= takes a list of jids, not one string")
+            extra["after"] = list(after)
+        if extra:
+            custom = {**(custom or {}), **extra}
         changes: dict[str, Any] = {
             "queue": queue,
             "at": at,
@@ -272,6 +287,17 @@ class JobDef(Generic[P, R]):
         clone.__dict__.update(self.__dict__)
         clone.defaults = self.defaults.merged(**{k: v for k, v in changes.items() if v is not None})
         return clone
+
+    def s(self, *args: P.args, **kwargs: P.kwargs) -> Signature:
+        """A signature: this job with these args, for ``conveyor.chain`` and
+        ``conveyor.group`` (and batch callbacks)."""
+        from conveyor.app.workflows import Signature
+
+        if kwargs:
+            raise TypeError(
+                f"{self.name}: Faktory args are positional; pass {sorted(kwargs)} positionally"
+            )
+        return Signature(self, tuple(args))
 
     def build(self, *args: P.args, **kwargs: P.kwargs) -> Job:
         """The job that ``push`` would send, without sending it."""

@@ -524,7 +524,8 @@ class Client:
     async def cancel(self, jids: Sequence[str]) -> list[dict[str, Any]]:
         """Cancel jobs wherever they are (``ADMIN job.cancel``, a conveyor extension,
         docs/cancellation.md): one report per distinct jid, in order, each with ``jid``,
-        ``outcome`` (``cancelled``, ``already``, ``finished``, ``unknown`` or ``moving``),
+        ``outcome`` (``cancelled``, ``already``, ``finished``, ``unknown``, ``moving`` or
+        ``refused``),
         ``was`` (where the job was) and ``message``."""
         reply = await self.admin("job.cancel", {"jids": list(jids)})
         return list(reply["jobs"])
@@ -534,6 +535,65 @@ class Client:
         worker (``wid``) to be cancelled while they run; returns their jids (or ``[]``)."""
         reply = await self._call(b"CANCELS " + _encode({"wait": wait}) + _CRLF)
         return _decode_jids(reply.data)
+
+    # -- Faktory Enterprise: batches and tracking ----------------------------------------------
+
+    async def batch_new(self, spec: Mapping[str, Any]) -> str:
+        """``BATCH NEW {spec}``: ``description``, ``parent_bid``, ``success`` and/or
+        ``complete`` (callback jobs); returns the new bid."""
+        reply = await self._call(b"BATCH NEW " + _encode(spec) + _CRLF)
+        return reply.data.decode()
+
+    async def batch_open(self, bid: str) -> str:
+        """``BATCH OPEN <bid>``: reopen a batch to add jobs or children; returns the bid."""
+        reply = await self._call(b"BATCH OPEN " + _word(bid) + _CRLF)
+        return reply.data.decode()
+
+    async def batch_commit(self, bid: str) -> None:
+        """``BATCH COMMIT <bid>``: the batch's callbacks may fire from now on."""
+        await self._call(b"BATCH COMMIT " + _word(bid) + _CRLF)
+
+    async def batch_status(self, bid: str) -> dict[str, Any]:
+        """``BATCH STATUS <bid>``: counters and callback states (``CommandError`` when the
+        batch does not exist, or has expired)."""
+        reply = await self._call(b"BATCH STATUS " + _word(bid) + _CRLF)
+        return _decode_object(reply.data)
+
+    async def batch_child(self, bid: str, child: str) -> None:
+        """``BATCH CHILD <bid> <child>`` (fossas/faktory-plugins, conveyor): make ``child``
+        a child batch of ``bid``."""
+        await self._call(b"BATCH CHILD " + _word(bid) + b" " + _word(child) + _CRLF)
+
+    async def track_get(self, jid: str) -> dict[str, Any]:
+        """``TRACK GET <jid>``: ``{"jid","state","updated_at","percent"?,"desc"?}``."""
+        reply = await self._call(b"TRACK GET " + _word(jid) + _CRLF)
+        return _decode_object(reply.data)
+
+    async def track_set(
+        self,
+        jid: str,
+        *,
+        percent: int | None = None,
+        desc: str | None = None,
+        reserve_until: str | None = None,
+    ) -> None:
+        """``TRACK SET``: the job's progress; ``reserve_until`` (RFC 3339, at most 24 h ahead)
+        extends its reservation."""
+        fields: dict[str, Any] = {"jid": jid}
+        if percent is not None:
+            fields["percent"] = percent
+        if desc is not None:
+            fields["desc"] = desc
+        if reserve_until is not None:
+            fields["reserve_until"] = reserve_until
+        await self._call(b"TRACK SET " + _encode(fields) + _CRLF)
+
+
+def _word(text: str) -> bytes:
+    """One argument of a command line: no spaces or line breaks."""
+    if not text or any(c.isspace() for c in text):
+        raise ValueError(f"{text!r} is not a valid id (empty, or with spaces)")
+    return text.encode()
 
 
 _CRON_OPS = {"get": "show"}

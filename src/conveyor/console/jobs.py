@@ -133,6 +133,20 @@ def _print_job(target: Target, job: dict[str, Any]) -> None:
     for key in ("created_at", "enqueued_at", "failed_at", "error"):
         if job.get(key):
             table.add_row(key.replace("_", " "), str(job[key]))
+    if job.get("batch"):
+        role = f" ({job['batch_role']} callback)" if job.get("batch_role") else ""
+        table.add_row("batch", f"{job['batch']}{role}")
+    tracking = job.get("tracking")
+    if tracking:
+        shown = tracking["state"]
+        if "percent" in tracking:
+            shown += f", {tracking['percent']}%"
+        if tracking.get("desc"):
+            shown += f": {tracking['desc']}"
+        table.add_row("tracking", shown)
+    after = job["job"].get("custom", {}).get("after") if job["where"] == "waiting" else None
+    if after:
+        table.add_row("waits for", ", ".join(str(jid) for jid in after))
     if "result" in job:
         table.add_row("result", json.dumps(job["result"], ensure_ascii=False))
     target.out.print(table)

@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 __all__ = ["JOB_ACTIONS", "AdminOps", "JobActionReport", "JobLocation", "QueueInfo", "WorkerView"]
 
 _PAGE = 1000
+WAITING = "waiting"
+"""Where a job pushed with ``custom.after`` is until the jobs it waits for have succeeded."""
 _MUTATE_COMMANDS = ("clear", "discard", "kill", "requeue")
 _SET_NAMES = frozenset(name.value for name in SortedSet)
 JOB_ACTIONS = ("retry", "kill", "delete")
@@ -64,10 +66,10 @@ class WorkerView:
 @dataclass(frozen=True, slots=True)
 class JobLocation:
     """Where a job is now: ``working`` (reserved, by ``wid``, since ``reserved_at``, until
-    ``expires_at``), ``queued``, a sorted set's name (at ``score``), a place only a feature
-    holds (``aggregating`` in ``group``), or, for a job that is nowhere any more, what became
-    of it (``cancelled``). ``details``: what the feature that found it says about it
-    (JSON-ready)."""
+    ``expires_at``), ``queued``, ``waiting`` (for the jobs of its ``custom.after``), a sorted
+    set's name (at ``score``), a place only a feature holds (``aggregating`` in ``group``), or,
+    for a job that is nowhere any more, what became of it (``cancelled``). ``details``: what
+    the feature that found it says about it (JSON-ready)."""
 
     where: str
     queue: str
@@ -378,7 +380,8 @@ class AdminOps:
         return found
 
     async def _locate_fast(self, jid: str) -> JobLocation | None:
-        """The cheap lookups, by key: the reservations and the sorted sets."""
+        """The cheap lookups, by key: the reservations, the sorted sets, the jobs waiting
+        for others (``custom.after``)."""
         located = await self._reserved(jid)
         if located is not None:
             return located
@@ -387,6 +390,8 @@ class AdminOps:
             if entries:
                 entry = entries[0]
                 return JobLocation(str(name), entry.queue, entry.payload, score=entry.score)
+        for waiting in (await self.store.get_waiting((jid,))).values():
+            return JobLocation(WAITING, waiting.queue, waiting.payload)
         return None
 
     async def _reserved(self, jid: str) -> JobLocation | None:
@@ -418,6 +423,9 @@ class AdminOps:
                 found[entry.jid] = location
         rest = [jid for jid in unique if jid not in found]
         found.update(await self._located_by_features(rest, "locate"))
+        rest = [jid for jid in unique if jid not in found]
+        for waiting in (await self.store.get_waiting(rest)).values() if rest else ():
+            found[waiting.jid] = JobLocation(WAITING, waiting.queue, waiting.payload)
         rest = [jid for jid in unique if jid not in found]
         for queued in await self.store.find_queued(rest) if rest else ():
             found[queued.jid] = JobLocation("queued", queued.queue, queued.payload, entry=queued)
@@ -473,6 +481,8 @@ def _refusal(action: str, located: JobLocation) -> str:
     """Why ``action`` cannot be done to a job where it is ("" when it can)."""
     if located.where == "working":
         return f"being worked on by {located.wid}: only its worker can finish it"
+    if located.where == WAITING:
+        return "waiting for other jobs (custom.after): it runs when they have succeeded"
     if located.where == "aggregating":
         return "waiting in an aggregating group: cancel it instead"
     if located.where != "queued" and located.where not in _SET_NAMES:

@@ -33,10 +33,8 @@ from conveyor.manager.later import Later
 from conveyor.manager.lifecycle import JobState, check_transition
 from conveyor.manager.middleware import (
     AckContext,
-    Drop,
     FailContext,
     Middleware,
-    PushContext,
     hooks_of,
     run_chain,
 )
@@ -114,10 +112,16 @@ class Manager(FeatureCalls, AdminOps):
         self._hand_offs = store.in_process and self._fetch_gated
         # What features must hear of: ACKed jobs (with what ended), jobs removed for good.
         self._ack_watchers = [f for f in self.features if type(f).acked is not Feature.acked]
-        self._acked_gates = [f.wants_acked for f in self._ack_watchers]
         marks = [type(f).acked_marks for f in self._ack_watchers]
         self._acked_marks: tuple[bytes, ...] | None = (
             None if any(m is None for m in marks) else tuple(b for m in marks if m for b in m)
+        )
+        # every gate the default one over its marks: one loop over all the marks instead
+        by_marks = all(type(f).wants_acked is Feature.wants_acked for f in self._ack_watchers)
+        self._acked_gates = (
+            [self._holds_acked_mark]
+            if by_marks and self._acked_marks is not None
+            else [f.wants_acked for f in self._ack_watchers]
         )
         gate_owners = [f for f in self.features if f.wants_fetch in self._fetch_gates]
         gate_owners += self._ack_watchers
@@ -126,16 +130,17 @@ class Manager(FeatureCalls, AdminOps):
         self._removal_watchers = [
             f for f in self.features if type(f).removed is not Feature.removed
         ]
+        # The feature whose records move in the ACK's own step (batches: the marks).
+        enders = [f for f in self.features if type(f).ack_ends is not Feature.ack_ends]
+        if len(enders) > 1:
+            raise ValueError("at most one feature may move its records with an ACK (ack_ends)")
+        self._ack_ender = enders[0] if enders else None
+        self._plan_ends(store)
         self.flow = FlowControl(self)
         self.flow.refresh(self.features)
         # A job no push hook wants keeps the fast path; gates say which jobs features want.
-        pushers = [m for m in self._middleware if type(m).push is not Middleware.push]
-        gated = all(isinstance(m, Feature) for m in pushers)
-        self._push_gates = [m.wants_push for m in pushers if isinstance(m, Feature)]
-        self._pushes_now = store.in_process and gated
-        self._push_gated = gated
-        self._pushers = pushers
-        self._push_on_custom = self._pushing_on_custom()
+        self._plan_pushes()
+        self._pushes_now = store.in_process and self._push_gated
         # PUSH, FETCH and ACK in the caller's step (soon.py): at once on an in-process store;
         # on one whose writes wait for I/O, answered from the step that reads the reply
         self._acks_now = store.in_process
@@ -196,14 +201,11 @@ class Manager(FeatureCalls, AdminOps):
 
     async def push_job(self, job: Job) -> None:
         due = validation.prepare_job(job, self.config)
-        hooks = self._push_hooks and self._hooks_for(job)
-        if hooks:
-            try:
-                await run_chain(hooks, PushContext(self, job), _nothing)
-            except Drop as dropped:
-                if dropped.durable is not None:
-                    await dropped.durable
-                return
+        dropped = await self._admit(job)
+        if dropped is not None:  # kept elsewhere (a group, the jobs waiting), or expired
+            if dropped.durable is not None:
+                await dropped.durable
+            return
         await self._store_job(job, due)
 
     async def _store_job(self, job: Job, due: float | None) -> None:
@@ -232,14 +234,12 @@ class Manager(FeatureCalls, AdminOps):
         job = validation.decode_pushed(payload, self.config)
         stamp = now_iso()  # created_at (when the client left it out) and enqueued_at
         due = validation.prepare_job(job, self.config, stamp)
-        hooks = self._push_hooks and self._hooks_for(job)
-        chained = bool(hooks)
-        if chained:
-            try:
-                if not self._push_chain_now(job, hooks):
-                    return None  # a hook waited: the long way runs the (idempotent) chain again
-            except Drop as dropped:  # kept elsewhere (a group), or expired: nothing to store
-                return dropped.durable if dropped.durable is not None else self.store.durable()
+        admitted = self._admit_now(job) if self._push_any else (False, None)
+        if admitted is None:
+            return None  # a hook waited: the long way runs the (idempotent) hooks again
+        chained, dropped = admitted
+        if dropped is not None:  # kept elsewhere (a group, the jobs waiting), or expired
+            return dropped.durable if dropped.durable is not None else self.store.durable()
         now = time.time()
         if (due is not None and due > now) or (self.flow.bounding and self.flow.bound(job.queue)):
             # for later, or for a queue that may be full: stored by the runner, not now
@@ -265,25 +265,16 @@ class Manager(FeatureCalls, AdminOps):
         items: Sequence[Job | msgspec.Raw] = validation.decode_pushed_bulk(payload, config)
         now = now_iso()  # one created_at for the whole batch, as one PUSH would have
         errors: dict[str, str] = {}
-        accepted: list[tuple[Job, float | None]] = []
-        kept_elsewhere: list[Awaitable[None]] = []
+        prepared: list[tuple[Job, float | None]] = []
         for index, item in enumerate(items):
             job: Job | None = None
             try:
                 job = item if isinstance(item, Job) else validation.decode_pushed(item, config)
-                due = validation.prepare_job(job, config, now)
-                hooks = self._push_hooks and self._hooks_for(job)
-                if hooks:
-                    await run_chain(hooks, PushContext(self, job), _nothing)
-            except Drop as dropped:
-                if dropped.durable is not None:
-                    kept_elsewhere.append(dropped.durable)
-                continue
-            except CommandError as exc:  # middleware codes (NOTUNIQUE, ...) keep their code
+                prepared.append((job, validation.prepare_job(job, config, now)))
+            except CommandError as exc:
                 key = (job.jid if job is not None else _raw_jid(item)) or f"#{index}"
                 errors[key] = exc.message if exc.code == "ERR" else str(exc)
-            else:
-                accepted.append((job, due))
+        accepted, kept_elsewhere = await self._admit_many(prepared, errors)
         if accepted:
             for refused in await self._store_jobs(accepted):
                 errors[refused.jid] = QueueFull.of(
@@ -292,24 +283,6 @@ class Manager(FeatureCalls, AdminOps):
         if kept_elsewhere:  # one commit for all of them (they may share one future)
             await asyncio.gather(*{id(durable): durable for durable in kept_elsewhere}.values())
         return errors
-
-    def _pushing_on_custom(self) -> bool:
-        """Whether every push hook leaves a job without ``custom`` alone (then ``_hooks_for``
-        asks no gate about one)."""
-        return all(isinstance(m, Feature) and m.pushes_on_custom for m in self._pushers)
-
-    def _hooks_for(self, job: Job) -> list[Callable[..., Awaitable[None]]]:
-        """The push hooks ``job`` goes through: every one when some middleware is not a
-        feature, else those of the features whose gate wants it (often none)."""
-        if not self._push_gated:
-            return self._push_hooks
-        if job.custom is None and self._push_on_custom:
-            return []
-        return [
-            hook
-            for hook, wants in zip(self._push_hooks, self._push_gates, strict=True)
-            if wants(job)
-        ]
 
     async def _store_jobs(self, jobs: Sequence[tuple[Job, float | None]]) -> list[QueuedJob]:
         """Store pushed jobs; returns those a full queue refused (backpressure), which the
@@ -577,67 +550,41 @@ class Manager(FeatureCalls, AdminOps):
         if feature is not None and (results or feature.every_ack):
             done = await feature.acknowledge(jids, results or {})
         else:
-            done = await self.ack_plain(jids)
+            done = await self.ack_jobs(jids)
         if self.metrics is not None:
             self.metrics.on_ack(jids, done, durations)
         return done
 
-    async def ack_plain(self, jids: Sequence[str]) -> int:
-        """End these reservations as plain ACKs (nothing kept)."""
+    async def ack_jobs(self, jids: Sequence[str], keep: Sequence[SetEntry] = ()) -> int:
+        """End these reservations; ``keep``: completed-set entries of those of ``jids`` to
+        keep (``Store.ack_returning``: kept in the ACK's own step, with their batch marks,
+        throttle slots and what the features hear of). The ack hooks run around each hooked
+        job's step."""
         if self._ack_hooks:
-            return await self._ack_through_hooks(jids)
-        return await self._ack_unhooked(jids)
+            return await self._ack_through_hooks(jids, keep)
+        return await self._ack_unhooked(jids, keep)
 
-    async def _ack_through_hooks(self, jids: Sequence[str]) -> int:
+    async def _ack_through_hooks(self, jids: Sequence[str], keep: Sequence[SetEntry]) -> int:
         done = 0
         if self._ack_gates is not None:
             hooked = self._hooked_acks(jids, self._ack_gates)
             if not hooked:
-                return await self._ack_unhooked(jids)
+                return await self._ack_unhooked(jids, keep)
             if len(hooked) < len(jids):
                 chosen = set(hooked)
-                done = await self._ack_unhooked([jid for jid in jids if jid not in chosen])
+                done = await self._ack_unhooked([jid for jid in jids if jid not in chosen], keep)
             jids = hooked
+        kept = {entry.jid: entry for entry in keep}
         for jid in jids:
             ctx = AckContext(self, jid, await self.store.get_reservation(jid))
 
             async def final(jid: str = jid) -> None:
                 nonlocal done
-                done += await self._ack_returning((jid,))
+                entry = kept.get(jid)
+                done += await self._ack_returning((jid,), () if entry is None else (entry,))
 
             await run_chain(self._ack_hooks, ctx, final)
         return done
-
-    async def ack_kept(self, entries: Sequence[SetEntry]) -> int:
-        """End these reservations, keeping each job in the completed set (its entry), in
-        one store step per job (``Store.complete``); the ack hooks run around it as around a
-        plain ACK."""
-        gates = self._ack_gates
-        hooked: set[str] = set()
-        if self._ack_hooks:
-            jids = [entry.jid for entry in entries]
-            hooked = set(jids if gates is None else self._hooked_acks(jids, gates))
-        plain = [entry for entry in entries if entry.jid not in hooked]
-        done = await self._complete(plain) if plain else 0
-        for entry in entries:
-            if entry.jid not in hooked:
-                continue
-            ctx = AckContext(self, entry.jid, await self.store.get_reservation(entry.jid))
-
-            async def final(entry: SetEntry = entry) -> None:
-                nonlocal done
-                done += await self._complete((entry,))
-
-            await run_chain(self._ack_hooks, ctx, final)
-        return done
-
-    async def _complete(self, entries: Sequence[SetEntry]) -> int:
-        """``Store.complete``, telling the features what ended as ``_ack_returning`` does (a
-        unique job's lock is released, a throttle's slot is freed in the same step)."""
-        day = day_key(time.time())
-        ended = await self.store.complete(entries, day, self.flow.throttled, self._acked_marks)
-        await self._acked(ended)
-        return len(ended)
 
     @staticmethod
     def _hooked_acks(jids: Sequence[str], gates: Sequence[Callable[[str], bool]]) -> list[str]:

@@ -1,8 +1,11 @@
 """How the manager calls the features' own hooks (beyond the four middleware chains).
 
-Mixed into ``Manager``: the fetch chain with its gates, and telling the features what was
-acknowledged (``Feature.acked``) or removed for good (``Feature.removed``). See
-``conveyor.manager.features`` and docs/design/layout.md.
+Mixed into ``Manager``: the push chain with its gates, cut where a feature takes pushed jobs
+together (``Feature.push_many``: a PUSHB's batch jobs are marked in one store step); the
+fetch chain with its gates; and the one ACK step that tells the features what it ended
+(``Feature.acked``, with the marks ``Feature.ack_ends`` moves in that same step), and what was
+removed for good (``Feature.removed``). See ``conveyor.manager.features`` and
+docs/design/layout.md.
 """
 
 from __future__ import annotations
@@ -12,13 +15,22 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
-from conveyor.job import Job, decode_job
-from conveyor.manager.middleware import Discard, FetchContext, PushContext, run_chain
-from conveyor.store.base import QueuedJob, Reservation, Store
+from conveyor.errors import CommandError
+from conveyor.job import Job, decode_job, encode_job
+from conveyor.manager.features.base import Feature
+from conveyor.manager.middleware import (
+    Discard,
+    Drop,
+    FetchContext,
+    Middleware,
+    PushContext,
+    run_chain,
+)
+from conveyor.store.base import QueuedJob, Reservation, SetEntry, Store
+from conveyor.store.endings import Acked
 from conveyor.timefmt import day_key
 
 if TYPE_CHECKING:
-    from conveyor.manager.features import Feature
     from conveyor.manager.flow import FlowControl
     from conveyor.metrics.jobs import JobMetrics
 
@@ -27,6 +39,23 @@ __all__ = ["FeatureCalls"]
 log = logging.getLogger("conveyor.manager")
 
 _CUSTOM = b'"custom":'
+MAX_UNMARKED = 100_000
+"""The most jids ``_unmarked`` holds; then it starts again (the lookups it saved come back)."""
+
+Hook = Callable[..., Awaitable[None]]
+Gate = Callable[[Job], bool]
+
+
+class _Segment:
+    """Push hooks run as one chain, with their gates (None: a middleware's, which wants every
+    job); a feature that takes pushed jobs together (``push_many``) comes after it, if any."""
+
+    __slots__ = ("bulk", "gates", "hooks")
+
+    def __init__(self) -> None:
+        self.hooks: list[Hook] = []
+        self.gates: list[Gate | None] = []
+        self.bulk: Feature | None = None
 
 
 class FeatureCalls:
@@ -35,11 +64,14 @@ class FeatureCalls:
     store: Store
     flow: FlowControl
     metrics: JobMetrics | None
+    features: list[Feature]
+    _middleware: list[Middleware]
     _push_hooks: list[Callable[..., Awaitable[None]]]
     _fetch_hooks: list[Callable[..., Awaitable[None]]]
     _fetch_gates: list[Callable[[bytes], bool]]
     _fetch_gated: bool
     _ack_watchers: list[Feature]
+    _ack_ender: Feature | None
     _acked_gates: list[Callable[[bytes], bool]]
     _acked_marks: tuple[bytes, ...] | None
     _gates_on_custom: bool
@@ -47,6 +79,178 @@ class FeatureCalls:
     _watched: set[str] | None
     """In-process stores: the jids reserved whose end a feature must hear of (None: a shared
     store, where every ACK says what it ended)."""
+    _unmarked: set[str] | None
+    """A shared store (Redis): jids this server reserved whose payload holds none of the ACK
+    ender's marks, so their ACK needs no mark lookup (None: not kept)."""
+    _ender_marks: tuple[bytes, ...] = ()
+
+    # ------------------------------------------------------------------ push
+
+    def _plan_pushes(self) -> None:
+        """Cut the push hooks where a feature takes pushed jobs together (``push_many``):
+        the hooks before it run to their end first (a job they refuse is never marked), then
+        it takes the survivors in one step, then the hooks after it."""
+        segments = [_Segment()]
+        for m in self._middleware:
+            if isinstance(m, Feature) and type(m).push_many is not Feature.push_many:
+                segments[-1].bulk = m
+                segments.append(_Segment())
+            elif type(m).push is not Middleware.push:
+                segments[-1].hooks.append(m.push)
+                segments[-1].gates.append(m.wants_push if isinstance(m, Feature) else None)
+        self._segments = segments
+        gates = [gate for segment in segments for gate in segment.gates]
+        self._push_gated = all(gate is not None for gate in gates)
+        self._push_any = len(segments) > 1 or bool(gates)
+        pushers = [m for m in self._middleware if type(m).push is not Middleware.push]
+        pushers += [segment.bulk for segment in segments if segment.bulk is not None]
+        self._pushers = pushers
+        self._push_on_custom = self._pushing_on_custom()
+
+    def _pushing_on_custom(self) -> bool:
+        """Whether every push hook (and ``push_many``) leaves a job without ``custom`` alone
+        (``Feature.pushes_on_custom``, read again after a reload)."""
+        return all(isinstance(m, Feature) and m.pushes_on_custom for m in self._pushers)
+
+    def _admits(self, job: Job) -> bool:
+        """Whether some push hook or ``push_many`` wants ``job`` (then it cannot take a path
+        that runs none: ``soon.push_soon``)."""
+        if not self._push_any or (job.custom is None and self._push_on_custom):
+            return False
+        for segment in self._segments:
+            if self._chosen(job, segment):
+                return True
+            bulk = segment.bulk
+            if bulk is not None and bulk.wants_push(job):
+                return True
+        return False
+
+    def _chosen(self, job: Job, segment: _Segment) -> list[Hook]:
+        """The hooks of ``segment`` that ``job`` goes through: every one when some middleware
+        is not a feature, else those of the features whose gate wants it (often none)."""
+        if not self._push_gated or not segment.hooks:
+            return segment.hooks
+        if job.custom is None and self._push_on_custom:
+            return []
+        chosen: list[Hook] = []
+        for hook, wants in zip(segment.hooks, segment.gates, strict=True):
+            if wants is not None and wants(job):
+                chosen.append(hook)
+        return chosen
+
+    async def _admit(self, job: Job) -> Drop | None:
+        """Run the push hooks on ``job`` (the long way): a ``Drop`` when one kept it out of the
+        queue, None to store it; raises what refused it."""
+        if not self._push_any or (job.custom is None and self._push_on_custom):
+            return None
+        taken = False  # some hook took the job in: a later refusal tells them (removed)
+        for segment in self._segments:
+            hooks = self._chosen(job, segment)
+            try:
+                if hooks:
+                    await run_chain(hooks, PushContext(self, job), _nothing)  # type: ignore[arg-type]
+                    taken = True
+                bulk = segment.bulk
+                if bulk is not None and bulk.wants_push(job):
+                    verdict = (await bulk.push_many([job])).get(job.jid)
+                    if verdict is not None:
+                        raise verdict
+                    taken = True
+            except Drop as dropped:
+                return dropped
+            except CommandError:
+                if taken:
+                    await self.removed([encode_job(job)])
+                raise
+        return None
+
+    def _admit_now(self, job: Job) -> tuple[bool, Drop | None] | None:
+        """``_admit`` done in the caller's step (an in-process store): whether some hook
+        took the job, and its ``Drop``; None, to take the long way, when a hook would wait or
+        a refusal must be told to hooks that took the job. Raises what refused the job when
+        no hook had taken it."""
+        if job.custom is None and self._push_on_custom:
+            return False, None
+        taken = False
+        for segment in self._segments:
+            hooks = self._chosen(job, segment)
+            try:
+                if hooks:
+                    if not self._push_chain_now(job, hooks):
+                        return None  # a hook waited: the long way runs the (idempotent) chain again
+                    taken = True
+                bulk = segment.bulk
+                if bulk is not None and bulk.wants_push(job):
+                    done = bulk.push_many_now(job)
+                    if done is None:
+                        return None
+                    verdict = done.get(job.jid)
+                    if verdict is not None:
+                        raise verdict
+                    taken = True
+            except Drop as dropped:
+                return True, dropped
+            except CommandError:
+                if taken:
+                    return None  # the long way refuses it again, and tells the hooks
+                raise
+        return taken, None
+
+    async def _admit_many(
+        self, prepared: list[tuple[Job, float | None]], errors: dict[str, str]
+    ) -> tuple[list[tuple[Job, float | None]], list[Awaitable[None]]]:
+        """``_admit`` for the jobs of a PUSHB, each ``push_many`` once for all of them.
+        Returns the jobs to store and the durability of the writes of those kept elsewhere;
+        the refused ones go into ``errors``."""
+        kept_elsewhere: list[Awaitable[None]] = []
+        taken: set[str] = set()
+        refused: list[Job] = []
+
+        def refuse(job: Job, exc: CommandError) -> None:
+            errors[job.jid] = exc.message if exc.code == "ERR" else str(exc)
+            if job.jid in taken:
+                refused.append(job)
+
+        def keep(dropped: Drop) -> None:
+            if dropped.durable is not None:
+                kept_elsewhere.append(dropped.durable)
+
+        alive = prepared
+        if self._push_any:
+            for segment in self._segments:
+                survivors: list[tuple[Job, float | None]] = []
+                for job, due in alive:
+                    hooks = self._chosen(job, segment)
+                    try:
+                        if hooks:
+                            await run_chain(hooks, PushContext(self, job), _nothing)  # type: ignore[arg-type]
+                            taken.add(job.jid)
+                    except Drop as dropped:
+                        keep(dropped)
+                    except CommandError as exc:  # middleware codes (NOTUNIQUE, ...) keep theirs
+                        refuse(job, exc)
+                    else:
+                        survivors.append((job, due))
+                alive = survivors
+                bulk = segment.bulk
+                wanted = [job for job, _ in alive if bulk is not None and bulk.wants_push(job)]
+                if bulk is None or not wanted:
+                    continue
+                verdicts = await bulk.push_many(wanted)
+                survivors = []
+                for job, due in alive:
+                    verdict = verdicts.get(job.jid)
+                    if isinstance(verdict, Drop):
+                        keep(verdict)
+                    elif verdict is not None:
+                        refuse(job, verdict)
+                    else:
+                        survivors.append((job, due))
+                taken.update(job.jid for job in wanted)
+                alive = survivors
+        if refused:
+            await self.removed([encode_job(job) for job in refused])
+        return alive, kept_elsewhere
 
     def _push_chain_now(self, job: Job, hooks: list[Callable[..., Awaitable[None]]]) -> bool:
         """Run the push chain for ``job`` to its end in this very step (the PUSH fast path of
@@ -64,12 +268,60 @@ class FeatureCalls:
 
     # ------------------------------------------------------------------ which ACKs to watch
 
+    def _plan_ends(self, store: Store) -> None:
+        """On a shared store every ACK returns what it ended, so nothing is watched; but the
+        ender's step (batches: a mark lookup per jid in the ACK script) is skipped for the
+        ACKs of jobs this server reserved and saw carry none of its marks (``_unmarked``).
+        A jid not known here (reserved by another server, or before a restart) takes it."""
+        ender = self._ack_ender
+        marks = type(ender).acked_marks if ender is not None else None
+        by_marks = ender is not None and type(ender).wants_acked is Feature.wants_acked
+        self._unmarked = set() if not store.in_process and by_marks and marks else None
+        self._ender_marks = marks or ()
+
+    def _note_unmarked(self, reservations: Sequence[Reservation]) -> None:
+        """Note which of the jobs just reserved carry none of the ender's marks (a cache:
+        what it forgets only costs those ACKs the lookup)."""
+        unmarked = self._unmarked
+        if unmarked is None:
+            return
+        if len(unmarked) >= MAX_UNMARKED:  # ACKed elsewhere, or expired: never told here
+            unmarked.clear()
+        marks = self._ender_marks
+        for reservation in reservations:
+            payload = reservation.payload
+            for mark in marks:
+                if mark in payload:
+                    unmarked.discard(reservation.jid)  # a jid pushed again, now marked
+                    break
+            else:
+                unmarked.add(reservation.jid)
+
+    def _needs_ends(self, jids: Sequence[str]) -> bool:
+        """Whether the ACK of ``jids`` must end marks in its step (some may carry one)."""
+        watched = self._watched
+        if watched is not None:  # in-process: a marked job is watched (its ACK gate)
+            return any(jid in watched for jid in jids)
+        unmarked = self._unmarked
+        if unmarked is None:
+            return True
+        if len(jids) == 1:
+            return jids[0] not in unmarked
+        return not all(jid in unmarked for jid in jids)
+
     def _wanted(self, payload: bytes, gates: Sequence[Callable[[bytes], bool]]) -> bool:
         """Whether one of ``gates`` wants the job of ``payload`` (loops, not generators:
         this runs for every job a FETCH takes)."""
         if self._gates_on_custom and _CUSTOM not in payload:
             return False
         return any(wants(payload) for wants in gates)
+
+    def _holds_acked_mark(self, payload: bytes) -> bool:
+        """The ACK gates of every watcher at once, when each is the default over its marks."""
+        for mark in self._acked_marks or ():  # noqa: SIM110 - no generator a FETCH
+            if mark in payload:
+                return True
+        return False
 
     def _watch(self, jobs: Sequence[Reservation | QueuedJob]) -> None:
         """Remember the jobs just reserved (or handed off) whose ACK must be reported."""
@@ -85,6 +337,8 @@ class FeatureCalls:
     def _unwatch(self, jids: Sequence[str]) -> None:
         if self._watched:
             self._watched.difference_update(jids)
+        elif self._unmarked:
+            self._unmarked.difference_update(jids)
 
     async def _watch_reservations(self) -> None:
         """At start: the reservations an in-process store kept over a restart."""
@@ -112,6 +366,8 @@ class FeatureCalls:
         whether the fetch hooks must see any of them: one pass, in this step, for every job a
         FETCH takes (a job without ``custom`` costs one substring test)."""
         watched, fetching = self._watched, self._fetch_hooks
+        if self._unmarked is not None:
+            self._note_unmarked(reservations)
         if watched is None and not fetching:
             return False
         if fetching and not self._fetch_gated:
@@ -126,8 +382,11 @@ class FeatureCalls:
                 watched.add(reservation.jid)
             if on_custom and _CUSTOM not in payload:
                 continue
-            if watched is not None and any(wants(payload) for wants in self._acked_gates):
-                watched.add(reservation.jid)
+            if watched is not None:
+                for wants in self._acked_gates:
+                    if wants(payload):
+                        watched.add(reservation.jid)
+                        break
             if fetching and not wanted:
                 wanted = any(wants(payload) for wants in self._fetch_gates)
         return wanted
@@ -160,32 +419,41 @@ class FeatureCalls:
             await self.flow.ended(ended)  # a throttle's slot is free
         return kept
 
-    def _ack_unhooked(self, jids: Sequence[str]) -> Awaitable[int]:
+    def _ack_unhooked(self, jids: Sequence[str], keep: Sequence[SetEntry] = ()) -> Awaitable[int]:
         """ACK jids no ack middleware wants: ``Store.ack``, unless a feature must hear of
-        them (``acked``); what it returns gives how many reservations ended."""
-        watched = self._watched
-        if watched is not None:  # in-process: only the jids noted at FETCH
-            if not watched or all(jid not in watched for jid in jids):
+        them (``acked``) or some are kept; what it returns gives how many reservations ended."""
+        if not keep:
+            watched = self._watched
+            if watched is not None:  # in-process: only the jids noted at FETCH
+                if not watched or all(jid not in watched for jid in jids):
+                    return self.store.ack(jids, day_key(time.time()))
+            elif not (self._ack_watchers or self.flow.throttled):
                 return self.store.ack(jids, day_key(time.time()))
-        elif not (self._ack_watchers or self.flow.throttled):
-            return self.store.ack(jids, day_key(time.time()))
-        return self._ack_returning(jids)
+        return self._ack_returning(jids, keep)
 
-    async def _ack_returning(self, jids: Sequence[str]) -> int:
-        """ACK the jids, telling the features what ended; returns how many did."""
-        # throttle slots are freed (and their queues woken everywhere) by the ACK itself
+    async def _ack_returning(self, jids: Sequence[str], keep: Sequence[SetEntry] = ()) -> int:
+        """ACK the jids in one store step, telling the features what ended; returns how many
+        reservations did. Throttle slots are freed (and their queues woken everywhere) by the
+        ACK itself, the jobs of ``keep`` go into the completed set, and the marks of batch and
+        tracked jobs move with it (``ack_ends``): all or nothing."""
         day = day_key(time.time())
-        ended = await self.store.ack_returning(jids, day, self.flow.throttled, self._acked_marks)
-        await self._acked(ended)
-        return len(ended)
+        ender = self._ack_ender
+        ends = ender.ack_ends() if ender is not None and self._needs_ends(jids) else None
+        acked = await self.store.ack_returning(
+            jids, day, self.flow.throttled, self._acked_marks, ends, keep
+        )
+        if self._unmarked:
+            self._unmarked.difference_update(jids)
+        await self._acked(acked)
+        return len(acked.ended)
 
-    async def _acked(self, ended: Sequence[Reservation]) -> None:
-        """Tell the features which jobs succeeded."""
-        if not ended:
+    async def _acked(self, acked: Acked) -> None:
+        """Tell the features which jobs succeeded, and what that set off."""
+        if not acked.ended:
             return
-        self._unwatch([r.jid for r in ended])
+        self._unwatch([r.jid for r in acked.ended])
         for feature in self._ack_watchers:
-            await feature.acked(ended)
+            await feature.acked(acked)
 
     async def removed(self, payloads: Sequence[bytes]) -> None:
         """Jobs gone for good without succeeding (deleted, killed, purged, expired, refused

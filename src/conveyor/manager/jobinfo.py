@@ -2,8 +2,11 @@
 ``app.job_info``, ``conveyor job show``, the dashboard's job page).
 
 A job is looked for where it can be (``AdminOps.locate_many``: the reservations, the sorted
-sets, the queues), and its outcome (``results``: how it ended, with its result) in the result
-records. Its state is the lifecycle table's (``lifecycle.JobState``), with Asynq's name beside.
+sets, the queues, the jobs waiting for others), and its outcome (``results``: how it ended,
+with its result) in the result records. Its state is the lifecycle table's
+(``lifecycle.JobState``), with Asynq's name beside. The features add what they know of it
+(``Feature.job_extras``: its batch and tracking, the jobs it waits for), also for a job known
+only by its outcome (a batch job that is done: its batch is read from its mark).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from conveyor.manager.admin import JobLocation
+from conveyor.manager.features.base import Feature
 from conveyor.manager.features.results import died_outcome
 from conveyor.manager.features.results_model import SUCCEEDED, Outcome, completion_of
 from conveyor.manager.lifecycle import ASYNQ_NAMES, JobState
@@ -23,7 +27,7 @@ from conveyor.store.base import SetEntry, SortedSet
 if TYPE_CHECKING:
     from conveyor.manager.core import Manager
 
-__all__ = ["SCORE_MEANINGS", "job_info", "job_infos"]
+__all__ = ["SCORE_MEANINGS", "job_extras", "job_info", "job_infos"]
 
 SCORE_MEANINGS = {
     SortedSet.SCHEDULED: "runs at",
@@ -46,9 +50,11 @@ async def job_infos(manager: Manager, jids: Sequence[str]) -> list[dict[str, Any
         location = located.get(jid)
         outcome = records.get(jid)
         if location is not None:
-            views.append(_located(location, outcome or _told_by_set(location)))
+            views.append(
+                await _with_extras(manager, _located(location, outcome or _told_by_set(location)))
+            )
         elif outcome is not None:
-            views.append(_ended(outcome))
+            views.append(await _with_extras(manager, _ended(outcome)))
         else:
             views.append(None)
     return views
@@ -61,8 +67,25 @@ async def job_info(manager: Manager, jid: str, queue: str | None = None) -> dict
     records = await manager.results.recorded([jid]) if manager.results is not None else {}
     outcome = records.get(jid)
     if location is not None:
-        return _located(location, outcome or _told_by_set(location))
-    return None if outcome is None else _ended(outcome)
+        return await _with_extras(manager, _located(location, outcome or _told_by_set(location)))
+    return None if outcome is None else await _with_extras(manager, _ended(outcome))
+
+
+async def job_extras(manager: Manager, jid: str, job: Any) -> dict[str, Any]:
+    """What the features know of job ``jid`` beside its place (``Feature.job_extras``);
+    ``job``: its decoded payload, or None when only its outcome is known."""
+    extras: dict[str, Any] = {}
+    payload = job if isinstance(job, dict) else None
+    for feature in manager.features:
+        if type(feature).job_extras is not Feature.job_extras:
+            extras.update(await feature.job_extras(jid, payload))
+    return extras
+
+
+async def _with_extras(manager: Manager, view: dict[str, Any]) -> dict[str, Any]:
+    job = view.get("job") if view.get("where") else None
+    view.update(await job_extras(manager, view["jid"], job))
+    return view
 
 
 def _told_by_set(location: JobLocation) -> Outcome | None:

@@ -9,6 +9,8 @@
                                               └──▶ dead ───────────────────┤ (retry now)
                                               └──▶ discarded (retry 0)
     push (aggregate) ──▶ aggregating ──due──▶ queued (with its group, as one job)
+    push (after=) ─────▶ waiting ──its dependencies succeeded──▶ scheduled (due at its at, or now)
+                                 └─one of them died, or removed──▶ dead
     queued, scheduled, retries, aggregating, working ──cancel──▶ cancelled
 
 Every manager transition names its source and target here; a move the table does not list is
@@ -17,7 +19,10 @@ a bug in the manager, not something a client can cause.
 The states are conveyor's (and Faktory's) names; ``ASYNQ_NAMES`` gives the name Asynq and
 kaptinlin/queue use for each (pending, active, retry, archived, ...), so ``app.job_info`` and
 the docs can say both. ``aggregating`` and ``cancelled`` are group aggregation's and
-cancellation's (docs/aggregation.md, docs/cancellation.md).
+cancellation's (docs/aggregation.md, docs/cancellation.md); ``waiting`` is the dependencies'
+(a job pushed with ``custom.after``, docs/batches.md), a state Asynq has no name for. A batch
+adds no state of its own: a batch job is queued, working, done... as any job, and its
+callbacks are pushed into the scheduled set, due now; ``job_info`` names the batch beside.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ class JobState(enum.StrEnum):
     """Succeeded and kept in the completed set for its retention."""
     AGGREGATING = "aggregating"
     """Waiting in a group to be processed with others as one job."""
+    WAITING = "waiting"
+    """Waiting for other jobs (``custom.after``) to succeed before it is scheduled."""
     CANCELLED = "cancelled"
     DISCARDED = "discarded"
 
@@ -85,6 +92,10 @@ TRANSITIONS: dict[tuple[JobState, JobState], str] = {
     (S.RETRIES, S.CANCELLED): "cancelled: taken out of the retry set",
     (S.AGGREGATING, S.CANCELLED): "cancelled: taken out of its group",
     (S.WORKING, S.CANCELLED): "cancelled while running: reservation ended, its worker told",
+    (S.NEW, S.WAITING): "push with custom.after while some of those jobs have not succeeded",
+    (S.NEW, S.DEAD): "push with custom.after naming a job that died (DependencyDied)",
+    (S.WAITING, S.SCHEDULED): "the last job it waited for succeeded: due at its at, or now",
+    (S.WAITING, S.DEAD): "a job it waited for died, or was removed (DependencyDied)",
 }
 
 

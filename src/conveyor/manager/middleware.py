@@ -11,7 +11,8 @@ context and ``call_next`` and must await ``call_next()`` to continue (or raise t
 * ``push``: before a job is stored. Change ``ctx.job``, or raise ``Halt(code, message)``
   (the client gets ``-<code> <message>``, e.g. ``NOTUNIQUE``) to refuse it, or ``Drop`` to
   accept it without storing it (an expiring job that has expired already, a job to
-  aggregate, kept in its group instead).
+  aggregate, kept in its group instead; a job held back until the jobs it waits for
+  succeed).
 * ``fetch``: after a job was reserved for a worker, before it is sent. Raise ``Discard`` to
   drop it (its reservation ends, counted neither processed nor failed, and the fetch goes on
   with the next job).
@@ -56,11 +57,13 @@ class Discard(ConveyorError):
 
 
 class Drop(ConveyorError):
-    """Raised by push middleware: the PUSH succeeds, but the job is not stored.
+    """Raised by push middleware (or returned by ``Feature.push_many``): the PUSH succeeds,
+    but the job is not stored; the hook has put it where it belongs.
 
-    ``durable``: the durability of a write the hook made instead (a job kept in its group),
-    from ``Store.durable()`` right after it; the PUSH awaits it before its ``+OK``, and a PUSHB
-    awaits all of its jobs' at the end, so they share one commit."""
+    ``durable``: the durability of a write the hook made instead (a job kept in its group, a
+    job waiting for others), from ``Store.durable()`` right after it; the PUSH awaits it
+    before its ``+OK``, and a PUSHB awaits all of its jobs' at the end, so they share one
+    commit."""
 
     def __init__(self, message: str = "", durable: Awaitable[None] | None = None) -> None:
         super().__init__(message)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, TypeVar
 from conveyor.manager import validation
 from conveyor.manager.later import Later
 from conveyor.store.base import Reservation
+from conveyor.store.endings import Acked
 from conveyor.timefmt import day_key, now_iso
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ def push_soon(manager: Manager, payload: bytes) -> Later[None] | None:
     push hook wants the job, it is scheduled for later, its queue is bounded, the store
     cannot take it this way)."""
     job = validation.decode_pushed(payload, manager.config)
-    if manager._push_hooks and manager._hooks_for(job):
+    if manager._admits(job):
         return None
     stamp = now_iso()  # created_at (when the client left it out) and enqueued_at
     due = validation.prepare_job(job, manager.config, stamp)
@@ -149,8 +150,9 @@ def fetch_soon(
 
 def ack_in_process(manager: Manager, jid: str, duration: float | None) -> int | None:
     """``ack_now`` on an in-process store (the manager checked the ack gates): None when a
-    feature must hear of this job (the ACK returns what it ended, the long way) or the
-    store must wait for its commit."""
+    feature must hear of this job (the ACK returns what it ended, the long way: a job
+    carrying batch marks is watched, and its marks end in that ACK's step) or the store
+    must wait for its commit."""
     watched = manager._watched
     if watched and jid in watched:
         return None
@@ -164,7 +166,9 @@ def ack_soon(manager: Manager, jid: str, duration: float | None) -> Later[int] |
     """``ack_now`` for a store that is not in process (the manager checked the ack gates).
     Where features watch ACKs or queues are throttled, the ACK says what it ended, as
     ``Manager._ack_returning``; the features' ``acked`` runs in a task, before the reply,
-    only when a job some feature wants ended. None when the store cannot take it."""
+    only when a job some feature wants ended. None when the store cannot take it, or when
+    the job may carry marks the ACK must end in its own step (batches: a job not noted at
+    FETCH as carrying none, ``FeatureCalls._needs_ends``): the long way does that step."""
     later: Later[int] = Later()
     jids = (jid,)
     metrics = manager.metrics
@@ -179,18 +183,23 @@ def ack_soon(manager: Manager, jid: str, duration: float | None) -> Later[int] |
     flow = manager.flow
     if not (manager._ack_watchers or flow.throttled):
         return later if store.ack_soon(jids, day, acked) else None
+    if manager._ack_ender is not None and manager._needs_ends(jids):
+        return None  # the long way: the job's marks (batch, tracking) end in the ACK's step
     gates = manager._acked_gates
+    unmarked = manager._unmarked
 
     def ended(reservations: list[Reservation] | None, error: BaseException | None) -> bool:
         if error is not None or reservations is None:
             return acked(None, error)
+        if unmarked:
+            unmarked.discard(jid)
         if not any(manager._wanted(r.payload, gates) for r in reservations):
             return acked(len(reservations), None)
         counted: Later[int] = Later()
         counted.when_done(acked)
 
         async def tell() -> int:
-            await manager._acked(reservations)
+            await manager._acked(Acked(reservations))
             return len(reservations)
 
         _settle_after(counted, tell)

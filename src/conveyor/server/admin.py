@@ -14,7 +14,7 @@ acting on single jobs wherever they are, and the worker processes.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
@@ -25,6 +25,9 @@ from conveyor.manager.features.cancellation import CancelFeature
 from conveyor.manager.jobinfo import job_infos
 from conveyor.server.admin_cron import CRON_OPS
 from conveyor.store.base import JobFilter, SortedSet
+
+if TYPE_CHECKING:
+    from conveyor.manager.features.batches import BatchFeature
 
 __all__ = ["ADMIN_OPS", "ADMIN_VERSION", "MAX_ADMIN_ITEMS", "run_admin"]
 
@@ -65,6 +68,18 @@ class WorkersArgs(_Args):
 
 class HistoryArgs(_Args):
     days: int = 7
+
+
+class BatchListArgs(_Args):
+    search: str = ""
+    offset: int = 0
+    limit: int = 25
+
+
+class BatchShowArgs(_Args):
+    bid: str
+    offset: int = 0
+    limit: int = 50
 
 
 class GroupListArgs(_Args):
@@ -148,6 +163,31 @@ async def _job_show(manager: Manager, raw: bytes) -> Any:
     return {"jobs": await job_infos(manager, _jids("job.show", raw))}
 
 
+def _batches(manager: Manager) -> BatchFeature:
+    from conveyor.manager.features.batches import BatchFeature
+
+    return manager.feature(BatchFeature)
+
+
+def _page(op: str, offset: int, limit: int) -> None:
+    if not 0 <= limit <= MAX_ADMIN_ITEMS:
+        raise CommandError(f"{op} limit must be from 0 to {MAX_ADMIN_ITEMS}")
+    if offset < 0:
+        raise CommandError(f"{op} offset must not be negative")
+
+
+async def _batch_list(manager: Manager, raw: bytes) -> Any:
+    args = _decode("batch.list", BatchListArgs, raw)
+    _page("batch.list", args.offset, args.limit)
+    return await _batches(manager).listing(args.search, args.offset, args.limit)
+
+
+async def _batch_show(manager: Manager, raw: bytes) -> Any:
+    args = _decode("batch.show", BatchShowArgs, raw)
+    _page("batch.show", args.offset, args.limit)
+    return await _batches(manager).show(args.bid, args.offset, args.limit)
+
+
 def _job_action(action: str) -> AdminOp:
     async def act(manager: Manager, raw: bytes) -> Any:
         report = await manager.act_on_jobs(action, _jids(f"job.{action}", raw))
@@ -160,13 +200,6 @@ async def _job_cancel(manager: Manager, raw: bytes) -> Any:
     reports = await manager.feature(CancelFeature).cancel(_jids("job.cancel", raw))
     cancelled = sum(1 for report in reports if report.outcome == "cancelled")
     return {"cancelled": cancelled, "jobs": [report.to_json() for report in reports]}
-
-
-def _page(op: str, offset: int, limit: int) -> None:
-    if not 0 <= limit <= MAX_ADMIN_ITEMS:
-        raise CommandError(f"{op} limit must be from 0 to {MAX_ADMIN_ITEMS}")
-    if offset < 0:
-        raise CommandError(f"{op} offset must not be negative")
 
 
 async def _group_list(manager: Manager, raw: bytes) -> Any:
@@ -215,6 +248,8 @@ async def _history(manager: Manager, raw: bytes) -> Any:
 ADMIN_OPS: dict[str, AdminOp] = {
     "ops": _ops,
     "history": _history,
+    "batch.list": _batch_list,
+    "batch.show": _batch_show,
     "queue.list": _queue_list,
     "queue.inspect": _queue_inspect,
     "queue.clear": _queue_clear,

@@ -464,12 +464,54 @@ async def cancels(session: Session, argument: bytes) -> bytes | None:
     return bulk(_encoder.encode(await feature.watch(session.client, args.wait)))
 
 
+BATCH_SUBCOMMANDS = ("NEW", "OPEN", "COMMIT", "STATUS", "CHILD")
+
+
 async def batch(session: Session, argument: bytes) -> bytes | None:
-    raise CommandError("batch subsystem is not available yet")
+    """Faktory Enterprise's ``BATCH NEW|OPEN|COMMIT|STATUS`` and fossas' ``CHILD``."""
+    from conveyor.manager.features.batches import BatchFeature
+
+    subcommand, _, rest = argument.strip().partition(b" ")
+    verb = _text(subcommand).upper()
+    if verb not in BATCH_SUBCOMMANDS:
+        if not verb:
+            raise CommandError("BATCH needs a subcommand: NEW, OPEN, COMMIT, STATUS or CHILD")
+        raise CommandError(f"no such BATCH subcommand: {verb}")
+    feature = session.manager.feature(BatchFeature)
+    if verb == "NEW":
+        return bulk((await feature.new_batch(rest.strip())).encode())
+    words = _names(rest)
+    wanted = 2 if verb == "CHILD" else 1
+    if len(words) != wanted:
+        usage = "<bid> <child_bid>" if verb == "CHILD" else "<bid>"
+        raise CommandError(f"BATCH {verb} takes {usage}")
+    if verb == "OPEN":
+        return bulk((await feature.reopen(words[0])).encode())
+    if verb == "COMMIT":
+        await feature.commit(words[0])
+        return OK
+    if verb == "CHILD":
+        await feature.adopt(words[0], words[1])
+        return OK
+    return bulk(msgspec.json.encode(await feature.status(words[0])))
 
 
 async def track(session: Session, argument: bytes) -> bytes | None:
-    raise CommandError("tracking subsystem is not available yet")
+    """Faktory Enterprise's ``TRACK GET <jid>`` and ``TRACK SET {json}``."""
+    from conveyor.manager.features.batches import BatchFeature
+
+    subcommand, _, rest = argument.strip().partition(b" ")
+    verb = _text(subcommand).upper()
+    feature = session.manager.feature(BatchFeature)
+    if verb == "GET":
+        words = _names(rest)
+        if len(words) != 1:
+            raise CommandError("TRACK GET takes <jid>")
+        return bulk(msgspec.json.encode(await feature.track_get(words[0])))
+    if verb == "SET":
+        await feature.track_set(rest.strip())
+        return OK
+    raise CommandError("TRACK needs a subcommand: GET <jid> or SET {json}")
 
 
 COMMANDS: dict[str, Handler] = {

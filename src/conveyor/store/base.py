@@ -21,6 +21,8 @@ Data model
 * **Counters**: ``processed`` and ``failures`` totals plus one pair per UTC day.
 * **Records** (``records.py``): small values under a key in named spaces, with an optional
   expiry, for the features (unique locks, cron tick claims, tracking, results...).
+* **Batches** (``batches.py``): batches, the marks of tracked jobs and the jobs waiting for
+  others, moved in the same step as the jobs they follow.
 * **Limits** (``limits.py``): throttle slots and rate-limit buckets of limited queues.
 * **Counts** (``counts.py``) and **deadlines** (``deadlines.py``): counters and time-ordered
   keys in named spaces (jobs expired per day; expiring jobs to sweep).
@@ -58,6 +60,7 @@ from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from conveyor.store.batches import Batches
 from conveyor.store.cancels import Cancels
 from conveyor.store.completed import Completions
 from conveyor.store.counts import Counts
@@ -264,14 +267,24 @@ DURABLE: Durability = _Durable()
 
 
 class Store(
-    Records, Limits, Endings, Counts, Deadlines, Cancels, Groups, Completions, Signals, abc.ABC
+    Records,
+    Limits,
+    Endings,
+    Counts,
+    Deadlines,
+    Batches,
+    Cancels,
+    Groups,
+    Completions,
+    Signals,
+    abc.ABC,
 ):
     """The storage contract. See the module docstring for the data model and durability.
 
     The job lifecycle is declared here; the capabilities features build on are declared in
     modules of their own (``records.py``, ``limits.py``, ``endings.py``, ``counts.py``,
-    ``deadlines.py``, ``cancels.py``, ``groups.py``, ``completed.py``, ``signals.py``) and
-    included, so every backend has all of them."""
+    ``deadlines.py``, ``batches.py``, ``cancels.py``, ``groups.py``, ``completed.py``,
+    ``signals.py``) and included, so every backend has all of them."""
 
     in_process: bool = False
     """The store writes without waiting for I/O (memory, SQLite): it offers the synchronous

@@ -6,6 +6,14 @@ are woken when a job of its queue finishes: all of that needs the reservation's 
 payload. ``ack_returning`` gives them in the same step as the ACK, so no ACK pays an extra
 read (on Redis, a round trip) to learn what it acknowledged.
 
+With ``ends`` (the batches capability's ``EndContext``), the same step ends the marks of the
+jobs it acknowledges that have unfinished ones (``Batches.end_jobs`` with a success): a
+batch's counters, its callbacks, the jobs waiting for them move with the reservation, so an
+ACK answered ``+OK`` has counted in its batch under any fault, and no ACK pays a second step.
+With ``keep`` (completed-set entries, ``store/completed.py``), the jobs that asked to be kept
+go into the ``completed`` set in that same step. One ACK of a kept batch job in a throttled
+queue thus ends its reservation, frees its slot, moves its batch and keeps it, all or nothing.
+
 ``discard_reservations`` ends reservations without counting them as processed or failed: a
 job dropped at FETCH (it expired) was never worked on. ``take_queued`` removes jobs from a
 queue and returns them, so what removed them (the expiry sweep, an admin delete) can tell the
@@ -16,12 +24,25 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # base.py includes this capability in Store
-    from conveyor.store.base import QueuedJob, Reservation
+from conveyor.store.batches import EndContext, Fired
 
-__all__ = ["Endings"]
+if TYPE_CHECKING:  # base.py includes this capability in Store
+    from conveyor.store.base import QueuedJob, Reservation, SetEntry
+
+__all__ = ["Acked", "Endings"]
+
+
+@dataclass(slots=True)
+class Acked:
+    """What an ACK ended: ``ended``, the reservations (in ``jids`` order; each counted
+    processed); ``fired``, what ending the marks of some of them set off (``Fired``: callbacks
+    and released jobs scheduled, ...), empty without ``ends``."""
+
+    ended: list[Reservation]
+    fired: Fired = field(default_factory=Fired)
 
 
 class Endings(abc.ABC):
@@ -34,12 +55,22 @@ class Endings(abc.ABC):
         day: str,
         throttled: Collection[str] = (),
         marks: Sequence[bytes] | None = None,
-    ) -> list[Reservation]:
+        ends: EndContext | None = None,
+        keep: Sequence[SetEntry] = (),
+    ) -> Acked:
         """``ack`` (same counting), returning the reservations it ended, in ``jids`` order.
         Those of a queue in ``throttled`` free their throttle slot and their queue is
         announced (``Limits.release_slots``), in the same step: on Redis one round trip.
         With ``marks``, a store may leave out (as ``b""``) the payloads that hold none of
-        them: the caller needs no other (Redis does, to send less back)."""
+        them: the caller needs no other (Redis does, to send less back). With ``ends``, the
+        jobs with an unfinished mark end it in the same step, as ``Batches.end_jobs`` does for
+        a success, and ``Acked.fired`` says what that set off. ``keep``: entries of some of
+        ``jids``; a job whose reservation ends is put into the ``completed`` set with its
+        entry (replacing one of the same jid) in the same step; an entry whose reservation
+        did not end changes nothing. (On Redis a batch's key must be declared: a job whose
+        batch is found only in the step is acknowledged by a second one, with its batch
+        declared and its entry; each job is still ended, kept and counted in exactly one
+        step.)"""
 
     def ack_returning_soon(
         self,
@@ -49,10 +80,11 @@ class Endings(abc.ABC):
         marks: Sequence[bytes] | None,
         done: Callable[[list[Reservation] | None, BaseException | None], object],
     ) -> bool:
-        """``ack_returning`` with a callback, for a store whose writes wait for I/O but need
-        no task (as ``Store.ack_soon``): False, with nothing done, when it cannot now (the
-        caller then awaits ``ack_returning``); else ``done`` gets what ``ack_returning``
-        would have returned or raised, from the event loop."""
+        """``ack_returning`` without ``ends`` or ``keep`` (jobs known to carry no marks, none
+        kept) with a callback, for a store whose writes wait for I/O but need no task (as
+        ``Store.ack_soon``): False, with nothing done, when it cannot now (the caller then
+        awaits ``ack_returning``); else ``done`` gets the reservations ``ack_returning``
+        would have ended (``Acked.ended``) or what it raised, from the event loop."""
         return False
 
     @abc.abstractmethod

@@ -19,7 +19,7 @@ from conveyor import __version__
 from conveyor.manager.types import ServerStats
 from conveyor.manager.views import plural
 from conveyor.metrics.server import ServerCollector
-from conveyor.web import api, cron, groups, metrics, pages
+from conveyor.web import api, batches, cron, groups, metrics, pages
 from conveyor.web.present import human_count, human_duration, pretty_json, relative_time
 from conveyor.web.security import SecurityMiddleware, csrf_token_for
 
@@ -47,7 +47,8 @@ ROUTES: list[BaseRoute] = [
     Route("/groups", groups.page, name="groups"),
     Route("/groups/detail", groups.detail, methods=["GET", "POST"], name="group"),
     Route("/search", pages.search, name="search"),
-    Route("/batches", pages.placeholder, name="batches"),
+    Route("/batches", batches.page, name="batches"),
+    Route("/batches/{bid}", batches.detail, name="batch"),
     Route("/cron", cron.page, methods=["GET", "POST"], name="cron"),
     Route("/throttles", pages.throttles, name="throttles"),
     Route("/partials/history", pages.history_partial, name="history_partial"),
@@ -70,6 +71,8 @@ ROUTES: list[BaseRoute] = [
     Route("/api/jobs/{jid}/cancel", api.cancel_job, methods=["POST"]),
     Route("/api/groups", groups.api_list),
     Route("/api/groups/detail", groups.api_detail),
+    Route("/api/batches", batches.api_list),
+    Route("/api/batches/{bid}", batches.api_batch),
     Route("/api/cron", cron.api_list),
     Route("/api/cron", cron.api_add, methods=["POST"]),
     Route("/api/cron/{id}", cron.api_entry),

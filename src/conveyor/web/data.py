@@ -13,7 +13,7 @@ import msgspec
 
 from conveyor.backtraces import trim
 from conveyor.manager import views
-from conveyor.manager.jobinfo import job_info
+from conveyor.manager.jobinfo import job_extras, job_info
 from conveyor.manager.types import ServerStats
 from conveyor.manager.views import history_view, job_row, queues_view
 from conveyor.store.base import SetEntry, SortedSet
@@ -178,6 +178,7 @@ async def job_view(manager: Manager, name: SortedSet, jid: str) -> dict[str, Any
         retries_left = max(0, retry - int(failure.get("retry_count", 0)) - 1)
     return {
         **row,
+        **(await job_extras(manager, jid, job) if entry is not None else {}),
         "set": name.value,
         "route": route_for_set(name),
         "in_set": entry is not None,

@@ -31,7 +31,6 @@ __all__ = [
     "favicon",
     "history_partial",
     "job_lookup",
-    "placeholder",
     "queue_detail",
     "queues",
     "search",
@@ -39,10 +38,6 @@ __all__ = [
     "set_list",
     "throttles",
 ]
-
-PLACEHOLDERS = {
-    "batches": ("Batches", "Batches arrive with the batch feature (BATCH NEW/COMMIT/STATUS)."),
-}
 
 
 def render(
@@ -263,12 +258,6 @@ async def throttles(request: Request) -> Response:
     """Throttles, rate limits and backpressure now, and the jobs expired each day."""
     view = await limits.throttles_view(request.app.state.manager)
     return render(request, "throttles.html", view)
-
-
-async def placeholder(request: Request) -> Response:
-    segment = request.url.path.rstrip("/").rsplit("/", 1)[-1]
-    title, text = PLACEHOLDERS[segment]
-    return render(request, "placeholder.html", {"title": title, "text": text, "page": segment})
 
 
 async def favicon(request: Request) -> Response:

@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Set
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conveyor.errors import JobCancelled
 from conveyor.job import Job
+from conveyor.timefmt import format_time
+
+if TYPE_CHECKING:
+    from conveyor.app.batches import BatchRef
+    from conveyor.app.core import App
 
 __all__ = [
     "AfterHook",
@@ -45,6 +51,8 @@ class JobContext:
     wid: str = ""
     state: dict[str, Any] = field(default_factory=dict)
     """Free space for middleware and hooks to pass values along one execution."""
+    app: App | None = None
+    """The app whose worker runs the job (its connections serve ``progress``, ``extend``)."""
     cancelled_jids: Set[str] = frozenset()
     """The jids the worker was told are cancelled (its own set, shared by every context)."""
 
@@ -89,6 +97,45 @@ class JobContext:
     @property
     def logger(self) -> logging.LoggerAdapter[logging.Logger]:
         return JobLogger(logger, {"jid": self.job.jid, "jobtype": self.job.jobtype})
+
+    # -- tracking and batches (Faktory Enterprise's TRACK and BATCH) -----------------------------
+
+    def _app(self) -> App:
+        if self.app is None:
+            raise RuntimeError("this job context has no app (not run by a conveyor worker)")
+        return self.app
+
+    async def progress(self, percent: int | None = None, desc: str | None = None) -> None:
+        """Report progress (``TRACK SET``): ``percent`` 0-100 and/or a description, shown by
+        ``app.track(jid)``, ``TRACK GET`` and the dashboard."""
+        jid = self.job.jid
+        await self._app().call(lambda c: c.track_set(jid, percent=percent, desc=desc))
+
+    async def extend(self, seconds: float) -> None:
+        """Keep the job reserved ``seconds`` from now (at most 24 hours): a job that runs
+        longer than its ``reserve_for`` is not handed to another worker. Never shortens."""
+        if not 0 < seconds <= 86_400:
+            raise ValueError(f"extend() takes 0 < seconds <= 86400, not {seconds}")
+        until = format_time(time.time() + seconds)
+        jid = self.job.jid
+        await self._app().call(lambda c: c.track_set(jid, reserve_until=until))
+
+    def progress_sync(self, percent: int | None = None, desc: str | None = None) -> None:
+        """``progress`` for sync handlers (they run in a thread)."""
+        self._app().sync.run(self.progress(percent, desc))
+
+    def extend_sync(self, seconds: float) -> None:
+        """``extend`` for sync handlers."""
+        self._app().sync.run(self.extend(seconds))
+
+    @property
+    def batch(self) -> BatchRef | None:
+        """The batch this job belongs to (``custom.bid``), or None: ``async with
+        ctx.batch.open():`` adds jobs to it."""
+        from conveyor.app.batches import BatchRef
+
+        bid = self.custom.get("bid") or self.custom.get("_bid")
+        return BatchRef(self._app(), str(bid)) if bid else None
 
 
 _current: contextvars.ContextVar[JobContext] = contextvars.ContextVar("conveyor_job")

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from conveyor.app.payload import PayloadError
+from conveyor.app.workflows import RESULTS_KEY, take_results
 from conveyor.errors import JobCancelled, ResultError, RetryAfter, SkipRetry
 from conveyor.job import Job
 from conveyor.retries import backoff_seconds
@@ -288,10 +289,13 @@ class JobRunner:
 
     async def execute(self, job: Job) -> Outcome:
         """Run ``job``; never raises except ``CancelledError`` (the worker is stopping)."""
-        ctx = JobContext(job, wid=self.wid, cancelled_jids=self.cancelled)
+        ctx = JobContext(job, wid=self.wid, app=self.app, cancelled_jids=self.cancelled)
         token = set_current(ctx)
         jobdef = self.app.jobs.get(job.jobtype)
         try:
+            custom = job.custom
+            if custom is not None and RESULTS_KEY in custom:
+                await take_results(self.app, job)
             if jobdef is None:
                 raise UnknownJobType(f"no handler for jobtype {job.jobtype!r} in this worker")
             plan = self._plans.get(jobdef.name) or self._plan(jobdef)

@@ -11,9 +11,11 @@ ack and fail hook points, plus what else it needs of the following, each optiona
 * **gates** (``wants_push``, ``wants_fetch``, ``wants_ack``, ``wants_acked``): a feature that
   only acts on jobs carrying certain ``custom`` keys (or jids) says so, and every other job
   keeps the plain paths (docs/design/hand-off.md);
-* what it must hear of beyond the chains: ``acked`` (what an ACK ended, returned by the ACK
-  itself), ``removed`` (jobs deleted, killed, purged, expired), and the ``queue_limits`` it
-  puts on queues (``manager/flow.py``), plus its ``info`` section of INFO.
+* hooks beyond the chains: ``push_many`` (pushed jobs taken together, a PUSHB in one store
+  step), ``acked`` (what an ACK ended, returned by the ACK itself, with ``ack_ends`` for
+  records that move in that same step), ``removed`` (jobs deleted, killed, purged, expired,
+  cancelled), and the ``queue_limits`` it puts on queues (``manager/flow.py``), plus its
+  ``info`` section of INFO.
 
 Its storage is a store capability (``conveyor.store.records`` and the like), never a backend's
 client. Every feature class is listed once, in ``registry.FEATURES``. The layout and the rules

@@ -6,9 +6,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
+from conveyor.errors import CommandError
 from conveyor.job import Job
-from conveyor.manager.middleware import Middleware
-from conveyor.store.base import Reservation
+from conveyor.manager.middleware import Drop, Middleware
+from conveyor.store.batches import EndContext
+from conveyor.store.endings import Acked
 from conveyor.store.limits import QueueLimit
 
 if TYPE_CHECKING:
@@ -82,6 +84,21 @@ class Feature(Middleware):
         with ``cron:``)."""
         return True
 
+    async def push_many(self, jobs: Sequence[Job]) -> dict[str, CommandError | Drop]:
+        """The push hook of a feature that takes pushed jobs together (a PUSHB's in one store
+        step rather than one step a job): ``jobs`` are those it wants (``wants_push``),
+        validated, accepted by the push hooks of the features before it, not stored yet.
+        Returns, by jid, those it refuses (the error) or keeps out of the queue itself
+        (``Drop``); the others go on through the rest of the chain. A feature with this hook
+        leaves ``push`` alone. Like ``push``, it must be idempotent (a PUSH sent again)."""
+        return {}
+
+    def push_many_now(self, job: Job) -> dict[str, CommandError | Drop] | None:
+        """``push_many([job])`` done in the caller's step, without awaiting anything, for
+        the PUSH fast path of in-process stores (docs/design/hand-off.md); None, with nothing
+        done, when it cannot be (the PUSH then takes the long way)."""
+        return None
+
     gates_on_custom: ClassVar[bool] = False
     """True when its gates (``wants_push``, ``wants_fetch``, ``wants_acked``) only ever want
     jobs that have a ``custom`` object (Faktory Enterprise's features all read keys of it):
@@ -121,14 +138,23 @@ class Feature(Middleware):
         marks = self.acked_marks
         return marks is None or any(mark in payload for mark in marks)
 
-    async def acked(self, ended: Sequence[Reservation]) -> None:
-        """Called after an ACK with the reservations it ended (jobs that succeeded). Costs no
-        store read: the ACK itself returns them (``conveyor.store.endings``)."""
+    def ack_ends(self) -> EndContext | None:
+        """With ``acked``: for a feature whose store records must move in the ACK's own step
+        (the marks of batch and tracked jobs, ``conveyor.store.batches``), how that step ends
+        them (``Store.ack_returning(ends=...)``); what it set off comes back in
+        ``Acked.fired``. None (the default): the ACK ends reservations only. At most one
+        running feature may return one."""
+        return None
+
+    async def acked(self, acked: Acked) -> None:
+        """Called after an ACK with what it ended: ``acked.ended`` the reservations (jobs that
+        succeeded), ``acked.fired`` what ending their marks set off. Costs no store read: the
+        ACK itself returns them (``conveyor.store.endings``)."""
 
     async def removed(self, payloads: Sequence[bytes]) -> None:
         """Called with jobs gone for good without succeeding: deleted or killed (MUTATE, the
-        dashboard), purged from the dead set, expired, or refused by a full queue after the
-        push hooks took them in."""
+        dashboard), purged from the dead set, expired, cancelled, or refused by a full queue
+        after the push hooks took them in."""
 
     async def watches_removals(self) -> bool:
         """Whether ``removed`` must hear of jobs an admin clears in bulk (a whole set or
@@ -144,6 +170,12 @@ class Feature(Middleware):
     async def history(self, jids: Sequence[str]) -> Mapping[str, JobLocation]:
         """What became of jobs that are nowhere any more (a cancelled job): asked last, for
         the jids found nowhere else. ``JobLocation.where`` names their end state."""
+        return {}
+
+    async def job_extras(self, jid: str, job: Mapping[str, Any] | None) -> Mapping[str, Any]:
+        """What ``job_info`` (``ADMIN job.show``, the job's page) shows of job ``jid`` beside
+        where it is and how it ended (its batch, its tracking). ``job``: its payload where it
+        is now, decoded; None for a job known only by its outcome record."""
         return {}
 
     async def unreserved_fail(self, jid: str) -> bool:

@@ -66,7 +66,7 @@ WATCHED_RECENTLY_SECONDS = 10.0
 MAX_WAIT_SECONDS = 10.0
 """The longest a ``CANCELS`` may wait (a stopping server waits for it)."""
 LOCATE_ATTEMPTS = 3
-OUTCOMES = ("cancelled", "already", "finished", "unknown", "moving")
+OUTCOMES = ("cancelled", "already", "finished", "unknown", "moving", "refused")
 """What a cancel says of each job (``CancelReport.outcome``, docs/cancellation.md)."""
 
 
@@ -182,6 +182,8 @@ class CancelFeature(Feature):
         where = located.where
         if where == "cancelled":
             return CancelReport(jid, "already", str(located.details.get("was", "")), _already)
+        if where == "waiting":  # for the jobs of its custom.after (the batches feature's)
+            return CancelReport(jid, "refused", where, _WAITING)
         if where not in CANCEL_FROM:
             message = f"it has finished: it is {where}" + (
                 " (delete it instead)" if where == "dead" else ""
@@ -351,3 +353,7 @@ class CancelFeature(Feature):
 
 
 _already = "it was cancelled already"
+_WAITING = (
+    "it waits for other jobs (custom.after) and cannot be cancelled there: it is released when"
+    " they have succeeded, and dies with them if one dies"
+)

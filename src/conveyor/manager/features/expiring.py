@@ -33,8 +33,9 @@ from conveyor.errors import InvalidJob
 from conveyor.job import Job, decode_job
 from conveyor.manager.features.base import Feature, Loop
 from conveyor.manager.middleware import Discard, Drop, FetchContext, Next, PushContext
-from conveyor.store.base import Reservation, SortedSet
+from conveyor.store.base import SortedSet
 from conveyor.store.deadlines import Deadline
+from conveyor.store.endings import Acked
 from conveyor.timefmt import day_key, format_time, parse_time
 
 __all__ = ["COUNTS", "DEADLINES", "ExpiringJobs", "expires_at_of"]
@@ -134,8 +135,8 @@ class ExpiringJobs(Feature):
             raise Discard(f"job expired at {format_time(expires)}")
         await call_next()
 
-    async def acked(self, ended: Sequence[Reservation]) -> None:
-        jids = [r.jid for r in ended if _MARK in r.payload]
+    async def acked(self, acked: Acked) -> None:
+        jids = [r.jid for r in acked.ended if _MARK in r.payload]
         if jids:
             await self.manager.store.delete_deadlines(DEADLINES, jids)
 

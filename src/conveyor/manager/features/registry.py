@@ -13,6 +13,7 @@ from conveyor.manager.config import ManagerConfig
 from conveyor.manager.features.aggregation import AggregateFeature
 from conveyor.manager.features.backpressure import Backpressure
 from conveyor.manager.features.base import Feature
+from conveyor.manager.features.batches import BatchFeature
 from conveyor.manager.features.cancellation import CancelFeature
 from conveyor.manager.features.cron import CronFeature
 from conveyor.manager.features.expiring import ExpiringJobs
@@ -30,6 +31,8 @@ FEATURES: tuple[type[Feature], ...] = (
     Backpressure,
     Throttles,
     RateLimits,
+    # after admission's hooks: a job refused there (NOTUNIQUE, expired) is never marked
+    BatchFeature,
     CronFeature,
     CancelFeature,
     ResultsFeature,

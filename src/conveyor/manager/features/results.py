@@ -7,8 +7,9 @@
   long. ``RESULT`` waits for it without polling: a waiter per jid, woken by the ACK or FAIL
   that stores it, on this server or (a store signal) on any other.
 * A job asks to be **kept** after success with ``custom.retain`` (seconds): its ACK moves it
-  into the ``completed`` set in the same atomic step (``Store.complete``), with its result,
-  worker, run time and finishing time; a loop purges it when it expires.
+  into the ``completed`` set in the same atomic step (``Store.ack_returning`` with ``keep``,
+  the step that also frees its throttle slot and moves its batch), with its result, worker,
+  run time and finishing time; a loop purges it when it expires.
 * ``[results]`` holds the server's defaults for jobs that do not say (off), stamped into each
   job's ``custom`` at PUSH so its worker knows, and the largest result an ACK may carry.
 
@@ -250,10 +251,7 @@ class ResultsFeature(Feature):
             self._finish(reservation, result, now, finished, records, kept)
         if records:
             await manager.store.put_records(SPACE, records)
-        chosen = {entry.jid for entry in kept}
-        done = await manager.ack_plain([jid for jid in jids if jid not in chosen])
-        if kept:
-            done += await manager.ack_kept(kept)
+        done = await manager.ack_jobs(jids, kept)  # one step: kept, counted, marks moved
         told = list(dict.fromkeys([record.key for record in records] + [e.jid for e in kept]))
         if told:
             await self._tell(told)

@@ -36,7 +36,7 @@ from conveyor.errors import InvalidJob, NotUnique
 from conveyor.job import Job, decode_job
 from conveyor.manager.features.base import Feature
 from conveyor.manager.middleware import FetchContext, Next, PushContext
-from conveyor.store.base import Reservation
+from conveyor.store.endings import Acked
 from conveyor.store.records import Record
 from conveyor.timefmt import parse_time
 
@@ -127,8 +127,8 @@ class UniqueJobs(Feature):
             await self._release([ctx.job])
         await call_next()
 
-    async def acked(self, ended: Sequence[Reservation]) -> None:
-        await self._release(_unique_jobs(r.payload for r in ended))
+    async def acked(self, acked: Acked) -> None:
+        await self._release(_unique_jobs(r.payload for r in acked.ended))
 
     async def removed(self, payloads: Sequence[bytes]) -> None:
         await self._release(_unique_jobs(payloads))

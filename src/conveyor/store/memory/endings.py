@@ -4,24 +4,28 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Collection, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from conveyor.store.base import QueuedJob, Reservation
-from conveyor.store.endings import Endings
+from conveyor.store.base import QueuedJob, Reservation, SetEntry, SortedSet
+from conveyor.store.batches import EndContext, Fired
+from conveyor.store.endings import Acked, Endings
 
 __all__ = ["MemoryEndings"]
 
 
 class MemoryEndings(Endings):
-    """Mixed into ``MemoryStore``, whose reservations and counters it uses."""
+    """Mixed into ``MemoryStore``, whose reservations, sets and counters it uses."""
 
     if TYPE_CHECKING:  # MemoryStore's
         _reservations: dict[str, Reservation]
+        _sets: dict[SortedSet, Any]
         _queues: dict[str, deque[QueuedJob]]
 
         def _count(self, day: str, processed: int, failures: int) -> None: ...
 
         async def release_slots(self, ended: Sequence[Reservation]) -> None: ...
+
+        def _end_acked(self, ended: Sequence[Reservation], ctx: EndContext) -> Fired: ...
 
     async def ack_returning(
         self,
@@ -29,14 +33,25 @@ class MemoryEndings(Endings):
         day: str,
         throttled: Collection[str] = (),
         marks: Sequence[bytes] | None = None,
-    ) -> list[Reservation]:
+        ends: EndContext | None = None,
+        keep: Sequence[SetEntry] = (),
+    ) -> Acked:
         ended = await self.discard_reservations(jids)
-        if ended:
-            self._count(day, len(ended), 0)
-            freed = [r for r in ended if r.queue in throttled]
-            if freed:
-                await self.release_slots(freed)
-        return ended
+        if not ended:
+            return Acked(ended)
+        if keep:
+            kept = {entry.jid: entry for entry in keep}
+            completed = self._sets[SortedSet.COMPLETED]
+            for reservation in ended:
+                entry = kept.get(reservation.jid)
+                if entry is not None:
+                    completed.add(entry)
+        self._count(day, len(ended), 0)
+        fired = self._end_acked(ended, ends) if ends is not None else Fired()  # same step
+        freed = [r for r in ended if r.queue in throttled]
+        if freed:
+            await self.release_slots(freed)
+        return Acked(ended, fired)
 
     async def discard_reservations(self, jids: Sequence[str]) -> list[Reservation]:
         pop = self._reservations.pop

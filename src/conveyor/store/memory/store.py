@@ -10,7 +10,8 @@ Layout:
   with ``bisect``, so due-queries and pages are slices;
 * reservations: ``jid -> Reservation``;
 * counters: totals plus ``day -> [processed, failures]``;
-* aggregating groups (``memory/groups.py``) and records (``memory/records.py``);
+* batches and job marks (``memory/batches.py``), aggregating groups (``memory/groups.py``)
+  and records (``memory/records.py``);
 * workers: ``wid -> WorkerRecord`` (copies, so callers cannot change stored state by accident).
 """
 
@@ -40,6 +41,7 @@ from conveyor.store.base import (
     WorkerRecord,
 )
 from conveyor.store.filters import filter_entries
+from conveyor.store.memory.batches import MemoryBatches
 from conveyor.store.memory.cancels import MemoryCancels
 from conveyor.store.memory.completed import MemoryCompletions
 from conveyor.store.memory.counts import MemoryCounts
@@ -136,6 +138,7 @@ class MemoryStore(
     MemoryEndings,
     MemoryCounts,
     MemoryDeadlines,
+    MemoryBatches,
     MemoryCancels,
     MemoryGroups,
     MemoryCompletions,
@@ -154,6 +157,7 @@ class MemoryStore(
         self._daily: dict[str, list[int]] = {}
         self._workers: dict[str, WorkerRecord] = {}
         self._listener: ReadyListener | None = None
+        self._init_batches()
         self._init_groups()
 
     # ----------------------------------------------------------------- life cycle
@@ -439,6 +443,7 @@ class MemoryStore(
         self._flush_limits()
         self._flush_counts()
         self._flush_deadlines()
+        self._flush_batches()
         self._init_groups()
 
 

@@ -1,18 +1,18 @@
 """Completed jobs (``conveyor.store.completed``) and signals (``conveyor.store.signals``) in
-Redis: ``lua/endings_end.lua`` (mode ``complete``) ends reservations and fills
-``{ns}:s:completed`` in one step, freeing throttle slots as an ACK does (a token write, safe
-to resend after a lost reply: ``calls.py``); signals are published
-on ``{ns}:signals`` (``lua/signal_publish.lua``) and received by the store's subscriber
-(``wakeup.py``)."""
+Redis: ``lua/endings_end.lua`` (``RedisEndings.ack_returning`` with ``keep``) ends
+reservations and fills ``{ns}:s:completed`` in one step, freeing throttle slots and moving
+batch marks as an ACK does (a token write, safe to resend after a lost reply: ``calls.py``);
+signals are published on ``{ns}:signals`` (``lua/signal_publish.lua``) and received by the
+store's subscriber (``wakeup.py``)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from conveyor.store.base import Reservation, SetEntry
+from conveyor.store.base import Reservation
 from conveyor.store.completed import Completions
 from conveyor.store.signals import SignalListener, Signals
 
@@ -23,32 +23,12 @@ _decode_keys = msgspec.json.Decoder(list[str]).decode
 
 
 class RedisCompletions(Completions):
-    """Mixed into ``RedisStore``, whose ``_end`` (``RedisEndings``) and ``_reservations`` it
-    uses."""
+    """Mixed into ``RedisStore``, whose ``_reservations`` it uses (the ACK that keeps a job
+    is ``RedisEndings.ack_returning`` with ``keep``)."""
 
     if TYPE_CHECKING:  # RedisStore's
 
-        async def _end(
-            self,
-            mode: str,
-            jids: Sequence[str],
-            day: str,
-            throttled: Collection[str] = (),
-            marks: Sequence[bytes] | None = None,
-            entries: Sequence[SetEntry] = (),
-        ) -> list[Reservation]: ...
-
         async def _reservations(self, *args: Any) -> tuple[int, list[Reservation]]: ...
-
-    async def complete(
-        self,
-        entries: Sequence[SetEntry],
-        day: str,
-        throttled: Collection[str] = (),
-        marks: Sequence[bytes] | None = None,
-    ) -> list[Reservation]:
-        unique = list({entry.jid: entry for entry in entries}.values())
-        return await self._end("complete", (), day, throttled, marks, unique)
 
     async def reservations_of(self, jids: Sequence[str]) -> list[Reservation]:
         unique = list(dict.fromkeys(jids))

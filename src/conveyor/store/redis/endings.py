@@ -1,27 +1,45 @@
 """Endings (``conveyor.store.endings``) in Redis: ``lua/endings_end.lua``, which also keeps
-completed jobs (``RedisCompletions.complete``, its mode ``complete``)."""
+completed jobs (``keep``) and moves the marks of batch and tracked jobs with an ACK (``ends``),
+with the rules of ``_batches.lua``, in the same script run."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from conveyor.store.base import QueuedJob, Reservation, SetEntry, SortedSet
-from conveyor.store.endings import Endings
+from conveyor.store.batches import EndContext, Fired
+from conveyor.store.endings import Acked, Endings
 from conveyor.store.redis.codec import decode_entry, decode_fields, encode_set_data, score_arg
 
-__all__ = ["RedisEndings"]
+__all__ = ["RedisEndings", "unpack"]
+
+
+def unpack(data: bytes) -> list[bytes]:
+    """The items of lp-packed bytes (``_lib.lua``'s ``pack``)."""
+    out: list[bytes] = []
+    pos = 0
+    while pos < len(data):
+        colon = data.index(b":", pos)
+        end = colon + 1 + int(data[pos:colon])
+        out.append(data[colon + 1 : end])
+        pos = end
+    return out
 
 
 class RedisEndings(Endings):
     """Mixed into ``RedisStore``, whose ``_run``/``_keys`` it uses."""
 
-    if TYPE_CHECKING:  # RedisStore's
+    if TYPE_CHECKING:  # RedisStore's (and RedisBatches')
         _keys: Any
         _pub: str
         _origin: str
 
         def _wake_all(self, names: Collection[str]) -> None: ...
+
+        def _ack_end_keys(self, bids: Sequence[str]) -> list[str]: ...
+
+        def _unpack_fired(self, packed: bytes) -> Fired: ...
 
         async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any: ...
 
@@ -42,29 +60,40 @@ class RedisEndings(Endings):
         mode: str,
         jids: Sequence[str],
         day: str,
-        throttled: Collection[str],
-        marks: Sequence[bytes] | None,
-        entries: Sequence[SetEntry] = (),
-    ) -> tuple[list[str], list[Any]]:
-        """KEYS and ARGV of endings_end.lua (also sent by ``RedisSoon.ack_returning_soon``).
-        ``mode`` "ack", "discard" or "complete" (then ``entries``, not ``jids``, say which
-        reservations end and what the completed set keeps of each)."""
+        throttled: Collection[str] = (),
+        marks: Sequence[bytes] | None = None,
+        ends: EndContext | None = None,
+        bids: Sequence[str] = (),
+        keep: Mapping[str, SetEntry] | None = None,
+    ) -> tuple[str, list[str], list[Any]]:
+        """The script (``endings_end/bare`` without ``ends``), KEYS and ARGV of one run of
+        endings_end.lua (also sent by ``RedisSoon.ack_returning_soon``)."""
         k = self._keys
         done = SortedSet.COMPLETED
         queues = list(throttled)
         keys = [k.res, k.exp, k.busy, k.stats, k.ready, k.zset(done), k.data(done)]
         keys += [k.key(f"tq:{queue}") for queue in queues]
         wanted: list[Any] = ["*"] if marks is None else [len(marks), *marks]
-        args = [mode, day, self._pub, self._origin, len(queues), *queues, *wanted]
-        if entries:
-            for entry in entries:
-                args += [entry.jid, score_arg(entry.score), encode_set_data(entry)]
+        if ends is None:
+            wanted.append("-")
         else:
-            args += jids
-        return keys, args
+            keys += self._ack_end_keys(bids)
+            wanted += [score_arg(ends.now), score_arg(ends.keep_seconds), len(bids), *bids]
+        args = [mode, day, self._pub, self._origin, len(queues), *queues, *wanted]
+        kept = [keep[jid] for jid in dict.fromkeys(jids) if jid in keep] if keep else []
+        args.append(len(kept))
+        for entry in kept:
+            args += [entry.jid, score_arg(entry.score), encode_set_data(entry)]
+        args += jids
+        return ("endings_end" if ends is not None else "endings_end/bare"), keys, args
 
-    def _ended(self, flat: list[bytes], throttled: Collection[str]) -> list[Reservation]:
-        """The reservations endings_end.lua returned; their throttled queues are woken."""
+    def _end_reply(
+        self, reply: bytes, throttled: Collection[str]
+    ) -> tuple[Acked, list[tuple[str, str]]]:
+        """What one run of endings_end.lua ended and set off, and the jobs it held, with
+        their batches; the throttled queues of the ended jobs are woken."""
+        ended_part, fired_part, held_part = unpack(reply)
+        flat = unpack(ended_part)
         ended = []
         for i in range(0, len(flat), 4):
             (queue, wid), payload = decode_fields(flat[i + 1], 2)
@@ -81,7 +110,9 @@ class RedisEndings(Endings):
         woken = {r.queue for r in ended if r.queue in throttled} if throttled else None
         if woken:
             self._wake_all(woken)
-        return ended
+        held = unpack(held_part) if held_part else []
+        pairs = [(held[i].decode(), held[i + 1].decode()) for i in range(0, len(held), 2)]
+        return Acked(ended, self._unpack_fired(fired_part) if fired_part else Fired()), pairs
 
     async def _end(
         self,
@@ -90,13 +121,13 @@ class RedisEndings(Endings):
         day: str,
         throttled: Collection[str] = (),
         marks: Sequence[bytes] | None = None,
-        entries: Sequence[SetEntry] = (),
-    ) -> list[Reservation]:
-        if not jids and not entries:
-            return []
-        keys, args = self._end_call(mode, jids, day, throttled, marks, entries)
-        flat = await self._write("endings_end", keys, args)
-        return self._ended(flat, throttled)
+        ends: EndContext | None = None,
+        bids: Sequence[str] = (),
+        keep: Mapping[str, SetEntry] | None = None,
+    ) -> tuple[Acked, list[tuple[str, str]]]:
+        """One run of the script; also returns the jobs it held, with their batches."""
+        script, keys, args = self._end_call(mode, jids, day, throttled, marks, ends, bids, keep)
+        return self._end_reply(await self._write(script, keys, args), throttled)
 
     async def ack_returning(
         self,
@@ -104,11 +135,27 @@ class RedisEndings(Endings):
         day: str,
         throttled: Collection[str] = (),
         marks: Sequence[bytes] | None = None,
-    ) -> list[Reservation]:
-        return await self._end("ack", jids, day, throttled, marks)
+        ends: EndContext | None = None,
+        keep: Sequence[SetEntry] = (),
+    ) -> Acked:
+        if not jids:
+            return Acked([])
+        kept = {entry.jid: entry for entry in keep} if keep else None
+        acked, held = await self._end("ack", jids, day, throttled, marks, ends, (), kept)
+        if held:  # batch jobs whose batch the first step could not name: a step of their own
+            bids = list(dict.fromkeys(bid for _, bid in held))
+            again = [jid for jid, _ in held]
+            more, _ = await self._end("ack", again, day, throttled, marks, ends, bids, kept)
+            acked.fired.add(more.fired)
+            order = {jid: i for i, jid in enumerate(jids)}
+            acked.ended = sorted([*acked.ended, *more.ended], key=lambda r: order[r.jid])
+        return acked
 
     async def discard_reservations(self, jids: Sequence[str]) -> list[Reservation]:
-        return await self._end("discard", jids, "")
+        if not jids:
+            return []
+        acked, _ = await self._end("discard", jids, "")
+        return acked.ended
 
     async def take_queued(self, queue: str, jids: Sequence[str]) -> list[QueuedJob]:
         if not jids:

@@ -2,7 +2,12 @@
 
 Every script gets the helpers of ``_lib.lua`` it uses prepended (and those they use): Redis
 runs a script's whole text at every call, and defining all ten helpers cost about as much
-as running a small script (1.7 us a call, against 1.1 for ``return 1``). ``calls.Caller``
+as running a small script (1.7 us a call, against 1.1 for ``return 1``). A capability's
+scripts ``<capability>_*.lua`` get ``_<capability>.lua`` after them when there is one; a
+script whose first line is ``-- uses: <capability>`` gets that one's (``endings_end.lua``
+moves batch marks with an ACK), and is also loaded without it as ``<name>/bare``, for the
+calls that use none of it: running ``_batches.lua``'s top level (its functions and tables)
+is a few microseconds of Redis CPU an ACK. ``calls.Caller``
 runs them with EVALSHA, falling back to EVAL (which also caches the script) after a
 ``NOSCRIPT`` reply, e.g. after Redis restarted or a failover.
 """
@@ -27,20 +32,39 @@ class Script:
 
 _HELPER = re.compile(r"^local function (\w+)\(.*?^end$", re.MULTILINE | re.DOTALL)
 _COMMENT = re.compile(r"--[^\n]*")
+_USES = "-- uses:"
 
 
 def load_scripts() -> dict[str, Script]:
     """Every script of ``store/redis/lua/`` by name (file name without ``.lua``)."""
     folder = resources.files("conveyor.store.redis") / "lua"
     helpers = {m.group(1): m.group(0) for m in _HELPER.finditer((folder / "_lib.lua").read_text())}
+    libs = {
+        item.name[1:-4]: item.read_text()
+        for item in folder.iterdir()
+        if item.name.startswith("_") and item.name.endswith(".lua") and item.name != "_lib.lua"
+    }
     scripts: dict[str, Script] = {}
     for item in folder.iterdir():
         name = item.name
         if name.endswith(".lua") and not name.startswith("_"):
-            body = item.read_text()
-            lib = "\n".join(helpers[h] for h in _used(body, helpers))
-            scripts[name[:-4]] = Script(name[:-4], lib + "\n" + body)
+            text = item.read_text()
+            first = text.split("\n", 1)[0]
+            uses = first[len(_USES) :].strip() if first.startswith(_USES) else ""
+            own = libs.get(uses or name.split("_", 1)[0], "")
+            if uses:  # BARE: whether the script runs without the library (it must not call it)
+                bare = f"{name[:-4]}/bare"
+                scripts[bare] = _script(bare, helpers, "local BARE = true", text)
+                own += "\nlocal BARE = false"
+            scripts[name[:-4]] = _script(name[:-4], helpers, own, text)
     return scripts
+
+
+def _script(name: str, helpers: dict[str, str], own: str, text: str) -> Script:
+    """``text`` after ``own`` (its capability's library) and the helpers both use."""
+    body = "\n".join(part for part in (own, text) if part)
+    lib = "\n".join(helpers[h] for h in _used(body, helpers))
+    return Script(name, lib + "\n" + body)
 
 
 def _used(body: str, helpers: dict[str, str]) -> list[str]:

@@ -12,7 +12,7 @@ forms.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from conveyor.store.base import QueuedJob, Reservation, SetEntry
@@ -20,6 +20,8 @@ from conveyor.store.redis.calls import OutcomeUnknown
 from conveyor.store.redis.codec import encode_entry, score_arg
 
 if TYPE_CHECKING:
+    from conveyor.store.batches import EndContext
+    from conveyor.store.endings import Acked
     from conveyor.store.redis.calls import Caller
     from conveyor.store.redis.release import Releaser
     from conveyor.store.redis.scripts import Script
@@ -49,12 +51,16 @@ class RedisSoon:
             mode: str,
             jids: Sequence[str],
             day: str,
-            throttled: Collection[str],
-            marks: Sequence[bytes] | None,
-            entries: Sequence[SetEntry] = (),
-        ) -> tuple[list[str], list[Any]]: ...
+            throttled: Collection[str] = (),
+            marks: Sequence[bytes] | None = None,
+            ends: EndContext | None = None,
+            bids: Sequence[str] = (),
+            keep: Mapping[str, SetEntry] | None = None,
+        ) -> tuple[str, list[str], list[Any]]: ...
 
-        def _ended(self, flat: list[bytes], throttled: Collection[str]) -> list[Reservation]: ...
+        def _end_reply(
+            self, reply: bytes, throttled: Collection[str]
+        ) -> tuple[Acked, list[tuple[str, str]]]: ...
 
     # ----------------------------------------------------------------- argument lists
 
@@ -163,17 +169,18 @@ class RedisSoon:
     ) -> bool:
         if not jids:
             return False
-        keys, args = self._end_call("ack", jids, day, throttled, marks)
+        # without ends: the bare script (the caller knows these jobs carry no marks)
+        script, keys, args = self._end_call("ack", jids, day, throttled, marks)
 
-        def answered(flat: Any, error: BaseException | None) -> None:
+        def answered(reply: Any, error: BaseException | None) -> None:
             if error is not None:
                 done(None, error)
                 return
             try:
-                ended = self._ended(flat, throttled)
+                acked, _held = self._end_reply(reply, throttled)
             except Exception as exc:  # a reply we cannot read: the ACK must still be answered
                 done(None, exc)
             else:
-                done(ended, None)
+                done(acked.ended, None)
 
-        return self._calls.write_soon(self._scripts["endings_end"], keys, args, answered)
+        return self._calls.write_soon(self._scripts[script], keys, args, answered)

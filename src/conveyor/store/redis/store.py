@@ -28,7 +28,8 @@ Key layout (``{ns}`` is ``{conveyor}`` unless the URL says ``?namespace=``)::
     {ns}:s:completed   ZSET, {ns}:d:completed HASH: completed jobs, as the other sets
     {ns}:op:<token>    STRING the result of one write call, kept ~30 s (calls.py)
 
-The capabilities' modules document their own keys (``records.py``, ``limits.py``, ...).
+The capabilities' modules document their own keys (``records.py``, ``limits.py``,
+``batches.py``, ``groups.py``, ...).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from conveyor.store.base import (
     Store,
 )
 from conveyor.store.filters import filter_entries
+from conveyor.store.redis.batches import RedisBatches
 from conveyor.store.redis.calls import (
     CONNECTION_ERRORS,
     Caller,
@@ -136,6 +138,7 @@ class RedisStore(
     RedisEndings,
     RedisCounts,
     RedisDeadlines,
+    RedisBatches,
     RedisCancels,
     RedisGroups,
     RedisCompletions,
@@ -614,4 +617,5 @@ class RedisStore(
         await self._flush_limits()
         await self._flush_counts()
         await self._flush_deadlines()
+        await self._flush_batches()
         await self._flush_groups()

@@ -38,6 +38,7 @@ from conveyor.store.base import (
 )
 from conveyor.store.signals import LocalSignals
 from conveyor.store.sqlite import damage
+from conveyor.store.sqlite.batches import SQLiteBatches
 from conveyor.store.sqlite.cancels import SQLiteCancels
 from conveyor.store.sqlite.completed import SQLiteCompletions
 from conveyor.store.sqlite.counts import SQLiteCounts
@@ -77,6 +78,7 @@ class SQLiteStore(
     SQLiteEndings,
     SQLiteCounts,
     SQLiteDeadlines,
+    SQLiteBatches,
     SQLiteCancels,
     SQLiteGroups,
     SQLiteCompletions,
@@ -114,6 +116,7 @@ class SQLiteStore(
         conn = self._db.open(prepare)
         try:
             self._create_records()
+            self._create_batches()
             self._create_counts()
             self._create_deadlines()
             self._create_groups()
@@ -643,6 +646,7 @@ class SQLiteStore(
         self._flush_limits()
         self._flush_counts()
         self._flush_deadlines()
+        self._flush_batches()
         committed = self._db.pending
         self._sizes.clear()
         self._paused.clear()

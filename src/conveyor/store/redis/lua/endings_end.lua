@@ -1,26 +1,38 @@
+-- uses: batches
 -- endings_end: end reservations and return them (store/endings.py); with ARGV[3] "ack" they
--- count as processed, as in ack.lua; with "complete" they count so too and each job is kept in
--- the completed set (store/completed.py: ack.lua and set_add.lua in one step). Those of a
--- throttled queue free their slot in the queue's slot set and wake the FETCHes waiting for it
--- on every server (limits_reserve.lua).
+-- count as processed, as in ack.lua, a job with a kept entry goes into the completed set
+-- (store/completed.py: set_add.lua in the same step), and those of a throttled queue free
+-- their slot in the queue's slot set and wake the FETCHes waiting for it on every server
+-- (limits_reserve.lua). With ends (an ACK while the batches feature runs), a job with an
+-- unfinished mark also ends it in this step, as batches_end.lua does for a success (end_all,
+-- _batches.lua): its batch's counters, callbacks and the jobs waiting for it move with its
+-- reservation. One whose batch is not declared here is left alone (reservation, entry and
+-- mark) and returned as held, for the caller to ACK again with its batch declared. Without
+-- ends it runs as endings_end/bare, without _batches.lua (scripts.py), whose top level every
+-- call would otherwise run.
 -- KEYS[1] {ns}:op:<token> this call's token (_lib.lua): what it returned, for its retries
 -- KEYS[2] {ns}:res   HASH jid -> lp(queue) lp(wid) payload
 -- KEYS[3] {ns}:exp   ZSET jid by expires_at
 -- KEYS[4] {ns}:busy  ZSET jid by reserved_at
 -- KEYS[5] {ns}:stats HASH processed, failures, p:<day>, f:<day>
 -- KEYS[6] {ns}:ready wake-up channel
--- KEYS[7] {ns}:s:completed ZSET jid by expiry     (used by "complete" only)
+-- KEYS[7] {ns}:s:completed ZSET jid by expiry
 -- KEYS[8] {ns}:d:completed HASH jid -> lp(queue) lp(jobtype) payload
--- KEYS[9..] {ns}:tq:<queue> of each throttled queue, in ARGV order
--- ARGV[1] token TTL, ARGV[2] attempt, ARGV[3] "ack", "discard" or "complete", ARGV[4] day,
+-- KEYS[9 .. 8+n] {ns}:tq:<queue> of each throttled queue, in ARGV order
+-- with ends, then: the five SETTLE keys (_batches.lua), {ns}:waiting, {ns}:waitz,
+-- {ns}:edges, and {ns}:b:<bid> of each declared batch, in ARGV order
+-- ARGV[1] token TTL, ARGV[2] attempt, ARGV[3] "ack" or "discard", ARGV[4] day,
 -- ARGV[5] SPUBLISH or PUBLISH, ARGV[6] "<origin> ", ARGV[7] n, ARGV[8 .. 7+n] throttled queue
 -- names, then "*" (every payload is returned) or m and m marks (a payload holding none of them
--- is returned empty: the manager needs no other), then the jids (with "complete": each jid
--- followed by its completed entry's score and data).
--- Returns a flat array: jid, reservation, expires_at, reserved_at, ...
+-- is returned empty: the manager needs no other), then "-" (no ends) or: now (a score), keep
+-- (seconds a finished plain mark lives), b and b bids; then k and k kept entries (jid, score,
+-- data: what the completed set keeps of the job); then the jids.
+-- Returns, and remembers, one string: lp(ended) lp(fired) lp(held), each lp-packed: ended
+-- is jid, reservation, expires_at, reserved_at, ...; fired as packed_fired() ("" without
+-- ends); held is jid, bid, ...
 local done = replay()
 if done then
-  return unpack_lp(done)
+  return done
 end
 local n_throttled = tonumber(ARGV[7])
 local slots = {}
@@ -34,7 +46,29 @@ if ARGV[a] ~= '*' then
   for m = 1, tonumber(ARGV[a]) do marks[m] = ARGV[a + m] end
   a = a + #marks
 end
-local function kept(record)
+a = a + 1
+local ends, now, keep = false, nil, nil
+if ARGV[a] ~= '-' then
+  if BARE then
+    return redis.error_reply('endings_end/bare cannot end marks')
+  end
+  ends, now, keep = true, ARGV[a], tonumber(ARGV[a + 1])
+  SK = 8 + n_throttled
+  EK = {waiting = KEYS[SK + 6], waitz = KEYS[SK + 7], edges = KEYS[SK + 8], res = KEYS[2],
+    exp = KEYS[3], busy = KEYS[4]}
+  local nb = tonumber(ARGV[a + 2])
+  for i = 1, nb do declared[ARGV[a + 2 + i]] = KEYS[SK + 8 + i] end
+  a = a + 2 + nb
+end
+a = a + 1
+local entries = {}
+local n_kept = tonumber(ARGV[a])
+for e = 0, n_kept - 1 do
+  local at = a + 1 + 3 * e
+  entries[ARGV[at]] = at
+end
+a = a + 3 * n_kept
+local function sent(record)
   if not marks then return record end
   local queue, pos = read_lp(record, 1)
   local wid, start = read_lp(record, pos)
@@ -43,24 +77,28 @@ local function kept(record)
   end
   return lp(queue) .. lp(wid)
 end
-local completing = ARGV[3] == 'complete'
-local stride = completing and 3 or 1
-local out, woke = {}, {}
+local out, woke, held, work = {}, {}, {}, {}
 local n = 0
-for i = a + 1, #ARGV, stride do
+for i = a + 1, #ARGV do
   local jid = ARGV[i]
   local record = redis.call('HGET', KEYS[2], jid)
-  if record then
+  local m = record and ends and mark_get(jid, tonumber(now)) or nil
+  if m and not UNFINISHED[m.state] then m = nil end
+  if m and m.bid ~= '' and not declared[m.bid] then
+    held[#held + 1] = jid
+    held[#held + 1] = m.bid
+  elseif record then
     out[#out + 1] = jid
-    out[#out + 1] = kept(record)
+    out[#out + 1] = sent(record)
     out[#out + 1] = redis.call('ZSCORE', KEYS[3], jid)
     out[#out + 1] = redis.call('ZSCORE', KEYS[4], jid)
     redis.call('HDEL', KEYS[2], jid)
     redis.call('ZREM', KEYS[3], jid)
     redis.call('ZREM', KEYS[4], jid)
-    if completing then
-      redis.call('ZADD', KEYS[7], ARGV[i + 1], jid)
-      redis.call('HSET', KEYS[8], jid, ARGV[i + 2])
+    local at = entries[jid]
+    if at then
+      redis.call('ZADD', KEYS[7], ARGV[at + 1], jid)
+      redis.call('HSET', KEYS[8], jid, ARGV[at + 2])
     end
     local queue = read_lp(record, 1)
     if slots[queue] then
@@ -68,14 +106,20 @@ for i = a + 1, #ARGV, stride do
       woke[queue] = true
     end
     n = n + 1
+    if m then
+      PRE_ENDED[jid] = true
+      work[#work + 1] = {jid = jid, outcome = 'success', cause = ''}
+    end
   end
 end
-if n > 0 and ARGV[3] ~= 'discard' then
+if #work > 0 then
+  end_all(work, now, keep, nil, nil)
+end
+if n > 0 and ARGV[3] == 'ack' then
   redis.call('HINCRBY', KEYS[5], 'processed', n)
   redis.call('HINCRBY', KEYS[5], 'p:' .. ARGV[4], n)
 end
 for queue, _ in pairs(woke) do
   redis.call(ARGV[5], KEYS[6], ARGV[6] .. queue)
 end
-remember(pack(out))
-return out
+return remember(pack({pack(out), ends and packed_fired() or '', pack(held)}))

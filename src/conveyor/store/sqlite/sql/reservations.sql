@@ -25,16 +25,6 @@ DELETE FROM queue_jobs WHERE jid = ? AND expires_at IS NOT NULL;
 SELECT jid, queue, payload, wid, reserved_at, expires_at, crc FROM queue_jobs
 WHERE jid = ? AND expires_at IS NOT NULL;
 
--- name: end_reservations
--- The ACKs that keep their jobs (sqlite/completed.py); the view reservations takes no DELETE.
-DELETE FROM queue_jobs
-WHERE jid IN (SELECT value FROM json_each(?)) AND expires_at IS NOT NULL
-RETURNING jid, queue, payload, wid, reserved_at, expires_at;
-
--- name: end_reservation_returning
-DELETE FROM queue_jobs WHERE jid = ? AND expires_at IS NOT NULL
-RETURNING jid, queue, payload, wid, reserved_at, expires_at;
-
 -- name: reservations_of
 SELECT jid, queue, payload, wid, reserved_at, expires_at, crc FROM queue_jobs
 WHERE jid IN (SELECT value FROM json_each(?)) AND expires_at IS NOT NULL;
