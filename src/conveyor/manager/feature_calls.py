@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 from conveyor.job import Job, decode_job
 from conveyor.manager.middleware import Discard, FetchContext, PushContext, run_chain
@@ -54,7 +54,12 @@ class FeatureCalls:
         the chain is closed where it stood, and the PUSH takes the long way, which runs it
         again (hooks are idempotent: a PUSH retried after a lost reply runs them twice too).
         Raises what the hooks raise (``Drop``, ``NotUnique``, ``InvalidJob``)."""
-        chain = run_chain(hooks, PushContext(self, job), _nothing)  # type: ignore[arg-type]
+        ctx = PushContext(self, job)  # type: ignore[arg-type]
+        # one hook (a unique job, an expiring one): called as run_chain would, without it
+        chain = cast(
+            "Coroutine[Any, Any, None]",
+            hooks[0](ctx, _nothing) if len(hooks) == 1 else run_chain(hooks, ctx, _nothing),
+        )
         try:
             chain.send(None)
         except StopIteration:
@@ -165,7 +170,10 @@ class FeatureCalls:
         them (``acked``); what it returns gives how many reservations ended."""
         watched = self._watched
         if watched is not None:  # in-process: only the jids noted at FETCH
-            if not watched or all(jid not in watched for jid in jids):
+            if len(jids) == 1:
+                if jids[0] not in watched:
+                    return self.store.ack(jids, day_key(time.time()))
+            elif not watched or all(jid not in watched for jid in jids):
                 return self.store.ack(jids, day_key(time.time()))
         elif not (self._ack_watchers or self.flow.throttled):
             return self.store.ack(jids, day_key(time.time()))
@@ -184,6 +192,10 @@ class FeatureCalls:
         if not ended:
             return
         self._unwatch([r.jid for r in ended])
+        if self._gates_on_custom:  # the others (a throttle's jobs) are no feature's concern
+            ended = [r for r in ended if _CUSTOM in r.payload]
+            if not ended:
+                return
         for feature in self._ack_watchers:
             await feature.acked(ended)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Collection, Sequence
 from typing import TYPE_CHECKING
 
 from conveyor.store.base import QueuedJob, Reservation
@@ -24,7 +24,7 @@ class SQLiteEndings(Endings):
 
         def _count(self, day: str, processed: int, failures: int) -> None: ...
 
-        async def release_slots(self, ended: Sequence[Reservation]) -> None: ...
+        def _free_slots(self, ended: Sequence[Reservation]) -> None: ...
 
     async def ack_returning(
         self,
@@ -33,17 +33,30 @@ class SQLiteEndings(Endings):
         throttled: Collection[str] = (),
         marks: Sequence[bytes] | None = None,
     ) -> list[Reservation]:
-        ended = await self.discard_reservations(jids)
+        if not jids:
+            return []
+        ended, committed = self._discard(jids)
+        if self._db.careful:
+            await committed  # during an outage, answered only once it is recorded (as ack)
         if ended:
             self._count(day, len(ended), 0)
-            freed = [r for r in ended if r.queue in throttled]
-            if freed:
-                await self.release_slots(freed)
+            if throttled:
+                freed = [r for r in ended if r.queue in throttled]
+                if freed:
+                    self._free_slots(freed)
         return ended
 
     async def discard_reservations(self, jids: Sequence[str]) -> list[Reservation]:
         if not jids:
             return []
+        ended, committed = self._discard(jids)
+        if self._db.careful:
+            await committed  # during an outage, answered only once it is recorded (as ack)
+        return ended
+
+    def _discard(self, jids: Sequence[str]) -> tuple[list[Reservation], Awaitable[None]]:
+        """End these reservations in this step; returns those that existed, and the commit
+        that records it."""
         ended = []
         if len(jids) == 1:  # one statement is atomic by itself: no savepoint (as ack)
             row = self._db.write(_SQL["end_returning"], (jids[0],)).fetchone()
@@ -54,10 +67,7 @@ class SQLiteEndings(Endings):
                     row = conn.execute(_SQL["end_returning"], (jid,)).fetchone()
                     if row is not None:
                         ended.append(Reservation(*row))
-        committed = self._db.pending
-        if self._db.careful:
-            await committed  # during an outage, answered only once it is recorded (as ack)
-        return ended
+        return ended, self._db.pending
 
     async def take_queued(self, queue: str, jids: Sequence[str]) -> list[QueuedJob]:
         if self._sizes.get(queue, 0) == 0 or not jids:
