@@ -42,6 +42,9 @@ WAKE_MARGIN_SECONDS = 0.002
 MAX_HELD_SECONDS = 2.0
 """A queue found full is looked at again after this long at most, wake-up or not."""
 
+_LIMITS_CACHE_SIZE = 1024
+"""FETCH queue lists whose limits ``limits_for`` remembers (workers repeat theirs)."""
+
 
 _UNSET = QueueLimit()
 
@@ -82,9 +85,13 @@ class FlowControl:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._held: dict[str, float] = {}
         """Queues found full -> the loop time until which FETCHes leave them out."""
-        self._wakes: dict[str, int] = {}
-        """Limited queue -> how many times it was woken: a FETCH that found it full holds it
-        back only if no wake-up came while the store was answering."""
+        self._wake_count = 0
+        """Wake-ups of limited queues so far, all queues together."""
+        self._woken: dict[str, int] = {}
+        """Limited queue -> ``_wake_count`` at its last wake-up: a FETCH that found it full
+        holds it back only if no wake-up came while the store was answering."""
+        self._limits_of: dict[tuple[str, ...], dict[str, QueueLimit] | None] = {}
+        """``limits_for`` by FETCH queue list (each worker asks with the same list)."""
 
     def refresh(self, features: Sequence[Feature]) -> set[str]:
         """Take the features' current limits; returns the queues whose FETCH limits changed
@@ -97,6 +104,7 @@ class FlowControl:
             if fetch.get(q) != self.fetch_limits.get(q)
         }  # fmt: skip
         self.fetch_limits = fetch
+        self._limits_of = {}
         manager = self.manager
         # the store's ready listener: the waiters' own while no queue is limited (a PUSH's
         # wake-up costs what it did without the features)
@@ -130,12 +138,22 @@ class FlowControl:
     # ------------------------------------------------------------------ FETCH
 
     def limits_for(self, queues: Sequence[str]) -> dict[str, QueueLimit] | None:
-        """The limits of the limited queues among ``queues``; None when there are none."""
+        """The limits of the limited queues among ``queues``; None when there are none.
+        Shared between FETCHes with the same list: not to be changed."""
         limits = self.fetch_limits
         if not limits:
             return None
-        found = {q: limits[q] for q in queues if q in limits}
-        return found or None
+        key = tuple(queues)
+        cache = self._limits_of
+        try:
+            return cache[key]
+        except KeyError:
+            pass
+        found = {q: limits[q] for q in queues if q in limits} or None
+        if len(cache) >= _LIMITS_CACHE_SIZE:
+            cache.clear()
+        cache[key] = found
+        return found
 
     def limited(self, queue: str) -> bool:
         return queue in self.fetch_limits
@@ -151,15 +169,18 @@ class FlowControl:
     def ready(self, queue: str) -> None:
         """The store's ready listener: ``queue`` may have jobs, or room, now."""
         if queue in self.fetch_limits:
-            self._wakes[queue] = self._wakes.get(queue, 0) + 1
-            self._held.pop(queue, None)
+            self._wake_count += 1
+            self._woken[queue] = self._wake_count
+            if self._held:
+                self._held.pop(queue, None)
         self.manager.waiters.notify(queue)
 
-    def wakes(self) -> dict[str, int]:
-        """What ``held_back`` is given: the wake-ups counted so far."""
-        return dict(self._wakes)
+    def wakes(self) -> int:
+        """What ``held_back`` is given: the wake-ups counted so far (one number, not a copy of
+        every queue's: this is taken before each limited FETCH)."""
+        return self._wake_count
 
-    def held_back(self, blocked: Mapping[str, float | None], wakes: Mapping[str, int]) -> None:
+    def held_back(self, blocked: Mapping[str, float | None], wakes: int) -> None:
         """Queues a FETCH found full: leave them out until something may make room, and wake
         their waiters when a lease ends or a token is due (a release announces itself). One
         timer per queue, the soonest. ``wakes`` is ``wakes()`` from before the store call: a
@@ -167,7 +188,7 @@ class FlowControl:
         loop = asyncio.get_running_loop()
         now = loop.time()
         for queue, wait in blocked.items():
-            if self._wakes.get(queue, 0) == wakes.get(queue, 0):
+            if self._woken.get(queue, 0) <= wakes:
                 self._held[queue] = now + min(MAX_HELD_SECONDS, wait or MAX_HELD_SECONDS)
             if wait is None:
                 continue

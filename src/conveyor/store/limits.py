@@ -201,6 +201,14 @@ class SlotTable:
     ) -> tuple[int, float | None]:
         """``room_for`` with these slots; ``full``: also work out the soonest leases (when
         the queue was found full, to say how long until one ends)."""
+        if tokens is None and not full:  # a throttle alone, asked before every FETCH of it
+            room = UNLIMITED
+            if limit.concurrency:
+                room = limit.concurrency - len(self.leases)
+            if limit.per_worker:
+                room = min(room, limit.per_worker - self.per_worker.get(wid, 0))
+            if room >= 1:
+                return room, None
         soonest = soonest_mine = None
         if full and self.leases:
             soonest = min(lease for _w, lease in self.leases.values())

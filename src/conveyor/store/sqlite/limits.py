@@ -32,6 +32,9 @@ from conveyor.store.sqlite.db import Database, load_queries
 __all__ = ["SQLiteLimits"]
 
 _SQL = load_queries("limits.sql")
+_NO_SLOTS = SlotTable()
+"""The slots of a queue without a throttle (a rate limit alone): always empty."""
+_NO_TABLES: dict[str, SlotTable] = {}
 
 
 class SQLiteLimits(Limits):
@@ -58,7 +61,9 @@ class SQLiteLimits(Limits):
         ) -> tuple[list[Reservation], Awaitable[None]]: ...
 
     def _limit_slots(self, queue: str, limit: QueueLimit) -> SlotTable:
-        every: dict[str, SlotTable] = self.__dict__.setdefault("_throttle_slots", {})
+        every: dict[str, SlotTable] | None = self.__dict__.get("_throttle_slots")
+        if every is None:
+            every = self.__dict__["_throttle_slots"] = {}
         table = every.get(queue)
         if table is None:  # first use since start (or a rollback): from the reservations
             table = every[queue] = SlotTable()
@@ -110,7 +115,7 @@ class SQLiteLimits(Limits):
         self, queue: str, limit: QueueLimit, wid: str, now: float
     ) -> tuple[int, float | None]:
         tokens = self._tokens(queue, limit, now) if limit.rate_limited else None
-        slots = self._limit_slots(queue, limit) if limit.throttled else SlotTable()
+        slots = self._limit_slots(queue, limit) if limit.throttled else _NO_SLOTS
         room, wait = slots.room(limit, wid, now, tokens)
         if room or not limit.throttled:
             return room, wait
@@ -143,9 +148,8 @@ class SQLiteLimits(Limits):
     ) -> Limited:
         blocked: dict[str, float | None] = {}
         self._db.check_writable()  # during an outage a FETCH is refused, never answered
-        ready = [
-            n for n in dict.fromkeys(queues) if self._sizes.get(n, 0) > 0 and n not in self._paused
-        ]
+        names = queues if len(queues) == 1 else dict.fromkeys(queues)
+        ready = [n for n in names if self._sizes.get(n, 0) > 0 and n not in self._paused]
         if not ready or count <= 0:
             return Limited([])
         plan: list[str] = []
@@ -166,23 +170,25 @@ class SQLiteLimits(Limits):
         if not plan:
             return Limited([], blocked)
         taken, committed = self._reserve_from(plan, rooms, wid, now, count)
-        by_queue: dict[str, list[Reservation]] = {}
-        for reservation in taken:
-            by_queue.setdefault(reservation.queue, []).append(reservation)
-        for name, got in by_queue.items():  # before any await: the slots go with the jobs
-            if name in limited:
-                self._take_limited(name, limited[name], got, now)
+        for name, limit in limited.items():  # before any await: the slots go with the jobs
+            got = taken if len(plan) == 1 else [r for r in taken if r.queue == name]
+            if got:
+                self._take_limited(name, limit, got, now)
         if taken and self._db.careful:
             await committed  # during an outage, hand out only what is recorded
         return Limited(taken, blocked)
 
     async def release_slots(self, ended: Sequence[Reservation]) -> None:
-        every: dict[str, SlotTable] = self.__dict__.get("_throttle_slots", {})
+        self._free_slots(ended)
+
+    def _free_slots(self, ended: Sequence[Reservation]) -> None:
+        """``release_slots`` in this step (an ACK's, without a coroutine of its own)."""
+        every: dict[str, SlotTable] = self.__dict__.get("_throttle_slots", _NO_TABLES)
         for reservation in ended:
             table = every.get(reservation.queue)
             if table is not None:
                 table.remove(reservation.jid)
-        self._notify(r.queue for r in ended)
+        self._notify([ended[0].queue] if len(ended) == 1 else [r.queue for r in ended])
 
     async def release_worker_slots(self, wid: str, queues: Collection[str]) -> list[str]:
         every: dict[str, SlotTable] = self.__dict__.get("_throttle_slots", {})

@@ -10,6 +10,7 @@ from conveyor.store.sqlite.db import Database, load_queries, split_statements
 __all__ = ["SQLiteRecords"]
 
 _SQL = load_queries("records.sql")
+_CLAIM = _SQL["claim"]
 
 
 class SQLiteRecords(Records):
@@ -26,15 +27,9 @@ class SQLiteRecords(Records):
                 conn.execute(statement)
 
     async def claim_record(self, space: str, record: Record, now: float) -> bytes | None:
-        params = {
-            "space": space,
-            "key": record.key,
-            "expires_at": record.expires_at,
-            "value": record.value,
-            "now": now,
-        }
+        params = (space, record.key, record.expires_at, record.value, now)
         # one statement, atomic by itself: no savepoint (a PUSH with unique_for pays this)
-        if self._db.write(_SQL["claim"], params).rowcount:
+        if self._db.write(_CLAIM, params).rowcount:
             return None
         rows = self._db.read(_SQL["get"], (space, record.key, now))
         row = rows[0] if rows else None

@@ -21,10 +21,11 @@ CREATE INDEX IF NOT EXISTS records_expiry ON records (expires_at) WHERE expires_
 -- name: claim
 -- Insert, or take over a record that expired or already holds the same value; a live
 -- record of another value is left alone (changes() = 0).
-INSERT INTO records (space, key, expires_at, value) VALUES (:space, :key, :expires_at, :value)
+-- Parameters: space, key, expires_at, value, now.
+INSERT INTO records (space, key, expires_at, value) VALUES (?1, ?2, ?3, ?4)
 ON CONFLICT (space, key) DO UPDATE SET expires_at = excluded.expires_at, value = excluded.value
 WHERE records.value = excluded.value
-   OR (records.expires_at IS NOT NULL AND records.expires_at <= :now);
+   OR (records.expires_at IS NOT NULL AND records.expires_at <= ?5);
 
 -- name: put
 INSERT OR REPLACE INTO records (space, key, expires_at, value) VALUES (?, ?, ?, ?);
