@@ -25,8 +25,8 @@ by a dead dependency whose batch was not declared comes back as ``doomed``, to e
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
 from conveyor.store.base import Page, SetEntry, SortedSet
 from conveyor.store.batches import (
@@ -46,6 +46,7 @@ from conveyor.store.batches import (
 )
 from conveyor.store.redis.codec import decode_fields, lp, score_arg
 from conveyor.store.redis.endings import unpack
+from conveyor.store.redis.host import RedisHost
 from conveyor.timefmt import format_time
 
 __all__ = ["RedisBatches"]
@@ -146,18 +147,8 @@ def _fired(flat: list[Any]) -> Fired:
     return fired
 
 
-class RedisBatches(Batches):
+class RedisBatches(RedisHost, Batches):
     """Mixed into ``RedisStore``, whose ``_run``/``_call``/``_redis``/``_keys`` it uses."""
-
-    if TYPE_CHECKING:  # RedisStore's
-        _keys: Any
-        _redis: Any
-
-        async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any: ...
-
-        async def _read(self, make: Callable[[], Awaitable[Any]], op: str = "a command") -> Any: ...
-
-        async def _pipelined(self, op: str, fill: Callable[[Any], object]) -> Any: ...
 
     def _k(self, name: str) -> str:
         return f"{self._keys.prefix}{name}"

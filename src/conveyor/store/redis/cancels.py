@@ -5,9 +5,6 @@ returns what the first attempt said."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
-
 from conveyor.store.base import SortedSet
 from conveyor.store.cancels import (
     CANCELLED_SPACE,
@@ -20,6 +17,7 @@ from conveyor.store.cancels import (
 from conveyor.store.records import Record
 from conveyor.store.redis.codec import encode_entry, score_arg
 from conveyor.store.redis.groups import group_keys
+from conveyor.store.redis.host import RedisHost
 
 __all__ = ["RedisCancels"]
 
@@ -28,21 +26,8 @@ def _expiry(record: Record | None) -> str:
     return "" if record is None or record.expires_at is None else score_arg(record.expires_at)
 
 
-class RedisCancels(Cancels):
+class RedisCancels(RedisHost, Cancels):
     """Mixed into ``RedisStore``."""
-
-    if TYPE_CHECKING:  # RedisStore's
-        _keys: Any
-
-        async def _write(
-            self,
-            name: str,
-            keys: Sequence[str],
-            args: Sequence[Any] = (),
-            *,
-            token: str | None = None,
-            durable: bool = False,
-        ) -> Any: ...
 
     def _where_keys(self, target: CancelTarget) -> tuple[list[str], str | bytes]:
         """The keys of where the job is (KEYS[8..]) and the script's ARGV[9]."""

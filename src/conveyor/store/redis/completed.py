@@ -14,6 +14,7 @@ import msgspec
 
 from conveyor.store.base import Reservation
 from conveyor.store.completed import Completions
+from conveyor.store.redis.host import RedisHost
 from conveyor.store.signals import SignalListener, Signals
 
 __all__ = ["RedisCompletions", "RedisSignals", "decode_signal"]
@@ -37,17 +38,10 @@ class RedisCompletions(Completions):
         return (await self._reservations("jids", *unique))[1]
 
 
-class RedisSignals(Signals):
+class RedisSignals(RedisHost, Signals):
     """Mixed into ``RedisStore``: publish with the store's origin, deliver locally at once."""
 
     _signal_listener: SignalListener | None = None
-
-    if TYPE_CHECKING:  # RedisStore's
-        _keys: Any
-        _pub: str
-        _origin: str
-
-        async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any: ...
 
     def set_signal_listener(self, listener: SignalListener) -> None:
         self._signal_listener = listener

@@ -4,13 +4,14 @@ with the rules of ``_batches.lua``, in the same script run."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from conveyor.store.base import QueuedJob, Reservation, SetEntry, SortedSet
 from conveyor.store.batches import EndContext, Fired
 from conveyor.store.endings import Acked, Endings
 from conveyor.store.redis.codec import decode_entry, decode_fields, encode_set_data, score_arg
+from conveyor.store.redis.host import RedisHost
 
 __all__ = ["RedisEndings", "unpack"]
 
@@ -27,33 +28,14 @@ def unpack(data: bytes) -> list[bytes]:
     return out
 
 
-class RedisEndings(Endings):
+class RedisEndings(RedisHost, Endings):
     """Mixed into ``RedisStore``, whose ``_run``/``_keys`` it uses."""
 
     if TYPE_CHECKING:  # RedisStore's (and RedisBatches')
-        _keys: Any
-        _pub: str
-        _origin: str
-
-        def _wake_all(self, names: Collection[str]) -> None: ...
 
         def _ack_end_keys(self, bids: Sequence[str]) -> list[str]: ...
 
         def _unpack_fired(self, packed: bytes) -> Fired: ...
-
-        async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any: ...
-
-        async def _write(
-            self,
-            name: str,
-            keys: Sequence[str],
-            args: Sequence[Any] = (),
-            *,
-            token: str | None = None,
-            durable: bool = False,
-        ) -> Any: ...
-
-        async def _read(self, make: Callable[[], Awaitable[Any]], op: str = "a command") -> Any: ...
 
     def _end_call(
         self,

@@ -16,12 +16,13 @@ flush finds its members gone.
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
 from conveyor.store.base import Page, QueuedJob
 from conveyor.store.groups import GroupAdd, GroupMember, Groups, GroupSpec, GroupState, due_at
 from conveyor.store.redis.codec import decode_fields, encode_entry, score_arg
+from conveyor.store.redis.host import RedisHost
 
 __all__ = ["RedisGroups", "group_keys"]
 
@@ -45,32 +46,8 @@ def _state(key: str, meta: bytes | str, due: float | None = None) -> GroupState:
     return GroupState(key, sized, first, last, when, spec)
 
 
-class RedisGroups(Groups):
+class RedisGroups(RedisHost, Groups):
     """Mixed into ``RedisStore``, whose ``_run``/``_call``/``_redis``/``_keys`` it uses."""
-
-    if TYPE_CHECKING:  # RedisStore's
-        _keys: Any
-        _redis: Any
-        _pub: str
-        _origin: str
-
-        async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any: ...
-
-        async def _write(
-            self,
-            name: str,
-            keys: Sequence[str],
-            args: Sequence[Any] = (),
-            *,
-            token: str | None = None,
-            durable: bool = False,
-        ) -> Any: ...
-
-        async def _read(self, make: Callable[[], Awaitable[Any]], op: str = "a command") -> Any: ...
-
-        async def _pipelined(self, op: str, fill: Callable[[Any], object]) -> Any: ...
-
-        def _wake(self, name: str) -> None: ...
 
     async def add_to_groups(self, adds: Sequence[GroupAdd]) -> list[GroupState]:
         states: list[GroupState] = []

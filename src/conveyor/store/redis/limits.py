@@ -11,13 +11,14 @@ Keys (beside those of ``store.py``, under the same hash tag)::
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from conveyor.store.base import QueuedJob, Reservation
 from conveyor.store.limits import Limited, Limits, LimitUsage, QueueLimit
 from conveyor.store.redis.calls import OutcomeUnknown
 from conveyor.store.redis.codec import encode_entry, score_arg
+from conveyor.store.redis.host import RedisHost
 
 __all__ = ["RedisLimits"]
 
@@ -35,34 +36,13 @@ def _limit_args(name: str, limit: QueueLimit) -> list[Any]:
     ]
 
 
-class RedisLimits(Limits):
+class RedisLimits(RedisHost, Limits):
     """Mixed into ``RedisStore``, whose ``_run``/``_keys``/publishing it uses."""
 
     if TYPE_CHECKING:  # RedisStore's
-        _keys: Any
-        _redis: Any
-        _pub: str
-        _origin: str
-
-        async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any: ...
-
-        async def _write(
-            self,
-            name: str,
-            keys: Sequence[str],
-            args: Sequence[Any] = (),
-            *,
-            token: str | None = None,
-            durable: bool = False,
-        ) -> Any: ...
-
-        async def _read(self, make: Callable[[], Awaitable[Any]], op: str = "a command") -> Any: ...
-
         _calls: Any
         _releaser: Any
         _scripts: Any
-
-        def _wake_all(self, names: Collection[str]) -> None: ...
 
     def _limit_key(self, kind: str, queue: str, wid: str | None = None) -> str:
         suffix = f"{kind}:{queue}" if wid is None else f"{kind}:{queue}:{wid}"

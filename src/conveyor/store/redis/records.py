@@ -4,11 +4,12 @@ every script below is atomic on Redis Cluster too (``lua/records_*.lua``)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
 from conveyor.store.records import Record, Records
 from conveyor.store.redis.codec import decode_fields, score_arg
+from conveyor.store.redis.host import RedisHost
 
 __all__ = ["RedisRecords"]
 
@@ -22,28 +23,10 @@ def _decode(key: str, stored: bytes) -> Record:
     return Record(key, value, float(expires) if expires else None)
 
 
-class RedisRecords(Records):
+class RedisRecords(RedisHost, Records):
     """Mixed into ``RedisStore``, whose ``_write``/``_read``/``_redis``/``_keys`` it uses.
     Every script that writes takes a token, so a retry after a lost reply changes nothing
     (``calls.py``)."""
-
-    if TYPE_CHECKING:  # RedisStore's
-        _keys: Any
-        _redis: Any
-
-        async def _write(
-            self,
-            name: str,
-            keys: Sequence[str],
-            args: Sequence[Any] = (),
-            *,
-            token: str | None = None,
-            durable: bool = False,
-        ) -> Any: ...
-
-        async def _read(self, make: Callable[[], Awaitable[Any]], op: str = "a command") -> Any: ...
-
-        async def _pipelined(self, op: str, fill: Callable[[Any], object]) -> Any: ...
 
     def _record_keys(self, space: str) -> list[str]:
         keys = self._keys

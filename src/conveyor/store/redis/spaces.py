@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+
+from conveyor.store.redis.host import RedisHost
 
 __all__ = ["RedisSpaces"]
 
 
-class RedisSpaces:
+class RedisSpaces(RedisHost):
     """Keys per space, listed in a set so that flush finds them."""
-
-    if TYPE_CHECKING:  # RedisStore's
-        _keys: Any
-        _redis: Any
-
-        async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any] = ()) -> Any: ...
-
-        async def _write(
-            self,
-            name: str,
-            keys: Sequence[str],
-            args: Sequence[Any] = (),
-            *,
-            token: str | None = None,
-            durable: bool = False,
-        ) -> Any: ...
-
-        async def _read(self, make: Callable[[], Awaitable[Any]], op: str = "a command") -> Any: ...
 
     async def _flush_spaces(self, spaces_key: str, prefixes: Sequence[str]) -> None:
         key = self._keys.key(spaces_key)

@@ -4,13 +4,13 @@ msgspec JSON, with a TTL). Every change is one script (``lua/worker_update.lua``
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from conveyor.store.base import WorkerRecord
 from conveyor.store.redis.codec import score_arg
+from conveyor.store.redis.host import RedisHost
 
 __all__ = ["RedisWorkers"]
 
@@ -18,26 +18,12 @@ _worker_encoder = msgspec.json.Encoder()
 _worker_decoder = msgspec.json.Decoder(WorkerRecord)
 
 
-class RedisWorkers:
+class RedisWorkers(RedisHost):
     """Mixed into ``RedisStore``, whose ``_write``/``_read``/``_redis``/``_keys``/``_url`` it
     uses."""
 
     if TYPE_CHECKING:  # RedisStore's
-        _keys: Any
-        _redis: Any
         _url: Any
-
-        async def _write(
-            self,
-            name: str,
-            keys: Sequence[str],
-            args: Sequence[Any] = (),
-            *,
-            token: str | None = None,
-            durable: bool = False,
-        ) -> Any: ...
-
-        async def _read(self, make: Callable[[], Awaitable[Any]], op: str = "a command") -> Any: ...
 
     async def save_worker(self, record: WorkerRecord) -> None:
         keys = [self._keys.workers, self._keys.worker(record.wid)]
