@@ -15,29 +15,17 @@ it was accepted already (refusing it then would lose it).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Self
+from typing import Any
 
-from conveyor.manager.features.base import Feature
-from conveyor.manager.features.queues_table import QueuesTable, parse_queues
+from conveyor.manager.features.queues_table import QueuesFeature
 from conveyor.manager.flow import ALL_QUEUES
 from conveyor.store.limits import QueueLimit
 
 __all__ = ["Backpressure"]
 
 
-class Backpressure(Feature):
+class Backpressure(QueuesFeature):
     name = "backpressure"
-    tables = ("queues",)
-
-    def __init__(self, settings: QueuesTable | None = None) -> None:
-        self.settings = settings or QueuesTable()
-
-    @classmethod
-    def from_config(cls, tables: Mapping[str, Any]) -> Self:
-        return cls(parse_queues(tables))
-
-    def reconfigure(self, new: Self) -> None:
-        self.settings = new.settings
 
     def queue_limits(self) -> Mapping[str, QueueLimit]:
         limits = {ALL_QUEUES: QueueLimit(backpressure=self.settings.backpressure)}

@@ -10,8 +10,8 @@
     rate_limit = 50              # jobs handed out per second, over every server
     burst = 100                  # tokens the bucket holds (default: rate_limit, at least 1)
 
-Each feature reads the whole table through ``parse_queues``, so a key neither knows (a typo)
-is refused wherever it is, naming the table and the key.
+Each feature reads the whole table through ``parse_queues`` (``QueuesFeature``), so a key
+neither knows (a typo) is refused wherever it is, naming the table and the key.
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from conveyor.errors import ConfigError
+from conveyor.manager.features.base import Feature
 from conveyor.manager.validation import QUEUE_NAME
 
-__all__ = ["QueueSettings", "QueuesTable", "parse_queues"]
+__all__ = ["QueueSettings", "QueuesFeature", "QueuesTable", "parse_queues"]
 
 QUEUE_KEYS = ("backpressure", "rate_limit", "burst")
 
@@ -43,6 +44,22 @@ class QueuesTable:
     backpressure: int = 0
     """The default bound of every queue (0: none)."""
     queues: dict[str, QueueSettings] = field(default_factory=dict)
+
+
+class QueuesFeature(Feature):
+    """A feature configured by the ``[queues]`` table (backpressure, rate limits)."""
+
+    tables = ("queues",)
+
+    def __init__(self, settings: QueuesTable | None = None) -> None:
+        self.settings = settings or QueuesTable()
+
+    @classmethod
+    def from_config(cls, tables: Mapping[str, Any]) -> Self:
+        return cls(parse_queues(tables))
+
+    def reconfigure(self, new: Self) -> None:
+        self.settings = new.settings
 
 
 def parse_queues(tables: Mapping[str, Any]) -> QueuesTable:

@@ -16,28 +16,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any, Self
+from typing import Any
 
-from conveyor.manager.features.base import Feature
-from conveyor.manager.features.queues_table import QueuesTable, parse_queues
+from conveyor.manager.features.queues_table import QueuesFeature
 from conveyor.store.limits import QueueLimit
 
 __all__ = ["RateLimits"]
 
 
-class RateLimits(Feature):
+class RateLimits(QueuesFeature):
     name = "rate_limits"
-    tables = ("queues",)
-
-    def __init__(self, settings: QueuesTable | None = None) -> None:
-        self.settings = settings or QueuesTable()
-
-    @classmethod
-    def from_config(cls, tables: Mapping[str, Any]) -> Self:
-        return cls(parse_queues(tables))
-
-    def reconfigure(self, new: Self) -> None:
-        self.settings = new.settings
 
     def queue_limits(self) -> Mapping[str, QueueLimit]:
         limits = {}
