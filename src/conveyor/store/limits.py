@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # base.py includes this capability in Store
     from conveyor.store.base import QueuedJob, Reservation
 
 __all__ = [
+    "InProcessSlots",
     "LimitUsage",
     "Limited",
     "Limits",
@@ -270,3 +271,31 @@ class Limits(abc.ABC):
     async def announce(self, queues: Collection[str]) -> None:
         """Wake the FETCHes waiting for these queues on every server sharing the store (the
         ready listener of each): a slot was freed or a limit raised."""
+
+
+_NO_TABLES: dict[str, SlotTable] = {}
+
+
+class InProcessSlots:
+    """Throttle slots kept in memory (``_throttle_slots``: queue -> ``SlotTable``), for the
+    stores one server owns (memory, SQLite): freeing them is the same for both."""
+
+    if TYPE_CHECKING:
+
+        def _notify(self, queues: Iterable[str]) -> None: ...
+
+    async def release_slots(self, ended: Sequence[Reservation]) -> None:
+        self._free_slots(ended)
+
+    def _free_slots(self, ended: Sequence[Reservation]) -> None:
+        """``release_slots`` in this step (an ACK's, without a coroutine of its own)."""
+        every: dict[str, SlotTable] = self.__dict__.get("_throttle_slots", _NO_TABLES)
+        for reservation in ended:
+            table = every.get(reservation.queue)
+            if table is not None:
+                table.remove(reservation.jid)
+        self._notify([ended[0].queue] if len(ended) == 1 else [r.queue for r in ended])
+
+    async def release_worker_slots(self, wid: str, queues: Collection[str]) -> list[str]:
+        every: dict[str, SlotTable] = self.__dict__.get("_throttle_slots", _NO_TABLES)
+        return [q for q in queues if q in every and every[q].remove_worker(wid)]

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from conveyor.store.base import QueuedJob, Reservation
 from conveyor.store.limits import (
+    InProcessSlots,
     Limited,
     Limits,
     LimitUsage,
@@ -19,7 +20,7 @@ from conveyor.store.limits import (
 __all__ = ["MemoryLimits"]
 
 
-class MemoryLimits(Limits):
+class MemoryLimits(InProcessSlots, Limits):
     """Mixed into ``MemoryStore`` (whose queues and reservations it uses). Every method
     completes without awaiting, so each is atomic on the event loop."""
 
@@ -125,18 +126,6 @@ class MemoryLimits(Limits):
                 self._take_limited(name, limit, got, now)
             taken += got
         return Limited(taken, blocked)
-
-    async def release_slots(self, ended: Sequence[Reservation]) -> None:
-        every: dict[str, SlotTable] = self.__dict__.get("_throttle_slots", {})
-        for reservation in ended:
-            table = every.get(reservation.queue)
-            if table is not None:
-                table.remove(reservation.jid)
-        self._notify(r.queue for r in ended)
-
-    async def release_worker_slots(self, wid: str, queues: Collection[str]) -> list[str]:
-        every: dict[str, SlotTable] = self.__dict__.get("_throttle_slots", {})
-        return [q for q in queues if q in every and every[q].remove_worker(wid)]
 
     async def limit_usage(
         self, limits: Mapping[str, QueueLimit], now: float

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from conveyor.store.base import QueuedJob, Reservation
 from conveyor.store.limits import (
+    InProcessSlots,
     Limited,
     Limits,
     LimitUsage,
@@ -34,10 +35,9 @@ __all__ = ["SQLiteLimits"]
 _SQL = load_queries("limits.sql")
 _NO_SLOTS = SlotTable()
 """The slots of a queue without a throttle (a rate limit alone): always empty."""
-_NO_TABLES: dict[str, SlotTable] = {}
 
 
-class SQLiteLimits(Limits):
+class SQLiteLimits(InProcessSlots, Limits):
     """Mixed into ``SQLiteStore``, whose queue mirrors (``_sizes``, ``_paused``) it uses."""
 
     if TYPE_CHECKING:  # SQLiteStore's
@@ -177,22 +177,6 @@ class SQLiteLimits(Limits):
         if taken and self._db.careful:
             await committed  # during an outage, hand out only what is recorded
         return Limited(taken, blocked)
-
-    async def release_slots(self, ended: Sequence[Reservation]) -> None:
-        self._free_slots(ended)
-
-    def _free_slots(self, ended: Sequence[Reservation]) -> None:
-        """``release_slots`` in this step (an ACK's, without a coroutine of its own)."""
-        every: dict[str, SlotTable] = self.__dict__.get("_throttle_slots", _NO_TABLES)
-        for reservation in ended:
-            table = every.get(reservation.queue)
-            if table is not None:
-                table.remove(reservation.jid)
-        self._notify([ended[0].queue] if len(ended) == 1 else [r.queue for r in ended])
-
-    async def release_worker_slots(self, wid: str, queues: Collection[str]) -> list[str]:
-        every: dict[str, SlotTable] = self.__dict__.get("_throttle_slots", {})
-        return [q for q in queues if q in every and every[q].remove_worker(wid)]
 
     async def limit_usage(
         self, limits: Mapping[str, QueueLimit], now: float
