@@ -100,6 +100,8 @@ def test_groups_are_listed_and_shown(cli: Any, client: SyncClient) -> None:
     low = cli("group", "show", "Digest", "bob", "--queue", "low")
     assert low.exit_code == 0
     assert "bob" in low.stdout
+    assert "ADDED" in low.stdout  # a member was never enqueued: when it joined its group
+    assert " ago" in low.stdout
     missing = cli("group", "show", "Digest", "carol")
     assert missing.exit_code == EXIT_NOT_FOUND
     assert "no aggregating group" in missing.stderr

@@ -69,5 +69,5 @@ async def group_show(
         emit_json(target, view)
         return 0
     target.out.print(_groups_table([view["group"]]))
-    target.out.print(job_table(queue, view["members"]))
+    target.out.print(job_table("group members", view["members"]))  # added_at, not enqueued_at
     return 0

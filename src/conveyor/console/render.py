@@ -51,6 +51,7 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
     "dead": ("jid", "jobtype", "queue", "failed_at", "error"),
     "busy": ("jid", "jobtype", "queue", "wid", "running_seconds", "args"),
     "completed": ("jid", "jobtype", "queue", "finished_at", "duration", "result"),
+    "group members": ("jid", "jobtype", "added_at", "args"),  # no queue has a space
 }
 _QUEUE_COLUMNS = ("jid", "jobtype", "enqueued_at", "args")
 _HEADERS = {
@@ -60,11 +61,12 @@ _HEADERS = {
     "failed_at": "FAILED",
     "enqueued_at": "ENQUEUED",
     "finished_at": "FINISHED",
+    "added_at": "ADDED",
     "duration": "RAN",
 }
 
 
-_TIMES = ("at", "failed_at", "enqueued_at", "finished_at")
+_TIMES = ("at", "failed_at", "enqueued_at", "finished_at", "added_at")
 
 
 def job_table(where: str, jobs: Sequence[dict[str, Any]], now: float | None = None) -> Table:
