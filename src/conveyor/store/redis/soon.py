@@ -12,16 +12,15 @@ forms.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
-from conveyor.store.base import QueuedJob, Reservation, SetEntry
+from conveyor.store.base import QueuedJob, Reservation
 from conveyor.store.redis.calls import OutcomeUnknown
 from conveyor.store.redis.codec import encode_entry, score_arg
+from conveyor.store.redis.endings import RedisEndings
 
 if TYPE_CHECKING:
-    from conveyor.store.batches import EndContext
-    from conveyor.store.endings import Acked
     from conveyor.store.redis.calls import Caller
     from conveyor.store.redis.release import Releaser
     from conveyor.store.redis.scripts import Script
@@ -30,37 +29,17 @@ if TYPE_CHECKING:
 __all__ = ["RedisSoon"]
 
 
-class RedisSoon:
+class RedisSoon(RedisEndings):
     """The callback forms of enqueue, reserve and ack (see the module docstring)."""
 
     _keys: Keys
     _scripts: dict[str, Script]
-    _pub: str
-    _origin: str
     _releaser: Releaser | None
 
     if TYPE_CHECKING:  # RedisStore's
 
         @property
         def _calls(self) -> Caller: ...
-
-        def _wake_all(self, names: Iterable[str]) -> None: ...
-
-        def _end_call(
-            self,
-            mode: str,
-            jids: Sequence[str],
-            day: str,
-            throttled: Collection[str] = (),
-            marks: Sequence[bytes] | None = None,
-            ends: EndContext | None = None,
-            bids: Sequence[str] = (),
-            keep: Mapping[str, SetEntry] | None = None,
-        ) -> tuple[str, list[str], list[Any]]: ...
-
-        def _end_reply(
-            self, reply: bytes, throttled: Collection[str]
-        ) -> tuple[Acked, list[tuple[str, str]]]: ...
 
     # ----------------------------------------------------------------- argument lists
 
