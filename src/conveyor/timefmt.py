@@ -14,7 +14,7 @@ import re
 import time
 from datetime import UTC, datetime
 
-__all__ = ["day_key", "format_time", "now_iso", "parse_time"]
+__all__ = ["day_key", "format_time", "human_duration", "now_iso", "parse_time"]
 
 # ASCII digits only: ``\d`` alone would take "٢٠٢٤" (Arabic-Indic) for 2024, as ``int()`` does.
 _RFC3339 = re.compile(
@@ -94,3 +94,21 @@ def day_key(ts: float) -> str:
         text = time.strftime("%Y-%m-%d", time.gmtime(second))
         _day_cache = (second, text)
     return text
+
+
+def human_duration(seconds: float) -> str:
+    """Durations for humans: ``0.25s``, ``12s``, ``3m 4s``, ``2h 5m``, ``3d 1h``; whole
+    seconds (uptime) never get decimals."""
+    if seconds < 10 and not isinstance(seconds, int):
+        return f"{seconds:.2f}s"
+    whole = int(seconds)
+    days, rest = divmod(whole, 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"

@@ -33,8 +33,9 @@ from conveyor.console.common import (
     plural,
 )
 from conveyor.console.render import duration, relative
-from conveyor.console.stats import SUMMARY, summary
+from conveyor.console.stats import SUMMARY
 from conveyor.errors import ConveyorError
+from conveyor.protocol.info import summary
 
 __all__ = ["Dashboard", "dash_command"]
 

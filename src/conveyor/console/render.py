@@ -9,27 +9,10 @@ from typing import Any
 
 from rich.table import Table
 
+from conveyor.timefmt import human_duration as duration
 from conveyor.timefmt import parse_time
 
 __all__ = ["duration", "job_table", "queue_table", "worker_table"]
-
-
-def duration(seconds: float) -> str:
-    """``0.25s``, ``12s``, ``3m 4s``, ``2h 5m``, ``3d 1h``; whole seconds (an uptime) never
-    get decimals."""
-    if seconds < 10 and not isinstance(seconds, int):
-        return f"{seconds:.2f}s"
-    whole = int(seconds)
-    days, rest = divmod(whole, 86_400)
-    hours, rest = divmod(rest, 3_600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    if minutes:
-        return f"{minutes}m {secs}s"
-    return f"{secs}s"
 
 
 def queue_table(queues: Sequence[dict[str, Any]]) -> Table:

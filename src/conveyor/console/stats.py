@@ -14,26 +14,14 @@ from rich.table import Table
 from conveyor.client import Client, new_jid
 from conveyor.console.common import Target, Unsupported, admin, emit_json, fail, server_command
 from conveyor.console.render import duration
+from conveyor.protocol.info import summary
 from conveyor.timefmt import format_time
 
 __all__ = ["parse_duration", "push_command", "stats_command"]
 
+# What the terminal shows of protocol.info.summary: Faktory's seven numbers, which fit 80
+# columns (the web dashboard also shows cancelled and aggregating).
 SUMMARY = ("processed", "failed", "busy", "enqueued", "retries", "scheduled", "dead")
-
-
-def summary(info: dict[str, Any]) -> dict[str, int]:
-    """Faktory's seven numbers, as the dashboard's summary bar shows them."""
-    faktory = info.get("faktory", {})
-    sets = faktory.get("sets", {})
-    return {
-        "processed": int(faktory.get("total_processed", 0)),
-        "failed": int(faktory.get("total_failures", 0)),
-        "busy": int(sets.get("working", 0)),
-        "enqueued": int(faktory.get("total_enqueued", 0)),
-        "retries": int(sets.get("retries", 0)),
-        "scheduled": int(sets.get("scheduled", 0)),
-        "dead": int(sets.get("dead", 0)),
-    }
 
 
 @click.command("stats", context_settings={"help_option_names": ["-h", "--help"]})

@@ -19,8 +19,9 @@ from conveyor import __version__
 from conveyor.manager.types import ServerStats
 from conveyor.manager.views import plural
 from conveyor.metrics.server import ServerCollector
+from conveyor.timefmt import human_duration
 from conveyor.web import api, batches, cron, groups, metrics, pages
-from conveyor.web.present import human_count, human_duration, pretty_json, relative_time
+from conveyor.web.present import human_count, pretty_json, relative_time
 from conveyor.web.security import SecurityMiddleware, csrf_token_for
 
 if TYPE_CHECKING:

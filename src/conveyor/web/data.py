@@ -16,6 +16,7 @@ from conveyor.manager import views
 from conveyor.manager.jobinfo import job_extras, job_info
 from conveyor.manager.types import ServerStats
 from conveyor.manager.views import history_view, job_row, queues_view
+from conveyor.protocol.info import summary
 from conveyor.store.base import SetEntry, SortedSet
 from conveyor.timefmt import now_iso
 from conveyor.web.limits import job_limits_view, queue_limits_view
@@ -64,25 +65,6 @@ async def health_json(manager: Manager, stats: StatsSource) -> dict[str, Any]:
     if problem is not None:
         health["store"] = problem
     return health
-
-
-def summary(info: dict[str, Any]) -> dict[str, int]:
-    """The summary bar: Faktory's seven numbers, then jobs cancelled and waiting in
-    aggregating groups, from the INFO JSON."""
-    faktory = info.get("faktory", {})
-    sets = faktory.get("sets", {})
-    features = info.get("features", {})
-    return {
-        "processed": int(faktory.get("total_processed", 0)),
-        "failed": int(faktory.get("total_failures", 0)),
-        "busy": int(sets.get("working", 0)),
-        "enqueued": int(faktory.get("total_enqueued", 0)),
-        "retries": int(sets.get("retries", 0)),
-        "scheduled": int(sets.get("scheduled", 0)),
-        "dead": int(sets.get("dead", 0)),
-        "cancelled": int(features.get("cancellation", {}).get("cancelled", 0)),
-        "aggregating": int(features.get("aggregation", {}).get("aggregating", 0)),
-    }
 
 
 async def overview(manager: Manager, stats: StatsSource, days: int) -> dict[str, Any]:

@@ -185,24 +185,6 @@ def parse_iso(text: Any) -> float | None:
         return None
 
 
-def human_duration(seconds: float) -> str:
-    """Durations for humans: ``0.25s``, ``12s``, ``3m 4s``, ``2h 5m``, ``3d 1h``; whole
-    seconds (uptime) never get decimals."""
-    if seconds < 10 and not isinstance(seconds, int):
-        return f"{seconds:.2f}s"
-    whole = int(seconds)
-    days, rest = divmod(whole, 86_400)
-    hours, rest = divmod(rest, 3_600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    if minutes:
-        return f"{minutes}m {secs}s"
-    return f"{secs}s"
-
-
 def human_count(value: int) -> str:
     """Thousands separated with thin spaces kept readable: 1,234,567."""
     return f"{value:,}"
