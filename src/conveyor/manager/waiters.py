@@ -8,6 +8,10 @@ a new job reaches it:
   records the reservation without queueing the job, the reply is written in the same step as
   the PUSH, and the FETCH's task only wakes to move on. Stores that cannot do this in one
   synchronous step (Redis) and servers with fetch middleware skip it.
+* **Reserve sent behind the push** (Redis, ``soon.push_soon``): the PUSH's enqueue goes out,
+  and right behind it, on the same connection, the reserve the waiting FETCH would make once
+  woken; Redis runs the two in order, so the FETCH is answered from the reserve's reply, one
+  round trip sooner. The waiter is ``claimed`` meanwhile: ``notify`` and ``newest`` pass it by.
 * **Wake-up** (``notify(queue)``): the waiter's future is resolved and its task reserves from
   the store itself. ``notify`` wakes one FETCH of that queue, not all of them (no thundering
   herd). A woken FETCH that gets a job calls ``notify`` again for its queue, so a burst of
@@ -37,7 +41,7 @@ Deliver = Callable[[list[bytes]], bool]
 class Waiter:
     """One waiting FETCH: the queues it asked for, in order, and how many jobs it takes."""
 
-    __slots__ = ("count", "deliver", "delivered", "future", "queues", "wid")
+    __slots__ = ("claimed", "count", "deliver", "delivered", "future", "queues", "wid")
 
     def __init__(self, queues: Sequence[str], wid: str, count: int) -> None:
         self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -48,6 +52,13 @@ class Waiter:
         """Set (by the FETCH) only while it waits: until then it may still find jobs itself."""
         self.delivered = False
         """Jobs were handed off to it: its FETCH has been answered."""
+        self.claimed = False
+        """A reserve for it is on its way (``soon.push_soon``): no wake-up or hand-off meanwhile."""
+
+    @property
+    def open(self) -> bool:
+        """Still waiting, and no reserve for it on its way: a job may go to it."""
+        return not (self.claimed or self.future.done())
 
     def hand(self, payloads: list[bytes]) -> bool:
         """Answer the FETCH with ``payloads`` (which the manager then reserves for it) and let
@@ -87,19 +98,20 @@ class QueueWaiters:
         waiting = self._by_queue.get(queue)
         if waiting:
             for waiter in reversed(waiting):
-                if not waiter.future.done():
+                if waiter.open:
                     return waiter
         return None
 
     def notify(self, queue: str) -> None:
         waiting = self._by_queue.get(queue)
-        while waiting:
-            waiter = next(reversed(waiting))  # the newest waiter: see the module docstring
-            del waiting[waiter]
-            if not waiter.future.done():
+        if not waiting:
+            return
+        for waiter in reversed(waiting):  # the newest waiter: see the module docstring
+            if waiter.open:
+                del waiting[waiter]
                 waiter.future.set_result(None)
                 break
-        if waiting is not None and not waiting:
+        if not waiting:
             self._by_queue.pop(queue, None)
 
     def notify_all(self) -> None:
