@@ -51,6 +51,7 @@ from conveyor.store.base import (
     Store,
     WorkerRecord,
 )
+from conveyor.store.endings import Settle
 from conveyor.timefmt import day_key, now_iso
 
 __all__ = ["Manager"]
@@ -555,24 +556,30 @@ class Manager(FeatureCalls, AdminOps):
             self.metrics.on_ack(jids, done, durations)
         return done
 
-    async def ack_jobs(self, jids: Sequence[str], keep: Sequence[SetEntry] = ()) -> int:
+    async def ack_jobs(
+        self, jids: Sequence[str], keep: Sequence[SetEntry] = (), settle: Settle | None = None
+    ) -> int:
         """End these reservations; ``keep``: completed-set entries of those of ``jids`` to
         keep (``Store.ack_returning``: kept in the ACK's own step, with their batch marks,
-        throttle slots and what the features hear of). The ack hooks run around each hooked
-        job's step."""
+        throttle slots and what the features hear of); ``settle``: what to store with each
+        job that ends, asked and stored in that step too (the results feature's). The ack
+        hooks run around each hooked job's step."""
         if self._ack_hooks:
-            return await self._ack_through_hooks(jids, keep)
-        return await self._ack_unhooked(jids, keep)
+            return await self._ack_through_hooks(jids, keep, settle)
+        return await self._ack_unhooked(jids, keep, settle)
 
-    async def _ack_through_hooks(self, jids: Sequence[str], keep: Sequence[SetEntry]) -> int:
+    async def _ack_through_hooks(
+        self, jids: Sequence[str], keep: Sequence[SetEntry], settle: Settle | None
+    ) -> int:
         done = 0
         if self._ack_gates is not None:
             hooked = self._hooked_acks(jids, self._ack_gates)
             if not hooked:
-                return await self._ack_unhooked(jids, keep)
+                return await self._ack_unhooked(jids, keep, settle)
             if len(hooked) < len(jids):
                 chosen = set(hooked)
-                done = await self._ack_unhooked([jid for jid in jids if jid not in chosen], keep)
+                rest = [jid for jid in jids if jid not in chosen]
+                done = await self._ack_unhooked(rest, keep, settle)
             jids = hooked
         kept = {entry.jid: entry for entry in keep}
         for jid in jids:
@@ -581,7 +588,8 @@ class Manager(FeatureCalls, AdminOps):
             async def final(jid: str = jid) -> None:
                 nonlocal done
                 entry = kept.get(jid)
-                done += await self._ack_returning((jid,), () if entry is None else (entry,))
+                entries = () if entry is None else (entry,)
+                done += await self._ack_returning((jid,), entries, settle)
 
             await run_chain(self._ack_hooks, ctx, final)
         return done

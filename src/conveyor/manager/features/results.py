@@ -137,6 +137,55 @@ class _Waiters:
         return sum(len(waiting) for waiting in self._by_jid.values())
 
 
+class _Settle:
+    """What one ACK stores with each reservation it ends (``conveyor.store.endings.Settle``):
+    the outcome record of a job that asked for its result, the completed entry of a job kept.
+    ``told``: the jids of both, whose waiters are woken after. Only the jobs whose ACK carries
+    a result are looked at, unless a default is on (then every job may keep something)."""
+
+    __slots__ = ("every", "feature", "finished", "now", "results", "told")
+    space = SPACE
+
+    def __init__(self, feature: ResultsFeature, results: Mapping[str, bytes]) -> None:
+        self.feature = feature
+        self.results = results
+        self.every = feature.every_ack
+        self.now = time.time()
+        self.finished = format_time(self.now)
+        self.told: list[str] = []
+
+    def wants(self, jid: str) -> bool:
+        return self.every or jid in self.results
+
+    def __call__(self, reservation: Reservation) -> tuple[Record | None, SetEntry | None]:
+        jid = reservation.jid
+        result = self.results.get(jid)
+        if result is None and not self.every:
+            return None, None
+        policy = read_policy(reservation.payload)
+        if policy is None:
+            return None, None
+        ttl, retain = self.feature.policy(policy.custom)
+        if not (ttl or retain):
+            return None, None
+        self.told.append(jid)
+        now = self.now
+        value = msgspec.Raw(result if result is not None else b"null")
+        duration = round(max(0.0, now - reservation.reserved_at), 6)
+        record = entry = None
+        if ttl:
+            outcome = Outcome(
+                jid, SUCCEEDED, self.finished, policy.jobtype, reservation.queue,
+                reservation.wid, duration, value,
+            )  # fmt: skip
+            record = Record(jid, encode(outcome), now + ttl)
+        if retain:
+            completion = Completion(self.finished, reservation.wid, duration, value)
+            payload = with_completion(reservation.payload, completion)
+            entry = SetEntry(now + retain, jid, payload, reservation.queue, policy.jobtype)
+        return record, entry
+
+
 class ResultsFeature(Feature):
     """See the module docstring."""
 
@@ -237,55 +286,25 @@ class ResultsFeature(Feature):
 
     async def acknowledge(self, jids: Sequence[str], results: Mapping[str, bytes]) -> int:
         """End these reservations, storing the results and keeping the jobs that asked for
-        it; returns how many reservations existed (``Manager.ack_many``)."""
-        for jid, sent in results.items():
-            self.check_result(jid, sent)
-        manager = self.manager
-        asked = list(jids) if self.every_ack else [jid for jid in jids if jid in results]
-        records: list[Record] = []
-        kept: list[SetEntry] = []
-        now = time.time()
-        finished = format_time(now)
-        for reservation in await manager.store.reservations_of(asked) if asked else ():
-            result = results.get(reservation.jid)
-            self._finish(reservation, result, now, finished, records, kept)
-        if records:
-            await manager.store.put_records(SPACE, records)
-        done = await manager.ack_jobs(jids, kept)  # one step: kept, counted, marks moved
-        told = list(dict.fromkeys([record.key for record in records] + [e.jid for e in kept]))
-        if told:
-            await self._tell(told)
+        it, in the ACK's own step; returns how many reservations existed
+        (``Manager.ack_many``)."""
+        settle = self.settle(results)
+        done = await self.manager.ack_jobs(jids, settle=settle)  # one step: stored, kept, ...
+        if settle.told:
+            await self._tell(settle.told)
         return done
 
-    def _finish(
-        self,
-        reservation: Reservation,
-        result: bytes | None,
-        now: float,
-        finished: str,
-        records: list[Record],
-        kept: list[SetEntry],
-    ) -> None:
-        policy = read_policy(reservation.payload)
-        if policy is None:
-            return
-        ttl, retain = self.policy(policy.custom)
-        if not (ttl or retain):
-            return
-        value = msgspec.Raw(result if result is not None else b"null")
-        duration = round(max(0.0, now - reservation.reserved_at), 6)
-        if ttl:
-            outcome = Outcome(
-                reservation.jid, SUCCEEDED, finished, policy.jobtype, reservation.queue,
-                reservation.wid, duration, value,
-            )  # fmt: skip
-            records.append(Record(reservation.jid, encode(outcome), now + ttl))
-        if retain:
-            completion = Completion(finished, reservation.wid, duration, value)
-            payload = with_completion(reservation.payload, completion)
-            kept.append(
-                SetEntry(now + retain, reservation.jid, payload, reservation.queue, policy.jobtype)
-            )
+    def settle(self, results: Mapping[str, bytes]) -> _Settle:
+        """What one ACK stores with the jobs it ends (``Store.ack_returning``'s ``settle``),
+        its results checked first (``CommandError``, with nothing done)."""
+        for jid, sent in results.items():
+            self.check_result(jid, sent)
+        return _Settle(self, results)
+
+    def told(self, jids: Sequence[str]) -> None:
+        """Wake the waiters of these jids on this server only: for an in-process store,
+        whose signals reach this server alone (``_tell`` in the ACK's step)."""
+        self._waiters.wake(jids)
 
     # ------------------------------------------------------------------ fail
 
