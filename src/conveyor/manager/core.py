@@ -521,19 +521,20 @@ class Manager(FeatureCalls, AdminOps):
         self, jid: str, duration: float | None = None, result: bytes | None = None
     ) -> int | Later[int] | None:
         """ACK done in the caller's step, without a task: how many reservations ended (0 or
-        1); ``Later`` on a store whose writes wait for I/O (soon.py). None, with nothing
-        done, when it has to take the long way (``ack``): the ACK carries a result or a
-        results default is on (the results feature reads the job and stores what it asked
-        for), an ack hook wants this jid, a feature must hear of it and that takes a wait,
-        the store must wait for its commit. ``duration``: the run time the worker reported,
-        for the metrics."""
-        results = self.results
-        if results is not None and (result is not None or results.every_ack):
-            return None
+        1); ``Later`` on a store whose writes wait for I/O (soon.py). An ACK the results
+        feature must see (it carries a result, or a results default is on) stores what its
+        job asked for in the same step, on an in-process store (``soon.ack_settled``). None,
+        with nothing done, when it has to take the long way (``ack``): an ack hook wants
+        this jid, a feature must hear of it and that takes a wait, the store must wait for
+        its commit, a result on a shared store. ``duration``: the run time the worker
+        reported, for the metrics."""
         if self._ack_hooks:
             gates = self._ack_gates
             if gates is None or any(wants(jid) for wants in gates):
                 return None
+        results = self.results
+        if results is not None and (result is not None or results.every_ack):
+            return soon.ack_settled(self, results, jid, duration, result)
         if self._acks_now:
             return soon.ack_in_process(self, jid, duration)
         return soon.ack_soon(self, jid, duration) if self._soon else None

@@ -302,9 +302,9 @@ class ResultsFeature(Feature):
         return _Settle(self, results)
 
     def told(self, jids: Sequence[str]) -> None:
-        """Wake the waiters of these jids on this server only: for an in-process store,
-        whose signals reach this server alone (``_tell`` in the ACK's step)."""
-        self._waiters.wake(jids)
+        """``_tell`` in the ACK's own step, for an in-process store (whose signals reach this
+        server alone and call their listeners at once: ``LocalSignals``)."""
+        self.manager._signalled(SIGNAL, jids)
 
     # ------------------------------------------------------------------ fail
 
