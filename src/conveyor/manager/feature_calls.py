@@ -425,23 +425,28 @@ class FeatureCalls:
         """ACK jids no ack middleware wants: ``Store.ack``, unless a feature must hear of
         them (``acked``), some are kept or something is stored with them (``settle``); what
         it returns gives how many reservations ended."""
-        if not keep and settle is None:
-            watched = self._watched
-            if watched is not None:  # in-process: only the jids noted at FETCH
-                if not watched or all(jid not in watched for jid in jids):
+        watched = self._watched
+        if watched is not None:  # in-process: only the jids noted at FETCH
+            if not watched or all(jid not in watched for jid in jids):
+                if not keep and settle is None:
                     return self.store.ack(jids, day_key(time.time()))
-            elif not (self._ack_watchers or self.flow.throttled):
-                return self.store.ack(jids, day_key(time.time()))
+                return self._ack_returning(jids, keep, settle, tell=False)
+        elif not (keep or settle or self._ack_watchers or self.flow.throttled):
+            return self.store.ack(jids, day_key(time.time()))
         return self._ack_returning(jids, keep, settle)
 
     async def _ack_returning(
-        self, jids: Sequence[str], keep: Sequence[SetEntry] = (), settle: Settle | None = None
+        self,
+        jids: Sequence[str],
+        keep: Sequence[SetEntry] = (),
+        settle: Settle | None = None,
+        tell: bool = True,
     ) -> int:
-        """ACK the jids in one store step, telling the features what ended; returns how many
-        reservations did. Throttle slots are freed (and their queues woken everywhere) by the
-        ACK itself, the jobs of ``keep`` go into the completed set, what ``settle`` asks is
-        stored, and the marks of batch and tracked jobs move with it (``ack_ends``): all or
-        nothing."""
+        """ACK the jids in one store step, telling the features what ended (unless ``tell``
+        is False: none of them is watched, in process); returns how many reservations did.
+        Throttle slots are freed (and their queues woken everywhere) by the ACK itself, the
+        jobs of ``keep`` go into the completed set, what ``settle`` asks is stored, and the
+        marks of batch and tracked jobs move with it (``ack_ends``): all or nothing."""
         day = day_key(time.time())
         ender = self._ack_ender
         ends = ender.ack_ends() if ender is not None and self._needs_ends(jids) else None
@@ -450,7 +455,8 @@ class FeatureCalls:
         )
         if self._unmarked:
             self._unmarked.difference_update(jids)
-        await self._acked(acked)
+        if tell:
+            await self._acked(acked)
         return len(acked.ended)
 
     async def _acked(self, acked: Acked) -> None:

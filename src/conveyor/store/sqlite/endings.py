@@ -148,10 +148,13 @@ class SQLiteEndings(Endings):
         records: list[tuple[str, str, float | None, bytes]] = []
         entries = dict(keep)
         space = settle.space
-        for jid in jids:
-            row = conn.execute(_SQL["end_checked"], (jid,)).fetchone()
-            if row is None:
-                continue
+        if len(jids) == 1:
+            rows = conn.execute(_SQL["end_checked"], (jids[0],)).fetchall()
+        else:  # one statement: a third of the cost of one per jid
+            rows = conn.execute(_SQL["end_checked_many"], (json.dumps(list(jids)),)).fetchall()
+            order = {jid: index for index, jid in enumerate(jids)}
+            rows.sort(key=lambda row: order[row[0]])
+        for row in rows:
             if not intact(row[2], row[6]):
                 damaged.append(Damaged("reservations", row[0], row[1], row[6], row[2]))
                 continue
@@ -164,7 +167,9 @@ class SQLiteEndings(Endings):
                 entries[entry.jid] = entry
         if damaged:
             damage.move_aside(conn, damaged)
-        if records:
+        if len(records) == 1:  # an ACK: execute costs less than executemany of one
+            conn.execute(_PUT_RECORD, records[0])
+        elif records:
             conn.executemany(_PUT_RECORD, records)
         kept = [entries[r.jid] for r in ended if r.jid in entries]
         grown = self._put_entries(conn, SortedSet.COMPLETED, kept) if kept else 0
