@@ -29,7 +29,6 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -138,22 +137,18 @@ def main() -> None:
         for label, path in trees:
             for name, value in _run(args.storage, args.jobs, path).items():
                 samples.setdefault((name, label), []).append(value)
-    title = (
-        f"manager CPU per job, {args.storage}, {args.jobs} jobs, median of {args.rounds} rounds"
-    )
+    title = f"manager CPU per job, {args.storage}, {args.jobs} jobs, median of {args.rounds} rounds"
     table = Table(title=title)
     for column in ("workload", "tree", "CPU per job", "rounds (µs)", "vs off", "vs baseline"):
         table.add_column(column, justify="left" if column in ("workload", "tree") else "right")
     for (name, label), values in samples.items():
         median = statistics.median(values)
-        workload, mode = name.rsplit(" ", 1)
+        workload = name.rsplit(" ", 1)[0]
         off = statistics.median(samples[(f"{workload} off", label)])
         base = samples.get((name, "baseline"))
         versus = f"{statistics.median(base) / median:.2f}x" if base and label != "baseline" else ""
         rounds = " ".join(f"{v * 1e6:.1f}" for v in values)
-        table.add_row(
-            name, label, f"{median * 1e6:.1f} µs", rounds, f"{off / median:.2f}x", versus
-        )
+        table.add_row(name, label, f"{median * 1e6:.1f} µs", rounds, f"{off / median:.2f}x", versus)
     Console(width=150).print(table)
 
 

@@ -25,8 +25,8 @@ import pytest
 from conveyor.job import Job
 from conveyor.manager import validation
 from conveyor.manager.core import Manager
-from conveyor.manager.features.results import ResultsFeature
 from conveyor.manager.features.registry import build_features
+from conveyor.manager.features.results import ResultsFeature
 from conveyor.store.base import SortedSet
 from tests.support.features import bulk_json
 from tests.support.server import MakeServer, RawClient, RawConnect, RunningServer
