@@ -300,3 +300,25 @@ async def test_a_results_job_of_a_throttled_queue_frees_its_slot(
     record = (await _state(server, first))[1]
     assert record is not None
     assert record["result"] == "one"
+
+
+async def test_a_waiting_result_gets_exactly_one_reply_from_the_ack(
+    url: str, make_server: MakeServer, raw_client: RawConnect
+) -> None:
+    """The ACK's step answers a waiting RESULT with the outcome it stored (no task, no read);
+    the RESULT of a job kept without a record is woken to read the completed set. Either way
+    the waiter's connection gets one reply per command, in order."""
+    server = await make_server(url)
+    worker = await raw_client(server.port, hello=HELLO)
+    waiter = await raw_client(server.port)
+    with_record = await _fetched(worker, "once", result_ttl=60)
+    kept_only = await _fetched(worker, "once", retain=60)
+    for jid, value in ((with_record, "r"), (kept_only, "k")):
+        await waiter.send(b'RESULT {"jid":"%s","wait":10}' % jid.encode())
+        await asyncio.sleep(0.1)
+        assert await worker.call(_ack(jid, value)) == OK
+        outcome = bulk_json(await waiter.reply(within=5))
+        assert (outcome["jid"], outcome["state"], outcome["result"]) == (jid, "succeeded", value)
+        assert await waiter.call(b'RESULT {"jid":"none-00000000"}') == b"$-1\r\n"
+    assert server.manager.results is not None
+    assert server.manager.results.waiting == 0

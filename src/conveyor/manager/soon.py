@@ -195,7 +195,7 @@ def ack_settled(
     if manager.metrics is not None:
         manager.metrics.on_ack((jid,), len(ended), _durations(jid, duration))
     if settle.told:
-        feature.told(settle.told)
+        feature.told(settle)
     return len(ended)
 
 
