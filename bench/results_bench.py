@@ -14,21 +14,26 @@ A/B in one run, on one machine, servers started one after the other (never at on
   ``result_ttl``: the completed set is where its result is read).
 
 Each mode runs two consumer paths: FETCH+ACK one job per round trip (what Faktory clients
-do), and FETCHB/ACKB x100 (what conveyor's worker does). The latency row measures how soon a
+do), and FETCHB/ACKB x100 (what conveyor's worker does). The latency rows measure how soon a
 waiting ``RESULT`` (what ``app.result()`` sends) is answered after the ACK that stores the
-result was sent. Prints a table of the best run of each, with the **server's CPU time per job**
-(read from ``/proc``): on a machine shared with other work the rates swing with the load, the
-CPU a job costs the server much less. Nothing here is a test.
+result was sent, on a quiet server and on one loaded by another process (1,000 jobs a
+second with results, FETCH+ACK), on each server tree. Prints a table of the best run of each,
+with the **server's CPU time per job** (read from ``/proc``): on a machine shared with other
+work the rates swing with the load, the CPU a job costs the server much less. Nothing here is
+a test.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from rich.console import Console
@@ -176,6 +181,42 @@ async def _drop(tasks: list[asyncio.Task[None]], *groups: list[Client]) -> None:
             client._abort()  # may be mid-FETCH: just drop the socket
 
 
+@contextlib.contextmanager
+def _loaded(url: str) -> Iterator[None]:
+    """Load on the server while the block runs: another process pushing, fetching and
+    acknowledging jobs with results (``_load``; the measuring client stays quiet)."""
+    load = subprocess.Popen([sys.executable, "-m", "bench.results_bench", "--load", url])
+    try:
+        time.sleep(1.0)  # the load is running
+        yield
+    finally:
+        load.terminate()
+        load.wait()
+
+
+async def _load(url: str, rate: float = 1000.0) -> None:
+    """``rate`` jobs a second with results, pushed by one client, fetched and acknowledged
+    one at a time by four (a busy server, not a saturated one: each ACK's latency then
+    measures the server, not a queue of work before it)."""
+    producer, *consumers = await _connect(url, 5)
+
+    async def produce() -> None:
+        started = time.perf_counter()
+        for n in range(10**9):
+            await producer.push(_job("load", MODES["results"]))
+            ahead = started + n / rate - time.perf_counter()
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+
+    async def consume(client: Client) -> None:
+        while True:
+            job = await client.fetch("load")
+            if job is not None:
+                await client.ack(job["jid"], result=RESULT)
+
+    await asyncio.gather(produce(), *(consume(client) for client in consumers))
+
+
 def _measure(
     storage: str | None, env: dict[str, str] | None, jobs: int, work: Callable[[str], object]
 ) -> tuple[float, float]:
@@ -204,7 +245,11 @@ def main() -> None:
         "issue 14)",
     )
     parser.add_argument("--latency-jobs", type=int, default=500)
+    parser.add_argument("--load", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.load:
+        asyncio.run(_load(args.load))
+        return
     try:
         import uvloop
 
@@ -234,8 +279,14 @@ def main() -> None:
                     )
                     run.rates.append(rate)
                     run.cpu_us.append(cpu)
-    with start_server(args.storage) as server:
-        latencies = asyncio.run(result_latency(server.url, args.latency_jobs))
+    latencies = {}
+    for label, env in servers:
+        with start_server(args.storage, extra_env=env) as server:
+            latencies[("quiet", label)] = asyncio.run(result_latency(server.url, args.latency_jobs))
+            with _loaded(server.url):
+                latencies[("loaded", label)] = asyncio.run(
+                    result_latency(server.url, args.latency_jobs)
+                )
     table = Table(title=f"results and retention, storage {args.storage or 'SQLite (temp file)'}")
     columns = ("workload", "mode", "server", "best jobs/s", "all runs", "server µs/job", "vs off")
     for column in columns:
@@ -249,11 +300,12 @@ def main() -> None:
         table.add_row(name, mode, server_label, f"{run.best:,.0f}", rates, cpu, ratio)
     console = Console()
     console.print(table)
-    console.print(
-        f"ACK -> waiting RESULT answered: p50 {percentile(latencies, 0.5):.3f} ms, "
-        f"p99 {percentile(latencies, 0.99):.3f} ms, max {max(latencies):.3f} ms "
-        f"({len(latencies)} jobs, one at a time)"
-    )
+    for (load, label), samples in latencies.items():
+        console.print(
+            f"ACK -> waiting RESULT answered, {load}, {label}: "
+            f"p50 {percentile(samples, 0.5):.3f} ms, p99 {percentile(samples, 0.99):.3f} ms, "
+            f"max {max(samples):.3f} ms ({len(samples)} jobs, one at a time)"
+        )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from conveyor.job import Job
 from conveyor.manager import validation
 from conveyor.manager.core import Manager
 from conveyor.manager.features.registry import build_features
+from conveyor.manager.features.results import ResultsFeature
 from conveyor.store.base import SortedSet
 from tests.support.features import bulk_json
 from tests.support.server import MakeServer, RawClient, RawConnect, RunningServer
@@ -216,3 +219,106 @@ def _hooks_for(manager: Manager, job: Job) -> list[object]:
         if segment.bulk is not None and segment.bulk.wants_push(job):
             hooks.append(segment.bulk)
     return hooks
+
+
+@pytest.fixture
+def long_way(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The jids of each ACK that reached the results feature the long way (a task)."""
+    calls: list[list[str]] = []
+    original = ResultsFeature.acknowledge
+
+    async def acknowledge(
+        self: ResultsFeature, jids: Sequence[str], results: Mapping[str, bytes]
+    ) -> int:
+        calls.append(list(jids))
+        return await original(self, jids, results)
+
+    monkeypatch.setattr(ResultsFeature, "acknowledge", acknowledge)
+    return calls
+
+
+async def test_an_ack_with_a_result_takes_the_short_way_in_process(
+    url: str, make_server: MakeServer, raw_client: RawConnect, long_way: list[list[str]]
+) -> None:
+    """On memory and SQLite the ACK ends the reservation and stores the outcome and the
+    completed entry in the step that read it (``soon.ack_settled``); what it stores is what
+    the long way stores, and the waiting RESULT is woken from that step."""
+    server = await make_server(url)
+    worker = await raw_client(server.port, hello=HELLO)
+    waiter = await raw_client(server.port)
+    jid = await _fetched(worker, "short", result_ttl=60, retain=600)
+    await waiter.send(b'RESULT {"jid":"%s","wait":10}' % jid.encode())
+    await asyncio.sleep(0.1)
+    assert await worker.call(_ack(jid, {"k": [1, 2]})) == OK
+    woken = bulk_json(await waiter.reply(within=5))
+    assert (woken["jid"], woken["state"], woken["result"]) == (jid, "succeeded", {"k": [1, 2]})
+    assert long_way == ([] if server.manager.store.in_process else [[jid]])
+    reserved, record, entry = await _state(server, jid)
+    assert not reserved
+    assert record is not None
+    assert (record["result"], record["wid"], record["queue"]) == ({"k": [1, 2]}, "w-now", "short")
+    assert entry is not None
+    assert (entry["completed"]["result"], entry["completed"]["wid"]) == ({"k": [1, 2]}, "w-now")
+    assert (await server.manager.store.counters()).processed == 1
+    # resent after a lost reply: nothing ends, the outcome stays
+    assert await worker.call(_ack(jid, {"k": "other"})) == OK
+    assert (await _state(server, jid))[1]["result"] == {"k": [1, 2]}
+    assert (await server.manager.store.counters()).processed == 1
+
+
+async def test_a_result_stored_on_the_short_way_expires_after_its_ttl(
+    url: str, make_server: MakeServer, raw_client: RawConnect
+) -> None:
+    server = await make_server(url)
+    worker = await raw_client(server.port, hello=HELLO)
+    jid = await _fetched(worker, "ttl", result_ttl=0.5)
+    assert await worker.call(_ack(jid, 7)) == OK
+    outcome = bulk_json(await worker.call(b'RESULT {"jid":"%s"}' % jid.encode()))
+    assert (outcome["state"], outcome["result"]) == ("succeeded", 7)
+    records = await server.manager.store.get_records("results", [jid], 0.0)
+    assert records[jid].expires_at is not None
+    assert 0.3 < records[jid].expires_at - time.time() <= 0.5
+    await asyncio.sleep(0.6)
+    assert await worker.call(b'RESULT {"jid":"%s"}' % jid.encode()) == b"$-1\r\n"
+
+
+async def test_a_results_job_of_a_throttled_queue_frees_its_slot(
+    url: str, make_server: MakeServer, raw_client: RawConnect, long_way: list[list[str]]
+) -> None:
+    """A job whose ACK a feature must hear of (a throttle's slot) takes the long way, where
+    the slot is freed and the outcome stored in one step."""
+    server = await make_server(url, features={"throttles": {"thr": {"concurrency": 1}}})
+    worker = await raw_client(server.port, hello=HELLO)
+    first = await _fetched(worker, "thr", result_ttl=60)
+    second = uuid.uuid4().hex
+    pushed = {"jid": second, "jobtype": "Work", "args": [], "queue": "thr"}
+    assert await worker.call(b"PUSH " + msgspec.json.encode(pushed)) == OK
+    assert await worker.call(b"FETCH thr") == b"$-1\r\n"  # the one slot is taken
+    assert await worker.call(_ack(first, "one")) == OK
+    assert long_way == [[first]]
+    assert bulk_json(await worker.call(b"FETCH thr"))["jid"] == second  # the slot is free
+    record = (await _state(server, first))[1]
+    assert record is not None
+    assert record["result"] == "one"
+
+
+async def test_a_waiting_result_gets_exactly_one_reply_from_the_ack(
+    url: str, make_server: MakeServer, raw_client: RawConnect
+) -> None:
+    """The ACK's step answers a waiting RESULT with the outcome it stored (no task, no read);
+    the RESULT of a job kept without a record is woken to read the completed set. Either way
+    the waiter's connection gets one reply per command, in order."""
+    server = await make_server(url)
+    worker = await raw_client(server.port, hello=HELLO)
+    waiter = await raw_client(server.port)
+    with_record = await _fetched(worker, "once", result_ttl=60)
+    kept_only = await _fetched(worker, "once", retain=60)
+    for jid, value in ((with_record, "r"), (kept_only, "k")):
+        await waiter.send(b'RESULT {"jid":"%s","wait":10}' % jid.encode())
+        await asyncio.sleep(0.1)
+        assert await worker.call(_ack(jid, value)) == OK
+        outcome = bulk_json(await waiter.reply(within=5))
+        assert (outcome["jid"], outcome["state"], outcome["result"]) == (jid, "succeeded", value)
+        assert await waiter.call(b'RESULT {"jid":"none-00000000"}') == b"$-1\r\n"
+    assert server.manager.results is not None
+    assert server.manager.results.waiting == 0

@@ -113,11 +113,26 @@ def test_fuzz_run_finds_nothing_wrong() -> None:
 @pytest.mark.timeout(120)
 def test_results_bench_runs_every_mode() -> None:
     """``python -m bench.results_bench`` end to end with a tiny N (no timings checked): every
-    mode's row is there and the RESULT latency line was measured."""
+    mode's row is there and the RESULT latency lines were measured, quiet and loaded."""
     args = [sys.executable, "-m", "bench.results_bench", "--jobs", "200", "--repeat", "1",
             "--latency-jobs", "5"]  # fmt: skip
     done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=100)
     assert done.returncode == 0, done.stderr[-3000:]
     for mode in ("off", "results", "retain"):
         assert f"│ {mode} " in done.stdout, done.stdout
-    assert "ACK -> waiting RESULT answered: p50" in done.stdout
+    text = " ".join(done.stdout.split())  # rich wraps long lines
+    for load in ("quiet", "loaded"):
+        assert f"ACK -> waiting RESULT answered, {load}, this checkout: p50" in text, text
+
+
+@pytest.mark.timeout(120)
+def test_results_micro_runs_every_mode() -> None:
+    """``python -m bench.results_micro`` end to end with a tiny N: a row per workload and
+    mode, each with its ratio to off."""
+    args = [sys.executable, "-m", "bench.results_micro", "--jobs", "200", "--rounds", "1"]
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=100)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for workload in ("FETCH+ACK", "FETCHB/ACKB x100"):
+        for mode in ("off", "results", "retain"):
+            assert f"│ {workload} {mode} " in done.stdout, done.stdout
+    assert "│  1.00x │" in done.stdout

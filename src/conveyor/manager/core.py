@@ -51,6 +51,7 @@ from conveyor.store.base import (
     Store,
     WorkerRecord,
 )
+from conveyor.store.endings import Settle
 from conveyor.timefmt import day_key, now_iso
 
 __all__ = ["Manager"]
@@ -520,19 +521,20 @@ class Manager(FeatureCalls, AdminOps):
         self, jid: str, duration: float | None = None, result: bytes | None = None
     ) -> int | Later[int] | None:
         """ACK done in the caller's step, without a task: how many reservations ended (0 or
-        1); ``Later`` on a store whose writes wait for I/O (soon.py). None, with nothing
-        done, when it has to take the long way (``ack``): the ACK carries a result or a
-        results default is on (the results feature reads the job and stores what it asked
-        for), an ack hook wants this jid, a feature must hear of it and that takes a wait,
-        the store must wait for its commit. ``duration``: the run time the worker reported,
-        for the metrics."""
-        results = self.results
-        if results is not None and (result is not None or results.every_ack):
-            return None
+        1); ``Later`` on a store whose writes wait for I/O (soon.py). An ACK the results
+        feature must see (it carries a result, or a results default is on) stores what its
+        job asked for in the same step, on an in-process store (``soon.ack_settled``). None,
+        with nothing done, when it has to take the long way (``ack``): an ack hook wants
+        this jid, a feature must hear of it and that takes a wait, the store must wait for
+        its commit, a result on a shared store. ``duration``: the run time the worker
+        reported, for the metrics."""
         if self._ack_hooks:
             gates = self._ack_gates
             if gates is None or any(wants(jid) for wants in gates):
                 return None
+        results = self.results
+        if results is not None and (result is not None or results.every_ack):
+            return soon.ack_settled(self, results, jid, duration, result)
         if self._acks_now:
             return soon.ack_in_process(self, jid, duration)
         return soon.ack_soon(self, jid, duration) if self._soon else None
@@ -555,24 +557,30 @@ class Manager(FeatureCalls, AdminOps):
             self.metrics.on_ack(jids, done, durations)
         return done
 
-    async def ack_jobs(self, jids: Sequence[str], keep: Sequence[SetEntry] = ()) -> int:
+    async def ack_jobs(
+        self, jids: Sequence[str], keep: Sequence[SetEntry] = (), settle: Settle | None = None
+    ) -> int:
         """End these reservations; ``keep``: completed-set entries of those of ``jids`` to
         keep (``Store.ack_returning``: kept in the ACK's own step, with their batch marks,
-        throttle slots and what the features hear of). The ack hooks run around each hooked
-        job's step."""
+        throttle slots and what the features hear of); ``settle``: what to store with each
+        job that ends, asked and stored in that step too (the results feature's). The ack
+        hooks run around each hooked job's step."""
         if self._ack_hooks:
-            return await self._ack_through_hooks(jids, keep)
-        return await self._ack_unhooked(jids, keep)
+            return await self._ack_through_hooks(jids, keep, settle)
+        return await self._ack_unhooked(jids, keep, settle)
 
-    async def _ack_through_hooks(self, jids: Sequence[str], keep: Sequence[SetEntry]) -> int:
+    async def _ack_through_hooks(
+        self, jids: Sequence[str], keep: Sequence[SetEntry], settle: Settle | None
+    ) -> int:
         done = 0
         if self._ack_gates is not None:
             hooked = self._hooked_acks(jids, self._ack_gates)
             if not hooked:
-                return await self._ack_unhooked(jids, keep)
+                return await self._ack_unhooked(jids, keep, settle)
             if len(hooked) < len(jids):
                 chosen = set(hooked)
-                done = await self._ack_unhooked([jid for jid in jids if jid not in chosen], keep)
+                rest = [jid for jid in jids if jid not in chosen]
+                done = await self._ack_unhooked(rest, keep, settle)
             jids = hooked
         kept = {entry.jid: entry for entry in keep}
         for jid in jids:
@@ -581,7 +589,8 @@ class Manager(FeatureCalls, AdminOps):
             async def final(jid: str = jid) -> None:
                 nonlocal done
                 entry = kept.get(jid)
-                done += await self._ack_returning((jid,), () if entry is None else (entry,))
+                entries = () if entry is None else (entry,)
+                done += await self._ack_returning((jid,), entries, settle)
 
             await run_chain(self._ack_hooks, ctx, final)
         return done

@@ -27,7 +27,7 @@ from conveyor.manager.middleware import (
     run_chain,
 )
 from conveyor.store.base import QueuedJob, Reservation, SetEntry, Store
-from conveyor.store.endings import Acked
+from conveyor.store.endings import Acked, Settle
 from conveyor.timefmt import day_key
 
 if TYPE_CHECKING:
@@ -419,32 +419,44 @@ class FeatureCalls:
             await self.flow.ended(ended)  # a throttle's slot is free
         return kept
 
-    def _ack_unhooked(self, jids: Sequence[str], keep: Sequence[SetEntry] = ()) -> Awaitable[int]:
+    def _ack_unhooked(
+        self, jids: Sequence[str], keep: Sequence[SetEntry] = (), settle: Settle | None = None
+    ) -> Awaitable[int]:
         """ACK jids no ack middleware wants: ``Store.ack``, unless a feature must hear of
-        them (``acked``) or some are kept; what it returns gives how many reservations ended."""
-        if not keep:
-            watched = self._watched
-            if watched is not None:  # in-process: only the jids noted at FETCH
-                if not watched or all(jid not in watched for jid in jids):
+        them (``acked``), some are kept or something is stored with them (``settle``); what
+        it returns gives how many reservations ended."""
+        watched = self._watched
+        if watched is not None:  # in-process: only the jids noted at FETCH
+            if not watched or all(jid not in watched for jid in jids):
+                if not keep and settle is None:
                     return self.store.ack(jids, day_key(time.time()))
-            elif not (self._ack_watchers or self.flow.throttled):
-                return self.store.ack(jids, day_key(time.time()))
-        return self._ack_returning(jids, keep)
+                return self._ack_returning(jids, keep, settle, tell=False)
+        elif not (keep or settle or self._ack_watchers or self.flow.throttled):
+            return self.store.ack(jids, day_key(time.time()))
+        return self._ack_returning(jids, keep, settle)
 
-    async def _ack_returning(self, jids: Sequence[str], keep: Sequence[SetEntry] = ()) -> int:
-        """ACK the jids in one store step, telling the features what ended; returns how many
-        reservations did. Throttle slots are freed (and their queues woken everywhere) by the
-        ACK itself, the jobs of ``keep`` go into the completed set, and the marks of batch and
-        tracked jobs move with it (``ack_ends``): all or nothing."""
+    async def _ack_returning(
+        self,
+        jids: Sequence[str],
+        keep: Sequence[SetEntry] = (),
+        settle: Settle | None = None,
+        tell: bool = True,
+    ) -> int:
+        """ACK the jids in one store step, telling the features what ended (unless ``tell``
+        is False: none of them is watched, in process); returns how many reservations did.
+        Throttle slots are freed (and their queues woken everywhere) by the ACK itself, the
+        jobs of ``keep`` go into the completed set, what ``settle`` asks is stored, and the
+        marks of batch and tracked jobs move with it (``ack_ends``): all or nothing."""
         day = day_key(time.time())
         ender = self._ack_ender
         ends = ender.ack_ends() if ender is not None and self._needs_ends(jids) else None
         acked = await self.store.ack_returning(
-            jids, day, self.flow.throttled, self._acked_marks, ends, keep
+            jids, day, self.flow.throttled, self._acked_marks, ends, keep, settle
         )
         if self._unmarked:
             self._unmarked.difference_update(jids)
-        await self._acked(acked)
+        if tell:
+            await self._acked(acked)
         return len(acked.ended)
 
     async def _acked(self, acked: Acked) -> None:

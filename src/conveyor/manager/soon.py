@@ -28,8 +28,16 @@ from conveyor.timefmt import day_key, now_iso
 
 if TYPE_CHECKING:
     from conveyor.manager.core import Manager
+    from conveyor.manager.features.results import ResultsFeature
 
-__all__ = ["ack_in_process", "ack_soon", "fetch_in_process", "fetch_soon", "push_soon"]
+__all__ = [
+    "ack_in_process",
+    "ack_settled",
+    "ack_soon",
+    "fetch_in_process",
+    "fetch_soon",
+    "push_soon",
+]
 
 T = TypeVar("T")
 
@@ -193,6 +201,35 @@ def ack_in_process(manager: Manager, jid: str, duration: float | None) -> int | 
     if done is not None and manager.metrics is not None:
         manager.metrics.on_ack((jid,), done, _durations(jid, duration))
     return done
+
+
+def ack_settled(
+    manager: Manager,
+    feature: ResultsFeature,
+    jid: str,
+    duration: float | None,
+    result: bytes | None,
+) -> int | None:
+    """``ack_now`` of an ACK the results feature must see (it carries a result, or a default
+    is on; the manager checked the ack gates), on an in-process store: the reservation ends
+    and the outcome record and completed entry its job asked for are stored in one step
+    (``Store.ack_returning_now`` with the feature's ``settle``, as the long way's
+    ``ack_returning``), then the ``RESULT`` waiting for it is woken. A bad result raises
+    ``CommandError`` with nothing done. None for the long way: a shared store, a job a
+    feature must hear of (watched: a throttled queue, batch marks), a store that must wait
+    for its commit."""
+    watched = manager._watched
+    if watched is None or jid in watched:
+        return None
+    settle = feature.settle({} if result is None else {jid: result})
+    ended = manager.store.ack_returning_now((jid,), day_key(time.time()), settle)
+    if ended is None:
+        return None
+    if manager.metrics is not None:
+        manager.metrics.on_ack((jid,), len(ended), _durations(jid, duration))
+    if settle.told:
+        feature.told(settle)
+    return len(ended)
 
 
 def ack_soon(manager: Manager, jid: str, duration: float | None) -> Later[int] | None:

@@ -345,7 +345,16 @@ async def result(session: Session, argument: bytes) -> bytes | None:
     feature = session.manager.results
     if feature is None:
         raise CommandError("results are not available on this server")
-    outcome = await feature.wait(args.jid, args.wait)
+    sent = False
+
+    def deliver(body: bytes) -> bool:  # from the ACK's step (a waiting RESULT, as a FETCH)
+        nonlocal sent
+        sent = session.send_now(bulk(body))
+        return sent
+
+    outcome = await feature.wait(args.jid, args.wait, deliver)
+    if sent:
+        return SENT
     return NULL_BULK if outcome is None else bulk(msgspec.json.encode(outcome))
 
 

@@ -109,8 +109,8 @@ class Connection(asyncio.Protocol):
         return self.server.stats()
 
     def send_now(self, reply: bytes) -> bool:
-        # Only a waiting FETCH is answered this way, and the runner flushed everything
-        # before it began to wait, so the reply keeps its place in the stream.
+        # Only a waiting FETCH or RESULT is answered this way, and the runner flushed
+        # everything before it began to wait, so the reply keeps its place in the stream.
         if self.state is ConnState.CLOSED or self.transport is None:
             return False
         self.transport.write(reply)

@@ -13,6 +13,11 @@ ACK answered ``+OK`` has counted in its batch under any fault, and no ACK pays a
 With ``keep`` (completed-set entries, ``store/completed.py``), the jobs that asked to be kept
 go into the ``completed`` set in that same step. One ACK of a kept batch job in a throttled
 queue thus ends its reservation, frees its slot, moves its batch and keeps it, all or nothing.
+With ``settle`` (a ``Settle``: the results feature's), the ACK asks, for each reservation it
+ends, what to store with it (an outcome record, a completed entry) and stores that in the same
+step too: an in-process store asks with the reservations its own ``DELETE ... RETURNING`` gave,
+reading nothing before; a shared one (Redis) reads them first (``settle_first``) and writes the
+records before its ACK (docs/design/results.md).
 
 ``discard_reservations`` ends reservations without counting them as processed or failed: a
 job dropped at FETCH (it expired) was never worked on. ``take_queued`` removes jobs from a
@@ -25,14 +30,32 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from conveyor.store.batches import EndContext, Fired
 
 if TYPE_CHECKING:  # base.py includes this capability in Store
-    from conveyor.store.base import QueuedJob, Reservation, SetEntry
+    from conveyor.store.base import QueuedJob, Reservation, SetEntry, Store
+    from conveyor.store.records import Record
 
-__all__ = ["Acked", "Endings"]
+__all__ = ["Acked", "Endings", "Settle", "settle_first"]
+
+
+class Settle(Protocol):
+    """What an ACK stores with each reservation it ends (``Endings.ack_returning``): for the
+    results feature, a job's outcome record (in ``space``) and its completed entry."""
+
+    space: str
+    """The records space of the records it returns."""
+
+    def wants(self, jid: str) -> bool:
+        """Whether the reservation of ``jid`` may need something stored (a store that reads
+        before its ACK reads only those)."""
+
+    def __call__(self, reservation: Reservation) -> tuple[Record | None, SetEntry | None]:
+        """What to store with this reservation, which the ACK ends: a record, a completed
+        entry (for its jid), both or neither. Called inside the ACK's step: it must not
+        suspend, and it may be called for a reservation ``wants`` did not ask for."""
 
 
 @dataclass(slots=True)
@@ -57,6 +80,7 @@ class Endings(abc.ABC):
         marks: Sequence[bytes] | None = None,
         ends: EndContext | None = None,
         keep: Sequence[SetEntry] = (),
+        settle: Settle | None = None,
     ) -> Acked:
         """``ack`` (same counting), returning the reservations it ended, in ``jids`` order.
         Those of a queue in ``throttled`` free their throttle slot and their queue is
@@ -67,10 +91,22 @@ class Endings(abc.ABC):
         a success, and ``Acked.fired`` says what that set off. ``keep``: entries of some of
         ``jids``; a job whose reservation ends is put into the ``completed`` set with its
         entry (replacing one of the same jid) in the same step; an entry whose reservation
-        did not end changes nothing. (On Redis a batch's key must be declared: a job whose
-        batch is found only in the step is acknowledged by a second one, with its batch
-        declared and its entry; each job is still ended, kept and counted in exactly one
-        step.)"""
+        did not end changes nothing. ``settle``: what to store with each reservation that
+        ends, asked in the step (a record, an entry as of ``keep``), stored in it: all of
+        it, with the ACK, or none (a shared store reads the reservations first and writes
+        the records before its step: ``settle_first``). (On Redis a batch's key must be
+        declared: a job whose batch is found only in the step is acknowledged by a second
+        one, with its batch declared and its entry; each job is still ended, kept and
+        counted in exactly one step.)"""
+
+    def ack_returning_now(
+        self, jids: Sequence[str], day: str, settle: Settle
+    ) -> list[Reservation] | None:
+        """``ack_returning`` with ``settle`` and nothing else (no throttled queue, no marks,
+        nothing kept beforehand) done in the caller's step, for an in-process store (as
+        ``Store.ack_now``): the reservations it ended, or None, with nothing done, when it
+        cannot now (a store that must wait for its commit; every shared store)."""
+        return None
 
     def ack_returning_soon(
         self,
@@ -95,3 +131,24 @@ class Endings(abc.ABC):
     async def take_queued(self, queue: str, jids: Sequence[str]) -> list[QueuedJob]:
         """Remove the jobs of these jids from ``queue`` and return them, oldest first.
         Durable as ``delete_queued``."""
+
+
+async def settle_first(
+    store: Store, jids: Sequence[str], settle: Settle, keep: Sequence[SetEntry]
+) -> list[SetEntry]:
+    """``settle`` for a store whose ACK cannot call back into Python (Redis): read the
+    reservations ``settle`` wants, write their records now (before the ACK: a crash in between
+    repeats the job, which finds its record written; records are keyed by jid), and return
+    ``keep`` with the entries it asks for (the ACK keeps them in its own step)."""
+    wanted = [jid for jid in jids if settle.wants(jid)]
+    records: list[Record] = []
+    kept = list(keep)
+    for reservation in await store.reservations_of(wanted) if wanted else ():
+        record, entry = settle(reservation)
+        if record is not None:
+            records.append(record)
+        if entry is not None:
+            kept.append(entry)
+    if records:
+        await store.put_records(settle.space, records)
+    return kept

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -106,23 +106,40 @@ class ResultsSettings:
         return cls(**values)
 
 
+Deliver = Callable[[bytes], bool]
+"""Sends a waiting ``RESULT``'s reply (the outcome's JSON) from the step that stored it;
+False when it could not (its connection closed): then the waiter is woken to look."""
+
+
 class _Waiters:
-    """``RESULT`` commands waiting, by jid; a signal for a jid wakes its waiters."""
+    """``RESULT`` commands waiting, by jid; a signal for a jid wakes its waiters. A waiter
+    with a ``Deliver`` is answered by the ACK's own step, when that step knows the outcome
+    (``deliver``): no task to wake, no store read, before any other work of the loop."""
 
     def __init__(self) -> None:
-        self._by_jid: dict[str, set[asyncio.Future[None]]] = {}
+        self._by_jid: dict[str, dict[asyncio.Future[bool], Deliver | None]] = {}
 
-    def add(self, jid: str) -> asyncio.Future[None]:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._by_jid.setdefault(jid, set()).add(future)
+    def add(self, jid: str, deliver: Deliver | None = None) -> asyncio.Future[bool]:
+        """A future set to True once the outcome was delivered, False when woken to look."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._by_jid.setdefault(jid, {})[future] = deliver
         return future
 
-    def discard(self, jid: str, future: asyncio.Future[None]) -> None:
+    def discard(self, jid: str, future: asyncio.Future[bool]) -> None:
         waiting = self._by_jid.get(jid)
         if waiting is not None:
-            waiting.discard(future)
+            waiting.pop(future, None)
             if not waiting:
                 del self._by_jid[jid]
+
+    def deliver(self, outcomes: Mapping[str, bytes]) -> None:
+        """Answer the waiters of these jids that can be with their outcome (its JSON)."""
+        if not self._by_jid:
+            return
+        for jid, body in outcomes.items():
+            for future, send in self._by_jid.get(jid, {}).items():
+                if not future.done() and send is not None and send(body):
+                    future.set_result(True)
 
     def wake(self, jids: Sequence[str] | None) -> None:
         if not self._by_jid:
@@ -131,10 +148,62 @@ class _Waiters:
         for jid in chosen:
             for future in self._by_jid.get(jid, ()):
                 if not future.done():
-                    future.set_result(None)
+                    future.set_result(False)
 
     def __len__(self) -> int:
         return sum(len(waiting) for waiting in self._by_jid.values())
+
+
+class _Settle:
+    """What one ACK stores with each reservation it ends (``conveyor.store.endings.Settle``):
+    the outcome record of a job that asked for its result, the completed entry of a job kept.
+    ``told``: the jids of both, whose waiters are woken after. Only the jobs whose ACK carries
+    a result are looked at, unless a default is on (then every job may keep something)."""
+
+    __slots__ = ("every", "feature", "finished", "now", "outcomes", "results", "told")
+    space = SPACE
+
+    def __init__(self, feature: ResultsFeature, results: Mapping[str, bytes]) -> None:
+        self.feature = feature
+        self.results = results
+        self.every = feature.every_ack
+        self.now = time.time()
+        self.finished = format_time(self.now)
+        self.told: list[str] = []
+        self.outcomes: dict[str, bytes] = {}
+        """The outcome records stored, by jid: what a waiting ``RESULT`` is answered."""
+
+    def wants(self, jid: str) -> bool:
+        return self.every or jid in self.results
+
+    def __call__(self, reservation: Reservation) -> tuple[Record | None, SetEntry | None]:
+        jid = reservation.jid
+        result = self.results.get(jid)
+        if result is None and not self.every:
+            return None, None
+        policy = read_policy(reservation.payload)
+        if policy is None:
+            return None, None
+        ttl, retain = self.feature.policy(policy.custom)
+        if not (ttl or retain):
+            return None, None
+        self.told.append(jid)
+        now = self.now
+        value = msgspec.Raw(result if result is not None else b"null")
+        duration = round(max(0.0, now - reservation.reserved_at), 6)
+        record = entry = None
+        if ttl:
+            outcome = Outcome(
+                jid, SUCCEEDED, self.finished, policy.jobtype, reservation.queue,
+                reservation.wid, duration, value,
+            )  # fmt: skip
+            record = Record(jid, encode(outcome), now + ttl)
+            self.outcomes[jid] = record.value
+        if retain:
+            completion = Completion(self.finished, reservation.wid, duration, value)
+            payload = with_completion(reservation.payload, completion)
+            entry = SetEntry(now + retain, jid, payload, reservation.queue, policy.jobtype)
+        return record, entry
 
 
 class ResultsFeature(Feature):
@@ -237,55 +306,28 @@ class ResultsFeature(Feature):
 
     async def acknowledge(self, jids: Sequence[str], results: Mapping[str, bytes]) -> int:
         """End these reservations, storing the results and keeping the jobs that asked for
-        it; returns how many reservations existed (``Manager.ack_many``)."""
-        for jid, sent in results.items():
-            self.check_result(jid, sent)
-        manager = self.manager
-        asked = list(jids) if self.every_ack else [jid for jid in jids if jid in results]
-        records: list[Record] = []
-        kept: list[SetEntry] = []
-        now = time.time()
-        finished = format_time(now)
-        for reservation in await manager.store.reservations_of(asked) if asked else ():
-            result = results.get(reservation.jid)
-            self._finish(reservation, result, now, finished, records, kept)
-        if records:
-            await manager.store.put_records(SPACE, records)
-        done = await manager.ack_jobs(jids, kept)  # one step: kept, counted, marks moved
-        told = list(dict.fromkeys([record.key for record in records] + [e.jid for e in kept]))
-        if told:
-            await self._tell(told)
+        it, in the ACK's own step; returns how many reservations existed
+        (``Manager.ack_many``)."""
+        settle = self.settle(results)
+        done = await self.manager.ack_jobs(jids, settle=settle)  # one step: stored, kept, ...
+        if settle.told:
+            self._waiters.deliver(settle.outcomes)
+            await self._tell(settle.told)
         return done
 
-    def _finish(
-        self,
-        reservation: Reservation,
-        result: bytes | None,
-        now: float,
-        finished: str,
-        records: list[Record],
-        kept: list[SetEntry],
-    ) -> None:
-        policy = read_policy(reservation.payload)
-        if policy is None:
-            return
-        ttl, retain = self.policy(policy.custom)
-        if not (ttl or retain):
-            return
-        value = msgspec.Raw(result if result is not None else b"null")
-        duration = round(max(0.0, now - reservation.reserved_at), 6)
-        if ttl:
-            outcome = Outcome(
-                reservation.jid, SUCCEEDED, finished, policy.jobtype, reservation.queue,
-                reservation.wid, duration, value,
-            )  # fmt: skip
-            records.append(Record(reservation.jid, encode(outcome), now + ttl))
-        if retain:
-            completion = Completion(finished, reservation.wid, duration, value)
-            payload = with_completion(reservation.payload, completion)
-            kept.append(
-                SetEntry(now + retain, reservation.jid, payload, reservation.queue, policy.jobtype)
-            )
+    def settle(self, results: Mapping[str, bytes]) -> _Settle:
+        """What one ACK stores with the jobs it ends (``Store.ack_returning``'s ``settle``),
+        its results checked first (``CommandError``, with nothing done)."""
+        for jid, sent in results.items():
+            self.check_result(jid, sent)
+        return _Settle(self, results)
+
+    def told(self, settle: _Settle) -> None:
+        """``_tell`` in the ACK's own step, for an in-process store (whose signals reach this
+        server alone and call their listeners at once: ``LocalSignals``): the waiting
+        ``RESULT`` commands are answered there and then."""
+        self._waiters.deliver(settle.outcomes)
+        self.manager._signalled(SIGNAL, settle.told)
 
     # ------------------------------------------------------------------ fail
 
@@ -333,25 +375,33 @@ class ResultsFeature(Feature):
         decoded = {jid: _outcome(record.value) for jid, record in found.items()}
         return {jid: outcome for jid, outcome in decoded.items() if outcome is not None}
 
-    async def wait(self, jid: str, seconds: float) -> Outcome | None:
+    async def wait(
+        self, jid: str, seconds: float, deliver: Deliver | None = None
+    ) -> Outcome | None:
         """``outcome(jid)``, waiting up to ``seconds`` for it to be known (no polling: the
-        ACK or FAIL that stores it wakes this waiter, on any server)."""
+        ACK or FAIL that stores it wakes this waiter, on any server). With ``deliver``, an
+        ACK on this server that stores the outcome may send it there and then: ``wait``
+        then returns None (``deliver`` returned True)."""
         found = await self.outcome(jid)
         if found is not None or seconds <= 0 or self._closed:
             return found
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(seconds, MAX_WAIT_SECONDS)
         while True:
-            future = self._waiters.add(jid)
+            future = self._waiters.add(jid, deliver)
             try:
                 found = await self.outcome(jid)  # registered first: nothing is missed
+                if future.done() and future.result():
+                    return None  # delivered while it looked (a Redis read): sent once
                 remaining = deadline - loop.time()
                 if found is not None or remaining <= 0 or self._closed:
                     return found
                 try:
                     async with asyncio.timeout(remaining):
-                        await future
+                        if await future:
+                            return None  # delivered by the ACK's step
                 except TimeoutError:
+                    self._waiters.discard(jid, future)  # no delivery during the last look
                     return await self.outcome(jid)
             finally:
                 self._waiters.discard(jid, future)

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor.store.base import QueuedJob, Reservation, SetEntry, SortedSet
 from conveyor.store.batches import EndContext, Fired
-from conveyor.store.endings import Acked, Endings
+from conveyor.store.endings import Acked, Endings, Settle
+from conveyor.store.records import Record
 
 __all__ = ["MemoryEndings"]
 
@@ -27,6 +28,8 @@ class MemoryEndings(Endings):
 
         def _end_acked(self, ended: Sequence[Reservation], ctx: EndContext) -> Fired: ...
 
+        def _space(self, space: str) -> dict[str, Record]: ...
+
     async def ack_returning(
         self,
         jids: Sequence[str],
@@ -35,23 +38,57 @@ class MemoryEndings(Endings):
         marks: Sequence[bytes] | None = None,
         ends: EndContext | None = None,
         keep: Sequence[SetEntry] = (),
+        settle: Settle | None = None,
     ) -> Acked:
-        ended = await self.discard_reservations(jids)
+        ended = self._end_settled(jids, day, keep, settle)  # no await before all is stored
         if not ended:
             return Acked(ended)
-        if keep:
-            kept = {entry.jid: entry for entry in keep}
-            completed = self._sets[SortedSet.COMPLETED]
-            for reservation in ended:
-                entry = kept.get(reservation.jid)
-                if entry is not None:
-                    completed.add(entry)
-        self._count(day, len(ended), 0)
         fired = self._end_acked(ended, ends) if ends is not None else Fired()  # same step
         freed = [r for r in ended if r.queue in throttled]
         if freed:
             await self.release_slots(freed)
         return Acked(ended, fired)
+
+    def ack_returning_now(
+        self, jids: Sequence[str], day: str, settle: Settle
+    ) -> list[Reservation] | None:
+        return self._end_settled(jids, day, (), settle)
+
+    def _end_settled(
+        self, jids: Sequence[str], day: str, keep: Sequence[SetEntry], settle: Settle | None
+    ) -> list[Reservation]:
+        """End and count these reservations, keeping the entries of ``keep`` and storing
+        what ``settle`` asks (asked before anything changes: all of it or nothing)."""
+        reservations = self._reservations
+        found = (reservations.get(jid) for jid in jids)
+        ended = list({r.jid: r for r in found if r is not None}.values())
+        if not ended:
+            return ended
+        kept = {entry.jid: entry for entry in keep}
+        records: list[Record] = []
+        space = ""
+        if settle is not None:
+            space = settle.space
+            for reservation in ended:
+                record, entry = settle(reservation)
+                if record is not None:
+                    records.append(record)
+                if entry is not None:
+                    kept[entry.jid] = entry
+        for reservation in ended:
+            del reservations[reservation.jid]
+        if kept:
+            completed = self._sets[SortedSet.COMPLETED]
+            for reservation in ended:
+                kept_entry = kept.get(reservation.jid)
+                if kept_entry is not None:
+                    completed.add(kept_entry)
+        if records:
+            stored = self._space(space)
+            for record in records:
+                stored[record.key] = record
+        self._count(day, len(ended), 0)
+        return ended
 
     async def discard_reservations(self, jids: Sequence[str]) -> list[Reservation]:
         pop = self._reservations.pop

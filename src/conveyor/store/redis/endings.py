@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor.store.base import QueuedJob, Reservation, SetEntry, SortedSet
 from conveyor.store.batches import EndContext, Fired
-from conveyor.store.endings import Acked, Endings
+from conveyor.store.endings import Acked, Endings, Settle, settle_first
 from conveyor.store.redis.codec import decode_entry, decode_fields, encode_set_data, score_arg
 from conveyor.store.redis.host import RedisHost
 
@@ -119,9 +119,12 @@ class RedisEndings(RedisHost, Endings):
         marks: Sequence[bytes] | None = None,
         ends: EndContext | None = None,
         keep: Sequence[SetEntry] = (),
+        settle: Settle | None = None,
     ) -> Acked:
         if not jids:
             return Acked([])
+        if settle is not None:  # read first, records written before the script (endings.py)
+            keep = await settle_first(self, jids, settle, keep)  # type: ignore[arg-type]
         kept = {entry.jid: entry for entry in keep} if keep else None
         acked, held = await self._end("ack", jids, day, throttled, marks, ends, (), kept)
         if held:  # batch jobs whose batch the first step could not name: a step of their own

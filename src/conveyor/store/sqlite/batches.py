@@ -28,13 +28,15 @@ from conveyor.store.batches import (
     Outcome,
     WaitingJob,
 )
+from conveyor.store.endings import Settle
+from conveyor.store.sqlite import damage
+from conveyor.store.sqlite.damage import Damaged
 from conveyor.store.sqlite.db import Database, load_queries, split_statements
 
 __all__ = ["SQLiteBatches"]
 
 _SQL = load_queries("batches.sql")
 _RESERVATIONS = load_queries("reservations.sql")
-_ENDINGS = load_queries("endings.sql")
 _encode = msgspec.msgpack.Encoder().encode
 _batch = msgspec.msgpack.Decoder(BatchRecord).decode
 _waiting = msgspec.msgpack.Decoder(WaitingJob).decode
@@ -227,6 +229,14 @@ class SQLiteBatches(Batches):
 
         def _count(self, day: str, processed: int, failures: int) -> None: ...
 
+        def _keep_ended(
+            self,
+            conn: sqlite3.Connection,
+            jids: Sequence[str],
+            keep: Mapping[str, SetEntry],
+            settle: Settle | None,
+        ) -> tuple[list[Reservation], int, list[Damaged]]: ...
+
     _batch_cache: dict[str, BatchRecord]
     """Batch records as committed or about to be: a single server owns the file, so a
     batch's record is read once, then kept here (cleared when a write is rolled back)."""
@@ -407,24 +417,22 @@ class SQLiteBatches(Batches):
         return [row[0] for row in rows]
 
     def _end_acked(
-        self, jids: Sequence[str], ends: EndContext, keep: Mapping[str, SetEntry]
+        self,
+        jids: Sequence[str],
+        ends: EndContext,
+        keep: Mapping[str, SetEntry],
+        settle: Settle | None,
     ) -> tuple[list[Reservation], Fired]:
         """The ACK's own step (``SQLiteEndings.ack_returning`` with ``ends``): end the
         reservations of ``jids``, keep the jobs of ``keep`` whose reservation ended in the
-        completed set, and end the unfinished marks of their jobs, in one savepoint. The
-        caller counts what ended."""
-        ended: list[Reservation] = []
+        completed set, store what ``settle`` asks (``SQLiteEndings._keep_ended``), and end
+        the unfinished marks of their jobs, in one savepoint. The caller counts what ended."""
         fired = Fired()
         with self._atomic(ends.now) as tables:
             conn = tables.conn
-            for jid in jids:
-                row = conn.execute(_ENDINGS["end_returning"], (jid,)).fetchone()
-                if row is not None:
-                    ended.append(Reservation(*row))
-            kept = [keep[r.jid] for r in ended if r.jid in keep]
-            if kept:
+            ended, grown, damaged = self._keep_ended(conn, jids, keep, settle)
+            if grown:
                 done_set = SortedSet.COMPLETED
-                grown = self._put_entries(conn, done_set, kept)
                 tables.grown[done_set] = tables.grown.get(done_set, 0) + grown
             if ended:
                 tables.prefetch([r.jid for r in ended])
@@ -438,6 +446,8 @@ class SQLiteBatches(Batches):
                     fired = engine.end_jobs(tables, done, ends)
                     self._step(tables)
         self._after(tables)
+        if damaged:
+            damage.report(damaged)
         return ended, fired
 
     async def end_jobs(self, ends: Sequence[JobEnd], ctx: EndContext) -> Fired:

@@ -1,6 +1,7 @@
 """Endings (``conveyor.store.endings``) in SQLite: ``sql/endings.sql``; a kept job's entry is
-written into ``set_entries`` (name ``completed``) and the marks of batch and tracked jobs move
-(``batches.py``) in the savepoint that ends the reservations."""
+written into ``set_entries`` (name ``completed``), what a ``Settle`` asks for (a job's result
+record) into ``records``, and the marks of batch and tracked jobs move (``batches.py``) in the
+savepoint that ends the reservations."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ from typing import TYPE_CHECKING
 
 from conveyor.store.base import QueuedJob, Reservation, SetEntry, SortedSet
 from conveyor.store.batches import EndContext, Fired
-from conveyor.store.endings import Acked, Endings
+from conveyor.store.endings import Acked, Endings, Settle
+from conveyor.store.sqlite import damage
+from conveyor.store.sqlite.damage import Damaged, intact
 from conveyor.store.sqlite.db import Database, load_queries
 
 __all__ = ["SQLiteEndings"]
 
 _SQL = load_queries("endings.sql")
+_PUT_RECORD = load_queries("records.sql")["put"]
 
 
 class SQLiteEndings(Endings):
@@ -37,7 +41,11 @@ class SQLiteEndings(Endings):
         async def release_slots(self, ended: Sequence[Reservation]) -> None: ...
 
         def _end_acked(
-            self, jids: Sequence[str], ends: EndContext, keep: Mapping[str, SetEntry]
+            self,
+            jids: Sequence[str],
+            ends: EndContext,
+            keep: Mapping[str, SetEntry],
+            settle: Settle | None,
         ) -> tuple[list[Reservation], Fired]: ...
 
     async def ack_returning(
@@ -48,14 +56,15 @@ class SQLiteEndings(Endings):
         marks: Sequence[bytes] | None = None,
         ends: EndContext | None = None,
         keep: Sequence[SetEntry] = (),
+        settle: Settle | None = None,
     ) -> Acked:
         if not jids:
             return Acked([])
         kept = {entry.jid: entry for entry in keep}
         if ends is not None:  # the kept entries and the marks in the same savepoint
-            ended, fired = self._end_acked(jids, ends, kept)
-        elif kept:
-            ended, fired = self._end_kept(jids, kept), Fired()
+            ended, fired = self._end_acked(jids, ends, kept, settle)
+        elif kept or settle is not None:
+            ended, fired = self._end_kept(jids, kept, settle), Fired()
         else:
             ended, fired = self._end_rows(jids), Fired()
         committed = self._db.pending
@@ -67,6 +76,16 @@ class SQLiteEndings(Endings):
         if freed:
             await self.release_slots(freed)
         return Acked(ended, fired)
+
+    def ack_returning_now(
+        self, jids: Sequence[str], day: str, settle: Settle
+    ) -> list[Reservation] | None:
+        if self._db.careful or not jids:
+            return None  # during an outage it waits for its commit (ack_returning)
+        ended = self._end_kept(jids, {}, settle)
+        if ended:
+            self._count(day, len(ended), 0)
+        return ended
 
     async def discard_reservations(self, jids: Sequence[str]) -> list[Reservation]:
         if not jids:
@@ -91,20 +110,70 @@ class SQLiteEndings(Endings):
                     ended.append(Reservation(*row))
         return ended
 
-    def _end_kept(self, jids: Sequence[str], keep: Mapping[str, SetEntry]) -> list[Reservation]:
-        """``_end_rows``, writing the entries of the jobs of ``keep`` whose reservation ended
-        into the completed set in the same savepoint."""
-        ended = []
+    def _end_kept(
+        self, jids: Sequence[str], keep: Mapping[str, SetEntry], settle: Settle | None
+    ) -> list[Reservation]:
+        """``_end_rows``, keeping and storing what ``_keep_ended`` does, in one savepoint."""
         with self._db.atomic() as conn:
+            ended, grown, damaged = self._keep_ended(conn, jids, keep, settle)
+        if grown:
+            self._resize(SortedSet.COMPLETED, grown)
+        if damaged:
+            damage.report(damaged)
+        return ended
+
+    def _keep_ended(
+        self,
+        conn: sqlite3.Connection,
+        jids: Sequence[str],
+        keep: Mapping[str, SetEntry],
+        settle: Settle | None,
+    ) -> tuple[list[Reservation], int, list[Damaged]]:
+        """Inside the ACK's savepoint: delete these reservations, put the entries of ``keep``
+        whose reservation ended into the completed set, and store what ``settle`` asks for
+        each reservation ended. Returns the reservations ended, how much the completed set
+        grew, and the reservations found damaged: with ``settle`` (which copies payloads into
+        what it stores) each payload is checked, and a damaged one is moved aside, neither
+        settled nor counted (as a read of it would have: ``reservations_of``)."""
+        ended: list[Reservation] = []
+        damaged: list[Damaged] = []
+        if settle is None:
             for jid in jids:
                 row = conn.execute(_SQL["end_returning"], (jid,)).fetchone()
                 if row is not None:
                     ended.append(Reservation(*row))
             kept = [keep[r.jid] for r in ended if r.jid in keep]
             grown = self._put_entries(conn, SortedSet.COMPLETED, kept) if kept else 0
-        if grown:
-            self._resize(SortedSet.COMPLETED, grown)
-        return ended
+            return ended, grown, damaged
+        records: list[tuple[str, str, float | None, bytes]] = []
+        entries = dict(keep)
+        space = settle.space
+        if len(jids) == 1:
+            rows = conn.execute(_SQL["end_checked"], (jids[0],)).fetchall()
+        else:  # one statement: a third of the cost of one per jid
+            rows = conn.execute(_SQL["end_checked_many"], (json.dumps(list(jids)),)).fetchall()
+            order = {jid: index for index, jid in enumerate(jids)}
+            rows.sort(key=lambda row: order[row[0]])
+        for row in rows:
+            if not intact(row[2], row[6]):
+                damaged.append(Damaged("reservations", row[0], row[1], row[6], row[2]))
+                continue
+            reservation = Reservation(*row[:6])
+            ended.append(reservation)
+            record, entry = settle(reservation)
+            if record is not None:
+                records.append((space, record.key, record.expires_at, record.value))
+            if entry is not None:
+                entries[entry.jid] = entry
+        if damaged:
+            damage.move_aside(conn, damaged)
+        if len(records) == 1:  # an ACK: execute costs less than executemany of one
+            conn.execute(_PUT_RECORD, records[0])
+        elif records:
+            conn.executemany(_PUT_RECORD, records)
+        kept = [entries[r.jid] for r in ended if r.jid in entries]
+        grown = self._put_entries(conn, SortedSet.COMPLETED, kept) if kept else 0
+        return ended, grown, damaged
 
     async def take_queued(self, queue: str, jids: Sequence[str]) -> list[QueuedJob]:
         if self._sizes.get(queue, 0) == 0 or not jids:

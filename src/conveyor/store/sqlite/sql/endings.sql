@@ -5,6 +5,19 @@
 DELETE FROM queue_jobs WHERE jid = ? AND expires_at IS NOT NULL
 RETURNING jid, queue, payload, wid, reserved_at, expires_at;
 
+-- name: end_checked
+-- The ACK that stores what its jobs asked for (endings.py: _keep_ended): crc comes along,
+-- as the payload is copied into what is stored.
+DELETE FROM queue_jobs WHERE jid = ? AND expires_at IS NOT NULL
+RETURNING jid, queue, payload, wid, reserved_at, expires_at, crc;
+
+-- name: end_checked_many
+-- end_checked for an ACKB: one statement for the whole batch (the rows come back in no
+-- particular order).
+DELETE FROM queue_jobs
+WHERE jid IN (SELECT value FROM json_each(?)) AND expires_at IS NOT NULL
+RETURNING jid, queue, payload, wid, reserved_at, expires_at, crc;
+
 -- name: take_queued
 -- Walks the queue once, as delete_queued does (queue_jobs has no index on jid).
 DELETE FROM queue_jobs
