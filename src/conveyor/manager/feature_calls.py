@@ -409,7 +409,7 @@ class FeatureCalls:
                 log.info("discarded job %s at fetch: %s", reservation.jid, exc)
                 dropped.append(reservation.jid)
             else:
-                kept.append(payload)
+                kept.append(payload if ctx.send is None else ctx.send)
         if dropped:
             self._unwatch(dropped)
             if self.metrics is not None:

@@ -15,7 +15,9 @@ batch's counters and the jobs waiting for it, and schedules the callbacks that b
 * a job removed for good (deleted, killed, purged, expired, cancelled) ends its mark dead
   (``removed``): its batch counts it failed, the jobs waiting for it die.
 
-The BATCH verbs are in ``batch_commands.py``, TRACK in ``tracking.py``.
+The BATCH verbs are in ``batch_commands.py``, TRACK in ``tracking.py``, the results a
+workflow's step takes from the steps before (``custom.results_of``, at FETCH) in
+``passing.py``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from conveyor.job import Job, decode_job, encode_job
 from conveyor.manager.features.aggregation import AGGREGATE_KEY
 from conveyor.manager.features.base import Loop
 from conveyor.manager.features.batch_commands import BatchCommands
+from conveyor.manager.features.passing import PassResults
 from conveyor.manager.features.tracking import Tracking
 from conveyor.manager.middleware import Drop, FailContext, Next
 from conveyor.store.base import SetEntry, SetMove, SortedSet
@@ -101,7 +104,7 @@ def tracked(custom: Mapping[str, Any]) -> bool:
     return value is not None and value not in (0, False, "", "0")
 
 
-class BatchFeature(BatchCommands, Tracking):
+class BatchFeature(PassResults, BatchCommands, Tracking):
     """BATCH, TRACK and ``custom.after``: see the module docstring."""
 
     name = "batches"
