@@ -203,12 +203,15 @@ class MarkResult(enum.StrEnum):
 @dataclass(frozen=True, slots=True)
 class EndContext:
     """When and how ``end_jobs`` ends: the stats ``day``, ``now``, how long a finished plain
-    mark is kept, and the score of a killed job in the dead set."""
+    mark is kept, and the score of a killed job in the dead set. ``bids``, for an ACK's step
+    (``Endings.ack_returning``): the batches the caller believes its jobs are in (noted at
+    FETCH), which Redis declares at once, so that step needs no second run; only a hint."""
 
     day: str
     now: float
     keep_seconds: float
     dead_until: float
+    bids: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)

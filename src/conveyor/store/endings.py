@@ -87,6 +87,33 @@ class Endings(abc.ABC):
         would have ended (``Acked.ended``) or what it raised, from the event loop."""
         return False
 
+    def ack_returning_now(
+        self,
+        jids: Sequence[str],
+        day: str,
+        marks: Sequence[bytes] | None = None,
+        ends: EndContext | None = None,
+    ) -> Acked | None:
+        """``ack_returning`` without ``throttled`` or ``keep``, done in the caller's step (an
+        ACK answered without a task); only for ``in_process`` stores. None, with nothing
+        done, when it would have to wait (as ``ack_now``)."""
+        return None
+
+    def ack_ending_soon(
+        self,
+        jids: Sequence[str],
+        day: str,
+        throttled: Collection[str],
+        marks: Sequence[bytes] | None,
+        ends: EndContext,
+        done: Callable[[Acked | None, BaseException | None], object],
+    ) -> bool:
+        """``ack_returning`` with ``ends`` (no ``keep``) with a callback, for a store whose
+        writes wait for I/O (as ``ack_returning_soon``): ``done`` gets the ``Acked``
+        ``ack_returning`` would have returned, or what it raised. False, with nothing done,
+        when it cannot now."""
+        return False
+
     @abc.abstractmethod
     async def discard_reservations(self, jids: Sequence[str]) -> list[Reservation]:
         """End these reservations without counting anything; returns those that existed."""

@@ -151,6 +151,12 @@ class Feature(Middleware):
         succeeded), ``acked.fired`` what ending their marks set off. Costs no store read: the
         ACK itself returns them (``conveyor.store.endings``)."""
 
+    def acked_idle(self, acked: Acked) -> bool:
+        """Whether ``acked(acked)`` would do nothing, so an ACK answered without a task may
+        skip it (soon.py). By default: no job ended that ``wants_acked``. A feature whose
+        ``acked`` acts on ``acked.fired`` says when that is empty for it."""
+        return not any(self.wants_acked(r.payload) for r in acked.ended)
+
     async def removed(self, payloads: Sequence[bytes]) -> None:
         """Called with jobs gone for good without succeeding: deleted or killed (MUTATE, the
         dashboard), purged from the dead set, expired, cancelled, or refused by a full queue

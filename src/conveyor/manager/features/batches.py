@@ -252,6 +252,10 @@ class BatchFeature(PassResults, BatchCommands, Tracking):
     async def acked(self, acked: Acked) -> None:
         await self.finish(acked.fired)
 
+    def acked_idle(self, acked: Acked) -> bool:
+        fired = acked.fired  # what finish() acts on: nothing for most batch jobs' ACKs
+        return not (fired.scheduled or fired.propagate or fired.doomed)
+
     async def removed(self, payloads: Sequence[bytes]) -> None:
         """Jobs gone for good without success (deleted, killed, purged, expired, cancelled):
         their marks end dead, as a death would end them (idempotent: a dead mark stays)."""

@@ -53,6 +53,20 @@ class MemoryEndings(Endings):
             await self.release_slots(freed)
         return Acked(ended, fired)
 
+    def ack_returning_now(
+        self,
+        jids: Sequence[str],
+        day: str,
+        marks: Sequence[bytes] | None = None,
+        ends: EndContext | None = None,
+    ) -> Acked:
+        pop = self._reservations.pop
+        ended = [r for r in (pop(jid, None) for jid in jids) if r is not None]
+        if not ended:
+            return Acked(ended)
+        self._count(day, len(ended), 0)
+        return Acked(ended, self._end_acked(ended, ends) if ends is not None else Fired())
+
     async def discard_reservations(self, jids: Sequence[str]) -> list[Reservation]:
         pop = self._reservations.pop
         return [r for r in (pop(jid, None) for jid in jids) if r is not None]
