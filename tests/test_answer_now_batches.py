@@ -15,6 +15,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from conveyor.manager.core import Manager
@@ -238,3 +239,57 @@ async def test_a_batch_jobs_ack_on_redis_is_one_script_run(
     success = await wire.fetch(CALLBACKS)
     assert success is not None
     assert success["jobtype"] == "Succeeded"
+
+
+async def _settled_push(done: object) -> BaseException | None:
+    """What a PUSH answered later settled with: None for ``+OK``, or the error."""
+    assert isinstance(done, Later), done
+    failed: list[BaseException | None] = []
+    event = asyncio.Event()
+
+    def back(_value: None, error: BaseException | None) -> None:
+        failed.append(error)
+        event.set()
+
+    done.when_done(back)
+    await asyncio.wait_for(event.wait(), 5)
+    return failed[0]
+
+
+async def test_a_batch_jobs_push_on_redis_takes_the_short_way(
+    make_server: MakeServer, raw_client: RawConnect, redis_url: str
+) -> None:
+    """Redis: a batch (or tracked) job's PUSH is marked and enqueued from the replies' steps
+    (``push_now`` answers with a ``Later``, no task); what the mark step does not take (an
+    unknown batch, a job that waits) is said by the long way, as before."""
+    server = await make_server(redis_url)
+    manager = server.manager
+    wire = Wire(await raw_client(server.port, hello=HELLO))
+    bid = await wire.new(**callbacks(success="Succeeded"))
+    batch_job, tracked = job(custom={"bid": bid}), job(custom={"track": 1})
+    for payload in (batch_job, tracked):
+        assert await _settled_push(manager.push_now(msgspec.json.encode(payload))) is None
+    assert await wire.states(bid) == (1, 1, 0, "", "")
+    assert await _track_state(wire, tracked["jid"]) == "enqueued"
+    assert (await manager.store.queue_sizes()).get("work") == 2
+    unknown = job(custom={"bid": "b-nosuchbatch0000"})
+    error = await _settled_push(manager.push_now(msgspec.json.encode(unknown)))
+    assert error is not None
+    assert "no such batch b-nosuchbatch0000" in str(error)
+    # a job that waits for another is not marked this way at all
+    waits = job(custom={"after": [tracked["jid"]]})
+    assert manager.push_now(msgspec.json.encode(waits)) is None
+    assert await wire.push(waits) == b"+OK\r\n"
+    assert await server.manager.store.count_waiting() == 1
+    # a committed batch refuses a job: the mark step says so, the long way answers it
+    assert await wire.conn.call(b"BATCH COMMIT " + bid.encode()) == b"+OK\r\n"
+    late = job(custom={"bid": bid})
+    error = await _settled_push(manager.push_now(msgspec.json.encode(late)))
+    assert error is not None
+    assert "is committed" in str(error)
+    for expected in (batch_job, tracked):
+        fetched = await wire.fetch()
+        assert fetched is not None
+        assert fetched["jid"] == expected["jid"]
+        await wire.ack(expected["jid"])
+    assert await wire.states(bid) == (1, 0, 0, "", "1")

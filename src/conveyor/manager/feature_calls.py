@@ -146,6 +146,20 @@ class FeatureCalls:
                 return True
         return False
 
+    def _marks_only(self, job: Job) -> Feature | None:
+        """The one feature whose ``push_many`` wants ``job`` when no push hook does (a batch
+        or tracked job and nothing else: ``soon.push_soon`` may mark it with a callback)."""
+        found: Feature | None = None
+        for segment in self._segments:
+            if self._chosen(job, segment):
+                return None
+            bulk = segment.bulk
+            if bulk is not None and bulk.wants_push(job):
+                if found is not None:
+                    return None
+                found = bulk
+        return found
+
     def _chosen(self, job: Job, segment: _Segment) -> list[Hook]:
         """The hooks of ``segment`` that ``job`` goes through: every one when some middleware
         is not a feature, else those of the features whose gate wants it (often none)."""

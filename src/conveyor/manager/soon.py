@@ -68,14 +68,21 @@ def push_soon(manager: Manager, payload: bytes) -> Later[None] | None:
     push hook wants the job, it is scheduled for later, its queue is bounded, the store
     cannot take it this way)."""
     job = validation.decode_pushed(payload, manager.config)
+    marker = None
     if manager._admits(job):
-        return None
+        marker = manager._marks_only(job)  # a batch or tracked job: soon_marked.py
+        if marker is None:
+            return None
     stamp = now_iso()  # created_at (when the client left it out) and enqueued_at
     due = validation.prepare_job(job, manager.config, stamp)
     flow = manager.flow
     if (due is not None and due > time.time()) or (flow.bounding and flow.bound(job.queue)):
         return None
     queued = [manager._queued(job, stamp, validation.reserve_seconds(job, manager.config))]
+    if marker is not None:
+        from conveyor.manager.soon_marked import push_marked  # it builds on this module
+
+        return push_marked(manager, marker, job, queued, payload)
     later: Later[None] = Later()
     metrics = manager.metrics
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 import abc
 import enum
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -343,6 +343,17 @@ class Batches(abc.ABC):
         """``mark_jobs`` without awaiting anything, for the PUSH fast path; only for
         ``in_process`` stores (their writes become durable with the next commit)."""
         raise NotImplementedError(f"{type(self).__name__} is not an in-process store")
+
+    def mark_jobs_soon(
+        self,
+        marks: Sequence[NewMark],
+        now: float,
+        done: Callable[[dict[str, tuple[MarkResult, str]] | None, BaseException | None], object],
+    ) -> bool:
+        """``mark_jobs`` with a callback, for a store whose writes wait for I/O but need no
+        task (as ``Store.enqueue_soon``): False, with nothing done, when it cannot now; else
+        ``done`` gets what ``mark_jobs`` would have returned, or what it raised."""
+        return False
 
     @abc.abstractmethod
     async def get_marks(self, jids: Sequence[str], now: float) -> dict[str, JobMark]:

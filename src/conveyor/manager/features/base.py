@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 from conveyor.errors import CommandError
 from conveyor.job import Job
 from conveyor.manager.middleware import Drop, Middleware
-from conveyor.store.batches import EndContext
+from conveyor.store.batches import EndContext, MarkResult
 from conveyor.store.endings import Acked
 from conveyor.store.limits import QueueLimit
 
@@ -92,6 +92,17 @@ class Feature(Middleware):
         (``Drop``); the others go on through the rest of the chain. A feature with this hook
         leaves ``push`` alone. Like ``push``, it must be idempotent (a PUSH sent again)."""
         return {}
+
+    def push_many_soon(
+        self,
+        job: Job,
+        done: Callable[[MarkResult | None, BaseException | None], object],
+    ) -> bool:
+        """``push_many`` of one job with a callback, for a store whose writes wait for I/O
+        (soon.py): ``done`` gets how its step went (``MarkResult.READY``: queue it now; any
+        other: the PUSH takes the long way, which runs ``push_many`` again: it must be
+        idempotent per jid). False, with nothing done, when it cannot (the long way)."""
+        return False
 
     def push_many_now(self, job: Job) -> dict[str, CommandError | Drop] | None:
         """``push_many([job])`` done in the caller's step, without awaiting anything, for

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -205,6 +205,29 @@ class BatchFeature(PassResults, BatchCommands, Tracking):
         if marks:
             self._take(store.mark_jobs_now(marks, now), refused, store.durable())
         return refused
+
+    def push_many_soon(
+        self,
+        job: Job,
+        done: Callable[[MarkResult | None, BaseException | None], object],
+    ) -> bool:
+        """The PUSH fast path of a store whose writes wait for I/O (Redis), for a job without
+        ``custom.after``: its mark written from the reply's step (``mark_jobs_soon``)."""
+        store = self.manager.store
+        if store.in_process or (job.custom or {}).get("after"):
+            return False
+        now = self.clock()
+        marks, refused = self._marks([job], now)
+        if refused or not marks:
+            return False  # the long way refuses it
+
+        def marked(
+            results: Mapping[str, tuple[MarkResult, str]] | None, error: BaseException | None
+        ) -> None:
+            verdict = results.get(job.jid) if results is not None else None
+            done(verdict[0] if verdict is not None else None, error)
+
+        return store.mark_jobs_soon(marks, now, marked)
 
     def _take(
         self,
