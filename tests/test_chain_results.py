@@ -18,8 +18,9 @@ from conveyor.job import decode_job
 from conveyor.manager import Manager
 from conveyor.store.base import SetMove, SortedSet
 from tests.support.features import FeatureServer
-from tests.support.server import MakeServer, RawConnect, RunningServer
-from tests.test_feature_batches import HELLO, Wire, job
+from tests.support.server import MakeServer, RawConnect, RunningServer, SpawnServer
+from tests.test_batches_servers import connect
+from tests.test_feature_batches import HELLO, Wire, bulk_json, job
 
 
 class Steps:
@@ -216,3 +217,46 @@ async def test_a_chain_passes_results_across_a_server_restart(
     await steps.drain(second.manager)
     assert steps.ran == [("inc", (2,)), ("inc", (3,))]
     await steps.app.aclose()
+
+
+@pytest.mark.slow
+async def test_a_chain_passes_results_across_a_kill_9(
+    spawn_server: SpawnServer, tmp_path: Path
+) -> None:
+    """The server is killed (SIGKILL) right after the first step's ACK: after a restart the
+    second step still gets its result (from the file), whether that ACK was committed or the
+    first step runs again (its reservation expires) and stores it again."""
+    storage = f"sqlite:///{tmp_path / 'chain.db'}"
+    env = {"CONVEYOR_MIN_RESERVE_FOR_SECONDS": "1"}
+    server = spawn_server(storage=storage, env=env)
+    conn = await connect(server.port)
+    wire = Wire(conn)
+    a = job(args=[1], reserve_for=1, custom={"track": 1, "result_ttl": 600})
+    b = job(args=["own"], custom={"after": [a["jid"]], "results_of": [a["jid"]]})
+    for pushed in (a, b):
+        assert await wire.push(pushed) == b"+OK\r\n"
+    fetched = await wire.fetch()
+    assert fetched is not None
+    assert fetched["jid"] == a["jid"]
+    sent = {"jid": a["jid"], "result": "2"}
+    assert await conn.call(b"ACK " + msgspec.json.encode(sent)) == b"+OK\r\n"
+    server.kill()
+    await conn.close()
+    server = spawn_server(storage=storage, env=env, port=server.port)
+    conn = await connect(server.port)
+    wire = Wire(conn)
+    for _ in range(20):  # a lost ACK: the first step comes back once its reservation expired
+        fetched = await wire.fetch()
+        if fetched is not None and fetched["jid"] == a["jid"]:
+            assert await conn.call(b"ACK " + msgspec.json.encode(sent)) == b"+OK\r\n"
+        elif fetched is not None:
+            break
+        retries = bulk_json(await conn.call(b'ADMIN job.list {"where":"retries"}'))["jobs"]
+        if retries:
+            jids = [entry["jid"] for entry in retries]
+            await conn.call(b"ADMIN job.retry " + msgspec.json.encode({"jids": jids}))
+    assert fetched is not None
+    assert fetched["jid"] == b["jid"]
+    assert fetched["args"] == [2, "own"]
+    server.kill()
+    await conn.close()
