@@ -29,6 +29,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
+import msgspec
 from rich.console import Console
 from rich.table import Table
 
@@ -36,6 +37,12 @@ from bench._harness import ServerProcess, start_server
 from conveyor.client import Client
 
 Custom = Callable[[], dict[str, Any] | None]
+
+
+class _Jid(msgspec.Struct):
+    jid: str
+
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -174,7 +181,8 @@ async def manager_loop(kind: str, jobs: int, url: str = "memory://") -> float:
         for payload in payloads[start : start + 100]:
             await manager.push(payload)
         got = await manager.fetch_many(["bench"], "w1", 100, wait=0)
-        await manager.ack_many([payload[8:40].decode() for payload in got])
+        # the stored payload is canonical JSON: the jid is not first (its offset varies)
+        await manager.ack_many([msgspec.json.decode(payload, type=_Jid).jid for payload in got])
     spent = time.process_time() - started
     await manager.stop()
     return spent / jobs
