@@ -7,6 +7,7 @@ feature being there at all.
     python -m bench.batches_ab                          # SQLite, 10,000 jobs a variant, 5 rounds
     python -m bench.batches_ab --storage redis://127.0.0.1:6379/5
     python -m bench.batches_ab --baseline /work/main/src
+    python -m bench.batches_ab --baseline /work/main/src --baseline-all  # every variant, A/B
     python -m bench.batches_ab --in-process --rounds 7  # the manager alone: CPU per job
 
 Reports, per variant, the median over rounds of the server process's CPU time per job (from
@@ -28,6 +29,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
+import msgspec
 from rich.console import Console
 from rich.table import Table
 
@@ -35,6 +37,12 @@ from bench._harness import ServerProcess, start_server
 from conveyor.client import Client
 
 Custom = Callable[[], dict[str, Any] | None]
+
+
+class _Jid(msgspec.Struct):
+    jid: str
+
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -94,8 +102,11 @@ def run(args: argparse.Namespace) -> None:
         if args.baseline:
             env = {"PYTHONPATH": args.baseline}
             base = stack.enter_context(start_server(args.baseline_storage or None, env))
-            chosen["plain (baseline)"] = (base.url, lambda: None)
-            servers["plain (baseline)"] = base
+            base_bid = asyncio.run(new_batch(base.url))
+            for name, (_url, custom) in variants(base.url, base_bid).items():
+                if name == "plain" or args.baseline_all:
+                    chosen[f"{name} (baseline)"] = (base.url, custom)
+                    servers[f"{name} (baseline)"] = base
         cpu: dict[str, list[float]] = {name: [] for name in chosen}
         store: dict[str, list[float]] = {name: [] for name in chosen}
         rate: dict[str, list[float]] = {name: [] for name in chosen}
@@ -130,13 +141,15 @@ def _report(
     columns += ["store CPU µs/job", "x plain"] if store else []
     for column in (*columns, "jobs/s", "rate / plain"):
         table.add_column(column, justify="left" if column == "variant" else "right")
-    base_cpu = statistics.median(cpu["plain"])
-    base_rate = statistics.median(rate["plain"])
     for name in cpu:
+        # each server's variants against its own plain jobs
+        plain = "plain (baseline)" if name.endswith("(baseline)") and args.baseline_all else "plain"
+        base_cpu = statistics.median(cpu[plain])
+        base_rate = statistics.median(rate[plain])
         c, r = statistics.median(cpu[name]), statistics.median(rate[name])
         row = [name, f"{c:.1f}", f"{c / base_cpu:.2f}"]
         if store:
-            s, base = statistics.median(store[name]), statistics.median(store["plain"])
+            s, base = statistics.median(store[name]), statistics.median(store[plain])
             row += [f"{s:.1f}", f"{s / base:.2f}"]
         table.add_row(*row, f"{r:,.0f}", f"{base_rate / r:.2f}")
     Console().print(table)
@@ -168,7 +181,8 @@ async def manager_loop(kind: str, jobs: int, url: str = "memory://") -> float:
         for payload in payloads[start : start + 100]:
             await manager.push(payload)
         got = await manager.fetch_many(["bench"], "w1", 100, wait=0)
-        await manager.ack_many([payload[8:40].decode() for payload in got])
+        # the stored payload is canonical JSON: the jid is not first (its offset varies)
+        await manager.ack_many([msgspec.json.decode(payload, type=_Jid).jid for payload in got])
     spent = time.process_time() - started
     await manager.stop()
     return spent / jobs
@@ -205,6 +219,11 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--baseline", help="the src/ directory of another checkout")
     parser.add_argument("--baseline-storage", default="")
+    parser.add_argument(
+        "--baseline-all",
+        action="store_true",
+        help="run the batch and tracked variants against the baseline too (before/after)",
+    )
     parser.add_argument("--in-process", action="store_true")
     parser.add_argument("--store-pid", type=int, default=0, help="a local redis-server's pid")
     args = parser.parse_args()

@@ -165,39 +165,9 @@ async def test_a_chain_runs_step_after_step(rec: Recorder, server: RunningServer
     assert [len(step) for step in jids] == [1, 1, 1]
     assert await server.manager.store.count_waiting() == 2
     await rec.drain()
-    # no results store: each step ran with its own args, in the chain's order
-    assert rec.ran == [("c", (3,)), ("b", (2,)), ("a", (1,))]
-
-
-async def test_a_chain_hands_on_results_when_they_are_stored(rec: Recorder) -> None:
-    """The seam for stored results: with a results source, each step gets the previous
-    step's result (a list for a group) instead of its own args."""
-    source, double, total = rec.job("source", result=21), rec.job("double"), rec.job("total")
-    stored: dict[str, Any] = {}
-
-    async def results_of(jids: Sequence[str]) -> list[Any] | None:
-        return [stored[jid] for jid in jids] if all(j in stored for j in jids) else None
-
-    async def double_it(n: int) -> int:
-        rec.ran.append(("double", (n,)))
-        return n * 2
-
-    rec.app.jobs.pop("double")
-    double = rec.app.register(double_it, name="double")
-
-    @rec.app.after
-    def keep(ctx: conveyor.JobContext, exc: BaseException | None) -> None:
-        stored[ctx.jid] = {"source": 21, "double": 42}.get(ctx.jobtype, "end")
-
-    rec.app.results_source = results_of
-    await conveyor.chain(source.s(0), conveyor.group([double.s(0), double.s(0)]), total.s()).push()
-    await rec.drain()
-    assert rec.ran == [
-        ("source", (0,)),
-        ("double", (21,)),
-        ("double", (21,)),
-        ("total", ([42, 42],)),
-    ]
+    # in the chain's order, each step given the result of the one before
+    # (tests/test_chain_results.py on every store)
+    assert rec.ran == [("c", (3,)), ("b", ("c-result", 2)), ("a", ("b-result", 1))]
 
 
 async def test_a_group_then_a_callback(rec: Recorder) -> None:

@@ -108,19 +108,21 @@ async def test_the_short_way_stores_with_the_ack_in_process_and_does_nothing_els
 ) -> None:
     await reserve(backend_store, "j1")
     settle = Settle(keep=("j1",))
-    ended = backend_store.ack_returning_now(["j1"], DAY, settle)
+    acked = backend_store.ack_returning_now(["j1"], DAY, settle=settle)
     if not backend_store.in_process:  # Redis: the long way, with nothing done here
-        assert ended is None
+        assert acked is None
         assert settle.asked == []
         assert await backend_store.get_reservation("j1") is not None
         return
-    assert ended is not None
-    assert [r.jid for r in ended] == ["j1"]
+    assert acked is not None
+    assert [r.jid for r in acked.ended] == ["j1"]
     assert await backend_store.get_reservation("j1") is None
     assert await records(backend_store, "j1") == {"j1": b'{"done":"j1","wid":"w1"}'}
     assert len(await backend_store.get_set_entries(SortedSet.COMPLETED, ["j1"])) == 1
     assert (await backend_store.counters()).processed == 1
-    assert backend_store.ack_returning_now(["j1"], DAY, Settle()) == []
+    again = backend_store.ack_returning_now(["j1"], DAY, settle=Settle())
+    assert again is not None
+    assert again.ended == []
 
 
 async def test_a_damaged_reservation_is_moved_aside_not_stored(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from conveyor.pool import ConnectionPool
 from conveyor.worker.ratelimit import RateLimit
 
 if TYPE_CHECKING:
-    from conveyor.app.workflows import ResultsSource, Signature
+    from conveyor.app.workflows import Signature
     from conveyor.retries import BackoffPolicy
     from conveyor.worker.context import AfterHook, BeforeHook, ErrorHandler, Middleware
     from conveyor.worker.runtime import Worker
@@ -311,9 +311,6 @@ class App(_Registry):
         """The ``@app.cron`` entries, registered with the server when the app starts."""
         self.producer: Producer | None = None
         """Set to redirect pushes (``conveyor.testing`` does); ``None`` = pooled connections."""
-        self.results_source: ResultsSource | None = None
-        """Where workflow steps find the results of the jobs before them (None: results are
-        not stored, each job runs with its own args; ``conveyor.app.workflows``)."""
         self._producers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Producer] = (
             weakref.WeakKeyDictionary()
         )

@@ -299,6 +299,17 @@ class JobDef(Generic[P, R]):
             )
         return Signature(self, tuple(args))
 
+    def si(self, *args: P.args, **kwargs: P.kwargs) -> Signature:
+        """An immutable signature: in a chain (or as a group's callback) it runs with these
+        args only, without the results of the steps before (Celery's ``si``)."""
+        from conveyor.app.workflows import Signature
+
+        if kwargs:
+            raise TypeError(
+                f"{self.name}: Faktory args are positional; pass {sorted(kwargs)} positionally"
+            )
+        return Signature(self, tuple(args), immutable=True)
+
     def build(self, *args: P.args, **kwargs: P.kwargs) -> Job:
         """The job that ``push`` would send, without sending it."""
         if kwargs:

@@ -10,6 +10,7 @@ docs/design/layout.md.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -27,6 +28,7 @@ from conveyor.manager.middleware import (
     run_chain,
 )
 from conveyor.store.base import QueuedJob, Reservation, SetEntry, Store
+from conveyor.store.batches import EndContext
 from conveyor.store.endings import Acked, Settle
 from conveyor.timefmt import day_key
 
@@ -39,6 +41,22 @@ __all__ = ["FeatureCalls"]
 log = logging.getLogger("conveyor.manager")
 
 _CUSTOM = b'"custom":'
+_BATCH_KEYS = (b'"bid":"', b'"_bid":"')  # a batch job's, a callback's
+
+
+def batch_in(payload: bytes) -> str:
+    """The batch a stored job's payload names (``custom.bid``, or a callback's ``_bid``), or
+    "": a hint only (the key might be in the args), so it need not be exact."""
+    for key in _BATCH_KEYS:
+        at = payload.find(key)
+        if at >= 0:
+            start = at + len(key)
+            end = payload.find(b'"', start)
+            if 0 < end - start <= 64:
+                return payload[start:end].decode("utf-8", "replace")
+    return ""
+
+
 MAX_UNMARKED = 100_000
 """The most jids ``_unmarked`` holds; then it starts again (the lookups it saved come back)."""
 
@@ -83,6 +101,9 @@ class FeatureCalls:
     """A shared store (Redis): jids this server reserved whose payload holds none of the ACK
     ender's marks, so their ACK needs no mark lookup (None: not kept)."""
     _ender_marks: tuple[bytes, ...] = ()
+    _batch_of: dict[str, str]
+    """A shared store (Redis): the batch each job this server reserved names (``"bid":`` in
+    its payload), so its ACK declares it at once (``EndContext.bids``: one script run)."""
 
     # ------------------------------------------------------------------ push
 
@@ -124,6 +145,20 @@ class FeatureCalls:
             if bulk is not None and bulk.wants_push(job):
                 return True
         return False
+
+    def _marks_only(self, job: Job) -> Feature | None:
+        """The one feature whose ``push_many`` wants ``job`` when no push hook does (a batch
+        or tracked job and nothing else: ``soon.push_soon`` may mark it with a callback)."""
+        found: Feature | None = None
+        for segment in self._segments:
+            if self._chosen(job, segment):
+                return None
+            bulk = segment.bulk
+            if bulk is not None and bulk.wants_push(job):
+                if found is not None:
+                    return None
+                found = bulk
+        return found
 
     def _chosen(self, job: Job, segment: _Segment) -> list[Hook]:
         """The hooks of ``segment`` that ``job`` goes through: every one when some middleware
@@ -278,6 +313,7 @@ class FeatureCalls:
         by_marks = ender is not None and type(ender).wants_acked is Feature.wants_acked
         self._unmarked = set() if not store.in_process and by_marks and marks else None
         self._ender_marks = marks or ()
+        self._batch_of = {}
 
     def _note_unmarked(self, reservations: Sequence[Reservation]) -> None:
         """Note which of the jobs just reserved carry none of the ender's marks (a cache:
@@ -293,9 +329,29 @@ class FeatureCalls:
             for mark in marks:
                 if mark in payload:
                     unmarked.discard(reservation.jid)  # a jid pushed again, now marked
+                    bid = batch_in(payload)
+                    if bid:
+                        batch_of = self._batch_of
+                        if len(batch_of) >= MAX_UNMARKED:
+                            batch_of.clear()
+                        batch_of[reservation.jid] = bid
                     break
             else:
                 unmarked.add(reservation.jid)
+
+    def _ends_for(self, jids: Sequence[str]) -> EndContext | None:
+        """How the ACK of ``jids`` ends their marks (``Feature.ack_ends``), with the batches
+        noted at their FETCH (``_batch_of``: a hint, taken off with the ACK); None when no mark
+        can be unfinished."""
+        ender = self._ack_ender
+        if ender is None or not self._needs_ends(jids):
+            return None
+        ends = ender.ack_ends()
+        batch_of = self._batch_of
+        if ends is None or not batch_of:
+            return ends
+        bids = tuple(dict.fromkeys(b for jid in jids if (b := batch_of.pop(jid, ""))))
+        return dataclasses.replace(ends, bids=bids) if bids else ends
 
     def _needs_ends(self, jids: Sequence[str]) -> bool:
         """Whether the ACK of ``jids`` must end marks in its step (some may carry one)."""
@@ -409,7 +465,7 @@ class FeatureCalls:
                 log.info("discarded job %s at fetch: %s", reservation.jid, exc)
                 dropped.append(reservation.jid)
             else:
-                kept.append(payload)
+                kept.append(payload if ctx.send is None else ctx.send)
         if dropped:
             self._unwatch(dropped)
             if self.metrics is not None:
@@ -448,8 +504,7 @@ class FeatureCalls:
         jobs of ``keep`` go into the completed set, what ``settle`` asks is stored, and the
         marks of batch and tracked jobs move with it (``ack_ends``): all or nothing."""
         day = day_key(time.time())
-        ender = self._ack_ender
-        ends = ender.ack_ends() if ender is not None and self._needs_ends(jids) else None
+        ends = self._ends_for(jids)
         acked = await self.store.ack_returning(
             jids, day, self.flow.throttled, self._acked_marks, ends, keep, settle
         )
@@ -458,6 +513,17 @@ class FeatureCalls:
         if tell:
             await self._acked(acked)
         return len(acked.ended)
+
+    def _acked_idle(self, acked: Acked) -> bool:
+        """Whether no feature has anything to do about ``acked`` (``Feature.acked_idle``);
+        then the watched jids are forgotten here, as ``_acked`` would."""
+        if not acked.ended:
+            return True
+        for feature in self._ack_watchers:
+            if not feature.acked_idle(acked):
+                return False
+        self._unwatch([r.jid for r in acked.ended])
+        return True
 
     async def _acked(self, acked: Acked) -> None:
         """Tell the features which jobs succeeded, and what that set off."""

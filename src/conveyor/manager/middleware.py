@@ -81,6 +81,9 @@ class FetchContext:
     manager: Manager
     reservation: Reservation
     job: Job
+    send: bytes | None = None
+    """Set by a hook: the payload the worker is sent instead of the stored one (the stored
+    job does not change; workflows put the previous steps' results into the args)."""
 
 
 @dataclass(slots=True)

@@ -76,14 +76,21 @@ def push_soon(manager: Manager, payload: bytes) -> Later[None] | None:
     push hook wants the job, it is scheduled for later, its queue is bounded, the store
     cannot take it this way)."""
     job = validation.decode_pushed(payload, manager.config)
+    marker = None
     if manager._admits(job):
-        return None
+        marker = manager._marks_only(job)  # a batch or tracked job: soon_marked.py
+        if marker is None:
+            return None
     stamp = now_iso()  # created_at (when the client left it out) and enqueued_at
     due = validation.prepare_job(job, manager.config, stamp)
     flow = manager.flow
     if (due is not None and due > time.time()) or (flow.bounding and flow.bound(job.queue)):
         return None
     queued = [manager._queued(job, stamp, validation.reserve_seconds(job, manager.config))]
+    if marker is not None:
+        from conveyor.manager.soon_marked import push_marked  # it builds on this module
+
+        return push_marked(manager, marker, job, queued, payload)
     later: Later[None] = Later()
     metrics = manager.metrics
 
@@ -189,17 +196,23 @@ def fetch_soon(
 # ---------------------------------------------------------------------- ACK
 
 
-def ack_in_process(manager: Manager, jid: str, duration: float | None) -> int | None:
-    """``ack_now`` on an in-process store (the manager checked the ack gates): None when a
-    feature must hear of this job (the ACK returns what it ended, the long way: a job
-    carrying batch marks is watched, and its marks end in that ACK's step) or the store
-    must wait for its commit."""
+def ack_in_process(manager: Manager, jid: str, duration: float | None) -> int | Later[int] | None:
+    """``ack_now`` on an in-process store (the manager checked the ack gates). A job some
+    feature must hear of (watched: a batch or tracked job, a unique one...) is acknowledged
+    by the step that returns what it ended, its marks ended in it (``ack_returning_now``);
+    the features' ``acked`` then runs in a task, before the reply, only when one has
+    something to do (a callback or a released job to promote, a lock to release). None when
+    the store must wait for its commit, or a throttled queue's slot must be freed (the long
+    way)."""
     watched = manager._watched
+    jids = (jid,)
     if watched and jid in watched:
-        return None
-    done = manager.store.ack_now((jid,), day_key(time.time()))
+        if manager.flow.throttled:
+            return None  # freeing a slot awaits (Limits.release_slots): the long way
+        return _ack_watched(manager, jids, duration)
+    done = manager.store.ack_now(jids, day_key(time.time()))
     if done is not None and manager.metrics is not None:
-        manager.metrics.on_ack((jid,), done, _durations(jid, duration))
+        manager.metrics.on_ack(jids, done, _durations(jid, duration))
     return done
 
 
@@ -222,14 +235,38 @@ def ack_settled(
     if watched is None or jid in watched:
         return None
     settle = feature.settle({} if result is None else {jid: result})
-    ended = manager.store.ack_returning_now((jid,), day_key(time.time()), settle)
-    if ended is None:
+    acked = manager.store.ack_returning_now((jid,), day_key(time.time()), settle=settle)
+    if acked is None:
         return None
+    done = len(acked.ended)
     if manager.metrics is not None:
-        manager.metrics.on_ack((jid,), len(ended), _durations(jid, duration))
+        manager.metrics.on_ack((jid,), done, _durations(jid, duration))
     if settle.told:
         feature.told(settle)
-    return len(ended)
+    return done
+
+
+def _ack_watched(
+    manager: Manager, jids: tuple[str], duration: float | None
+) -> int | Later[int] | None:
+    """The ACK of a watched job on an in-process store, in the caller's step (above)."""
+    ends = manager._ends_for(jids)
+    acked = manager.store.ack_returning_now(jids, day_key(time.time()), manager._acked_marks, ends)
+    if acked is None:
+        return None
+    done = len(acked.ended)
+    if manager.metrics is not None:
+        manager.metrics.on_ack(jids, done, _durations(jids[0], duration))
+    if manager._acked_idle(acked):
+        return done
+    later: Later[int] = Later()
+
+    async def tell() -> int:
+        await manager._acked(acked)
+        return done
+
+    _settle_after(later, tell)
+    return later
 
 
 def ack_soon(manager: Manager, jid: str, duration: float | None) -> Later[int] | None:
@@ -254,7 +291,8 @@ def ack_soon(manager: Manager, jid: str, duration: float | None) -> Later[int] |
     if not (manager._ack_watchers or flow.throttled):
         return later if store.ack_soon(jids, day, acked) else None
     if manager._ack_ender is not None and manager._needs_ends(jids):
-        return None  # the long way: the job's marks (batch, tracking) end in the ACK's step
+        # the job's marks (batch, tracking) end in the ACK's own step, its batch declared
+        return _ack_ending(manager, jids, day, later, acked)
     gates = manager._acked_gates
     unmarked = manager._unmarked
 
@@ -277,3 +315,44 @@ def ack_soon(manager: Manager, jid: str, duration: float | None) -> Later[int] |
 
     marks = manager._acked_marks
     return later if store.ack_returning_soon(jids, day, flow.throttled, marks, ended) else None
+
+
+def _ack_ending(
+    manager: Manager,
+    jids: tuple[str],
+    day: str,
+    later: Later[int],
+    acked: Callable[[int | None, BaseException | None], bool],
+) -> Later[int] | None:
+    """``ack_soon`` for a job that may carry marks: the store's step ends them with the
+    reservation (``ack_ending_soon``: on Redis one script run when the job's batch was noted
+    at its FETCH), then the features' ``acked`` runs in a task only when one has something to
+    do (``Manager._acked_idle``). None when the store cannot take it now."""
+    ends = manager._ends_for(jids)
+    if ends is None:
+        return None
+    unmarked = manager._unmarked
+
+    def ended(result: Acked | None, error: BaseException | None) -> bool:
+        if error is not None or result is None:
+            return acked(None, error)
+        if unmarked:
+            unmarked.difference_update(jids)
+        done = len(result.ended)
+        if manager._acked_idle(result):
+            return acked(done, None)
+        counted: Later[int] = Later()
+        counted.when_done(acked)
+
+        async def tell() -> int:
+            await manager._acked(result)
+            return done
+
+        _settle_after(counted, tell)
+        return True
+
+    store = manager.store
+    marks = manager._acked_marks
+    if store.ack_ending_soon(jids, day, manager.flow.throttled, marks, ends, ended):
+        return later
+    return None

@@ -32,6 +32,7 @@ SYNC_TIMED = {
     "hand_off": "hand_off",
     "reserve_now": "reserve",
     "ack_now": "ack",
+    "ack_returning_now": "ack_returning",
 }
 """The in-process stores' synchronous writes, by the command they are timed as (a PUSH on
 SQLite: the write, not the commit, which the returned awaitable waits for). A FETCH's
@@ -42,6 +43,7 @@ SOON_TIMED = {
     "reserve_soon": "reserve",
     "ack_soon": "ack",
     "ack_returning_soon": "ack_returning",
+    "ack_ending_soon": "ack_returning",
 }
 """The callback forms of a store whose writes wait for I/O (Redis), by the command they are
 timed as: from the call to its callback."""

@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Sequence
+import operator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -127,6 +128,15 @@ class BatchRecord:
     complete: CallbackJob | None = None
     success: CallbackJob | None = None
 
+    def __copy__(self) -> BatchRecord:
+        # copy.copy of a slotted dataclass goes through __reduce_ex__ and sets each slot:
+        # 5.5x slower, and the SQLite store copies its cached record at every batch job's
+        # PUSH and ACK
+        return BatchRecord(*_record_fields(self))
+
+
+_record_fields = operator.attrgetter(*BatchRecord.__slots__)
+
 
 @dataclass(frozen=True, slots=True)
 class JobMark:
@@ -203,12 +213,15 @@ class MarkResult(enum.StrEnum):
 @dataclass(frozen=True, slots=True)
 class EndContext:
     """When and how ``end_jobs`` ends: the stats ``day``, ``now``, how long a finished plain
-    mark is kept, and the score of a killed job in the dead set."""
+    mark is kept, and the score of a killed job in the dead set. ``bids``, for an ACK's step
+    (``Endings.ack_returning``): the batches the caller believes its jobs are in (noted at
+    FETCH), which Redis declares at once, so that step needs no second run; only a hint."""
 
     day: str
     now: float
     keep_seconds: float
     dead_until: float
+    bids: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -330,6 +343,17 @@ class Batches(abc.ABC):
         """``mark_jobs`` without awaiting anything, for the PUSH fast path; only for
         ``in_process`` stores (their writes become durable with the next commit)."""
         raise NotImplementedError(f"{type(self).__name__} is not an in-process store")
+
+    def mark_jobs_soon(
+        self,
+        marks: Sequence[NewMark],
+        now: float,
+        done: Callable[[dict[str, tuple[MarkResult, str]] | None, BaseException | None], object],
+    ) -> bool:
+        """``mark_jobs`` with a callback, for a store whose writes wait for I/O but need no
+        task (as ``Store.enqueue_soon``): False, with nothing done, when it cannot now; else
+        ``done`` gets what ``mark_jobs`` would have returned, or what it raised."""
+        return False
 
     @abc.abstractmethod
     async def get_marks(self, jids: Sequence[str], now: float) -> dict[str, JobMark]:

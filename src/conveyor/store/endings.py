@@ -99,15 +99,6 @@ class Endings(abc.ABC):
         one, with its batch declared and its entry; each job is still ended, kept and
         counted in exactly one step.)"""
 
-    def ack_returning_now(
-        self, jids: Sequence[str], day: str, settle: Settle
-    ) -> list[Reservation] | None:
-        """``ack_returning`` with ``settle`` and nothing else (no throttled queue, no marks,
-        nothing kept beforehand) done in the caller's step, for an in-process store (as
-        ``Store.ack_now``): the reservations it ended, or None, with nothing done, when it
-        cannot now (a store that must wait for its commit; every shared store)."""
-        return None
-
     def ack_returning_soon(
         self,
         jids: Sequence[str],
@@ -121,6 +112,36 @@ class Endings(abc.ABC):
         ``Store.ack_soon``): False, with nothing done, when it cannot now (the caller then
         awaits ``ack_returning``); else ``done`` gets the reservations ``ack_returning``
         would have ended (``Acked.ended``) or what it raised, from the event loop."""
+        return False
+
+    def ack_returning_now(
+        self,
+        jids: Sequence[str],
+        day: str,
+        marks: Sequence[bytes] | None = None,
+        ends: EndContext | None = None,
+        settle: Settle | None = None,
+    ) -> Acked | None:
+        """``ack_returning`` without ``throttled`` or ``keep``, done in the caller's step (an
+        ACK answered without a task: a watched job's, whose marks end in it, or a results
+        job's, whose outcome ``settle`` stores in it); only for ``in_process`` stores. None,
+        with nothing done, when it would have to wait (as ``ack_now``), and on every shared
+        store."""
+        return None
+
+    def ack_ending_soon(
+        self,
+        jids: Sequence[str],
+        day: str,
+        throttled: Collection[str],
+        marks: Sequence[bytes] | None,
+        ends: EndContext,
+        done: Callable[[Acked | None, BaseException | None], object],
+    ) -> bool:
+        """``ack_returning`` with ``ends`` (no ``keep``) with a callback, for a store whose
+        writes wait for I/O (as ``ack_returning_soon``): ``done`` gets the ``Acked``
+        ``ack_returning`` would have returned, or what it raised. False, with nothing done,
+        when it cannot now."""
         return False
 
     @abc.abstractmethod

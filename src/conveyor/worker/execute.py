@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from conveyor.app.payload import PayloadError
-from conveyor.app.workflows import RESULTS_KEY, take_results
 from conveyor.errors import JobCancelled, ResultError, RetryAfter, SkipRetry
 from conveyor.job import Job
 from conveyor.retries import backoff_seconds
@@ -293,9 +292,6 @@ class JobRunner:
         token = set_current(ctx)
         jobdef = self.app.jobs.get(job.jobtype)
         try:
-            custom = job.custom
-            if custom is not None and RESULTS_KEY in custom:
-                await take_results(self.app, job)
             if jobdef is None:
                 raise UnknownJobType(f"no handler for jobtype {job.jobtype!r} in this worker")
             plan = self._plans.get(jobdef.name) or self._plan(jobdef)

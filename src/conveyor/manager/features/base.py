@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 from conveyor.errors import CommandError
 from conveyor.job import Job
 from conveyor.manager.middleware import Drop, Middleware
-from conveyor.store.batches import EndContext
+from conveyor.store.batches import EndContext, MarkResult
 from conveyor.store.endings import Acked
 from conveyor.store.limits import QueueLimit
 
@@ -93,6 +93,17 @@ class Feature(Middleware):
         leaves ``push`` alone. Like ``push``, it must be idempotent (a PUSH sent again)."""
         return {}
 
+    def push_many_soon(
+        self,
+        job: Job,
+        done: Callable[[MarkResult | None, BaseException | None], object],
+    ) -> bool:
+        """``push_many`` of one job with a callback, for a store whose writes wait for I/O
+        (soon.py): ``done`` gets how its step went (``MarkResult.READY``: queue it now; any
+        other: the PUSH takes the long way, which runs ``push_many`` again: it must be
+        idempotent per jid). False, with nothing done, when it cannot (the long way)."""
+        return False
+
     def push_many_now(self, job: Job) -> dict[str, CommandError | Drop] | None:
         """``push_many([job])`` done in the caller's step, without awaiting anything, for
         the PUSH fast path of in-process stores (docs/design/hand-off.md); None, with nothing
@@ -150,6 +161,12 @@ class Feature(Middleware):
         """Called after an ACK with what it ended: ``acked.ended`` the reservations (jobs that
         succeeded), ``acked.fired`` what ending their marks set off. Costs no store read: the
         ACK itself returns them (``conveyor.store.endings``)."""
+
+    def acked_idle(self, acked: Acked) -> bool:
+        """Whether ``acked(acked)`` would do nothing, so an ACK answered without a task may
+        skip it (soon.py). By default: no job ended that ``wants_acked``. A feature whose
+        ``acked`` acts on ``acked.fired`` says when that is empty for it."""
+        return not any(self.wants_acked(r.payload) for r in acked.ended)
 
     async def removed(self, payloads: Sequence[bytes]) -> None:
         """Called with jobs gone for good without succeeding: deleted or killed (MUTATE, the

@@ -15,7 +15,9 @@ batch's counters and the jobs waiting for it, and schedules the callbacks that b
 * a job removed for good (deleted, killed, purged, expired, cancelled) ends its mark dead
   (``removed``): its batch counts it failed, the jobs waiting for it die.
 
-The BATCH verbs are in ``batch_commands.py``, TRACK in ``tracking.py``.
+The BATCH verbs are in ``batch_commands.py``, TRACK in ``tracking.py``, the results a
+workflow's step takes from the steps before (``custom.results_of``, at FETCH) in
+``passing.py``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -32,6 +34,7 @@ from conveyor.job import Job, decode_job, encode_job
 from conveyor.manager.features.aggregation import AGGREGATE_KEY
 from conveyor.manager.features.base import Loop
 from conveyor.manager.features.batch_commands import BatchCommands
+from conveyor.manager.features.passing import PassResults
 from conveyor.manager.features.tracking import Tracking
 from conveyor.manager.middleware import Drop, FailContext, Next
 from conveyor.store.base import SetEntry, SetMove, SortedSet
@@ -101,7 +104,7 @@ def tracked(custom: Mapping[str, Any]) -> bool:
     return value is not None and value not in (0, False, "", "0")
 
 
-class BatchFeature(BatchCommands, Tracking):
+class BatchFeature(PassResults, BatchCommands, Tracking):
     """BATCH, TRACK and ``custom.after``: see the module docstring."""
 
     name = "batches"
@@ -203,6 +206,29 @@ class BatchFeature(BatchCommands, Tracking):
             self._take(store.mark_jobs_now(marks, now), refused, store.durable())
         return refused
 
+    def push_many_soon(
+        self,
+        job: Job,
+        done: Callable[[MarkResult | None, BaseException | None], object],
+    ) -> bool:
+        """The PUSH fast path of a store whose writes wait for I/O (Redis), for a job without
+        ``custom.after``: its mark written from the reply's step (``mark_jobs_soon``)."""
+        store = self.manager.store
+        if store.in_process or (job.custom or {}).get("after"):
+            return False
+        now = self.clock()
+        marks, refused = self._marks([job], now)
+        if refused or not marks:
+            return False  # the long way refuses it
+
+        def marked(
+            results: Mapping[str, tuple[MarkResult, str]] | None, error: BaseException | None
+        ) -> None:
+            verdict = results.get(job.jid) if results is not None else None
+            done(verdict[0] if verdict is not None else None, error)
+
+        return store.mark_jobs_soon(marks, now, marked)
+
     def _take(
         self,
         results: Mapping[str, tuple[MarkResult, str]],
@@ -248,6 +274,10 @@ class BatchFeature(BatchCommands, Tracking):
 
     async def acked(self, acked: Acked) -> None:
         await self.finish(acked.fired)
+
+    def acked_idle(self, acked: Acked) -> bool:
+        fired = acked.fired  # what finish() acts on: nothing for most batch jobs' ACKs
+        return not (fired.scheduled or fired.propagate or fired.doomed)
 
     async def removed(self, payloads: Sequence[bytes]) -> None:
         """Jobs gone for good without success (deleted, killed, purged, expired, cancelled):

@@ -50,9 +50,17 @@ class MemoryEndings(Endings):
         return Acked(ended, fired)
 
     def ack_returning_now(
-        self, jids: Sequence[str], day: str, settle: Settle
-    ) -> list[Reservation] | None:
-        return self._end_settled(jids, day, (), settle)
+        self,
+        jids: Sequence[str],
+        day: str,
+        marks: Sequence[bytes] | None = None,
+        ends: EndContext | None = None,
+        settle: Settle | None = None,
+    ) -> Acked:
+        ended = self._end_settled(jids, day, (), settle)
+        if not ended:
+            return Acked(ended)
+        return Acked(ended, self._end_acked(ended, ends) if ends is not None else Fired())
 
     def _end_settled(
         self, jids: Sequence[str], day: str, keep: Sequence[SetEntry], settle: Settle | None

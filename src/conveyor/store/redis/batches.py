@@ -25,8 +25,8 @@ by a dead dependency whose batch was not declared comes back as ``doomed``, to e
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from conveyor.store.base import Page, SetEntry, SortedSet
 from conveyor.store.batches import (
@@ -48,6 +48,10 @@ from conveyor.store.redis.codec import decode_fields, lp, score_arg
 from conveyor.store.redis.endings import unpack
 from conveyor.store.redis.host import RedisHost
 from conveyor.timefmt import format_time
+
+if TYPE_CHECKING:
+    from conveyor.store.redis.calls import Caller
+    from conveyor.store.redis.scripts import Script
 
 __all__ = ["RedisBatches"]
 
@@ -149,6 +153,13 @@ def _fired(flat: list[Any]) -> Fired:
 
 class RedisBatches(RedisHost, Batches):
     """Mixed into ``RedisStore``, whose ``_run``/``_call``/``_redis``/``_keys`` it uses."""
+
+    if TYPE_CHECKING:  # RedisStore's
+
+        @property
+        def _calls(self) -> Caller: ...
+
+        _scripts: dict[str, Script]
 
     def _k(self, name: str) -> str:
         return f"{self._keys.prefix}{name}"
@@ -328,6 +339,34 @@ class RedisBatches(RedisHost, Batches):
     ) -> dict[str, tuple[MarkResult, str]]:
         if not marks:
             return {}
+        keys, args = self._mark_call(marks, now)
+        return _marked(await self._run("batches_mark", keys, args))
+
+    def mark_jobs_soon(
+        self,
+        marks: Sequence[NewMark],
+        now: float,
+        done: Callable[[dict[str, tuple[MarkResult, str]] | None, BaseException | None], object],
+    ) -> bool:
+        if not marks:
+            return False
+        keys, args = self._mark_call(marks, now)
+
+        def answered(flat: Any, error: BaseException | None) -> None:
+            if error is not None:
+                done(None, error)
+                return
+            try:
+                results = _marked(flat)
+            except Exception as exc:  # a reply we cannot read: the PUSH must still be answered
+                done(None, exc)
+            else:
+                done(results, None)
+
+        return self._calls.run_soon(self._scripts["batches_mark"], keys, args, answered)
+
+    def _mark_call(self, marks: Sequence[NewMark], now: float) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of batches_mark.lua."""
         bids = list(dict.fromkeys(m.bid for m in marks if m.bid))
         keys = [*self._settle_keys(), self._k("waiting"), self._k("waitz"), self._k("edges")]
         keys += self._batch_keys(bids, with_jobs=True)
@@ -348,11 +387,7 @@ class RedisBatches(RedisHost, Batches):
                     after,
                     waiting.payload,
                 ]
-        flat = await self._run("batches_mark", keys, args)
-        return {
-            flat[i].decode(): (MarkResult(flat[i + 1].decode()), _text(flat[i + 2]))
-            for i in range(0, len(flat), 3)
-        }
+        return keys, args
 
     async def get_marks(self, jids: Sequence[str], now: float) -> dict[str, JobMark]:
         unique = list(dict.fromkeys(jids))
@@ -455,3 +490,11 @@ class RedisBatches(RedisHost, Batches):
 
     async def _delete(self, keys: list[str]) -> None:
         await self._read(lambda: self._redis.delete(*keys), "flush")
+
+
+def _marked(flat: Any) -> dict[str, tuple[MarkResult, str]]:
+    """batches_mark.lua's reply: jid, result, detail, ..."""
+    return {
+        flat[i].decode(): (MarkResult(flat[i + 1].decode()), _text(flat[i + 2]))
+        for i in range(0, len(flat), 3)
+    }

@@ -251,6 +251,38 @@ class Caller:
         n = len(keys) + 1
         return pipe.send(answered, "EVALSHA", script.sha, n, token, *keys, self.token_ttl, 1, *args)
 
+    def run_soon(
+        self, script: Script, keys: Sequence[str], args: Sequence[Any], done: Answer
+    ) -> bool:
+        """``run`` with a callback (as ``write_soon``, for a script whose second run changes
+        nothing: no token): the first attempt goes out through the pipe; anything but a plain
+        answer goes on in a task running ``run``. False, with nothing sent, where the pipe
+        cannot take it now."""
+        pipe = self._pipe
+        if pipe is None:
+            return False
+
+        def answered(result: Any, error: BaseException | None) -> None:
+            if error is None:
+                done(result, None)
+                return
+
+            async def again() -> None:
+                try:
+                    value = await self.run(script, keys, args)
+                except BaseException as exc:  # a cancelled one too: its caller must hear of it
+                    done(None, exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                else:
+                    done(value, None)
+
+            task = asyncio.get_running_loop().create_task(again())
+            self._going_on.add(task)
+            task.add_done_callback(self._going_on.discard)
+
+        return pipe.send(answered, "EVALSHA", script.sha, len(keys), *keys, *args)
+
     async def _go_on(
         self,
         script: Script,

@@ -13,7 +13,7 @@ from conveyor.store.endings import Acked, Endings, Settle, settle_first
 from conveyor.store.redis.codec import decode_entry, decode_fields, encode_set_data, score_arg
 from conveyor.store.redis.host import RedisHost
 
-__all__ = ["RedisEndings", "unpack"]
+__all__ = ["RedisEndings", "merge_held", "unpack"]
 
 
 def unpack(data: bytes) -> list[bytes]:
@@ -26,6 +26,14 @@ def unpack(data: bytes) -> list[bytes]:
         out.append(data[colon + 1 : end])
         pos = end
     return out
+
+
+def merge_held(acked: Acked, more: Acked, jids: Sequence[str]) -> None:
+    """Add the second run's ``more`` (the jobs the first one held) to ``acked``, in ``jids``
+    order."""
+    acked.fired.add(more.fired)
+    order = {jid: i for i, jid in enumerate(jids)}
+    acked.ended = sorted([*acked.ended, *more.ended], key=lambda r: order[r.jid])
 
 
 class RedisEndings(RedisHost, Endings):
@@ -126,14 +134,13 @@ class RedisEndings(RedisHost, Endings):
         if settle is not None:  # read first, records written before the script (endings.py)
             keep = await settle_first(self, jids, settle, keep)  # type: ignore[arg-type]
         kept = {entry.jid: entry for entry in keep} if keep else None
-        acked, held = await self._end("ack", jids, day, throttled, marks, ends, (), kept)
+        hinted = ends.bids if ends is not None else ()  # declared at once: one run
+        acked, held = await self._end("ack", jids, day, throttled, marks, ends, hinted, kept)
         if held:  # batch jobs whose batch the first step could not name: a step of their own
             bids = list(dict.fromkeys(bid for _, bid in held))
             again = [jid for jid, _ in held]
             more, _ = await self._end("ack", again, day, throttled, marks, ends, bids, kept)
-            acked.fired.add(more.fired)
-            order = {jid: i for i, jid in enumerate(jids)}
-            acked.ended = sorted([*acked.ended, *more.ended], key=lambda r: order[r.jid])
+            merge_held(acked, more, jids)
         return acked
 
     async def discard_reservations(self, jids: Sequence[str]) -> list[Reservation]:

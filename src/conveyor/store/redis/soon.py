@@ -12,13 +12,16 @@ forms.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+import asyncio
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from conveyor.store.base import QueuedJob, Reservation
+from conveyor.store.batches import EndContext
+from conveyor.store.endings import Acked
 from conveyor.store.redis.calls import OutcomeUnknown
 from conveyor.store.redis.codec import encode_entry, score_arg
-from conveyor.store.redis.endings import RedisEndings
+from conveyor.store.redis.endings import RedisEndings, merge_held
 
 if TYPE_CHECKING:
     from conveyor.store.redis.calls import Caller
@@ -27,6 +30,8 @@ if TYPE_CHECKING:
     from conveyor.store.redis.store import Keys
 
 __all__ = ["RedisSoon"]
+
+_later: set[asyncio.Task[None]] = set()  # second runs of ACKs the pipe could not take at once
 
 
 class RedisSoon(RedisEndings):
@@ -163,3 +168,73 @@ class RedisSoon(RedisEndings):
                 done(acked.ended, None)
 
         return self._calls.write_soon(self._scripts[script], keys, args, answered)
+
+    def ack_ending_soon(
+        self,
+        jids: Sequence[str],
+        day: str,
+        throttled: Collection[str],
+        marks: Sequence[bytes] | None,
+        ends: EndContext,
+        done: Callable[[Acked | None, BaseException | None], object],
+    ) -> bool:
+        if not jids:
+            return False
+        # the batches noted at FETCH declared at once: a batch job's ACK is one run; a job
+        # whose batch was not (reserved elsewhere, a wrong hint) is held, then ended by a
+        # second run with its batch declared, as ack_returning does
+        script, keys, args = self._end_call("ack", jids, day, throttled, marks, ends, ends.bids)
+        write_soon = self._calls.write_soon
+
+        def read(reply: Any) -> tuple[Acked, list[tuple[str, str]]]:
+            return self._end_reply(reply, throttled)
+
+        def answered(reply: Any, error: BaseException | None) -> None:
+            if error is not None:
+                done(None, error)
+                return
+            try:
+                acked, held = read(reply)
+            except Exception as exc:  # a reply we cannot read: the ACK must still be answered
+                done(None, exc)
+                return
+            if not held:
+                done(acked, None)
+                return
+            bids = list(dict.fromkeys(bid for _, bid in held))
+            again = [jid for jid, _ in held]
+            call = self._end_call("ack", again, day, throttled, marks, ends, bids)
+
+            def answered_again(reply: Any, error: BaseException | None) -> None:
+                if error is not None:
+                    done(None, error)
+                    return
+                try:
+                    more, _ = read(reply)
+                except Exception as exc:
+                    done(None, exc)
+                    return
+                merge_held(acked, more, jids)
+                done(acked, None)
+
+            if not write_soon(self._scripts[call[0]], call[1], call[2], answered_again):
+                self._go_on_later(self._write(*call), answered_again)
+
+        return write_soon(self._scripts[script], keys, args, answered)
+
+    def _go_on_later(
+        self, work: Coroutine[Any, Any, Any], done: Callable[[Any, BaseException | None], None]
+    ) -> None:
+        """Await ``work`` in a task and call ``done`` with what it returns or raises."""
+
+        async def run() -> None:
+            try:
+                result = await work
+            except Exception as exc:
+                done(None, exc)
+            else:
+                done(result, None)
+
+        task = asyncio.get_running_loop().create_task(run())
+        _later.add(task)
+        task.add_done_callback(_later.discard)

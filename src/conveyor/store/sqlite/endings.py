@@ -78,14 +78,24 @@ class SQLiteEndings(Endings):
         return Acked(ended, fired)
 
     def ack_returning_now(
-        self, jids: Sequence[str], day: str, settle: Settle
-    ) -> list[Reservation] | None:
-        if self._db.careful or not jids:
-            return None  # during an outage it waits for its commit (ack_returning)
-        ended = self._end_kept(jids, {}, settle)
+        self,
+        jids: Sequence[str],
+        day: str,
+        marks: Sequence[bytes] | None = None,
+        ends: EndContext | None = None,
+        settle: Settle | None = None,
+    ) -> Acked | None:
+        if not jids or self._db.careful:
+            return None  # during an outage an ACK waits for its commit (ack_returning)
+        if ends is not None:
+            ended, fired = self._end_acked(jids, ends, {}, settle)
+        elif settle is not None:
+            ended, fired = self._end_kept(jids, {}, settle), Fired()
+        else:
+            ended, fired = self._end_rows(jids), Fired()
         if ended:
             self._count(day, len(ended), 0)
-        return ended
+        return Acked(ended, fired)
 
     async def discard_reservations(self, jids: Sequence[str]) -> list[Reservation]:
         if not jids:
