@@ -109,10 +109,10 @@ async def test_ack_and_fail_whose_replies_are_lost_count_once(
     for jid in ("jid-00000001", "jid-00000002"):
         assert await client.call(push_line(jid)) == b"+OK\r\n"
         assert jid.encode() in await client.call(b"FETCH default")
-    # an ACK on Redis is endings_end.lua: it says what it ended (features); a job this
-    # server saw without batch keys takes it without _batches.lua (endings_end/bare: no mark
-    # lookup); the batch job's ACK below takes the whole script
-    fault_proxy.lose_reply(sha("endings_end/bare"))
+    # a job this server saw at FETCH carry no feature's marks (no unique, expiring or batch
+    # keys) is ACKed by ack.lua, as with no features; the others by endings_end.lua, which
+    # says what it ended (below: the batch job's ACK)
+    fault_proxy.lose_reply(sha("ack"))
     assert await client.call(b'ACK {"jid":"jid-00000001"}') == b"+OK\r\n"
     fault_proxy.lose_reply(sha("fail"))
     fail = b'FAIL {"jid":"jid-00000002","errtype":"E","message":"m"}'

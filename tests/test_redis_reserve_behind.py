@@ -1,4 +1,6 @@
-"""Redis: a PUSH for a queue a FETCH waits on sends that FETCH's reserve right behind its
+"""Redis: the short ways that save idle and busy workers a script run or a round trip.
+
+A PUSH for a queue a FETCH waits on sends that FETCH's reserve right behind its
 enqueue (manager/soon.py ``_reserve_behind``), so the FETCH is answered from the reserve's
 reply, one round trip sooner than after a wake-up. These tests pin down that it happens, and
 that a FETCH whose wait runs out, or whose connection goes away, while that reserve is on its
@@ -7,9 +9,11 @@ way neither gets a second answer nor keeps a job it never got."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -17,6 +21,7 @@ from conveyor.manager import Manager
 from conveyor.manager.later import Later
 from conveyor.store import open_store
 from tests.support.manager import FAST, decode, encode, job
+from tests.support.server import MakeServer, RawConnect
 
 
 @pytest.fixture
@@ -179,3 +184,43 @@ async def test_a_fetch_gone_while_its_reserve_is_on_its_way_is_not_answered(
     assert (await manager.busy(0, 0)).total == 0
     [again] = await manager.fetch_many(["default"], "w2", 5, 0)
     assert decode(again)["jid"] == sent["jid"]
+
+
+async def test_a_plain_jobs_ack_is_a_plain_ack_and_a_marked_ones_is_not(
+    make_server: MakeServer, raw_client: RawConnect, redis_url: str
+) -> None:
+    """Redis with the default features (unique, expiring, batches watch ACKs): a job this
+    server saw at FETCH carry none of their marks, in a queue without a throttle, is ACKed by
+    ``ack.lua`` (a count back), alone or in an ACKB; a unique job's ACK still ends through
+    ``endings_end`` and releases its lock."""
+    server = await make_server(redis_url)
+    store: Any = server.manager.store
+    ended: list[tuple[str, ...]] = []
+    end_call = store._end_call
+
+    def spied(mode: str, jids: Any, *args: Any, **kwargs: Any) -> Any:
+        ended.append(tuple(jids))
+        return end_call(mode, jids, *args, **kwargs)
+
+    store._end_call = spied  # every run of endings_end.lua is built here
+    conn = await raw_client(server.port)
+    plain = [job() for _ in range(3)]
+    unique = job(custom={"unique_for": 60})
+    for payload in [*plain, unique]:
+        assert await conn.call(b"PUSH " + encode(payload)) == b"+OK\r\n"
+    fetched = []
+    for _ in range(4):
+        reply = await conn.call(b"FETCH default")
+        fetched.append(decode(reply.split(b"\r\n")[1])["jid"])
+    assert fetched == [p["jid"] for p in [*plain, unique]]
+    assert await conn.call(b'ACK {"jid":"' + plain[0]["jid"].encode() + b'"}') == b"+OK\r\n"
+    acks = json.dumps([plain[1]["jid"], plain[2]["jid"]]).encode()
+    assert await conn.call(b"ACKB " + acks) == b"+OK\r\n"
+    assert ended == [], "plain jobs: ack.lua, not endings_end"
+    assert await conn.call(b'ACK {"jid":"' + unique["jid"].encode() + b'"}') == b"+OK\r\n"
+    assert ended == [(unique["jid"],)]
+    assert (await server.manager.busy(0, 0)).total == 0
+    assert (await server.manager.store.counters()).processed == 4
+    # the unique lock went with the ACK: the same job may be pushed again at once
+    again = {**unique, "jid": "another-jid-00001"}
+    assert await conn.call(b"PUSH " + encode(again)) == b"+OK\r\n"

@@ -101,6 +101,11 @@ class FeatureCalls:
     """A shared store (Redis): jids this server reserved whose payload holds none of the ACK
     ender's marks, so their ACK needs no mark lookup (None: not kept)."""
     _ender_marks: tuple[bytes, ...] = ()
+    _plain: set[str] | None
+    """A shared store (Redis): jids this server reserved that hold none of the marks of the
+    features watching ACKs, in queues without a throttle: their ACK is a plain one
+    (``Store.ack``: a count back, nothing returned), as if no feature watched ACKs (None: not
+    kept, some watcher asks more than marks)."""
     _batch_of: dict[str, str]
     """A shared store (Redis): the batch each job this server reserved names (``"bid":`` in
     its payload), so its ACK declares it at once (``EndContext.bids``: one script run)."""
@@ -314,6 +319,35 @@ class FeatureCalls:
         self._unmarked = set() if not store.in_process and by_marks and marks else None
         self._ender_marks = marks or ()
         self._batch_of = {}
+        every_by_marks = self._acked_gates == [self._holds_acked_mark]
+        self._plain = set() if not store.in_process and every_by_marks else None
+
+    def _note_plain(self, reservations: Sequence[Reservation]) -> None:
+        """Note which of the jobs just reserved no feature must hear of when they are ACKed
+        (``_plain``). A job of a queue throttled only later took no slot, so it frees none."""
+        plain = self._plain
+        assert plain is not None
+        if len(plain) >= MAX_UNMARKED:  # ACKed elsewhere, or expired: never told here
+            plain.clear()
+        throttled, gates = self.flow.throttled, self._acked_gates
+        for reservation in reservations:
+            if (throttled and reservation.queue in throttled) or self._wanted(
+                reservation.payload, gates
+            ):
+                plain.discard(reservation.jid)  # a jid pushed again, now marked
+            else:
+                plain.add(reservation.jid)
+
+    def _all_plain(self, jids: Sequence[str]) -> bool:
+        """Whether every one of ``jids`` was noted plain (``_plain``), which they no longer
+        are: their ACK is on its way."""
+        plain = self._plain
+        if not plain or any(jid not in plain for jid in jids):
+            return False
+        plain.difference_update(jids)
+        if self._unmarked:
+            self._unmarked.difference_update(jids)
+        return True
 
     def _note_unmarked(self, reservations: Sequence[Reservation]) -> None:
         """Note which of the jobs just reserved carry none of the ender's marks (a cache:
@@ -424,6 +458,8 @@ class FeatureCalls:
         watched, fetching = self._watched, self._fetch_hooks
         if self._unmarked is not None:
             self._note_unmarked(reservations)
+        if self._plain is not None:
+            self._note_plain(reservations)
         if watched is None and not fetching:
             return False
         if fetching and not self._fetch_gated:
@@ -487,7 +523,9 @@ class FeatureCalls:
                 if not keep and settle is None:
                     return self.store.ack(jids, day_key(time.time()))
                 return self._ack_returning(jids, keep, settle, tell=False)
-        elif not (keep or settle or self._ack_watchers or self.flow.throttled):
+        elif not (keep or settle) and (
+            not (self._ack_watchers or self.flow.throttled) or self._all_plain(jids)
+        ):
             return self.store.ack(jids, day_key(time.time()))
         return self._ack_returning(jids, keep, settle)
 

@@ -288,7 +288,7 @@ def ack_soon(manager: Manager, jid: str, duration: float | None) -> Later[int] |
     store = manager.store
     day = day_key(time.time())
     flow = manager.flow
-    if not (manager._ack_watchers or flow.throttled):
+    if not (manager._ack_watchers or flow.throttled) or manager._all_plain(jids):
         return later if store.ack_soon(jids, day, acked) else None
     if manager._ack_ender is not None and manager._needs_ends(jids):
         # the job's marks (batch, tracking) end in the ACK's own step, its batch declared
