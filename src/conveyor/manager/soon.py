@@ -29,7 +29,14 @@ from conveyor.timefmt import day_key, now_iso
 if TYPE_CHECKING:
     from conveyor.manager.core import Manager
 
-__all__ = ["ack_in_process", "ack_soon", "fetch_in_process", "fetch_soon", "push_soon"]
+__all__ = [
+    "ack_in_process",
+    "ack_soon",
+    "fetch_in_process",
+    "fetch_limited_in_process",
+    "fetch_soon",
+    "push_soon",
+]
 
 T = TypeVar("T")
 
@@ -117,6 +124,34 @@ def fetch_in_process(
     return _taken(manager, reservations) if reservations else []
 
 
+def fetch_limited_in_process(
+    manager: Manager, queues: Sequence[str], wid: str, count: int
+) -> list[bytes] | Later[list[bytes]] | None:
+    """``fetch_now`` of a FETCH naming a throttled or rate-limited queue, on an in-process
+    store: as ``Manager._reserve``, the queues found full are left out (``passable``), the
+    slots and tokens are taken in the reserving step (``reserve_limited_now``), and the
+    queues it found full are held back until something may make room."""
+    flow = manager.flow
+    passable = flow.passable(queues)
+    if not passable:
+        return []  # every queue named is held back: the FETCH waits, the long way
+    limits = flow.limits_for(passable)
+    now = time.time()
+    if limits is None:  # the limited queues among them are held back
+        reservations = manager.store.reserve_now(passable, wid, now, count)
+    else:
+        wakes = flow.wakes()
+        limited = manager.store.reserve_limited_now(passable, wid, now, count, limits)
+        if limited is None:
+            return None  # the long way: the store must wait for its commit
+        reservations = limited.reservations
+        if limited.blocked:
+            flow.held_back(limited.blocked, wakes)
+    if reservations is None:
+        return None
+    return _taken(manager, reservations) if reservations else []
+
+
 def fetch_soon(
     manager: Manager, queues: Sequence[str], wid: str, count: int
 ) -> Later[list[bytes]] | None:
@@ -152,11 +187,20 @@ def ack_in_process(manager: Manager, jid: str, duration: float | None) -> int | 
     """``ack_now`` on an in-process store (the manager checked the ack gates): None when a
     feature must hear of this job (the ACK returns what it ended, the long way: a job
     carrying batch marks is watched, and its marks end in that ACK's step) or the store
-    must wait for its commit."""
+    must wait for its commit. A job of a throttled queue that no feature wants frees its
+    slot in the ACK's own step (``ack_throttled_now``), as ``ack_returning`` would."""
     watched = manager._watched
     if watched and jid in watched:
-        return None
-    done = manager.store.ack_now((jid,), day_key(time.time()))
+        queue = manager._slotted.get(jid)
+        if queue is None:
+            return None
+        done = manager.store.ack_throttled_now(jid, queue, day_key(time.time()))
+        if done is None:
+            return None  # the long way: the store must wait for its commit
+        watched.discard(jid)
+        del manager._slotted[jid]
+    else:
+        done = manager.store.ack_now((jid,), day_key(time.time()))
     if done is not None and manager.metrics is not None:
         manager.metrics.on_ack((jid,), done, _durations(jid, duration))
     return done

@@ -251,6 +251,27 @@ class Limits(abc.ABC):
         atomic step. A queue with no room is skipped (and reported in ``blocked`` if it has
         jobs): the next queue is served."""
 
+    def reserve_limited_now(
+        self,
+        queues: Sequence[str],
+        wid: str,
+        now: float,
+        count: int,
+        limits: Mapping[str, QueueLimit],
+    ) -> Limited | None:
+        """``reserve_limited`` done in the caller's step, for a FETCH answered without a task;
+        only for ``in_process`` stores (as ``Store.reserve_now``). None, with nothing done,
+        when it would have to wait (SQLite while commits fail); the caller then awaits
+        ``reserve_limited``."""
+        raise NotImplementedError(f"{type(self).__name__} is not an in-process store")
+
+    def ack_throttled_now(self, jid: str, queue: str, day: str) -> int | None:
+        """``Store.ack_now`` of a job reserved from the throttled ``queue`` (a job that
+        carries no marks, none kept), freeing its slot and announcing the queue in the same
+        step, as ``Endings.ack_returning`` would; only for ``in_process`` stores, None with
+        nothing done when it would have to wait."""
+        raise NotImplementedError(f"{type(self).__name__} is not an in-process store")
+
     @abc.abstractmethod
     async def release_slots(self, ended: Sequence[Reservation]) -> None:
         """These reservations ended (ACK, FAIL, expiry, dropped): free the throttle slots
@@ -284,6 +305,8 @@ class InProcessSlots:
 
         def _notify(self, queues: Iterable[str]) -> None: ...
 
+        def ack_now(self, jids: Sequence[str], day: str) -> int | None: ...
+
     async def release_slots(self, ended: Sequence[Reservation]) -> None:
         self._free_slots(ended)
 
@@ -295,6 +318,20 @@ class InProcessSlots:
             if table is not None:
                 table.remove(reservation.jid)
         self._notify([ended[0].queue] if len(ended) == 1 else [r.queue for r in ended])
+
+    def ack_throttled_now(self, jid: str, queue: str, day: str) -> int | None:
+        """``Store.ack_now`` of a job reserved from the throttled ``queue``, freeing its slot
+        and announcing the queue in the same step (as ``ack_returning`` does, without reading
+        back the reservation: the caller knows its queue). None, with nothing done, when the
+        ACK would have to wait (SQLite while commits fail)."""
+        done = self.ack_now((jid,), day)
+        if done:
+            every: dict[str, SlotTable] = self.__dict__.get("_throttle_slots", _NO_TABLES)
+            table = every.get(queue)
+            if table is not None:
+                table.remove(jid)
+            self._notify((queue,))
+        return done
 
     async def release_worker_slots(self, wid: str, queues: Collection[str]) -> list[str]:
         every: dict[str, SlotTable] = self.__dict__.get("_throttle_slots", _NO_TABLES)

@@ -98,6 +98,16 @@ class MemoryLimits(InProcessSlots, Limits):
         count: int,
         limits: Mapping[str, QueueLimit],
     ) -> Limited:
+        return self.reserve_limited_now(queues, wid, now, count, limits)
+
+    def reserve_limited_now(
+        self,
+        queues: Sequence[str],
+        wid: str,
+        now: float,
+        count: int,
+        limits: Mapping[str, QueueLimit],
+    ) -> Limited:
         taken: list[Reservation] = []
         blocked: dict[str, float | None] = {}
         for name in dict.fromkeys(queues):
