@@ -156,7 +156,8 @@ async def test_a_rate_limited_queue_gives_its_burst_to_fetches_arriving_together
     limit = QueueLimit(rate=0.01, burst=2)
     usage = await server.manager.store.limit_usage({"paced": limit}, time.time())
     tokens = usage["paced"].tokens
-    assert tokens is not None and tokens < 1
+    assert tokens is not None
+    assert tokens < 1
 
 
 async def test_a_rate_limited_fetch_is_answered_in_its_step(
