@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, cast
 
 from conveyor.errors import CommandError
 from conveyor.job import Job, decode_job, encode_job
@@ -262,7 +262,12 @@ class FeatureCalls:
         the chain is closed where it stood, and the PUSH takes the long way, which runs it
         again (hooks are idempotent: a PUSH retried after a lost reply runs them twice too).
         Raises what the hooks raise (``Drop``, ``NotUnique``, ``InvalidJob``)."""
-        chain = run_chain(hooks, PushContext(self, job), _nothing)  # type: ignore[arg-type]
+        ctx = PushContext(self, job)  # type: ignore[arg-type]
+        # one hook (a unique job's): called as run_chain would, without its two coroutines
+        chain = cast(
+            "Coroutine[object, None, None]",
+            hooks[0](ctx, _nothing) if len(hooks) == 1 else run_chain(hooks, ctx, _nothing),
+        )
         try:
             chain.send(None)
         except StopIteration:

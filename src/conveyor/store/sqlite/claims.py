@@ -87,8 +87,11 @@ class Claims:
         self._spaces, self._expiries = spaces, expiries
         return spaces
 
-    def _insert(self, space: str, record: Record, old: Entry | None) -> None:
-        """Write ``record`` (in place of ``old``, the entry its key had)."""
+    def _insert(
+        self, space: str, record: Record, old: Entry | None, entries: dict[str, Entry]
+    ) -> None:
+        """Write ``record`` (in place of ``old``, the entry its key had, in ``entries``, the
+        mirror of ``space``)."""
         params = (space, record.key, record.expires_at, record.value)
         if old is None:
             row_id = self._db.write(_SQL["insert"], params).lastrowid
@@ -97,7 +100,7 @@ class Claims:
                 conn.execute(_SQL["delete"], (old[0],))
                 row_id = conn.execute(_SQL["insert"], params).lastrowid
         assert row_id is not None
-        self._space(space)[record.key] = [row_id, record.value, record.expires_at]
+        entries[record.key] = [row_id, record.value, record.expires_at]
         if record.expires_at is not None:
             self._expire_at(record.expires_at, row_id, space, record.key)
 
@@ -119,7 +122,7 @@ class Claims:
         entries = self._space(space)
         held = entries.get(record.key)
         if held is None:
-            self._insert(space, record, None)
+            self._insert(space, record, None, entries)
             return None
         row_id, value, expires_at = held
         if value == record.value:  # claimed again by its holder (a retried PUSH): refreshed
@@ -129,13 +132,14 @@ class Claims:
                 self._expire_at(record.expires_at, row_id, space, record.key)
             return None
         if expires_at is not None and expires_at <= now:  # expired: taken over
-            self._insert(space, record, held)
+            self._insert(space, record, held, entries)
             return None
         return value  # type: ignore[no-any-return]
 
     def put(self, space: str, records: Sequence[Record]) -> None:
+        entries = self._space(space)
         for record in records:
-            self._insert(space, record, self._space(space).get(record.key))
+            self._insert(space, record, entries.get(record.key), entries)
 
     def get(self, space: str, keys: Sequence[str], now: float) -> dict[str, Record]:
         entries = self._space(space)
