@@ -169,11 +169,19 @@ async def test_sqlite_locks_come_back_from_the_file_as_they_were_left(tmp_path: 
     url = f"sqlite:///{tmp_path / 'locks.db'}"
     store = open_store(url)
     await store.open()
-    for key in ("held", "refreshed", "released", "purged", "taken"):
-        assert await store.claim_record("unique", Record(key, b"j1", NOW + 10), NOW) is None
-    await store.claim_record("unique", Record("refreshed", b"j1", NOW + 99), NOW)
-    await store.claim_record("unique", Record("taken", b"j2", NOW + 50), NOW + 20)
-    assert await store.delete_records("unique", ["released"], if_value=b"j1") == 1
+
+    async def claim(*keys: str) -> None:
+        for key in keys:
+            assert await store.claim_record("unique", Record(key, b"j1", NOW + 10), NOW) is None
+
+    await claim("held", "purged", "refreshed-later", "released-later", "taken-later")
+    await store.durable()  # those rows written: changed in the next commit, the others in theirs
+    await claim("refreshed", "released", "taken")
+    for suffix in ("", "-later"):
+        await store.claim_record("unique", Record(f"refreshed{suffix}", b"j1", NOW + 99), NOW)
+        await store.claim_record("unique", Record(f"taken{suffix}", b"j2", NOW + 50), NOW + 20)
+        released = await store.delete_records("unique", [f"released{suffix}"], if_value=b"j1")
+        assert released == 1
     assert await store.delete_records("unique", ["held"], if_value=b"other") == 0
     assert await store.purge_records(NOW + 11, 1) == 1  # "held" or "purged"
     await store.durable()
@@ -181,13 +189,16 @@ async def test_sqlite_locks_come_back_from_the_file_as_they_were_left(tmp_path: 
     reopened = open_store(url)
     await reopened.open()
     try:
-        found = await reopened.get_records("unique", ["refreshed", "taken", "released"], NOW)
-        assert found == {
-            "refreshed": Record("refreshed", b"j1", NOW + 99),
-            "taken": Record("taken", b"j2", NOW + 50),
-        }
+        for suffix in ("", "-later"):
+            found = await reopened.get_records(
+                "unique", [f"refreshed{suffix}", f"taken{suffix}", f"released{suffix}"], NOW
+            )
+            assert found == {
+                f"refreshed{suffix}": Record(f"refreshed{suffix}", b"j1", NOW + 99),
+                f"taken{suffix}": Record(f"taken{suffix}", b"j2", NOW + 50),
+            }
         assert await reopened.purge_records(NOW + 11, 10) == 1  # the other expired one
-        assert await reopened.count_records("unique", NOW + 11) == 2
+        assert await reopened.count_records("unique", NOW + 11) == 4
     finally:
         await reopened.close()
 

@@ -6,7 +6,10 @@ a sha256 digest; the expiry index): 5.9 WAL pages and 54 us per PUSH with its jo
 2.2 pages and 22 us without (docs/design/admission.md). Here the lock is a row appended to
 ``claims`` (``INTEGER PRIMARY KEY`` in insertion order, no index: a claim writes the table's
 last page, which the next claims of the same commit share), and this process answers every
-read from a mirror: ``space -> key -> [id, value, expires_at]``.
+read from a mirror: ``space -> key -> [id, value, expires_at]``. The rows are not written one
+statement per claim: the changes of a transaction are written just before its ``COMMIT``
+(``Database.before_commit``, as the counters are), each kind with one ``executemany``, and a
+lock claimed and released within one commit is never written at all.
 
 One server owns a SQLite file, as for throttle slots (``limits.py``), so the mirror is the
 truth between commits; what must outlive a crash is the row, written in the same transaction
@@ -19,6 +22,7 @@ reader and deleted by ``purge_records`` (a heap of expiry times: no scan, no ind
 from __future__ import annotations
 
 import heapq
+import sqlite3
 from collections.abc import Sequence
 from typing import Any, TypeAlias
 
@@ -48,9 +52,15 @@ class Claims:
         self._db = db
         self._spaces: dict[str, dict[str, Entry]] | None = None
         self._expiries: list[tuple[float, int, str, str]] = []  # (expires_at, id, space, key)
+        self._next_id = 1
+        # what the open transaction changed, written by ``write`` before its COMMIT
+        self._inserts: dict[int, tuple[int, str, str, float | None, bytes]] = {}
+        self._updates: dict[int, float | None] = {}  # written rows' new expiry
+        self._deletes: list[int] = []  # written rows
 
     def create(self) -> None:
-        """The table, and the locks an older file kept in ``records`` moved into it."""
+        """The table, and the locks an older file kept in ``records`` moved into it; from
+        now on the changes are written before each commit."""
         conn = self._db.conn
         conn.executescript(_SQL["create"])
         spaces = sorted(LOCK_SPACES)
@@ -60,12 +70,33 @@ class Claims:
             with conn:
                 conn.execute(_SQL["move_old"].replace("?spaces", marks), spaces)
                 conn.execute(_SQL["drop_old"].replace("?spaces", marks), spaces)
-        self._spaces = None
+        self.forget()
+        committing = self._db.before_commit
+
+        def write(conn: sqlite3.Connection) -> None:
+            self.write(conn)
+            committing(conn)
+
+        self._db.before_commit = write
 
     def forget(self) -> None:
-        """Drop the mirror (a failed commit): read again from what is committed."""
+        """Drop the mirror and the changes not written (a failed commit): read again from
+        what is committed."""
         self._spaces = None
         self._expiries = []
+        self._inserts, self._updates, self._deletes = {}, {}, []
+
+    def write(self, conn: sqlite3.Connection) -> None:
+        """The changes of the open transaction, in it (just before its COMMIT)."""
+        if self._deletes:
+            conn.executemany(_SQL["delete"], [(row_id,) for row_id in self._deletes])
+            self._deletes = []
+        if self._inserts:
+            conn.executemany(_SQL["insert"], self._inserts.values())
+            self._inserts = {}
+        if self._updates:
+            conn.executemany(_SQL["refresh"], [(e, i) for i, e in self._updates.items()])
+            self._updates = {}
 
     def _space(self, space: str) -> dict[str, Entry]:
         spaces = self._spaces
@@ -79,27 +110,33 @@ class Claims:
     def _load(self) -> dict[str, dict[str, Entry]]:
         spaces: dict[str, dict[str, Entry]] = {}
         expiries: list[tuple[float, int, str, str]] = []
+        last = 0
         for row_id, space, key, expires_at, value in self._db.read(_SQL["load"]):
             spaces.setdefault(space, {})[key] = [row_id, bytes(value), expires_at]
             if expires_at is not None:
                 expiries.append((expires_at, row_id, space, key))
+            last = row_id
         heapq.heapify(expiries)
-        self._spaces, self._expiries = spaces, expiries
+        self._spaces, self._expiries, self._next_id = spaces, expiries, last + 1
         return spaces
+
+    def _drop(self, row_id: int) -> None:
+        """The row ``row_id`` goes: never written if it was new in this transaction."""
+        if self._inserts.pop(row_id, None) is None:
+            self._deletes.append(row_id)
+            self._updates.pop(row_id, None)
 
     def _insert(
         self, space: str, record: Record, old: Entry | None, entries: dict[str, Entry]
     ) -> None:
-        """Write ``record`` (in place of ``old``, the entry its key had, in ``entries``, the
+        """Add ``record`` (in place of ``old``, the entry its key had, in ``entries``, the
         mirror of ``space``)."""
-        params = (space, record.key, record.expires_at, record.value)
-        if old is None:
-            row_id = self._db.write(_SQL["insert"], params).lastrowid
-        else:
-            with self._db.atomic() as conn:  # both or neither
-                conn.execute(_SQL["delete"], (old[0],))
-                row_id = conn.execute(_SQL["insert"], params).lastrowid
-        assert row_id is not None
+        self._db.writer()  # the transaction it goes into (refused during an outage)
+        if old is not None:
+            self._drop(old[0])
+        row_id = self._next_id
+        self._next_id = row_id + 1
+        self._inserts[row_id] = (row_id, space, record.key, record.expires_at, record.value)
         entries[record.key] = [row_id, record.value, record.expires_at]
         if record.expires_at is not None:
             self._expire_at(record.expires_at, row_id, space, record.key)
@@ -126,7 +163,12 @@ class Claims:
             return None
         row_id, value, expires_at = held
         if value == record.value:  # claimed again by its holder (a retried PUSH): refreshed
-            self._db.write(_SQL["refresh"], (record.expires_at, row_id))
+            self._db.writer()
+            row = self._inserts.get(row_id)
+            if row is None:
+                self._updates[row_id] = record.expires_at
+            else:
+                self._inserts[row_id] = (*row[:3], record.expires_at, row[4])
             held[2] = record.expires_at
             if record.expires_at is not None:
                 self._expire_at(record.expires_at, row_id, space, record.key)
@@ -159,13 +201,9 @@ class Claims:
                 chosen.append(key)
         if not chosen:
             return 0
-        if len(chosen) == 1:  # one statement is atomic by itself (a lock released by ACK)
-            self._db.write(_SQL["delete"], (entries[chosen[0]][0],))
-        else:
-            with self._db.atomic() as conn:
-                conn.executemany(_SQL["delete"], [(entries[key][0],) for key in chosen])
+        self._db.writer()
         for key in chosen:
-            del entries[key]
+            self._drop(entries.pop(key)[0])
         return len(chosen)
 
     def page(self, space: str, now: float, after: str, limit: int) -> list[Record]:
@@ -188,21 +226,24 @@ class Claims:
         if self._spaces is None:
             self._load()
         expiries = self._expiries
-        gone: list[tuple[str, str, int]] = []
-        while expiries and expiries[0][0] <= now and len(gone) < limit:
+        if not expiries or expiries[0][0] > now or limit <= 0:
+            return 0
+        self._db.writer()  # before anything is popped (refused during an outage)
+        purged = 0
+        while expiries and expiries[0][0] <= now and purged < limit:
             expires_at, row_id, space, key = heapq.heappop(expiries)
-            held = self._space(space).get(key)
-            if held is not None and held[0] == row_id and held[2] == expires_at:
-                gone.append((space, key, row_id))  # else: released, refreshed or replaced
-        if gone:
-            with self._db.atomic() as conn:
-                conn.executemany(_SQL["delete"], [(row_id,) for _s, _k, row_id in gone])
-            for space, key, _row_id in gone:
-                del self._space(space)[key]
-        return len(gone)
+            entries = self._space(space)
+            held = entries.get(key)
+            if held is None or held[0] != row_id or held[2] != expires_at:
+                continue  # released, refreshed or replaced since (or a duplicate entry)
+            del entries[key]
+            self._drop(row_id)
+            purged += 1
+        return purged
 
     def flush(self) -> None:
         with self._db.atomic() as conn:
             conn.execute(_SQL["flush"])
         self._spaces = {}
         self._expiries = []
+        self._inserts, self._updates, self._deletes = {}, {}, []

@@ -29,7 +29,7 @@ DELETE FROM records WHERE space IN (?spaces);
 SELECT id, space, key, expires_at, value FROM claims ORDER BY id;
 
 -- name: insert
-INSERT INTO claims (space, key, expires_at, value) VALUES (?, ?, ?, ?);
+INSERT INTO claims (id, space, key, expires_at, value) VALUES (?, ?, ?, ?, ?);
 
 -- name: refresh
 UPDATE claims SET expires_at = ? WHERE id = ?;
