@@ -24,6 +24,7 @@ from conveyor.manager import validation
 from conveyor.manager.later import Later
 from conveyor.store.base import Reservation
 from conveyor.store.endings import Acked
+from conveyor.store.limits import Limited
 from conveyor.timefmt import day_key, now_iso
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ __all__ = [
     "ack_soon",
     "fetch_in_process",
     "fetch_limited_in_process",
+    "fetch_limited_soon",
     "fetch_soon",
     "push_soon",
 ]
@@ -158,26 +160,66 @@ def fetch_soon(
     """``fetch_now`` for a store that is not in process: the payloads it reserves, ``[]``
     for none (the FETCH then waits, the long way); None when the store cannot take it."""
     later: Later[list[bytes]] = Later()
-    metrics = manager.metrics
 
     def reserved(reservations: list[Reservation] | None, error: BaseException | None) -> bool:
-        if error is not None or reservations is None:
-            return later.settle(None, error)
-        if not reservations:
-            return later.settle([], None)
-        found = _taken(manager, reservations)
-        if isinstance(found, Later):  # the fetch hooks run; a lost reply keeps its jobs
-            found.when_done(later.settle)
-            return True
-        if later.settle(found, None):
-            return True
-        if metrics is not None:  # given back by the store: they run elsewhere
-            for reservation in reservations:
-                metrics.forget(reservation.jid)
-        return False
+        return _deliver(manager, later, reservations, error)
 
     now = time.time()
     return later if manager.store.reserve_soon(queues, wid, now, count, reserved) else None
+
+
+def fetch_limited_soon(
+    manager: Manager, queues: Sequence[str], wid: str, count: int
+) -> Later[list[bytes]] | None:
+    """``fetch_soon`` of a FETCH naming a throttled or rate-limited queue: the slots and
+    tokens taken by the script that reserves (``Store.reserve_limited_soon``), the queues it
+    found full held back from the step that reads its reply. None for the long way (every
+    queue named is held back: the FETCH waits; or the store cannot take it)."""
+    flow = manager.flow
+    passable = flow.passable(queues)
+    if not passable:
+        return None
+    limits = flow.limits_for(passable)
+    if limits is None:  # the limited queues among them are held back
+        return fetch_soon(manager, passable, wid, count)
+    later: Later[list[bytes]] = Later()
+    wakes = flow.wakes()
+
+    def reserved(limited: Limited | None, error: BaseException | None) -> bool:
+        if error is not None or limited is None:
+            return later.settle(None, error)
+        if limited.blocked:
+            flow.held_back(limited.blocked, wakes)
+        return _deliver(manager, later, limited.reservations, None)
+
+    now = time.time()
+    taken = manager.store.reserve_limited_soon(passable, wid, now, count, limits, reserved)
+    return later if taken else None
+
+
+def _deliver(
+    manager: Manager,
+    later: Later[list[bytes]],
+    reservations: list[Reservation] | None,
+    error: BaseException | None,
+) -> bool:
+    """Settle a FETCH's ``later`` with what the store reserved for it (``[]``: none, it
+    waits the long way); whether its client took the jobs (False: the store gives them
+    back, and the metrics forget them)."""
+    if error is not None or reservations is None:
+        return later.settle(None, error)
+    if not reservations:
+        return later.settle([], None)
+    found = _taken(manager, reservations)
+    if isinstance(found, Later):  # the fetch hooks run; a lost reply keeps its jobs
+        found.when_done(later.settle)
+        return True
+    if later.settle(found, None):
+        return True
+    if manager.metrics is not None:  # given back by the store: they run elsewhere
+        for reservation in reservations:
+            manager.metrics.forget(reservation.jid)
+    return False
 
 
 # ---------------------------------------------------------------------- ACK

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -264,6 +264,21 @@ class Limits(abc.ABC):
         when it would have to wait (SQLite while commits fail); the caller then awaits
         ``reserve_limited``."""
         raise NotImplementedError(f"{type(self).__name__} is not an in-process store")
+
+    def reserve_limited_soon(
+        self,
+        queues: Sequence[str],
+        wid: str,
+        now: float,
+        count: int,
+        limits: Mapping[str, QueueLimit],
+        done: Callable[[Limited | None, BaseException | None], bool],
+    ) -> bool:
+        """``reserve_limited`` with a callback, for a store whose writes wait for I/O but
+        need no task (as ``Store.reserve_soon``): False, with nothing done, when it cannot
+        now; else ``done`` gets what ``reserve_limited`` returns or raises, from the event
+        loop, and says whether its FETCH took the jobs (those it did not take go back)."""
+        return False
 
     def ack_throttled_now(self, jid: str, queue: str, day: str) -> int | None:
         """``Store.ack_now`` of a job reserved from the throttled ``queue`` (a job that
