@@ -202,12 +202,14 @@ class SlotTable:
     ) -> tuple[int, float | None]:
         """``room_for`` with these slots; ``full``: also work out the soonest leases (when
         the queue was found full, to say how long until one ends)."""
-        if tokens is None and not full:  # a throttle alone, asked before every FETCH of it
+        if not full:  # asked before every FETCH of the queue: room_for's answer when >= 1
             room = UNLIMITED
             if limit.concurrency:
                 room = limit.concurrency - len(self.leases)
             if limit.per_worker:
                 room = min(room, limit.per_worker - self.per_worker.get(wid, 0))
+            if tokens is not None:  # a rate limit (the bucket's tokens, refilled)
+                room = min(room, math.floor(tokens + 1e-9))
             if room >= 1:
                 return room, None
         soonest = soonest_mine = None
