@@ -11,6 +11,9 @@ of each round's own ratio:
 * PUSH with ``unique_for`` against a plain PUSH (target: at most 1.3x the time);
 * FETCH+ACK from a queue with an unsaturated throttle, and with a rate limit far above the
   rate reached, against an unlimited queue (target: at least 0.8x the throughput);
+* the server's CPU per job of each of those (``/proc``): on a machine other processes load,
+  the steadier measure of the same targets (time ratio <= 1.3x, throughput >= 0.8x, i.e.
+  CPU ratio <= 1.25x);
 * server CPU while FETCHes wait on a saturated throttled queue, or on a rate-limited one with
   an empty bucket, against FETCHes waiting on an empty queue (target: no more);
 * with ``--baseline SRC`` (a checkout's ``src``, e.g. ``git archive main``), plain PUSH and
@@ -70,8 +73,11 @@ async def _close(clients: list[Client]) -> None:
     await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
 
 
-async def push_rate(url: str, jobs: int, conns: int, unique: bool) -> float:
-    """PUSHes per second, ``conns`` connections each pushing its share in turn."""
+async def push_rate(
+    url: str, jobs: int, conns: int, unique: bool, cpu: list[float] | None = None, pid: int = 0
+) -> float:
+    """PUSHes per second, ``conns`` connections each pushing its share in turn; with ``cpu``
+    (and the server's ``pid``), the server's CPU seconds per job are appended to it."""
     clients = await _clients(url, conns)
     queue = "uniq" if unique else "plain"
     share = jobs // conns
@@ -83,16 +89,22 @@ async def push_rate(url: str, jobs: int, conns: int, unique: bool) -> float:
             job["args"] = [index, n]  # distinct args: every unique job takes a lock
             await client.push(job)
 
+    before = _cpu_seconds(pid) if cpu is not None else 0.0
     started = time.perf_counter()
     await asyncio.gather(*(work(c, i) for i, c in enumerate(clients)))
     seconds = time.perf_counter() - started
+    if cpu is not None:
+        cpu.append((_cpu_seconds(pid) - before) / (share * conns))
     await clients[0].queue_remove(queue)
     await _close(clients)
     return share * conns / seconds
 
 
-async def fetch_rate(url: str, queue: str, jobs: int, conns: int) -> float:
-    """FETCH+ACKs per second from a pre-filled queue, ``conns`` workers."""
+async def fetch_rate(
+    url: str, queue: str, jobs: int, conns: int, cpu: list[float] | None = None, pid: int = 0
+) -> float:
+    """FETCH+ACKs per second from a pre-filled queue, ``conns`` workers (``cpu``: as for
+    ``push_rate``)."""
     clients = await _clients(url, conns)
     for start in range(0, jobs, 1000):
         await clients[0].push_bulk([_job(queue) for _ in range(min(1000, jobs - start))])
@@ -110,10 +122,13 @@ async def fetch_rate(url: str, queue: str, jobs: int, conns: int) -> float:
             if remaining <= 0:
                 done.set()
 
+    before = _cpu_seconds(pid) if cpu is not None else 0.0
     started = time.perf_counter()
     tasks = [asyncio.create_task(work(c)) for c in clients]
     await done.wait()
     seconds = time.perf_counter() - started
+    if cpu is not None:
+        cpu.append((_cpu_seconds(pid) - before) / jobs)
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -217,15 +232,22 @@ def run(args: argparse.Namespace) -> Samples:
             ) as server:
                 url = server.url
                 asyncio.run(_flush(url))  # a shared store (Redis) starts each round empty
+                pid = server.process.pid
                 for unique in (False, True):
-                    rate = asyncio.run(push_rate(url, args.jobs, 8, unique))
-                    samples.add("PUSH unique_for" if unique else "PUSH", rate)
+                    per_job: list[float] = []
+                    rate = asyncio.run(push_rate(url, args.jobs, 8, unique, per_job, pid))
+                    label = "PUSH unique_for" if unique else "PUSH"
+                    samples.add(label, rate)
+                    samples.add(f"CPU/job {label}", per_job[0])
                 for queue, label in (
                     ("plain", "FETCH+ACK"),
                     ("throttled", "FETCH+ACK throttled"),
                     ("paced", "FETCH+ACK rate-limited"),
                 ):
-                    samples.add(label, asyncio.run(fetch_rate(url, queue, args.jobs, 8)))
+                    per_job = []
+                    rate = asyncio.run(fetch_rate(url, queue, args.jobs, 8, per_job, pid))
+                    samples.add(label, rate)
+                    samples.add(f"CPU/job {label}", per_job[0])
                 for queue, label in (
                     ("idle", "CPU waiting, empty queue"),
                     ("saturated", "CPU waiting, throttle full"),
@@ -254,6 +276,11 @@ def report(samples: Samples, args: argparse.Namespace) -> Table:
         ("FETCH+ACK", "jobs/s", None, ""),
         ("FETCH+ACK throttled", "jobs/s", "FETCH+ACK", ">= 0.8x"),
         ("FETCH+ACK rate-limited", "jobs/s", "FETCH+ACK", ">= 0.8x"),
+        ("CPU/job PUSH", "us", None, ""),
+        ("CPU/job PUSH unique_for", "us", "CPU/job PUSH", "<= 1.3x"),
+        ("CPU/job FETCH+ACK", "us", None, ""),
+        ("CPU/job FETCH+ACK throttled", "us", "CPU/job FETCH+ACK", "<= 1.25x"),
+        ("CPU/job FETCH+ACK rate-limited", "us", "CPU/job FETCH+ACK", "<= 1.25x"),
         ("CPU waiting, empty queue", "s", None, ""),
         ("CPU waiting, throttle full", "s", "CPU waiting, empty queue", "no more"),
         ("CPU waiting, bucket empty", "s", "CPU waiting, empty queue", "no more"),
@@ -266,9 +293,7 @@ def report(samples: Samples, args: argparse.Namespace) -> Table:
         if name not in samples.values:
             continue
         value = samples.median(name)
-        shown = ", ".join(
-            f"{v:,.0f}" if unit == "jobs/s" else f"{v:.2f}" for v in samples.values[name]
-        )
+        shown = ", ".join(_shown(v, unit) for v in samples.values[name])
         ratio = ""
         if reference and not samples.median(reference):
             ratio = "n/a (0 s)"  # CPU time below one clock tick
@@ -280,9 +305,17 @@ def report(samples: Samples, args: argparse.Namespace) -> Table:
                 ratio = f"{statistics.median(b / a for a, b in pairs):.2f}x time"
             else:
                 ratio = f"{statistics.median(a / b if b else 1.0 for a, b in pairs):.2f}x"
-        median = f"{value:,.0f} {unit}" if unit == "jobs/s" else f"{value:.2f} {unit}"
+        median = f"{_shown(value, unit)} {unit}"
         table.add_row(name, median, shown, reference or "", ratio, target)
     return table
+
+
+def _shown(value: float, unit: str) -> str:
+    if unit == "jobs/s":
+        return f"{value:,.0f}"
+    if unit == "us":  # server CPU seconds per job, shown in microseconds
+        return f"{value * 1e6:.1f}"
+    return f"{value:.2f}"
 
 
 def main() -> None:

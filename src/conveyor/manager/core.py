@@ -128,6 +128,7 @@ class Manager(FeatureCalls, AdminOps):
         gate_owners += self._ack_watchers
         self._gates_on_custom = all(type(f).gates_on_custom for f in gate_owners)
         self._watched = set() if store.in_process else None
+        self._slotted: dict[str, str] = {}
         self._removal_watchers = [
             f for f in self.features if type(f).removed is not Feature.removed
         ]
@@ -459,13 +460,17 @@ class Manager(FeatureCalls, AdminOps):
         the server's FETCH on an idle connection. ``[]`` when there is none now (the FETCH
         then waits, through ``fetch_many``); None, with nothing done, when this FETCH has to
         take the long way (``fetch_many``: fetch middleware that is not a feature's, a quiet
-        worker, a limited queue, a store that must wait for its commit). ``Later`` when the
-        value comes from the event loop: a store whose writes wait for I/O, or jobs a
-        feature's fetch hook must see (soon.py)."""
+        worker, a store that must wait for its commit). ``Later`` when the value comes from
+        the event loop: a store whose writes wait for I/O, or jobs a feature's fetch hook
+        must see (soon.py)."""
         if wid and self._worker_states.get(wid, WorkerState.RUNNING) != WorkerState.RUNNING:
             return None
         flow = self.flow
         if flow.fetch_limits and flow.limits_for(queues) is not None:
+            if self._hand_offs:  # in process: the slots and tokens taken in this step too
+                return soon.fetch_limited_in_process(self, queues, wid, count)
+            if self._soon and self._fetch_gated:
+                return soon.fetch_limited_soon(self, queues, wid, count)
             return None  # reserve_limited, through the long way
         if self._hand_offs:  # in process, and every fetch hook is a gated feature's
             return soon.fetch_in_process(self, queues, wid, count)

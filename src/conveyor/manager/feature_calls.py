@@ -13,8 +13,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, cast
 
 from conveyor.errors import CommandError
 from conveyor.job import Job, decode_job, encode_job
@@ -97,6 +97,10 @@ class FeatureCalls:
     _watched: set[str] | None
     """In-process stores: the jids reserved whose end a feature must hear of (None: a shared
     store, where every ACK says what it ended)."""
+    _slotted: dict[str, str]
+    """In-process stores: those of ``_watched`` watched only for their throttle slot (no
+    feature's gate wants their ACK: they carry none of the marks), with their queue: their
+    ACK frees the slot in its own step without the long way (``soon.ack_in_process``)."""
     _unmarked: set[str] | None
     """A shared store (Redis): jids this server reserved whose payload holds none of the ACK
     ender's marks, so their ACK needs no mark lookup (None: not kept)."""
@@ -298,7 +302,12 @@ class FeatureCalls:
         the chain is closed where it stood, and the PUSH takes the long way, which runs it
         again (hooks are idempotent: a PUSH retried after a lost reply runs them twice too).
         Raises what the hooks raise (``Drop``, ``NotUnique``, ``InvalidJob``)."""
-        chain = run_chain(hooks, PushContext(self, job), _nothing)  # type: ignore[arg-type]
+        ctx = PushContext(self, job)  # type: ignore[arg-type]
+        # one hook (a unique job's): called as run_chain would, without its two coroutines
+        chain = cast(
+            "Coroutine[object, None, None]",
+            hooks[0](ctx, _nothing) if len(hooks) == 1 else run_chain(hooks, ctx, _nothing),
+        )
         try:
             chain.send(None)
         except StopIteration:
@@ -421,12 +430,19 @@ class FeatureCalls:
         throttled = self.flow.throttled  # their ACK frees a slot
         gates = self._acked_gates
         for job in jobs:
-            if (throttled and job.queue in throttled) or self._wanted(job.payload, gates):
+            if self._wanted(job.payload, gates):
                 watched.add(job.jid)
+            elif throttled and job.queue in throttled:
+                watched.add(job.jid)
+                self._slotted[job.jid] = job.queue
 
     def _unwatch(self, jids: Sequence[str]) -> None:
         if self._watched:
             self._watched.difference_update(jids)
+            slotted = self._slotted
+            if slotted:
+                for jid in jids:
+                    slotted.pop(jid, None)
         elif self._unmarked:
             self._unmarked.difference_update(jids)
 
@@ -468,16 +484,19 @@ class FeatureCalls:
         throttled = self.flow.throttled
         on_custom = self._gates_on_custom
         wanted = False
+        slotted = self._slotted
         for reservation in reservations:
             payload = reservation.payload
             if watched is not None and throttled and reservation.queue in throttled:
                 watched.add(reservation.jid)
+                slotted[reservation.jid] = reservation.queue  # unless a gate wants it
             if on_custom and _CUSTOM not in payload:
                 continue
             if watched is not None:
                 for wants in self._acked_gates:
                     if wants(payload):
                         watched.add(reservation.jid)
+                        slotted.pop(reservation.jid, None)
                         break
             if fetching and not wanted:
                 wanted = any(wants(payload) for wants in self._fetch_gates)

@@ -24,6 +24,7 @@ from conveyor.manager import validation
 from conveyor.manager.later import Later
 from conveyor.store.base import Reservation
 from conveyor.store.endings import Acked
+from conveyor.store.limits import Limited
 from conveyor.timefmt import day_key, now_iso
 
 if TYPE_CHECKING:
@@ -35,6 +36,8 @@ __all__ = [
     "ack_settled",
     "ack_soon",
     "fetch_in_process",
+    "fetch_limited_in_process",
+    "fetch_limited_soon",
     "fetch_soon",
     "push_soon",
 ]
@@ -165,52 +168,129 @@ def fetch_in_process(
     return _taken(manager, reservations) if reservations else []
 
 
+def fetch_limited_in_process(
+    manager: Manager, queues: Sequence[str], wid: str, count: int
+) -> list[bytes] | Later[list[bytes]] | None:
+    """``fetch_now`` of a FETCH naming a throttled or rate-limited queue, on an in-process
+    store: as ``Manager._reserve``, the queues found full are left out (``passable``), the
+    slots and tokens are taken in the reserving step (``reserve_limited_now``), and the
+    queues it found full are held back until something may make room."""
+    flow = manager.flow
+    passable = flow.passable(queues)
+    if not passable:
+        return []  # every queue named is held back: the FETCH waits, the long way
+    limits = flow.limits_for(passable)
+    now = time.time()
+    if limits is None:  # the limited queues among them are held back
+        reservations = manager.store.reserve_now(passable, wid, now, count)
+    else:
+        wakes = flow.wakes()
+        limited = manager.store.reserve_limited_now(passable, wid, now, count, limits)
+        if limited is None:
+            return None  # the long way: the store must wait for its commit
+        reservations = limited.reservations
+        if limited.blocked:
+            flow.held_back(limited.blocked, wakes)
+    if reservations is None:
+        return None
+    return _taken(manager, reservations) if reservations else []
+
+
 def fetch_soon(
     manager: Manager, queues: Sequence[str], wid: str, count: int
 ) -> Later[list[bytes]] | None:
     """``fetch_now`` for a store that is not in process: the payloads it reserves, ``[]``
     for none (the FETCH then waits, the long way); None when the store cannot take it."""
     later: Later[list[bytes]] = Later()
-    metrics = manager.metrics
 
     def reserved(reservations: list[Reservation] | None, error: BaseException | None) -> bool:
-        if error is not None or reservations is None:
-            return later.settle(None, error)
-        if not reservations:
-            return later.settle([], None)
-        found = _taken(manager, reservations)
-        if isinstance(found, Later):  # the fetch hooks run; a lost reply keeps its jobs
-            found.when_done(later.settle)
-            return True
-        if later.settle(found, None):
-            return True
-        if metrics is not None:  # given back by the store: they run elsewhere
-            for reservation in reservations:
-                metrics.forget(reservation.jid)
-        return False
+        return _deliver(manager, later, reservations, error)
 
     now = time.time()
     return later if manager.store.reserve_soon(queues, wid, now, count, reserved) else None
+
+
+def fetch_limited_soon(
+    manager: Manager, queues: Sequence[str], wid: str, count: int
+) -> Later[list[bytes]] | None:
+    """``fetch_soon`` of a FETCH naming a throttled or rate-limited queue: the slots and
+    tokens taken by the script that reserves (``Store.reserve_limited_soon``), the queues it
+    found full held back from the step that reads its reply. None for the long way (every
+    queue named is held back: the FETCH waits; or the store cannot take it)."""
+    flow = manager.flow
+    passable = flow.passable(queues)
+    if not passable:
+        return None
+    limits = flow.limits_for(passable)
+    if limits is None:  # the limited queues among them are held back
+        return fetch_soon(manager, passable, wid, count)
+    later: Later[list[bytes]] = Later()
+    wakes = flow.wakes()
+
+    def reserved(limited: Limited | None, error: BaseException | None) -> bool:
+        if error is not None or limited is None:
+            return later.settle(None, error)
+        if limited.blocked:
+            flow.held_back(limited.blocked, wakes)
+        return _deliver(manager, later, limited.reservations, None)
+
+    now = time.time()
+    taken = manager.store.reserve_limited_soon(passable, wid, now, count, limits, reserved)
+    return later if taken else None
+
+
+def _deliver(
+    manager: Manager,
+    later: Later[list[bytes]],
+    reservations: list[Reservation] | None,
+    error: BaseException | None,
+) -> bool:
+    """Settle a FETCH's ``later`` with what the store reserved for it (``[]``: none, it
+    waits the long way); whether its client took the jobs (False: the store gives them
+    back, and the metrics forget them)."""
+    if error is not None or reservations is None:
+        return later.settle(None, error)
+    if not reservations:
+        return later.settle([], None)
+    found = _taken(manager, reservations)
+    if isinstance(found, Later):  # the fetch hooks run; a lost reply keeps its jobs
+        found.when_done(later.settle)
+        return True
+    if later.settle(found, None):
+        return True
+    if manager.metrics is not None:  # given back by the store: they run elsewhere
+        for reservation in reservations:
+            manager.metrics.forget(reservation.jid)
+    return False
 
 
 # ---------------------------------------------------------------------- ACK
 
 
 def ack_in_process(manager: Manager, jid: str, duration: float | None) -> int | Later[int] | None:
-    """``ack_now`` on an in-process store (the manager checked the ack gates). A job some
-    feature must hear of (watched: a batch or tracked job, a unique one...) is acknowledged
-    by the step that returns what it ended, its marks ended in it (``ack_returning_now``);
-    the features' ``acked`` then runs in a task, before the reply, only when one has
-    something to do (a callback or a released job to promote, a lock to release). None when
-    the store must wait for its commit, or a throttled queue's slot must be freed (the long
-    way)."""
+    """``ack_now`` on an in-process store (the manager checked the ack gates). A job of a
+    throttled queue that no feature wants frees its slot in the ACK's own step
+    (``ack_throttled_now``), as ``ack_returning`` would. Any other job some feature must
+    hear of (watched: a batch or tracked job, a unique one...) is acknowledged by the step
+    that returns what it ended, its marks ended in it (``ack_returning_now``); the features'
+    ``acked`` then runs in a task, before the reply, only when one has something to do (a
+    callback or a released job to promote, a lock to release). None when the store must
+    wait for its commit, or when such a job may hold a throttle slot (the long way)."""
     watched = manager._watched
     jids = (jid,)
     if watched and jid in watched:
-        if manager.flow.throttled:
-            return None  # freeing a slot awaits (Limits.release_slots): the long way
-        return _ack_watched(manager, jids, duration)
-    done = manager.store.ack_now(jids, day_key(time.time()))
+        queue = manager._slotted.get(jid)
+        if queue is None:
+            if manager.flow.throttled:
+                return None  # freeing a slot awaits (Limits.release_slots): the long way
+            return _ack_watched(manager, jids, duration)
+        done = manager.store.ack_throttled_now(jid, queue, day_key(time.time()))
+        if done is None:
+            return None  # the long way: the store must wait for its commit
+        watched.discard(jid)
+        del manager._slotted[jid]
+    else:
+        done = manager.store.ack_now(jids, day_key(time.time()))
     if done is not None and manager.metrics is not None:
         manager.metrics.on_ack(jids, done, _durations(jid, duration))
     return done

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -202,12 +202,14 @@ class SlotTable:
     ) -> tuple[int, float | None]:
         """``room_for`` with these slots; ``full``: also work out the soonest leases (when
         the queue was found full, to say how long until one ends)."""
-        if tokens is None and not full:  # a throttle alone, asked before every FETCH of it
+        if not full:  # asked before every FETCH of the queue: room_for's answer when >= 1
             room = UNLIMITED
             if limit.concurrency:
                 room = limit.concurrency - len(self.leases)
             if limit.per_worker:
                 room = min(room, limit.per_worker - self.per_worker.get(wid, 0))
+            if tokens is not None:  # a rate limit (the bucket's tokens, refilled)
+                room = min(room, math.floor(tokens + 1e-9))
             if room >= 1:
                 return room, None
         soonest = soonest_mine = None
@@ -251,6 +253,42 @@ class Limits(abc.ABC):
         atomic step. A queue with no room is skipped (and reported in ``blocked`` if it has
         jobs): the next queue is served."""
 
+    def reserve_limited_now(
+        self,
+        queues: Sequence[str],
+        wid: str,
+        now: float,
+        count: int,
+        limits: Mapping[str, QueueLimit],
+    ) -> Limited | None:
+        """``reserve_limited`` done in the caller's step, for a FETCH answered without a task;
+        only for ``in_process`` stores (as ``Store.reserve_now``). None, with nothing done,
+        when it would have to wait (SQLite while commits fail); the caller then awaits
+        ``reserve_limited``."""
+        raise NotImplementedError(f"{type(self).__name__} is not an in-process store")
+
+    def reserve_limited_soon(
+        self,
+        queues: Sequence[str],
+        wid: str,
+        now: float,
+        count: int,
+        limits: Mapping[str, QueueLimit],
+        done: Callable[[Limited | None, BaseException | None], bool],
+    ) -> bool:
+        """``reserve_limited`` with a callback, for a store whose writes wait for I/O but
+        need no task (as ``Store.reserve_soon``): False, with nothing done, when it cannot
+        now; else ``done`` gets what ``reserve_limited`` returns or raises, from the event
+        loop, and says whether its FETCH took the jobs (those it did not take go back)."""
+        return False
+
+    def ack_throttled_now(self, jid: str, queue: str, day: str) -> int | None:
+        """``Store.ack_now`` of a job reserved from the throttled ``queue`` (a job that
+        carries no marks, none kept), freeing its slot and announcing the queue in the same
+        step, as ``Endings.ack_returning`` would; only for ``in_process`` stores, None with
+        nothing done when it would have to wait."""
+        raise NotImplementedError(f"{type(self).__name__} is not an in-process store")
+
     @abc.abstractmethod
     async def release_slots(self, ended: Sequence[Reservation]) -> None:
         """These reservations ended (ACK, FAIL, expiry, dropped): free the throttle slots
@@ -284,6 +322,8 @@ class InProcessSlots:
 
         def _notify(self, queues: Iterable[str]) -> None: ...
 
+        def ack_now(self, jids: Sequence[str], day: str) -> int | None: ...
+
     async def release_slots(self, ended: Sequence[Reservation]) -> None:
         self._free_slots(ended)
 
@@ -295,6 +335,20 @@ class InProcessSlots:
             if table is not None:
                 table.remove(reservation.jid)
         self._notify([ended[0].queue] if len(ended) == 1 else [r.queue for r in ended])
+
+    def ack_throttled_now(self, jid: str, queue: str, day: str) -> int | None:
+        """``Store.ack_now`` of a job reserved from the throttled ``queue``, freeing its slot
+        and announcing the queue in the same step (as ``ack_returning`` does, without reading
+        back the reservation: the caller knows its queue). None, with nothing done, when the
+        ACK would have to wait (SQLite while commits fail)."""
+        done = self.ack_now((jid,), day)
+        if done:
+            every: dict[str, SlotTable] = self.__dict__.get("_throttle_slots", _NO_TABLES)
+            table = every.get(queue)
+            if table is not None:
+                table.remove(jid)
+            self._notify((queue,))
+        return done
 
     async def release_worker_slots(self, wid: str, queues: Collection[str]) -> list[str]:
         every: dict[str, SlotTable] = self.__dict__.get("_throttle_slots", _NO_TABLES)

@@ -19,6 +19,9 @@ from conveyor.store.limits import (
 
 __all__ = ["MemoryLimits"]
 
+_NO_SLOTS = SlotTable()
+"""The slots of a queue without a throttle (a rate limit alone): always empty."""
+
 
 class MemoryLimits(InProcessSlots, Limits):
     """Mixed into ``MemoryStore`` (whose queues and reservations it uses). Every method
@@ -71,7 +74,7 @@ class MemoryLimits(InProcessSlots, Limits):
         self, queue: str, limit: QueueLimit, wid: str, now: float
     ) -> tuple[int, float | None]:
         tokens = self._tokens(queue, limit, now) if limit.rate_limited else None
-        slots = self._limit_slots(queue) if limit.throttled else SlotTable()
+        slots = self._limit_slots(queue) if limit.throttled else _NO_SLOTS
         room, wait = slots.room(limit, wid, now, tokens)
         if room or not limit.throttled:
             return room, wait
@@ -91,6 +94,16 @@ class MemoryLimits(InProcessSlots, Limits):
             self._limit_buckets()[queue] = (tokens - len(taken), now)
 
     async def reserve_limited(
+        self,
+        queues: Sequence[str],
+        wid: str,
+        now: float,
+        count: int,
+        limits: Mapping[str, QueueLimit],
+    ) -> Limited:
+        return self.reserve_limited_now(queues, wid, now, count, limits)
+
+    def reserve_limited_now(
         self,
         queues: Sequence[str],
         wid: str,

@@ -11,7 +11,7 @@ Keys (beside those of ``store.py``, under the same hash tag)::
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from conveyor.store.base import QueuedJob, Reservation
@@ -68,17 +68,9 @@ class RedisLimits(RedisHost, Limits):
             refused += queued[int(took) :]
         return refused
 
-    async def reserve_limited(
-        self,
-        queues: Sequence[str],
-        wid: str,
-        now: float,
-        count: int,
-        limits: Mapping[str, QueueLimit],
-    ) -> Limited:
-        names = list(dict.fromkeys(queues))
-        if not names or count <= 0:
-            return Limited([])
+    def _limited_call(
+        self, names: list[str], wid: str, now: float, count: int, limits: Mapping[str, QueueLimit]
+    ) -> tuple[list[str], list[Any]]:
         k = self._keys
         keys = [k.paused, k.res, k.exp, k.busy, k.key("lkeys")]
         args: list[Any] = [wid, score_arg(now), count]
@@ -90,17 +82,11 @@ class RedisLimits(RedisHost, Limits):
                 self._limit_key("tb", name),
             ]
             args += _limit_args(name, limits.get(name, _NO_LIMIT))
-        calls = self._calls
-        token = calls.new_token()
-        try:
-            flat, blocked = await calls.write(
-                self._scripts["limits_reserve"], keys, args, token=token
-            )
-        except (OutcomeUnknown, asyncio.CancelledError):
-            # As reserve: jobs the caller will never get go back (release.lua reads the same
-            # token); their slots are found ended when the queue looks full.
-            self._releaser.add(token, wid, now, tuple(names))
-            raise
+        return keys, args
+
+    @staticmethod
+    def _limited(reply: Any, wid: str, now: float) -> Limited:
+        flat, blocked = reply
         reservations = [
             Reservation(
                 jid=flat[i + 1].decode(),
@@ -117,6 +103,60 @@ class RedisLimits(RedisHost, Limits):
             for i in range(0, len(blocked), 2)
         }
         return Limited(reservations, waits)
+
+    async def reserve_limited(
+        self,
+        queues: Sequence[str],
+        wid: str,
+        now: float,
+        count: int,
+        limits: Mapping[str, QueueLimit],
+    ) -> Limited:
+        names = list(dict.fromkeys(queues))
+        if not names or count <= 0:
+            return Limited([])
+        keys, args = self._limited_call(names, wid, now, count, limits)
+        calls = self._calls
+        token = calls.new_token()
+        try:
+            reply = await calls.write(self._scripts["limits_reserve"], keys, args, token=token)
+        except (OutcomeUnknown, asyncio.CancelledError):
+            # As reserve: jobs the caller will never get go back (release.lua reads the same
+            # token); their slots are found ended when the queue looks full.
+            self._releaser.add(token, wid, now, tuple(names))
+            raise
+        return self._limited(reply, wid, now)
+
+    def reserve_limited_soon(
+        self,
+        queues: Sequence[str],
+        wid: str,
+        now: float,
+        count: int,
+        limits: Mapping[str, QueueLimit],
+        done: Callable[[Limited | None, BaseException | None], bool],
+    ) -> bool:
+        names = list(dict.fromkeys(queues))
+        if not names or count <= 0:
+            return False
+        keys, args = self._limited_call(names, wid, now, count, limits)
+        calls = self._calls
+        token = calls.new_token()
+
+        def answered(reply: Any, error: BaseException | None) -> None:
+            if error is not None:
+                if isinstance(error, OutcomeUnknown):  # as reserve_limited: jobs go back
+                    self._releaser.add(token, wid, now, tuple(names))
+                done(None, error)
+                return
+            limited = self._limited(reply, wid, now)
+            if not done(limited, None) and limited.reservations:  # its FETCH went away
+                self._releaser.add(token, wid, now, tuple(names))
+
+        sent: bool = calls.write_soon(
+            self._scripts["limits_reserve"], keys, args, answered, token=token
+        )
+        return sent
 
     async def release_slots(self, ended: Sequence[Reservation]) -> None:
         if not ended:

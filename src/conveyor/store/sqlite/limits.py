@@ -146,12 +146,38 @@ class SQLiteLimits(InProcessSlots, Limits):
         count: int,
         limits: Mapping[str, QueueLimit],
     ) -> Limited:
+        limited, committed = self._reserve_limited(queues, wid, now, count, limits)
+        if committed is not None and limited.reservations and self._db.careful:
+            await committed  # during an outage, hand out only what is recorded
+        return limited
+
+    def reserve_limited_now(
+        self,
+        queues: Sequence[str],
+        wid: str,
+        now: float,
+        count: int,
+        limits: Mapping[str, QueueLimit],
+    ) -> Limited | None:
+        if self._db.careful:
+            return None  # reserve_limited waits for its commit then
+        return self._reserve_limited(queues, wid, now, count, limits)[0]
+
+    def _reserve_limited(
+        self,
+        queues: Sequence[str],
+        wid: str,
+        now: float,
+        count: int,
+        limits: Mapping[str, QueueLimit],
+    ) -> tuple[Limited, Awaitable[None] | None]:
+        """``reserve_limited`` in this step: what it reserved, and the commit recording it."""
         blocked: dict[str, float | None] = {}
         self._db.check_writable()  # during an outage a FETCH is refused, never answered
         names = queues if len(queues) == 1 else dict.fromkeys(queues)
         ready = [n for n in names if self._sizes.get(n, 0) > 0 and n not in self._paused]
         if not ready or count <= 0:
-            return Limited([])
+            return Limited([]), None
         plan: list[str] = []
         rooms: dict[str, int] = {}
         limited: dict[str, QueueLimit] = {}
@@ -168,15 +194,13 @@ class SQLiteLimits(InProcessSlots, Limits):
                 rooms[name] = room
                 limited[name] = limit
         if not plan:
-            return Limited([], blocked)
+            return Limited([], blocked), None
         taken, committed = self._reserve_from(plan, rooms, wid, now, count)
         for name, limit in limited.items():  # before any await: the slots go with the jobs
             got = taken if len(plan) == 1 else [r for r in taken if r.queue == name]
             if got:
                 self._take_limited(name, limit, got, now)
-        if taken and self._db.careful:
-            await committed  # during an outage, hand out only what is recorded
-        return Limited(taken, blocked)
+        return Limited(taken, blocked), committed
 
     async def limit_usage(
         self, limits: Mapping[str, QueueLimit], now: float

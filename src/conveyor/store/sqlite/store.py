@@ -150,6 +150,7 @@ class SQLiteStore(
         self._totals = [row[1], row[2]] if row else [0, 0]
         self._pending = {}
         self._forget_limits()  # throttle slots: rebuilt from the reservations as committed
+        self._forget_claims()  # unique locks: read again from the claims committed
 
     def _recovered(self) -> None:
         """Commits work again after an outage: FETCHes waiting meanwhile may find jobs (those
