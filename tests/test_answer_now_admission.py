@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 import pytest
 
 from conveyor.manager import ManagerConfig
 from conveyor.server.connection import Connection
 from conveyor.store.limits import QueueLimit
-from tests.support.features import FeatureServer, bulk_json, encode, job
-from tests.support.server import RawClient, RawConnect, RunningServer
+from tests.support.features import Connect, FeatureServer, bulk_json, encode, job, push
+from tests.support.server import RawClient, RunningServer
 
 OK = b"+OK\r\n"
 WAIT = 1.0  # each FETCH waits this long for a job
@@ -36,30 +35,10 @@ TABLES = {
 }
 CONFIG = ManagerConfig(fetch_wait_seconds=WAIT)
 
-Connect = Any
-
 
 @pytest.fixture
 async def server(backend_url: str, feature_server: FeatureServer) -> RunningServer:
     return await feature_server(backend_url, TABLES, CONFIG)
-
-
-@pytest.fixture
-def worker(server: RunningServer, raw_client: RawConnect) -> Connect:
-    async def connect(wid: str) -> RawClient:
-        hello = encode({"v": 2, "wid": wid, "hostname": "h", "pid": 1})
-        return await raw_client(server.port, hello=hello)
-
-    return connect
-
-
-async def push(client: RawClient, queue: str, count: int = 1, **fields: Any) -> list[str]:
-    jids = []
-    for _ in range(count):
-        pushed = job(queue=queue, **fields)
-        assert await client.call(b"PUSH " + encode(pushed)) == OK
-        jids.append(pushed["jid"])
-    return jids
 
 
 async def fetch(client: RawClient, queue: str) -> str | None:

@@ -12,8 +12,8 @@ import pytest
 
 from conveyor.manager import ManagerConfig
 from conveyor.manager.features.registry import build_features
-from tests.support.features import FeatureServer, bulk_json, encode, job
-from tests.support.server import TEST_TIMINGS, RawClient, RawConnect, RunningServer
+from tests.support.features import Connect, FeatureServer, bulk_json, encode, push
+from tests.support.server import TEST_TIMINGS, RawClient, RunningServer
 
 OK = b"+OK\r\n"
 WAIT = 2.0  # each FETCH waits this long for a job
@@ -36,27 +36,6 @@ CONFIG = ManagerConfig(
 @pytest.fixture
 async def server(backend_url: str, feature_server: FeatureServer) -> RunningServer:
     return await feature_server(backend_url, TABLES, CONFIG, min_reserve_for_seconds=1)
-
-
-Connect = Any
-
-
-@pytest.fixture
-def worker(server: RunningServer, raw_client: RawConnect) -> Connect:
-    async def connect(wid: str) -> RawClient:
-        hello = encode({"v": 2, "wid": wid, "hostname": "h", "pid": 1})
-        return await raw_client(server.port, hello=hello)
-
-    return connect
-
-
-async def push(client: RawClient, queue: str, count: int = 1, **fields: Any) -> list[str]:
-    jids = []
-    for _ in range(count):
-        pushed = job(queue=queue, **fields)
-        assert await client.call(b"PUSH " + encode(pushed)) == OK
-        jids.append(pushed["jid"])
-    return jids
 
 
 async def fetch(client: RawClient, *queues: str) -> str | None:

@@ -3,6 +3,8 @@
 * ``backend_url``: a fresh, empty store URL of each backend in turn (memory, SQLite, Redis);
 * ``feature_server``: ``await feature_server(url, {"throttles": {...}})`` a started server
   whose features are built from those TOML tables (as ``conveyor server`` builds them);
+* ``worker``: ``await worker(wid)`` a connection to the test module's ``server`` that said
+  HELLO as worker ``wid``; ``push`` pushes jobs to a queue over it;
 * ``conn``-style helpers: ``bulk_json`` reads a bulk reply.
 """
 
@@ -19,10 +21,12 @@ import pytest
 
 from conveyor.manager import ManagerConfig
 from conveyor.manager.features.registry import build_features
-from tests.support.server import TEST_TIMINGS, MakeServer, RunningServer
+from tests.support.server import TEST_TIMINGS, MakeServer, RawClient, RawConnect, RunningServer
 from tests.support.stores import STORE_BACKENDS, store_url
 
 FeatureServer = Callable[..., Awaitable[RunningServer]]
+Connect = Callable[[str], Awaitable[RawClient]]
+OK = b"+OK\r\n"
 
 
 @pytest.fixture(params=STORE_BACKENDS)
@@ -58,3 +62,24 @@ def bulk_json(reply: bytes) -> Any:
     assert header.startswith(b"$"), reply
     assert int(header[1:]) == len(body) - 2
     return msgspec.json.decode(body[:-2])
+
+
+@pytest.fixture
+def worker(server: RunningServer, raw_client: RawConnect) -> Connect:
+    """Connections to the module's ``server`` fixture, each a worker of its own (HELLO)."""
+
+    async def connect(wid: str) -> RawClient:
+        hello = encode({"v": 2, "wid": wid, "hostname": "h", "pid": 1})
+        return await raw_client(server.port, hello=hello)
+
+    return connect
+
+
+async def push(client: RawClient, queue: str, count: int = 1, **fields: Any) -> list[str]:
+    """Push ``count`` jobs to ``queue``, each answered +OK; their jids."""
+    jids = []
+    for _ in range(count):
+        pushed = job(queue=queue, **fields)
+        assert await client.call(b"PUSH " + encode(pushed)) == OK
+        jids.append(pushed["jid"])
+    return jids
