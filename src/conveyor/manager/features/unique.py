@@ -68,9 +68,12 @@ def unique_terms(job: Job) -> tuple[float, str] | None:
     until = custom.get("unique_until", UNTIL_SUCCESS)
     if until not in (UNTIL_SUCCESS, UNTIL_START):
         raise InvalidJob(f'invalid unique_until {_json(until)}: must be "success" or "start"')
-    if "unique_for" not in custom:
-        return None
-    seconds = custom["unique_for"]
+    seconds: Any = custom.get("unique_for")
+    if seconds is None:
+        if "unique_for" not in custom:
+            return None
+    elif type(seconds) is int and 1 <= seconds <= MAX_UNIQUE_FOR_SECONDS:  # the usual value
+        return float(seconds), until
     number = isinstance(seconds, int | float) and not isinstance(seconds, bool)
     if not number or not math.isfinite(seconds) or not 1 <= seconds <= MAX_UNIQUE_FOR_SECONDS:
         raise InvalidJob(
