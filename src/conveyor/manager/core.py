@@ -16,12 +16,13 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from conveyor.errors import CommandError, JobNotFound, QueueFull, UnknownWorker
-from conveyor.job import Job, decode_job, encode_job
+from conveyor.errors import CommandError, QueueFull
+from conveyor.job import Job, encode_job
 from conveyor.logs import RateLimitedLog
 from conveyor.manager import soon, validation
 from conveyor.manager.admin import AdminOps
 from conveyor.manager.config import ManagerConfig
+from conveyor.manager.failing import FailOps
 from conveyor.manager.feature_calls import FeatureCalls
 from conveyor.manager.features import Feature
 from conveyor.manager.features.registry import build_features
@@ -30,29 +31,26 @@ from conveyor.manager.features.results_model import Outcome
 from conveyor.manager.flow import FlowControl
 from conveyor.manager.info import build_info
 from conveyor.manager.later import Later
-from conveyor.manager.lifecycle import JobState, check_transition
 from conveyor.manager.middleware import (
     AckContext,
-    FailContext,
     Middleware,
     hooks_of,
     run_chain,
 )
-from conveyor.manager.retry import NO_CONTROL, FailureReport, RetryControl, RetryPolicy
+from conveyor.manager.retry import RetryPolicy
 from conveyor.manager.tasks import BackgroundTasks
 from conveyor.manager.types import ClientInfo, ServerStats, WorkerState
 from conveyor.manager.waiters import Deliver, QueueWaiters
+from conveyor.manager.workers import WorkerOps
 from conveyor.metrics.jobs import JobMetrics
 from conveyor.store.base import (
     QueuedJob,
-    Reservation,
     SetEntry,
     SortedSet,
     Store,
-    WorkerRecord,
 )
 from conveyor.store.endings import Settle
-from conveyor.timefmt import day_key, now_iso
+from conveyor.timefmt import now_iso
 
 __all__ = ["Manager"]
 
@@ -66,7 +64,7 @@ FAKTORY_VERSION = "1.10.0"
 _NO_DURATIONS: Mapping[str, float] = MappingProxyType({})
 
 
-class Manager(FeatureCalls, AdminOps):
+class Manager(FeatureCalls, AdminOps, WorkerOps, FailOps):
     """All the rules. ``await start()`` before use, ``await stop()`` at the end."""
 
     version = FAKTORY_VERSION
@@ -606,166 +604,6 @@ class Manager(FeatureCalls, AdminOps):
             wants = gates[0]
             return [jid for jid in jids if wants(jid)]
         return [jid for jid in jids if any(wants(jid) for wants in gates)]
-
-    async def fail(
-        self,
-        jid: str,
-        errtype: str,
-        message: str,
-        backtrace: Sequence[str] = (),
-        duration: float | None = None,
-        control: RetryControl = NO_CONTROL,
-    ) -> None:
-        """``duration``: the run time (seconds) the worker reported, for the metrics;
-        ``control``: what the worker asked for (skip the retries, retry later without
-        counting, its own backoff: ``retry.RetryControl``)."""
-        reservation = await self.store.get_reservation(jid)
-        if reservation is None:
-            for feature in self.features:
-                if await feature.unreserved_fail(jid):
-                    return  # e.g. a job cancelled while it ran, reported late by its worker
-            raise JobNotFound(f"Job not found {jid}")
-        report = FailureReport.clean(errtype, message, backtrace)
-        await self._fail_reservation(reservation, report, duration=duration, control=control)
-
-    async def _fail_reservation(
-        self,
-        reservation: Reservation,
-        report: FailureReport,
-        *,
-        expired: bool = False,
-        duration: float | None = None,
-        control: RetryControl = NO_CONTROL,
-    ) -> bool:
-        """Record a failure and move the job on. False when the reservation was gone already
-        (acked, failed or expired by someone else meanwhile): then nothing changes."""
-        now = time.time()
-        job = decode_job(reservation.payload)
-        self.retry_policy.record(job, report, now, control)
-        outcome = self.retry_policy.outcome(job, now, encode_job, control)
-        check_transition(JobState.WORKING, outcome.target or JobState.DISCARDED)
-        if not self._fail_hooks:
-            failed = await self.store.fail(reservation.jid, outcome, day_key(now))
-        else:
-            ctx = FailContext(self, reservation, job, report, outcome)
-
-            async def final() -> None:
-                ctx.moved = await self.store.fail(reservation.jid, ctx.outcome, day_key(now))
-
-            await run_chain(self._fail_hooks, ctx, final)
-            failed, outcome = ctx.moved, ctx.outcome
-        self._unwatch((reservation.jid,))
-        if failed:
-            await self.flow.ended((reservation,))
-            if self.metrics is not None:
-                self.metrics.on_fail(job, outcome, expired=expired, duration=duration)
-        return failed
-
-    async def expire_reservations(self, limit: int = 500) -> int:
-        """Send overdue reservations down the failure path; returns how many."""
-        report = FailureReport("ReservationExpired", "job reservation expired", ())
-        expired = await self.store.expired_reservations(time.time(), limit)
-        count = 0
-        for reservation in expired:
-            if await self._fail_reservation(reservation, report, expired=True):
-                count += 1
-        return count
-
-    async def extend(self, jid: str, until: float) -> None:
-        """Extend a reservation (never shortens it)."""
-        reservation = await self.store.get_reservation(jid)
-        if reservation is None:
-            raise JobNotFound(f"Job not found {jid}")
-        if until > reservation.expires_at:
-            await self.store.extend_reservation(jid, until)
-
-    # ------------------------------------------------------------------ workers
-
-    async def connect(self, client: ClientInfo) -> None:
-        if not client.wid:
-            return
-        self._closers[id(client)] = client
-        local = self._local_clients.setdefault(client.wid, set())
-        local.add(id(client))
-        now = time.time()
-        # One atomic step: another server may be connecting the same worker right now.
-        first = WorkerRecord(
-            wid=client.wid,
-            hostname=client.hostname,
-            pid=client.pid,
-            labels=list(client.labels),
-            started_at=now,
-            last_beat=now,
-        )
-        record = await self.store.update_worker(client.wid, connections_delta=1, create=first)
-        self._worker_states[client.wid] = record.state if record else WorkerState.RUNNING
-
-    async def disconnect(self, client: ClientInfo) -> None:
-        if not client.wid:
-            return
-        self._closers.pop(id(client), None)
-        local = self._local_clients.get(client.wid)
-        if local is None or id(client) not in local:
-            return  # already reaped
-        local.discard(id(client))
-        if not local:
-            del self._local_clients[client.wid]
-        # The store deletes the record when this was the worker's last connection anywhere
-        # (Faktory forgets a worker at once when it hangs up).
-        record = await self.store.update_worker(client.wid, connections_delta=-1)
-        if record is None or record.connections <= 0:
-            self._worker_states.pop(client.wid, None)
-            await self.flow.worker_gone(client.wid)
-
-    async def beat(self, wid: str, rss_kb: int = 0, current_state: str | None = None) -> str:
-        """Record a heartbeat; the state only moves forward (a worker's own report of quiet or
-        terminate counts too). Atomic, so a quiet signalled on another server is never lost."""
-        record = await self.store.update_worker(
-            wid, rss_kb=rss_kb, last_beat=time.time(), state=current_state
-        )
-        if record is None:
-            raise UnknownWorker(f"unknown worker {wid}")
-        self._worker_states[wid] = record.state
-        return record.state
-
-    async def signal_workers(self, wids: Sequence[str] | None, state: str) -> int:
-        """Quiet or terminate some workers (None = all); states never move backwards. Returns
-        how many workers were signalled (a worker gone meanwhile is not counted)."""
-        if state not in (WorkerState.QUIET, WorkerState.TERMINATE):
-            raise ValueError(f"cannot signal workers to {state!r}")
-        if wids is None:
-            chosen = [record.wid for record in await self.store.list_workers()]
-        else:
-            chosen = list(dict.fromkeys(wids))
-        signalled = 0
-        for wid in chosen:
-            record = await self.store.update_worker(wid, state=state)
-            if record is not None:
-                self._worker_states[wid] = record.state
-                signalled += 1
-        return signalled
-
-    async def reap_workers(self) -> int:
-        """Forget workers silent for longer than the timeout and close their connections."""
-        cutoff = time.time() - self.config.worker_timeout_seconds
-        reaped = 0
-        for record in await self.store.list_workers():
-            if record.last_beat >= cutoff:
-                continue
-            if not await self.store.delete_worker(record.wid, silent_before=cutoff):
-                continue  # it beat (maybe on another server) since we listed it
-            self._worker_states.pop(record.wid, None)
-            reaped += 1
-            await self.flow.worker_gone(record.wid)
-            for key in self._local_clients.pop(record.wid, set()):
-                client = self._closers.pop(key, None)
-                if client is not None and client.close is not None:
-                    client.close()
-        if reaped:
-            log.info(
-                "reaped %d workers silent for over %ss", reaped, self.config.worker_timeout_seconds
-            )
-        return reaped
 
     # ------------------------------------------------------------------ INFO / FLUSH
 
