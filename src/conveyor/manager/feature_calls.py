@@ -85,6 +85,8 @@ class FeatureCalls:
     features: list[Feature]
     _middleware: list[Middleware]
     _push_hooks: list[Callable[..., Awaitable[None]]]
+    _push_nows: dict[Hook, Callable[[Job], bool]]
+    """The push hooks that have a synchronous twin (``Feature.push_now``), with it."""
     _fetch_hooks: list[Callable[..., Awaitable[None]]]
     _fetch_gates: list[Callable[[bytes], bool]]
     _fetch_gated: bool
@@ -121,6 +123,7 @@ class FeatureCalls:
         the hooks before it run to their end first (a job they refuse is never marked), then
         it takes the survivors in one step, then the hooks after it."""
         segments = [_Segment()]
+        nows: dict[Hook, Callable[[Job], bool]] = {}
         for m in self._middleware:
             if isinstance(m, Feature) and type(m).push_many is not Feature.push_many:
                 segments[-1].bulk = m
@@ -128,7 +131,10 @@ class FeatureCalls:
             elif type(m).push is not Middleware.push:
                 segments[-1].hooks.append(m.push)
                 segments[-1].gates.append(m.wants_push if isinstance(m, Feature) else None)
+                if isinstance(m, Feature) and type(m).push_now is not Feature.push_now:
+                    nows[segments[-1].hooks[-1]] = m.push_now
         self._segments = segments
+        self._push_nows = nows
         gates = [gate for segment in segments for gate in segment.gates]
         self._push_gated = all(gate is not None for gate in gates)
         self._push_any = len(segments) > 1 or bool(gates)
@@ -302,6 +308,10 @@ class FeatureCalls:
         the chain is closed where it stood, and the PUSH takes the long way, which runs it
         again (hooks are idempotent: a PUSH retried after a lost reply runs them twice too).
         Raises what the hooks raise (``Drop``, ``NotUnique``, ``InvalidJob``)."""
+        if len(hooks) == 1:  # one feature's hook (a unique job's): its own, without coroutine
+            now = self._push_nows.get(hooks[0])
+            if now is not None and now(job):
+                return True
         ctx = PushContext(self, job)  # type: ignore[arg-type]
         # one hook (a unique job's): called as run_chain would, without its two coroutines
         chain = cast(

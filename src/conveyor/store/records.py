@@ -50,6 +50,12 @@ class Records(abc.ABC):
         with the same value (then its expiry is replaced); return None. Otherwise change
         nothing and return the value of the record in the way."""
 
+    def claim_record_now(self, space: str, record: Record, now: float) -> bytes | None:
+        """``claim_record`` done in the caller's step, only for ``in_process`` stores (the
+        PUSH fast path of a unique job: no coroutine). Its write is bound to the transaction
+        of the writes made in the same step, as ``claim_record``'s."""
+        raise NotImplementedError(f"{type(self).__name__} is not an in-process store")
+
     @abc.abstractmethod
     async def put_records(self, space: str, records: Sequence[Record]) -> None:
         """Store each record, replacing whatever was under its key."""

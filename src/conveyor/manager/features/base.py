@@ -110,6 +110,15 @@ class Feature(Middleware):
         done, when it cannot be (the PUSH then takes the long way)."""
         return None
 
+    def push_now(self, job: Job) -> bool:
+        """The push hook (``push``) of a feature that is the only one to see ``job``, done in
+        the caller's step without a coroutine, for the PUSH fast path of in-process stores:
+        True when it let the job through (as ``push`` calling ``call_next``), raising what
+        refuses it (``NotUnique``, ``InvalidJob``, ``Drop``) as ``push`` would; False, with
+        nothing done, when it cannot (the manager then runs ``push``). Only called on a store
+        that is ``in_process``; must do exactly what ``push`` does for that job."""
+        return False
+
     gates_on_custom: ClassVar[bool] = False
     """True when its gates (``wants_push``, ``wants_fetch``, ``wants_acked``) only ever want
     jobs that have a ``custom`` object (Faktory Enterprise's features all read keys of it):

@@ -149,7 +149,7 @@ class BatchFeature(PassResults, BatchCommands, Tracking):
 
     def wants_push(self, job: Job) -> bool:
         custom = job.custom
-        return custom is not None and any(key in custom for key in _MARK_KEYS)
+        return custom is not None and not custom.keys().isdisjoint(_MARK_KEYS)
 
     def _marks(
         self, jobs: Sequence[Job], now: float

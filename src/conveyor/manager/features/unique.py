@@ -68,9 +68,12 @@ def unique_terms(job: Job) -> tuple[float, str] | None:
     until = custom.get("unique_until", UNTIL_SUCCESS)
     if until not in (UNTIL_SUCCESS, UNTIL_START):
         raise InvalidJob(f'invalid unique_until {_json(until)}: must be "success" or "start"')
-    if "unique_for" not in custom:
-        return None
-    seconds = custom["unique_for"]
+    seconds: Any = custom.get("unique_for")
+    if seconds is None:
+        if "unique_for" not in custom:
+            return None
+    elif type(seconds) is int and 1 <= seconds <= MAX_UNIQUE_FOR_SECONDS:  # the usual value
+        return float(seconds), until
     number = isinstance(seconds, int | float) and not isinstance(seconds, bool)
     if not number or not math.isfinite(seconds) or not 1 <= seconds <= MAX_UNIQUE_FOR_SECONDS:
         raise InvalidJob(
@@ -91,9 +94,19 @@ def _canonical_value(value: Any) -> Any:
     return value
 
 
+_FLAT = frozenset({str, int, bool, type(None)})
+"""The types of args already in canonical form (no float to write as an int, no keys)."""
+
+
 def unique_key(job: Job) -> str:
     """The lock's key: a digest of (queue, jobtype, args) in canonical JSON (sorted keys)."""
-    identity = _canonical.encode([job.queue, job.jobtype, _canonical_value(job.args or [])])
+    args = job.args or []
+    flat = _FLAT
+    for arg in args:  # the usual args (strings, ints) are canonical as they stand
+        if type(arg) not in flat:
+            args = _canonical_value(args)
+            break
+    identity = _canonical.encode([job.queue, job.jobtype, args])
     return hashlib.sha256(identity).hexdigest()
 
 
@@ -112,11 +125,20 @@ class UniqueJobs(Feature):
         terms = unique_terms(job)
         if terms is not None:
             now = time.time()
-            start = max(now, parse_time(job.at)) if job.at else now  # a scheduled job: from at
-            lock = Record(unique_key(job), job.jid.encode(), start + terms[0])
+            lock = _lock(job, terms[0], now)
             if await self.manager.store.claim_record(SPACE, lock, now) is not None:
                 raise NotUnique("Job not unique")
         await call_next()
+
+    def push_now(self, job: Job) -> bool:
+        """``push`` in the caller's step: the lock claimed from an in-process store."""
+        terms = unique_terms(job)
+        if terms is not None:
+            now = time.time()
+            lock = _lock(job, terms[0], now)
+            if self.manager.store.claim_record_now(SPACE, lock, now) is not None:
+                raise NotUnique("Job not unique")
+        return True
 
     def wants_fetch(self, payload: bytes) -> bool:
         return _START_MARK in payload
@@ -151,6 +173,13 @@ class UniqueJobs(Feature):
 
     async def info(self) -> Mapping[str, Any] | None:
         return {"locks": await self.manager.store.count_records(SPACE, time.time())}
+
+
+def _lock(job: Job, seconds: float, now: float) -> Record:
+    """The lock a PUSH of ``job`` claims, for ``seconds`` from now (a scheduled job's from
+    its ``at``)."""
+    start = max(now, parse_time(job.at)) if job.at else now
+    return Record(unique_key(job), job.jid.encode(), start + seconds)
 
 
 def _terms_or_none(job: Job) -> tuple[float, str] | None:

@@ -26,6 +26,9 @@ class MemoryRecords(Records):
         self.__dict__.pop("_record_spaces", None)
 
     async def claim_record(self, space: str, record: Record, now: float) -> bytes | None:
+        return self.claim_record_now(space, record, now)
+
+    def claim_record_now(self, space: str, record: Record, now: float) -> bytes | None:
         records = self._space(space)
         current = records.get(record.key)
         if current is not None and current.live(now) and current.value != record.value:

@@ -45,6 +45,11 @@ _COMPACT_AFTER = 1024
 released lock leaves its entry behind until its expiry comes)."""
 
 
+_CHECK_EVERY = 64
+"""How many entries the expiry heap takes between two counts of the locks (the compaction
+may come that many entries late)."""
+
+
 class Claims:
     """The lock spaces of one SQLite store (``SQLiteRecords`` delegates to it)."""
 
@@ -53,6 +58,7 @@ class Claims:
         self._spaces: dict[str, dict[str, Entry]] | None = None
         self._expiries: list[tuple[float, int, str, str]] = []  # (expires_at, id, space, key)
         self._next_id = 1
+        self._check_at = _COMPACT_AFTER  # the heap's size at which it is weighed again
         # what the open transaction changed, written by ``write`` before its COMMIT
         self._inserts: dict[int, tuple[int, str, str, float | None, bytes]] = {}
         self._updates: dict[int, float | None] = {}  # written rows' new expiry
@@ -84,6 +90,7 @@ class Claims:
         what is committed."""
         self._spaces = None
         self._expiries = []
+        self._check_at = _COMPACT_AFTER
         self._inserts, self._updates, self._deletes = {}, {}, []
 
     def write(self, conn: sqlite3.Connection) -> None:
@@ -118,6 +125,7 @@ class Claims:
             last = row_id
         heapq.heapify(expiries)
         self._spaces, self._expiries, self._next_id = spaces, expiries, last + 1
+        self._check_at = _COMPACT_AFTER
         return spaces
 
     def _drop(self, row_id: int) -> None:
@@ -144,7 +152,8 @@ class Claims:
     def _expire_at(self, expires_at: float, row_id: int, space: str, key: str) -> None:
         expiries = self._expiries
         heapq.heappush(expiries, (expires_at, row_id, space, key))
-        if len(expiries) > _COMPACT_AFTER:
+        if len(expiries) > self._check_at:  # counted every _CHECK_EVERY entries, not each
+            self._check_at = len(expiries) + _CHECK_EVERY
             held = sum(len(entries) for entries in (self._spaces or {}).values())
             if len(expiries) > 2 * held + _COMPACT_AFTER:
                 self._expiries = [
@@ -246,4 +255,5 @@ class Claims:
             conn.execute(_SQL["flush"])
         self._spaces = {}
         self._expiries = []
+        self._check_at = _COMPACT_AFTER
         self._inserts, self._updates, self._deletes = {}, {}, []

@@ -42,6 +42,9 @@ class SQLiteRecords(Records):
         self._claims.flush()
 
     async def claim_record(self, space: str, record: Record, now: float) -> bytes | None:
+        return self.claim_record_now(space, record, now)
+
+    def claim_record_now(self, space: str, record: Record, now: float) -> bytes | None:
         if space in LOCK_SPACES:
             return self._claims.claim(space, record, now)
         params = (space, record.key, record.expires_at, record.value, now)
