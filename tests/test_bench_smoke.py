@@ -136,3 +136,17 @@ def test_results_micro_runs_every_mode() -> None:
         for mode in ("off", "results", "retain"):
             assert f"│ {workload} {mode} " in done.stdout, done.stdout
     assert "│  1.00x │" in done.stdout
+
+
+@pytest.mark.timeout(120)
+def test_latency_raw_runs_both_sides_on_every_store() -> None:
+    """``python -m bench.latency_raw`` end to end with a few probes (no timings checked): a
+    line per round, side and store, then each side's medians."""
+    require_binary("redis-server")
+    args = [sys.executable, "-m", "bench.latency_raw", "--a", "working", "--b", "working",
+            "--stores", "sqlite,redis", "--rounds", "1", "--probes", "20"]  # fmt: skip
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=100)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for key in ("A:sqlite", "B:sqlite", "A:redis", "B:redis"):
+        assert f"[latency] round 1 {key} p50 " in done.stdout, done.stdout
+        assert f"  {key}" in done.stdout.split("medians of the rounds")[1], done.stdout
