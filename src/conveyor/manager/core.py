@@ -117,9 +117,10 @@ class Manager(FeatureCalls, AdminOps, WorkerOps, FailOps):
         )
         # every gate the default one over its marks: one loop over all the marks instead
         by_marks = all(type(f).wants_acked is Feature.wants_acked for f in self._ack_watchers)
+        self._acked_by_marks = by_marks and self._acked_marks is not None
         self._acked_gates = (
             [self._holds_acked_mark]
-            if by_marks and self._acked_marks is not None
+            if self._acked_by_marks
             else [f.wants_acked for f in self._ack_watchers]
         )
         gate_owners = [f for f in self.features if f.wants_fetch in self._fetch_gates]

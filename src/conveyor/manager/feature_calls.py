@@ -94,6 +94,8 @@ class FeatureCalls:
     _ack_ender: Feature | None
     _acked_gates: list[Callable[[bytes], bool]]
     _acked_marks: tuple[bytes, ...] | None
+    _acked_by_marks: bool
+    """Whether every feature watching ACKs wants just the jobs holding one of its marks."""
     _gates_on_custom: bool
     _removal_watchers: list[Feature]
     _watched: set[str] | None
@@ -338,24 +340,7 @@ class FeatureCalls:
         self._unmarked = set() if not store.in_process and by_marks and marks else None
         self._ender_marks = marks or ()
         self._batch_of = {}
-        every_by_marks = self._acked_gates == [self._holds_acked_mark]
-        self._plain = set() if not store.in_process and every_by_marks else None
-
-    def _note_plain(self, reservations: Sequence[Reservation]) -> None:
-        """Note which of the jobs just reserved no feature must hear of when they are ACKed
-        (``_plain``). A job of a queue throttled only later took no slot, so it frees none."""
-        plain = self._plain
-        assert plain is not None
-        if len(plain) >= MAX_UNMARKED:  # ACKed elsewhere, or expired: never told here
-            plain.clear()
-        throttled, gates = self.flow.throttled, self._acked_gates
-        for reservation in reservations:
-            if (throttled and reservation.queue in throttled) or self._wanted(
-                reservation.payload, gates
-            ):
-                plain.discard(reservation.jid)  # a jid pushed again, now marked
-            else:
-                plain.add(reservation.jid)
+        self._plain = set() if not store.in_process and self._acked_by_marks else None
 
     def _all_plain(self, jids: Sequence[str]) -> bool:
         """Whether every one of ``jids`` was noted plain (``_plain``), which they no longer
@@ -368,17 +353,29 @@ class FeatureCalls:
             self._unmarked.difference_update(jids)
         return True
 
-    def _note_unmarked(self, reservations: Sequence[Reservation]) -> None:
-        """Note which of the jobs just reserved carry none of the ender's marks (a cache:
-        what it forgets only costs those ACKs the lookup)."""
-        unmarked = self._unmarked
-        if unmarked is None:
-            return
-        if len(unmarked) >= MAX_UNMARKED:  # ACKed elsewhere, or expired: never told here
-            unmarked.clear()
+    def _note_fetched(self, reservations: Sequence[Reservation]) -> None:
+        """A shared store: note, in one pass, which of the jobs just reserved no feature must
+        hear of when they are ACKed (``_plain``: a job of a queue throttled only later took
+        no slot, so it frees none) and which carry none of the ender's marks (``_unmarked``).
+        Caches: what they forget only costs those ACKs the longer step."""
+        plain, unmarked = self._plain, self._unmarked
+        for noted in (plain, unmarked):
+            if noted is not None and len(noted) >= MAX_UNMARKED:  # ACKed elsewhere, expired
+                noted.clear()
+        throttled, gates = self.flow.throttled, self._acked_gates
         marks = self._ender_marks
         for reservation in reservations:
             payload = reservation.payload
+            if plain is not None:
+                if (throttled and reservation.queue in throttled) or self._wanted(payload, gates):
+                    plain.discard(reservation.jid)  # a jid pushed again, now marked
+                else:
+                    plain.add(reservation.jid)
+                    if unmarked is not None:  # no feature's mark: none of the ender's either
+                        unmarked.add(reservation.jid)
+                    continue
+            if unmarked is None:
+                continue
             for mark in marks:
                 if mark in payload:
                     unmarked.discard(reservation.jid)  # a jid pushed again, now marked
@@ -482,10 +479,8 @@ class FeatureCalls:
         whether the fetch hooks must see any of them: one pass, in this step, for every job a
         FETCH takes (a job without ``custom`` costs one substring test)."""
         watched, fetching = self._watched, self._fetch_hooks
-        if self._unmarked is not None:
-            self._note_unmarked(reservations)
-        if self._plain is not None:
-            self._note_plain(reservations)
+        if self._unmarked is not None or self._plain is not None:
+            self._note_fetched(reservations)
         if watched is None and not fetching:
             return False
         if fetching and not self._fetch_gated:
