@@ -70,6 +70,19 @@ def _settle_after(later: Later[T], work: Callable[[], Awaitable[T]]) -> None:
     task.add_done_callback(_going_on.discard)
 
 
+def _told(manager: Manager, acked: Acked) -> Later[int]:
+    """How many reservations ``acked`` ended, once the features' ``acked`` has heard of it
+    (in a task: a feature may wait, e.g. to release a unique lock)."""
+    told: Later[int] = Later()
+
+    async def tell() -> int:
+        await manager._acked(acked)
+        return len(acked.ended)
+
+    _settle_after(told, tell)
+    return told
+
+
 # ---------------------------------------------------------------------- PUSH
 
 
@@ -339,14 +352,7 @@ def _ack_watched(
         manager.metrics.on_ack(jids, done, _durations(jids[0], duration))
     if manager._acked_idle(acked):
         return done
-    later: Later[int] = Later()
-
-    async def tell() -> int:
-        await manager._acked(acked)
-        return done
-
-    _settle_after(later, tell)
-    return later
+    return _told(manager, acked)
 
 
 def ack_soon(manager: Manager, jid: str, duration: float | None) -> Later[int] | None:
@@ -383,14 +389,7 @@ def ack_soon(manager: Manager, jid: str, duration: float | None) -> Later[int] |
             unmarked.discard(jid)
         if not any(manager._wanted(r.payload, gates) for r in reservations):
             return acked(len(reservations), None)
-        counted: Later[int] = Later()
-        counted.when_done(acked)
-
-        async def tell() -> int:
-            await manager._acked(Acked(reservations))
-            return len(reservations)
-
-        _settle_after(counted, tell)
+        _told(manager, Acked(reservations)).when_done(acked)
         return True
 
     marks = manager._acked_marks
@@ -418,17 +417,9 @@ def _ack_ending(
             return acked(None, error)
         if unmarked:
             unmarked.difference_update(jids)
-        done = len(result.ended)
         if manager._acked_idle(result):
-            return acked(done, None)
-        counted: Later[int] = Later()
-        counted.when_done(acked)
-
-        async def tell() -> int:
-            await manager._acked(result)
-            return done
-
-        _settle_after(counted, tell)
+            return acked(len(result.ended), None)
+        _told(manager, result).when_done(acked)
         return True
 
     store = manager.store
