@@ -133,7 +133,24 @@ def redis_server(
 
 
 @contextlib.contextmanager
+def floor_server() -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """``bench/fwp_floor.py``: a Python FWP server doing nothing but answer (the floor)."""
+    port = free_port()
+    args = [sys.executable, "-m", "bench.fwp_floor", "--port", str(port)]
+    process = subprocess.Popen(args, cwd=ROOT)
+    try:
+        wait_for_port(port, process, "the floor server")
+        yield process, port
+    finally:
+        _stop(process)
+
+
+@contextlib.contextmanager
 def conveyor(store: str, env: dict[str, str] | None) -> Iterator[Running]:
+    if store == "floor":
+        with floor_server() as (process, port):
+            yield Running(port, process.pid)
+        return
     if store in ("sqlite", "memory"):  # memory: no storage at all, the floor of the rest
         with start_server(None if store == "sqlite" else "memory://", env) as server:
             yield Running(server.port, server.process.pid)
@@ -348,7 +365,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--timeout", type=float, default=120.0, help="longest run, seconds")
     add("--stores", default="sqlite,redis",
         help="conveyor's stores: sqlite, redis, redis-unix (its Redis through a Unix "
-             "socket, as Faktory's), memory (keeps nothing: a floor)")  # fmt: skip
+             "socket, as Faktory's), memory (keeps nothing), floor (bench/fwp_floor.py: a "
+             "Python server that only answers)")  # fmt: skip
     add("--faktory-bin", help="a real Faktory server binary to compare with")
     add("--faktory-load-bin", help="Faktory's own load tool (test/load), built from source")
     add("--no-ours", action="store_true", help="skip fwp_load (only the real tool drives)")
