@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import redis
@@ -81,8 +82,8 @@ def redis_url_same(unix_url: str, redis_server: RedisServer) -> str:
     return redis_server.url
 
 
-async def test_a_missing_socket_is_a_clear_error(tmp_path: object) -> None:
+async def test_a_missing_socket_is_a_clear_error(tmp_path: Path) -> None:
     store = open_store(f"redis+unix://{tmp_path}/nothing-here.sock")
-    with pytest.raises(StoreError, match="nothing-here.sock"):
+    with pytest.raises(StoreError, match=r"nothing-here\.sock"):
         await store.open()
     await store.close()
