@@ -109,18 +109,37 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def redis_server(directory: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """A private redis-server configured as docs/redis.md advises (AOF, fsync every second)."""
+def redis_server(
+    directory: Path, unix: bool = False
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A private redis-server configured as docs/redis.md advises (AOF, fsync every second),
+    and the store URL that reaches it: over TCP, or with ``unix`` through its Unix socket
+    (``redis+unix://``), the way Faktory reaches the Redis it starts."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed")
-    port = free_port()
+    port, socket = free_port(), directory / "redis.sock"
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
             "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
             "--maxmemory-policy", "noeviction"]  # fmt: skip
+    if unix:
+        args += ["--unixsocket", str(socket), "--unixsocketperm", "700"]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
     try:
         wait_for_port(port, process, "redis-server")
+        yield process, f"redis+unix://{socket}" if unix else f"redis://127.0.0.1:{port}/0"
+    finally:
+        _stop(process)
+
+
+@contextlib.contextmanager
+def floor_server() -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """``bench/fwp_floor.py``: a Python FWP server doing nothing but answer (the floor)."""
+    port = free_port()
+    args = [sys.executable, "-m", "bench.fwp_floor", "--port", str(port)]
+    process = subprocess.Popen(args, cwd=ROOT)
+    try:
+        wait_for_port(port, process, "the floor server")
         yield process, port
     finally:
         _stop(process)
@@ -128,14 +147,18 @@ def redis_server(directory: Path) -> Iterator[tuple[subprocess.Popen[bytes], int
 
 @contextlib.contextmanager
 def conveyor(store: str, env: dict[str, str] | None) -> Iterator[Running]:
+    if store == "floor":
+        with floor_server() as (process, port):
+            yield Running(port, process.pid)
+        return
     if store in ("sqlite", "memory"):  # memory: no storage at all, the floor of the rest
         with start_server(None if store == "sqlite" else "memory://", env) as server:
             yield Running(server.port, server.process.pid)
         return
     with (
         tempfile.TemporaryDirectory(prefix="conveyor-load-redis-") as tmp,
-        redis_server(Path(tmp)) as (redis, port),
-        start_server(f"redis://127.0.0.1:{port}/0", env) as server,
+        redis_server(Path(tmp), unix=store == "redis-unix") as (redis, url),
+        start_server(url, env) as server,
     ):
         yield Running(server.port, server.process.pid, redis.pid)
 
@@ -341,7 +364,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--rounds", type=int, default=3, help="alternating rounds")
     add("--timeout", type=float, default=120.0, help="longest run, seconds")
     add("--stores", default="sqlite,redis",
-        help="conveyor's stores: sqlite, redis, memory (keeps nothing: a floor)")  # fmt: skip
+        help="conveyor's stores: sqlite, redis, redis-unix (its Redis through a Unix "
+             "socket, as Faktory's), memory (keeps nothing), floor (bench/fwp_floor.py: a "
+             "Python server that only answers)")  # fmt: skip
     add("--faktory-bin", help="a real Faktory server binary to compare with")
     add("--faktory-load-bin", help="Faktory's own load tool (test/load), built from source")
     add("--no-ours", action="store_true", help="skip fwp_load (only the real tool drives)")

@@ -167,3 +167,26 @@ def test_the_harness_runs_both_stores_and_gives_no_ratio_without_faktory(
     assert "| conveyor, Redis store | fwp_load |" in text
     assert "Real Faktory was not run here" in text
     assert "÷ Faktory" not in text
+
+
+@pytest.mark.timeout(120)
+def test_the_floor_and_redis_through_its_socket_run_as_rows(driver: Path, tmp_path: Path) -> None:
+    require_binary("redis-server")
+    args = [sys.executable, "-m", "bench.load_shape", "--tree", "working", "--jobs", "300",
+            "--rounds", "1", "--stores", "floor,redis-unix",
+            "--json", str(tmp_path / "load.json")]  # fmt: skip
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=110)
+    assert done.returncode == 0, done.stderr[-2000:]
+    samples = {s["target"]: s for s in json.loads((tmp_path / "load.json").read_text())["samples"]}
+    assert set(samples) == {"conveyor-floor", "conveyor-redis-unix"}
+    for sample in samples.values():
+        detail = sample["detail"]
+        assert sample["error"] is None, sample
+        # every job pushed was fetched once and then ACKed or FAILed: the floor answers it all
+        assert detail["pushes"] >= 300
+        assert detail["errors"] == 0
+        assert detail["acks"] + detail["fails"] == detail["fetches"] - detail["empty_fetches"]
+    assert samples["conveyor-floor"]["store_cpu_s"] is None
+    assert samples["conveyor-redis-unix"]["store_cpu_s"] > 0  # its redis-server did the work
+    assert "| Python floor (bench/fwp_floor.py" in done.stdout
+    assert "| conveyor, Redis store (Unix socket) | fwp_load |" in done.stdout

@@ -331,6 +331,9 @@ async def test_paging_through_a_filtered_set_reads_it_about_once(
         ("redis://localhost?namespace={x}", "braces"),
         ("redis://localhost:port", "bad port"),
         ("redis://localhost?worker_ttl=soon", "worker_ttl"),
+        ("redis+unix://localhost/tmp/redis.sock", "no host"),
+        ("redis+unix://", "socket path"),
+        ("redis+unix:///tmp/redis.sock?db=two", "bad database number"),
     ],
 )
 def test_bad_urls_are_refused_clearly(url: str, message: str) -> None:
@@ -345,6 +348,13 @@ def test_url_forms() -> None:
     )  # fmt: skip
     assert plain.password == "secret"
     assert plain.client_url == "redis://:secret@db.example:6380/2?socket_timeout=3"
+    unix = parse_url("redis+unix://:secret@/run/redis/redis.sock?db=3&namespace=shop")
+    assert (unix.socket, unix.db, unix.nodes, unix.namespace) == (
+        "/run/redis/redis.sock", 3, [], "shop",
+    )  # fmt: skip
+    assert (unix.where, unix.password) == ("/run/redis/redis.sock", "secret")
+    # redis-py's spelling, for its clients (the Pipe and the wake-up channel open the socket)
+    assert unix.client_url == "unix://:secret@/run/redis/redis.sock?db=3"
     cluster = parse_url("rediss+cluster://u:p@h1:7000,h2:7001,[::1]:7002")
     assert (cluster.cluster, cluster.tls, cluster.username) == (True, True, "u")
     assert cluster.nodes == [("h1", 7000), ("h2", 7001), ("::1", 7002)]

@@ -91,6 +91,15 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def socket(self) -> Path:
+        """Its Unix socket: it listens there too (``redis+unix://``)."""
+        return self.directory / "redis.sock"
+
+    @property
+    def unix_url(self) -> str:
+        return f"redis+unix://{self.socket}"
+
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         args = [
@@ -109,6 +118,8 @@ class RedisServer:
             "no",
             "--enable-debug-command",  # DEBUG SLEEP: tests hold Redis still for a moment
             "local",
+            "--unixsocket",
+            str(self.socket),
             *self.extra,
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

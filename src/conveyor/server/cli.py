@@ -39,9 +39,10 @@ __all__ = ["server_command"]
 @click.option(
     "--storage",
     metavar="URL",
-    help="sqlite:///path.db, memory://, redis://host:port/db, redis+cluster://h1:p1,h2:p2 or "
-    "redis+sentinel://s1:p1,s2:p2/service/db. [default: a SQLite file in "
-    "$CONVEYOR_DATA_DIR or $XDG_DATA_HOME/conveyor; env CONVEYOR_STORAGE]",
+    help="sqlite:///path.db, memory://, redis://host:port/db, redis+cluster://h1:p1,h2:p2, "
+    "redis+sentinel://s1:p1,s2:p2/service/db or redis+unix:///path/redis.sock. "
+    "[default: a SQLite file in $CONVEYOR_DATA_DIR or $XDG_DATA_HOME/conveyor; "
+    "env CONVEYOR_STORAGE]",
 )
 @click.option(
     "--password",

@@ -3,7 +3,8 @@
 * ``memory://`` -- in-process, for tests and experiments; nothing survives a restart.
 * ``sqlite:///path/to/file.db`` -- the durable default; ``sqlite:///:memory:`` for tests.
 * ``redis://host:port/db``, ``rediss://...`` -- many servers over one Redis (or a Cluster:
-  ``redis+cluster://``, or the master of a Sentinel service: ``redis+sentinel://``).
+  ``redis+cluster://``, or the master of a Sentinel service: ``redis+sentinel://``; a local
+  one through its Unix socket: ``redis+unix:///path/to/redis.sock``).
 
 Drivers are imported lazily, so a SQLite user never imports the Redis client.
 """

@@ -1,5 +1,6 @@
-"""The Redis store (``redis://``, ``rediss://``, ``redis+cluster://``, ``redis+sentinel://``):
-many conveyor servers over one Redis, a Redis Cluster, or the master a Sentinel names.
+"""The Redis store (``redis://``, ``rediss://``, ``redis+cluster://``, ``redis+sentinel://``,
+``redis+unix://``): many conveyor servers over one Redis, a Redis Cluster, or the master a
+Sentinel names.
 
 * ``store.py``: the job lifecycle (the ``Store`` contract of ``conveyor.store.base``), each
   transition one Lua script;

@@ -122,15 +122,13 @@ async def listen(
 ) -> Channel:
     """Connect, authenticate and subscribe (to the signal channel too, with ``signals``);
     returns the channel once Redis confirmed."""
-    host, port = url.nodes[0]
-    loop = asyncio.get_running_loop()
     mine = origin.encode().rstrip(b" ")
     try:
         _, conn = await asyncio.wait_for(
-            loop.create_connection(lambda: Channel(mine, deliver, signals), host, port), within
+            url.open_connection(lambda: Channel(mine, deliver, signals)), within
         )
     except (OSError, TimeoutError) as exc:
-        raise RedisConnectionError(f"cannot connect to Redis at {host}:{port}: {exc}") from exc
+        raise RedisConnectionError(f"cannot connect to Redis at {url.where}: {exc}") from exc
     auth = [a for a in (url.username, url.password) if a]
     if auth:
         conn.send("AUTH", *auth)

@@ -14,9 +14,11 @@ memory per job low (see ``docs/redis.md``).
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from typing import Any, TypeVar
+from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from conveyor.store.base import QueuedJob, SetEntry
 
@@ -77,6 +79,8 @@ def score_arg(score: float) -> str:
     return repr(float(score))
 
 
+_P = TypeVar("_P", bound=asyncio.BaseProtocol)
+
 SCHEMES = (
     "redis",
     "rediss",
@@ -84,6 +88,7 @@ SCHEMES = (
     "rediss+cluster",
     "redis+sentinel",
     "rediss+sentinel",
+    "redis+unix",
 )
 DEFAULT_RETRY_FOR_SECONDS = 5.0
 DEFAULT_WAIT_TIMEOUT_MS = 1000
@@ -97,6 +102,9 @@ class RedisURL:
     * ``redis://[user:pass@]host:port/db`` and ``rediss://...`` (TLS): one Redis server.
     * ``redis+cluster://[user:pass@]host1:port1,host2:port2`` and ``rediss+cluster://...``:
       a Redis Cluster, given by any of its nodes (a seed list).
+    * ``redis+unix://[user:pass@]/path/to/redis.sock[?db=N]``: one Redis server on this
+      machine through its Unix socket (``unixsocket`` in redis.conf), without TCP on the
+      way, as Faktory talks to the Redis it starts.
     * ``redis+sentinel://[user:pass@]host1:port1,host2:port2/service[/db]`` and
       ``rediss+sentinel://...``: the master Redis Sentinel names ``service``, found through
       any of the sentinels listed (``user:pass`` is for the master; ``sentinel_username`` and
@@ -125,16 +133,33 @@ class RedisURL:
     wait_replicas: int = 0
     wait_timeout_ms: int = DEFAULT_WAIT_TIMEOUT_MS
     sentinel_auth: dict[str, str] = field(default_factory=dict)
+    socket: str | None = None
+    """The path of Redis's Unix socket (``redis+unix://``); ``nodes`` is empty then."""
 
     @property
     def client_url(self) -> str:
         """The URL for ``redis.asyncio.Redis.from_url`` without our own parameters."""
         parts = urlsplit(self.url)
+        if self.socket is not None:  # redis-py's spelling: unix://[user:pass@]/path?db=N
+            query = urlencode({**self.options, "db": self.db})
+            return f"unix://{parts.netloc}{parts.path}?{query}"  # urlunsplit drops the //
         return urlunsplit(parts._replace(query=urlencode(self.options)))
+
+    def open_connection(
+        self, factory: Callable[[], _P]
+    ) -> Coroutine[Any, Any, tuple[asyncio.BaseTransport, _P]]:
+        """A raw connection to the server (the first node): through its Unix socket or TCP."""
+        loop = asyncio.get_running_loop()
+        if self.socket is not None:
+            return loop.create_unix_connection(factory, self.socket)
+        host, port = self.nodes[0]
+        return loop.create_connection(factory, host, port)
 
     @property
     def where(self) -> str:
         """Where Redis is, for error messages."""
+        if self.socket is not None:
+            return self.socket
         nodes = ",".join(f"{h}:{p}" for h, p in self.nodes)
         return f"{self.service} (sentinels {nodes})" if self.sentinel else nodes
 
@@ -158,8 +183,49 @@ def parse_url(url: str) -> RedisURL:
         for key in ("sentinel_username", "sentinel_password")
         if key in query
     }
-    cluster = scheme.endswith("+cluster")
-    sentinel = scheme.endswith("+sentinel")
+    if scheme == "redis+unix":
+        netloc = parts.netloc.rpartition("@")[2]
+        if netloc or not parts.path.strip("/"):
+            raise ValueError(
+                f"a redis+unix URL names a socket path and no host: redis+unix:///path/to/redis.sock"
+                f" ({url!r})"
+            )
+        socket, db = parts.path, _db([query.pop("db", "0")], url)
+        cluster = sentinel = False
+        nodes: list[tuple[str, int]] = []
+        service = ""
+    else:
+        socket = None
+        cluster = scheme.endswith("+cluster")
+        sentinel = scheme.endswith("+sentinel")
+        nodes, service, db = _network(parts, url, cluster, sentinel)
+    if cluster and wait_replicas:
+        raise ValueError(f"wait_replicas is not supported on a Redis Cluster: {url!r}")
+    return RedisURL(
+        url=url,
+        cluster=cluster,
+        tls=scheme.startswith("rediss"),
+        nodes=nodes,
+        namespace=namespace,
+        worker_ttl=worker_ttl,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        options=query,
+        sentinel=sentinel,
+        service=service,
+        db=db,
+        retry_for=retry_for,
+        wait_replicas=wait_replicas,
+        wait_timeout_ms=wait_timeout,
+        sentinel_auth=sentinel_auth,
+        socket=socket,
+    )
+
+
+def _network(
+    parts: SplitResult, url: str, cluster: bool, sentinel: bool
+) -> tuple[list[tuple[str, int]], str, int]:
+    """The nodes, sentinel service and database of a URL over TCP."""
     netloc = parts.netloc.rpartition("@")[2]
     default_port = SENTINEL_PORT if sentinel else 6379
     nodes = [_parse_node(node, url, default_port) for node in netloc.split(",") if node]
@@ -181,26 +247,7 @@ def parse_url(url: str) -> RedisURL:
     db = _db(path, url)
     if cluster and (db != 0 or len(path) > 1):
         raise ValueError(f"Redis Cluster has only database 0: {url!r}")
-    if cluster and wait_replicas:
-        raise ValueError(f"wait_replicas is not supported on a Redis Cluster: {url!r}")
-    return RedisURL(
-        url=url,
-        cluster=cluster,
-        tls=scheme.startswith("rediss"),
-        nodes=nodes,
-        namespace=namespace,
-        worker_ttl=worker_ttl,
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-        options=query,
-        sentinel=sentinel,
-        service=service,
-        db=db,
-        retry_for=retry_for,
-        wait_replicas=wait_replicas,
-        wait_timeout_ms=wait_timeout,
-        sentinel_auth=sentinel_auth,
-    )
+    return nodes, service, db
 
 
 def _number(query: dict[str, str], name: str, default: float, url: str) -> Any:

@@ -110,7 +110,7 @@ class Pipe:
     is lost."""
 
     def __init__(self, url: RedisURL) -> None:
-        self._host, self._port = url.nodes[0]
+        self._url = url
         self._db = url.db
         self._auth = [a for a in (url.username, url.password) if a]
         self._timeout = _seconds(url.options.get("socket_timeout"))
@@ -191,11 +191,10 @@ class Pipe:
         loop = asyncio.get_running_loop()
         try:
             _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: _Connection(self._lost), self._host, self._port),
-                self._connect_timeout,
+                self._url.open_connection(lambda: _Connection(self._lost)), self._connect_timeout
             )
         except (OSError, TimeoutError) as exc:
-            raise NotSent(f"cannot connect to Redis at {self._host}:{self._port}: {exc}") from exc
+            raise NotSent(f"cannot connect to Redis at {self._url.where}: {exc}") from exc
         self._opening = conn
         try:
             if self._closed:

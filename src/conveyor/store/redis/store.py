@@ -167,7 +167,8 @@ class RedisStore(
     def from_url(cls, url: str) -> RedisStore:
         """``redis://host:port/db``, ``rediss://`` (TLS), ``redis+cluster://h1:p1,h2:p2``
         (a Cluster seed list), ``redis+sentinel://s1:p1,s2:p2/service/db`` (the master of a
-        Sentinel service; ``rediss+...`` with TLS). ``?namespace=`` picks the key prefix
+        Sentinel service; ``rediss+...`` with TLS), ``redis+unix:///path/redis.sock?db=N`` (a
+        local Redis through its Unix socket). ``?namespace=`` picks the key prefix
         (default ``conveyor``). Raises ``ValueError`` for a malformed URL."""
         return cls(parse_url(url))
 
