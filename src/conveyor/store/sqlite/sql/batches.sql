@@ -122,6 +122,24 @@ VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (jid) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at,
     expires_at = excluded.expires_at;
 
+-- name: add_mark
+-- The usual PUSH of a batch or tracked job (SQLiteBatches._mark_now), one statement: the
+-- mark when the jid has none; a jid marked already keeps its mark (a PUSH sent again).
+INSERT INTO marks (jid, state, updated_at, bid, role, expires_at, seq)
+VALUES (?, 'enqueued', ?, ?, '', ?, ?)
+ON CONFLICT (jid) DO NOTHING;
+
+-- name: succeed_mark
+-- The usual ACK of a batch or tracked job (SQLiteBatches._ack_one), one statement: an
+-- enqueued job's live mark becomes a success (a finished plain mark is then kept :keep
+-- seconds; a batch job's goes with its batch). Any other mark (failed, waiting, a callback's)
+-- is left to batch_engine.end_jobs.
+UPDATE marks SET state = 'success', updated_at = :now,
+    expires_at = CASE WHEN bid = '' THEN :keep ELSE expires_at END
+WHERE jid = :jid AND state = 'enqueued' AND role = ''
+    AND (expires_at IS NULL OR expires_at > :now)
+RETURNING bid;
+
 -- name: unfinished_marks
 SELECT jid FROM marks WHERE jid > ? AND state IN ('enqueued', 'waiting', 'failed')
 ORDER BY jid LIMIT ?;
