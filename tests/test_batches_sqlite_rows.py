@@ -136,9 +136,7 @@ async def _store_with_batch(path: Path, jobs: int) -> tuple[SQLiteStore, list[st
     assert await store.create_batch(NewBatch("b1", now, now + 600)) is None
     jids = [f"job-{n}" for n in range(jobs)]
     for jid in jids:
-        assert store.mark_jobs_now([NewMark(jid, "b1", None)], now) == {
-            jid: (MarkResult.READY, "")
-        }
+        assert store.mark_jobs_now([NewMark(jid, "b1", None)], now) == {jid: (MarkResult.READY, "")}
         payload = msgspec.json.encode(job(jid=jid, custom={"bid": "b1"}))
         await store.enqueue([QueuedJob("work", jid, payload, 60)])
     assert len(await store.reserve(["work"], "w", now, count=jobs)) == jobs
@@ -176,9 +174,11 @@ async def test_an_ack_failing_between_its_two_statements_changes_nothing(
     store = open_store(f"sqlite:///{path}")
     await store.open()
     acked = store.ack_returning_now([jids[0]], "d", ends=_ends(time.time()))
-    assert acked is not None and [r.jid for r in acked.ended] == [jids[0]]
+    assert acked is not None
+    assert [r.jid for r in acked.ended] == [jids[0]]
     again = store.ack_returning_now([jids[0]], "d", ends=_ends(time.time()))
-    assert again is not None and again.ended == []
+    assert again is not None
+    assert again.ended == []
     assert (await store.get_batches(["b1"]))["b1"].pending == 1
     await store.close()
     store = open_store(f"sqlite:///{path}")
