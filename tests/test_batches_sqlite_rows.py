@@ -226,3 +226,28 @@ async def test_a_tracked_jid_pushed_again_after_its_mark_expired_is_tracked_anew
     mark = (await store.get_marks(["t1"], later))["t1"]
     assert (mark.state, mark.updated_at, mark.expires_at) == (MarkState.ENQUEUED, later, later + 60)
     await store.close()
+
+
+async def test_a_commit_writes_the_batch_expiry_its_counters_keep(tmp_path: Path) -> None:
+    """Counters are written at each commit without touching the expiry index; a commit of
+    the batch (a new expiry) writes both, and expiry then finds the batch by it."""
+    path = tmp_path / "expiry.db"
+    store, _jids = await _store_with_batch(path, 2)
+    await store.durable()
+    now = time.time()
+    assert await store.commit_batch("b1", now, now + 5) is not None
+    acked = store.ack_returning_now(["job-0"], "d", ends=_ends(now))
+    assert acked is not None
+    await store.durable()
+    with sqlite3.connect(path) as conn:
+        (expires_at,) = conn.execute("SELECT expires_at FROM batches WHERE bid = 'b1'").fetchone()
+    assert expires_at == now + 5
+    await store.close()
+    store = open_store(f"sqlite:///{path}")
+    await store.open()
+    batch = (await store.get_batches(["b1"]))["b1"]
+    assert (batch.total, batch.pending, batch.expires_at) == (2, 1, now + 5)
+    assert await store.expire_batches(now + 4, 10) == 0
+    assert await store.expire_batches(now + 6, 10) == 1
+    assert await store.get_batches(["b1"]) == {}
+    await store.close()

@@ -277,7 +277,10 @@ class SQLiteBatches(Batches):
     def _write_batches(self, conn: sqlite3.Connection) -> None:
         """The batch records steps changed since the last commit, once each, just before it."""
         for batch in self._dirty.values():
-            conn.execute(_SQL["update_batch"], (batch.expires_at, _encode(batch), batch.bid))
+            record = _encode(batch)
+            args = (record, batch.bid, batch.expires_at)
+            if conn.execute(_SQL["update_record"], args).rowcount == 0:  # a new expiry
+                conn.execute(_SQL["update_batch"], (batch.expires_at, record, batch.bid))
         self._dirty = {}
 
     @contextlib.contextmanager

@@ -60,6 +60,11 @@ INSERT INTO batches (bid, expires_at, propagate, search, record) VALUES (?, ?, 0
 -- name: update_batch
 UPDATE batches SET expires_at = ?, record = ? WHERE bid = ?;
 
+-- name: update_record
+-- A batch's record at a commit (SQLiteBatches._write_batches) when its expiry is the one
+-- stored: batches_expiry is left alone (update_batch otherwise).
+UPDATE batches SET record = ? WHERE bid = ? AND expires_at = ?;
+
 -- name: set_propagate
 UPDATE batches SET propagate = ? WHERE bid = ?;
 
