@@ -1,13 +1,14 @@
 """The short ways of a batch or tracked job on SQLite (store/sqlite/batches.py: ``_mark_now``,
 ``_ack_one``): the PUSH's mark in one statement and the batch's counters in memory until the
-commit, the ACK's mark and reservation in one savepoint. What they must keep: counters written
+commit, the ACK's mark then its reservation without a savepoint. What they must keep: counters
 in the same transaction as the rows they count (a real ``conveyor server`` killed with
 SIGKILL, a real file), a retry that finally succeeds counted once, and a statement failing
-in the middle of an ACK or a PUSH (a real SQLite error, raised by a trigger) changing
-nothing, on disk or in memory."""
+in the middle of an ACK or in a PUSH (a real SQLite error, raised by a trigger) leaving no
+commit with half of it, on disk or in memory."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from conveyor.errors import StoreError
+from conveyor.errors import StoreError, StoreUnavailable
 from conveyor.store import open_store
 from conveyor.store.base import QueuedJob
 from conveyor.store.batches import EndContext, MarkResult, MarkState, NewBatch, NewMark
@@ -151,33 +152,32 @@ def _fail_on(store: SQLiteStore, event: str, table: str) -> None:
     )
 
 
-async def test_an_ack_failing_between_its_two_statements_changes_nothing(
+async def test_an_ack_failing_between_its_two_statements_commits_neither(
     tmp_path: Path,
 ) -> None:
-    """The ACK moves the mark first, then deletes the reservation: when the delete fails, the
-    mark, the reservation and the batch's counters are as before, on disk too; the ACK sent
-    again then counts once."""
+    """The ACK moves the mark first, then deletes the reservation, without a savepoint: when
+    the delete fails, the open transaction is rolled back as a failed commit is (an outage),
+    so the mark, the reservation and the batch's counters are as before, on disk and in
+    memory; once commits work again the ACK sent again counts once."""
     path = tmp_path / "ack.db"
     store, jids = await _store_with_batch(path, 2)
+    await store.durable()
     _fail_on(store, "DELETE", "queue_jobs")
-    with pytest.raises(StoreError, match="injected fault"):
+    with pytest.raises(StoreUnavailable):
         store.ack_returning_now([jids[0]], "d", ends=_ends(time.time()))
+    store._db.conn.execute("DROP TRIGGER injected")
+    deadline = time.monotonic() + 5
+    while not store._db.writable:  # the probe commits again
+        assert time.monotonic() < deadline, "commits never worked again"
+        await asyncio.sleep(0.02)
     marks = await store.get_marks(jids, time.time())
     assert marks[jids[0]].state == MarkState.ENQUEUED
     assert (await store.get_batches(["b1"]))["b1"].pending == 2
     assert {r.jid for r in (await store.list_reservations(0, 10)).items} == set(jids)
-    await store.close()  # commits what the failed step left: nothing of it
-    with sqlite3.connect(path) as conn:
-        (state,) = conn.execute("SELECT state FROM marks WHERE jid = ?", (jids[0],)).fetchone()
-    assert state == "enqueued"
 
-    store = open_store(f"sqlite:///{path}")
-    await store.open()
-    acked = store.ack_returning_now([jids[0]], "d", ends=_ends(time.time()))
-    assert acked is not None
+    acked = await store.ack_returning([jids[0]], "d", ends=_ends(time.time()))
     assert [r.jid for r in acked.ended] == [jids[0]]
-    again = store.ack_returning_now([jids[0]], "d", ends=_ends(time.time()))
-    assert again is not None
+    again = await store.ack_returning([jids[0]], "d", ends=_ends(time.time()))
     assert again.ended == []
     assert (await store.get_batches(["b1"]))["b1"].pending == 1
     await store.close()
@@ -185,6 +185,7 @@ async def test_an_ack_failing_between_its_two_statements_changes_nothing(
     await store.open()
     assert (await store.get_batches(["b1"]))["b1"].pending == 1  # written with the commit
     assert (await store.get_marks([jids[0]], time.time()))[jids[0]].state == MarkState.SUCCESS
+    assert [r.jid for r in (await store.list_reservations(0, 10)).items] == [jids[1]]
     await store.close()
 
 
@@ -250,4 +251,19 @@ async def test_a_commit_writes_the_batch_expiry_its_counters_keep(tmp_path: Path
     assert await store.expire_batches(now + 4, 10) == 0
     assert await store.expire_batches(now + 6, 10) == 1
     assert await store.get_batches(["b1"]) == {}
+    await store.close()
+
+
+async def test_an_ack_without_a_reservation_leaves_the_mark_enqueued(tmp_path: Path) -> None:
+    """A late ACK (the reservation ended meanwhile, the attempt failed by the reaper): the
+    mark's UPDATE checks the reservation, so nothing moves and the job still counts as
+    pending."""
+    path = tmp_path / "late.db"
+    store, jids = await _store_with_batch(path, 1)
+    assert [r.jid for r in await store.discard_reservations(jids)] == jids
+    acked = store.ack_returning_now(jids, "d", ends=_ends(time.time()))
+    assert acked is not None
+    assert acked.ended == []
+    assert (await store.get_marks(jids, time.time()))[jids[0]].state == MarkState.ENQUEUED
+    assert (await store.get_batches(["b1"]))["b1"].pending == 1
     await store.close()

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from conveyor.errors import StoreError
 from conveyor.store import batch_engine as engine
 from conveyor.store.base import Page, Reservation, SetEntry, SortedSet
 from conveyor.store.batches import (
@@ -41,10 +42,6 @@ _END_RESERVATION = load_queries("endings.sql")["end_returning"]
 _encode = msgspec.msgpack.Encoder().encode
 _batch = msgspec.msgpack.Decoder(BatchRecord).decode
 _waiting = msgspec.msgpack.Decoder(WaitingJob).decode
-
-
-class _Undone(Exception):
-    """Raised inside a savepoint to roll it back: the step changed nothing after all."""
 
 
 def _mark(row: tuple[Any, ...]) -> JobMark:
@@ -499,47 +496,49 @@ class SQLiteBatches(Batches):
 
     def _ack_one(self, jid: str, ends: EndContext) -> tuple[list[Reservation], Fired] | None:
         """The usual ACK of a batch or tracked job (enqueued, no job waits for any other):
-        ``_end_acked`` in two statements in one savepoint, the mark moved first (one UPDATE,
-        only from ``enqueued``), then the reservation ended; the batch's counters move in
-        memory, written with the commit (``_write_batches``). When the batch reaches a
-        milestone, or is not cached, ``batch_engine.settle`` fires what is due in the same
-        savepoint. None, with nothing changed, for the engine's way (a failed or waiting
-        mark, a callback's, no mark)."""
+        ``_end_acked`` in two statements without a savepoint, the mark moved first (one
+        UPDATE, only from ``enqueued`` and only while the job holds a reservation), then the
+        reservation ended; the batch's counters move in memory, written with the commit
+        (``_write_batches``). When the batch may reach a milestone, or is not cached,
+        ``batch_engine.settle`` fires what is due in a step of its own. Should anything fail
+        after the mark moved, the whole open transaction is rolled back
+        (``Database.abandon``, as a failed commit is): no commit holds the one without the
+        other. None, with nothing changed, for the engine's way (a failed or waiting mark, a
+        callback's, no mark, no reservation)."""
         now = ends.now
+        db = self._db
         args = {"now": now, "keep": now + ends.keep_seconds, "jid": jid}
-        tables: _Tables | None = None
+        marked = db.write(_SQL["succeed_mark"], args).fetchone()  # one statement: atomic
+        if marked is None:
+            return None
         quiet: BatchRecord | None = None
         try:
-            with self._db.atomic() as conn:
-                marked = conn.execute(_SQL["succeed_mark"], args).fetchone()
-                if marked is None:
-                    return None
-                row = conn.execute(_END_RESERVATION, (jid,)).fetchone()
-                if row is None:  # a late ACK of an attempt failed since: the mark stays
-                    raise _Undone
-                fired = Fired(ended=[jid], processed=1)
-                bid = marked[0]
-                if bid:
-                    quiet = self._quiet_batch(bid)
-                    if quiet is None:  # it may fire: the engine's rules, in this savepoint
-                        tables = _Tables(conn, now, self)
-                        batch = tables.batch(bid)
-                        if batch is not None:  # the mark was enqueued: pending, not failed
-                            batch.pending -= 1
-                            engine.settle(tables, batch, now, fired)
-                            self._step(tables)
-        except _Undone:
-            return [], Fired()
-        except BaseException:
-            if tables is not None:
-                self._put_back(tables)
-            raise
+            row = db.conn.execute(_END_RESERVATION, (jid,)).fetchone()
+            if row is None:  # the mark's UPDATE saw it: only a broken file gets here
+                raise StoreError(f"the reservation of {jid} vanished while it was acknowledged")
+            fired = Fired(ended=[jid], processed=1)
+            bid = marked[0]
+            if bid:
+                quiet = self._quiet_batch(bid)
+                if quiet is None:  # it may fire: the engine's rules
+                    self._settle_success(bid, now, fired)
+        except BaseException as exc:
+            raise db.abandon(exc) from exc
         if quiet is not None:  # the cached record is ours alone: handed out only as copies
             quiet.pending -= 1
             self._dirty[quiet.bid] = quiet
-        if tables is not None:
-            self._after(tables)
         return [Reservation(*row)], fired
+
+    def _settle_success(self, bid: str, now: float, fired: Fired) -> None:
+        """One more success of an enqueued job of batch ``bid``, in a step of its own: the
+        counters, and what that makes due (``batch_engine.settle``)."""
+        with self._atomic(now) as tables:
+            batch = tables.batch(bid)
+            if batch is not None:  # the mark was enqueued: pending, not failed
+                batch.pending -= 1
+                engine.settle(tables, batch, now, fired)
+                self._step(tables)
+        self._after(tables)
 
     def _quiet_batch(self, bid: str) -> BatchRecord | None:
         """The cached record of ``bid`` when one more success of an enqueued job fires

@@ -137,12 +137,16 @@ ON CONFLICT (jid) DO NOTHING;
 -- name: succeed_mark
 -- The usual ACK of a batch or tracked job (SQLiteBatches._ack_one), one statement: an
 -- enqueued job's live mark becomes a success (a finished plain mark is then kept :keep
--- seconds; a batch job's goes with its batch). Any other mark (failed, waiting, a callback's)
--- is left to batch_engine.end_jobs.
+-- seconds; a batch job's goes with its batch), when the job holds a reservation (which the
+-- next statement ends). Any other mark (failed, waiting, a callback's), or none, is left
+-- to batch_engine.end_jobs.
 UPDATE marks SET state = 'success', updated_at = :now,
     expires_at = CASE WHEN bid = '' THEN :keep ELSE expires_at END
 WHERE jid = :jid AND state = 'enqueued' AND role = ''
     AND (expires_at IS NULL OR expires_at > :now)
+    AND EXISTS (
+        SELECT 1 FROM queue_jobs AS q WHERE q.jid = :jid AND q.expires_at IS NOT NULL
+    )
 RETURNING bid;
 
 -- name: unfinished_marks
