@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from conveyor.errors import StoreError
 from conveyor.store import batch_engine as engine
 from conveyor.store.base import Page, Reservation, SetEntry, SortedSet
 from conveyor.store.batches import (
@@ -37,6 +38,7 @@ __all__ = ["SQLiteBatches"]
 
 _SQL = load_queries("batches.sql")
 _RESERVATIONS = load_queries("reservations.sql")
+_END_RESERVATION = load_queries("endings.sql")["end_returning"]
 _encode = msgspec.msgpack.Encoder().encode
 _batch = msgspec.msgpack.Decoder(BatchRecord).decode
 _waiting = msgspec.msgpack.Decoder(WaitingJob).decode
@@ -272,7 +274,10 @@ class SQLiteBatches(Batches):
     def _write_batches(self, conn: sqlite3.Connection) -> None:
         """The batch records steps changed since the last commit, once each, just before it."""
         for batch in self._dirty.values():
-            conn.execute(_SQL["update_batch"], (batch.expires_at, _encode(batch), batch.bid))
+            record = _encode(batch)
+            args = (record, batch.bid, batch.expires_at)
+            if conn.execute(_SQL["update_record"], args).rowcount == 0:  # a new expiry
+                conn.execute(_SQL["update_batch"], (batch.expires_at, record, batch.bid))
         self._dirty = {}
 
     @contextlib.contextmanager
@@ -284,13 +289,18 @@ class SQLiteBatches(Batches):
                 tables = _Tables(conn, now, self)
                 yield tables
         except BaseException:
-            for bid, before in (tables.undo if tables is not None else {}).items():
-                self._batch_cache.pop(bid, None)
-                if before is None:
-                    self._dirty.pop(bid, None)
-                else:
-                    self._dirty[bid] = self._batch_cache[bid] = before
+            if tables is not None:
+                self._put_back(tables)
             raise
+
+    def _put_back(self, tables: _Tables) -> None:
+        """A step failed after its flush: the owner's batch records as they were before it."""
+        for bid, before in tables.undo.items():
+            self._batch_cache.pop(bid, None)
+            if before is None:
+                self._dirty.pop(bid, None)
+            else:
+                self._dirty[bid] = self._batch_cache[bid] = before
 
     def _flush_batches(self) -> None:
         with self._db.atomic() as conn:
@@ -400,12 +410,42 @@ class SQLiteBatches(Batches):
     def mark_jobs_now(
         self, marks: Sequence[NewMark], now: float
     ) -> dict[str, tuple[MarkResult, str]]:
+        if len(marks) == 1 and marks[0].waiting is None:
+            result = self._mark_now(marks[0], now)
+            if result is not None:
+                return {marks[0].jid: result}
         with self._atomic(now) as tables:
             deps = [dep for m in marks if m.waiting for dep in m.waiting.after]
             tables.prefetch([m.jid for m in marks] + deps)
             results = engine.mark_jobs(tables, marks, now)
             tables.flush()
             return results
+
+    def _mark_now(self, new: NewMark, now: float) -> tuple[MarkResult, str] | None:
+        """The usual PUSH of a batch or tracked job in one statement, without a savepoint:
+        ``batch_engine.mark_jobs``'s answer for ``new`` when its batch (if any) is known, has
+        its row and is open; the batch's counters move in memory, written with the commit
+        (``_write_batches``), as the engine's steps' are. None, with nothing done, for the
+        engine's way (a batch to read or to refuse, an expired mark to write over)."""
+        batch = None
+        if new.bid:
+            batch = self._batch_cache.get(new.bid)
+            if batch is None or batch.committed or new.bid not in self._persisted:
+                return None
+        seq = 0 if batch is None else batch.total + 1
+        expires = None if new.bid else new.expires_at
+        args = (new.jid, now, new.bid, expires, seq)
+        if self._db.write(_SQL["add_mark"], args).rowcount == 0:  # marked already
+            mark = _Tables(self._db.conn, now).mark(new.jid)
+            if mark is None:
+                return None  # expired, not purged yet
+            waiting = mark.state == MarkState.WAITING
+            return (MarkResult.WAITING if waiting else MarkResult.READY), ""
+        if batch is not None:  # the cached record is ours alone: handed out only as copies
+            batch.total += 1
+            batch.pending += 1
+            self._dirty[batch.bid] = batch
+        return MarkResult.READY, ""
 
     async def get_marks(self, jids: Sequence[str], now: float) -> dict[str, JobMark]:
         tables = _Tables(self._db.conn, now)
@@ -427,6 +467,10 @@ class SQLiteBatches(Batches):
         reservations of ``jids``, keep the jobs of ``keep`` whose reservation ended in the
         completed set, store what ``settle`` asks (``SQLiteEndings._keep_ended``), and end
         the unfinished marks of their jobs, in one savepoint. The caller counts what ended."""
+        if len(jids) == 1 and not keep and settle is None and not self._has_waiters:
+            quick = self._ack_one(jids[0], ends)
+            if quick is not None:
+                return quick
         fired = Fired()
         with self._atomic(ends.now) as tables:
             conn = tables.conn
@@ -449,6 +493,62 @@ class SQLiteBatches(Batches):
         if damaged:
             damage.report(damaged)
         return ended, fired
+
+    def _ack_one(self, jid: str, ends: EndContext) -> tuple[list[Reservation], Fired] | None:
+        """The usual ACK of a batch or tracked job (enqueued, no job waits for any other):
+        ``_end_acked`` in two statements without a savepoint, the mark moved first (one
+        UPDATE, only from ``enqueued`` and only while the job holds a reservation), then the
+        reservation ended; the batch's counters move in memory, written with the commit
+        (``_write_batches``). When the batch may reach a milestone, or is not cached,
+        ``batch_engine.settle`` fires what is due in a step of its own. Should anything fail
+        after the mark moved, the whole open transaction is rolled back
+        (``Database.abandon``, as a failed commit is): no commit holds the one without the
+        other. None, with nothing changed, for the engine's way (a failed or waiting mark, a
+        callback's, no mark, no reservation)."""
+        now = ends.now
+        db = self._db
+        args = {"now": now, "keep": now + ends.keep_seconds, "jid": jid}
+        marked = db.write(_SQL["succeed_mark"], args).fetchone()  # one statement: atomic
+        if marked is None:
+            return None
+        quiet: BatchRecord | None = None
+        try:
+            row = db.conn.execute(_END_RESERVATION, (jid,)).fetchone()
+            if row is None:  # the mark's UPDATE saw it: only a broken file gets here
+                raise StoreError(f"the reservation of {jid} vanished while it was acknowledged")
+            fired = Fired(ended=[jid], processed=1)
+            bid = marked[0]
+            if bid:
+                quiet = self._quiet_batch(bid)
+                if quiet is None:  # it may fire: the engine's rules
+                    self._settle_success(bid, now, fired)
+        except BaseException as exc:
+            raise db.abandon(exc) from exc
+        if quiet is not None:  # the cached record is ours alone: handed out only as copies
+            quiet.pending -= 1
+            self._dirty[quiet.bid] = quiet
+        return [Reservation(*row)], fired
+
+    def _settle_success(self, bid: str, now: float, fired: Fired) -> None:
+        """One more success of an enqueued job of batch ``bid``, in a step of its own: the
+        counters, and what that makes due (``batch_engine.settle``)."""
+        with self._atomic(now) as tables:
+            batch = tables.batch(bid)
+            if batch is not None:  # the mark was enqueued: pending, not failed
+                batch.pending -= 1
+                engine.settle(tables, batch, now, fired)
+                self._step(tables)
+        self._after(tables)
+
+    def _quiet_batch(self, bid: str) -> BatchRecord | None:
+        """The cached record of ``bid`` when one more success of an enqueued job fires
+        nothing in it (open, or jobs still to run: ``batch_engine.settle``)."""
+        batch = self._batch_cache.get(bid)
+        if batch is None or bid not in self._persisted:
+            return None
+        if batch.committed and batch.pending - 1 == batch.failed:
+            return None
+        return batch
 
     async def end_jobs(self, ends: Sequence[JobEnd], ctx: EndContext) -> Fired:
         with self._atomic(ctx.now) as tables:

@@ -316,6 +316,14 @@ class Database:
                 self._lost(exc)
             raise self._write_error(exc) from exc
 
+    def abandon(self, exc: BaseException) -> StoreError:
+        """A method that wrote without a savepoint failed halfway (a statement held, the next
+        did not): the open transaction cannot commit as it stands. It is rolled back as a
+        failed commit is (``_lost``: its writes are lost, its waiters told, an outage
+        starts). Returns the error to raise."""
+        self._lost(exc)
+        return self.health.refuse()
+
     def _undo(self, conn: sqlite3.Connection, exc: BaseException) -> None:
         if conn.in_transaction:
             try:

@@ -60,6 +60,11 @@ INSERT INTO batches (bid, expires_at, propagate, search, record) VALUES (?, ?, 0
 -- name: update_batch
 UPDATE batches SET expires_at = ?, record = ? WHERE bid = ?;
 
+-- name: update_record
+-- A batch's record at a commit (SQLiteBatches._write_batches) when its expiry is the one
+-- stored: batches_expiry is left alone (update_batch otherwise).
+UPDATE batches SET record = ? WHERE bid = ? AND expires_at = ?;
+
 -- name: set_propagate
 UPDATE batches SET propagate = ? WHERE bid = ?;
 
@@ -121,6 +126,28 @@ INSERT INTO marks (jid, state, updated_at, bid, role, expires_at, seq)
 VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (jid) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at,
     expires_at = excluded.expires_at;
+
+-- name: add_mark
+-- The usual PUSH of a batch or tracked job (SQLiteBatches._mark_now), one statement: the
+-- mark when the jid has none; a jid marked already keeps its mark (a PUSH sent again).
+INSERT INTO marks (jid, state, updated_at, bid, role, expires_at, seq)
+VALUES (?, 'enqueued', ?, ?, '', ?, ?)
+ON CONFLICT (jid) DO NOTHING;
+
+-- name: succeed_mark
+-- The usual ACK of a batch or tracked job (SQLiteBatches._ack_one), one statement: an
+-- enqueued job's live mark becomes a success (a finished plain mark is then kept :keep
+-- seconds; a batch job's goes with its batch), when the job holds a reservation (which the
+-- next statement ends). Any other mark (failed, waiting, a callback's), or none, is left
+-- to batch_engine.end_jobs.
+UPDATE marks SET state = 'success', updated_at = :now,
+    expires_at = CASE WHEN bid = '' THEN :keep ELSE expires_at END
+WHERE jid = :jid AND state = 'enqueued' AND role = ''
+    AND (expires_at IS NULL OR expires_at > :now)
+    AND EXISTS (
+        SELECT 1 FROM queue_jobs AS q WHERE q.jid = :jid AND q.expires_at IS NOT NULL
+    )
+RETURNING bid;
 
 -- name: unfinished_marks
 SELECT jid FROM marks WHERE jid > ? AND state IN ('enqueued', 'waiting', 'failed')
