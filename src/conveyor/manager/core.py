@@ -126,6 +126,7 @@ class Manager(FeatureCalls, AdminOps, WorkerOps, FailOps):
         gate_owners = [f for f in self.features if f.wants_fetch in self._fetch_gates]
         gate_owners += self._ack_watchers
         self._gates_on_custom = all(type(f).gates_on_custom for f in gate_owners)
+        self._any_mark = self._marks_search(fetchers)
         self._watched = set() if store.in_process else None
         self._slotted: dict[str, str] = {}
         self._removal_watchers = [

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, cast
@@ -97,6 +98,8 @@ class FeatureCalls:
     _acked_by_marks: bool
     """Whether every feature watching ACKs wants just the jobs holding one of its marks."""
     _gates_on_custom: bool
+    _any_mark: Callable[[bytes], object] | None
+    """Finds any mark of every fetch and ACK gate at once (``_marks_search``), or None."""
     _removal_watchers: list[Feature]
     _watched: set[str] | None
     """In-process stores: the jids reserved whose end a feature must hear of (None: a shared
@@ -415,10 +418,30 @@ class FeatureCalls:
             return jids[0] not in unmarked
         return not all(jid in unmarked for jid in jids)
 
+    def _marks_search(self, fetchers: Sequence[Middleware]) -> Callable[[bytes], object] | None:
+        """One search for the marks of every fetch gate (``Feature.fetch_marks``) and every
+        ACK gate (``acked_marks``), when each gate is one over its marks: a job holding none
+        of them is wanted by none, and its gates are not asked (a job whose ``custom`` serves
+        another feature, e.g. results', costs one search instead of a call a gate). None when
+        some gate cannot say."""
+        marks: list[bytes] = list(self._acked_marks or ()) if self._acked_by_marks else []
+        if self._ack_watchers and not self._acked_by_marks:
+            return None
+        for fetcher in fetchers:
+            declared = type(fetcher).fetch_marks if isinstance(fetcher, Feature) else None
+            if declared is None:
+                return None
+            marks.extend(declared)
+        if not marks:
+            return None
+        return re.compile(b"|".join(re.escape(mark) for mark in dict.fromkeys(marks))).search
+
     def _wanted(self, payload: bytes, gates: Sequence[Callable[[bytes], bool]]) -> bool:
         """Whether one of ``gates`` wants the job of ``payload`` (loops, not generators:
         this runs for every job a FETCH takes)."""
         if self._gates_on_custom and _CUSTOM not in payload:
+            return False
+        if self._any_mark is not None and self._any_mark(payload) is None:
             return False
         return any(wants(payload) for wants in gates)
 
@@ -488,6 +511,7 @@ class FeatureCalls:
             return True
         throttled = self.flow.throttled
         on_custom = self._gates_on_custom
+        any_mark = self._any_mark
         wanted = False
         slotted = self._slotted
         for reservation in reservations:
@@ -497,6 +521,8 @@ class FeatureCalls:
                 slotted[reservation.jid] = reservation.queue  # unless a gate wants it
             if on_custom and _CUSTOM not in payload:
                 continue
+            if any_mark is not None and any_mark(payload) is None:
+                continue  # none of the gates' marks: no gate wants it
             if watched is not None:
                 for wants in self._acked_gates:
                     if wants(payload):

@@ -131,6 +131,12 @@ class Feature(Middleware):
         server defaults, stamped into each job). Read again after a reload."""
         return self.gates_on_custom
 
+    fetch_marks: ClassVar[tuple[bytes, ...] | None] = None
+    """With a fetch hook: byte strings one of which the payload of every job ``wants_fetch``
+    wants holds (``b'"expires_at":'``), None when it cannot say. When every gate says, the
+    manager looks for all their marks at once (one search a job) and asks the gates only of
+    the jobs that hold one."""
+
     def wants_fetch(self, payload: bytes) -> bool:
         """Whether this feature's fetch hook must see the job of ``payload`` (a stored job, in
         canonical JSON). With a fetch hook, return False for the jobs it leaves alone: they are

@@ -102,6 +102,7 @@ class ExpiringJobs(Feature):
         self.sweep_interval_seconds = sweep_interval_seconds
 
     gates_on_custom = True
+    fetch_marks = (_MARK,)
     acked_marks = (_MARK,)
 
     def wants_push(self, job: Job) -> bool:

@@ -114,6 +114,7 @@ class UniqueJobs(Feature):
     name = "unique"
 
     gates_on_custom = True
+    fetch_marks = (_START_MARK,)
     acked_marks = (_UNIQUE_MARK,)
 
     def wants_push(self, job: Job) -> bool:
