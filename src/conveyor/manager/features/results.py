@@ -200,7 +200,8 @@ class _Settle:
         now = self.now
         finished = self._finished or self._finish()
         value = msgspec.Raw(result if result is not None else b"null")
-        duration = round(max(0.0, now - reservation.reserved_at), 6)
+        ran = now - reservation.reserved_at
+        duration = int(ran * 1_000_000 + 0.5) / 1_000_000 if ran > 0 else 0.0  # round(ran, 6)
         record = entry = None
         if ttl:
             outcome = Outcome(
