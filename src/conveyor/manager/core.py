@@ -633,6 +633,7 @@ class Manager(FeatureCalls, AdminOps, WorkerOps, FailOps):
         for running, new in zip(self.features, features, strict=True):
             running.reconfigure(new)
         self._push_on_custom = self._pushing_on_custom()
+        self._plan_push_keys()
         for queue in self.flow.refresh(self.features):  # a limit raised or lifted: room now?
             self.flow.ready(queue)
 

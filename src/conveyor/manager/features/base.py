@@ -77,6 +77,14 @@ class Feature(Middleware):
         for the jobs it leaves alone: those keep the PUSH fast path."""
         return True
 
+    @property
+    def push_keys(self) -> frozenset[str] | None:
+        """The keys of ``custom`` one of which every job ``wants_push`` wants holds, under
+        the current settings (read again after a reload); None when it cannot say. When the
+        gates say, the manager asks only the gates of the keys a job's ``custom`` holds (a
+        job whose ``custom`` serves another feature costs a set test, not a call a gate)."""
+        return None
+
     def wants_ack(self, jid: str) -> bool:
         """Whether this feature's ack hook must see the ACK of ``jid``. An ack hook makes the
         manager read each acked job's reservation and ACK jobs one by one; the jids every

@@ -103,6 +103,7 @@ class ExpiringJobs(Feature):
 
     gates_on_custom = True
     fetch_marks = (_MARK,)
+    push_keys = frozenset(("expires_at", "expires_in"))
     acked_marks = (_MARK,)
 
     def wants_push(self, job: Job) -> bool:

@@ -67,6 +67,8 @@ PURGE_BATCH = 1000
 SIGNAL = "result"
 
 _KEYS = {"ttl_seconds", "retain_seconds", "max_bytes"}
+_PUSH_KEYS = frozenset(("result_ttl", "retain"))
+_ABSENT = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,11 +191,12 @@ class _Settle:
         if policy is None:
             return None, None
         asks, settings = policy.custom, self.settings
-        if asks is None:
-            ttl, retain = settings.ttl_seconds, settings.retain_seconds
-        else:
-            ttl = seconds_or(asks.result_ttl, settings.ttl_seconds)
-            retain = seconds_or(asks.retain, settings.retain_seconds)
+        ttl, retain = settings.ttl_seconds, settings.retain_seconds
+        if asks is not None:  # each None when not given: the default stays
+            if asks.result_ttl is not None:
+                ttl = seconds_or(asks.result_ttl, ttl)
+            if asks.retain is not None:
+                retain = seconds_or(asks.retain, retain)
         if not (ttl or retain):
             return None, None
         self.told.append(jid)
@@ -259,6 +262,10 @@ class ResultsFeature(Feature):
     def pushes_on_custom(self) -> bool:
         return not self._stamps  # the defaults are stamped into every job that lacks them
 
+    @property
+    def push_keys(self) -> frozenset[str] | None:
+        return None if self._stamps else _PUSH_KEYS  # stamps: a job without them is wanted
+
     def _defaults_on(self) -> bool:
         return bool(self.settings.ttl_seconds or self.settings.retain_seconds)
 
@@ -280,10 +287,12 @@ class ResultsFeature(Feature):
         custom = job.custom
         if not custom:  # the usual job: only the defaults' stamps may concern it
             return self._stamps
-        for key in ("result_ttl", "retain"):
-            if key in custom and invalid_seconds(custom[key]):
-                return True
-        return self._stamps and not ("result_ttl" in custom and "retain" in custom)
+        ttl, retain = custom.get("result_ttl", _ABSENT), custom.get("retain", _ABSENT)
+        if (ttl is not _ABSENT and invalid_seconds(ttl)) or (
+            retain is not _ABSENT and invalid_seconds(retain)
+        ):
+            return True
+        return self._stamps and (ttl is _ABSENT or retain is _ABSENT)
 
     async def push(self, ctx: PushContext, call_next: Next) -> None:
         job = ctx.job

@@ -1,10 +1,13 @@
-"""A FETCH asks the features' gates only of jobs holding one of their marks
-(``Feature.fetch_marks``, ``FeatureCalls._marks_search``).
+"""The features' gates are asked only about jobs holding what they look for: a FETCH about
+jobs holding one of their marks (``Feature.fetch_marks``, ``FeatureCalls._marks_search``), a
+PUSH about jobs whose ``custom`` holds one of their keys (``Feature.push_keys``,
+``FeatureCalls._chosen``).
 
-A job whose ``custom`` serves another feature (results' ``result_ttl``) costs one search
-instead of a call per gate. The search must never hide a job a gate wants: each built-in
-gate wants only jobs holding its declared marks, and a job holding one (beside keys of other
-features) still goes through its hook, on every store, over a real server."""
+A job whose ``custom`` serves another feature (results' ``result_ttl``) costs one search or
+set test instead of a call per gate. That must never hide a job a gate wants: each built-in
+gate wants only jobs holding what it declares, and a job holding it (beside keys of other
+features) still goes through its hook, on every store, over a real server; after a reload
+the keys are read again (results' gate wants every job while it stamps a default)."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from conveyor.job import Job
 from conveyor.manager.core import Manager
 from conveyor.manager.features.base import Feature
 from conveyor.manager.features.registry import build_features
@@ -100,3 +104,52 @@ async def test_a_job_holding_a_mark_beside_other_keys_goes_through_its_hook(
     assert await client.call(b"ACK " + msgspec.json.encode(ack)) == OK
     records = await server.manager.store.get_records("results", [jid], 0.0)
     assert json.loads(records[jid].value)["result"] == {"n": 1}
+
+
+def test_each_push_gate_wants_only_jobs_holding_its_keys() -> None:
+    declared = [f for f in build_features({}) if f.push_keys is not None]
+    names = {type(f).__name__ for f in declared}
+    assert names >= {"ExpiringJobs", "UniqueJobs", "ResultsFeature", "AggregateFeature"}
+    foreign = Job(jid="j1", jobtype="W", args=[], custom={"note": 1, "priority": 3})
+    for feature in declared:
+        assert not feature.wants_push(foreign), type(feature).__name__
+    results = next(f for f in declared if type(f).__name__ == "ResultsFeature")
+    for bad in (-1, None, "60", True):
+        assert results.wants_push(Job(jid="j2", jobtype="W", args=[], custom={"retain": bad}))
+    stamping = build_features({"results": {"ttl_seconds": 30}})
+    assert next(f for f in stamping if type(f).__name__ == "ResultsFeature").push_keys is None
+
+
+async def test_a_job_holding_a_gate_key_beside_others_goes_through_its_hook(
+    url: str, make_server: MakeServer, raw_client: RawConnect
+) -> None:
+    server = await make_server(url)
+    client = await raw_client(server.port)
+    # results' gate refuses a bad value, on PUSH and PUSHB, whatever else custom holds
+    bad = {"jid": uuid.uuid4().hex, "jobtype": "W", "args": [], "queue": "keys"}
+    bad["custom"] = {"result_ttl": -1, "note": "x", "expires_in": 60}
+    reply = await client.call(b"PUSH " + msgspec.json.encode(bad))
+    assert reply.startswith(b"-ERR custom.result_ttl must be a number of seconds"), reply
+    reply = await client.call(b"PUSHB " + msgspec.json.encode([bad]))
+    assert b"custom.result_ttl must be a number of seconds" in reply, reply
+    # expiring's hook turns expires_in into expires_at, beside a result_ttl
+    jid = await _push(client, "keys", result_ttl=60, expires_in=60, note="x")
+    job = bulk_json(await client.call(b"FETCH keys"))
+    assert job["jid"] == jid
+    assert "expires_at" in job["custom"]
+    assert job["custom"]["result_ttl"] == 60
+
+
+async def test_push_keys_are_read_again_after_a_reload(
+    make_server: MakeServer, raw_client: RawConnect
+) -> None:
+    server = await make_server()
+    client = await raw_client(server.port)
+    await _push(client, "stamp", note="x")
+    assert bulk_json(await client.call(b"FETCH stamp"))["custom"] == {"note": "x"}
+    server.manager.reconfigure(build_features({"results": {"ttl_seconds": 30}}))  # SIGHUP
+    await _push(client, "stamp", note="x")  # results' gate now wants it: a default to stamp
+    assert bulk_json(await client.call(b"FETCH stamp"))["custom"] == {"note": "x", "result_ttl": 30}
+    server.manager.reconfigure(build_features({}))
+    await _push(client, "stamp", note="x")
+    assert bulk_json(await client.call(b"FETCH stamp"))["custom"] == {"note": "x"}
