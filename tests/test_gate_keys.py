@@ -114,8 +114,10 @@ def test_each_push_gate_wants_only_jobs_holding_its_keys() -> None:
     for feature in declared:
         assert not feature.wants_push(foreign), type(feature).__name__
     results = next(f for f in declared if type(f).__name__ == "ResultsFeature")
-    for bad in (-1, None, "60", True):
+    for bad in (-1, None, "60", True, float("nan"), float("inf"), 10 * 366 * 86400 + 1):
         assert results.wants_push(Job(jid="j2", jobtype="W", args=[], custom={"retain": bad}))
+    for good in (0, 60, 0.5, 10 * 366 * 86400):
+        assert not results.wants_push(Job(jid="j3", jobtype="W", args=[], custom={"retain": good}))
     stamping = build_features({"results": {"ttl_seconds": 30}})
     assert next(f for f in stamping if type(f).__name__ == "ResultsFeature").push_keys is None
 

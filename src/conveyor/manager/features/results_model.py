@@ -118,6 +118,9 @@ def read_policy(payload: bytes) -> JobPolicy | None:
 
 def invalid_seconds(value: Any) -> bool:
     """Whether a ``custom.result_ttl`` / ``custom.retain`` value is not usable."""
+    kind = value.__class__
+    if kind is int or kind is float:  # the usual value, asked of each job: NaN fails too
+        return not 0 <= value <= MAX_KEEP_SECONDS
     if isinstance(value, bool) or not isinstance(value, int | float):
         return True
     return not (math.isfinite(value) and 0 <= value <= MAX_KEEP_SECONDS)
