@@ -126,6 +126,7 @@ class Manager(FeatureCalls, AdminOps, WorkerOps, FailOps):
         gate_owners = [f for f in self.features if f.wants_fetch in self._fetch_gates]
         gate_owners += self._ack_watchers
         self._gates_on_custom = all(type(f).gates_on_custom for f in gate_owners)
+        self._any_mark = self._marks_search(fetchers)
         self._watched = set() if store.in_process else None
         self._slotted: dict[str, str] = {}
         self._removal_watchers = [
@@ -632,6 +633,7 @@ class Manager(FeatureCalls, AdminOps, WorkerOps, FailOps):
         for running, new in zip(self.features, features, strict=True):
             running.reconfigure(new)
         self._push_on_custom = self._pushing_on_custom()
+        self._plan_push_keys()
         for queue in self.flow.refresh(self.features):  # a limit raised or lifted: room now?
             self.flow.ready(queue)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, cast
@@ -68,12 +69,18 @@ class _Segment:
     """Push hooks run as one chain, with their gates (None: a middleware's, which wants every
     job); a feature that takes pushed jobs together (``push_many``) comes after it, if any."""
 
-    __slots__ = ("bulk", "gates", "hooks")
+    __slots__ = ("bulk", "by_key", "gates", "hooks", "keys")
 
     def __init__(self) -> None:
         self.hooks: list[Hook] = []
         self.gates: list[Gate | None] = []
         self.bulk: Feature | None = None
+        self.by_key: dict[str, tuple[int, ...]] = {}
+        """The gates (their places in ``hooks``) that may want a job holding each key of
+        ``custom``, when every gate says which (``Feature.push_keys``)."""
+        self.keys: frozenset[str] | None = None
+        """The keys of ``by_key`` (None: some gate cannot say): a job whose ``custom`` holds
+        none of them is wanted by no gate of the segment."""
 
 
 class FeatureCalls:
@@ -97,6 +104,8 @@ class FeatureCalls:
     _acked_by_marks: bool
     """Whether every feature watching ACKs wants just the jobs holding one of its marks."""
     _gates_on_custom: bool
+    _any_mark: Callable[[bytes], object] | None
+    """Finds any mark of every fetch and ACK gate at once (``_marks_search``), or None."""
     _removal_watchers: list[Feature]
     _watched: set[str] | None
     """In-process stores: the jids reserved whose end a feature must hear of (None: a shared
@@ -137,6 +146,7 @@ class FeatureCalls:
                     nows[segments[-1].hooks[-1]] = m.push_now
         self._segments = segments
         self._push_nows = nows
+        self._plan_push_keys()
         gates = [gate for segment in segments for gate in segment.gates]
         self._push_gated = all(gate is not None for gate in gates)
         self._push_any = len(segments) > 1 or bool(gates)
@@ -144,6 +154,19 @@ class FeatureCalls:
         pushers += [segment.bulk for segment in segments if segment.bulk is not None]
         self._pushers = pushers
         self._push_on_custom = self._pushing_on_custom()
+
+    def _plan_push_keys(self) -> None:
+        """Note which gates of each segment want which keys of ``custom`` (again after a
+        reload: results' depend on its defaults)."""
+        for segment in self._segments:
+            owners = [getattr(gate, "__self__", None) for gate in segment.gates]
+            declared = [o.push_keys if isinstance(o, Feature) else None for o in owners]
+            by_key: dict[str, tuple[int, ...]] = {}
+            for place, keys in enumerate(declared):
+                for key in keys or ():
+                    by_key[key] = (*by_key.get(key, ()), place)
+            segment.by_key = by_key
+            segment.keys = None if None in declared else frozenset(by_key)
 
     def _pushing_on_custom(self) -> bool:
         """Whether every push hook (and ``push_many``) leaves a job without ``custom`` alone
@@ -182,12 +205,33 @@ class FeatureCalls:
         is not a feature, else those of the features whose gate wants it (often none)."""
         if not self._push_gated or not segment.hooks:
             return segment.hooks
-        if job.custom is None and self._push_on_custom:
+        custom = job.custom
+        if custom is None and self._push_on_custom:
             return []
+        keys = segment.keys
+        if keys is not None:  # each gate wants only jobs holding one of its keys
+            if custom is None or custom.keys().isdisjoint(keys):
+                return []
+            return self._chosen_by_keys(job, custom.keys() & keys, segment)
         chosen: list[Hook] = []
         for hook, wants in zip(segment.hooks, segment.gates, strict=True):
             if wants is not None and wants(job):
                 chosen.append(hook)
+        return chosen
+
+    @staticmethod
+    def _chosen_by_keys(job: Job, held: set[str], segment: _Segment) -> list[Hook]:
+        """The hooks of the gates of the keys ``held`` that want ``job``, in chain order."""
+        by_key = segment.by_key
+        if len(held) == 1:
+            places: Sequence[int] = by_key[next(iter(held))]
+        else:
+            places = sorted({place for key in held for place in by_key[key]})
+        chosen: list[Hook] = []
+        for place in places:
+            wants = segment.gates[place]
+            if wants is not None and wants(job):
+                chosen.append(segment.hooks[place])
         return chosen
 
     async def _admit(self, job: Job) -> Drop | None:
@@ -415,10 +459,30 @@ class FeatureCalls:
             return jids[0] not in unmarked
         return not all(jid in unmarked for jid in jids)
 
+    def _marks_search(self, fetchers: Sequence[Middleware]) -> Callable[[bytes], object] | None:
+        """One search for the marks of every fetch gate (``Feature.fetch_marks``) and every
+        ACK gate (``acked_marks``), when each gate is one over its marks: a job holding none
+        of them is wanted by none, and its gates are not asked (a job whose ``custom`` serves
+        another feature, e.g. results', costs one search instead of a call a gate). None when
+        some gate cannot say."""
+        marks: list[bytes] = list(self._acked_marks or ()) if self._acked_by_marks else []
+        if self._ack_watchers and not self._acked_by_marks:
+            return None
+        for fetcher in fetchers:
+            declared = type(fetcher).fetch_marks if isinstance(fetcher, Feature) else None
+            if declared is None:
+                return None
+            marks.extend(declared)
+        if not marks:
+            return None
+        return re.compile(b"|".join(re.escape(mark) for mark in dict.fromkeys(marks))).search
+
     def _wanted(self, payload: bytes, gates: Sequence[Callable[[bytes], bool]]) -> bool:
         """Whether one of ``gates`` wants the job of ``payload`` (loops, not generators:
         this runs for every job a FETCH takes)."""
         if self._gates_on_custom and _CUSTOM not in payload:
+            return False
+        if self._any_mark is not None and self._any_mark(payload) is None:
             return False
         return any(wants(payload) for wants in gates)
 
@@ -488,6 +552,7 @@ class FeatureCalls:
             return True
         throttled = self.flow.throttled
         on_custom = self._gates_on_custom
+        any_mark = self._any_mark
         wanted = False
         slotted = self._slotted
         for reservation in reservations:
@@ -497,6 +562,8 @@ class FeatureCalls:
                 slotted[reservation.jid] = reservation.queue  # unless a gate wants it
             if on_custom and _CUSTOM not in payload:
                 continue
+            if any_mark is not None and any_mark(payload) is None:
+                continue  # none of the gates' marks: no gate wants it
             if watched is not None:
                 for wants in self._acked_gates:
                     if wants(payload):

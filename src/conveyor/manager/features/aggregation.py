@@ -123,6 +123,7 @@ class AggregateFeature(Feature):
 
     name = "aggregation"
     gates_on_custom = True  # wants_push: only jobs with custom.aggregate
+    push_keys = frozenset((AGGREGATE_KEY,))
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock

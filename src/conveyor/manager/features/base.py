@@ -77,6 +77,14 @@ class Feature(Middleware):
         for the jobs it leaves alone: those keep the PUSH fast path."""
         return True
 
+    @property
+    def push_keys(self) -> frozenset[str] | None:
+        """The keys of ``custom`` one of which every job ``wants_push`` wants holds, under
+        the current settings (read again after a reload); None when it cannot say. When the
+        gates say, the manager asks only the gates of the keys a job's ``custom`` holds (a
+        job whose ``custom`` serves another feature costs a set test, not a call a gate)."""
+        return None
+
     def wants_ack(self, jid: str) -> bool:
         """Whether this feature's ack hook must see the ACK of ``jid``. An ack hook makes the
         manager read each acked job's reservation and ACK jobs one by one; the jids every
@@ -130,6 +138,12 @@ class Feature(Middleware):
         settings: ``gates_on_custom``, unless a setting makes it want every job (results'
         server defaults, stamped into each job). Read again after a reload."""
         return self.gates_on_custom
+
+    fetch_marks: ClassVar[tuple[bytes, ...] | None] = None
+    """With a fetch hook: byte strings one of which the payload of every job ``wants_fetch``
+    wants holds (``b'"expires_at":'``), None when it cannot say. When every gate says, the
+    manager looks for all their marks at once (one search a job) and asks the gates only of
+    the jobs that hold one."""
 
     def wants_fetch(self, payload: bytes) -> bool:
         """Whether this feature's fetch hook must see the job of ``payload`` (a stored job, in

@@ -110,6 +110,7 @@ class BatchFeature(PassResults, BatchCommands, Tracking):
     name = "batches"
     tables = ("batch", "tracking")
     gates_on_custom = True
+    push_keys = frozenset(_MARK_KEYS)
     acked_marks = _END_MARKS  # an ACK of a job whose payload has none of these ends no mark
 
     def __init__(self, settings: BatchSettings | None = None) -> None:

@@ -102,6 +102,8 @@ class ExpiringJobs(Feature):
         self.sweep_interval_seconds = sweep_interval_seconds
 
     gates_on_custom = True
+    fetch_marks = (_MARK,)
+    push_keys = frozenset(("expires_at", "expires_in"))
     acked_marks = (_MARK,)
 
     def wants_push(self, job: Job) -> bool:

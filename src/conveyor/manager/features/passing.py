@@ -16,7 +16,7 @@ was pushed with.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
@@ -36,6 +36,7 @@ class PassResults:
     """The fetch hook (a mixin of ``BatchFeature``, which owns the jobs waiting for others)."""
 
     manager: Manager
+    fetch_marks: ClassVar[tuple[bytes, ...] | None] = (_MARK,)
 
     def wants_fetch(self, payload: bytes) -> bool:
         return _MARK in payload

@@ -43,6 +43,7 @@ from conveyor.manager.features.results_model import (
     invalid_seconds,
     read_policy,
     seconds_of,
+    seconds_or,
     with_completion,
 )
 from conveyor.manager.middleware import FailContext, Next, PushContext
@@ -66,6 +67,11 @@ PURGE_BATCH = 1000
 SIGNAL = "result"
 
 _KEYS = {"ttl_seconds", "retain_seconds", "max_bytes"}
+_PUSH_KEYS = frozenset(("result_ttl", "retain"))
+_ABSENT = object()
+_check_json = msgspec.json.Decoder(msgspec.Raw).decode
+"""Decodes a result just enough to know it is one JSON value (a decoder made once: half the
+cost of ``msgspec.json.decode(..., type=...)``, once a result)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,17 +164,20 @@ class _Settle:
     """What one ACK stores with each reservation it ends (``conveyor.store.endings.Settle``):
     the outcome record of a job that asked for its result, the completed entry of a job kept.
     ``told``: the jids of both, whose waiters are woken after. Only the jobs whose ACK carries
-    a result are looked at, unless a default is on (then every job may keep something)."""
+    a result are looked at, unless a default is on (then every job may keep something).
 
-    __slots__ = ("every", "feature", "finished", "now", "outcomes", "results", "told")
+    Called once an ACK, in its step: it reads only what it needs of the job (``Asks``: two
+    members of ``custom``), and formats the finishing time once, when something is stored."""
+
+    __slots__ = ("_finished", "every", "now", "outcomes", "results", "settings", "told")
     space = SPACE
 
     def __init__(self, feature: ResultsFeature, results: Mapping[str, bytes]) -> None:
-        self.feature = feature
+        self.settings = feature.settings
         self.results = results
         self.every = feature.every_ack
         self.now = time.time()
-        self.finished = format_time(self.now)
+        self._finished = ""
         self.told: list[str] = []
         self.outcomes: dict[str, bytes] = {}
         """The outcome records stored, by jid: what a waiting ``RESULT`` is answered."""
@@ -184,26 +193,38 @@ class _Settle:
         policy = read_policy(reservation.payload)
         if policy is None:
             return None, None
-        ttl, retain = self.feature.policy(policy.custom)
+        asks, settings = policy.custom, self.settings
+        ttl, retain = settings.ttl_seconds, settings.retain_seconds
+        if asks is not None:  # each None when not given: the default stays
+            if asks.result_ttl is not None:
+                ttl = seconds_or(asks.result_ttl, ttl)
+            if asks.retain is not None:
+                retain = seconds_or(asks.retain, retain)
         if not (ttl or retain):
             return None, None
         self.told.append(jid)
         now = self.now
+        finished = self._finished or self._finish()
         value = msgspec.Raw(result if result is not None else b"null")
-        duration = round(max(0.0, now - reservation.reserved_at), 6)
+        ran = now - reservation.reserved_at
+        duration = int(ran * 1_000_000 + 0.5) / 1_000_000 if ran > 0 else 0.0  # round(ran, 6)
         record = entry = None
         if ttl:
             outcome = Outcome(
-                jid, SUCCEEDED, self.finished, policy.jobtype, reservation.queue,
+                jid, SUCCEEDED, finished, policy.jobtype, reservation.queue,
                 reservation.wid, duration, value,
             )  # fmt: skip
             record = Record(jid, encode(outcome), now + ttl)
             self.outcomes[jid] = record.value
         if retain:
-            completion = Completion(self.finished, reservation.wid, duration, value)
+            completion = Completion(finished, reservation.wid, duration, value)
             payload = with_completion(reservation.payload, completion)
             entry = SetEntry(now + retain, jid, payload, reservation.queue, policy.jobtype)
         return record, entry
+
+    def _finish(self) -> str:
+        self._finished = format_time(self.now)
+        return self._finished
 
 
 class ResultsFeature(Feature):
@@ -214,6 +235,8 @@ class ResultsFeature(Feature):
 
     def __init__(self, settings: ResultsSettings | None = None) -> None:
         self.settings = settings or ResultsSettings()
+        self.every_ack = self._defaults_on()
+        """A default is on: any ACK may be of a job that keeps something."""
         self._stamps = self.every_ack
         self._waiters = _Waiters()
         self._closed = False
@@ -228,7 +251,7 @@ class ResultsFeature(Feature):
 
     def reconfigure(self, new: Self) -> None:
         self.settings = new.settings
-        self._stamps = self.every_ack
+        self.every_ack = self._stamps = self._defaults_on()
 
     def bind(self, manager: Any) -> None:
         super().bind(manager)
@@ -243,8 +266,10 @@ class ResultsFeature(Feature):
         return not self._stamps  # the defaults are stamped into every job that lacks them
 
     @property
-    def every_ack(self) -> bool:
-        """A default is on: any ACK may be of a job that keeps something."""
+    def push_keys(self) -> frozenset[str] | None:
+        return None if self._stamps else _PUSH_KEYS  # stamps: a job without them is wanted
+
+    def _defaults_on(self) -> bool:
         return bool(self.settings.ttl_seconds or self.settings.retain_seconds)
 
     def loops(self) -> Sequence[Loop]:
@@ -265,10 +290,12 @@ class ResultsFeature(Feature):
         custom = job.custom
         if not custom:  # the usual job: only the defaults' stamps may concern it
             return self._stamps
-        for key in ("result_ttl", "retain"):
-            if key in custom and invalid_seconds(custom[key]):
-                return True
-        return self._stamps and not ("result_ttl" in custom and "retain" in custom)
+        ttl, retain = custom.get("result_ttl", _ABSENT), custom.get("retain", _ABSENT)
+        if (ttl is not _ABSENT and invalid_seconds(ttl)) or (
+            retain is not _ABSENT and invalid_seconds(retain)
+        ):
+            return True
+        return self._stamps and (ttl is _ABSENT or retain is _ABSENT)
 
     async def push(self, ctx: PushContext, call_next: Next) -> None:
         job = ctx.job
@@ -299,7 +326,7 @@ class ResultsFeature(Feature):
                 "([results] max_bytes)"
             )
         try:
-            msgspec.json.decode(result, type=msgspec.Raw)
+            _check_json(result)
         except (msgspec.DecodeError, RecursionError) as exc:
             why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
             raise CommandError(f"result of {jid} is not JSON: {why}") from None

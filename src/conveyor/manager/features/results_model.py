@@ -25,6 +25,7 @@ __all__ = [
     "MAX_KEEP_SECONDS",
     "SPACE",
     "SUCCEEDED",
+    "Asks",
     "Completion",
     "JobPolicy",
     "Outcome",
@@ -34,6 +35,7 @@ __all__ = [
     "invalid_seconds",
     "read_policy",
     "seconds_of",
+    "seconds_or",
     "with_completion",
 ]
 
@@ -73,10 +75,18 @@ class Completion(msgspec.Struct, omit_defaults=True):
     result: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
 
 
+class Asks(msgspec.Struct):
+    """The two members of a job's ``custom`` the ACK path reads; the others are skipped, not
+    decoded (a job's ``custom`` may be large: batch or workflow data)."""
+
+    result_ttl: Any = None
+    retain: Any = None
+
+
 class JobPolicy(msgspec.Struct):
     """The parts of a job the feature reads on the ACK path (a partial decode)."""
 
-    custom: dict[str, Any] | None = None
+    custom: Asks | None = None
     jobtype: str = ""
     queue: str = ""
 
@@ -108,6 +118,9 @@ def read_policy(payload: bytes) -> JobPolicy | None:
 
 def invalid_seconds(value: Any) -> bool:
     """Whether a ``custom.result_ttl`` / ``custom.retain`` value is not usable."""
+    kind = value.__class__
+    if kind is int or kind is float:  # the usual value, asked of each job: NaN fails too
+        return not 0 <= value <= MAX_KEEP_SECONDS
     if isinstance(value, bool) or not isinstance(value, int | float):
         return True
     return not (math.isfinite(value) and 0 <= value <= MAX_KEEP_SECONDS)
@@ -117,8 +130,14 @@ def seconds_of(custom: dict[str, Any] | None, key: str, default: float) -> float
     """``custom[key]`` when it is a usable number of seconds, else ``default``."""
     if not custom or key not in custom:
         return default
-    value = custom[key]
-    return default if invalid_seconds(value) else float(value)
+    return seconds_or(custom[key], default)
+
+
+def seconds_or(value: Any, default: float) -> float:
+    """``value`` when it is a usable number of seconds (None: not given), else ``default``."""
+    if value is None or invalid_seconds(value):
+        return default
+    return float(value)
 
 
 def with_completion(payload: bytes, completion: Completion) -> bytes:

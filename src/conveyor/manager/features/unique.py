@@ -114,6 +114,8 @@ class UniqueJobs(Feature):
     name = "unique"
 
     gates_on_custom = True
+    fetch_marks = (_START_MARK,)
+    push_keys = frozenset(("unique_for", "unique_until"))
     acked_marks = (_UNIQUE_MARK,)
 
     def wants_push(self, job: Job) -> bool:
