@@ -5,9 +5,9 @@ SQLite: in the job rows")."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -147,7 +147,7 @@ async def test_a_lock_that_expired_while_the_server_was_down_is_gone(
     assert await conn.call(b"PUSH " + encode(unique("short", unique_for=1))) == OK
     assert await conn.call(b"PUSH " + encode(unique("long"))) == OK
     first.kill()
-    time.sleep(1.05)  # the short lock's expiry passes while nothing runs: nothing is written
+    await asyncio.sleep(1.05)  # the short lock expires while nothing runs: nothing is written
 
     second = spawn_server(storage=f"sqlite:///{path}")
     again = await raw_client(second.port)
