@@ -17,7 +17,8 @@ of each round's own ratio:
 * server CPU while FETCHes wait on a saturated throttled queue, or on a rate-limited one with
   an empty bucket, against FETCHes waiting on an empty queue (target: no more);
 * with ``--baseline SRC`` (a checkout's ``src``, e.g. ``git archive main``), plain PUSH and
-  push->fetch->ack against that code's server: the paths without features must not slow down.
+  push->fetch->ack against that code's server: the paths without features must not slow down;
+  and the server CPU per job of a plain and a unique PUSH on both, each server by itself.
 
 A server is a real ``conveyor server`` process (``bench._harness``) driven over loopback by
 conveyor's client, one command in flight per connection. Nothing here is a test.
@@ -259,8 +260,15 @@ def run(args: argparse.Namespace) -> Samples:
                 for label, code in (("main", args.baseline), ("branch", None)):
                     env = {"PYTHONPATH": code} if code else {}
                     with start_server(args.storage, extra_env=env) as plain:
-                        rate = asyncio.run(push_rate(plain.url, args.jobs, 8, False))
-                        samples.add(f"plain PUSH ({label})", rate)
+                        pid = plain.process.pid
+                        for unique, name in ((False, "PUSH"), (True, "PUSH unique_for")):
+                            per_job = []
+                            rate = asyncio.run(
+                                push_rate(plain.url, args.jobs, 8, unique, per_job, pid)
+                            )
+                            if not unique:
+                                samples.add(f"plain PUSH ({label})", rate)
+                            samples.add(f"CPU/job {name} ({label})", per_job[0])
                         rate = asyncio.run(round_trip_rate(plain.url, args.jobs))
                         samples.add(f"push->fetch->ack ({label})", rate)
     return samples
@@ -286,6 +294,10 @@ def report(samples: Samples, args: argparse.Namespace) -> Table:
         ("CPU waiting, bucket empty", "s", "CPU waiting, empty queue", "no more"),
         ("plain PUSH (main)", "jobs/s", None, ""),
         ("plain PUSH (branch)", "jobs/s", "plain PUSH (main)", "not slower"),
+        ("CPU/job PUSH (main)", "us", None, ""),
+        ("CPU/job PUSH unique_for (main)", "us", "CPU/job PUSH (main)", ""),
+        ("CPU/job PUSH (branch)", "us", "CPU/job PUSH (main)", "+-5%"),
+        ("CPU/job PUSH unique_for (branch)", "us", "CPU/job PUSH (branch)", "<= 1.3x"),
         ("push->fetch->ack (main)", "jobs/s", None, ""),
         ("push->fetch->ack (branch)", "jobs/s", "push->fetch->ack (main)", "not slower"),
     ]
