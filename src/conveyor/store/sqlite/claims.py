@@ -46,6 +46,10 @@ LOCK_SPACES = frozenset({"unique"})
 PUSH with ``unique_for`` (``manager/features/unique.py``'s ``SPACE``); the value is the jid of
 the job that holds it."""
 
+_ROW_SPACE = "unique"
+"""The lock space the job rows carry: a jid holds at most one lock there (its latest claim is
+the one its rows carry)."""
+
 Entry: TypeAlias = "list[Any]"
 """[id, value, expires_at, carried]: a list, so that a refresh changes it in place. id: its
 row in ``claims`` (0: none); carried: some job row may hold it (cleared at release)."""
@@ -73,14 +77,13 @@ class Claims:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._spaces: dict[str, dict[str, Entry]] | None = None
-        self._expiries: list[tuple[float, int, str, str]] = []  # (expires_at, id, space, key)
+        self._expiries: list[tuple[float, int, str, str]] = []  # (expires_at, 0, space, key)
         self._next_id = 1
         self._check_at = _COMPACT_AFTER  # the heap's size at which it is weighed again
-        # holder's jid -> (space, key, entry) of the lock its rows carry (its latest claim)
-        self._by_jid: dict[str, tuple[str, str, Entry]] = {}
+        self._rows: dict[str, Entry] = {}  # the mirror of the space job rows carry
+        self._by_jid: dict[str, str] = {}  # holder's jid -> the key of its (latest) lock there
         # what the open transaction changed, written by ``write`` before its COMMIT
-        # (space, key) -> entry: claimed or refreshed, carried by no job row yet
-        self._fresh: dict[tuple[str, str], Entry] = {}
+        self._fresh: dict[str, Entry] = {}  # key -> entry: claimed, carried by no row yet
         self._clears: set[str] = set()  # jids whose rows must no longer hold a lock
         self._inserts: dict[int, tuple[int, str, str, float | None, bytes]] = {}
         self._updates: dict[int, float | None] = {}  # written rows' new expiry
@@ -113,7 +116,7 @@ class Claims:
         self._spaces = None
         self._expiries = []
         self._check_at = _COMPACT_AFTER
-        self._by_jid = {}
+        self._rows, self._by_jid = {}, {}
         self._fresh, self._clears = {}, set()
         self._inserts, self._updates, self._deletes = {}, {}, []
 
@@ -122,13 +125,13 @@ class Claims:
         which the row now carries, else ``NO_LOCK``."""
         if self._spaces is None:
             self._load()
-        found = self._by_jid.get(jid)
-        if found is None:
+        key = self._by_jid.get(jid)
+        if key is None:
             return NO_LOCK
-        space, key, entry = found
+        entry = self._rows[key]
         entry[3] = True
         if self._fresh:
-            self._fresh.pop((space, key), None)
+            self._fresh.pop(key, None)
         return key, entry[2]
 
     def write(self, conn: sqlite3.Connection) -> None:
@@ -152,13 +155,13 @@ class Claims:
 
     def _fall_back(self) -> None:
         """The claims of this transaction that no job row carries get a row in ``claims``."""
-        spaces = self._spaces or {}
-        for (space, key), entry in self._fresh.items():
-            if entry[0] or spaces.get(space, {}).get(key) is not entry:
+        rows = self._rows
+        for key, entry in self._fresh.items():
+            if entry[0] or rows.get(key) is not entry:
                 continue  # it has its row already (refreshed), or released since
             row_id = entry[0] = self._next_id
             self._next_id = row_id + 1
-            self._inserts[row_id] = (row_id, space, key, entry[2], entry[1])
+            self._inserts[row_id] = (row_id, _ROW_SPACE, key, entry[2], entry[1])
         self._fresh = {}
 
     def _space(self, space: str) -> dict[str, Entry]:
@@ -177,21 +180,18 @@ class Claims:
         for row_id, space, key, expires_at, value in self._db.read(_SQL["load"]):
             spaces.setdefault(space, {})[key] = [row_id, bytes(value), expires_at, False]
             last = row_id
-        rows = self._db.read(_SQL["load_rows"], (time.time(),))
-        if rows:
-            carried = spaces.setdefault(_ROW_SPACE, {})
-            for key, jid, until in rows:
-                _carry(carried, key, jid, until)
-        by_jid: dict[str, tuple[str, str, Entry]] = {}
+        rows = spaces.setdefault(_ROW_SPACE, {})
+        for key, jid, until in self._db.read(_SQL["load_rows"], (time.time(),)):
+            _carry(rows, key, jid, until)
         expiries: list[tuple[float, int, str, str]] = []
         for space, entries in spaces.items():
             for key, entry in entries.items():
-                by_jid[_jid(entry[1])] = (space, key, entry)
                 if entry[2] is not None:
                     expiries.append((entry[2], 0, space, key))
         heapq.heapify(expiries)
         self._spaces, self._expiries, self._next_id = spaces, expiries, last + 1
-        self._by_jid = by_jid
+        self._rows = rows
+        self._by_jid = {_jid(entry[1]): key for key, entry in rows.items()}
         self._check_at = _COMPACT_AFTER
         return spaces
 
@@ -201,17 +201,17 @@ class Claims:
             self._deletes.append(row_id)
             self._updates.pop(row_id, None)
 
-    def _release(self, entry: Entry, rows: bool) -> None:
-        """``entry`` is no longer held: its ``claims`` row goes, and with ``rows`` the job
-        rows that may carry it no longer do."""
-        jid = _jid(entry[1])
-        found = self._by_jid.get(jid)
-        if found is not None and found[2] is entry:
-            del self._by_jid[jid]
+    def _release(self, space: str, key: str, entry: Entry, rows: bool) -> None:
+        """``entry`` (of ``key`` in ``space``) is no longer held: its ``claims`` row goes,
+        and with ``rows`` the job rows that may carry it no longer do."""
         if entry[0]:
             self._drop(entry[0])
-        if rows and entry[3]:
-            self._clears.add(jid)
+        if space == _ROW_SPACE:
+            jid = _jid(entry[1])
+            if self._by_jid.get(jid) == key:
+                del self._by_jid[jid]
+            if rows and entry[3]:
+                self._clears.add(jid)
 
     def _insert(
         self, space: str, record: Record, old: Entry | None, entries: dict[str, Entry]
@@ -220,17 +220,22 @@ class Claims:
         mirror of ``space``): carried by the job row inserted next for its jid, else by a
         row of its own (``_fall_back``)."""
         self._db.writer()  # the transaction it goes into (refused during an outage)
+        key = record.key
         if old is not None:  # an expired lock taken over (or put over): its rows let go
-            self._release(old, rows=True)
-        jid = _jid(record.value)
-        if jid in self._clears:  # released then claimed again in this transaction
-            self._clears.discard(jid)
-            conn = self._db.conn
-            conn.execute(_SQL["clear_reserved"], (jid,))
-            conn.execute(_SQL["clear_entries"], (jid,))
-        entry = entries[record.key] = [0, record.value, record.expires_at, False]
-        self._by_jid[jid] = (space, record.key, entry)
-        self._fresh[space, record.key] = entry
+            self._release(space, key, old, rows=True)
+        entry = entries[key] = [0, record.value, record.expires_at, False]
+        if space == _ROW_SPACE:
+            jid = _jid(record.value)
+            if jid in self._clears:  # released then claimed again in this transaction:
+                self._clears.discard(jid)  # cleared now, before a row carries the new lock
+                self._db.write(_SQL["clear_reserved"], (jid,))
+                self._db.write(_SQL["clear_entries"], (jid,))
+            self._by_jid[jid] = key
+            self._fresh[key] = entry
+        else:  # a lock space no job row carries (none so far): a row of its own
+            row_id = entry[0] = self._next_id
+            self._next_id = row_id + 1
+            self._inserts[row_id] = (row_id, space, key, record.expires_at, record.value)
         if record.expires_at is not None:
             self._expire_at(record.expires_at, space, record.key)
 
@@ -265,8 +270,8 @@ class Claims:
                     self._updates[row_id] = record.expires_at
                 else:
                     self._inserts[row_id] = (*row[:3], record.expires_at, row[4])
-            else:
-                self._fresh[space, record.key] = held  # the retried PUSH's row carries it
+            elif space == _ROW_SPACE:
+                self._fresh[record.key] = held  # the retried PUSH's row carries it
             held[2] = record.expires_at
             if record.expires_at is not None:
                 self._expire_at(record.expires_at, space, record.key)
@@ -301,7 +306,7 @@ class Claims:
             return 0
         self._db.writer()
         for key in chosen:
-            self._release(entries.pop(key), rows=True)
+            self._release(space, key, entries.pop(key), rows=True)
         return len(chosen)
 
     def page(self, space: str, now: float, after: str, limit: int) -> list[Record]:
@@ -336,23 +341,19 @@ class Claims:
             if held is None or held[2] != expires_at:
                 continue  # released or refreshed since (or a duplicate entry)
             del entries[key]
-            self._release(held, rows=False)
+            self._release(space, key, held, rows=False)
             purged += 1
         return purged
 
     def flush(self) -> None:
         with self._db.atomic() as conn:
             conn.execute(_SQL["flush"])
-        self._spaces = {}
+        self._rows, self._by_jid = {}, {}
+        self._spaces = {_ROW_SPACE: self._rows}
         self._expiries = []
         self._check_at = _COMPACT_AFTER
-        self._by_jid = {}
         self._fresh, self._clears = {}, set()
         self._inserts, self._updates, self._deletes = {}, {}, []
-
-
-_ROW_SPACE = "unique"
-"""The lock space the job rows carry (the only one: ``LOCK_SPACES``)."""
 
 
 def _carry(entries: dict[str, Entry], key: str, jid: str, until: float | None) -> None:
