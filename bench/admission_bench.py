@@ -226,7 +226,10 @@ def run(args: argparse.Namespace) -> Samples:
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "conveyor.toml"
         config.write_text(CONFIG)
-        for _ in range(args.repeat):
+        for round_number in range(args.repeat):
+            # which of a pair runs first alternates: the second one pays for the first's
+            # leftovers (its queue's removal, the checkpoint of its WAL frames)
+            pair = (False, True) if round_number % 2 == 0 else (True, False)
             with start_server(
                 args.storage,
                 extra_env={"CONVEYOR_CONFIG": str(config), "CONVEYOR_FETCH_WAIT_SECONDS": "1"},
@@ -234,7 +237,7 @@ def run(args: argparse.Namespace) -> Samples:
                 url = server.url
                 asyncio.run(_flush(url))  # a shared store (Redis) starts each round empty
                 pid = server.process.pid
-                for unique in (False, True):
+                for unique in pair:
                     per_job: list[float] = []
                     rate = asyncio.run(push_rate(url, args.jobs, 8, unique, per_job, pid))
                     label = "PUSH unique_for" if unique else "PUSH"
@@ -257,11 +260,13 @@ def run(args: argparse.Namespace) -> Samples:
                     cpu = asyncio.run(waiting_cpu(server, queue, args.wait_seconds, 50))
                     samples.add(label, cpu)
             if args.baseline:
-                for label, code in (("main", args.baseline), ("branch", None)):
+                trees = (("main", args.baseline), ("branch", None))
+                for label, code in trees if round_number % 2 == 0 else trees[::-1]:
                     env = {"PYTHONPATH": code} if code else {}
                     with start_server(args.storage, extra_env=env) as plain:
                         pid = plain.process.pid
-                        for unique, name in ((False, "PUSH"), (True, "PUSH unique_for")):
+                        for unique in pair:
+                            name = "PUSH unique_for" if unique else "PUSH"
                             per_job = []
                             rate = asyncio.run(
                                 push_rate(plain.url, args.jobs, 8, unique, per_job, pid)
