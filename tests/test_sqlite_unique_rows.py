@@ -199,3 +199,30 @@ async def test_a_version_3_file_keeps_its_locks_and_writes_new_ones_in_rows(
         assert sql(path, "SELECT key FROM claims") == [("expired",)]
     finally:
         await store.close()
+
+
+async def test_a_claims_row_behind_a_job_rows_later_lock_is_deleted(tmp_path: Path) -> None:
+    """A key held in ``claims`` by a lock that has expired and in a job row by its new holder
+    (the takeover's commit lost its delete, or a file written so by hand): the job row wins,
+    and the stale ``claims`` row goes with the next commit instead of being read forever."""
+    path = tmp_path / "stale.db"
+    store = await opened(path)
+    try:
+        await push_unique(store, "k", "new")
+        await store.durable()
+    finally:
+        await store.close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute(
+            "INSERT INTO claims (space, key, expires_at, value) VALUES ('unique', 'k', ?, ?)",
+            (time.time() - 10, b"old"),
+        )
+        conn.commit()
+    store = await opened(path)
+    try:
+        assert await holders(store, "k") == {"k": b"new"}
+        await store.enqueue([QueuedJob("default", "plain", payload("plain"), 60)])
+        await store.durable()
+        assert sql(path, "SELECT count(*) FROM claims") == [(0,)]
+    finally:
+        await store.close()

@@ -181,8 +181,11 @@ class Claims:
             spaces.setdefault(space, {})[key] = [row_id, bytes(value), expires_at, False]
             last = row_id
         rows = spaces.setdefault(_ROW_SPACE, {})
+        replaced = []  # claims rows of an older holder than a job row's: deleted next commit
         for key, jid, until in self._db.read(_SQL["load_rows"], (time.time(),)):
-            _carry(rows, key, jid, until)
+            gone = _carry(rows, key, jid, until)
+            if gone:
+                replaced.append(gone)
         expiries: list[tuple[float, int, str, str]] = []
         for space, entries in spaces.items():
             for key, entry in entries.items():
@@ -192,6 +195,7 @@ class Claims:
         self._spaces, self._expiries, self._next_id = spaces, expiries, last + 1
         self._rows = rows
         self._by_jid = {_jid(entry[1]): key for key, entry in rows.items()}
+        self._deletes.extend(replaced)
         self._check_at = _COMPACT_AFTER
         return spaces
 
@@ -356,9 +360,10 @@ class Claims:
         self._inserts, self._updates, self._deletes = {}, {}, []
 
 
-def _carry(entries: dict[str, Entry], key: str, jid: str, until: float | None) -> None:
+def _carry(entries: dict[str, Entry], key: str, jid: str, until: float | None) -> int:
     """A job row's lock into the mirror at load; of two holders of one key (an expired lock
-    taken over, a retried PUSH's two rows) the latest expiry wins."""
+    taken over, a retried PUSH's two rows) the latest expiry wins. Returns the id of the
+    ``claims`` row this replaced (0: none)."""
     held = entries.get(key)
     if held is not None:
         later = held[2] is not None and (until is None or until > held[2])
@@ -366,7 +371,8 @@ def _carry(entries: dict[str, Entry], key: str, jid: str, until: float | None) -
             held[3] = True
             if later:
                 held[2] = until
-            return
+            return 0
         if not later:
-            return
+            return 0
     entries[key] = [0, jid.encode(), until, True]
+    return held[0] if held is not None else 0
