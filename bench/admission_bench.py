@@ -17,7 +17,8 @@ of each round's own ratio:
 * server CPU while FETCHes wait on a saturated throttled queue, or on a rate-limited one with
   an empty bucket, against FETCHes waiting on an empty queue (target: no more);
 * with ``--baseline SRC`` (a checkout's ``src``, e.g. ``git archive main``), plain PUSH and
-  push->fetch->ack against that code's server: the paths without features must not slow down.
+  push->fetch->ack against that code's server: the paths without features must not slow down;
+  and the server CPU per job of a plain and a unique PUSH on both, each server by itself.
 
 A server is a real ``conveyor server`` process (``bench._harness``) driven over loopback by
 conveyor's client, one command in flight per connection. Nothing here is a test.
@@ -225,7 +226,10 @@ def run(args: argparse.Namespace) -> Samples:
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "conveyor.toml"
         config.write_text(CONFIG)
-        for _ in range(args.repeat):
+        for round_number in range(args.repeat):
+            # which of a pair runs first alternates: the second one pays for the first's
+            # leftovers (its queue's removal, the checkpoint of its WAL frames)
+            pair = (False, True) if round_number % 2 == 0 else (True, False)
             with start_server(
                 args.storage,
                 extra_env={"CONVEYOR_CONFIG": str(config), "CONVEYOR_FETCH_WAIT_SECONDS": "1"},
@@ -233,7 +237,7 @@ def run(args: argparse.Namespace) -> Samples:
                 url = server.url
                 asyncio.run(_flush(url))  # a shared store (Redis) starts each round empty
                 pid = server.process.pid
-                for unique in (False, True):
+                for unique in pair:
                     per_job: list[float] = []
                     rate = asyncio.run(push_rate(url, args.jobs, 8, unique, per_job, pid))
                     label = "PUSH unique_for" if unique else "PUSH"
@@ -256,11 +260,20 @@ def run(args: argparse.Namespace) -> Samples:
                     cpu = asyncio.run(waiting_cpu(server, queue, args.wait_seconds, 50))
                     samples.add(label, cpu)
             if args.baseline:
-                for label, code in (("main", args.baseline), ("branch", None)):
+                trees = (("main", args.baseline), ("branch", None))
+                for label, code in trees if round_number % 2 == 0 else trees[::-1]:
                     env = {"PYTHONPATH": code} if code else {}
                     with start_server(args.storage, extra_env=env) as plain:
-                        rate = asyncio.run(push_rate(plain.url, args.jobs, 8, False))
-                        samples.add(f"plain PUSH ({label})", rate)
+                        pid = plain.process.pid
+                        for unique in pair:
+                            name = "PUSH unique_for" if unique else "PUSH"
+                            per_job = []
+                            rate = asyncio.run(
+                                push_rate(plain.url, args.jobs, 8, unique, per_job, pid)
+                            )
+                            if not unique:
+                                samples.add(f"plain PUSH ({label})", rate)
+                            samples.add(f"CPU/job {name} ({label})", per_job[0])
                         rate = asyncio.run(round_trip_rate(plain.url, args.jobs))
                         samples.add(f"push->fetch->ack ({label})", rate)
     return samples
@@ -286,6 +299,10 @@ def report(samples: Samples, args: argparse.Namespace) -> Table:
         ("CPU waiting, bucket empty", "s", "CPU waiting, empty queue", "no more"),
         ("plain PUSH (main)", "jobs/s", None, ""),
         ("plain PUSH (branch)", "jobs/s", "plain PUSH (main)", "not slower"),
+        ("CPU/job PUSH (main)", "us", None, ""),
+        ("CPU/job PUSH unique_for (main)", "us", "CPU/job PUSH (main)", ""),
+        ("CPU/job PUSH (branch)", "us", "CPU/job PUSH (main)", "+-5%"),
+        ("CPU/job PUSH unique_for (branch)", "us", "CPU/job PUSH (branch)", "<= 1.3x"),
         ("push->fetch->ack (main)", "jobs/s", None, ""),
         ("push->fetch->ack (branch)", "jobs/s", "push->fetch->ack (main)", "not slower"),
     ]

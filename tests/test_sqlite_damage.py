@@ -290,7 +290,7 @@ async def test_a_version_1_database_is_upgraded_in_place(tmp_path: Path) -> None
         await store.close()
 
     assert sql(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
     for table in ("queue_jobs", "reservations", "set_entries"):
         for payload, crc in sql(path, f"SELECT payload, crc FROM {table}"):
             assert isinstance(payload, bytes)

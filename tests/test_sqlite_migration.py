@@ -119,10 +119,11 @@ async def test_a_version_2_database_is_upgraded_in_place(tmp_path: Path) -> None
         await store.close()
 
     assert sql(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
     assert sql(path, "SELECT type FROM sqlite_master WHERE name = 'reservations'") == [("view",)]
     columns = [row[1] for row in sql(path, "PRAGMA table_info(queue_jobs)")]
-    assert columns[-1] == "payload"
+    # version 3 rebuilt the table with the payload last; version 4 appended the unique lock
+    assert columns[-3:] == ["payload", "ukey", "ukey_until"]
     assert sql(path, "SELECT source, jid, payload FROM damaged_jobs") == [
         ("reservations", "r3", b'{"jid":"r3"}')
     ]

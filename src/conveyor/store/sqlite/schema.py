@@ -17,13 +17,14 @@ from conveyor.store.sqlite.db import load_queries, split_statements
 
 __all__ = ["SCHEMA_VERSION", "damaged", "prepare"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """PRAGMA user_version written by sql/schema.sql; older files are migrated in place.
-1: no payload checksums. 2: reservations in a table of their own (now claimed queue rows)."""
+1: no payload checksums. 2: reservations in a table of their own (now claimed queue rows).
+3: unique locks only in the ``claims`` table (now in the job rows: ``ukey``, claims.py)."""
 
 _SCHEMA = load_queries("schema.sql")
 # from version -> the section that upgrades it by one
-_MIGRATIONS = {1: "migrate_1_to_2", 2: "migrate_2_to_3"}
+_MIGRATIONS = {1: "migrate_1_to_2", 2: "migrate_2_to_3", 3: "migrate_3_to_4"}
 _RECOVERY = "see 'When things fail' in docs/operations.md (sqlite3 .recover, or a backup)"
 
 
@@ -67,6 +68,8 @@ def schema_version(conn: sqlite3.Connection) -> int:
     columns = {row[1] for row in conn.execute("PRAGMA table_info(queue_jobs)")}
     if not columns:
         return 0  # a new file
+    if "ukey" in columns:
+        return 4
     if "expires_at" in columns:
         return 3
     return 2 if "crc" in columns else 1

@@ -40,6 +40,7 @@ from conveyor.store.signals import LocalSignals
 from conveyor.store.sqlite import damage
 from conveyor.store.sqlite.batches import SQLiteBatches
 from conveyor.store.sqlite.cancels import SQLiteCancels
+from conveyor.store.sqlite.claims import NO_LOCK
 from conveyor.store.sqlite.completed import SQLiteCompletions
 from conveyor.store.sqlite.counts import SQLiteCounts
 from conveyor.store.sqlite.damage import Damaged, checksum, intact
@@ -63,6 +64,10 @@ _CLAIM = _RESERVATIONS["claim_jobs"]
 _SETS = load_queries("sets.sql")
 _COUNTERS = load_queries("counters.sql")
 _TOTAL = ""  # the counters row holding the totals
+
+
+def _no_lock(_jid: str) -> tuple[None, None]:
+    return NO_LOCK
 
 
 def _reservation(row: tuple[Any, ...]) -> Reservation:
@@ -98,6 +103,8 @@ class SQLiteStore(
         self._cursors: dict[SortedSet, PageCursor] = {}
         self._totals = [0, 0]  # processed, failures (committed + pending)
         self._pending: dict[str, list[int]] = {}  # day -> counts not yet written
+        # (ukey, ukey_until) of a job row being inserted: the unique lock it carries (claims.py)
+        self._row_lock = self._claims.row_lock
         self._workers: dict[str, WorkerRecord] = {}
         self._listener: ReadyListener | None = None
 
@@ -176,9 +183,13 @@ class SQLiteStore(
         new = [(name,) for name in added if name not in self._sizes]
         if new:
             conn.executemany(_QUEUES["add_queue"], new)
+        row_lock = self._row_lock
         conn.executemany(
             _QUEUES["push_job"],
-            [(j.queue, j.jid, j.reserve_for, checksum(j.payload), j.payload) for j in jobs],
+            [
+                (j.queue, j.jid, j.reserve_for, checksum(j.payload), *row_lock(j.jid), j.payload)
+                for j in jobs
+            ],
         )
         return added
 
@@ -197,7 +208,9 @@ class SQLiteStore(
         if len(jobs) == 1 and jobs[0].queue in self._sizes:
             # one statement is atomic by itself: no savepoint (every PUSH to a known queue)
             job = jobs[0]
-            row = (job.queue, job.jid, job.reserve_for, checksum(job.payload), job.payload)
+            ukey, until = self._row_lock(job.jid)
+            row = (job.queue, job.jid, job.reserve_for, checksum(job.payload), ukey, until,
+                   job.payload)  # fmt: skip
             self._db.write(_QUEUES["push_job"], row)
             self._grow({job.queue: 1})
             return self._db.pending
@@ -211,13 +224,16 @@ class SQLiteStore(
     ) -> int:
         """Insert entries (one per jid), replacing existing ones; returns the size change."""
         replaced = conn.executemany(_SETS["delete_jid"], [(name, e.jid) for e in entries]).rowcount
+        # a completed job holds no lock; the other sets' entries carry theirs (claims.py)
+        row_lock = self._row_lock if name != SortedSet.COMPLETED else _no_lock
         conn.executemany(
             _SETS["insert_entry"],
             [
-                (name, e.jid, e.score, e.queue, e.jobtype, checksum(e.payload), e.payload)
+                (name, e.jid, e.score, e.queue, e.jobtype, checksum(e.payload), *row_lock(e.jid),
+                 e.payload)
                 for e in entries
             ],
-        )
+        )  # fmt: skip
         return len(entries) - replaced
 
     def durable(self) -> Awaitable[None]:
@@ -242,9 +258,10 @@ class SQLiteStore(
 
     def hand_off(self, jobs: Sequence[QueuedJob], wid: str, now: float) -> Durability:
         name = jobs[0].queue
+        row_lock = self._row_lock
         rows = [
             (name, j.jid, j.reserve_for, checksum(j.payload), wid, now, now + j.reserve_for,
-             j.payload)
+             *row_lock(j.jid), j.payload)
             for j in jobs
         ]  # fmt: skip
         if len(rows) == 1 and name in self._sizes:

@@ -39,3 +39,23 @@ DELETE FROM claims WHERE id = ?;
 
 -- name: flush
 DELETE FROM claims;
+
+-- name: load_rows
+-- The locks the job rows hold (schema version 4), those not expired at ``?``: a scan of the
+-- rows, which reads ukey and ukey_until only (no index: one would cost every unique PUSH a
+-- page of its own). The completed set holds none.
+SELECT ukey, jid, ukey_until FROM queue_jobs
+WHERE ukey IS NOT NULL AND (ukey_until IS NULL OR ukey_until > ?1)
+UNION ALL
+SELECT ukey, jid, ukey_until FROM set_entries
+WHERE ukey IS NOT NULL AND (ukey_until IS NULL OR ukey_until > ?1);
+
+-- name: clear_reserved
+-- A released lock: the reservation that may still hold it (unique_until=start at FETCH).
+UPDATE queue_jobs SET ukey = NULL, ukey_until = NULL
+WHERE jid = ? AND expires_at IS NOT NULL AND ukey IS NOT NULL;
+
+-- name: clear_entries
+-- A released lock: the set entries that may still hold it (a job killed into the dead set).
+UPDATE set_entries SET ukey = NULL, ukey_until = NULL
+WHERE name IN ('scheduled', 'retries', 'dead') AND jid = ? AND ukey IS NOT NULL;

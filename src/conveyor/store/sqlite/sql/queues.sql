@@ -7,7 +7,9 @@
 INSERT OR IGNORE INTO queues (name) VALUES (?);
 
 -- name: push_job
-INSERT INTO queue_jobs (queue, jid, reserve_for, crc, payload) VALUES (?, ?, ?, ?, ?);
+-- ukey, ukey_until: the job's unique lock (claims.py), NULL for a job without one
+INSERT INTO queue_jobs (queue, jid, reserve_for, crc, ukey, ukey_until, payload)
+VALUES (?, ?, ?, ?, ?, ?, ?);
 
 -- name: queue_head
 SELECT payload FROM queue_jobs WHERE queue = ? AND expires_at IS NULL ORDER BY seq LIMIT 1;

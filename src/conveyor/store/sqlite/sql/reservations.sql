@@ -14,8 +14,8 @@ RETURNING seq, jid, reserve_for, crc, payload;
 -- name: insert_reservation
 -- A hand-off: a job reserved for the FETCH waiting for it, never queued.
 INSERT OR REPLACE INTO queue_jobs
-    (queue, jid, reserve_for, crc, wid, reserved_at, expires_at, payload)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?);
+    (queue, jid, reserve_for, crc, wid, reserved_at, expires_at, ukey, ukey_until, payload)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
 
 -- name: end_reservation
 DELETE FROM queue_jobs WHERE jid = ? AND expires_at IS NOT NULL;

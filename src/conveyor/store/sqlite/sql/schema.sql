@@ -1,11 +1,13 @@
 -- Schema of the SQLite store (conveyor.store.sqlite); every other .sql file uses these tables.
 --
 --   queues(name, paused)                                  known queues and their pause flag
---   queue_jobs(seq, queue, jid, reserve_for, crc, wid, reserved_at, expires_at, payload)
+--   queue_jobs(seq, queue, jid, reserve_for, crc, wid, reserved_at, expires_at, ukey,
+--              ukey_until, payload)
 --       every job of a queue, queued or reserved: queued while expires_at IS NULL (FIFO per
 --       queue, lowest seq first); reserved for worker wid once a FETCH claims it (expires_at
 --       set), until ACK or FAIL delete it. The view reservations shows the reserved ones.
---   set_entries(id, name, jid, score, queue, jobtype, crc, payload)  scheduled/retries/dead
+--   set_entries(id, name, jid, score, queue, jobtype, crc, ukey, ukey_until, payload)
+--       scheduled/retries/dead (and completed: endings.sql)
 --   counters(day, processed, failures)                    day '' holds the totals
 --   damaged_jobs(id, found_at, source, jid, queue, crc, payload)   moved aside (damage.sql)
 --   meta(key, value)                                      'probe': the outage probe's write
@@ -20,6 +22,9 @@
 -- the job into a table of reservations (a DELETE, an INSERT with a second copy of the
 -- payload, and a savepoint around both); the partial indexes keep queued and reserved rows
 -- apart, so neither kind of lookup walks over the other.
+--
+-- ukey, ukey_until (schema version 4): the unique lock the job holds, its key and expiry,
+-- written in the INSERT that stores the row (store/sqlite/claims.py); NULL for the others.
 -- name: create
 CREATE TABLE IF NOT EXISTS queues (
     name TEXT PRIMARY KEY,
@@ -35,6 +40,8 @@ CREATE TABLE IF NOT EXISTS queue_jobs (
     wid TEXT,
     reserved_at REAL,
     expires_at REAL,
+    ukey TEXT,
+    ukey_until REAL,
     payload BLOB NOT NULL
 );
 -- reserve claims the lowest queued seq of one queue: O(log n) through this index
@@ -61,6 +68,8 @@ CREATE TABLE IF NOT EXISTS set_entries (
     queue TEXT NOT NULL,
     jobtype TEXT NOT NULL,
     crc INTEGER NOT NULL,
+    ukey TEXT,
+    ukey_until REAL,
     payload BLOB NOT NULL
 );
 -- within one set a jid identifies one entry
@@ -92,7 +101,7 @@ CREATE TABLE IF NOT EXISTS meta (
     value
 ) WITHOUT ROWID;
 
-PRAGMA user_version = 3;
+PRAGMA user_version = 4;
 
 -- name: migrate_1_to_2
 -- Version 1 had no payload checksums: the payloads found now are taken as intact.
@@ -127,6 +136,14 @@ FROM reservations ORDER BY reserved_at, jid;
 DROP TABLE queue_jobs;
 DROP TABLE reservations;
 ALTER TABLE queue_jobs_3 RENAME TO queue_jobs;
+
+-- name: migrate_3_to_4
+-- A job's unique lock moves into its own row (claims.py): NULL for the jobs that hold none.
+-- ALTER TABLE appends the columns after the payload; the queries name their columns.
+ALTER TABLE queue_jobs ADD COLUMN ukey TEXT;
+ALTER TABLE queue_jobs ADD COLUMN ukey_until REAL;
+ALTER TABLE set_entries ADD COLUMN ukey TEXT;
+ALTER TABLE set_entries ADD COLUMN ukey_until REAL;
 
 -- name: probe
 -- While commits fail, this small real write is retried until it commits (sqlite/health.py).

@@ -2,8 +2,8 @@
 -- 'scheduled', 'retries' or 'dead'; unique on (name, jid), ordered by (name, score, jid).
 
 -- name: insert_entry
-INSERT INTO set_entries (name, jid, score, queue, jobtype, crc, payload)
-VALUES (?, ?, ?, ?, ?, ?, ?);
+INSERT INTO set_entries (name, jid, score, queue, jobtype, crc, ukey, ukey_until, payload)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?);
 
 -- name: delete_jid
 DELETE FROM set_entries WHERE name = ? AND jid = ?;
