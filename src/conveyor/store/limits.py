@@ -312,17 +312,78 @@ class Limits(abc.ABC):
 
 
 _NO_TABLES: dict[str, SlotTable] = {}
+_NO_SLOTS = SlotTable()
+"""The slots of a queue without a throttle (a rate limit alone): always empty."""
 
 
 class InProcessSlots:
-    """Throttle slots kept in memory (``_throttle_slots``: queue -> ``SlotTable``), for the
-    stores one server owns (memory, SQLite): freeing them is the same for both."""
+    """Throttle slots and token buckets kept in memory (``_throttle_slots``: queue ->
+    ``SlotTable``; ``_rate_buckets``: queue -> (tokens, updated at)), for the stores one
+    server owns (memory, SQLite): how much room a queue has, taking and freeing slots and
+    tokens, and their usage are the same for both. Each store says where a queue's slots come
+    from (``_limit_slots``) and how the reservations that ended are pruned (``_prune``)."""
 
     if TYPE_CHECKING:
 
         def _notify(self, queues: Iterable[str]) -> None: ...
 
         def ack_now(self, jids: Sequence[str], day: str) -> int | None: ...
+
+        def _limit_slots(self, queue: str, limit: QueueLimit) -> SlotTable: ...
+
+        def _prune(self, slots: SlotTable, now: float) -> None: ...
+
+    def _limit_buckets(self) -> dict[str, tuple[float, float]]:
+        buckets: dict[str, tuple[float, float]] = self.__dict__.setdefault("_rate_buckets", {})
+        return buckets
+
+    def _tokens(self, queue: str, limit: QueueLimit, now: float) -> float:
+        tokens, updated_at = self._limit_buckets().get(queue, (None, now))
+        return bucket_tokens(tokens, updated_at, now, limit)
+
+    def _flush_limits(self) -> None:
+        self.__dict__.pop("_throttle_slots", None)
+        self.__dict__.pop("_rate_buckets", None)
+
+    def _limit_room(
+        self, queue: str, limit: QueueLimit, wid: str, now: float
+    ) -> tuple[int, float | None]:
+        """How many jobs ``queue`` may give now, and when it may have room if none."""
+        tokens = self._tokens(queue, limit, now) if limit.rate_limited else None
+        slots = self._limit_slots(queue, limit) if limit.throttled else _NO_SLOTS
+        room, wait = slots.room(limit, wid, now, tokens)
+        if room or not limit.throttled:
+            return room, wait
+        self._prune(slots, now)  # full: leases that ran out, reservations that ended, again
+        return slots.room(limit, wid, now, tokens, full=True)
+
+    def _take_limited(
+        self, queue: str, limit: QueueLimit, taken: list[Reservation], now: float
+    ) -> None:
+        """The slots and tokens of the jobs ``taken`` from ``queue``, in their step."""
+        if limit.throttled:
+            slots = self._limit_slots(queue, limit)
+            for r in taken:
+                slots.add(r.jid, r.wid, now + limit.timeout if limit.timeout else r.expires_at)
+        if limit.rate_limited:
+            self._limit_buckets()[queue] = (self._tokens(queue, limit, now) - len(taken), now)
+
+    async def limit_usage(
+        self, limits: Mapping[str, QueueLimit], now: float
+    ) -> dict[str, LimitUsage]:
+        usage = {}
+        for queue, limit in limits.items():
+            in_use = 0
+            if limit.throttled:
+                table = self._limit_slots(queue, limit)
+                self._prune(table, now)
+                in_use = len(table.leases)
+            tokens = self._tokens(queue, limit, now) if limit.rate_limited else None
+            usage[queue] = LimitUsage(in_use, tokens)
+        return usage
+
+    async def announce(self, queues: Collection[str]) -> None:
+        self._notify(queues)
 
     async def release_slots(self, ended: Sequence[Reservation]) -> None:
         self._free_slots(ended)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from conveyor.store.base import QueuedJob, Reservation
@@ -11,16 +11,11 @@ from conveyor.store.limits import (
     InProcessSlots,
     Limited,
     Limits,
-    LimitUsage,
     QueueLimit,
     SlotTable,
-    bucket_tokens,
 )
 
 __all__ = ["MemoryLimits"]
-
-_NO_SLOTS = SlotTable()
-"""The slots of a queue without a throttle (a rate limit alone): always empty."""
 
 
 class MemoryLimits(InProcessSlots, Limits):
@@ -36,24 +31,16 @@ class MemoryLimits(InProcessSlots, Limits):
 
         def _notify(self, queues: Iterable[str]) -> None: ...
 
-    def _limit_slots(self, queue: str) -> SlotTable:
+    def _limit_slots(self, queue: str, limit: QueueLimit) -> SlotTable:
         every: dict[str, SlotTable] = self.__dict__.setdefault("_throttle_slots", {})
         table = every.get(queue)
         if table is None:
             table = every[queue] = SlotTable()
         return table
 
-    def _limit_buckets(self) -> dict[str, tuple[float, float]]:
-        buckets: dict[str, tuple[float, float]] = self.__dict__.setdefault("_rate_buckets", {})
-        return buckets
-
-    def _tokens(self, queue: str, limit: QueueLimit, now: float) -> float:
-        tokens, updated_at = self._limit_buckets().get(queue, (None, now))
-        return bucket_tokens(tokens, updated_at, now, limit)
-
-    def _flush_limits(self) -> None:
-        self.__dict__.pop("_throttle_slots", None)
-        self.__dict__.pop("_rate_buckets", None)
+    def _prune(self, slots: SlotTable, now: float) -> None:
+        slots.expire(now)
+        slots.keep(self._reservations.keys())
 
     async def enqueue_bounded(
         self, jobs: Sequence[QueuedJob], bounds: Mapping[str, int]
@@ -69,29 +56,6 @@ class MemoryLimits(InProcessSlots, Limits):
                 stored.append(job.queue)
         self._notify(stored)
         return refused
-
-    def _limit_room(
-        self, queue: str, limit: QueueLimit, wid: str, now: float
-    ) -> tuple[int, float | None]:
-        tokens = self._tokens(queue, limit, now) if limit.rate_limited else None
-        slots = self._limit_slots(queue) if limit.throttled else _NO_SLOTS
-        room, wait = slots.room(limit, wid, now, tokens)
-        if room or not limit.throttled:
-            return room, wait
-        slots.expire(now)  # full: leases that ran out, reservations that ended, then again
-        slots.keep(self._reservations.keys())
-        return slots.room(limit, wid, now, tokens, full=True)
-
-    def _take_limited(
-        self, queue: str, limit: QueueLimit, taken: list[Reservation], now: float
-    ) -> None:
-        if limit.throttled:
-            slots = self._limit_slots(queue)
-            for r in taken:
-                slots.add(r.jid, r.wid, now + limit.timeout if limit.timeout else r.expires_at)
-        if limit.rate_limited:
-            tokens = self._tokens(queue, limit, now)
-            self._limit_buckets()[queue] = (tokens - len(taken), now)
 
     async def reserve_limited(
         self,
@@ -139,21 +103,3 @@ class MemoryLimits(InProcessSlots, Limits):
                 self._take_limited(name, limit, got, now)
             taken += got
         return Limited(taken, blocked)
-
-    async def limit_usage(
-        self, limits: Mapping[str, QueueLimit], now: float
-    ) -> dict[str, LimitUsage]:
-        usage = {}
-        for queue, limit in limits.items():
-            in_use = 0
-            if limit.throttled:
-                table = self._limit_slots(queue)
-                table.expire(now)
-                table.keep(self._reservations.keys())
-                in_use = len(table.leases)
-            tokens = self._tokens(queue, limit, now) if limit.rate_limited else None
-            usage[queue] = LimitUsage(in_use, tokens)
-        return usage
-
-    async def announce(self, queues: Collection[str]) -> None:
-        self._notify(queues)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Awaitable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from conveyor.store.base import QueuedJob, Reservation
@@ -23,18 +23,14 @@ from conveyor.store.limits import (
     InProcessSlots,
     Limited,
     Limits,
-    LimitUsage,
     QueueLimit,
     SlotTable,
-    bucket_tokens,
 )
 from conveyor.store.sqlite.db import Database, load_queries
 
 __all__ = ["SQLiteLimits"]
 
 _SQL = load_queries("limits.sql")
-_NO_SLOTS = SlotTable()
-"""The slots of a queue without a throttle (a rate limit alone): always empty."""
 
 
 class SQLiteLimits(InProcessSlots, Limits):
@@ -73,17 +69,9 @@ class SQLiteLimits(InProcessSlots, Limits):
                 table.add(jid, wid, reserved_at + limit.timeout if limit.timeout else expires_at)
         return table
 
-    def _limit_buckets(self) -> dict[str, tuple[float, float]]:
-        buckets: dict[str, tuple[float, float]] = self.__dict__.setdefault("_rate_buckets", {})
-        return buckets
-
     def _forget_limits(self) -> None:
         """Drop the slot mirrors (rebuilt from the reservations on their next use)."""
         self.__dict__.pop("_throttle_slots", None)
-
-    def _flush_limits(self) -> None:
-        self.__dict__.pop("_throttle_slots", None)
-        self.__dict__.pop("_rate_buckets", None)
 
     async def enqueue_bounded(
         self, jobs: Sequence[QueuedJob], bounds: Mapping[str, int]
@@ -107,36 +95,11 @@ class SQLiteLimits(InProcessSlots, Limits):
             await committed
         return refused
 
-    def _tokens(self, queue: str, limit: QueueLimit, now: float) -> float:
-        tokens, updated_at = self._limit_buckets().get(queue, (None, now))
-        return bucket_tokens(tokens, updated_at, now, limit)
-
-    def _limit_room(
-        self, queue: str, limit: QueueLimit, wid: str, now: float
-    ) -> tuple[int, float | None]:
-        tokens = self._tokens(queue, limit, now) if limit.rate_limited else None
-        slots = self._limit_slots(queue, limit) if limit.throttled else _NO_SLOTS
-        room, wait = slots.room(limit, wid, now, tokens)
-        if room or not limit.throttled:
-            return room, wait
-        self._prune(slots, now)  # full: leases that ran out, reservations that ended, again
-        return slots.room(limit, wid, now, tokens, full=True)
-
     def _prune(self, slots: SlotTable, now: float) -> None:
         slots.expire(now)
         if slots.leases:
             rows = self._db.read(_SQL["reserved"], (json.dumps(list(slots.leases)),))
             slots.keep({jid for (jid,) in rows})
-
-    def _take_limited(
-        self, queue: str, limit: QueueLimit, taken: list[Reservation], now: float
-    ) -> None:
-        if limit.throttled:
-            slots = self._limit_slots(queue, limit)
-            for r in taken:
-                slots.add(r.jid, r.wid, now + limit.timeout if limit.timeout else r.expires_at)
-        if limit.rate_limited:
-            self._limit_buckets()[queue] = (self._tokens(queue, limit, now) - len(taken), now)
 
     async def reserve_limited(
         self,
@@ -201,20 +164,3 @@ class SQLiteLimits(InProcessSlots, Limits):
             if got:
                 self._take_limited(name, limit, got, now)
         return Limited(taken, blocked), committed
-
-    async def limit_usage(
-        self, limits: Mapping[str, QueueLimit], now: float
-    ) -> dict[str, LimitUsage]:
-        usage = {}
-        for queue, limit in limits.items():
-            in_use = 0
-            if limit.throttled:
-                table = self._limit_slots(queue, limit)
-                self._prune(table, now)
-                in_use = len(table.leases)
-            tokens = self._tokens(queue, limit, now) if limit.rate_limited else None
-            usage[queue] = LimitUsage(in_use, tokens)
-        return usage
-
-    async def announce(self, queues: Collection[str]) -> None:
-        self._notify(queues)
