@@ -39,6 +39,7 @@ __all__ = [
     "create",
     "end_jobs",
     "mark_jobs",
+    "may_fire_on_success",
     "propagate",
 ]
 
@@ -178,6 +179,13 @@ def settle(t: Tables, batch: BatchRecord, now: float, fired: Fired) -> None:
             batch.m_success = True
             _milestone(t, batch, fired)
     t.save_batch(batch)
+
+
+def may_fire_on_success(batch: BatchRecord) -> bool:
+    """Whether one more success of an enqueued job of ``batch`` may make something due in
+    ``settle`` (conservatively: committed, and every job still pending would then be a
+    failed one); when not, its counters can move without ``settle``."""
+    return batch.committed and batch.pending - 1 == batch.failed
 
 
 def _milestone(t: Tables, batch: BatchRecord, fired: Fired) -> None:

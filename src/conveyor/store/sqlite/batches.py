@@ -546,7 +546,7 @@ class SQLiteBatches(Batches):
         batch = self._batch_cache.get(bid)
         if batch is None or bid not in self._persisted:
             return None
-        if batch.committed and batch.pending - 1 == batch.failed:
+        if engine.may_fire_on_success(batch):
             return None
         return batch
 
