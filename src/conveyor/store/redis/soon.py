@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Collection, Coroutine, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from conveyor.store.base import QueuedJob, Reservation
@@ -108,9 +109,34 @@ class RedisSoon(RedisEndings):
         count: int,
         done: Callable[[list[Reservation] | None, BaseException | None], bool],
     ) -> bool:
+        return self._reserve_soon(queues, wid, now, count, done) is not None
+
+    def reserve_ahead_soon(
+        self,
+        queues: Sequence[str],
+        wid: str,
+        now: float,
+        count: int,
+        done: Callable[[list[Reservation] | None, BaseException | None], bool],
+    ) -> Callable[[], None] | None:
+        names = list(dict.fromkeys(queues))
+        token = self._reserve_soon(names, wid, now, count, done)
+        if token is None:
+            return None
+        return partial(self._lost_reserve, token, wid, now, names)
+
+    def _reserve_soon(
+        self,
+        queues: Sequence[str],
+        wid: str,
+        now: float,
+        count: int,
+        done: Callable[[list[Reservation] | None, BaseException | None], bool],
+    ) -> str | None:
+        """``reserve_soon``; the call's token, None when nothing was sent."""
         names = list(dict.fromkeys(queues))
         if not names or count <= 0:
-            return False
+            return None
         keys, args = self._reserve_call(names, wid, now, count)
         calls = self._calls
         token = calls.new_token()
@@ -125,7 +151,8 @@ class RedisSoon(RedisEndings):
             if not done(reserved, None) and reserved:  # its FETCH went away meanwhile
                 self._lost_reserve(token, wid, now, names)
 
-        return calls.write_soon(self._scripts["reserve"], keys, args, answered, token=token)
+        sent = calls.write_soon(self._scripts["reserve"], keys, args, answered, token=token)
+        return token if sent else None
 
     def ack_soon(
         self,
