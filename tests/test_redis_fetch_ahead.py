@@ -17,9 +17,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import pytest
-
 from conveyor.manager import Manager
+from conveyor.store.redis.scripts import load_scripts
+from tests.support.fault_proxy import FaultProxy
 from tests.support.manager import decode, encode, job
 from tests.support.server import TEST_TIMINGS, MakeServer, RawClient, RawConnect, RunningServer
 
@@ -272,3 +272,32 @@ async def _equals(value: Awaitable[Any], expected: Any) -> bool:
     return await value == expected
 
 
+async def test_a_lost_reply_to_the_reserve_sent_ahead_loses_and_duplicates_nothing(
+    make_server: MakeServer, raw_client: RawConnect, fault_proxy: FaultProxy
+) -> None:
+    """The connection to Redis is cut after Redis ran the ACK and the reserve sent behind it
+    (both in one write): the ACK is answered +OK once, and each job runs exactly once: the
+    one reserved ahead reaches the worker's FETCH (the retry reads the token) or goes back
+    to its queue, never stays reserved for nobody."""
+    server = await start(make_server, fault_proxy.url + "?retry_for=0.5", hold=5.0)
+    manager = server.manager
+    jobs = [job() for _ in range(5)]
+    conn = await raw_client(server.port, hello=HELLO)
+    await push(conn, *jobs)
+    jid = await fetch(conn)
+    assert jid == jobs[0]["jid"]
+    await ack(conn, jid)
+    jid = await fetch(conn)
+    assert jid == jobs[1]["jid"]
+    fault_proxy.lose_reply(load_scripts()["reserve"].sha.encode())
+    await ack(conn, jid)  # the reserve sent ahead rides with this ACK; the reply is lost
+    assert fault_proxy.cuts == 1, "no reserve went out with the ACK"
+    ran = [jobs[0]["jid"], jobs[1]["jid"]]
+    while (jid := await fetch(conn)) is not None:
+        ran.append(jid)
+        await ack(conn, jid)
+    assert fault_proxy.cuts == 1
+    assert ran == [p["jid"] for p in jobs], "a job lost, run twice or out of order"
+    assert await reserved(manager) == []
+    assert await manager.store.queue_sizes() == {"default": 0}
+    assert (await manager.store.counters()).processed == 6  # the warm-up job and these five
