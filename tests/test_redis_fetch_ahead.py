@@ -17,6 +17,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
+
 from conveyor.manager import Manager
 from conveyor.store.redis.scripts import load_scripts
 from tests.support.fault_proxy import FaultProxy
@@ -181,6 +183,26 @@ async def test_a_fetch_of_other_queues_gets_its_own_job_and_the_one_held_goes_ba
     assert await manager.store.queue_sizes() == {"default": 1, "urgent": 0}
     await ack(conn, urgent["jid"])
     assert await fetch(conn, b"urgent default") == jobs[2]["jid"]
+
+
+async def test_a_fetch_of_the_same_queues_in_another_order_takes_the_job_held(
+    make_server: MakeServer, raw_client: RawConnect, redis_url: str
+) -> None:
+    """Clients that weigh their queues shuffle them for each FETCH: the job reserved in the
+    order of the FETCH before is theirs (no reserve of its own, nothing given back)."""
+    server = await start(make_server, redis_url, hold=60.0)
+    manager = server.manager
+    jobs = [job(queue="a") for _ in range(3)]
+    conn = await raw_client(server.port, hello=HELLO)
+    await push(conn, *jobs)
+    for sent, order in zip(jobs[:2], (b"a b", b"b a"), strict=True):
+        assert await fetch(conn, order) == sent["jid"]
+        await ack(conn, sent["jid"])
+    await until(lambda: _equals(reserved(manager), [(jobs[2]["jid"], "w-steady")]), "ahead")
+    counts = Reserves(manager)
+    assert await fetch(conn, b"a b") == jobs[2]["jid"]
+    assert counts.fetches == 0
+    assert await reserved(manager) == [(jobs[2]["jid"], "w-steady")]
 
 
 async def test_a_quiet_worker_gets_nothing_reserved_and_what_was_held_goes_back(

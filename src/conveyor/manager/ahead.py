@@ -3,11 +3,11 @@
 A Faktory client's processor works one job at a time on its connection: FETCH, run, ACK,
 FETCH, ... On Redis each of those is a round trip from conveyor to Redis, so a busy worker's
 job costs two (the reserve and the ACK) between one reply and the next. When a connection
-has kept that rhythm (an ACK, then a FETCH of the same queues as the FETCH before, which
-found a job: ``server/rhythm.py``), the ACK's step also sends the next FETCH's reserve, right
-behind the ACK's script on the same Redis connection (``Ahead``). Redis answers both in one
-round trip; the FETCH that follows finds its job already reserved and is answered without
-waiting for Redis.
+has kept that rhythm (an ACK, then a FETCH of the same queues as the FETCH before, in any
+order, which found a job: ``server/rhythm.py``), the ACK's step also sends the next FETCH's
+reserve, right behind the ACK's script on the same Redis connection (``Ahead``). Redis
+answers both in one round trip; the FETCH that follows finds its job already reserved and is
+answered without waiting for Redis.
 
 The rules of a FETCH stay the FETCH's: the job is handed over (fetch hooks, metrics, the
 ACKs to watch) only when a FETCH of the same queues, by a running worker, comes to take it.
@@ -16,7 +16,7 @@ order, unless something else ended its reservation meanwhile: a FETCH of other q
 FETCH within ``ManagerConfig.fetch_ahead_seconds``, the connection closing. A reserve that
 comes back empty, or a job given back, stops the rhythm until a FETCH finds a job again, so
 an idle queue or a pooled client (its next FETCH on another connection) costs one reserve at
-most. docs/design/hand-off.md has the numbers.
+most. docs/design/hand-off.md says more.
 """
 
 from __future__ import annotations
@@ -34,7 +34,14 @@ from conveyor.store.base import Reservation
 if TYPE_CHECKING:
     from conveyor.manager.core import Manager
 
-__all__ = ["Ahead"]
+__all__ = ["Ahead", "same_queues"]
+
+
+def same_queues(a: Sequence[str], b: Sequence[str] | None) -> bool:
+    """Whether two FETCHes name the same queues, in any order: clients that weigh their
+    queues shuffle them for each FETCH, so the order of the FETCH before is as good a draw
+    as this one's; a client with a strict order sends the same list every time."""
+    return b is not None and (a == b or (len(a) == len(b) and set(a) == set(b)))
 
 
 class Ahead:
@@ -88,7 +95,7 @@ class Ahead:
         if self.over:
             return None
         manager = self._manager
-        if list(queues) != list(self.queues) or (
+        if not same_queues(queues, self.queues) or (
             wid and manager._worker_states.get(wid, WorkerState.RUNNING) != WorkerState.RUNNING
         ):
             self.give_back()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from conveyor.manager.ahead import Ahead
+from conveyor.manager.ahead import Ahead, same_queues
 from conveyor.protocol import bulk
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ class Rhythm:
     def fetch(self, queues: Sequence[str], wid: str) -> list[bytes] | Later[list[bytes]] | None:
         """A FETCH answered at once came: the jobs reserved ahead for it, or None (the usual
         FETCH). ``one_job`` then says what it got."""
-        self._candidate = self._acked and queues == self.queues
+        self._candidate = self._acked and same_queues(queues, self.queues)
         self._acked = False
         self.queues = queues
         ahead, self.ahead = self.ahead, None
