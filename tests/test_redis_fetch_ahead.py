@@ -95,6 +95,28 @@ async def steady(conn: RawClient, jobs: list[dict[str, Any]]) -> None:
         await ack(conn, jid)
 
 
+async def held(
+    make_server: MakeServer,
+    raw_client: RawConnect,
+    redis_url: str,
+    hold: float,
+    jobs: list[dict[str, Any]],
+    *others: dict[str, Any],
+) -> tuple[RunningServer, RawClient]:
+    """A worker in the rhythm (it BEATs, so it can be told to quiet): ``jobs`` and
+    ``others`` pushed, the first two of ``jobs`` run, the third reserved for it ahead."""
+    server = await start(make_server, redis_url, hold)
+    conn = await raw_client(server.port, hello=HELLO)
+    assert (await conn.call(b'BEAT {"wid":"w-steady"}')).startswith(b"+OK")
+    await push(conn, *jobs, *others)
+    await steady(conn, jobs)
+    await until(
+        lambda: _equals(reserved(server.manager), [(jobs[2]["jid"], "w-steady")]),
+        "the third job was not reserved ahead for the worker",
+    )
+    return server, conn
+
+
 async def test_the_ack_of_a_steady_worker_reserves_its_next_job_and_its_fetch_takes_it(
     make_server: MakeServer, raw_client: RawConnect, redis_url: str
 ) -> None:
@@ -130,13 +152,9 @@ async def test_a_job_reserved_ahead_and_not_fetched_goes_back_to_the_head_of_its
     redis_url: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    server = await start(make_server, redis_url, hold=0.1)
-    manager = server.manager
     jobs = [job() for _ in range(4)]
-    conn = await raw_client(server.port, hello=HELLO)
-    await push(conn, *jobs)
-    await steady(conn, jobs)
-    await until(lambda: _equals(reserved(manager), [(jobs[2]["jid"], "w-steady")]), "ahead")
+    server, _ = await held(make_server, raw_client, redis_url, 0.1, jobs)
+    manager = server.manager
     # no FETCH comes: within the hold it is given back, in its place
     await until(lambda: _equals(reserved(manager), []), "the job stayed reserved", within=3)
     other = await raw_client(server.port)
@@ -148,13 +166,9 @@ async def test_a_job_reserved_ahead_and_not_fetched_goes_back_to_the_head_of_its
 async def test_closing_the_connection_gives_the_job_back_at_once(
     make_server: MakeServer, raw_client: RawConnect, redis_url: str
 ) -> None:
-    server = await start(make_server, redis_url, hold=60.0)
-    manager = server.manager
     jobs = [job() for _ in range(3)]
-    conn = await raw_client(server.port, hello=HELLO)
-    await push(conn, *jobs)
-    await steady(conn, jobs)
-    await until(lambda: _equals(reserved(manager), [(jobs[2]["jid"], "w-steady")]), "ahead")
+    server, conn = await held(make_server, raw_client, redis_url, 60.0, jobs)
+    manager = server.manager
     await conn.close()
     # long before the 60 s hold: the connection is gone, so is its claim on the job
     await until(lambda: _equals(reserved(manager), []), "kept for a closed connection", 3)
@@ -165,14 +179,10 @@ async def test_closing_the_connection_gives_the_job_back_at_once(
 async def test_a_fetch_of_other_queues_gets_its_own_job_and_the_one_held_goes_back(
     make_server: MakeServer, raw_client: RawConnect, redis_url: str
 ) -> None:
-    server = await start(make_server, redis_url, hold=60.0)
-    manager = server.manager
     jobs = [job() for _ in range(3)]
     urgent = job(queue="urgent")
-    conn = await raw_client(server.port, hello=HELLO)
-    await push(conn, *jobs, urgent)
-    await steady(conn, jobs)
-    await until(lambda: _equals(reserved(manager), [(jobs[2]["jid"], "w-steady")]), "ahead")
+    server, conn = await held(make_server, raw_client, redis_url, 60.0, jobs, urgent)
+    manager = server.manager
     # the worker asks for "urgent" first now: it must get urgent's job, not the one held
     assert await fetch(conn, b"urgent default") == urgent["jid"]
     await until(
@@ -208,14 +218,9 @@ async def test_a_fetch_of_the_same_queues_in_another_order_takes_the_job_held(
 async def test_a_quiet_worker_gets_nothing_reserved_and_what_was_held_goes_back(
     make_server: MakeServer, raw_client: RawConnect, redis_url: str
 ) -> None:
-    server = await start(make_server, redis_url, hold=60.0)
-    manager = server.manager
     jobs = [job() for _ in range(5)]
-    conn = await raw_client(server.port, hello=HELLO)
-    assert (await conn.call(b'BEAT {"wid":"w-steady"}')).startswith(b"+OK")
-    await push(conn, *jobs)
-    await steady(conn, jobs)
-    await until(lambda: _equals(reserved(manager), [(jobs[2]["jid"], "w-steady")]), "ahead")
+    server, conn = await held(make_server, raw_client, redis_url, 60.0, jobs)
+    manager = server.manager
     assert await manager.signal_workers(["w-steady"], "quiet") == 1
     # a quiet worker is given no more jobs (as Faktory): the held one goes back
     assert await fetch(conn) is None
