@@ -28,6 +28,11 @@ class ManagerConfig:
     """A job's ``reserve_for`` is defaulted, then clamped to [min, max] at enqueue time; PUSH
     rejects values above max as Faktory does."""
 
+    fetch_ahead_seconds: float = 0.2
+    """Redis: a connection that FETCHes one job after each ACK has its next job reserved in
+    the ACK's round trip, held this long for its FETCH, then given back (0: never;
+    docs/design/hand-off.md)."""
+
     scheduler_interval_seconds: float = 0.05
     """How often due scheduled jobs and retries are promoted (Faktory: 5 s)."""
 

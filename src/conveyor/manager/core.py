@@ -478,6 +478,17 @@ class Manager(FeatureCalls, AdminOps, WorkerOps, FailOps):
             return soon.fetch_soon(self, queues, wid, count)
         return None
 
+    def fetches_ahead(self, queues: Sequence[str], wid: str) -> bool:
+        """Whether a FETCH of ``queues`` by ``wid`` may be reserved before it comes
+        (manager/ahead.py): on a store that is not in process, as ``fetch_now`` would reserve
+        it, with no limit on those queues."""
+        if not (self._soon and self._fetch_gated):
+            return False
+        if wid and self._worker_states.get(wid, WorkerState.RUNNING) != WorkerState.RUNNING:
+            return False
+        flow = self.flow
+        return not (flow.fetch_limits and flow.limits_for(queues) is not None)
+
     async def _reserve(self, queues: Sequence[str], wid: str, count: int) -> list[bytes]:
         flow = self.flow
         if flow.fetch_limits:

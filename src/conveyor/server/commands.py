@@ -24,6 +24,7 @@ from conveyor.manager.retry import RetryControl
 from conveyor.metrics.jobs import parse_duration
 from conveyor.protocol import NULL_BULK, OK, bulk
 from conveyor.server.admin import run_admin
+from conveyor.server.rhythm import Rhythm
 from conveyor.store.base import JobFilter
 
 __all__ = [
@@ -51,6 +52,10 @@ class Session(Protocol):
     def client(self) -> ClientInfo: ...
 
     def stats(self) -> ServerStats: ...
+
+    @property
+    def rhythm(self) -> Rhythm:
+        """Its FETCH and ACK pattern (manager/ahead.py)."""
 
     def send_now(self, reply: bytes) -> bool:
         """Write ``reply`` at once, from outside the handler: a waiting FETCH answered by the
@@ -174,6 +179,7 @@ async def push_bulk(session: Session, argument: bytes) -> bytes | None:
 
 
 async def fetch(session: Session, argument: bytes) -> bytes | None:
+    session.rhythm.broken()
     queues = _names(argument)
     if not queues:
         raise CommandError("must call fetch with at least one queue")
@@ -182,6 +188,7 @@ async def fetch(session: Session, argument: bytes) -> bytes | None:
 
 async def fetch_many(session: Session, argument: bytes) -> bytes | None:
     """Extension: ``FETCHB <count> <q1> [q2 ...]`` -> a JSON array of up to count jobs."""
+    session.rhythm.broken()
     words = _names(argument)
     if len(words) < 2:
         raise CommandError("FETCHB needs a count and at least one queue: FETCHB <count> <q1> ...")
@@ -237,13 +244,12 @@ def _ok(_value: object) -> bytes:
     return OK
 
 
-def _one_job(jobs: list[bytes] | None) -> bytes | None:
-    return bulk(jobs[0]) if jobs else None
-
-
 def ack_now(session: Session, argument: bytes) -> bytes | Soon | None:
-    done = session.manager.ack_now(*_ack_args(argument))
+    manager = session.manager
+    done = manager.ack_now(*_ack_args(argument))
     if isinstance(done, Later):
+        # Redis: the next FETCH's reserve goes right behind this ACK (manager/ahead.py)
+        session.rhythm.acked(manager, session.client.wid)
         return Soon(done, _ok)
     return None if done is None else OK
 
@@ -258,10 +264,14 @@ def fetch_now(session: Session, argument: bytes) -> bytes | Soon | None:
     queues = _names(argument)
     if not queues:
         raise CommandError("must call fetch with at least one queue")
-    jobs = session.manager.fetch_now(queues, session.client.wid, 1)
+    rhythm = session.rhythm
+    wid = session.client.wid
+    jobs: list[bytes] | Later[list[bytes]] | None = rhythm.fetch(queues, wid)
+    if jobs is None:
+        jobs = session.manager.fetch_now(queues, wid, 1)
     if isinstance(jobs, Later):
-        return Soon(jobs, _one_job)
-    return _one_job(jobs)
+        return Soon(jobs, rhythm.one_job)
+    return rhythm.one_job(jobs)
 
 
 async def ack_many(session: Session, argument: bytes) -> bytes | None:

@@ -32,6 +32,7 @@ from conveyor.protocol import (
 )
 from conveyor.server.commands import COMMANDS, NOW, SENT, Soon
 from conveyor.server.guard import MAX_CHECKS_PER_ADDRESS, Verdict
+from conveyor.server.rhythm import Rhythm
 from conveyor.server.states import ConnState, advance
 from conveyor.store.base import Durability
 
@@ -98,6 +99,7 @@ class Connection(asyncio.Protocol):
         self._activity = 0  # lines read and replies sent; idle checks look for a change
         self._seen_activity = 0
         self._quiet_checks = 0
+        self.rhythm = Rhythm()  # its FETCH/ACK pattern: the next job reserved ahead (Redis)
 
     # -------------------------------------------------------------- Session (for handlers)
 
@@ -324,6 +326,7 @@ class Connection(asyncio.Protocol):
             self._runner.cancel()
         self._set_closed()
         self._writable.set()
+        self.rhythm.close()
         self.server.connections.discard(self)
         if self._registered:
             self._registered = False

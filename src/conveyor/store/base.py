@@ -412,6 +412,20 @@ class Store(
         taken: False (the FETCH went away meanwhile) gives them back."""
         return False
 
+    def reserve_ahead_soon(
+        self,
+        queues: Sequence[str],
+        wid: str,
+        now: float,
+        count: int,
+        done: Callable[[list[Reservation] | None, BaseException | None], bool],
+    ) -> Callable[[], None] | None:
+        """``reserve_soon`` for a FETCH that has not come yet (manager/ahead.py): returns
+        what gives back, later, the jobs ``done`` was handed and kept (True) but that no FETCH
+        took; None, with nothing sent, where the store cannot. Giving back puts each job the
+        call reserved, if still reserved by it, back at the head of its queue."""
+        return None
+
     def ack_soon(
         self,
         jids: Sequence[str],

@@ -37,6 +37,7 @@ class Lost:
     now: float
     queues: tuple[str, ...]
     deadline: float  # monotonic: after this the token may be gone, so stop trying
+    routine: bool = False  # a reserve sent ahead of a FETCH that did not come: no warning
 
 
 class Releaser:
@@ -48,9 +49,11 @@ class Releaser:
         self._pending: collections.deque[Lost] = collections.deque()
         self._task: asyncio.Task[None] | None = None
 
-    def add(self, token: str, wid: str, now: float, queues: tuple[str, ...]) -> None:
+    def add(
+        self, token: str, wid: str, now: float, queues: tuple[str, ...], routine: bool = False
+    ) -> None:
         deadline = time.monotonic() + self._keep_for
-        self._pending.append(Lost(token, wid, now, queues, deadline))
+        self._pending.append(Lost(token, wid, now, queues, deadline, routine))
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name="redis-release")
 
@@ -78,7 +81,7 @@ class Releaser:
                 continue
             failures = 0
             self._pending.popleft()
-            if released:
+            if released and not lost.routine:
                 log.warning("gave back %d jobs reserved by a lost reserve call", released)
 
     async def stop(self) -> None:

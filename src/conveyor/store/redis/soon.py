@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Collection, Coroutine, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from conveyor.store.base import QueuedJob, Reservation
@@ -81,10 +82,13 @@ class RedisSoon(RedisEndings):
             for i in range(0, len(flat), 4)
         ]
 
-    def _lost_reserve(self, token: str, wid: str, now: float, names: list[str]) -> None:
-        """The call may have reserved jobs its caller will never get: give them back."""
+    def _lost_reserve(
+        self, token: str, wid: str, now: float, names: list[str], routine: bool = False
+    ) -> None:
+        """The call may have reserved jobs its caller will never get: give them back
+        (``routine``: a reserve sent ahead of a FETCH, not a fault)."""
         assert self._releaser is not None
-        self._releaser.add(token, wid, now, tuple(names))
+        self._releaser.add(token, wid, now, tuple(names), routine)
 
     # ----------------------------------------------------------------- with a callback
 
@@ -108,9 +112,36 @@ class RedisSoon(RedisEndings):
         count: int,
         done: Callable[[list[Reservation] | None, BaseException | None], bool],
     ) -> bool:
+        return self._reserve_soon(queues, wid, now, count, done) is not None
+
+    def reserve_ahead_soon(
+        self,
+        queues: Sequence[str],
+        wid: str,
+        now: float,
+        count: int,
+        done: Callable[[list[Reservation] | None, BaseException | None], bool],
+    ) -> Callable[[], None] | None:
+        names = list(dict.fromkeys(queues))
+        token = self._reserve_soon(names, wid, now, count, done, ahead=True)
+        if token is None:
+            return None
+        return partial(self._lost_reserve, token, wid, now, names, True)
+
+    def _reserve_soon(
+        self,
+        queues: Sequence[str],
+        wid: str,
+        now: float,
+        count: int,
+        done: Callable[[list[Reservation] | None, BaseException | None], bool],
+        ahead: bool = False,
+    ) -> str | None:
+        """``reserve_soon``; the call's token, None when nothing was sent. ``ahead``: for a
+        FETCH that has not come yet, whose jobs nobody taking is routine."""
         names = list(dict.fromkeys(queues))
         if not names or count <= 0:
-            return False
+            return None
         keys, args = self._reserve_call(names, wid, now, count)
         calls = self._calls
         token = calls.new_token()
@@ -123,9 +154,10 @@ class RedisSoon(RedisEndings):
                 return
             reserved = self._reserved(flat, wid, now)
             if not done(reserved, None) and reserved:  # its FETCH went away meanwhile
-                self._lost_reserve(token, wid, now, names)
+                self._lost_reserve(token, wid, now, names, ahead)
 
-        return calls.write_soon(self._scripts["reserve"], keys, args, answered, token=token)
+        sent = calls.write_soon(self._scripts["reserve"], keys, args, answered, token=token)
+        return token if sent else None
 
     def ack_soon(
         self,

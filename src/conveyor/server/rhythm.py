@@ -1,0 +1,74 @@
+"""A connection's FETCH and ACK pattern: when its ACK may reserve for the FETCH that should
+follow (``manager/ahead.py`` says why and how)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from conveyor.manager.ahead import Ahead, same_queues
+from conveyor.protocol import bulk
+
+if TYPE_CHECKING:
+    from conveyor.manager import Manager
+    from conveyor.manager.later import Later
+
+__all__ = ["Rhythm"]
+
+
+class Rhythm:
+    """One connection's FETCH and ACK pattern: whether its ACK may reserve for the FETCH
+    that should follow (module docstring)."""
+
+    __slots__ = ("_acked", "_candidate", "ahead", "queues", "steady")
+
+    def __init__(self) -> None:
+        self.queues: Sequence[str] | None = None  # the last FETCH's
+        self.steady = False  # the last FETCH followed an ACK, named the same queues, found a job
+        self.ahead: Ahead | None = None
+        self._acked = False  # an ACK came since the last FETCH
+        self._candidate = False  # this FETCH followed an ACK and named the same queues
+
+    def acked(self, manager: Manager, wid: str) -> None:
+        """An ACK was sent to a store that is not in process: reserve for the next FETCH."""
+        self._acked = True
+        queues = self.queues
+        if not self.steady or queues is None or self.ahead is not None:
+            return
+        hold = manager.config.fetch_ahead_seconds
+        if hold <= 0 or not manager.fetches_ahead(queues, wid):
+            return
+        ahead = Ahead(manager, queues)
+        if ahead.send(wid, hold):
+            self.ahead = ahead
+
+    def fetch(self, queues: Sequence[str], wid: str) -> list[bytes] | Later[list[bytes]] | None:
+        """A FETCH answered at once came: the jobs reserved ahead for it, or None (the usual
+        FETCH). ``one_job`` then says what it got."""
+        self._candidate = self._acked and same_queues(queues, self.queues)
+        self._acked = False
+        self.queues = queues
+        ahead, self.ahead = self.ahead, None
+        return None if ahead is None else ahead.take(queues, wid)
+
+    def one_job(self, jobs: list[bytes] | None) -> bytes | None:
+        """The reply to that FETCH (None: it found nothing and waits, the long way). A job
+        found at once, after an ACK, keeps the rhythm."""
+        if jobs:
+            self.steady = self._candidate
+            return bulk(jobs[0])
+        self.steady = False
+        return None
+
+    def broken(self) -> None:
+        """Anything else that FETCHes (one that waits in the runner, FETCHB): no rhythm, and
+        what was reserved ahead goes back."""
+        self.steady = self._acked = False
+        self.queues = None
+        self.close()
+
+    def close(self) -> None:
+        """The connection closed: give back what was reserved for it."""
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None:
+            ahead.give_back()
