@@ -259,7 +259,10 @@ class Claims:
                 heapq.heapify(self._expiries)
 
     def claim(self, space: str, record: Record, now: float) -> bytes | None:
-        entries = self._space(space)
+        spaces = self._spaces  # _space(space), inline: every unique PUSH claims
+        entries = spaces.get(space) if spaces is not None else None
+        if entries is None:
+            entries = self._space(space)
         held = entries.get(record.key)
         if held is None:
             self._insert(space, record, None, entries)
