@@ -50,6 +50,13 @@ class PushCalls:
     _push_any: bool
     _pushers: list[Middleware]
     _push_on_custom: bool
+    _push_declared: frozenset[str] | None
+    """Every key of ``custom`` some push gate or ``push_many`` feature declares
+    (``Feature.push_keys``); None when one cannot say, or a middleware has no gate."""
+    _push_owners: dict[str, Feature]
+    """The declared keys that only one feature wants, one with a push hook that may run in
+    the caller's step (``push_now``), with it: a job holding no other declared key skips the
+    chain (``_admit_alone``)."""
 
     if TYPE_CHECKING:  # FeatureCalls': what a refused job's hooks are told
 
@@ -93,6 +100,35 @@ class PushCalls:
                     by_key[key] = (*by_key.get(key, ()), place)
             segment.by_key = by_key
             segment.keys = None if None in declared else frozenset(by_key)
+        self._plan_owners()
+
+    def _plan_owners(self) -> None:
+        """``_push_declared`` and ``_push_owners``, from the segments' gates and features."""
+        self._push_declared, self._push_owners = None, {}
+        owners: dict[str, list[Feature]] = {}
+        for segment in self._segments:
+            if segment.keys is None:
+                return
+            for gate in segment.gates:  # each a feature's (keys None: a middleware's)
+                feature = getattr(gate, "__self__", None)
+                if isinstance(feature, Feature):
+                    for key in feature.push_keys or ():
+                        owners.setdefault(key, []).append(feature)
+            bulk = segment.bulk
+            if bulk is not None:
+                keys = bulk.push_keys
+                if keys is None:
+                    return
+                for key in keys:
+                    owners.setdefault(key, []).append(bulk)
+        self._push_declared = frozenset(owners)
+        self._push_owners = {
+            key: found[0]
+            for key, found in owners.items()
+            if len(found) == 1
+            and type(found[0]).push_now is not Feature.push_now
+            and type(found[0]).push_many is Feature.push_many  # not a bulk feature
+        }
 
     def _pushing_on_custom(self) -> bool:
         """Whether every push hook (and ``push_many``) leaves a job without ``custom`` alone
@@ -191,8 +227,14 @@ class PushCalls:
         took the job, and its ``Drop``; None, to take the long way, when a hook would wait or
         a refusal must be told to hooks that took the job. Raises what refused the job when
         no hook had taken it."""
-        if job.custom is None and self._push_on_custom:
-            return False, None
+        custom = job.custom
+        if custom is None:
+            if self._push_on_custom:
+                return False, None
+        elif self._push_declared is not None:
+            alone = self._admit_alone(job, custom.keys() & self._push_declared)
+            if alone is not None:
+                return alone
         taken = False
         for segment in self._segments:
             hooks = self._chosen(job, segment)
@@ -217,6 +259,31 @@ class PushCalls:
                     return None  # the long way refuses it again, and tells the hooks
                 raise
         return taken, None
+
+    def _admit_alone(self, job: Job, held: set[str]) -> tuple[bool, Drop | None] | None:
+        """``_admit_now`` of a job whose ``custom`` holds the declared keys ``held`` (every
+        gate has declared its keys): none, no hook wants it; only keys of one feature with a
+        ``push_now`` (a unique job's), that hook alone, called directly (what the chain would
+        run: the other gates want none of its keys). None for the chain (keys of several
+        features, or ``push_now`` declined)."""
+        if not held:
+            return False, None
+        owners = self._push_owners
+        owner: Feature | None = None
+        for key in held:
+            found = owners.get(key)
+            if found is None or (owner is not None and found is not owner):
+                return None
+            owner = found
+        assert owner is not None
+        if not owner.wants_push(job):
+            return False, None
+        try:
+            if owner.push_now(job):
+                return True, None
+        except Drop as dropped:
+            return True, dropped
+        return None
 
     async def _admit_many(
         self, prepared: list[tuple[Job, float | None]], errors: dict[str, str]

@@ -24,14 +24,18 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+import msgspec
 
 __all__ = ["Record", "Records"]
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """``value`` under ``key``; ``expires_at`` in seconds since the epoch, None for never."""
+class Record(msgspec.Struct, frozen=True, gc=False):
+    """``value`` under ``key``; ``expires_at`` in seconds since the epoch, None for never.
+
+    A frozen struct rather than a frozen dataclass: every unique PUSH makes one, and a
+    dataclass's ``__init__`` (``object.__setattr__`` a field) was a tenth of what the lock
+    costs; untracked by the collector (no field can hold a container)."""
 
     key: str
     value: bytes

@@ -1,8 +1,8 @@
 """Records of the lock spaces (unique jobs) in SQLite: in memory, held by the job rows.
 
 A PUSH with ``unique_for`` claims a lock (``Records.claim_record``): its value is the job's
-jid. This process answers every read from a mirror (``space -> key -> [id, value,
-expires_at, carried]``) and what must outlive a crash is written with the job itself: the
+jid. This process answers every read from a mirror (``space -> key -> Entry``: holder,
+expiry, carried by a row?) and what must outlive a crash is written with the job itself: the
 INSERT that stores the job's row (``queue_jobs``, or ``set_entries`` for the scheduled, retry
 and dead sets) carries the lock's key and expiry in its ``ukey`` and ``ukey_until`` columns
 (``row_lock``, asked by every insert of a job row: a dict lookup by jid). A lock thus costs
@@ -32,7 +32,8 @@ import heapq
 import sqlite3
 import time
 from collections.abc import Sequence
-from typing import Any, TypeAlias
+
+import msgspec
 
 from conveyor.store.records import Record
 from conveyor.store.sqlite.db import Database, load_queries
@@ -50,9 +51,18 @@ _ROW_SPACE = "unique"
 """The lock space the job rows carry: a jid holds at most one lock there (its latest claim is
 the one its rows carry)."""
 
-Entry: TypeAlias = "list[Any]"
-"""[id, value, expires_at, carried]: a list, so that a refresh changes it in place. id: its
-row in ``claims`` (0: none); carried: some job row may hold it (cleared at release)."""
+
+class Entry(msgspec.Struct, gc=False):
+    """A lock in the mirror, changed in place by a refresh. Not tracked by the collector
+    (no field holds a container): a mirror of many locks costs its passes nothing."""
+
+    id: int
+    """Its row in ``claims`` (0: none)."""
+    value: bytes
+    expires_at: float | None
+    carried: bool
+    """Some job row may hold it (cleared at release)."""
+
 
 NO_LOCK: tuple[None, None] = (None, None)
 """``row_lock`` of a job that holds no lock: its row's (ukey, ukey_until)."""
@@ -129,10 +139,10 @@ class Claims:
         if key is None:
             return NO_LOCK
         entry = self._rows[key]
-        entry[3] = True
+        entry.carried = True
         if self._fresh:
             self._fresh.pop(key, None)
-        return key, entry[2]
+        return key, entry.expires_at
 
     def write(self, conn: sqlite3.Connection) -> None:
         """The changes of the open transaction, in it (just before its COMMIT)."""
@@ -157,11 +167,11 @@ class Claims:
         """The claims of this transaction that no job row carries get a row in ``claims``."""
         rows = self._rows
         for key, entry in self._fresh.items():
-            if entry[0] or rows.get(key) is not entry:
+            if entry.id or rows.get(key) is not entry:
                 continue  # it has its row already (refreshed), or released since
-            row_id = entry[0] = self._next_id
+            row_id = entry.id = self._next_id
             self._next_id = row_id + 1
-            self._inserts[row_id] = (row_id, _ROW_SPACE, key, entry[2], entry[1])
+            self._inserts[row_id] = (row_id, _ROW_SPACE, key, entry.expires_at, entry.value)
         self._fresh = {}
 
     def _space(self, space: str) -> dict[str, Entry]:
@@ -178,7 +188,7 @@ class Claims:
         spaces: dict[str, dict[str, Entry]] = {}
         last = 0
         for row_id, space, key, expires_at, value in self._db.read(_SQL["load"]):
-            spaces.setdefault(space, {})[key] = [row_id, bytes(value), expires_at, False]
+            spaces.setdefault(space, {})[key] = Entry(row_id, bytes(value), expires_at, False)
             last = row_id
         rows = spaces.setdefault(_ROW_SPACE, {})
         replaced = []  # claims rows of an older holder than a job row's: deleted next commit
@@ -189,12 +199,12 @@ class Claims:
         expiries: list[tuple[float, int, str, str]] = []
         for space, entries in spaces.items():
             for key, entry in entries.items():
-                if entry[2] is not None:
-                    expiries.append((entry[2], 0, space, key))
+                if entry.expires_at is not None:
+                    expiries.append((entry.expires_at, 0, space, key))
         heapq.heapify(expiries)
         self._spaces, self._expiries, self._next_id = spaces, expiries, last + 1
         self._rows = rows
-        self._by_jid = {_jid(entry[1]): key for key, entry in rows.items()}
+        self._by_jid = {_jid(entry.value): key for key, entry in rows.items()}
         self._deletes.extend(replaced)
         self._check_at = _COMPACT_AFTER
         return spaces
@@ -208,13 +218,13 @@ class Claims:
     def _release(self, space: str, key: str, entry: Entry, rows: bool) -> None:
         """``entry`` (of ``key`` in ``space``) is no longer held: its ``claims`` row goes,
         and with ``rows`` the job rows that may carry it no longer do."""
-        if entry[0]:
-            self._drop(entry[0])
+        if entry.id:
+            self._drop(entry.id)
         if space == _ROW_SPACE:
-            jid = _jid(entry[1])
+            jid = _jid(entry.value)
             if self._by_jid.get(jid) == key:
                 del self._by_jid[jid]
-            if rows and entry[3]:
+            if rows and entry.carried:
                 self._clears.add(jid)
 
     def _insert(
@@ -227,7 +237,7 @@ class Claims:
         key = record.key
         if old is not None:  # an expired lock taken over (or put over): its rows let go
             self._release(space, key, old, rows=True)
-        entry = entries[key] = [0, record.value, record.expires_at, False]
+        entry = entries[key] = Entry(0, record.value, record.expires_at, False)
         if space == _ROW_SPACE:
             jid = _jid(record.value)
             if jid in self._clears:  # released then claimed again in this transaction:
@@ -237,7 +247,7 @@ class Claims:
             self._by_jid[jid] = key
             self._fresh[key] = entry
         else:  # a lock space no job row carries (none so far): a row of its own
-            row_id = entry[0] = self._next_id
+            row_id = entry.id = self._next_id
             self._next_id = row_id + 1
             self._inserts[row_id] = (row_id, space, key, record.expires_at, record.value)
         if record.expires_at is not None:
@@ -251,23 +261,26 @@ class Claims:
             held = sum(len(entries) for entries in (self._spaces or {}).values())
             if len(expiries) > 2 * held + _COMPACT_AFTER:
                 self._expiries = [
-                    (e[2], 0, name, k)
+                    (e.expires_at, 0, name, k)
                     for name, entries in (self._spaces or {}).items()
                     for k, e in entries.items()
-                    if e[2] is not None
+                    if e.expires_at is not None
                 ]
                 heapq.heapify(self._expiries)
 
     def claim(self, space: str, record: Record, now: float) -> bytes | None:
-        entries = self._space(space)
+        spaces = self._spaces  # _space(space), inline: every unique PUSH claims
+        entries = spaces.get(space) if spaces is not None else None
+        if entries is None:
+            entries = self._space(space)
         held = entries.get(record.key)
         if held is None:
             self._insert(space, record, None, entries)
             return None
-        value, expires_at = held[1], held[2]
+        value, expires_at = held.value, held.expires_at
         if value == record.value:  # claimed again by its holder (a retried PUSH): refreshed
             self._db.writer()
-            row_id = held[0]
+            row_id = held.id
             if row_id:
                 row = self._inserts.get(row_id)
                 if row is None:
@@ -276,14 +289,14 @@ class Claims:
                     self._inserts[row_id] = (*row[:3], record.expires_at, row[4])
             elif space == _ROW_SPACE:
                 self._fresh[record.key] = held  # the retried PUSH's row carries it
-            held[2] = record.expires_at
+            held.expires_at = record.expires_at
             if record.expires_at is not None:
                 self._expire_at(record.expires_at, space, record.key)
             return None
         if expires_at is not None and expires_at <= now:  # expired: taken over
             self._insert(space, record, held, entries)
             return None
-        return value  # type: ignore[no-any-return]
+        return value
 
     def put(self, space: str, records: Sequence[Record]) -> None:
         entries = self._space(space)
@@ -295,8 +308,8 @@ class Claims:
         found = {}
         for key in keys:
             held = entries.get(key)
-            if held is not None and (held[2] is None or held[2] > now):
-                found[key] = Record(key, held[1], held[2])
+            if held is not None and (held.expires_at is None or held.expires_at > now):
+                found[key] = Record(key, held.value, held.expires_at)
         return found
 
     def delete(self, space: str, keys: Sequence[str], if_value: bytes | None) -> int:
@@ -304,7 +317,7 @@ class Claims:
         chosen = []
         for key in dict.fromkeys(keys):
             held = entries.get(key)
-            if held is not None and (if_value is None or held[1] == if_value):
+            if held is not None and (if_value is None or held.value == if_value):
                 chosen.append(key)
         if not chosen:
             return 0
@@ -321,12 +334,14 @@ class Claims:
             if len(found) >= limit:
                 break
             held = entries[key]
-            if held[2] is None or held[2] > now:
-                found.append(Record(key, held[1], held[2]))
+            if held.expires_at is None or held.expires_at > now:
+                found.append(Record(key, held.value, held.expires_at))
         return found
 
     def count(self, space: str, now: float) -> int:
-        return sum(1 for e in self._space(space).values() if e[2] is None or e[2] > now)
+        return sum(
+            1 for e in self._space(space).values() if e.expires_at is None or e.expires_at > now
+        )
 
     def purge(self, now: float, limit: int) -> int:
         """Drop up to ``limit`` expired locks; returns how many. The job rows that carry
@@ -342,7 +357,7 @@ class Claims:
             expires_at, _tie, space, key = heapq.heappop(expiries)
             entries = self._space(space)
             held = entries.get(key)
-            if held is None or held[2] != expires_at:
+            if held is None or held.expires_at != expires_at:
                 continue  # released or refreshed since (or a duplicate entry)
             del entries[key]
             self._release(space, key, held, rows=False)
@@ -366,13 +381,13 @@ def _carry(entries: dict[str, Entry], key: str, jid: str, until: float | None) -
     ``claims`` row this replaced (0: none)."""
     held = entries.get(key)
     if held is not None:
-        later = held[2] is not None and (until is None or until > held[2])
-        if held[1] == jid.encode():
-            held[3] = True
+        later = held.expires_at is not None and (until is None or until > held.expires_at)
+        if held.value == jid.encode():
+            held.carried = True
             if later:
-                held[2] = until
+                held.expires_at = until
             return 0
         if not later:
             return 0
-    entries[key] = [0, jid.encode(), until, True]
-    return held[0] if held is not None else 0
+    entries[key] = Entry(0, jid.encode(), until, True)
+    return held.id if held is not None else 0

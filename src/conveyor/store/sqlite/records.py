@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from conveyor.store.records import Record, Records
@@ -20,12 +21,9 @@ class SQLiteRecords(Records):
 
     _db: Database
 
-    @property
-    def _claims(self) -> Claims:
-        claims: Claims | None = self.__dict__.get("_claims_of")
-        if claims is None:
-            claims = self.__dict__["_claims_of"] = Claims(self._db)
-        return claims
+    @functools.cached_property
+    def _claims(self) -> Claims:  # an attribute once made (a unique PUSH reads it)
+        return Claims(self._db)
 
     def _create_records(self) -> None:
         self._db.conn.executescript(_SQL["create"])
