@@ -1,0 +1,124 @@
+"""The SQLite results ACK of one job without a savepoint (``SQLiteEndings._settle_one``): the
+reservation's DELETE, then the record's and the completed entry's inserts. A failure after the
+DELETE held (a real SQLite error from a temporary trigger, or ``settle`` raising) rolls the
+whole open transaction back as a failed commit is: the reservation stays, nothing is stored,
+nothing counted, on disk too; once commits work again the ACK sent again ends it once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from conveyor.errors import StoreError, StoreUnavailable
+from conveyor.store import open_store
+from conveyor.store.base import SortedSet
+from conveyor.store.sqlite import SQLiteStore
+from tests.test_store_settle import DAY, Settle, records, reserve
+
+
+async def _open(path: Path) -> SQLiteStore:
+    store = open_store(f"sqlite:///{path}")
+    assert isinstance(store, SQLiteStore)
+    await store.open()
+    return store
+
+
+def _fail_on(store: SQLiteStore, event: str, table: str) -> None:
+    """A real SQLite error from the next ``event`` on ``table`` (a temporary trigger)."""
+    store._db.conn.execute(
+        f"CREATE TEMP TRIGGER injected BEFORE {event} ON {table} "
+        "BEGIN SELECT RAISE(ABORT, 'injected fault'); END"
+    )
+
+
+async def _writable_again(store: SQLiteStore) -> None:
+    deadline = time.monotonic() + 5
+    while not store._db.writable:  # the outage probe commits again
+        assert time.monotonic() < deadline, "commits never worked again"
+        await asyncio.sleep(0.02)
+
+
+async def _unchanged(store: SQLiteStore, jid: str) -> None:
+    assert await store.get_reservation(jid) is not None
+    assert await records(store, jid) == {}
+    assert await store.get_set_entries(SortedSet.COMPLETED, [jid]) == []
+    assert await store.set_size(SortedSet.COMPLETED) == 0
+    assert (await store.counters()).processed == 0
+
+
+@pytest.mark.parametrize(
+    ("table", "keep"), [("records", ()), ("set_entries", ("j1",))], ids=["record", "entry"]
+)
+async def test_a_failing_insert_after_the_delete_leaves_the_ack_undone(
+    tmp_path: Path, table: str, keep: tuple[str, ...]
+) -> None:
+    path = tmp_path / "ack.db"
+    store = await _open(path)
+    await reserve(store, "j1", "j2")
+    await store.durable()
+    _fail_on(store, "INSERT", table)
+    for way in ("now", "long"):
+        settle = Settle(keep=keep)
+        with pytest.raises(StoreUnavailable):
+            if way == "now":
+                store.ack_returning_now(["j1"], DAY, settle=settle)
+            else:
+                await store.ack_returning(["j1"], DAY, settle=settle)
+        assert settle.asked == ["j1"]  # the DELETE held, then the insert failed
+        await _unchanged(store, "j1")
+        with pytest.raises(StoreError):  # an outage: writes are refused until a probe commits
+            await store.ack_returning(["j1"], DAY, settle=Settle(keep=keep))
+        store._db.conn.execute("DROP TRIGGER injected")
+        await _writable_again(store)
+        await _unchanged(store, "j1")
+        if way == "now":
+            _fail_on(store, "INSERT", table)
+    acked = await store.ack_returning(["j1"], DAY, settle=Settle(keep=keep))
+    assert [r.jid for r in acked.ended] == ["j1"]
+    again = await store.ack_returning(["j1"], DAY, settle=Settle(keep=keep))
+    assert again.ended == []
+    assert (await store.counters()).processed == 1
+    await store.close()
+    store = await _open(path)  # what was committed
+    assert await store.get_reservation("j1") is None
+    assert await store.get_reservation("j2") is not None
+    assert await records(store, "j1") == {"j1": b'{"done":"j1","wid":"w1"}'}
+    kept = await store.get_set_entries(SortedSet.COMPLETED, ["j1"])
+    assert [e.jid for e in kept] == list(keep)
+    assert (await store.counters()).processed == 1
+    await store.close()
+
+
+async def test_a_settle_raising_after_the_delete_leaves_the_ack_undone(tmp_path: Path) -> None:
+    path = tmp_path / "settle.db"
+    store = await _open(path)
+    await reserve(store, "j1")
+    await store.durable()
+    with pytest.raises(StoreUnavailable):
+        store.ack_returning_now(["j1"], DAY, settle=Settle(fail_on="j1"))
+    await _writable_again(store)
+    await _unchanged(store, "j1")
+    assert store.ack_returning_now(["j1"], DAY, settle=Settle()) is None  # careful for a while
+    acked = await store.ack_returning(["j1"], DAY, settle=Settle())  # waits for its commit
+    assert [r.jid for r in acked.ended] == ["j1"]
+    await store.close()
+    store = await _open(path)
+    assert await store.get_reservation("j1") is None
+    assert list(await records(store, "j1")) == ["j1"]
+    assert (await store.counters()).processed == 1
+    await store.close()
+
+
+async def test_a_one_job_ack_without_a_reservation_stores_nothing(tmp_path: Path) -> None:
+    store = await _open(tmp_path / "none.db")
+    settle = Settle(keep=("gone",))
+    acked = store.ack_returning_now(["gone"], DAY, settle=settle)
+    assert acked is not None
+    assert acked.ended == []
+    assert settle.asked == []
+    assert await records(store, "gone") == {}
+    assert store._db.writable
+    await store.close()
