@@ -62,10 +62,11 @@ async def test_a_failing_insert_after_the_delete_leaves_the_ack_undone(
     _fail_on(store, "INSERT", table)
     for way in ("now", "long"):
         settle = Settle(keep=keep)
-        with pytest.raises(StoreUnavailable):
-            if way == "now":
+        if way == "now":
+            with pytest.raises(StoreUnavailable):
                 store.ack_returning_now(["j1"], DAY, settle=settle)
-            else:
+        else:
+            with pytest.raises(StoreUnavailable):
                 await store.ack_returning(["j1"], DAY, settle=settle)
         assert settle.asked == ["j1"]  # the DELETE held, then the insert failed
         await _unchanged(store, "j1")

@@ -47,6 +47,14 @@ class Settle(Protocol):
 
     space: str
     """The records space of the records it returns."""
+    topic: str
+    """The signal (``store/signals.py``) announcing the jids it ``told``: a shared store that
+    writes the records in the ACK's own step publishes it there, and says so
+    (``signalled``), so the caller tells only its own server's listeners."""
+    told: list[str]
+    """The jids whose waiters the signal wakes (filled as it is called)."""
+    signalled: bool
+    """Set by a store that published the signal with its ACK (Redis)."""
 
     def wants(self, jid: str) -> bool:
         """Whether the reservation of ``jid`` may need something stored (a store that reads

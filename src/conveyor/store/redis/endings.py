@@ -5,15 +5,30 @@ with the rules of ``_batches.lua``, in the same script run."""
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from conveyor.store.base import QueuedJob, Reservation, SetEntry, SortedSet
 from conveyor.store.batches import EndContext, Fired
-from conveyor.store.endings import Acked, Endings, Settle, settle_first
+from conveyor.store.endings import Acked, Endings, Settle
+from conveyor.store.records import Record
 from conveyor.store.redis.codec import decode_entry, decode_fields, encode_set_data, score_arg
+from conveyor.store.redis.completed import signal_message
 from conveyor.store.redis.host import RedisHost
+from conveyor.store.redis.records import expiry_arg
 
-__all__ = ["RedisEndings", "merge_held", "unpack"]
+__all__ = ["RedisEndings", "Settled", "merge_held", "unpack"]
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """What ``settle`` asked an ACK to store, written by the ACK's own script
+    (``RedisEndings._settle``): ``records`` by the jid whose reservation must end for it to
+    be written, and the ``signal`` message to publish when the run ends any (b"": none)."""
+
+    space: str
+    records: Mapping[str, Record]
+    signal: bytes
 
 
 def unpack(data: bytes) -> list[bytes]:
@@ -45,6 +60,8 @@ class RedisEndings(RedisHost, Endings):
 
         def _unpack_fired(self, packed: bytes) -> Fired: ...
 
+        async def reservations_of(self, jids: Sequence[str]) -> list[Reservation]: ...
+
     def _end_call(
         self,
         mode: str,
@@ -55,9 +72,12 @@ class RedisEndings(RedisHost, Endings):
         ends: EndContext | None = None,
         bids: Sequence[str] = (),
         keep: Mapping[str, SetEntry] | None = None,
+        settled: Settled | None = None,
     ) -> tuple[str, list[str], list[Any]]:
         """The script (``endings_end/bare`` without ``ends``), KEYS and ARGV of one run of
-        endings_end.lua (also sent by ``RedisSoon.ack_returning_soon``)."""
+        endings_end.lua (also sent by ``RedisSoon.ack_returning_soon``). ``settled``: the
+        records to write for the jobs whose reservation this run ends, and the signal to
+        publish when it ends any (``_settle``)."""
         k = self._keys
         done = SortedSet.COMPLETED
         queues = list(throttled)
@@ -74,6 +94,15 @@ class RedisEndings(RedisHost, Endings):
         args.append(len(kept))
         for entry in kept:
             args += [entry.jid, score_arg(entry.score), encode_set_data(entry)]
+        if settled is None or not settled.records:
+            args.append(0)
+        else:
+            space = settled.space
+            keys += [k.records(space), k.record_expiry(space), k.record_spaces, k.signals]
+            args += [len(settled.records), space]
+            for jid, record in settled.records.items():
+                args += [jid, record.key, record.value, expiry_arg(record)]
+            args.append(settled.signal)
         args += jids
         return ("endings_end" if ends is not None else "endings_end/bare"), keys, args
 
@@ -114,10 +143,15 @@ class RedisEndings(RedisHost, Endings):
         ends: EndContext | None = None,
         bids: Sequence[str] = (),
         keep: Mapping[str, SetEntry] | None = None,
+        settled: Settled | None = None,
     ) -> tuple[Acked, list[tuple[str, str]]]:
         """One run of the script; also returns the jobs it held, with their batches."""
-        script, keys, args = self._end_call(mode, jids, day, throttled, marks, ends, bids, keep)
-        return self._end_reply(await self._write(script, keys, args), throttled)
+        script, keys, args = self._end_call(
+            mode, jids, day, throttled, marks, ends, bids, keep, settled
+        )
+        durable = settled is not None and bool(settled.records)  # as put_records
+        reply = await self._write(script, keys, args, durable=durable)
+        return self._end_reply(reply, throttled)
 
     async def ack_returning(
         self,
@@ -131,17 +165,49 @@ class RedisEndings(RedisHost, Endings):
     ) -> Acked:
         if not jids:
             return Acked([])
-        if settle is not None:  # read first, records written before the script (endings.py)
-            keep = await settle_first(self, jids, settle, keep)  # type: ignore[arg-type]
+        settled = None
+        if settle is not None:  # read first; the records written by the ACK's own script
+            settled, keep = await self._settle(jids, settle, keep)
         kept = {entry.jid: entry for entry in keep} if keep else None
         hinted = ends.bids if ends is not None else ()  # declared at once: one run
-        acked, held = await self._end("ack", jids, day, throttled, marks, ends, hinted, kept)
+        acked, held = await self._end(
+            "ack", jids, day, throttled, marks, ends, hinted, kept, settled
+        )
         if held:  # batch jobs whose batch the first step could not name: a step of their own
             bids = list(dict.fromkeys(bid for _, bid in held))
             again = [jid for jid, _ in held]
-            more, _ = await self._end("ack", again, day, throttled, marks, ends, bids, kept)
+            more, _ = await self._end(
+                "ack", again, day, throttled, marks, ends, bids, kept, settled
+            )
             merge_held(acked, more, jids)
+        if settled is not None and settled.signal and settle is not None:
+            settle.signalled = True  # published by the script: the caller tells this server
         return acked
+
+    async def _settle(
+        self, jids: Sequence[str], settle: Settle, keep: Sequence[SetEntry]
+    ) -> tuple[Settled, Sequence[SetEntry]]:
+        """``settle`` asked with the reservations it wants, read in one round trip: the
+        records it returns go into the ACK's own script (written only for a job whose
+        reservation that run ends: a late ACK stores nothing), with the signal announcing
+        the jids it told (``Settle.topic``), published by the script when it ends any; the
+        entries join ``keep``. Two round trips where a read, a write of the records, the ACK
+        and a PUBLISH were four."""
+        wanted = [jid for jid in jids if settle.wants(jid)]
+        records: dict[str, Record] = {}
+        kept = list(keep)
+        for reservation in await self.reservations_of(wanted) if wanted else ():
+            record, entry = settle(reservation)
+            if record is not None:
+                records[reservation.jid] = record
+            if entry is not None:
+                kept.append(entry)
+        topic = getattr(settle, "topic", None)
+        told = getattr(settle, "told", None)
+        signal = b""
+        if records and topic and told:
+            signal = signal_message(self._origin, topic, told)
+        return Settled(settle.space, records, signal), kept
 
     async def discard_reservations(self, jids: Sequence[str]) -> list[Reservation]:
         if not jids:

@@ -21,12 +21,18 @@
 -- KEYS[9 .. 8+n] {ns}:tq:<queue> of each throttled queue, in ARGV order
 -- with ends, then: the five SETTLE keys (_batches.lua), {ns}:waiting, {ns}:waitz,
 -- {ns}:edges, and {ns}:b:<bid> of each declared batch, in ARGV order
+-- with records (r > 0 below), last: {ns}:r:<space>, {ns}:rx:<space>, {ns}:rspaces (as
+-- records_put.lua) and {ns}:signals (as signal_publish.lua)
 -- ARGV[1] token TTL, ARGV[2] attempt, ARGV[3] "ack" or "discard", ARGV[4] day,
 -- ARGV[5] SPUBLISH or PUBLISH, ARGV[6] "<origin> ", ARGV[7] n, ARGV[8 .. 7+n] throttled queue
 -- names, then "*" (every payload is returned) or m and m marks (a payload holding none of them
 -- is returned empty: the manager needs no other), then "-" (no ends) or: now (a score), keep
 -- (seconds a finished plain mark lives), b and b bids; then k and k kept entries (jid, score,
--- data: what the completed set keeps of the job); then the jids.
+-- data: what the completed set keeps of the job); then r and, when r > 0, the records'
+-- space, r records (jid, key, value, expires_at or ""), each written (as records_put.lua)
+-- only when the reservation of its jid ends here, and the signal to publish (on the
+-- signals channel) when any does ("" none): what an ACK stores with its jobs' results
+-- (endings.py, RedisEndings._settle); then the jids.
 -- Returns, and remembers, one string: lp(ended) lp(fired) lp(held), each lp-packed: ended
 -- is jid, reservation, expires_at, reserved_at, ...; fired as packed_fired() ("" without
 -- ends); held is jid, bid, ...
@@ -67,7 +73,19 @@ for e = 0, n_kept - 1 do
   local at = a + 1 + 3 * e
   entries[ARGV[at]] = at
 end
-a = a + 3 * n_kept
+a = a + 3 * n_kept + 1
+local records, n_records, space, signal = {}, tonumber(ARGV[a]), nil, ''
+local RK = #KEYS - 3
+if n_records > 0 then
+  space = ARGV[a + 1]
+  for r = 0, n_records - 1 do
+    local at = a + 2 + 4 * r
+    records[ARGV[at]] = at
+  end
+  a = a + 1 + 4 * n_records + 1
+  signal = ARGV[a]
+end
+local wrote = false
 local function sent(record)
   if not marks then return record end
   local queue, pos = read_lp(record, 1)
@@ -100,6 +118,17 @@ for i = a + 1, #ARGV do
       redis.call('ZADD', KEYS[7], ARGV[at + 1], jid)
       redis.call('HSET', KEYS[8], jid, ARGV[at + 2])
     end
+    local rat = records[jid]
+    if rat then
+      local key, expires = ARGV[rat + 1], ARGV[rat + 3]
+      redis.call('HSET', KEYS[RK], key, lp(expires) .. ARGV[rat + 2])
+      if expires == '' then
+        redis.call('ZREM', KEYS[RK + 1], key)
+      else
+        redis.call('ZADD', KEYS[RK + 1], expires, key)
+      end
+      wrote = true
+    end
     local queue = read_lp(record, 1)
     if slots[queue] then
       redis.call('ZREM', slots[queue], jid)
@@ -118,6 +147,12 @@ end
 if n > 0 and ARGV[3] == 'ack' then
   redis.call('HINCRBY', KEYS[5], 'processed', n)
   redis.call('HINCRBY', KEYS[5], 'p:' .. ARGV[4], n)
+end
+if wrote then
+  redis.call('SADD', KEYS[RK + 2], space)
+  if signal ~= '' then
+    redis.call(ARGV[5], KEYS[RK + 3], signal)
+  end
 end
 for queue, _ in pairs(woke) do
   redis.call(ARGV[5], KEYS[6], ARGV[6] .. queue)
