@@ -1,20 +1,24 @@
-"""The SQLite results ACK of one job without a savepoint (``SQLiteEndings._settle_one``): the
-reservation's DELETE, then the record's and the completed entry's inserts. A failure after the
-DELETE held (a real SQLite error from a temporary trigger, or ``settle`` raising) rolls the
-whole open transaction back as a failed commit is: the reservation stays, nothing is stored,
-nothing counted, on disk too; once commits work again the ACK sent again ends it once."""
+"""The results ACK's own steps. On SQLite, the ACK of one job without a savepoint
+(``SQLiteEndings._settle_one``): the reservation's DELETE, then the record's and the completed
+entry's inserts. A failure after the DELETE held (a real SQLite error from a temporary
+trigger, or ``settle`` raising) rolls the whole open transaction back as a failed commit is:
+the reservation stays, nothing is stored, nothing counted, on disk too; once commits work
+again the ACK sent again ends it once. On Redis, one script run ends the reservations and
+writes the records (and the completed entries): only for the reservations it ends."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from conveyor.errors import StoreError, StoreUnavailable
 from conveyor.store import open_store
-from conveyor.store.base import SortedSet
+from conveyor.store.base import Reservation, SortedSet
+from conveyor.store.redis.store import RedisStore
 from conveyor.store.sqlite import SQLiteStore
 from tests.test_store_settle import DAY, Settle, records, reserve
 
@@ -123,3 +127,35 @@ async def test_a_one_job_ack_without_a_reservation_stores_nothing(tmp_path: Path
     assert await records(store, "gone") == {}
     assert store._db.writable
     await store.close()
+
+
+# ----------------------------------------------------------------------- Redis: one script
+
+
+async def test_a_redis_results_ack_that_loses_the_race_stores_nothing(redis_url: str) -> None:
+    """On Redis the reservations are read first, then one run of endings_end.lua ends them
+    and writes the records: a record is written only for a reservation that run ends. Here
+    another ACK ends the job between the read and the run (a late ACK racing the first):
+    the late one stores nothing and counts nothing."""
+    store = RedisStore.from_url(redis_url)
+    await store.open()
+    try:
+        await reserve(store, "j1", "j2")
+        read = store.reservations_of
+
+        async def read_then_lose_the_race(jids: Sequence[str]) -> list[Reservation]:
+            found = await read(jids)
+            assert await store.ack(["j1"], DAY) == 1  # the other ACK wins
+            return found
+
+        store.reservations_of = read_then_lose_the_race  # type: ignore[method-assign]
+        settle = Settle(keep=("j1", "j2"))
+        acked = await store.ack_returning(["j1", "j2"], DAY, settle=settle)
+        assert sorted(settle.asked) == ["j1", "j2"]  # both were read, and settled
+        assert [r.jid for r in acked.ended] == ["j2"]
+        assert await records(store, "j1", "j2") == {"j2": b'{"done":"j2","wid":"w1"}'}
+        kept = await store.get_set_entries(SortedSet.COMPLETED, ["j1", "j2"])
+        assert [e.jid for e in kept] == ["j2"]
+        assert (await store.counters()).processed == 2  # the other ACK's and this one's
+    finally:
+        await store.close()
