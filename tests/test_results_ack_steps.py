@@ -17,10 +17,10 @@ import pytest
 
 from conveyor.errors import StoreError, StoreUnavailable
 from conveyor.store import open_store
-from conveyor.store.base import Reservation, SortedSet
+from conveyor.store.base import QueuedJob, Reservation, SortedSet
 from conveyor.store.redis.store import RedisStore
 from conveyor.store.sqlite import SQLiteStore
-from tests.test_store_settle import DAY, Settle, records, reserve
+from tests.test_store_settle import DAY, NOW, Settle, queued, records, reserve
 
 
 async def _open(path: Path) -> SQLiteStore:
@@ -158,4 +158,67 @@ async def test_a_redis_results_ack_that_loses_the_race_stores_nothing(redis_url:
         assert [e.jid for e in kept] == ["j2"]
         assert (await store.counters()).processed == 2  # the other ACK's and this one's
     finally:
+        await store.close()
+
+
+def _asking(jid: str) -> QueuedJob:
+    payload = b'{"jid":"%s","jobtype":"Work","args":[],"custom":{"result_ttl":60}}' % jid.encode()
+    return QueuedJob("default", jid, payload, 60)
+
+
+async def test_a_redis_results_ack_uses_the_reservation_noted_at_fetch(redis_url: str) -> None:
+    """A job whose payload holds a ``settle_marks`` mark is noted when reserved: its ACK
+    reads nothing before its one script run."""
+    store = RedisStore.from_url(redis_url)
+    store.settle_marks = (b'"result_ttl"',)
+    await store.open()
+    try:
+        await store.enqueue([_asking("j1"), queued("plain")])
+        assert len(await store.reserve(["default"], "w1", NOW, 2)) == 2
+        read: list[Sequence[str]] = []
+        reservations_of = store.reservations_of
+
+        async def counted(jids: Sequence[str]) -> list[Reservation]:
+            read.append(list(jids))
+            return await reservations_of(jids)
+
+        store.reservations_of = counted  # type: ignore[method-assign]
+        acked = await store.ack_returning(["j1", "plain"], DAY, settle=Settle())
+        assert [r.jid for r in acked.ended] == ["j1", "plain"]
+        assert read == [["plain"]]  # only the job not noted was read
+        assert await records(store, "j1", "plain") == {
+            "j1": b'{"done":"j1","wid":"w1"}',
+            "plain": b'{"done":"plain","wid":"w1"}',
+        }
+        assert (await store.counters()).processed == 2
+    finally:
+        await store.close()
+
+
+async def test_a_redis_results_ack_whose_note_is_stale_stores_the_reservation_found(
+    redis_url: str,
+) -> None:
+    """The job was reserved again elsewhere since this server noted it (its reservation
+    ended and the job was pushed and reserved by another worker): the script leaves it
+    (another worker, another reservation time), and the ACK reads it and runs again, so the
+    record tells the reservation the ACK ended, and the job counts once."""
+    store = RedisStore.from_url(redis_url)
+    store.settle_marks = (b'"result_ttl"',)
+    other = RedisStore.from_url(redis_url)
+    await store.open()
+    await other.open()
+    try:
+        await store.enqueue([_asking("j1")])
+        assert len(await store.reserve(["default"], "w1", NOW, 1)) == 1
+        assert [r.jid for r in await other.discard_reservations(["j1"])] == ["j1"]
+        await other.enqueue([_asking("j1")])
+        assert len(await other.reserve(["default"], "w2", NOW + 1, 1)) == 1
+        settle = Settle()
+        acked = await store.ack_returning(["j1"], DAY, settle=settle)
+        assert [(r.jid, r.wid) for r in acked.ended] == [("j1", "w2")]
+        assert await records(store, "j1") == {"j1": b'{"done":"j1","wid":"w2"}'}
+        assert (await store.counters()).processed == 1
+        assert await store.get_reservation("j1") is None
+    finally:
+        await other.close()
         await store.close()

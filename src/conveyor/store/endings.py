@@ -79,6 +79,11 @@ class Acked:
 class Endings(abc.ABC):
     """The endings capability; every backend implements it (``Store`` includes it)."""
 
+    settle_marks: tuple[bytes, ...] = ()
+    """Bytes whose presence in a reserved job's payload says its ACK will come with a
+    ``settle`` (the results feature sets its ``custom`` keys): a shared store may keep such
+    reservations from their FETCH, so that their ACK need not read them back (Redis)."""
+
     @abc.abstractmethod
     async def ack_returning(
         self,

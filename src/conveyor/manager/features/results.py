@@ -69,6 +69,9 @@ SIGNAL = "result"
 _KEYS = {"ttl_seconds", "retain_seconds", "max_bytes"}
 _PUSH_KEYS = frozenset(("result_ttl", "retain"))
 _ABSENT = object()
+_SETTLE_MARKS = (b'"result_ttl"', b'"retain"')
+"""What a job that asks for something of its ACK holds (its ``custom`` keys; a default on
+stamps them into every job): ``Endings.settle_marks``."""
 _check_json = msgspec.json.Decoder(msgspec.Raw).decode
 """Decodes a result just enough to know it is one JSON value (a decoder made once: half the
 cost of ``msgspec.json.decode(..., type=...)``, once a result)."""
@@ -261,6 +264,7 @@ class ResultsFeature(Feature):
     def bind(self, manager: Any) -> None:
         super().bind(manager)
         manager.on_signal(SIGNAL, self._waiters.wake)
+        manager.store.settle_marks = _SETTLE_MARKS  # noted at FETCH for their ACK (Redis)
 
     def close(self) -> None:
         self._closed = True

@@ -12,7 +12,13 @@ from conveyor.store.base import QueuedJob, Reservation, SetEntry, SortedSet
 from conveyor.store.batches import EndContext, Fired
 from conveyor.store.endings import Acked, Endings, Settle
 from conveyor.store.records import Record
-from conveyor.store.redis.codec import decode_entry, decode_fields, encode_set_data, score_arg
+from conveyor.store.redis.codec import (
+    decode_entry,
+    decode_fields,
+    encode_set_data,
+    lp,
+    score_arg,
+)
 from conveyor.store.redis.completed import signal_message
 from conveyor.store.redis.host import RedisHost
 from conveyor.store.redis.records import expiry_arg
@@ -23,12 +29,19 @@ __all__ = ["RedisEndings", "Settled", "merge_held", "unpack"]
 @dataclass(frozen=True, slots=True)
 class Settled:
     """What ``settle`` asked an ACK to store, written by the ACK's own script
-    (``RedisEndings._settle``): ``records`` by the jid whose reservation must end for it to
-    be written, and the ``signal`` message to publish when the run ends any (b"": none)."""
+    (``RedisEndings._settle``): ``records`` by jid, each with the reservation it was built
+    from, which the run must end for it to be written (else the jid is left for a run of its
+    own: ``stale``), and the ``signal`` message to publish when the run writes any (b"":
+    none)."""
 
     space: str
-    records: Mapping[str, Record]
+    records: Mapping[str, tuple[Record, Reservation]]
     signal: bytes
+
+
+NOTES = 10_000
+"""The most reservations noted at FETCH for their ACK (``RedisEndings._note``); past it the
+oldest note is dropped (its ACK then reads the reservation)."""
 
 
 def unpack(data: bytes) -> list[bytes]:
@@ -53,6 +66,13 @@ def merge_held(acked: Acked, more: Acked, jids: Sequence[str]) -> None:
 
 class RedisEndings(RedisHost, Endings):
     """Mixed into ``RedisStore``, whose ``_run``/``_keys`` it uses."""
+
+    @property
+    def _notes(self) -> dict[str, Reservation]:
+        notes: dict[str, Reservation] | None = self.__dict__.get("_notes_of")
+        if notes is None:
+            notes = self.__dict__["_notes_of"] = {}
+        return notes
 
     if TYPE_CHECKING:  # RedisStore's (and RedisBatches')
 
@@ -100,18 +120,21 @@ class RedisEndings(RedisHost, Endings):
             space = settled.space
             keys += [k.records(space), k.record_expiry(space), k.record_spaces, k.signals]
             args += [len(settled.records), space]
-            for jid, record in settled.records.items():
-                args += [jid, record.key, record.value, expiry_arg(record)]
+            for jid, (record, held) in settled.records.items():
+                check = lp(held.queue) + lp(held.wid)
+                args += [jid, record.key, record.value, expiry_arg(record), check]
+                args.append(score_arg(held.reserved_at))
             args.append(settled.signal)
         args += jids
         return ("endings_end" if ends is not None else "endings_end/bare"), keys, args
 
     def _end_reply(
         self, reply: bytes, throttled: Collection[str]
-    ) -> tuple[Acked, list[tuple[str, str]]]:
-        """What one run of endings_end.lua ended and set off, and the jobs it held, with
-        their batches; the throttled queues of the ended jobs are woken."""
-        ended_part, fired_part, held_part = unpack(reply)
+    ) -> tuple[Acked, list[tuple[str, str]], list[str]]:
+        """What one run of endings_end.lua ended and set off, the jobs it held, with their
+        batches, and those it left as their record was built from another reservation than
+        the one found (stale); the throttled queues of the ended jobs are woken."""
+        ended_part, fired_part, held_part, stale_part = unpack(reply)
         flat = unpack(ended_part)
         ended = []
         for i in range(0, len(flat), 4):
@@ -131,7 +154,9 @@ class RedisEndings(RedisHost, Endings):
             self._wake_all(woken)
         held = unpack(held_part) if held_part else []
         pairs = [(held[i].decode(), held[i + 1].decode()) for i in range(0, len(held), 2)]
-        return Acked(ended, self._unpack_fired(fired_part) if fired_part else Fired()), pairs
+        stale = [jid.decode() for jid in unpack(stale_part)] if stale_part else []
+        fired = self._unpack_fired(fired_part) if fired_part else Fired()
+        return Acked(ended, fired), pairs, stale
 
     async def _end(
         self,
@@ -144,8 +169,9 @@ class RedisEndings(RedisHost, Endings):
         bids: Sequence[str] = (),
         keep: Mapping[str, SetEntry] | None = None,
         settled: Settled | None = None,
-    ) -> tuple[Acked, list[tuple[str, str]]]:
-        """One run of the script; also returns the jobs it held, with their batches."""
+    ) -> tuple[Acked, list[tuple[str, str]], list[str]]:
+        """One run of the script; also returns the jobs it held, with their batches, and
+        those it left stale (``_end_reply``)."""
         script, keys, args = self._end_call(
             mode, jids, day, throttled, marks, ends, bids, keep, settled
         )
@@ -166,40 +192,74 @@ class RedisEndings(RedisHost, Endings):
         if not jids:
             return Acked([])
         settled = None
-        if settle is not None:  # read first; the records written by the ACK's own script
+        if settle is not None:  # noted or read first; written by the ACK's own script
             settled, keep = await self._settle(jids, settle, keep)
         kept = {entry.jid: entry for entry in keep} if keep else None
-        hinted = ends.bids if ends is not None else ()  # declared at once: one run
-        acked, held = await self._end(
-            "ack", jids, day, throttled, marks, ends, hinted, kept, settled
-        )
-        if held:  # batch jobs whose batch the first step could not name: a step of their own
-            bids = list(dict.fromkeys(bid for _, bid in held))
-            again = [jid for jid, _ in held]
-            more, _ = await self._end(
-                "ack", again, day, throttled, marks, ends, bids, kept, settled
-            )
+        end = (day, throttled, marks, ends, kept)
+        acked, stale = await self._end_held(jids, *end, settled)
+        while stale and settle is not None:  # noted from another reservation: read, again
+            fresh, keep = await self._settle(stale, settle, keep, noted=False)
+            kept = {entry.jid: entry for entry in keep} if keep else None
+            more, stale = await self._end_held(stale, day, throttled, marks, ends, kept, fresh)
             merge_held(acked, more, jids)
         if settled is not None and settled.signal and settle is not None:
             settle.signalled = True  # published by the script: the caller tells this server
         return acked
 
+    async def _end_held(
+        self,
+        jids: Sequence[str],
+        day: str,
+        throttled: Collection[str],
+        marks: Sequence[bytes] | None,
+        ends: EndContext | None,
+        kept: Mapping[str, SetEntry] | None,
+        settled: Settled | None,
+    ) -> tuple[Acked, list[str]]:
+        """The ACK's run, and a second one for the batch jobs whose batch the first could
+        not name (held: their batches declared); returns what ended and the jids left stale
+        (``_end_reply``)."""
+        hinted = ends.bids if ends is not None else ()  # declared at once: one run
+        acked, held, stale = await self._end(
+            "ack", jids, day, throttled, marks, ends, hinted, kept, settled
+        )
+        if held:  # batch jobs whose batch the first step could not name: a step of their own
+            bids = list(dict.fromkeys(bid for _, bid in held))
+            again = [jid for jid, _ in held]
+            more, _, late = await self._end(
+                "ack", again, day, throttled, marks, ends, bids, kept, settled
+            )
+            merge_held(acked, more, jids)
+            stale += late
+        return acked, stale
+
     async def _settle(
-        self, jids: Sequence[str], settle: Settle, keep: Sequence[SetEntry]
+        self, jids: Sequence[str], settle: Settle, keep: Sequence[SetEntry], noted: bool = True
     ) -> tuple[Settled, Sequence[SetEntry]]:
-        """``settle`` asked with the reservations it wants, read in one round trip: the
-        records it returns go into the ACK's own script (written only for a job whose
-        reservation that run ends: a late ACK stores nothing), with the signal announcing
-        the jids it told (``Settle.topic``), published by the script when it ends any; the
-        entries join ``keep``. Two round trips where a read, a write of the records, the ACK
-        and a PUBLISH were four."""
-        wanted = [jid for jid in jids if settle.wants(jid)]
-        records: dict[str, Record] = {}
+        """``settle`` asked with the reservations it wants: those noted at their FETCH on
+        this server (``_note``), the others read in one round trip. The records it returns
+        go into the ACK's own script, each written only when that run ends the very
+        reservation it was built from (same queue, worker and reservation time; a late ACK
+        stores nothing, a stale note is read again: ``stale``), with the signal announcing
+        the jids it told (``Settle.topic``), published by the script; the entries join
+        ``keep``. One round trip where a read, a write of the records, the ACK and a PUBLISH
+        were four (two when a reservation must be read)."""
+        notes = self._notes
+        found = [note for jid in jids if (note := notes.pop(jid, None)) is not None]
+        if not noted:
+            found = []
+        held = {reservation.jid for reservation in found}
+        wanted = [jid for jid in jids if jid not in held and settle.wants(jid)]
+        if wanted:
+            found += await self.reservations_of(wanted)
+        records: dict[str, tuple[Record, Reservation]] = {}
         kept = list(keep)
-        for reservation in await self.reservations_of(wanted) if wanted else ():
+        for reservation in found:
+            if not settle.wants(reservation.jid):
+                continue
             record, entry = settle(reservation)
             if record is not None:
-                records[reservation.jid] = record
+                records[reservation.jid] = (record, reservation)
             if entry is not None:
                 kept.append(entry)
         topic = getattr(settle, "topic", None)
@@ -209,10 +269,21 @@ class RedisEndings(RedisHost, Endings):
             signal = signal_message(self._origin, topic, told)
         return Settled(settle.space, records, signal), kept
 
+    def _note(self, reserved: Sequence[Reservation]) -> None:
+        """Keep the reservations a FETCH took whose payload holds one of ``settle_marks``
+        (their job asked its ACK to store something), so their ACK need not read them."""
+        marks, notes = self.settle_marks, self._notes
+        for reservation in reserved:
+            payload = reservation.payload
+            if any(mark in payload for mark in marks):
+                notes[reservation.jid] = reservation
+                if len(notes) > NOTES:
+                    del notes[next(iter(notes))]
+
     async def discard_reservations(self, jids: Sequence[str]) -> list[Reservation]:
         if not jids:
             return []
-        acked, _ = await self._end("discard", jids, "")
+        acked, _, _ = await self._end("discard", jids, "")
         return acked.ended
 
     async def take_queued(self, queue: str, jids: Sequence[str]) -> list[QueuedJob]:

@@ -29,13 +29,16 @@
 -- is returned empty: the manager needs no other), then "-" (no ends) or: now (a score), keep
 -- (seconds a finished plain mark lives), b and b bids; then k and k kept entries (jid, score,
 -- data: what the completed set keeps of the job); then r and, when r > 0, the records'
--- space, r records (jid, key, value, expires_at or ""), each written (as records_put.lua)
--- only when the reservation of its jid ends here, and the signal to publish (on the
--- signals channel) when any does ("" none): what an ACK stores with its jobs' results
--- (endings.py, RedisEndings._settle); then the jids.
--- Returns, and remembers, one string: lp(ended) lp(fired) lp(held), each lp-packed: ended
--- is jid, reservation, expires_at, reserved_at, ...; fired as packed_fired() ("" without
--- ends); held is jid, bid, ...
+-- space, r records (jid, key, value, expires_at or "", lp(queue) lp(wid), reserved_at: the
+-- reservation the record was built from), each written (as records_put.lua) only when the
+-- reservation of its jid ends here, and the signal to publish (on the signals channel) when
+-- any is ("" none): what an ACK stores with its jobs' results (endings.py,
+-- RedisEndings._settle). A jid whose reservation is another one (its queue, worker or
+-- reservation time differ: the job was reserved again since) is left alone and returned
+-- as stale, for the caller to read and ACK again; then the jids.
+-- Returns, and remembers, one string: lp(ended) lp(fired) lp(held) lp(stale), each
+-- lp-packed: ended is jid, reservation, expires_at, reserved_at, ...; fired as packed_fired()
+-- ("" without ends); held is jid, bid, ...; stale is jid, ...
 local done = replay()
 if done then
   return done
@@ -79,10 +82,10 @@ local RK = #KEYS - 3
 if n_records > 0 then
   space = ARGV[a + 1]
   for r = 0, n_records - 1 do
-    local at = a + 2 + 4 * r
+    local at = a + 2 + 6 * r
     records[ARGV[at]] = at
   end
-  a = a + 1 + 4 * n_records + 1
+  a = a + 1 + 6 * n_records + 1
   signal = ARGV[a]
 end
 local wrote = false
@@ -95,16 +98,24 @@ local function sent(record)
   end
   return lp(queue) .. lp(wid)
 end
-local out, woke, held, work = {}, {}, {}, {}
+local out, woke, held, work, stale = {}, {}, {}, {}, {}
+local function other(record, rat)
+  local check = ARGV[rat + 4]
+  return string.sub(record, 1, #check) ~= check
+    or tonumber(redis.call('ZSCORE', KEYS[4], ARGV[rat])) ~= tonumber(ARGV[rat + 5])
+end
 local n = 0
 for i = a + 1, #ARGV do
   local jid = ARGV[i]
   local record = redis.call('HGET', KEYS[2], jid)
   local m = record and ends and mark_get(jid, tonumber(now)) or nil
   if m and not UNFINISHED[m.state] then m = nil end
+  local rat = record and records[jid]
   if m and m.bid ~= '' and not declared[m.bid] then
     held[#held + 1] = jid
     held[#held + 1] = m.bid
+  elseif rat and other(record, rat) then
+    stale[#stale + 1] = jid
   elseif record then
     out[#out + 1] = jid
     out[#out + 1] = sent(record)
@@ -118,7 +129,6 @@ for i = a + 1, #ARGV do
       redis.call('ZADD', KEYS[7], ARGV[at + 1], jid)
       redis.call('HSET', KEYS[8], jid, ARGV[at + 2])
     end
-    local rat = records[jid]
     if rat then
       local key, expires = ARGV[rat + 1], ARGV[rat + 3]
       redis.call('HSET', KEYS[RK], key, lp(expires) .. ARGV[rat + 2])
@@ -157,4 +167,4 @@ end
 for queue, _ in pairs(woke) do
   redis.call(ARGV[5], KEYS[6], ARGV[6] .. queue)
 end
-return remember(pack({pack(out), ends and packed_fired() or '', pack(held)}))
+return remember(pack({pack(out), ends and packed_fired() or '', pack(held), pack(stale)}))
