@@ -4,7 +4,8 @@ with the rules of ``_batches.lua``, in the same script run."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+import re
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -272,13 +273,23 @@ class RedisEndings(RedisHost, Endings):
     def _note(self, reserved: Sequence[Reservation]) -> None:
         """Keep the reservations a FETCH took whose payload holds one of ``settle_marks``
         (their job asked its ACK to store something), so their ACK need not read them."""
-        marks, notes = self.settle_marks, self._notes
+        search, notes = self._marks_search, self._notes
         for reservation in reserved:
-            payload = reservation.payload
-            if any(mark in payload for mark in marks):
+            if search(reservation.payload) is not None:  # one C call a job, no generator
                 notes[reservation.jid] = reservation
                 if len(notes) > NOTES:
                     del notes[next(iter(notes))]
+
+    @property
+    def _marks_search(self) -> Callable[[bytes], re.Match[bytes] | None]:
+        """``settle_marks`` as one compiled search (made again when they change)."""
+        marks = self.settle_marks
+        made = self.__dict__.get("_marks_made")
+        if made is None or made[0] != marks:
+            pattern = re.compile(b"|".join(re.escape(mark) for mark in marks))
+            made = self.__dict__["_marks_made"] = (marks, pattern.search)
+        search: Callable[[bytes], re.Match[bytes] | None] = made[1]
+        return search
 
     async def discard_reservations(self, jids: Sequence[str]) -> list[Reservation]:
         if not jids:
