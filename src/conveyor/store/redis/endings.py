@@ -30,13 +30,13 @@ __all__ = ["RedisEndings", "Settled", "merge_held", "unpack"]
 @dataclass(frozen=True, slots=True)
 class Settled:
     """What ``settle`` asked an ACK to store, written by the ACK's own script
-    (``RedisEndings._settle``): ``records`` by jid, each with the reservation it was built
-    from, which the run must end for it to be written (else the jid is left for a run of its
-    own: ``stale``), and the ``signal`` message to publish when the run writes any (b"":
-    none)."""
+    (``RedisEndings._settle``): by jid, the record (None: a completed entry only, in
+    ``keep``) and the reservation it was built from, which the run must end for either to be
+    written (else the jid is left for a run of its own: ``stale``), and the ``signal``
+    message to publish when the run ends any of them (b"": none)."""
 
     space: str
-    records: Mapping[str, tuple[Record, Reservation]]
+    records: Mapping[str, tuple[Record | None, Reservation]]
     signal: bytes
 
 
@@ -122,9 +122,12 @@ class RedisEndings(RedisHost, Endings):
             keys += [k.records(space), k.record_expiry(space), k.record_spaces, k.signals]
             args += [len(settled.records), space]
             for jid, (record, held) in settled.records.items():
-                check = lp(held.queue) + lp(held.wid)
-                args += [jid, record.key, record.value, expiry_arg(record), check]
-                args.append(score_arg(held.reserved_at))
+                args.append(jid)
+                if record is None:  # a completed entry only (in keep): checked all the same
+                    args += ["", "", ""]
+                else:
+                    args += [record.key, record.value, expiry_arg(record)]
+                args += [lp(held.queue) + lp(held.wid), score_arg(held.reserved_at)]
             args.append(settled.signal)
         args += jids
         return ("endings_end" if ends is not None else "endings_end/bare"), keys, args
@@ -247,22 +250,22 @@ class RedisEndings(RedisHost, Endings):
         were four (two when a reservation must be read)."""
         notes = self._notes
         found = [note for jid in jids if (note := notes.pop(jid, None)) is not None]
-        if not noted:
+        if not noted:  # a run left them stale: read them
             found = []
-        held = {reservation.jid for reservation in found}
-        wanted = [jid for jid in jids if jid not in held and settle.wants(jid)]
+        known = {reservation.jid for reservation in found}
+        wanted = [jid for jid in jids if jid not in known and settle.wants(jid)]
         if wanted:
             found += await self.reservations_of(wanted)
-        records: dict[str, tuple[Record, Reservation]] = {}
+        records: dict[str, tuple[Record | None, Reservation]] = {}
         kept = list(keep)
         for reservation in found:
             if not settle.wants(reservation.jid):
                 continue
             record, entry = settle(reservation)
-            if record is not None:
-                records[reservation.jid] = (record, reservation)
             if entry is not None:
                 kept.append(entry)
+            if record is not None or entry is not None:
+                records[reservation.jid] = (record, reservation)
         topic = getattr(settle, "topic", None)
         told = getattr(settle, "told", None)
         signal = b""

@@ -30,12 +30,13 @@
 -- (seconds a finished plain mark lives), b and b bids; then k and k kept entries (jid, score,
 -- data: what the completed set keeps of the job); then r and, when r > 0, the records'
 -- space, r records (jid, key, value, expires_at or "", lp(queue) lp(wid), reserved_at: the
--- reservation the record was built from), each written (as records_put.lua) only when the
--- reservation of its jid ends here, and the signal to publish (on the signals channel) when
--- any is ("" none): what an ACK stores with its jobs' results (endings.py,
--- RedisEndings._settle). A jid whose reservation is another one (its queue, worker or
--- reservation time differ: the job was reserved again since) is left alone and returned
--- as stale, for the caller to read and ACK again; then the jids.
+-- reservation the record, or the kept entry, was built from; key "": no record, an entry
+-- only), each written (as records_put.lua) only when the reservation of its jid ends here,
+-- and the signal to publish (on the signals channel) when any does ("" none): what an ACK
+-- stores with its jobs' results (endings.py, RedisEndings._settle). A jid whose
+-- reservation is another one (its queue, worker or reservation time differ: the job was
+-- reserved again since) is left alone and returned as stale, for the caller to read and
+-- ACK again; then the jids.
 -- Returns, and remembers, one string: lp(ended) lp(fired) lp(held) lp(stale), each
 -- lp-packed: ended is jid, reservation, expires_at, reserved_at, ...; fired as packed_fired()
 -- ("" without ends); held is jid, bid, ...; stale is jid, ...
@@ -88,7 +89,7 @@ if n_records > 0 then
   a = a + 1 + 6 * n_records + 1
   signal = ARGV[a]
 end
-local wrote = false
+local wrote, settled = false, false
 local function sent(record)
   if not marks then return record end
   local queue, pos = read_lp(record, 1)
@@ -131,13 +132,16 @@ for i = a + 1, #ARGV do
     end
     if rat then
       local key, expires = ARGV[rat + 1], ARGV[rat + 3]
-      redis.call('HSET', KEYS[RK], key, lp(expires) .. ARGV[rat + 2])
-      if expires == '' then
-        redis.call('ZREM', KEYS[RK + 1], key)
-      else
-        redis.call('ZADD', KEYS[RK + 1], expires, key)
+      if key ~= '' then
+        redis.call('HSET', KEYS[RK], key, lp(expires) .. ARGV[rat + 2])
+        if expires == '' then
+          redis.call('ZREM', KEYS[RK + 1], key)
+        else
+          redis.call('ZADD', KEYS[RK + 1], expires, key)
+        end
+        wrote = true
       end
-      wrote = true
+      settled = true
     end
     local queue = read_lp(record, 1)
     if slots[queue] then
@@ -160,9 +164,9 @@ if n > 0 and ARGV[3] == 'ack' then
 end
 if wrote then
   redis.call('SADD', KEYS[RK + 2], space)
-  if signal ~= '' then
-    redis.call(ARGV[5], KEYS[RK + 3], signal)
-  end
+end
+if settled and signal ~= '' then
+  redis.call(ARGV[5], KEYS[RK + 3], signal)
 end
 for queue, _ in pairs(woke) do
   redis.call(ARGV[5], KEYS[6], ARGV[6] .. queue)
