@@ -226,3 +226,71 @@ async def test_batch_steps_whose_replies_are_lost_happen_once(
     assert await direct.llen(K.queue("callbacks")) == 1
     assert await direct.zcard(K.zset(SortedSet.SCHEDULED)) == 0
     assert await stats(direct) == (1, 0)
+
+
+def _lp(data: bytes) -> bytes:
+    return b"%d:%s" % (len(data), data)
+
+
+async def test_a_results_ack_whose_reply_is_lost_stores_and_counts_once(
+    running: RunningServer,
+    raw_client: RawConnect,
+    fault_proxy: FaultProxy,
+    direct: aioredis.Redis,
+) -> None:
+    """The ACK of a job that asked for its result and to be kept ends its reservation,
+    writes its record and its completed entry and publishes the wake-up in one run of
+    endings_end.lua. Its reply is lost, and meanwhile (another server's doing) the same jid
+    is reserved again: the retry replays the first run's reply (its token) instead of running
+    again, so the new reservation stays, and the job is counted, kept and recorded once; a
+    RESULT waiting on the server is answered."""
+    hello = b'{"v":2,"hostname":"box","pid":1,"wid":"w-results","labels":[]}'
+    client = await raw_client(running.port, hello=hello)
+    waiter = await raw_client(running.port)
+    job = {"jid": "jid-00000001", "jobtype": "Work", "args": [1]}
+    job["custom"] = {"result_ttl": 60, "retain": 60}
+    assert await client.call(b"PUSH " + json.dumps(job).encode()) == b"+OK\r\n"
+    assert b'"jid-00000001"' in await client.call(b"FETCH default")
+    await waiter.send(b'RESULT {"jid":"jid-00000001","wait":10}')
+    await asyncio.sleep(0.05)  # waiting on the server
+    again = _lp(b"default") + _lp(b"w-other") + json.dumps(job).encode()
+
+    async def reserved_again() -> None:
+        await direct.hset(K.res, "jid-00000001", again)
+        await direct.zadd(K.exp, {"jid-00000001": time.time() + 600})
+        await direct.zadd(K.busy, {"jid-00000001": time.time()})
+
+    fault_proxy.lose_reply(sha("endings_end/bare"), then=reserved_again)
+    ack = b'ACK {"jid":"jid-00000001","result":"{\\"n\\":1}"}'
+    assert await client.call(ack) == b"+OK\r\n"
+    assert fault_proxy.cuts == 1
+    outcome = json.loads((await waiter.reply(within=5)).split(b"\r\n", 1)[1])
+    assert (outcome["state"], outcome["result"], outcome["wid"]) == (
+        "succeeded",
+        {"n": 1},
+        "w-results",
+    )
+    assert await direct.hget(K.res, "jid-00000001") == again  # the retry ended nothing
+    assert await stats(direct) == (1, 0)
+    stored = await direct.hget(K.records("results"), "jid-00000001")
+    assert stored is not None
+    assert json.loads(stored.split(b":", 1)[1][int(stored.split(b":", 1)[0]) :])["result"] == {
+        "n": 1
+    }
+    assert await direct.zrange(K.zset(SortedSet.COMPLETED), 0, -1) == [b"jid-00000001"]
+
+
+async def test_a_late_results_ack_stores_nothing(client: RawClient, direct: aioredis.Redis) -> None:
+    """The record is written only when the ACK's own run ends the reservation: an ACK sent
+    again after its job ended (a late one) changes neither the record nor the counts."""
+    job = {"jid": "jid-00000001", "jobtype": "Work", "args": [1], "custom": {"result_ttl": 60}}
+    assert await client.call(b"PUSH " + json.dumps(job).encode()) == b"+OK\r\n"
+    assert b'"jid-00000001"' in await client.call(b"FETCH default")
+    assert await client.call(b'ACK {"jid":"jid-00000001","result":"1"}') == b"+OK\r\n"
+    first = await direct.hget(K.records("results"), "jid-00000001")
+    assert first is not None
+    assert await client.call(b'ACK {"jid":"jid-00000001","result":"2"}') == b"+OK\r\n"
+    assert await direct.hget(K.records("results"), "jid-00000001") == first
+    assert await stats(direct) == (1, 0)
+    reply = await client.call(b'RESULT {"jid":"jid-00000001"}')
+    assert json.loads(reply.split(b"\r\n", 1)[1])["result"] == 1

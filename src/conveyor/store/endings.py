@@ -16,8 +16,9 @@ queue thus ends its reservation, frees its slot, moves its batch and keeps it, a
 With ``settle`` (a ``Settle``: the results feature's), the ACK asks, for each reservation it
 ends, what to store with it (an outcome record, a completed entry) and stores that in the same
 step too: an in-process store asks with the reservations its own ``DELETE ... RETURNING`` gave,
-reading nothing before; a shared one (Redis) reads them first (``settle_first``) and writes the
-records before its ACK (docs/design/results.md).
+reading nothing before; a shared one (Redis) asks with those it noted at their FETCH
+(``settle_marks``) or reads them first, and its ACK's own script writes the records, only for
+the very reservations it ends (docs/design/results.md).
 
 ``discard_reservations`` ends reservations without counting them as processed or failed: a
 job dropped at FETCH (it expired) was never worked on. ``take_queued`` removes jobs from a
@@ -35,10 +36,10 @@ from typing import TYPE_CHECKING, Protocol
 from conveyor.store.batches import EndContext, Fired
 
 if TYPE_CHECKING:  # base.py includes this capability in Store
-    from conveyor.store.base import QueuedJob, Reservation, SetEntry, Store
+    from conveyor.store.base import QueuedJob, Reservation, SetEntry
     from conveyor.store.records import Record
 
-__all__ = ["Acked", "Endings", "Settle", "settle_first"]
+__all__ = ["Acked", "Endings", "Settle"]
 
 
 class Settle(Protocol):
@@ -47,6 +48,14 @@ class Settle(Protocol):
 
     space: str
     """The records space of the records it returns."""
+    topic: str
+    """The signal (``store/signals.py``) announcing the jids it ``told``: a shared store that
+    writes the records in the ACK's own step publishes it there, and says so
+    (``signalled``), so the caller tells only its own server's listeners."""
+    told: list[str]
+    """The jids whose waiters the signal wakes (filled as it is called)."""
+    signalled: bool
+    """Set by a store that published the signal with its ACK (Redis)."""
 
     def wants(self, jid: str) -> bool:
         """Whether the reservation of ``jid`` may need something stored (a store that reads
@@ -71,6 +80,11 @@ class Acked:
 class Endings(abc.ABC):
     """The endings capability; every backend implements it (``Store`` includes it)."""
 
+    settle_marks: tuple[bytes, ...] = ()
+    """Bytes whose presence in a reserved job's payload says its ACK will come with a
+    ``settle`` (the results feature sets its ``custom`` keys): a shared store may keep such
+    reservations from their FETCH, so that their ACK need not read them back (Redis)."""
+
     @abc.abstractmethod
     async def ack_returning(
         self,
@@ -93,11 +107,11 @@ class Endings(abc.ABC):
         entry (replacing one of the same jid) in the same step; an entry whose reservation
         did not end changes nothing. ``settle``: what to store with each reservation that
         ends, asked in the step (a record, an entry as of ``keep``), stored in it: all of
-        it, with the ACK, or none (a shared store reads the reservations first and writes
-        the records before its step: ``settle_first``). (On Redis a batch's key must be
-        declared: a job whose batch is found only in the step is acknowledged by a second
-        one, with its batch declared and its entry; each job is still ended, kept and
-        counted in exactly one step.)"""
+        it, with the ACK, or none (a shared store notes the reservations at FETCH,
+        ``settle_marks``, or reads them first, and writes the records in its step). (On
+        Redis a batch's key must be declared: a job whose batch is found only in the step is
+        acknowledged by a second one, with its batch declared and its entry; each job is
+        still ended, kept and counted in exactly one step.)"""
 
     def ack_returning_soon(
         self,
@@ -152,24 +166,3 @@ class Endings(abc.ABC):
     async def take_queued(self, queue: str, jids: Sequence[str]) -> list[QueuedJob]:
         """Remove the jobs of these jids from ``queue`` and return them, oldest first.
         Durable as ``delete_queued``."""
-
-
-async def settle_first(
-    store: Store, jids: Sequence[str], settle: Settle, keep: Sequence[SetEntry]
-) -> list[SetEntry]:
-    """``settle`` for a store whose ACK cannot call back into Python (Redis): read the
-    reservations ``settle`` wants, write their records now (before the ACK: a crash in between
-    repeats the job, which finds its record written; records are keyed by jid), and return
-    ``keep`` with the entries it asks for (the ACK keeps them in its own step)."""
-    wanted = [jid for jid in jids if settle.wants(jid)]
-    records: list[Record] = []
-    kept = list(keep)
-    for reservation in await store.reservations_of(wanted) if wanted else ():
-        record, entry = settle(reservation)
-        if record is not None:
-            records.append(record)
-        if entry is not None:
-            kept.append(entry)
-    if records:
-        await store.put_records(settle.space, records)
-    return kept

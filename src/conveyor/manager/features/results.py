@@ -69,6 +69,9 @@ SIGNAL = "result"
 _KEYS = {"ttl_seconds", "retain_seconds", "max_bytes"}
 _PUSH_KEYS = frozenset(("result_ttl", "retain"))
 _ABSENT = object()
+_SETTLE_MARKS = (b'"result_ttl"', b'"retain"')
+"""What a job that asks for something of its ACK holds (its ``custom`` keys; a default on
+stamps them into every job): ``Endings.settle_marks``."""
 _check_json = msgspec.json.Decoder(msgspec.Raw).decode
 """Decodes a result just enough to know it is one JSON value (a decoder made once: half the
 cost of ``msgspec.json.decode(..., type=...)``, once a result)."""
@@ -169,8 +172,11 @@ class _Settle:
     Called once an ACK, in its step: it reads only what it needs of the job (``Asks``: two
     members of ``custom``), and formats the finishing time once, when something is stored."""
 
-    __slots__ = ("_finished", "every", "now", "outcomes", "results", "settings", "told")
+    __slots__ = (
+        "_finished", "every", "now", "outcomes", "results", "settings", "signalled", "told",
+    )  # fmt: skip
     space = SPACE
+    topic = SIGNAL
 
     def __init__(self, feature: ResultsFeature, results: Mapping[str, bytes]) -> None:
         self.settings = feature.settings
@@ -179,6 +185,8 @@ class _Settle:
         self.now = time.time()
         self._finished = ""
         self.told: list[str] = []
+        self.signalled = False
+        """The store published the signal with its ACK (Redis): only this server is told."""
         self.outcomes: dict[str, bytes] = {}
         """The outcome records stored, by jid: what a waiting ``RESULT`` is answered."""
 
@@ -256,6 +264,7 @@ class ResultsFeature(Feature):
     def bind(self, manager: Any) -> None:
         super().bind(manager)
         manager.on_signal(SIGNAL, self._waiters.wake)
+        manager.store.settle_marks = _SETTLE_MARKS  # noted at FETCH for their ACK (Redis)
 
     def close(self) -> None:
         self._closed = True
@@ -337,7 +346,9 @@ class ResultsFeature(Feature):
         (``Manager.ack_many``)."""
         settle = self.settle(results)
         done = await self.manager.ack_jobs(jids, settle=settle)  # one step: stored, kept, ...
-        if settle.told:
+        if settle.signalled:  # the other servers were told by the ACK's step (Redis)
+            self.told(settle)
+        elif settle.told:
             self._waiters.deliver(settle.outcomes)
             await self._tell(settle.told)
         return done
@@ -351,8 +362,9 @@ class ResultsFeature(Feature):
 
     def told(self, settle: _Settle) -> None:
         """``_tell`` in the ACK's own step, for an in-process store (whose signals reach this
-        server alone and call their listeners at once: ``LocalSignals``): the waiting
-        ``RESULT`` commands are answered there and then."""
+        server alone and call their listeners at once: ``LocalSignals``), and after a shared
+        store's ACK that published the signal itself (``signalled``; its echo is skipped
+        here): the waiting ``RESULT`` commands are answered there and then."""
         self._waiters.deliver(settle.outcomes)
         self.manager._signalled(SIGNAL, settle.told)
 

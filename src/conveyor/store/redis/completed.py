@@ -17,7 +17,7 @@ from conveyor.store.completed import Completions
 from conveyor.store.redis.host import RedisHost
 from conveyor.store.signals import SignalListener, Signals
 
-__all__ = ["RedisCompletions", "RedisSignals", "decode_signal"]
+__all__ = ["RedisCompletions", "RedisSignals", "decode_signal", "signal_message"]
 
 _encode_keys = msgspec.json.Encoder().encode
 _decode_keys = msgspec.json.Decoder(list[str]).decode
@@ -51,7 +51,7 @@ class RedisSignals(RedisHost, Signals):
             return
         if self._signal_listener is not None:
             self._signal_listener(topic, keys)
-        message = self._origin.encode() + topic.encode() + b" " + _encode_keys(list(keys))
+        message = signal_message(self._origin, topic, keys)
         # a PUBLISH sent twice after a lost reply only wakes waiters twice: not a token write
         await self._run("signal_publish", [self._keys.signals], [self._pub, message])
 
@@ -66,6 +66,11 @@ class RedisSignals(RedisHost, Signals):
         decoded = decode_signal(message)
         if decoded is not None:
             listener(*decoded)
+
+
+def signal_message(origin: str, topic: str, keys: Sequence[str]) -> bytes:
+    """What the signal channel carries: ``"<origin> <topic> <keys as a JSON array>"``."""
+    return origin.encode() + topic.encode() + b" " + _encode_keys(list(keys))
 
 
 def decode_signal(message: bytes) -> tuple[str, list[str]] | None:

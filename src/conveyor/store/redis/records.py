@@ -11,10 +11,10 @@ from conveyor.store.records import Record, Records
 from conveyor.store.redis.codec import decode_fields, score_arg
 from conveyor.store.redis.host import RedisHost
 
-__all__ = ["RedisRecords"]
+__all__ = ["RedisRecords", "expiry_arg"]
 
 
-def _expiry_arg(record: Record) -> str:
+def expiry_arg(record: Record) -> str:
     return "" if record.expires_at is None else score_arg(record.expires_at)
 
 
@@ -33,7 +33,7 @@ class RedisRecords(RedisHost, Records):
         return [keys.records(space), keys.record_expiry(space), keys.record_spaces]
 
     async def claim_record(self, space: str, record: Record, now: float) -> bytes | None:
-        args = [space, record.key, record.value, _expiry_arg(record), score_arg(now)]
+        args = [space, record.key, record.value, expiry_arg(record), score_arg(now)]
         holder = await self._write("records_claim", self._record_keys(space), args, durable=True)
         return None if holder is None else bytes(holder)
 
@@ -42,7 +42,7 @@ class RedisRecords(RedisHost, Records):
             return
         args: list[Any] = [space]
         for record in records:
-            args += [record.key, record.value, _expiry_arg(record)]
+            args += [record.key, record.value, expiry_arg(record)]
         await self._write("records_put", self._record_keys(space), args, durable=True)
 
     async def get_records(self, space: str, keys: Sequence[str], now: float) -> dict[str, Record]:

@@ -68,9 +68,8 @@ class RedisSoon(RedisEndings):
         keys = [k.paused, k.res, k.exp, k.busy, *(k.queue(n) for n in names)]
         return keys, [wid, score_arg(now), count, *names]
 
-    @staticmethod
-    def _reserved(flat: list[bytes], wid: str, now: float) -> list[Reservation]:
-        return [
+    def _reserved(self, flat: list[bytes], wid: str, now: float) -> list[Reservation]:
+        reserved = [
             Reservation(
                 jid=flat[i + 1].decode(),
                 queue=flat[i].decode(),
@@ -81,6 +80,9 @@ class RedisSoon(RedisEndings):
             )
             for i in range(0, len(flat), 4)
         ]
+        if self.settle_marks:
+            self._note(reserved)
+        return reserved
 
     def _lost_reserve(
         self, token: str, wid: str, now: float, names: list[str], routine: bool = False
@@ -193,7 +195,7 @@ class RedisSoon(RedisEndings):
                 done(None, error)
                 return
             try:
-                acked, _held = self._end_reply(reply, throttled)
+                acked, _held, _stale = self._end_reply(reply, throttled)
             except Exception as exc:  # a reply we cannot read: the ACK must still be answered
                 done(None, exc)
             else:
@@ -219,7 +221,8 @@ class RedisSoon(RedisEndings):
         write_soon = self._calls.write_soon
 
         def read(reply: Any) -> tuple[Acked, list[tuple[str, str]]]:
-            return self._end_reply(reply, throttled)
+            acked, held, _stale = self._end_reply(reply, throttled)  # no records: none stale
+            return acked, held
 
         def answered(reply: Any, error: BaseException | None) -> None:
             if error is not None:

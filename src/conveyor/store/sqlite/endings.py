@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Collection, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from conveyor.store.base import QueuedJob, Reservation, SetEntry, SortedSet
 from conveyor.store.batches import EndContext, Fired
@@ -123,9 +123,13 @@ class SQLiteEndings(Endings):
     def _end_kept(
         self, jids: Sequence[str], keep: Mapping[str, SetEntry], settle: Settle | None
     ) -> list[Reservation]:
-        """``_end_rows``, keeping and storing what ``_keep_ended`` does, in one savepoint."""
-        with self._db.atomic() as conn:
-            ended, grown, damaged = self._keep_ended(conn, jids, keep, settle)
+        """``_end_rows``, keeping and storing what ``_keep_ended`` does, in one savepoint (one
+        job's ACK that stores something: ``_settle_one``, without)."""
+        if settle is not None and len(jids) == 1:
+            ended, grown, damaged = self._settle_one(jids[0], keep, settle)
+        else:
+            with self._db.atomic() as conn:
+                ended, grown, damaged = self._keep_ended(conn, jids, keep, settle)
         if grown:
             self._resize(SortedSet.COMPLETED, grown)
         if damaged:
@@ -155,15 +159,46 @@ class SQLiteEndings(Endings):
             kept = [keep[r.jid] for r in ended if r.jid in keep]
             grown = self._put_entries(conn, SortedSet.COMPLETED, kept) if kept else 0
             return ended, grown, damaged
-        records: list[tuple[str, str, float | None, bytes]] = []
-        entries = dict(keep)
-        space = settle.space
         if len(jids) == 1:
             rows = conn.execute(_SQL["end_checked"], (jids[0],)).fetchall()
         else:  # one statement: a third of the cost of one per jid
             rows = conn.execute(_SQL["end_checked_many"], (json.dumps(list(jids)),)).fetchall()
             order = {jid: index for index, jid in enumerate(jids)}
             rows.sort(key=lambda row: order[row[0]])
+        return self._settled(conn, rows, keep, settle)
+
+    def _settle_one(
+        self, jid: str, keep: Mapping[str, SetEntry], settle: Settle
+    ) -> tuple[list[Reservation], int, list[Damaged]]:
+        """``_keep_ended`` of one job's ACK (the usual ACK carrying a result) without a
+        savepoint: the reservation ends by a statement of its own (atomic by itself), then
+        what ``settle`` asks for is stored (``_settled``: the record's row, the completed
+        entry). Should anything fail after the DELETE held (an insert, ``settle`` raising),
+        the whole open transaction is rolled back as a failed commit is (``Database.abandon``:
+        an outage starts): no commit holds the ACK without its result, and the ACK sent again
+        once commits work finds the reservation and counts once. A savepoint cost as much as
+        the record's insert (docs/design/results.md)."""
+        db = self._db
+        cursor = db.write(_SQL["end_checked"], (jid,))  # one statement: atomic
+        try:
+            rows = cursor.fetchall()
+            return self._settled(db.conn, rows, keep, settle) if rows else ([], 0, [])
+        except BaseException as exc:
+            raise db.abandon(exc) from exc
+
+    def _settled(
+        self,
+        conn: sqlite3.Connection,
+        rows: list[tuple[Any, ...]],
+        keep: Mapping[str, SetEntry],
+        settle: Settle,
+    ) -> tuple[list[Reservation], int, list[Damaged]]:
+        """What ``_keep_ended`` stores for the rows its DELETE returned (``end_checked``)."""
+        ended: list[Reservation] = []
+        damaged: list[Damaged] = []
+        records: list[tuple[str, str, float | None, bytes]] = []
+        entries = dict(keep)
+        space = settle.space
         for row in rows:
             if not intact(row[2], row[6]):
                 damaged.append(Damaged("reservations", row[0], row[1], row[6], row[2]))

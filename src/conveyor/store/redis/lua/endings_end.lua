@@ -21,15 +21,25 @@
 -- KEYS[9 .. 8+n] {ns}:tq:<queue> of each throttled queue, in ARGV order
 -- with ends, then: the five SETTLE keys (_batches.lua), {ns}:waiting, {ns}:waitz,
 -- {ns}:edges, and {ns}:b:<bid> of each declared batch, in ARGV order
+-- with records (r > 0 below), last: {ns}:r:<space>, {ns}:rx:<space>, {ns}:rspaces (as
+-- records_put.lua) and {ns}:signals (as signal_publish.lua)
 -- ARGV[1] token TTL, ARGV[2] attempt, ARGV[3] "ack" or "discard", ARGV[4] day,
 -- ARGV[5] SPUBLISH or PUBLISH, ARGV[6] "<origin> ", ARGV[7] n, ARGV[8 .. 7+n] throttled queue
 -- names, then "*" (every payload is returned) or m and m marks (a payload holding none of them
 -- is returned empty: the manager needs no other), then "-" (no ends) or: now (a score), keep
 -- (seconds a finished plain mark lives), b and b bids; then k and k kept entries (jid, score,
--- data: what the completed set keeps of the job); then the jids.
--- Returns, and remembers, one string: lp(ended) lp(fired) lp(held), each lp-packed: ended
--- is jid, reservation, expires_at, reserved_at, ...; fired as packed_fired() ("" without
--- ends); held is jid, bid, ...
+-- data: what the completed set keeps of the job); then r and, when r > 0, the records'
+-- space, r records (jid, key, value, expires_at or "", lp(queue) lp(wid), reserved_at: the
+-- reservation the record, or the kept entry, was built from; key "": no record, an entry
+-- only), each written (as records_put.lua) only when the reservation of its jid ends here,
+-- and the signal to publish (on the signals channel) when any does ("" none): what an ACK
+-- stores with its jobs' results (endings.py, RedisEndings._settle). A jid whose
+-- reservation is another one (its queue, worker or reservation time differ: the job was
+-- reserved again since) is left alone and returned as stale, for the caller to read and
+-- ACK again; then the jids.
+-- Returns, and remembers, one string: lp(ended) lp(fired) lp(held) lp(stale), each
+-- lp-packed: ended is jid, reservation, expires_at, reserved_at, ...; fired as packed_fired()
+-- ("" without ends); held is jid, bid, ...; stale is jid, ...
 local done = replay()
 if done then
   return done
@@ -67,7 +77,19 @@ for e = 0, n_kept - 1 do
   local at = a + 1 + 3 * e
   entries[ARGV[at]] = at
 end
-a = a + 3 * n_kept
+a = a + 3 * n_kept + 1
+local records, n_records, space, signal = {}, tonumber(ARGV[a]), nil, ''
+local RK = #KEYS - 3
+if n_records > 0 then
+  space = ARGV[a + 1]
+  for r = 0, n_records - 1 do
+    local at = a + 2 + 6 * r
+    records[ARGV[at]] = at
+  end
+  a = a + 1 + 6 * n_records + 1
+  signal = ARGV[a]
+end
+local wrote, settled = false, false
 local function sent(record)
   if not marks then return record end
   local queue, pos = read_lp(record, 1)
@@ -77,16 +99,24 @@ local function sent(record)
   end
   return lp(queue) .. lp(wid)
 end
-local out, woke, held, work = {}, {}, {}, {}
+local out, woke, held, work, stale = {}, {}, {}, {}, {}
+local function other(record, rat)
+  local check = ARGV[rat + 4]
+  return string.sub(record, 1, #check) ~= check
+    or tonumber(redis.call('ZSCORE', KEYS[4], ARGV[rat])) ~= tonumber(ARGV[rat + 5])
+end
 local n = 0
 for i = a + 1, #ARGV do
   local jid = ARGV[i]
   local record = redis.call('HGET', KEYS[2], jid)
   local m = record and ends and mark_get(jid, tonumber(now)) or nil
   if m and not UNFINISHED[m.state] then m = nil end
+  local rat = record and records[jid]
   if m and m.bid ~= '' and not declared[m.bid] then
     held[#held + 1] = jid
     held[#held + 1] = m.bid
+  elseif rat and other(record, rat) then
+    stale[#stale + 1] = jid
   elseif record then
     out[#out + 1] = jid
     out[#out + 1] = sent(record)
@@ -99,6 +129,19 @@ for i = a + 1, #ARGV do
     if at then
       redis.call('ZADD', KEYS[7], ARGV[at + 1], jid)
       redis.call('HSET', KEYS[8], jid, ARGV[at + 2])
+    end
+    if rat then
+      local key, expires = ARGV[rat + 1], ARGV[rat + 3]
+      if key ~= '' then
+        redis.call('HSET', KEYS[RK], key, lp(expires) .. ARGV[rat + 2])
+        if expires == '' then
+          redis.call('ZREM', KEYS[RK + 1], key)
+        else
+          redis.call('ZADD', KEYS[RK + 1], expires, key)
+        end
+        wrote = true
+      end
+      settled = true
     end
     local queue = read_lp(record, 1)
     if slots[queue] then
@@ -119,7 +162,13 @@ if n > 0 and ARGV[3] == 'ack' then
   redis.call('HINCRBY', KEYS[5], 'processed', n)
   redis.call('HINCRBY', KEYS[5], 'p:' .. ARGV[4], n)
 end
+if wrote then
+  redis.call('SADD', KEYS[RK + 2], space)
+end
+if settled and signal ~= '' then
+  redis.call(ARGV[5], KEYS[RK + 3], signal)
+end
 for queue, _ in pairs(woke) do
   redis.call(ARGV[5], KEYS[6], ARGV[6] .. queue)
 end
-return remember(pack({pack(out), ends and packed_fired() or '', pack(held)}))
+return remember(pack({pack(out), ends and packed_fired() or '', pack(held), pack(stale)}))
