@@ -51,13 +51,25 @@ def load_scripts() -> dict[str, Script]:
             text = item.read_text()
             first = text.split("\n", 1)[0]
             uses = first[len(_USES) :].strip() if first.startswith(_USES) else ""
-            own = libs.get(uses or name.split("_", 1)[0], "")
+            own = _prune(libs.get(uses or name.split("_", 1)[0], ""), text)
             if uses:  # BARE: whether the script runs without the library (it must not call it)
                 bare = f"{name[:-4]}/bare"
                 scripts[bare] = _script(bare, helpers, "local BARE = true", text)
                 own += "\nlocal BARE = false"
             scripts[name[:-4]] = _script(name[:-4], helpers, own, text)
     return scripts
+
+
+def _prune(lib: str, text: str) -> str:
+    """A capability's library without the functions ``text`` never reaches: each is a
+    closure Redis would build at every call (``_batches.lua`` has thirty; a PUSH's mark
+    needs a third of them). Its other top-level statements (tables, counters) stay."""
+    if not lib:
+        return lib
+    functions = {m.group(1): m.group(0) for m in _HELPER.finditer(lib)}
+    rest = _HELPER.sub("", lib)
+    kept = set(_used(rest + "\n" + text, functions))
+    return _HELPER.sub(lambda m: m.group(0) if m.group(1) in kept else "", lib)
 
 
 def _script(name: str, helpers: dict[str, str], own: str, text: str) -> Script:

@@ -28,7 +28,7 @@ end
 local qk = 11 + 2 * nb  -- KEYS[10 + 2nb] {ns}:queues, [11 + 2nb] {ns}:ready, then queue keys
 -- Mark one job (w: how it waits, or nil); returns its result and detail.
 local function mark_one(jid, bid, expires, w, now, jobs_key)
-  local existing = mark_get(jid, tonumber(now))
+  local existing, stale = mark_get(jid, tonumber(now))
   if existing then  -- a PUSH sent again: as its mark says
     return existing.state == 'waiting' and 'waiting' or 'ready', ''
   end
@@ -69,7 +69,9 @@ local function mark_one(jid, bid, expires, w, now, jobs_key)
     redis.call('ZADD', jobs_key, b.total, jid)
   end
   if bid ~= '' then expires = '' end  -- a batch job's mark goes with its batch
-  mark_put({jid = jid, state = state, updated = now, bid = bid, role = '', expires = expires})
+  -- a stale mark (expired, not purged yet) may be listed in {ns}:markx; no mark: not listed
+  mark_put({jid = jid, state = state, updated = now, bid = bid, role = '', expires = expires},
+    not stale)
   if res == 'waiting' then
     w.remaining = #pending
     waiting_put(KEYS[SK + 6], w)
