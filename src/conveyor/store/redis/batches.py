@@ -58,6 +58,8 @@ __all__ = ["RedisBatches"]
 EXPIRE_CHUNK = 1000
 _NOTHING_FIRED = b"0:" * 6 + b"1:0"
 """``packed_fired()`` of a step that set nothing off."""
+_NO_LISTS = b"0:" * 6
+"""The start of a ``packed_fired()`` whose lists are empty (then: the processed count)."""
 _INTS = ("total", "pending", "failed", "children", "kids_complete", "kids_success")
 _FLAGS = ("committed", "m_complete", "m_success", "r_complete", "r_success")
 
@@ -176,6 +178,10 @@ class RedisBatches(RedisHost, Batches):
         """``packed_fired()`` of ``_batches.lua``, back."""
         if packed == _NOTHING_FIRED:  # most ACKs
             return Fired()
+        if packed.startswith(_NO_LISTS):  # a batch job's ACK that fired nothing
+            fired = Fired()
+            fired.processed = int(unpack(packed[len(_NO_LISTS) :])[0])
+            return fired
         parts = unpack(packed)
         return _fired([*(unpack(part) for part in parts[:6]), parts[6]])
 
@@ -383,8 +389,8 @@ class RedisBatches(RedisHost, Batches):
         """KEYS (after the token) and ARGV (after the token's TTL and attempt) of
         batches_mark.lua; ``queued``: the entries of the jobs it queues when ready."""
         bids = list(dict.fromkeys(m.bid for m in marks if m.bid))
-        keys = [*self._settle_keys(), self._k("waiting"), self._k("waitz"), self._k("edges")]
-        keys += self._batch_keys(bids, with_jobs=True)
+        # the keys of an ACK's ends: SETTLE, waiting, waitz, edges (built once)
+        keys = [*self._ack_end_keys(()), *self._batch_keys(bids, with_jobs=True)]
         entries = {job.jid: job for job in queued}
         if entries:
             keys += [self._keys.queues, self._keys.ready]
