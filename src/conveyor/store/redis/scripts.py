@@ -3,12 +3,13 @@
 Every script gets the helpers of ``_lib.lua`` it uses prepended (and those they use): Redis
 runs a script's whole text at every call, and defining all ten helpers cost about as much
 as running a small script (1.7 us a call, against 1.1 for ``return 1``). A capability's
-scripts ``<capability>_*.lua`` get ``_<capability>.lua`` after them when there is one; a
-script whose first line is ``-- uses: <capability>`` gets that one's (``endings_end.lua``
-moves batch marks with an ACK), and is also loaded without it as ``<name>/bare``, for the
-calls that use none of it: running ``_batches.lua``'s top level (its functions and tables)
-is a few microseconds of Redis CPU an ACK. ``calls.Caller``
-runs them with EVALSHA, falling back to EVAL (which also caches the script) after a
+scripts ``<capability>_*.lua`` get ``_<capability>.lua`` after them when there is one (only
+the functions of it they reach, with its other top-level statements: each function is a
+closure built at every call); a script whose first line is ``-- uses: <capability>`` gets
+that one's (``endings_end.lua`` moves batch marks with an ACK), and is also loaded without it
+as ``<name>/bare``, for the calls that use none of it: running ``_batches.lua``'s top level
+(its functions and tables) is a few microseconds of Redis CPU an ACK. ``calls.Caller`` runs
+them with EVALSHA, falling back to EVAL (which also caches the script) after a
 ``NOSCRIPT`` reply, e.g. after Redis restarted or a failover.
 """
 
