@@ -182,8 +182,8 @@ class RedisBatches(RedisHost, Batches):
             fired = Fired()
             fired.processed = int(unpack(packed[len(_NO_LISTS) :])[0])
             return fired
-        parts = unpack(packed)
-        return _fired([*(unpack(part) for part in parts[:6]), parts[6]])
+        parts = unpack(packed)  # most lists empty: a batch job's ACK ends only itself
+        return _fired([*(unpack(part) if part else [] for part in parts[:6]), parts[6]])
 
     def _settle_keys(self) -> list[str]:
         k = self._keys

@@ -86,8 +86,8 @@ local function batch_load(key)
   local b = {key = key}
   for i, field in ipairs(BFIELDS) do b[field] = values[i] or '' end
   for _, field in ipairs(INTS) do b[field] = tonumber(b[field]) or 0 end
-  local was = {}
-  for _, field in ipairs(SAVED) do was[field] = tostring(b[field]) end
+  local was = {}  -- what is stored, to write back only what changed (no tostring here)
+  for _, field in ipairs(SAVED) do was[field] = b[field] end
   b.was = was
   LOADED[key] = b
   return b
@@ -101,10 +101,10 @@ local function flush_batches()
   for key, b in pairs(DIRTY) do
     local args, was = {}, b.was
     for _, field in ipairs(SAVED) do
-      local value = tostring(b[field])
-      if value ~= was[field] then
+      local value = b[field]
+      if value ~= was[field] then  -- a counter is a number on both sides, a flag a string
         args[#args + 1] = field
-        args[#args + 1] = value
+        args[#args + 1] = tostring(value)
         was[field] = value
       end
     end
