@@ -60,11 +60,14 @@ local UNFINISHED = {enqueued = true, waiting = true, failed = true}
 
 -- ------------------------------------------------------------------ batches
 
--- The fields a run reads (the callbacks' payloads only when it enqueues one: call_back).
+-- The fields a run reads (a callback's queue, type and payload only when it enqueues one:
+-- call_back); END_FIELDS, those ending jobs needs (count, settle: end_all).
 local BFIELDS = {'bid', 'created_at', 'expires_at', 'description', 'parent_bid', 'committed',
   'committed_at', 'total', 'pending', 'failed', 'complete_st', 'success_st', 'children',
   'kids_complete', 'kids_success', 'm_complete', 'm_success', 'r_complete', 'r_success',
-  'cc_jid', 'cc_queue', 'cc_type', 'sc_jid', 'sc_queue', 'sc_type'}
+  'cc_jid', 'sc_jid'}
+local END_FIELDS = {'bid', 'parent_bid', 'committed', 'pending', 'failed', 'complete_st',
+  'success_st', 'kids_complete', 'kids_success', 'm_complete', 'm_success', 'cc_jid', 'sc_jid'}
 local INTS = {'total', 'pending', 'failed', 'children', 'kids_complete', 'kids_success'}
 local SAVED = {'expires_at', 'parent_bid', 'committed', 'committed_at', 'total', 'pending',
   'failed', 'complete_st', 'success_st', 'children', 'kids_complete', 'kids_success',
@@ -75,16 +78,19 @@ local LOADED, DIRTY = {}, {}
 -- A run reads each batch once and writes it once (flush_batches), however many of its jobs
 -- it moves: a PUSHB of 1,000 jobs into one batch does not rewrite its hash 1,000 times. It
 -- writes only the fields that changed (a job's PUSH or ACK: one or two counters).
-local function batch_load(key)
+-- fields: those to read (BFIELDS unless given; 'bid' first). A run reads every batch with
+-- the same fields: one that reads some writes back only those it changed (flush_batches).
+local function batch_load(key, fields)
   if not key then return nil end
   if LOADED[key] ~= nil then return LOADED[key] or nil end
-  local values = redis.call('HMGET', key, unpack(BFIELDS))
+  fields = fields or BFIELDS
+  local values = redis.call('HMGET', key, unpack(fields))
   if not values[1] then  -- every batch has its bid: there is no such batch
     LOADED[key] = false
     return nil
   end
   local b = {key = key}
-  for i, field in ipairs(BFIELDS) do b[field] = values[i] or '' end
+  for i, field in ipairs(fields) do b[field] = values[i] or '' end
   for _, field in ipairs(INTS) do b[field] = tonumber(b[field]) or 0 end
   local was = {}  -- what is stored, to write back only what changed (no tostring here)
   for _, field in ipairs(SAVED) do was[field] = b[field] end
@@ -128,8 +134,8 @@ end
 
 local function call_back(b, prefix, role, now)
   local jid = b[prefix .. '_jid']
-  local payload = redis.call('HGET', b.key, prefix .. '_payload') or ''
-  schedule(now, jid, b[prefix .. '_queue'], b[prefix .. '_type'], payload)
+  local job = redis.call('HMGET', b.key, prefix .. '_queue', prefix .. '_type', prefix .. '_payload')
+  schedule(now, jid, job[1] or '', job[2] or '', job[3] or '')
   mark_put({jid = jid, state = 'enqueued', updated = now, bid = b.bid, role = role,
     expires = ''})
   F.marked[#F.marked + 1] = jid
@@ -304,7 +310,7 @@ local function end_all(work, now, keep, dead_score, failed_at)
     local b, doomed = nil, false
     if new_state and m.bid ~= '' then
       if declared[m.bid] then
-        b = batch_load(declared[m.bid])
+        b = batch_load(declared[m.bid], END_FIELDS)
       else  -- its batch is not declared here: durable for the sweep, and back to the caller
         local w = waiting_get(EK.waiting, e.jid)
         if w then

@@ -26,6 +26,9 @@ for i = 1, nb do
   jobs_key[ARGV[6 + i]] = KEYS[9 + 2 * i]
 end
 local qk = 11 + 2 * nb  -- KEYS[10 + 2nb] {ns}:queues, [11 + 2nb] {ns}:ready, then queue keys
+-- What a mark reads of its batch: whether it takes jobs, and the counters it moves.
+local MARK_FIELDS = {'bid', 'committed', 'total', 'pending', 'failed'}
+
 -- Mark one job (w: how it waits, or nil); returns its result and detail.
 local function mark_one(jid, bid, expires, w, now, jobs_key)
   local existing, stale = mark_get(jid, tonumber(now))
@@ -34,7 +37,7 @@ local function mark_one(jid, bid, expires, w, now, jobs_key)
   end
   local b, refused = nil, nil
   if bid ~= '' then
-    b = batch_load(declared[bid])
+    b = batch_load(declared[bid], MARK_FIELDS)
     if not b then
       refused = 'no such batch ' .. bid
     elseif b.committed == '1' then
