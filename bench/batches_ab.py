@@ -13,7 +13,8 @@ feature being there at all.
 Reports, per variant, the median over rounds of the server process's CPU time per job (from
 /proc: what the variant costs the server; much steadier than a rate on a shared machine) and
 of the rate, with their ratios to plain jobs. ``--store-pid`` (a local redis-server's pid) adds
-that process's CPU per job: the work a Lua script does is spent there, not in the server.
+that process's CPU per job: the work a Lua script does is spent there, not in the server
+(``--baseline-store-pid``: the one behind ``--baseline-storage``, each tree on its own Redis).
 Nothing here is a test.
 """
 
@@ -117,11 +118,14 @@ def run(args: argparse.Namespace) -> None:
                 url, custom = chosen[name]
                 pid = servers.get(name, server).process.pid
                 before = cpu_seconds(pid)
-                store_before = cpu_seconds(args.store_pid) if args.store_pid else 0.0
+                store_pid = args.store_pid
+                if name.endswith("(baseline)") and args.baseline_storage:
+                    store_pid = args.baseline_store_pid  # its own Redis, or none measured
+                store_before = cpu_seconds(store_pid) if store_pid else 0.0
                 seconds = asyncio.run(round_trip(url, args.jobs, custom, args.connections))
                 cpu[name].append((cpu_seconds(pid) - before) / args.jobs * 1e6)
-                if args.store_pid:
-                    spent = cpu_seconds(args.store_pid) - store_before
+                if store_pid:
+                    spent = cpu_seconds(store_pid) - store_before
                     store[name].append(spent / args.jobs * 1e6)
                 rate[name].append(args.jobs / seconds)
         _report(cpu, store if args.store_pid else None, rate, args)
@@ -149,8 +153,11 @@ def _report(
         c, r = statistics.median(cpu[name]), statistics.median(rate[name])
         row = [name, f"{c:.1f}", f"{c / base_cpu:.2f}"]
         if store:
-            s, base = statistics.median(store[name]), statistics.median(store[plain])
-            row += [f"{s:.1f}", f"{s / base:.2f}"]
+            if store[name] and store[plain]:
+                s, base = statistics.median(store[name]), statistics.median(store[plain])
+                row += [f"{s:.1f}", f"{s / base:.2f}"]
+            else:  # a baseline on a store whose process was not named
+                row += ["-", "-"]
         table.add_row(*row, f"{r:,.0f}", f"{base_rate / r:.2f}")
     Console().print(table)
 
@@ -226,6 +233,12 @@ def main() -> None:
     )
     parser.add_argument("--in-process", action="store_true")
     parser.add_argument("--store-pid", type=int, default=0, help="a local redis-server's pid")
+    parser.add_argument(
+        "--baseline-store-pid",
+        type=int,
+        default=0,
+        help="the pid of the redis-server behind --baseline-storage",
+    )
     args = parser.parse_args()
     if args.in_process:
         in_process(args.jobs, args.rounds, sqlite=args.storage.startswith("sqlite"))

@@ -2,12 +2,15 @@
 
 ``soon.push_soon`` answers a plain PUSH from the step that reads the store's reply. A job
 that only the batches feature's ``push_many`` wants (``custom.bid`` or ``custom.track``, no
-``after``, no other feature's key) is marked the same way: ``Feature.push_many_soon`` sends
-its mark (``Store.mark_jobs_soon``, batches_mark.lua) and, from that reply's step, the enqueue
-goes out (``Store.enqueue_soon``); the PUSH is answered from the enqueue's reply, with the
-same durability as the long way's (the mark, then the job). Anything else the mark step says
-(refused, waiting, dead, a PUSH sent again) is left to the long way, in a task: marking is
-idempotent per jid, so the long way's ``push_many`` finds the mark and says the same.
+``after``, no other feature's key) is marked and queued the same way, in one store step:
+``Feature.push_many_soon`` with the job's entry sends ``Store.mark_enqueue_soon``
+(batches_mark.lua, which queues the job when its mark comes out ready: one round trip, as a
+plain PUSH) and the PUSH is answered from its reply. Where the store cannot do both at once
+(a PUSH that waits for replicas) the mark goes alone (``Store.mark_jobs_soon``) and, from
+that reply's step, the enqueue (``Store.enqueue_soon``), with the long way's durability.
+Anything else the mark step says (refused, waiting, dead) is left to the long way, in a
+task, with nothing queued: marking is idempotent per jid, so the long way's ``push_many``
+finds the mark and says the same.
 """
 
 from __future__ import annotations
@@ -54,4 +57,12 @@ def push_marked(
         elif not store.enqueue_soon(queued, stored):
             _settle_after(later, enqueue)
 
+    def marked_and_queued(result: MarkResult | None, error: BaseException | None) -> None:
+        if error is not None or result is MarkResult.READY:
+            stored(None, error)
+        else:
+            _settle_after(later, lambda: manager.push(payload))  # it says why, or where
+
+    if feature.push_many_soon(job, marked_and_queued, queued):
+        return later
     return later if feature.push_many_soon(job, marked) else None

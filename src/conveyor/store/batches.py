@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # base.py includes this capability in Store
-    from conveyor.store.base import Page, SetEntry
+    from conveyor.store.base import Page, QueuedJob, SetEntry
 
 __all__ = [
     "BatchRecord",
@@ -353,6 +353,19 @@ class Batches(abc.ABC):
         """``mark_jobs`` with a callback, for a store whose writes wait for I/O but need no
         task (as ``Store.enqueue_soon``): False, with nothing done, when it cannot now; else
         ``done`` gets what ``mark_jobs`` would have returned, or what it raised."""
+        return False
+
+    def mark_enqueue_soon(
+        self,
+        marks: Sequence[NewMark],
+        now: float,
+        queued: Sequence[QueuedJob],
+        done: Callable[[dict[str, tuple[MarkResult, str]] | None, BaseException | None], object],
+    ) -> bool:
+        """``mark_jobs_soon`` that also enqueues, in the same atomic step, each of ``queued``
+        (one a mark, by jid) whose mark comes out ``READY``, as ``enqueue`` would, with its
+        durability: a batch job's PUSH in one step (Redis: one round trip). False, with
+        nothing done, when it cannot now (the caller marks, then enqueues)."""
         return False
 
     @abc.abstractmethod

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from conveyor.manager.admin import JobLocation
     from conveyor.manager.config import ManagerConfig
     from conveyor.manager.core import Manager
+    from conveyor.store.base import QueuedJob
 
 __all__ = ["Feature", "Loop"]
 
@@ -105,11 +106,15 @@ class Feature(Middleware):
         self,
         job: Job,
         done: Callable[[MarkResult | None, BaseException | None], object],
+        queued: Sequence[QueuedJob] = (),
     ) -> bool:
         """``push_many`` of one job with a callback, for a store whose writes wait for I/O
         (soon.py): ``done`` gets how its step went (``MarkResult.READY``: queue it now; any
         other: the PUSH takes the long way, which runs ``push_many`` again: it must be
-        idempotent per jid). False, with nothing done, when it cannot (the long way)."""
+        idempotent per jid). With ``queued`` (the job's queue entry), ``READY`` means it was
+        queued in that same step, and False is also the answer when the store cannot do
+        that now (the caller asks again without it). False, with nothing done, when it
+        cannot (the long way)."""
         return False
 
     def push_many_now(self, job: Job) -> dict[str, CommandError | Drop] | None:

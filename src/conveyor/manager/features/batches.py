@@ -37,7 +37,7 @@ from conveyor.manager.features.batch_commands import BatchCommands
 from conveyor.manager.features.passing import PassResults
 from conveyor.manager.features.tracking import Tracking
 from conveyor.manager.middleware import Drop, FailContext, Next
-from conveyor.store.base import SetEntry, SetMove, SortedSet
+from conveyor.store.base import QueuedJob, SetEntry, SetMove, SortedSet
 from conveyor.store.batch_engine import bury_payload
 from conveyor.store.batches import (
     EndContext,
@@ -211,9 +211,11 @@ class BatchFeature(PassResults, BatchCommands, Tracking):
         self,
         job: Job,
         done: Callable[[MarkResult | None, BaseException | None], object],
+        queued: Sequence[QueuedJob] = (),
     ) -> bool:
         """The PUSH fast path of a store whose writes wait for I/O (Redis), for a job without
-        ``custom.after``: its mark written from the reply's step (``mark_jobs_soon``)."""
+        ``custom.after``: its mark written from the reply's step (``mark_jobs_soon``); with
+        ``queued``, the job enqueued in that same step when ready (``mark_enqueue_soon``)."""
         store = self.manager.store
         if store.in_process or (job.custom or {}).get("after"):
             return False
@@ -228,6 +230,8 @@ class BatchFeature(PassResults, BatchCommands, Tracking):
             verdict = results.get(job.jid) if results is not None else None
             done(verdict[0] if verdict is not None else None, error)
 
+        if queued:
+            return store.mark_enqueue_soon(marks, now, queued, marked)
         return store.mark_jobs_soon(marks, now, marked)
 
     def _take(

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from conveyor.store.base import Page, SetEntry, SortedSet
+from conveyor.store.base import Page, QueuedJob, SetEntry, SortedSet
 from conveyor.store.batches import (
     Batches,
     BatchRecord,
@@ -44,7 +44,7 @@ from conveyor.store.batches import (
     Outcome,
     WaitingJob,
 )
-from conveyor.store.redis.codec import decode_fields, lp, score_arg
+from conveyor.store.redis.codec import decode_fields, encode_entry, lp, score_arg
 from conveyor.store.redis.endings import unpack
 from conveyor.store.redis.host import RedisHost
 from conveyor.timefmt import format_time
@@ -58,6 +58,8 @@ __all__ = ["RedisBatches"]
 EXPIRE_CHUNK = 1000
 _NOTHING_FIRED = b"0:" * 6 + b"1:0"
 """``packed_fired()`` of a step that set nothing off."""
+_NO_LISTS = b"0:" * 6
+"""The start of a ``packed_fired()`` whose lists are empty (then: the processed count)."""
 _INTS = ("total", "pending", "failed", "children", "kids_complete", "kids_success")
 _FLAGS = ("committed", "m_complete", "m_success", "r_complete", "r_success")
 
@@ -176,8 +178,12 @@ class RedisBatches(RedisHost, Batches):
         """``packed_fired()`` of ``_batches.lua``, back."""
         if packed == _NOTHING_FIRED:  # most ACKs
             return Fired()
-        parts = unpack(packed)
-        return _fired([*(unpack(part) for part in parts[:6]), parts[6]])
+        if packed.startswith(_NO_LISTS):  # a batch job's ACK that fired nothing
+            fired = Fired()
+            fired.processed = int(unpack(packed[len(_NO_LISTS) :])[0])
+            return fired
+        parts = unpack(packed)  # most lists empty: a batch job's ACK ends only itself
+        return _fired([*(unpack(part) if part else [] for part in parts[:6]), parts[6]])
 
     def _settle_keys(self) -> list[str]:
         k = self._keys
@@ -339,8 +345,8 @@ class RedisBatches(RedisHost, Batches):
     ) -> dict[str, tuple[MarkResult, str]]:
         if not marks:
             return {}
-        keys, args = self._mark_call(marks, now)
-        return _marked(await self._run("batches_mark", keys, args))
+        keys, args = self._mark_call(marks, now, ())
+        return _marked(await self._write("batches_mark", keys, args))
 
     def mark_jobs_soon(
         self,
@@ -350,30 +356,54 @@ class RedisBatches(RedisHost, Batches):
     ) -> bool:
         if not marks:
             return False
-        keys, args = self._mark_call(marks, now)
+        keys, args = self._mark_call(marks, now, ())
+        return self._calls.write_soon(self._scripts["batches_mark"], keys, args, _read(done))
+
+    def mark_enqueue_soon(
+        self,
+        marks: Sequence[NewMark],
+        now: float,
+        queued: Sequence[QueuedJob],
+        done: Callable[[dict[str, tuple[MarkResult, str]] | None, BaseException | None], object],
+    ) -> bool:
+        # one script, one round trip: batches_mark.lua queues each job it finds ready
+        if not marks or {m.jid for m in marks} != {job.jid for job in queued}:
+            return False
+        keys, args = self._mark_call(marks, now, queued)
+        names = list(dict.fromkeys(job.queue for job in queued))
+        read = _read(done)
 
         def answered(flat: Any, error: BaseException | None) -> None:
-            if error is not None:
-                done(None, error)
-                return
-            try:
-                results = _marked(flat)
-            except Exception as exc:  # a reply we cannot read: the PUSH must still be answered
-                done(None, exc)
-            else:
-                done(results, None)
+            # Even after an error: the script may have run, and our own echo is skipped.
+            self._wake_all(names)
+            read(flat, error)
 
-        return self._calls.run_soon(self._scripts["batches_mark"], keys, args, answered)
+        script = self._scripts["batches_mark"]
+        # durable: a job is queued here, so where PUSHes wait for replicas, the caller marks
+        # and then enqueues with enqueue.lua, which does
+        return self._calls.write_soon(script, keys, args, answered, durable=True)
 
-    def _mark_call(self, marks: Sequence[NewMark], now: float) -> tuple[list[str], list[Any]]:
-        """KEYS and ARGV of batches_mark.lua."""
+    def _mark_call(
+        self, marks: Sequence[NewMark], now: float, queued: Sequence[QueuedJob]
+    ) -> tuple[list[str], list[Any]]:
+        """KEYS (after the token) and ARGV (after the token's TTL and attempt) of
+        batches_mark.lua; ``queued``: the entries of the jobs it queues when ready."""
         bids = list(dict.fromkeys(m.bid for m in marks if m.bid))
-        keys = [*self._settle_keys(), self._k("waiting"), self._k("waitz"), self._k("edges")]
-        keys += self._batch_keys(bids, with_jobs=True)
-        args: list[Any] = [score_arg(now), len(bids), *bids]
+        # the keys of an ACK's ends: SETTLE, waiting, waitz, edges (built once)
+        keys = [*self._ack_end_keys(()), *self._batch_keys(bids, with_jobs=True)]
+        entries = {job.jid: job for job in queued}
+        if entries:
+            keys += [self._keys.queues, self._keys.ready]
+        args: list[Any] = [score_arg(now), self._pub, self._origin, len(bids), *bids]
         for mark in marks:
             expires = "" if mark.expires_at is None else score_arg(mark.expires_at)
             args += [mark.jid, mark.bid, expires]
+            job = entries.get(mark.jid)
+            if job is None:
+                args.append("")
+            else:
+                keys.append(self._keys.queue(job.queue))
+                args += [job.queue, encode_entry(job)]
             waiting = mark.waiting
             if waiting is None:
                 args.append("0")
@@ -492,9 +522,30 @@ class RedisBatches(RedisHost, Batches):
         await self._read(lambda: self._redis.delete(*keys), "flush")
 
 
-def _marked(flat: Any) -> dict[str, tuple[MarkResult, str]]:
-    """batches_mark.lua's reply: jid, result, detail, ..."""
+def _marked(reply: bytes) -> dict[str, tuple[MarkResult, str]]:
+    """batches_mark.lua's reply: pack() of jid, result, detail, ..."""
+    flat = unpack(reply)
     return {
-        flat[i].decode(): (MarkResult(flat[i + 1].decode()), _text(flat[i + 2]))
+        flat[i].decode(): (MarkResult(flat[i + 1].decode()), flat[i + 2].decode())
         for i in range(0, len(flat), 3)
     }
+
+
+def _read(
+    done: Callable[[dict[str, tuple[MarkResult, str]] | None, BaseException | None], object],
+) -> Callable[[Any, BaseException | None], None]:
+    """A callback for batches_mark.lua's reply that hands ``done`` what ``mark_jobs`` would
+    return, or the error."""
+
+    def answered(reply: Any, error: BaseException | None) -> None:
+        if error is not None:
+            done(None, error)
+            return
+        try:
+            results = _marked(reply)
+        except Exception as exc:  # a reply we cannot read: the PUSH must still be answered
+            done(None, exc)
+        else:
+            done(results, None)
+
+    return answered

@@ -3,12 +3,13 @@
 Every script gets the helpers of ``_lib.lua`` it uses prepended (and those they use): Redis
 runs a script's whole text at every call, and defining all ten helpers cost about as much
 as running a small script (1.7 us a call, against 1.1 for ``return 1``). A capability's
-scripts ``<capability>_*.lua`` get ``_<capability>.lua`` after them when there is one; a
-script whose first line is ``-- uses: <capability>`` gets that one's (``endings_end.lua``
-moves batch marks with an ACK), and is also loaded without it as ``<name>/bare``, for the
-calls that use none of it: running ``_batches.lua``'s top level (its functions and tables)
-is a few microseconds of Redis CPU an ACK. ``calls.Caller``
-runs them with EVALSHA, falling back to EVAL (which also caches the script) after a
+scripts ``<capability>_*.lua`` get ``_<capability>.lua`` after them when there is one (only
+the functions of it they reach, with its other top-level statements: each function is a
+closure built at every call); a script whose first line is ``-- uses: <capability>`` gets
+that one's (``endings_end.lua`` moves batch marks with an ACK), and is also loaded without it
+as ``<name>/bare``, for the calls that use none of it: running ``_batches.lua``'s top level
+(its functions and tables) is a few microseconds of Redis CPU an ACK. ``calls.Caller`` runs
+them with EVALSHA, falling back to EVAL (which also caches the script) after a
 ``NOSCRIPT`` reply, e.g. after Redis restarted or a failover.
 """
 
@@ -51,13 +52,25 @@ def load_scripts() -> dict[str, Script]:
             text = item.read_text()
             first = text.split("\n", 1)[0]
             uses = first[len(_USES) :].strip() if first.startswith(_USES) else ""
-            own = libs.get(uses or name.split("_", 1)[0], "")
+            own = _prune(libs.get(uses or name.split("_", 1)[0], ""), text)
             if uses:  # BARE: whether the script runs without the library (it must not call it)
                 bare = f"{name[:-4]}/bare"
                 scripts[bare] = _script(bare, helpers, "local BARE = true", text)
                 own += "\nlocal BARE = false"
             scripts[name[:-4]] = _script(name[:-4], helpers, own, text)
     return scripts
+
+
+def _prune(lib: str, text: str) -> str:
+    """A capability's library without the functions ``text`` never reaches: each is a
+    closure Redis would build at every call (``_batches.lua`` has thirty; a PUSH's mark
+    needs a third of them). Its other top-level statements (tables, counters) stay."""
+    if not lib:
+        return lib
+    functions = {m.group(1): m.group(0) for m in _HELPER.finditer(lib)}
+    rest = _HELPER.sub("", lib)
+    kept = set(_used(rest + "\n" + text, functions))
+    return _HELPER.sub(lambda m: m.group(0) if m.group(1) in kept else "", lib)
 
 
 def _script(name: str, helpers: dict[str, str], own: str, text: str) -> Script:

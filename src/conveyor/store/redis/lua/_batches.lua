@@ -31,23 +31,26 @@ end
 
 -- ------------------------------------------------------------------ marks
 
+-- The live mark of jid, or nil (and true when an expired one is still stored).
 local function mark_get(jid, now)
   local raw = redis.call('HGET', KEYS[SK + 1], jid)
-  if not raw then return nil end
+  if not raw then return nil, false end
   local m, pos = {jid = jid}, 1
   m.state, pos = read_lp(raw, pos)
   m.updated, pos = read_lp(raw, pos)
   m.bid, pos = read_lp(raw, pos)
   m.role, pos = read_lp(raw, pos)
   m.expires = read_lp(raw, pos)
-  if m.expires ~= '' and tonumber(m.expires) <= now then return nil end
+  if m.expires ~= '' and tonumber(m.expires) <= now then return nil, true end
   return m
 end
 
-local function mark_put(m)
+-- unlisted: the caller knows the jid is not in {ns}:markx (its stored mark names a batch:
+-- such a mark is never listed there)
+local function mark_put(m, unlisted)
   redis.call('HSET', KEYS[SK + 1], m.jid, lp(m.state) .. lp(m.updated) .. lp(m.bid) .. lp(m.role) .. lp(m.expires))
   if m.expires == '' or m.bid ~= '' then  -- a batch job's mark goes with its batch
-    redis.call('ZREM', KEYS[SK + 2], m.jid)
+    if not unlisted then redis.call('ZREM', KEYS[SK + 2], m.jid) end
   else
     redis.call('ZADD', KEYS[SK + 2], m.expires, m.jid)
   end
@@ -57,10 +60,14 @@ local UNFINISHED = {enqueued = true, waiting = true, failed = true}
 
 -- ------------------------------------------------------------------ batches
 
+-- The fields a run reads (a callback's queue, type and payload only when it enqueues one:
+-- call_back); END_FIELDS, those ending jobs needs (count, settle: end_all).
 local BFIELDS = {'bid', 'created_at', 'expires_at', 'description', 'parent_bid', 'committed',
   'committed_at', 'total', 'pending', 'failed', 'complete_st', 'success_st', 'children',
   'kids_complete', 'kids_success', 'm_complete', 'm_success', 'r_complete', 'r_success',
-  'cc_jid', 'cc_queue', 'cc_type', 'cc_payload', 'sc_jid', 'sc_queue', 'sc_type', 'sc_payload'}
+  'cc_jid', 'sc_jid'}
+local END_FIELDS = {'bid', 'parent_bid', 'committed', 'pending', 'failed', 'complete_st',
+  'success_st', 'kids_complete', 'kids_success', 'm_complete', 'm_success', 'cc_jid', 'sc_jid'}
 local INTS = {'total', 'pending', 'failed', 'children', 'kids_complete', 'kids_success'}
 local SAVED = {'expires_at', 'parent_bid', 'committed', 'committed_at', 'total', 'pending',
   'failed', 'complete_st', 'success_st', 'children', 'kids_complete', 'kids_success',
@@ -69,18 +76,25 @@ local SAVED = {'expires_at', 'parent_bid', 'committed', 'committed_at', 'total',
 local LOADED, DIRTY = {}, {}
 
 -- A run reads each batch once and writes it once (flush_batches), however many of its jobs
--- it moves: a PUSHB of 1,000 jobs into one batch does not rewrite its hash 1,000 times.
-local function batch_load(key)
+-- it moves: a PUSHB of 1,000 jobs into one batch does not rewrite its hash 1,000 times. It
+-- writes only the fields that changed (a job's PUSH or ACK: one or two counters).
+-- fields: those to read (BFIELDS unless given; 'bid' first). A run reads every batch with
+-- the same fields: one that reads some writes back only those it changed (flush_batches).
+local function batch_load(key, fields)
   if not key then return nil end
   if LOADED[key] ~= nil then return LOADED[key] or nil end
-  if redis.call('EXISTS', key) == 0 then
+  fields = fields or BFIELDS
+  local values = redis.call('HMGET', key, unpack(fields))
+  if not values[1] then  -- every batch has its bid: there is no such batch
     LOADED[key] = false
     return nil
   end
-  local values = redis.call('HMGET', key, unpack(BFIELDS))
   local b = {key = key}
-  for i, field in ipairs(BFIELDS) do b[field] = values[i] or '' end
+  for i, field in ipairs(fields) do b[field] = values[i] or '' end
   for _, field in ipairs(INTS) do b[field] = tonumber(b[field]) or 0 end
+  local was = {}  -- what is stored, to write back only what changed (no tostring here)
+  for _, field in ipairs(SAVED) do was[field] = b[field] end
+  b.was = was
   LOADED[key] = b
   return b
 end
@@ -91,12 +105,16 @@ end
 
 local function flush_batches()
   for key, b in pairs(DIRTY) do
-    local args = {}
+    local args, was = {}, b.was
     for _, field in ipairs(SAVED) do
-      args[#args + 1] = field
-      args[#args + 1] = tostring(b[field])
+      local value = b[field]
+      if value ~= was[field] then  -- a counter is a number on both sides, a flag a string
+        args[#args + 1] = field
+        args[#args + 1] = tostring(value)
+        was[field] = value
+      end
     end
-    redis.call('HSET', key, unpack(args))
+    if #args > 0 then redis.call('HSET', key, unpack(args)) end
   end
   DIRTY = {}
 end
@@ -116,7 +134,8 @@ end
 
 local function call_back(b, prefix, role, now)
   local jid = b[prefix .. '_jid']
-  schedule(now, jid, b[prefix .. '_queue'], b[prefix .. '_type'], b[prefix .. '_payload'])
+  local job = redis.call('HMGET', b.key, prefix .. '_queue', prefix .. '_type', prefix .. '_payload')
+  schedule(now, jid, job[1] or '', job[2] or '', job[3] or '')
   mark_put({jid = jid, state = 'enqueued', updated = now, bid = b.bid, role = role,
     expires = ''})
   F.marked[#F.marked + 1] = jid
@@ -254,7 +273,9 @@ local function count(b, m, new_state)
 end
 
 local function release(dep, now)
-  for _, jid in ipairs(unpack_list(redis.call('HGET', EK.edges, dep))) do
+  local edges = redis.call('HGET', EK.edges, dep)
+  if not edges then return end  -- no job waits for it (most jobs)
+  for _, jid in ipairs(unpack_list(edges)) do
     local w = waiting_get(EK.waiting, jid)
     if w and w.remaining >= 0 then
       if w.remaining > 1 then
@@ -276,19 +297,20 @@ local function release(dep, now)
   redis.call('HDEL', EK.edges, dep)
 end
 
--- End each of `work` ({jid, outcome, cause}; dead ends append the waiters they kill), as
--- batch_engine._end_one does. now: a score string; keep: seconds a finished plain mark lives.
+-- End each of `work` ({jid, outcome, cause, and its mark when the caller read it}; dead ends
+-- append the waiters they kill), as batch_engine._end_one does. now: a score string; keep:
+-- seconds a finished plain mark lives.
 local function end_all(work, now, keep, dead_score, failed_at)
   local head = 1
   while head <= #work do
     local e = work[head]
     head = head + 1
-    local m = mark_get(e.jid, tonumber(now))
+    local m = e.mark or mark_get(e.jid, tonumber(now))  -- e.mark: read by the caller just now
     local new_state = m and next_state(m.state, e.outcome) or nil
     local b, doomed = nil, false
     if new_state and m.bid ~= '' then
       if declared[m.bid] then
-        b = batch_load(declared[m.bid])
+        b = batch_load(declared[m.bid], END_FIELDS)
       else  -- its batch is not declared here: durable for the sweep, and back to the caller
         local w = waiting_get(EK.waiting, e.jid)
         if w then
@@ -318,7 +340,7 @@ local function end_all(work, now, keep, dead_score, failed_at)
       local old_state = m.state
       if m.bid == '' then m.expires = fmt(tonumber(now) + keep) end
       m.state, m.updated = new_state, now
-      mark_put(m)
+      mark_put(m, m.bid ~= '')
       m.state = old_state
       if new_state == 'success' or new_state == 'dead' then F.ended[#F.ended + 1] = e.jid end
       if b then

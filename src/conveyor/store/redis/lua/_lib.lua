@@ -6,6 +6,7 @@
 --   set data     lp(queue) .. lp(jobtype) .. payload
 -- fmt() prints a double exactly (%.17g round-trips), so scores never lose precision.
 local function lp(s)
+  if s == '' then return '0:' end  -- many are (a mark's role, empty lists): no number printed
   return #s .. ':' .. s
 end
 

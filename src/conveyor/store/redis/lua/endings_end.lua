@@ -151,7 +151,7 @@ for i = a + 1, #ARGV do
     n = n + 1
     if m then
       PRE_ENDED[jid] = true
-      work[#work + 1] = {jid = jid, outcome = 'success', cause = ''}
+      work[#work + 1] = {jid = jid, outcome = 'success', cause = '', mark = m}
     end
   end
 end
