@@ -244,11 +244,33 @@ async def test_an_empty_queue_stops_the_reserves_until_a_fetch_finds_a_job_again
         await ack(conn, "no-such-jid")
         assert await fetch(conn) is None
     assert counts.ahead == 1
-    late = [job() for _ in range(3)]
+    late = [job() for _ in range(4)]
     await push(conn, *late)
-    await steady(conn, late)  # found at once after an ACK: the rhythm again
-    assert counts.ahead == 2
+    # found at once after an ACK: the rhythm again, and after the miss one chance passes by
+    await steady(conn, late)
+    assert counts.ahead == 1
     assert await fetch(conn) == late[2]["jid"]
+    await ack(conn, late[2]["jid"])
+    assert counts.ahead == 2
+    assert await fetch(conn) == late[3]["jid"]
+
+
+async def test_a_client_that_pushes_before_each_fetch_sends_few_reserves_ahead(
+    make_server: MakeServer, raw_client: RawConnect, redis_url: str
+) -> None:
+    """PUSH, FETCH, ACK in a loop on a queue of its own: at each ACK the queue is empty, so
+    a reserve ahead finds nothing. After each miss the next 1, 3, 7 ... chances pass by: a
+    handful of reserves for 60 jobs, not one every other job."""
+    server = await start(make_server, redis_url, hold=60.0)
+    conn = await raw_client(server.port, hello=HELLO)
+    counts = Reserves(server.manager)
+    for _ in range(60):
+        sent = job()
+        await push(conn, sent)
+        assert await fetch(conn) == sent["jid"]
+        await ack(conn, sent["jid"])
+    assert 1 <= counts.ahead <= 6, counts.ahead
+    assert await reserved(server.manager) == []
 
 
 async def test_busy_workers_closing_and_pausing_at_random_run_every_job_exactly_once(

@@ -14,9 +14,10 @@ ACKs to watch) only when a FETCH of the same queues, by a running worker, comes 
 Anything else gives it back to the head of its queue (``Store.reserve_ahead_soon``), in
 order, unless something else ended its reservation meanwhile: a FETCH of other queues, no
 FETCH within ``ManagerConfig.fetch_ahead_seconds``, the connection closing. A reserve that
-comes back empty, or a job given back, stops the rhythm until a FETCH finds a job again, so
-an idle queue or a pooled client (its next FETCH on another connection) costs one reserve at
-most. docs/design/hand-off.md says more.
+comes back empty, or a job given back, stops the rhythm until a FETCH finds a job again and
+makes the connection pass the next chances by (``Rhythm._missed``), so an idle queue or a
+pooled client (its next FETCH on another connection) rarely costs a reserve.
+docs/design/hand-off.md says more.
 """
 
 from __future__ import annotations
