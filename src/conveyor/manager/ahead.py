@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING
 
 from conveyor.manager.later import Later
 from conveyor.manager.soon import _deliver, _taken
-from conveyor.manager.types import WorkerState
 from conveyor.store.base import Reservation
 
 if TYPE_CHECKING:
@@ -96,9 +95,9 @@ class Ahead:
         if self.over:
             return None
         manager = self._manager
-        if not same_queues(queues, self.queues) or (
-            wid and manager._worker_states.get(wid, WorkerState.RUNNING) != WorkerState.RUNNING
-        ):
+        # what the ACK checked may have changed since: the worker told to quiet, a throttle
+        # or fetch middleware loaded (a job reserved ahead is taken only as a FETCH's would be)
+        if not same_queues(queues, self.queues) or not manager.fetches_ahead(queues, wid):
             self.give_back()
             return None
         self._end()
