@@ -4,7 +4,7 @@ A Faktory client's processor works one job at a time on its connection: FETCH, r
 FETCH, ... On Redis each of those is a round trip from conveyor to Redis, so a busy worker's
 job costs two (the reserve and the ACK) between one reply and the next. When a connection
 has kept that rhythm (an ACK, then a FETCH of the same queues as the FETCH before, in any
-order, which found a job: ``server/rhythm.py``), the ACK's step also sends the next FETCH's
+order, which found a job: ``Rhythm``), the ACK's step also sends the next FETCH's
 reserve, right behind the ACK's script on the same Redis connection (``Ahead``). Redis
 answers both in one round trip; the FETCH that follows finds its job already reserved and is
 answered without waiting for Redis.
@@ -34,7 +34,7 @@ from conveyor.store.base import Reservation
 if TYPE_CHECKING:
     from conveyor.manager.core import Manager
 
-__all__ = ["Ahead", "same_queues"]
+__all__ = ["Ahead", "Rhythm", "same_queues"]
 
 
 def same_queues(a: Sequence[str], b: Sequence[str] | None) -> bool:
@@ -127,3 +127,87 @@ class Ahead:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+_MAX_MISSES = 6
+
+
+class Rhythm:
+    """One connection's FETCH and ACK pattern: whether its ACK may reserve for the FETCH
+    that should follow (module docstring). The server keeps one per connection and tells it
+    of each ACK and FETCH."""
+
+    __slots__ = ("_acked", "_candidate", "_misses", "_skips", "_used", "ahead", "queues", "steady")
+
+    def __init__(self) -> None:
+        self.queues: Sequence[str] | None = None  # the last FETCH's
+        self.steady = False  # the last FETCH followed an ACK, named the same queues, found a job
+        self.ahead: Ahead | None = None
+        self._acked = False  # an ACK came since the last FETCH
+        self._candidate = False  # this FETCH followed an ACK and named the same queues
+        self._used = False  # this FETCH was given the jobs reserved ahead
+        self._misses = 0  # reserves ahead in a row that no FETCH took a job from
+        self._skips = 0  # steady ACKs still to pass by without a reserve (after misses)
+
+    def acked(self, manager: Manager, wid: str) -> None:
+        """An ACK was sent to a store that is not in process: reserve for the next FETCH."""
+        self._acked = True
+        queues = self.queues
+        if not self.steady or queues is None or self.ahead is not None:
+            return
+        if self._skips:  # the last ones were wasted: fewer, until one finds a job again
+            self._skips -= 1
+            return
+        hold = manager.config.fetch_ahead_seconds
+        if hold <= 0 or not manager.fetches_ahead(queues, wid):
+            return
+        ahead = Ahead(manager, queues)
+        if ahead.send(wid, hold):
+            self.ahead = ahead
+
+    def fetch(self, queues: Sequence[str], wid: str) -> list[bytes] | Later[list[bytes]] | None:
+        """A FETCH answered at once came: the jobs reserved ahead for it, or None (the usual
+        FETCH). ``found`` then says what it got."""
+        self._candidate = self._acked and same_queues(queues, self.queues)
+        self._acked = False
+        self.queues = queues
+        ahead, self.ahead = self.ahead, None
+        if ahead is None:
+            self._used = False
+            return None
+        taken = ahead.take(queues, wid)
+        self._used = taken is not None
+        if taken is None:  # given back: not for this FETCH, or held too long
+            self._missed()
+        return taken
+
+    def found(self, jobs: list[bytes] | None) -> None:
+        """What that FETCH got at once (None or ``[]``: nothing, it waits the long way). A
+        job found at once, after an ACK, keeps the rhythm."""
+        if self._used:
+            self._used = False
+            if jobs:
+                self._misses = 0
+            else:
+                self._missed()
+        self.steady = bool(jobs) and self._candidate
+
+    def _missed(self) -> None:
+        """A reserve ahead was wasted (it found nothing, or no FETCH took its job): pass the
+        next 1, 3, 7 ... 63 chances by, so a connection that pushes before it fetches (each
+        ACK finding its queue empty) or asks elsewhere sends a reserve ahead rarely."""
+        self._misses = min(self._misses + 1, _MAX_MISSES)
+        self._skips = (1 << self._misses) - 1
+
+    def broken(self) -> None:
+        """Anything else that FETCHes (one that waits in the runner, FETCHB): no rhythm, and
+        what was reserved ahead goes back."""
+        self.steady = self._acked = False
+        self.queues = None
+        self.close()
+
+    def close(self) -> None:
+        """The connection closed: give back what was reserved for it."""
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None:
+            ahead.give_back()

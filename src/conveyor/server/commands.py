@@ -12,19 +12,20 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 import msgspec
 
 from conveyor.errors import CommandError
 from conveyor.manager import ClientInfo, Manager, ServerStats, WorkerState
+from conveyor.manager.ahead import Rhythm
 from conveyor.manager.features.results import MAX_WAIT_SECONDS
 from conveyor.manager.later import Later
 from conveyor.manager.retry import RetryControl
 from conveyor.metrics.jobs import parse_duration
 from conveyor.protocol import NULL_BULK, OK, bulk
 from conveyor.server.admin import run_admin
-from conveyor.server.rhythm import Rhythm
 from conveyor.store.base import JobFilter
 
 __all__ = [
@@ -270,8 +271,14 @@ def fetch_now(session: Session, argument: bytes) -> bytes | Soon | None:
     if jobs is None:
         jobs = session.manager.fetch_now(queues, wid, 1)
     if isinstance(jobs, Later):
-        return Soon(jobs, rhythm.one_job)
-    return rhythm.one_job(jobs)
+        return Soon(jobs, partial(_one_job, rhythm))
+    return _one_job(rhythm, jobs)
+
+
+def _one_job(rhythm: Rhythm, jobs: list[bytes] | None) -> bytes | None:
+    """A FETCH's reply; None when it found nothing (it waits, the long way)."""
+    rhythm.found(jobs)
+    return bulk(jobs[0]) if jobs else None
 
 
 async def ack_many(session: Session, argument: bytes) -> bytes | None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, cast
 
 from conveyor.errors import CommandError, LineTooLong, StoreError, StoreUnavailable
 from conveyor.manager import ClientInfo, Manager, ServerStats
+from conveyor.manager.ahead import Rhythm
 from conveyor.protocol import (
     OK,
     Hello,
@@ -32,7 +33,6 @@ from conveyor.protocol import (
 )
 from conveyor.server.commands import COMMANDS, NOW, SENT, Soon
 from conveyor.server.guard import MAX_CHECKS_PER_ADDRESS, Verdict
-from conveyor.server.rhythm import Rhythm
 from conveyor.server.states import ConnState, advance
 from conveyor.store.base import Durability
 
