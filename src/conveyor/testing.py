@@ -20,7 +20,8 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from conveyor.app.core import App, Producer
+from conveyor.app.core import App
+from conveyor.app.producer import Producer
 from conveyor.app.sync import SyncRunner
 from conveyor.job import Job, decode_job, encode_job
 from conveyor.worker.execute import JobRunner, Outcome

@@ -35,8 +35,9 @@ from conveyor.app.batches import BatchBlock
 from conveyor.job import Job
 
 if TYPE_CHECKING:
-    from conveyor.app.core import App, PushResult
+    from conveyor.app.core import App
     from conveyor.app.jobs import JobDef
+    from conveyor.app.producer import PushResult
 
 __all__ = [
     "CHAIN_RESULT_TTL",

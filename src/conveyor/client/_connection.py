@@ -18,6 +18,22 @@ from typing import Any, Self
 
 import msgspec
 
+from conveyor.client._lines import (
+    CRLF,
+    CRON_OPS,
+    CRON_VERB,
+    decode_errors,
+    decode_jids,
+    decode_jobs,
+    decode_latency,
+    decode_object,
+    decode_objects,
+    encode,
+    fetchb_line,
+    queue_names,
+    run_seconds,
+    word,
+)
 from conveyor.client._url import ServerAddress, resolve_url
 from conveyor.errors import (
     AuthenticationError,
@@ -35,32 +51,8 @@ __all__ = ["DEFAULT_TIMEOUT_SECONDS", "Client", "fetch_jobs"]
 # Must stay above the server's FETCH wait (2 s in Faktory) or an idle FETCH would time out.
 DEFAULT_TIMEOUT_SECONDS = 10.0
 _READ_BYTES = 256 * 1024
-_CRLF = b"\r\n"
 _HANDSHAKE = "the handshake"
 _REPLY = "the reply"
-
-
-def _encode_other(value: Any) -> Any:
-    """msgspec handles dicts natively; other mappings (MappingProxyType, ...) become dicts."""
-    if isinstance(value, Mapping):
-        return dict(value)
-    raise TypeError(f"cannot encode {type(value).__name__} as JSON: {value!r:.80}")
-
-
-_encode = msgspec.json.Encoder(enc_hook=_encode_other).encode
-
-
-def _seconds(duration: float) -> str:
-    """A run time as ACK carries it: a string, since Faktory's ACK takes string values only."""
-    return f"{max(duration, 0.0):.6f}"
-
-
-_decode_object = msgspec.json.Decoder(dict[str, Any]).decode
-_decode_objects = msgspec.json.Decoder(list[dict[str, Any]]).decode
-_decode_jobs = msgspec.json.Decoder(list[Job]).decode
-_decode_errors = msgspec.json.Decoder(dict[str, str]).decode
-_decode_latency = msgspec.json.Decoder(dict[str, float]).decode
-_decode_jids = msgspec.json.Decoder(list[str]).decode
 
 
 class Client:
@@ -162,7 +154,7 @@ class Client:
         if greeting.kind is not ReplyKind.SIMPLE or not greeting.text.startswith("HI "):
             raise ProtocolError(f"expected a +HI greeting, got {greeting!r}")
         try:
-            challenge = _decode_object(greeting.text[3:])
+            challenge = decode_object(greeting.text[3:])
         except msgspec.DecodeError as exc:
             raise ProtocolError(f"bad +HI greeting {greeting.text!r}") from exc
         if "s" in challenge:
@@ -173,7 +165,7 @@ class Client:
                 )
             iterations = int(challenge.get("i") or 1)
             hello["pwdhash"] = hash_password(password, str(challenge["s"]), iterations)
-        self._writer.write(b"HELLO " + _encode(hello) + _CRLF)
+        self._writer.write(b"HELLO " + encode(hello) + CRLF)
         reply = await self._receive(_HANDSHAKE)
         if reply.kind is ReplyKind.ERROR:
             if "invalid password" in reply.text.lower():
@@ -225,7 +217,7 @@ class Client:
 
         Error replies are returned, not raised: this is for tests and debugging.
         """
-        return await self._roundtrip(line + _CRLF)
+        return await self._roundtrip(line + CRLF)
 
     async def _call(self, line: bytes, read_timeout: float | None = None) -> Reply:
         """One command; ``read_timeout``: a longer read timeout for a command that waits."""
@@ -295,14 +287,14 @@ class Client:
             if not jid:
                 jid = new_jid()
                 job = {"jid": jid, **job}
-            payload = _encode(job)
-        await self._call(b"PUSH " + payload + _CRLF)
+            payload = encode(job)
+        await self._call(b"PUSH " + payload + CRLF)
         return str(jid)
 
     async def push_bulk(self, jobs: Sequence[Mapping[str, Any] | Job]) -> dict[str, str]:
         """``PUSHB`` several jobs in one round trip; returns ``{jid: error}`` for failures only."""
-        reply = await self._call(b"PUSHB " + _encode(jobs) + _CRLF)
-        return _decode_errors(reply.data) if reply.kind is ReplyKind.BULK else {}
+        reply = await self._call(b"PUSHB " + encode(jobs) + CRLF)
+        return decode_errors(reply.data) if reply.kind is ReplyKind.BULK else {}
 
     async def push_bulk_chunks(
         self,
@@ -327,15 +319,15 @@ class Client:
             while answered < len(chunks):
                 while sent < len(chunks) and sent - answered < in_flight:
                     chunk = chunks[sent]
-                    body = chunk if isinstance(chunk, bytes) else _encode(chunk)
-                    self._writer.write(b"PUSHB " + body + _CRLF)
+                    body = chunk if isinstance(chunk, bytes) else encode(chunk)
+                    self._writer.write(b"PUSHB " + body + CRLF)
                     sent += 1
                 reply = await self._receive(_REPLY)
                 answered += 1
                 if reply.kind is ReplyKind.ERROR:
                     into.append(CommandError.from_reply(reply.text))
                 else:
-                    into.append(_decode_errors(reply.data) if reply.kind is ReplyKind.BULK else {})
+                    into.append(decode_errors(reply.data) if reply.kind is ReplyKind.BULK else {})
         finally:
             self._busy = False
 
@@ -343,13 +335,13 @@ class Client:
 
     async def fetch(self, *queues: str) -> dict[str, Any] | None:
         """``FETCH`` from the queues in priority order; ``None`` when the server had no job."""
-        reply = await self._call(b"FETCH " + _queue_names(queues) + _CRLF)
-        return _decode_object(reply.data) if reply.kind is ReplyKind.BULK else None
+        reply = await self._call(b"FETCH " + queue_names(queues) + CRLF)
+        return decode_object(reply.data) if reply.kind is ReplyKind.BULK else None
 
     async def fetch_many(self, count: int, *queues: str) -> list[dict[str, Any]]:
         """``FETCHB`` (conveyor extension): up to ``count`` jobs in one round trip."""
-        reply = await self._call(_fetchb_line(count, queues))
-        return _decode_objects(reply.data) if reply.kind is ReplyKind.BULK else []
+        reply = await self._call(fetchb_line(count, queues))
+        return decode_objects(reply.data) if reply.kind is ReplyKind.BULK else []
 
     async def ack(
         self, jid: str, duration: float | None = None, *, result: bytes | None = None
@@ -361,10 +353,10 @@ class Client:
         as JSON, for a job that asked for it (sent as a JSON string)."""
         fields = {"jid": jid}
         if duration is not None:
-            fields["duration"] = _seconds(duration)
+            fields["duration"] = run_seconds(duration)
         if result is not None:
             fields["result"] = result.decode()
-        await self._call(b"ACK " + _encode(fields) + _CRLF)
+        await self._call(b"ACK " + encode(fields) + CRLF)
 
     async def ack_many(
         self,
@@ -377,7 +369,7 @@ class Client:
         timed); ``results``: each job's result as JSON (``None``: none); both in the order of
         ``jids``."""
         if durations is None and results is None:
-            await self._call(b"ACKB " + _encode(jids) + _CRLF)
+            await self._call(b"ACKB " + encode(jids) + CRLF)
             return
         runs = durations if durations is not None else [None] * len(jids)
         values = results if results is not None else [None] * len(jids)
@@ -393,7 +385,7 @@ class Client:
             if value is not None:
                 item["result"] = value.decode()
             items.append(item)
-        await self._call(b"ACKB " + _encode(items) + _CRLF)
+        await self._call(b"ACKB " + encode(items) + CRLF)
 
     async def fail(
         self,
@@ -417,22 +409,22 @@ class Client:
             "jid": jid, "errtype": errtype, "message": message, "backtrace": backtrace
         }  # fmt: skip
         if duration is not None:
-            payload["duration"] = _seconds(duration)
+            payload["duration"] = run_seconds(duration)
         if skip_retry:
             payload["skip_retry"] = True
         if retry_after is not None:
             payload["retry_after"] = retry_after
         if backoff is not None:
             payload["backoff"] = backoff
-        await self._call(b"FAIL " + _encode(payload) + _CRLF)
+        await self._call(b"FAIL " + encode(payload) + CRLF)
 
     async def result(self, jid: str, wait: float = 0.0) -> dict[str, Any] | None:
         """``RESULT`` (conveyor extension): how the job ended, as the server stores it
         (``{"state": "succeeded", "result": ...}`` or ``{"state": "failed", "errtype": ...}``),
         waiting up to ``wait`` seconds for it; None when it is not known by then."""
-        line = b"RESULT " + _encode({"jid": jid, "wait": wait}) + _CRLF
+        line = b"RESULT " + encode({"jid": jid, "wait": wait}) + CRLF
         reply = await self._call(line, None if self.timeout is None else self.timeout + wait)
-        return _decode_object(reply.data) if reply.kind is ReplyKind.BULK else None
+        return decode_object(reply.data) if reply.kind is ReplyKind.BULK else None
 
     async def beat(self, rss_kb: int = 0, state: str | None = None) -> str:
         """``BEAT`` for this client's ``wid``; returns the state the server wants:
@@ -442,19 +434,19 @@ class Client:
         payload: dict[str, Any] = {"wid": self.wid, "rss_kb": rss_kb}
         if state is not None:
             payload["current_state"] = state
-        reply = await self._call(b"BEAT " + _encode(payload) + _CRLF)
+        reply = await self._call(b"BEAT " + encode(payload) + CRLF)
         if reply.kind is ReplyKind.OK:
             return "running"
         # Faktory answers a state change with a bulk string; older mocks use a simple one.
         body = reply.data if reply.kind is ReplyKind.BULK else reply.text.encode()
-        return str(_decode_object(body)["state"])
+        return str(decode_object(body)["state"])
 
     # -- administration -----------------------------------------------------------------------
 
     async def info(self) -> dict[str, Any]:
         """``INFO``: server, queue and set statistics (Faktory's INFO JSON)."""
         reply = await self._call(b"INFO\r\n")
-        return _decode_object(reply.data)
+        return decode_object(reply.data)
 
     async def flush(self) -> None:
         """``FLUSH``: delete every job, queue, set and counter. For tests."""
@@ -471,25 +463,25 @@ class Client:
             operation["filter"] = filter
         # Faktory splits the MUTATE line on spaces; compact JSON only has spaces inside
         # strings, and "\u0020" is the same string to every JSON parser.
-        payload = _encode(operation).replace(b" ", b"\\u0020")
-        await self._call(b"MUTATE " + payload + _CRLF)
+        payload = encode(operation).replace(b" ", b"\\u0020")
+        await self._call(b"MUTATE " + payload + CRLF)
 
     async def queue_pause(self, *names: str) -> None:
         """``QUEUE PAUSE``: stop handing out jobs from these queues (``"*"`` = all)."""
-        await self._call(b"QUEUE PAUSE " + _queue_names(names) + _CRLF)
+        await self._call(b"QUEUE PAUSE " + queue_names(names) + CRLF)
 
     async def queue_resume(self, *names: str) -> None:
         """``QUEUE RESUME``: undo ``queue_pause`` (``"*"`` = all)."""
-        await self._call(b"QUEUE RESUME " + _queue_names(names) + _CRLF)
+        await self._call(b"QUEUE RESUME " + queue_names(names) + CRLF)
 
     async def queue_remove(self, *names: str) -> None:
         """``QUEUE REMOVE``: delete these queues and ALL their jobs (``"*"`` = all)."""
-        await self._call(b"QUEUE REMOVE " + _queue_names(names) + _CRLF)
+        await self._call(b"QUEUE REMOVE " + queue_names(names) + CRLF)
 
     async def queue_latency(self, *names: str) -> dict[str, float]:
         """``QUEUE LATENCY``: seconds since the oldest job of each queue was enqueued."""
-        reply = await self._call(b"QUEUE LATENCY " + _queue_names(names) + _CRLF)
-        return _decode_latency(reply.data)
+        reply = await self._call(b"QUEUE LATENCY " + queue_names(names) + CRLF)
+        return decode_latency(reply.data)
 
     async def admin(self, op: str, args: Mapping[str, Any] | None = None) -> Any:
         """``ADMIN <op> {args}`` (conveyor extension): inspect and act on jobs, queues and
@@ -499,8 +491,8 @@ class Client:
             raise ValueError(f"invalid ADMIN operation {op!r}")
         line = b"ADMIN " + op.encode()
         if args:
-            line += b" " + _encode(args)
-        reply = await self._call(line + _CRLF)
+            line += b" " + encode(args)
+        reply = await self._call(line + CRLF)
         return msgspec.json.decode(reply.data) if reply.kind is ReplyKind.BULK else None
 
     async def cron(self, op: str, args: Mapping[str, Any] | None = None) -> Any:
@@ -509,16 +501,16 @@ class Client:
         ``resume``, ``delete`` or ``run``; ``args`` the entry (add) or ``{"id": ...}``.
         Returns the reply's JSON; a refused change raises ``CommandError``. A conveyor server
         of the first release, which has only the ``CRON`` verb, is sent that instead."""
-        name = _CRON_OPS.get(op.lower(), op.lower())
+        name = CRON_OPS.get(op.lower(), op.lower())
         try:
             return await self.admin(f"cron.{name}", args)
         except CommandError as exc:
-            if name not in _CRON_VERB or not exc.message.startswith("unknown ADMIN operation"):
+            if name not in CRON_VERB or not exc.message.startswith("unknown ADMIN operation"):
                 raise
         line = b"CRON " + ("get" if name == "show" else name).upper().encode()
         if args is not None:
-            line += b" " + _encode(args)
-        reply = await self._call(line + _CRLF)
+            line += b" " + encode(args)
+        reply = await self._call(line + CRLF)
         return msgspec.json.decode(reply.data)
 
     async def cancel(self, jids: Sequence[str]) -> list[dict[str, Any]]:
@@ -533,41 +525,41 @@ class Client:
     async def cancels(self, wait: float = 2.0) -> list[str]:
         """``CANCELS`` (conveyor extension): wait up to ``wait`` seconds for jobs of this
         worker (``wid``) to be cancelled while they run; returns their jids (or ``[]``)."""
-        reply = await self._call(b"CANCELS " + _encode({"wait": wait}) + _CRLF)
-        return _decode_jids(reply.data)
+        reply = await self._call(b"CANCELS " + encode({"wait": wait}) + CRLF)
+        return decode_jids(reply.data)
 
     # -- Faktory Enterprise: batches and tracking ----------------------------------------------
 
     async def batch_new(self, spec: Mapping[str, Any]) -> str:
         """``BATCH NEW {spec}``: ``description``, ``parent_bid``, ``success`` and/or
         ``complete`` (callback jobs); returns the new bid."""
-        reply = await self._call(b"BATCH NEW " + _encode(spec) + _CRLF)
+        reply = await self._call(b"BATCH NEW " + encode(spec) + CRLF)
         return reply.data.decode()
 
     async def batch_open(self, bid: str) -> str:
         """``BATCH OPEN <bid>``: reopen a batch to add jobs or children; returns the bid."""
-        reply = await self._call(b"BATCH OPEN " + _word(bid) + _CRLF)
+        reply = await self._call(b"BATCH OPEN " + word(bid) + CRLF)
         return reply.data.decode()
 
     async def batch_commit(self, bid: str) -> None:
         """``BATCH COMMIT <bid>``: the batch's callbacks may fire from now on."""
-        await self._call(b"BATCH COMMIT " + _word(bid) + _CRLF)
+        await self._call(b"BATCH COMMIT " + word(bid) + CRLF)
 
     async def batch_status(self, bid: str) -> dict[str, Any]:
         """``BATCH STATUS <bid>``: counters and callback states (``CommandError`` when the
         batch does not exist, or has expired)."""
-        reply = await self._call(b"BATCH STATUS " + _word(bid) + _CRLF)
-        return _decode_object(reply.data)
+        reply = await self._call(b"BATCH STATUS " + word(bid) + CRLF)
+        return decode_object(reply.data)
 
     async def batch_child(self, bid: str, child: str) -> None:
         """``BATCH CHILD <bid> <child>`` (fossas/faktory-plugins, conveyor): make ``child``
         a child batch of ``bid``."""
-        await self._call(b"BATCH CHILD " + _word(bid) + b" " + _word(child) + _CRLF)
+        await self._call(b"BATCH CHILD " + word(bid) + b" " + word(child) + CRLF)
 
     async def track_get(self, jid: str) -> dict[str, Any]:
         """``TRACK GET <jid>``: ``{"jid","state","updated_at","percent"?,"desc"?}``."""
-        reply = await self._call(b"TRACK GET " + _word(jid) + _CRLF)
-        return _decode_object(reply.data)
+        reply = await self._call(b"TRACK GET " + word(jid) + CRLF)
+        return decode_object(reply.data)
 
     async def track_set(
         self,
@@ -586,21 +578,7 @@ class Client:
             fields["desc"] = desc
         if reserve_until is not None:
             fields["reserve_until"] = reserve_until
-        await self._call(b"TRACK SET " + _encode(fields) + _CRLF)
-
-
-def _word(text: str) -> bytes:
-    """One argument of a command line: no spaces or line breaks."""
-    if not text or any(c.isspace() for c in text):
-        raise ValueError(f"{text!r} is not a valid id (empty, or with spaces)")
-    return text.encode()
-
-
-_CRON_OPS = {"get": "show"}
-"""``Client.cron`` names of the ``CRON`` verb's subcommands whose ``ADMIN`` operation has
-another name."""
-_CRON_VERB = frozenset({"list", "show", "add", "pause", "resume", "delete", "run"})
-"""The operations an older server has as ``CRON`` subcommands only."""
+        await self._call(b"TRACK SET " + encode(fields) + CRLF)
 
 
 async def fetch_jobs(client: Client, count: int, *queues: str) -> list[Job]:
@@ -608,29 +586,13 @@ async def fetch_jobs(client: Client, count: int, *queues: str) -> list[Job]:
 
     A function rather than a method so that ``SyncClient`` keeps mirroring ``Client`` exactly.
     """
-    reply = await client._call(_fetchb_line(count, queues))
-    return _decode_jobs(reply.data) if reply.kind is ReplyKind.BULK else []
-
-
-def _fetchb_line(count: int, queues: Sequence[str]) -> bytes:
-    if count < 1:
-        raise ValueError(f"count must be at least 1, got {count}")
-    return b"FETCHB %d " % count + _queue_names(queues) + _CRLF
+    reply = await client._call(fetchb_line(count, queues))
+    return decode_jobs(reply.data) if reply.kind is ReplyKind.BULK else []
 
 
 def new_jid() -> str:
     """A fresh job id: 32 lowercase hex characters, as the other Python clients make."""
     return uuid.uuid4().hex
-
-
-def _queue_names(names: Sequence[str]) -> bytes:
-    """Space-separated names; refuse what the line format cannot carry instead of mangling it."""
-    if not names:
-        raise ValueError("name at least one queue")
-    for name in names:
-        if not name or any(c.isspace() for c in name):
-            raise ValueError(f"invalid queue name {name!r}: empty or contains whitespace")
-    return " ".join(names).encode()
 
 
 def _tls_context(tls: ssl.SSLContext | bool | None, from_url: bool) -> ssl.SSLContext | None:
