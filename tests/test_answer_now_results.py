@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from conveyor.errors import InvalidJob
 from conveyor.job import Job
 from conveyor.manager import validation
 from conveyor.manager.core import Manager
@@ -207,6 +208,35 @@ async def test_a_job_without_custom_asks_no_push_gate_unless_a_default_is_on(
     assert manager._push_on_custom
     assert not manager._admits(plain)
     assert _hooks_for(manager, plain) == []
+
+
+async def test_a_job_asking_for_its_result_skips_the_push_chain(
+    make_server: MakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job whose ``custom`` holds only the results feature's keys is wanted by its gate
+    alone (``_push_sole``): a valid ``result_ttl`` is wanted by none, and no segment's hooks
+    are looked at (``_chosen``); an invalid one still runs the chain, which refuses it."""
+    server = await make_server()
+    manager = server.manager
+    chosen: list[str] = []
+    original = Manager._chosen
+
+    def counted(self: Manager, job: Job, segment: Any) -> list[Any]:
+        chosen.append(job.jid)
+        return original(self, job, segment)
+
+    monkeypatch.setattr(Manager, "_chosen", counted)
+    asking = b'{"jid":"jid-asking01","jobtype":"W","args":[],"custom":{"result_ttl":60}}'
+    job = validation.decode_pushed(asking, manager.config)
+    assert manager._admit_now(job) == (False, None)
+    assert not manager._admits(job)
+    bad_line = asking.replace(b"60", b"-1").replace(b"asking01", b"asking02")
+    bad = validation.decode_pushed(bad_line, manager.config)
+    assert manager._admits(bad)
+    with pytest.raises(InvalidJob, match=r"custom\.result_ttl must be a number of seconds"):
+        manager._admit_now(bad)
+    assert set(chosen) == {bad.jid}  # the valid job's PUSH looked at no segment
+    assert _hooks_for(manager, job) == []  # what the chain would have chosen: nothing
 
 
 def _hooks_for(manager: Manager, job: Job) -> list[object]:
