@@ -237,6 +237,12 @@ async def test_a_job_asking_for_its_result_skips_the_push_chain(
         manager._admit_now(bad)
     assert set(chosen) == {bad.jid}  # the valid job's PUSH looked at no segment
     assert _hooks_for(manager, job) == []  # what the chain would have chosen: nothing
+    chosen.clear()
+    errors: dict[str, str] = {}
+    alive, _kept = await manager._admit_many([(job, None), (bad, None)], errors)  # PUSHB
+    assert [admitted.jid for admitted, _due in alive] == [job.jid]
+    assert errors[bad.jid].startswith("custom.result_ttl must be a number of seconds")
+    assert set(chosen) == {bad.jid}
 
 
 def _hooks_for(manager: Manager, job: Job) -> list[object]:

@@ -294,6 +294,21 @@ class PushCalls:
             return True, dropped
         return None
 
+    def _wanted_by_none(self, job: Job) -> bool:
+        """Whether no push hook or ``push_many`` can want ``job``, by the declared keys its
+        ``custom`` holds (as ``_admit_alone``): none of them, or only keys of one feature
+        whose gate does not want it. False when that cannot be told so."""
+        custom, declared = job.custom, self._push_declared
+        if custom is None:
+            return self._push_on_custom
+        if declared is None:
+            return False
+        held = custom.keys() & declared
+        if not held:
+            return True
+        sole = self._sole_owner(held)
+        return sole is not None and not sole.wants_push(job)
+
     def _sole_owner(self, held: set[str]) -> Feature | None:
         """The one feature that declares every key of ``held`` alone, else None."""
         sole = self._push_sole
@@ -326,9 +341,14 @@ class PushCalls:
 
         alive = prepared
         if self._push_any:
+            # the jobs no gate can want, by their keys alone, skip every segment's look
+            none = {id(job) for job, _ in prepared if self._wanted_by_none(job)}
             for segment in self._segments:
                 survivors: list[tuple[Job, float | None]] = []
                 for job, due in alive:
+                    if id(job) in none:
+                        survivors.append((job, due))
+                        continue
                     hooks = self._chosen(job, segment)
                     try:
                         if hooks:
@@ -342,7 +362,11 @@ class PushCalls:
                         survivors.append((job, due))
                 alive = survivors
                 bulk = segment.bulk
-                wanted = [job for job, _ in alive if bulk is not None and bulk.wants_push(job)]
+                wanted = [
+                    job
+                    for job, _ in alive
+                    if bulk is not None and id(job) not in none and bulk.wants_push(job)
+                ]
                 if bulk is None or not wanted:
                     continue
                 verdicts = await bulk.push_many(wanted)
