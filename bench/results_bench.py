@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -56,6 +57,9 @@ class Run:
     rates: list[float] = field(default_factory=list)
     cpu_us: list[float] = field(default_factory=list)
     """The server's CPU time (user + system) per job, in µs, of each run."""
+    written: list[float] = field(default_factory=list)
+    """Bytes the server wrote per job (``/proc/<pid>/io`` wchar: replies and, on SQLite, the
+    WAL frames of its commits and the checkpoints' copies), of each run."""
 
     @property
     def best(self) -> float:
@@ -65,12 +69,25 @@ class Run:
     def least_cpu(self) -> float:
         return min(self.cpu_us) if self.cpu_us else 0.0
 
+    @property
+    def median_cpu(self) -> float:
+        return statistics.median(self.cpu_us) if self.cpu_us else 0.0
+
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds a process has used (``/proc/<pid>/stat``)."""
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def written_bytes(pid: int) -> int:
+    """Bytes a process has written through write(2) and its kin (``/proc/<pid>/io``)."""
+    with open(f"/proc/{pid}/io") as io:
+        for line in io:
+            if line.startswith("wchar:"):
+                return int(line.split()[1])
+    return 0
 
 
 def _job(queue: str, custom: dict[str, object]) -> dict[str, object]:
@@ -219,13 +236,15 @@ async def _load(url: str, rate: float = 1000.0) -> None:
 
 def _measure(
     storage: str | None, env: dict[str, str] | None, jobs: int, work: Callable[[str], object]
-) -> tuple[float, float]:
-    """(jobs/s, server CPU µs per job) of one run on a fresh server."""
+) -> tuple[float, float, float]:
+    """(jobs/s, server CPU µs per job, bytes the server wrote per job) of one run on a fresh
+    server."""
     with start_server(storage, extra_env=env) as server:
-        before = cpu_seconds(server.process.pid)
+        pid = server.process.pid
+        before, wrote = cpu_seconds(pid), written_bytes(pid)
         rate = float(asyncio.run(work(server.url)))  # type: ignore[arg-type]
-        used = cpu_seconds(server.process.pid) - before
-    return rate, used / jobs * 1e6
+        used, wrote = cpu_seconds(pid) - before, written_bytes(pid) - wrote
+    return rate, used / jobs * 1e6, wrote / jobs
 
 
 def main() -> None:
@@ -271,7 +290,7 @@ def main() -> None:
                     key = (name, mode, server_label)
                     run = runs.setdefault(key, Run(f"{name}, {mode}, {server_label}"))
                     jobs = args.jobs * (2 if name != "FETCH+ACK" else 1)
-                    rate, cpu = _measure(
+                    rate, cpu, wrote = _measure(
                         args.storage,
                         env,
                         jobs,
@@ -279,6 +298,7 @@ def main() -> None:
                     )
                     run.rates.append(rate)
                     run.cpu_us.append(cpu)
+                    run.written.append(wrote)
     latencies = {}
     for label, env in servers:
         with start_server(args.storage, extra_env=env) as server:
@@ -288,17 +308,25 @@ def main() -> None:
                     result_latency(server.url, args.latency_jobs)
                 )
     table = Table(title=f"results and retention, storage {args.storage or 'SQLite (temp file)'}")
-    columns = ("workload", "mode", "server", "best jobs/s", "all runs", "server µs/job", "vs off")
+    columns = (
+        "workload", "mode", "server", "best jobs/s", "all runs", "server µs/job",
+        "median µs/job", "vs off", "median vs off", "KiB written/job",
+    )  # fmt: skip
     for column in columns:
         table.add_column(column, justify="left" if column in columns[:3] else "right")
     for (name, mode, server_label), run in runs.items():
         # results and retain against "off" on their own server; a baseline's "off" against ours
         off = runs[(name, "off", server_label if mode != "off" else "this checkout")]
         ratio = f"{off.least_cpu / run.least_cpu:.2f}x" if run.least_cpu else "-"
+        median_ratio = f"{off.median_cpu / run.median_cpu:.2f}x" if run.median_cpu else "-"
         rates = ", ".join(f"{rate:,.0f}" for rate in run.rates)
-        cpu = f"{run.least_cpu:.1f}"
-        table.add_row(name, mode, server_label, f"{run.best:,.0f}", rates, cpu, ratio)
-    console = Console()
+        cpu, median_cpu = f"{run.least_cpu:.1f}", f"{run.median_cpu:.1f}"
+        wrote = f"{statistics.median(run.written) / 1024:.1f}" if run.written else "-"
+        table.add_row(
+            name, mode, server_label, f"{run.best:,.0f}", rates, cpu, median_cpu, ratio,
+            median_ratio, wrote,
+        )  # fmt: skip
+    console = Console(width=180)
     console.print(table)
     for (load, label), samples in latencies.items():
         console.print(

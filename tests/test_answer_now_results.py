@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from conveyor.errors import InvalidJob
 from conveyor.job import Job
 from conveyor.manager import validation
 from conveyor.manager.core import Manager
@@ -209,6 +210,41 @@ async def test_a_job_without_custom_asks_no_push_gate_unless_a_default_is_on(
     assert _hooks_for(manager, plain) == []
 
 
+async def test_a_job_asking_for_its_result_skips_the_push_chain(
+    make_server: MakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job whose ``custom`` holds only the results feature's keys is wanted by its gate
+    alone (``_push_sole``): a valid ``result_ttl`` is wanted by none, and no segment's hooks
+    are looked at (``_chosen``); an invalid one still runs the chain, which refuses it."""
+    server = await make_server()
+    manager = server.manager
+    chosen: list[str] = []
+    original = Manager._chosen
+
+    def counted(self: Manager, job: Job, segment: Any) -> list[Any]:
+        chosen.append(job.jid)
+        return original(self, job, segment)
+
+    monkeypatch.setattr(Manager, "_chosen", counted)
+    asking = b'{"jid":"jid-asking01","jobtype":"W","args":[],"custom":{"result_ttl":60}}'
+    job = validation.decode_pushed(asking, manager.config)
+    assert manager._admit_now(job) == (False, None)
+    assert not manager._admits(job)
+    bad_line = asking.replace(b"60", b"-1").replace(b"asking01", b"asking02")
+    bad = validation.decode_pushed(bad_line, manager.config)
+    assert manager._admits(bad)
+    with pytest.raises(InvalidJob, match=r"custom\.result_ttl must be a number of seconds"):
+        manager._admit_now(bad)
+    assert set(chosen) == {bad.jid}  # the valid job's PUSH looked at no segment
+    assert _hooks_for(manager, job) == []  # what the chain would have chosen: nothing
+    chosen.clear()
+    errors: dict[str, str] = {}
+    alive, _kept = await manager._admit_many([(job, None), (bad, None)], errors)  # PUSHB
+    assert [admitted.jid for admitted, _due in alive] == [job.jid]
+    assert errors[bad.jid].startswith("custom.result_ttl must be a number of seconds")
+    assert set(chosen) == {bad.jid}
+
+
 def _hooks_for(manager: Manager, job: Job) -> list[object]:
     """The push hooks (and ``push_many`` features) that ``job`` goes through."""
     if job.custom is None and manager._push_on_custom:
@@ -241,8 +277,10 @@ async def test_an_ack_with_a_result_takes_the_short_way_in_process(
     url: str, make_server: MakeServer, raw_client: RawConnect, long_way: list[list[str]]
 ) -> None:
     """On memory and SQLite the ACK ends the reservation and stores the outcome and the
-    completed entry in the step that read it (``soon.ack_settled``); what it stores is what
-    the long way stores, and the waiting RESULT is woken from that step."""
+    completed entry in the step that read it (``soon.ack_settled``); on Redis, from the reply
+    of its one script run, without a task (``soon._ack_settled_soon``: the reservation was
+    noted at its FETCH). What it stores is what the long way stores, and the waiting RESULT
+    is woken from that step."""
     server = await make_server(url)
     worker = await raw_client(server.port, hello=HELLO)
     waiter = await raw_client(server.port)
@@ -252,7 +290,7 @@ async def test_an_ack_with_a_result_takes_the_short_way_in_process(
     assert await worker.call(_ack(jid, {"k": [1, 2]})) == OK
     woken = bulk_json(await waiter.reply(within=5))
     assert (woken["jid"], woken["state"], woken["result"]) == (jid, "succeeded", {"k": [1, 2]})
-    assert long_way == ([] if server.manager.store.in_process else [[jid]])
+    assert long_way == []
     reserved, record, entry = await _state(server, jid)
     assert not reserved
     assert record is not None

@@ -18,6 +18,7 @@ import pytest
 from conveyor.errors import StoreError, StoreUnavailable
 from conveyor.store import open_store
 from conveyor.store.base import QueuedJob, Reservation, SortedSet
+from conveyor.store.endings import Acked
 from conveyor.store.redis.store import RedisStore
 from conveyor.store.sqlite import SQLiteStore
 from tests.test_store_settle import DAY, NOW, Settle, queued, records, reserve
@@ -215,6 +216,77 @@ async def test_a_redis_results_ack_whose_note_is_stale_stores_the_reservation_fo
         assert len(await other.reserve(["default"], "w2", NOW + 1, 1)) == 1
         settle = Settle()
         acked = await store.ack_returning(["j1"], DAY, settle=settle)
+        assert [(r.jid, r.wid) for r in acked.ended] == [("j1", "w2")]
+        assert await records(store, "j1") == {"j1": b'{"done":"j1","wid":"w2"}'}
+        assert (await store.counters()).processed == 1
+        assert await store.get_reservation("j1") is None
+    finally:
+        await other.close()
+        await store.close()
+
+
+async def _settled_soon(store: RedisStore, jid: str, settle: Settle) -> Acked:
+    """``ack_settled_soon``, awaited: what its callback got (it must have sent)."""
+    answer: asyncio.Future[Acked] = asyncio.get_running_loop().create_future()
+
+    def done(acked: Acked | None, error: BaseException | None) -> None:
+        if error is not None:
+            answer.set_exception(error)
+        else:
+            assert acked is not None
+            answer.set_result(acked)
+
+    assert store.ack_settled_soon(jid, DAY, settle, done)
+    return await asyncio.wait_for(answer, 5)
+
+
+async def test_a_redis_results_ack_with_a_callback_ends_the_noted_reservation(
+    redis_url: str,
+) -> None:
+    """The ACK answered without a task (``ack_settled_soon``) settles the reservation noted
+    at its FETCH and ends it with its record and completed entry in one script run; a job
+    not noted (here: its note already used) is left to the long way, with nothing asked or
+    done."""
+    store = RedisStore.from_url(redis_url)
+    store.settle_marks = (b'"result_ttl"',)
+    await store.open()
+    try:
+        await store.enqueue([_asking("j1"), _asking("j2")])
+        assert len(await store.reserve(["default"], "w1", NOW, 2)) == 2
+        settle = Settle(keep=("j1",))
+        acked = await _settled_soon(store, "j1", settle)
+        assert [(r.jid, r.wid) for r in acked.ended] == [("j1", "w1")]
+        assert settle.asked == ["j1"]
+        assert await records(store, "j1") == {"j1": b'{"done":"j1","wid":"w1"}'}
+        kept = await store.get_set_entries(SortedSet.COMPLETED, ["j1"])
+        assert [entry.jid for entry in kept] == ["j1"]
+        assert await store.get_reservation("j1") is None
+        assert await store.get_reservation("j2") is not None
+        assert (await store.counters()).processed == 1
+        late = Settle()
+        assert not store.ack_settled_soon("j1", DAY, late, lambda _a, _e: None)
+        assert late.asked == []  # nothing asked, nothing sent: the long way's to do
+        assert (await store.counters()).processed == 1
+    finally:
+        await store.close()
+
+
+async def test_a_redis_results_ack_with_a_callback_whose_note_is_stale(redis_url: str) -> None:
+    """As ``ack_returning`` with a stale note: the run leaves the job reserved again
+    elsewhere, and the rest goes on in a task that reads it and runs again; the callback
+    gets the reservation that ended, whose worker the record tells, counted once."""
+    store = RedisStore.from_url(redis_url)
+    store.settle_marks = (b'"result_ttl"',)
+    other = RedisStore.from_url(redis_url)
+    await store.open()
+    await other.open()
+    try:
+        await store.enqueue([_asking("j1")])
+        assert len(await store.reserve(["default"], "w1", NOW, 1)) == 1
+        assert [r.jid for r in await other.discard_reservations(["j1"])] == ["j1"]
+        await other.enqueue([_asking("j1")])
+        assert len(await other.reserve(["default"], "w2", NOW + 1, 1)) == 1
+        acked = await _settled_soon(store, "j1", Settle())
         assert [(r.jid, r.wid) for r in acked.ended] == [("j1", "w2")]
         assert await records(store, "j1") == {"j1": b'{"done":"j1","wid":"w2"}'}
         assert (await store.counters()).processed == 1

@@ -57,6 +57,9 @@ class PushCalls:
     """The declared keys that only one feature wants, one with a push hook that may run in
     the caller's step (``push_now``), with it: a job holding no other declared key skips the
     chain (``_admit_alone``)."""
+    _push_sole: dict[str, Feature]
+    """Every declared key that only one feature wants, with it (with a ``push_now`` or not):
+    a job holding no other declared key is wanted by that feature's gate or by none."""
 
     if TYPE_CHECKING:  # FeatureCalls': what a refused job's hooks are told
 
@@ -104,7 +107,7 @@ class PushCalls:
 
     def _plan_owners(self) -> None:
         """``_push_declared`` and ``_push_owners``, from the segments' gates and features."""
-        self._push_declared, self._push_owners = None, {}
+        self._push_declared, self._push_owners, self._push_sole = None, {}, {}
         owners: dict[str, list[Feature]] = {}
         for segment in self._segments:
             if segment.keys is None:
@@ -122,12 +125,12 @@ class PushCalls:
                 for key in keys:
                     owners.setdefault(key, []).append(bulk)
         self._push_declared = frozenset(owners)
+        self._push_sole = {key: found[0] for key, found in owners.items() if len(found) == 1}
         self._push_owners = {
-            key: found[0]
-            for key, found in owners.items()
-            if len(found) == 1
-            and type(found[0]).push_now is not Feature.push_now
-            and type(found[0]).push_many is Feature.push_many  # not a bulk feature
+            key: sole
+            for key, sole in self._push_sole.items()
+            if type(sole).push_now is not Feature.push_now
+            and type(sole).push_many is Feature.push_many  # not a bulk feature
         }
 
     def _pushing_on_custom(self) -> bool:
@@ -140,6 +143,14 @@ class PushCalls:
         that runs none: ``soon.push_soon``)."""
         if not self._push_any or (job.custom is None and self._push_on_custom):
             return False
+        custom, declared = job.custom, self._push_declared
+        if custom is not None and declared is not None:
+            held = custom.keys() & declared
+            if not held:
+                return False
+            sole = self._sole_owner(held)
+            if sole is not None:  # the other gates want none of its keys
+                return sole.wants_push(job)
         for segment in self._segments:
             if self._chosen(job, segment):
                 return True
@@ -262,28 +273,52 @@ class PushCalls:
 
     def _admit_alone(self, job: Job, held: set[str]) -> tuple[bool, Drop | None] | None:
         """``_admit_now`` of a job whose ``custom`` holds the declared keys ``held`` (every
-        gate has declared its keys): none, no hook wants it; only keys of one feature with a
+        gate has declared its keys): none, no hook wants it; only keys of one feature, none
+        when its gate does not want the job (results' valid ``result_ttl``), else, with a
         ``push_now`` (a unique job's), that hook alone, called directly (what the chain would
         run: the other gates want none of its keys). None for the chain (keys of several
-        features, or ``push_now`` declined)."""
+        features, a feature without ``push_now``, or ``push_now`` declined)."""
         if not held:
             return False, None
-        owners = self._push_owners
-        owner: Feature | None = None
-        for key in held:
-            found = owners.get(key)
-            if found is None or (owner is not None and found is not owner):
-                return None
-            owner = found
-        assert owner is not None
+        owner = self._sole_owner(held)
+        if owner is None:
+            return None
         if not owner.wants_push(job):
             return False, None
+        if self._push_owners.get(next(iter(held))) is not owner:
+            return None  # no push_now of its own (or a bulk feature's): the chain runs it
         try:
             if owner.push_now(job):
                 return True, None
         except Drop as dropped:
             return True, dropped
         return None
+
+    def _wanted_by_none(self, job: Job) -> bool:
+        """Whether no push hook or ``push_many`` can want ``job``, by the declared keys its
+        ``custom`` holds (as ``_admit_alone``): none of them, or only keys of one feature
+        whose gate does not want it. False when that cannot be told so."""
+        custom, declared = job.custom, self._push_declared
+        if custom is None:
+            return self._push_on_custom
+        if declared is None:
+            return False
+        held = custom.keys() & declared
+        if not held:
+            return True
+        sole = self._sole_owner(held)
+        return sole is not None and not sole.wants_push(job)
+
+    def _sole_owner(self, held: set[str]) -> Feature | None:
+        """The one feature that declares every key of ``held`` alone, else None."""
+        sole = self._push_sole
+        owner: Feature | None = None
+        for key in held:
+            found = sole.get(key)
+            if found is None or (owner is not None and found is not owner):
+                return None
+            owner = found
+        return owner
 
     async def _admit_many(
         self, prepared: list[tuple[Job, float | None]], errors: dict[str, str]
@@ -306,9 +341,14 @@ class PushCalls:
 
         alive = prepared
         if self._push_any:
+            # the jobs no gate can want, by their keys alone, skip every segment's look
+            none = {id(job) for job, _ in prepared if self._wanted_by_none(job)}
             for segment in self._segments:
                 survivors: list[tuple[Job, float | None]] = []
                 for job, due in alive:
+                    if id(job) in none:
+                        survivors.append((job, due))
+                        continue
                     hooks = self._chosen(job, segment)
                     try:
                         if hooks:
@@ -322,7 +362,11 @@ class PushCalls:
                         survivors.append((job, due))
                 alive = survivors
                 bulk = segment.bulk
-                wanted = [job for job, _ in alive if bulk is not None and bulk.wants_push(job)]
+                wanted = [
+                    job
+                    for job, _ in alive
+                    if bulk is not None and id(job) not in none and bulk.wants_push(job)
+                ]
                 if bulk is None or not wanted:
                     continue
                 verdicts = await bulk.push_many(wanted)

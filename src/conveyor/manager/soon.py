@@ -315,17 +315,19 @@ def ack_settled(
     jid: str,
     duration: float | None,
     result: bytes | None,
-) -> int | None:
+) -> int | Later[int] | None:
     """``ack_now`` of an ACK the results feature must see (it carries a result, or a default
     is on; the manager checked the ack gates), on an in-process store: the reservation ends
     and the outcome record and completed entry its job asked for are stored in one step
     (``Store.ack_returning_now`` with the feature's ``settle``, as the long way's
     ``ack_returning``), then the ``RESULT`` waiting for it is woken. A bad result raises
-    ``CommandError`` with nothing done. None for the long way: a shared store, a job a
-    feature must hear of (watched: a throttled queue, batch marks), a store that must wait
-    for its commit."""
+    ``CommandError`` with nothing done. On a shared store, ``_ack_settled_soon``. None for
+    the long way: a job a feature must hear of (watched: a throttled queue, batch marks), a
+    store that must wait for its commit."""
     watched = manager._watched
-    if watched is None or jid in watched:
+    if watched is None:
+        return _ack_settled_soon(manager, feature, jid, duration, result)
+    if jid in watched:
         return None
     settle = feature.settle({} if result is None else {jid: result})
     acked = manager.store.ack_returning_now((jid,), day_key(time.time()), settle=settle)
@@ -337,6 +339,47 @@ def ack_settled(
     if settle.told:
         feature.told(settle)
     return done
+
+
+def _ack_settled_soon(
+    manager: Manager,
+    feature: ResultsFeature,
+    jid: str,
+    duration: float | None,
+    result: bytes | None,
+) -> Later[int] | None:
+    """``ack_settled`` on a shared store (Redis), without a task: the reservation noted at
+    the job's FETCH is settled and ended with its records in one script run
+    (``Store.ack_settled_soon``), whose reply answers the ACK and the ``RESULT`` waiting here
+    (the script published the signal for the other servers). None for the long way: a job
+    some feature must hear of (as ``ack_soon``: a throttled queue, a feature's ACK gate,
+    batch marks to end), a reservation not noted here, a store that cannot send now."""
+    if not manager._soon:
+        return None
+    jids = (jid,)
+    if manager._ack_ender is not None and manager._needs_ends(jids):
+        return None
+    if (manager._ack_watchers or manager.flow.throttled) and not manager._all_plain(jids):
+        return None
+    settle = feature.settle({} if result is None else {jid: result})
+    later: Later[int] = Later()
+    metrics = manager.metrics
+
+    def ended(acked: Acked | None, error: BaseException | None) -> bool:
+        if error is not None or acked is None:
+            return later.settle(None, error)
+        unmarked = manager._unmarked
+        if unmarked:
+            unmarked.discard(jid)
+        done = len(acked.ended)
+        if metrics is not None:
+            metrics.on_ack(jids, done, _durations(jid, duration))
+        if settle.signalled:  # published by the ACK's run: only this server is told here
+            feature.told(settle)
+        return later.settle(done, None)
+
+    day = day_key(time.time())
+    return later if manager.store.ack_settled_soon(jid, day, settle, ended) else None
 
 
 def _ack_watched(

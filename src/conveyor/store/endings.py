@@ -128,6 +128,21 @@ class Endings(abc.ABC):
         would have ended (``Acked.ended``) or what it raised, from the event loop."""
         return False
 
+    def ack_settled_soon(
+        self,
+        jid: str,
+        day: str,
+        settle: Settle,
+        done: Callable[[Acked | None, BaseException | None], object],
+    ) -> bool:
+        """``ack_returning`` of one job with ``settle`` (no ``throttled``, ``marks``, ``ends``
+        or ``keep``: a job no feature watches) with a callback, for a store whose writes wait
+        for I/O (as ``ack_returning_soon``): ``done`` gets the ``Acked`` ``ack_returning``
+        would have returned, or what it raised. False, with nothing done, when it cannot now
+        (on Redis: the reservation was not noted at its FETCH); the caller then awaits
+        ``ack_returning``."""
+        return False
+
     def ack_returning_now(
         self,
         jids: Sequence[str],

@@ -256,6 +256,13 @@ class RedisEndings(RedisHost, Endings):
         wanted = [jid for jid in jids if jid not in known and settle.wants(jid)]
         if wanted:
             found += await self.reservations_of(wanted)
+        return self._settled_of(found, settle, keep)
+
+    def _settled_of(
+        self, found: Sequence[Reservation], settle: Settle, keep: Sequence[SetEntry]
+    ) -> tuple[Settled, Sequence[SetEntry]]:
+        """What ``settle`` asks for the reservations ``found`` (``_settle``, once it has
+        them): the records for the ACK's script, the signal, and ``keep`` with the entries."""
         records: dict[str, tuple[Record | None, Reservation]] = {}
         kept = list(keep)
         for reservation in found:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor.store.base import QueuedJob, Reservation
 from conveyor.store.batches import EndContext
-from conveyor.store.endings import Acked
+from conveyor.store.endings import Acked, Settle
 from conveyor.store.redis.calls import OutcomeUnknown
 from conveyor.store.redis.codec import encode_entry, score_arg
 from conveyor.store.redis.endings import RedisEndings, merge_held
@@ -202,6 +202,52 @@ class RedisSoon(RedisEndings):
                 done(acked.ended, None)
 
         return self._calls.write_soon(self._scripts[script], keys, args, answered)
+
+    def ack_settled_soon(
+        self,
+        jid: str,
+        day: str,
+        settle: Settle,
+        done: Callable[[Acked | None, BaseException | None], object],
+    ) -> bool:
+        # The reservation noted at its FETCH is settled here, and its records travel in the
+        # ACK's one run, as ack_returning's first run (only a job not noted takes the long
+        # way, which reads it). A note from another reservation than the one the run finds
+        # (the job was reserved again since) stores nothing there and comes back stale: the
+        # rest goes on in a task, as ack_returning's loop (read, settle, run again).
+        note = self._notes.get(jid)
+        if note is None:
+            return False
+        settled, kept = self._settled_of((note,), settle, ())
+        keep = {entry.jid: entry for entry in kept} if kept else None
+        jids = (jid,)
+        # marks=(): the payloads are not sent back (nobody here reads them)
+        script, keys, args = self._end_call("ack", jids, day, (), (), keep=keep, settled=settled)
+
+        def answer(result: Acked | None, error: BaseException | None) -> None:
+            done(result, error)
+
+        def answered(reply: Any, error: BaseException | None) -> None:
+            if error is not None:
+                done(None, error)
+                return
+            try:
+                acked, _held, stale = self._end_reply(reply, ())  # no ends: none held
+            except Exception as exc:  # a reply we cannot read: the ACK must still be answered
+                done(None, exc)
+                return
+            if stale:
+                self._go_on_later(self.ack_returning(stale, day, settle=settle), answer)
+                return
+            if settled.signal:
+                settle.signalled = True  # published by the script: the caller tells this server
+            done(acked, None)
+
+        durable = bool(settled.records)  # as _end
+        if not self._calls.write_soon(self._scripts[script], keys, args, answered, durable=durable):
+            return False
+        del self._notes[jid]
+        return True
 
     def ack_ending_soon(
         self,
