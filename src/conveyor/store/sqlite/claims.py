@@ -269,11 +269,23 @@ class Claims:
                 heapq.heapify(self._expiries)
 
     def claim(self, space: str, record: Record, now: float) -> bytes | None:
-        spaces = self._spaces  # _space(space), inline: every unique PUSH claims
-        entries = spaces.get(space) if spaces is not None else None
-        if entries is None:
+        if space == _ROW_SPACE and self._spaces is not None:
+            rows = self._rows
+            key = record.key
+            held = rows.get(key)
+            if held is None and not self._clears:  # every unique PUSH: _insert, inline
+                self._db.writer()  # the transaction it goes into (refused during an outage)
+                value, expires_at = record.value, record.expires_at
+                entry = rows[key] = Entry(0, value, expires_at, False)
+                self._by_jid[value.decode("utf-8", "surrogateescape")] = key
+                self._fresh[key] = entry
+                if expires_at is not None:
+                    self._expire_at(expires_at, space, key)
+                return None
+            entries = rows
+        else:
             entries = self._space(space)
-        held = entries.get(record.key)
+            held = entries.get(record.key)
         if held is None:
             self._insert(space, record, None, entries)
             return None
