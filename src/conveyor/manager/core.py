@@ -235,7 +235,9 @@ class Manager(FeatureCalls, AdminOps, WorkerOps, FailOps):
             return soon.push_soon(self, payload) if self._soon and self._push_gated else None
         job = validation.decode_pushed(payload, self.config)
         stamp = now_iso()  # created_at (when the client left it out) and enqueued_at
-        due = validation.prepare_job(job, self.config, stamp)
+        due = validation.prepare_job(
+            job, self.config, stamp, shallow=validation.fits_depth(payload)
+        )
         admitted = self._admit_now(job) if self._push_any else (False, None)
         if admitted is None:
             return None  # a hook waited: the long way runs the (idempotent) hooks again

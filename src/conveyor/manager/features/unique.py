@@ -153,13 +153,23 @@ class UniqueJobs(Feature):
 
     def push_now(self, job: Job) -> bool:
         """``push`` in the caller's step: the lock claimed from an in-process store."""
-        terms = unique_terms(job)
-        if terms is not None:
-            now = time.time()
-            start = max(now, parse_time(job.at)) if job.at else now  # _lock, inline
-            lock = Record(unique_key(job), job.jid.encode(), start + terms[0])
-            if self.manager.store.claim_record_now(SPACE, lock, now) is not None:
-                raise NotUnique("Job not unique")
+        custom = job.custom or {}
+        seconds: Any = custom.get("unique_for")
+        if (
+            type(seconds) is not int
+            or len(custom) != 1
+            or not 1 <= seconds <= MAX_UNIQUE_FOR_SECONDS
+        ):
+            # not the usual {"unique_for": <int>} alone: unique_terms says (or refuses)
+            terms = unique_terms(job)
+            if terms is None:
+                return True
+            seconds = terms[0]
+        now = time.time()
+        start = max(now, parse_time(job.at)) if job.at else now  # _lock, inline
+        lock = Record(unique_key(job), job.jid.encode(), start + seconds)
+        if self.manager.store.claim_record_now(SPACE, lock, now) is not None:
+            raise NotUnique("Job not unique")
         return True
 
     def wants_fetch(self, payload: bytes) -> bool:
