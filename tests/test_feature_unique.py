@@ -289,3 +289,37 @@ async def test_purging_the_dead_set_releases_the_locks_of_dead_jobs(
     await asyncio.sleep(0.25)
     assert await manager.purge_dead() == 1
     assert await holder(server, dead) is None
+
+
+def test_the_lock_key_is_the_sha256_of_the_canonical_identity() -> None:
+    """The key format is stored (``queue_jobs.ukey``, ``set_entries.ukey``, Redis keys): the
+    SHA-256 from CPython's own module must give the hex digest ``hashlib`` gives of the
+    canonical JSON, for flat args and for args that are made canonical first."""
+    import hashlib
+
+    cases = [
+        (["ISBN", 100], b'["uq","Order",["ISBN",100]]'),
+        ([{"b": 1, "a": 60.0}, [2.0, 2.5]], b'["uq","Order",[{"a":60,"b":1},[2,2.5]]]'),
+    ]
+    for args, identity in cases:
+        pushed = decode_job(encode(unique(args=args)))
+        assert unique_key(pushed) == hashlib.sha256(identity).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("custom", "error"),
+    [
+        ({"unique_for": True}, b"-ERR invalid unique_for true: must be a number of seconds"),
+        ({"unique_for": 0}, b"-ERR invalid unique_for 0: must be a number of seconds"),
+        ({"unique_for": 60, "unique_until": "never"}, b'-ERR invalid unique_until "never"'),
+    ],
+)
+async def test_a_bad_unique_value_beside_the_usual_int_is_refused(
+    conn: RawClient, server: RunningServer, custom: dict[str, Any], error: bytes
+) -> None:
+    """The usual ``{"unique_for": <int>}`` is read without ``unique_terms``: anything else (a
+    bool, an int out of range, a second key) still gets its error, and nothing is stored."""
+    reply = await conn.call(b"PUSH " + encode(unique(custom=custom)))
+    assert reply.startswith(error)
+    assert await server.manager.store.count_records(SPACE, time.time()) == 0
+    assert await conn.call(b"PUSH " + encode(unique(custom={"unique_for": 60}))) == OK

@@ -495,6 +495,19 @@ async def test_deep_nesting_is_refused_by_name(
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
 
+async def test_brackets_inside_strings_do_not_make_a_job_deep(conn: RawClient) -> None:
+    """A PUSH skips the nesting walk only when the payload holds at most 64 opening
+    brackets (``fits_depth``); more of them inside strings take the walk, which counts levels,
+    not bytes: the job is accepted, and a deep one beside such strings is still refused."""
+    strings = b'["%s","%s"]' % (b"[" * 70, b"{" * 70)
+    assert await conn.call(b"PUSH " + deep_job(strings, queue="brackets")) == b"+OK\r\n"
+    deep = b'["%s",%s]' % (b"[" * 70, _nested(63))
+    assert await conn.call(b"PUSH " + deep_job(deep, queue="brackets")) == TOO_DEEP
+    assert (await snapshot(conn))["queues"]["brackets"] == 1
+    fetched = bulk_json(await conn.call(b"FETCH brackets"))
+    assert fetched["args"] == ["[" * 70, "{" * 70]
+
+
 async def test_pushb_refuses_only_the_deep_jobs(conn: RawClient) -> None:
     """Issue 17: one deep job in a PUSHB lost the valid jobs beside it."""
     good = [job(queue="bulk") for _ in range(3)]

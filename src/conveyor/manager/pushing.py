@@ -83,7 +83,9 @@ class PushOps(FeatureCalls):
             )
         job = validation.decode_pushed(payload, self.config)
         stamp = now_iso()  # created_at (when the client left it out) and enqueued_at
-        due = validation.prepare_job(job, self.config, stamp)
+        due = validation.prepare_job(
+            job, self.config, stamp, shallow=validation.fits_depth(payload)
+        )
         admitted = self._admit_now(job) if self._push_any else (False, None)
         if admitted is None:
             return None  # a hook waited: the long way runs the (idempotent) hooks again

@@ -98,7 +98,7 @@ def push_soon(manager: Manager, payload: bytes) -> Later[None] | None:
         if marker is None:
             return None
     stamp = now_iso()  # created_at (when the client left it out) and enqueued_at
-    due = validation.prepare_job(job, manager.config, stamp)
+    due = validation.prepare_job(job, manager.config, stamp, shallow=validation.fits_depth(payload))
     flow = manager.flow
     if (due is not None and due > time.time()) or (flow.bounding and flow.bound(job.queue)):
         return None

@@ -26,6 +26,7 @@ __all__ = [
     "check_queue_name",
     "decode_pushed",
     "decode_pushed_bulk",
+    "fits_depth",
     "prepare_job",
     "reserve_seconds",
 ]
@@ -123,13 +124,23 @@ def check_queue_name(name: str) -> None:
         raise InvalidJob(f'cannot get "{name}" queue: queue names must match \\A[a-zA-Z0-9._-]+\\z')
 
 
-def prepare_job(job: Job, config: ManagerConfig, now: str | None = None) -> float | None:
+def fits_depth(payload: bytes) -> bool:
+    """Whether the job ``payload`` decodes to cannot nest more than ``MAX_NESTING_DEPTH``
+    levels: it holds no more brackets that open an array or object than that (those inside
+    strings counted too). Two byte counts, for ``prepare_job`` to skip its walk."""
+    return payload.count(b"[") + payload.count(b"{") <= MAX_NESTING_DEPTH
+
+
+def prepare_job(
+    job: Job, config: ManagerConfig, now: str | None = None, *, shallow: bool = False
+) -> float | None:
     """Validate ``job`` and fill in its defaults in place.
 
     Returns the time the job is due when ``at`` is in the future-or-past form (None when
     the job has no ``at``); the caller decides between queue and scheduled set. ``now`` is
     the ``created_at`` to give a job without one (``now_iso()`` when not given), so a PUSHB
-    formats the time once for all its jobs.
+    formats the time once for all its jobs. ``shallow``: the caller knows the job nests
+    within the limit (``fits_depth(payload)``), which is then not walked.
     """
     if len(job.jid) < _MIN_JID_LENGTH:
         raise InvalidJob("jobs must have a reasonable jid parameter")
@@ -137,7 +148,7 @@ def prepare_job(job: Job, config: ManagerConfig, now: str | None = None) -> floa
         raise InvalidJob("jobs must have a jobtype parameter")
     if job.args is None:
         raise InvalidJob("jobs must have an args parameter")
-    if _nests_deeper(MAX_NESTING_DEPTH - 1, job.args, job.custom, job.failure):
+    if not shallow and _nests_deeper(MAX_NESTING_DEPTH - 1, job.args, job.custom, job.failure):
         raise InvalidJob(TOO_DEEP)
     if job.reserve_for > config.max_reserve_for_seconds:
         raise InvalidJob("jobs cannot be reserved for more than one day")

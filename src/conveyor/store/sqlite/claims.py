@@ -256,24 +256,45 @@ class Claims:
     def _expire_at(self, expires_at: float, space: str, key: str) -> None:
         expiries = self._expiries
         heapq.heappush(expiries, (expires_at, 0, space, key))
-        if len(expiries) > self._check_at:  # counted every _CHECK_EVERY entries, not each
-            self._check_at = len(expiries) + _CHECK_EVERY
-            held = sum(len(entries) for entries in (self._spaces or {}).values())
-            if len(expiries) > 2 * held + _COMPACT_AFTER:
-                self._expiries = [
-                    (e.expires_at, 0, name, k)
-                    for name, entries in (self._spaces or {}).items()
-                    for k, e in entries.items()
-                    if e.expires_at is not None
-                ]
-                heapq.heapify(self._expiries)
+        if len(expiries) > self._check_at:
+            self._weigh()
+
+    def _weigh(self) -> None:
+        """Rebuild the expiry heap if it holds many more entries than locks (weighed every
+        _CHECK_EVERY entries, not at each claim: the compaction may come that many late)."""
+        expiries = self._expiries
+        self._check_at = len(expiries) + _CHECK_EVERY
+        held = sum(len(entries) for entries in (self._spaces or {}).values())
+        if len(expiries) > 2 * held + _COMPACT_AFTER:
+            self._expiries = [
+                (e.expires_at, 0, name, k)
+                for name, entries in (self._spaces or {}).items()
+                for k, e in entries.items()
+                if e.expires_at is not None
+            ]
+            heapq.heapify(self._expiries)
 
     def claim(self, space: str, record: Record, now: float) -> bytes | None:
-        spaces = self._spaces  # _space(space), inline: every unique PUSH claims
-        entries = spaces.get(space) if spaces is not None else None
-        if entries is None:
+        if space == _ROW_SPACE and self._spaces is not None:
+            rows = self._rows
+            key = record.key
+            held = rows.get(key)
+            if held is None and not self._clears:  # every unique PUSH: _insert, inline
+                self._db.join()  # the transaction it goes into (refused during an outage)
+                value, expires_at = record.value, record.expires_at
+                entry = rows[key] = Entry(0, value, expires_at, False)
+                self._by_jid[value.decode("utf-8", "surrogateescape")] = key
+                self._fresh[key] = entry
+                if expires_at is not None:  # _expire_at, inline
+                    expiries = self._expiries
+                    heapq.heappush(expiries, (expires_at, 0, space, key))
+                    if len(expiries) > self._check_at:
+                        self._weigh()
+                return None
+            entries = rows
+        else:
             entries = self._space(space)
-        held = entries.get(record.key)
+            held = entries.get(record.key)
         if held is None:
             self._insert(space, record, None, entries)
             return None

@@ -277,6 +277,17 @@ class Database:
             loop.call_later(LAZY_COMMIT_SECONDS, self.commit)
         return conn
 
+    def join(self) -> None:
+        """``writer()`` for a change kept in memory until ``before_commit`` writes it (a
+        unique lock): the open transaction, opened now if there is none. What ``writer()``
+        checks, without its calls while a transaction of this loop is open and commits work."""
+        if (
+            self._open is None
+            or self.health.refusal is not None
+            or self._commit_loop is not asyncio.get_running_loop()
+        ):
+            self.writer()
+
     @property
     def latest(self) -> Commit:
         """The open transaction, else the last one (committed or lost): the one that holds
