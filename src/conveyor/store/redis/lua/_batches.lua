@@ -9,9 +9,16 @@
 --   KEYS[5] {ns}:bprop         SET children whose parent has a milestone to count
 -- Batch hashes are declared by the caller; `declared[bid]` is the key of each.
 
-local SK = 0
-local F = {sched = {}, ended = {}, marked = {}, prop = {}, doomed = {}, killed = {}, processed = 0}
-local declared = {}
+-- A call's own state. A script's top level runs at every call; a function library's runs
+-- once, when it is loaded (scripts.py), and then each call starts with fresh().
+local SK, F, declared, LOADED, DIRTY, EK, PRE_ENDED
+
+local function fresh()
+  SK, declared, LOADED, DIRTY, EK, PRE_ENDED = 0, {}, {}, {}, {}, {}
+  F = {sched = {}, ended = {}, marked = {}, prop = {}, doomed = {}, killed = {}, processed = 0}
+end
+
+fresh()
 
 local function pack_list(items)
   local out = {}
@@ -73,7 +80,6 @@ local SAVED = {'expires_at', 'parent_bid', 'committed', 'committed_at', 'total',
   'failed', 'complete_st', 'success_st', 'children', 'kids_complete', 'kids_success',
   'm_complete', 'm_success', 'r_complete', 'r_success'}
 
-local LOADED, DIRTY = {}, {}
 
 -- A run reads each batch once and writes it once (flush_batches), however many of its jobs
 -- it moves: a PUSHB of 1,000 jobs into one batch does not rewrite its hash 1,000 times. It
@@ -225,9 +231,6 @@ end
 -- waiting jobs), EK.res, EK.exp, EK.busy (the reservations), EK.dead_z, EK.dead_d (the dead
 -- set, for waiting jobs killed by a dead dependency; not needed when every end is a success).
 -- PRE_ENDED[jid]: the script ended that reservation itself already (an ACK: endings_end.lua).
-local EK = {}
-local PRE_ENDED = {}
-
 local function end_reservation(jid)
   if PRE_ENDED[jid] then
     PRE_ENDED[jid] = nil
