@@ -55,7 +55,9 @@ def load_scripts() -> dict[str, Script]:
     libs = {
         item.name[1:-4]: item.read_text()
         for item in folder.iterdir()
-        if item.name.startswith("_") and item.name.endswith(".lua") and item.name != "_lib.lua"
+        if item.name.startswith("_")
+        and item.name.endswith(".lua")
+        and item.name not in ("_lib.lua", "_functions.lua")
     }
     scripts: dict[str, Script] = {}
     bodies: dict[str, dict[str, str]] = {}  # a capability library's scripts, by name
@@ -76,29 +78,35 @@ def load_scripts() -> dict[str, Script]:
                 body = ("local BARE = false\n" if uses else "") + text
                 bodies.setdefault(lib, {})[name[:-4]] = body
     for lib, named in sorted(bodies.items()):
-        _library(lib, helpers, libs[lib], {scripts[name]: body for name, body in named.items()})
+        top = "\n".join([*helpers.values(), (folder / "_functions.lua").read_text()])
+        _library(lib, top, libs[lib], {scripts[name]: body for name, body in named.items()})
     return scripts
 
 
-def _library(lib: str, helpers: dict[str, str], code: str, bodies: dict[Script, str]) -> None:
-    """One function library for a capability's scripts: every helper and the whole
-    capability library at its top level (built once, when Redis loads it), then each script's
-    body as a function that starts with ``fresh()`` (KEYS and ARGV are the library's locals,
-    set at each call). A function's name is spelled in two pieces here, so the whole name
-    (holding the script's SHA1) is only ever sent by its FCALL."""
+def _library(lib: str, top: str, code: str, bodies: dict[Script, str]) -> None:
+    """One function library for a capability's scripts: ``top`` (every helper, then
+    ``_functions.lua``) and the whole capability library at its top level (built once, when
+    Redis loads it), then each script's body as a function that starts with ``fresh()``
+    (KEYS and ARGV are the library's locals, set at each call).
+
+    Function names are global in Redis, so each holds the digest of the whole library
+    besides the script's SHA1: another version of the library (a server of another release
+    on the same Redis) loads beside it. A name is spelled in two pieces here, so the SHA1 is
+    only ever sent whole by the script's FCALL (or EVALSHA)."""
+    ordered = sorted(bodies.items(), key=lambda item: item[0].name)
+    whole = "\n".join(["local KEYS, ARGV", top, code, *(body for _, body in ordered)])
+    digest = hashlib.sha1(whole.encode()).hexdigest()[:16]
     registered = []
-    for script, body in sorted(bodies.items(), key=lambda item: item[0].name):
-        name = FUNCTION_PREFIX + script.sha
+    for script, body in ordered:
+        script.function = f"{FUNCTION_PREFIX}{script.sha}_{digest}"
         cut = len(FUNCTION_PREFIX) + 20
         registered.append(
-            f"redis.register_function('{name[:cut]}' .. '{name[cut:]}', function(keys, args)\n"
-            f"KEYS, ARGV = keys, args\nfresh()\n{body}\nend)"
+            f"redis.register_function('{script.function[:cut]}' .. '{script.function[cut:]}',"
+            f" function(keys, args)\nKEYS, ARGV = keys, args\nfresh()\n{body}\nend)"
         )
-    text = "\n".join(["local KEYS, ARGV", *helpers.values(), code, *registered])
-    digest = hashlib.sha1(text.encode()).hexdigest()
+    text = "\n".join(["local KEYS, ARGV", top, code, *registered])
     library = f"#!lua name={FUNCTION_PREFIX}{lib}_{digest}\n{text}"
     for script in bodies:
-        script.function = FUNCTION_PREFIX + script.sha
         script.library = library
 
 
