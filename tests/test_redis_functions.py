@@ -6,6 +6,7 @@ marked, queued, handed out and counted once, and its batch completes with one ca
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -129,17 +130,39 @@ async def test_a_library_another_server_loaded_in_between_is_called(
         await direct.aclose()
 
 
-@pytest.mark.parametrize("kind", SERVER_KINDS)
-async def test_where_fcall_is_refused_the_scripts_run_by_evalsha(
-    kind: str, tmp_path: Path, make_server: MakeServer, raw_client: RawConnect
+async def test_another_releases_library_stays_beside_this_one(
+    client: RawClient, direct: aioredis.Redis
 ) -> None:
-    """A Redis without functions for us (before 7.0, or FCALL renamed away, as here)."""
-    binary = valkey_binary() if kind == "valkey" else None
+    """A server of another release on the same Redis (a rolling upgrade): its library, with
+    functions for the same scripts, does not stop this one's from loading or being called."""
+    digest = LIBRARY_NAME.rsplit("_", 1)[1]
+    other = LIBRARY.replace(digest, "0" * len(digest)) + "\n-- another release"
+    other_name = LIBRARY_NAME.replace(digest, "0" * len(digest))
+    await direct.execute_command("FUNCTION", "FLUSH")
+    await direct.execute_command("FUNCTION", "LOAD", other)
+    await one_batch_job(client, direct, "jid-fn000009")
+    assert sorted(await libraries(direct)) == sorted([LIBRARY_NAME, other_name])
+    assert await stats(direct) == (1, 0)
+
+
+@pytest.fixture(params=SERVER_KINDS)
+def without_fcall(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server, then a valkey-server, with FCALL renamed away. Taken before
+    ``make_server``, it stops after the conveyor server does."""
+    binary = valkey_binary() if request.param == "valkey" else None
     kv = RedisServer(tmp_path, extra=("--rename-command", "FCALL", ""), binary=binary)
     kv.start()
-    direct = aioredis.Redis(port=kv.port)
+    yield kv
+    kv.stop()
+
+
+async def test_where_fcall_is_refused_the_scripts_run_by_evalsha(
+    without_fcall: RedisServer, make_server: MakeServer, raw_client: RawConnect
+) -> None:
+    """A Redis without functions for us (before 7.0, or FCALL renamed away, as here)."""
+    direct = aioredis.Redis(port=without_fcall.port)
     try:
-        running = await make_server(kv.url)
+        running = await make_server(without_fcall.url)
         client = await raw_client(running.port)
         await one_batch_job(client, direct, "jid-fn000007")
         await one_batch_job(client, direct, "jid-fn000008")
@@ -148,4 +171,3 @@ async def test_where_fcall_is_refused_the_scripts_run_by_evalsha(
         assert await calls(direct, "evalsha") > 0
     finally:
         await direct.aclose()
-        kv.stop()
