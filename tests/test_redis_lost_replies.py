@@ -44,10 +44,13 @@ def sha(name: str) -> bytes:
 @pytest.fixture
 async def direct(kv_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
     """A client straight to Redis (not through the proxy), with every script loaded, so the
-    store calls them by SHA1 and the proxy can recognise them."""
+    store calls them by SHA1 and the proxy can recognise them (and the function library, so
+    the first FCALL of a batch script runs: a cut reply is then one of a run)."""
     client = aioredis.Redis(port=kv_server.port)
     for script in load_scripts().values():
         await client.script_load(script.source)
+    for library in {s.library for s in load_scripts().values() if s.library is not None}:
+        await client.function_load(library, replace=True)  # the batch scripts' FCALLs too
     yield client
     await client.aclose()
 

@@ -47,6 +47,8 @@ async def direct(kv_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis(port=kv_server.port)
     for script in load_scripts().values():
         await client.script_load(script.source)
+    for library in {s.library for s in load_scripts().values() if s.library is not None}:
+        await client.function_load(library, replace=True)  # the batch scripts' FCALLs too
     yield client
     await client.aclose()
 

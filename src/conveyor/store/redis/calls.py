@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import math
 import re
 import secrets
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -37,6 +38,8 @@ from conveyor.store.redis.pipe import Answer, Lost, NotSent, Pipe, usable
 from conveyor.store.redis.scripts import Script
 
 __all__ = ["CONNECTION_ERRORS", "Caller", "OutcomeUnknown", "reraise_cancellation"]
+
+log = logging.getLogger(__name__)
 
 CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 """Errors after which the command may or may not have reached Redis."""
@@ -57,6 +60,32 @@ def describe(exc: BaseException) -> str:
     """An error's text, without the client reprs redis-py's Sentinel puts in "No master
     found" (one per sentinel, hundreds of characters each): just each sentinel's address."""
     return _CLIENT_REPR.sub(r"\1:\2 ", str(exc))
+
+
+Send = Callable[..., Awaitable[Any]]
+"""Sends one command and returns its reply (an error reply raises)."""
+
+
+def _not_there(error: BaseException) -> bool:
+    """Redis refused a script call without running it because it does not have the script or
+    function (NOSCRIPT, "Function not found"), or cannot call functions (FCALL unknown, not
+    allowed): send it again once that is dealt with (``Caller._send``)."""
+    if isinstance(error, NoScriptError):
+        return True
+    if not isinstance(error, ResponseError):
+        return False
+    text = str(error)
+    return text.startswith("Function not found") or _no_fcall(text)
+
+
+def _no_fcall(text: str) -> bool:
+    """An error saying FCALL (or FUNCTION) is not a command here or not allowed to us."""
+    return _NO_FCALL.match(text.lower()) is not None
+
+
+_NO_FCALL = re.compile(
+    r"(unknown command|this user has no permissions to run the) ['`](fcall|function)\b"
+)
 
 
 class OutcomeUnknown(StoreError):
@@ -104,6 +133,9 @@ class Caller:
         # scripts go through a connection of our own where it can serve the URL (pipe.py)
         self._pipe = Pipe(url) if usable(url) else None
         self._going_on: set[asyncio.Task[None]] = set()  # write_soon calls retried in a task
+        # FCALL for the scripts of a function library (scripts.py) until Redis refuses it;
+        # never on a Cluster, where a library would have to be loaded on every primary
+        self._functions = not url.cluster
 
     async def close(self) -> None:
         if self._pipe is not None:
@@ -180,15 +212,10 @@ class Caller:
                     error, first = first, None
                     raise error
                 if pipe is not None:  # the usual case, without a frame more
-                    ttl, n = self.token_ttl, len(keys) + 1
-                    try:
-                        result = await pipe.call(
-                            "EVALSHA", script.sha, n, token, *keys, ttl, attempt, *args
-                        )
-                    except NoScriptError:
-                        result = await pipe.call(
-                            "EVAL", script.source, n, token, *keys, ttl, attempt, *args
-                        )
+                    ttl = self.token_ttl
+                    result = await self._send(
+                        pipe.call, pipe.call, script, [token, *keys], [ttl, attempt, *args]
+                    )
                 else:
                     result = await self._attempt(
                         script, [token, *keys], [self.token_ttl, attempt, *args], wait=wait
@@ -240,16 +267,16 @@ class Caller:
             if error is None:
                 done(result, None)
                 return
-            # NOSCRIPT: Redis refused, nothing ran; write() starts over and sends EVAL
-            first = None if isinstance(error, NoScriptError) else error
+            # NOSCRIPT (or no function): Redis refused, nothing ran; write() starts over
+            first = None if _not_there(error) else error
             task = asyncio.get_running_loop().create_task(
                 self._go_on(script, keys, args, token, first, done)
             )
             self._going_on.add(task)
             task.add_done_callback(self._going_on.discard)
 
-        n = len(keys) + 1
-        return pipe.send(answered, "EVALSHA", script.sha, n, token, *keys, self.token_ttl, 1, *args)
+        command = self._command(script, [token, *keys], [self.token_ttl, 1, *args])
+        return pipe.send(answered, *command)
 
     def run_soon(
         self, script: Script, keys: Sequence[str], args: Sequence[Any], done: Answer
@@ -281,7 +308,7 @@ class Caller:
             self._going_on.add(task)
             task.add_done_callback(self._going_on.discard)
 
-        return pipe.send(answered, "EVALSHA", script.sha, len(keys), *keys, *args)
+        return pipe.send(answered, *self._command(script, keys, args))
 
     async def _go_on(
         self,
@@ -301,6 +328,50 @@ class Caller:
         else:
             done(result, None)
 
+    def _command(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
+        """The first command to try for a script call: FCALL of its function, or EVALSHA."""
+        if script.function is not None and self._functions:
+            return ("FCALL", script.function, len(keys), *keys, *args)
+        return ("EVALSHA", script.sha, len(keys), *keys, *args)
+
+    async def _send(
+        self, send: Send, plain: Send, script: Script, keys: Sequence[str], args: Sequence[Any]
+    ) -> Any:
+        """A script call through ``send``; when Redis did not run it for want of the script
+        (NOSCRIPT) or its function, sent again with EVAL or after loading its library
+        (through ``plain``: no WAIT), once. Anything else raises as it came."""
+        command = self._command(script, keys, args)
+        try:
+            return await send(*command)
+        except ResponseError as exc:
+            if not _not_there(exc):
+                raise
+            if command[0] == "FCALL":
+                await self._load(plain, script, exc)
+        if command[0] == "FCALL" and self._functions:
+            return await send(*command)
+        return await send("EVAL", script.source, len(keys), *keys, *args)
+
+    async def _load(self, plain: Send, script: Script, refused: ResponseError) -> None:
+        """After FCALL of ``script`` was refused: load its library, or call scripts with
+        EVALSHA from now on where Redis has no functions for us (before 7.0, FCALL renamed
+        away or denied by an ACL)."""
+        assert script.library is not None
+        if not _no_fcall(str(refused)):
+            try:
+                await plain("FUNCTION", "LOAD", script.library)
+                return
+            except ResponseError as exc:
+                if "already exists" in str(exc):  # another server loaded it just now
+                    return
+                refused = exc
+        self._functions = False
+        log.warning(
+            "Redis at %s refused Lua functions (%s): calling the scripts with EVALSHA",
+            self.where,
+            describe(refused),
+        )
+
     async def _attempt(
         self, script: Script, keys: Sequence[str], args: Sequence[Any], *, wait: bool
     ) -> Any:
@@ -313,11 +384,15 @@ class Caller:
             conn = await pool.get_connection()
         except CONNECTION_ERRORS as exc:
             raise _NotSent() from exc
+
+        async def send(*command: Any) -> Any:
+            return await self._exchange(conn, script.name, command, wait)
+
+        async def plain(*command: Any) -> Any:
+            return await self._exchange(conn, script.name, command, False)
+
         try:
-            try:
-                return await self._exchange(conn, script, "EVALSHA", keys, args, wait)
-            except NoScriptError:
-                return await self._exchange(conn, script, "EVAL", keys, args, wait)
+            return await self._send(send, plain, script, keys, args)
         except ResponseError:
             raise  # Redis answered: the connection is fine
         except BaseException as exc:
@@ -332,26 +407,14 @@ class Caller:
         self, pipe: Pipe, script: Script, keys: Sequence[str], args: Sequence[Any]
     ) -> Any:
         try:
-            try:
-                return await pipe.call("EVALSHA", script.sha, len(keys), *keys, *args)
-            except NoScriptError:
-                return await pipe.call("EVAL", script.source, len(keys), *keys, *args)
+            return await self._send(pipe.call, pipe.call, script, keys, args)
         except NotSent as exc:
             raise _NotSent() from exc
         except (Lost, *CONNECTION_ERRORS) as exc:  # redis-py counts LOADING as one too
             raise _Lost() from exc
 
-    async def _exchange(
-        self,
-        conn: Any,
-        script: Script,
-        command: str,
-        keys: Sequence[str],
-        args: Sequence[Any],
-        wait: bool,
-    ) -> Any:
-        body = script.sha if command == "EVALSHA" else script.source
-        commands: list[tuple[Any, ...]] = [(command, body, len(keys), *keys, *args)]
+    async def _exchange(self, conn: Any, op: str, command: tuple[Any, ...], wait: bool) -> Any:
+        commands: list[tuple[Any, ...]] = [command]
         if wait:
             assert self._wait is not None
             commands.append(("WAIT", *self._wait))
@@ -363,7 +426,7 @@ class Caller:
                 await conn.read_response()  # WAIT's reply, so the connection stays usable
             raise
         if wait:
-            self._check_replicas(script.name, await conn.read_response())
+            self._check_replicas(op, await conn.read_response())
         return result
 
     def _check_replicas(self, op: str, confirmed: Any) -> None:
@@ -382,11 +445,8 @@ class Caller:
         # The Cluster client follows MOVED/ASK itself (Redis refused the command there) and is
         # built without retries, so it never sends a command a second time on its own. Whether a
         # connection error happened before or after the command left is not known here.
-        client = self.client
+        send = self.client.execute_command
         try:
-            try:
-                return await client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-            except NoScriptError:
-                return await client.execute_command("EVAL", script.source, len(keys), *keys, *args)
+            return await self._send(send, send, script, keys, args)
         except CONNECTION_ERRORS as exc:
             raise _Lost() from exc

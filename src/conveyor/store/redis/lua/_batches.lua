@@ -9,9 +9,29 @@
 --   KEYS[5] {ns}:bprop         SET children whose parent has a milestone to count
 -- Batch hashes are declared by the caller; `declared[bid]` is the key of each.
 
-local SK = 0
-local F = {sched = {}, ended = {}, marked = {}, prop = {}, doomed = {}, killed = {}, processed = 0}
-local declared = {}
+-- A call's own state. A script's top level runs at every call; a function library's runs
+-- once, when it is loaded (scripts.py), and then each call starts with fresh(), which empties
+-- the tables the last call left (a table made and collected costs Redis more than a clear).
+local SK, F, declared, LOADED, DIRTY, EK, PRE_ENDED
+
+local function clear(t)
+  for k in pairs(t) do t[k] = nil end
+end
+
+local function fresh()
+  SK = 0
+  if not F then
+    declared, LOADED, DIRTY, EK, PRE_ENDED = {}, {}, {}, {}, {}
+    F = {sched = {}, ended = {}, marked = {}, prop = {}, doomed = {}, killed = {}, processed = 0}
+    return
+  end
+  clear(declared); clear(LOADED); clear(DIRTY); clear(EK); clear(PRE_ENDED)
+  clear(F.sched); clear(F.ended); clear(F.marked); clear(F.prop); clear(F.doomed)
+  clear(F.killed)
+  F.processed = 0
+end
+
+fresh()
 
 local function pack_list(items)
   local out = {}
@@ -35,14 +55,15 @@ end
 local function mark_get(jid, now)
   local raw = redis.call('HGET', KEYS[SK + 1], jid)
   if not raw then return nil, false end
-  local m, pos = {jid = jid}, 1
-  m.state, pos = read_lp(raw, pos)
-  m.updated, pos = read_lp(raw, pos)
-  m.bid, pos = read_lp(raw, pos)
-  m.role, pos = read_lp(raw, pos)
-  m.expires = read_lp(raw, pos)
-  if m.expires ~= '' and tonumber(m.expires) <= now then return nil, true end
-  return m
+  local state, updated, bid, role, expires, pos
+  state, pos = read_lp(raw, 1)
+  updated, pos = read_lp(raw, pos)
+  bid, pos = read_lp(raw, pos)
+  role, pos = read_lp(raw, pos)
+  expires = read_lp(raw, pos)
+  if expires ~= '' and tonumber(expires) <= now then return nil, true end
+  -- one constructor: the table is sized once, not grown field by field
+  return {jid = jid, state = state, updated = updated, bid = bid, role = role, expires = expires}
 end
 
 -- unlisted: the caller knows the jid is not in {ns}:markx (its stored mark names a batch:
@@ -73,7 +94,6 @@ local SAVED = {'expires_at', 'parent_bid', 'committed', 'committed_at', 'total',
   'failed', 'complete_st', 'success_st', 'children', 'kids_complete', 'kids_success',
   'm_complete', 'm_success', 'r_complete', 'r_success'}
 
-local LOADED, DIRTY = {}, {}
 
 -- A run reads each batch once and writes it once (flush_batches), however many of its jobs
 -- it moves: a PUSHB of 1,000 jobs into one batch does not rewrite its hash 1,000 times. It
@@ -89,10 +109,20 @@ local function batch_load(key, fields)
     LOADED[key] = false
     return nil
   end
-  local b = {key = key}
+  -- Each table made by one constructor naming every field it may get (BFIELDS, SAVED): it is
+  -- sized once instead of grown (and rehashed) as its fields are set; a nil is not stored.
+  local b = {key = key, was = nil, bid = nil, created_at = nil, expires_at = nil,
+    description = nil, parent_bid = nil, committed = nil, committed_at = nil, total = nil,
+    pending = nil, failed = nil, complete_st = nil, success_st = nil, children = nil,
+    kids_complete = nil, kids_success = nil, m_complete = nil, m_success = nil,
+    r_complete = nil, r_success = nil, cc_jid = nil, sc_jid = nil}
   for i, field in ipairs(fields) do b[field] = values[i] or '' end
   for _, field in ipairs(INTS) do b[field] = tonumber(b[field]) or 0 end
-  local was = {}  -- what is stored, to write back only what changed (no tostring here)
+  -- what is stored, to write back only what changed (no tostring here)
+  local was = {expires_at = nil, parent_bid = nil, committed = nil, committed_at = nil,
+    total = nil, pending = nil, failed = nil, complete_st = nil, success_st = nil,
+    children = nil, kids_complete = nil, kids_success = nil, m_complete = nil, m_success = nil,
+    r_complete = nil, r_success = nil}
   for _, field in ipairs(SAVED) do was[field] = b[field] end
   b.was = was
   LOADED[key] = b
@@ -116,7 +146,7 @@ local function flush_batches()
     end
     if #args > 0 then redis.call('HSET', key, unpack(args)) end
   end
-  DIRTY = {}
+  clear(DIRTY)
 end
 
 local function fired()
@@ -225,9 +255,6 @@ end
 -- waiting jobs), EK.res, EK.exp, EK.busy (the reservations), EK.dead_z, EK.dead_d (the dead
 -- set, for waiting jobs killed by a dead dependency; not needed when every end is a success).
 -- PRE_ENDED[jid]: the script ended that reservation itself already (an ACK: endings_end.lua).
-local EK = {}
-local PRE_ENDED = {}
-
 local function end_reservation(jid)
   if PRE_ENDED[jid] then
     PRE_ENDED[jid] = nil

@@ -56,6 +56,8 @@ end
 
 -- lp() of every item of a list, and back.
 local function pack(items)
+  local n = #items
+  if n < 2 then return n == 0 and '' or lp(items[1]) end  -- no table for none or one
   local out = {}
   for i, item in ipairs(items) do out[i] = lp(item) end
   return table.concat(out)
