@@ -209,11 +209,7 @@ async def test_a_redis_results_ack_whose_note_is_stale_stores_the_reservation_fo
     await store.open()
     await other.open()
     try:
-        await store.enqueue([_asking("j1")])
-        assert len(await store.reserve(["default"], "w1", NOW, 1)) == 1
-        assert [r.jid for r in await other.discard_reservations(["j1"])] == ["j1"]
-        await other.enqueue([_asking("j1")])
-        assert len(await other.reserve(["default"], "w2", NOW + 1, 1)) == 1
+        await _reserved_again_elsewhere(store, other)
         settle = Settle()
         acked = await store.ack_returning(["j1"], DAY, settle=settle)
         assert [(r.jid, r.wid) for r in acked.ended] == [("j1", "w2")]
@@ -223,6 +219,16 @@ async def test_a_redis_results_ack_whose_note_is_stale_stores_the_reservation_fo
     finally:
         await other.close()
         await store.close()
+
+
+async def _reserved_again_elsewhere(store: RedisStore, other: RedisStore) -> None:
+    """j1 reserved by w1 through ``store`` (which notes it), then its reservation ended, the job
+    pushed again and reserved by w2 through ``other``: ``store``'s note is stale."""
+    await store.enqueue([_asking("j1")])
+    assert len(await store.reserve(["default"], "w1", NOW, 1)) == 1
+    assert [r.jid for r in await other.discard_reservations(["j1"])] == ["j1"]
+    await other.enqueue([_asking("j1")])
+    assert len(await other.reserve(["default"], "w2", NOW + 1, 1)) == 1
 
 
 async def _settled_soon(store: RedisStore, jid: str, settle: Settle) -> Acked:
@@ -281,11 +287,7 @@ async def test_a_redis_results_ack_with_a_callback_whose_note_is_stale(redis_url
     await store.open()
     await other.open()
     try:
-        await store.enqueue([_asking("j1")])
-        assert len(await store.reserve(["default"], "w1", NOW, 1)) == 1
-        assert [r.jid for r in await other.discard_reservations(["j1"])] == ["j1"]
-        await other.enqueue([_asking("j1")])
-        assert len(await other.reserve(["default"], "w2", NOW + 1, 1)) == 1
+        await _reserved_again_elsewhere(store, other)
         acked = await _settled_soon(store, "j1", Settle())
         assert [(r.jid, r.wid) for r in acked.ended] == [("j1", "w2")]
         assert await records(store, "j1") == {"j1": b'{"done":"j1","wid":"w2"}'}
