@@ -18,7 +18,7 @@ from collections.abc import Awaitable
 from functools import partial
 from typing import TYPE_CHECKING, cast
 
-from conveyor.errors import CommandError, LineTooLong, StoreError, StoreUnavailable
+from conveyor.errors import LineTooLong, StoreError
 from conveyor.manager import ClientInfo, Manager, ServerStats
 from conveyor.manager.ahead import Rhythm
 from conveyor.protocol import (
@@ -32,6 +32,7 @@ from conveyor.protocol import (
     split_command,
 )
 from conveyor.server.commands import COMMANDS, NOW, SENT, Soon
+from conveyor.server.failures import error_reply
 from conveyor.server.guard import MAX_CHECKS_PER_ADDRESS, Verdict
 from conveyor.server.states import ConnState, advance
 from conveyor.store.base import Durability
@@ -614,22 +615,8 @@ class Connection(asyncio.Protocol):
             return self._failure(line, exc)
 
     def _failure(self, line: bytes, exc: Exception) -> bytes:
-        """The error reply for a command that raised ``exc``."""
-        if isinstance(exc, CommandError):
-            return error(exc.code, exc.message)
-        verb = split_command(line)[0].decode("latin-1")
-        if isinstance(exc, StoreUnavailable):  # the store logs the outage, once
-            return error("ERR", f"storage error: {exc}")
-        if isinstance(exc, RecursionError):
-            # Input nested too deeply for a decoder that does not say so itself (msgspec
-            # stops at Python's recursion limit): bad input, not a crash of ours.
-            log.warning("%s from %s: input nested too deeply", verb[:20], self.peer)
-            return error("ERR", "invalid JSON: nested too deeply")
-        if isinstance(exc, StoreError):
-            self.server.manager.store_trouble.problem("storage failed during %s: %s", verb, exc)
-            return error("ERR", f"storage error: {exc}")
-        log.error("internal error handling %s from %s", line[:200], self.peer, exc_info=exc)
-        return error("ERR", "internal error")
+        """The error reply for a command that raised ``exc`` (``failures.error_reply``)."""
+        return error_reply(line, exc, self.peer, self.server.manager.store_trouble)
 
 
 def _refusal(item: object) -> bool:
