@@ -9,8 +9,9 @@ writes the records (and the completed entries): only for the reservations it end
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -203,32 +204,38 @@ async def test_a_redis_results_ack_whose_note_is_stale_stores_the_reservation_fo
     ended and the job was pushed and reserved by another worker): the script leaves it
     (another worker, another reservation time), and the ACK reads it and runs again, so the
     record tells the reservation the ACK ended, and the job counts once."""
+    async with _stale_note(redis_url) as store:
+        acked = await store.ack_returning(["j1"], DAY, settle=Settle())
+        await _ended_by_w2(store, acked)
+
+
+@contextlib.asynccontextmanager
+async def _stale_note(redis_url: str) -> AsyncIterator[RedisStore]:
+    """A store whose note of j1 is stale: j1 reserved by w1 through it (which notes it), then
+    its reservation ended, the job pushed again and reserved by w2 through another store."""
     store = RedisStore.from_url(redis_url)
     store.settle_marks = (b'"result_ttl"',)
     other = RedisStore.from_url(redis_url)
     await store.open()
     await other.open()
     try:
-        await _reserved_again_elsewhere(store, other)
-        settle = Settle()
-        acked = await store.ack_returning(["j1"], DAY, settle=settle)
-        assert [(r.jid, r.wid) for r in acked.ended] == [("j1", "w2")]
-        assert await records(store, "j1") == {"j1": b'{"done":"j1","wid":"w2"}'}
-        assert (await store.counters()).processed == 1
-        assert await store.get_reservation("j1") is None
+        await store.enqueue([_asking("j1")])
+        assert len(await store.reserve(["default"], "w1", NOW, 1)) == 1
+        assert [r.jid for r in await other.discard_reservations(["j1"])] == ["j1"]
+        await other.enqueue([_asking("j1")])
+        assert len(await other.reserve(["default"], "w2", NOW + 1, 1)) == 1
+        yield store
     finally:
         await other.close()
         await store.close()
 
 
-async def _reserved_again_elsewhere(store: RedisStore, other: RedisStore) -> None:
-    """j1 reserved by w1 through ``store`` (which notes it), then its reservation ended, the job
-    pushed again and reserved by w2 through ``other``: ``store``'s note is stale."""
-    await store.enqueue([_asking("j1")])
-    assert len(await store.reserve(["default"], "w1", NOW, 1)) == 1
-    assert [r.jid for r in await other.discard_reservations(["j1"])] == ["j1"]
-    await other.enqueue([_asking("j1")])
-    assert len(await other.reserve(["default"], "w2", NOW + 1, 1)) == 1
+async def _ended_by_w2(store: RedisStore, acked: Acked) -> None:
+    """The ACK ended w2's reservation (the one found), recorded it, and counted it once."""
+    assert [(r.jid, r.wid) for r in acked.ended] == [("j1", "w2")]
+    assert await records(store, "j1") == {"j1": b'{"done":"j1","wid":"w2"}'}
+    assert (await store.counters()).processed == 1
+    assert await store.get_reservation("j1") is None
 
 
 async def _settled_soon(store: RedisStore, jid: str, settle: Settle) -> Acked:
@@ -281,18 +288,6 @@ async def test_a_redis_results_ack_with_a_callback_whose_note_is_stale(redis_url
     """As ``ack_returning`` with a stale note: the run leaves the job reserved again
     elsewhere, and the rest goes on in a task that reads it and runs again; the callback
     gets the reservation that ended, whose worker the record tells, counted once."""
-    store = RedisStore.from_url(redis_url)
-    store.settle_marks = (b'"result_ttl"',)
-    other = RedisStore.from_url(redis_url)
-    await store.open()
-    await other.open()
-    try:
-        await _reserved_again_elsewhere(store, other)
+    async with _stale_note(redis_url) as store:
         acked = await _settled_soon(store, "j1", Settle())
-        assert [(r.jid, r.wid) for r in acked.ended] == [("j1", "w2")]
-        assert await records(store, "j1") == {"j1": b'{"done":"j1","wid":"w2"}'}
-        assert (await store.counters()).processed == 1
-        assert await store.get_reservation("j1") is None
-    finally:
-        await other.close()
-        await store.close()
+        await _ended_by_w2(store, acked)
