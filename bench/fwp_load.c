@@ -55,6 +55,7 @@ struct options {
     int fail_percent;
     int flush;
     int wids;
+    int results;
     double timeout;
 };
 
@@ -64,7 +65,7 @@ struct conn {
     char buf[BUF_SIZE];
 };
 
-static struct options opt = {"127.0.0.1", "7419", 30000, 10, 1, 1, 0, 120.0};
+static struct options opt = {"127.0.0.1", "7419", 30000, 10, 1, 1, 0, 0, 120.0};
 static atomic_long pushes, pops, empties, acks, fails, errors;
 static atomic_int stop_all;
 static double deadline;
@@ -283,10 +284,12 @@ static void *pusher(void *arg) {
     while (!over()) {
         jid(&rng, id);
         created_at(stamp);
+        /* --results: the job asks for its result to be kept an hour (custom.result_ttl) */
         int n = snprintf(line, sizeof line,
                          "PUSH {\"retry\":25,\"jid\":\"%s\",\"queue\":\"queue%d\",\"jobtype\":"
-                         "\"SomeJob\",\"created_at\":\"%s\",\"args\":[[1,\"string\",3]]}\r\n",
-                         id, (int)(next_random(&rng) % QUEUES), stamp);
+                         "\"SomeJob\",\"created_at\":\"%s\",\"args\":[[1,\"string\",3]]%s}\r\n",
+                         id, (int)(next_random(&rng) % QUEUES), stamp,
+                         opt.results ? ",\"custom\":{\"result_ttl\":3600}" : "");
         if (command(c, line, (size_t)n, "PUSH") < 0)
             break;
         if (atomic_fetch_add(&pushes, 1) + 1 >= opt.jobs)
@@ -321,7 +324,11 @@ static int finish(struct conn *c, uint64_t *rng, const char *id) {
         atomic_fetch_add(&fails, 1);
         return command(c, line, (size_t)n, "FAIL");
     }
-    n = snprintf(line, sizeof line, "ACK {\"jid\":\"%s\"}\r\n", id);
+    if (opt.results) /* the handler's return value, as conveyor's worker sends it */
+        n = snprintf(line, sizeof line,
+                     "ACK {\"jid\":\"%s\",\"result\":\"{\\\"n\\\":1,\\\"ok\\\":true}\"}\r\n", id);
+    else
+        n = snprintf(line, sizeof line, "ACK {\"jid\":\"%s\"}\r\n", id);
     atomic_fetch_add(&acks, 1);
     return command(c, line, (size_t)n, "ACK");
 }
@@ -378,7 +385,8 @@ static void *fetcher(void *arg) {
 
 static void usage(void) {
     fputs("usage: fwp_load [--host H] [--port P] [--jobs N] [--connections N]\n"
-          "                [--fail-percent N] [--no-flush] [--wids] [--timeout SECONDS]\n",
+          "                [--fail-percent N] [--no-flush] [--wids] [--results]\n"
+          "                [--timeout SECONDS]\n",
           stderr);
     exit(2);
 }
@@ -390,6 +398,8 @@ static void parse(int argc, char **argv) {
             opt.flush = 0;
         else if (strcmp(a, "--wids") == 0)
             opt.wids = 1;
+        else if (strcmp(a, "--results") == 0)
+            opt.results = 1;
         else if (v == NULL)
             usage();
         else if (strcmp(a, "--host") == 0)

@@ -3,6 +3,7 @@
     python -m bench.load_ab --a main --b working --stores sqlite --rounds 5
     python -m bench.load_ab --a main --b HEAD --stores sqlite,redis \\
         --faktory-bin /path/faktory --rounds 5
+    python -m bench.load_ab --a main --b working --stores sqlite,redis --modes off,results
 
 Each tree (a git ref, or ``working`` for the working tree as it is) is extracted once; every
 round runs ``fwp_load`` (bench/fwp_load.c) against a fresh server of each tree and store, and
@@ -27,6 +28,11 @@ from pathlib import Path
 from bench.load_shape import Running, build_driver, conveyor, cpu_seconds, faktory, run_ours
 from bench.rows import ROOT
 
+MODES = {"off": (), "results": ("--results",)}
+"""``--modes``: the driver's flags of each. ``results``: every job asks for its result
+(``custom.result_ttl``) and every ACK carries one, as conveyor's worker sends it (issue 14:
+results on against off, the same driver, the same run)."""
+
 
 @contextlib.contextmanager
 def tree(ref: str) -> Iterator[str]:
@@ -48,7 +54,7 @@ def _server(
     if target == "faktory":
         assert faktory_bin is not None
         return faktory(faktory_bin)
-    side, store = target.split(":")
+    side, store, _mode = target.split(":")
     return conveyor(store, {"PYTHONPATH": paths[side]})
 
 
@@ -65,9 +71,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=30_000)
     parser.add_argument("--connections", type=int, default=10)
     parser.add_argument("--faktory-bin")
+    parser.add_argument("--modes", default="off", help="off, results, or both: off,results")
     args = parser.parse_args(argv)
     stores = [s.strip() for s in args.stores.split(",") if s.strip()]
-    targets = [f"{side}:{store}" for store in stores for side in ("A", "B")]
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if unknown := set(modes) - set(MODES):
+        parser.error(f"unknown --modes {', '.join(sorted(unknown))}: choose from off, results")
+    targets = [f"{side}:{store}:{mode}" for store in stores for mode in modes for side in "AB"]
     if args.faktory_bin:
         targets.append("faktory")
     binary = build_driver()
@@ -81,11 +91,12 @@ def main(argv: list[str] | None = None) -> None:
                 with _server(target, paths, args.faktory_bin) as server:
                     pids = [p for p in (server.server_pid, server.store_pid) if p]
                     before = sum(cpu_seconds(p) for p in pids)
-                    run = run_ours(binary, server.port, args.jobs, args.connections, 120.0)
+                    flags = MODES[target.rsplit(":", 1)[1]] if target != "faktory" else ()
+                    run = run_ours(binary, server.port, args.jobs, args.connections, 120.0, *flags)
                     cpu = sum(cpu_seconds(p) for p in pids) - before
                 per_job = cpu / args.jobs * 1e6
                 results[target].append((run.jobs_per_s, per_job))
-                print(f"[ab] round {index + 1} {target:10} {run.jobs_per_s:8,.0f} jobs/s "
+                print(f"[ab] round {index + 1} {target:18} {run.jobs_per_s:8,.0f} jobs/s "
                       f"{per_job:5.0f} µs/job  load {load:.2f}"
                       + (f"  ERROR {run.error}" if run.error else ""),
                       file=sys.stderr, flush=True)  # fmt: skip
@@ -94,16 +105,29 @@ def main(argv: list[str] | None = None) -> None:
     for target, runs in results.items():
         rates, costs = [r for r, _ in runs], [c for _, c in runs]
         medians[target] = (statistics.median(rates), statistics.median(costs))
-        print(f"  {target:10} {medians[target][0]:8,.0f} jobs/s ({min(rates):,.0f}-"
+        print(f"  {target:18} {medians[target][0]:8,.0f} jobs/s ({min(rates):,.0f}-"
               f"{max(rates):,.0f})  {medians[target][1]:5.0f} µs/job ({min(costs):.0f}-"
               f"{max(costs):.0f})")  # fmt: skip
     for store in stores:
-        (rate_a, cost_a), (rate_b, cost_b) = medians[f"A:{store}"], medians[f"B:{store}"]
-        line = f"  {store}: B/A jobs/s {rate_b / rate_a:.2f}x, µs/job {cost_a:.0f} -> {cost_b:.0f}"
-        if "faktory" in medians:
-            rate_f = medians["faktory"][0]
-            line += f"; vs Faktory A {rate_a / rate_f:.2f}x, B {rate_b / rate_f:.2f}x"
-        print(line)
+        for mode in modes:
+            (rate_a, cost_a), (rate_b, cost_b) = (
+                medians[f"A:{store}:{mode}"],
+                medians[f"B:{store}:{mode}"],
+            )
+            line = (f"  {store} {mode}: B/A jobs/s {rate_b / rate_a:.2f}x, "
+                    f"µs/job {cost_a:.0f} -> {cost_b:.0f}")  # fmt: skip
+            if "faktory" in medians:
+                rate_f = medians["faktory"][0]
+                line += f"; vs Faktory A {rate_a / rate_f:.2f}x, B {rate_b / rate_f:.2f}x"
+            print(line)
+        if "off" in modes and "results" in modes:
+            for side in "AB":
+                (rate_off, cost_off), (rate_on, cost_on) = (
+                    medians[f"{side}:{store}:off"],
+                    medians[f"{side}:{store}:results"],
+                )
+                print(f"  {store} {side}: results ÷ off jobs/s {rate_on / rate_off:.2f}x, "
+                      f"µs/job {cost_off:.0f} -> {cost_on:.0f}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -230,9 +230,12 @@ def _run(args: list[str], env: dict[str, str], timeout: float) -> tuple[int, str
         return process.returncode, out.read().decode(), err.read().decode(), cpu
 
 
-def run_ours(binary: Path, port: int, jobs: int, connections: int, timeout: float) -> DriverRun:
+def run_ours(
+    binary: Path, port: int, jobs: int, connections: int, timeout: float, *extra: str
+) -> DriverRun:
+    """``fwp_load`` to its end; ``extra``: more of its flags (``--results``)."""
     args = [str(binary), "--port", str(port), "--jobs", str(jobs),
-            "--connections", str(connections), "--timeout", str(timeout)]  # fmt: skip
+            "--connections", str(connections), "--timeout", str(timeout), *extra]  # fmt: skip
     code, out, err, cpu = _run(args, dict(os.environ), timeout + 30)
     try:
         report = json.loads(out.strip().splitlines()[-1])
