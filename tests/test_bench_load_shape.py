@@ -14,6 +14,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,31 @@ def test_every_fetched_job_is_failed_into_the_retry_set_with_the_tools_bytes(
         assert job["failure"]["message"] == "file already closed"
         assert job["failure"]["errtype"] == "unknown"
     assert len({job["jid"] for job in jobs}) == len(jobs)
+
+
+async def _results(db: Path) -> dict[str, dict[str, Any]]:
+    store = open_store(f"sqlite:///{db}")
+    await store.open()
+    try:
+        records = await store.list_records("results", time.time(), limit=10_000)
+        return {record.key: json.loads(record.value) for record in records}
+    finally:
+        await store.close()
+
+
+@pytest.mark.timeout(90)
+def test_with_results_every_acked_job_has_its_result_stored(driver: Path, tmp_path: Path) -> None:
+    db = tmp_path / "results.db"
+    with start_server(f"sqlite:///{db}") as server:
+        report = _run(driver, server.port, "--jobs", "100", "--fail-percent", "0", "--results")
+        info = asyncio.run(_info(server.url))["faktory"]
+    assert report["errors"] == 0
+    assert report["acks"] == report["fetches"] - report["empty_fetches"] > 0
+    assert info["total_processed"] == report["acks"]
+    outcomes = asyncio.run(_results(db))
+    assert len(outcomes) == report["acks"]  # one result per ACK: the server accepted each
+    for outcome in outcomes.values():
+        assert outcome["result"] == {"n": 1, "ok": True}
 
 
 @pytest.mark.timeout(90)
