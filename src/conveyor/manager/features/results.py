@@ -428,10 +428,16 @@ class ResultsFeature(Feature):
             return found
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(seconds, MAX_WAIT_SECONDS)
-        store = self.manager.store
+        store, woken = self.manager.store, False
         while True:
             future = self._waiters.add(jid, deliver)
             try:
+                if woken:  # mostly by this very outcome: a look, before registering again
+                    found = await self.outcome(jid)
+                    if future.done() and future.result():
+                        return None
+                    if found is not None or self._closed:
+                        return found
                 # registered here, then with every server (Redis publishes only the results
                 # some server waits for), then the look: nothing is missed
                 await store.expect(SIGNAL, jid, deadline - loop.time() + EXPECT_MARGIN_SECONDS)
@@ -448,6 +454,7 @@ class ResultsFeature(Feature):
                 except TimeoutError:
                     self._waiters.discard(jid, future)  # no delivery during the last look
                     return await self.outcome(jid)
+                woken = True
             finally:
                 self._waiters.discard(jid, future)
 
