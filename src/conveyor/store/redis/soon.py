@@ -243,15 +243,26 @@ class RedisSoon(RedisEndings):
         del self._notes[jid]
         return True
 
+    @property
+    def _settled_keys(self) -> dict[tuple[str, str], list[str]]:
+        made: dict[tuple[str, str], list[str]] | None = self.__dict__.get("_settled_keys_of")
+        if made is None:
+            made = self.__dict__["_settled_keys_of"] = {}
+        return made
+
     def _settle_call(
         self, note: Reservation, day: str, settled: Settled, kept: Sequence[SetEntry]
     ) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV of endings_settle.lua: the ACK of the one reservation ``note``, with
         the record and completed entry ``settle`` made of it (``_settled_of``)."""
-        k, space = self._keys, settled.space
-        keys = [k.res, k.exp, k.busy, k.stats, k.zset(COMPLETED), k.data(COMPLETED)]
-        keys += [k.records(space), k.record_expiry(space), k.record_spaces, k.signals]
-        keys.append(k.signal_waits(settled.topic))
+        space = settled.space
+        keys = self._settled_keys.get((space, settled.topic))
+        if keys is None:  # the same few every time: made once
+            k = self._keys
+            keys = [k.res, k.exp, k.busy, k.stats, k.zset(COMPLETED), k.data(COMPLETED)]
+            keys += [k.records(space), k.record_expiry(space), k.record_spaces, k.signals]
+            keys.append(k.signal_waits(settled.topic))
+            self._settled_keys[space, settled.topic] = keys
         record = settled.records.get(note.jid, (None, None))[0]
         args: list[Any] = [day, self._pub, note.jid, lp(note.queue) + lp(note.wid)]
         args.append(score_arg(note.reserved_at))
