@@ -242,10 +242,10 @@ async def test_a_results_ack_whose_reply_is_lost_stores_and_counts_once(
 ) -> None:
     """The ACK of a job that asked for its result and to be kept ends its reservation,
     writes its record and its completed entry and publishes the wake-up in one run of
-    endings_end.lua. Its reply is lost, and meanwhile (another server's doing) the same jid
-    is reserved again: the retry replays the first run's reply (its token) instead of running
-    again, so the new reservation stays, and the job is counted, kept and recorded once; a
-    RESULT waiting on the server is answered."""
+    endings_settle.lua (the short way's endings_end.lua). Its reply is lost, and meanwhile
+    (another server's doing) the same jid is reserved again: the retry replays the first
+    run's reply (its token) instead of running again, so the new reservation stays, and the
+    job is counted, kept and recorded once; a RESULT waiting on the server is answered."""
     hello = b'{"v":2,"hostname":"box","pid":1,"wid":"w-results","labels":[]}'
     client = await raw_client(running.port, hello=hello)
     waiter = await raw_client(running.port)
@@ -262,7 +262,7 @@ async def test_a_results_ack_whose_reply_is_lost_stores_and_counts_once(
         await direct.zadd(K.exp, {"jid-00000001": time.time() + 600})
         await direct.zadd(K.busy, {"jid-00000001": time.time()})
 
-    fault_proxy.lose_reply(sha("endings_end/bare"), then=reserved_again)
+    fault_proxy.lose_reply(sha("endings_settle"), then=reserved_again)
     ack = b'ACK {"jid":"jid-00000001","result":"{\\"n\\":1}"}'
     assert await client.call(ack) == b"+OK\r\n"
     assert fault_proxy.cuts == 1

@@ -291,3 +291,24 @@ async def test_a_redis_results_ack_with_a_callback_whose_note_is_stale(redis_url
     async with _stale_note(redis_url) as store:
         acked = await _settled_soon(store, "j1", Settle())
         await _ended_by_w2(store, acked)
+
+
+async def test_a_redis_results_ack_with_a_callback_whose_reservation_is_gone(
+    redis_url: str,
+) -> None:
+    """The reservation noted at FETCH ended meanwhile (another server's ACK, the reaper):
+    the one run of endings_settle.lua ends nothing, stores nothing and counts nothing."""
+    store = RedisStore.from_url(redis_url)
+    store.settle_marks = (b'"result_ttl"',)
+    await store.open()
+    try:
+        await store.enqueue([_asking("j1")])
+        assert len(await store.reserve(["default"], "w1", NOW, 1)) == 1
+        assert await store.ack(["j1"], DAY) == 1  # ended elsewhere; the note stays here
+        acked = await _settled_soon(store, "j1", Settle(keep=("j1",)))
+        assert acked.ended == []
+        assert await records(store, "j1") == {}
+        assert await store.get_set_entries(SortedSet.COMPLETED, ["j1"]) == []
+        assert (await store.counters()).processed == 1  # the other ACK's only
+    finally:
+        await store.close()

@@ -16,6 +16,13 @@ Signals are wake-ups, not data: the listener reads the store to learn what chang
 lost (a subscriber reconnecting misses what was published meanwhile), so after every
 (re)subscription the listener is called with ``keys=None``: "anything may have changed, look
 again". Spurious calls are allowed, missed ones are not.
+
+A store may send a signal only to where it is awaited: a server that waits for a key says so
+first (``expect``), then looks; a write that signals in the same step as it stores (Redis: an
+ACK's result, ``lua/endings_end.lua``) publishes only the keys some server expects. Either the
+write ran before the registration (the look that follows finds what it stored) or after it
+(then it signals), so nothing is missed, and a write nobody waits for publishes nothing.
+``signal`` itself always sends.
 """
 
 from __future__ import annotations
@@ -40,6 +47,12 @@ class Signals(abc.ABC):
     async def signal(self, topic: str, keys: Sequence[str]) -> None:
         """Send ``keys`` of ``topic`` to the listener of every server, this one's first.
         ``topic`` is a short word without spaces; keys may hold any character."""
+
+    async def expect(self, topic: str, key: str, seconds: float) -> None:  # noqa: B027
+        """This server waits up to ``seconds`` for a signal of ``key``: call it before the
+        look that precedes the wait (see the module docstring). The registration lasts that
+        long (a server that dies while waiting leaves nothing past it). Nothing to do where
+        every signal is sent (memory, SQLite: one server, called at once)."""
 
 
 class LocalSignals(Signals):

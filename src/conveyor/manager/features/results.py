@@ -63,6 +63,8 @@ log = logging.getLogger("conveyor.results")
 DEFAULT_MAX_RESULT_BYTES = 1024 * 1024
 MAX_WAIT_SECONDS = 3600.0
 """The longest one ``RESULT`` may wait (a client waits longer by asking again)."""
+EXPECT_MARGIN_SECONDS = 1.0
+"""How much longer than its wait a ``RESULT``'s registration with the store lasts."""
 PURGE_BATCH = 1000
 SIGNAL = "result"
 
@@ -426,10 +428,20 @@ class ResultsFeature(Feature):
             return found
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(seconds, MAX_WAIT_SECONDS)
+        store, woken = self.manager.store, False
         while True:
             future = self._waiters.add(jid, deliver)
             try:
-                found = await self.outcome(jid)  # registered first: nothing is missed
+                if woken:  # mostly by this very outcome: a look, before registering again
+                    found = await self.outcome(jid)
+                    if future.done() and future.result():
+                        return None
+                    if found is not None or self._closed:
+                        return found
+                # registered here, then with every server (Redis publishes only the results
+                # some server waits for), then the look: nothing is missed
+                await store.expect(SIGNAL, jid, deadline - loop.time() + EXPECT_MARGIN_SECONDS)
+                found = await self.outcome(jid)
                 if future.done() and future.result():
                     return None  # delivered while it looked (a Redis read): sent once
                 remaining = deadline - loop.time()
@@ -442,6 +454,7 @@ class ResultsFeature(Feature):
                 except TimeoutError:
                     self._waiters.discard(jid, future)  # no delivery during the last look
                     return await self.outcome(jid)
+                woken = True
             finally:
                 self._waiters.discard(jid, future)
 

@@ -3,7 +3,9 @@ Redis: ``lua/endings_end.lua`` (``RedisEndings.ack_returning`` with ``keep``) en
 reservations and fills ``{ns}:s:completed`` in one step, freeing throttle slots and moving
 batch marks as an ACK does (a token write, safe to resend after a lost reply: ``calls.py``);
 signals are published on ``{ns}:signals`` (``lua/signal_publish.lua``) and received by the
-store's subscriber (``wakeup.py``)."""
+store's subscriber (``wakeup.py``); a server waiting for a key registers it in
+``{ns}:sw:<topic>`` (``lua/signal_expect.lua``), where an ACK's script looks before it
+publishes its result signal."""
 
 from __future__ import annotations
 
@@ -54,6 +56,11 @@ class RedisSignals(RedisHost, Signals):
         message = signal_message(self._origin, topic, keys)
         # a PUBLISH sent twice after a lost reply only wakes waiters twice: not a token write
         await self._run("signal_publish", [self._keys.signals], [self._pub, message])
+
+    async def expect(self, topic: str, key: str, seconds: float) -> None:
+        # once more after a lost reply changes nothing more: not a token write
+        args = [key, f"{seconds:.3f}"]
+        await self._run("signal_expect", [self._keys.signal_waits(topic)], args)
 
     def _signalled(self, message: bytes | None) -> None:
         """A message of the signal channel (None: after a resubscription)."""

@@ -20,7 +20,6 @@ from conveyor.store.redis.codec import (
     lp,
     score_arg,
 )
-from conveyor.store.redis.completed import signal_message
 from conveyor.store.redis.host import RedisHost
 from conveyor.store.redis.records import expiry_arg
 
@@ -32,12 +31,14 @@ class Settled:
     """What ``settle`` asked an ACK to store, written by the ACK's own script
     (``RedisEndings._settle``): by jid, the record (None: a completed entry only, in
     ``keep``) and the reservation it was built from, which the run must end for either to be
-    written (else the jid is left for a run of its own: ``stale``), and the ``signal``
-    message to publish when the run ends any of them (b"": none)."""
+    written (else the jid is left for a run of its own: ``stale``), and the start of the
+    signal the run publishes for those of them a server waits for (``<origin><topic>``,
+    b"": none; ``topic``: its registrations, ``Signals.expect``)."""
 
     space: str
     records: Mapping[str, tuple[Record | None, Reservation]]
     signal: bytes
+    topic: str = ""
 
 
 NOTES = 10_000
@@ -97,8 +98,8 @@ class RedisEndings(RedisHost, Endings):
     ) -> tuple[str, list[str], list[Any]]:
         """The script (``endings_end/bare`` without ``ends``), KEYS and ARGV of one run of
         endings_end.lua (also sent by ``RedisSoon.ack_returning_soon``). ``settled``: the
-        records to write for the jobs whose reservation this run ends, and the signal to
-        publish when it ends any (``_settle``)."""
+        records to write for the jobs whose reservation this run ends, and the signal it
+        publishes for those of them some server waits for (``_settle``)."""
         k = self._keys
         done = SortedSet.COMPLETED
         queues = list(throttled)
@@ -119,7 +120,8 @@ class RedisEndings(RedisHost, Endings):
             args.append(0)
         else:
             space = settled.space
-            keys += [k.records(space), k.record_expiry(space), k.record_spaces, k.signals]
+            waits = k.signal_waits(settled.topic)
+            keys += [k.records(space), k.record_expiry(space), k.record_spaces, k.signals, waits]
             args += [len(settled.records), space]
             for jid, (record, held) in settled.records.items():
                 args.append(jid)
@@ -245,9 +247,10 @@ class RedisEndings(RedisHost, Endings):
         go into the ACK's own script, each written only when that run ends the very
         reservation it was built from (same queue, worker and reservation time; a late ACK
         stores nothing, a stale note is read again: ``stale``), with the signal announcing
-        the jids it told (``Settle.topic``), published by the script; the entries join
-        ``keep``. One round trip where a read, a write of the records, the ACK and a PUBLISH
-        were four (two when a reservation must be read)."""
+        the jids it told (``Settle.topic``), published by the script for the jids a server
+        waits for (``Signals.expect``: none, no PUBLISH); the entries join ``keep``. One
+        round trip where a read, a write of the records, the ACK and a PUBLISH were four (two
+        when a reservation must be read)."""
         notes = self._notes
         found = [note for jid in jids if (note := notes.pop(jid, None)) is not None]
         if not noted:  # a run left them stale: read them
@@ -275,10 +278,9 @@ class RedisEndings(RedisHost, Endings):
                 records[reservation.jid] = (record, reservation)
         topic = getattr(settle, "topic", None)
         told = getattr(settle, "told", None)
-        signal = b""
-        if records and topic and told:
-            signal = signal_message(self._origin, topic, told)
-        return Settled(settle.space, records, signal), kept
+        if records and topic and told:  # the script adds the jids some server waits for
+            return Settled(settle.space, records, (self._origin + topic).encode(), topic), kept
+        return Settled(settle.space, records, b""), kept
 
     def _note(self, reserved: Sequence[Reservation]) -> None:
         """Keep the reservations a FETCH took whose payload holds one of ``settle_marks``

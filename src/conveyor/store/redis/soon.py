@@ -17,12 +17,13 @@ from collections.abc import Callable, Collection, Coroutine, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from conveyor.store.base import QueuedJob, Reservation
+from conveyor.store.base import QueuedJob, Reservation, SetEntry, SortedSet
 from conveyor.store.batches import EndContext
 from conveyor.store.endings import Acked, Settle
 from conveyor.store.redis.calls import OutcomeUnknown
-from conveyor.store.redis.codec import encode_entry, score_arg
-from conveyor.store.redis.endings import RedisEndings, merge_held
+from conveyor.store.redis.codec import encode_entry, encode_set_data, lp, score_arg
+from conveyor.store.redis.endings import RedisEndings, Settled, merge_held
+from conveyor.store.redis.records import expiry_arg
 
 if TYPE_CHECKING:
     from conveyor.store.redis.calls import Caller
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RedisSoon"]
 
+COMPLETED = SortedSet.COMPLETED
 _later: set[asyncio.Task[None]] = set()  # second runs of ACKs the pipe could not take at once
 
 
@@ -211,18 +213,15 @@ class RedisSoon(RedisEndings):
         done: Callable[[Acked | None, BaseException | None], object],
     ) -> bool:
         # The reservation noted at its FETCH is settled here, and its records travel in the
-        # ACK's one run, as ack_returning's first run (only a job not noted takes the long
-        # way, which reads it). A note from another reservation than the one the run finds
-        # (the job was reserved again since) stores nothing there and comes back stale: the
-        # rest goes on in a task, as ack_returning's loop (read, settle, run again).
+        # ACK's one run of endings_settle.lua (only a job not noted takes the long way, which
+        # reads it). A note from another reservation than the one the run finds (the job was
+        # reserved again since) stores nothing there and comes back stale: the rest goes on
+        # in a task, as ack_returning's loop (read, settle, run again).
         note = self._notes.get(jid)
         if note is None:
             return False
         settled, kept = self._settled_of((note,), settle, ())
-        keep = {entry.jid: entry for entry in kept} if kept else None
-        jids = (jid,)
-        # marks=(): the payloads are not sent back (nobody here reads them)
-        script, keys, args = self._end_call("ack", jids, day, (), (), keep=keep, settled=settled)
+        keys, args = self._settle_call(note, day, settled, kept)
 
         def answer(result: Acked | None, error: BaseException | None) -> None:
             done(result, error)
@@ -230,24 +229,53 @@ class RedisSoon(RedisEndings):
         def answered(reply: Any, error: BaseException | None) -> None:
             if error is not None:
                 done(None, error)
-                return
-            try:
-                acked, _held, stale = self._end_reply(reply, ())  # no ends: none held
-            except Exception as exc:  # a reply we cannot read: the ACK must still be answered
-                done(None, exc)
-                return
-            if stale:
-                self._go_on_later(self.ack_returning(stale, day, settle=settle), answer)
-                return
-            if settled.signal:
-                settle.signalled = True  # published by the script: the caller tells this server
-            done(acked, None)
+            elif reply == b"s":
+                self._go_on_later(self.ack_returning((jid,), day, settle=settle), answer)
+            else:
+                if settled.signal:
+                    settle.signalled = True  # the script published it: the caller tells us
+                done(Acked([note] if reply == b"1" else []), None)
 
         durable = bool(settled.records)  # as _end
-        if not self._calls.write_soon(self._scripts[script], keys, args, answered, durable=durable):
+        script = self._scripts["endings_settle"]
+        if not self._calls.write_soon(script, keys, args, answered, durable=durable):
             return False
         del self._notes[jid]
         return True
+
+    @property
+    def _settled_keys(self) -> dict[tuple[str, str], list[str]]:
+        made: dict[tuple[str, str], list[str]] | None = self.__dict__.get("_settled_keys_of")
+        if made is None:
+            made = self.__dict__["_settled_keys_of"] = {}
+        return made
+
+    def _settle_call(
+        self, note: Reservation, day: str, settled: Settled, kept: Sequence[SetEntry]
+    ) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of endings_settle.lua: the ACK of the one reservation ``note``, with
+        the record and completed entry ``settle`` made of it (``_settled_of``)."""
+        space = settled.space
+        keys = self._settled_keys.get((space, settled.topic))
+        if keys is None:  # the same few every time: made once
+            k = self._keys
+            keys = [k.res, k.exp, k.busy, k.stats, k.zset(COMPLETED), k.data(COMPLETED)]
+            keys += [k.records(space), k.record_expiry(space), k.record_spaces, k.signals]
+            keys.append(k.signal_waits(settled.topic))
+            self._settled_keys[space, settled.topic] = keys
+        record = settled.records.get(note.jid, (None, None))[0]
+        args: list[Any] = [day, self._pub, note.jid, lp(note.queue) + lp(note.wid)]
+        args.append(score_arg(note.reserved_at))
+        if record is None:
+            args += ["", "", "", space]
+        else:
+            args += [record.key, record.value, expiry_arg(record), space]
+        if kept:
+            args += [score_arg(kept[0].score), encode_set_data(kept[0])]
+        else:
+            args += ["", ""]
+        args.append(settled.signal)
+        return keys, args
 
     def ack_ending_soon(
         self,

@@ -25,6 +25,7 @@ Key layout (``{ns}`` is ``{conveyor}`` unless the URL says ``?namespace=``)::
     {ns}:rx:<space>    ZSET  key by expires_at;  {ns}:rspaces  SET  spaces in use
     {ns}:ready         channel: queue names that may have jobs (SPUBLISH on Redis 7)
     {ns}:signals       channel: "<origin> <topic> <keys JSON>" (store/signals.py)
+    {ns}:sw:<topic>    ZSET  key by expiry: the keys a server waits a signal for
     {ns}:s:completed   ZSET, {ns}:d:completed HASH: completed jobs, as the other sets
     {ns}:op:<token>    STRING the result of one write call, kept ~30 s (calls.py)
 
@@ -116,6 +117,10 @@ class Keys:
 
     def worker(self, wid: str) -> str:
         return f"{self._p}w:{wid}"
+
+    def signal_waits(self, topic: str) -> str:
+        """The keys of ``topic`` some server waits a signal for (``Signals.expect``)."""
+        return f"{self._p}sw:{topic}"
 
     def records(self, space: str) -> str:
         return f"{self._p}r:{space}"

@@ -22,7 +22,8 @@
 -- with ends, then: the five SETTLE keys (_batches.lua), {ns}:waiting, {ns}:waitz,
 -- {ns}:edges, and {ns}:b:<bid> of each declared batch, in ARGV order
 -- with records (r > 0 below), last: {ns}:r:<space>, {ns}:rx:<space>, {ns}:rspaces (as
--- records_put.lua) and {ns}:signals (as signal_publish.lua)
+-- records_put.lua), {ns}:signals (as signal_publish.lua) and {ns}:sw:<topic> (the jids some
+-- server waits for: signal_expect.lua)
 -- ARGV[1] token TTL, ARGV[2] attempt, ARGV[3] "ack" or "discard", ARGV[4] day,
 -- ARGV[5] SPUBLISH or PUBLISH, ARGV[6] "<origin> ", ARGV[7] n, ARGV[8 .. 7+n] throttled queue
 -- names, then "*" (every payload is returned) or m and m marks (a payload holding none of them
@@ -32,7 +33,10 @@
 -- space, r records (jid, key, value, expires_at or "", lp(queue) lp(wid), reserved_at: the
 -- reservation the record, or the kept entry, was built from; key "": no record, an entry
 -- only), each written (as records_put.lua) only when the reservation of its jid ends here,
--- and the signal to publish (on the signals channel) when any does ("" none): what an ACK
+-- and the start of the signal ("<origin> <topic>", "" none): the jids so ended that a server
+-- waits for (registered in {ns}:sw:<topic>, whose registrations they use up) are published on
+-- the signals channel as "<start> <their JSON array>", the others not at all (a RESULT
+-- registers before its last look: one that does not find the record is told). What an ACK
 -- stores with its jobs' results (endings.py, RedisEndings._settle). A jid whose
 -- reservation is another one (its queue, worker or reservation time differ: the job was
 -- reserved again since) is left alone and returned as stale, for the caller to read and
@@ -79,7 +83,7 @@ for e = 0, n_kept - 1 do
 end
 a = a + 3 * n_kept + 1
 local records, n_records, space, signal = {}, tonumber(ARGV[a]), nil, ''
-local RK = #KEYS - 3
+local RK = #KEYS - 4
 if n_records > 0 then
   space = ARGV[a + 1]
   for r = 0, n_records - 1 do
@@ -89,7 +93,7 @@ if n_records > 0 then
   a = a + 1 + 6 * n_records + 1
   signal = ARGV[a]
 end
-local wrote, settled = false, false
+local wrote, told = false, {}
 local function sent(record)
   if not marks then return record end
   local queue, pos = read_lp(record, 1)
@@ -141,7 +145,9 @@ for i = a + 1, #ARGV do
         end
         wrote = true
       end
-      settled = true
+      if signal ~= '' and redis.call('ZREM', KEYS[RK + 4], jid) == 1 then
+        told[#told + 1] = jid
+      end
     end
     local queue = read_lp(record, 1)
     if slots[queue] then
@@ -165,8 +171,8 @@ end
 if wrote then
   redis.call('SADD', KEYS[RK + 2], space)
 end
-if settled and signal ~= '' then
-  redis.call(ARGV[5], KEYS[RK + 3], signal)
+if #told > 0 then
+  redis.call(ARGV[5], KEYS[RK + 3], signal .. ' ' .. cjson.encode(told))
 end
 for queue, _ in pairs(woke) do
   redis.call(ARGV[5], KEYS[6], ARGV[6] .. queue)
