@@ -67,6 +67,8 @@ class MemoryEndings(Endings):
     ) -> list[Reservation]:
         """End and count these reservations, keeping the entries of ``keep`` and storing
         what ``settle`` asks (asked before anything changes: all of it or nothing)."""
+        if len(jids) == 1 and not keep:
+            return self._end_one(jids[0], day, settle)
         reservations = self._reservations
         found = (reservations.get(jid) for jid in jids)
         ended = list({r.jid: r for r in found if r is not None}.values())
@@ -97,6 +99,23 @@ class MemoryEndings(Endings):
                 stored[record.key] = record
         self._count(day, len(ended), 0)
         return ended
+
+    def _end_one(self, jid: str, day: str, settle: Settle | None) -> list[Reservation]:
+        """``_end_settled`` of one ACK's one job (the usual ACK that carries a result)."""
+        reservation = self._reservations.get(jid)
+        if reservation is None:
+            return []
+        record = entry = None
+        if settle is not None:
+            record, entry = settle(reservation)  # may raise: nothing changed yet
+        del self._reservations[jid]
+        if entry is not None:
+            self._sets[SortedSet.COMPLETED].add(entry)
+        if record is not None:
+            assert settle is not None
+            self._space(settle.space)[record.key] = record
+        self._count(day, 1, 0)
+        return [reservation]
 
     async def discard_reservations(self, jids: Sequence[str]) -> list[Reservation]:
         pop = self._reservations.pop
