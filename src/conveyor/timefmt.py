@@ -51,6 +51,8 @@ def format_time(ts: float) -> str:
     cached_second, head = _second_cache
     if cached_second != seconds:
         head = _format_seconds(seconds)
+    if micros % 10:  # nine times in ten: no trailing zero to trim
+        return f"{head}.{micros:06d}Z"
     if micros == 0:
         return head + "Z"
     return f"{head}.{micros:06d}".rstrip("0") + "Z"

@@ -279,6 +279,8 @@ class ResultsFeature(Feature):
     def bind(self, manager: Any) -> None:
         super().bind(manager)
         manager.on_signal(SIGNAL, self._waiters.wake)
+        self._listeners: list[object] = manager._signal_handlers[SIGNAL]
+        """This server's listeners of the signal (``Manager.on_signal``), this one's first."""
         manager.store.settle_marks = _SETTLE_MARKS  # noted at FETCH for their ACK (Redis)
 
     def close(self) -> None:
@@ -408,14 +410,10 @@ class ResultsFeature(Feature):
         here): the waiting ``RESULT`` commands are answered there and then. Nothing to do,
         and nothing done, when no ``RESULT`` waits here and no other listener hears the
         signal on this server (the usual ACK: its outcome is read when asked for)."""
-        if not self._waiters.any and self._alone():
+        if not self._waiters.any and len(self._listeners) <= 1:  # only _Waiters.wake
             return
         self._waiters.deliver(settle.outcomes)
         self.manager._signalled(SIGNAL, settle.told)
-
-    def _alone(self) -> bool:
-        """Whether this feature's ``_Waiters.wake`` is the only listener of its signal here."""
-        return len(self.manager._signal_handlers.get(SIGNAL, ())) <= 1
 
     # ------------------------------------------------------------------ fail
 

@@ -57,6 +57,8 @@ class MemoryEndings(Endings):
         ends: EndContext | None = None,
         settle: Settle | None = None,
     ) -> Acked:
+        if ends is None and len(jids) == 1:  # one ACK's one job, no marks: the usual one
+            return Acked(self._end_one(jids[0], day, settle))
         ended = self._end_settled(jids, day, (), settle)
         if not ended:
             return Acked(ended)
