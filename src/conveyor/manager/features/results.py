@@ -317,9 +317,12 @@ class ResultsFeature(Feature):
         if not custom:  # the usual job: only the defaults' stamps may concern it
             return self._stamps
         ttl, retain = custom.get("result_ttl", _ABSENT), custom.get("retain", _ABSENT)
-        if (ttl is not _ABSENT and invalid_seconds(ttl)) or (
-            retain is not _ABSENT and invalid_seconds(retain)
-        ):
+        if ttl is not _ABSENT:
+            kind = ttl.__class__  # the usual value, checked inline (invalid_seconds)
+            usual = (kind is int or kind is float) and 0 <= ttl <= MAX_KEEP_SECONDS
+            if not usual and invalid_seconds(ttl):
+                return True
+        if retain is not _ABSENT and invalid_seconds(retain):
             return True
         return self._stamps and (ttl is _ABSENT or retain is _ABSENT)
 
