@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -125,3 +126,25 @@ def test_format_time_agrees_with_format_ns_on_any_time() -> None:
     for _ in range(20_000):
         seconds = rng.randrange(0, 4_000_000_000) + rng.randrange(0, 1_000_000) / 1e6
         assert format_time(seconds) == format_ns(round(seconds * 1_000_000) * 1000), seconds
+
+
+async def test_results_stored_by_acks_are_purged_once_expired(
+    url: str, make_server: MakeServer, raw_client: RawConnect
+) -> None:
+    """The records an ACK writes, one at a time and in an ACKB, are found by the purge
+    (memory: each is noted in the expiry heap as it is stored, not scanned for)."""
+    server = await make_server(url)
+    worker = await raw_client(server.port, hello=HELLO)
+    await _fetched(worker, "jid-trim-p1", result_ttl=0.2)
+    assert await worker.call(b'ACK {"jid":"jid-trim-p1","result":"1"}') == OK
+    await _fetched(worker, "jid-trim-p2", result_ttl=0.2)
+    await _fetched(worker, "jid-trim-p3", result_ttl=600)
+    ackb = b'ACKB [{"jid":"jid-trim-p2","result":"2"},{"jid":"jid-trim-p3","result":"3"}]'
+    assert await worker.call(ackb) == OK
+    store = server.manager.store
+    now = time.time()
+    assert await store.purge_records(now, 100) == 0  # none has expired yet
+    assert await store.count_records("results", now) == 3
+    assert await store.purge_records(now + 1, 100) == 2
+    assert await store.count_records("results", 0.0) == 1  # what is left: p3's, still live
+    assert set(await store.get_records("results", ["jid-trim-p3"], now + 1)) == {"jid-trim-p3"}

@@ -30,6 +30,8 @@ class MemoryEndings(Endings):
 
         def _space(self, space: str) -> dict[str, Record]: ...
 
+        def _keep(self, stored: dict[str, Record], space: str, record: Record) -> None: ...
+
     async def ack_returning(
         self,
         jids: Sequence[str],
@@ -98,7 +100,7 @@ class MemoryEndings(Endings):
         if records:
             stored = self._space(space)
             for record in records:
-                stored[record.key] = record
+                self._keep(stored, space, record)
         self._count(day, len(ended), 0)
         return ended
 
@@ -115,7 +117,8 @@ class MemoryEndings(Endings):
             self._sets[SortedSet.COMPLETED].add(entry)
         if record is not None:
             assert settle is not None
-            self._space(settle.space)[record.key] = record
+            space = settle.space
+            self._keep(self._space(space), space, record)
         self._count(day, 1, 0)
         return [reservation]
 
