@@ -32,6 +32,8 @@ class MemoryEndings(Endings):
 
         def _keep(self, stored: dict[str, Record], space: str, record: Record) -> None: ...
 
+        def _keep_many(self, space: str, records: Sequence[Record]) -> None: ...
+
     async def ack_returning(
         self,
         jids: Sequence[str],
@@ -98,9 +100,7 @@ class MemoryEndings(Endings):
                 if kept_entry is not None:
                     completed.add(kept_entry)
         if records:
-            stored = self._space(space)
-            for record in records:
-                self._keep(stored, space, record)
+            self._keep_many(space, records)
         self._count(day, len(ended), 0)
         return ended
 

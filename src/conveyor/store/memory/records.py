@@ -32,13 +32,24 @@ class MemoryRecords(Records):
 
     def _keep(self, stored: dict[str, Record], space: str, record: Record) -> None:
         """Store ``record`` in ``stored`` (``_space(space)``), its expiry noted for the purge:
-        every write of a record goes through here."""
+        every write of a record goes through here or ``_keep_many``."""
         stored[record.key] = record
         if record.expires_at is not None:
-            expiries = self.__dict__.get("_record_expiries")
-            if expiries is None:
-                expiries = self.__dict__["_record_expiries"] = []
-            heapq.heappush(expiries, (record.expires_at, space, record.key))
+            heapq.heappush(self._expiries(), (record.expires_at, space, record.key))
+
+    def _keep_many(self, space: str, records: Sequence[Record]) -> None:
+        """``_keep`` of each of ``records`` (an ACKB's results, ``put_records``)."""
+        stored, expiries, push = self._space(space), self._expiries(), heapq.heappush
+        for record in records:
+            stored[record.key] = record
+            if record.expires_at is not None:
+                push(expiries, (record.expires_at, space, record.key))
+
+    def _expiries(self) -> list[tuple[float, str, str]]:
+        found: list[tuple[float, str, str]] | None = self.__dict__.get("_record_expiries")
+        if found is None:
+            found = self.__dict__["_record_expiries"] = []
+        return found
 
     def _flush_records(self) -> None:
         self.__dict__.pop("_record_spaces", None)
@@ -56,9 +67,7 @@ class MemoryRecords(Records):
         return None
 
     async def put_records(self, space: str, records: Sequence[Record]) -> None:
-        stored = self._space(space)
-        for record in records:
-            self._keep(stored, space, record)
+        self._keep_many(space, records)
 
     async def get_records(self, space: str, keys: Sequence[str], now: float) -> dict[str, Record]:
         stored = self._space(space)
