@@ -125,6 +125,29 @@ async def test_purge_deletes_expired_records_of_every_space_up_to_the_limit(
     assert set(await backend_store.get_records("p2", ["b", "keep"], NOW)) == {"keep"}
 
 
+async def test_purge_follows_each_record_as_it_is_now_not_as_it_was_written(
+    backend_store: Store, space: str
+) -> None:
+    """A record rewritten with a later expiry, or none, outlives its first expiry; one deleted
+    or rewritten with the same expiry is purged once, counted once (memory notes every
+    expiry written in a heap, and pops the notes of records that changed since)."""
+    await backend_store.put_records(
+        space, [Record(k, b"v1", NOW + 1) for k in ("later", "never", "gone", "twice")]
+    )
+    await backend_store.put_records(
+        space,
+        [Record("later", b"v2", NOW + 10), Record("never", b"v2"), Record("twice", b"v2", NOW + 1)],
+    )
+    assert await backend_store.claim_record(space, Record("later", b"v2", NOW + 20), NOW) is None
+    assert await backend_store.delete_records(space, ["gone"]) == 1
+    assert await backend_store.purge_records(NOW + 5, limit=100) == 1  # "twice", once
+    found = await backend_store.get_records(space, ["later", "never", "twice"], NOW + 5)
+    assert found == {"later": Record("later", b"v2", NOW + 20), "never": Record("never", b"v2")}
+    assert await backend_store.purge_records(NOW + 15, limit=100) == 0  # refreshed to NOW + 20
+    assert await backend_store.purge_records(NOW + 25, limit=100) == 1
+    assert await backend_store.count_records(space, NOW + 25) == 1  # "never"
+
+
 async def test_concurrent_claims_give_the_key_to_exactly_one(
     backend_store: Store, space: str
 ) -> None:

@@ -44,8 +44,18 @@ def format_ns(ns: int) -> str:
 
 
 def format_time(ts: float) -> str:
-    """Format float seconds since the epoch as RFC 3339 UTC (microsecond precision)."""
-    return format_ns(round(ts * 1_000_000) * 1000)
+    """Format float seconds since the epoch as RFC 3339 UTC (microsecond precision): what
+    ``format_ns`` gives for the time rounded to the microsecond, without its nanoseconds (an
+    ACK that stores a result formats its finishing time with this)."""
+    seconds, micros = divmod(round(ts * 1_000_000), 1_000_000)
+    cached_second, head = _second_cache
+    if cached_second != seconds:
+        head = _format_seconds(seconds)
+    if micros % 10:  # nine times in ten: no trailing zero to trim
+        return f"{head}.{micros:06d}Z"
+    if micros == 0:
+        return head + "Z"
+    return f"{head}.{micros:06d}".rstrip("0") + "Z"
 
 
 def now_iso() -> str:

@@ -329,13 +329,14 @@ def ack_settled(
         return _ack_settled_soon(manager, feature, jid, duration, result)
     if jid in watched:
         return None
-    settle = feature.settle({} if result is None else {jid: result})
-    acked = manager.store.ack_returning_now((jid,), day_key(time.time()), settle=settle)
+    settle = feature.settle_one(jid, result)
+    jids = (jid,)
+    acked = manager.store.ack_returning_now(jids, day_key(settle.now), settle=settle)
     if acked is None:
         return None
     done = len(acked.ended)
     if manager.metrics is not None:
-        manager.metrics.on_ack((jid,), done, _durations(jid, duration))
+        manager.metrics.on_ack(jids, done, _durations(jid, duration))
     if settle.told:
         feature.told(settle)
     return done
@@ -361,7 +362,7 @@ def _ack_settled_soon(
         return None
     if (manager._ack_watchers or manager.flow.throttled) and not manager._all_plain(jids):
         return None
-    settle = feature.settle({} if result is None else {jid: result})
+    settle = feature.settle_one(jid, result)
     later: Later[int] = Later()
     metrics = manager.metrics
 

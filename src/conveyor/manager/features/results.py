@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Self
 
 import msgspec
@@ -39,9 +40,9 @@ from conveyor.manager.features.results_model import (
     Completion,
     Outcome,
     completion_of,
+    decode_policy,
     encode,
     invalid_seconds,
-    read_policy,
     seconds_of,
     seconds_or,
     with_completion,
@@ -71,6 +72,7 @@ SIGNAL = "result"
 _KEYS = {"ttl_seconds", "retain_seconds", "max_bytes"}
 _PUSH_KEYS = frozenset(("result_ttl", "retain"))
 _ABSENT = object()
+_NO_RESULTS: Mapping[str, bytes] = MappingProxyType({})
 _SETTLE_MARKS = (b'"result_ttl"', b'"retain"')
 """What a job that asks for something of its ACK holds (its ``custom`` keys; a default on
 stamps them into every job): ``Endings.settle_marks``."""
@@ -164,6 +166,11 @@ class _Waiters:
     def __len__(self) -> int:
         return sum(len(waiting) for waiting in self._by_jid.values())
 
+    @property
+    def any(self) -> bool:
+        """Whether some ``RESULT`` waits (a dict's truth: asked once an ACK)."""
+        return bool(self._by_jid)
+
 
 class _Settle:
     """What one ACK stores with each reservation it ends (``conveyor.store.endings.Settle``):
@@ -180,10 +187,12 @@ class _Settle:
     space = SPACE
     topic = SIGNAL
 
-    def __init__(self, feature: ResultsFeature, results: Mapping[str, bytes]) -> None:
-        self.settings = feature.settings
+    def __init__(
+        self, settings: ResultsSettings, every: bool, results: Mapping[str, bytes]
+    ) -> None:
+        self.settings = settings
         self.results = results
-        self.every = feature.every_ack
+        self.every = every
         self.now = time.time()
         self._finished = ""
         self.told: list[str] = []
@@ -200,21 +209,30 @@ class _Settle:
         result = self.results.get(jid)
         if result is None and not self.every:
             return None, None
-        policy = read_policy(reservation.payload)
-        if policy is None:
-            return None, None
-        asks, settings = policy.custom, self.settings
+        try:
+            policy = decode_policy(reservation.payload)
+        except (msgspec.DecodeError, RecursionError):
+            return None, None  # not a job
+        settings, asks = self.settings, policy.custom
         ttl, retain = settings.ttl_seconds, settings.retain_seconds
         if asks is not None:  # each None when not given: the default stays
-            if asks.result_ttl is not None:
-                ttl = seconds_or(asks.result_ttl, ttl)
-            if asks.retain is not None:
-                retain = seconds_or(asks.retain, retain)
+            asked = asks.result_ttl
+            if asked is not None:
+                kind = asked.__class__  # the usual value, checked inline (seconds_or)
+                if (kind is int or kind is float) and 0 <= asked <= MAX_KEEP_SECONDS:
+                    ttl = float(asked)
+                else:
+                    ttl = seconds_or(asked, ttl)
+            asked = asks.retain
+            if asked is not None:
+                retain = seconds_or(asked, retain)
         if not (ttl or retain):
             return None, None
         self.told.append(jid)
         now = self.now
-        finished = self._finished or self._finish()
+        finished = self._finished
+        if not finished:
+            finished = self._finished = format_time(now)
         value = msgspec.Raw(result if result is not None else b"null")
         ran = now - reservation.reserved_at
         duration = int(ran * 1_000_000 + 0.5) / 1_000_000 if ran > 0 else 0.0  # round(ran, 6)
@@ -224,17 +242,14 @@ class _Settle:
                 jid, SUCCEEDED, finished, policy.jobtype, reservation.queue,
                 reservation.wid, duration, value,
             )  # fmt: skip
-            record = Record(jid, encode(outcome), now + ttl)
-            self.outcomes[jid] = record.value
+            body = encode(outcome)
+            record = Record(jid, body, now + ttl)
+            self.outcomes[jid] = body
         if retain:
             completion = Completion(finished, reservation.wid, duration, value)
             payload = with_completion(reservation.payload, completion)
             entry = SetEntry(now + retain, jid, payload, reservation.queue, policy.jobtype)
         return record, entry
-
-    def _finish(self) -> str:
-        self._finished = format_time(self.now)
-        return self._finished
 
 
 class ResultsFeature(Feature):
@@ -266,6 +281,8 @@ class ResultsFeature(Feature):
     def bind(self, manager: Any) -> None:
         super().bind(manager)
         manager.on_signal(SIGNAL, self._waiters.wake)
+        self._listeners: list[object] = manager._signal_handlers[SIGNAL]
+        """This server's listeners of the signal (``Manager.on_signal``), this one's first."""
         manager.store.settle_marks = _SETTLE_MARKS  # noted at FETCH for their ACK (Redis)
 
     def close(self) -> None:
@@ -302,9 +319,12 @@ class ResultsFeature(Feature):
         if not custom:  # the usual job: only the defaults' stamps may concern it
             return self._stamps
         ttl, retain = custom.get("result_ttl", _ABSENT), custom.get("retain", _ABSENT)
-        if (ttl is not _ABSENT and invalid_seconds(ttl)) or (
-            retain is not _ABSENT and invalid_seconds(retain)
-        ):
+        if ttl is not _ABSENT:
+            kind = ttl.__class__  # the usual value, checked inline (invalid_seconds)
+            usual = (kind is int or kind is float) and 0 <= ttl <= MAX_KEEP_SECONDS
+            if not usual and invalid_seconds(ttl):
+                return True
+        if retain is not _ABSENT and invalid_seconds(retain):
             return True
         return self._stamps and (ttl is _ABSENT or retain is _ABSENT)
 
@@ -347,9 +367,10 @@ class ResultsFeature(Feature):
         it, in the ACK's own step; returns how many reservations existed
         (``Manager.ack_many``)."""
         settle = self.settle(results)
-        done = await self.manager.ack_jobs(jids, settle=settle)  # one step: stored, kept, ...
-        if settle.signalled:  # the other servers were told by the ACK's step (Redis)
-            self.told(settle)
+        manager = self.manager
+        done = await manager.ack_jobs(jids, settle=settle)  # one step: stored, kept, ...
+        if settle.signalled or (settle.told and manager.store.in_process):
+            self.told(settle)  # Redis told the other servers in the ACK's step; local: at once
         elif settle.told:
             self._waiters.deliver(settle.outcomes)
             await self._tell(settle.told)
@@ -358,15 +379,44 @@ class ResultsFeature(Feature):
     def settle(self, results: Mapping[str, bytes]) -> _Settle:
         """What one ACK stores with the jobs it ends (``Store.ack_returning``'s ``settle``),
         its results checked first (``CommandError``, with nothing done)."""
+        limit = self.settings.max_bytes
+        try:  # the usual results, checked inline; a bad one is told by check_result
+            for sent in results.values():
+                if len(sent) > limit:
+                    break
+                _check_json(sent)
+            else:
+                return _Settle(self.settings, self.every_ack, results)
+        except (msgspec.DecodeError, RecursionError):
+            pass
         for jid, sent in results.items():
-            self.check_result(jid, sent)
-        return _Settle(self, results)
+            self.check_result(jid, sent)  # raises for the first bad one
+        raise AssertionError("a result was refused, then accepted")  # pragma: no cover
+
+    def settle_one(self, jid: str, result: bytes | None) -> _Settle:
+        """``settle`` of one ACK's result (``soon.ack_settled``), without a mapping built
+        first: the ACK that carries none (a default is on) has no result to check."""
+        if result is None:
+            return _Settle(self.settings, self.every_ack, _NO_RESULTS)
+        if len(result) <= self.settings.max_bytes:
+            try:
+                _check_json(result)
+            except (msgspec.DecodeError, RecursionError):
+                pass
+            else:
+                return _Settle(self.settings, self.every_ack, {jid: result})
+        self.check_result(jid, result)
+        raise AssertionError("a result was refused, then accepted")  # pragma: no cover
 
     def told(self, settle: _Settle) -> None:
         """``_tell`` in the ACK's own step, for an in-process store (whose signals reach this
         server alone and call their listeners at once: ``LocalSignals``), and after a shared
         store's ACK that published the signal itself (``signalled``; its echo is skipped
-        here): the waiting ``RESULT`` commands are answered there and then."""
+        here): the waiting ``RESULT`` commands are answered there and then. Nothing to do,
+        and nothing done, when no ``RESULT`` waits here and no other listener hears the
+        signal on this server (the usual ACK: its outcome is read when asked for)."""
+        if not self._waiters.any and len(self._listeners) <= 1:  # only _Waiters.wake
+            return
         self._waiters.deliver(settle.outcomes)
         self.manager._signalled(SIGNAL, settle.told)
 

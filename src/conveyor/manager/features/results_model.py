@@ -31,6 +31,7 @@ __all__ = [
     "Outcome",
     "completion_of",
     "decode_outcome",
+    "decode_policy",
     "encode",
     "invalid_seconds",
     "read_policy",
@@ -88,7 +89,6 @@ class JobPolicy(msgspec.Struct):
 
     custom: Asks | None = None
     jobtype: str = ""
-    queue: str = ""
 
 
 class _Kept(msgspec.Struct):
@@ -100,7 +100,9 @@ class _Kept(msgspec.Struct):
 
 encode = msgspec.json.Encoder().encode
 _decode_outcome = msgspec.json.Decoder(Outcome).decode
-_decode_policy = msgspec.json.Decoder(JobPolicy).decode
+decode_policy = msgspec.json.Decoder(JobPolicy).decode
+"""``JobPolicy`` of a payload (``msgspec.DecodeError``, ``RecursionError`` for one that is not
+a job); ``read_policy`` without the ``try``, for the ACK path that has its own."""
 _decode_kept = msgspec.json.Decoder(_Kept).decode
 
 
@@ -111,7 +113,7 @@ def decode_outcome(data: bytes) -> Outcome:
 def read_policy(payload: bytes) -> JobPolicy | None:
     """The job's custom, jobtype and queue; None for a payload that is not a job."""
     try:
-        return _decode_policy(payload)
+        return decode_policy(payload)
     except (msgspec.DecodeError, RecursionError):
         return None
 

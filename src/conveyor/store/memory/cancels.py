@@ -40,6 +40,8 @@ class MemoryCancels(Cancels):
 
         def _space(self, space: str) -> dict[str, Record]: ...
 
+        def _keep(self, stored: dict[str, Record], space: str, record: Record) -> None: ...
+
         def _remove_members(self, key: str, jids: Iterable[str]) -> None: ...
 
     async def cancel_job(
@@ -53,14 +55,14 @@ class MemoryCancels(Cancels):
         if not self._take_target(target):
             found = self._space(CANCELLED_SPACE).get(target.jid)
             return CancelOutcome.ALREADY if found and found.live(now) else CancelOutcome.MOVED
-        self._space(CANCELLED_SPACE)[record.key] = record
+        self._keep(self._space(CANCELLED_SPACE), CANCELLED_SPACE, record)
         if notice is not None:
-            self._space(NOTICES_SPACE)[notice.key] = notice
+            self._keep(self._space(NOTICES_SPACE), NOTICES_SPACE, notice)
         counts = self._space(COUNTS_SPACE)
         for key in (TOTAL_KEY, day):
             current = counts.get(key)
             count = decode_count(current.value if current else None) + 1
-            counts[key] = Record(key, encode_count(count))
+            self._keep(counts, COUNTS_SPACE, Record(key, encode_count(count)))
         return CancelOutcome.CANCELLED
 
     def _take_target(self, target: CancelTarget) -> bool:

@@ -30,6 +30,10 @@ class MemoryEndings(Endings):
 
         def _space(self, space: str) -> dict[str, Record]: ...
 
+        def _keep(self, stored: dict[str, Record], space: str, record: Record) -> None: ...
+
+        def _keep_many(self, space: str, records: Sequence[Record]) -> None: ...
+
     async def ack_returning(
         self,
         jids: Sequence[str],
@@ -57,6 +61,8 @@ class MemoryEndings(Endings):
         ends: EndContext | None = None,
         settle: Settle | None = None,
     ) -> Acked:
+        if ends is None and len(jids) == 1:  # one ACK's one job, no marks: the usual one
+            return Acked(self._end_one(jids[0], day, settle))
         ended = self._end_settled(jids, day, (), settle)
         if not ended:
             return Acked(ended)
@@ -67,6 +73,8 @@ class MemoryEndings(Endings):
     ) -> list[Reservation]:
         """End and count these reservations, keeping the entries of ``keep`` and storing
         what ``settle`` asks (asked before anything changes: all of it or nothing)."""
+        if len(jids) == 1 and not keep:
+            return self._end_one(jids[0], day, settle)
         reservations = self._reservations
         found = (reservations.get(jid) for jid in jids)
         ended = list({r.jid: r for r in found if r is not None}.values())
@@ -92,11 +100,27 @@ class MemoryEndings(Endings):
                 if kept_entry is not None:
                     completed.add(kept_entry)
         if records:
-            stored = self._space(space)
-            for record in records:
-                stored[record.key] = record
+            self._keep_many(space, records)
         self._count(day, len(ended), 0)
         return ended
+
+    def _end_one(self, jid: str, day: str, settle: Settle | None) -> list[Reservation]:
+        """``_end_settled`` of one ACK's one job (the usual ACK that carries a result)."""
+        reservation = self._reservations.get(jid)
+        if reservation is None:
+            return []
+        record = entry = None
+        if settle is not None:
+            record, entry = settle(reservation)  # may raise: nothing changed yet
+        del self._reservations[jid]
+        if entry is not None:
+            self._sets[SortedSet.COMPLETED].add(entry)
+        if record is not None:
+            assert settle is not None
+            space = settle.space
+            self._keep(self._space(space), space, record)
+        self._count(day, 1, 0)
+        return [reservation]
 
     async def discard_reservations(self, jids: Sequence[str]) -> list[Reservation]:
         pop = self._reservations.pop
