@@ -19,7 +19,7 @@ from conveyor.store.completed import Completions
 from conveyor.store.redis.host import RedisHost
 from conveyor.store.signals import SignalListener, Signals
 
-__all__ = ["RedisCompletions", "RedisSignals", "decode_signal", "signal_message"]
+__all__ = ["RedisCompletions", "RedisSignals", "decode_signal", "signal_message", "signal_start"]
 
 _encode_keys = msgspec.json.Encoder().encode
 _decode_keys = msgspec.json.Decoder(list[str]).decode
@@ -77,7 +77,14 @@ class RedisSignals(RedisHost, Signals):
 
 def signal_message(origin: str, topic: str, keys: Sequence[str]) -> bytes:
     """What the signal channel carries: ``"<origin> <topic> <keys as a JSON array>"``."""
-    return origin.encode() + topic.encode() + b" " + _encode_keys(list(keys))
+    return signal_start(origin, topic) + b" " + _encode_keys(list(keys))
+
+
+def signal_start(origin: str, topic: str) -> bytes:
+    """A signal message up to its keys (``origin`` ends with its space): what a script that
+    picks the keys itself is given, and completes with ``" <keys JSON>"`` (endings_end.lua,
+    endings_settle.lua)."""
+    return (origin + topic).encode()
 
 
 def decode_signal(message: bytes) -> tuple[str, list[str]] | None:

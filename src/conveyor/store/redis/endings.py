@@ -20,6 +20,7 @@ from conveyor.store.redis.codec import (
     lp,
     score_arg,
 )
+from conveyor.store.redis.completed import signal_start
 from conveyor.store.redis.host import RedisHost
 from conveyor.store.redis.records import expiry_arg
 
@@ -279,7 +280,7 @@ class RedisEndings(RedisHost, Endings):
         topic = getattr(settle, "topic", None)
         told = getattr(settle, "told", None)
         if records and topic and told:  # the script adds the jids some server waits for
-            return Settled(settle.space, records, (self._origin + topic).encode(), topic), kept
+            return Settled(settle.space, records, signal_start(self._origin, topic), topic), kept
         return Settled(settle.space, records, b""), kept
 
     def _note(self, reserved: Sequence[Reservation]) -> None:
