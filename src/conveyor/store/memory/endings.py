@@ -61,12 +61,10 @@ class MemoryEndings(Endings):
         ends: EndContext | None = None,
         settle: Settle | None = None,
     ) -> Acked:
-        if ends is None and len(jids) == 1:  # one ACK's one job, no marks: the usual one
-            return Acked(self._end_one(jids[0], day, settle))
-        ended = self._end_settled(jids, day, (), settle)
-        if not ended:
+        ended = self._end_settled(jids, day, (), settle)  # one job: _end_one
+        if not ended or ends is None:
             return Acked(ended)
-        return Acked(ended, self._end_acked(ended, ends) if ends is not None else Fired())
+        return Acked(ended, self._end_acked(ended, ends))
 
     def _end_settled(
         self, jids: Sequence[str], day: str, keep: Sequence[SetEntry], settle: Settle | None
